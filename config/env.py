@@ -1,0 +1,115 @@
+"""Typed readers for environment variables that fail fast with one readable line.
+
+Settings call these at import time; an invalid value raises ``ConfigError``, which
+``manage.py``, ``config.asgi`` and ``config.wsgi`` turn into a single line on stderr
+and exit status 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlparse
+
+import dj_database_url
+
+
+class ConfigError(Exception):
+    """An environment variable holds a value the project cannot start with."""
+
+    def __init__(self, name: str, value: str, fix: str) -> None:
+        super().__init__(f"Invalid {name}={value!r}: {fix}")
+        self.name = name
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(name, raw, f"set it to a whole number >= {minimum}, e.g. {name}={default}") from None
+    if value < minimum:
+        raise ConfigError(name, raw, f"set it to a whole number >= {minimum}, e.g. {name}={default}")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(name, raw, f"set it to a number >= {minimum}, e.g. {name}={default}") from None
+    if value < minimum:
+        raise ConfigError(name, raw, f"set it to a number >= {minimum}, e.g. {name}={default}")
+    return value
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(name, raw, f"use one of true/false/1/0, e.g. {name}=false")
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_database(name: str, default: str) -> dict:
+    raw = os.environ.get(name, default)
+    fix = f"use e.g. {name}=sqlite:///db.sqlite3 or {name}=postgresql://user:pass@host:5432/dbname"
+    scheme = urlparse(raw).scheme
+    if scheme not in {"sqlite", "postgres", "postgresql", "pgsql", "postgis"}:
+        raise ConfigError(name, raw, fix)
+    try:
+        config = dj_database_url.parse(raw, conn_max_age=0)
+    except Exception:  # dj-database-url raises several types for malformed URLs
+        raise ConfigError(name, raw, fix) from None
+    if not config.get("NAME"):
+        raise ConfigError(name, raw, fix)
+    return config
+
+
+def env_redis_url(name: str, default: str) -> str:
+    raw = os.environ.get(name, default)
+    parsed = urlparse(raw)
+    fix = f"use e.g. {name}=redis://127.0.0.1:6379/0"
+    if parsed.scheme not in {"redis", "rediss", "unix"}:
+        raise ConfigError(name, raw, fix)
+    try:
+        parsed.port  # noqa: B018 - raises ValueError on a non-numeric port
+    except ValueError:
+        raise ConfigError(name, raw, fix) from None
+    if parsed.scheme != "unix" and not parsed.hostname:
+        raise ConfigError(name, raw, fix)
+    return raw
+
+
+def run_or_exit(main) -> None:
+    """Run ``main`` and turn a ConfigError into one line on stderr and exit status 2."""
+    import sys
+
+    try:
+        main()
+    except ConfigError as error:
+        sys.stderr.write(f"jobdesk: configuration error: {error}\n")
+        sys.exit(2)

@@ -1,0 +1,177 @@
+"""Shared fixtures: real Redis (devtools.pytest_redis), users and tokens, in-process RQ
+workers, worker subprocesses, and deadline-bounded waiting."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+import django_rq
+import pytest
+from django.db import connection
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+ROOT = Path(__file__).resolve().parent
+
+
+# --- waiting --------------------------------------------------------------------------
+
+
+def wait_for(predicate: Callable[[], object], *, timeout: float = 20.0, interval: float = 0.05, what: str = ""):
+    """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+# --- Redis ----------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis():
+    """Every test starts with an empty Redis (the suite's own server, see pytest_redis)."""
+    django_rq.get_connection("normal").flushall()
+    yield
+
+
+@pytest.fixture
+def redis_conn():
+    return django_rq.get_connection("normal")
+
+
+# --- users and API clients ----------------------------------------------------------------
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def make(username: str, *, staff: bool = False):
+        return django_user_model.objects.create_user(username, password="pw-" + username, is_staff=staff)
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def operator(make_user):
+    return make_user("operator", staff=True)
+
+
+def _client_for(user) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def api_as():
+    return _client_for
+
+
+# --- running jobs -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_worker():
+    """Drain the queues with a real RQ SimpleWorker in this process (burst mode)."""
+    from rq import SimpleWorker
+
+    def run(max_jobs: int | None = None) -> None:
+        conn = django_rq.get_connection("normal")
+        queues = [django_rq.get_queue(name) for name in ("immediate", "normal", "low")]
+        SimpleWorker(queues, connection=conn).work(burst=True, max_jobs=max_jobs, with_scheduler=False)
+
+    return run
+
+
+@pytest.fixture
+def scheduler_tick():
+    """One pass of the real rq-scheduler: move due jobs onto their queues."""
+    from jobs import queueing
+
+    def tick() -> None:
+        queueing.scheduler().enqueue_jobs()
+
+    return tick
+
+
+def database_url() -> str:
+    """A DATABASE_URL for the *test* database, for subprocesses to share it."""
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    user = quote(s.get("USER") or "", safe="")
+    password = f":{quote(s['PASSWORD'], safe='')}" if s.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgresql://{auth}{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}"
+
+
+def subprocess_env(**overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": os.environ["REDIS_URL"],
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "PYTHONUNBUFFERED": "1",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def spawn(tmp_path):
+    """Start ``manage.py`` subprocesses (workers, scheduler) that share the test database.
+
+    Each is stopped at teardown: SIGTERM, then SIGKILL of its whole process group.
+    """
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str, **env: str) -> subprocess.Popen:
+        log = open(tmp_path / f"proc-{len(started)}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            cwd=ROOT,
+            env=subprocess_env(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        proc.log_path = log.name  # type: ignore[attr-defined]
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in started:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -1,0 +1,39 @@
+"""pytest plugin (loaded with ``-p devtools.pytest_redis``): a real Redis for the suite.
+
+It must run before pytest-django loads settings (which read REDIS_URL), hence the
+``tryfirst`` initial-conftest hook. ``TEST_REDIS_URL`` points the suite at an existing
+server instead (it is flushed between tests: never point it at data you keep).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from devtools.redis_server import RedisServer
+
+_server: RedisServer | None = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config, parser, args) -> None:
+    global _server
+    given = os.environ.get("TEST_REDIS_URL")
+    if given:
+        os.environ["REDIS_URL"] = given
+        return
+    _server = RedisServer(directory=Path(tempfile.mkdtemp(prefix="jobdesk-test-redis-"))).start()
+    os.environ["REDIS_URL"] = _server.url
+
+
+def pytest_unconfigure(config) -> None:
+    if _server is not None:
+        _server.stop()
+
+
+def server() -> RedisServer | None:
+    """The suite's own Redis server (None when TEST_REDIS_URL was given)."""
+    return _server

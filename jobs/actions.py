@@ -1,0 +1,50 @@
+"""Operator and owner actions on jobs: cancel, requeue, promote (SPEC §4.6, §4.7).
+
+The API, the admin and management commands call these; each is a lifecycle move plus
+the Redis side effect after commit, recorded in the timeline with who did it.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from jobs import lifecycle, outcomes, queueing
+from jobs.errors import ActionRefused
+from jobs.models import BROKEN_DEPENDENCY_STATUSES, Job, Status
+
+
+def cancel(job_id, *, actor=None, actor_label: str = "", reason: str = "") -> Job:
+    with transaction.atomic():
+        before = Job.objects.filter(pk=job_id).values_list("status", "rq_job_id", "priority").first()
+        job = lifecycle.cancel(job_id, actor=actor, actor_label=actor_label, reason=reason)
+    _status, rq_job_id, priority = before
+    if _status == Status.ACTIVE:
+        queueing.stop(rq_job_id)
+    else:
+        queueing.withdraw(rq_job_id, priority)
+    outcomes.finished(job)
+    return job
+
+
+def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:
+    broken = Job.objects.filter(dependents=job_id, status__in=BROKEN_DEPENDENCY_STATUSES).first()
+    if broken is not None:
+        raise ActionRefused(
+            f"Cannot requeue job {job_id}: its dependency {broken.id} is {broken.status}; requeue that first."
+        )
+    with transaction.atomic():
+        job = lifecycle.requeue(job_id, actor=actor, actor_label=actor_label)
+        if Job.objects.filter(dependents=job_id).exclude(status=Status.COMPLETE).exists():
+            job = lifecycle.wait_for_dependencies(job.id)
+        transaction.on_commit(lambda: queueing.dispatch(job))
+    return job
+
+
+def promote(job_id, *, actor=None, actor_label: str = "") -> Job:
+    with transaction.atomic():
+        before = Job.objects.filter(pk=job_id).values_list("rq_job_id", "priority").first()
+        job = lifecycle.promote(job_id, actor=actor, actor_label=actor_label)
+    if before:
+        queueing.withdraw(*before)
+    queueing.dispatch(job)
+    return job

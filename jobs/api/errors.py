@@ -1,0 +1,87 @@
+"""One error shape for the whole API:
+``{"error": {"code": ..., "message": ..., "hint": ..., "fields": {...}}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from jobs.errors import ActionRefused, SubmitError
+from jobs.lifecycle import JobNotFound
+
+logger = logging.getLogger("jobs.api")
+
+_HINTS = {
+    "not_authenticated": "Send 'Authorization: Token <key>' or log in at /admin/.",
+    "authentication_failed": "Check the token; staff can issue one in the admin under Tokens.",
+    "permission_denied": "This needs other permissions; ask an operator.",
+    "not_found": "Check the id; you only see your own objects.",
+    "method_not_allowed": "See /api/docs/ for the methods this endpoint accepts.",
+    "parse_error": "Send valid JSON with 'Content-Type: application/json'.",
+    "unsupported_media_type": "Send 'Content-Type: application/json'.",
+    "throttled": "Slow down and retry after the number of seconds in Retry-After.",
+    "invalid": "Fix the fields listed under 'fields' and send again.",
+    "conflict": "Reload the job to see its current status.",
+}
+
+
+def error_body(code: str, message: str, *, hint: str = "", fields: dict | None = None) -> dict:
+    body = {"code": code, "message": message, "hint": hint or _HINTS.get(code, "")}
+    if fields:
+        body["fields"] = fields
+    return {"error": body}
+
+
+def _flatten(detail) -> dict:
+    if isinstance(detail, dict):
+        return {key: _messages(value) for key, value in detail.items()}
+    return {"non_field_errors": _messages(detail)}
+
+
+def _messages(value) -> list:
+    if isinstance(value, list):
+        out = []
+        for item in value:
+            out.extend(_messages(item) if isinstance(item, (list, dict)) else [str(item)])
+        return out
+    if isinstance(value, dict):
+        return [f"{k}: {'; '.join(_messages(v))}" for k, v in value.items()]
+    return [str(value)]
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, SubmitError):
+        fields = {exc.field: [exc.message]} if exc.field else None
+        return Response(error_body("invalid", exc.message, hint=exc.hint, fields=fields), status=400)
+    if isinstance(exc, ActionRefused):
+        return Response(error_body("conflict", str(exc)), status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, (JobNotFound, Http404)):
+        exc = exceptions.NotFound()
+    if isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        request_id = uuid.uuid4().hex[:12]
+        logger.exception("unhandled API error", extra={"request_id": request_id})
+        return Response(
+            error_body(
+                "server_error",
+                "Unexpected server error.",
+                hint=f"Quote request id {request_id} when you report it.",
+            ),
+            status=500,
+        )
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = error_body("invalid", "The request has invalid fields.", fields=_flatten(exc.detail))
+    else:
+        code = getattr(exc, "default_code", "error")
+        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+        response.data = error_body(code, str(detail))
+    return response

@@ -1,0 +1,17 @@
+import django_filters
+
+from jobs.models import ErrorCategory, Job, Priority, Status
+
+
+class JobFilter(django_filters.FilterSet):
+    status = django_filters.MultipleChoiceFilter(choices=Status.choices)
+    priority = django_filters.MultipleChoiceFilter(choices=Priority.choices)
+    error_category = django_filters.ChoiceFilter(choices=ErrorCategory.choices)
+    type = django_filters.CharFilter()
+    heavy = django_filters.BooleanFilter()
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Job
+        fields = ["status", "priority", "type", "heavy", "error_category"]

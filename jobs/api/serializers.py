@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from jobs.models import Job, JobEvent, Priority
+from jobs.submit import MAX_ATTEMPTS_LIMIT, JobSpec
+
+
+class JobSerializer(serializers.ModelSerializer):
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    depends_on = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    error = serializers.SerializerMethodField()
+    duration_seconds = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id", "type", "status", "priority", "heavy", "owner", "payload", "result", "error",
+            "attempts", "max_attempts", "timeout", "idempotency_key", "depends_on",
+            "progress", "stage", "progress_details", "seq", "worker_name",
+            "created_at", "enqueued_at", "scheduled_for", "started_at", "finished_at", "duration_seconds",
+            "estimated_start_at", "estimated_finish_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_error(self, job: Job) -> dict | None:
+        if not job.error_message and not job.error_category:
+            return None
+        return {
+            "category": job.error_category or None,
+            "message": job.error_message,
+            "recovery_actions": job.recovery_actions,
+            "details": job.error_details,
+        }
+
+
+class JobEventSerializer(serializers.ModelSerializer):
+    who = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = JobEvent
+        fields = ["seq", "kind", "from_status", "to_status", "who", "message", "details", "created_at"]
+        read_only_fields = fields
+
+
+class JobSubmitSerializer(serializers.Serializer):
+    type = serializers.CharField(max_length=100)
+    payload = serializers.JSONField(required=False, default=dict)
+    priority = serializers.ChoiceField(choices=Priority.choices, required=False)
+    max_attempts = serializers.IntegerField(min_value=1, max_value=MAX_ATTEMPTS_LIMIT, required=False)
+    depends_on = serializers.ListField(child=serializers.UUIDField(), required=False, default=list, max_length=100)
+    run_at = serializers.DateTimeField(required=False)
+    heavy = serializers.BooleanField(required=False)
+    idempotency_key = serializers.CharField(max_length=200, required=False, help_text="or the Idempotency-Key header")
+
+    def to_spec(self, default_key: str | None = None) -> JobSpec:
+        data = self.validated_data
+        return _spec_from(data, default_key)
+
+
+def _spec_from(data: dict, default_key: str | None) -> JobSpec:
+    return JobSpec(
+        type=data["type"],
+        payload=data.get("payload") or {},
+        priority=data.get("priority"),
+        max_attempts=data.get("max_attempts"),
+        depends_on=[str(d) for d in data.get("depends_on", [])] + list(data.get("depends_on_refs", [])),
+        run_at=data.get("run_at"),
+        heavy=data.get("heavy"),
+        idempotency_key=data.get("idempotency_key") or default_key,
+        ref=data.get("ref"),
+    )
+
+
+class BulkItemSerializer(JobSubmitSerializer):
+    ref = serializers.CharField(max_length=100, required=False, help_text="a name other items can depend on")
+    depends_on_refs = serializers.ListField(child=serializers.CharField(max_length=100), required=False, default=list)
+
+
+class BulkSubmitSerializer(serializers.Serializer):
+    jobs = BulkItemSerializer(many=True, allow_empty=False, max_length=5000)
+
+    def to_specs(self) -> list[JobSpec]:
+        return [_spec_from(item, None) for item in self.validated_data["jobs"]]

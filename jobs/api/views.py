@@ -1,0 +1,83 @@
+"""Thin HTTP edge over the job services: validate, call one service, translate."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from jobs import actions, submit
+from jobs.api.filters import JobFilter
+from jobs.api.serializers import BulkSubmitSerializer, JobEventSerializer, JobSerializer, JobSubmitSerializer
+from jobs.models import Job
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="Same key from the same user returns the existing job (200) instead of a new one (201).",
+)
+
+
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = JobSerializer
+    filterset_class = JobFilter
+    lookup_value_regex = "[0-9a-fA-F-]{32,36}"
+
+    def get_queryset(self) -> QuerySet[Job]:
+        jobs = Job.objects.select_related("owner").prefetch_related("depends_on").order_by("-created_at")
+        user = self.request.user
+        return jobs if user.is_staff else jobs.filter(owner=user)
+
+    @extend_schema(
+        request=JobSubmitSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: JobSerializer, 200: OpenApiResponse(JobSerializer, description="existing job for the key")},
+    )
+    def create(self, request: Request) -> Response:
+        incoming = JobSubmitSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        spec = incoming.to_spec(default_key=request.headers.get("Idempotency-Key") or None)
+        result = submit.submit_many([spec], owner=request.user, allow_internal=request.user.is_staff)[0]
+        return Response(
+            JobSerializer(result.job).data, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+        )
+
+    @extend_schema(request=BulkSubmitSerializer, responses={201: JobSerializer(many=True)})
+    @action(detail=False, methods=["post"])
+    def bulk(self, request: Request) -> Response:
+        incoming = BulkSubmitSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        results = submit.submit_many(incoming.to_specs(), owner=request.user, allow_internal=request.user.is_staff)
+        return Response(JobSerializer([r.job for r in results], many=True).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses=JobEventSerializer(many=True), filters=False)
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def events(self, request: Request, pk: str) -> Response:
+        job = self.get_object()
+        page = self.paginate_queryset(job.events.select_related("actor").order_by("created_at", "id"))
+        return self.get_paginated_response(JobEventSerializer(page, many=True).data)
+
+    def _act(self, service, request: Request) -> Response:
+        job = self.get_object()
+        moved = service(job.id, actor=request.user)
+        return Response(JobSerializer(moved).data)
+
+    @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str) -> Response:
+        return self._act(actions.requeue, request)
+
+    @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        return self._act(actions.cancel, request)
+
+    @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
+    @action(detail=True, methods=["post"])
+    def promote(self, request: Request, pk: str) -> Response:
+        return self._act(actions.promote, request)

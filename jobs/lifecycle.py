@@ -1,0 +1,302 @@
+"""Every status change of a Job, and only here (SPEC §4.2).
+
+Each move locks the row, checks the current status against the states the move allows,
+applies a conditional UPDATE (``WHERE status = <seen>``) and writes a ``JobEvent`` in
+the same transaction. A move the state forbids raises ``TransitionError``; the edges
+turn it into 409 / an admin message. Side effects in Redis (enqueue, schedule, stop)
+are not done here: callers register them with ``transaction.on_commit``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from jobs.errors import TransitionError
+from jobs.joblog import log_job
+from jobs.models import PENDING_STATUSES, Job, JobEvent, Priority, Status
+
+# States a worker may claim from. The dispatch id check decides whether *this* RQ
+# entry is the current one, so a scheduled/retrying job cannot run early.
+CLAIMABLE = frozenset({Status.QUEUED, Status.SCHEDULED, Status.DEFERRED, Status.RETRYING})
+CANCELABLE = PENDING_STATUSES | {Status.ACTIVE}
+REQUEUEABLE = frozenset({Status.FAILED, Status.DEAD_LETTER, Status.CANCELED})
+PROMOTABLE = frozenset({Status.QUEUED, Status.SCHEDULED, Status.RETRYING, Status.WAITING, Status.DEFERRED})
+
+
+class JobNotFound(Exception):
+    pass
+
+
+def new_dispatch_id(job_id) -> str:
+    """RQ job id for a re-dispatch: the Job id plus "_" and a token (see Job.rq_job_id)."""
+    return f"{job_id}_{secrets.token_hex(4)}"
+
+
+def _move(
+    job_id,
+    *,
+    action: str,
+    allowed: Iterable[str],
+    to: str | Callable[[Job], str] | None,
+    fields: dict[str, Any] | Callable[[Job], dict[str, Any]] | None = None,
+    dispatch: str | None = None,
+    actor=None,
+    actor_label: str = "",
+    message: str = "",
+    details: dict | None = None,
+    kind: str = JobEvent.Kind.TRANSITION,
+) -> Job:
+    """Apply one guarded move; ``to=None`` keeps the status (e.g. promote)."""
+    allowed = frozenset(allowed)
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).first()
+        if job is None:
+            raise JobNotFound(job_id)
+        if job.status not in allowed or (dispatch is not None and job.rq_job_id != dispatch):
+            raise TransitionError(job_id, action, job.status, allowed)
+        from_status = job.status
+        now = timezone.now()
+        if callable(fields):  # values that depend on the locked row, e.g. attempts + 1
+            fields = fields(job)
+        changes = {"seq": job.seq + 1, "updated_at": now, **(fields or {})}
+        if to is not None:
+            changes["status"] = to(job) if callable(to) else to
+        guard = Job.objects.filter(pk=job_id, status=from_status, seq=job.seq)
+        if guard.update(**changes) != 1:  # cannot happen under the row lock; never trust it blindly
+            raise TransitionError(job_id, action, "changed concurrently", allowed)
+        for name, value in changes.items():
+            setattr(job, name, value)
+        JobEvent.objects.create(
+            job=job,
+            seq=job.seq,
+            kind=kind,
+            from_status=from_status,
+            to_status=job.status,
+            actor=actor if getattr(actor, "is_authenticated", False) else None,
+            actor_label=actor_label,
+            message=message or action,
+            details=details or {},
+        )
+    log_job(action, job, from_status=from_status, actor=actor_label or (str(actor) if actor else "system"))
+    return job
+
+
+# --- Worker-side moves (guarded by the dispatch id) --------------------------------
+
+
+def claim(job_id, dispatch: str, worker_name: str) -> Job:
+    now = timezone.now()
+    return _move(
+        job_id,
+        action="claim",
+        allowed=CLAIMABLE,
+        to=Status.ACTIVE,
+        dispatch=dispatch,
+        actor_label=worker_name,
+        fields=lambda job: {
+            "attempts": job.attempts + 1,
+            "worker_name": worker_name,
+            "started_at": now,
+            "finished_at": None,
+            "progress": 0,
+            "stage": "",
+        },
+        message=f"started by {worker_name}",
+    )
+
+
+def _finished_fields(**extra) -> dict:
+    return {"finished_at": timezone.now(), **extra}
+
+
+def complete(job_id, dispatch: str, result: Any) -> Job:
+    return _move(
+        job_id,
+        action="complete",
+        allowed={Status.ACTIVE},
+        to=Status.COMPLETE,
+        dispatch=dispatch,
+        fields=_finished_fields(result=result, progress=100, error_category="", error_message=""),
+        message="completed",
+    )
+
+
+def _error_fields(category: str, message: str, details: str, recovery_actions: list[str]) -> dict:
+    return {
+        "error_category": category,
+        "error_message": message,
+        "error_details": details,
+        "recovery_actions": recovery_actions,
+    }
+
+
+def fail(job_id, dispatch: str, *, category: str, message: str, details: str = "", recovery_actions=()) -> Job:
+    return _move(
+        job_id,
+        action="fail",
+        allowed={Status.ACTIVE},
+        to=Status.FAILED,
+        dispatch=dispatch,
+        fields=_finished_fields(**_error_fields(category, message, details, list(recovery_actions))),
+        message=f"failed ({category}): {message}",
+        details={"category": category},
+    )
+
+
+def dead_letter(
+    job_id, dispatch: str, *, message: str, details: str = "", recovery_actions=(), actor_label: str = ""
+) -> Job:
+    return _move(
+        job_id,
+        action="dead_letter",
+        allowed={Status.ACTIVE},
+        to=Status.DEAD_LETTER,
+        dispatch=dispatch,
+        actor_label=actor_label,
+        fields=_finished_fields(**_error_fields("temporary", message, details, list(recovery_actions))),
+        message=f"dead letter after the last attempt: {message}",
+    )
+
+
+def retry_later(
+    job_id, dispatch: str, *, delay: float, message: str, details: str = "", recovery_actions=(), actor_label: str = ""
+) -> Job:
+    run_at = timezone.now() + timedelta(seconds=delay)
+    return _move(
+        job_id,
+        action="retry_later",
+        allowed={Status.ACTIVE},
+        to=Status.RETRYING,
+        dispatch=dispatch,
+        actor_label=actor_label,
+        fields={
+            "scheduled_for": run_at,
+            "rq_job_id": new_dispatch_id(job_id),
+            "worker_name": "",
+            **_error_fields("temporary", message, details, list(recovery_actions)),
+        },
+        message=f"temporary error, retry in {delay:.1f}s: {message}",
+        details={"delay_seconds": round(delay, 3), "retry_at": run_at.isoformat()},
+    )
+
+
+# --- Operator / system moves --------------------------------------------------------
+
+
+def cancel(job_id, *, actor=None, actor_label: str = "", reason: str = "") -> Job:
+    return _move(
+        job_id,
+        action="cancel",
+        allowed=CANCELABLE,
+        to=Status.CANCELED,
+        actor=actor,
+        actor_label=actor_label,
+        fields=_finished_fields(),
+        message=f"canceled: {reason}" if reason else "canceled",
+    )
+
+
+def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:
+    """A new round of attempts for a failed, dead-lettered or canceled job."""
+    return _move(
+        job_id,
+        action="requeue",
+        allowed=REQUEUEABLE,
+        to=Status.QUEUED,
+        actor=actor,
+        actor_label=actor_label,
+        kind=JobEvent.Kind.ACTION,
+        fields={
+            "attempts": 0,
+            "rq_job_id": new_dispatch_id(job_id),
+            "enqueued_at": timezone.now(),
+            "scheduled_for": None,
+            "started_at": None,
+            "finished_at": None,
+            "worker_name": "",
+            "result": None,
+            "progress": 0,
+            "stage": "",
+            **_error_fields("", "", "", []),
+        },
+        message="requeued for a new round of attempts",
+    )
+
+
+def promote(job_id, *, actor=None, actor_label: str = "") -> Job:
+    return _move(
+        job_id,
+        action="promote",
+        allowed=PROMOTABLE,
+        to=None,
+        actor=actor,
+        actor_label=actor_label,
+        kind=JobEvent.Kind.ACTION,
+        # A fresh dispatch id turns the old RQ entry into a no-op even if withdrawing it fails.
+        fields={"priority": Priority.IMMEDIATE, "rq_job_id": new_dispatch_id(job_id)},
+        message="promoted to immediate",
+    )
+
+
+def _queued_or_scheduled(job: Job) -> str:
+    if job.scheduled_for and job.scheduled_for > timezone.now():
+        return Status.SCHEDULED
+    return Status.QUEUED
+
+
+def release(job_id, *, message: str = "dependencies complete") -> Job:
+    """A waiting job whose dependencies all completed joins its queue (or its schedule)."""
+    return _move(
+        job_id,
+        action="release",
+        allowed={Status.WAITING},
+        to=_queued_or_scheduled,
+        fields={"enqueued_at": timezone.now()},
+        message=message,
+    )
+
+
+def wait_for_dependencies(job_id) -> Job:
+    """A requeued job whose dependencies are not all complete goes back to waiting."""
+    return _move(job_id, action="wait", allowed={Status.QUEUED}, to=Status.WAITING, message="waiting for dependencies")
+
+
+def requeue_lost(job_id, *, dispatch: str, actor_label: str, reason: str) -> Job:
+    """Put a queued job back on its queue under a fresh dispatch id (repair)."""
+    return _move(
+        job_id,
+        action="redispatch",
+        allowed={Status.QUEUED},
+        to=None,
+        dispatch=dispatch,
+        actor_label=actor_label,
+        kind=JobEvent.Kind.NOTE,
+        fields={"rq_job_id": new_dispatch_id(job_id), "enqueued_at": timezone.now()},
+        message=reason,
+    )
+
+
+def record_progress(job_id, dispatch: str, *, percent: int, stage: str, details: dict) -> int:
+    """Write a progress report to an active job's row; returns rows updated (0 or 1).
+
+    No JobEvent (a handler may report thousands of times); the sequence number still
+    moves so clients can spot what they missed. Not a status change, so no lock.
+    """
+    from django.db.models import F
+
+    return Job.objects.filter(pk=job_id, status=Status.ACTIVE, rq_job_id=dispatch).update(
+        progress=percent, stage=stage, progress_details=details, seq=F("seq") + 1, updated_at=timezone.now()
+    )
+
+
+def note(job_id, message: str, *, actor_label: str = "", details: dict | None = None) -> None:
+    """A timeline entry that changes no state (e.g. 'Redis unreachable at submit')."""
+    JobEvent.objects.create(
+        job_id=job_id, kind=JobEvent.Kind.NOTE, actor_label=actor_label, message=message, details=details or {}
+    )

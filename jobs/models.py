@@ -1,0 +1,166 @@
+"""The durable record of background work (SPEC §4.1). The database, not Redis, is truth."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"  # run_at in the future
+    DEFERRED = "deferred"  # heavy job waiting for the work window
+    WAITING = "waiting"  # depends on unfinished jobs
+    ACTIVE = "active"
+    RETRYING = "retrying"  # temporary error, next attempt scheduled
+    COMPLETE = "complete"
+    FAILED = "failed"
+    DEAD_LETTER = "dead_letter"
+    CANCELED = "canceled"
+
+
+FINAL_STATUSES = frozenset({Status.COMPLETE, Status.FAILED, Status.DEAD_LETTER, Status.CANCELED})
+# States in which the job waits for its turn; an ETA applies to these.
+PENDING_STATUSES = frozenset({Status.QUEUED, Status.SCHEDULED, Status.DEFERRED, Status.WAITING, Status.RETRYING})
+# A dependency ending in one of these cancels its dependents.
+BROKEN_DEPENDENCY_STATUSES = frozenset({Status.FAILED, Status.DEAD_LETTER, Status.CANCELED})
+
+
+class Priority(models.TextChoices):
+    IMMEDIATE = "immediate"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class ErrorCategory(models.TextChoices):
+    TEMPORARY = "temporary"
+    USER_FIXABLE = "user_fixable"
+    ADMIN_REQUIRED = "admin_required"
+
+
+class Job(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField(default=dict, blank=True)
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    heavy = models.BooleanField(default=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=4)
+    timeout = models.PositiveIntegerField(default=1800, help_text="seconds")
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    depends_on = models.ManyToManyField("self", symmetrical=False, related_name="dependents", blank=True)
+
+    result = models.JSONField(null=True, blank=True)
+    error_category = models.CharField(max_length=20, choices=ErrorCategory.choices, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    error_details = models.TextField(blank=True, default="", help_text="traceback")
+    recovery_actions = models.JSONField(default=list, blank=True)
+
+    progress = models.PositiveSmallIntegerField(default=0)
+    stage = models.CharField(max_length=200, blank=True, default="")
+    progress_details = models.JSONField(default=dict, blank=True)
+    seq = models.PositiveIntegerField(default=0, help_text="event sequence number, +1 per change")
+
+    # The RQ job id of the current dispatch. The first dispatch uses the Job id itself;
+    # later ones (retry, requeue, repair) get "<job id>_<token>" so a stale RQ entry can
+    # never claim the row and RQ never reuses a hash it is still finishing.
+    rq_job_id = models.CharField(max_length=64, blank=True, default="")
+    worker_name = models.CharField(max_length=200, blank=True, default="")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    estimated_start_at = models.DateTimeField(null=True, blank=True)
+    estimated_finish_at = models.DateTimeField(null=True, blank=True)
+    first_estimated_start_at = models.DateTimeField(null=True, blank=True)
+    first_estimated_finish_at = models.DateTimeField(null=True, blank=True)
+    eta_error_seconds = models.FloatField(null=True, blank=True, help_text="actual start − first estimate")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # The queue view and ETAs: pending work in line order.
+            models.Index(fields=["status", "priority", "created_at"], name="job_status_prio_created"),
+            models.Index(fields=["type", "status"], name="job_type_status"),
+            models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
+            models.Index(fields=["-created_at"], name="job_created"),
+            models.Index(fields=["status", "finished_at"], name="job_status_finished"),
+        ]
+        constraints = [
+            # Idempotency: one job per (owner, key); ownerless jobs (crons) share one space.
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False, owner__isnull=False),
+                name="job_idempotency_per_owner",
+            ),
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=Q(idempotency_key__isnull=False, owner__isnull=True),
+                name="job_idempotency_system",
+            ),
+            models.CheckConstraint(condition=Q(progress__lte=100), name="job_progress_le_100"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id} [{self.status}]"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class JobEvent(models.Model):
+    """One line of a job's timeline: state changes, retry decisions, operator actions."""
+
+    class Kind(models.TextChoices):
+        TRANSITION = "transition"
+        PROGRESS = "progress"
+        ACTION = "action"
+        NOTE = "note"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField(default=0)
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.TRANSITION)
+    from_status = models.CharField(max_length=12, blank=True, default="")
+    to_status = models.CharField(max_length=12, blank=True, default="")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_label = models.CharField(max_length=200, blank=True, default="", help_text="system actor, e.g. worker name")
+    message = models.TextField(blank=True, default="")
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["job", "created_at"], name="jobevent_job_created"),
+            models.Index(fields=["created_at"], name="jobevent_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} {self.from_status}→{self.to_status} {self.message[:40]}"
+
+    @property
+    def who(self) -> str:
+        if self.actor_id:
+            return str(self.actor)
+        return self.actor_label or "system"

@@ -1,0 +1,168 @@
+"""The only module that talks to RQ and rq-scheduler about jobs.
+
+Enqueue, schedule, withdraw, stop, and "is this dispatch in Redis?". Every function is
+safe to call when Redis is down: it logs, returns False, and the database row stays
+as it is for the reconciler to repair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+
+import django_rq
+from django.conf import settings
+from redis.exceptions import RedisError
+from rq import Queue
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job as RQJob
+from rq.timeouts import JobTimeoutException
+
+from jobs.models import Job, Status
+
+logger = logging.getLogger("jobs.queueing")
+
+ENTRY_POINT = "jobs.runner.execute"
+# Raised inside the handler when RQ's death penalty fires (the type's timeout).
+TIMEOUT_EXCEPTIONS: tuple[type[BaseException], ...] = (JobTimeoutException,)
+# How long past its own timeout the job may spend in bookkeeping before RQ kills it.
+_BOOKKEEPING_GRACE = 30
+
+
+def connection():
+    return django_rq.get_connection("normal")
+
+
+def queue(priority: str) -> Queue:
+    return django_rq.get_queue(priority)
+
+
+def scheduler():
+    # rq-scheduler moves due jobs onto the queue named in each job (queue_name=...).
+    return django_rq.get_scheduler("normal")
+
+
+def _job_options(job: Job) -> dict:
+    return {
+        "job_id": job.rq_job_id,
+        "job_timeout": job.timeout + _BOOKKEEPING_GRACE,
+        "result_ttl": settings.JOB_RESULT_TTL,
+        "description": f"{job.type} {job.id}",
+    }
+
+
+def _redis_down(what: str, job_ids: Iterable, error: Exception) -> bool:
+    logger.error(
+        "redis unreachable: %s deferred to the reconciler",
+        what,
+        extra={"job_ids": [str(j) for j in job_ids][:20], "error": str(error)},
+    )
+    return False
+
+
+def enqueue(job: Job) -> bool:
+    """Push the job's current dispatch onto the RQ queue named by its priority."""
+    try:
+        queue(job.priority).enqueue(ENTRY_POINT, str(job.id), job.rq_job_id, **_job_options(job))
+    except RedisError as error:
+        return _redis_down("enqueue", [job.id], error)
+    return True
+
+
+def enqueue_many(jobs: list[Job]) -> bool:
+    """Enqueue several jobs in one Redis round trip (submit, bulk submit)."""
+    if not jobs:
+        return True
+    by_priority: dict[str, list[Job]] = defaultdict(list)
+    for job in jobs:
+        by_priority[job.priority].append(job)
+    try:
+        with connection().pipeline() as pipe:
+            for priority, group in by_priority.items():
+                q = queue(priority)
+                data = [
+                    Queue.prepare_data(ENTRY_POINT, args=(str(j.id), j.rq_job_id), **_prepare_options(j)) for j in group
+                ]
+                q.enqueue_many(data, pipeline=pipe)
+            pipe.execute()
+    except RedisError as error:
+        return _redis_down("bulk enqueue", [j.id for j in jobs], error)
+    return True
+
+
+def _prepare_options(job: Job) -> dict:
+    options = _job_options(job)
+    options["timeout"] = options.pop("job_timeout")
+    return options
+
+
+def schedule(job: Job, at: datetime) -> bool:
+    """Have rq-scheduler put the job's current dispatch on its queue at ``at``."""
+    try:
+        scheduler().enqueue_at(
+            at,
+            ENTRY_POINT,
+            str(job.id),
+            job.rq_job_id,
+            job_id=job.rq_job_id,
+            queue_name=job.priority,
+            timeout=job.timeout + _BOOKKEEPING_GRACE,
+            job_result_ttl=settings.JOB_RESULT_TTL,
+            job_description=f"{job.type} {job.id}",
+        )
+    except RedisError as error:
+        return _redis_down("schedule", [job.id], error)
+    return True
+
+
+def dispatch(job: Job) -> bool:
+    """Put the job where its status says it belongs: a queue now, or the scheduler."""
+    if job.status == Status.QUEUED:
+        return enqueue(job)
+    if job.status in (Status.SCHEDULED, Status.RETRYING, Status.DEFERRED) and job.scheduled_for:
+        return schedule(job, job.scheduled_for)
+    return True  # waiting / active / final: nothing to put in Redis
+
+
+def withdraw(rq_job_id: str, priority: str) -> bool:
+    """Remove a dispatch from its queue and from the scheduler (cancel, promote)."""
+    if not rq_job_id:
+        return True
+    try:
+        conn = connection()
+        queue(priority).remove(rq_job_id)
+        scheduler().cancel(rq_job_id)
+        with contextlib.suppress(NoSuchJobError):
+            RQJob.fetch(rq_job_id, connection=conn).delete(remove_from_queue=True)
+    except RedisError as error:
+        return _redis_down("withdraw", [rq_job_id], error)
+    return True
+
+
+def stop(rq_job_id: str) -> bool:
+    """Ask the worker running this dispatch to kill its work-horse (RQ stop-job)."""
+    try:
+        send_stop_job_command(connection(), rq_job_id)
+    except (NoSuchJobError, InvalidJobOperation):
+        return False  # not running (yet, or any more): the status guard covers it
+    except RedisError as error:
+        return _redis_down("stop", [rq_job_id], error)
+    return True
+
+
+def current_worker_name() -> str:
+    from rq import get_current_job
+    from rq.worker import Worker
+
+    rq_job = get_current_job()
+    if rq_job is not None and rq_job.worker_name:
+        return rq_job.worker_name
+    return Worker.__name__ + "-inline"
+
+
+def queue_depths() -> dict[str, int]:
+    return {name: queue(name).count for name in settings.JOB_QUEUES}

@@ -1,0 +1,106 @@
+"""Job types register here by name, with their defaults, validation and hooks (SPEC §4.3).
+
+`jobs` never imports the apps that register types: they call ``@job_type`` from their
+own modules, loaded by their ``AppConfig.ready()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobs.errors import SubmitError
+from jobs.models import Priority
+
+Handler = Callable[[Any], Any]  # receives a jobs.context.JobContext
+Validator = Callable[[dict], dict]
+Hook = Callable[[Any], None]  # receives the finished jobs.models.Job
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    handler: Handler
+    heavy: bool = False
+    timeout: int | None = None  # None → settings.JOB_TIMEOUT
+    max_attempts: int | None = None  # None → settings.JOB_MAX_ATTEMPTS
+    priority: str = Priority.NORMAL
+    validate: Validator | None = None
+    on_success: tuple[Hook, ...] = field(default_factory=tuple)
+    on_failure: tuple[Hook, ...] = field(default_factory=tuple)
+    # Internal types (crons, maintenance) are not submittable by ordinary API users.
+    public: bool = True
+
+    def clean_payload(self, payload: Any) -> dict:
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            raise SubmitError("payload must be a JSON object", field="payload", hint='Send e.g. {"seconds": 1}.')
+        return self.validate(payload) if self.validate else payload
+
+
+_types: dict[str, JobType] = {}
+
+
+def job_type(
+    name: str,
+    *,
+    heavy: bool = False,
+    timeout: int | None = None,
+    max_attempts: int | None = None,
+    priority: str = Priority.NORMAL,
+    validate: Validator | None = None,
+    on_success: Hook | None = None,
+    on_failure: Hook | None = None,
+    public: bool = True,
+) -> Callable[[Handler], Handler]:
+    """Register ``handler`` as the job type ``name``. Re-registering a name replaces it."""
+    if priority not in Priority.values:
+        raise ValueError(f"job type {name}: unknown priority {priority!r}")
+
+    def register(handler: Handler) -> Handler:
+        _types[name] = JobType(
+            name=name,
+            handler=handler,
+            heavy=heavy,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            priority=priority,
+            validate=validate,
+            on_success=(on_success,) if on_success else (),
+            on_failure=(on_failure,) if on_failure else (),
+            public=public,
+        )
+        return handler
+
+    return register
+
+
+def add_hooks(name: str, *, on_success: Hook | None = None, on_failure: Hook | None = None) -> None:
+    """Attach completion hooks to an already registered type (e.g. from another app)."""
+    current = get(name)
+    _types[name] = JobType(
+        **{
+            **current.__dict__,
+            "on_success": current.on_success + ((on_success,) if on_success else ()),
+            "on_failure": current.on_failure + ((on_failure,) if on_failure else ()),
+        }
+    )
+
+
+def get(name: str) -> JobType:
+    try:
+        return _types[name]
+    except KeyError:
+        known = ", ".join(sorted(_types)) or "none"
+        raise SubmitError(f"Unknown job type {name!r}.", field="type", hint=f"Known types: {known}.") from None
+
+
+def names() -> list[str]:
+    return sorted(_types)
+
+
+def unregister(name: str) -> None:
+    """For tests that register throwaway types."""
+    _types.pop(name, None)

@@ -1,0 +1,291 @@
+"""The one way in for background work (SPEC §4.4).
+
+API, admin, ingestion and crons all call ``submit`` / ``submit_many``. Validation,
+idempotency (race-safe through unique constraints), dependencies, the initial status
+and the enqueue after commit all happen here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from jobs import lifecycle, queueing, registry
+from jobs.errors import SubmitError
+from jobs.joblog import log_job
+from jobs.models import BROKEN_DEPENDENCY_STATUSES, Job, JobEvent, Priority, Status
+
+MAX_ATTEMPTS_LIMIT = 100
+_IDEMPOTENCY_RACE_RETRIES = 3
+
+
+@dataclass
+class JobSpec:
+    """What a caller asks for. ``ref`` names the spec so others in one batch can depend on it."""
+
+    type: str
+    payload: dict[str, Any] | None = None
+    priority: str | None = None
+    max_attempts: int | None = None
+    depends_on: Sequence[Any] = ()
+    run_at: datetime | None = None
+    idempotency_key: str | None = None
+    heavy: bool | None = None
+    ref: str | None = None
+
+
+@dataclass
+class Submitted:
+    job: Job
+    created: bool
+
+
+@dataclass
+class _Plan:
+    spec: JobSpec
+    job: Job
+    dependency_ids: list[uuid.UUID] = field(default_factory=list)
+    created: bool = True
+
+
+def submit(
+    type: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    owner=None,
+    allow_internal: bool = True,
+    **options: Any,
+) -> Submitted:
+    """Submit one job. Raises ``SubmitError`` (field + hint) for input the caller must fix."""
+    return submit_many([JobSpec(type=type, payload=payload, **options)], owner=owner, allow_internal=allow_internal)[0]
+
+
+def submit_many(specs: Sequence[JobSpec], *, owner=None, allow_internal: bool = True) -> list[Submitted]:
+    """Submit a batch atomically: all rows or none, one Redis pipeline after commit."""
+    if not specs:
+        return []
+    for attempt in range(_IDEMPOTENCY_RACE_RETRIES):
+        plans = _plan(specs, owner, allow_internal)
+        try:
+            with transaction.atomic():
+                _create(plans)
+        except IntegrityError:
+            # A concurrent submit with the same idempotency key won the race; the next
+            # round finds its job through the key and returns it.
+            if attempt == _IDEMPOTENCY_RACE_RETRIES - 1 or not any(s.idempotency_key for s in specs):
+                raise
+            continue
+        # Enqueue only once the rows are visible to workers, i.e. after the caller's
+        # outermost transaction commits (runs at once when there is none).
+        transaction.on_commit(lambda plans=plans: _after_commit(plans))
+        return [Submitted(p.job, p.created) for p in plans]
+    raise AssertionError("unreachable")
+
+
+# --- Validation and planning ---------------------------------------------------------
+
+
+def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> list[_Plan]:
+    ordered = _in_dependency_order(specs)
+    existing = _existing_by_key(owner, [s.idempotency_key for s in ordered if s.idempotency_key])
+    external = _load_dependencies(ordered, owner)
+    plans: list[_Plan] = []
+    by_ref: dict[str, _Plan] = {}
+    by_key: dict[str, _Plan] = {}
+    for spec in ordered:
+        key = spec.idempotency_key
+        if key and key in existing:
+            plan = _Plan(spec, existing[key], created=False)
+        elif key and key in by_key:  # the same key twice in one batch: one job
+            plan = _Plan(spec, by_key[key].job, created=False)
+        else:
+            plan = _new_plan(spec, owner, allow_internal, external, by_ref)
+        plans.append(plan)
+        if spec.ref:
+            by_ref[spec.ref] = plan
+        if key:
+            by_key.setdefault(key, plan)
+    # Answer in the caller's order, not dependency order.
+    position = {id(s): i for i, s in enumerate(specs)}
+    return sorted(plans, key=lambda p: position[id(p.spec)])
+
+
+def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref: dict) -> _Plan:
+    job_type = registry.get(spec.type)
+    if not job_type.public and not allow_internal:
+        raise SubmitError(f"Job type {spec.type!r} is internal.", field="type", hint="Only operators may submit it.")
+    payload = job_type.clean_payload(spec.payload)
+    priority = spec.priority or job_type.priority
+    if priority not in Priority.values:
+        raise SubmitError(
+            f"Unknown priority {priority!r}.", field="priority", hint=f"Use one of: {', '.join(Priority.values)}."
+        )
+    max_attempts = _max_attempts(spec, job_type)
+    dependency_jobs = [
+        by_ref[d].job if isinstance(d, str) and d in by_ref else external[_as_uuid(d)] for d in spec.depends_on
+    ]
+    job_id = uuid.uuid4()
+    now = timezone.now()
+    job = Job(
+        id=job_id,
+        type=spec.type,
+        payload=payload,
+        priority=priority,
+        heavy=job_type.heavy if spec.heavy is None else bool(spec.heavy),
+        owner=owner if getattr(owner, "is_authenticated", False) else None,
+        max_attempts=max_attempts,
+        timeout=job_type.timeout or settings.JOB_TIMEOUT,
+        idempotency_key=spec.idempotency_key or None,
+        rq_job_id=str(job_id),
+        seq=1,
+        created_at=now,
+        updated_at=now,
+    )
+    _set_initial_status(job, spec.run_at, dependency_jobs, now)
+    return _Plan(spec, job, dependency_ids=[d.id for d in dependency_jobs])
+
+
+def _max_attempts(spec: JobSpec, job_type) -> int:
+    value = spec.max_attempts or job_type.max_attempts or settings.JOB_MAX_ATTEMPTS
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ATTEMPTS_LIMIT:
+        raise SubmitError(
+            f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}.",
+            field="max_attempts",
+            hint="1 means no retries.",
+        )
+    return value
+
+
+def _set_initial_status(job: Job, run_at: datetime | None, dependencies: list[Job], now: datetime) -> None:
+    if run_at is not None and timezone.is_naive(run_at):
+        raise SubmitError("run_at needs a time zone.", field="run_at", hint="Send e.g. 2026-01-31T08:00:00Z.")
+    broken = [d for d in dependencies if d.status in BROKEN_DEPENDENCY_STATUSES]
+    if broken:
+        job.status = Status.CANCELED
+        job.finished_at = now
+        job.error_message = f"dependency {broken[0].id} is {broken[0].status}"
+        return
+    if run_at is not None and run_at > now:
+        job.scheduled_for = run_at
+    if any(d.status != Status.COMPLETE for d in dependencies):
+        job.status = Status.WAITING
+    elif job.scheduled_for:
+        job.status = Status.SCHEDULED
+    else:
+        job.status = Status.QUEUED
+        job.enqueued_at = now
+
+
+def _as_uuid(value: Any) -> uuid.UUID:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        raise SubmitError(
+            f"depends_on entry {value!r} is neither a job id nor a ref in this batch.",
+            field="depends_on",
+            hint="Use the id of an existing job.",
+        ) from None
+
+
+def _load_dependencies(specs: Sequence[JobSpec], owner) -> dict[uuid.UUID, Job]:
+    refs = {s.ref for s in specs if s.ref}
+    wanted = {_as_uuid(d) for s in specs for d in s.depends_on if not (isinstance(d, str) and d in refs)}
+    if not wanted:
+        return {}
+    visible = Job.objects.filter(pk__in=wanted)
+    if getattr(owner, "is_authenticated", False) and not owner.is_staff:
+        visible = visible.filter(owner=owner)
+    found = {j.id: j for j in visible.only("id", "status")}
+    missing = wanted - found.keys()
+    if missing:
+        raise SubmitError(
+            f"Unknown job in depends_on: {sorted(str(m) for m in missing)[0]}.",
+            field="depends_on",
+            hint="Depend only on jobs that exist and that you own.",
+        )
+    return found
+
+
+def _in_dependency_order(specs: Sequence[JobSpec]) -> list[JobSpec]:
+    """Topological order of a batch by its refs; a cycle is a submit error."""
+    by_ref: dict[str, JobSpec] = {}
+    for spec in specs:
+        if spec.ref:
+            if spec.ref in by_ref:
+                raise SubmitError(f"ref {spec.ref!r} is used twice in the batch.", field="ref")
+            by_ref[spec.ref] = spec
+    ordered: list[JobSpec] = []
+    state: dict[int, str] = {}  # id(spec) → "visiting" | "done"
+
+    def visit(spec: JobSpec, path: list[str]) -> None:
+        mark = state.get(id(spec))
+        if mark == "done":
+            return
+        if mark == "visiting":
+            raise SubmitError(
+                f"Dependency cycle: {' → '.join(path + [spec.ref or '?'])}.",
+                field="depends_on",
+                hint="A job cannot (indirectly) depend on itself.",
+            )
+        state[id(spec)] = "visiting"
+        for dep in spec.depends_on:
+            if isinstance(dep, str) and dep in by_ref:
+                visit(by_ref[dep], path + [spec.ref or "?"])
+        state[id(spec)] = "done"
+        ordered.append(spec)
+
+    for spec in specs:
+        visit(spec, [])
+    return ordered
+
+
+def _existing_by_key(owner, keys: list[str]) -> dict[str, Job]:
+    if not keys:
+        return {}
+    scope = {"owner": owner} if getattr(owner, "is_authenticated", False) else {"owner__isnull": True}
+    return {j.idempotency_key: j for j in Job.objects.filter(idempotency_key__in=keys, **scope)}
+
+
+# --- Writing and dispatching ----------------------------------------------------------
+
+
+def _create(plans: list[_Plan]) -> None:
+    new = [p for p in plans if p.created]
+    Job.objects.bulk_create([p.job for p in new])
+    JobEvent.objects.bulk_create(
+        [
+            JobEvent(
+                job=p.job,
+                seq=1,
+                from_status="",
+                to_status=p.job.status,
+                actor=p.job.owner,
+                message=p.job.error_message or "submitted",
+                details={"dependencies": [str(d) for d in p.dependency_ids]} if p.dependency_ids else {},
+            )
+            for p in new
+        ]
+    )
+    through = Job.depends_on.through
+    through.objects.bulk_create([through(from_job_id=p.job.id, to_job_id=dep) for p in new for dep in p.dependency_ids])
+
+
+def _after_commit(plans: list[_Plan]) -> None:
+    new = [p.job for p in plans if p.created]
+    for job in new:
+        log_job("submitted", job)
+    now_jobs = [j for j in new if j.status == Status.QUEUED]
+    later_jobs = [j for j in new if j.status == Status.SCHEDULED]
+    ok = queueing.enqueue_many(now_jobs)
+    for job in later_jobs:
+        ok = queueing.schedule(job, job.scheduled_for) and ok
+    if not ok:
+        for job in now_jobs + later_jobs:
+            lifecycle.note(job.id, "Redis unreachable at submit; the reconciler will enqueue it", actor_label="submit")

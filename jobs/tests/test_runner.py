@@ -1,0 +1,226 @@
+"""The RQ entry point end to end with a real RQ worker, real Redis and the real database."""
+
+from __future__ import annotations
+
+import django_rq
+import pytest
+
+from jobs import queueing, registry
+from jobs.errors import TemporaryError
+from jobs.models import Job, JobEvent, Status
+from jobs.submit import submit
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def refreshed(job: Job) -> Job:
+    job.refresh_from_db()
+    return job
+
+
+def transitions(job: Job) -> list[tuple[str, str]]:
+    return list(
+        JobEvent.objects.filter(job=job, kind=JobEvent.Kind.TRANSITION)
+        .order_by("created_at", "id")
+        .values_list("from_status", "to_status")
+    )
+
+
+def test_queued_job_runs_to_complete(run_worker):
+    job = submit("diagnostics.sleep", {"seconds": 0.05, "steps": 2, "result": "hi"}).job
+    assert job.status == Status.QUEUED
+    assert django_rq.get_queue("normal").job_ids == [str(job.id)]  # Job id is the RQ job id
+
+    run_worker()
+
+    job = refreshed(job)
+    assert job.status == Status.COMPLETE
+    assert job.attempts == 1
+    assert job.progress == 100
+    assert job.result["result"] == "hi"
+    assert job.started_at <= job.finished_at
+    assert transitions(job) == [("", "queued"), ("queued", "active"), ("active", "complete")]
+    # submit, claim, 2 progress writes (first report + final flush), complete
+    assert job.seq == 5
+    assert JobEvent.objects.filter(job=job).latest("seq").seq == job.seq
+
+
+def test_progress_is_written_and_throttled(run_worker, settings):
+    settings.PROGRESS_WRITE_INTERVAL = 3600  # only the first report and the final flush may write
+    seen: list[int] = []
+
+    @registry.job_type("tests.chatty")
+    def chatty(ctx):
+        for i in range(1000):
+            ctx.progress(i / 10, "counting", i=i)
+        seen.append(Job.objects.get(pk=ctx.job.id).seq)
+        return {}
+
+    try:
+        job = submit("tests.chatty").job
+        run_worker()
+    finally:
+        registry.unregister("tests.chatty")
+    job = refreshed(job)
+    assert job.status == Status.COMPLETE
+    # submit (1) + claim (2) + one throttled progress write (3): not 1000 writes.
+    assert seen == [3]
+
+
+def test_temporary_failures_retry_with_backoff_then_dead_letter(run_worker, scheduler_tick, settings):
+    from conftest import wait_for
+
+    settings.RETRY_BASE_DELAY = 0.2
+    job = submit("diagnostics.sleep", {"seconds": 0, "steps": 1, "fail_mode": "temporary"}, max_attempts=3).job
+
+    def drive():
+        scheduler_tick()
+        run_worker()
+        return refreshed(job).status in (Status.DEAD_LETTER, Status.COMPLETE)
+
+    wait_for(drive, timeout=20, what="dead letter")
+    job = refreshed(job)
+    assert job.status == Status.DEAD_LETTER
+    assert job.attempts == 3
+    assert job.error_category == "temporary"
+    assert "simulated temporary failure" in job.error_message
+    retries = JobEvent.objects.filter(job=job, to_status=Status.RETRYING).order_by("created_at")
+    delays = [e.details["delay_seconds"] for e in retries]
+    assert len(delays) == 2
+    # base·2^(n-1) plus up to 10% jitter: 0.2..0.22 then 0.4..0.44
+    assert 0.2 <= delays[0] <= 0.22 and 0.4 <= delays[1] <= 0.44
+    assert [t for _f, t in transitions(job)] == [
+        "queued", "active", "retrying", "active", "retrying", "active", "dead_letter",
+    ]  # fmt: skip
+
+
+def test_temporary_failure_then_success(run_worker, scheduler_tick, settings):
+    from conftest import wait_for
+
+    settings.RETRY_BASE_DELAY = 0.05
+    job = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "temporary", "fail_times": 1}).job
+
+    def drive():
+        scheduler_tick()
+        run_worker()
+        return refreshed(job).status == Status.COMPLETE
+
+    wait_for(drive, timeout=20, what="complete after one retry")
+    assert refreshed(job).attempts == 2
+    assert refreshed(job).rq_job_id.startswith(f"{job.id}_")  # a fresh dispatch for the retry
+
+
+def test_retry_is_not_run_before_its_backoff(run_worker, settings):
+    settings.RETRY_BASE_DELAY = 3600
+    job = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "temporary"}).job
+    run_worker()
+    assert refreshed(job).status == Status.RETRYING
+    # The original RQ entry pushed again is stale: it must not run the retry early.
+    queueing.queue("normal").enqueue(queueing.ENTRY_POINT, str(job.id), str(job.id))
+    run_worker()
+    job = refreshed(job)
+    assert job.status == Status.RETRYING and job.attempts == 1
+    assert queueing.scheduler().count() == 1
+
+
+@pytest.mark.parametrize("mode", ["user_fixable", "admin_required"])
+def test_permanent_errors_fail_without_retry(run_worker, mode):
+    job = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": mode}).job
+    run_worker()
+    job = refreshed(job)
+    assert job.status == Status.FAILED
+    assert job.attempts == 1
+    assert job.error_category == mode
+    assert job.recovery_actions
+    assert "Traceback" in job.error_details
+    assert queueing.scheduler().count() == 0
+
+
+def test_crash_is_treated_as_temporary(run_worker, settings):
+    settings.RETRY_BASE_DELAY = 3600
+    job = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "crash"}).job
+    run_worker()
+    job = refreshed(job)
+    assert job.status == Status.RETRYING
+    assert job.error_category == "temporary"
+    assert "RuntimeError: diagnostics: simulated crash" in job.error_message
+    assert "RuntimeError" in job.error_details
+
+
+def test_same_job_pushed_twice_runs_its_handler_once(run_worker, redis_conn):
+    @registry.job_type("tests.count_runs")
+    def count_runs(ctx):
+        redis_conn.incr(f"runs:{ctx.job.id}")
+        return {}
+
+    try:
+        job = submit("tests.count_runs").job
+        assert queueing.enqueue(job)  # a second push of the very same dispatch
+        assert django_rq.get_queue("normal").count == 2
+        run_worker()
+    finally:
+        registry.unregister("tests.count_runs")
+    assert int(redis_conn.get(f"runs:{job.id}")) == 1
+    job = refreshed(job)
+    assert job.status == Status.COMPLETE and job.attempts == 1
+
+
+def test_completed_job_never_runs_again(run_worker, redis_conn):
+    @registry.job_type("tests.count_again")
+    def count_again(ctx):
+        redis_conn.incr(f"runs:{ctx.job.id}")
+        return {}
+
+    try:
+        job = submit("tests.count_again").job
+        run_worker()
+        queueing.enqueue(refreshed(job))
+        run_worker()
+    finally:
+        registry.unregister("tests.count_again")
+    assert int(redis_conn.get(f"runs:{job.id}")) == 1
+
+
+def test_unserialisable_result_fails_for_operators(run_worker):
+    @registry.job_type("tests.bad_result")
+    def bad_result(ctx):
+        return {"value": object()}
+
+    try:
+        job = submit("tests.bad_result").job
+        run_worker()
+    finally:
+        registry.unregister("tests.bad_result")
+    job = refreshed(job)
+    assert job.status == Status.FAILED and job.error_category == "admin_required"
+
+
+def test_hooks_run_on_success_and_failure(run_worker):
+    calls: list[tuple[str, str]] = []
+
+    @registry.job_type(
+        "tests.hooked",
+        on_success=lambda job: calls.append(("ok", job.status)),
+        on_failure=lambda job: calls.append(("failed", job.status)),
+    )
+    def hooked(ctx):
+        if ctx.payload.get("fail"):
+            raise TemporaryError("nope")
+        return {}
+
+    try:
+        submit("tests.hooked", {})
+        submit("tests.hooked", {"fail": True}, max_attempts=1)
+        run_worker()
+    finally:
+        registry.unregister("tests.hooked")
+    assert sorted(calls) == [("failed", "dead_letter"), ("ok", "complete")]
+
+
+def test_priorities_run_in_strict_order(run_worker):
+    low = submit("diagnostics.noop", priority="low").job
+    normal = submit("diagnostics.noop", priority="normal").job
+    immediate = submit("diagnostics.noop", priority="immediate").job
+    run_worker()
+    order = list(Job.objects.order_by("started_at").values_list("id", flat=True))
+    assert order == [immediate.id, normal.id, low.id]
