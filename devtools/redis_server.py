@@ -78,7 +78,8 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while not reachable(self.url, timeout=0.2):
             if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {self.directory}/redis.log")
+                log = self.directory / "redis.log"
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {log}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
