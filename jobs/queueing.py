@@ -11,7 +11,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import django_rq
 from django.conf import settings
@@ -104,7 +104,7 @@ def schedule(job: Job, at: datetime) -> bool:
     """Have rq-scheduler put the job's current dispatch on its queue at ``at``."""
     try:
         scheduler().enqueue_at(
-            at,
+            _whole_second_not_before(at),
             ENTRY_POINT,
             str(job.id),
             job.rq_job_id,
@@ -117,6 +117,14 @@ def schedule(job: Job, at: datetime) -> bool:
     except RedisError as error:
         return _redis_down("schedule", [job.id], error)
     return True
+
+
+def _whole_second_not_before(at: datetime) -> datetime:
+    # rq-scheduler keeps whole seconds (it truncates), which would run a job up to a
+    # second before its run_at; round up instead.
+    if at.microsecond:
+        return at.replace(microsecond=0) + timedelta(seconds=1)
+    return at
 
 
 def dispatch(job: Job) -> bool:

@@ -1,0 +1,145 @@
+"""The jobs endpoints of §9: status codes, ownership, error shape, actions."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.models import Job, Status
+from jobs.submit import submit
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def assert_error(response, status: int, code: str):
+    assert response.status_code == status, response.content
+    body = response.json()["error"]
+    assert body["code"] == code and body["message"] and body["hint"]
+    return body
+
+
+def test_submit_returns_201_then_200_for_a_repeated_key(api_as, alice):
+    api = api_as(alice)
+    first = api.post("/api/jobs/", {"type": "diagnostics.sleep", "payload": {"seconds": 0}}, format="json",
+                     HTTP_IDEMPOTENCY_KEY="abc")  # fmt: skip
+    again = api.post("/api/jobs/", {"type": "diagnostics.sleep", "payload": {"seconds": 0}}, format="json",
+                     HTTP_IDEMPOTENCY_KEY="abc")  # fmt: skip
+    assert first.status_code == 201 and again.status_code == 200
+    assert first.json()["id"] == again.json()["id"]
+    assert first.json()["status"] == "queued" and first.json()["owner"] == "alice"
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"type": "nope"}, "type"),
+        ({"type": "diagnostics.sleep", "payload": {"seconds": "x"}}, "payload.seconds"),
+        ({"type": "diagnostics.sleep", "priority": "urgent"}, "priority"),
+        ({"type": "diagnostics.sleep", "max_attempts": 0}, "max_attempts"),
+        ({"type": "diagnostics.sleep", "max_attempts": 10**30}, "max_attempts"),
+        ({"type": "diagnostics.sleep", "depends_on": ["zzz"]}, "depends_on"),
+        ({"type": "diagnostics.sleep", "run_at": "tomorrow"}, "run_at"),
+        ({"payload": {}}, "type"),
+    ],
+)
+def test_bad_submissions_are_400_with_the_field(api_as, alice, body, field):
+    response = api_as(alice).post("/api/jobs/", body, format="json")
+    error = assert_error(response, 400, "invalid")
+    assert field in error["fields"]
+    assert Job.objects.count() == 0
+
+
+def test_malformed_json_is_400(api_as, alice):
+    response = api_as(alice).post("/api/jobs/", "{not json", content_type="application/json")
+    assert_error(response, 400, "parse_error")
+
+
+def test_anonymous_gets_401(api_as):
+    assert_error(api_as(None).get("/api/jobs/"), 401, "not_authenticated")
+
+
+def test_owners_see_only_their_jobs_and_staff_see_all(api_as, alice, bob, operator):
+    mine = submit("diagnostics.noop", owner=alice).job
+    theirs = submit("diagnostics.noop", owner=bob).job
+    listed = api_as(alice).get("/api/jobs/").json()
+    assert [j["id"] for j in listed["results"]] == [str(mine.id)]
+    assert listed["count"] == 1 and "next" in listed and "previous" in listed
+    assert_error(api_as(alice).get(f"/api/jobs/{theirs.id}/"), 404, "not_found")
+    assert_error(api_as(alice).post(f"/api/jobs/{theirs.id}/cancel/"), 404, "not_found")
+    assert api_as(operator).get("/api/jobs/").json()["count"] == 2
+
+
+def test_filters_and_unknown_filter_values(api_as, alice):
+    submit("diagnostics.noop", owner=alice, priority="low")
+    submit("diagnostics.noop", owner=alice, priority="immediate")
+    api = api_as(alice)
+    assert api.get("/api/jobs/?priority=low").json()["count"] == 1
+    assert api.get("/api/jobs/?status=queued&type=diagnostics.noop").json()["count"] == 2
+    assert_error(api.get("/api/jobs/?status=exploded"), 400, "invalid")
+
+
+def test_detail_and_events(api_as, alice, run_worker):
+    job = submit("diagnostics.noop", owner=alice).job
+    run_worker()
+    api = api_as(alice)
+    detail = api.get(f"/api/jobs/{job.id}/").json()
+    assert detail["status"] == "complete" and detail["attempts"] == 1 and detail["result"] == {}
+    events = api.get(f"/api/jobs/{job.id}/events/").json()["results"]
+    assert [(e["from_status"], e["to_status"]) for e in events] == [
+        ("", "queued"), ("queued", "active"), ("active", "complete"),
+    ]  # fmt: skip
+    assert events[0]["who"] == "alice"
+
+
+def test_actions_answer_409_when_the_state_forbids_them(api_as, alice, run_worker):
+    job = submit("diagnostics.noop", owner=alice).job
+    api = api_as(alice)
+    assert_error(api.post(f"/api/jobs/{job.id}/retry/"), 409, "conflict")  # queued: nothing to retry
+    run_worker()
+    assert_error(api.post(f"/api/jobs/{job.id}/cancel/"), 409, "conflict")  # complete: too late
+    assert_error(api.post(f"/api/jobs/{job.id}/promote/"), 409, "conflict")
+
+
+def test_cancel_then_retry_through_the_api_records_who(api_as, alice, run_worker):
+    job = submit("diagnostics.noop", owner=alice).job
+    api = api_as(alice)
+    assert api.post(f"/api/jobs/{job.id}/cancel/").json()["status"] == "canceled"
+    assert api.post(f"/api/jobs/{job.id}/retry/").json()["status"] == "queued"
+    run_worker()
+    job.refresh_from_db()
+    assert job.status == Status.COMPLETE
+    actors = set(job.events.filter(actor__username="alice").values_list("message", flat=True))
+    assert {"canceled", "requeued for a new round of attempts"} <= actors
+
+
+def test_promote_through_the_api(api_as, alice):
+    job = submit("diagnostics.noop", owner=alice, priority="low").job
+    assert api_as(alice).post(f"/api/jobs/{job.id}/promote/").json()["priority"] == "immediate"
+
+
+def test_bulk_submit(api_as, alice):
+    body = {"jobs": [{"type": "diagnostics.noop", "ref": "a"}, {"type": "diagnostics.noop", "depends_on_refs": ["a"]}]}
+    response = api_as(alice).post("/api/jobs/bulk/", body, format="json")
+    assert response.status_code == 201
+    first, second = response.json()
+    assert second["depends_on"] == [first["id"]] and second["status"] == "waiting"
+
+
+def test_internal_types_are_for_staff_only(api_as, alice, operator):
+    from jobs import registry
+
+    registry.job_type("tests.internal", public=False)(lambda ctx: {})
+    try:
+        assert_error(api_as(alice).post("/api/jobs/", {"type": "tests.internal"}, format="json"), 400, "invalid")
+        assert api_as(operator).post("/api/jobs/", {"type": "tests.internal"}, format="json").status_code == 201
+    finally:
+        registry.unregister("tests.internal")
+
+
+def test_bad_uuid_in_url_is_404(api_as, alice):
+    assert api_as(alice).get("/api/jobs/not-a-uuid/").status_code == 404
+
+
+def test_openapi_schema_is_served(api_as, alice):
+    response = api_as(alice).get("/api/schema/")
+    assert response.status_code == 200
+    assert b"/api/jobs/{id}/cancel/" in response.content
