@@ -72,10 +72,10 @@ def submit_many(specs: Sequence[JobSpec], *, owner=None, allow_internal: bool = 
     if not specs:
         return []
     for attempt in range(_IDEMPOTENCY_RACE_RETRIES):
-        plans = _plan(specs, owner, allow_internal)
+        creation_order, plans = _plan(specs, owner, allow_internal)
         try:
             with transaction.atomic():
-                _create(plans)
+                _create(creation_order)
         except IntegrityError:
             # A concurrent submit with the same idempotency key won the race; the next
             # round finds its job through the key and returns it.
@@ -92,14 +92,15 @@ def submit_many(specs: Sequence[JobSpec], *, owner=None, allow_internal: bool = 
 # --- Validation and planning ---------------------------------------------------------
 
 
-def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> list[_Plan]:
-    ordered = _in_dependency_order(specs)
-    existing = _existing_by_key(owner, [s.idempotency_key for s in ordered if s.idempotency_key])
-    external = _load_dependencies(ordered, owner)
-    plans: list[_Plan] = []
+def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> tuple[list[_Plan], list[_Plan]]:
+    order = _dependency_order(specs)
+    existing = _existing_by_key(owner, [s.idempotency_key for s in specs if s.idempotency_key])
+    external = _load_dependencies(specs, owner)
+    plans: dict[int, _Plan] = {}
     by_ref: dict[str, _Plan] = {}
     by_key: dict[str, _Plan] = {}
-    for spec in ordered:
+    for index in order:
+        spec = specs[index]
         key = spec.idempotency_key
         if key and key in existing:
             plan = _Plan(spec, existing[key], created=False)
@@ -107,14 +108,13 @@ def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> list[_Plan]:
             plan = _Plan(spec, by_key[key].job, created=False)
         else:
             plan = _new_plan(spec, owner, allow_internal, external, by_ref)
-        plans.append(plan)
+        plans[index] = plan
         if spec.ref:
             by_ref[spec.ref] = plan
         if key:
             by_key.setdefault(key, plan)
-    # Answer in the caller's order, not dependency order.
-    position = {id(s): i for i, s in enumerate(specs)}
-    return sorted(plans, key=lambda p: position[id(p.spec)])
+    # Create in dependency order (bulk_create keeps it), answer in the caller's order.
+    return [plans[i] for i in order], [plans[i] for i in range(len(specs))]
 
 
 def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref: dict) -> _Plan:
@@ -213,36 +213,36 @@ def _load_dependencies(specs: Sequence[JobSpec], owner) -> dict[uuid.UUID, Job]:
     return found
 
 
-def _in_dependency_order(specs: Sequence[JobSpec]) -> list[JobSpec]:
-    """Topological order of a batch by its refs; a cycle is a submit error."""
-    by_ref: dict[str, JobSpec] = {}
-    for spec in specs:
+def _dependency_order(specs: Sequence[JobSpec]) -> list[int]:
+    """Positions of the batch in topological order of its refs; a cycle is a submit error."""
+    by_ref: dict[str, int] = {}
+    for index, spec in enumerate(specs):
         if spec.ref:
             if spec.ref in by_ref:
                 raise SubmitError(f"ref {spec.ref!r} is used twice in the batch.", field="ref")
-            by_ref[spec.ref] = spec
-    ordered: list[JobSpec] = []
-    state: dict[int, str] = {}  # id(spec) → "visiting" | "done"
+            by_ref[spec.ref] = index
+    ordered: list[int] = []
+    state: dict[int, str] = {}  # position → "visiting" | "done"
 
-    def visit(spec: JobSpec, path: list[str]) -> None:
-        mark = state.get(id(spec))
-        if mark == "done":
+    def visit(index: int, path: list[str]) -> None:
+        if state.get(index) == "done":
             return
-        if mark == "visiting":
+        spec = specs[index]
+        if state.get(index) == "visiting":
             raise SubmitError(
                 f"Dependency cycle: {' → '.join(path + [spec.ref or '?'])}.",
                 field="depends_on",
                 hint="A job cannot (indirectly) depend on itself.",
             )
-        state[id(spec)] = "visiting"
+        state[index] = "visiting"
         for dep in spec.depends_on:
             if isinstance(dep, str) and dep in by_ref:
                 visit(by_ref[dep], path + [spec.ref or "?"])
-        state[id(spec)] = "done"
-        ordered.append(spec)
+        state[index] = "done"
+        ordered.append(index)
 
-    for spec in specs:
-        visit(spec, [])
+    for index in range(len(specs)):
+        visit(index, [])
     return ordered
 
 

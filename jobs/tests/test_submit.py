@@ -214,3 +214,10 @@ def test_promote_moves_a_queued_job_to_immediate(run_worker):
     second.refresh_from_db()
     assert second.priority == "immediate"
     assert second.started_at < first.started_at
+
+
+def test_the_same_spec_object_repeated_makes_that_many_jobs():
+    spec = JobSpec("diagnostics.noop")
+    results = submit_many([spec] * 6)
+    assert len({r.job.id for r in results}) == 6
+    assert Job.objects.count() == 6 and django_rq.get_queue("normal").count == 6

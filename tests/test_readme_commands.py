@@ -1,0 +1,103 @@
+"""The README's run command, from a fresh clone, as a new user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import wait_for
+from devtools.redis_server import free_port, reachable
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(sys.executable).parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def http(method: str, url: str, token: str | None = None, body: dict | None = None) -> tuple[int, dict | str]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Token {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+            status = response.status
+    except urllib.error.HTTPError as error:
+        text, status = error.read().decode(), error.code
+    except urllib.error.URLError:  # not listening yet
+        return 0, ""
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+def test_make_run_from_a_fresh_clone(tmp_path):
+    clone = tmp_path / "jobdesk"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    port, redis_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "JOBDESK_VAR_DIR"}}
+    # Nothing listens on this port: the run command must start its embedded Redis there.
+    env.update({"PORT": str(port), "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "WORKER_CONCURRENCY": "2"})
+    # Reuse this suite's virtualenv: installing is what `make test` on a clean clone proves.
+    proc = subprocess.Popen(
+        ["make", "run", f"VENV={VENV}"],
+        cwd=clone,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("[jobdesk] ready:" in line for line in output), timeout=120, what="the ready line")
+        text = "".join(output)
+        login = re.search(r"user: admin\s+password: (\S+)", text)
+        token = re.search(r"token: ([0-9a-f]{40})", text)
+        assert login and token, text
+        assert (clone / "var" / "redis" / "appendonlydir").exists() or (clone / "var" / "redis").exists()
+
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: http("GET", f"{base}/admin/login/")[0] == 200, timeout=30, what="the admin page")
+        status, job = http("POST", f"{base}/api/jobs/", token.group(1), {"type": "diagnostics.sleep",
+                                                                          "payload": {"seconds": 0.2}})  # fmt: skip
+        assert status == 201, job
+
+        def completed():
+            return http("GET", f"{base}/api/jobs/{job['id']}/", token.group(1))[1].get("status") == "complete"
+
+        wait_for(completed, timeout=60, what="the job to complete through the real worker pool")
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        proc.wait(90)
+    text = "".join(output)
+    assert "[jobdesk] stopped" in text, text[-3000:]
+    assert not reachable(f"redis://127.0.0.1:{redis_port}/0")  # the embedded Redis went too
+
+
+@pytest.mark.django_db
+def test_admin_login_is_created_once_and_printed_the_same_every_run(settings, tmp_path):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.VAR_DIR = tmp_path
+    first, second = StringIO(), StringIO()
+    call_command("ensure_admin", stdout=first)
+    call_command("ensure_admin", stdout=second)
+    assert "password: " in first.getvalue()
+    assert first.getvalue() == second.getvalue()
