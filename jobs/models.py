@@ -57,6 +57,9 @@ class Job(models.Model):
     timeout = models.PositiveIntegerField(default=1800, help_text="seconds")
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     depends_on = models.ManyToManyField("self", symmetrical=False, related_name="dependents", blank=True)
+    # Set (under this row's lock) when another job starts depending on this one, so the
+    # common case — nobody waits on it — costs no query when it finishes.
+    has_dependents = models.BooleanField(default=False)
 
     result = models.JSONField(null=True, blank=True)
     error_category = models.CharField(max_length=20, choices=ErrorCategory.choices, blank=True, default="")

@@ -54,6 +54,8 @@ def run_hooks(job: Job) -> None:
 def settle_dependents(job: Job) -> None:
     """After ``job`` ended: release dependents whose dependencies are all complete, or
     cancel them (recursively) when this one did not complete."""
+    if not job.has_dependents:
+        return
     for dependent in job.dependents.filter(status=Status.WAITING):
         try:
             if job.status == Status.COMPLETE:

@@ -72,9 +72,9 @@ def submit_many(specs: Sequence[JobSpec], *, owner=None, allow_internal: bool = 
     if not specs:
         return []
     for attempt in range(_IDEMPOTENCY_RACE_RETRIES):
-        creation_order, plans = _plan(specs, owner, allow_internal)
         try:
             with transaction.atomic():
+                creation_order, plans = _plan(specs, owner, allow_internal)
                 _create(creation_order)
         except IntegrityError:
             # A concurrent submit with the same idempotency key won the race; the next
@@ -199,10 +199,12 @@ def _load_dependencies(specs: Sequence[JobSpec], owner) -> dict[uuid.UUID, Job]:
     wanted = {_as_uuid(d) for s in specs for d in s.depends_on if not (isinstance(d, str) and d in refs)}
     if not wanted:
         return {}
-    visible = Job.objects.filter(pk__in=wanted)
+    # Lock the dependencies: one that finishes meanwhile either commits first (and we
+    # see its final status) or sees has_dependents=True when it settles its dependents.
+    visible = Job.objects.select_for_update().filter(pk__in=wanted)
     if getattr(owner, "is_authenticated", False) and not owner.is_staff:
         visible = visible.filter(owner=owner)
-    found = {j.id: j for j in visible.only("id", "status")}
+    found = {j.id: j for j in visible.only("id", "status").order_by("pk")}
     missing = wanted - found.keys()
     if missing:
         raise SubmitError(
@@ -273,8 +275,11 @@ def _create(plans: list[_Plan]) -> None:
             for p in new
         ]
     )
-    through = Job.depends_on.through
-    through.objects.bulk_create([through(from_job_id=p.job.id, to_job_id=dep) for p in new for dep in p.dependency_ids])
+    links = [(p.job.id, dep) for p in new for dep in p.dependency_ids]
+    if links:
+        through = Job.depends_on.through
+        through.objects.bulk_create([through(from_job_id=job_id, to_job_id=dep) for job_id, dep in links])
+        Job.objects.filter(pk__in={dep for _, dep in links}, has_dependents=False).update(has_dependents=True)
 
 
 def _after_commit(plans: list[_Plan]) -> None:
