@@ -98,6 +98,14 @@ JOB_RESULT_TTL = env_int("JOB_RESULT_TTL", 3600, minimum=0)
 RETRY_BASE_DELAY = env_float("RETRY_BASE_DELAY", 30.0, minimum=0.0)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 4, minimum=1)
 QUEUE_MAX_DEPTH = env_int("QUEUE_MAX_DEPTH", 1000, minimum=1)
+# The reconciler spares rows changed this recently (their enqueue may be in flight).
+RECONCILE_GRACE_SECONDS = env_float("RECONCILE_GRACE_SECONDS", 10.0, minimum=0.0)
+# A remote worker whose RQ heartbeat is older than this is considered dead.
+WORKER_STALE_SECONDS = env_int("WORKER_STALE_SECONDS", 120, minimum=10)
+# Finished jobs (and their events) older than this many days are pruned at 09:00 UTC.
+JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=1)
+JOB_EVENT_RETENTION_DAYS = env_int("JOB_EVENT_RETENTION_DAYS", 90, minimum=1)
+SCHEDULER_HEARTBEAT_KEY = "jobdesk:scheduler:heartbeat"
 # How often a handler's progress reports may write the job row (seconds).
 PROGRESS_WRITE_INTERVAL = env_float("PROGRESS_WRITE_INTERVAL", 0.5, minimum=0.0)
 

@@ -1,7 +1,8 @@
 """``make run``: everything Jobdesk needs, in one terminal, stopped by Ctrl-C.
 
 Redis (embedded when REDIS_URL is not reachable, data under var/redis with AOF),
-migrations, the admin login, then web (daphne), the worker pool and the scheduler.
+migrations, the admin login, the cron entries, then web (daphne), the worker pool and
+the scheduler.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def main() -> None:
     try:
         run_once(manage("migrate", "--noinput", "-v", "0"))
         run_once(manage("ensure_admin", "--url", f"http://{host}:{port}"))
+        run_once(manage("sync_schedules"))
         commands = {
             "web": [PYTHON, "-m", "daphne", "-b", host, "-p", port, "config.asgi:application"],
             "workers": manage("rqworker-pool", *settings.JOB_QUEUES, "--num-workers", str(settings.WORKER_CONCURRENCY)),

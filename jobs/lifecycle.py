@@ -9,7 +9,9 @@ are not done here: callers register them with ``transaction.on_commit``.
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
@@ -102,6 +104,8 @@ def claim(job_id, dispatch: str, worker_name: str) -> Job:
         fields=lambda job: {
             "attempts": job.attempts + 1,
             "worker_name": worker_name,
+            "runner_host": socket.gethostname(),
+            "runner_pid": os.getpid(),
             "started_at": now,
             "finished_at": None,
             "progress": 0,
@@ -267,12 +271,16 @@ def wait_for_dependencies(job_id) -> Job:
     return _move(job_id, action="wait", allowed={Status.QUEUED}, to=Status.WAITING, message="waiting for dependencies")
 
 
-def requeue_lost(job_id, *, dispatch: str, actor_label: str, reason: str) -> Job:
-    """Put a queued job back on its queue under a fresh dispatch id (repair)."""
+REDISPATCHABLE = frozenset({Status.QUEUED, Status.SCHEDULED, Status.DEFERRED, Status.RETRYING})
+
+
+def redispatch(job_id, *, dispatch: str, actor_label: str, reason: str) -> Job:
+    """Give a waiting job whose RQ entry vanished a fresh dispatch id (repair); the
+    caller puts it back on its queue or schedule after commit."""
     return _move(
         job_id,
         action="redispatch",
-        allowed={Status.QUEUED},
+        allowed=REDISPATCHABLE,
         to=None,
         dispatch=dispatch,
         actor_label=actor_label,

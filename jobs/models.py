@@ -77,6 +77,10 @@ class Job(models.Model):
     # never claim the row and RQ never reuses a hash it is still finishing.
     rq_job_id = models.CharField(max_length=64, blank=True, default="")
     worker_name = models.CharField(max_length=200, blank=True, default="")
+    # The process that claimed the row (the RQ work-horse): liveness is decided by it,
+    # not by a timeout, so a slow job whose process is alive is never declared lost.
+    runner_host = models.CharField(max_length=255, blank=True, default="")
+    runner_pid = models.PositiveIntegerField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import django_rq
@@ -21,6 +22,7 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.timeouts import JobTimeoutException
+from rq.worker import Worker
 
 from jobs.models import Job, Status
 
@@ -164,12 +166,51 @@ def stop(rq_job_id: str) -> bool:
 
 def current_worker_name() -> str:
     from rq import get_current_job
-    from rq.worker import Worker
 
     rq_job = get_current_job()
     if rq_job is not None and rq_job.worker_name:
         return rq_job.worker_name
     return Worker.__name__ + "-inline"
+
+
+def dispatches_in_redis() -> set[str]:
+    """Every RQ job id Redis still holds for us: queued, scheduled, or being executed."""
+    from rq.registry import StartedJobRegistry
+
+    conn = connection()
+    present: set[str] = set(
+        x.decode() if isinstance(x, bytes) else x for x in conn.zrange(scheduler().scheduled_jobs_key, 0, -1)
+    )
+    for name in settings.JOB_QUEUES:
+        q = queue(name)
+        present.update(q.get_job_ids())
+        present.update(StartedJobRegistry(queue=q).get_job_ids())
+    return present
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    name: str
+    hostname: str | None
+    pid: int | None
+    current_job: str | None
+    last_heartbeat: datetime | None
+    queues: list[str]
+
+
+def workers() -> dict[str, WorkerState]:
+    """RQ's own registry of live workers (their keys expire without heartbeats)."""
+    return {
+        w.name: WorkerState(
+            name=w.name,
+            hostname=w.hostname,
+            pid=w.pid,
+            current_job=w.get_current_job_id(),
+            last_heartbeat=w.last_heartbeat,
+            queues=w.queue_names(),
+        )
+        for w in Worker.all(connection=connection())
+    }
 
 
 def queue_depths() -> dict[str, int]:

@@ -89,6 +89,31 @@ def add_hooks(name: str, *, on_success: Hook | None = None, on_failure: Hook | N
     )
 
 
+@dataclass(frozen=True)
+class CronEntry:
+    """A job submitted on a schedule (UTC cron syntax), visible as a Job each time."""
+
+    name: str
+    schedule: str
+    job_type: str
+    payload: dict = field(default_factory=dict)
+
+
+_crons: dict[str, CronEntry] = {}
+
+
+def cron(name: str, schedule: str, job_type: str, payload: dict | None = None) -> None:
+    """Register a cron entry; ``manage.py sync_schedules`` puts it into rq-scheduler."""
+    from crontab import CronTab
+
+    CronTab(schedule)  # raises ValueError on a malformed expression, at start-up
+    _crons[name] = CronEntry(name=name, schedule=schedule, job_type=job_type, payload=dict(payload or {}))
+
+
+def cron_entries() -> dict[str, CronEntry]:
+    return dict(_crons)
+
+
 def get(name: str) -> JobType:
     try:
         return _types[name]

@@ -1,8 +1,14 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from jobs.api.health import HealthView, LiveView
 from jobs.api.views import JobViewSet
 
 router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="job")
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("health/", HealthView.as_view(), name="health"),
+    path("health/live/", LiveView.as_view(), name="health-live"),
+    *router.urls,
+]

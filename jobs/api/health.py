@@ -1,0 +1,30 @@
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs import health
+
+
+class HealthView(APIView):
+    """Database, Redis, workers and scheduler: 200 when all are fine, else 503 naming the part."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(responses={200: OpenApiResponse(description="healthy"), 503: OpenApiResponse(description="failing")})
+    def get(self, request: Request) -> Response:
+        healthy, details = health.check()
+        return Response(details, status=200 if healthy else 503)
+
+
+class LiveView(APIView):
+    """The process answers: nothing else is checked."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(responses={200: OpenApiResponse(description="alive")})
+    def get(self, request: Request) -> Response:
+        return Response({"status": "ok"})

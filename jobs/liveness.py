@@ -1,0 +1,59 @@
+"""Is the process that claimed an active job still there? (SPEC §4.8)
+
+Decided by the claim itself, not by a timeout: a slow job whose process is alive is
+never declared lost. On the claiming host the work-horse's pid is checked (with its
+start time, so a recycled pid does not count); elsewhere RQ's worker registry and
+heartbeat decide.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+
+from jobs.models import Job
+from jobs.queueing import WorkerState
+
+HOSTNAME = socket.gethostname()
+
+
+def process_started_at(pid: int) -> datetime | None:
+    """When ``pid`` started (Linux /proc), or None when no such process exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # exists, owned by someone else
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat") as system:
+            boot = next(int(line.split()[1]) for line in system if line.startswith("btime"))
+    except (OSError, StopIteration, IndexError, ValueError):
+        return datetime.min.replace(tzinfo=UTC)  # alive, start unknown (not Linux)
+    ticks = os.sysconf("SC_CLK_TCK")
+    return datetime.fromtimestamp(boot + int(fields[19]) / ticks, tz=UTC)
+
+
+def lost_reason(job: Job, workers: dict[str, WorkerState], now: datetime) -> str | None:
+    """Why ``job`` (active) has nobody running it any more, or None if it is in hand."""
+    if job.runner_host == HOSTNAME and job.runner_pid:
+        started = process_started_at(job.runner_pid)
+        if started is None:
+            return f"process {job.runner_pid} of worker {job.worker_name} on {HOSTNAME} is gone"
+        if job.started_at and started > job.started_at + timedelta(seconds=1):
+            return f"process {job.runner_pid} on {HOSTNAME} is gone (its pid was reused)"
+        return None
+    worker = workers.get(job.worker_name)
+    if worker is None:
+        return f"worker {job.worker_name} is gone (no RQ worker registration)"
+    if worker.current_job != job.rq_job_id:
+        return f"worker {job.worker_name} moved on (its work-horse died)"
+    stale_after = timedelta(seconds=settings.WORKER_STALE_SECONDS)
+    if worker.last_heartbeat and now - worker.last_heartbeat.replace(tzinfo=UTC) > stale_after:
+        return f"worker {job.worker_name} stopped heart-beating at {worker.last_heartbeat.isoformat()}"
+    return None
