@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI assets served locally: no CDN behind firewalls
     "django_rq",
     "channels",
     "workwindow",
@@ -154,7 +155,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "jobs.api.pagination.Pagination",
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 50, minimum=1),
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -166,6 +167,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Durable background jobs on RQ: submit, inspect and steer them.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Logging: JSON lines ----------------------------------------------------------
@@ -182,8 +186,12 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # Naming these loggers replaces the plain-text handlers Django and rq-scheduler would
+    # otherwise attach, so every line is JSON and appears once.
     "loggers": {
-        "rq.worker": {"level": env_str("RQ_LOG_LEVEL", "WARNING").upper()},
+        "django": {"handlers": [], "level": "INFO"},
         "django.db.backends": {"level": "INFO"},
+        "rq.worker": {"level": env_str("RQ_LOG_LEVEL", "WARNING").upper()},
+        "rq_scheduler.scheduler": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }

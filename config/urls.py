@@ -1,11 +1,18 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from jobs.api.errors import not_found_view
+
 urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/django_rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
-    path("api/", include("jobs.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/", include("jobs.api.urls")),
+    re_path(r"^api/", not_found_view),  # unknown API paths answer JSON, DEBUG or not
 ]
+
+handler404 = "jobs.api.errors.not_found_view"

@@ -37,6 +37,10 @@ class ActionRefused(Exception):
     """An operator or API action the job's situation forbids (the API answers 409)."""
 
 
+class IdempotencyConflict(ActionRefused):
+    """An idempotency key reused for a different request (the API answers 409)."""
+
+
 class TransitionError(ActionRefused):
     """The job's current state forbids the requested move."""
 

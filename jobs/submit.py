@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from jobs import lifecycle, queueing, registry
-from jobs.errors import SubmitError
+from jobs.errors import IdempotencyConflict, SubmitError
 from jobs.joblog import log_job
 from jobs.models import BROKEN_DEPENDENCY_STATUSES, Job, JobEvent, Priority, Status
 
@@ -103,9 +103,9 @@ def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> tuple[list[_
         spec = specs[index]
         key = spec.idempotency_key
         if key and key in existing:
-            plan = _Plan(spec, existing[key], created=False)
+            plan = _Plan(spec, _same_request(spec, existing[key]), created=False)
         elif key and key in by_key:  # the same key twice in one batch: one job
-            plan = _Plan(spec, by_key[key].job, created=False)
+            plan = _Plan(spec, _same_request(spec, by_key[key].job), created=False)
         else:
             plan = _new_plan(spec, owner, allow_internal, external, by_ref)
         plans[index] = plan
@@ -115,6 +115,16 @@ def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> tuple[list[_
             by_key.setdefault(key, plan)
     # Create in dependency order (bulk_create keeps it), answer in the caller's order.
     return [plans[i] for i in order], [plans[i] for i in range(len(specs))]
+
+
+def _same_request(spec: JobSpec, job: Job) -> Job:
+    """A repeated key must repeat the request; reusing it for other work is a conflict."""
+    if spec.type != job.type or registry.get(spec.type).clean_payload(spec.payload) != job.payload:
+        raise IdempotencyConflict(
+            f"Idempotency key {spec.idempotency_key!r} was already used for job {job.id} "
+            f"({job.type}) with a different payload; use a new key for new work."
+        )
+    return job
 
 
 def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref: dict) -> _Plan:

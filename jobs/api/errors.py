@@ -22,7 +22,7 @@ _HINTS = {
     "not_authenticated": "Send 'Authorization: Token <key>' or log in at /admin/.",
     "authentication_failed": "Check the token; staff can issue one in the admin under Tokens.",
     "permission_denied": "This needs other permissions; ask an operator.",
-    "not_found": "Check the id; you only see your own objects.",
+    "not_found": "Check the id (or page number); you only see your own objects.",
     "method_not_allowed": "See /api/docs/ for the methods this endpoint accepts.",
     "parse_error": "Send valid JSON with 'Content-Type: application/json'.",
     "unsupported_media_type": "Send 'Content-Type: application/json'.",
@@ -85,3 +85,14 @@ def exception_handler(exc, context):
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
         response.data = error_body(code, str(detail))
     return response
+
+
+def not_found_view(request, exception=None):
+    """Django's 404 for URLs no route matches: JSON under /api/, the usual page elsewhere."""
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if request.path.startswith("/api/"):
+        body = error_body("not_found", f"No endpoint at {request.path}.", hint="See /api/docs/ for the endpoints.")
+        return JsonResponse(body, status=404)
+    return page_not_found(request, exception)

@@ -8,7 +8,9 @@ class JobFilter(django_filters.FilterSet):
     priority = django_filters.MultipleChoiceFilter(choices=Priority.choices)
     error_category = django_filters.ChoiceFilter(choices=ErrorCategory.choices)
     type = django_filters.CharFilter()
-    heavy = django_filters.BooleanFilter()
+    heavy = django_filters.TypedChoiceFilter(
+        choices=[("true", "true"), ("false", "false")], coerce=lambda value: value == "true"
+    )
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 

@@ -26,9 +26,10 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = JobSerializer
     filterset_class = JobFilter
-    lookup_value_regex = "[0-9a-fA-F-]{32,36}"
 
     def get_queryset(self) -> QuerySet[Job]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no user
+            return Job.objects.none()
         jobs = Job.objects.select_related("owner").prefetch_related("depends_on").order_by("-created_at")
         user = self.request.user
         return jobs if user.is_staff else jobs.filter(owner=user)

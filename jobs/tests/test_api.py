@@ -143,3 +143,33 @@ def test_openapi_schema_is_served(api_as, alice):
     response = api_as(alice).get("/api/schema/")
     assert response.status_code == 200
     assert b"/api/jobs/{id}/cancel/" in response.content
+
+
+def test_reusing_a_key_for_a_different_request_is_409(api_as, alice):
+    api = api_as(alice)
+    ok = api.post("/api/jobs/", {"type": "diagnostics.noop"}, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    assert ok.status_code == 201
+    other = {"type": "diagnostics.sleep", "payload": {"seconds": 1}}
+    body = assert_error(api.post("/api/jobs/", other, format="json", HTTP_IDEMPOTENCY_KEY="k1"), 409, "conflict")
+    assert "different payload" in body["message"]
+
+
+def test_unknown_api_paths_and_bad_ids_answer_json_404(api_as, alice):
+    api = api_as(alice)
+    assert_error(api.get("/api/jobs/notauuid/"), 404, "not_found")
+    assert_error(api.get("/api/nothing-here/"), 404, "not_found")
+
+
+def test_page_size_and_strict_boolean_filter(api_as, alice):
+    for _ in range(3):
+        submit("diagnostics.noop", owner=alice)
+    api = api_as(alice)
+    page = api.get("/api/jobs/?page_size=2").json()
+    assert len(page["results"]) == 2 and page["count"] == 3 and page["next"]
+    assert api.get("/api/jobs/?heavy=false").json()["count"] == 3
+    assert_error(api.get("/api/jobs/?heavy=maybe"), 400, "invalid")
+
+
+def test_swagger_ui_assets_are_served_locally(api_as, alice):
+    html = api_as(alice).get("/api/docs/").content.decode()
+    assert "cdn.jsdelivr.net" not in html and "/static/drf_spectacular_sidecar/" in html

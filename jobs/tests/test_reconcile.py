@@ -1,0 +1,175 @@
+"""The reconciler against a real Redis and database (in-process; see test_chaos for processes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from datetime import timedelta
+
+import django_rq
+import pytest
+from django.utils import timezone
+
+from jobs import lifecycle, queueing, reconcile
+from jobs.models import Job, Status
+from jobs.submit import submit
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_queued_jobs_missing_after_a_flush_are_re_enqueued(redis_conn, run_worker):
+    jobs = [submit("diagnostics.noop").job for _ in range(5)]
+    redis_conn.flushall()
+    report = reconcile.run(grace_seconds=0)
+    assert sorted(report.requeued) == sorted(str(j.id) for j in jobs)
+    assert django_rq.get_queue("normal").count == 5
+    run_worker()
+    assert set(Job.objects.values_list("status", flat=True)) == {Status.COMPLETE}
+    assert all(j.events.filter(message__contains="missing from Redis").exists() for j in Job.objects.all())
+    assert reconcile.run(grace_seconds=0).repairs == 0  # nothing left to repair
+
+
+def test_recent_rows_are_spared_by_the_grace_period(redis_conn):
+    submit("diagnostics.noop")
+    redis_conn.flushall()
+    assert reconcile.run(grace_seconds=60).repairs == 0
+
+
+def test_scheduled_and_retrying_jobs_missing_from_the_scheduler_are_rescheduled(redis_conn, settings, run_worker):
+    settings.RETRY_BASE_DELAY = 3600
+    later = submit("diagnostics.noop", run_at=timezone.now() + timedelta(hours=1)).job
+    retrying = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "temporary", "fail_times": 1}).job
+    run_worker()
+    assert Job.objects.get(pk=retrying.id).status == Status.RETRYING
+    redis_conn.flushall()
+    report = reconcile.run(grace_seconds=0)
+    assert sorted(report.rescheduled) == sorted([str(later.id), str(retrying.id)])
+    scheduled_ids = {j.id for j in queueing.scheduler().get_jobs()}
+    assert scheduled_ids == {Job.objects.get(pk=later.id).rq_job_id, Job.objects.get(pk=retrying.id).rq_job_id}
+
+
+def test_active_job_whose_process_is_gone_is_retried(settings):
+    settings.RETRY_BASE_DELAY = 3600
+    job = submit("diagnostics.noop").job
+    lifecycle.claim(job.id, job.rq_job_id, "worker-that-died")
+    Job.objects.filter(pk=job.id).update(runner_pid=dead_pid())
+    report = reconcile.run(grace_seconds=0)
+    job.refresh_from_db()
+    assert report.lost == [str(job.id)]
+    assert job.status == Status.RETRYING
+    assert job.events.filter(to_status=Status.RETRYING, message__contains="worker-that-died").exists()
+
+
+def test_lost_job_on_its_last_attempt_is_dead_lettered():
+    job = submit("diagnostics.noop", max_attempts=1).job
+    lifecycle.claim(job.id, job.rq_job_id, "w")
+    Job.objects.filter(pk=job.id).update(runner_pid=dead_pid())
+    reconcile.run(grace_seconds=0)
+    job.refresh_from_db()
+    assert job.status == Status.DEAD_LETTER and "lost" in job.error_message
+
+
+def test_a_slow_job_whose_process_is_alive_is_never_declared_lost():
+    job = submit("diagnostics.noop", max_attempts=1).job
+    lifecycle.claim(job.id, job.rq_job_id, "slow-but-alive")  # claimed by this (alive) process
+    # No timeout applies: the row has not changed for two days.
+    Job.objects.filter(pk=job.id).update(updated_at=timezone.now() - timedelta(days=2))
+    assert reconcile.run(grace_seconds=0).lost == []
+    assert Job.objects.get(pk=job.id).status == Status.ACTIVE
+
+
+def test_a_slow_job_on_a_remote_worker_that_heartbeats_is_never_declared_lost(redis_conn):
+    from rq import Worker
+
+    job = submit("diagnostics.noop").job
+    worker = Worker([queueing.queue("normal")], connection=redis_conn, name="remote-alive")
+    worker.register_birth()
+    worker.set_current_job_id(job.rq_job_id)
+    worker.heartbeat()
+    lifecycle.claim(job.id, job.rq_job_id, "remote-alive")
+    Job.objects.filter(pk=job.id).update(runner_host="another-host", started_at=timezone.now() - timedelta(days=2))
+    assert reconcile.run(grace_seconds=0).lost == []
+    worker.set_current_job_id(None)  # its work-horse died and it moved on
+    assert reconcile.run(grace_seconds=0).lost == [str(job.id)]
+    assert "moved on" in Job.objects.get(pk=job.id).error_message
+
+
+def test_a_recycled_pid_does_not_keep_a_lost_job_alive():
+    job = submit("diagnostics.noop").job
+    lifecycle.claim(job.id, job.rq_job_id, "w")
+    sleeper = subprocess.Popen(["sleep", "30"])  # alive, but started after the claim
+    try:
+        Job.objects.filter(pk=job.id).update(runner_pid=sleeper.pid, started_at=timezone.now() - timedelta(minutes=5))
+        assert reconcile.run(grace_seconds=0).lost == [str(job.id)]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_remote_worker_without_registration_is_lost():
+    job = submit("diagnostics.noop").job
+    lifecycle.claim(job.id, job.rq_job_id, "remote-worker")
+    Job.objects.filter(pk=job.id).update(runner_host="another-host")
+    report = reconcile.run(grace_seconds=0)
+    assert report.lost == [str(job.id)]
+    assert "no RQ worker registration" in Job.objects.get(pk=job.id).error_message
+
+
+def test_waiting_job_with_complete_dependencies_is_released(run_worker):
+    a = submit("diagnostics.noop").job
+    b = submit("diagnostics.noop", depends_on=[a.id]).job
+    # Simulate a lost release: A completes behind the platform's back.
+    Job.objects.filter(pk=a.id).update(status=Status.COMPLETE)
+    report = reconcile.run(grace_seconds=0)
+    assert str(b.id) in report.released
+    run_worker()
+    assert Job.objects.get(pk=b.id).status == Status.COMPLETE
+
+
+def test_concurrent_passes_do_not_repair_twice(redis_conn):
+    jobs = [submit("diagnostics.noop").job for _ in range(20)]
+    redis_conn.flushall()
+    reports: list[reconcile.Report] = []
+    barrier = threading.Barrier(2)
+
+    def one_pass():
+        from django.db import connection
+
+        barrier.wait()
+        reports.append(reconcile.run(grace_seconds=0))
+        connection.close()
+
+    threads = [threading.Thread(target=one_pass) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    requeued = [job_id for r in reports for job_id in r.requeued]
+    assert sorted(requeued) == sorted(str(j.id) for j in jobs)  # each exactly once
+    assert django_rq.get_queue("normal").count == 20
+
+
+def test_reconcile_command_prints_the_repairs(redis_conn):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    submit("diagnostics.noop")
+    redis_conn.flushall()
+    out = StringIO()
+    call_command("reconcile", "--grace", "0", stdout=out)
+    assert '"requeued": [' in out.getvalue() and '"repairs": 1' in out.getvalue()
+
+
+def test_runner_pid_is_recorded_at_claim(run_worker):
+    job = submit("diagnostics.noop").job
+    run_worker()
+    job.refresh_from_db()
+    assert job.runner_pid == os.getpid() and job.runner_host
