@@ -21,7 +21,8 @@ HOSTNAME = socket.gethostname()
 
 
 def process_started_at(pid: int) -> datetime | None:
-    """When ``pid`` started (Linux /proc), or None when no such process exists."""
+    """When ``pid`` started (Linux /proc), or None when no such process runs (a zombie —
+    killed, not yet reaped by its new parent — runs nothing)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -35,6 +36,8 @@ def process_started_at(pid: int) -> datetime | None:
             boot = next(int(line.split()[1]) for line in system if line.startswith("btime"))
     except (OSError, StopIteration, IndexError, ValueError):
         return datetime.min.replace(tzinfo=UTC)  # alive, start unknown (not Linux)
+    if fields[0] in ("Z", "X"):
+        return None
     ticks = os.sysconf("SC_CLK_TCK")
     return datetime.fromtimestamp(boot + int(fields[19]) / ticks, tz=UTC)
 

@@ -2,7 +2,10 @@
 
 Sleeps ``seconds`` in ``steps`` (reporting progress and honouring cancel between
 steps), then ends the way ``fail_mode`` says. ``fail_times`` limits failing to the
-first N attempts, so "temporary, then success" can be exercised.
+first N attempts, so "temporary, then success" can be exercised. ``trace`` records
+every run in Redis (``jobdesk:diag:runs:<job id>``) and counts runs that overlapped
+another live run of the same job (``jobdesk:diag:overlaps``): the proof that a job
+never runs twice at once, even while workers are being killed.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ from __future__ import annotations
 import os
 import time
 
+import redis
+
 from jobs.errors import AdminRequiredError, SubmitError, TemporaryError, UserFixableError
+from jobs.liveness import process_started_at
 from jobs.registry import job_type
 
 FAIL_MODES = ("none", "temporary", "user_fixable", "admin_required", "crash")
@@ -29,12 +35,12 @@ def _number(payload: dict, name: str, default, low, high, kind):
 
 
 def validate_sleep(payload: dict) -> dict:
-    unknown = set(payload) - {"seconds", "steps", "fail_mode", "fail_times", "result"}
+    unknown = set(payload) - {"seconds", "steps", "fail_mode", "fail_times", "result", "trace"}
     if unknown:
         raise SubmitError(
             f"Unknown payload field(s): {', '.join(sorted(unknown))}.",
             field="payload",
-            hint="diagnostics.sleep takes seconds, steps, fail_mode, fail_times, result.",
+            hint="diagnostics.sleep takes seconds, steps, fail_mode, fail_times, result, trace.",
         )
     fail_mode = payload.get("fail_mode", "none")
     if fail_mode not in FAIL_MODES:
@@ -49,6 +55,8 @@ def validate_sleep(payload: dict) -> dict:
     }
     if "result" in payload:
         cleaned["result"] = payload["result"]
+    if payload.get("trace"):
+        cleaned["trace"] = True
     return cleaned
 
 
@@ -56,18 +64,44 @@ def validate_sleep(payload: dict) -> dict:
 def sleep(ctx) -> dict:
     seconds, steps = ctx.payload["seconds"], ctx.payload["steps"]
     started = time.monotonic()
-    for step in range(steps):
-        if ctx.is_canceled():
-            return {"canceled_at_step": step}
-        time.sleep(seconds / steps)
-        ctx.progress(100 * (step + 1) / steps, "sleeping", step=step + 1, of=steps)
-    _maybe_fail(ctx.payload, ctx.attempt)
+    tracer = _RunTracer(str(ctx.job.id)) if ctx.payload.get("trace") else None
+    try:
+        for step in range(steps):
+            if ctx.is_canceled():
+                return {"canceled_at_step": step}
+            time.sleep(seconds / steps)
+            ctx.progress(100 * (step + 1) / steps, "sleeping", step=step + 1, of=steps)
+        _maybe_fail(ctx.payload, ctx.attempt)
+    finally:
+        if tracer:
+            tracer.finish()
     return {
         "slept": round(time.monotonic() - started, 3),
         "attempt": ctx.attempt,
         "pid": os.getpid(),
         "result": ctx.payload.get("result"),
     }
+
+
+class _RunTracer:
+    """Marks this job as running in this process; flags a live concurrent run."""
+
+    def __init__(self, job_id: str) -> None:
+        from django.conf import settings
+
+        self.redis = redis.Redis.from_url(settings.REDIS_URL)
+        self.key = f"jobdesk:diag:running:{job_id}"
+        self.me = str(os.getpid())
+        self.redis.rpush(f"jobdesk:diag:runs:{job_id}", self.me)
+        if not self.redis.set(self.key, self.me, nx=True):
+            holder = self.redis.get(self.key)
+            if holder is not None and process_started_at(int(holder)) is not None:
+                self.redis.incr("jobdesk:diag:overlaps")
+            self.redis.set(self.key, self.me)  # the earlier run is dead: take over
+
+    def finish(self) -> None:
+        if self.redis.get(self.key) == self.me.encode():
+            self.redis.delete(self.key)
 
 
 def _maybe_fail(payload: dict, attempt: int) -> None:
