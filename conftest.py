@@ -95,13 +95,14 @@ def api_as():
 
 @pytest.fixture
 def run_worker():
-    """Drain the queues with a real RQ SimpleWorker in this process (burst mode)."""
-    from rq import SimpleWorker
+    """Drain the queues with a real RQ worker in this process (burst mode): Jobdesk's
+    non-forking worker class, or any other RQ worker class given."""
+    from jobs.worker import JobdeskSimpleWorker
 
-    def run(max_jobs: int | None = None) -> None:
+    def run(max_jobs: int | None = None, worker_class=JobdeskSimpleWorker) -> None:
         conn = django_rq.get_connection("normal")
         queues = [django_rq.get_queue(name) for name in ("immediate", "normal", "low")]
-        SimpleWorker(queues, connection=conn).work(burst=True, max_jobs=max_jobs, with_scheduler=False)
+        worker_class(queues, connection=conn).work(burst=True, max_jobs=max_jobs, with_scheduler=False)
 
     return run
 

@@ -43,9 +43,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--bulk", type=int, default=5000, help="jobs in the bulk submit measurement")
-    parser.add_argument("--worker-class", action="append", help="default: rq.Worker and rq.SimpleWorker")
+    parser.add_argument(
+        "--worker-class",
+        action="append",
+        help="default: Jobdesk's forking and simple classes, and RQ's own Worker and SimpleWorker",
+    )
     args = parser.parse_args()
-    worker_classes = args.worker_class or ["rq.Worker", "rq.SimpleWorker"]
+    worker_classes = args.worker_class or [
+        "jobs.worker.JobdeskWorker",
+        "jobs.worker.JobdeskSimpleWorker",
+        "rq.Worker",
+        "rq.SimpleWorker",
+    ]
 
     tmp = Path(tempfile.mkdtemp(prefix="jobdesk-bench-"))
     redis_server = RedisServer(directory=tmp / "redis").start()
@@ -103,7 +112,7 @@ def run(args, worker_classes: list[str]) -> None:
 
         jobdesk_rate, raw_rate = args.jobs / jobdesk_seconds, args.jobs / raw_seconds
         print(
-            f"{worker_class:16s} jobdesk {jobdesk_rate:7.1f} jobs/s   raw RQ {raw_rate:7.1f} jobs/s   "
+            f"{worker_class:33s} jobdesk {jobdesk_rate:7.1f} jobs/s   raw RQ {raw_rate:7.1f} jobs/s   "
             f"ratio {jobdesk_rate / raw_rate:.2f} (goal >= 0.8)   "
             f"peak worker RSS jobdesk {jobdesk_rss / 1024:.0f} MiB, raw {raw_rss / 1024:.0f} MiB"
         )

@@ -95,7 +95,8 @@ REDIS_URL = env_redis_url("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 2, minimum=1)
 JOB_TIMEOUT = env_int("JOB_TIMEOUT", 1800, minimum=1)
-JOB_RESULT_TTL = env_int("JOB_RESULT_TTL", 3600, minimum=0)
+# RQ's result carries a work-horse's outcome back to its parent: keep it at least a minute.
+JOB_RESULT_TTL = env_int("JOB_RESULT_TTL", 3600, minimum=60)
 RETRY_BASE_DELAY = env_float("RETRY_BASE_DELAY", 30.0, minimum=0.0)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 4, minimum=1)
 QUEUE_MAX_DEPTH = env_int("QUEUE_MAX_DEPTH", 1000, minimum=1)
@@ -116,6 +117,9 @@ RQ_QUEUES = {
     for name in JOB_QUEUES
 }
 RQ_SHOW_ADMIN_LINK = True
+# Bookkeeping in the worker's parent process (see jobs/worker.py); `rqworker` and
+# `rqworker-pool` use it unless --worker-class says otherwise.
+RQ = {"WORKER_CLASS": "jobs.worker.JobdeskWorker"}
 
 CACHES = {
     "default": {

@@ -42,8 +42,16 @@ def process_started_at(pid: int) -> datetime | None:
     return datetime.fromtimestamp(boot + int(fields[19]) / ticks, tz=UTC)
 
 
+# Between a claim and RQ marking the worker busy with that job, a few milliseconds pass.
+CLAIM_GRACE = timedelta(seconds=10)
+
+
 def lost_reason(job: Job, workers: dict[str, WorkerState], now: datetime) -> str | None:
     """Why ``job`` (active) has nobody running it any more, or None if it is in hand."""
+    worker = workers.get(job.worker_name)
+    settled = job.started_at is None or now - job.started_at > CLAIM_GRACE
+    if worker is not None and worker.current_job != job.rq_job_id and settled:
+        return f"worker {job.worker_name} moved on (its work-horse died or its outcome was not recorded)"
     if job.runner_host == HOSTNAME and job.runner_pid:
         started = process_started_at(job.runner_pid)
         if started is None:
@@ -51,11 +59,8 @@ def lost_reason(job: Job, workers: dict[str, WorkerState], now: datetime) -> str
         if job.started_at and started > job.started_at + timedelta(seconds=1):
             return f"process {job.runner_pid} on {HOSTNAME} is gone (its pid was reused)"
         return None
-    worker = workers.get(job.worker_name)
     if worker is None:
         return f"worker {job.worker_name} is gone (no RQ worker registration)"
-    if worker.current_job != job.rq_job_id:
-        return f"worker {job.worker_name} moved on (its work-horse died)"
     stale_after = timedelta(seconds=settings.WORKER_STALE_SECONDS)
     if worker.last_heartbeat and now - worker.last_heartbeat.replace(tzinfo=UTC) > stale_after:
         return f"worker {job.worker_name} stopped heart-beating at {worker.last_heartbeat.isoformat()}"

@@ -1,8 +1,13 @@
-"""The single RQ entry point for every job (SPEC §4.5).
+"""The single RQ entry point for every job (SPEC §4.5), in three steps:
 
-claim → handler(ctx) → record the outcome → hooks → dependents. Each step is a guarded
-lifecycle move, so a duplicate or stale RQ entry, a cancel, or a requeue in between
-can never make a job run twice at once or run after it finished.
+claim → run_handler → record (outcome, hooks, dependents).
+
+With ``jobs.worker.JobdeskWorker`` (the default worker class) the worker's long-lived
+parent process claims and records, around the fork, on its persistent database
+connection; the work-horse only runs the handler and returns the outcome through RQ's
+result. With a plain RQ worker, ``execute`` does all three itself. Each database step
+is a guarded lifecycle move, so a duplicate or stale RQ entry, a cancel, or a requeue
+in between can never make a job run twice at once or run after it finished.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import traceback
+from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
@@ -21,47 +27,74 @@ from jobs.models import Job
 
 logger = logging.getLogger("jobs.runner")
 
+Outcome = dict[str, Any]  # {"ok": True, "result": …} | {"ok": False, "category": …, "message": …, …}
+
+# Jobs the worker's parent process claimed before forking, by dispatch id. The
+# work-horse inherits this dict through fork(), so it knows the claim is done.
+preclaimed: dict[str, Job] = {}
+
 
 def execute(job_id: str, dispatch: str) -> dict:
-    """Run one dispatch of a job. Returns a small summary that RQ stores as its result."""
-    worker_name = queueing.current_worker_name()
+    """What RQ runs. Returns the outcome (parent-claimed) or a summary (self-claimed)."""
+    job = preclaimed.pop(dispatch, None)
+    if job is not None:
+        return run_handler(job, dispatch)
+    job = claim(job_id, dispatch, queueing.current_worker_name())
+    if job is None:
+        return {"skipped": True}
+    recorded = record(job, dispatch, run_handler(job, dispatch))
+    return {"status": recorded.status if recorded else "discarded"}
+
+
+def claim(job_id: str, dispatch: str, worker_name: str) -> Job | None:
     try:
-        job = lifecycle.claim(job_id, dispatch, worker_name)
+        return lifecycle.claim(job_id, dispatch, worker_name)
     except (TransitionError, lifecycle.JobNotFound) as refused:
         logger.info("dispatch skipped", extra={"job_id": job_id, "dispatch": dispatch, "reason": str(refused)})
-        return {"skipped": str(refused)}
-    try:
-        job = _run(job, dispatch)
-    except TransitionError as refused:
-        # Canceled, or taken over by a repair, while the handler ran: the outcome of
-        # this run no longer belongs to the job.
-        logger.info("outcome discarded", extra={"job_id": job_id, "dispatch": dispatch, "reason": str(refused)})
-        return {"discarded": str(refused)}
-    return {"status": job.status}
+        return None
 
 
-def _run(job: Job, dispatch: str) -> Job:
+def run_handler(job: Job, dispatch: str) -> Outcome:
+    """Run the type's handler and classify how it ended. Touches the database only
+    through the context (progress, cancel checks) if the handler uses them."""
     try:
         job_type = registry.get(job.type)
     except SubmitError as unknown:
-        return _failed(job, dispatch, AdminRequiredError(f"{unknown.message} Was the type removed from the code?"))
+        return _error(AdminRequiredError(f"{unknown.message} Was the type removed from the code?"))
     context = JobContext(job, dispatch)
     try:
-        result = job_type.handler(context)
-        result = _json_safe(result)
+        result = _json_safe(job_type.handler(context))
     except (UserFixableError, AdminRequiredError) as error:
-        context.flush()
-        return _failed(job, dispatch, error)
+        outcome = _error(error)
     except queueing.TIMEOUT_EXCEPTIONS:
-        context.flush()
-        return _temporary(job, dispatch, TemporaryTimeout(job.timeout))
+        outcome = _error(TemporaryTimeout(job.timeout))
     except Exception as error:  # temporary errors and unexpected crashes alike retry
-        context.flush()
-        return _temporary(job, dispatch, error)
+        outcome = _error(error)
+    else:
+        outcome = {"ok": True, "result": result}
     context.flush()
-    done = lifecycle.complete(job.id, dispatch, result)
-    outcomes.finished(done)
-    return done
+    return outcome
+
+
+def record(job: Job, dispatch: str, outcome: Outcome) -> Job | None:
+    """Write the outcome, run hooks, settle dependents. None if the run no longer owns
+    the job (canceled or repaired while it ran): its outcome is discarded."""
+    try:
+        if outcome.get("ok"):
+            done = lifecycle.complete(job.id, dispatch, outcome.get("result"))
+            outcomes.finished(done)
+            return done
+        error = {k: outcome.get(k) for k in ("message", "details", "recovery_actions")}
+        if outcome.get("category") in ("user_fixable", "admin_required"):
+            failed = lifecycle.fail(job.id, dispatch, category=outcome["category"], **error)
+            if failed.error_category == "admin_required":
+                log_job("operator attention needed", failed, level=logging.ERROR, error=failed.error_message)
+            outcomes.finished(failed)
+            return failed
+        return outcomes.temporary_failure(job, dispatch, actor_label=job.worker_name, **error)
+    except TransitionError as refused:
+        logger.info("outcome discarded", extra={"job_id": str(job.id), "dispatch": dispatch, "reason": str(refused)})
+        return None
 
 
 class TemporaryTimeout(JobError):
@@ -72,34 +105,14 @@ class TemporaryTimeout(JobError):
         )
 
 
-def _failed(job: Job, dispatch: str, error: JobError) -> Job:
-    moved = lifecycle.fail(
-        job.id,
-        dispatch,
-        category=error.category,
-        message=error.message,
-        details=error.details or traceback.format_exc(),
-        recovery_actions=error.recovery_actions,
-    )
-    if error.category == "admin_required":
-        log_job("operator attention needed", moved, level=logging.ERROR, error=error.message)
-    outcomes.finished(moved)
-    return moved
-
-
-def _temporary(job: Job, dispatch: str, error: Exception) -> Job:
+def _error(error: Exception) -> Outcome:
     if isinstance(error, JobError):
-        message, actions = error.message, error.recovery_actions
+        category, message, actions = error.category, error.message, error.recovery_actions
+        details = error.details or traceback.format_exc()
     else:
-        message, actions = f"{type(error).__name__}: {error}", ["Retry later", "Report it if it keeps happening"]
-    return outcomes.temporary_failure(
-        job,
-        dispatch,
-        message=message,
-        details=traceback.format_exc(),
-        recovery_actions=actions,
-        actor_label=job.worker_name,
-    )
+        category, message = "temporary", f"{type(error).__name__}: {error}"
+        actions, details = ["Retry later", "Report it if it keeps happening"], traceback.format_exc()
+    return {"ok": False, "category": category, "message": message, "details": details, "recovery_actions": actions}
 
 
 def _json_safe(result):

@@ -74,20 +74,37 @@ def test_sigkilled_worker_mid_job_is_repaired_and_the_job_completes(spawn, setti
     assert overlaps(redis_conn) == 0
 
 
-def test_orphaned_work_horse_finishes_its_job_and_is_not_run_again(spawn, redis_conn):
-    """Killing only the worker's parent leaves its work-horse running (RQ puts it in its
-    own process group). The job is still in hand: it must not be declared lost."""
+def test_killing_only_the_worker_parent_takes_its_work_horse_along(spawn, settings, redis_conn):
+    """Jobdesk's worker ties the horse to its parent: no orphan keeps running a job
+    that the reconciler then retries."""
+    settings.RETRY_BASE_DELAY = 0.1
     job = submit("diagnostics.sleep", {"seconds": 3, "steps": 6, "trace": True}).job
-    worker = spawn("rqworker", *QUEUES)
+    worker = spawn("rqworker", *QUEUES, **FAST_RETRIES)
     wait_for(lambda: active(job), timeout=30, what="job to start")
-    wait_for(lambda: horse_pids(worker), timeout=10, what="the work-horse")
-    horse = horse_pids(worker)[0]
+    horse = wait_for(lambda: horse_pids(worker), timeout=10, what="the work-horse")[0]
+    sigkill_worker(worker, with_horse=False)
+
+    wait_for(lambda: liveness.process_started_at(horse) is None, timeout=10, what="the horse to die with its parent")
+    assert reconcile.run(grace_seconds=0).lost == [str(job.id)]
+    spawn("rqworker", *QUEUES, **FAST_RETRIES)
+    spawn("rqscheduler", "--queue", "normal", "--interval", "1")
+    wait_for(lambda: Job.objects.get(pk=job.id).status == Status.COMPLETE, timeout=60, what="the retry to complete")
+    assert Job.objects.get(pk=job.id).attempts == 2 and runs(redis_conn, job) == 2
+    assert overlaps(redis_conn) == 0
+
+
+def test_plain_rq_worker_orphan_finishes_its_job_and_is_not_run_again(spawn, redis_conn):
+    """With RQ's own worker class the horse outlives a killed parent (own process
+    group) and records the outcome itself: the job is in hand, not lost."""
+    job = submit("diagnostics.sleep", {"seconds": 3, "steps": 6, "trace": True}).job
+    worker = spawn("rqworker", *QUEUES, "--worker-class", "rq.Worker")
+    wait_for(lambda: active(job), timeout=30, what="job to start")
+    horse = wait_for(lambda: horse_pids(worker), timeout=10, what="the work-horse")[0]
     sigkill_worker(worker, with_horse=False)
 
     assert reconcile.run(grace_seconds=0).lost == []
     wait_for(lambda: Job.objects.get(pk=job.id).status == Status.COMPLETE, timeout=30, what="the orphan to finish")
-    job.refresh_from_db()
-    assert job.attempts == 1 and runs(redis_conn, job) == 1
+    assert Job.objects.get(pk=job.id).attempts == 1 and runs(redis_conn, job) == 1
     wait_for(lambda: liveness.process_started_at(horse) is None, timeout=10, what="the orphan to exit")
 
 

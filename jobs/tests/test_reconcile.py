@@ -173,3 +173,18 @@ def test_runner_pid_is_recorded_at_claim(run_worker):
     run_worker()
     job.refresh_from_db()
     assert job.runner_pid == os.getpid() and job.runner_host
+
+
+def test_job_whose_worker_moved_on_is_lost_even_if_the_process_lives(redis_conn):
+    """The parent-side bookkeeping could not record an outcome (database blip) and the
+    worker went on to other work: the job must not stay active forever."""
+    from rq import Worker
+
+    job = submit("diagnostics.noop").job
+    lifecycle.claim(job.id, job.rq_job_id, "busy-elsewhere")  # runner pid: this live process
+    worker = Worker([queueing.queue("normal")], connection=redis_conn, name="busy-elsewhere")
+    worker.register_birth()
+    worker.set_current_job_id("some-other-dispatch")
+    assert reconcile.run(grace_seconds=0).lost == []  # just claimed: RQ may not have caught up
+    Job.objects.filter(pk=job.id).update(started_at=timezone.now() - timedelta(minutes=1))
+    assert reconcile.run(grace_seconds=0).lost == [str(job.id)]

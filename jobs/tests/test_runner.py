@@ -224,3 +224,28 @@ def test_priorities_run_in_strict_order(run_worker):
     run_worker()
     order = list(Job.objects.order_by("started_at").values_list("id", flat=True))
     assert order == [immediate.id, normal.id, low.id]
+
+
+@pytest.mark.parametrize("mode, status", [("none", Status.COMPLETE), ("user_fixable", Status.FAILED)])
+def test_a_plain_rq_worker_runs_jobs_too(run_worker, mode, status):
+    """Without Jobdesk's worker class the entry point claims and records by itself."""
+    from rq import SimpleWorker
+
+    job = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": mode}).job
+    run_worker(worker_class=SimpleWorker)
+    job.refresh_from_db()
+    assert job.status == status and job.attempts == 1
+
+
+def test_a_work_horse_that_dies_is_recorded_by_its_parent(run_worker, settings):
+    """The parent reads the horse's fate from RQ: a crash outside the handler (here:
+    the entry point itself blowing up) is a temporary failure, retried."""
+    settings.RETRY_BASE_DELAY = 3600
+    from unittest import mock
+
+    job = submit("diagnostics.noop").job
+    with mock.patch("jobs.runner.run_handler", side_effect=SystemError("horse exploded")):
+        run_worker()
+    job.refresh_from_db()
+    assert job.status == Status.RETRYING and job.attempts == 1
+    assert "work-horse died" in job.error_message and "horse exploded" in job.error_message

@@ -1,0 +1,133 @@
+"""RQ worker classes that keep Jobdesk's bookkeeping in the worker's parent process.
+
+A forking RQ worker runs each job in a fresh work-horse. Claiming and recording in the
+horse would cost a new database connection and a cold ORM per job — more than RQ's own
+fork. ``JobdeskWorker`` claims the row before the fork and records the outcome after
+the horse exits, on the parent's persistent connection; the horse only runs the handler
+and hands its outcome back through RQ's result. A horse that dies (killed, OOM, stop-job)
+is recorded by its parent at once. The horse is tied to its parent's life
+(PR_SET_PDEATHSIG), so "worker process gone" always means "job no longer running".
+
+Configured as django-rq's default (settings.RQ["WORKER_CLASS"]); with a plain RQ worker
+``jobs.runner.execute`` still does the whole job itself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import time
+
+from django.db import DatabaseError, connections
+from rq import SimpleWorker, Worker
+from rq.job import Job as RQJob
+from rq.results import Result
+
+from jobs import runner
+from jobs.models import Job
+from jobs.queueing import ENTRY_POINT
+
+logger = logging.getLogger("jobs.worker")
+
+# The parent's database connections, inherited by a work-horse through fork(). Kept
+# referenced (never closed or garbage-collected) until the horse's os._exit, so the
+# horse cannot disturb the parent's session; the horse opens its own if it needs one.
+_inherited_connections: list = []
+_PR_SET_PDEATHSIG = 1
+_RECORD_RETRY_PAUSES = (0.5, 1.0, 2.0)
+
+
+class _ParentBookkeeping:
+    def execute_job(self, job: RQJob, queue) -> None:
+        claimed = self._claim(job)
+        try:
+            super().execute_job(job, queue)
+        finally:
+            if claimed is not None:
+                self._record(claimed, job)
+
+    def _claim(self, rq_job: RQJob) -> Job | None:
+        if rq_job.func_name != ENTRY_POINT or len(rq_job.args) < 2:
+            return None  # not a Jobdesk job (raw RQ work on the same queues)
+        job_id, dispatch = rq_job.args[:2]
+        try:
+            _drop_broken_connection()
+            claimed = runner.claim(job_id, dispatch, self.name)
+        except DatabaseError:
+            # The work-horse will try to claim for itself; failing that, the row stays
+            # queued and the reconciler re-dispatches it. The worker itself lives on.
+            logger.exception("claim failed", extra={"job_id": job_id, "dispatch": dispatch})
+            return None
+        if claimed is not None:
+            runner.preclaimed[dispatch] = claimed
+        return claimed
+
+    def _record(self, job: Job, rq_job: RQJob) -> None:
+        runner.preclaimed.pop(job.rq_job_id, None)
+        outcome = _outcome_of(rq_job)
+        for pause in _RECORD_RETRY_PAUSES:
+            try:
+                runner.record(job, job.rq_job_id, outcome)
+                return
+            except DatabaseError:
+                logger.exception("recording the outcome failed", extra={"job_id": str(job.id)})
+                connections.close_all()
+                time.sleep(pause)
+        # Still active in the database while this worker moves on: the reconciler sees
+        # that the worker no longer runs this dispatch and retries the job.
+
+
+class JobdeskWorker(_ParentBookkeeping, Worker):
+    """Forking worker (RQ's default) with the bookkeeping in the parent."""
+
+    def main_work_horse(self, job: RQJob, queue) -> None:
+        _die_with_parent(os.getppid())
+        _detach_inherited_connections()
+        super().main_work_horse(job, queue)
+
+
+class JobdeskSimpleWorker(_ParentBookkeeping, SimpleWorker):
+    """Non-forking worker: the same bookkeeping, the handler in the same process."""
+
+
+def _outcome_of(rq_job: RQJob) -> runner.Outcome:
+    result = rq_job.latest_result()
+    succeeded = result is not None and result.type == Result.Type.SUCCESSFUL
+    if succeeded and isinstance(result.return_value, dict) and "ok" in result.return_value:
+        return result.return_value
+    reason = "no result"
+    if result is not None and result.exc_string:
+        reason = result.exc_string.strip().splitlines()[-1]
+    return {
+        "ok": False,
+        "category": "temporary",
+        "message": f"work-horse died: {reason}",
+        "details": result.exc_string if result is not None else "",
+        "recovery_actions": ["None needed: retried automatically", "Check the worker's memory limits"],
+    }
+
+
+def _drop_broken_connection() -> None:
+    """The parent's connection lives for hours: reconnect if the database restarted."""
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and not connection.is_usable():
+            connection.close()
+
+
+def _detach_inherited_connections() -> None:
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None:
+            _inherited_connections.append(connection.connection)
+            connection.connection = None
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the reconciler's pid check still applies
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
