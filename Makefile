@@ -29,3 +29,4 @@ lint: install
 
 bench: install
 	$(PY) bench/throughput.py
+	$(PY) bench/reconcile.py
