@@ -173,3 +173,29 @@ def test_page_size_and_strict_boolean_filter(api_as, alice):
 def test_swagger_ui_assets_are_served_locally(api_as, alice):
     html = api_as(alice).get("/api/docs/").content.decode()
     assert "cdn.jsdelivr.net" not in html and "/static/drf_spectacular_sidecar/" in html
+
+
+def test_admin_console_lists_and_shows_jobs_and_acts(client, operator, run_worker):
+    client.force_login(operator)
+    operator.is_superuser = True
+    operator.save()
+    job = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "user_fixable"}).job
+    run_worker()
+    listing = client.get("/admin/jobs/job/?status__exact=failed")
+    assert listing.status_code == 200 and str(job.id) in listing.content.decode()
+    assert "Jobdesk operations" in listing.content.decode()
+    detail = client.get(f"/admin/jobs/job/{job.id}/change/").content.decode()
+    assert "simulated bad input" in detail and "Traceback" in detail
+    response = client.post(
+        "/admin/jobs/job/", {"action": "requeue_jobs", "_selected_action": [str(job.id)]}, follow=True
+    )
+    assert "Requeued 1 job(s)." in response.content.decode()
+    job.refresh_from_db()
+    assert job.status == Status.QUEUED
+    assert job.events.filter(actor=operator, message__contains="requeued").exists()
+    refused = client.post(
+        "/admin/jobs/job/", {"action": "promote_jobs", "_selected_action": [str(job.id)]}, follow=True
+    )  # queued → promote works; a second cancel after cancel must be refused with a message
+    client.post("/admin/jobs/job/", {"action": "cancel_jobs", "_selected_action": [str(job.id)]})
+    again = client.post("/admin/jobs/job/", {"action": "cancel_jobs", "_selected_action": [str(job.id)]}, follow=True)
+    assert refused.status_code == 200 and "Cannot cancel job" in again.content.decode()
