@@ -14,14 +14,13 @@ from jobs.models import BROKEN_DEPENDENCY_STATUSES, Job, Status
 
 
 def cancel(job_id, *, actor=None, actor_label: str = "", reason: str = "") -> Job:
-    with transaction.atomic():
-        before = Job.objects.filter(pk=job_id).values_list("status", "rq_job_id", "priority").first()
-        job = lifecycle.cancel(job_id, actor=actor, actor_label=actor_label, reason=reason)
-    _status, rq_job_id, priority = before
-    if _status == Status.ACTIVE:
-        queueing.stop(rq_job_id)
+    """Cancel a waiting job (withdrawn from Redis) or a running one (its work-horse is
+    stopped: by RQ's stop-job command, and by its Jobdesk parent within seconds)."""
+    job = lifecycle.cancel(job_id, actor=actor, actor_label=actor_label, reason=reason)
+    if job.previous_status == Status.ACTIVE:
+        queueing.stop(job.previous_dispatch)
     else:
-        queueing.withdraw(rq_job_id, priority)
+        queueing.withdraw(job.previous_dispatch, job.priority)
     outcomes.finished(job)
     return job
 
@@ -32,6 +31,9 @@ def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:
         raise ActionRefused(
             f"Cannot requeue job {job_id}: its dependency {broken.id} is {broken.status}; requeue that first."
         )
+    dispatch = Job.objects.filter(pk=job_id).values_list("rq_job_id", flat=True).first()
+    if dispatch and queueing.dispatches_in_hand([dispatch]):
+        raise ActionRefused(f"Cannot requeue job {job_id} yet: its last run is still stopping; try again in a moment.")
     with transaction.atomic():
         job = lifecycle.requeue(job_id, actor=actor, actor_label=actor_label)
         if Job.objects.filter(dependents=job_id).exclude(status=Status.COMPLETE).exists():
@@ -41,10 +43,7 @@ def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:
 
 
 def promote(job_id, *, actor=None, actor_label: str = "") -> Job:
-    with transaction.atomic():
-        before = Job.objects.filter(pk=job_id).values_list("rq_job_id", "priority").first()
-        job = lifecycle.promote(job_id, actor=actor, actor_label=actor_label)
-    if before:
-        queueing.withdraw(*before)
+    job = lifecycle.promote(job_id, actor=actor, actor_label=actor_label)
+    queueing.withdraw(job.previous_dispatch, job.previous_priority)
     queueing.dispatch(job)
     return job

@@ -72,8 +72,13 @@ def _move(
         guard = Job.objects.filter(pk=job_id, status=from_status, seq=job.seq)
         if guard.update(**changes) != 1:  # cannot happen under the row lock; never trust it blindly
             raise TransitionError(job_id, action, "changed concurrently", allowed)
+        previous_dispatch, previous_priority = job.rq_job_id, job.priority
         for name, value in changes.items():
             setattr(job, name, value)
+        # What the move saw under the lock, for callers whose side effects depend on it
+        # (cancel stops a running dispatch, withdraws a waiting one).
+        job.previous_status, job.previous_dispatch = from_status, previous_dispatch
+        job.previous_priority = previous_priority
         JobEvent.objects.create(
             job=job,
             seq=job.seq,
@@ -271,16 +276,13 @@ def wait_for_dependencies(job_id) -> Job:
     return _move(job_id, action="wait", allowed={Status.QUEUED}, to=Status.WAITING, message="waiting for dependencies")
 
 
-REDISPATCHABLE = frozenset({Status.QUEUED, Status.SCHEDULED, Status.DEFERRED, Status.RETRYING})
-
-
 def redispatch(job_id, *, dispatch: str, actor_label: str, reason: str) -> Job:
     """Give a waiting job whose RQ entry vanished a fresh dispatch id (repair); the
     caller puts it back on its queue or schedule after commit."""
     return _move(
         job_id,
         action="redispatch",
-        allowed=REDISPATCHABLE,
+        allowed=CLAIMABLE,
         to=None,
         dispatch=dispatch,
         actor_label=actor_label,

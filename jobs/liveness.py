@@ -46,19 +46,36 @@ def process_started_at(pid: int) -> datetime | None:
 CLAIM_GRACE = timedelta(seconds=10)
 
 
-def lost_reason(job: Job, workers: dict[str, WorkerState], now: datetime) -> str | None:
-    """Why ``job`` (active) has nobody running it any more, or None if it is in hand."""
-    worker = workers.get(job.worker_name)
-    settled = job.started_at is None or now - job.started_at > CLAIM_GRACE
-    if worker is not None and worker.current_job != job.rq_job_id and settled:
-        return f"worker {job.worker_name} moved on (its work-horse died or its outcome was not recorded)"
-    if job.runner_host == HOSTNAME and job.runner_pid:
+# How long a worker's hold on a running dispatch lasts without a refresh (jobs.worker).
+IN_HAND_TTL = 10
+
+
+def lost_reason(
+    job: Job, workers: dict[str, WorkerState], in_hand: set[str], now: datetime, memory_age: float
+) -> str | None:
+    """Why ``job`` (active) has nobody running it any more, or None if it is in hand.
+
+    ``in_hand``: dispatches whose Jobdesk worker holds them (refreshed every few
+    seconds, kept until the outcome is recorded). ``memory_age``: how long Redis has
+    been keeping such keys; right after a flush, remote jobs are not judged yet.
+    """
+    local = job.runner_host == HOSTNAME and job.runner_pid
+    if local:  # the claiming process is checkable: its death is proof
         started = process_started_at(job.runner_pid)
         if started is None:
             return f"process {job.runner_pid} of worker {job.worker_name} on {HOSTNAME} is gone"
         if job.started_at and started > job.started_at + timedelta(seconds=1):
             return f"process {job.runner_pid} on {HOSTNAME} is gone (its pid was reused)"
+    if job.rq_job_id in in_hand:
         return None
+    worker = workers.get(job.worker_name)
+    settled = job.started_at is None or now - job.started_at > CLAIM_GRACE
+    if worker is not None and worker.current_job != job.rq_job_id and settled:
+        return f"worker {job.worker_name} moved on (its work-horse died or its outcome was not recorded)"
+    if local:
+        return None
+    if memory_age < IN_HAND_TTL * 2:
+        return None  # Redis just lost its memory: give live workers time to refresh
     if worker is None:
         return f"worker {job.worker_name} is gone (no RQ worker registration)"
     stale_after = timedelta(seconds=settings.WORKER_STALE_SECONDS)

@@ -213,5 +213,38 @@ def workers() -> dict[str, WorkerState]:
     }
 
 
+_IN_HAND = "jobdesk:in-hand:"
+_LIVENESS_EPOCH = "jobdesk:liveness-epoch"
+
+
+def mark_in_hand(dispatch: str, worker_name: str, ttl: int) -> None:
+    """A worker holds this dispatch (claimed, running or being recorded) for ``ttl`` s."""
+    connection().set(_IN_HAND + dispatch, worker_name, ex=max(1, int(ttl)))
+
+
+def release_in_hand(dispatch: str) -> None:
+    connection().delete(_IN_HAND + dispatch)
+
+
+def dispatches_in_hand(dispatches: list[str]) -> set[str]:
+    if not dispatches:
+        return set()
+    with connection().pipeline(transaction=False) as pipe:
+        for dispatch in dispatches:
+            pipe.exists(_IN_HAND + dispatch)
+        found = pipe.execute()
+    return {dispatch for dispatch, exists in zip(dispatches, found, strict=True) if exists}
+
+
+def liveness_memory_age(now: datetime) -> float:
+    """Seconds Redis has been keeping liveness keys: short after a flush or a restart
+    without persistence, when live workers have not refreshed their keys yet."""
+    conn = connection()
+    conn.set(_LIVENESS_EPOCH, now.isoformat(), nx=True)
+    raw = conn.get(_LIVENESS_EPOCH)
+    since = datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw)
+    return (now - since).total_seconds()
+
+
 def queue_depths() -> dict[str, int]:
     return {name: queue(name).count for name in settings.JOB_QUEUES}

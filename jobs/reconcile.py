@@ -33,6 +33,7 @@ class Report:
     lost: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
     canceled: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # jobs a repair failed for (logged)
 
     @property
     def repairs(self) -> int:
@@ -42,7 +43,7 @@ class Report:
         return {
             "skipped": self.skipped,
             "repairs": self.repairs,
-            **{k: getattr(self, k) for k in ("requeued", "rescheduled", "lost", "released", "canceled")},
+            **{k: getattr(self, k) for k in ("requeued", "rescheduled", "lost", "released", "canceled", "errors")},
         }
 
 
@@ -70,23 +71,34 @@ def run(*, grace_seconds: float | None = None) -> Report:
     return report
 
 
+def _repair(job_id, repairs: list[str], report: Report, move) -> None:
+    """Apply one repair; a job that moved on meanwhile is skipped, and a job that cannot
+    be repaired is logged and counted — it never stops the pass for the others."""
+    try:
+        with transaction.atomic():
+            move()
+    except TransitionError:
+        return  # claimed, finished or canceled while we looked: nothing to repair
+    except Exception:
+        logger.exception("reconcile could not repair a job", extra={"job_id": str(job_id)})
+        report.errors.append(str(job_id))
+        return
+    repairs.append(str(job_id))
+
+
 def _restore_missing_dispatches(present: set[str], changed_before: datetime, report: Report) -> None:
-    waiting_in_redis = Job.objects.filter(status__in=lifecycle.REDISPATCHABLE, updated_at__lt=changed_before)
+    waiting_in_redis = Job.objects.filter(status__in=lifecycle.CLAIMABLE, updated_at__lt=changed_before)
     for job_id, dispatch, status in waiting_in_redis.values_list("id", "rq_job_id", "status").iterator():
         if dispatch in present:
             continue
-        try:
-            with transaction.atomic():
-                job = lifecycle.redispatch(
-                    job_id,
-                    dispatch=dispatch,
-                    actor_label=ACTOR,
-                    reason=f"{status} but missing from Redis: re-dispatched",
-                )
-                transaction.on_commit(lambda job=job: queueing.dispatch(job))
-        except TransitionError:
-            continue  # it moved on meanwhile (claimed, canceled…): nothing to repair
-        (report.requeued if status == Status.QUEUED else report.rescheduled).append(str(job_id))
+
+        def redispatch(job_id=job_id, dispatch=dispatch, status=status):
+            job = lifecycle.redispatch(
+                job_id, dispatch=dispatch, actor_label=ACTOR, reason=f"{status} but missing from Redis: re-dispatched"
+            )
+            transaction.on_commit(lambda: queueing.dispatch(job))
+
+        _repair(job_id, report.requeued if status == Status.QUEUED else report.rescheduled, report, redispatch)
 
 
 def _rescue_lost_active(now: datetime, report: Report) -> None:
@@ -94,19 +106,20 @@ def _rescue_lost_active(now: datetime, report: Report) -> None:
     if not active:
         return
     workers = queueing.workers()
+    in_hand = queueing.dispatches_in_hand([job.rq_job_id for job in active])
+    memory_age = queueing.liveness_memory_age(now)
     for job in active:
-        reason = liveness.lost_reason(job, workers, now)
+        reason = liveness.lost_reason(job, workers, in_hand, now, memory_age)
         if reason is None:
             continue
-        try:
-            with transaction.atomic():
-                outcomes.temporary_failure(
-                    job, job.rq_job_id, message=f"lost: {reason}", actor_label=ACTOR,
-                    recovery_actions=["None needed: retried automatically"],
-                )  # fmt: skip
-        except TransitionError:
-            continue  # finished or canceled while we looked
-        report.lost.append(str(job.id))
+
+        def retry(job=job, reason=reason):
+            outcomes.temporary_failure(
+                job, job.rq_job_id, message=f"lost: {reason}", actor_label=ACTOR,
+                recovery_actions=["None needed: retried automatically"],
+            )  # fmt: skip
+
+        _repair(job.id, report.lost, report, retry)
 
 
 def _settle_waiting(report: Report) -> None:
@@ -114,15 +127,17 @@ def _settle_waiting(report: Report) -> None:
     for job in Job.objects.filter(status=Status.WAITING).prefetch_related("depends_on"):
         statuses = {d.status for d in job.depends_on.all()}
         broken = statuses & BROKEN_DEPENDENCY_STATUSES
-        try:
-            if broken:
+        if broken:
+
+            def cancel(job=job, broken=broken):
                 canceled = lifecycle.cancel(job.id, actor_label=ACTOR, reason=f"a dependency ended {sorted(broken)[0]}")
                 outcomes.finished(canceled)
-                report.canceled.append(str(job.id))
-            elif statuses <= {Status.COMPLETE}:
-                with transaction.atomic():
-                    released = lifecycle.release(job.id, message="dependencies complete (reconciler)")
-                    transaction.on_commit(lambda released=released: queueing.dispatch(released))
-                report.released.append(str(job.id))
-        except TransitionError:
-            continue
+
+            _repair(job.id, report.canceled, report, cancel)
+        elif statuses <= {Status.COMPLETE}:
+
+            def release(job=job):
+                released = lifecycle.release(job.id, message="dependencies complete (reconciler)")
+                transaction.on_commit(lambda: queueing.dispatch(released))
+
+            _repair(job.id, report.released, report, release)

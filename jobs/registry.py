@@ -6,6 +6,7 @@ own modules, loaded by their ``AppConfig.ready()``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,9 @@ class JobType:
             payload = {}
         if not isinstance(payload, dict):
             raise SubmitError("payload must be a JSON object", field="payload", hint='Send e.g. {"seconds": 1}.')
+        if "\\u0000" in json.dumps(payload):
+            # PostgreSQL's jsonb cannot store NUL characters.
+            raise SubmitError("payload contains a NUL character (\\u0000).", field="payload", hint="Remove it.")
         return self.validate(payload) if self.validate else payload
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -23,6 +23,7 @@ from jobs.joblog import log_job
 from jobs.models import BROKEN_DEPENDENCY_STATUSES, Job, JobEvent, Priority, Status
 
 MAX_ATTEMPTS_LIMIT = 100
+MAX_RUN_AT_AHEAD = timedelta(days=3660)
 _IDEMPOTENCY_RACE_RETRIES = 3
 
 
@@ -176,6 +177,10 @@ def _max_attempts(spec: JobSpec, job_type) -> int:
 def _set_initial_status(job: Job, run_at: datetime | None, dependencies: list[Job], now: datetime) -> None:
     if run_at is not None and timezone.is_naive(run_at):
         raise SubmitError("run_at needs a time zone.", field="run_at", hint="Send e.g. 2026-01-31T08:00:00Z.")
+    if run_at is not None and run_at > now + MAX_RUN_AT_AHEAD:
+        raise SubmitError(
+            f"run_at is more than {MAX_RUN_AT_AHEAD.days} days ahead.", field="run_at", hint="Schedule nearer work."
+        )
     broken = [d for d in dependencies if d.status in BROKEN_DEPENDENCY_STATUSES]
     if broken:
         job.status = Status.CANCELED

@@ -21,12 +21,13 @@ import signal
 import time
 
 from django.db import DatabaseError, connections
+from redis.exceptions import RedisError
 from rq import SimpleWorker, Worker
 from rq.job import Job as RQJob
 from rq.results import Result
 
-from jobs import runner
-from jobs.models import Job
+from jobs import liveness, queueing, runner
+from jobs.models import Job, Status
 from jobs.queueing import ENTRY_POINT
 
 logger = logging.getLogger("jobs.worker")
@@ -36,6 +37,7 @@ logger = logging.getLogger("jobs.worker")
 # horse cannot disturb the parent's session; the horse opens its own if it needs one.
 _inherited_connections: list = []
 _PR_SET_PDEATHSIG = 1
+MONITOR_INTERVAL = 2  # seconds between the parent's checks on a running horse
 _RECORD_RETRY_PAUSES = (0.5, 1.0, 2.0)
 
 
@@ -46,7 +48,14 @@ class _ParentBookkeeping:
             super().execute_job(job, queue)
         finally:
             if claimed is not None:
-                self._record(claimed, job)
+                try:
+                    self._record(claimed, job)
+                finally:
+                    _quietly(queueing.release_in_hand, claimed.rq_job_id)
+
+    def _hold_seconds(self, job: Job) -> int:
+        """How long the in-hand key lasts without a refresh."""
+        return job.timeout + 60  # a non-forking worker cannot refresh while the handler runs
 
     def _claim(self, rq_job: RQJob) -> Job | None:
         if rq_job.func_name != ENTRY_POINT or len(rq_job.args) < 2:
@@ -62,6 +71,7 @@ class _ParentBookkeeping:
             return None
         if claimed is not None:
             runner.preclaimed[dispatch] = claimed
+            _quietly(queueing.mark_in_hand, dispatch, self.name, self._hold_seconds(claimed))
         return claimed
 
     def _record(self, job: Job, rq_job: RQJob) -> None:
@@ -80,7 +90,30 @@ class _ParentBookkeeping:
 
 
 class JobdeskWorker(_ParentBookkeeping, Worker):
-    """Forking worker (RQ's default) with the bookkeeping in the parent."""
+    """Forking worker (RQ's default) with the bookkeeping in the parent. While the horse
+    runs, the parent wakes every MONITOR_INTERVAL seconds to refresh its hold on the
+    dispatch and to stop the horse if the job was canceled or taken away meanwhile."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("job_monitoring_interval", MONITOR_INTERVAL)
+        super().__init__(*args, **kwargs)
+
+    def _hold_seconds(self, job: Job) -> int:
+        return liveness.IN_HAND_TTL
+
+    def maintain_heartbeats(self, job: RQJob) -> None:
+        super().maintain_heartbeats(job)
+        claimed = _claim_of(job)
+        if claimed is None:
+            return
+        _quietly(queueing.mark_in_hand, claimed.rq_job_id, self.name, liveness.IN_HAND_TTL)
+        try:
+            still_ours = Job.objects.filter(pk=claimed.id, status=Status.ACTIVE, rq_job_id=claimed.rq_job_id).exists()
+        except DatabaseError:
+            return  # cannot tell: let it run
+        if not still_ours:
+            logger.info("stopping a canceled run", extra={"job_id": str(claimed.id), "dispatch": claimed.rq_job_id})
+            self.kill_horse()
 
     def main_work_horse(self, job: RQJob, queue) -> None:
         _die_with_parent(os.getppid())
@@ -92,12 +125,35 @@ class JobdeskSimpleWorker(_ParentBookkeeping, SimpleWorker):
     """Non-forking worker: the same bookkeeping, the handler in the same process."""
 
 
+def _claim_of(rq_job: RQJob) -> Job | None:
+    if rq_job.func_name != ENTRY_POINT or len(rq_job.args) < 2:
+        return None
+    return runner.preclaimed.get(rq_job.args[1])
+
+
+def _quietly(redis_call, *args) -> None:
+    """In-hand keys help the reconciler judge; failing to write one never fails a job."""
+    try:
+        redis_call(*args)
+    except RedisError:
+        logger.warning("redis unreachable for in-hand key", extra={"call": redis_call.__name__})
+
+
+def _latest_result(rq_job: RQJob) -> Result | None:
+    for pause in _RECORD_RETRY_PAUSES:
+        try:
+            return rq_job.latest_result()
+        except RedisError:
+            time.sleep(pause)
+    return None
+
+
 def _outcome_of(rq_job: RQJob) -> runner.Outcome:
-    result = rq_job.latest_result()
+    result = _latest_result(rq_job)
     succeeded = result is not None and result.type == Result.Type.SUCCESSFUL
     if succeeded and isinstance(result.return_value, dict) and "ok" in result.return_value:
         return result.return_value
-    reason = "no result"
+    reason = "no result (RQ lost it, or Redis was unreachable)"
     if result is not None and result.exc_string:
         reason = result.exc_string.strip().splitlines()[-1]
     return {

@@ -13,7 +13,10 @@ from rest_framework.response import Response
 from jobs import actions, submit
 from jobs.api.filters import JobFilter
 from jobs.api.serializers import BulkSubmitSerializer, JobEventSerializer, JobSerializer, JobSubmitSerializer
+from jobs.errors import SubmitError
 from jobs.models import Job
+
+MAX_KEY_LENGTH = Job._meta.get_field("idempotency_key").max_length
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
@@ -21,6 +24,17 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
     OpenApiParameter.HEADER,
     description="Same key from the same user returns the existing job (200) instead of a new one (201).",
 )
+
+
+def _idempotency_header(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key") or None
+    if key is not None and len(key) > MAX_KEY_LENGTH:
+        raise SubmitError(
+            f"Idempotency-Key is longer than {MAX_KEY_LENGTH} characters.",
+            field="Idempotency-Key",
+            hint="Use a shorter key, e.g. a UUID.",
+        )
+    return key
 
 
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -42,7 +56,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def create(self, request: Request) -> Response:
         incoming = JobSubmitSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
-        spec = incoming.to_spec(default_key=request.headers.get("Idempotency-Key") or None)
+        spec = incoming.to_spec(default_key=_idempotency_header(request))
         result = submit.submit_many([spec], owner=request.user, allow_internal=request.user.is_staff)[0]
         return Response(
             JobSerializer(result.job).data, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK

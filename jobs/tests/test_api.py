@@ -135,10 +135,6 @@ def test_internal_types_are_for_staff_only(api_as, alice, operator):
         registry.unregister("tests.internal")
 
 
-def test_bad_uuid_in_url_is_404(api_as, alice):
-    assert api_as(alice).get("/api/jobs/not-a-uuid/").status_code == 404
-
-
 def test_openapi_schema_is_served(api_as, alice):
     response = api_as(alice).get("/api/schema/")
     assert response.status_code == 200
@@ -193,9 +189,22 @@ def test_admin_console_lists_and_shows_jobs_and_acts(client, operator, run_worke
     job.refresh_from_db()
     assert job.status == Status.QUEUED
     assert job.events.filter(actor=operator, message__contains="requeued").exists()
-    refused = client.post(
+    promoted = client.post(
         "/admin/jobs/job/", {"action": "promote_jobs", "_selected_action": [str(job.id)]}, follow=True
-    )  # queued → promote works; a second cancel after cancel must be refused with a message
+    )
+    assert "Promoted 1 job(s)." in promoted.content.decode()
+    assert Job.objects.get(pk=job.id).priority == "immediate"
     client.post("/admin/jobs/job/", {"action": "cancel_jobs", "_selected_action": [str(job.id)]})
     again = client.post("/admin/jobs/job/", {"action": "cancel_jobs", "_selected_action": [str(job.id)]}, follow=True)
-    assert refused.status_code == 200 and "Cannot cancel job" in again.content.decode()
+    assert "Cannot cancel job" in again.content.decode()  # refused with a message, never a 500
+
+
+def test_inputs_postgresql_cannot_store_are_400(api_as, alice):
+    api = api_as(alice)
+    long_key = api.post("/api/jobs/", {"type": "diagnostics.noop"}, format="json", HTTP_IDEMPOTENCY_KEY="k" * 201)
+    assert "Idempotency-Key" in assert_error(long_key, 400, "invalid")["fields"]
+    nul = api.post("/api/jobs/", {"type": "diagnostics.noop", "payload": {"note": "a\u0000b"}}, format="json")
+    assert "payload" in assert_error(nul, 400, "invalid")["fields"]
+    far = api.post("/api/jobs/", {"type": "diagnostics.noop", "run_at": "9999-12-31T23:59:59.5Z"}, format="json")
+    assert "run_at" in assert_error(far, 400, "invalid")["fields"]
+    assert Job.objects.count() == 0

@@ -55,7 +55,7 @@ def test_sigkilled_worker_mid_job_is_repaired_and_the_job_completes(spawn, setti
     settings.RETRY_BASE_DELAY = 0.1
     job = submit("diagnostics.sleep", {"seconds": 3, "steps": 6, "trace": True}).job
     worker = spawn("rqworker", *QUEUES, **FAST_RETRIES)
-    wait_for(lambda: active(job), timeout=30, what="job to start")
+    wait_for(lambda: runs(redis_conn, job) == 1, timeout=30, what="the handler to start")
     wait_for(lambda: horse_pids(worker), timeout=10, what="the work-horse")
     lost_worker = Job.objects.get(pk=job.id).worker_name
 
@@ -80,7 +80,7 @@ def test_killing_only_the_worker_parent_takes_its_work_horse_along(spawn, settin
     settings.RETRY_BASE_DELAY = 0.1
     job = submit("diagnostics.sleep", {"seconds": 3, "steps": 6, "trace": True}).job
     worker = spawn("rqworker", *QUEUES, **FAST_RETRIES)
-    wait_for(lambda: active(job), timeout=30, what="job to start")
+    wait_for(lambda: runs(redis_conn, job) == 1, timeout=30, what="the handler to start")
     horse = wait_for(lambda: horse_pids(worker), timeout=10, what="the work-horse")[0]
     sigkill_worker(worker, with_horse=False)
 
@@ -98,7 +98,7 @@ def test_plain_rq_worker_orphan_finishes_its_job_and_is_not_run_again(spawn, red
     group) and records the outcome itself: the job is in hand, not lost."""
     job = submit("diagnostics.sleep", {"seconds": 3, "steps": 6, "trace": True}).job
     worker = spawn("rqworker", *QUEUES, "--worker-class", "rq.Worker")
-    wait_for(lambda: active(job), timeout=30, what="job to start")
+    wait_for(lambda: runs(redis_conn, job) == 1, timeout=30, what="the handler to start")
     horse = wait_for(lambda: horse_pids(worker), timeout=10, what="the work-horse")[0]
     sigkill_worker(worker, with_horse=False)
 

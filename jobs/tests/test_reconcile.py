@@ -18,6 +18,11 @@ from jobs.submit import submit
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def redis_remembers_liveness_for_a_while(redis_conn) -> None:
+    """As if Redis had not been flushed recently (the suite flushes it before each test)."""
+    redis_conn.set("jobdesk:liveness-epoch", (timezone.now() - timedelta(minutes=5)).isoformat())
+
+
 def dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
@@ -88,6 +93,7 @@ def test_a_slow_job_whose_process_is_alive_is_never_declared_lost():
 def test_a_slow_job_on_a_remote_worker_that_heartbeats_is_never_declared_lost(redis_conn):
     from rq import Worker
 
+    redis_remembers_liveness_for_a_while(redis_conn)
     job = submit("diagnostics.noop").job
     worker = Worker([queueing.queue("normal")], connection=redis_conn, name="remote-alive")
     worker.register_birth()
@@ -113,7 +119,23 @@ def test_a_recycled_pid_does_not_keep_a_lost_job_alive():
         sleeper.wait()
 
 
-def test_remote_worker_without_registration_is_lost():
+def test_right_after_a_flush_remote_jobs_are_not_judged(redis_conn):
+    """A flush wipes every worker's registration and hold; live workers refresh their
+    holds within seconds. Judging before that would run remote jobs twice at once."""
+    job = submit("diagnostics.noop").job
+    lifecycle.claim(job.id, job.rq_job_id, "remote-worker")
+    Job.objects.filter(pk=job.id).update(runner_host="another-host")
+    redis_conn.flushall()
+    assert reconcile.run(grace_seconds=0).lost == []
+    redis_remembers_liveness_for_a_while(redis_conn)
+    queueing.mark_in_hand(job.rq_job_id, "remote-worker", 10)  # its worker refreshed its hold
+    assert reconcile.run(grace_seconds=0).lost == []
+    queueing.release_in_hand(job.rq_job_id)  # …and then stopped refreshing it
+    assert reconcile.run(grace_seconds=0).lost == [str(job.id)]
+
+
+def test_remote_worker_without_registration_is_lost(redis_conn):
+    redis_remembers_liveness_for_a_while(redis_conn)
     job = submit("diagnostics.noop").job
     lifecycle.claim(job.id, job.rq_job_id, "remote-worker")
     Job.objects.filter(pk=job.id).update(runner_host="another-host")
@@ -188,3 +210,46 @@ def test_job_whose_worker_moved_on_is_lost_even_if_the_process_lives(redis_conn)
     assert reconcile.run(grace_seconds=0).lost == []  # just claimed: RQ may not have caught up
     Job.objects.filter(pk=job.id).update(started_at=timezone.now() - timedelta(minutes=1))
     assert reconcile.run(grace_seconds=0).lost == [str(job.id)]
+
+
+def test_a_job_being_recorded_after_its_horse_finished_is_not_lost(redis_conn):
+    """RQ clears the worker's current job before the parent has written the outcome;
+    the parent's hold on the dispatch covers that gap."""
+    from rq import Worker
+
+    job = submit("diagnostics.noop").job
+    lifecycle.claim(job.id, job.rq_job_id, "recording")
+    worker = Worker([queueing.queue("normal")], connection=redis_conn, name="recording")
+    worker.register_birth()  # current job: none any more
+    redis_remembers_liveness_for_a_while(redis_conn)
+    Job.objects.filter(pk=job.id).update(runner_host="another-host", started_at=timezone.now() - timedelta(minutes=1))
+    queueing.mark_in_hand(job.rq_job_id, "recording", 10)
+    assert reconcile.run(grace_seconds=0).lost == []
+    queueing.release_in_hand(job.rq_job_id)  # without the hold, "moved on" is the verdict
+    assert reconcile.run(grace_seconds=0).lost == [str(job.id)]
+
+
+def test_one_unrepairable_row_does_not_stop_the_pass(redis_conn):
+    from datetime import UTC, datetime
+
+    bad = submit("diagnostics.noop", run_at=timezone.now() + timedelta(hours=1)).job
+    good = submit("diagnostics.noop").job
+    Job.objects.filter(pk=bad.id).update(scheduled_for=datetime(9999, 12, 31, 23, 59, 59, 500000, tzinfo=UTC))
+    redis_conn.flushall()
+    report = reconcile.run(grace_seconds=0)
+    assert report.requeued == [str(good.id)]
+    assert report.errors == [str(bad.id)]
+
+
+def test_requeue_waits_while_the_last_run_is_still_stopping(redis_conn):
+    from jobs import actions
+    from jobs.errors import ActionRefused
+
+    job = submit("diagnostics.noop").job
+    lifecycle.claim(job.id, job.rq_job_id, "w")
+    actions.cancel(job.id)
+    queueing.mark_in_hand(job.rq_job_id, "w", 10)  # its worker has not stopped the horse yet
+    with pytest.raises(ActionRefused, match="still stopping"):
+        actions.requeue(job.id)
+    queueing.release_in_hand(job.rq_job_id)
+    assert actions.requeue(job.id).status == Status.QUEUED

@@ -80,3 +80,22 @@ def test_priorities_with_a_real_worker_process(spawn):
     order = list(Job.objects.filter(pk__in=ids).order_by("started_at").values_list("id", flat=True))
     assert order == [first.id, normal.id, low.id]
     assert queueing.queue_depths() == {"immediate": 0, "normal": 0, "low": 0}
+
+
+def test_a_canceled_run_is_stopped_by_its_worker_even_without_the_stop_command(spawn, redis_conn):
+    """If the cancel lands before RQ considers the job started, the stop-job command is
+    refused; the Jobdesk worker's own check of the row stops the horse anyway."""
+    from jobs import lifecycle
+
+    job = submit("diagnostics.sleep", {"seconds": 120, "steps": 1}).job  # no cooperative checks
+    spawn("rqworker", *QUEUES)
+    wait_for(lambda: Job.objects.get(pk=job.id).status == Status.ACTIVE, timeout=30, what="job to start")
+    lifecycle.cancel(job.id, reason="cancel that raced the start")  # the row only: no stop-job command
+
+    def worker_idle():
+        workers = Worker.all(connection=redis_conn)
+        return workers and all(w.get_current_job_id() is None for w in workers)
+
+    wait_for(worker_idle, timeout=10, what="the worker to stop the canceled run")
+    wait_for(lambda: not queueing.dispatches_in_hand([job.rq_job_id]), timeout=5, what="the hold to be released")
+    assert Job.objects.get(pk=job.id).status == Status.CANCELED
