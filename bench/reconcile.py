@@ -56,7 +56,7 @@ def seed(args) -> None:
         job_id = uuid.uuid4()
         job = Job(id=job_id, type="diagnostics.noop", rq_job_id=str(job_id), attempts=1, seq=3)
         if i < complete:
-            job.status, job.started_at, job.finished_at = Status.COMPLETE, now, now
+            job.status, job.started_at, job.finished_at, job.hooks_done = Status.COMPLETE, now, now, True
         elif i < complete + args.missing:
             job.status, job.enqueued_at = Status.QUEUED, now - timedelta(minutes=5)
         else:

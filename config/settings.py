@@ -120,7 +120,8 @@ RQ_QUEUES = {
 RQ_SHOW_ADMIN_LINK = True
 # Bookkeeping in the worker's parent process (see jobs/worker.py); `rqworker` and
 # `rqworker-pool` use it unless --worker-class says otherwise.
-RQ = {"WORKER_CLASS": "jobs.worker.JobdeskWorker"}
+# The scheduler re-arms cron entries missing from Redis (see jobs/scheduler.py).
+RQ = {"WORKER_CLASS": "jobs.worker.JobdeskWorker", "SCHEDULER_CLASS": "jobs.scheduler.JobdeskScheduler"}
 
 CACHES = {
     "default": {

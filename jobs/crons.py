@@ -45,6 +45,17 @@ def tick(name: str) -> str | None:
     return str(outcome.job.id)
 
 
+def missing() -> list[str]:
+    """Registered entries that are not scheduled in Redis (e.g. after a flush)."""
+    wanted = [cron_id(name) for name in registry.cron_entries()]
+    scheduler = queueing.scheduler()
+    with scheduler.connection.pipeline(transaction=False) as pipe:
+        for job_id in wanted:
+            pipe.zscore(scheduler.scheduled_jobs_key, job_id)
+        scores = pipe.execute()
+    return [job_id for job_id, score in zip(wanted, scores, strict=True) if score is None]
+
+
 def sync() -> dict[str, list[str]]:
     """Register every cron entry under a fixed id; drop ours that the code no longer has."""
     scheduler = queueing.scheduler()

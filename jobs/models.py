@@ -60,6 +60,9 @@ class Job(models.Model):
     # Set (under this row's lock) when another job starts depending on this one, so the
     # common case — nobody waits on it — costs no query when it finishes.
     has_dependents = models.BooleanField(default=False)
+    # Set once a final job's hooks ran and its dependents were settled; the reconciler
+    # replays those steps for final jobs without it (a worker died in between).
+    hooks_done = models.BooleanField(default=False)
 
     result = models.JSONField(null=True, blank=True)
     error_category = models.CharField(max_length=20, choices=ErrorCategory.choices, blank=True, default="")
@@ -104,6 +107,7 @@ class Job(models.Model):
             models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
             models.Index(fields=["-created_at"], name="job_created"),
             models.Index(fields=["status", "finished_at"], name="job_status_finished"),
+            models.Index(fields=["finished_at"], condition=Q(hooks_done=False), name="job_hooks_pending"),
         ]
         constraints = [
             # Idempotency: one job per (owner, key); ownerless jobs (crons) share one space.

@@ -68,11 +68,7 @@ def _redis_down(what: str, job_ids: Iterable, error: Exception) -> bool:
 
 def enqueue(job: Job) -> bool:
     """Push the job's current dispatch onto the RQ queue named by its priority."""
-    try:
-        queue(job.priority).enqueue(ENTRY_POINT, str(job.id), job.rq_job_id, **_job_options(job))
-    except RedisError as error:
-        return _redis_down("enqueue", [job.id], error)
-    return True
+    return enqueue_many([job])
 
 
 def enqueue_many(jobs: list[Job]) -> bool:

@@ -18,11 +18,15 @@ from redis.exceptions import LockError
 
 from jobs import lifecycle, liveness, outcomes, queueing
 from jobs.errors import TransitionError
-from jobs.models import BROKEN_DEPENDENCY_STATUSES, Job, Status
+from jobs.models import BROKEN_DEPENDENCY_STATUSES, FINAL_STATUSES, Job, Status
 
 logger = logging.getLogger("jobs.reconcile")
 ACTOR = "reconciler"
 _LOCK_KEY = "jobdesk:reconcile:lock"
+HOOK_REPLAY_AFTER = 60  # seconds: a live worker runs hooks right after recording
+
+
+_REPAIRS = ("requeued", "rescheduled", "lost", "released", "canceled", "hooks_replayed")
 
 
 @dataclass
@@ -33,17 +37,18 @@ class Report:
     lost: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
     canceled: list[str] = field(default_factory=list)
+    hooks_replayed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # jobs a repair failed for (logged)
 
     @property
     def repairs(self) -> int:
-        return sum(len(x) for x in (self.requeued, self.rescheduled, self.lost, self.released, self.canceled))
+        return sum(len(getattr(self, name)) for name in _REPAIRS)
 
     def as_dict(self) -> dict:
         return {
             "skipped": self.skipped,
             "repairs": self.repairs,
-            **{k: getattr(self, k) for k in ("requeued", "rescheduled", "lost", "released", "canceled", "errors")},
+            **{name: getattr(self, name) for name in (*_REPAIRS, "errors")},
         }
 
 
@@ -61,6 +66,7 @@ def run(*, grace_seconds: float | None = None) -> Report:
         _restore_missing_dispatches(present, now - timedelta(seconds=grace), report)
         _rescue_lost_active(now, report)
         _settle_waiting(report)
+        _replay_unfinished_hooks(now - timedelta(seconds=max(grace, HOOK_REPLAY_AFTER)), report)
     finally:
         try:
             lock.release()
@@ -141,3 +147,9 @@ def _settle_waiting(report: Report) -> None:
                 transaction.on_commit(lambda: queueing.dispatch(released))
 
             _repair(job.id, report.released, report, release)
+
+
+def _replay_unfinished_hooks(finished_before: datetime, report: Report) -> None:
+    pending = Job.objects.filter(hooks_done=False, status__in=FINAL_STATUSES, finished_at__lt=finished_before)
+    for job in pending:
+        _repair(job.id, report.hooks_replayed, report, lambda job=job: outcomes.finished(job))

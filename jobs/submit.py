@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs import lifecycle, queueing, registry
+from jobs import lifecycle, outcomes, queueing, registry
 from jobs.errors import IdempotencyConflict, SubmitError
 from jobs.joblog import log_job
 from jobs.models import BROKEN_DEPENDENCY_STATUSES, Job, JobEvent, Priority, Status
@@ -301,6 +301,9 @@ def _after_commit(plans: list[_Plan]) -> None:
     new = [p.job for p in plans if p.created]
     for job in new:
         log_job("submitted", job)
+    for job in new:
+        if job.status == Status.CANCELED:  # a dependency had already failed
+            outcomes.finished(job)
     now_jobs = [j for j in new if j.status == Status.QUEUED]
     later_jobs = [j for j in new if j.status == Status.SCHEDULED]
     ok = queueing.enqueue_many(now_jobs)

@@ -92,3 +92,14 @@ def test_health_is_200_with_a_worker_and_a_fresh_heartbeat(api_as, spawn, redis_
         lambda: (r := api_as(None).get("/api/health/")).status_code == 200 and r, timeout=30, what="healthy"
     )
     assert response.json()["workers"]["count"] == 1
+
+
+def test_the_scheduler_re_arms_cron_entries_lost_in_a_flush(redis_conn):
+    from jobs.scheduler import JobdeskScheduler
+
+    crons.sync()
+    redis_conn.flushall()
+    assert sorted(crons.missing()) == sorted(crons.cron_id(n) for n in registry.cron_entries())
+    scheduler = JobdeskScheduler(queue_name="normal", connection=redis_conn, interval=1)
+    scheduler.enqueue_jobs()
+    assert crons.missing() == []

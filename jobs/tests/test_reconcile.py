@@ -253,3 +253,22 @@ def test_requeue_waits_while_the_last_run_is_still_stopping(redis_conn):
         actions.requeue(job.id)
     queueing.release_in_hand(job.rq_job_id)
     assert actions.requeue(job.id).status == Status.QUEUED
+
+
+def test_hooks_lost_to_a_dying_worker_are_replayed_once(run_worker):
+    from jobs import registry
+
+    calls: list[str] = []
+    registry.job_type("tests.hooked_replay", on_success=lambda job: calls.append(str(job.id)))(lambda ctx: {})
+    try:
+        job = submit("tests.hooked_replay").job
+        run_worker()
+        assert calls == [str(job.id)] and Job.objects.get(pk=job.id).hooks_done
+        # A worker that died after committing "complete" but before its hooks:
+        Job.objects.filter(pk=job.id).update(hooks_done=False, finished_at=timezone.now() - timedelta(minutes=5))
+        report = reconcile.run(grace_seconds=0)
+        assert report.hooks_replayed == [str(job.id)]
+        assert calls == [str(job.id)] * 2 and Job.objects.get(pk=job.id).hooks_done
+        assert reconcile.run(grace_seconds=0).hooks_replayed == []
+    finally:
+        registry.unregister("tests.hooked_replay")
