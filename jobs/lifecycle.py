@@ -223,6 +223,7 @@ def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:
         kind=JobEvent.Kind.ACTION,
         fields={
             "attempts": 0,
+            "hooks_done": False,  # the new round's end is followed up again
             "rq_job_id": new_dispatch_id(job_id),
             "enqueued_at": timezone.now(),
             "scheduled_for": None,

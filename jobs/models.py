@@ -60,8 +60,10 @@ class Job(models.Model):
     # Set (under this row's lock) when another job starts depending on this one, so the
     # common case — nobody waits on it — costs no query when it finishes.
     has_dependents = models.BooleanField(default=False)
-    # Set once a final job's hooks ran and its dependents were settled; the reconciler
-    # replays those steps for final jobs without it (a worker died in between).
+    # False while something must follow the job's end: its type's hooks, or dependents
+    # to settle. Set once those ran; the reconciler replays them for final jobs still
+    # without it (a worker died in between). True from the start for the common case —
+    # a type without hooks, nobody depending on it — so that case costs no write.
     hooks_done = models.BooleanField(default=False)
 
     result = models.JSONField(null=True, blank=True)

@@ -34,6 +34,8 @@ def temporary_failure(
 def finished(job: Job) -> None:
     """Run the type's hooks, then release or cancel the jobs waiting on this one, then
     mark that done (the reconciler replays these steps for a job left without it)."""
+    if job.hooks_done:
+        return  # nothing follows this job's end (no hooks, nobody waits on it)
     run_hooks(job)
     settle_dependents(job)
     Job.objects.filter(pk=job.id).update(hooks_done=True)

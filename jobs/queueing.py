@@ -8,6 +8,7 @@ as it is for the reconciler to repair.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
@@ -16,6 +17,8 @@ from datetime import datetime, timedelta
 
 import django_rq
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.command import send_stop_job_command
@@ -35,17 +38,26 @@ TIMEOUT_EXCEPTIONS: tuple[type[BaseException], ...] = (JobTimeoutException,)
 _BOOKKEEPING_GRACE = 30
 
 
+@functools.cache
 def connection():
+    """One Redis client per process: django-rq builds a new client (and TCP connection)
+    on every call otherwise. redis-py's pool is fork-safe: a work-horse reconnects."""
     return django_rq.get_connection("normal")
 
 
+@receiver(setting_changed)
+def _forget_connection(setting: str, **kwargs) -> None:
+    if setting in ("RQ_QUEUES", "REDIS_URL"):
+        connection.cache_clear()
+
+
 def queue(priority: str) -> Queue:
-    return django_rq.get_queue(priority)
+    return django_rq.get_queue(priority, connection=connection())
 
 
 def scheduler():
     # rq-scheduler moves due jobs onto the queue named in each job (queue_name=...).
-    return django_rq.get_scheduler("normal")
+    return django_rq.get_scheduler("normal", connection=connection())
 
 
 def _job_options(job: Job) -> dict:

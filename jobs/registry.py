@@ -33,6 +33,10 @@ class JobType:
     # Internal types (crons, maintenance) are not submittable by ordinary API users.
     public: bool = True
 
+    @property
+    def has_hooks(self) -> bool:
+        return bool(self.on_success or self.on_failure)
+
     def clean_payload(self, payload: Any) -> dict:
         if payload is None:
             payload = {}

@@ -20,7 +20,7 @@ from django.utils import timezone
 from jobs import lifecycle, outcomes, queueing, registry
 from jobs.errors import IdempotencyConflict, SubmitError
 from jobs.joblog import log_job
-from jobs.models import BROKEN_DEPENDENCY_STATUSES, Job, JobEvent, Priority, Status
+from jobs.models import BROKEN_DEPENDENCY_STATUSES, FINAL_STATUSES, Job, JobEvent, Priority, Status
 
 MAX_ATTEMPTS_LIMIT = 100
 MAX_RUN_AT_AHEAD = timedelta(days=3660)
@@ -155,6 +155,7 @@ def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref
         timeout=job_type.timeout or settings.JOB_TIMEOUT,
         idempotency_key=spec.idempotency_key or None,
         rq_job_id=str(job_id),
+        hooks_done=not job_type.has_hooks,
         seq=1,
         created_at=now,
         updated_at=now,
@@ -294,7 +295,10 @@ def _create(plans: list[_Plan]) -> None:
     if links:
         through = Job.depends_on.through
         through.objects.bulk_create([through(from_job_id=job_id, to_job_id=dep) for job_id, dep in links])
-        Job.objects.filter(pk__in={dep for _, dep in links}, has_dependents=False).update(has_dependents=True)
+        # Only unfinished dependencies (locked above) will have dependents to settle.
+        Job.objects.filter(pk__in={dep for _, dep in links}, has_dependents=False).exclude(
+            status__in=FINAL_STATUSES
+        ).update(has_dependents=True, hooks_done=False)
 
 
 def _after_commit(plans: list[_Plan]) -> None:

@@ -166,9 +166,10 @@ def _outcome_of(rq_job: RQJob) -> runner.Outcome:
 
 
 def _drop_broken_connection() -> None:
-    """The parent's connection lives for hours: reconnect if the database restarted."""
+    """The parent's connection lives for hours: after a database error, reconnect if it
+    is broken (Django notes errors; probing on every job would cost a round trip)."""
     for connection in connections.all(initialized_only=True):
-        if connection.connection is not None and not connection.is_usable():
+        if connection.errors_occurred and connection.connection is not None and not connection.is_usable():
             connection.close()
 
 

@@ -221,3 +221,19 @@ def test_the_same_spec_object_repeated_makes_that_many_jobs():
     results = submit_many([spec] * 6)
     assert len({r.job.id for r in results}) == 6
     assert Job.objects.count() == 6 and django_rq.get_queue("normal").count == 6
+
+
+def test_follow_up_flags_mark_only_what_has_something_to_follow(run_worker):
+    plain = submit("diagnostics.noop").job
+    assert plain.hooks_done  # no hooks, no dependents: its end needs no follow-up write
+    run_worker()
+    late = submit("diagnostics.noop", depends_on=[plain.id]).job  # depends on a finished job
+    plain.refresh_from_db()
+    assert plain.hooks_done and not plain.has_dependents and late.status == Status.QUEUED
+    first = submit("diagnostics.noop").job
+    submit("diagnostics.noop", depends_on=[first.id])
+    first.refresh_from_db()
+    assert first.has_dependents and not first.hooks_done
+    run_worker()
+    first.refresh_from_db()
+    assert first.hooks_done  # dependents settled, then marked
