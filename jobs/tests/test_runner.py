@@ -6,7 +6,7 @@ import django_rq
 import pytest
 
 from jobs import queueing, registry
-from jobs.errors import TemporaryError
+from jobs.errors import TemporaryError, TransitionError
 from jobs.models import Job, JobEvent, Status
 from jobs.submit import submit
 
@@ -249,3 +249,39 @@ def test_a_work_horse_that_dies_is_recorded_by_its_parent(run_worker, settings):
     job.refresh_from_db()
     assert job.status == Status.RETRYING and job.attempts == 1
     assert "work-horse died" in job.error_message and "horse exploded" in job.error_message
+
+
+@pytest.mark.parametrize("result", [{"n": 1, "text": "ü"}, None])
+def test_fast_and_orm_paths_write_the_same_rows_and_events(run_worker, result):
+    """On PostgreSQL claim/complete run as single statements (jobs.fastpath); they must
+    leave exactly what the ORM path leaves."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from jobs import lifecycle
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement path is PostgreSQL's")
+    snapshots = []
+    for fast in (True, False):
+        lifecycle.USE_FAST_PATH = fast
+        try:
+            job = submit("diagnostics.noop").job
+            with CaptureQueriesContext(connection) as statements:
+                claimed = lifecycle.claim(job.id, job.rq_job_id, "w1")
+            assert len(statements) == (1 if fast else 5)  # the path under test really ran
+            assert claimed.previous_status == Status.QUEUED and claimed.attempts == 1
+            done = lifecycle.complete(job.id, job.rq_job_id, result)
+            assert done.previous_status == Status.ACTIVE
+            with pytest.raises(TransitionError):
+                lifecycle.complete(job.id, job.rq_job_id, result)  # refused the second time
+        finally:
+            lifecycle.USE_FAST_PATH = True
+        row = Job.objects.filter(pk=job.id).values(
+            "status", "attempts", "seq", "progress", "result", "worker_name", "runner_pid", "error_message"
+        )[0]
+        events = list(
+            JobEvent.objects.filter(job=job).order_by("seq").values_list("seq", "kind", "from_status", "to_status")
+        )
+        snapshots.append((row, events, done.result, done.status))
+    assert snapshots[0] == snapshots[1]
