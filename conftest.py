@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,32 @@ def wait_for(predicate: Callable[[], object], *, timeout: float = 20.0, interval
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(interval)
+
+
+def run_at_once(count: int, task: Callable[[], object]) -> tuple[list, list]:
+    """Start ``task`` in ``count`` threads released together; (results, exceptions).
+    Each thread has its own database connection, closed when it ends."""
+    barrier = threading.Barrier(count)
+    results: list = []
+    errors: list = []
+
+    def one() -> None:
+        from django.db import connection
+
+        try:
+            barrier.wait()
+            results.append(task())
+        except Exception as exc:  # returned to the test, which asserts on it
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results, errors
 
 
 # --- Redis ----------------------------------------------------------------------------

@@ -25,30 +25,26 @@ def env_str(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+def _env_number(name: str, default, minimum, kind):
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
+    fix = f"set it to a {'whole ' if kind is int else ''}number >= {minimum}, e.g. {name}={default}"
     try:
-        value = int(raw.strip())
+        value = kind(raw.strip())
     except ValueError:
-        raise ConfigError(name, raw, f"set it to a whole number >= {minimum}, e.g. {name}={default}") from None
+        raise ConfigError(name, raw, fix) from None
     if value < minimum:
-        raise ConfigError(name, raw, f"set it to a whole number >= {minimum}, e.g. {name}={default}")
+        raise ConfigError(name, raw, fix)
     return value
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    return _env_number(name, default, minimum, int)
 
 
 def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ConfigError(name, raw, f"set it to a number >= {minimum}, e.g. {name}={default}") from None
-    if value < minimum:
-        raise ConfigError(name, raw, f"set it to a number >= {minimum}, e.g. {name}={default}")
-    return value
+    return _env_number(name, default, minimum, float)
 
 
 _TRUE = {"1", "true", "yes", "on"}

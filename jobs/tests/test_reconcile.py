@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 from datetime import timedelta
 
 import django_rq
 import pytest
 from django.utils import timezone
 
+from conftest import run_at_once
 from jobs import lifecycle, queueing, reconcile
 from jobs.models import Job, Status
 from jobs.submit import submit
@@ -158,21 +158,8 @@ def test_waiting_job_with_complete_dependencies_is_released(run_worker):
 def test_concurrent_passes_do_not_repair_twice(redis_conn):
     jobs = [submit("diagnostics.noop").job for _ in range(20)]
     redis_conn.flushall()
-    reports: list[reconcile.Report] = []
-    barrier = threading.Barrier(2)
-
-    def one_pass():
-        from django.db import connection
-
-        barrier.wait()
-        reports.append(reconcile.run(grace_seconds=0))
-        connection.close()
-
-    threads = [threading.Thread(target=one_pass) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    reports, errors = run_at_once(2, lambda: reconcile.run(grace_seconds=0))
+    assert errors == [] and len(reports) == 2
     requeued = [job_id for r in reports for job_id in r.requeued]
     assert sorted(requeued) == sorted(str(j.id) for j in jobs)  # each exactly once
     assert django_rq.get_queue("normal").count == 20

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import django_rq
 import pytest
-from django.db import connection
 from django.utils import timezone
 
+from conftest import run_at_once
 from jobs import actions
 from jobs.errors import SubmitError
 from jobs.models import Job, Status
@@ -44,24 +43,11 @@ def test_invalid_payload_is_rejected_naming_the_field(payload, field):
 
 
 def test_twenty_concurrent_submits_with_one_key_make_one_job(alice):
-    barrier = threading.Barrier(20)
-    results, errors = [], []
-
     def one_submit():
-        try:
-            barrier.wait()
-            outcome = submit("diagnostics.noop", owner=alice, idempotency_key="report-2026-11")
-            results.append((outcome.job.id, outcome.created))
-        except Exception as exc:  # collected and asserted below
-            errors.append(exc)
-        finally:
-            connection.close()
+        outcome = submit("diagnostics.noop", owner=alice, idempotency_key="report-2026-11")
+        return outcome.job.id, outcome.created
 
-    threads = [threading.Thread(target=one_submit) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    results, errors = run_at_once(20, one_submit)
 
     assert errors == []
     assert len(results) == 20
