@@ -317,6 +317,43 @@ def release(job_id, *, message: str = "dependencies complete") -> Job:
     )
 
 
+def defer(job_id, dispatch: str, *, until) -> Job:
+    """A heavy job claimed while no work window is open goes back to wait for the next
+    opening; the attempt it was about to make is not counted."""
+    return _move(
+        job_id,
+        action="defer",
+        allowed={Status.ACTIVE},
+        to=Status.DEFERRED,
+        dispatch=dispatch,
+        fields=lambda job: {
+            "attempts": max(0, job.attempts - 1),
+            "scheduled_for": until,
+            "rq_job_id": new_dispatch_id(job_id),
+            "worker_name": "",
+            "started_at": None,
+        },
+        message=f"work window closed: deferred to {until.isoformat()}",
+    )
+
+
+def reschedule(job_id, *, dispatch: str, until) -> Job:
+    """A deferred job follows a changed work window: a new opening, or at once."""
+    return _move(
+        job_id,
+        action="reschedule",
+        allowed={Status.DEFERRED},
+        to=Status.DEFERRED if until else Status.QUEUED,
+        dispatch=dispatch,
+        fields={
+            "scheduled_for": until,
+            "rq_job_id": new_dispatch_id(job_id),
+            "enqueued_at": None if until else timezone.now(),
+        },
+        message=f"work window changed: deferred to {until.isoformat()}" if until else "work window changed: queued",
+    )
+
+
 def wait_for_dependencies(job_id) -> Job:
     """A requeued job whose dependencies are not all complete goes back to waiting."""
     return _move(job_id, action="wait", allowed={Status.QUEUED}, to=Status.WAITING, message="waiting for dependencies")

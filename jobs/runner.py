@@ -19,7 +19,7 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
-from jobs import lifecycle, outcomes, queueing, registry
+from jobs import lifecycle, outcomes, queueing, registry, window
 from jobs.context import JobContext
 from jobs.errors import AdminRequiredError, JobError, SubmitError, TransitionError, UserFixableError
 from jobs.joblog import log_job
@@ -47,11 +47,15 @@ def execute(job_id: str, dispatch: str) -> dict:
 
 
 def claim(job_id: str, dispatch: str, worker_name: str) -> Job | None:
+    """Claim the row for this dispatch; None when refused or sent back to its window."""
     try:
-        return lifecycle.claim(job_id, dispatch, worker_name)
+        job = lifecycle.claim(job_id, dispatch, worker_name)
     except (TransitionError, lifecycle.JobNotFound) as refused:
         logger.info("dispatch skipped", extra={"job_id": job_id, "dispatch": dispatch, "reason": str(refused)})
         return None
+    if window.defer_if_closed(job, dispatch):
+        return None
+    return job
 
 
 def run_handler(job: Job, dispatch: str) -> Outcome:

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs import lifecycle, outcomes, queueing, registry
+from jobs import lifecycle, outcomes, queueing, registry, window
 from jobs.errors import IdempotencyConflict, SubmitError
 from jobs.joblog import log_job
 from jobs.models import BROKEN_DEPENDENCY_STATUSES, FINAL_STATUSES, Job, JobEvent, Priority, Status
@@ -97,6 +97,7 @@ def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> tuple[list[_
     order = _dependency_order(specs)
     existing = _existing_by_key(owner, [s.idempotency_key for s in specs if s.idempotency_key])
     external = _load_dependencies(specs, owner)
+    windows = window.current()  # one read per batch: heavy jobs wait for them
     plans: dict[int, _Plan] = {}
     by_ref: dict[str, _Plan] = {}
     by_key: dict[str, _Plan] = {}
@@ -108,7 +109,7 @@ def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> tuple[list[_
         elif key and key in by_key:  # the same key twice in one batch: one job
             plan = _Plan(spec, _same_request(spec, by_key[key].job), created=False)
         else:
-            plan = _new_plan(spec, owner, allow_internal, external, by_ref)
+            plan = _new_plan(spec, owner, allow_internal, external, by_ref, windows)
         plans[index] = plan
         if spec.ref:
             by_ref[spec.ref] = plan
@@ -128,7 +129,7 @@ def _same_request(spec: JobSpec, job: Job) -> Job:
     return job
 
 
-def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref: dict) -> _Plan:
+def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref: dict, windows) -> _Plan:
     job_type = registry.get(spec.type)
     if not job_type.public and not allow_internal:
         raise SubmitError(f"Job type {spec.type!r} is internal.", field="type", hint="Only operators may submit it.")
@@ -161,6 +162,8 @@ def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref
         updated_at=now,
     )
     _set_initial_status(job, spec.run_at, dependency_jobs, now)
+    if job.heavy and job.status in (Status.QUEUED, Status.SCHEDULED):
+        _hold_for_window(job, windows, now)
     return _Plan(spec, job, dependency_ids=[d.id for d in dependency_jobs])
 
 
@@ -197,6 +200,12 @@ def _set_initial_status(job: Job, run_at: datetime | None, dependencies: list[Jo
     else:
         job.status = Status.QUEUED
         job.enqueued_at = now
+
+
+def _hold_for_window(job: Job, windows, now: datetime) -> None:
+    until = window.deferral_until(job.scheduled_for or now, windows)
+    if until is not None:
+        job.status, job.scheduled_for, job.enqueued_at = Status.DEFERRED, until, None
 
 
 def _as_uuid(value: Any) -> uuid.UUID:
@@ -309,7 +318,7 @@ def _after_commit(plans: list[_Plan]) -> None:
         if job.status == Status.CANCELED:  # a dependency had already failed
             outcomes.finished(job)
     now_jobs = [j for j in new if j.status == Status.QUEUED]
-    later_jobs = [j for j in new if j.status == Status.SCHEDULED]
+    later_jobs = [j for j in new if j.status in (Status.SCHEDULED, Status.DEFERRED)]
     ok = queueing.enqueue_many(now_jobs)
     for job in later_jobs:
         ok = queueing.schedule(job, job.scheduled_for) and ok
