@@ -343,7 +343,7 @@ def reschedule(job_id, *, dispatch: str, until) -> Job:
         job_id,
         action="reschedule",
         allowed={Status.DEFERRED},
-        to=Status.DEFERRED if until else Status.QUEUED,
+        to=Status.DEFERRED if until else Status.QUEUED,  # deferred also covers a later run_at
         dispatch=dispatch,
         fields={
             "scheduled_for": until,

@@ -91,6 +91,7 @@ class Job(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     scheduled_for = models.DateTimeField(null=True, blank=True)
+    run_at = models.DateTimeField(null=True, blank=True, help_text="earliest start the submitter asked for")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

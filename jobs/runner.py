@@ -53,8 +53,13 @@ def claim(job_id: str, dispatch: str, worker_name: str) -> Job | None:
     except (TransitionError, lifecycle.JobNotFound) as refused:
         logger.info("dispatch skipped", extra={"job_id": job_id, "dispatch": dispatch, "reason": str(refused)})
         return None
-    if window.defer_if_closed(job, dispatch):
-        return None
+    try:
+        if window.defer_if_closed(job, dispatch):
+            return None
+    except TransitionError:
+        return None  # canceled between the claim and the window check: nothing to run
+    except Exception:  # broken window data must not stop work: run it, say so
+        logger.exception("work-window check failed; running the job", extra={"job_id": job_id})
     return job
 
 
@@ -122,6 +127,9 @@ def _error(error: Exception) -> Outcome:
 def _json_safe(result):
     """Results go into a JSONField: reject what cannot round-trip, as a handler bug."""
     try:
-        return json.loads(json.dumps(result, cls=DjangoJSONEncoder))
+        text = json.dumps(result, cls=DjangoJSONEncoder, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise AdminRequiredError(f"The handler returned a result that is not JSON-serialisable: {error}") from None
+    if "\\u0000" in text:  # PostgreSQL's jsonb cannot store NUL characters
+        raise AdminRequiredError("The handler returned a result containing a NUL character (\\u0000).")
+    return json.loads(text)

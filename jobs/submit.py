@@ -192,7 +192,7 @@ def _set_initial_status(job: Job, run_at: datetime | None, dependencies: list[Jo
         job.error_message = f"dependency {broken[0].id} is {broken[0].status}"
         return
     if run_at is not None and run_at > now:
-        job.scheduled_for = run_at
+        job.scheduled_for = job.run_at = run_at
     if any(d.status != Status.COMPLETE for d in dependencies):
         job.status = Status.WAITING
     elif job.scheduled_for:

@@ -53,7 +53,8 @@ def reschedule_deferred() -> int:
     """After a window changed: move every deferred job to its new opening."""
     windows, now, moved = current(), timezone.now(), 0
     for job in Job.objects.filter(status=Status.DEFERRED):
-        until = deferral_until(now, windows)
+        wanted = max(now, job.run_at) if job.run_at else now
+        until = deferral_until(wanted, windows) or (wanted if wanted > now else None)
         if until == job.scheduled_for:
             continue
         try:

@@ -38,11 +38,12 @@ logger = logging.getLogger("jobs.worker")
 _inherited_connections: list = []
 _PR_SET_PDEATHSIG = 1
 MONITOR_INTERVAL = 2  # seconds between the parent's checks on a running horse
-_RECORD_RETRY_PAUSES = (0.5, 1.0, 2.0)
+_RECORD_RETRY_PAUSES = (0.5, 1, 2, 4, 8, 15, 30)  # about a minute of database trouble
 
 
 class _ParentBookkeeping:
     def execute_job(self, job: RQJob, queue) -> None:
+        self._parent_pid = os.getpid()  # read by the horse, to notice a parent already gone
         claimed = self._claim(job)
         try:
             super().execute_job(job, queue)
@@ -78,6 +79,8 @@ class _ParentBookkeeping:
         runner.preclaimed.pop(job.rq_job_id, None)
         outcome = _outcome_of(rq_job)
         for pause in _RECORD_RETRY_PAUSES:
+            # Keep holding the dispatch while recording: the run is done, not lost.
+            _quietly(queueing.mark_in_hand, job.rq_job_id, self.name, pause + liveness.IN_HAND_TTL)
             try:
                 runner.record(job, job.rq_job_id, outcome)
                 return
@@ -116,7 +119,7 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             self.kill_horse()
 
     def main_work_horse(self, job: RQJob, queue) -> None:
-        _die_with_parent(os.getppid())
+        _die_with_parent(self._parent_pid)
         _detach_inherited_connections()
         super().main_work_horse(job, queue)
 

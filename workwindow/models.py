@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+import functools
+from zoneinfo import ZoneInfo, available_timezones
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -12,15 +13,22 @@ from workwindow.policy import Window
 WEEKDAY_NAMES = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 
 
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
 def validate_time_zone(name: str) -> None:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValidationError(f"Unknown time zone {name!r}; use an IANA name such as Europe/Kyiv.") from None
+    # Membership, not ZoneInfo(name): names like "America" (a directory) raise OSError.
+    if name not in _known_zones():
+        raise ValidationError(f"Unknown time zone {name!r}; use an IANA name such as Europe/Kyiv.")
 
 
 def validate_weekdays(days) -> None:
-    if not isinstance(days, list) or not days or any(not isinstance(d, int) or not 0 <= d <= 6 for d in days):
+    def is_day(d) -> bool:
+        return isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 6
+
+    if not isinstance(days, list) or not days or not all(is_day(d) for d in days):
         raise ValidationError("weekdays must be a non-empty list of numbers 0 (Monday) to 6 (Sunday).")
 
 

@@ -285,3 +285,15 @@ def test_fast_and_orm_paths_write_the_same_rows_and_events(run_worker, result):
         )
         snapshots.append((row, events, done.result, done.status))
     assert snapshots[0] == snapshots[1]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "nul\u0000here"])
+def test_results_the_database_cannot_store_fail_for_operators(run_worker, bad):
+    registry.job_type("tests.bad_value")(lambda ctx: {"value": bad})
+    try:
+        job = submit("tests.bad_value").job
+        run_worker()
+    finally:
+        registry.unregister("tests.bad_value")
+    job.refresh_from_db()
+    assert job.status == Status.FAILED and job.error_category == "admin_required"

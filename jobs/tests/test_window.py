@@ -111,3 +111,43 @@ def test_admin_previews_the_next_openings(client, operator):
                                        end_time=time(6))  # fmt: skip
     page = client.get(f"/admin/workwindow/workwindow/{window.id}/change/").content.decode()
     assert page.count("→") >= 5  # five openings listed
+
+
+def test_a_window_edit_keeps_a_heavy_jobs_run_at():
+    window = window_opening_in(3600)
+    run_at = timezone.now() + timedelta(days=2)
+    job = submit("diagnostics.noop", heavy=True, run_at=run_at).job
+    assert job.status == Status.DEFERRED and job.scheduled_for >= run_at
+    window.name = "renamed"
+    window.save()
+    assert Job.objects.get(pk=job.id).scheduled_for >= run_at
+    window.delete()  # no window any more: it waits for its run_at, not for nothing
+    job.refresh_from_db()
+    assert job.status == Status.DEFERRED and job.scheduled_for == run_at
+
+
+def test_a_cancel_between_claim_and_window_check_is_no_crash(run_worker, monkeypatch):
+    from jobs import actions, window
+
+    job = submit("diagnostics.noop", heavy=True).job
+    window_opening_in(3600)
+    original = window.defer_if_closed
+
+    def cancel_first(claimed, dispatch):
+        actions.cancel(claimed.id, reason="raced")
+        return original(claimed, dispatch)
+
+    monkeypatch.setattr(window, "defer_if_closed", cancel_first)
+    run_worker()  # must not raise out of the worker
+    assert Job.objects.get(pk=job.id).status == Status.CANCELED
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("time_zone", "America"), ("time_zone", "Etc"), ("time_zone", "x" * 300), ("weekdays", [True]),
+     ("weekdays", []), ("start_time", "25:00")],
+)  # fmt: skip
+def test_bad_window_input_is_400(api_as, operator, field, value):
+    body = {"name": "w", "time_zone": "UTC", "start_time": "22:00", "end_time": "06:00", field: value}
+    response = api_as(operator).post("/api/work-windows/", body, format="json")
+    assert response.status_code == 400 and field in response.json()["error"]["fields"]
