@@ -131,10 +131,6 @@ class Job(models.Model):
         return f"{self.type} {self.id} [{self.status}]"
 
     @property
-    def is_final(self) -> bool:
-        return self.status in FINAL_STATUSES
-
-    @property
     def duration_seconds(self) -> float | None:
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()

@@ -85,18 +85,6 @@ def job_type(
     return register
 
 
-def add_hooks(name: str, *, on_success: Hook | None = None, on_failure: Hook | None = None) -> None:
-    """Attach completion hooks to an already registered type (e.g. from another app)."""
-    current = get(name)
-    _types[name] = JobType(
-        **{
-            **current.__dict__,
-            "on_success": current.on_success + ((on_success,) if on_success else ()),
-            "on_failure": current.on_failure + ((on_failure,) if on_failure else ()),
-        }
-    )
-
-
 @dataclass(frozen=True)
 class CronEntry:
     """A job submitted on a schedule (UTC cron syntax), visible as a Job each time."""
@@ -128,10 +116,6 @@ def get(name: str) -> JobType:
     except KeyError:
         known = ", ".join(sorted(_types)) or "none"
         raise SubmitError(f"Unknown job type {name!r}.", field="type", hint=f"Known types: {known}.") from None
-
-
-def names() -> list[str]:
-    return sorted(_types)
 
 
 def unregister(name: str) -> None:

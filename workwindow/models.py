@@ -59,7 +59,3 @@ class WorkWindow(models.Model):
 def enabled_windows() -> list[Window]:
     """The windows in force: their union gates heavy jobs; none means no gate."""
     return [w.as_policy() for w in WorkWindow.objects.filter(enabled=True)]
-
-
-def time_zone_choices() -> list[str]:
-    return sorted(available_timezones())
