@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -88,7 +89,11 @@ def main() -> None:
             # children in order (SIGTERM = warm shutdown for the workers).
             children.append((name, subprocess.Popen(args, cwd=ROOT, start_new_session=True)))
             say(f"started {name} (pid {children[-1][1].pid})")
-        say(f"ready: http://{host}:{port}/admin/ — Ctrl-C stops everything")
+        if wait_for_port(host, int(port), children):
+            say(f"ready: http://{host}:{port}/admin/ — Ctrl-C stops everything")
+        else:
+            say("web did not start listening; stopping everything")
+            stopping = True
         while not stopping:
             for name, proc in children:
                 if proc.poll() is not None:
@@ -97,6 +102,20 @@ def main() -> None:
             time.sleep(0.5)
     finally:
         shutdown(children, redis_server)
+
+
+def wait_for_port(host: str, port: int, children, timeout: float = 60.0) -> bool:
+    """Say "ready" only when the web server accepts connections (and nothing died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(proc.poll() is not None for _name, proc in children):
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False
 
 
 def shutdown(children, redis_server) -> None:

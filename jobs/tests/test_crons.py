@@ -103,3 +103,4 @@ def test_the_scheduler_re_arms_cron_entries_lost_in_a_flush(redis_conn):
     scheduler = JobdeskScheduler(queue_name="normal", connection=redis_conn, interval=1)
     scheduler.enqueue_jobs()
     assert crons.missing() == []
+    assert redis_conn.get("jobdesk:scheduler:heartbeat")  # and it beats
