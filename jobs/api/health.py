@@ -28,3 +28,13 @@ class LiveView(APIView):
     @extend_schema(responses={200: OpenApiResponse(description="alive")})
     def get(self, request: Request) -> Response:
         return Response({"status": "ok"})
+
+
+class QueuesView(APIView):
+    """Depth per priority queue (in Redis and by status in the database) and workers."""
+
+    @extend_schema(responses={200: OpenApiResponse(description="queues and workers")})
+    def get(self, request: Request) -> Response:
+        from jobs import queues
+
+        return Response(queues.overview())

@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from jobs.api.health import HealthView, LiveView
+from jobs.api.health import HealthView, LiveView, QueuesView
 from jobs.api.views import JobViewSet
 
 router = DefaultRouter()
@@ -10,5 +10,6 @@ router.register("jobs", JobViewSet, basename="job")
 urlpatterns = [
     path("health/", HealthView.as_view(), name="health"),
     path("health/live/", LiveView.as_view(), name="health-live"),
+    path("queues/", QueuesView.as_view(), name="queues"),
     *router.urls,
 ]

@@ -208,3 +208,20 @@ def test_inputs_postgresql_cannot_store_are_400(api_as, alice):
     far = api.post("/api/jobs/", {"type": "diagnostics.noop", "run_at": "9999-12-31T23:59:59.5Z"}, format="json")
     assert "run_at" in assert_error(far, 400, "invalid")["fields"]
     assert Job.objects.count() == 0
+
+
+def test_queues_overview(api_as, alice, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    submit("diagnostics.noop", priority="low")
+    submit("diagnostics.noop", priority="low")
+    submit("diagnostics.noop", run_at=timezone.now() + timedelta(hours=1))
+    assert_error(api_as(None).get("/api/queues/"), 401, "not_authenticated")
+    body = api_as(alice).get("/api/queues/").json()
+    by_name = {q["name"]: q for q in body["queues"]}
+    assert [q["name"] for q in body["queues"]] == ["immediate", "normal", "low"]
+    assert by_name["low"]["depth"] == 2 and by_name["low"]["queued"] == 2
+    assert by_name["normal"]["depth"] == 0 and by_name["normal"]["scheduled"] == 1
+    assert body["workers"] == {"count": 0, "busy": 0, "concurrency_setting": settings.WORKER_CONCURRENCY}
