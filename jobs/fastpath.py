@@ -14,6 +14,7 @@ from datetime import datetime
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
+from django.db.models import JSONField
 
 from jobs.models import Job, JobEvent
 
@@ -46,34 +47,52 @@ def move(
     to: str,
     dispatch: str,
     now: datetime,
-    assignments: dict[str, str],
-    params: dict,
+    values: dict,
+    expressions: dict[str, str] | None = None,
     actor_label: str,
     message: str,
 ) -> Job | None:
     """Apply the move; the moved Job (with ``previous_status``), or None if refused.
 
-    ``assignments`` maps column → SQL expression over ``j`` and named ``params``.
+    ``values`` are the same field → Python value changes the ORM path writes (passed as
+    parameters; JSON cast, None as NULL); ``expressions`` are computed from the locked
+    row, as SQL over ``j`` (e.g. ``{"attempts": "j.attempts + 1"}``).
     """
+    assignments, params = _assignments(values)
+    assignments.update(expressions or {})
     sql = _MOVE_SQL.format(
         job=Job._meta.db_table,
         event=JobEvent._meta.db_table,
         assignments=", ".join(f"{column} = {expression}" for column, expression in assignments.items()),
     )
-    values = {
-        "id": job_id,
-        "to": to,
-        "now": now,
-        "allowed": [str(status) for status in allowed],
-        "dispatch": dispatch,
-        "kind": JobEvent.Kind.TRANSITION,
-        "actor_label": actor_label,
-        "message": message,
-        **params,
-    }
-    rows = list(Job.objects.raw(sql, values))
+    params.update(
+        {
+            "id": job_id,
+            "to": to,
+            "now": now,
+            "allowed": [str(status) for status in allowed],
+            "dispatch": dispatch,
+            "kind": JobEvent.Kind.TRANSITION,
+            "actor_label": actor_label,
+            "message": message,
+        }
+    )
+    rows = list(Job.objects.raw(sql, params))
     return rows[0] if rows else None
 
 
-def as_json(value) -> str:
-    return json.dumps(value, cls=DjangoJSONEncoder)
+def _assignments(values: dict) -> tuple[dict[str, str], dict]:
+    """Column names come from the model's fields, values travel as parameters."""
+    assignments, params = {}, {}
+    for name, value in values.items():
+        field = Job._meta.get_field(name)
+        key = f"v_{name}"
+        if value is None:
+            assignments[field.column] = "NULL"  # as the ORM stores None
+        elif isinstance(field, JSONField):
+            assignments[field.column] = f"%({key})s::jsonb"
+            params[key] = json.dumps(value, cls=DjangoJSONEncoder)
+        else:
+            assignments[field.column] = f"%({key})s"
+            params[key] = value
+    return assignments, params

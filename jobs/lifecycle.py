@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from jobs import fastpath
@@ -103,10 +104,10 @@ def _move(
 # --- Worker-side moves (guarded by the dispatch id) --------------------------------
 
 
-def _fast(job_id, *, action: str, allowed, to: str, dispatch: str, now, assignments, params, actor_label, message):
+def _fast(job_id, *, action: str, allowed, to: str, dispatch: str, now, values, expressions=None, actor_label, message):
     """The same guarded move as ``_move`` in one statement (PostgreSQL, see fastpath)."""
     job = fastpath.move(
-        job_id, allowed=allowed, to=to, dispatch=dispatch, now=now, assignments=assignments, params=params,
+        job_id, allowed=allowed, to=to, dispatch=dispatch, now=now, values=values, expressions=expressions,
         actor_label=actor_label, message=message,
     )  # fmt: skip
     if job is None:
@@ -121,16 +122,20 @@ def _fast(job_id, *, action: str, allowed, to: str, dispatch: str, now, assignme
 
 def claim(job_id, dispatch: str, worker_name: str) -> Job:
     now = timezone.now()
+    values = {
+        "worker_name": worker_name,
+        "runner_host": socket.gethostname(),
+        "runner_pid": os.getpid(),
+        "started_at": now,
+        "finished_at": None,
+        "progress": 0,
+        "stage": "",
+    }
+    message = f"started by {worker_name}"
     if USE_FAST_PATH and fastpath.available():
         return _fast(
-            job_id, action="claim", allowed=CLAIMABLE, to=Status.ACTIVE, dispatch=dispatch, now=now,
-            assignments={
-                "attempts": "j.attempts + 1", "worker_name": "%(worker)s", "runner_host": "%(host)s",
-                "runner_pid": "%(pid)s", "started_at": "%(now)s", "finished_at": "NULL", "progress": "0",
-                "stage": "''",
-            },
-            params={"worker": worker_name, "host": socket.gethostname(), "pid": os.getpid()},
-            actor_label=worker_name, message=f"started by {worker_name}",
+            job_id, action="claim", allowed=CLAIMABLE, to=Status.ACTIVE, dispatch=dispatch, now=now, values=values,
+            expressions={"attempts": "j.attempts + 1"}, actor_label=worker_name, message=message,
         )  # fmt: skip
     return _move(
         job_id,
@@ -139,17 +144,8 @@ def claim(job_id, dispatch: str, worker_name: str) -> Job:
         to=Status.ACTIVE,
         dispatch=dispatch,
         actor_label=worker_name,
-        fields=lambda job: {
-            "attempts": job.attempts + 1,
-            "worker_name": worker_name,
-            "runner_host": socket.gethostname(),
-            "runner_pid": os.getpid(),
-            "started_at": now,
-            "finished_at": None,
-            "progress": 0,
-            "stage": "",
-        },
-        message=f"started by {worker_name}",
+        fields=lambda job: {**values, "attempts": job.attempts + 1},
+        message=message,
     )
 
 
@@ -158,17 +154,11 @@ def _finished_fields(**extra) -> dict:
 
 
 def complete(job_id, dispatch: str, result: Any) -> Job:
+    values = _finished_fields(result=result, progress=100, error_category="", error_message="")
     if USE_FAST_PATH and fastpath.available():
         return _fast(
             job_id, action="complete", allowed={Status.ACTIVE}, to=Status.COMPLETE, dispatch=dispatch,
-            now=timezone.now(),
-            assignments={
-                # None stays SQL NULL, as the ORM stores it.
-                "finished_at": "%(now)s", "result": "NULL" if result is None else "%(result)s::jsonb",
-                "progress": "100",
-                "error_category": "''", "error_message": "''",
-            },
-            params={"result": fastpath.as_json(result)}, actor_label="", message="completed",
+            now=values["finished_at"], values=values, actor_label="", message="completed",
         )  # fmt: skip
     return _move(
         job_id,
@@ -176,7 +166,7 @@ def complete(job_id, dispatch: str, result: Any) -> Job:
         allowed={Status.ACTIVE},
         to=Status.COMPLETE,
         dispatch=dispatch,
-        fields=_finished_fields(result=result, progress=100, error_category="", error_message=""),
+        fields=values,
         message="completed",
     )
 
@@ -381,8 +371,6 @@ def record_progress(job_id, dispatch: str, *, percent: int, stage: str, details:
     No JobEvent (a handler may report thousands of times); the sequence number still
     moves so clients can spot what they missed. Not a status change, so no lock.
     """
-    from django.db.models import F
-
     return Job.objects.filter(pk=job_id, status=Status.ACTIVE, rq_job_id=dispatch).update(
         progress=percent, stage=stage, progress_details=details, seq=F("seq") + 1, updated_at=timezone.now()
     )

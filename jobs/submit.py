@@ -7,6 +7,7 @@ and the enqueue after commit all happen here and nowhere else.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -97,7 +98,7 @@ def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> tuple[list[_
     order = _dependency_order(specs)
     existing = _existing_by_key(owner, [s.idempotency_key for s in specs if s.idempotency_key])
     external = _load_dependencies(specs, owner)
-    windows = window.current()  # one read per batch: heavy jobs wait for them
+    windows = functools.cache(window.current)  # read once, and only if a heavy job asks
     plans: dict[int, _Plan] = {}
     by_ref: dict[str, _Plan] = {}
     by_key: dict[str, _Plan] = {}
@@ -203,7 +204,7 @@ def _set_initial_status(job: Job, run_at: datetime | None, dependencies: list[Jo
 
 
 def _hold_for_window(job: Job, windows, now: datetime) -> None:
-    until = window.deferral_until(job.scheduled_for or now, windows)
+    until = window.deferral_until(job.scheduled_for or now, windows())
     if until is not None:
         job.status, job.scheduled_for, job.enqueued_at = Status.DEFERRED, until, None
 

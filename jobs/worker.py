@@ -59,9 +59,10 @@ class _ParentBookkeeping:
         return job.timeout + 60  # a non-forking worker cannot refresh while the handler runs
 
     def _claim(self, rq_job: RQJob) -> Job | None:
-        if rq_job.func_name != ENTRY_POINT or len(rq_job.args) < 2:
+        ids = _dispatch_of(rq_job)
+        if ids is None:
             return None  # not a Jobdesk job (raw RQ work on the same queues)
-        job_id, dispatch = rq_job.args[:2]
+        job_id, dispatch = ids
         try:
             _drop_broken_connection()
             claimed = runner.claim(job_id, dispatch, self.name)
@@ -128,10 +129,16 @@ class JobdeskSimpleWorker(_ParentBookkeeping, SimpleWorker):
     """Non-forking worker: the same bookkeeping, the handler in the same process."""
 
 
-def _claim_of(rq_job: RQJob) -> Job | None:
+def _dispatch_of(rq_job: RQJob) -> tuple[str, str] | None:
+    """(job id, dispatch id) when the RQ job is a Jobdesk dispatch."""
     if rq_job.func_name != ENTRY_POINT or len(rq_job.args) < 2:
         return None
-    return runner.preclaimed.get(rq_job.args[1])
+    return rq_job.args[0], rq_job.args[1]
+
+
+def _claim_of(rq_job: RQJob) -> Job | None:
+    ids = _dispatch_of(rq_job)
+    return runner.preclaimed.get(ids[1]) if ids else None
 
 
 def _quietly(redis_call, *args) -> None:

@@ -4,7 +4,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs import health
+from jobs import health, queues
 
 
 class HealthView(APIView):
@@ -35,6 +35,4 @@ class QueuesView(APIView):
 
     @extend_schema(responses={200: OpenApiResponse(description="queues and workers")})
     def get(self, request: Request) -> Response:
-        from jobs import queues
-
         return Response(queues.overview())
