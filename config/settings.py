@@ -109,6 +109,8 @@ WORKER_STALE_SECONDS = env_int("WORKER_STALE_SECONDS", 120, minimum=10)
 JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=1)
 JOB_EVENT_RETENTION_DAYS = env_int("JOB_EVENT_RETENTION_DAYS", 90, minimum=1)
 SCHEDULER_HEARTBEAT_KEY = "jobdesk:scheduler:heartbeat"
+# Estimated run time of a job type never seen finishing (seconds), for ETAs (SPEC §4.9).
+ETA_DEFAULT_DURATION = env_float("ETA_DEFAULT_DURATION", 10.0, minimum=0.0)
 # How often a handler's progress reports may write the job row (seconds).
 PROGRESS_WRITE_INTERVAL = env_float("PROGRESS_WRITE_INTERVAL", 0.5, minimum=0.0)
 

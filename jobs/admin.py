@@ -68,7 +68,7 @@ class JobAdmin(admin.ModelAdmin):
         "idempotency_key", "pretty_payload", "pretty_result", "error_category", "error_message",
         "recovery_actions", "error_details", "progress", "stage", "seq", "rq_job_id", "worker_name",
         "created_at", "enqueued_at", "scheduled_for", "started_at", "finished_at",
-        "estimated_start_at", "estimated_finish_at", "dependencies",
+        "first_estimated_start_at", "first_estimated_finish_at", "eta_error_seconds", "dependencies",
     ]  # fmt: skip
     exclude = ["payload", "result", "depends_on", "progress_details"]
 

@@ -120,6 +120,16 @@ def _fast(job_id, *, action: str, allowed, to: str, dispatch: str, now, values, 
     return job
 
 
+# How far the first start was from the estimate given at submit (kept from the first start).
+_ETA_ERROR_SQL = "COALESCE(j.eta_error_seconds, EXTRACT(EPOCH FROM (%(now)s - j.first_estimated_start_at)))"
+
+
+def _eta_error(job: Job, now) -> float | None:
+    if job.eta_error_seconds is not None or job.first_estimated_start_at is None:
+        return job.eta_error_seconds
+    return (now - job.first_estimated_start_at).total_seconds()
+
+
 def claim(job_id, dispatch: str, worker_name: str) -> Job:
     now = timezone.now()
     values = {
@@ -135,7 +145,8 @@ def claim(job_id, dispatch: str, worker_name: str) -> Job:
     if USE_FAST_PATH and fastpath.available():
         return _fast(
             job_id, action="claim", allowed=CLAIMABLE, to=Status.ACTIVE, dispatch=dispatch, now=now, values=values,
-            expressions={"attempts": "j.attempts + 1"}, actor_label=worker_name, message=message,
+            expressions={"attempts": "j.attempts + 1", "eta_error_seconds": _ETA_ERROR_SQL}, actor_label=worker_name,
+            message=message,
         )  # fmt: skip
     return _move(
         job_id,
@@ -144,7 +155,7 @@ def claim(job_id, dispatch: str, worker_name: str) -> Job:
         to=Status.ACTIVE,
         dispatch=dispatch,
         actor_label=worker_name,
-        fields=lambda job: {**values, "attempts": job.attempts + 1},
+        fields=lambda job: {**values, "attempts": job.attempts + 1, "eta_error_seconds": _eta_error(job, now)},
         message=message,
     )
 

@@ -95,8 +95,8 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    estimated_start_at = models.DateTimeField(null=True, blank=True)
-    estimated_finish_at = models.DateTimeField(null=True, blank=True)
+    # The estimate given at submit (current ones are computed on read: jobs.estimates);
+    # the claim records how far the first start was from it.
     first_estimated_start_at = models.DateTimeField(null=True, blank=True)
     first_estimated_finish_at = models.DateTimeField(null=True, blank=True)
     eta_error_seconds = models.FloatField(null=True, blank=True, help_text="actual start − first estimate")
@@ -104,9 +104,11 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
-            # The queue view and ETAs: pending work in line order.
-            models.Index(fields=["status", "priority", "created_at"], name="job_status_prio_created"),
-            models.Index(fields=["type", "status"], name="job_type_status"),
+            # The line in the order workers take it; with type, so ETAs count the jobs
+            # ahead by type from the index alone.
+            models.Index(fields=["status", "priority", "enqueued_at", "type"], name="job_line"),
+            # Recent run times per type (ETAs, stats).
+            models.Index(fields=["type", "status", "finished_at"], name="job_type_status_finished"),
             models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
             models.Index(fields=["-created_at"], name="job_created"),
             models.Index(fields=["status", "finished_at"], name="job_status_finished"),

@@ -206,6 +206,11 @@ class WorkerState:
     queues: list[str]
 
 
+def worker_count() -> int:
+    """Live workers in RQ's registry: one Redis call, for estimates."""
+    return Worker.count(connection=connection())
+
+
 def workers() -> dict[str, WorkerState]:
     """RQ's own registry of live workers (their keys expire without heartbeats)."""
     return {

@@ -110,6 +110,10 @@ def cron_entries() -> dict[str, CronEntry]:
     return dict(_crons)
 
 
+def all_types() -> dict[str, JobType]:
+    return dict(_types)
+
+
 def get(name: str) -> JobType:
     try:
         return _types[name]

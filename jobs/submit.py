@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs import lifecycle, outcomes, queueing, registry, window
+from jobs import estimates, lifecycle, outcomes, queueing, registry, window
 from jobs.errors import IdempotencyConflict, SubmitError
 from jobs.joblog import log_job
 from jobs.models import BROKEN_DEPENDENCY_STATUSES, FINAL_STATUSES, Job, JobEvent, Priority, Status
@@ -53,7 +53,7 @@ class Submitted:
 class _Plan:
     spec: JobSpec
     job: Job
-    dependency_ids: list[uuid.UUID] = field(default_factory=list)
+    dependencies: list[Job] = field(default_factory=list)
     created: bool = True
 
 
@@ -77,6 +77,8 @@ def submit_many(specs: Sequence[JobSpec], *, owner=None, allow_internal: bool = 
         try:
             with transaction.atomic():
                 creation_order, plans = _plan(specs, owner, allow_internal)
+                new = [p for p in creation_order if p.created]
+                estimates.record_first([p.job for p in new], {p.job.id: p.dependencies for p in new})
                 _create(creation_order)
         except IntegrityError:
             # A concurrent submit with the same idempotency key won the race; the next
@@ -165,7 +167,7 @@ def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref
     _set_initial_status(job, spec.run_at, dependency_jobs, now)
     if job.heavy and job.status in (Status.QUEUED, Status.SCHEDULED):
         _hold_for_window(job, windows, now)
-    return _Plan(spec, job, dependency_ids=[d.id for d in dependency_jobs])
+    return _Plan(spec, job, dependencies=dependency_jobs)
 
 
 def _max_attempts(spec: JobSpec, job_type) -> int:
@@ -230,7 +232,7 @@ def _load_dependencies(specs: Sequence[JobSpec], owner) -> dict[uuid.UUID, Job]:
     visible = Job.objects.select_for_update().filter(pk__in=wanted)
     if getattr(owner, "is_authenticated", False) and not owner.is_staff:
         visible = visible.filter(owner=owner)
-    found = {j.id: j for j in visible.only("id", "status").order_by("pk")}
+    found = {j.id: j for j in visible.only(*estimates.DEPENDENCY_FIELDS).order_by("pk")}
     missing = wanted - found.keys()
     if missing:
         raise SubmitError(
@@ -296,12 +298,12 @@ def _create(plans: list[_Plan]) -> None:
                 to_status=p.job.status,
                 actor=p.job.owner,
                 message=p.job.error_message or "submitted",
-                details={"dependencies": [str(d) for d in p.dependency_ids]} if p.dependency_ids else {},
+                details={"dependencies": [str(d.id) for d in p.dependencies]} if p.dependencies else {},
             )
             for p in new
         ]
     )
-    links = [(p.job.id, dep) for p in new for dep in p.dependency_ids]
+    links = [(p.job.id, dep.id) for p in new for dep in p.dependencies]
     if links:
         through = Job.depends_on.through
         through.objects.bulk_create([through(from_job_id=job_id, to_job_id=dep) for job_id, dep in links])

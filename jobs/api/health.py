@@ -1,4 +1,4 @@
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -33,6 +33,9 @@ class LiveView(APIView):
 class QueuesView(APIView):
     """Depth per priority queue (in Redis and by status in the database) and workers."""
 
-    @extend_schema(responses={200: OpenApiResponse(description="queues and workers")})
+    @extend_schema(
+        parameters=[OpenApiParameter("type", str, many=True, description="job types to estimate (default: all)")],
+        responses={200: OpenApiResponse(description="queues, workers, new-job ETAs per type, ETA accuracy")},
+    )
     def get(self, request: Request) -> Response:
-        return Response(queues.overview())
+        return Response(queues.overview(request.query_params.getlist("type") or None))

@@ -1,16 +1,36 @@
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from jobs import estimates
 from jobs.models import Job, JobEvent, Priority
 from jobs.submit import MAX_ATTEMPTS_LIMIT, JobSpec
 
 
+class JobListSerializer(serializers.ListSerializer):
+    """Estimates for a whole page at once: one line walk, no query per row."""
+
+    def to_representation(self, data):
+        jobs = list(data.all() if hasattr(data, "all") else data)
+        known = self.context.setdefault("estimates", {})
+        missing = [j for j in jobs if j.id not in known]
+        if missing:
+            known.update(estimates.estimate(missing))
+        return super().to_representation(jobs)
+
+
 class JobSerializer(serializers.ModelSerializer):
+    """A job with its current estimate (``estimates`` in the context, else computed)."""
+
     owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
     depends_on = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
     error = serializers.SerializerMethodField()
     duration_seconds = serializers.FloatField(read_only=True)
+    estimated_start_at = serializers.SerializerMethodField()
+    estimated_finish_at = serializers.SerializerMethodField()
+    eta_warning = serializers.SerializerMethodField(help_text="why there is no estimate, e.g. no live worker")
 
     class Meta:
         model = Job
@@ -19,9 +39,28 @@ class JobSerializer(serializers.ModelSerializer):
             "attempts", "max_attempts", "timeout", "idempotency_key", "depends_on",
             "progress", "stage", "progress_details", "seq", "worker_name",
             "created_at", "enqueued_at", "scheduled_for", "started_at", "finished_at", "duration_seconds",
-            "estimated_start_at", "estimated_finish_at",
+            "estimated_start_at", "estimated_finish_at", "eta_warning",
+            "first_estimated_start_at", "first_estimated_finish_at", "eta_error_seconds",
         ]  # fmt: skip
         read_only_fields = fields
+        list_serializer_class = JobListSerializer
+
+    def _estimate(self, job: Job) -> estimates.Estimate:
+        known = self.context.setdefault("estimates", {}) if isinstance(self.context, dict) else {}
+        if job.id not in known:
+            known[job.id] = estimates.for_job(job)
+        return known[job.id]
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_estimated_start_at(self, job: Job) -> str | None:
+        return _as_datetime(self._estimate(job).start_at)
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_estimated_finish_at(self, job: Job) -> str | None:
+        return _as_datetime(self._estimate(job).finish_at)
+
+    def get_eta_warning(self, job: Job) -> str:
+        return self._estimate(job).warning
 
     def get_error(self, job: Job) -> dict | None:
         if not job.error_message and not job.error_category:
@@ -32,6 +71,10 @@ class JobSerializer(serializers.ModelSerializer):
             "recovery_actions": job.recovery_actions,
             "details": job.error_details,
         }
+
+
+def _as_datetime(value) -> str | None:
+    return None if value is None else serializers.DateTimeField().to_representation(value)
 
 
 class JobEventSerializer(serializers.ModelSerializer):
