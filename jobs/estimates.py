@@ -8,9 +8,9 @@ duration. A job not in line yet (``run_at``, retry backoff, the work window, unf
 dependencies) starts when it becomes ready or when the line ahead of it has drained,
 whichever is later; a heavy one only while a work window is open.
 
-One aggregate query counts the line ahead of every job asked about, by type, between
-their places; so a page of 50 jobs costs what one job costs, and no row of the line is
-read. Averages per type come from recent history and are cached briefly per process.
+The line ahead of every job asked about is counted by type between their places at
+once (``jobs.line``), so a page of 50 jobs costs about what one job costs. Averages per
+type come from recent history and are cached briefly per process.
 """
 
 from __future__ import annotations
@@ -26,18 +26,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Case, Count, IntegerField, Q, Value, When
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from jobs import queueing, window
+from jobs import line, queueing, window
 from jobs.models import FINAL_STATUSES, PENDING_STATUSES, Job, Status
 
 NO_WORKER = "No worker is alive, so nothing will start: start one with `manage.py rqworker-pool`."
 REDIS_DOWN = "Redis is unreachable, so the live workers are unknown."
 # Past this many jobs of one type in one stretch of the line, whole rounds (one job per
 # worker) advance at once instead of job by job.
-EXACT_JOBS = 4096
+EXACT_JOBS = 1000
 HISTORY_SIZE = 100  # recent completions per type that make its average duration
 _DURATION_CACHE_SECONDS = 30.0
 _DEPENDENCY_DEPTH = 4
@@ -60,6 +59,7 @@ _durations: dict[str, tuple[float, float]] = {}  # type → (seconds, cached unt
 
 def clear_cache() -> None:
     _durations.clear()
+    line.clear_cache()
 
 
 def average_durations(types: Iterable[str]) -> dict[str, float]:
@@ -150,27 +150,9 @@ class _Cuts:
     to_end: bool = False  # also the whole line (for later priorities, and jobs not in line yet)
 
 
-def _line_ahead(cuts: dict[str, _Cuts]) -> dict[str, list[dict[str, int]]]:
-    """Per priority, per stretch between consecutive cuts, queued jobs by type: one query."""
-    whens, stretches = [], {}
-    for priority, cut in cuts.items():
-        bounds = [Q(enqueued_at__lt=t) for t in cut.times] + ([Q()] if cut.to_end else [])
-        for index, bound in enumerate(bounds):
-            whens.append(When(Q(priority=priority) & bound, then=Value(index)))
-        stretches[priority] = [defaultdict(int) for _ in bounds]
-    if not whens:
-        return stretches
-    rows = (
-        Job.objects.filter(status=Status.QUEUED, priority__in=list(cuts))
-        .annotate(stretch=Case(*whens, default=None, output_field=IntegerField()))
-        .filter(stretch__isnull=False)
-        .values_list("priority", "stretch", "type")
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
-    for priority, stretch, job_type, n in rows:
-        stretches[priority][stretch][job_type] += n
-    return stretches
+def _line_ahead(cuts: dict[str, _Cuts]) -> dict[str, list[line.Counts]]:
+    """Per priority, per stretch between consecutive cuts, queued jobs by type."""
+    return {p: line.stretches(p, [*cut.times, *([None] if cut.to_end else [])]) for p, cut in cuts.items()}
 
 
 # --- Estimating ---------------------------------------------------------------------
@@ -267,7 +249,7 @@ def _start(snap: _Snapshot, jobs: list[Job], starts: dict[uuid.UUID, float]) -> 
         snap.workers.take(snap.duration(job.type))
 
 
-def _without(counts: Mapping[str, int], jobs: list[Job]) -> dict[str, int]:
+def _without(counts: Mapping[str, float], jobs: list[Job]) -> dict[str, float]:
     left = dict(counts)
     for job in jobs:
         if left.get(job.type, 0) > 0:
@@ -275,10 +257,10 @@ def _without(counts: Mapping[str, int], jobs: list[Job]) -> dict[str, int]:
     return left
 
 
-def _run(snap: _Snapshot, counts: Mapping[str, int]) -> None:
+def _run(snap: _Snapshot, counts: Mapping[str, float]) -> None:
     for job_type, n in sorted(counts.items()):
-        if n > 0:
-            snap.workers.take(snap.duration(job_type), n)
+        if round(n) > 0:  # deep in a long line the counts are interpolated
+            snap.workers.take(snap.duration(job_type), round(n))
 
 
 class _Resolver:

@@ -4,8 +4,9 @@ from jobs.models import ErrorCategory, Job, Priority, Status
 
 
 class JobFilter(django_filters.FilterSet):
-    status = django_filters.MultipleChoiceFilter(choices=Status.choices)
-    priority = django_filters.MultipleChoiceFilter(choices=Priority.choices)
+    # distinct=False: no join can repeat a row, and DISTINCT makes the page count scan every column
+    status = django_filters.MultipleChoiceFilter(choices=Status.choices, distinct=False)
+    priority = django_filters.MultipleChoiceFilter(choices=Priority.choices, distinct=False)
     error_category = django_filters.ChoiceFilter(choices=ErrorCategory.choices)
     type = django_filters.CharFilter()
     heavy = django_filters.TypedChoiceFilter(
