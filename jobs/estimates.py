@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import Count
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -39,6 +40,10 @@ REDIS_DOWN = "Redis is unreachable, so the live workers are unknown."
 EXACT_JOBS = 1000
 HISTORY_SIZE = 100  # recent completions per type that make its average duration
 _DURATION_CACHE_SECONDS = 30.0
+_THIN_CACHE_SECONDS = 2.0
+ARRIVAL_WINDOW = 60.0
+_ARRIVALS_CACHE_SECONDS = 10.0
+MAX_HIGHER_SHARE = 0.9
 _DEPENDENCY_DEPTH = 4
 
 
@@ -58,6 +63,8 @@ _durations: dict[str, tuple[float, float]] = {}  # type → (seconds, cached unt
 
 
 def clear_cache() -> None:
+    global _arrivals
+    _arrivals = None
     _durations.clear()
     line.clear_cache()
 
@@ -68,20 +75,22 @@ def average_durations(types: Iterable[str]) -> dict[str, float]:
     for job_type in set(types):
         cached = _durations.get(job_type)
         if cached is None or cached[1] < now:
-            cached = (_recent_mean(job_type), now + _DURATION_CACHE_SECONDS)
+            mean, samples = _recent_mean(job_type)
+            # A thin history is re-read soon: the first completions replace the default.
+            cached = (mean, now + (_DURATION_CACHE_SECONDS if samples >= HISTORY_SIZE // 5 else _THIN_CACHE_SECONDS))
             _durations[job_type] = cached
         found[job_type] = cached[0]
     return found
 
 
-def _recent_mean(job_type: str) -> float:
+def _recent_mean(job_type: str) -> tuple[float, int]:
     runs = (
         Job.objects.filter(type=job_type, status=Status.COMPLETE, started_at__isnull=False)
         .order_by("-finished_at")
         .values_list("started_at", "finished_at")[:HISTORY_SIZE]
     )
     seconds = [(finished - started).total_seconds() for started, finished in runs]
-    return statistics.fmean(seconds) if seconds else settings.ETA_DEFAULT_DURATION
+    return (statistics.fmean(seconds) if seconds else settings.ETA_DEFAULT_DURATION), len(seconds)
 
 
 def live_workers() -> int | None:
@@ -117,6 +126,9 @@ class _Snapshot:
     now: datetime
     durations: dict[str, float]
     workers: _Workers
+    # Per priority: how much longer a wait in its line is than the line alone says,
+    # because work of higher priority keeps arriving and goes first.
+    stretch: dict[str, float]
 
     def duration(self, job_type: str) -> float:
         if job_type not in self.durations:  # a type met in the line, not among those asked
@@ -131,7 +143,7 @@ def _rank(priority: str) -> int:
     return settings.JOB_QUEUES.index(priority)
 
 
-def _snapshot(types: set[str], now: datetime, worker_count: int) -> _Snapshot:
+def _snapshot(types: set[str], now: datetime, worker_count: int, arrivals: Mapping[str, float] | None) -> _Snapshot:
     running = list(Job.objects.filter(status=Status.ACTIVE).values_list("type", "started_at"))
     durations = average_durations(types | {t for t, _ in running})
     remaining = sorted(
@@ -139,7 +151,38 @@ def _snapshot(types: set[str], now: datetime, worker_count: int) -> _Snapshot:
     )
     # More active rows than workers: some are lost runs the reconciler will requeue.
     free_in = (remaining + [0.0] * worker_count)[:worker_count]
-    return _Snapshot(now=now, durations=durations, workers=_Workers(free_in))
+    arrivals = recent_arrivals() if arrivals is None else arrivals
+    return _Snapshot(now=now, durations=durations, workers=_Workers(free_in), stretch=_stretch(arrivals, worker_count))
+
+
+def _stretch(arrivals: Mapping[str, float], worker_count: int) -> dict[str, float]:
+    """A line gets only the workers' time left over by higher priorities' new work: its
+    wait grows by 1 / (1 − their share), the share capped so a wait stays finite."""
+    stretch, share = {}, 0.0
+    for priority in settings.JOB_QUEUES:
+        stretch[priority] = 1.0 / (1.0 - min(share, MAX_HIGHER_SHARE))
+        share += arrivals.get(priority, 0.0) / worker_count
+    return stretch
+
+
+_arrivals: tuple[float, dict[str, float]] | None = None
+
+
+def recent_arrivals() -> dict[str, float]:
+    """Per priority, the work submitted per second over the last ARRIVAL_WINDOW seconds
+    (jobs × their type's average duration / window): what will keep arriving."""
+    global _arrivals
+    if _arrivals is None or _arrivals[0] < time.monotonic():
+        since = timezone.now() - timedelta(seconds=ARRIVAL_WINDOW)
+        rows = list(
+            Job.objects.filter(created_at__gte=since).values_list("priority", "type").annotate(n=Count("pk")).order_by()
+        )
+        durations = average_durations(t for _, t, _ in rows)
+        load: dict[str, float] = defaultdict(float)
+        for priority, job_type, n in rows:
+            load[priority] += n * durations[job_type] / ARRIVAL_WINDOW
+        _arrivals = (time.monotonic() + _ARRIVALS_CACHE_SECONDS, dict(load))
+    return _arrivals[1]
 
 
 @dataclass
@@ -165,10 +208,12 @@ def estimate(
     dependencies: Mapping[uuid.UUID, Sequence[Job]] | None = None,
     now: datetime | None = None,
     workers: int | None = None,
+    arrivals: Mapping[str, float] | None = None,
 ) -> dict[uuid.UUID, Estimate]:
     """Estimates for stored ``jobs`` and for ``appended`` new ones (not saved yet; queued
     ones join the end of their line in this order). ``dependencies`` gives the new jobs'
-    dependencies; stored jobs' are read. ``now`` and ``workers`` default to the present."""
+    dependencies; stored jobs' are read. ``now``, ``workers`` and ``arrivals`` (work
+    submitted per second, per priority) default to the present."""
     everyone = list(jobs) + list(appended)
     if not any(j.status in PENDING_STATUSES or j.status == Status.ACTIVE for j in everyone):
         return {j.id: NONE for j in everyone}  # nothing to estimate: no query
@@ -180,7 +225,7 @@ def estimate(
     deps = {**_stored_dependencies(j for j in jobs if j.status == Status.WAITING), **(dependencies or {})}
     everyone += _pending_ancestors(everyone, deps)
     known_new = {j.id for j in appended}
-    snap = _snapshot({j.type for j in everyone}, now, workers)
+    snap = _snapshot({j.type for j in everyone}, now, workers, arrivals)
     in_line = [j for j in everyone if j.status == Status.QUEUED and j.id not in known_new]
     starts, drained = _walk_line(snap, in_line, [j for j in appended if j.status == Status.QUEUED], everyone)
     return _Resolver(snap, starts, drained, deps).all(everyone)
@@ -287,12 +332,12 @@ class _Resolver:
             finish = (job.started_at or snap.now) + timedelta(seconds=snap.duration(job.type))
             return Estimate(job.started_at, max(finish, snap.now))
         if job.status == Status.QUEUED:
-            start = snap.at(self.starts[job.id])
+            start = snap.at(self.starts[job.id] * snap.stretch[job.priority])
         else:
             ready = self._ready_at(job, depth)
             if ready is None:
                 return Estimate(warning="a dependency failed or cannot be estimated")
-            start = max(ready, snap.at(self.drained[job.priority]))
+            start = max(ready, snap.at(self.drained[job.priority] * snap.stretch[job.priority]))
         if job.heavy:
             start = window.deferral_until(start, self.windows()) or start
         return Estimate(start, start + timedelta(seconds=snap.duration(job.type)))

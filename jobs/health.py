@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from jobs import queueing
 
 SCHEDULER_STALE_SECONDS = 150  # the heartbeat cron runs every minute
+NO_WORKER = "no RQ worker is alive, so nothing runs and no job has an ETA: start `manage.py rqworker-pool`"
 
 
 def check() -> tuple[bool, dict]:
@@ -49,7 +50,7 @@ def _workers() -> dict:
     return {
         "ok": bool(workers),
         "count": len(workers),
-        "error": None if workers else "no RQ worker is alive: start `manage.py rqworker-pool`",
+        "error": None if workers else NO_WORKER,
         "workers": [
             {"name": w.name, "host": w.hostname, "pid": w.pid, "current_job": w.current_job, "queues": w.queues}
             for w in workers.values()

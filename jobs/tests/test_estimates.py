@@ -35,6 +35,13 @@ def history():
     estimates.clear_cache()
 
 
+@pytest.fixture(autouse=True)
+def no_arrivals(request, monkeypatch):
+    """Hand-worked schedules assume no new work arrives (the rows made here are "new")."""
+    if "arrivals" not in request.node.name:
+        monkeypatch.setattr(estimates, "recent_arrivals", lambda: {})
+
+
 def row(job_type: str, status: str = Status.QUEUED, priority: str = "normal", **fields) -> Job:
     return Job.objects.create(type=job_type, status=status, priority=priority, **fields)
 
@@ -256,3 +263,25 @@ def test_past_the_head_the_profiled_line_stays_close_to_the_reference(seed, monk
         assert error <= 7 * 20 / 2 + 20, (job.priority, expected[job.id], error)
     head = min((j for j in jobs if j.priority == "immediate"), key=lambda j: j.enqueued_at)
     assert seconds_from(now, estimates.estimate([head], now=now, workers=2)[head.id].start_at) == 0
+
+
+def test_arrivals_of_higher_priority_work_stretch_the_wait_of_lower_lines():
+    now = timezone.now()
+    # Over the last minute, immediate work of 0.5 worker-seconds per second arrived:
+    # 3 jobs of 10 s; with 2 workers that is a quarter of their time.
+    Job.objects.bulk_create(Job(type="t.a", priority="immediate", status=Status.COMPLETE) for _ in range(3))
+    arrivals = estimates.recent_arrivals()
+    assert arrivals["immediate"] == pytest.approx(3 * 10 / estimates.ARRIVAL_WINDOW)
+    normal = row("t.a", enqueued_at=now - timedelta(seconds=2))
+    behind = row("t.a", enqueued_at=now - timedelta(seconds=1))
+    first = row("t.a", priority="immediate", enqueued_at=now)
+    for _ in range(2):  # both workers busy for 20 s
+        row("t.b", Status.ACTIVE, started_at=now)
+
+    found = estimates.estimate([normal, behind, first], now=now, workers=2)
+
+    # The line alone: first at 20, normal at 20, behind at 30; the normal line only gets
+    # 1 − 0.25 of the workers' time while immediate work keeps coming.
+    assert seconds_from(now, found[first.id].start_at) == pytest.approx(20)
+    assert seconds_from(now, found[normal.id].start_at) == pytest.approx(20 / 0.75)
+    assert seconds_from(now, found[behind.id].start_at) == pytest.approx(30 / 0.75)

@@ -1,0 +1,126 @@
+"""How right are first ETAs? Real workers, real sleep jobs of varied length.
+
+    DATABASE_URL=postgresql://… python bench/eta_accuracy.py [--jobs 120] [--workers 2]
+
+Starts its own Redis and an `rqworker-pool`, then submits a mixed workload —
+`diagnostics.sleep` jobs of 0.2–1.2 s, mostly normal priority with some immediate and
+low, in bursts and one by one — waits for all to finish, and prints, for the jobs after
+a warm-up part of the stream, the median and p90 of |first estimated start − real
+start| / wait (wait = submit → real start, at least 1 s). Goal: median ≤ 15 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devtools.redis_server import RedisServer  # noqa: E402
+
+QUEUES = ("immediate", "normal", "low")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=120)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--warm-up", type=int, default=60, help="jobs submitted first and not measured")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="jobdesk-bench-"))
+    server = RedisServer(directory=tmp / "redis").start()
+    os.environ.update({"REDIS_URL": server.url, "LOG_LEVEL": "ERROR", "DJANGO_SETTINGS_MODULE": "config.settings"})
+    os.environ.setdefault("DATABASE_URL", f"sqlite:///{tmp / 'bench.sqlite3'}")
+    try:
+        run(args)
+    finally:
+        server.stop()
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def run(args) -> None:
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from jobs import estimates
+    from jobs.models import FINAL_STATUSES, Job
+    from jobs.submit import JobSpec, submit, submit_many
+
+    call_command("migrate", verbosity=0)
+    Job.objects.all().delete()
+    pool = subprocess.Popen(
+        [sys.executable, "manage.py", "rqworker-pool", *QUEUES, "--num-workers", str(args.workers)],
+        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: estimates.live_workers() == args.workers, 60, "the workers")
+        rng = random.Random(args.seed)
+
+        def sleep(priority: str = "normal") -> JobSpec:
+            return JobSpec("diagnostics.sleep", {"seconds": round(rng.uniform(0.2, 1.2), 2)}, priority=priority)
+
+        def submit_some() -> list:
+            if rng.random() < 0.3:  # a burst
+                return [r.job.id for r in submit_many([sleep() for _ in range(rng.randint(5, 15))])]
+            priority = rng.choices(["immediate", "normal", "low"], [1, 6, 2])[0]
+            return [submit("diagnostics.sleep", sleep(priority).payload, priority=priority).job.id]
+
+        # The service learns durations and arrival rates from what it has been running:
+        # the same stream runs for a while before the measured part.
+        started = time.monotonic()
+        warm, ids = [], []
+        while len(warm) < args.warm_up:
+            warm += submit_some()
+            time.sleep(rng.uniform(0.0, 0.6))
+        while len(ids) < args.jobs:
+            ids += submit_some()
+            time.sleep(rng.uniform(0.0, 0.6))
+        wait_until(lambda: Job.objects.filter(pk__in=ids, status__in=FINAL_STATUSES).count() == len(ids), 900, "jobs")
+        elapsed = time.monotonic() - started
+    finally:
+        os.killpg(pool.pid, signal.SIGTERM)
+        try:
+            pool.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(pool.pid, signal.SIGKILL)
+
+    rows = Job.objects.filter(pk__in=ids, eta_error_seconds__isnull=False)
+    fractions, errors, waits = [], [], []
+    for job in rows:
+        wait = max(1.0, (job.started_at - job.created_at).total_seconds())
+        errors.append(abs(job.eta_error_seconds))
+        fractions.append(abs(job.eta_error_seconds) / wait)
+        waits.append(wait)
+    q = lambda values, p: sorted(values)[min(len(values) - 1, int(p * len(values)))]  # noqa: E731
+    print(f"{len(ids)} jobs on {args.workers} workers in {elapsed:.0f}s; {len(fractions)} with a first estimate")
+    actual = statistics.fmean((j.finished_at - j.started_at).total_seconds() for j in rows)
+    print(f"mean duration in the workload {actual:.2f}s")
+    print(f"wait (submit → start): median {statistics.median(waits):.1f}s, p90 {q(waits, 0.9):.1f}s")
+    print(f"|error|: median {statistics.median(errors):.2f}s, p90 {q(errors, 0.9):.2f}s")
+    print(
+        f"|error| / wait: median {statistics.median(fractions):.1%}, p90 {q(fractions, 0.9):.1%}   goal: median ≤ 15%"
+    )
+    print(f"the service's own report: {estimates.accuracy()}")
+
+
+if __name__ == "__main__":
+    main()
