@@ -8,7 +8,7 @@ import pytest
 from rq import Worker
 
 from conftest import wait_for
-from jobs import actions, queueing
+from jobs import actions, estimates, queueing
 from jobs.models import Job, Status
 from jobs.submit import JobSpec, submit, submit_many
 
@@ -99,3 +99,25 @@ def test_a_canceled_run_is_stopped_by_its_worker_even_without_the_stop_command(s
     wait_for(worker_idle, timeout=10, what="the worker to stop the canceled run")
     wait_for(lambda: not queueing.dispatches_in_hand([job.rq_job_id]), timeout=5, what="the hold to be released")
     assert Job.objects.get(pk=job.id).status == Status.CANCELED
+
+
+def test_first_etas_hold_against_a_real_worker_pool(spawn):
+    """Every job's first estimate, made at submit, is within 0.5 s + 20 % of its wait of
+    when a real pool of two workers started it."""
+    spawn("rqworker-pool", *QUEUES, "--num-workers", "2")
+    wait_for(lambda: estimates.live_workers() == 2, timeout=60, what="two live workers")
+    warm = [r.job.id for r in submit_many([JobSpec("diagnostics.sleep", {"seconds": 0.4, "steps": 1})] * 4)]
+    wait_for(lambda: statuses(warm).count(Status.COMPLETE) == 4, timeout=60, what="the warm-up jobs")
+    estimates.clear_cache()  # learn what a 0.4 s sleep really takes here
+
+    specs = [JobSpec("diagnostics.sleep", {"seconds": 0.4, "steps": 1}, priority=p) for p in ["normal"] * 8 + ["low"]]
+    jobs = [r.job for r in submit_many(specs)]
+    ids = [j.id for j in jobs]
+    wait_for(lambda: statuses(ids).count(Status.COMPLETE) == len(ids), timeout=90, what="the jobs to complete")
+
+    for job in Job.objects.filter(pk__in=ids):
+        wait = (job.started_at - job.created_at).total_seconds()
+        assert job.first_estimated_start_at is not None
+        assert abs(job.eta_error_seconds) <= 0.5 + 0.2 * wait, (job.priority, wait, job.eta_error_seconds)
+    last = max(Job.objects.filter(pk__in=ids), key=lambda j: j.started_at)
+    assert (last.started_at - last.created_at).total_seconds() > 1.5  # a real line, not all at once
