@@ -170,12 +170,18 @@ _arrivals: tuple[float, dict[str, float]] | None = None
 
 def recent_arrivals() -> dict[str, float]:
     """Per priority, the work submitted per second over the last ARRIVAL_WINDOW seconds
-    (jobs × their type's average duration / window): what will keep arriving."""
+    and already taken up (jobs × their type's average duration / window): what will
+    keep arriving. Jobs still waiting are left out: the line counts them, and a one-off
+    bulk submit is no rate."""
     global _arrivals
     if _arrivals is None or _arrivals[0] < time.monotonic():
         since = timezone.now() - timedelta(seconds=ARRIVAL_WINDOW)
         rows = list(
-            Job.objects.filter(created_at__gte=since).values_list("priority", "type").annotate(n=Count("pk")).order_by()
+            Job.objects.filter(created_at__gte=since)
+            .exclude(status__in=PENDING_STATUSES)  # what still waits is in the line already
+            .values_list("priority", "type")
+            .annotate(n=Count("pk"))
+            .order_by()
         )
         durations = average_durations(t for _, t, _ in rows)
         load: dict[str, float] = defaultdict(float)

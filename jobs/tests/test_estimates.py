@@ -285,3 +285,6 @@ def test_arrivals_of_higher_priority_work_stretch_the_wait_of_lower_lines():
     assert seconds_from(now, found[first.id].start_at) == pytest.approx(20)
     assert seconds_from(now, found[normal.id].start_at) == pytest.approx(20 / 0.75)
     assert seconds_from(now, found[behind.id].start_at) == pytest.approx(30 / 0.75)
+    estimates.clear_cache()
+    # `first` is immediate too but still waiting: the line counts it, the rate does not.
+    assert estimates.recent_arrivals()["immediate"] == pytest.approx(arrivals["immediate"])
