@@ -70,6 +70,18 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+_RATE_PERIODS = {"s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day"}
+
+
+def env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate such as ``30/minute``."""
+    raw = os.environ.get(name, default).strip()
+    count, _, period = raw.partition("/")
+    if not count.isdigit() or int(count) < 1 or period not in _RATE_PERIODS:
+        raise ConfigError(name, raw, f"use <number>/<second|minute|hour|day>, e.g. {name}={default}")
+    return raw
+
+
 def env_database(name: str, default: str) -> dict:
     raw = os.environ.get(name, default)
     fix = f"use e.g. {name}=sqlite:///db.sqlite3 or {name}=postgresql://user:pass@host:5432/dbname"

@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from config.env import (
+    ConfigError,
     env_bool,
     env_database,
     env_float,
     env_int,
     env_list,
+    env_rate,
     env_redis_url,
     env_str,
 )
@@ -113,6 +115,19 @@ SCHEDULER_HEARTBEAT_KEY = "jobdesk:scheduler:heartbeat"
 ETA_DEFAULT_DURATION = env_float("ETA_DEFAULT_DURATION", 10.0, minimum=0.0)
 # How often a handler's progress reports may write the job row (seconds).
 PROGRESS_WRITE_INTERVAL = env_float("PROGRESS_WRITE_INTERVAL", 0.5, minimum=0.0)
+
+# --- Ingestion (SPEC §5) -----------------------------------------------------------
+MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1)
+# Materials above this size are heavy: they wait for the work window.
+HEAVY_MATERIAL_BYTES = env_int("HEAVY_MATERIAL_BYTES", 5 * 1024 * 1024, minimum=1)
+CHUNK_SIZE = env_int("CHUNK_SIZE", 1000, minimum=50)
+CHUNK_OVERLAP = env_int("CHUNK_OVERLAP", 200, minimum=0)
+if CHUNK_OVERLAP >= CHUNK_SIZE:
+    raise ConfigError("CHUNK_OVERLAP", str(CHUNK_OVERLAP), f"it must be smaller than CHUNK_SIZE={CHUNK_SIZE}")
+# Per client, for POSTs that upload (DRF rate syntax: <number>/<second|minute|hour|day>).
+UPLOAD_RATE = env_rate("UPLOAD_RATE", "30/minute")
+# Materials not ready this many days after upload are deleted by the 08:00 UTC cron.
+MATERIAL_RETENTION_DAYS = env_int("MATERIAL_RETENTION_DAYS", 7, minimum=1)
 
 JOB_QUEUES = ("immediate", "normal", "low")
 RQ_QUEUES = {

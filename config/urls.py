@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("jobs.api.urls")),
     path("api/", include("workwindow.api")),
+    path("api/", include("ingestion.api")),
     re_path(r"^api/", not_found_view),  # unknown API paths answer JSON, DEBUG or not
 ]
 

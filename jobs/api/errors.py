@@ -32,6 +32,16 @@ _HINTS = {
 }
 
 
+class Refusal(exceptions.APIException):
+    """A refusal with its own status, code, message and hint, and a Retry-After (in
+    seconds) when waiting helps: what apps raise for their own 4xx/5xx answers."""
+
+    def __init__(self, status_code: int, code: str, message: str, hint: str = "", retry_after: int | None = None):
+        self.status_code, self.default_code, self.hint = status_code, code, hint
+        self.wait = retry_after  # DRF's handler turns this into the Retry-After header
+        super().__init__(detail=message, code=code)
+
+
 def error_body(code: str, message: str, *, hint: str = "", fields: dict | None = None) -> dict:
     body = {"code": code, "message": message, "hint": hint or _HINTS.get(code, "")}
     if fields:
@@ -83,7 +93,7 @@ def exception_handler(exc, context):
     else:
         code = getattr(exc, "default_code", "error")
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
-        response.data = error_body(code, str(detail))
+        response.data = error_body(code, str(detail), hint=getattr(exc, "hint", ""))
     return response
 
 

@@ -1,0 +1,54 @@
+"""Materials in the console: chunks inline (read-only), filters, search, reprocess."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+
+from ingestion import uploads
+from ingestion.models import Material, MaterialChunk
+
+
+class MaterialChunkInline(admin.TabularInline):
+    model = MaterialChunk
+    extra = 0
+    can_delete = False
+    fields = ["index", "page", "start", "end", "text"]
+    readonly_fields = fields
+    ordering = ["index"]
+    show_change_link = False
+    max_num = 0
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.action(description="Reprocess selected materials", permissions=["change"])
+def reprocess_materials(modeladmin, request, queryset):
+    done = 0
+    for material in queryset:
+        try:
+            uploads.reprocess(material, request.user)
+            done += 1
+        except uploads.UploadRefused as refused:
+            modeladmin.message_user(request, f"{material.name}: {refused.message}", messages.WARNING)
+    if done:
+        modeladmin.message_user(request, f"Reprocessing {done} material(s).", messages.SUCCESS)
+
+
+@admin.register(Material)
+class MaterialAdmin(admin.ModelAdmin):
+    list_display = ["name", "status", "content_type", "size", "owner", "chunk_count", "job", "created_at"]
+    list_filter = ["status", "content_type"]
+    search_fields = ["name", "=sha256"]
+    date_hierarchy = "created_at"
+    list_select_related = ["owner", "job"]
+    show_full_result_count = False
+    actions = [reprocess_materials]
+    inlines = [MaterialChunkInline]
+    readonly_fields = [
+        "id", "owner", "name", "content_type", "size", "sha256", "file", "status", "job", "pages", "lines",
+        "words", "characters", "chunk_count", "error", "created_at", "updated_at",
+    ]  # fmt: skip
+
+    def has_add_permission(self, request) -> bool:
+        return False  # materials come in through the upload API

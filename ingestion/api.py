@@ -1,0 +1,172 @@
+"""``/api/materials/``: upload, list, inspect and reprocess documents (SPEC §9). Thin:
+the services in ``ingestion.uploads`` decide, this translates."""
+
+from __future__ import annotations
+
+import django_filters
+from django.conf import settings
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, routers, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
+
+from ingestion import uploads
+from ingestion.models import Material, MaterialChunk
+from jobs import estimates
+from jobs.api.errors import Refusal
+from jobs.api.serializers import JobSerializer
+
+
+class MaterialListSerializer(serializers.ListSerializer):
+    """The jobs' ETAs for a whole page at once."""
+
+    def to_representation(self, data):
+        materials = list(data.all() if hasattr(data, "all") else data)
+        jobs = [m.job for m in materials if m.job is not None]
+        self.context.setdefault("estimates", {}).update(estimates.estimate(jobs))
+        return super().to_representation(materials)
+
+
+class MaterialSerializer(serializers.ModelSerializer):
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    job = JobSerializer(read_only=True, help_text="the job that processes it, with its ETA")
+    statistics = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Material
+        fields = ["id", "name", "owner", "content_type", "size", "sha256", "status", "error", "statistics", "job",
+                  "created_at", "updated_at"]  # fmt: skip
+        read_only_fields = fields
+        list_serializer_class = MaterialListSerializer
+
+    def get_statistics(self, material: Material) -> dict[str, int | None]:
+        return {
+            "pages": material.pages,
+            "lines": material.lines,
+            "words": material.words,
+            "characters": material.characters,
+            "chunks": material.chunk_count,
+        }
+
+
+class MaterialUploadSerializer(serializers.Serializer):
+    # Empty files are taken and fail in processing with a message, like any unreadable one.
+    file = serializers.FileField(allow_empty_file=True, help_text="text, Markdown, HTML, CSV, JSON or PDF")
+    name = serializers.CharField(max_length=255, required=False, help_text="defaults to the file's name")
+
+
+class MaterialChunkSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = MaterialChunk
+        fields = ["index", "text", "start", "end", "page"]
+        read_only_fields = fields
+
+
+class MaterialFilter(django_filters.FilterSet):
+    status = django_filters.MultipleChoiceFilter(choices=Material.Status.choices, distinct=False)
+
+    class Meta:
+        model = Material
+        fields = ["status"]
+
+
+class UploadThrottle(UserRateThrottle):
+    """Uploads per client (user, or address when anonymous), in the Redis cache."""
+
+    scope = "uploads"
+
+    def get_rate(self) -> str:
+        return settings.UPLOAD_RATE
+
+
+REFUSALS = {
+    code: OpenApiResponse(description=text)
+    for code, text in [
+        (413, "larger than MAX_UPLOAD_BYTES"),
+        (415, "not a supported type"),
+        (429, "too many uploads: see Retry-After"),
+        (503, "too many jobs waiting: see Retry-After"),
+    ]
+}
+
+
+def _refusal(refused: uploads.UploadRefused) -> Refusal:
+    return Refusal(refused.status, refused.code, refused.message, refused.hint, refused.retry_after)
+
+
+class MaterialViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = MaterialSerializer
+    filterset_class = MaterialFilter
+
+    def get_queryset(self) -> QuerySet[Material]:
+        if getattr(self, "swagger_fake_view", False):
+            return Material.objects.none()
+        materials = Material.objects.select_related("owner", "job__owner").prefetch_related("job__depends_on")
+        user = self.request.user
+        return materials if user.is_staff else materials.filter(owner=user)
+
+    def get_throttles(self):
+        return [UploadThrottle()] if self.action in ("create", "reprocess") else super().get_throttles()
+
+    def get_parsers(self):
+        if getattr(self, "action", None) == "create" or self.request is None:
+            return [MultiPartParser(), FormParser()]
+        return super().get_parsers()
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        if self.action == "create":
+            # Before anything reads the body (CSRF checks may): refuse an oversized one
+            # from its declared length, and stop one that lied about it mid-stream.
+            try:
+                uploads.refuse_oversized_request(request.META.get("CONTENT_LENGTH"))
+            except uploads.UploadRefused as refused:
+                raise _refusal(refused) from None
+            request._request.upload_handlers.insert(0, uploads.SizeLimitHandler(request._request))
+        super().initial(request, *args, **kwargs)
+
+    @extend_schema(
+        request={"multipart/form-data": MaterialUploadSerializer},
+        responses={
+            201: MaterialSerializer,
+            200: OpenApiResponse(MaterialSerializer, "the same bytes: existing"),
+            **REFUSALS,
+        },  # fmt: skip
+    )
+    def create(self, request: Request) -> Response:
+        try:
+            incoming = MaterialUploadSerializer(data=request.data)
+            incoming.is_valid(raise_exception=True)
+            result = uploads.upload(request.user, incoming.validated_data["file"], incoming.validated_data.get("name"))
+        except uploads.UploadRefused as refused:
+            raise _refusal(refused) from None
+        material = self.get_queryset().get(pk=result.material.pk)
+        return Response(
+            MaterialSerializer(material, context=self.get_serializer_context()).data,
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(responses=MaterialChunkSerializer(many=True), filters=False)
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def chunks(self, request: Request, pk: str) -> Response:
+        material = self.get_object()
+        page = self.paginate_queryset(material.chunks.order_by("index"))
+        return self.get_paginated_response(MaterialChunkSerializer(page, many=True).data)
+
+    @extend_schema(request=None, responses={200: MaterialSerializer, 409: OpenApiResponse(description="busy"),
+                                            503: REFUSALS[503]})  # fmt: skip
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def reprocess(self, request: Request, pk: str) -> Response:
+        try:
+            material = uploads.reprocess(self.get_object(), request.user)
+        except uploads.UploadRefused as refused:
+            raise _refusal(refused) from None
+        return Response(MaterialSerializer(self.get_queryset().get(pk=material.pk)).data)
+
+
+router = routers.SimpleRouter()
+router.register("materials", MaterialViewSet, basename="material")
+urlpatterns = router.urls

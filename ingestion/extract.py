@@ -1,0 +1,160 @@
+"""Text out of a file — page by page where there are pages — normalised (SPEC §5.2).
+
+Pure: bytes in, text out. Whatever makes a file unreadable (empty, binary, damaged or
+encrypted PDF, no text at all) is a ``NotSupported`` with a message for the uploader.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bs4 import BeautifulSoup
+from pypdf import PdfReader
+
+from ingestion.detect import CSV, HTML, JSON, PDF, NotSupported, decode_text, is_pdf, text_kind
+
+logger = logging.getLogger("ingestion.extract")
+
+PageProgress = Callable[[int, int], None]  # (pages done, pages in all)
+PAGE_SEPARATOR = "\n\n"
+
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+_LINE_BREAKS = re.compile(r"\r\n?|[\x0b\x0c\u2028\u2029]")
+_SPACES = re.compile(r"[^\S\n]+")
+_SPACE_AROUND_NEWLINES = re.compile(r" ?\n ?")
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+@dataclass
+class Extracted:
+    text: str
+    content_type: str
+    page_starts: list[int] | None = None  # offset in ``text`` where each PDF page begins
+    encoding: str = ""
+
+    def statistics(self) -> dict[str, int | None]:
+        return {
+            "pages": len(self.page_starts) if self.page_starts is not None else None,
+            "lines": self.text.count("\n") + 1 if self.text else 0,
+            "words": len(self.text.split()),
+            "characters": len(self.text),
+        }
+
+
+def normalise(text: str) -> str:
+    """One space between words, no trailing spaces, at most one blank line, no control
+    characters (PostgreSQL cannot store NUL)."""
+    text = _LINE_BREAKS.sub("\n", text)
+    text = _CONTROLS.sub("", text)
+    text = _SPACES.sub(" ", text)
+    text = _SPACE_AROUND_NEWLINES.sub("\n", text)
+    return _BLANK_LINES.sub("\n\n", text).strip()
+
+
+def extract(data: bytes, name: str, on_page: PageProgress | None = None) -> Extracted:
+    if not data.strip():
+        raise NotSupported("The file is empty.", hint="Upload a file with some text in it.")
+    if is_pdf(data):
+        return _pdf(data, on_page or (lambda done, total: None))
+    decoded = decode_text(data)
+    kind = text_kind(decoded.text, name)
+    render = {HTML: _html_text, CSV: _csv_text, JSON: _json_text}.get(kind, str)
+    try:
+        text = normalise(render(decoded.text))
+    except RecursionError:
+        raise NotSupported("The file is nested too deeply to read.", hint="Flatten it and upload again.") from None
+    if not text:
+        raise NotSupported("The file contains no text.", hint="Upload a file with some text in it.")
+    return Extracted(text, kind, encoding=decoded.encoding)
+
+
+def _pdf(data: bytes, on_page: PageProgress) -> Extracted:
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise NotSupported(
+                "The PDF is password-protected.", hint="Save a copy without the password and upload that."
+            )
+        total = len(reader.pages)
+    except NotSupported:
+        raise
+    except Exception as error:  # pypdf raises many types for damaged files
+        logger.info("unreadable PDF: %r", error)
+        raise NotSupported(
+            "The PDF is damaged or incomplete and cannot be read.", hint="Upload the complete file again."
+        ) from None
+    if total == 0:
+        raise NotSupported("The PDF has no pages.", hint="Upload the complete file again.")
+    parts, starts, offset = [], [], 0
+    for number, page in enumerate(reader.pages, start=1):
+        try:
+            text = normalise(page.extract_text() or "")
+        except Exception as error:
+            logger.info("unreadable PDF page %s: %r", number, error)
+            raise NotSupported(
+                f"Page {number} of the PDF is damaged and cannot be read.", hint="Upload the complete file again."
+            ) from None
+        starts.append(offset)
+        parts.append(text)
+        offset += len(text) + len(PAGE_SEPARATOR)
+        on_page(number, total)
+    text = PAGE_SEPARATOR.join(parts)
+    if not text.strip():
+        raise NotSupported(
+            "The PDF has no text to extract (is it scanned images?).", hint="Run OCR on it and upload the result."
+        )
+    return Extracted(text, PDF, page_starts=starts)
+
+
+def _html_text(markup: str) -> str:
+    soup = BeautifulSoup(markup, "html.parser")
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    for hidden in soup(["script", "style", "noscript", "template", "head", "svg"]):
+        hidden.decompose()
+    body = soup.get_text("\n")
+    return f"{title}\n\n{body}" if title else body
+
+
+def _csv_text(table: str) -> str:
+    """Each row as "column: value; …" under the header row's names."""
+    try:
+        dialect = csv.Sniffer().sniff(table[:20_000], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    rows = csv.reader(io.StringIO(table), dialect)
+    header = next(rows, [])
+    lines = [" | ".join(header)]
+    for row in rows:
+        names = header + [f"column {i + 1}" for i in range(len(header), len(row))]
+        lines.append("; ".join(f"{n}: {v}" for n, v in zip(names, row, strict=False) if v.strip()))
+    return "\n".join(lines)
+
+
+def _json_text(document: str) -> str:
+    lines: list[str] = []
+    _render(json.loads(document), 0, lines)
+    return "\n".join(lines)
+
+
+def _render(value, depth: int, lines: list[str]) -> None:
+    pad = "  " * depth
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = ((None, v) for v in value)
+    else:
+        lines.append(f"{pad}{value}")
+        return
+    for key, item in items:
+        label = f"{key}:" if key is not None else "-"
+        if isinstance(item, (dict, list)):
+            lines.append(f"{pad}{label}")
+            _render(item, depth + 1, lines)
+        else:
+            lines.append(f"{pad}{label} {item}")

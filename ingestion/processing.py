@@ -1,0 +1,171 @@
+"""The ingestion job type, its completion hooks and its cleanup cron, registered with
+the jobs platform (SPEC §5.2, §5.3, §8). ``jobs`` never imports this module: the app's
+``ready()`` does, and the registry does the rest."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from ingestion.chunking import Chunk, split
+from ingestion.detect import NotSupported
+from ingestion.extract import extract
+from ingestion.models import Material, MaterialChunk
+from jobs import actions
+from jobs.errors import ActionRefused, AdminRequiredError, SubmitError, UserFixableError
+from jobs.models import FINAL_STATUSES, Job, Priority
+from jobs.registry import cron, job_type
+
+logger = logging.getLogger("ingestion")
+
+PROCESS = "ingestion.process_material"
+CLEANUP = "ingestion.cleanup"
+_CHUNK_BATCH = 1000
+
+
+def validate_payload(payload: dict) -> dict:
+    if set(payload) != {"material_id"}:
+        raise SubmitError("The payload is exactly {'material_id': <uuid>}.", field="payload")
+    try:
+        return {"material_id": str(uuid.UUID(str(payload["material_id"])))}
+    except ValueError:
+        raise SubmitError("material_id is not a UUID.", field="payload.material_id") from None
+
+
+# --- Completion hooks (SPEC §5.3): idempotent, and only for the material's current job --
+
+
+def material_ready(job: Job) -> None:
+    result = job.result or {}
+    _current(job).update(
+        status=Material.Status.READY,
+        content_type=result.get("content_type", ""),
+        pages=result.get("pages"),
+        lines=result.get("lines"),
+        words=result.get("words"),
+        characters=result.get("characters"),
+        chunk_count=result.get("chunks"),
+        error="",
+        updated_at=timezone.now(),
+    )
+
+
+def material_failed(job: Job) -> None:
+    reason = job.error_message or f"processing ended {job.status}"
+    _current(job).update(status=Material.Status.FAILED, error=reason, updated_at=timezone.now())
+
+
+def _current(job: Job):
+    """The material this job processes, if the job is still the material's current one
+    (a reprocess replaces it, and the old job's outcome must not overwrite the new)."""
+    return Material.objects.filter(pk=job.payload.get("material_id"), job_id=job.id)
+
+
+# --- The job ----------------------------------------------------------------------
+
+
+@job_type(
+    PROCESS, public=False, max_attempts=3, timeout=1800, validate=validate_payload,
+    on_success=material_ready, on_failure=material_failed,
+)  # fmt: skip
+def process_material(ctx) -> dict:
+    material = _start(ctx)
+    ctx.progress(2, "reading the file", size=material.size)
+    data = _read(material)
+    ctx.progress(5, "detecting the type and extracting text")
+    try:
+        extracted = extract(data, material.name, on_page=lambda done, total: _page_done(ctx, done, total))
+    except NotSupported as problem:
+        raise UserFixableError(problem.message, recovery_actions=[problem.hint]) from None
+    del data
+    ctx.progress(75, "splitting into chunks", characters=len(extracted.text))
+    chunks = split(extracted.text, extracted.page_starts, size=settings.CHUNK_SIZE, overlap=settings.CHUNK_OVERLAP)
+    ctx.progress(85, "saving chunks", chunks=len(chunks))
+    _replace_chunks(material, ctx.job.id, chunks)
+    result = {**extracted.statistics(), "chunks": len(chunks), "content_type": extracted.content_type}
+    if extracted.encoding:
+        result["encoding"] = extracted.encoding
+    ctx.progress(100, "done", **result)
+    return result
+
+
+def _page_done(ctx, done: int, total: int) -> None:
+    ctx.progress(5 + 65 * done / total, "extracting text", page=done, pages=total)
+
+
+def _start(ctx) -> Material:
+    material_id = ctx.payload["material_id"]
+    if not Material.objects.filter(pk=material_id, job_id=ctx.job.id).update(status=Material.Status.PROCESSING):
+        raise UserFixableError(
+            "The material was deleted, or another job processes it now.",
+            recovery_actions=["Nothing to do: see the material's current job."],
+        )
+    return Material.objects.get(pk=material_id)
+
+
+def _read(material: Material) -> bytes:
+    try:
+        with material.file.open("rb") as stored:
+            return stored.read()
+    except FileNotFoundError:
+        raise AdminRequiredError(
+            f"The stored file {material.file.name} is missing.",
+            recovery_actions=["Restore the file from backup, or delete the material and upload it again."],
+        ) from None
+
+
+def _replace_chunks(material: Material, job_id, chunks: list[Chunk]) -> None:
+    """All chunks of this run or none: a re-run never leaves duplicates or a half set."""
+    with transaction.atomic():
+        if not Material.objects.select_for_update().filter(pk=material.pk, job_id=job_id).exists():
+            raise UserFixableError("The material was deleted or reprocessed meanwhile.")
+        MaterialChunk.objects.filter(material=material).delete()
+        for first in range(0, len(chunks), _CHUNK_BATCH):
+            MaterialChunk.objects.bulk_create(
+                MaterialChunk(material=material, index=c.index, text=c.text, start=c.start, end=c.end, page=c.page)
+                for c in chunks[first : first + _CHUNK_BATCH]
+            )
+
+
+# --- Cleanup (SPEC §8): 08:00 UTC -----------------------------------------------------
+
+
+@job_type(CLEANUP, public=False, priority=Priority.LOW, max_attempts=2, timeout=1800)
+def cleanup(ctx) -> dict:
+    """Delete materials still not ready MATERIAL_RETENTION_DAYS after upload, with their
+    chunks and files; their unfinished jobs are canceled."""
+    cutoff = timezone.now() - timedelta(days=settings.MATERIAL_RETENTION_DAYS)
+    deleted = 0
+    for material in Material.objects.filter(created_at__lt=cutoff).exclude(status=Material.Status.READY).iterator():
+        delete_material(material, reason="not ready after the retention period")
+        deleted += 1
+    return {"deleted": deleted, "cutoff": cutoff.isoformat()}
+
+
+def delete_material(material: Material, *, reason: str) -> None:
+    if material.job_id:
+        try:
+            if Job.objects.filter(pk=material.job_id).exclude(status__in=FINAL_STATUSES).exists():
+                actions.cancel(material.job_id, reason=f"material deleted: {reason}")
+        except ActionRefused:
+            pass  # it ended meanwhile
+    name = material.file.name
+    with transaction.atomic():
+        material.delete()  # chunks go with it
+        transaction.on_commit(lambda: delete_stored_file(name))
+
+
+def delete_stored_file(name: str) -> None:
+    try:
+        default_storage.delete(name)
+    except OSError:
+        logger.warning("could not delete stored file %s", name)
+
+
+cron(CLEANUP, "0 8 * * *", CLEANUP)
