@@ -112,7 +112,7 @@ def _checked(text: str, encoding: str) -> Decoded:
 def text_kind(text: str, name: str) -> str:
     """HTML, JSON or CSV when the content says so; Markdown by name; else plain text."""
     extension = PurePath(name).suffix.lower()
-    head = text.lstrip()[:2000].lower()
+    head = text[:4000].lstrip()[:2000].lower()
     if head.startswith(("{", "[")) and _is_json(text):
         return JSON
     if head.startswith(("<!doctype html", "<html")) or (extension in {".html", ".htm"} and "<" in head):

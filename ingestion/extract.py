@@ -13,6 +13,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from bs4 import BeautifulSoup
 from pypdf import PdfReader
@@ -24,11 +25,14 @@ logger = logging.getLogger("ingestion.extract")
 PageProgress = Callable[[int, int], None]  # (pages done, pages in all)
 PAGE_SEPARATOR = "\n\n"
 
-_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
-_LINE_BREAKS = re.compile(r"\r\n?|[\x0b\x0c\u2028\u2029]")
-_SPACES = re.compile(r"[^\S\n]+")
-_SPACE_AROUND_NEWLINES = re.compile(r" ?\n ?")
+# Each pattern matches only what must change: a substitution builds one piece per match,
+# and a pattern matching every space of a 20 MB text would need gigabytes.
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]+")
+_LINE_BREAKS = re.compile(r"\r\n?|[\x0b\x0c\x85\u2028\u2029]")
+_ODD_SPACES = re.compile(r"[^\S\n]*[^\S\n ][^\S\n]*| {2,}")  # tabs, no-break spaces…, or several
+_SPACE_AROUND_NEWLINES = re.compile(r" \n ?|\n ")
 _BLANK_LINES = re.compile(r"\n{3,}")
+_WORD_COUNT_BLOCK = 1 << 20
 
 
 @dataclass
@@ -42,9 +46,20 @@ class Extracted:
         return {
             "pages": len(self.page_starts) if self.page_starts is not None else None,
             "lines": self.text.count("\n") + 1 if self.text else 0,
-            "words": len(self.text.split()),
+            "words": count_words(self.text),
             "characters": len(self.text),
         }
+
+
+def count_words(text: str) -> int:
+    """``len(text.split())`` without a list of every word: a block at a time."""
+    words = 0
+    for start in range(0, len(text), _WORD_COUNT_BLOCK):
+        block = text[start : start + _WORD_COUNT_BLOCK]
+        words += len(block.split())
+        if start and block[:1].strip() and text[start - 1 : start].strip():
+            words -= 1  # one word across the block edge, counted in both blocks
+    return words
 
 
 def normalise(text: str) -> str:
@@ -52,17 +67,22 @@ def normalise(text: str) -> str:
     characters (PostgreSQL cannot store NUL)."""
     text = _LINE_BREAKS.sub("\n", text)
     text = _CONTROLS.sub("", text)
-    text = _SPACES.sub(" ", text)
+    text = _ODD_SPACES.sub(" ", text)
     text = _SPACE_AROUND_NEWLINES.sub("\n", text)
     return _BLANK_LINES.sub("\n\n", text).strip()
 
 
-def extract(data: bytes, name: str, on_page: PageProgress | None = None) -> Extracted:
-    if not data.strip():
+def extract(source: bytes | BinaryIO, name: str, on_page: PageProgress | None = None) -> Extracted:
+    """``source`` is the bytes, or an open file: then its bytes are dropped as soon as
+    they are decoded, so a big text is not held twice."""
+    data = source if isinstance(source, bytes) else source.read()
+    del source
+    if not data or data.isspace():
         raise NotSupported("The file is empty.", hint="Upload a file with some text in it.")
     if is_pdf(data):
         return _pdf(data, on_page or (lambda done, total: None))
     decoded = decode_text(data)
+    del data
     kind = text_kind(decoded.text, name)
     render = {HTML: _html_text, CSV: _csv_text, JSON: _json_text}.get(kind, str)
     try:

@@ -4,8 +4,10 @@ the jobs platform (SPEC §5.2, §5.3, §8). ``jobs`` never imports this module: 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django.conf import settings
@@ -76,19 +78,16 @@ def _current(job: Job):
 )  # fmt: skip
 def process_material(ctx) -> dict:
     material = _start(ctx)
-    ctx.progress(2, "reading the file", size=material.size)
-    data = _read(material)
-    ctx.progress(5, "detecting the type and extracting text")
+    ctx.progress(5, "detecting the type and extracting text", size=material.size)
     try:
-        extracted = extract(data, material.name, on_page=lambda done, total: _page_done(ctx, done, total))
+        with _open(material) as stored:
+            extracted = extract(stored, material.name, on_page=lambda done, total: _page_done(ctx, done, total))
     except NotSupported as problem:
         raise UserFixableError(problem.message, recovery_actions=[problem.hint]) from None
-    del data
-    ctx.progress(75, "splitting into chunks", characters=len(extracted.text))
+    ctx.progress(75, "splitting into chunks and saving them", characters=len(extracted.text))
     chunks = split(extracted.text, extracted.page_starts, size=settings.CHUNK_SIZE, overlap=settings.CHUNK_OVERLAP)
-    ctx.progress(85, "saving chunks", chunks=len(chunks))
-    _replace_chunks(material, ctx.job.id, chunks)
-    result = {**extracted.statistics(), "chunks": len(chunks), "content_type": extracted.content_type}
+    saved = _replace_chunks(material, ctx.job.id, chunks)
+    result = {**extracted.statistics(), "chunks": saved, "content_type": extracted.content_type}
     if extracted.encoding:
         result["encoding"] = extracted.encoding
     ctx.progress(100, "done", **result)
@@ -109,10 +108,9 @@ def _start(ctx) -> Material:
     return Material.objects.get(pk=material_id)
 
 
-def _read(material: Material) -> bytes:
+def _open(material: Material):
     try:
-        with material.file.open("rb") as stored:
-            return stored.read()
+        return material.file.open("rb")
     except FileNotFoundError:
         raise AdminRequiredError(
             f"The stored file {material.file.name} is missing.",
@@ -120,17 +118,21 @@ def _read(material: Material) -> bytes:
         ) from None
 
 
-def _replace_chunks(material: Material, job_id, chunks: list[Chunk]) -> None:
+def _replace_chunks(material: Material, job_id, chunks: Iterable[Chunk]) -> int:
     """All chunks of this run or none: a re-run never leaves duplicates or a half set."""
+    saved = 0
     with transaction.atomic():
         if not Material.objects.select_for_update().filter(pk=material.pk, job_id=job_id).exists():
             raise UserFixableError("The material was deleted or reprocessed meanwhile.")
         MaterialChunk.objects.filter(material=material).delete()
-        for first in range(0, len(chunks), _CHUNK_BATCH):
+        chunks = iter(chunks)
+        while batch := list(itertools.islice(chunks, _CHUNK_BATCH)):
             MaterialChunk.objects.bulk_create(
                 MaterialChunk(material=material, index=c.index, text=c.text, start=c.start, end=c.end, page=c.page)
-                for c in chunks[first : first + _CHUNK_BATCH]
+                for c in batch
             )
+            saved += len(batch)
+    return saved
 
 
 # --- Cleanup (SPEC §8): 08:00 UTC -----------------------------------------------------

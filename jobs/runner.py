@@ -18,6 +18,7 @@ import traceback
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import reset_queries
 
 from jobs import lifecycle, outcomes, queueing, registry, window
 from jobs.context import JobContext
@@ -82,6 +83,9 @@ def run_handler(job: Job, dispatch: str) -> Outcome:
     else:
         outcome = {"ok": True, "result": result}
     context.flush()
+    # With DEBUG on, Django logs every query for the life of the process; a long-lived
+    # worker must not keep every job's queries (a bulk insert's SQL can be megabytes).
+    reset_queries()
     return outcome
 
 
