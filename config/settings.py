@@ -126,6 +126,11 @@ if CHUNK_OVERLAP >= CHUNK_SIZE:
     raise ConfigError("CHUNK_OVERLAP", str(CHUNK_OVERLAP), f"it must be smaller than CHUNK_SIZE={CHUNK_SIZE}")
 # Per client, for POSTs that upload (DRF rate syntax: <number>/<second|minute|hour|day>).
 UPLOAD_RATE = env_rate("UPLOAD_RATE", "30/minute")
+# Requests per client to the API (429 with Retry-After above them).
+API_USER_RATE = env_rate("API_USER_RATE", "1200/minute")
+API_ANON_RATE = env_rate("API_ANON_RATE", "60/minute")
+# When set, GET /metrics wants "Authorization: Bearer <token>".
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 # Materials not ready this many days after upload are deleted by the 08:00 UTC cron.
 MATERIAL_RETENTION_DAYS = env_int("MATERIAL_RETENTION_DAYS", 7, minimum=1)
 
@@ -183,6 +188,7 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "jobs.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["jobs.api.throttling.AnonRate", "jobs.api.throttling.UserRate"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {

@@ -110,7 +110,8 @@ class MaterialViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         return materials if user.is_staff else materials.filter(owner=user)
 
     def get_throttles(self):
-        return [UploadThrottle()] if self.action in ("create", "reprocess") else super().get_throttles()
+        uploads_too = [UploadThrottle()] if self.action in ("create", "reprocess") else []
+        return uploads_too + super().get_throttles()
 
     def get_parsers(self):
         if getattr(self, "action", None) == "create" or self.request is None:
