@@ -2,6 +2,7 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from jobs.api.health import HealthView, LiveView, QueuesView
+from jobs.api.stats import StatsView
 from jobs.api.views import JobViewSet
 
 router = DefaultRouter()
@@ -11,5 +12,6 @@ urlpatterns = [
     path("health/", HealthView.as_view(), name="health"),
     path("health/live/", LiveView.as_view(), name="health-live"),
     path("queues/", QueuesView.as_view(), name="queues"),
+    path("stats/", StatsView.as_view(), name="stats"),
     *router.urls,
 ]

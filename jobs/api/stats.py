@@ -1,0 +1,51 @@
+"""``GET /api/stats/``: per job type over a period; users see their own jobs, staff all."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs import stats
+from jobs.models import Job
+
+MAX_HOURS = 24 * 400
+
+
+class StatsQuery(serializers.Serializer):
+    hours = serializers.FloatField(required=False, min_value=0.01, max_value=MAX_HOURS, help_text="default 24")
+    since = serializers.DateTimeField(required=False)
+    until = serializers.DateTimeField(required=False, help_text="default now")
+
+    def validate(self, data: dict) -> dict:
+        if "hours" in data and "since" in data:
+            raise serializers.ValidationError("Give either hours or since, not both.")
+        until = data.get("until") or timezone.now()
+        since = data.get("since") or until - timedelta(hours=data.get("hours", 24))
+        if since >= until:
+            raise serializers.ValidationError("since must be before until.")
+        if until - since > timedelta(hours=MAX_HOURS):
+            raise serializers.ValidationError(f"The period is at most {MAX_HOURS} hours.")
+        return {"since": since, "until": until}
+
+
+class StatsView(APIView):
+    @extend_schema(
+        parameters=[StatsQuery],
+        responses={
+            200: OpenApiResponse(
+                description="per type: counts, rates, throughput, duration, queue wait "
+                "and ETA error percentiles; a time series"
+            )
+        },  # fmt: skip
+    )
+    def get(self, request: Request) -> Response:
+        query = StatsQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        jobs = Job.objects.all() if request.user.is_staff else Job.objects.filter(owner=request.user)
+        return Response(stats.summary(query.validated_data["since"], query.validated_data["until"], jobs))

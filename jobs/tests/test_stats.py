@@ -1,0 +1,62 @@
+"""/api/stats/: seeded jobs with known durations and outcomes give the known numbers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from jobs.models import Job, Status
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def finished_job(owner, job_type: str, status: str, *, wait: float, run: float, ago_hours: float = 1, **extra):
+    end = timezone.now() - timedelta(hours=ago_hours)
+    start = end - timedelta(seconds=run)
+    job = Job.objects.create(type=job_type, status=status, owner=owner, started_at=start, finished_at=end, **extra)
+    Job.objects.filter(pk=job.pk).update(created_at=start - timedelta(seconds=wait))
+
+
+def test_known_jobs_give_known_numbers(api_as, alice, bob, operator):
+    for run in (1, 2, 3, 4, 10):  # durations: p50 3, max 10
+        finished_job(alice, "t.report", Status.COMPLETE, wait=run * 2, run=run, eta_error_seconds=-run)
+    finished_job(alice, "t.report", Status.FAILED, wait=1, run=1)
+    finished_job(alice, "t.report", Status.DEAD_LETTER, wait=1, run=1)
+    finished_job(alice, "t.report", Status.COMPLETE, wait=1, run=1, ago_hours=30)  # outside the last 24 h
+    finished_job(bob, "t.other", Status.COMPLETE, wait=1, run=5)
+
+    response = api_as(alice).get("/api/stats/?hours=24")
+
+    assert response.status_code == 200
+    (report,) = response.data["types"]  # bob's job is not alice's to see
+    assert report["type"] == "t.report"
+    assert (report["finished"], report["complete"], report["failed"], report["dead_letter"]) == (7, 5, 1, 1)
+    assert report["rates"] == {"complete": round(5 / 7, 4), "failed": round(1 / 7, 4), "dead_letter": round(1 / 7, 4)}
+    assert report["throughput_per_hour"] == pytest.approx(5 / 24, abs=1e-3)
+    assert report["duration"]["p50"] == 3 and report["duration_max"] == 10
+    assert report["eta_error"]["p50"] == 3  # absolute errors 1, 2, 3, 4, 10
+    assert report["queue_wait"]["p50"] == 4  # waits 2, 4, 6, 8, 20, 1, 1
+    # p95 of 1, 2, 3, 4, 10: PostgreSQL interpolates (8.8), SQLite takes the nearest rank (10)
+    assert 8.8 <= report["duration"]["p95"] <= 10
+    points = response.data["series"]["points"]
+    assert response.data["series"]["bucket"] == "hour" and sum(p["complete"] for p in points) == 5
+    assert sum(p["failed"] for p in points) == 2
+
+    staff = api_as(operator).get("/api/stats/?hours=48").data
+    assert {t["type"] for t in staff["types"]} == {"t.report", "t.other"}
+    assert next(t for t in staff["types"] if t["type"] == "t.report")["finished"] == 8
+
+
+@pytest.mark.parametrize(
+    "query", ["hours=-1", "hours=abc", "since=yesterday", "hours=1&since=2026-01-01T00:00:00Z",
+              "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "hours=99999999"],
+)  # fmt: skip
+def test_bad_periods_are_400_with_a_message(api_as, alice, query):
+    response = api_as(alice).get(f"/api/stats/?{query}")
+    assert response.status_code == 400 and response.json()["error"]["message"]
+
+
+def test_stats_need_a_login(client):
+    assert client.get("/api/stats/").status_code == 401
