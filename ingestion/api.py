@@ -6,7 +6,7 @@ from __future__ import annotations
 import django_filters
 from django.conf import settings
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, routers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -31,9 +31,17 @@ class MaterialListSerializer(serializers.ListSerializer):
         return super().to_representation(materials)
 
 
+class StatisticsSerializer(serializers.Serializer):
+    pages = serializers.IntegerField(allow_null=True, help_text="PDFs only")
+    lines = serializers.IntegerField(allow_null=True)
+    words = serializers.IntegerField(allow_null=True)
+    characters = serializers.IntegerField(allow_null=True)
+    chunks = serializers.IntegerField(allow_null=True)
+
+
 class MaterialSerializer(serializers.ModelSerializer):
     owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    job = JobSerializer(read_only=True, help_text="the job that processes it, with its ETA")
+    job = JobSerializer(read_only=True, allow_null=True, help_text="the job that processes it, with its ETA")
     statistics = serializers.SerializerMethodField()
 
     class Meta:
@@ -43,6 +51,7 @@ class MaterialSerializer(serializers.ModelSerializer):
         read_only_fields = fields
         list_serializer_class = MaterialListSerializer
 
+    @extend_schema_field(StatisticsSerializer)
     def get_statistics(self, material: Material) -> dict[str, int | None]:
         return {
             "pages": material.pages,

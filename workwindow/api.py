@@ -1,12 +1,21 @@
 """``/api/work-windows/`` (staff only): list, create, edit windows."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import mixins, routers, serializers, viewsets
 from rest_framework.permissions import IsAdminUser
 
 from workwindow.models import WorkWindow
 
 
+@extend_schema_field({"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$", "example": "22:00"})
+class LocalTimeField(serializers.TimeField):
+    """A wall-clock time in the window's own zone: no offset (not RFC 3339's "time")."""
+
+
 class WorkWindowSerializer(serializers.ModelSerializer):
+    start_time = LocalTimeField(help_text="opens at this local time")
+    end_time = LocalTimeField(help_text="closes at this local time; the next day when not after the start")
+
     class Meta:
         model = WorkWindow
         fields = ["id", "name", "enabled", "time_zone", "start_time", "end_time", "weekdays", "updated_at"]

@@ -9,6 +9,7 @@ import uuid
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -97,6 +98,7 @@ def exception_handler(exc, context):
     return response
 
 
+@csrf_exempt  # a POST to an unknown API path is a 404 in JSON, not a CSRF page
 def not_found_view(request, exception=None):
     """Django's 404 for URLs no route matches: JSON under /api/, the usual page elsewhere."""
     from django.http import JsonResponse

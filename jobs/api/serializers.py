@@ -1,12 +1,18 @@
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from jobs import estimates
-from jobs.models import Job, JobEvent, Priority
+from jobs.models import ErrorCategory, Job, JobEvent, Priority
 from jobs.submit import MAX_ATTEMPTS_LIMIT, JobSpec
+
+
+class JobErrorSerializer(serializers.Serializer):
+    category = serializers.ChoiceField(choices=ErrorCategory.choices, allow_null=True)
+    message = serializers.CharField()
+    recovery_actions = serializers.ListField(child=serializers.CharField())
+    details = serializers.CharField(help_text="traceback")
 
 
 class JobListSerializer(serializers.ListSerializer):
@@ -27,7 +33,7 @@ class JobSerializer(serializers.ModelSerializer):
     owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
     depends_on = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
     error = serializers.SerializerMethodField()
-    duration_seconds = serializers.FloatField(read_only=True)
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     estimated_start_at = serializers.SerializerMethodField()
     estimated_finish_at = serializers.SerializerMethodField()
     eta_warning = serializers.SerializerMethodField(help_text="why there is no estimate, e.g. no live worker")
@@ -51,17 +57,18 @@ class JobSerializer(serializers.ModelSerializer):
             known[job.id] = estimates.for_job(job)
         return known[job.id]
 
-    @extend_schema_field(OpenApiTypes.DATETIME)
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_estimated_start_at(self, job: Job) -> str | None:
         return _as_datetime(self._estimate(job).start_at)
 
-    @extend_schema_field(OpenApiTypes.DATETIME)
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_estimated_finish_at(self, job: Job) -> str | None:
         return _as_datetime(self._estimate(job).finish_at)
 
     def get_eta_warning(self, job: Job) -> str:
         return self._estimate(job).warning
 
+    @extend_schema_field(JobErrorSerializer(allow_null=True))
     def get_error(self, job: Job) -> dict | None:
         if not job.error_message and not job.error_category:
             return None
