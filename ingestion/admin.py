@@ -7,6 +7,8 @@ from django.contrib import admin, messages
 from ingestion import uploads
 from ingestion.models import Material, MaterialChunk
 
+SHOWN_CHUNKS = 50
+
 
 class MaterialChunkInline(admin.TabularInline):
     model = MaterialChunk
@@ -17,6 +19,11 @@ class MaterialChunkInline(admin.TabularInline):
     ordering = ["index"]
     show_change_link = False
     max_num = 0
+    verbose_name_plural = f"chunks (the first {SHOWN_CHUNKS}; all of them: GET /api/materials/<id>/chunks/)"
+
+    def get_queryset(self, request):
+        # A 20 MB document has ~30k chunks: one page must not render them all.
+        return super().get_queryset(request).filter(index__lt=SHOWN_CHUNKS)
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False

@@ -9,7 +9,6 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, routers, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
@@ -122,11 +121,6 @@ class MaterialViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         uploads_too = [UploadThrottle()] if self.action in ("create", "reprocess") else []
         return uploads_too + super().get_throttles()
 
-    def get_parsers(self):
-        if getattr(self, "action", None) == "create" or self.request is None:
-            return [MultiPartParser(), FormParser()]
-        return super().get_parsers()
-
     def initial(self, request: Request, *args, **kwargs) -> None:
         if self.action == "create":
             # Before anything reads the body (CSRF checks may): refuse an oversized one
@@ -136,7 +130,10 @@ class MaterialViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             except uploads.UploadRefused as refused:
                 raise _refusal(refused) from None
             request._request.upload_handlers.insert(0, uploads.SizeLimitHandler(request._request))
-        super().initial(request, *args, **kwargs)
+        try:
+            super().initial(request, *args, **kwargs)  # session auth's CSRF check reads the body
+        except uploads.UploadRefused as refused:
+            raise _refusal(refused) from None
 
     @extend_schema(
         request={"multipart/form-data": MaterialUploadSerializer},

@@ -8,4 +8,9 @@ class IngestionConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the job type, its completion hooks and the cleanup cron with `jobs`.
-        from ingestion import processing  # noqa: F401
+        from django.db.models.signals import post_delete
+
+        from ingestion import processing
+        from ingestion.models import Material
+
+        post_delete.connect(processing.forget_file, sender=Material, dispatch_uid="ingestion-forget-file")

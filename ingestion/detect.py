@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -64,11 +63,11 @@ class NotSupported(Exception):
 def refuse_at_upload(head: bytes, name: str) -> str | None:
     """Why an upload is refused before it is stored (415), or None. Only what is certain
     from the first bytes and the name: everything else is the processing job's call."""
-    if is_pdf(head):
-        return None
     for magic, what in _KNOWN_BINARY:
         if head.startswith(magic):
             return f"This file is {what}, which is not supported."
+    if is_pdf(head):
+        return None
     extension = PurePath(name).suffix.lower()
     if extension in _UNSUPPORTED_EXTENSIONS:
         return f"Files of type {extension} are not supported."
@@ -76,7 +75,9 @@ def refuse_at_upload(head: bytes, name: str) -> str | None:
 
 
 def is_pdf(data: bytes) -> bool:
-    return b"%PDF-" in data[:1024]
+    """The PDF header opens the file (after whitespace at most): a text that merely
+    mentions "%PDF-" is no PDF."""
+    return data[:1024].lstrip().startswith(b"%PDF-")
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def decode_text(data: bytes) -> Decoded:
     Raises NotSupported for bytes that are no text in any encoding."""
     for bom, encoding in _BOMS:
         if data.startswith(bom):
-            return Decoded(data.decode(encoding, errors="replace"), encoding)
+            return _checked(data.decode(encoding, errors="replace"), encoding)
     try:
         return _checked(data.decode("utf-8"), "utf-8")
     except UnicodeDecodeError:
@@ -113,8 +114,8 @@ def text_kind(text: str, name: str) -> str:
     """HTML, JSON or CSV when the content says so; Markdown by name; else plain text."""
     extension = PurePath(name).suffix.lower()
     head = text[:4000].lstrip()[:2000].lower()
-    if head.startswith(("{", "[")) and _is_json(text):
-        return JSON
+    if head.startswith(("{", "[")) and text.rstrip()[-1:] in ("}", "]"):
+        return JSON  # by its shape; parsed once, when rendered (a failed parse is plain text)
     if head.startswith(("<!doctype html", "<html")) or (extension in {".html", ".htm"} and "<" in head):
         return HTML
     if extension in {".md", ".markdown"}:
@@ -122,14 +123,6 @@ def text_kind(text: str, name: str) -> str:
     if _looks_like_csv(text, extension):
         return CSV
     return TEXT
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _looks_like_csv(text: str, extension: str) -> bool:

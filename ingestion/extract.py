@@ -18,9 +18,11 @@ from typing import BinaryIO
 from bs4 import BeautifulSoup
 from pypdf import PdfReader
 
-from ingestion.detect import CSV, HTML, JSON, PDF, NotSupported, decode_text, is_pdf, text_kind
+from ingestion.detect import CSV, HTML, JSON, PDF, TEXT, NotSupported, decode_text, is_pdf, text_kind
 
 logger = logging.getLogger("ingestion.extract")
+# A CSV field may be as long as a whole upload (the default limit is 128 KiB).
+csv.field_size_limit(1 << 30)
 
 PageProgress = Callable[[int, int], None]  # (pages done, pages in all)
 PAGE_SEPARATOR = "\n\n"
@@ -87,8 +89,14 @@ def extract(source: bytes | BinaryIO, name: str, on_page: PageProgress | None = 
     render = {HTML: _html_text, CSV: _csv_text, JSON: _json_text}.get(kind, str)
     try:
         text = normalise(render(decoded.text))
+    except ValueError:  # looked like JSON, is not: read it as the text it is
+        kind, text = TEXT, normalise(decoded.text)
     except RecursionError:
         raise NotSupported("The file is nested too deeply to read.", hint="Flatten it and upload again.") from None
+    except csv.Error as error:
+        raise NotSupported(
+            f"The CSV file cannot be read: {error}.", hint="Check its quoting and upload again."
+        ) from None
     if not text:
         raise NotSupported("The file contains no text.", hint="Upload a file with some text in it.")
     return Extracted(text, kind, encoding=decoded.encoding)

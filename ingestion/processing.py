@@ -21,7 +21,7 @@ from ingestion.extract import extract
 from ingestion.models import Material, MaterialChunk
 from jobs import actions
 from jobs.errors import ActionRefused, AdminRequiredError, SubmitError, UserFixableError
-from jobs.models import FINAL_STATUSES, Job, Priority
+from jobs.models import FINAL_STATUSES, PENDING_STATUSES, Job, Priority, Status
 from jobs.registry import cron, job_type
 
 logger = logging.getLogger("ingestion")
@@ -140,26 +140,39 @@ def _replace_chunks(material: Material, job_id, chunks: Iterable[Chunk]) -> int:
 
 @job_type(CLEANUP, public=False, priority=Priority.LOW, max_attempts=2, timeout=1800)
 def cleanup(ctx) -> dict:
-    """Delete materials still not ready MATERIAL_RETENTION_DAYS after upload, with their
-    chunks and files; their unfinished jobs are canceled."""
+    """Delete materials still not ready MATERIAL_RETENTION_DAYS after upload — and not
+    touched since (a reprocess of an old material restarts the clock) — with their chunks
+    and files. A material whose job is still waiting or running is left to it."""
     cutoff = timezone.now() - timedelta(days=settings.MATERIAL_RETENTION_DAYS)
+    stale = (
+        Material.objects.filter(created_at__lt=cutoff, updated_at__lt=cutoff)
+        .exclude(status=Material.Status.READY)
+        .exclude(job__status__in=PENDING_STATUSES | {Status.ACTIVE})
+    )
     deleted = 0
-    for material in Material.objects.filter(created_at__lt=cutoff).exclude(status=Material.Status.READY).iterator():
+    for material in stale.iterator():
         delete_material(material, reason="not ready after the retention period")
         deleted += 1
     return {"deleted": deleted, "cutoff": cutoff.isoformat()}
 
 
 def delete_material(material: Material, *, reason: str) -> None:
+    """Cancel its unfinished job, then delete it; its chunks go with it, its file once
+    the deletion is committed (``forget_file``)."""
     if material.job_id:
         try:
             if Job.objects.filter(pk=material.job_id).exclude(status__in=FINAL_STATUSES).exists():
                 actions.cancel(material.job_id, reason=f"material deleted: {reason}")
         except ActionRefused:
             pass  # it ended meanwhile
-    name = material.file.name
-    with transaction.atomic():
-        material.delete()  # chunks go with it
+    material.delete()
+
+
+def forget_file(sender, instance: Material, **kwargs) -> None:
+    """post_delete: however a material goes (cleanup, admin, its owner deleted), its
+    stored file goes once the deletion is committed."""
+    name = instance.file.name
+    if name:
         transaction.on_commit(lambda: delete_stored_file(name))
 
 

@@ -22,8 +22,8 @@ from django.db import IntegrityError, transaction
 from ingestion.detect import PDF, SUPPORTED_HINT, is_pdf, refuse_at_upload
 from ingestion.models import Material
 from ingestion.processing import PROCESS, delete_stored_file
-from jobs import estimates
-from jobs.models import FINAL_STATUSES, Job, Status
+from jobs import estimates, lifecycle
+from jobs.models import FINAL_STATUSES, PENDING_STATUSES, Job, JobEvent
 from jobs.submit import submit
 
 # Multipart framing and the name field travel with the file.
@@ -112,7 +112,8 @@ def reprocess(material: Material, actor) -> Material:
         refuse_when_backlogged()
         material.status, material.error = Material.Status.UPLOADED, ""
         material.save(update_fields=["status", "error", "updated_at"])
-        _start_processing(material, actor)
+        _start_processing(material, material.owner)  # the owner's job, whoever asked
+        lifecycle.note(material.job_id, "reprocess requested", actor=actor, kind=JobEvent.Kind.ACTION)
     return material
 
 
@@ -128,7 +129,9 @@ def refuse_when_backlogged() -> None:
     """503 while more than QUEUE_MAX_DEPTH jobs wait in line, with a Retry-After of how
     long the workers need to bring the line back under the limit."""
     limit = settings.QUEUE_MAX_DEPTH
-    depth = Job.objects.filter(status=Status.QUEUED)[: limit + 1].count()  # bounded: never a full count
+    # Everything waiting counts (a closed work window must not let heavy work pile up);
+    # the count stops early, so a long line costs no full scan.
+    depth = Job.objects.filter(status__in=PENDING_STATUSES)[: limit * 10 + 1].count()
     if depth <= limit:
         return
     workers = estimates.live_workers() or 1

@@ -295,7 +295,12 @@ def promote(job_id, *, actor=None, actor_label: str = "") -> Job:
         actor_label=actor_label,
         kind=JobEvent.Kind.ACTION,
         # A fresh dispatch id turns the old RQ entry into a no-op even if withdrawing it fails.
-        fields={"priority": Priority.IMMEDIATE, "rq_job_id": new_dispatch_id(job_id)},
+        # A queued job joins the end of the immediate line: its place for ETAs too.
+        fields=lambda job: {
+            "priority": Priority.IMMEDIATE,
+            "rq_job_id": new_dispatch_id(job_id),
+            **({"enqueued_at": timezone.now()} if job.status == Status.QUEUED else {}),
+        },
         message="promoted to immediate",
     )
 
@@ -329,6 +334,8 @@ def defer(job_id, dispatch: str, *, until) -> Job:
         dispatch=dispatch,
         fields=lambda job: {
             "attempts": max(0, job.attempts - 1),
+            # The claim that found the window closed was no start: no ETA error yet.
+            **({"eta_error_seconds": None} if job.attempts <= 1 else {}),
             "scheduled_for": until,
             "rq_job_id": new_dispatch_id(job_id),
             "worker_name": "",
@@ -387,8 +394,11 @@ def record_progress(job_id, dispatch: str, *, percent: int, stage: str, details:
     )
 
 
-def note(job_id, message: str, *, actor_label: str = "", details: dict | None = None) -> None:
+def note(
+    job_id, message: str, *, actor=None, actor_label: str = "", details: dict | None = None, kind: str = ""
+) -> None:
     """A timeline entry that changes no state (e.g. 'Redis unreachable at submit')."""
     JobEvent.objects.create(
-        job_id=job_id, kind=JobEvent.Kind.NOTE, actor_label=actor_label, message=message, details=details or {}
-    )
+        job_id=job_id, kind=kind or JobEvent.Kind.NOTE, actor=actor if getattr(actor, "is_authenticated", False)
+        else None, actor_label=actor_label, message=message, details=details or {},
+    )  # fmt: skip

@@ -12,6 +12,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 from fpdf import FPDF
+from rest_framework.test import APIClient
 
 from ingestion import processing
 from ingestion.extract import extract
@@ -290,17 +291,78 @@ def test_cleanup_deletes_materials_not_ready_after_a_week(api_as, alice, run_wor
     client = api_as(alice)
     ready = processed(client, CSV, "a.csv", run_worker)
     failed = processed(client, b"", "empty.txt", run_worker)
+    retried = processed(client, b"\n", "blank.txt", run_worker)
     recent = processed(client, b"  ", "recent-blank.txt", run_worker)
     waiting = Material.objects.get(pk=upload(client, JSON, "b.json").data["id"])  # its job still queued
     week_ago = timezone.now() - timedelta(days=8)
-    Material.objects.filter(pk__in=[ready.pk, failed.pk, waiting.pk]).update(created_at=week_ago)
+    old = [ready.pk, failed.pk, retried.pk, waiting.pk]
+    Material.objects.filter(pk__in=old).update(created_at=week_ago, updated_at=week_ago)
+    Material.objects.filter(pk=retried.pk).update(updated_at=timezone.now())  # reprocessed yesterday, say
     MaterialChunk.objects.create(material=failed, index=0, text="x", start=0, end=1)
 
     result = processing.cleanup(type("Ctx", (), {"payload": {}})())
 
-    assert result["deleted"] == 2
-    assert set(Material.objects.values_list("pk", flat=True)) == {ready.pk, recent.pk}
+    assert result["deleted"] == 1
+    assert set(Material.objects.values_list("pk", flat=True)) == {ready.pk, retried.pk, recent.pk, waiting.pk}
     assert not MaterialChunk.objects.filter(material_id=failed.pk).exists()
-    assert Job.objects.get(pk=waiting.job_id).status == Status.CANCELED
     remaining = {os.path.basename(p) for p in stored_files(media)}
-    assert remaining == {os.path.basename(m.file.name) for m in (ready, recent)}
+    assert remaining == {os.path.basename(m.file.name) for m in (ready, retried, recent, waiting)}
+
+
+def test_deleting_a_material_anywhere_removes_its_file(api_as, alice, run_worker, media):
+    material = processed(api_as(alice), CSV, "a.csv", run_worker)
+    assert len(stored_files(media)) == 1
+    material.delete()  # as the admin does
+    assert stored_files(media) == []
+
+
+# --- Edges found in review -------------------------------------------------------------
+
+
+def test_too_large_is_413_for_a_browser_session_too(client, alice, settings):
+    """Session auth reads the body for its CSRF check, before the view."""
+    settings.MAX_UPLOAD_BYTES = 1000
+    browser = APIClient(enforce_csrf_checks=True)
+    browser.force_login(alice)
+    browser.cookies["csrftoken"] = "a" * 32  # a valid CSRF pair: the check reads the body
+    response = browser.post("/api/materials/", {"file": SimpleUploadedFile("big.txt", b"x" * 5000)},
+                            format="multipart", HTTP_X_CSRFTOKEN="a" * 32)  # fmt: skip
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
+
+
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [
+        (b"[" * 5000 + b"]" * 5000, "deep.json"),
+        (b'a,b\n1,"' + b"x" * 200_000 + b"\n2,3\n", "unclosed.csv"),
+        (b'{"looks": "like json", but it is not}', "notes.txt"),
+        (b"Every PDF file begins with %PDF-1.7 and a version.\n", "notes.md"),
+        (b"\xef\xbb\xbf" + bytes(range(256)) * 8, "bom-garbage.txt"),
+    ],
+)
+def test_odd_files_end_in_one_attempt_never_retrying(api_as, alice, run_worker, data, name):
+    material = processed(api_as(alice), data, name, run_worker)
+    job = Job.objects.get(pk=material.job_id)
+    assert job.attempts == 1 and job.status in (Status.COMPLETE, Status.FAILED), job.error_message
+    if job.status == Status.FAILED:
+        assert job.error_category == "user_fixable" and material.status == Material.Status.FAILED
+    if name == "notes.md":
+        assert material.content_type == "text/markdown"  # mentioning %PDF- does not make a PDF
+
+
+def test_staff_reprocessing_keeps_the_owner_and_records_who_asked(api_as, alice, operator, run_worker):
+    material = processed(api_as(alice), CSV, "a.csv", run_worker)
+    response = api_as(operator).post(f"/api/materials/{material.id}/reprocess/")
+    job = Job.objects.get(pk=response.data["job"]["id"])
+    assert job.owner == alice
+    assert job.events.filter(actor=operator, message="reprocess requested").exists()
+    assert api_as(alice).get(f"/api/jobs/{job.id}/").status_code == 200
+
+
+def test_deferred_heavy_work_counts_toward_backpressure(api_as, alice, settings):
+    settings.QUEUE_MAX_DEPTH, settings.HEAVY_MATERIAL_BYTES = 2, 10
+    opens = (timezone.now() + timedelta(hours=2)).replace(second=0, microsecond=0)
+    WorkWindow.objects.create(name="night", time_zone="UTC", start_time=opens.time(),
+                              end_time=(opens + timedelta(hours=1)).time())  # fmt: skip
+    codes = [upload(api_as(alice), f"heavy material {i}".encode() * 3, f"{i}.txt").status_code for i in range(4)]
+    assert codes == [201, 201, 201, 503]

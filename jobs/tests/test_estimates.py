@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from jobs import estimates, line, registry
+from jobs import actions, estimates, line, registry
 from jobs.models import Job, Status
 from jobs.submit import JobSpec, submit, submit_many
 from workwindow.models import WorkWindow
@@ -288,3 +288,13 @@ def test_arrivals_of_higher_priority_work_stretch_the_wait_of_lower_lines():
     estimates.clear_cache()
     # `first` is immediate too but still waiting: the line counts it, the rate does not.
     assert estimates.recent_arrivals()["immediate"] == pytest.approx(arrivals["immediate"])
+
+
+def test_a_promoted_job_joins_the_end_of_the_immediate_line():
+    now = timezone.now()
+    normal = row("t.a", enqueued_at=now - timedelta(seconds=10))
+    first = row("t.a", priority="immediate", enqueued_at=now - timedelta(seconds=5))
+    actions.promote(normal.id)
+    promoted = Job.objects.get(pk=normal.id)
+    found = estimates.estimate([promoted, first], now=timezone.now(), workers=1)
+    assert found[first.id].start_at < found[promoted.id].start_at  # RQ runs `first` first
