@@ -1,0 +1,86 @@
+"""Every endpoint × (anonymous, owner, another user, staff): status codes, and lists that
+never show another user's rows (SPEC §9)."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from ingestion.models import Material
+from jobs.models import Job
+from jobs.submit import submit
+from workwindow.models import WorkWindow
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROLES = ("anonymous", "owner", "other", "staff")
+
+
+@pytest.fixture
+def world(alice, bob, operator, api_as, run_worker):
+    """Alice owns a finished job, a waiting job and a processed material."""
+    done = submit("diagnostics.noop", owner=alice).job
+    run_worker()
+    waiting = submit("diagnostics.sleep", {"seconds": 1}, owner=alice).job
+    response = api_as(alice).post(
+        "/api/materials/", {"file": SimpleUploadedFile("a.txt", b"alice's notes")}, format="multipart"
+    )
+    material = Material.objects.get(pk=response.data["id"])
+    window = WorkWindow.objects.create(name="nights", time_zone="UTC", start_time="22:00", end_time="06:00")
+    clients = {"anonymous": api_as(None), "owner": api_as(alice), "other": api_as(bob), "staff": api_as(operator)}
+    return {"done": done, "waiting": waiting, "material": material, "window": window, "clients": clients}
+
+
+# (method, path template, body, expected status per role: anonymous, owner, other, staff)
+MATRIX = [
+    ("get", "/api/jobs/{done}/", None, (401, 200, 404, 200)),
+    ("get", "/api/jobs/{done}/events/", None, (401, 200, 404, 200)),
+    ("post", "/api/jobs/{done}/retry/", None, (401, 409, 404, 409)),  # complete: the state forbids it
+    ("post", "/api/jobs/{waiting}/promote/", None, (401, 200, 404, 200)),
+    ("post", "/api/jobs/{waiting}/cancel/", None, (401, 200, 404, 409)),
+    ("post", "/api/jobs/", {"type": "diagnostics.noop"}, (401, 201, 201, 201)),
+    ("post", "/api/jobs/bulk/", {"jobs": [{"type": "diagnostics.noop"}]}, (401, 201, 201, 201)),
+    ("get", "/api/materials/{material}/", None, (401, 200, 404, 200)),
+    ("get", "/api/materials/{material}/chunks/", None, (401, 200, 404, 200)),
+    ("get", "/api/queues/", None, (401, 200, 200, 200)),
+    ("get", "/api/stats/", None, (401, 200, 200, 200)),
+    ("get", "/api/work-windows/", None, (401, 403, 403, 200)),
+    ("get", "/api/work-windows/{window}/", None, (401, 403, 403, 200)),
+    ("patch", "/api/work-windows/{window}/", {"enabled": False}, (401, 403, 403, 200)),
+    (
+        "post",
+        "/api/work-windows/",
+        {"name": "w", "time_zone": "UTC", "start_time": "01:00", "end_time": "02:00"},
+        (401, 403, 403, 201),
+    ),  # fmt: skip
+    ("get", "/api/health/live/", None, (200, 200, 200, 200)),
+]
+
+
+@pytest.mark.parametrize(("method", "template", "body", "expected"), MATRIX, ids=[f"{m} {t}" for m, t, *_ in MATRIX])
+def test_who_may_do_what(world, method, template, body, expected):
+    path = template.format(done=world["done"].id, waiting=world["waiting"].id, material=world["material"].id,
+                           window=world["window"].id)  # fmt: skip
+    for role, status in zip(ROLES, expected, strict=True):
+        response = getattr(world["clients"][role], method)(path, body, format="json")
+        assert response.status_code == status, (role, response.content[:300])
+        if status >= 400:
+            assert response.json()["error"]["message"]  # always the one error shape
+
+
+@pytest.mark.parametrize("path", ["/api/jobs/", "/api/materials/"])
+def test_lists_never_show_other_users_rows(world, path, bob, api_as):
+    submit("diagnostics.noop", owner=bob)
+    owner_ids = {str(o) for o in Job.objects.filter(owner__username="alice").values_list("id", flat=True)}
+    owner_ids |= {str(m) for m in Material.objects.filter(owner__username="alice").values_list("id", flat=True)}
+    seen = {role: {item["id"] for item in world["clients"][role].get(path).data["results"]} for role in ROLES[1:]}
+    assert seen["owner"] and seen["owner"] <= owner_ids
+    assert not seen["other"] & owner_ids
+    assert seen["owner"] <= seen["staff"]
+    assert world["clients"]["anonymous"].get(path).status_code == 401
+
+
+def test_actions_record_who_did_them(world, operator):
+    world["clients"]["staff"].post(f"/api/jobs/{world['waiting'].id}/cancel/")
+    event = Job.objects.get(pk=world["waiting"].id).events.order_by("-seq").first()
+    assert event.actor == operator and event.to_status == "canceled"
