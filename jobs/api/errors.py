@@ -8,6 +8,7 @@ import logging
 import uuid
 
 from django.core.exceptions import PermissionDenied
+from django.db import DataError
 from django.http import Http404
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
@@ -73,6 +74,18 @@ def exception_handler(exc, context):
         return Response(error_body("invalid", exc.message, hint=exc.hint, fields=fields), status=400)
     if isinstance(exc, ActionRefused):
         return Response(error_body("conflict", str(exc)), status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, DataError):
+        # The database refused a value the validators let through (e.g. a UTC offset of
+        # +18:41, or a year PostgreSQL cannot store): the client's input, not our fault.
+        logger.info("database refused a value: %s", exc)
+        return Response(
+            error_body(
+                "invalid",
+                "A value is outside what can be stored (a date, time-zone offset or number out of range).",
+                hint="Use dates with UTC offsets within ±15:59 and numbers of ordinary size.",
+            ),
+            status=400,
+        )
     if isinstance(exc, (JobNotFound, Http404)):
         exc = exceptions.NotFound()
     if isinstance(exc, PermissionDenied):

@@ -10,7 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from jobs import actions, submit
+from jobs import actions, estimates, submit
 from jobs.api.filters import JobFilter
 from jobs.api.serializers import BulkSubmitSerializer, JobEventSerializer, JobSerializer, JobSubmitSerializer
 from jobs.errors import SubmitError
@@ -37,6 +37,15 @@ def _idempotency_header(request: Request) -> str | None:
     return key
 
 
+def _just_made(result: submit.Submitted) -> dict:
+    """A job created a moment ago answers with the estimate submit just made (no second
+    walk of the line); one without (no live worker) is estimated again, for the warning."""
+    job = result.job
+    if result.created and job.first_estimated_start_at is not None:
+        return {job.id: estimates.Estimate(job.first_estimated_start_at, job.first_estimated_finish_at)}
+    return {}
+
+
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = JobSerializer
     filterset_class = JobFilter
@@ -59,7 +68,8 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         spec = incoming.to_spec(default_key=_idempotency_header(request))
         result = submit.submit_many([spec], owner=request.user, allow_internal=request.user.is_staff)[0]
         return Response(
-            JobSerializer(result.job).data, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+            JobSerializer(result.job, context={"estimates": _just_made(result)}).data,
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
 
     @extend_schema(request=BulkSubmitSerializer, responses={201: JobSerializer(many=True)})
@@ -68,7 +78,11 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         incoming = BulkSubmitSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         results = submit.submit_many(incoming.to_specs(), owner=request.user, allow_internal=request.user.is_staff)
-        return Response(JobSerializer([r.job for r in results], many=True).data, status=status.HTTP_201_CREATED)
+        made = {k: v for r in results for k, v in _just_made(r).items()}
+        return Response(
+            JobSerializer([r.job for r in results], many=True, context={"estimates": made}).data,
+            status=status.HTTP_201_CREATED,
+        )
 
     @extend_schema(responses=JobEventSerializer(many=True), filters=False)
     @action(detail=True, methods=["get"], filterset_class=None)

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import wait_for
 from devtools import pytest_redis
-from jobs import crons, liveness, queueing, reconcile
+from jobs import crons, liveness, queueing, reconcile, registry
 from jobs.models import FINAL_STATUSES, Job, JobEvent, Status
 from jobs.submit import JobSpec, submit, submit_many
 
@@ -162,8 +162,10 @@ def test_cron_entries_exist_once_after_repeated_syncs_and_a_scheduler_restart(sp
     scheduler.wait(20)
     spawn("rqscheduler", "--queue", "normal", "--interval", "1")
     ids = [j.id for j in queueing.scheduler().get_jobs() if j.id.startswith(crons.CRON_ID_PREFIX)]
-    assert sorted(ids) == sorted(crons.cron_id(n) for n in ("reconcile", "scheduler-heartbeat", "prune-events",
-                                                            "prune-jobs"))  # fmt: skip
+    assert sorted(ids) == sorted(crons.cron_id(n) for n in registry.cron_entries())
+    assert {"reconcile", "scheduler-heartbeat", "prune-events", "prune-jobs", "ingestion.cleanup"} == set(
+        registry.cron_entries()
+    )
 
 
 def _env():

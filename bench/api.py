@@ -1,0 +1,181 @@
+"""The API under load, served by daphne on loopback.
+
+    DATABASE_URL=postgresql://… python bench/api.py [--requests 2000] [--clients 16] [--rows 1000000]
+
+Starts its own Redis and a daphne serving config.asgi, then:
+1. POST /api/jobs/ from concurrent clients (keep-alive connections, token auth): latency
+   p50/p99 and requests/s;
+2. with --rows finished jobs on record (PostgreSQL: inserted with generate_series),
+   GET /api/stats/ for the last 24 hours and the last 30 days (goal < 300 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devtools.redis_server import RedisServer  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="jobdesk-bench-"))
+    server = RedisServer(directory=tmp / "redis").start()
+    os.environ.update({
+        "REDIS_URL": server.url, "LOG_LEVEL": "WARNING", "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DEBUG": "false", "SECRET_KEY": "bench-only-secret-" + "x" * 40, "ALLOWED_HOSTS": "127.0.0.1",
+        "API_USER_RATE": "1000000/minute",
+    })  # fmt: skip
+    os.environ.setdefault("DATABASE_URL", f"sqlite:///{tmp / 'bench.sqlite3'}")
+    try:
+        run(args)
+    finally:
+        server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_daphne(port: int) -> subprocess.Popen:
+    daphne = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return daphne
+        except OSError:
+            time.sleep(0.2)
+    daphne.kill()
+    raise SystemExit("daphne did not start")
+
+
+def submit_load(port: int, token: str, total: int, clients: int) -> None:
+    latencies: list[float] = []
+    failures: list[int] = []
+    lock = threading.Lock()
+    body = json.dumps({"type": "diagnostics.noop"})
+    headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+
+    def client(count: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine = []
+        for _ in range(count):
+            started = time.perf_counter()
+            connection.request("POST", "/api/jobs/", body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            mine.append(time.perf_counter() - started)
+            if response.status != 201:
+                with lock:
+                    failures.append(response.status)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(total // clients,)) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    ordered = sorted(latencies)
+    print(
+        f"POST /api/jobs/  {len(ordered)} requests, {clients} clients: {len(ordered) / elapsed:7.1f} req/s  "
+        f"p50 {statistics.median(ordered) * 1000:6.1f} ms  p99 {ordered[int(0.99 * (len(ordered) - 1))] * 1000:6.1f} ms"
+        f"  non-201: {len(failures)}"
+    )
+
+
+_SEED_SQL = """
+INSERT INTO jobs_job (id, type, payload, priority, status, heavy, attempts, max_attempts, timeout, has_dependents,
+    hooks_done, error_category, error_message, error_details, recovery_actions, progress, stage, progress_details,
+    seq, rq_job_id, worker_name, runner_host, created_at, updated_at, started_at, finished_at, eta_error_seconds)
+SELECT gen_random_uuid(), 'bench.type' || (n %% 8), '{}'::jsonb, 'normal',
+    CASE WHEN n %% 50 = 0 THEN 'failed' WHEN n %% 97 = 0 THEN 'dead_letter' ELSE 'complete' END,
+    false, 1, 4, 1800, false, true, CASE WHEN n %% 50 = 0 THEN 'user_fixable' ELSE '' END, '', '', '[]'::jsonb,
+    100, '', '{}'::jsonb, 3, '', 'bench', '',
+    at - interval '2 seconds', at, at - interval '1 second' * (n %% 7), at, (n %% 11) - 5
+FROM (SELECT n, now() - interval '30 days' * random() AS at FROM generate_series(1, %(rows)s) AS n) AS seed
+"""
+
+
+def seed_history(rows: int) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(_SEED_SQL, {"rows": rows})
+        cursor.execute("VACUUM ANALYZE jobs_job")
+
+
+def time_get(port: int, token: str, path: str, repeat: int = 7) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        connection.request("GET", path, headers={"Authorization": f"Token {token}"})
+        response = connection.getresponse()
+        response.read()
+        times.append(time.perf_counter() - started)
+        assert response.status == 200, response.status
+    print(f"GET {path:30s} median {statistics.median(times) * 1000:7.1f} ms  max {max(times) * 1000:7.1f} ms"
+          "  goal < 300 ms")  # fmt: skip
+
+
+def run(args) -> None:
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connection
+    from rest_framework.authtoken.models import Token
+
+    from jobs.models import Job
+
+    call_command("migrate", verbosity=0)
+    Job.objects.all().delete()
+    user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
+    token = Token.objects.get_or_create(user=user)[0].key
+    port = free_port()
+    daphne = start_daphne(port)
+    try:
+        print(f"database: {connection.vendor}; daphne on 127.0.0.1:{port}")
+        submit_load(port, token, args.requests, args.clients)
+        if connection.vendor != "postgresql":
+            print("stats at scale: PostgreSQL only (set DATABASE_URL)")
+            return
+        started = time.perf_counter()
+        seed_history(args.rows)
+        print(f"seeded {args.rows:,} finished jobs in {time.perf_counter() - started:.0f}s")
+        time_get(port, token, "/api/stats/?hours=24")
+        time_get(port, token, "/api/stats/?hours=720")
+    finally:
+        daphne.terminate()
+        daphne.wait(30)
+
+
+if __name__ == "__main__":
+    main()
