@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from rq import SimpleWorker, Worker
 from rq.job import Job as RQJob
 from rq.results import Result
+from rq.worker import WorkerStatus
 
 from jobs import liveness, queueing, runner
 from jobs.models import Job, Status
@@ -44,6 +45,9 @@ _RECORD_RETRY_PAUSES = (0.5, 1, 2, 4, 8, 15, 30)  # about a minute of database t
 class _ParentBookkeeping:
     def execute_job(self, job: RQJob, queue) -> None:
         self._parent_pid = os.getpid()  # read by the horse, to notice a parent already gone
+        # Busy from the claim on: a SIGTERM arriving now must wait for this job (RQ's warm
+        # shutdown), not abort between the claim and the fork and leave the row active.
+        self.set_state(WorkerStatus.BUSY)
         claimed = self._claim(job)
         try:
             super().execute_job(job, queue)

@@ -297,3 +297,31 @@ def test_results_the_database_cannot_store_fail_for_operators(run_worker, bad):
         registry.unregister("tests.bad_value")
     job.refresh_from_db()
     assert job.status == Status.FAILED and job.error_category == "admin_required"
+
+
+def test_a_sigterm_during_the_claim_lets_the_claimed_job_finish(monkeypatch):
+    """Found in CI: a SIGTERM between the claim and the run stopped the worker and left the
+    row active. The worker is busy from the claim on, so RQ's warm shutdown waits."""
+    import signal
+
+    from jobs import runner
+    from jobs.worker import JobdeskSimpleWorker
+
+    job = submit("diagnostics.noop").job
+    queues = [django_rq.get_queue(name) for name in ("immediate", "normal", "low")]
+    worker = JobdeskSimpleWorker(queues, connection=django_rq.get_connection("normal"))
+    real_claim = runner.claim
+
+    def claim_then_sigterm(*args, **kwargs):
+        claimed = real_claim(*args, **kwargs)
+        worker.request_stop(signal.SIGTERM, None)  # what the signal handler does
+        return claimed
+
+    monkeypatch.setattr(runner, "claim", claim_then_sigterm)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.work(burst=True, with_scheduler=False)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert refreshed(job).status == Status.COMPLETE and refreshed(job).attempts == 1
