@@ -18,6 +18,7 @@ from ingestion.models import Material, MaterialChunk
 from jobs import estimates
 from jobs.api.errors import Refusal
 from jobs.api.serializers import JobSerializer
+from jobs.api.throttling import FailOpen
 
 
 class MaterialListSerializer(serializers.ListSerializer):
@@ -82,7 +83,7 @@ class MaterialFilter(django_filters.FilterSet):
         fields = ["status"]
 
 
-class UploadThrottle(UserRateThrottle):
+class UploadThrottle(FailOpen, UserRateThrottle):
     """Uploads per client (user, or address when anonymous), in the Redis cache."""
 
     scope = "uploads"

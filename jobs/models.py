@@ -112,6 +112,8 @@ class Job(models.Model):
             models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
             models.Index(fields=["-created_at"], name="job_created"),
             models.Index(fields=["status", "finished_at"], name="job_status_finished"),
+            # Stats over a period select by finish time alone.
+            models.Index(fields=["finished_at"], name="job_finished"),
             models.Index(fields=["finished_at"], condition=Q(hooks_done=False), name="job_hooks_pending"),
         ]
         constraints = [

@@ -49,10 +49,12 @@ MEASURES = {
 def summary(since: datetime, until: datetime, jobs: QuerySet[Job] | None = None) -> dict:
     finished = (jobs if jobs is not None else Job.objects.all()).filter(finished_at__gte=since, finished_at__lt=until)
     hours = max((until - since).total_seconds() / 3600, 1e-9)
-    per_type = {row["type"]: _outcomes(row, hours) for row in _counts(finished)}
-    for measure, by_type in _percentiles(finished).items():
-        for job_type, values in by_type.items():
-            per_type.setdefault(job_type, {})[measure] = values
+    postgres = connection.vendor == "postgresql"
+    per_type = {row["type"]: _outcomes(row, hours, with_percentiles=postgres) for row in _counts(finished, postgres)}
+    if not postgres:
+        for measure, by_type in _percentiles_by_offset(finished).items():
+            for job_type, values in by_type.items():
+                per_type.setdefault(job_type, {})[measure] = values
     return {
         "since": since,
         "until": until,
@@ -61,46 +63,49 @@ def summary(since: datetime, until: datetime, jobs: QuerySet[Job] | None = None)
     }
 
 
-def _counts(finished: QuerySet[Job]):
+def _counts(finished: QuerySet[Job], with_percentiles: bool):
+    """One grouped scan: counts, the longest run and — on PostgreSQL — every percentile."""
+    percentiles = {
+        f"{measure}_{name}": PercentileCont(expression, fraction, filter=condition)
+        for measure, (expression, condition) in MEASURES.items()
+        for name, fraction in PERCENTILES.items()
+    }
     return (
         finished.values("type")
         .annotate(
             total=Count("pk"),
             **{name: Count("pk", filter=condition) for name, condition in OUTCOMES.items()},
             duration_max=Max(_span("finished_at", "started_at"), filter=Q(status=Status.COMPLETE)),
+            **(percentiles if with_percentiles else {}),
         )
         .order_by()
     )
 
 
-def _outcomes(row: dict, hours: float) -> dict:
+def _outcomes(row: dict, hours: float, *, with_percentiles: bool) -> dict:
     total = row["total"]
-    return {
+    found = {
         "finished": total,
         **{name: row[name] for name in OUTCOMES},
         "rates": {name: round(row[name] / total, 4) for name in ("complete", "failed", "dead_letter")},
         "throughput_per_hour": round(row["complete"] / hours, 3),
         "duration_max": _seconds(row["duration_max"]),
     }
-
-
-def _percentiles(finished: QuerySet[Job]) -> dict[str, dict[str, dict]]:
-    found: dict[str, dict[str, dict]] = {}
-    for measure, (expression, condition) in MEASURES.items():
-        rows = finished.filter(condition).annotate(value=expression)
-        if connection.vendor == "postgresql":
-            grouped = rows.values("type").annotate(
-                **{name: PercentileCont("value", fraction) for name, fraction in PERCENTILES.items()}
-            )
-            by_type = {r["type"]: {n: _seconds(r[n]) for n in PERCENTILES} for r in grouped.order_by()}
-        else:
-            by_type = _percentiles_by_offset(rows)
-        for job_type, values in by_type.items():
-            found.setdefault(measure, {})[job_type] = values
+    if with_percentiles:
+        for measure in MEASURES:
+            found[measure] = {name: _seconds(row[f"{measure}_{name}"]) for name in PERCENTILES}
     return found
 
 
-def _percentiles_by_offset(rows: QuerySet[Job]) -> dict[str, dict]:
+def _percentiles_by_offset(finished: QuerySet[Job]) -> dict[str, dict[str, dict]]:
+    """SQLite has no percentile aggregate: one ordered LIMIT 1 OFFSET k query each."""
+    found: dict[str, dict[str, dict]] = {}
+    for measure, (expression, condition) in MEASURES.items():
+        found[measure] = _by_offset(finished.filter(condition).annotate(value=expression))
+    return found
+
+
+def _by_offset(rows: QuerySet[Job]) -> dict[str, dict]:
     by_type = {}
     for row in rows.values("type").annotate(n=Count("pk")).order_by():
         ordered = rows.filter(type=row["type"]).order_by("value").values_list("value", flat=True)

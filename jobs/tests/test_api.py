@@ -243,3 +243,21 @@ def test_odd_offsets_in_bodies_and_periods_are_converted_to_utc(api_as, alice):
     response = client.post("/api/jobs/", {"type": "diagnostics.noop", "run_at": "2030-01-01T00:00:00+18:41"},
                            format="json")  # fmt: skip
     assert response.status_code == 201 and response.data["scheduled_for"] == "2029-12-31T05:19:00Z"
+
+
+def test_the_api_takes_submits_while_redis_is_down(api_as, alice):
+    """Rate limits live in Redis; an outage of Redis must not become an outage of the API."""
+    from devtools import pytest_redis
+
+    server = pytest_redis.server()
+    if server is None:
+        pytest.skip("needs the suite's own Redis server (TEST_REDIS_URL was given)")
+    server.stop()
+    try:
+        response = api_as(alice).post("/api/jobs/", {"type": "diagnostics.noop"}, format="json")
+        listed = api_as(alice).get("/api/jobs/")
+    finally:
+        server.start()
+    assert response.status_code == 201, response.content
+    assert response.data["status"] == "queued" and "unreachable" in response.data["eta_warning"]
+    assert listed.status_code == 200 and listed.data["count"] == 1
