@@ -178,3 +178,24 @@ class JobEvent(models.Model):
         if self.actor_id:
             return str(self.actor)
         return self.actor_label or "system"
+
+
+class JobStatsHour(models.Model):
+    """Finished jobs of one type in one hour, folded for stats over long periods
+    (jobs.rollup). Histograms: {"<measure letter><bucket>": count}."""
+
+    hour = models.DateTimeField()
+    type = models.CharField(max_length=100)
+    finished = models.PositiveIntegerField(default=0)
+    complete = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    dead_letter = models.PositiveIntegerField(default=0)
+    canceled = models.PositiveIntegerField(default=0)
+    duration_max = models.FloatField(null=True, blank=True)
+    histograms = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["hour", "type"], name="statshour_hour_type")]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h {self.type}"

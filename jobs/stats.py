@@ -8,15 +8,19 @@ no percentile aggregate, so there each one is one ordered ``LIMIT 1 OFFSET k`` q
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime, timedelta
 
 from django.db import connection
 from django.db.models import Aggregate, Count, DurationField, ExpressionWrapper, F, FloatField, Max, Q, QuerySet
 from django.db.models.functions import Abs, Trunc
 
-from jobs.models import Job, Status
+from jobs import rollup
+from jobs.models import Job, JobStatsHour, Status
 
 PERCENTILES = {"p50": 0.5, "p95": 0.95}
+# Longer periods of all jobs come from hourly roll-ups on PostgreSQL.
+ROLLUP_AFTER = timedelta(hours=48)
 OUTCOMES = {
     "complete": Q(status=Status.COMPLETE),
     "failed": Q(status=Status.FAILED),
@@ -46,8 +50,16 @@ MEASURES = {
 }
 
 
-def summary(since: datetime, until: datetime, jobs: QuerySet[Job] | None = None) -> dict:
-    finished = (jobs if jobs is not None else Job.objects.all()).filter(finished_at__gte=since, finished_at__lt=until)
+def summary(since: datetime, until: datetime, owner=None) -> dict:
+    """Stats of ``owner``'s jobs, or of all jobs. All jobs over more than ROLLUP_AFTER on
+    PostgreSQL come from the hourly roll-ups (jobs.rollup) where they cover the period."""
+    if owner is None and rollup.available() and until - since > ROLLUP_AFTER:
+        covered = rollup.covered_until()
+        start, end = rollup.ceil_hour(since), min(rollup.floor_hour(until), covered) if covered else None
+        if end is not None and start < end:
+            return _from_rollups(since, until, start, end)
+    jobs = Job.objects.all() if owner is None else Job.objects.filter(owner=owner)
+    finished = jobs.filter(finished_at__gte=since, finished_at__lt=until)
     hours = max((until - since).total_seconds() / 3600, 1e-9)
     postgres = connection.vendor == "postgresql"
     per_type = {row["type"]: _outcomes(row, hours, with_percentiles=postgres) for row in _counts(finished, postgres)}
@@ -58,9 +70,44 @@ def summary(since: datetime, until: datetime, jobs: QuerySet[Job] | None = None)
     return {
         "since": since,
         "until": until,
+        "source": "jobs",
         "types": [{"type": t, **v} for t, v in sorted(per_type.items())],
         "series": _series(finished, since, until),
     }
+
+
+def _from_rollups(since: datetime, until: datetime, start: datetime, end: datetime) -> dict:
+    """Stored hours in [start, end), the partial hours around them counted live."""
+    rows = list(JobStatsHour.objects.filter(hour__gte=start, hour__lt=end))
+    rows += rollup.compute(since, start) + rollup.compute(end, until)
+    merged: dict[str, rollup.Merged] = defaultdict(rollup.Merged)
+    for row in rows:
+        merged[row.type].add(row)
+    hours = (until - since).total_seconds() / 3600
+    types = []
+    for job_type, totals in sorted(merged.items()):
+        found = _outcomes({**totals.counts, "total": totals.counts["finished"], "duration_max": totals.duration_max},
+                          hours, with_percentiles=False)  # fmt: skip
+        for letter, measure in rollup.MEASURES.items():
+            found[measure] = {name: _seconds(totals.percentile(letter, q)) for name, q in PERCENTILES.items()}
+        types.append({"type": job_type, **found})
+    return {"since": since, "until": until, "source": "hourly roll-ups", "types": types,
+            "series": _series_of_rows(rows, since, until)}  # fmt: skip
+
+
+def _series_of_rows(rows: list[JobStatsHour], since: datetime, until: datetime) -> dict:
+    unit = _series_unit(since, until)
+    points: dict[datetime, dict[str, int]] = defaultdict(lambda: {"complete": 0, "failed": 0, "canceled": 0})
+    for row in rows:
+        at = row.hour if unit == "hour" else row.hour.replace(hour=0)
+        points[at]["complete"] += row.complete
+        points[at]["failed"] += row.failed + row.dead_letter
+        points[at]["canceled"] += row.canceled
+    return {"bucket": unit, "points": [{"at": at, **points[at]} for at in sorted(points)]}
+
+
+def _series_unit(since: datetime, until: datetime) -> str:
+    return "hour" if until - since <= timedelta(hours=72) else "day"
 
 
 def _counts(finished: QuerySet[Job], with_percentiles: bool):
@@ -116,7 +163,7 @@ def _by_offset(rows: QuerySet[Job]) -> dict[str, dict]:
 
 
 def _series(finished: QuerySet[Job], since: datetime, until: datetime) -> dict:
-    unit = "hour" if until - since <= timedelta(hours=72) else "day"
+    unit = _series_unit(since, until)
     rows = (
         finished.annotate(bucket=Trunc("finished_at", unit))
         .values("bucket")

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from jobs import queueing, reconcile
+from jobs import queueing, reconcile, rollup
 from jobs.models import FINAL_STATUSES, Job, JobEvent, Priority
 from jobs.registry import cron, job_type
 
@@ -52,3 +52,11 @@ cron("reconcile", "* * * * *", "jobs.reconcile")
 cron("scheduler-heartbeat", "* * * * *", "jobs.scheduler_heartbeat")
 cron("prune-events", "30 8 * * *", "jobs.prune_events")
 cron("prune-jobs", "0 9 * * *", "jobs.prune_jobs")
+
+
+@job_type("jobs.stats_rollup", public=False, priority=Priority.LOW, timeout=600, max_attempts=1)
+def stats_rollup(ctx) -> dict:
+    return rollup.refresh()
+
+
+cron("stats-rollup", "* * * * *", "jobs.stats_rollup")

@@ -163,9 +163,14 @@ def test_cron_entries_exist_once_after_repeated_syncs_and_a_scheduler_restart(sp
     spawn("rqscheduler", "--queue", "normal", "--interval", "1")
     ids = [j.id for j in queueing.scheduler().get_jobs() if j.id.startswith(crons.CRON_ID_PREFIX)]
     assert sorted(ids) == sorted(crons.cron_id(n) for n in registry.cron_entries())
-    assert {"reconcile", "scheduler-heartbeat", "prune-events", "prune-jobs", "ingestion.cleanup"} == set(
-        registry.cron_entries()
-    )
+    assert {
+        "reconcile",
+        "scheduler-heartbeat",
+        "prune-events",
+        "prune-jobs",
+        "stats-rollup",
+        "ingestion.cleanup",
+    } == set(registry.cron_entries())
 
 
 def _env():

@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.db.models.functions import Trunc
 from django.utils import timezone
 
-from jobs.models import Job, Status
+from jobs import rollup, stats
+from jobs.models import Job, JobStatsHour, Status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,3 +63,42 @@ def test_bad_periods_are_400_with_a_message(api_as, alice, query):
 
 def test_stats_need_a_login(client):
     assert client.get("/api/stats/").status_code == 401
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="roll-ups are a PostgreSQL path")
+def test_long_periods_from_hourly_rollups_match_the_live_numbers(api_as, alice, operator):
+    import random
+
+    rng = random.Random(3)
+    for i in range(300):  # three days of finished jobs, some failing
+        status = Status.FAILED if i % 10 == 0 else Status.COMPLETE
+        finished_job(alice, f"t.k{i % 3}", status, wait=rng.uniform(0.5, 30), run=rng.uniform(0.1, 100),
+                     ago_hours=rng.uniform(0.1, 70), eta_error_seconds=rng.uniform(-20, 20))  # fmt: skip
+    rollup.refresh()
+    stored = JobStatsHour.objects.count()
+    rollup.refresh()  # idempotent: the hours it folds again replace their rows
+    hours_and_types = (
+        Job.objects.filter(finished_at__lt=rollup.floor_hour(timezone.now()), type__startswith="t.k")
+        .annotate(hour=Trunc("finished_at", "hour"))
+        .values("hour", "type")
+        .distinct()
+        .count()
+    )
+    assert JobStatsHour.objects.count() == stored == hours_and_types
+
+    now = timezone.now()
+    since, until = now - timedelta(hours=80), now
+    rolled = stats.summary(since, until)
+    live = stats.summary(since, until, owner=alice)  # the owner's view is always live
+    assert rolled["source"] == "hourly roll-ups" and live["source"] == "jobs"
+    for a, b in zip(rolled["types"], live["types"], strict=True):
+        for name in ("finished", "complete", "failed", "dead_letter", "canceled", "rates", "throughput_per_hour"):
+            assert a[name] == b[name], name
+        assert a["duration_max"] == pytest.approx(b["duration_max"], abs=1e-3)
+        for measure in ("duration", "queue_wait", "eta_error"):
+            for p in ("p50", "p95"):
+                assert a[measure][p] == pytest.approx(b[measure][p], rel=0.12), (a["type"], measure, p)
+    assert sum(p["complete"] for p in rolled["series"]["points"]) == sum(
+        p["complete"] for p in live["series"]["points"]
+    )
+    assert api_as(operator).get("/api/stats/?hours=80").data["source"] == "hourly roll-ups"
