@@ -51,10 +51,11 @@ WITH j AS (
            count(*) FILTER (WHERE status = 'canceled') AS canceled,
            max(run) FILTER (WHERE status = 'complete') AS run_max
     FROM j GROUP BY 1, 2
+), hist AS (
+    SELECT hour, type, jsonb_object_agg(m || b, n) AS histograms FROM h GROUP BY 1, 2
 )
-SELECT c.hour, c.type, c.finished, c.complete, c.failed, c.dead_letter, c.canceled, c.run_max,
-       (SELECT jsonb_object_agg(h.m || h.b, h.n) FROM h WHERE h.hour = c.hour AND h.type = c.type)
-FROM c
+SELECT c.hour, c.type, c.finished, c.complete, c.failed, c.dead_letter, c.canceled, c.run_max, hist.histograms
+FROM c LEFT JOIN hist ON hist.hour = c.hour AND hist.type = c.type
 """
 
 
