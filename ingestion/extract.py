@@ -140,12 +140,23 @@ def _pdf(data: bytes, on_page: PageProgress) -> Extracted:
     return Extracted(text, PDF, page_starts=starts)
 
 
+_BLOCK_TAGS = [
+    "p", "div", "section", "article", "header", "footer", "main", "nav", "aside", "h1", "h2", "h3", "h4", "h5",
+    "h6", "li", "ul", "ol", "dl", "dt", "dd", "tr", "table", "thead", "tbody", "blockquote", "pre", "hr",
+    "figure", "figcaption", "form", "fieldset", "address", "td", "th",
+]  # fmt: skip
+
+
 def _html_text(markup: str) -> str:
     soup = BeautifulSoup(markup, "html.parser")
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for hidden in soup(["script", "style", "noscript", "template", "head", "svg"]):
         hidden.decompose()
-    body = soup.get_text("\n")
+    for block in soup.find_all(_BLOCK_TAGS):  # blocks end lines; inline tags (<b>, <a>) do not
+        block.append("\n")
+    for br in soup.find_all("br"):
+        br.replace_with("\n")
+    body = soup.get_text()
     return f"{title}\n\n{body}" if title else body
 
 

@@ -204,9 +204,12 @@ def fail(job_id, dispatch: str, *, category: str, message: str, details: str = "
     )
 
 
-def dead_letter(
-    job_id, dispatch: str, *, message: str, details: str = "", recovery_actions=(), actor_label: str = ""
-) -> Job:
+DEAD_LETTER_ACTIONS = [
+    "No retry is left: fix the cause (see the message and the timeline), then requeue it (POST …/retry/).",
+]
+
+
+def dead_letter(job_id, dispatch: str, *, message: str, details: str = "", actor_label: str = "") -> Job:
     return _move(
         job_id,
         action="dead_letter",
@@ -214,7 +217,8 @@ def dead_letter(
         to=Status.DEAD_LETTER,
         dispatch=dispatch,
         actor_label=actor_label,
-        fields=_finished_fields(**_error_fields("temporary", message, details, list(recovery_actions))),
+        # No retry is coming: advice such as "wait for the retry" no longer holds.
+        fields=_finished_fields(**_error_fields("temporary", message, details, DEAD_LETTER_ACTIONS)),
         message=f"dead letter after the last attempt: {message}",
     )
 
@@ -270,6 +274,10 @@ def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:
         fields={
             "attempts": 0,
             "hooks_done": False,  # the new round's end is followed up again
+            # ETA accuracy judges first estimates made at submit; an operator's requeue
+            # (maybe months later) is not one of them.
+            "first_estimated_start_at": None,
+            "first_estimated_finish_at": None,
             "rq_job_id": new_dispatch_id(job_id),
             "enqueued_at": timezone.now(),
             "scheduled_for": None,

@@ -26,7 +26,7 @@ def temporary_failure(
         moved = lifecycle.retry_later(job.id, dispatch, delay=delay, actor_label=actor_label, **error)
         transaction.on_commit(lambda: queueing.schedule(moved, moved.scheduled_for))
         return moved
-    moved = lifecycle.dead_letter(job.id, dispatch, actor_label=actor_label, **error)
+    moved = lifecycle.dead_letter(job.id, dispatch, actor_label=actor_label, message=message, details=details)
     finished(moved)
     return moved
 

@@ -105,7 +105,8 @@ def record(job: Job, dispatch: str, outcome: Outcome) -> Job | None:
             outcomes.finished(failed)
             return failed
         return outcomes.temporary_failure(job, dispatch, actor_label=job.worker_name, **error)
-    except TransitionError as refused:
+    except (TransitionError, lifecycle.JobNotFound) as refused:
+        # Canceled, repaired or deleted (e.g. from the admin) while it ran: nothing to record.
         logger.info("outcome discarded", extra={"job_id": str(job.id), "dispatch": dispatch, "reason": str(refused)})
         return None
 

@@ -50,3 +50,9 @@ def test_chunks_in_blocks_are_slices_that_cover_the_text(text):
         covered[chunk.start : chunk.end] = [True] * len(chunk.text)
     assert all(covered[i] or text[i].isspace() for i in range(len(text)))
     assert [c.start for c in chunks] == sorted(c.start for c in chunks)
+
+
+def test_inline_html_tags_stay_inside_their_line():
+    page = b"<html><body><p>Some <b>bold</b> text, <a href='#'>a link</a>.</p><p>Next</p></body></html>"
+    text = extract.extract(page, "a.html").text
+    assert text == "Some bold text, a link.\nNext"

@@ -298,3 +298,10 @@ def test_a_promoted_job_joins_the_end_of_the_immediate_line():
     promoted = Job.objects.get(pk=normal.id)
     found = estimates.estimate([promoted, first], now=timezone.now(), workers=1)
     assert found[first.id].start_at < found[promoted.id].start_at  # RQ runs `first` first
+
+
+def test_a_requeue_starts_without_a_first_estimate_to_be_judged_against():
+    failed = row("t.a", Status.FAILED, first_estimated_start_at=timezone.now() + timedelta(days=900))
+    requeued = actions.requeue(failed.id)
+    assert requeued.first_estimated_start_at is None
+    assert Job.objects.get(pk=failed.id).first_estimated_start_at is None

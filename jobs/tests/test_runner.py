@@ -325,3 +325,32 @@ def test_a_sigterm_during_the_claim_lets_the_claimed_job_finish(monkeypatch):
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     assert refreshed(job).status == Status.COMPLETE and refreshed(job).attempts == 1
+
+
+def test_a_job_deleted_while_it_runs_is_discarded_and_the_worker_lives_on(run_worker, monkeypatch):
+    """Found by a README trial: deleting a running job in the admin killed the worker."""
+    from jobs import runner
+
+    doomed = submit("diagnostics.noop").job
+    after = submit("diagnostics.noop").job
+    real_handler = runner.run_handler
+
+    def delete_while_running(job, dispatch):
+        outcome = real_handler(job, dispatch)
+        Job.objects.filter(pk=job.id, pk__in=[doomed.id]).delete()
+        return outcome
+
+    monkeypatch.setattr(runner, "run_handler", delete_while_running)
+    run_worker()
+    assert not Job.objects.filter(pk=doomed.id).exists()
+    assert refreshed(after).status == Status.COMPLETE  # the same worker went on
+
+
+def test_a_dead_letter_does_not_promise_a_retry(run_worker, settings):
+    settings.RETRY_BASE_DELAY = 0
+    job = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "temporary"}, max_attempts=1).job
+    run_worker()
+    job = refreshed(job)
+    assert job.status == Status.DEAD_LETTER
+    assert not any("Wait for the retry" in action for action in job.recovery_actions)
+    assert "requeue" in job.recovery_actions[0]
