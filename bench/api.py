@@ -19,7 +19,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devtools.redis_server import RedisServer  # noqa: E402
+from bench.harness import environment  # noqa: E402
 
 
 def main() -> None:
@@ -36,18 +35,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="jobdesk-bench-"))
-    server = RedisServer(directory=tmp / "redis").start()
-    os.environ.update({
-        "REDIS_URL": server.url, "LOG_LEVEL": "WARNING", "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DEBUG": "false", "SECRET_KEY": "bench-only-secret-" + "x" * 40, "ALLOWED_HOSTS": "127.0.0.1",
-        "API_USER_RATE": "1000000/minute",
-    })  # fmt: skip
-    os.environ.setdefault("DATABASE_URL", f"sqlite:///{tmp / 'bench.sqlite3'}")
-    try:
+    with environment(
+        LOG_LEVEL="WARNING",
+        DEBUG="false",
+        SECRET_KEY="bench-only-secret-" + "x" * 40,
+        ALLOWED_HOSTS="127.0.0.1",
+        API_USER_RATE="1000000/minute",
+    ):
         run(args)
-    finally:
-        server.stop()
 
 
 def free_port() -> int:

@@ -12,10 +12,8 @@ ETAs through the API (goal < 100 ms, queries counted: no query per row).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from datetime import timedelta
@@ -24,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devtools.redis_server import RedisServer  # noqa: E402
+from bench.harness import environment  # noqa: E402
 
 TYPES = {"bench.small": 0.2, "bench.medium": 1.5, "bench.large": 6.0}
 
@@ -34,14 +32,8 @@ def main() -> None:
     parser.add_argument("--queued", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="jobdesk-bench-"))
-    server = RedisServer(directory=tmp / "redis").start()
-    os.environ.update({"REDIS_URL": server.url, "LOG_LEVEL": "ERROR", "DJANGO_SETTINGS_MODULE": "config.settings"})
-    os.environ.setdefault("DATABASE_URL", f"sqlite:///{tmp / 'bench.sqlite3'}")
-    try:
+    with environment():
         run(args)
-    finally:
-        server.stop()
 
 
 def seed(queued: int) -> None:

@@ -18,14 +18,13 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devtools.redis_server import RedisServer  # noqa: E402
+from bench.harness import environment  # noqa: E402
 
 QUEUES = ("immediate", "normal", "low")
 
@@ -37,14 +36,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--warm-up", type=int, default=60, help="jobs submitted first and not measured")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="jobdesk-bench-"))
-    server = RedisServer(directory=tmp / "redis").start()
-    os.environ.update({"REDIS_URL": server.url, "LOG_LEVEL": "ERROR", "DJANGO_SETTINGS_MODULE": "config.settings"})
-    os.environ.setdefault("DATABASE_URL", f"sqlite:///{tmp / 'bench.sqlite3'}")
-    try:
+    with environment():
         run(args)
-    finally:
-        server.stop()
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:

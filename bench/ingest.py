@@ -16,13 +16,12 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devtools.redis_server import RedisServer  # noqa: E402
+from bench.harness import environment  # noqa: E402
 
 WORDS = [
     "alpha",
@@ -47,18 +46,14 @@ def main() -> None:
     parser.add_argument("--text-mb", type=float, default=20)
     parser.add_argument("--pages", type=int, default=300)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="jobdesk-bench-"))
-    server = RedisServer(directory=tmp / "redis").start()
-    os.environ.update({
-        "REDIS_URL": server.url, "LOG_LEVEL": "ERROR", "DJANGO_SETTINGS_MODULE": "config.settings",
-        "MEDIA_ROOT": str(tmp / "media"), "MAX_UPLOAD_BYTES": str(200 * 1024 * 1024),
-        "HEAVY_MATERIAL_BYTES": str(10**12), "DEBUG": "false", "SECRET_KEY": "bench-only-secret-" + "x" * 40,
-    })  # fmt: skip
-    os.environ.setdefault("DATABASE_URL", f"sqlite:///{tmp / 'bench.sqlite3'}")
-    try:
-        run(args, tmp)
-    finally:
-        server.stop()
+    with environment(
+        MAX_UPLOAD_BYTES=str(200 * 1024 * 1024),
+        HEAVY_MATERIAL_BYTES=str(10**12),
+        DEBUG="false",
+        SECRET_KEY="bench-only-secret-" + "x" * 40,
+    ) as scratch:
+        os.environ["MEDIA_ROOT"] = str(scratch / "media")
+        run(args, scratch)
 
 
 def text_file(megabytes: float) -> bytes:

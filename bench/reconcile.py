@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 import uuid
 from datetime import timedelta
@@ -22,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devtools.redis_server import RedisServer  # noqa: E402
+from bench.harness import environment  # noqa: E402
 
 
 def main() -> None:
@@ -31,14 +30,8 @@ def main() -> None:
     parser.add_argument("--missing", type=int, default=100, help="queued jobs missing from Redis")
     parser.add_argument("--active", type=int, default=20, help="active jobs whose process is alive")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="jobdesk-bench-"))
-    server = RedisServer(directory=tmp / "redis").start()
-    os.environ.update({"REDIS_URL": server.url, "LOG_LEVEL": "ERROR", "DJANGO_SETTINGS_MODULE": "config.settings"})
-    os.environ.setdefault("DATABASE_URL", f"sqlite:///{tmp / 'bench.sqlite3'}")
-    try:
+    with environment():
         run(args)
-    finally:
-        server.stop()
 
 
 def seed(args) -> None:
