@@ -118,7 +118,7 @@ def get(name: str) -> JobType:
     try:
         return _types[name]
     except KeyError:
-        known = ", ".join(sorted(_types)) or "none"
+        known = ", ".join(sorted(n for n, t in _types.items() if t.public)) or "none"
         raise SubmitError(f"Unknown job type {name!r}.", field="type", hint=f"Known types: {known}.") from None
 
 

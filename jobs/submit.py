@@ -112,7 +112,7 @@ def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> tuple[list[_
         elif key and key in by_key:  # the same key twice in one batch: one job
             plan = _Plan(spec, _same_request(spec, by_key[key].job), created=False)
         else:
-            plan = _new_plan(spec, owner, allow_internal, external, by_ref, windows)
+            plan = _in_batch(index, len(specs), _new_plan, spec, owner, allow_internal, external, by_ref, windows)
         plans[index] = plan
         if spec.ref:
             by_ref[spec.ref] = plan
@@ -120,6 +120,17 @@ def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> tuple[list[_
             by_key.setdefault(key, plan)
     # Create in dependency order (bulk_create keeps it), answer in the caller's order.
     return [plans[i] for i in order], [plans[i] for i in range(len(specs))]
+
+
+def _in_batch(index: int, size: int, make, *args):
+    """A refusal in a batch names the item: "jobs[3].type", "job 3: …"."""
+    try:
+        return make(*args)
+    except SubmitError as refused:
+        if size == 1:
+            raise
+        field = f"jobs[{index}].{refused.field}" if refused.field else f"jobs[{index}]"
+        raise SubmitError(f"Job {index}: {refused.message}", field=field, hint=refused.hint) from None
 
 
 def _same_request(spec: JobSpec, job: Job) -> Job:

@@ -4,19 +4,21 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs import health, queues
+from jobs import health, queues, registry
 
 
 class HealthView(APIView):
-    """Database, Redis, workers and scheduler: 200 when all are fine, else 503 naming the part."""
+    """Database, Redis, workers and scheduler: 200 when all are fine, else 503 naming the
+    part. Anyone may ask; only staff see each worker's host, pid and current job."""
 
     permission_classes = [AllowAny]
-    authentication_classes: list = []
     throttle_classes: list = []  # probes poll it
 
     @extend_schema(responses={200: OpenApiResponse(description="healthy"), 503: OpenApiResponse(description="failing")})
     def get(self, request: Request) -> Response:
         healthy, details = health.check()
+        if not request.user.is_staff:
+            details.get("workers", {}).pop("workers", None)
         return Response(details, status=200 if healthy else 503)
 
 
@@ -40,4 +42,7 @@ class QueuesView(APIView):
         responses={200: OpenApiResponse(description="queues, workers, new-job ETAs per type, ETA accuracy")},
     )
     def get(self, request: Request) -> Response:
-        return Response(queues.overview(request.query_params.getlist("type") or None))
+        wanted = request.query_params.getlist("type") or None
+        for name in wanted or ():
+            registry.get(name)  # an unknown type is a 400 naming the known ones
+        return Response(queues.overview(wanted))

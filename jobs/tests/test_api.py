@@ -261,3 +261,18 @@ def test_the_api_takes_submits_while_redis_is_down(api_as, alice):
     assert response.status_code == 201, response.content
     assert response.data["status"] == "queued" and "unreachable" in response.data["eta_warning"]
     assert listed.status_code == 200 and listed.data["count"] == 1
+
+
+def test_a_refused_bulk_item_is_named(api_as, alice):
+    response = api_as(alice).post(
+        "/api/jobs/bulk/", {"jobs": [{"type": "diagnostics.noop"}, {"type": "no.such"}]}, format="json"
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "jobs[1].type" in error["fields"] and error["message"].startswith("Job 1:")
+    assert "jobs.reconcile" not in error["hint"]  # internal types are not offered to users
+
+
+def test_queues_refuse_an_unknown_type(api_as, alice):
+    response = api_as(alice).get("/api/queues/?type=nope")
+    assert response.status_code == 400 and "diagnostics.noop" in response.json()["error"]["hint"]

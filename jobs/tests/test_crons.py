@@ -94,6 +94,15 @@ def test_health_is_200_with_a_worker_and_a_fresh_heartbeat(api_as, spawn, redis_
         lambda: (r := api_as(None).get("/api/health/")).status_code == 200 and r, timeout=30, what="healthy"
     )
     assert response.json()["workers"]["count"] == 1
+    assert "workers" not in response.json()["workers"]  # hosts and pids are for staff
+
+
+def test_staff_see_each_worker_in_health(api_as, operator, redis_conn):
+    from rq import Worker
+
+    Worker(["normal"], connection=redis_conn, name="probe").register_birth()
+    body = api_as(operator).get("/api/health/").json()
+    assert [w["name"] for w in body["workers"]["workers"]] == ["probe"]
 
 
 def test_the_scheduler_re_arms_cron_entries_lost_in_a_flush(redis_conn):
