@@ -128,7 +128,7 @@ class _Snapshot:
     workers: _Workers
     # Per priority: how much longer a wait in its line is than the line alone says,
     # because work of higher priority keeps arriving and goes first.
-    stretch: dict[str, float]
+    slowdown: dict[str, float]
 
     def duration(self, job_type: str) -> float:
         if job_type not in self.durations:  # a type met in the line, not among those asked
@@ -152,17 +152,19 @@ def _snapshot(types: set[str], now: datetime, worker_count: int, arrivals: Mappi
     # More active rows than workers: some are lost runs the reconciler will requeue.
     free_in = (remaining + [0.0] * worker_count)[:worker_count]
     arrivals = recent_arrivals() if arrivals is None else arrivals
-    return _Snapshot(now=now, durations=durations, workers=_Workers(free_in), stretch=_stretch(arrivals, worker_count))
+    return _Snapshot(
+        now=now, durations=durations, workers=_Workers(free_in), slowdown=_slowdown(arrivals, worker_count)
+    )
 
 
-def _stretch(arrivals: Mapping[str, float], worker_count: int) -> dict[str, float]:
+def _slowdown(arrivals: Mapping[str, float], worker_count: int) -> dict[str, float]:
     """A line gets only the workers' time left over by higher priorities' new work: its
     wait grows by 1 / (1 − their share), the share capped so a wait stays finite."""
-    stretch, share = {}, 0.0
+    slowdown, share = {}, 0.0
     for priority in settings.JOB_QUEUES:
-        stretch[priority] = 1.0 / (1.0 - min(share, MAX_HIGHER_SHARE))
+        slowdown[priority] = 1.0 / (1.0 - min(share, MAX_HIGHER_SHARE))
         share += arrivals.get(priority, 0.0) / worker_count
-    return stretch
+    return slowdown
 
 
 _arrivals: tuple[float, dict[str, float]] | None = None
@@ -338,12 +340,12 @@ class _Resolver:
             finish = (job.started_at or snap.now) + timedelta(seconds=snap.duration(job.type))
             return Estimate(job.started_at, max(finish, snap.now))
         if job.status == Status.QUEUED:
-            start = snap.at(self.starts[job.id] * snap.stretch[job.priority])
+            start = snap.at(self.starts[job.id] * snap.slowdown[job.priority])
         else:
             ready = self._ready_at(job, depth)
             if ready is None:
                 return Estimate(warning="a dependency failed or cannot be estimated")
-            start = max(ready, snap.at(self.drained[job.priority] * snap.stretch[job.priority]))
+            start = max(ready, snap.at(self.drained[job.priority] * snap.slowdown[job.priority]))
         if job.heavy:
             start = window.deferral_until(start, self.windows()) or start
         return Estimate(start, start + timedelta(seconds=snap.duration(job.type)))
