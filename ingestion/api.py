@@ -15,9 +15,8 @@ from rest_framework.throttling import UserRateThrottle
 
 from ingestion import uploads
 from ingestion.models import Material, MaterialChunk
-from jobs import estimates
 from jobs.api.errors import Refusal
-from jobs.api.serializers import JobSerializer
+from jobs.api.serializers import JobSerializer, estimate_page
 from jobs.api.throttling import FailOpen
 
 
@@ -26,8 +25,7 @@ class MaterialListSerializer(serializers.ListSerializer):
 
     def to_representation(self, data):
         materials = list(data.all() if hasattr(data, "all") else data)
-        jobs = [m.job for m in materials if m.job is not None]
-        self.context.setdefault("estimates", {}).update(estimates.estimate(jobs))
+        estimate_page(self.context, [m.job for m in materials if m.job is not None])
         return super().to_representation(materials)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
-from django.db.models import Count, DurationField, ExpressionWrapper, F, IntegerField, Q, Sum
+from django.db.models import Count, IntegerField, Q, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from prometheus_client import generate_latest
@@ -20,13 +20,10 @@ from redis.exceptions import RedisError
 
 from jobs import estimates, queueing
 from jobs.models import ErrorCategory, Job, Status
+from jobs.stats import span
 
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600)
 WAIT_BUCKETS = (0.1, 1, 5, 30, 60, 300, 1800, 3600, 21600)
-
-
-def _seconds(end: str, start: str) -> ExpressionWrapper:
-    return ExpressionWrapper(F(end) - F(start), output_field=DurationField())
 
 
 class JobdeskCollector(Collector):
@@ -75,8 +72,10 @@ class JobdeskCollector(Collector):
 
     def _histogram(self, name, documentation, rows, end, start, buckets) -> Metric:
         """Cumulative buckets per type in one aggregate query (no row is read)."""
-        elapsed = _seconds(end, start)
-        aggregates = {f"le_{i}": Count("pk", filter=Q(elapsed__lte=_as_duration(b))) for i, b in enumerate(buckets)}
+        elapsed = span(end, start)
+        aggregates = {
+            f"le_{i}": Count("pk", filter=Q(elapsed__lte=timedelta(seconds=bound))) for i, bound in enumerate(buckets)
+        }
         aggregates["total"] = Count("pk")
         aggregates["sum"] = Sum("elapsed")
         family = HistogramMetricFamily(name, documentation, labels=["type"])
@@ -120,10 +119,6 @@ class JobdeskCollector(Collector):
             family.add_metric(["0.5"], accuracy["median_seconds"])
             family.add_metric(["0.9"], accuracy["p90_seconds"])
         yield family
-
-
-def _as_duration(seconds: float) -> timedelta:
-    return timedelta(seconds=seconds)
 
 
 def render() -> bytes:

@@ -39,13 +39,13 @@ class PercentileCont(Aggregate):
         super().__init__(expression, fraction=float(fraction), **extra)
 
 
-def _span(end: str, start: str) -> ExpressionWrapper:
+def span(end: str, start: str) -> ExpressionWrapper:
     return ExpressionWrapper(F(end) - F(start), output_field=DurationField())
 
 
 MEASURES = {
-    "duration": (_span("finished_at", "started_at"), Q(status=Status.COMPLETE, started_at__isnull=False)),
-    "queue_wait": (_span("started_at", "created_at"), Q(started_at__isnull=False)),
+    "duration": (span("finished_at", "started_at"), Q(status=Status.COMPLETE, started_at__isnull=False)),
+    "queue_wait": (span("started_at", "created_at"), Q(started_at__isnull=False)),
     "eta_error": (Abs("eta_error_seconds", output_field=FloatField()), Q(eta_error_seconds__isnull=False)),
 }
 
@@ -122,7 +122,7 @@ def _counts(finished: QuerySet[Job], with_percentiles: bool):
         .annotate(
             total=Count("pk"),
             **{name: Count("pk", filter=condition) for name, condition in OUTCOMES.items()},
-            duration_max=Max(_span("finished_at", "started_at"), filter=Q(status=Status.COMPLETE)),
+            duration_max=Max(span("finished_at", "started_at"), filter=Q(status=Status.COMPLETE)),
             **(percentiles if with_percentiles else {}),
         )
         .order_by()

@@ -15,15 +15,19 @@ class JobErrorSerializer(serializers.Serializer):
     details = serializers.CharField(help_text="traceback")
 
 
-class JobListSerializer(serializers.ListSerializer):
-    """Estimates for a whole page at once: one line walk, no query per row."""
+def estimate_page(context: dict, jobs: list[Job]) -> None:
+    """Estimates for a whole page at once (one line walk, no query per row), kept in the
+    serializer context where ``JobSerializer`` looks first."""
+    known = context.setdefault("estimates", {})
+    missing = [j for j in jobs if j.id not in known]
+    if missing:
+        known.update(estimates.estimate(missing))
 
+
+class JobListSerializer(serializers.ListSerializer):
     def to_representation(self, data):
         jobs = list(data.all() if hasattr(data, "all") else data)
-        known = self.context.setdefault("estimates", {})
-        missing = [j for j in jobs if j.id not in known]
-        if missing:
-            known.update(estimates.estimate(missing))
+        estimate_page(self.context, jobs)
         return super().to_representation(jobs)
 
 
