@@ -173,7 +173,8 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
 
 @pytest.fixture
 def spawn(tmp_path):
-    """Start ``manage.py`` subprocesses (workers, scheduler) that share the test database.
+    """Start ``manage.py`` subprocesses (workers, scheduler, or ``-m daphne``) that share
+    the test database.
 
     Each is stopped at teardown: SIGTERM, then SIGKILL of its whole process group.
     """
@@ -181,8 +182,10 @@ def spawn(tmp_path):
 
     def start(*args: str, **env: str) -> subprocess.Popen:
         log = open(tmp_path / f"proc-{len(started)}.log", "wb")  # noqa: SIM115 - closed with the process
+        # ``spawn("-m", "daphne", …)`` runs a module; anything else is a manage.py command.
+        command = list(args) if args[0] == "-m" else [str(ROOT / "manage.py"), *args]
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), *args],
+            [sys.executable, *command],
             cwd=ROOT,
             env=subprocess_env(**env),
             stdout=log,

@@ -1,4 +1,5 @@
-"""ASGI entry point for daphne: HTTP now, WebSocket routes join in config.routing later."""
+"""ASGI entry point for daphne: HTTP (the API, the admin and its assets) and the
+WebSocket routes of each app (SPEC §7), behind token-or-session authentication."""
 
 import os
 
@@ -15,6 +16,16 @@ try:
 except ConfigError as error:  # one line, not a traceback (SPEC §2)
     raise SystemExit(f"jobdesk: configuration error: {error}") from None
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+import ingestion.routing  # noqa: E402
+import jobs.routing  # noqa: E402
+from jobs.wsauth import TokenOrSessionAuth  # noqa: E402
+
+websocket_routes = jobs.routing.websocket_urlpatterns + ingestion.routing.websocket_urlpatterns
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": TokenOrSessionAuth(URLRouter(websocket_routes + jobs.routing.fallback)),
+    }
+)

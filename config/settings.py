@@ -114,7 +114,9 @@ SCHEDULER_HEARTBEAT_KEY = "jobdesk:scheduler:heartbeat"
 # Estimated run time of a job type never seen finishing (seconds), for ETAs (SPEC §4.9).
 ETA_DEFAULT_DURATION = env_float("ETA_DEFAULT_DURATION", 10.0, minimum=0.0)
 # How often a handler's progress reports may write the job row (seconds).
-PROGRESS_WRITE_INTERVAL = env_float("PROGRESS_WRITE_INTERVAL", 0.5, minimum=0.0)
+PROGRESS_WRITE_INTERVAL = env_float("PROGRESS_WRITE_INTERVAL", 0.1, minimum=0.0)
+# How often a WebSocket following a waiting job re-reads its ETA (seconds).
+WS_ETA_REFRESH_SECONDS = env_float("WS_ETA_REFRESH_SECONDS", 10.0, minimum=0.5)
 
 # --- Ingestion (SPEC §5) -----------------------------------------------------------
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1)

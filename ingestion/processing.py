@@ -73,7 +73,7 @@ def _current(job: Job):
 
 
 @job_type(
-    PROCESS, public=False, max_attempts=3, timeout=1800, validate=validate_payload,
+    PROCESS, public=False, max_attempts=3, timeout=1800, validate=validate_payload, material_key="material_id",
     on_success=material_ready, on_failure=material_failed,
 )  # fmt: skip
 def process_material(ctx) -> dict:

@@ -15,7 +15,7 @@ class JobContext:
     def __init__(self, job: Job, dispatch: str) -> None:
         self.job = job
         self.dispatch = dispatch
-        self._reporter = ProgressReporter(job.id, dispatch)
+        self._reporter = ProgressReporter(job, dispatch)
         self._canceled = False
         self._checked_at = float("-inf")
 

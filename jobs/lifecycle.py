@@ -17,10 +17,9 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
-from jobs import fastpath
+from jobs import fastpath, relay
 from jobs.errors import TransitionError
 from jobs.joblog import log_job
 from jobs.models import PENDING_STATUSES, Job, JobEvent, Priority, Status
@@ -98,7 +97,14 @@ def _move(
             details=details or {},
         )
     log_job(action, job, from_status=from_status, actor=actor_label or (str(actor) if actor else "system"))
+    _relay_on_commit(job)
     return job
+
+
+def _relay_on_commit(job: Job) -> None:
+    """Tell WebSocket clients once the move is durable (at once outside a transaction)."""
+    msg = relay.message(job)  # the state as of this move, even if later moves follow
+    transaction.on_commit(lambda: relay.send(msg))
 
 
 # --- Worker-side moves (guarded by the dispatch id) --------------------------------
@@ -117,6 +123,7 @@ def _fast(job_id, *, action: str, allowed, to: str, dispatch: str, now, values, 
         raise TransitionError(job_id, action, current, allowed)
     job.previous_dispatch, job.previous_priority = job.rq_job_id, job.priority
     log_job(action, job, from_status=job.previous_status, actor=actor_label or "system")
+    _relay_on_commit(job)
     return job
 
 
@@ -391,14 +398,18 @@ def redispatch(job_id, *, dispatch: str, actor_label: str, reason: str) -> Job:
     )
 
 
-def record_progress(job_id, dispatch: str, *, percent: int, stage: str, details: dict) -> int:
-    """Write a progress report to an active job's row; returns rows updated (0 or 1).
+def record_progress(job_id, dispatch: str, *, seq: int, percent: int, stage: str, details: dict) -> bool:
+    """Write a progress report to an active job's row as event ``seq`` + 1; False when
+    the run no longer owns the job (canceled, repaired) or another write came between.
 
     No JobEvent (a handler may report thousands of times); the sequence number still
-    moves so clients can spot what they missed. Not a status change, so no lock.
+    moves so clients can spot what they missed. Not a status change, so no lock: the
+    seen ``seq`` is the guard.
     """
-    return Job.objects.filter(pk=job_id, status=Status.ACTIVE, rq_job_id=dispatch).update(
-        progress=percent, stage=stage, progress_details=details, seq=F("seq") + 1, updated_at=timezone.now()
+    return bool(
+        Job.objects.filter(pk=job_id, status=Status.ACTIVE, rq_job_id=dispatch, seq=seq).update(
+            progress=percent, stage=stage, progress_details=details, seq=seq + 1, updated_at=timezone.now()
+        )
     )
 
 

@@ -32,6 +32,9 @@ class JobType:
     on_failure: tuple[Hook, ...] = field(default_factory=tuple)
     # Internal types (crons, maintenance) are not submittable by ordinary API users.
     public: bool = True
+    # The payload key naming the material the job works on: its events also go to
+    # that material's WebSocket group (SPEC §7).
+    material_key: str | None = None
 
     @property
     def has_hooks(self) -> bool:
@@ -62,6 +65,7 @@ def job_type(
     on_success: Hook | None = None,
     on_failure: Hook | None = None,
     public: bool = True,
+    material_key: str | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register ``handler`` as the job type ``name``. Re-registering a name replaces it."""
     if priority not in Priority.values:
@@ -79,6 +83,7 @@ def job_type(
             on_success=(on_success,) if on_success else (),
             on_failure=(on_failure,) if on_failure else (),
             public=public,
+            material_key=material_key,
         )
         return handler
 

@@ -20,7 +20,7 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import reset_queries
 
-from jobs import lifecycle, outcomes, queueing, registry, window
+from jobs import lifecycle, outcomes, queueing, registry, relay, window
 from jobs.context import JobContext
 from jobs.errors import AdminRequiredError, JobError, SubmitError, TransitionError, UserFixableError
 from jobs.joblog import log_job
@@ -83,6 +83,7 @@ def run_handler(job: Job, dispatch: str) -> Outcome:
     else:
         outcome = {"ok": True, "result": result}
     context.flush()
+    relay.drain()  # a work-horse exits right after: let its progress messages out first
     # With DEBUG on, Django logs every query for the life of the process; a long-lived
     # worker must not keep every job's queries (a bulk insert's SQL can be megabytes).
     reset_queries()

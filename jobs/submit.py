@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs import estimates, lifecycle, outcomes, queueing, registry, window
+from jobs import estimates, lifecycle, outcomes, queueing, registry, relay, window
 from jobs.errors import IdempotencyConflict, SubmitError
 from jobs.joblog import log_job
 from jobs.models import BROKEN_DEPENDENCY_STATUSES, FINAL_STATUSES, Job, JobEvent, Priority, Status
@@ -328,6 +328,7 @@ def _after_commit(plans: list[_Plan]) -> None:
     new = [p.job for p in plans if p.created]
     for job in new:
         log_job("submitted", job)
+    relay.publish_new(new)
     for job in new:
         if job.status == Status.CANCELED:  # a dependency had already failed
             outcomes.finished(job)

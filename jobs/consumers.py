@@ -1,0 +1,198 @@
+"""WebSocket edge (SPEC §7): follow one job, or the operators' stream of all of them.
+
+Thin: who may follow what, then snapshot → events → close. Messages are built by
+``jobs.relay`` (the code that sends them from workers and the API) and
+``jobs.snapshots``. A follower joins the group *before* reading the snapshot and drops
+any event whose ``seq`` the snapshot already covers, so nothing falls between the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from jobs import relay, snapshots
+from jobs.models import Job
+
+logger = logging.getLogger("jobs.consumers")
+
+# Close codes (SPEC §7): 4401 not logged in, 4403 not yours, 4404 no such object.
+NOT_LOGGED_IN, FORBIDDEN, NOT_FOUND = 4401, 4403, 4404
+# 1013 "try again later": the snapshot was sent, but live updates are unavailable.
+LIVE_UNAVAILABLE = 1013
+
+
+class Refused(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def parse_uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise Refused(NOT_FOUND) from None
+
+
+def may_see(user, owner_id) -> bool:
+    return user.is_staff or (owner_id is not None and owner_id == user.id)
+
+
+class _Socket(AsyncJsonWebsocketConsumer):
+    group: str | None = None
+
+    async def refuse(self, code: int) -> None:
+        # Accept first: a close before accepting is an HTTP 403 and the code is lost.
+        await self.accept()
+        await self.close(code=code)
+
+    async def join(self, group: str) -> bool:
+        """Join the group; False when the channel layer is down (a snapshot still goes)."""
+        self.group = group
+        try:
+            await self.channel_layer.group_add(group, self.channel_name)
+            return True
+        except Exception as error:
+            logger.warning("channel layer unreachable", extra={"group": group, "error": str(error)})
+            return False
+
+    async def disconnect(self, code) -> None:
+        if self.group:
+            # If the layer is gone, so is the group entry's use; it expires on its own.
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+
+
+class FollowConsumer(_Socket):
+    """Snapshot first, then every event of the followed job in ``seq`` order; closes
+    normally (1000) after a final state. Subclasses say what is followed."""
+
+    def locate(self, user) -> tuple[str, uuid.UUID | None]:
+        """(group, job id) for the connecting user, or raise Refused. Runs in a thread."""
+        raise NotImplementedError
+
+    def snapshot(self) -> dict:
+        """The current state of what is followed. Runs in a thread."""
+        return snapshots.job_snapshot(self.job_id) or snapshots.gone(self.job_id)
+
+    async def connect(self) -> None:
+        self.last_seq: dict[str, int] = {}
+        self.finish_estimate: dict[str, str | None] = {}
+        self.refresher: asyncio.Task | None = None
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return await self.refuse(NOT_LOGGED_IN)
+        try:
+            group, self.job_id = await database_sync_to_async(self.locate)(user)
+        except Refused as refused:
+            return await self.refuse(refused.code)
+        await self.accept()
+        live = await self.join(group)
+        if await self.deliver(await database_sync_to_async(self.snapshot)()):
+            return
+        if not live:
+            return await self.close(code=LIVE_UNAVAILABLE)
+        self.refresher = asyncio.ensure_future(self.refresh_estimates())
+
+    async def disconnect(self, code) -> None:
+        if getattr(self, "refresher", None):
+            self.refresher.cancel()
+        await super().disconnect(code)
+
+    async def job_event(self, envelope: dict) -> None:
+        msg = envelope["event"]
+        if not self.is_new(msg):
+            return
+        await self.deliver(await self.with_estimate(msg))
+
+    def is_new(self, msg: dict) -> bool:
+        return msg["type"] == "snapshot" or msg["seq"] > self.last_seq.get(msg["job_id"], -1)
+
+    async def deliver(self, msg: dict) -> bool:
+        """Send a message (if not already covered); True when it was final (closed)."""
+        if msg.get("job_id"):
+            if not self.is_new(msg):
+                return False
+            self.last_seq[msg["job_id"]] = msg["seq"]
+            self.finish_estimate[msg["job_id"]] = msg.get("estimated_finish_at")
+        await self.send_json(msg)
+        if relay.is_terminal(msg):
+            await self.close(code=1000)
+            return True
+        return False
+
+    async def with_estimate(self, msg: dict) -> dict:
+        """Status changes of unfinished jobs get a fresh ETA; progress keeps the last one."""
+        if msg["type"] == "progress":
+            return {**msg, "estimated_finish_at": self.finish_estimate.get(msg["job_id"])}
+        if relay.is_terminal(msg):
+            return msg
+        return {**msg, **await database_sync_to_async(snapshots.estimate_fields)(msg["job_id"])}
+
+    async def refresh_estimates(self) -> None:
+        """A waiting job's ETA moves as the line ahead moves: re-send the snapshot when
+        its estimate changed (no new event, so the same ``seq``)."""
+        while True:
+            await asyncio.sleep(settings.WS_ETA_REFRESH_SECONDS)
+            fresh = await database_sync_to_async(self.snapshot)()
+            job_id = fresh.get("job_id")
+            if job_id and fresh.get("estimated_finish_at") != self.finish_estimate.get(job_id):
+                await self.deliver(fresh)
+
+
+class JobConsumer(FollowConsumer):
+    """``/ws/jobs/<id>/``: one job, for its owner and staff."""
+
+    def locate(self, user) -> tuple[str, uuid.UUID]:
+        job_id = parse_uuid(self.scope["url_route"]["kwargs"]["job_id"])
+        owner = Job.objects.filter(pk=job_id).values_list("owner_id", flat=True)
+        if not owner.exists():
+            raise Refused(NOT_FOUND)
+        if not may_see(user, owner.first()):
+            raise Refused(FORBIDDEN)
+        return relay.job_group(job_id), job_id
+
+
+class OpsConsumer(_Socket):
+    """``/ws/ops/``: every job's events, for staff. ``?type=a,b&status=x,y`` narrows it.
+    The snapshot is the counts by status; then events pass through as they come."""
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return await self.refuse(NOT_LOGGED_IN)
+        if not user.is_staff:
+            return await self.refuse(FORBIDDEN)
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        self.types, self.statuses = _wanted(query.get("type")), _wanted(query.get("status"))
+        await self.accept()
+        live = await self.join(relay.OPS_GROUP)
+        await self.send_json(await database_sync_to_async(snapshots.ops_snapshot)())
+        if not live:
+            await self.close(code=LIVE_UNAVAILABLE)
+
+    async def job_event(self, envelope: dict) -> None:
+        msg = envelope["event"]
+        if self.types and msg.get("job_type") not in self.types:
+            return
+        if self.statuses and msg.get("status") not in self.statuses:
+            return
+        await self.send_json(msg)
+
+
+def _wanted(values: list[str] | None) -> frozenset[str]:
+    return frozenset(v.strip() for value in values or () for v in value.split(",") if v.strip())
+
+
+class NoRoute(_Socket):
+    """Any other ``/ws/…`` path: accept, then close with 4404 (a clear code, not a 500)."""
+
+    async def connect(self) -> None:
+        await self.refuse(NOT_FOUND)

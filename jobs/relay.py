@@ -1,0 +1,237 @@
+"""The relay from jobs to WebSocket clients through the Channels layer (SPEC §7).
+
+Every status change (``lifecycle``) and every progress write (``progress``) becomes one
+message in the §7 shape, sent to the groups for the job, for its material when its type
+names one, and for the operators' stream. Sending never blocks the caller and never
+fails a job: messages go into a per-process buffer that a background thread with its own
+event loop drains into channels-redis. When the channel layer is unreachable the thread
+logs once, drops what it cannot send and tries again after ``_RETRY_AFTER`` seconds;
+clients that reconnect get a snapshot from the database, so nothing is lost for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
+
+from jobs import registry
+from jobs.errors import SubmitError
+from jobs.models import FINAL_STATUSES, Job, Status
+
+logger = logging.getLogger("jobs.relay")
+
+OPS_GROUP = "jobdesk.ops"
+EVENT = "job.event"  # the Channels handler name on consumers (``job_event``)
+_BUFFER = 10_000  # messages held per process while the layer is slow; oldest dropped first
+_SEND_TIMEOUT = 2.0  # seconds for one group_send before the layer is judged down
+_RETRY_AFTER = 5.0  # seconds to drop messages after a failure before trying again
+_RESULT_SUMMARY_CHARS = 1000
+
+
+def job_group(job_id) -> str:
+    return f"jobdesk.job.{job_id}"
+
+
+def material_group(material_id) -> str:
+    return f"jobdesk.material.{material_id}"
+
+
+# --- Messages ---------------------------------------------------------------------------
+
+
+def kind_of(status: str) -> str:
+    if status == Status.COMPLETE:
+        return "completed"
+    if status in (Status.FAILED, Status.DEAD_LETTER, Status.RETRYING):
+        return "error"
+    return "status"
+
+
+def is_terminal(message: dict) -> bool:
+    return message.get("status") in FINAL_STATUSES or message.get("status") == "deleted"
+
+
+def material_of(job: Job) -> str | None:
+    """The material a job works on, when its type names the payload key (see registry)."""
+    try:
+        key = registry.get(job.type).material_key
+    except SubmitError:
+        return None
+    value = (job.payload or {}).get(key) if key else None
+    return str(value) if value else None
+
+
+def message(job: Job, kind: str | None = None, *, at: datetime | None = None, estimate=None) -> dict[str, Any]:
+    """The §7 message for the job's current state (``kind`` defaults from its status)."""
+    return {
+        "type": kind or kind_of(job.status),
+        "job_id": str(job.id),
+        "material_id": material_of(job),
+        "job_type": job.type,
+        "seq": job.seq,
+        "timestamp": (at or timezone.now()).isoformat(),
+        "status": job.status,
+        "progress": job.progress,
+        "stage": job.stage,
+        "details": job.progress_details or {},
+        "result_summary": _summary(job.result) if job.status == Status.COMPLETE else None,
+        "error_category": job.error_category or None,
+        "user_message": job.error_message or None,
+        "recovery_actions": list(job.recovery_actions or []),
+        "estimated_start_at": iso(estimate.start_at) if estimate else None,
+        "estimated_finish_at": iso(estimate.finish_at) if estimate else None,
+    }
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _summary(result: Any) -> Any:
+    """The result itself when small; otherwise the start of its JSON text."""
+    if result is None:
+        return None
+    text = json.dumps(result, cls=DjangoJSONEncoder)
+    return result if len(text) <= _RESULT_SUMMARY_CHARS else text[:_RESULT_SUMMARY_CHARS] + "…"
+
+
+# --- Sending ----------------------------------------------------------------------------
+
+
+def publish(job: Job, kind: str | None = None, *, at: datetime | None = None) -> None:
+    """Relay the job's current state; returns at once."""
+    send(message(job, kind, at=at))
+
+
+def publish_new(jobs: list[Job]) -> None:
+    """Announce submitted jobs on the operators' stream (no one follows them yet)."""
+    for job in jobs:
+        _sender().put((OPS_GROUP,), message(job))
+
+
+def send(msg: dict) -> None:
+    groups = [job_group(msg["job_id"]), OPS_GROUP]
+    if msg.get("material_id"):
+        groups.append(material_group(msg["material_id"]))
+    _sender().put(tuple(groups), msg)
+
+
+def drain(timeout: float = 2.0) -> bool:
+    """Wait until this process's buffer is sent (a work-horse calls it before exiting)."""
+    sender = _current
+    return sender is None or sender.pid != os.getpid() or sender.wait_idle(timeout)
+
+
+class _Sender:
+    """One per process: a daemon thread with its own event loop and channel layer.
+    Created lazily and again after fork(), since neither threads nor sockets survive it."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.buffer: collections.deque = collections.deque(maxlen=_BUFFER)
+        self.lock = threading.Condition()
+        self.busy = False
+        self.down_until = 0.0
+        self.dropped = 0
+        self.sent = 0
+        self.loop = asyncio.new_event_loop()
+        self.wake = asyncio.Event()
+        self.layer = None
+        threading.Thread(target=self._run, name="jobdesk-relay", daemon=True).start()
+
+    def put(self, groups: tuple[str, ...], msg: dict) -> None:
+        with self.lock:
+            if len(self.buffer) == self.buffer.maxlen:
+                self.dropped += 1
+            self.buffer.append((groups, msg))
+        with contextlib.suppress(RuntimeError):  # the loop is gone (interpreter shutting down)
+            self.loop.call_soon_threadsafe(self.wake.set)
+
+    def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while self.buffer or self.busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.lock.wait(left)
+        return True
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+        self.loop.run_until_complete(self._pump())
+
+    async def _pump(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while True:
+                with self.lock:
+                    if not self.buffer:
+                        self.busy = False
+                        self.lock.notify_all()
+                        break
+                    groups, msg = self.buffer.popleft()
+                    self.busy = True
+                await self._send(groups, msg)
+
+    async def _send(self, groups: tuple[str, ...], msg: dict) -> None:
+        if time.monotonic() < self.down_until:
+            self.dropped += 1
+            return
+        envelope = {"type": EVENT, "event": msg}
+        try:
+            for group in groups:
+                await asyncio.wait_for(self.layer.group_send(group, envelope), _SEND_TIMEOUT)
+            self.sent += 1
+        except Exception as error:  # any layer failure: the job goes on, clients re-read
+            self.dropped += 1
+            self.down_until = time.monotonic() + _RETRY_AFTER
+            logger.warning(
+                "channel layer unreachable; live updates paused",
+                extra={"job_id": msg.get("job_id"), "error": f"{type(error).__name__}: {error}",
+                       "retry_in": _RETRY_AFTER},
+            )  # fmt: skip
+            await self._reset_layer()
+
+    async def _reset_layer(self) -> None:
+        """Drop pooled connections that may be broken; the next send reconnects."""
+        with contextlib.suppress(Exception):  # closing a broken pool may fail too
+            await asyncio.wait_for(self.layer.close_pools(), _SEND_TIMEOUT)
+        self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+
+
+_current: _Sender | None = None
+_create_lock = threading.Lock()
+
+
+def _sender() -> _Sender:
+    global _current
+    sender = _current
+    if sender is not None and sender.pid == os.getpid():
+        return sender
+    with _create_lock:
+        if _current is None or _current.pid != os.getpid():
+            _current = _Sender()
+        return _current
+
+
+def stats() -> dict[str, int]:
+    """Sent and dropped counts of this process (tests, benchmarks)."""
+    sender = _current
+    if sender is None or sender.pid != os.getpid():
+        return {"sent": 0, "dropped": 0}
+    return {"sent": sender.sent, "dropped": sender.dropped}

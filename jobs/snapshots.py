@@ -1,0 +1,55 @@
+"""The current state of a job (or of all jobs) as a §7 message, read from the database:
+what a WebSocket client gets first on connect, and again when a waiting job's ETA moves."""
+
+from __future__ import annotations
+
+from django.db.models import Count
+from django.utils import timezone
+
+from jobs import estimates, relay
+from jobs.models import FINAL_STATUSES, Job
+
+
+def job_snapshot(job_id) -> dict | None:
+    """None when the job is gone (deleted since the client asked)."""
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None:
+        return None
+    estimate = None if job.status in FINAL_STATUSES else estimates.for_job(job)
+    return relay.message(job, "snapshot", estimate=estimate)
+
+
+def estimate_fields(job_id) -> dict:
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or job.status in FINAL_STATUSES:
+        return {}
+    estimate = estimates.for_job(job)
+    return {
+        "estimated_start_at": relay.iso(estimate.start_at),
+        "estimated_finish_at": relay.iso(estimate.finish_at),
+    }
+
+
+def gone(job_id) -> dict:
+    """The snapshot of a job deleted meanwhile: final, so the follower closes."""
+    return {
+        "type": "snapshot", "job_id": str(job_id), "material_id": None, "job_type": None, "seq": 0,
+        "timestamp": timezone.now().isoformat(), "status": "deleted", "progress": 0, "stage": "",
+        "details": {}, "result_summary": None, "error_category": None, "user_message": "The job was deleted.",
+        "recovery_actions": [], "estimated_start_at": None, "estimated_finish_at": None,
+    }  # fmt: skip
+
+
+def ops_snapshot() -> dict:
+    """For the operators' stream: job counts by status (``details.counts``)."""
+    counts = dict(Job.objects.order_by().values_list("status").annotate(n=Count("id")))
+    return {
+        "type": "snapshot",
+        "job_id": None,
+        "material_id": None,
+        "job_type": None,
+        "seq": 0,
+        "timestamp": timezone.now().isoformat(),
+        "status": None,
+        "details": {"counts": counts},
+    }
