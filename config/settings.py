@@ -95,6 +95,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis, RQ, cache, channels -------------------------------------------------
 REDIS_URL = env_redis_url("REDIS_URL", "redis://127.0.0.1:6379/0")
+# The Channels layer (live progress over WebSockets) may live in a Redis of its own.
+CHANNEL_LAYER_URL = env_redis_url("CHANNEL_LAYER_URL", REDIS_URL)
 
 WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 2, minimum=1)
 JOB_TIMEOUT = env_int("JOB_TIMEOUT", 1800, minimum=1)
@@ -158,7 +160,10 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        # redis-py 8 times reads out after 5 s by default, and channels-redis waits up to
+        # 5 s (BZPOPMIN) for a message: without a longer timeout an idle WebSocket dies
+        # with 1011 after five quiet seconds.
+        "CONFIG": {"hosts": [{"address": CHANNEL_LAYER_URL, "socket_timeout": 15, "socket_connect_timeout": 2}]},
     }
 }
 

@@ -148,7 +148,10 @@ class _Sender:
         self.sent = 0
         self.loop = asyncio.new_event_loop()
         self.wake = asyncio.Event()
-        self.layer = None
+        # Built here, in the caller's thread: importing the backend inside the relay
+        # thread could leave a half-imported module to a work-horse forked meanwhile.
+        # (No connection yet: channels-redis opens its pools in the relay thread's loop.)
+        self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
         threading.Thread(target=self._run, name="jobdesk-relay", daemon=True).start()
 
     def put(self, groups: tuple[str, ...], msg: dict) -> None:
@@ -171,7 +174,6 @@ class _Sender:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
         self.loop.run_until_complete(self._pump())
 
     async def _pump(self) -> None:
