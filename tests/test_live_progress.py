@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 import urllib.request
+from pathlib import Path
 
 import pytest
 import websockets
@@ -119,6 +120,6 @@ def test_channel_layer_down_the_job_still_completes_and_a_reconnect_gets_the_tru
     assert [m["type"] for m in after] == ["snapshot"] and code == 1000
     assert (after[0]["status"], after[0]["progress"]) == ("complete", 100)
     assert after[0]["seq"] == Job.objects.get(pk=job.id).seq
-    log = open(worker.log_path).read()
+    log = Path(worker.log_path).read_text()
     assert "channel layer unreachable" in log
     assert log.count("channel layer unreachable") <= 3, "logged once per retry pause, not per message"

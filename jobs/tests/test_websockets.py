@@ -3,6 +3,9 @@ real Redis channel layer: who may connect, snapshot first, seq order, terminal c
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -52,7 +55,7 @@ async def follow(communicator: WebsocketCommunicator, *, timeout: float = 20) ->
         output = await communicator.receive_output(timeout=timeout)
         if output["type"] == "websocket.close":
             return messages, output.get("code", 1000)
-        messages.append(__import__("json").loads(output["text"]))
+        messages.append(json.loads(output["text"]))
 
 
 def test_who_may_connect(alice, bob, operator):
@@ -275,3 +278,25 @@ def test_ten_thousand_reports_make_a_handful_of_writes(alice):
     assert row.progress_details == {"i": 9999}, "the last report always gets through"
     assert 2 <= reporter.writes <= 50, reporter.writes  # first, a few timed, the final flush
     assert relay.drain(5)
+
+
+@pytest.mark.slow
+def test_watch_job_follows_from_a_terminal_until_the_end(alice, run_worker, spawn, settings):
+    from conftest import wait_for
+
+    settings.PROGRESS_WRITE_INTERVAL = 0
+    job = submit("diagnostics.sleep", {"seconds": 0.3, "steps": 3}, owner=alice).job
+    watcher = spawn("watch_job", str(job.id))
+    wait_for(lambda: "queued" in open(watcher.log_path).read(), timeout=20, what="the snapshot line")  # noqa: SIM115
+    run_worker()
+    assert watcher.wait(20) == 0
+    lines = open(watcher.log_path).read().splitlines()  # noqa: SIM115
+    statuses = [line.split()[1] for line in lines if line[:2].isdigit()]
+    assert statuses == ["queued", "active", "active", "active", "active", "complete"], lines
+    assert "100%" in lines[-1]
+
+    failed = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "user_fixable"}, owner=alice).job
+    run_worker()
+    watcher = spawn("watch_job", str(failed.id))
+    assert watcher.wait(20) == 1, "a job that did not complete exits 1"
+    assert "user_fixable" in Path(watcher.log_path).read_text()

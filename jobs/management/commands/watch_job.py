@@ -1,0 +1,68 @@
+"""``manage.py watch_job <id>``: follow a job live from a terminal (SPEC §7).
+
+Listens on the same channel-layer group as ``/ws/jobs/<id>/`` (no web server or token
+needed on a machine that runs Jobdesk): the snapshot first, then every event, until the
+job ends. Exit status 0 when it completed, 1 when it ended otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.core.management.base import BaseCommand, CommandError
+
+from jobs import relay, snapshots
+
+
+def describe(msg: dict) -> str:
+    """One line for people: time, status, progress bar, stage, ETA or error."""
+    bar = "#" * (msg["progress"] // 5)
+    line = f"{msg['timestamp'][11:19]}  {msg['status']:<11} [{bar:<20}] {msg['progress']:>3}%  {msg['stage']}"
+    if msg.get("estimated_finish_at"):
+        line += f"  (ETA {msg['estimated_finish_at'][11:19]})"
+    if msg.get("user_message"):
+        line += f"\n          {msg['error_category']}: {msg['user_message']}"
+        line += "".join(f"\n          - {action}" for action in msg.get("recovery_actions") or [])
+    return line
+
+
+class Command(BaseCommand):
+    help = "Follow a job's progress live: its current state, then every event until it ends."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("job_id")
+        parser.add_argument("--json", dest="as_json", action="store_true", help="print the §7 messages as JSON lines")
+
+    def handle(self, *args, job_id: str, as_json: bool, **options) -> None:
+        try:
+            job_id = str(uuid.UUID(job_id))
+        except ValueError:
+            raise CommandError(f"{job_id!r} is not a job id (a UUID, as in GET /api/jobs/).") from None
+        self.as_json = as_json
+        final = asyncio.run(self.follow(job_id))
+        if final.get("status") != "complete":
+            raise SystemExit(1)
+
+    async def follow(self, job_id: str) -> dict:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(relay.job_group(job_id), channel)  # before the snapshot: nothing missed
+        msg = await database_sync_to_async(snapshots.job_snapshot)(job_id)
+        if msg is None:
+            raise CommandError(f"No job {job_id}.")
+        last_seq = msg["seq"]
+        self.show(msg)
+        while not relay.is_terminal(msg):
+            event = (await layer.receive(channel))["event"]
+            if event["seq"] > last_seq:
+                msg, last_seq = event, event["seq"]
+                self.show(msg)
+        await layer.group_discard(relay.job_group(job_id), channel)
+        return msg
+
+    def show(self, msg: dict) -> None:
+        self.stdout.write(json.dumps(msg) if self.as_json else describe(msg))
