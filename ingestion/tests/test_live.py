@@ -32,10 +32,11 @@ def test_the_owner_follows_processing_to_the_end_and_others_are_refused(api_as, 
 
     @async_to_sync
     async def watch():
+        bobs = [await sync_to_async(token_header)(bob)]
         refused = {
-            "bob": await close_code(path, [await sync_to_async(token_header)(bob)]),
-            "unknown": await close_code(f"/ws/materials/{material['job']['id']}/", [await sync_to_async(token_header)(bob)]),
-        }  # fmt: skip
+            "bob": await close_code(path, bobs),
+            "unknown": await close_code(f"/ws/materials/{material['job']['id']}/", bobs),
+        }
         communicator, _ = await connect(path, [await sync_to_async(token_header)(alice)])
         snapshot = await communicator.receive_json_from(timeout=5)
         await sync_to_async(run_worker)()
