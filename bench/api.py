@@ -14,10 +14,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -26,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import environment  # noqa: E402
+from bench.harness import environment, free_port, start_daphne  # noqa: E402
 
 
 def main() -> None:
@@ -43,28 +40,6 @@ def main() -> None:
         API_USER_RATE="1000000/minute",
     ):
         run(args)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_daphne(port: int) -> subprocess.Popen:
-    daphne = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return daphne
-        except OSError:
-            time.sleep(0.2)
-    daphne.kill()
-    raise SystemExit("daphne did not start")
 
 
 def submit_load(port: int, token: str, total: int, clients: int) -> None:

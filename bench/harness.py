@@ -4,12 +4,18 @@ throwaway SQLite file unless DATABASE_URL names a database."""
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from devtools.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
@@ -24,3 +30,25 @@ def environment(**env: str) -> Iterator[Path]:
         yield scratch
     finally:
         server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_daphne(port: int) -> subprocess.Popen:
+    daphne = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return daphne
+        except OSError:
+            time.sleep(0.2)
+    daphne.kill()
+    raise SystemExit("daphne did not start")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from urllib.parse import parse_qs
@@ -22,6 +23,10 @@ from jobs import relay, snapshots
 from jobs.models import Job
 
 logger = logging.getLogger("jobs.consumers")
+
+# Reads for many connections at once run side by side, not one after another on the
+# single thread Django's sync code shares.
+read = functools.partial(database_sync_to_async, thread_sensitive=False)
 
 # Close codes (SPEC §7): 4401 not logged in, 4403 not yours, 4404 no such object.
 NOT_LOGGED_IN, FORBIDDEN, NOT_FOUND = 4401, 4403, 4404
@@ -90,12 +95,12 @@ class FollowConsumer(_Socket):
         if user is None or not user.is_authenticated:
             return await self.refuse(NOT_LOGGED_IN)
         try:
-            group, self.job_id = await database_sync_to_async(self.locate)(user)
+            group, self.job_id = await read(self.locate)(user)
         except Refused as refused:
             return await self.refuse(refused.code)
         await self.accept()
         live = await self.join(group)
-        if await self.deliver(await database_sync_to_async(self.snapshot)()):
+        if await self.deliver(await read(self.snapshot)()):
             return
         if not live:
             return await self.close(code=LIVE_UNAVAILABLE)
@@ -134,17 +139,32 @@ class FollowConsumer(_Socket):
             return {**msg, "estimated_finish_at": self.finish_estimate.get(msg["job_id"])}
         if relay.is_terminal(msg):
             return msg
-        return {**msg, **await database_sync_to_async(snapshots.estimate_fields)(msg["job_id"])}
+        return {**msg, **await shared_estimate(msg["job_id"], msg["seq"])}
 
     async def refresh_estimates(self) -> None:
         """A waiting job's ETA moves as the line ahead moves: re-send the snapshot when
         its estimate changed (no new event, so the same ``seq``)."""
         while True:
             await asyncio.sleep(settings.WS_ETA_REFRESH_SECONDS)
-            fresh = await database_sync_to_async(self.snapshot)()
+            fresh = await read(self.snapshot)()
             job_id = fresh.get("job_id")
             if job_id and fresh.get("estimated_finish_at") != self.finish_estimate.get(job_id):
                 await self.deliver(fresh)
+
+
+_estimates_in_flight: dict[tuple, asyncio.Future] = {}
+_ESTIMATE_KEPT = 2.0  # seconds an event's ETA is reused by the process's other followers
+
+
+async def shared_estimate(job_id: str, seq: int) -> dict:
+    """The ETA for one event of a job, computed once per process however many clients
+    follow the job (a status change reaches them all at the same moment)."""
+    loop = asyncio.get_running_loop()
+    key = (id(loop), job_id, seq)
+    if key not in _estimates_in_flight:
+        _estimates_in_flight[key] = asyncio.ensure_future(read(snapshots.estimate_fields)(job_id))
+        loop.call_later(_ESTIMATE_KEPT, _estimates_in_flight.pop, key, None)
+    return await asyncio.shield(_estimates_in_flight[key])
 
 
 class JobConsumer(FollowConsumer):
@@ -174,7 +194,7 @@ class OpsConsumer(_Socket):
         self.types, self.statuses = _wanted(query.get("type")), _wanted(query.get("status"))
         await self.accept()
         live = await self.join(relay.OPS_GROUP)
-        await self.send_json(await database_sync_to_async(snapshots.ops_snapshot)())
+        await self.send_json(await read(snapshots.ops_snapshot)())
         if not live:
             await self.close(code=LIVE_UNAVAILABLE)
 

@@ -27,7 +27,7 @@ from rq.job import Job as RQJob
 from rq.results import Result
 from rq.worker import WorkerStatus
 
-from jobs import liveness, queueing, runner
+from jobs import liveness, queueing, relay, runner
 from jobs.models import Job, Status
 from jobs.queueing import ENTRY_POINT
 
@@ -39,6 +39,7 @@ logger = logging.getLogger("jobs.worker")
 _inherited_connections: list = []
 _PR_SET_PDEATHSIG = 1
 MONITOR_INTERVAL = 2  # seconds between the parent's checks on a running horse
+_CLAIM_RELAY_WAIT = 0.2  # seconds; a channel layer that is down is skipped at once
 _RECORD_RETRY_PAUSES = (0.5, 1, 2, 4, 8, 15, 30)  # about a minute of database trouble
 
 
@@ -78,6 +79,9 @@ class _ParentBookkeeping:
         if claimed is not None:
             runner.preclaimed[dispatch] = claimed
             _quietly(queueing.mark_in_hand, dispatch, self.name, self._hold_seconds(claimed))
+            # The horse relays progress from its own process: let "active" out first, so
+            # followers get the job's events in order.
+            relay.drain(_CLAIM_RELAY_WAIT)
         return claimed
 
     def _record(self, job: Job, rq_job: RQJob) -> None:
