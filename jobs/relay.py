@@ -50,6 +50,13 @@ def material_group(material_id) -> str:
 
 # --- Messages ---------------------------------------------------------------------------
 
+# A message about no one job (bulk announcements); the §7 keys, all empty.
+BLANK = {
+    "type": "status", "job_id": None, "material_id": None, "job_type": None, "seq": 0, "timestamp": None,
+    "status": None, "progress": 0, "stage": "", "details": {}, "result_summary": None, "error_category": None,
+    "user_message": None, "recovery_actions": [], "estimated_start_at": None, "estimated_finish_at": None,
+}  # fmt: skip
+
 
 def kind_of(status: str) -> str:
     if status == Status.COMPLETE:
@@ -115,10 +122,29 @@ def publish(job: Job, kind: str | None = None, *, at: datetime | None = None) ->
     send(message(job, kind, at=at))
 
 
+_BULK = 50  # a submission of more jobs than this is announced as one message
+
+
 def publish_new(jobs: list[Job]) -> None:
-    """Announce submitted jobs on the operators' stream (no one follows them yet)."""
-    for job in jobs:
-        _sender().put((OPS_GROUP,), message(job))
+    """Announce submitted jobs on the operators' stream (no one follows them yet).
+
+    A bulk submission of thousands is one ``status`` message with ``job_id`` null and
+    the counts in ``details`` (``submitted``, ``statuses``, ``job_types``): a message per
+    job would cost the submitter more than the insert, and no operator reads them one
+    by one.
+    """
+    if len(jobs) <= _BULK:
+        for job in jobs:
+            _sender().put((OPS_GROUP,), message(job))
+        return
+    details = {
+        "submitted": len(jobs),
+        "statuses": dict(collections.Counter(job.status for job in jobs)),
+        "job_types": dict(collections.Counter(job.type for job in jobs)),
+    }
+    _sender().put(
+        (OPS_GROUP,), {**BLANK, "type": "status", "timestamp": timezone.now().isoformat(), "details": details}
+    )
 
 
 def send(msg: dict) -> None:
@@ -196,8 +222,8 @@ class _Sender:
             return
         envelope = {"type": EVENT, "event": msg}
         try:
-            for group in groups:
-                await asyncio.wait_for(self.layer.group_send(group, envelope), _SEND_TIMEOUT)
+            sends = [self.layer.group_send(group, envelope) for group in groups]
+            await asyncio.wait_for(asyncio.gather(*sends), _SEND_TIMEOUT)
             self.sent += 1
         except Exception as error:  # any layer failure: the job goes on, clients re-read
             self.dropped += 1

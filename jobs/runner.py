@@ -44,6 +44,7 @@ def execute(job_id: str, dispatch: str) -> dict:
     if job is None:
         return {"skipped": True}
     recorded = record(job, dispatch, run_handler(job, dispatch))
+    relay.drain()  # in a work-horse, the outcome's message too
     return {"status": recorded.status if recorded else "discarded"}
 
 

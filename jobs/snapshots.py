@@ -33,23 +33,12 @@ def estimate_fields(job_id) -> dict:
 def gone(job_id) -> dict:
     """The snapshot of a job deleted meanwhile: final, so the follower closes."""
     return {
-        "type": "snapshot", "job_id": str(job_id), "material_id": None, "job_type": None, "seq": 0,
-        "timestamp": timezone.now().isoformat(), "status": "deleted", "progress": 0, "stage": "",
-        "details": {}, "result_summary": None, "error_category": None, "user_message": "The job was deleted.",
-        "recovery_actions": [], "estimated_start_at": None, "estimated_finish_at": None,
+        **relay.BLANK, "type": "snapshot", "job_id": str(job_id), "timestamp": timezone.now().isoformat(),
+        "status": "deleted", "user_message": "The job was deleted.",
     }  # fmt: skip
 
 
 def ops_snapshot() -> dict:
     """For the operators' stream: job counts by status (``details.counts``)."""
     counts = dict(Job.objects.order_by().values_list("status").annotate(n=Count("id")))
-    return {
-        "type": "snapshot",
-        "job_id": None,
-        "material_id": None,
-        "job_type": None,
-        "seq": 0,
-        "timestamp": timezone.now().isoformat(),
-        "status": None,
-        "details": {"counts": counts},
-    }
+    return {**relay.BLANK, "type": "snapshot", "timestamp": timezone.now().isoformat(), "details": {"counts": counts}}

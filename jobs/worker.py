@@ -79,10 +79,11 @@ class _ParentBookkeeping:
         if claimed is not None:
             runner.preclaimed[dispatch] = claimed
             _quietly(queueing.mark_in_hand, dispatch, self.name, self._hold_seconds(claimed))
-            # The horse relays progress from its own process: let "active" out first, so
-            # followers get the job's events in order.
-            relay.drain(_CLAIM_RELAY_WAIT)
+            self._claim_relayed()
         return claimed
+
+    def _claim_relayed(self) -> None:
+        """In one process the relay keeps the job's events in order by itself."""
 
     def _record(self, job: Job, rq_job: RQJob) -> None:
         runner.preclaimed.pop(job.rq_job_id, None)
@@ -112,6 +113,11 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
 
     def _hold_seconds(self, job: Job) -> int:
         return liveness.IN_HAND_TTL
+
+    def _claim_relayed(self) -> None:
+        # The horse relays progress from its own process: let "active" out first, so
+        # followers get the job's events in order.
+        relay.drain(_CLAIM_RELAY_WAIT)
 
     def maintain_heartbeats(self, job: RQJob) -> None:
         super().maintain_heartbeats(job)
