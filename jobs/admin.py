@@ -1,32 +1,73 @@
-"""The operations console edge: read any job, act through the same services as the API."""
+"""The operations console edge (SPEC §10): read any job, act through the same services
+as the API (``jobs.actions``), every act recorded in the job's timeline with the operator.
+
+Staff with change permission act; the read-only operators group (view permissions
+only, see migration 0005) sees everything and acts on nothing. The list stays fast on
+millions of rows: counts are capped, the type filter comes from the registry (no
+DISTINCT scan), a search that is a job id is one index lookup.
+"""
 
 from __future__ import annotations
 
 import json
+import uuid
 
 from django.contrib import admin, messages
-from django.utils.html import format_html
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
 
-from jobs import actions
+from jobs import actions, console, estimates, registry
 from jobs.errors import ActionRefused
-from jobs.models import Job, JobEvent
+from jobs.models import FINAL_STATUSES, Job, JobEvent, Status
+
+COUNT_CAP = 10_000  # beyond this, the list says "10,000+" instead of counting every row
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most COUNT_CAP + 1 rows: an exact COUNT(*) over millions of jobs on every
+    page view is the classic way an admin becomes unusable."""
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list.order_by()[: COUNT_CAP + 1].count()
+
+
+class TypeFilter(admin.SimpleListFilter):
+    """Job types from the registry, not from a DISTINCT over the whole table."""
+
+    title = "type"
+    parameter_name = "type"
+
+    def lookups(self, request, model_admin):
+        return [(name, name) for name in sorted(registry.all_types())]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(type=self.value()) if self.value() else queryset
 
 
 class JobEventInline(admin.TabularInline):
+    """The timeline: every state change, action and note, with who did it."""
+
     model = JobEvent
     extra = 0
     can_delete = False
     fields = ["created_at", "seq", "kind", "from_status", "to_status", "who", "message"]
     readonly_fields = fields
     ordering = ["created_at", "id"]
+    verbose_name_plural = "timeline"
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 
 
-def _run_action(modeladmin, request, queryset, service, verb: str) -> None:
+def _run_action(modeladmin, request, jobs, service, verb: str) -> None:
+    """Apply one service to each job; a refusal is a message naming the job, never a 500."""
     done, refused = 0, []
-    for job_id in queryset.values_list("id", flat=True):
+    for job_id in jobs:
         try:
             service(job_id, actor=request.user)
             done += 1
@@ -36,56 +77,202 @@ def _run_action(modeladmin, request, queryset, service, verb: str) -> None:
         modeladmin.message_user(request, f"{verb} {done} job(s).", messages.SUCCESS)
     for why in refused[:20]:
         modeladmin.message_user(request, why, messages.WARNING)
+    if len(refused) > 20:
+        modeladmin.message_user(request, f"…and {len(refused) - 20} more refused.", messages.WARNING)
 
 
 @admin.action(description="Requeue selected jobs (new round of attempts)", permissions=["change"])
 def requeue_jobs(modeladmin, request, queryset):
-    _run_action(modeladmin, request, queryset, actions.requeue, "Requeued")
+    _run_action(modeladmin, request, queryset.values_list("id", flat=True), actions.requeue, "Requeued")
 
 
 @admin.action(description="Cancel selected jobs", permissions=["change"])
 def cancel_jobs(modeladmin, request, queryset):
-    _run_action(modeladmin, request, queryset, actions.cancel, "Canceled")
+    _run_action(modeladmin, request, queryset.values_list("id", flat=True), actions.cancel, "Canceled")
 
 
 @admin.action(description="Promote selected jobs to immediate", permissions=["change"])
 def promote_jobs(modeladmin, request, queryset):
-    _run_action(modeladmin, request, queryset, actions.promote, "Promoted")
+    _run_action(modeladmin, request, queryset.values_list("id", flat=True), actions.promote, "Promoted")
+
+
+@admin.action(description="Requeue the selected dead letters…", permissions=["change"])
+def requeue_dead_letters(modeladmin, request, queryset):
+    """With a confirmation page that says how many it will touch (like delete)."""
+    dead = queryset.filter(status=Status.DEAD_LETTER)
+    if request.POST.get("confirmed"):
+        _run_action(modeladmin, request, list(dead.values_list("id", flat=True)), actions.requeue, "Requeued")
+        return None
+    return TemplateResponse(
+        request,
+        "admin/jobs/job/requeue_dead_letters.html",
+        {
+            **modeladmin.admin_site.each_context(request),
+            "title": "Requeue dead letters",
+            "opts": modeladmin.model._meta,
+            "count": dead.count(),
+            "skipped": queryset.count() - dead.count(),
+            "selected": [str(pk) for pk in queryset.values_list("pk", flat=True)],
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        },
+    )
+
+
+def _badge(status: str) -> str:
+    return format_html('<span class="jd-status jd-{}">{}</span>', status, status.replace("_", " "))
+
+
+def _bar(percent: int) -> str:
+    return format_html(
+        '<span class="jd-bar"><span class="jd-fill" style="width:{}%"></span></span><span class="jd-pct">{}%</span>',
+        percent, percent,
+    )  # fmt: skip
 
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["id", "type", "status", "priority", "progress", "attempts", "owner", "created_at", "finished_at"]
-    list_filter = ["status", "priority", "type", "error_category", "heavy"]
-    search_fields = ["=id", "type", "idempotency_key", "error_message"]
+    list_display = [
+        "short_id", "type", "status_badge", "progress_bar", "priority", "owner", "attempts", "eta_or_duration",
+        "created_at", "started_at",
+    ]  # fmt: skip
+    list_filter = ["status", TypeFilter, "priority", "error_category", "heavy", "owner"]
+    search_fields = ["type", "idempotency_key", "error_message"]
+    search_help_text = "A job id finds that job; other words search type, idempotency key and error message."
     date_hierarchy = "created_at"
     list_select_related = ["owner"]
+    list_per_page = 50
+    paginator = CappedCountPaginator
     show_full_result_count = False  # no COUNT(*) over the whole table on every page
     inlines = [JobEventInline]
-    actions = [requeue_jobs, cancel_jobs, promote_jobs]
+    actions = [requeue_jobs, cancel_jobs, promote_jobs, requeue_dead_letters]
     readonly_fields = [
-        "id", "type", "status", "priority", "heavy", "owner", "attempts", "max_attempts", "timeout",
-        "idempotency_key", "pretty_payload", "pretty_result", "error_category", "error_message",
-        "recovery_actions", "error_details", "progress", "stage", "seq", "rq_job_id", "worker_name",
-        "created_at", "enqueued_at", "scheduled_for", "started_at", "finished_at",
-        "first_estimated_start_at", "first_estimated_finish_at", "eta_error_seconds", "dependencies",
+        "id", "type", "status_badge", "progress_bar", "stage", "priority", "heavy", "owner", "attempts",
+        "max_attempts", "timeout", "idempotency_key", "pretty_payload", "pretty_result", "error_category",
+        "error_message", "advice", "traceback", "seq", "rq_job_id", "worker_name", "created_at", "enqueued_at",
+        "scheduled_for", "started_at", "finished_at", "eta_or_duration", "first_estimated_start_at",
+        "first_estimated_finish_at", "eta_error_seconds", "dependencies", "dependents_list",
     ]  # fmt: skip
-    exclude = ["payload", "result", "depends_on", "progress_details"]
+    fieldsets = [
+        (None, {"fields": ["id", "type", "status_badge", "progress_bar", "stage", "priority", "heavy", "owner"]}),
+        ("Attempts and errors", {"fields": ["attempts", "max_attempts", "timeout", "error_category",
+                                             "error_message", "advice", "traceback"]}),
+        ("Payload and result", {"fields": ["idempotency_key", "pretty_payload", "pretty_result"]}),
+        ("Dependencies", {"fields": ["dependencies", "dependents_list"]}),
+        ("Times and estimates", {"fields": ["created_at", "enqueued_at", "scheduled_for", "started_at",
+                                             "finished_at", "eta_or_duration", "first_estimated_start_at",
+                                             "first_estimated_finish_at", "eta_error_seconds"]}),
+        ("Dispatch", {"classes": ["collapse"], "fields": ["seq", "rq_job_id", "worker_name"]}),
+    ]  # fmt: skip
+
+    class Media:
+        css = {"all": ["jobs/console.css"]}
+        js = ["jobs/console.js"]
 
     def has_add_permission(self, request) -> bool:
         return False  # jobs enter through the submit service, never as raw rows
 
+    def get_urls(self):
+        own = [
+            path("dashboard/", self.admin_site.admin_view(console.DashboardView.as_view(admin=self)),
+                 name="jobs_dashboard"),
+            path("dashboard/data/", self.admin_site.admin_view(console.DashboardDataView.as_view(admin=self)),
+                 name="jobs_dashboard_data"),
+            path("requeue-dead-letters/",
+                 self.admin_site.admin_view(console.RequeueMatchingView.as_view(admin=self)),
+                 name="jobs_requeue_matching"),
+            path("<uuid:job_id>/act/<str:verb>/", self.admin_site.admin_view(console.ActView.as_view(admin=self)),
+                 name="jobs_act"),
+        ]  # fmt: skip
+        return own + super().get_urls()
+
+    def get_search_results(self, request, queryset: QuerySet, search_term: str):
+        """A job id is one primary-key lookup; anything else searches the text fields."""
+        try:
+            return queryset.filter(pk=uuid.UUID(search_term.strip())), False
+        except ValueError:
+            return super().get_search_results(request, queryset, search_term)
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        _attach_estimates(changelist.result_list)
+        return changelist
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {"can_act": self.has_change_permission(request), **(extra_context or {})}
+        return super().changelist_view(request, extra)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra = {"can_act": self.has_change_permission(request), **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra)
+
+    # --- columns -----------------------------------------------------------------
+
+    @admin.display(description="id")
+    def short_id(self, job: Job) -> str:
+        return str(job.id)[:8]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, job: Job) -> str:
+        return format_html('<span data-job="{}" data-field="status">{}</span>', job.id, _badge(job.status))
+
+    @admin.display(description="progress")
+    def progress_bar(self, job: Job) -> str:
+        return format_html('<span data-job="{}" data-field="progress">{}</span>', job.id, _bar(job.progress))
+
+    @admin.display(description="ETA / duration")
+    def eta_or_duration(self, job: Job) -> str:
+        if job.status in FINAL_STATUSES or job.status == Status.ACTIVE:
+            seconds = job.duration_seconds
+            if job.status == Status.ACTIVE and job.started_at:
+                guess = getattr(job, "estimate", None)
+                finish = guess.finish_at if guess else None
+                return f"finishes ≈ {finish:%H:%M:%S}" if finish else "running"
+            return f"{seconds:.1f} s" if seconds is not None else "—"
+        guess = getattr(job, "estimate", None) or estimates.for_job(job)
+        if guess.start_at is None:
+            return guess.warning or "no estimate"
+        return f"starts ≈ {guess.start_at:%H:%M:%S}"
+
+    # --- detail ------------------------------------------------------------------
+
     @admin.display(description="payload")
     def pretty_payload(self, job: Job) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(job.payload, indent=2, sort_keys=True))
+        return format_html("<pre class='jd-pre'>{}</pre>", json.dumps(job.payload, indent=2, sort_keys=True))
 
     @admin.display(description="result")
     def pretty_result(self, job: Job) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(job.result, indent=2, sort_keys=True))
+        return format_html("<pre class='jd-pre'>{}</pre>", json.dumps(job.result, indent=2, sort_keys=True))
+
+    @admin.display(description="traceback")
+    def traceback(self, job: Job) -> str:
+        return format_html("<pre class='jd-pre'>{}</pre>", job.error_details) if job.error_details else "—"
+
+    @admin.display(description="recovery actions")
+    def advice(self, job: Job) -> str:
+        if not job.recovery_actions:
+            return "—"
+        return format_html("<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((a,) for a in job.recovery_actions)))
 
     @admin.display(description="depends on")
     def dependencies(self, job: Job) -> str:
-        return ", ".join(f"{d.id} ({d.status})" for d in job.depends_on.all()) or "—"
+        return _job_links(job.depends_on.all())
+
+    @admin.display(description="needed by")
+    def dependents_list(self, job: Job) -> str:
+        return _job_links(job.dependents.all())
+
+
+def _job_links(jobs) -> str:
+    rows = [(reverse("admin:jobs_job_change", args=[j.id]), str(j.id)[:8], j.type, _badge(j.status)) for j in jobs]
+    return format_html_join(" ", '<a href="{}">{} {}</a> {}', rows) if rows else "—"
+
+
+def _attach_estimates(jobs) -> None:
+    """One line walk for the page's unfinished jobs, not one per row."""
+    waiting = {job.id: job for job in jobs if job.status not in FINAL_STATUSES}
+    if waiting:
+        for job_id, guess in estimates.estimate(list(waiting.values())).items():
+            waiting[job_id].estimate = guess
 
 
 @admin.register(JobEvent)
@@ -94,6 +281,7 @@ class JobEventAdmin(admin.ModelAdmin):
     list_filter = ["kind", "to_status"]
     search_fields = ["=job__id", "message"]
     list_select_related = ["job", "actor"]
+    paginator = CappedCountPaginator
     show_full_result_count = False
 
     def has_add_permission(self, request) -> bool:

@@ -20,7 +20,7 @@ def check() -> tuple[bool, dict]:
     parts = {"database": _database(), "redis": _redis()}
     if parts["redis"]["ok"]:
         parts["workers"] = _workers()
-        parts["scheduler"] = _scheduler()
+        parts["scheduler"] = scheduler_state()
     else:
         parts["workers"] = parts["scheduler"] = {"ok": False, "error": "Redis unreachable"}
     healthy = all(part["ok"] for part in parts.values())
@@ -58,7 +58,7 @@ def _workers() -> dict:
     }
 
 
-def _scheduler() -> dict:
+def scheduler_state() -> dict:
     raw = queueing.connection().get(settings.SCHEDULER_HEARTBEAT_KEY)
     if raw is None:
         return {"ok": False, "error": "no scheduler heartbeat: is `manage.py rqscheduler` running?"}

@@ -111,6 +111,8 @@ class Job(models.Model):
             models.Index(fields=["type", "status", "finished_at"], name="job_type_status_finished"),
             models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
             models.Index(fields=["-created_at"], name="job_created"),
+            # The console's list filtered by status (dead letters, failures), newest first.
+            models.Index(fields=["status", "-created_at"], name="job_status_created"),
             models.Index(fields=["status", "finished_at"], name="job_status_finished"),
             # Stats over a period select by finish time alone.
             models.Index(fields=["finished_at"], name="job_finished"),
