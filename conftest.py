@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
@@ -206,3 +208,29 @@ def spawn(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+# --- a web server ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def web(spawn) -> str:
+    """ws://… of a daphne serving config.asgi (sharing the test database), once it answers."""
+    port = free_port()
+    spawn("-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application")
+    wait_for(lambda: answers(f"http://127.0.0.1:{port}/api/health/live/"), timeout=30, what="daphne")
+    return f"ws://127.0.0.1:{port}"

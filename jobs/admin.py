@@ -202,7 +202,13 @@ class JobAdmin(admin.ModelAdmin):
         return super().changelist_view(request, extra)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra = {"can_act": self.has_change_permission(request), **(extra_context or {})}
+        status = Job.objects.filter(pk=object_id).values_list("status", flat=True).first()
+        extra = {
+            "can_act": self.has_change_permission(request),
+            # Only the buttons the job's state allows (the services still check).
+            "acts": [verb for verb, allowed in console.ALLOWED_FROM.items() if status in allowed],
+            **(extra_context or {}),
+        }
         return super().change_view(request, object_id, form_url, extra)
 
     # --- columns -----------------------------------------------------------------
@@ -221,6 +227,9 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="ETA / duration")
     def eta_or_duration(self, job: Job) -> str:
+        return format_html('<span data-job="{}" data-field="eta">{}</span>', job.id, self._eta_text(job))
+
+    def _eta_text(self, job: Job) -> str:
         if job.status in FINAL_STATUSES or job.status == Status.ACTIVE:
             seconds = job.duration_seconds
             if job.status == Status.ACTIVE and job.started_at:
@@ -230,7 +239,7 @@ class JobAdmin(admin.ModelAdmin):
             return f"{seconds:.1f} s" if seconds is not None else "—"
         guess = getattr(job, "estimate", None) or estimates.for_job(job)
         if guess.start_at is None:
-            return guess.warning or "no estimate"
+            return format_html('<span title="{}">no estimate ⓘ</span>', guess.warning) if guess.warning else "—"
         return f"starts ≈ {guess.start_at:%H:%M:%S}"
 
     # --- detail ------------------------------------------------------------------

@@ -13,11 +13,13 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views import View
 
-from jobs import actions, dashboard
+from jobs import actions, dashboard, lifecycle
 from jobs.errors import ActionRefused
 from jobs.models import Job, Status
 
 REQUEUE_AT_ONCE = 5000  # dead letters requeued per confirmation; the page says so when there are more
+# Which states each button is offered in (the lifecycle decides; this only hides the rest).
+ALLOWED_FROM = {"requeue": lifecycle.REQUEUEABLE, "promote": lifecycle.PROMOTABLE, "cancel": lifecycle.CANCELABLE}
 ACTS = {"requeue": (actions.requeue, "Requeued"), "cancel": (actions.cancel, "Canceled"),
         "promote": (actions.promote, "Promoted")}  # fmt: skip
 

@@ -118,7 +118,10 @@ class FollowConsumer(_Socket):
         await self.deliver(await self.with_estimate(msg))
 
     def is_new(self, msg: dict) -> bool:
-        return msg["type"] == "snapshot" or msg["seq"] > self.last_seq.get(msg["job_id"], -1)
+        """Events after the last one sent; snapshots not older than it (a re-sent
+        snapshot keeps the seq of the event it reflects)."""
+        last = self.last_seq.get(msg["job_id"], -1)
+        return msg["seq"] >= last if msg["type"] == "snapshot" else msg["seq"] > last
 
     async def deliver(self, msg: dict) -> bool:
         """Send a message (if not already covered); True when it was final (closed)."""
@@ -139,17 +142,30 @@ class FollowConsumer(_Socket):
             return {**msg, "estimated_finish_at": self.finish_estimate.get(msg["job_id"])}
         if relay.is_terminal(msg):
             return msg
-        return {**msg, **await shared_estimate(msg["job_id"], msg["seq"])}
+        try:
+            return {**msg, **await shared_estimate(msg["job_id"], msg["seq"])}
+        except Exception:  # an ETA is a nicety: the event itself must get through
+            logger.warning("estimate failed", extra={"job_id": msg["job_id"]}, exc_info=True)
+            return msg
 
     async def refresh_estimates(self) -> None:
-        """A waiting job's ETA moves as the line ahead moves: re-send the snapshot when
-        its estimate changed (no new event, so the same ``seq``)."""
+        """Every few seconds, re-read the state: a waiting job's ETA moves as the line
+        ahead moves, and an event lost on the way (the layer hiccuped, a work-horse died
+        mid-send) must not leave the client waiting for a close that never comes. A
+        changed ETA, status or seq is sent as a new snapshot."""
         while True:
             await asyncio.sleep(settings.WS_ETA_REFRESH_SECONDS)
-            fresh = await read(self.snapshot)()
+            try:
+                fresh = await read(self.snapshot)()
+            except Exception:  # the database hiccuped: try again next round
+                logger.warning("snapshot refresh failed", exc_info=True)
+                continue
             job_id = fresh.get("job_id")
-            if job_id and fresh.get("estimated_finish_at") != self.finish_estimate.get(job_id):
-                await self.deliver(fresh)
+            changed = fresh.get("seq") != self.last_seq.get(job_id) or fresh.get("estimated_finish_at") != (
+                self.finish_estimate.get(job_id)
+            )
+            if job_id and changed and await self.deliver(fresh):
+                return
 
 
 _estimates_in_flight: dict[tuple, asyncio.Future] = {}

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from datetime import datetime
@@ -38,6 +39,10 @@ _BUFFER = 10_000  # messages held per process while the layer is slow; oldest dr
 _SEND_TIMEOUT = 2.0  # seconds for one group_send before the layer is judged down
 _RETRY_AFTER = 5.0  # seconds to drop messages after a failure before trying again
 _RESULT_SUMMARY_CHARS = 1000
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,60}")  # what a Channels group name may hold
+# When the layer last failed, per process and inherited by a forked work-horse, so each
+# horse does not wait out a dead layer again for its first message.
+_down_until = 0.0
 
 
 def job_group(job_id) -> str:
@@ -148,16 +153,24 @@ def publish_new(jobs: list[Job]) -> None:
 
 
 def send(msg: dict) -> None:
+    """Queue a message for its groups. Never raises: a job's move has already happened,
+    and telling clients about it must not turn into the move's error."""
     groups = [job_group(msg["job_id"]), OPS_GROUP]
-    if msg.get("material_id"):
+    if msg.get("material_id") and _SAFE_NAME.fullmatch(msg["material_id"]):
         groups.append(material_group(msg["material_id"]))
-    _sender().put(tuple(groups), msg)
+    try:
+        _sender().put(tuple(groups), msg)
+    except Exception:
+        logger.exception("relay unavailable", extra={"job_id": msg.get("job_id")})
 
 
 def drain(timeout: float = 2.0) -> bool:
-    """Wait until this process's buffer is sent (a work-horse calls it before exiting)."""
+    """Wait until this process's buffer is sent (a work-horse calls it before exiting);
+    at once while the layer is known to be down (its messages are dropped anyway)."""
     sender = _current
-    return sender is None or sender.pid != os.getpid() or sender.wait_idle(timeout)
+    if sender is None or sender.pid != os.getpid() or time.monotonic() < _down_until:
+        return True
+    return sender.wait_idle(timeout)
 
 
 class _Sender:
@@ -169,7 +182,6 @@ class _Sender:
         self.buffer: collections.deque = collections.deque(maxlen=_BUFFER)
         self.lock = threading.Condition()
         self.busy = False
-        self.down_until = 0.0
         self.dropped = 0
         self.sent = 0
         self.loop = asyncio.new_event_loop()
@@ -217,7 +229,8 @@ class _Sender:
                 await self._send(groups, msg)
 
     async def _send(self, groups: tuple[str, ...], msg: dict) -> None:
-        if time.monotonic() < self.down_until:
+        global _down_until
+        if time.monotonic() < _down_until:
             self.dropped += 1
             return
         envelope = {"type": EVENT, "event": msg}
@@ -227,7 +240,7 @@ class _Sender:
             self.sent += 1
         except Exception as error:  # any layer failure: the job goes on, clients re-read
             self.dropped += 1
-            self.down_until = time.monotonic() + _RETRY_AFTER
+            _down_until = time.monotonic() + _RETRY_AFTER
             logger.warning(
                 "channel layer unreachable; live updates paused",
                 extra={"job_id": msg.get("job_id"), "error": f"{type(error).__name__}: {error}",

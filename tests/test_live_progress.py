@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,29 +19,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 QUEUES = ("immediate", "normal", "low")
 STEPS = 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def web(spawn) -> str:
-    """ws://… of a daphne serving config.asgi, once it answers."""
-    port = free_port()
-    spawn("-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application")
-    wait_for(lambda: answers(f"http://127.0.0.1:{port}/api/health/live/"), timeout=30, what="daphne")
-    return f"ws://127.0.0.1:{port}"
 
 
 async def receive_until_closed(ws, into: list[dict], *, timeout: float = 60) -> int:

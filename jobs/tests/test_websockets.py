@@ -300,3 +300,45 @@ def test_watch_job_follows_from_a_terminal_until_the_end(alice, run_worker, spaw
     watcher = spawn("watch_job", str(failed.id))
     assert watcher.wait(20) == 1, "a job that did not complete exits 1"
     assert "user_fixable" in Path(watcher.log_path).read_text()
+
+
+def test_a_report_inside_the_handlers_transaction_is_written_after_it(alice):
+    """A rollback cannot take back an event clients were told about, and a report
+    never waits on the database behind the handler's own transaction."""
+    from django.db import transaction
+
+    from conftest import wait_for
+    from jobs import lifecycle
+    from jobs.progress import ProgressReporter
+
+    job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
+    claimed = lifecycle.claim(job.id, job.rq_job_id, "w1")
+    claim_seq = claimed.seq
+    reporter = ProgressReporter(claimed, job.rq_job_id, interval=0)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        reporter.report(40, "inside")
+        assert reporter.writes == 0, "not written in the transaction"
+        raise RuntimeError("the handler's work failed")
+    wait_for(lambda: Job.objects.get(pk=job.id).stage == "inside", timeout=10, what="the write after the rollback")
+    assert reporter.writes == 1
+    done = lifecycle.complete(job.id, job.rq_job_id, {})
+    assert done.seq == claim_seq + 2, "one progress event, then the completion: no phantom, no reused seq"
+
+
+def test_a_lost_final_message_is_made_good_by_the_periodic_reread(alice, settings):
+    settings.WS_ETA_REFRESH_SECONDS = 0.5
+    job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
+
+    @async_to_sync
+    async def watch():
+        communicator, _ = await connect(f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(alice)])
+        first = await communicator.receive_json_from(timeout=5)
+        # The job ends while its message is lost (written behind the relay's back).
+        await sync_to_async(Job.objects.filter(pk=job.id).update)(status=Status.CANCELED, seq=first["seq"] + 1)
+        rest, code = await follow(communicator, timeout=5)
+        return first, rest, code
+
+    first, rest, code = watch()
+    assert first["status"] == "queued"
+    assert [(m["type"], m["status"], m["seq"]) for m in rest] == [("snapshot", "canceled", first["seq"] + 1)]
+    assert code == 1000

@@ -17,6 +17,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from jobs import relay, snapshots
 
+QUIET_SECONDS = 10  # without an event this long, the database is asked again
+
 
 def describe(msg: dict) -> str:
     """One line for people: time, status, progress bar, stage, ETA or error."""
@@ -57,8 +59,11 @@ class Command(BaseCommand):
         last_seq = msg["seq"]
         self.show(msg)
         while not relay.is_terminal(msg):
-            event = (await layer.receive(channel))["event"]
-            if event["seq"] > last_seq:
+            try:
+                event = (await asyncio.wait_for(layer.receive(channel), QUIET_SECONDS))["event"]
+            except TimeoutError:  # quiet for a while: make sure no event was lost on the way
+                event = await database_sync_to_async(snapshots.job_snapshot)(job_id) or snapshots.gone(job_id)
+            if event["seq"] > last_seq or (event["type"] == "snapshot" and relay.is_terminal(event)):
                 msg, last_seq = event, event["seq"]
                 self.show(msg)
         await layer.group_discard(relay.job_group(job_id), channel)

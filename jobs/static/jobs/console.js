@@ -31,10 +31,10 @@
       '<span class="jd-pct">' + Number(percent) + "%</span>";
   }
 
-  function setLive(on) {
+  function setLive(on, label) {
     document.querySelectorAll(".jd-live").forEach(function (el) {
       el.classList.toggle("on", on);
-      el.textContent = on ? "live" : "offline";
+      el.textContent = label || (on ? "live" : "offline");
     });
   }
 
@@ -46,7 +46,7 @@
       ws.onopen = function () { delay = 1000; setLive(true); };
       ws.onmessage = function (event) { onMessage(JSON.parse(event.data)); };
       ws.onclose = function (event) {
-        setLive(false);
+        setLive(false, event.code === 1000 ? "ended" : (event.code >= 4400 ? "refused" : "reconnecting"));
         if (event.code === 1000 || event.code === 4401 || event.code === 4403 || event.code === 4404) { return; }
         setTimeout(open, delay);
         delay = Math.min(delay * 2, 30000);
@@ -61,6 +61,9 @@
     document.querySelectorAll('[data-job="' + msg.job_id + '"]').forEach(function (el) {
       if (el.dataset.field === "status") { el.innerHTML = badge(msg.status); }
       if (el.dataset.field === "progress") { el.innerHTML = bar(msg.progress); }
+      if (el.dataset.field === "eta" && (FINAL[msg.status] || msg.status === "active")) {
+        el.textContent = FINAL[msg.status] ? "finished" : "running";
+      }
     });
   }
 

@@ -1,0 +1,145 @@
+"""The operations console in a real browser (SPEC §10): Playwright driving Debian's
+Chromium against daphne, with a real worker and the Redis channel layer.
+
+Screenshots of the dashboard and a job page are saved as artefacts; the test prints
+where (``SCREENSHOT_DIR``, default ``var/screenshots``). Without /usr/bin/chromium the
+tests skip, unless ``JOBDESK_REQUIRE_BROWSER`` is set (CI sets it), when they fail.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, wait_for
+from jobs.models import Job, JobEvent, Status
+from jobs.submit import submit
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = "/usr/bin/chromium"
+QUEUES = ("immediate", "normal", "low")
+# As root on a machine with no internet: no sandbox, and no background calls home.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "var" / "screenshots"))
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("JOBDESK_REQUIRE_BROWSER"):
+            pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls
+    # are plain synchronous ones between browser steps.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def console(browser, web, django_user_model):
+    """A logged-in operator's page, and the http:// base of the server."""
+    django_user_model.objects.create_superuser("ops", password="pw-ops-console")
+    base = web.replace("ws://", "http://")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(20_000)
+    page.goto(f"{base}/admin/login/")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", "pw-ops-console")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#jd-index-link")
+    return page, base
+
+
+def screenshot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
+def percent(page, selector: str) -> int:
+    return int(page.inner_text(selector).strip().rstrip("%") or 0)
+
+
+def test_an_operator_watches_a_job_run_live_and_requeues_a_dead_letter(console, spawn):
+    page, base = console
+    page.goto(f"{base}/admin/jobs/job/dashboard/")
+    page.wait_for_selector("#jd-counts")
+    page.wait_for_selector(".jd-live.on")  # the /ws/ops/ socket is up
+    page.evaluate("window.__noReload = true")
+
+    spawn("rqworker", *QUEUES)
+    job = submit("diagnostics.sleep", {"seconds": 6, "steps": 12}).job
+    # The dashboard follows without a reload: the job shows up running on a worker.
+    page.wait_for_selector(f"#jd-workers a[href*='{job.id}']")
+    wait_for(lambda: Job.objects.get(pk=job.id).progress >= 15, timeout=20, what="some progress")
+    screenshot(page, "dashboard")
+
+    page.goto(f"{base}/admin/jobs/job/{job.id}/change/")
+    page.wait_for_selector("#jd-live-job .jd-live.on")
+    page.evaluate("window.__noReload = true")
+    seen = percent(page, "#jd-live-job [data-live=progress] .jd-pct")
+    page.wait_for_function(
+        f"parseInt(document.querySelector('#jd-live-job [data-live=progress] .jd-pct').textContent) > {seen}"
+    )
+    assert percent(page, "#jd-live-job [data-live=progress] .jd-pct") > seen, "the bar advanced"
+    screenshot(page, "job-running")
+    page.wait_for_selector("#jd-live-job [data-live=status] .jd-complete", timeout=30_000)
+    assert page.evaluate("window.__noReload") is True, "all of it without reloading the page"
+    assert percent(page, "#jd-live-job [data-live=progress] .jd-pct") == 100
+    page.reload()
+    page.locator("td.field-message", has_text="completed").wait_for()  # the timeline, after a reload
+    screenshot(page, "job-complete")
+
+    # A dead letter, requeued from the list with the bulk action.
+    dead = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "temporary"}, max_attempts=1).job
+    wait_for(lambda: Job.objects.get(pk=dead.id).status == Status.DEAD_LETTER, timeout=30, what="a dead letter")
+    page.goto(f"{base}/admin/jobs/job/?status__exact=dead_letter")
+    page.check(f"input[name=_selected_action][value='{dead.id}']")
+    page.select_option("select[name=action]", "requeue_jobs")
+    page.click("button[name=index]")
+    page.wait_for_selector("text=Requeued 1 job(s).")
+    requeue = JobEvent.objects.filter(job_id=dead.id, message__startswith="requeued").get()
+    assert requeue.actor.username == "ops"
+    screenshot(page, "dead-letter-requeued")
+
+
+def test_the_list_page_bars_follow_progress_without_a_reload(console, spawn):
+    page, base = console
+    job = submit("diagnostics.sleep", {"seconds": 4, "steps": 8}).job
+    page.goto(f"{base}/admin/jobs/job/")
+    page.wait_for_selector(f"[data-job='{job.id}'][data-field=status] .jd-queued")
+    page.wait_for_selector(".jd-live.on")
+    page.evaluate("window.__noReload = true")
+    spawn("rqworker", *QUEUES)
+    page.wait_for_selector(f"[data-job='{job.id}'][data-field=status] .jd-active")
+    page.wait_for_function(
+        f"parseInt(document.querySelector(\"[data-job='{job.id}'][data-field=progress] .jd-pct\").textContent) >= 50"
+    )
+    page.wait_for_selector(f"[data-job='{job.id}'][data-field=status] .jd-complete", timeout=30_000)
+    assert page.evaluate("window.__noReload") is True
+    screenshot(page, "job-list")
+
+
+def test_the_console_serves_its_own_assets(console):
+    """Behind a firewall: every script, style and image comes from the server itself."""
+    page, base = console
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(f"{base}/admin/jobs/job/dashboard/")
+    page.wait_for_selector("#jd-counts")
+    outside = [url for url in requests if not url.startswith((base, base.replace("http", "ws"), "data:"))]
+    assert any(url.endswith("/static/jobs/console.js") for url in requests)
+    assert outside == []
