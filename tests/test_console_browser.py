@@ -61,19 +61,26 @@ def console(browser, web, django_user_model):
     return page, base
 
 
-def screenshot(page, name: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")
-    return path
+@pytest.fixture
+def screenshot(capsys):
+    """Save a full-page screenshot and print its path past pytest's capture."""
+
+    def take(page, name: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        with capsys.disabled():
+            print(f"\n[artefact] screenshot: {path}")
+        return path
+
+    return take
 
 
 def percent(page, selector: str) -> int:
     return int(page.inner_text(selector).strip().rstrip("%") or 0)
 
 
-def test_an_operator_watches_a_job_run_live_and_requeues_a_dead_letter(console, spawn):
+def test_an_operator_watches_a_job_run_live_and_requeues_a_dead_letter(console, spawn, screenshot):
     page, base = console
     page.goto(f"{base}/admin/jobs/job/dashboard/")
     page.wait_for_selector("#jd-counts")
@@ -116,7 +123,7 @@ def test_an_operator_watches_a_job_run_live_and_requeues_a_dead_letter(console, 
     screenshot(page, "dead-letter-requeued")
 
 
-def test_the_list_page_bars_follow_progress_without_a_reload(console, spawn):
+def test_the_list_page_bars_follow_progress_without_a_reload(console, spawn, screenshot):
     page, base = console
     job = submit("diagnostics.sleep", {"seconds": 4, "steps": 8}).job
     page.goto(f"{base}/admin/jobs/job/")
