@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
+from django.db.models import Max, Min, QuerySet
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
@@ -34,6 +36,37 @@ class CappedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         return self.object_list.order_by()[: COUNT_CAP + 1].count()
+
+
+class ConsoleJobs(QuerySet):
+    """The list's queryset. The date hierarchy asks for the distinct years, months or
+    days that have jobs: a DISTINCT over every row (0.35 s at 1M jobs). Here those are
+    the periods between the first and the last job instead (two index lookups); a period
+    with no job in between shows an empty list when chosen."""
+
+    def datetimes(self, field_name, kind, order="ASC", tzinfo=None):
+        bounds = self.aggregate(first=Min(field_name), last=Max(field_name))
+        if bounds["first"] is None:
+            return []
+        first, last = timezone.localtime(bounds["first"]), timezone.localtime(bounds["last"])
+        periods, at = [], _period_start(first, kind)
+        while at <= last:
+            periods.append(at)
+            at = _next_period(at, kind)
+        return periods if order == "ASC" else periods[::-1]
+
+
+def _period_start(moment, kind: str):
+    moment = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return moment.replace(month=1, day=1) if kind == "year" else moment.replace(day=1) if kind == "month" else moment
+
+
+def _next_period(start, kind: str):
+    if kind == "year":
+        return start.replace(year=start.year + 1)
+    if kind == "month":
+        return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    return start + timedelta(days=1)
 
 
 class TypeFilter(admin.SimpleListFilter):
@@ -184,6 +217,10 @@ class JobAdmin(admin.ModelAdmin):
                  name="jobs_act"),
         ]  # fmt: skip
         return own + super().get_urls()
+
+    def get_queryset(self, request) -> QuerySet:
+        jobs = super().get_queryset(request)
+        return ConsoleJobs(model=jobs.model, query=jobs.query, using=jobs.db)
 
     def get_search_results(self, request, queryset: QuerySet, search_term: str):
         """A job id is one primary-key lookup; anything else searches the text fields."""

@@ -43,13 +43,13 @@ class DashboardView(_ConsoleView):
     def get(self, request):
         return TemplateResponse(
             request, "admin/jobs/dashboard.html",
-            self.context(request, title="Operations dashboard", overview=dashboard.overview()),
+            self.context(request, title="Operations dashboard", overview=dashboard.cached_overview()),
         )  # fmt: skip
 
 
 class DashboardDataView(_ConsoleView):
     def get(self, request):
-        return JsonResponse(dashboard.overview(), encoder=DjangoJSONEncoder)
+        return JsonResponse(dashboard.cached_overview(), encoder=DjangoJSONEncoder)
 
 
 class RequeueMatchingView(_ConsoleView):

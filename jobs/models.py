@@ -117,6 +117,12 @@ class Job(models.Model):
             # Stats over a period select by finish time alone.
             models.Index(fields=["finished_at"], name="job_finished"),
             models.Index(fields=["finished_at"], condition=Q(hooks_done=False), name="job_hooks_pending"),
+            # ETA accuracy: the latest jobs that have both a first estimate and a real start.
+            models.Index(
+                fields=["-created_at"],
+                condition=Q(eta_error_seconds__isnull=False, first_estimated_start_at__isnull=False),
+                name="job_eta_samples",
+            ),
         ]
         constraints = [
             # Idempotency: one job per (owner, key); ownerless jobs (crons) share one space.

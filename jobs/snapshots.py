@@ -3,10 +3,9 @@ what a WebSocket client gets first on connect, and again when a waiting job's ET
 
 from __future__ import annotations
 
-from django.db.models import Count
 from django.utils import timezone
 
-from jobs import estimates, relay
+from jobs import dashboard, estimates, relay
 from jobs.models import FINAL_STATUSES, Job
 
 
@@ -40,5 +39,5 @@ def gone(job_id) -> dict:
 
 def ops_snapshot() -> dict:
     """For the operators' stream: job counts by status (``details.counts``)."""
-    counts = dict(Job.objects.order_by().values_list("status").annotate(n=Count("id")))
+    counts = dashboard.status_counts()
     return {**relay.BLANK, "type": "snapshot", "timestamp": timezone.now().isoformat(), "details": {"counts": counts}}
