@@ -21,6 +21,9 @@ _server: RedisServer | None = None
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config, parser, args) -> None:
     global _server
+    # Connections are not kept between uses in tests: WebSocket consumers read on
+    # executor threads, and a kept connection there would outlive the test database.
+    os.environ.setdefault("DB_CONN_MAX_AGE", "0")
     given = os.environ.get("TEST_REDIS_URL")
     if given:
         os.environ["REDIS_URL"] = given

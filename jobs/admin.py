@@ -16,6 +16,7 @@ from datetime import timedelta
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db.models import Max, Min, QuerySet
+from django.http import HttpResponseNotAllowed
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -203,6 +204,14 @@ class JobAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # jobs enter through the submit service, never as raw rows
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # Every field is read-only, but the admin would still save the whole row on a
+        # POST: a stale copy written over a live job's status. Jobs change only through
+        # lifecycle moves (the actions and buttons).
+        if request.method == "POST":
+            return HttpResponseNotAllowed(["GET"], "Jobs change through the actions, not this form.")
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):
         own = [

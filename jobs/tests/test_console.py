@@ -225,3 +225,12 @@ def test_dashboard_data_survives_redis_down(superuser, monkeypatch):
     response = client_for(superuser).get(reverse("admin:jobs_dashboard_data"))
     assert response.status_code == 200
     assert json.loads(response.content)["redis_error"] == "refused"
+
+
+def test_the_job_form_cannot_write_the_row(superuser):
+    """Only lifecycle moves change a job: a POST of the (read-only) form saves nothing."""
+    job = submit("diagnostics.sleep", {"seconds": 0}).job
+    Job.objects.filter(pk=job.id).update(status=Status.ACTIVE, seq=5)
+    response = client_for(superuser).post(reverse("admin:jobs_job_change", args=[job.id]), {"_save": "Save"})
+    assert response.status_code == 405
+    assert Job.objects.filter(pk=job.id, status=Status.ACTIVE, seq=5).exists()

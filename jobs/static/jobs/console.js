@@ -186,13 +186,18 @@
   }
 
   function dashboard(root) {
-    var pending = null, last = 0;
+    var pending = null, last = 0, lastEvent = 0;
     function refresh() {
       pending = null;
       last = Date.now();
       fetch(root.dataset.dataUrl, { credentials: "same-origin" })
         .then(function (r) { return r.json(); })
-        .then(function (data) { renderDashboard(root, data); });
+        .then(function (data) {
+          renderDashboard(root, data);
+          // The overview is cached for a moment server-side: if it predates the last
+          // event, read it again shortly.
+          if (new Date(data.generated_at).getTime() < lastEvent) { soon(); }
+        });
     }
     function soon() {
       if (!pending) { pending = setTimeout(refresh, Math.max(0, 1000 - (Date.now() - last))); }
@@ -207,7 +212,12 @@
         (msg.job_id ? msg.job_id.slice(0, 8) : "") + "  " + msg.status + (msg.type === "progress" ? " " + msg.progress + "%" : "");
       feed.insertBefore(line, feed.firstChild);
       while (feed.children.length > 30) { feed.removeChild(feed.lastChild); }
-      if (msg.type !== "progress") { soon(); }
+      if (msg.type !== "progress") {
+        lastEvent = Math.max(lastEvent, new Date(msg.timestamp).getTime());
+        soon();
+      } else if (!root.querySelector('#jd-workers [data-job="' + msg.job_id + '"]')) {
+        soon();  // running, but not yet shown on its worker's row
+      }
     });
     setInterval(refresh, 15000);
   }
