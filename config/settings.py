@@ -148,7 +148,9 @@ RQ_QUEUES = {
     name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": JOB_TIMEOUT, "DEFAULT_RESULT_TTL": JOB_RESULT_TTL}
     for name in JOB_QUEUES
 }
-RQ_SHOW_ADMIN_LINK = True
+# django-rq's own admin copy of its queue pages checks only is_staff; the copy mounted in
+# config/urls.py is guarded (jobs.roles) and linked from the console instead.
+RQ_SHOW_ADMIN_LINK = False
 # Bookkeeping in the worker's parent process (see jobs/worker.py); `rqworker` and
 # `rqworker-pool` use it unless --worker-class says otherwise.
 # The scheduler re-arms cron entries missing from Redis (see jobs/scheduler.py).

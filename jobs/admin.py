@@ -14,8 +14,10 @@ import uuid
 from datetime import timedelta
 
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
-from django.db.models import Max, Min, QuerySet
+from django.db.models import Max, Min, Q, QuerySet
 from django.http import HttpResponseNotAllowed
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -70,6 +72,17 @@ def _next_period(start, kind: str):
     return start + timedelta(days=1)
 
 
+class SafeChangeList(ChangeList):
+    """A year or month no date can have (13, 99999) is a bad filter (the list shows its
+    error notice), not a 500."""
+
+    def get_filters(self, request):
+        try:
+            return super().get_filters(request)
+        except (OverflowError, ValueError) as error:
+            raise IncorrectLookupParameters(error) from error
+
+
 class TypeFilter(admin.SimpleListFilter):
     """Job types from the registry, not from a DISTINCT over the whole table."""
 
@@ -98,6 +111,19 @@ class JobEventInline(admin.TabularInline):
         return False
 
 
+def _too_many(modeladmin, request, queryset) -> bool:
+    """ "Select all" over a huge filter would act on every row in one request."""
+    if queryset.order_by()[: COUNT_CAP + 1].count() <= COUNT_CAP:
+        return False
+    modeladmin.message_user(
+        request,
+        f"More than {COUNT_CAP:,} jobs selected: narrow the filter first (dead letters: use "
+        "'Requeue dead letters matching this filter').",
+        messages.ERROR,
+    )
+    return True
+
+
 def _run_action(modeladmin, request, jobs, service, verb: str) -> None:
     """Apply one service to each job; a refusal is a message naming the job, never a 500."""
     done, refused = 0, []
@@ -117,22 +143,27 @@ def _run_action(modeladmin, request, jobs, service, verb: str) -> None:
 
 @admin.action(description="Requeue selected jobs (new round of attempts)", permissions=["change"])
 def requeue_jobs(modeladmin, request, queryset):
-    _run_action(modeladmin, request, queryset.values_list("id", flat=True), actions.requeue, "Requeued")
+    if not _too_many(modeladmin, request, queryset):
+        _run_action(modeladmin, request, queryset.values_list("id", flat=True), actions.requeue, "Requeued")
 
 
 @admin.action(description="Cancel selected jobs", permissions=["change"])
 def cancel_jobs(modeladmin, request, queryset):
-    _run_action(modeladmin, request, queryset.values_list("id", flat=True), actions.cancel, "Canceled")
+    if not _too_many(modeladmin, request, queryset):
+        _run_action(modeladmin, request, queryset.values_list("id", flat=True), actions.cancel, "Canceled")
 
 
 @admin.action(description="Promote selected jobs to immediate", permissions=["change"])
 def promote_jobs(modeladmin, request, queryset):
-    _run_action(modeladmin, request, queryset.values_list("id", flat=True), actions.promote, "Promoted")
+    if not _too_many(modeladmin, request, queryset):
+        _run_action(modeladmin, request, queryset.values_list("id", flat=True), actions.promote, "Promoted")
 
 
 @admin.action(description="Requeue the selected dead letters…", permissions=["change"])
 def requeue_dead_letters(modeladmin, request, queryset):
     """With a confirmation page that says how many it will touch (like delete)."""
+    if _too_many(modeladmin, request, queryset):
+        return None
     dead = queryset.filter(status=Status.DEAD_LETTER)
     if request.POST.get("confirmed"):
         _run_action(modeladmin, request, list(dead.values_list("id", flat=True)), actions.requeue, "Requeued")
@@ -146,7 +177,11 @@ def requeue_dead_letters(modeladmin, request, queryset):
             "opts": modeladmin.model._meta,
             "count": dead.count(),
             "skipped": queryset.count() - dead.count(),
-            "selected": [str(pk) for pk in queryset.values_list("pk", flat=True)],
+            # "Select all" is carried as such (the list's filter is in the URL), not as ids.
+            "select_across": request.POST.get("select_across") == "1",
+            "selected": []
+            if request.POST.get("select_across") == "1"
+            else request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
             "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
         },
     )
@@ -205,6 +240,11 @@ class JobAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False  # jobs enter through the submit service, never as raw rows
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A deleted row strands its RQ entry and dependents and erases the audit trail:
+        # jobs end by cancel, and leave by the retention cron.
+        return False
+
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         # Every field is read-only, but the admin would still save the whole row on a
         # POST: a stale copy written over a live job's status. Jobs change only through
@@ -232,11 +272,17 @@ class JobAdmin(admin.ModelAdmin):
         return ConsoleJobs(model=jobs.model, query=jobs.query, using=jobs.db)
 
     def get_search_results(self, request, queryset: QuerySet, search_term: str):
-        """A job id is one primary-key lookup; anything else searches the text fields."""
+        """A UUID is a job id or an idempotency key (two index lookups); anything else
+        searches the text fields."""
+        term = search_term.strip()
         try:
-            return queryset.filter(pk=uuid.UUID(search_term.strip())), False
+            job_id = uuid.UUID(term)
         except ValueError:
             return super().get_search_results(request, queryset, search_term)
+        return queryset.filter(Q(pk=job_id) | Q(idempotency_key=term)), False
+
+    def get_changelist(self, request, **kwargs):
+        return SafeChangeList
 
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)
@@ -248,7 +294,8 @@ class JobAdmin(admin.ModelAdmin):
         return super().changelist_view(request, extra)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        status = Job.objects.filter(pk=object_id).values_list("status", flat=True).first()
+        job = self.get_object(request, object_id)  # None for an unknown or malformed id
+        status = job.status if job else None
         extra = {
             "can_act": self.has_change_permission(request),
             # Only the buttons the job's state allows (the services still check).
@@ -344,3 +391,6 @@ class JobEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # the timeline is the audit trail

@@ -5,7 +5,8 @@ says how many), and the action buttons of a job's page. Thin: each calls a servi
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
@@ -17,7 +18,7 @@ from jobs import actions, dashboard, lifecycle
 from jobs.errors import ActionRefused
 from jobs.models import Job, Status
 
-REQUEUE_AT_ONCE = 5000  # dead letters requeued per confirmation; the page says so when there are more
+REQUEUE_AT_ONCE = 1000  # dead letters requeued per confirmation; the page says so when there are more
 # Which states each button is offered in (the lifecycle decides; this only hides the rest).
 ALLOWED_FROM = {"requeue": lifecycle.REQUEUEABLE, "promote": lifecycle.PROMOTABLE, "cancel": lifecycle.CANCELABLE}
 ACTS = {"requeue": (actions.requeue, "Requeued"), "cancel": (actions.cancel, "Canceled"),
@@ -54,6 +55,12 @@ class DashboardDataView(_ConsoleView):
 
 class RequeueMatchingView(_ConsoleView):
     """Every dead letter the job list's current filter matches (GET confirms, POST acts)."""
+
+    def dispatch(self, request, *args, **kwargs):
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        except (IncorrectLookupParameters, ValidationError):  # the list shows its error notice
+            return HttpResponseRedirect(reverse("admin:jobs_job_changelist") + "?e=1")
 
     def matching(self, request):
         changelist = self.admin.get_changelist_instance(request)

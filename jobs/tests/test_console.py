@@ -231,6 +231,59 @@ def test_the_job_form_cannot_write_the_row(superuser):
     """Only lifecycle moves change a job: a POST of the (read-only) form saves nothing."""
     job = submit("diagnostics.sleep", {"seconds": 0}).job
     Job.objects.filter(pk=job.id).update(status=Status.ACTIVE, seq=5)
-    response = client_for(superuser).post(reverse("admin:jobs_job_change", args=[job.id]), {"_save": "Save"})
+    form = {"_save": "Save", "events-TOTAL_FORMS": "0", "events-INITIAL_FORMS": "0", "events-MIN_NUM_FORMS": "0",
+            "events-MAX_NUM_FORMS": "1000"}  # fmt: skip
+    response = client_for(superuser).post(reverse("admin:jobs_job_change", args=[job.id]), form)
     assert response.status_code == 405
     assert Job.objects.filter(pk=job.id, status=Status.ACTIVE, seq=5).exists()
+
+
+def test_no_deletes_and_no_unguarded_raw_queue_pages(superuser, watcher):
+    job = submit("diagnostics.sleep", {"seconds": 0}).job
+    client = client_for(superuser)
+    client.post(LIST, {"action": "delete_selected", "_selected_action": [str(job.id)], "post": "yes"})
+    assert client.get(reverse("admin:jobs_job_delete", args=[job.id])).status_code == 403
+    assert Job.objects.filter(pk=job.id).exists(), "jobs leave by cancel and retention, not by delete"
+    assert JobEvent.objects.filter(job=job).exists()
+    # django-rq's own admin copy of its pages (is_staff only) is not mounted.
+    assert client_for(watcher).post("/admin/django_rq/dashboard/queues/1/empty/").status_code == 404
+
+
+def test_hostile_query_strings_are_notices_not_errors(superuser):
+    client = client_for(superuser)
+    for query in ("created_at__year=2024&created_at__month=13", "created_at__year=abc", "created_at__year=99999",
+                  "bogus=1", "owner__id__exact=abc"):  # fmt: skip
+        listing = client.get(f"{LIST}?{query}")
+        assert listing.status_code == 302 and listing["Location"].endswith("?e=1"), query
+        matching = client.get(reverse("admin:jobs_requeue_matching") + f"?{query}")
+        assert matching.status_code == 302 and matching["Location"].endswith("?e=1"), query
+    assert client.get("/admin/jobs/job/not-a-uuid/change/").status_code == 302  # "doesn't exist" notice
+
+
+def test_a_uuid_search_also_finds_an_idempotency_key(superuser):
+    import uuid
+
+    key = str(uuid.uuid4())
+    job = submit("diagnostics.sleep", {"seconds": 0}, idempotency_key=key).job
+    found = client_for(superuser).get(LIST, {"q": key})
+    assert [j.id for j in found.context["cl"].result_list] == [job.id]
+
+
+def test_select_all_beyond_the_cap_is_refused_and_dead_letters_confirm_without_ids(superuser, run_worker, monkeypatch):
+    from jobs import admin as console_admin
+
+    dead = dead_letters(3, run_worker)
+    client = client_for(superuser)
+    monkeypatch.setattr(console_admin, "COUNT_CAP", 2)
+    refused = client.post(
+        LIST, {"action": "cancel_jobs", "select_across": "1", "index": "0", "_selected_action": [str(dead[0].id)]},
+        follow=True,
+    )  # fmt: skip
+    assert any("More than 2 jobs selected" in m for m in messages_of(refused))
+    monkeypatch.setattr(console_admin, "COUNT_CAP", 100)
+    everything = {"action": "requeue_dead_letters", "select_across": "1", "index": "0",
+                  "_selected_action": [str(dead[0].id)]}  # fmt: skip
+    confirm = client.post(LIST, everything).content.decode()
+    assert "requeue <strong>3</strong>" in confirm and 'name="select_across" value="1"' in confirm
+    done = client.post(LIST, {**everything, "confirmed": "yes"}, follow=True)
+    assert "Requeued 3 job(s)." in messages_of(done)

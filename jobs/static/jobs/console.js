@@ -16,10 +16,9 @@
     return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
   }
 
-  function esc(text) {
-    var div = document.createElement("div");
-    div.textContent = text == null ? "" : String(text);
-    return div.innerHTML;
+  function esc(text) {  // for element text and quoted attribute values alike
+    return (text == null ? "" : String(text)).replace(/&/g, "&amp;").replace(/</g, "&lt;")
+      .replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
   }
 
   function badge(status) {
@@ -170,14 +169,14 @@
       '<span><i style="background:#c0392b"></i>failed or dead letter</span></div></section>');
 
     var acc = data.eta_accuracy || {};
-    html.push('<section class="jd-panel" id="jd-wait"><h2>Queue wait and ETA accuracy (last 24 h)</h2>' +
+    html.push('<section class="jd-panel" id="jd-wait"><h2>Queue wait and run time (last 24 h), ETA accuracy</h2>' +
       '<table class="jd-table"><tr><th>type</th><th>complete</th><th>failed</th><th>wait p50</th><th>wait p95</th><th>run p50</th></tr>');
     data.types.forEach(function (t) {
       var wait = t.queue_wait || {}, run = t.duration || {};
       html.push("<tr><td>" + esc(t.type) + "</td><td>" + t.complete + "</td><td>" + t.failed + "</td><td>" + secs(wait.p50) +
         "</td><td>" + secs(wait.p95) + "</td><td>" + secs(run.p50) + "</td></tr>");
     });
-    html.push("</table><p>First ETAs vs real starts: " + (acc.samples ? "median " + (100 * acc.median_fraction).toFixed(1) +
+    html.push("</table><p>First ETAs vs real starts (last 1,000 started jobs): " + (acc.samples ? "median " + (100 * acc.median_fraction).toFixed(1) +
       " % of the wait (" + secs(acc.median_seconds) + "), p90 " + (100 * acc.p90_fraction).toFixed(1) + " %, over " + acc.samples +
       " jobs" : "no samples yet") + "</p></section></div>");
 
