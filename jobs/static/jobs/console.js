@@ -66,6 +66,20 @@
     });
   }
 
+  /* Rows on the page follow their jobs; changes to jobs not on the page are counted,
+     with a link to reload (the list's order and filters are the server's to apply). */
+  function followList() {
+    var unseen = 0, note = document.getElementById("jd-unseen");
+    follow("/ws/ops/", function (msg) {
+      if (msg.type === "snapshot") { return; }
+      if (msg.job_id && document.querySelector('[data-job="' + msg.job_id + '"]')) { return updateRows(msg); }
+      if (msg.type === "progress" || !note) { return; }
+      unseen += msg.job_id ? 1 : (msg.details && msg.details.submitted) || 1;
+      note.hidden = false;
+      note.querySelector("a").textContent = unseen + " change" + (unseen === 1 ? "" : "s") + " to other jobs — reload";
+    });
+  }
+
   /* --- job page: the live panel -------------------------------------------------- */
   function followJob(panel) {
     var id = panel.dataset.jobId;
@@ -226,6 +240,6 @@
     if (root) { return dashboard(root); }
     var panel = document.getElementById("jd-live-job");
     if (panel) { return followJob(panel); }
-    if (document.querySelector("#changelist [data-job]")) { follow("/ws/ops/", updateRows); }
+    if (document.getElementById("changelist")) { followList(); }
   });
 })();
