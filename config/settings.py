@@ -184,6 +184,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = ["config.formats"]  # times to the second in the console
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"

@@ -26,6 +26,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
 from jobs import actions, console, estimates, registry
+from jobs.console import system_types
 from jobs.errors import ActionRefused
 from jobs.models import FINAL_STATUSES, Job, JobEvent, Status
 
@@ -81,6 +82,38 @@ class SafeChangeList(ChangeList):
             return super().get_filters(request)
         except (OverflowError, ValueError) as error:
             raise IncorrectLookupParameters(error) from error
+
+
+class SystemJobsFilter(admin.SimpleListFilter):
+    """Thousands of successful cron runs a day would bury the jobs people submit: those
+    are hidden unless asked for. A system job that failed always shows, and so does any
+    job searched for by its id."""
+
+    title = "system jobs"
+    parameter_name = "system"
+
+    def lookups(self, request, model_admin):
+        return [("all", "all runs"), ("only", "only system jobs")]
+
+    def choices(self, changelist):
+        choices = list(super().choices(changelist))
+        choices[0] = {**choices[0], "display": "completed runs hidden"}  # the default, not "All"
+        return choices
+
+    def queryset(self, request, queryset):
+        if self.value() == "all" or _is_uuid(request.GET.get("q", "")):
+            return queryset
+        if self.value() == "only":
+            return queryset.filter(type__in=system_types())
+        return queryset.exclude(type__in=system_types(), status=Status.COMPLETE)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text.strip())
+        return True
+    except ValueError:
+        return False
 
 
 class TypeFilter(admin.SimpleListFilter):
@@ -204,7 +237,7 @@ class JobAdmin(admin.ModelAdmin):
         "short_id", "type", "status_badge", "progress_bar", "priority", "owner", "attempts", "eta_or_duration",
         "created_at", "started_at",
     ]  # fmt: skip
-    list_filter = ["status", TypeFilter, "priority", "error_category", "heavy", "owner"]
+    list_filter = ["status", TypeFilter, SystemJobsFilter, "priority", "error_category", "heavy", "owner"]
     search_fields = ["type", "idempotency_key", "error_message"]
     search_help_text = "A job id finds that job; other words search type, idempotency key and error message."
     date_hierarchy = "created_at"
@@ -290,7 +323,8 @@ class JobAdmin(admin.ModelAdmin):
         return changelist
 
     def changelist_view(self, request, extra_context=None):
-        extra = {"can_act": self.has_change_permission(request), **(extra_context or {})}
+        extra = {"can_act": self.has_change_permission(request), "system_types": system_types(),
+                 **(extra_context or {})}  # fmt: skip
         return super().changelist_view(request, extra)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -328,12 +362,12 @@ class JobAdmin(admin.ModelAdmin):
             if job.status == Status.ACTIVE and job.started_at:
                 guess = getattr(job, "estimate", None)
                 finish = guess.finish_at if guess else None
-                return f"finishes ≈ {finish:%H:%M:%S}" if finish else "running"
+                return f"finishes ≈ {_when(finish)}" if finish else "running"
             return f"{seconds:.1f} s" if seconds is not None else "—"
         guess = getattr(job, "estimate", None) or estimates.for_job(job)
         if guess.start_at is None:
             return format_html('<span title="{}">no estimate ⓘ</span>', guess.warning) if guess.warning else "—"
-        return f"starts ≈ {guess.start_at:%H:%M:%S}"
+        return f"starts ≈ {_when(guess.start_at)}"
 
     # --- detail ------------------------------------------------------------------
 
@@ -362,6 +396,12 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="needed by")
     def dependents_list(self, job: Job) -> str:
         return _job_links(job.dependents.all())
+
+
+def _when(moment) -> str:
+    """Today's times as a clock reading; other days with their date."""
+    local = timezone.localtime(moment)
+    return f"{local:%H:%M:%S}" if local.date() == timezone.localdate() else f"{local:%Y-%m-%d %H:%M}"
 
 
 def _job_links(jobs) -> str:

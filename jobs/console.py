@@ -14,7 +14,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views import View
 
-from jobs import actions, dashboard, lifecycle
+from jobs import actions, dashboard, lifecycle, registry
 from jobs.errors import ActionRefused
 from jobs.models import Job, Status
 
@@ -23,6 +23,11 @@ REQUEUE_AT_ONCE = 1000  # dead letters requeued per confirmation; the page says 
 ALLOWED_FROM = {"requeue": lifecycle.REQUEUEABLE, "promote": lifecycle.PROMOTABLE, "cancel": lifecycle.CANCELABLE}
 ACTS = {"requeue": (actions.requeue, "Requeued"), "cancel": (actions.cancel, "Canceled"),
         "promote": (actions.promote, "Promoted")}  # fmt: skip
+
+
+def system_types() -> list[str]:
+    """Internal job types (crons, maintenance): their routine runs are noise to a person."""
+    return sorted(name for name, job_type in registry.all_types().items() if not job_type.public)
 
 
 class _ConsoleView(View):
@@ -44,7 +49,8 @@ class DashboardView(_ConsoleView):
     def get(self, request):
         return TemplateResponse(
             request, "admin/jobs/dashboard.html",
-            self.context(request, title="Operations dashboard", overview=dashboard.cached_overview()),
+            self.context(request, title="Operations dashboard", overview=dashboard.cached_overview(),
+                         system_types=system_types()),
         )  # fmt: skip
 
 

@@ -19,8 +19,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from jobs import relay, snapshots
-from jobs.models import Job
+from jobs import registry, relay, snapshots
+from jobs.models import Job, Status
 
 logger = logging.getLogger("jobs.consumers")
 
@@ -30,6 +30,8 @@ read = functools.partial(database_sync_to_async, thread_sensitive=False)
 
 # Close codes (SPEC §7): 4401 not logged in, 4403 not yours, 4404 no such object.
 NOT_LOGGED_IN, FORBIDDEN, NOT_FOUND = 4401, 4403, 4404
+# 4400: /ws/ops/ filtered by a status or job type that does not exist.
+BAD_FILTER = 4400
 # 1013 "try again later": the snapshot was sent, but live updates are unavailable.
 LIVE_UNAVAILABLE = 1013
 
@@ -208,9 +210,11 @@ class OpsConsumer(_Socket):
             return await self.refuse(FORBIDDEN)
         query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
         self.types, self.statuses = _wanted(query.get("type")), _wanted(query.get("status"))
+        if not self.statuses <= set(Status.values) or not self.types <= set(registry.all_types()):
+            return await self.refuse(BAD_FILTER)  # a typo would otherwise be a silent, empty stream
         await self.accept()
         live = await self.join(relay.OPS_GROUP)
-        await self.send_json(await read(snapshots.ops_snapshot)())
+        await self.send_json(await read(snapshots.ops_snapshot)(self.types, self.statuses))
         if not live:
             await self.close(code=LIVE_UNAVAILABLE)
 

@@ -172,7 +172,8 @@ def _finished_fields(**extra) -> dict:
 
 
 def complete(job_id, dispatch: str, result: Any) -> Job:
-    values = _finished_fields(result=result, progress=100, error_category="", error_message="")
+    # A success after a retry leaves no advice of the failure behind (the timeline keeps it).
+    values = _finished_fields(result=result, progress=100, **_error_fields("", "", "", []))
     if USE_FAST_PATH and fastpath.available():
         return _fast(
             job_id, action="complete", allowed={Status.ACTIVE}, to=Status.COMPLETE, dispatch=dispatch,

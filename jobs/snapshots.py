@@ -37,7 +37,10 @@ def gone(job_id) -> dict:
     }  # fmt: skip
 
 
-def ops_snapshot() -> dict:
-    """For the operators' stream: job counts by status (``details.counts``)."""
-    counts = dashboard.status_counts()
+def ops_snapshot(types: frozenset[str] = frozenset(), statuses: frozenset[str] = frozenset()) -> dict:
+    """For the operators' stream: job counts by status (``details.counts``), of the
+    types and statuses the stream is narrowed to."""
+    counts = dashboard.status_counts(types)
+    if statuses:
+        counts = {status: n for status, n in counts.items() if status in statuses}
     return {**relay.BLANK, "type": "snapshot", "timestamp": timezone.now().isoformat(), "details": {"counts": counts}}

@@ -2,7 +2,8 @@
 
 Programs authenticate with their API token, as ``?token=<key>`` or an
 ``Authorization: Token <key>`` (or ``Bearer``) header; a token needs no Origin check,
-since a browser never sends one by itself. Everything else is a browser on its session
+since a browser never sends one by itself. A connection with neither a token nor an
+Origin header is anonymous (a cookie counts only from a browser). Everything else is a browser on its session
 cookie, and a cookie travels with any page's request, so those connections must come
 from one of ``ALLOWED_HOSTS`` (channels' ``AllowedHostsOriginValidator``) — otherwise
 any site could follow a logged-in operator's jobs.
@@ -48,6 +49,10 @@ class TokenOrSessionAuth:
 
     async def __call__(self, scope, receive, send):
         key = token_from(scope)
-        if key is None:
-            return await self.by_session(scope, receive, send)
-        return await self.inner({**scope, "user": await _user_for(key)}, receive, send)
+        if key is not None:
+            return await self.inner({**scope, "user": await _user_for(key)}, receive, send)
+        if not any(name == b"origin" for name, _ in scope.get("headers", [])):
+            # Not a browser (browsers always send Origin), and no token: not logged in,
+            # which the consumer answers with 4401 rather than a bare HTTP 403.
+            return await self.inner({**scope, "user": AnonymousUser()}, receive, send)
+        return await self.by_session(scope, receive, send)

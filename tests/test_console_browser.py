@@ -157,3 +157,20 @@ def test_the_console_serves_its_own_assets(console):
     outside = [url for url in requests if not url.startswith((base, base.replace("http", "ws"), "data:"))]
     assert any(url.endswith("/static/jobs/console.js") for url in requests)
     assert outside == []
+
+
+def test_the_buttons_on_a_job_page_act(console, spawn, screenshot):
+    """The page's own buttons (outside the admin's form) go through the services."""
+    page, base = console
+    spawn("rqworker", *QUEUES)
+    job = submit("diagnostics.sleep", {"seconds": 60, "steps": 60}).job
+    wait_for(lambda: Job.objects.get(pk=job.id).status == Status.ACTIVE, timeout=30, what="the job to start")
+    page.goto(f"{base}/admin/jobs/job/{job.id}/change/")
+    assert page.locator("#jd-live-job input[value=Requeue]").count() == 0, "only the moves its state allows"
+    page.click("#jd-live-job input[value=Cancel]")
+    page.wait_for_selector(f"text=Canceled job {job.id}.")
+    assert Job.objects.get(pk=job.id).status == Status.CANCELED
+    assert JobEvent.objects.get(job_id=job.id, to_status=Status.CANCELED).actor.username == "ops"
+    page.click("#jd-live-job input[value=Requeue]")
+    page.wait_for_selector(f"text=Requeued job {job.id}.")
+    screenshot(page, "job-page-buttons")

@@ -354,3 +354,22 @@ def test_a_dead_letter_does_not_promise_a_retry(run_worker, settings):
     assert job.status == Status.DEAD_LETTER
     assert not any("Wait for the retry" in action for action in job.recovery_actions)
     assert "requeue" in job.recovery_actions[0]
+
+
+def test_a_success_after_a_retry_leaves_no_advice_of_the_failure(run_worker, scheduler_tick, settings):
+    from conftest import wait_for
+
+    settings.RETRY_BASE_DELAY = 0.1
+    job = submit("diagnostics.sleep", {"seconds": 0, "steps": 1, "fail_mode": "temporary", "fail_times": 1}).job
+    run_worker()
+    assert refreshed(job).recovery_actions, "advice while it waits for the retry"
+
+    def retried():
+        scheduler_tick()
+        run_worker()
+        return refreshed(job).status == Status.COMPLETE
+
+    wait_for(retried, timeout=20, what="the retry to complete")
+    done = refreshed(job)
+    assert (done.error_category, done.error_message, done.error_details, done.recovery_actions) == ("", "", "", [])
+    assert JobEvent.objects.filter(job=job, message__startswith="temporary error").exists(), "the timeline keeps it"

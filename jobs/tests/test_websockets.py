@@ -66,23 +66,31 @@ def test_who_may_connect(alice, bob, operator):
         return {
             "anonymous": await close_code(f"/ws/jobs/{job.id}/", [ORIGIN]),
             "bad token": await close_code(f"/ws/jobs/{job.id}/?token=nope"),
+            "no token, no origin": await close_code(f"/ws/jobs/{job.id}/"),
             "someone else's": await close_code(f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(bob)]),
             "unknown job": await close_code(f"/ws/jobs/{job.id.hex[::-1]}/", [await sync_to_async(token_header)(bob)]),
             "not an id": await close_code("/ws/jobs/../", [await sync_to_async(token_header)(bob)]),
             "unknown path": await close_code("/ws/nothing/", [await sync_to_async(token_header)(bob)]),
             "ops, not staff": await close_code("/ws/ops/", [await sync_to_async(token_header)(alice)]),
             "ops, anonymous": await close_code("/ws/ops/", [ORIGIN]),
+            "ops, no such status": await close_code(
+                "/ws/ops/?status=bogus", [await sync_to_async(token_header)(operator)]
+            ),
+            "ops, no such type": await close_code("/ws/ops/?type=nope", [await sync_to_async(token_header)(operator)]),
         }
 
     assert codes() == {
         "anonymous": 4401,
         "bad token": 4401,
+        "no token, no origin": 4401,
         "someone else's": 4403,
         "unknown job": 4404,
         "not an id": 4404,
         "unknown path": 4404,
         "ops, not staff": 4403,
         "ops, anonymous": 4401,
+        "ops, no such status": 4400,
+        "ops, no such type": 4400,
     }
 
 

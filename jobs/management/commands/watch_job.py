@@ -13,9 +13,12 @@ import uuid
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from redis.exceptions import RedisError
 
 from jobs import relay, snapshots
+from jobs.models import Job
 
 QUIET_SECONDS = 10  # without an event this long, the database is asked again
 
@@ -37,7 +40,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("job_id")
-        parser.add_argument("--json", dest="as_json", action="store_true", help="print the §7 messages as JSON lines")
+        parser.add_argument(
+            "--json",
+            dest="as_json",
+            action="store_true",
+            help="print the raw WebSocket messages (README: Live progress) as JSON lines",
+        )
 
     def handle(self, *args, job_id: str, as_json: bool, **options) -> None:
         try:
@@ -45,7 +53,15 @@ class Command(BaseCommand):
         except ValueError:
             raise CommandError(f"{job_id!r} is not a job id (a UUID, as in GET /api/jobs/).") from None
         self.as_json = as_json
-        final = asyncio.run(self.follow(job_id))
+        if not Job.objects.filter(pk=job_id).exists():
+            raise CommandError(f"No job {job_id}.")
+        try:
+            final = asyncio.run(self.follow(job_id))
+        except (OSError, RedisError) as error:
+            raise CommandError(
+                f"Cannot reach the channel layer at {settings.CHANNEL_LAYER_URL} ({error}). "
+                "Run watch_job with the same REDIS_URL / CHANNEL_LAYER_URL as the workers."
+            ) from None
         if final.get("status") != "complete":
             raise SystemExit(1)
 

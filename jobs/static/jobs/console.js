@@ -68,14 +68,21 @@
 
   /* Rows on the page follow their jobs; changes to jobs not on the page are counted,
      with a link to reload (the list's order and filters are the server's to apply). */
+  /* Routine runs of crons and maintenance jobs (every minute) are noise to a person:
+     skipped unless they went wrong. */
+  function routine(msg, systemTypes) {
+    return systemTypes.indexOf(msg.job_type) >= 0 && msg.type !== "error";
+  }
+
   function followList() {
     var unseen = 0, note = document.getElementById("jd-unseen");
+    var systemTypes = note ? (note.dataset.systemTypes || "").split(",") : [];
     follow("/ws/ops/", function (msg) {
       if (msg.type === "snapshot") { return; }
       if (msg.job_id && document.querySelector('[data-job="' + msg.job_id + '"]')) { return updateRows(msg); }
-      if (msg.type === "progress" || !note) { return; }
+      if (msg.type === "progress" || !note || routine(msg, systemTypes)) { return; }
       unseen += msg.job_id ? 1 : (msg.details && msg.details.submitted) || 1;
-      note.hidden = false;
+      note.style.display = "";
       note.querySelector("a").textContent = unseen + " change" + (unseen === 1 ? "" : "s") + " to other jobs — reload";
     });
   }
@@ -216,10 +223,11 @@
       if (!pending) { pending = setTimeout(refresh, Math.max(0, 1000 - (Date.now() - last))); }
     }
     renderDashboard(root, JSON.parse(document.getElementById("jd-overview").textContent));
-    var feed = root.querySelector("#jd-feed");
+    var feed = root.querySelector("#jd-feed"), systemTypes = (root.dataset.systemTypes || "").split(",");
     follow("/ws/ops/", function (msg) {
       if (msg.type === "snapshot") { return; }
       updateRows(msg);
+      if (routine(msg, systemTypes)) { return; }
       var line = document.createElement("li");
       line.textContent = new Date(msg.timestamp).toLocaleTimeString() + "  " + (msg.job_type || "bulk") + "  " +
         (msg.job_id ? msg.job_id.slice(0, 8) : "") + "  " + msg.status + (msg.type === "progress" ? " " + msg.progress + "%" : "");
