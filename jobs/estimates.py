@@ -1,8 +1,8 @@
 """When will it start, when will it finish (SPEC §4.9).
 
 The line is simulated, not guessed. W live workers are each free once their running
-job's remaining time (its type's average duration minus the time it has run) is spent;
-the queued jobs ahead — higher priority first, then by enqueue time, the order RQ's
+job's remaining time (from its reported progress, else its type's average duration minus
+the time it has run) is spent; the queued jobs ahead — higher priority first, then by enqueue time, the order RQ's
 workers take them in — each occupy the next free worker for their type's average
 duration. A job not in line yet (``run_at``, retry backoff, the work window, unfinished
 dependencies) starts when it becomes ready or when the line ahead of it has drained,
@@ -139,16 +139,29 @@ class _Snapshot:
         return self.now + timedelta(seconds=seconds)
 
 
+MIN_RUN_FOR_PROGRESS = 1.0  # seconds of running before reported progress says more than the average
+
+
+def time_left(average: float, started: datetime | None, progress: int, now: datetime) -> float:
+    """Seconds a running job still needs. Its own progress, once it has reported some,
+    knows better than its type's average (a 90 s run of a type that averages 10 s);
+    without progress, the average minus the time it has run, never below zero."""
+    if started is None:
+        return average
+    elapsed = max(0.0, (now - started).total_seconds())
+    if 0 < progress < 100 and elapsed >= MIN_RUN_FOR_PROGRESS:
+        return elapsed * (100 - progress) / progress
+    return max(0.0, average - elapsed)
+
+
 def _rank(priority: str) -> int:
     return settings.JOB_QUEUES.index(priority)
 
 
 def _snapshot(types: set[str], now: datetime, worker_count: int, arrivals: Mapping[str, float] | None) -> _Snapshot:
-    running = list(Job.objects.filter(status=Status.ACTIVE).values_list("type", "started_at"))
-    durations = average_durations(types | {t for t, _ in running})
-    remaining = sorted(
-        max(0.0, durations[t] - (now - started).total_seconds()) if started else durations[t] for t, started in running
-    )
+    running = list(Job.objects.filter(status=Status.ACTIVE).values_list("type", "started_at", "progress"))
+    durations = average_durations(types | {t for t, _, _ in running})
+    remaining = sorted(time_left(durations[t], started, progress, now) for t, started, progress in running)
     # More active rows than workers: some are lost runs the reconciler will requeue.
     free_in = (remaining + [0.0] * worker_count)[:worker_count]
     arrivals = recent_arrivals() if arrivals is None else arrivals
@@ -337,8 +350,8 @@ class _Resolver:
         if job.status in FINAL_STATUSES:
             return NONE
         if job.status == Status.ACTIVE:
-            finish = (job.started_at or snap.now) + timedelta(seconds=snap.duration(job.type))
-            return Estimate(job.started_at, max(finish, snap.now))
+            left = time_left(snap.duration(job.type), job.started_at, job.progress, snap.now)
+            return Estimate(job.started_at, snap.now + timedelta(seconds=left))
         if job.status == Status.QUEUED:
             start = snap.at(self.starts[job.id] * snap.slowdown[job.priority])
         else:

@@ -305,3 +305,17 @@ def test_a_requeue_starts_without_a_first_estimate_to_be_judged_against():
     requeued = actions.requeue(failed.id)
     assert requeued.first_estimated_start_at is None
     assert Job.objects.get(pk=failed.id).first_estimated_start_at is None
+
+
+def test_a_running_job_that_reported_progress_is_judged_by_it():
+    from datetime import datetime, timedelta
+
+    from jobs.estimates import time_left
+
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    started = now - timedelta(seconds=30)
+    assert time_left(10.0, started, 25, now) == 90.0, "30 s for a quarter: 90 s to go, whatever the average says"
+    assert time_left(10.0, started, 0, now) == 0.0, "no progress and past its average: any moment"
+    assert time_left(60.0, started, 0, now) == 30.0
+    assert time_left(60.0, now - timedelta(seconds=0.5), 50, now) == 59.5, "too early to trust progress"
+    assert time_left(60.0, None, 0, now) == 60.0
