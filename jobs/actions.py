@@ -1,4 +1,4 @@
-"""Operator and owner actions on jobs: cancel, requeue, promote (SPEC §4.6, §4.7).
+"""Operator and owner actions on jobs: cancel, requeue, promote, run now (SPEC §4.6, §4.7).
 
 The API, the admin and management commands call these; each is a lifecycle move plus
 the Redis side effect after commit, recorded in the timeline with who did it.
@@ -44,6 +44,15 @@ def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:
 
 def promote(job_id, *, actor=None, actor_label: str = "") -> Job:
     job = lifecycle.promote(job_id, actor=actor, actor_label=actor_label)
+    queueing.withdraw(job.previous_dispatch, job.previous_priority)
+    queueing.dispatch(job)
+    return job
+
+
+def run_now(job_id, *, actor=None, actor_label: str = "") -> Job:
+    """Sidekiq's "add to queue": a scheduled or retrying job stops waiting. (A deferred
+    heavy job still waits for its work window: the window is the point of it.)"""
+    job = lifecycle.run_now(job_id, actor=actor, actor_label=actor_label)
     queueing.withdraw(job.previous_dispatch, job.previous_priority)
     queueing.dispatch(job)
     return job

@@ -192,6 +192,12 @@ def promote_jobs(modeladmin, request, queryset):
         _run_action(modeladmin, request, queryset.values_list("id", flat=True), actions.promote, "Promoted")
 
 
+@admin.action(description="Run selected scheduled or retrying jobs now", permissions=["change"])
+def run_jobs_now(modeladmin, request, queryset):
+    if not _too_many(modeladmin, request, queryset):
+        _run_action(modeladmin, request, queryset.values_list("id", flat=True), actions.run_now, "Queued now")
+
+
 @admin.action(description="Requeue the selected dead letters…", permissions=["change"])
 def requeue_dead_letters(modeladmin, request, queryset):
     """With a confirmation page that says how many it will touch (like delete)."""
@@ -246,7 +252,7 @@ class JobAdmin(admin.ModelAdmin):
     paginator = CappedCountPaginator
     show_full_result_count = False  # no COUNT(*) over the whole table on every page
     inlines = [JobEventInline]
-    actions = [requeue_jobs, cancel_jobs, promote_jobs, requeue_dead_letters]
+    actions = [requeue_jobs, run_jobs_now, cancel_jobs, promote_jobs, requeue_dead_letters]
     readonly_fields = [
         "id", "type", "status_badge", "progress_bar", "stage", "priority", "heavy", "owner", "attempts",
         "max_attempts", "timeout", "idempotency_key", "pretty_payload", "pretty_result", "error_category",

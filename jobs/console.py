@@ -20,9 +20,10 @@ from jobs.models import Job, Status
 
 REQUEUE_AT_ONCE = 1000  # dead letters requeued per confirmation; the page says so when there are more
 # Which states each button is offered in (the lifecycle decides; this only hides the rest).
-ALLOWED_FROM = {"requeue": lifecycle.REQUEUEABLE, "promote": lifecycle.PROMOTABLE, "cancel": lifecycle.CANCELABLE}
+ALLOWED_FROM = {"requeue": lifecycle.REQUEUEABLE, "run-now": lifecycle.RUNNABLE_NOW,
+                "promote": lifecycle.PROMOTABLE, "cancel": lifecycle.CANCELABLE}  # fmt: skip
 ACTS = {"requeue": (actions.requeue, "Requeued"), "cancel": (actions.cancel, "Canceled"),
-        "promote": (actions.promote, "Promoted")}  # fmt: skip
+        "promote": (actions.promote, "Promoted"), "run-now": (actions.run_now, "Queued now")}  # fmt: skip
 
 
 def system_types() -> list[str]:

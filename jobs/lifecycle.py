@@ -321,6 +321,28 @@ def promote(job_id, *, actor=None, actor_label: str = "") -> Job:
     )
 
 
+RUNNABLE_NOW = frozenset({Status.SCHEDULED, Status.RETRYING})
+
+
+def run_now(job_id, *, actor=None, actor_label: str = "") -> Job:
+    """A job waiting for its ``run_at`` or its retry backoff joins its queue now."""
+    return _move(
+        job_id,
+        action="run_now",
+        allowed=RUNNABLE_NOW,
+        to=Status.QUEUED,
+        actor=actor,
+        actor_label=actor_label,
+        kind=JobEvent.Kind.ACTION,
+        fields=lambda job: {
+            "scheduled_for": None,
+            "rq_job_id": new_dispatch_id(job_id),  # the scheduled entry becomes a no-op
+            "enqueued_at": timezone.now(),
+        },
+        message="run now, without waiting",
+    )
+
+
 def _queued_or_scheduled(job: Job) -> str:
     if job.scheduled_for and job.scheduled_for > timezone.now():
         return Status.SCHEDULED

@@ -36,6 +36,7 @@ MATRIX = [
     ("get", "/api/jobs/{done}/", None, (401, 200, 404, 200)),
     ("get", "/api/jobs/{done}/events/", None, (401, 200, 404, 200)),
     ("post", "/api/jobs/{done}/retry/", None, (401, 409, 404, 409)),  # complete: the state forbids it
+    ("post", "/api/jobs/{waiting}/run-now/", None, (401, 409, 404, 409)),  # queued already: nothing to skip
     ("post", "/api/jobs/{waiting}/promote/", None, (401, 200, 404, 200)),
     ("post", "/api/jobs/{waiting}/cancel/", None, (401, 200, 404, 409)),
     ("post", "/api/jobs/", {"type": "diagnostics.noop"}, (401, 201, 201, 201)),

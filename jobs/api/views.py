@@ -110,3 +110,9 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     @action(detail=True, methods=["post"])
     def promote(self, request: Request, pk: str) -> Response:
         return self._act(actions.promote, request)
+
+    @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
+    @action(detail=True, methods=["post"], url_path="run-now")
+    def run_now(self, request: Request, pk: str) -> Response:
+        """A scheduled or retrying job joins its queue now."""
+        return self._act(actions.run_now, request)

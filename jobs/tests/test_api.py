@@ -117,6 +117,23 @@ def test_promote_through_the_api(api_as, alice):
     assert api_as(alice).post(f"/api/jobs/{job.id}/promote/").json()["priority"] == "immediate"
 
 
+def test_run_now_skips_the_wait_of_a_scheduled_job(api_as, alice, bob, run_worker):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job = submit("diagnostics.noop", owner=alice, run_at=timezone.now() + timedelta(days=1)).job
+    assert job.status == Status.SCHEDULED
+    assert api_as(bob).post(f"/api/jobs/{job.id}/run-now/").status_code == 404
+    moved = api_as(alice).post(f"/api/jobs/{job.id}/run-now/")
+    assert moved.status_code == 200 and moved.json()["status"] == "queued"
+    run_worker()
+    assert Job.objects.get(pk=job.id).status == Status.COMPLETE, "it ran at once, not tomorrow"
+    again = api_as(alice).post(f"/api/jobs/{job.id}/run-now/")
+    assert again.status_code == 409 and "run_now needs one of" in again.json()["error"]["message"]
+    assert job.events.filter(actor__username="alice", message__startswith="run now").exists()
+
+
 def test_bulk_submit(api_as, alice):
     body = {"jobs": [{"type": "diagnostics.noop", "ref": "a"}, {"type": "diagnostics.noop", "depends_on_refs": ["a"]}]}
     response = api_as(alice).post("/api/jobs/bulk/", body, format="json")

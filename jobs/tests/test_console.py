@@ -131,10 +131,16 @@ def test_each_action_goes_through_the_services_and_names_the_operator(superuser,
     assert Job.objects.get(pk=waiting.id).priority == "immediate"
     act(waiting, "cancel")
     assert Job.objects.get(pk=waiting.id).status == Status.CANCELED
+    later = submit("diagnostics.sleep", {"seconds": 0}, run_at=timezone.now() + timedelta(days=1)).job
+    page = client.get(reverse("admin:jobs_job_change", args=[later.id])).content.decode()
+    assert 'value="Run now"' in page and 'value="Requeue"' not in page
+    act(later, "run-now")
+    assert Job.objects.get(pk=later.id).status == Status.QUEUED
     actors = set(
         JobEvent.objects.filter(kind__in=["action", "transition"], actor=superuser).values_list("message", flat=True)
     )
     assert {"requeued for a new round of attempts", "promoted to immediate", "canceled"} <= actors
+    assert JobEvent.objects.filter(job=later, actor=superuser, message__startswith="run now").exists()
 
 
 def test_a_state_that_forbids_the_action_is_a_message_per_job_not_an_error(superuser):
