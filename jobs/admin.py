@@ -244,8 +244,11 @@ class JobAdmin(admin.ModelAdmin):
         "created_at", "started_at",
     ]  # fmt: skip
     list_filter = ["status", TypeFilter, SystemJobsFilter, "priority", "error_category", "heavy", "owner"]
-    search_fields = ["type", "idempotency_key", "error_message"]
-    search_help_text = "A job id finds that job; other words search type, idempotency key and error message."
+    search_fields = ["type"]  # the search itself is get_search_results
+    search_help_text = (
+        "A job id (or a UUID idempotency key) finds that job; other words match job types, an "
+        "idempotency key, or the error message of a failed, dead-lettered, retrying or canceled job."
+    )
     date_hierarchy = "created_at"
     list_select_related = ["owner"]
     list_per_page = 50
@@ -314,10 +317,12 @@ class JobAdmin(admin.ModelAdmin):
         """A UUID is a job id or an idempotency key (two index lookups); anything else
         searches the text fields."""
         term = search_term.strip()
+        if not term:
+            return queryset, False
         try:
             job_id = uuid.UUID(term)
         except ValueError:
-            return super().get_search_results(request, queryset, search_term)
+            return queryset.filter(_text_search(term)), False
         return queryset.filter(Q(pk=job_id) | Q(idempotency_key=term)), False
 
     def get_changelist(self, request, **kwargs):
@@ -325,6 +330,10 @@ class JobAdmin(admin.ModelAdmin):
 
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)
+        if changelist.query:
+            # Drilling into dates means little in a search's results, and the first and
+            # last dates of a search that matches little cost two scans of the table.
+            changelist.date_hierarchy = None
         _attach_estimates(changelist.result_list)
         return changelist
 
@@ -402,6 +411,19 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="needed by")
     def dependents_list(self, job: Job) -> str:
         return _job_links(job.dependents.all())
+
+
+# Only these carry an error message worth searching (a success clears it).
+ERRORED = (Status.FAILED, Status.DEAD_LETTER, Status.RETRYING, Status.CANCELED)
+
+
+def _text_search(term: str) -> Q:
+    """Words match job types (by name, among the registered ones), an idempotency key
+    exactly, or the error message of a job that has one. Each part has an index to use:
+    a plain substring search over three columns of a million rows took 8 s when
+    nothing matched."""
+    types = [name for name in registry.all_types() if term.lower() in name.lower()]
+    return Q(type__in=types) | Q(idempotency_key=term) | Q(status__in=ERRORED, error_message__icontains=term)
 
 
 def _when(moment) -> str:

@@ -293,3 +293,19 @@ def test_select_all_beyond_the_cap_is_refused_and_dead_letters_confirm_without_i
     assert "requeue <strong>3</strong>" in confirm and 'name="select_across" value="1"' in confirm
     done = client.post(LIST, {**everything, "confirmed": "yes"}, follow=True)
     assert "Requeued 3 job(s)." in messages_of(done)
+
+
+def test_words_search_types_keys_and_error_messages(superuser, run_worker):
+    failed = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "user_fixable"}).job
+    keyed = submit("diagnostics.noop", idempotency_key="nightly-report").job
+    run_worker()
+    client = client_for(superuser)
+
+    def found(term):
+        return {j.id for j in client.get(LIST, {"q": term}).context["cl"].result_list}
+
+    assert found("noop") == {keyed.id}, "a type, by part of its name"
+    assert found("nightly-report") == {keyed.id}, "an idempotency key, exactly"
+    message = Job.objects.get(pk=failed.id).error_message
+    assert found(message.split()[0]) == {failed.id}, "the error message of a failed job"
+    assert found("nothing-like-this") == set()
