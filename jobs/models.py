@@ -117,6 +117,8 @@ class Job(models.Model):
             # Stats over a period select by finish time alone.
             models.Index(fields=["finished_at"], name="job_finished"),
             models.Index(fields=["finished_at"], condition=Q(hooks_done=False), name="job_hooks_pending"),
+            # The console's "heavy" filter: few jobs are, and finding none must not scan all.
+            models.Index(fields=["-created_at"], condition=Q(heavy=True), name="job_heavy_created"),
             # The console's search: a UUID may be an idempotency key.
             models.Index(fields=["idempotency_key"], condition=Q(idempotency_key__isnull=False), name="job_idem_key"),
             # ETA accuracy: the latest jobs that have both a first estimate and a real start.
