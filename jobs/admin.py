@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
-from jobs import actions, console, estimates, registry
+from jobs import actions, console, estimates, lifecycle, registry
 from jobs.console import system_types
 from jobs.errors import ActionRefused
 from jobs.models import FINAL_STATUSES, Job, JobEvent, Status
@@ -101,7 +101,8 @@ class SystemJobsFilter(admin.SimpleListFilter):
         return choices
 
     def queryset(self, request, queryset):
-        if self.value() == "all" or _is_uuid(request.GET.get("q", "")):
+        asked_for = request.GET.get("type") in system_types() or _is_uuid(request.GET.get("q", ""))
+        if self.value() == "all" or asked_for:
             return queryset
         if self.value() == "only":
             return queryset.filter(type__in=system_types())
@@ -144,13 +145,16 @@ class JobEventInline(admin.TabularInline):
         return False
 
 
+ACT_AT_ONCE = 1000  # jobs one action may touch in one request (each is a move plus Redis calls)
+
+
 def _too_many(modeladmin, request, queryset) -> bool:
-    """ "Select all" over a huge filter would act on every row in one request."""
-    if queryset.order_by()[: COUNT_CAP + 1].count() <= COUNT_CAP:
+    """A "select all" over a huge filter would act on every row in one request."""
+    if queryset.order_by()[: ACT_AT_ONCE + 1].count() <= ACT_AT_ONCE:
         return False
     modeladmin.message_user(
         request,
-        f"More than {COUNT_CAP:,} jobs selected: narrow the filter first (dead letters: use "
+        f"More than {ACT_AT_ONCE:,} jobs selected: narrow the filter first (dead letters: use "
         "'Requeue dead letters matching this filter').",
         messages.ERROR,
     )
@@ -166,6 +170,8 @@ def _run_action(modeladmin, request, jobs, service, verb: str) -> None:
             done += 1
         except ActionRefused as why:
             refused.append(str(why))
+        except lifecycle.JobNotFound:
+            refused.append(f"Job {job_id} is gone (deleted by the retention cron meanwhile).")
     if done:
         modeladmin.message_user(request, f"{verb} {done} job(s).", messages.SUCCESS)
     for why in refused[:20]:
@@ -338,8 +344,10 @@ class JobAdmin(admin.ModelAdmin):
         return changelist
 
     def changelist_view(self, request, extra_context=None):
-        extra = {"can_act": self.has_change_permission(request), "system_types": system_types(),
-                 **(extra_context or {})}  # fmt: skip
+        # Routine system runs are left out of the "changes to other jobs" count only where
+        # the list leaves them out too.
+        hidden = [] if request.GET.get("system") in ("all", "only") else system_types()
+        extra = {"can_act": self.has_change_permission(request), "system_types": hidden, **(extra_context or {})}
         return super().changelist_view(request, extra)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):

@@ -123,7 +123,9 @@ class FollowConsumer(_Socket):
         """Events after the last one sent; snapshots not older than it (a re-sent
         snapshot keeps the seq of the event it reflects)."""
         last = self.last_seq.get(msg["job_id"], -1)
-        return msg["seq"] >= last if msg["type"] == "snapshot" else msg["seq"] > last
+        if msg["type"] == "snapshot":
+            return msg["seq"] >= last or msg.get("status") == "deleted"  # a deleted job has no seq left
+        return msg["seq"] > last
 
     async def deliver(self, msg: dict) -> bool:
         """Send a message (if not already covered); True when it was final (closed)."""

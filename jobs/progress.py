@@ -19,12 +19,14 @@ Two rules keep a report from ever hurting the job:
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from datetime import datetime
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
@@ -34,6 +36,22 @@ from jobs.models import Job
 logger = logging.getLogger("jobs.progress")
 
 _RETRY_AFTER_ERROR = 1.0  # seconds before the timer tries a failed write again
+
+
+def _clean_stage(stage: str) -> str:
+    return str(stage).replace("\x00", "")[:200]  # PostgreSQL text cannot hold NUL
+
+
+def _clean_details(details: dict | None) -> dict:
+    """Details the job row can store (JSON, no NaN, no NUL); otherwise a note saying so,
+    rather than a write that fails every time it is tried."""
+    if not details:
+        return {}
+    try:
+        text = json.dumps(details, cls=DjangoJSONEncoder, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        return {"unstorable_details": str(error)[:200]}
+    return json.loads(text.replace("\\u0000", "")) if "\\u0000" in text else json.loads(text)
 
 
 class ProgressReporter:
@@ -50,48 +68,62 @@ class ProgressReporter:
         self._timer: threading.Timer | None = None
 
     def report(self, percent: float, stage: str = "", details: dict | None = None) -> None:
+        if not self._owned:
+            return  # canceled or taken away: nothing more to tell
         clamped = max(0, min(100, int(percent)))
         with self._state:
-            self._pending = (clamped, stage[:200], details or {}, timezone.now())
+            self._pending = (clamped, _clean_stage(stage), _clean_details(details), timezone.now())
             wait = self._last_write + self.interval - time.monotonic()
         if wait <= 0 and not connection.in_atomic_block and self._writing.acquire(blocking=False):
             try:
                 self._write_pending()
+            except DatabaseError:  # a report never fails the handler: the timer retries
+                logger.warning("progress write failed", extra={"job_id": str(self.job.id)}, exc_info=True)
+                self._arm(_RETRY_AFTER_ERROR)
             finally:
                 self._writing.release()
             return
         self._arm(max(wait, 0.0))
 
     def flush(self, timeout: float = 10.0) -> None:
-        """Write what is held now (the run is ending; no handler transaction is open)."""
+        """Write what is held now (the run is ending; no handler transaction is open).
+        Never raises: a progress report must not turn a finished run into a failed one."""
         with self._state:
             if self._timer is not None:
                 self._timer.cancel()
-                self._timer = None
-        if self._writing.acquire(timeout=timeout):
-            try:
-                self._write_pending()
-            finally:
-                self._writing.release()
+        if not self._writing.acquire(timeout=timeout):
+            logger.warning("last progress report not written (a write is stuck)", extra={"job_id": str(self.job.id)})
+            return
+        try:
+            self._write_pending()
+        except DatabaseError:
+            logger.warning("last progress report not written", extra={"job_id": str(self.job.id)}, exc_info=True)
+        finally:
+            self._writing.release()
 
     def _arm(self, wait: float) -> None:
+        """One timer at a time: while it waits or writes, later reports just replace the
+        held one (a slow database must not pile up threads)."""
         with self._state:
-            if self._timer is None and self._pending is not None:
+            if self._timer is None and self._pending is not None and self._owned:
                 self._timer = threading.Timer(wait, self._write_when_due)
                 self._timer.daemon = True
                 self._timer.start()
 
     def _write_when_due(self) -> None:
-        with self._state:
-            self._timer = None
+        retry = 0.0
         try:
             with self._writing:
                 self._write_pending()
         except DatabaseError:  # e.g. SQLite busy behind the handler's transaction
             logger.warning("progress write failed; retrying", extra={"job_id": str(self.job.id)}, exc_info=True)
-            self._arm(_RETRY_AFTER_ERROR)
+            retry = _RETRY_AFTER_ERROR
         finally:
             connection.close()  # the timer thread's own connection
+            with self._state:
+                self._timer = None
+                wait = max(retry, self._last_write + self.interval - time.monotonic())
+        self._arm(max(wait, 0.0))  # a report that came while this one was written
 
     def _write_pending(self) -> None:
         """Write and relay the held report. The caller holds ``_writing``."""

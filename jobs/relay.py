@@ -138,6 +138,13 @@ def publish_new(jobs: list[Job]) -> None:
     job would cost the submitter more than the insert, and no operator reads them one
     by one.
     """
+    try:
+        _announce(jobs)
+    except Exception:  # the jobs are in; telling the stream is not worth a failed submit
+        logger.exception("relay unavailable", extra={"submitted": len(jobs)})
+
+
+def _announce(jobs: list[Job]) -> None:
     if len(jobs) <= _BULK:
         for job in jobs:
             _sender().put((OPS_GROUP,), message(job))

@@ -280,13 +280,13 @@ def test_select_all_beyond_the_cap_is_refused_and_dead_letters_confirm_without_i
 
     dead = dead_letters(3, run_worker)
     client = client_for(superuser)
-    monkeypatch.setattr(console_admin, "COUNT_CAP", 2)
+    monkeypatch.setattr(console_admin, "ACT_AT_ONCE", 2)
     refused = client.post(
         LIST, {"action": "cancel_jobs", "select_across": "1", "index": "0", "_selected_action": [str(dead[0].id)]},
         follow=True,
     )  # fmt: skip
     assert any("More than 2 jobs selected" in m for m in messages_of(refused))
-    monkeypatch.setattr(console_admin, "COUNT_CAP", 100)
+    monkeypatch.setattr(console_admin, "ACT_AT_ONCE", 100)
     everything = {"action": "requeue_dead_letters", "select_across": "1", "index": "0",
                   "_selected_action": [str(dead[0].id)]}  # fmt: skip
     confirm = client.post(LIST, everything).content.decode()

@@ -350,3 +350,36 @@ def test_a_lost_final_message_is_made_good_by_the_periodic_reread(alice, setting
     assert first["status"] == "queued"
     assert [(m["type"], m["status"], m["seq"]) for m in rest] == [("snapshot", "canceled", first["seq"] + 1)]
     assert code == 1000
+
+
+def test_a_slow_database_does_not_pile_up_timers_and_bad_reports_never_fail_the_run(alice, monkeypatch):
+    import threading
+
+    from django.db import DatabaseError
+
+    from conftest import wait_for
+    from jobs import lifecycle
+    from jobs.progress import ProgressReporter
+
+    job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
+    claimed = lifecycle.claim(job.id, job.rq_job_id, "w1")
+    reporter = ProgressReporter(claimed, job.rq_job_id, interval=0)
+    before = threading.active_count()
+    with reporter._writing:  # a write stuck in the database for a while
+        for i in range(200):
+            reporter.report(i / 2, "busy", {"i": i})
+        assert threading.active_count() - before <= 1, "one timer waits; reports just replace what it holds"
+    wait_for(lambda: Job.objects.get(pk=job.id).progress_details == {"i": 199}, timeout=10, what="the latest report")
+    assert reporter.writes <= 3
+
+    reporter.report(60, "nul\x00stage", {"ratio": float("nan")})  # PostgreSQL would refuse both as given
+    reporter.flush()
+    row = Job.objects.get(pk=job.id)
+    assert (row.stage, list(row.progress_details)) == ("nulstage", ["unstorable_details"])
+
+    def refused(*args, **kwargs):
+        raise DatabaseError("connection lost")
+
+    monkeypatch.setattr(lifecycle, "record_progress", refused)
+    reporter.report(70, "down")  # logged, retried by the timer: never raised to the handler
+    reporter.flush()  # nor at the end, where it would turn a success into a retry

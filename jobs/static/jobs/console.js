@@ -99,9 +99,10 @@
       panel.querySelector("[data-live=eta]").textContent = eta ? new Date(eta).toLocaleTimeString() : "—";
       panel.querySelector("[data-live=message]").textContent = msg.user_message || "";
       updateRows(msg);
-      if (FINAL[msg.status] && msg.type !== "snapshot") {
+      if (FINAL[msg.status] && (msg.type !== "snapshot" || panel.dataset.seenLive)) {
         panel.querySelector("[data-live=done]").hidden = false;
       }
+      panel.dataset.seenLive = "1";  // after the first message, a final snapshot is news too
     });
   }
 
@@ -227,7 +228,10 @@
     follow("/ws/ops/", function (msg) {
       if (msg.type === "snapshot") { return; }
       updateRows(msg);
-      if (routine(msg, systemTypes)) { return; }
+      if (routine(msg, systemTypes)) {
+        if (msg.type !== "progress") { soon(); }  // counts change; the feed need not say so
+        return;
+      }
       var line = document.createElement("li");
       line.textContent = new Date(msg.timestamp).toLocaleTimeString() + "  " + (msg.job_type || "bulk") + "  " +
         (msg.job_id ? msg.job_id.slice(0, 8) : "") + "  " + msg.status + (msg.type === "progress" ? " " + msg.progress + "%" : "");
