@@ -180,28 +180,21 @@ def _run_action(modeladmin, request, jobs, service, verb: str) -> None:
         modeladmin.message_user(request, f"…and {len(refused) - 20} more refused.", messages.WARNING)
 
 
-@admin.action(description="Requeue selected jobs (new round of attempts)", permissions=["change"])
-def requeue_jobs(modeladmin, request, queryset):
-    if not _too_many(modeladmin, request, queryset):
-        _run_action(modeladmin, request, queryset.values_list("id", flat=True), actions.requeue, "Requeued")
+def _bulk(name: str, service, verb: str, description: str):
+    """An admin action applying one service to each selected job (at most ACT_AT_ONCE)."""
+
+    def act(modeladmin, request, queryset):
+        if not _too_many(modeladmin, request, queryset):
+            _run_action(modeladmin, request, queryset.values_list("id", flat=True), service, verb)
+
+    act.__name__ = name  # the admin names actions after their function
+    return admin.action(description=description, permissions=["change"])(act)
 
 
-@admin.action(description="Cancel selected jobs", permissions=["change"])
-def cancel_jobs(modeladmin, request, queryset):
-    if not _too_many(modeladmin, request, queryset):
-        _run_action(modeladmin, request, queryset.values_list("id", flat=True), actions.cancel, "Canceled")
-
-
-@admin.action(description="Promote selected jobs to immediate", permissions=["change"])
-def promote_jobs(modeladmin, request, queryset):
-    if not _too_many(modeladmin, request, queryset):
-        _run_action(modeladmin, request, queryset.values_list("id", flat=True), actions.promote, "Promoted")
-
-
-@admin.action(description="Run selected scheduled or retrying jobs now", permissions=["change"])
-def run_jobs_now(modeladmin, request, queryset):
-    if not _too_many(modeladmin, request, queryset):
-        _run_action(modeladmin, request, queryset.values_list("id", flat=True), actions.run_now, "Queued now")
+requeue_jobs = _bulk("requeue_jobs", actions.requeue, "Requeued", "Requeue selected jobs (new round of attempts)")
+run_jobs_now = _bulk("run_jobs_now", actions.run_now, "Queued now", "Run selected scheduled or retrying jobs now")
+cancel_jobs = _bulk("cancel_jobs", actions.cancel, "Canceled", "Cancel selected jobs")
+promote_jobs = _bulk("promote_jobs", actions.promote, "Promoted", "Promote selected jobs to immediate")
 
 
 @admin.action(description="Requeue the selected dead letters…", permissions=["change"])
