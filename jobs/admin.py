@@ -25,9 +25,8 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
-from jobs import actions, console, estimates, lifecycle, registry
+from jobs import actions, console, estimates, registry
 from jobs.console import system_types
-from jobs.errors import ActionRefused
 from jobs.models import FINAL_STATUSES, Job, JobEvent, Status
 
 COUNT_CAP = 10_000  # beyond this, the list says "10,000+" instead of counting every row
@@ -161,31 +160,12 @@ def _too_many(modeladmin, request, queryset) -> bool:
     return True
 
 
-def _run_action(modeladmin, request, jobs, service, verb: str) -> None:
-    """Apply one service to each job; a refusal is a message naming the job, never a 500."""
-    done, refused = 0, []
-    for job_id in jobs:
-        try:
-            service(job_id, actor=request.user)
-            done += 1
-        except ActionRefused as why:
-            refused.append(str(why))
-        except lifecycle.JobNotFound:
-            refused.append(f"Job {job_id} is gone (deleted by the retention cron meanwhile).")
-    if done:
-        modeladmin.message_user(request, f"{verb} {done} job(s).", messages.SUCCESS)
-    for why in refused[:20]:
-        modeladmin.message_user(request, why, messages.WARNING)
-    if len(refused) > 20:
-        modeladmin.message_user(request, f"…and {len(refused) - 20} more refused.", messages.WARNING)
-
-
 def _bulk(name: str, service, verb: str, description: str):
     """An admin action applying one service to each selected job (at most ACT_AT_ONCE)."""
 
     def act(modeladmin, request, queryset):
         if not _too_many(modeladmin, request, queryset):
-            _run_action(modeladmin, request, queryset.values_list("id", flat=True), service, verb)
+            console.act_on_each(request, queryset.values_list("id", flat=True), service, verb)
 
     act.__name__ = name  # the admin names actions after their function
     return admin.action(description=description, permissions=["change"])(act)
@@ -204,7 +184,7 @@ def requeue_dead_letters(modeladmin, request, queryset):
         return None
     dead = queryset.filter(status=Status.DEAD_LETTER)
     if request.POST.get("confirmed"):
-        _run_action(modeladmin, request, list(dead.values_list("id", flat=True)), actions.requeue, "Requeued")
+        console.act_on_each(request, list(dead.values_list("id", flat=True)), actions.requeue, "Requeued")
         return None
     return TemplateResponse(
         request,

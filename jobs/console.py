@@ -31,6 +31,26 @@ def system_types() -> list[str]:
     return sorted(name for name, job_type in registry.all_types().items() if not job_type.public)
 
 
+def act_on_each(request, job_ids, service, verb: str, *, noun: str = "job(s)") -> None:
+    """Apply one service to each job as the operator; a refusal is a message naming the
+    job, never a 500. (Admin actions and the console's bulk requeue share it.)"""
+    done, refused = 0, []
+    for job_id in job_ids:
+        try:
+            service(job_id, actor=request.user)
+            done += 1
+        except ActionRefused as why:
+            refused.append(str(why))
+        except lifecycle.JobNotFound:
+            refused.append(f"Job {job_id} is gone (deleted by the retention cron meanwhile).")
+    if done:
+        messages.success(request, f"{verb} {done} {noun}.")
+    for why in refused[:20]:
+        messages.warning(request, why)
+    if len(refused) > 20:
+        messages.warning(request, f"…and {len(refused) - 20} more refused.")
+
+
 class _ConsoleView(View):
     admin = None  # the JobAdmin, given by as_view(admin=…)
     needs = "view"
@@ -85,16 +105,7 @@ class RequeueMatchingView(_ConsoleView):
         if not self.admin.has_change_permission(request):
             raise PermissionDenied
         ids = list(self.matching(request).order_by("finished_at").values_list("id", flat=True)[:REQUEUE_AT_ONCE])
-        done, refused = 0, []
-        for job_id in ids:
-            try:
-                actions.requeue(job_id, actor=request.user)
-                done += 1
-            except ActionRefused as why:
-                refused.append(str(why))
-        messages.success(request, f"Requeued {done} dead letter(s).")
-        for why in refused[:20]:
-            messages.warning(request, why)
+        act_on_each(request, ids, actions.requeue, "Requeued", noun="dead letter(s)")
         query = request.GET.urlencode()
         return HttpResponseRedirect(reverse("admin:jobs_job_changelist") + (f"?{query}" if query else ""))
 

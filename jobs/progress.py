@@ -72,7 +72,7 @@ class ProgressReporter:
             return  # canceled or taken away: nothing more to tell
         clamped = max(0, min(100, int(percent)))
         with self._state:
-            self._pending = (clamped, _clean_stage(stage), _clean_details(details), timezone.now())
+            self._pending = (clamped, stage, details, timezone.now())  # cleaned when written
             wait = self._last_write + self.interval - time.monotonic()
         if wait <= 0 and not connection.in_atomic_block and self._writing.acquire(blocking=False):
             try:
@@ -134,6 +134,7 @@ class ProgressReporter:
             self._pending = None
             self._last_write = time.monotonic()
         percent, stage, details, at = held
+        stage, details = _clean_stage(stage), _clean_details(details)
         job = self.job
         try:
             owned = lifecycle.record_progress(

@@ -189,8 +189,6 @@ class _Sender:
         self.buffer: collections.deque = collections.deque(maxlen=_BUFFER)
         self.lock = threading.Condition()
         self.busy = False
-        self.dropped = 0
-        self.sent = 0
         self.loop = asyncio.new_event_loop()
         self.wake = asyncio.Event()
         # Built here, in the caller's thread: importing the backend inside the relay
@@ -201,8 +199,6 @@ class _Sender:
 
     def put(self, groups: tuple[str, ...], msg: dict) -> None:
         with self.lock:
-            if len(self.buffer) == self.buffer.maxlen:
-                self.dropped += 1
             self.buffer.append((groups, msg))
         with contextlib.suppress(RuntimeError):  # the loop is gone (interpreter shutting down)
             self.loop.call_soon_threadsafe(self.wake.set)
@@ -238,15 +234,12 @@ class _Sender:
     async def _send(self, groups: tuple[str, ...], msg: dict) -> None:
         global _down_until
         if time.monotonic() < _down_until:
-            self.dropped += 1
-            return
+            return  # dropped: clients re-read the truth on reconnect
         envelope = {"type": EVENT, "event": msg}
         try:
             sends = [self.layer.group_send(group, envelope) for group in groups]
             await asyncio.wait_for(asyncio.gather(*sends), _SEND_TIMEOUT)
-            self.sent += 1
         except Exception as error:  # any layer failure: the job goes on, clients re-read
-            self.dropped += 1
             _down_until = time.monotonic() + _RETRY_AFTER
             logger.warning(
                 "channel layer unreachable; live updates paused",
@@ -275,11 +268,3 @@ def _sender() -> _Sender:
         if _current is None or _current.pid != os.getpid():
             _current = _Sender()
         return _current
-
-
-def stats() -> dict[str, int]:
-    """Sent and dropped counts of this process (tests, benchmarks)."""
-    sender = _current
-    if sender is None or sender.pid != os.getpid():
-        return {"sent": 0, "dropped": 0}
-    return {"sent": sender.sent, "dropped": sender.dropped}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -47,9 +48,11 @@ def test_two_clients_follow_a_job_from_snapshot_to_completed(spawn, web, alice):
             first.append(json.loads(await ws1.recv()))  # the snapshot, before any worker
             spawn("rqworker", *QUEUES)
             reading = asyncio.ensure_future(receive_until_closed(ws1, first))
+            deadline = time.monotonic() + 60
             while not any(m["type"] == "progress" and m["progress"] >= 50 for m in first):
                 await asyncio.sleep(0.02)
                 assert not reading.done(), [(m["type"], m["seq"], m["progress"]) for m in first]
+                assert time.monotonic() < deadline, "no progress past 50 % within 60 s"
             async with websockets.connect(url) as ws2:  # joins mid-way
                 code2 = await receive_until_closed(ws2, second)
             code1 = await reading
