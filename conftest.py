@@ -85,8 +85,15 @@ def redis_conn():
 
 @pytest.fixture
 def make_user(django_user_model):
-    def make(username: str, *, staff: bool = False):
-        return django_user_model.objects.create_user(username, password="pw-" + username, is_staff=staff)
+    """A user; ``group`` puts a staff user in one of the operators' groups (jobs.roles)."""
+
+    def make(username: str, *, staff: bool = False, group: str | None = None):
+        from django.contrib.auth.models import Group
+
+        user = django_user_model.objects.create_user(username, password="pw-" + username, is_staff=staff)
+        if group:
+            user.groups.add(Group.objects.get(name=group))
+        return user
 
     return make
 
@@ -103,7 +110,18 @@ def bob(make_user):
 
 @pytest.fixture
 def operator(make_user):
-    return make_user("operator", staff=True)
+    """Staff who may act on everything (the "Operators" group)."""
+    from jobs.roles import ACTING_OPERATORS_GROUP
+
+    return make_user("operator", staff=True, group=ACTING_OPERATORS_GROUP)
+
+
+@pytest.fixture
+def watcher(make_user):
+    """Staff who may see everything and change nothing ("Operators (read-only)")."""
+    from jobs.roles import OPERATORS_GROUP
+
+    return make_user("watcher", staff=True, group=OPERATORS_GROUP)
 
 
 def _client_for(user) -> APIClient:

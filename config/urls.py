@@ -19,7 +19,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("jobs.api.urls")),
-    path("api/", include("workwindow.api")),
     path("api/", include("ingestion.api")),
     re_path(r"^api/", not_found_view),  # unknown API paths answer JSON, DEBUG or not
 ]

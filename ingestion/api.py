@@ -15,7 +15,9 @@ from rest_framework.throttling import UserRateThrottle
 
 from ingestion import uploads
 from ingestion.models import Material, MaterialChunk
+from jobs import access
 from jobs.api.errors import Refusal
+from jobs.api.permissions import OwnedRows
 from jobs.api.serializers import JobSerializer, estimate_page
 from jobs.api.throttling import FailOpen
 
@@ -108,13 +110,14 @@ def _refusal(refused: uploads.UploadRefused) -> Refusal:
 class MaterialViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = MaterialSerializer
     filterset_class = MaterialFilter
+    permission_classes = [OwnedRows]
+    access_model = Material
 
     def get_queryset(self) -> QuerySet[Material]:
         if getattr(self, "swagger_fake_view", False):
             return Material.objects.none()
         materials = Material.objects.select_related("owner", "job__owner").prefetch_related("job__depends_on")
-        user = self.request.user
-        return materials if user.is_staff else materials.filter(owner=user)
+        return access.visible(materials, self.request.user)
 
     def get_throttles(self):
         uploads_too = [UploadThrottle()] if self.action in ("create", "reprocess") else []

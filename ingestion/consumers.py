@@ -16,7 +16,7 @@ class MaterialConsumer(FollowConsumer):
         material = Material.objects.filter(pk=self.material_id).values("owner_id", "job_id").first()
         if material is None:
             raise Refused(NOT_FOUND)
-        if not may_see(user, material["owner_id"]):
+        if not may_see(user, material["owner_id"], "ingestion.material"):
             raise Refused(FORBIDDEN)
         return relay.material_group(self.material_id), material["job_id"]
 

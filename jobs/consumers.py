@@ -19,7 +19,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from jobs import registry, relay, snapshots
+from jobs import access, registry, relay, snapshots
 from jobs.models import Job, Status
 
 logger = logging.getLogger("jobs.consumers")
@@ -48,8 +48,8 @@ def parse_uuid(value: str) -> uuid.UUID:
         raise Refused(NOT_FOUND) from None
 
 
-def may_see(user, owner_id) -> bool:
-    return user.is_staff or (owner_id is not None and owner_id == user.id)
+def may_see(user, owner_id, model: str = access.JOBS) -> bool:
+    return access.may_see(user, owner_id, model)
 
 
 class _Socket(AsyncJsonWebsocketConsumer):
@@ -208,7 +208,7 @@ class OpsConsumer(_Socket):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             return await self.refuse(NOT_LOGGED_IN)
-        if not user.is_staff:
+        if not await read(access.sees_all)(user):
             return await self.refuse(FORBIDDEN)
         query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
         self.types, self.statuses = _wanted(query.get("type")), _wanted(query.get("status"))

@@ -1,9 +1,12 @@
-"""Who may do what in the console (SPEC §10).
+"""The console's roles: two groups ``migrate`` keeps up to date, and the guard on
+django-rq's raw pages. The rule itself (permissions for staff, ownership for everyone
+else) is ``jobs.access``, shared with the API and the WebSockets.
 
-Staff with the change permission act. The "Operators (read-only)" group gets every view
-permission of the project's own models (not users, groups or API tokens) and nothing
-else: its members see every page and cannot act. Ordinary users never get in (the
-admin wants ``is_staff``).
+"Operators" get every view, add and change permission of the project's own models (not
+users, groups or API tokens; no deletes): they see and act on every job. "Operators
+(read-only)" get the view permissions only: they see every page and change nothing,
+through the console, the API or a socket. Ordinary users never get in (the admin wants
+``is_staff``).
 """
 
 from __future__ import annotations
@@ -12,28 +15,33 @@ import functools
 
 from django.core.exceptions import PermissionDenied
 
+from jobs import access
+
 OPERATORS_GROUP = "Operators (read-only)"
+ACTING_OPERATORS_GROUP = "Operators"
 # Apps whose records a read-only operator must not browse (accounts, tokens, sessions).
 PRIVATE_APPS = ("auth", "authtoken", "admin", "contenttypes", "sessions")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def may_act(user) -> bool:
-    return user.is_active and user.is_staff and user.has_perm("jobs.change_job")
+    return access.acts_on_all(user)
 
 
 def may_watch(user) -> bool:
-    return user.is_active and user.is_staff and user.has_perm("jobs.view_job")
+    return access.sees_all(user)
 
 
 def ensure_operators_group(**_signal_kwargs) -> None:
-    """Create the group and give it every view permission there is now (post_migrate:
-    run after each migrate, so new models' views join it)."""
+    """Create both groups and give them the permissions there are now (post_migrate: run
+    after each migrate, so new models join them)."""
     from django.contrib.auth.models import Group, Permission
 
-    group, _ = Group.objects.get_or_create(name=OPERATORS_GROUP)
-    views = Permission.objects.filter(codename__startswith="view_").exclude(content_type__app_label__in=PRIVATE_APPS)
-    group.permissions.add(*views)
+    ours = Permission.objects.exclude(content_type__app_label__in=PRIVATE_APPS)
+    read_only, _ = Group.objects.get_or_create(name=OPERATORS_GROUP)
+    read_only.permissions.add(*ours.filter(codename__startswith="view_"))
+    acting, _ = Group.objects.get_or_create(name=ACTING_OPERATORS_GROUP)
+    acting.permissions.add(*ours.exclude(codename__startswith="delete_"))
 
 
 def guard_raw_queues(view):

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs import estimates, lifecycle, outcomes, queueing, registry, relay, window
+from jobs import access, estimates, lifecycle, outcomes, queueing, registry, relay, window
 from jobs.errors import IdempotencyConflict, SubmitError
 from jobs.joblog import log_job
 from jobs.models import BROKEN_DEPENDENCY_STATUSES, FINAL_STATUSES, Job, JobEvent, Priority, Status
@@ -146,7 +146,9 @@ def _same_request(spec: JobSpec, job: Job) -> Job:
 def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref: dict, windows) -> _Plan:
     job_type = registry.get(spec.type)
     if not job_type.public and not allow_internal:
-        raise SubmitError(f"Job type {spec.type!r} is internal.", field="type", hint="Only operators may submit it.")
+        raise SubmitError(
+            f"Job type {spec.type!r} is internal.", field="type", hint="It is submitted by code and crons only."
+        )
     payload = job_type.clean_payload(spec.payload)
     priority = spec.priority or job_type.priority
     if priority not in Priority.values:
@@ -241,8 +243,8 @@ def _load_dependencies(specs: Sequence[JobSpec], owner) -> dict[uuid.UUID, Job]:
     # Lock the dependencies: one that finishes meanwhile either commits first (and we
     # see its final status) or sees has_dependents=True when it settles its dependents.
     visible = Job.objects.select_for_update().filter(pk__in=wanted)
-    if getattr(owner, "is_authenticated", False) and not owner.is_staff:
-        visible = visible.filter(owner=owner)
+    if getattr(owner, "is_authenticated", False):
+        visible = access.visible(visible, owner)
     found = {j.id: j for j in visible.only(*estimates.DEPENDENCY_FIELDS).order_by("pk")}
     missing = wanted - found.keys()
     if missing:

@@ -1,5 +1,6 @@
-"""Every endpoint × (anonymous, owner, another user, staff): status codes, and lists that
-never show another user's rows (SPEC §9)."""
+"""Every endpoint × (anonymous, owner, another user, an operator who acts, a read-only
+operator, staff with no permission): status codes, and lists that never show another
+user's rows. One rule (jobs.access): permissions for staff, ownership for the rest."""
 
 from __future__ import annotations
 
@@ -13,48 +14,58 @@ from workwindow.models import WorkWindow
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROLES = ("anonymous", "owner", "other", "staff")
+ROLES = ("anonymous", "owner", "other", "staff", "read_only", "bare_staff")
 
 
 @pytest.fixture
-def world(alice, bob, operator, api_as, run_worker):
+def world(alice, bob, operator, watcher, make_user, api_as, run_worker):
     """Alice owns a finished job, a waiting job and a processed material."""
     done = submit("diagnostics.noop", owner=alice).job
-    run_worker()
-    waiting = submit("diagnostics.sleep", {"seconds": 1}, owner=alice).job
     response = api_as(alice).post(
         "/api/materials/", {"file": SimpleUploadedFile("a.txt", b"alice's notes")}, format="multipart"
     )
+    run_worker()  # the material is processed: reprocessing it is allowed
+    waiting = submit("diagnostics.sleep", {"seconds": 1}, owner=alice).job
     material = Material.objects.get(pk=response.data["id"])
     window = WorkWindow.objects.create(name="nights", time_zone="UTC", start_time="22:00", end_time="06:00")
-    clients = {"anonymous": api_as(None), "owner": api_as(alice), "other": api_as(bob), "staff": api_as(operator)}
+    clients = {
+        "anonymous": api_as(None),
+        "owner": api_as(alice),
+        "other": api_as(bob),
+        "staff": api_as(operator),
+        "read_only": api_as(watcher),
+        "bare_staff": api_as(make_user("bare", staff=True)),  # is_staff, no permission: an ordinary user
+    }
     return {"done": done, "waiting": waiting, "material": material, "window": window, "clients": clients}
 
 
-# (method, path template, body, expected status per role: anonymous, owner, other, staff)
+# (method, path template, body, expected status per role: anonymous, owner, other,
+# staff who act, read-only operator, staff with no permission)
 MATRIX = [
-    ("get", "/api/jobs/{done}/", None, (401, 200, 404, 200)),
-    ("get", "/api/jobs/{done}/events/", None, (401, 200, 404, 200)),
-    ("post", "/api/jobs/{done}/retry/", None, (401, 409, 404, 409)),  # complete: the state forbids it
-    ("post", "/api/jobs/{waiting}/run-now/", None, (401, 409, 404, 409)),  # queued already: nothing to skip
-    ("post", "/api/jobs/{waiting}/promote/", None, (401, 200, 404, 200)),
-    ("post", "/api/jobs/{waiting}/cancel/", None, (401, 200, 404, 409)),
-    ("post", "/api/jobs/", {"type": "diagnostics.noop"}, (401, 201, 201, 201)),
-    ("post", "/api/jobs/bulk/", {"jobs": [{"type": "diagnostics.noop"}]}, (401, 201, 201, 201)),
-    ("get", "/api/materials/{material}/", None, (401, 200, 404, 200)),
-    ("get", "/api/materials/{material}/chunks/", None, (401, 200, 404, 200)),
-    ("get", "/api/queues/", None, (401, 200, 200, 200)),
-    ("get", "/api/stats/", None, (401, 200, 200, 200)),
-    ("get", "/api/work-windows/", None, (401, 403, 403, 200)),
-    ("get", "/api/work-windows/{window}/", None, (401, 403, 403, 200)),
-    ("patch", "/api/work-windows/{window}/", {"enabled": False}, (401, 403, 403, 200)),
+    ("get", "/api/jobs/{done}/", None, (401, 200, 404, 200, 200, 404)),
+    ("get", "/api/jobs/{done}/events/", None, (401, 200, 404, 200, 200, 404)),
+    ("post", "/api/jobs/{done}/retry/", None, (401, 409, 404, 409, 403, 404)),  # complete: the state forbids it
+    ("post", "/api/jobs/{waiting}/run-now/", None, (401, 409, 404, 409, 403, 404)),  # queued already
+    ("post", "/api/jobs/{waiting}/promote/", None, (401, 200, 404, 200, 403, 404)),
+    ("post", "/api/jobs/{waiting}/cancel/", None, (401, 200, 404, 409, 403, 404)),
+    ("post", "/api/jobs/", {"type": "diagnostics.noop"}, (401, 201, 201, 201, 403, 201)),
+    ("post", "/api/jobs/", {"type": "jobs.prune_jobs"}, (401, 400, 400, 400, 403, 400)),  # internal: code only
+    ("post", "/api/jobs/bulk/", {"jobs": [{"type": "diagnostics.noop"}]}, (401, 201, 201, 201, 403, 201)),
+    ("get", "/api/materials/{material}/", None, (401, 200, 404, 200, 200, 404)),
+    ("get", "/api/materials/{material}/chunks/", None, (401, 200, 404, 200, 200, 404)),
+    ("post", "/api/materials/{material}/reprocess/", None, (401, 200, 404, 409, 403, 404)),  # staff: busy again
+    ("get", "/api/queues/", None, (401, 200, 200, 200, 200, 200)),
+    ("get", "/api/stats/", None, (401, 200, 200, 200, 200, 200)),
+    ("get", "/api/work-windows/", None, (401, 403, 403, 200, 200, 403)),
+    ("get", "/api/work-windows/{window}/", None, (401, 403, 403, 200, 200, 403)),
+    ("patch", "/api/work-windows/{window}/", {"enabled": False}, (401, 403, 403, 200, 403, 403)),
     (
         "post",
         "/api/work-windows/",
         {"name": "w", "time_zone": "UTC", "start_time": "01:00", "end_time": "02:00"},
-        (401, 403, 403, 201),
+        (401, 403, 403, 201, 403, 403),
     ),  # fmt: skip
-    ("get", "/api/health/live/", None, (200, 200, 200, 200)),
+    ("get", "/api/health/live/", None, (200, 200, 200, 200, 200, 200)),
 ]
 
 
@@ -77,7 +88,8 @@ def test_lists_never_show_other_users_rows(world, path, bob, api_as):
     seen = {role: {item["id"] for item in world["clients"][role].get(path).data["results"]} for role in ROLES[1:]}
     assert seen["owner"] and seen["owner"] <= owner_ids
     assert not seen["other"] & owner_ids
-    assert seen["owner"] <= seen["staff"]
+    assert not seen["bare_staff"] & owner_ids, "is_staff alone shows nobody else's rows"
+    assert seen["owner"] <= seen["staff"] and seen["owner"] <= seen["read_only"]
     assert world["clients"]["anonymous"].get(path).status_code == 401
 
 
@@ -85,3 +97,18 @@ def test_actions_record_who_did_them(world, operator):
     world["clients"]["staff"].post(f"/api/jobs/{world['waiting'].id}/cancel/")
     event = Job.objects.get(pk=world["waiting"].id).events.order_by("-seq").first()
     assert event.actor == operator and event.to_status == "canceled"
+
+
+def test_a_read_only_operator_writes_nothing_by_session_either(world, watcher):
+    """The browser's way in (session cookie + CSRF token) is held to the same rule."""
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(watcher)
+    client.get("/admin/")
+    token = client.cookies["csrftoken"].value
+    for path in (f"/api/jobs/{world['waiting'].id}/cancel/", "/api/jobs/", f"/api/materials/{world['material'].id}/reprocess/"):
+        response = client.post(path, {"type": "diagnostics.noop"}, content_type="application/json",
+                               HTTP_X_CSRFTOKEN=token)  # fmt: skip
+        assert response.status_code == 403, (path, response.content[:200])
+    assert Job.objects.get(pk=world["waiting"].id).status == "queued"

@@ -4,9 +4,11 @@ from rest_framework.routers import DefaultRouter
 from jobs.api.health import HealthView, LiveView, QueuesView
 from jobs.api.stats import StatsView
 from jobs.api.views import JobViewSet
+from jobs.api.windows import WorkWindowViewSet
 
 router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="job")
+router.register("work-windows", WorkWindowViewSet, basename="work-window")
 
 urlpatterns = [
     path("health/", HealthView.as_view(), name="health"),

@@ -10,8 +10,9 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from jobs import actions, estimates, submit
+from jobs import access, actions, estimates, submit
 from jobs.api.filters import JobFilter
+from jobs.api.permissions import OwnedRows
 from jobs.api.serializers import BulkSubmitSerializer, JobEventSerializer, JobSerializer, JobSubmitSerializer
 from jobs.errors import SubmitError
 from jobs.models import Job
@@ -49,13 +50,14 @@ def _just_made(result: submit.Submitted) -> dict:
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = JobSerializer
     filterset_class = JobFilter
+    permission_classes = [OwnedRows]
+    access_model = Job
 
     def get_queryset(self) -> QuerySet[Job]:
         if getattr(self, "swagger_fake_view", False):  # schema generation has no user
             return Job.objects.none()
         jobs = Job.objects.select_related("owner").prefetch_related("depends_on").order_by("-created_at")
-        user = self.request.user
-        return jobs if user.is_staff else jobs.filter(owner=user)
+        return access.visible(jobs, self.request.user)
 
     @extend_schema(
         request=JobSubmitSerializer,
@@ -66,7 +68,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         incoming = JobSubmitSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         spec = incoming.to_spec(default_key=_idempotency_header(request))
-        result = submit.submit_many([spec], owner=request.user, allow_internal=request.user.is_staff)[0]
+        result = submit.submit_many([spec], owner=request.user, allow_internal=False)[0]
         return Response(
             JobSerializer(result.job, context={"estimates": _just_made(result)}).data,
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
@@ -77,7 +79,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def bulk(self, request: Request) -> Response:
         incoming = BulkSubmitSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
-        results = submit.submit_many(incoming.to_specs(), owner=request.user, allow_internal=request.user.is_staff)
+        results = submit.submit_many(incoming.to_specs(), owner=request.user, allow_internal=False)
         made = {k: v for r in results for k, v in _just_made(r).items()}
         return Response(
             JobSerializer([r.job for r in results], many=True, context={"estimates": made}).data,

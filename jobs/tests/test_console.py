@@ -7,13 +7,11 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from jobs.models import Job, JobEvent, Status
-from jobs.roles import OPERATORS_GROUP
 from jobs.submit import JobSpec, submit, submit_many
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,14 +22,6 @@ LIST = "/admin/jobs/job/"
 @pytest.fixture
 def superuser(django_user_model):
     return django_user_model.objects.create_superuser("boss", password="pw-boss")
-
-
-@pytest.fixture
-def watcher(make_user):
-    """Staff in the read-only operators group: sees everything, may act on nothing."""
-    user = make_user("watcher", staff=True)
-    user.groups.add(Group.objects.get(name=OPERATORS_GROUP))
-    return user
 
 
 def client_for(user) -> Client:

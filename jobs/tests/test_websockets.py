@@ -58,8 +58,9 @@ async def follow(communicator: WebsocketCommunicator, *, timeout: float = 20) ->
         messages.append(json.loads(output["text"]))
 
 
-def test_who_may_connect(alice, bob, operator):
+def test_who_may_connect(alice, bob, operator, watcher, make_user):
     job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
+    bare_staff = make_user("bare", staff=True)  # is_staff without permissions: an ordinary user
 
     @async_to_sync
     async def codes():
@@ -72,6 +73,12 @@ def test_who_may_connect(alice, bob, operator):
             "not an id": await close_code("/ws/jobs/../", [await sync_to_async(token_header)(bob)]),
             "unknown path": await close_code("/ws/nothing/", [await sync_to_async(token_header)(bob)]),
             "ops, not staff": await close_code("/ws/ops/", [await sync_to_async(token_header)(alice)]),
+            "ops, staff without permission": await close_code(
+                "/ws/ops/", [await sync_to_async(token_header)(bare_staff)]
+            ),
+            "someone else's, staff without permission": await close_code(
+                f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(bare_staff)]
+            ),
             "ops, anonymous": await close_code("/ws/ops/", [ORIGIN]),
             "ops, no such status": await close_code(
                 "/ws/ops/?status=bogus", [await sync_to_async(token_header)(operator)]
@@ -88,6 +95,8 @@ def test_who_may_connect(alice, bob, operator):
         "not an id": 4404,
         "unknown path": 4404,
         "ops, not staff": 4403,
+        "ops, staff without permission": 4403,
+        "someone else's, staff without permission": 4403,
         "ops, anonymous": 4401,
         "ops, no such status": 4400,
         "ops, no such type": 4400,
@@ -218,6 +227,23 @@ def test_operators_stream_sees_every_job_and_filters(alice, bob, operator, run_w
     assert {m["job_type"] for m in seen} == {"diagnostics.sleep"}
     assert failed["status"] == "failed" and failed["error_category"] == "user_fixable"
     assert nothing_more
+
+
+def test_read_only_operators_watch_every_stream(alice, watcher):
+    job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
+
+    @async_to_sync
+    async def first_messages():
+        header = await sync_to_async(token_header)(watcher)
+        ops, _ = await connect("/ws/ops/", [header])
+        followed, _ = await connect(f"/ws/jobs/{job.id}/", [header])
+        messages = await ops.receive_json_from(timeout=5), await followed.receive_json_from(timeout=5)
+        await ops.disconnect()
+        await followed.disconnect()
+        return messages
+
+    ops, followed = first_messages()
+    assert ops["type"] == "snapshot" and followed["type"] == "snapshot" and followed["job_id"] == str(job.id)
 
 
 def test_operator_moves_reach_followers_with_who_did_them(alice, operator):

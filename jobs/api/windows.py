@@ -1,9 +1,12 @@
-"""``/api/work-windows/`` (staff only): list, create, edit windows."""
+"""``/api/work-windows/`` (staff, by Django permissions): list, create, edit windows.
+
+The windows are ``workwindow``'s (pure policy and its model); their API lives with
+the platform's, so ``workwindow`` depends on nothing of ``jobs``."""
 
 from drf_spectacular.utils import extend_schema_field
-from rest_framework import mixins, routers, serializers, viewsets
-from rest_framework.permissions import IsAdminUser
+from rest_framework import mixins, serializers, viewsets
 
+from jobs.api.permissions import StaffModelPermissions
 from workwindow.models import WorkWindow
 
 
@@ -28,10 +31,5 @@ class WorkWindowViewSet(
 ):  # fmt: skip
     queryset = WorkWindow.objects.all()
     serializer_class = WorkWindowSerializer
-    permission_classes = [IsAdminUser]
+    permission_classes = [StaffModelPermissions]
     http_method_names = ["get", "post", "patch", "head", "options"]
-
-
-router = routers.SimpleRouter()
-router.register("work-windows", WorkWindowViewSet, basename="work-window")
-urlpatterns = router.urls
