@@ -107,8 +107,14 @@ def test_a_read_only_operator_writes_nothing_by_session_either(world, watcher):
     client.force_login(watcher)
     client.get("/admin/")
     token = client.cookies["csrftoken"].value
-    for path in (f"/api/jobs/{world['waiting'].id}/cancel/", "/api/jobs/", f"/api/materials/{world['material'].id}/reprocess/"):
-        response = client.post(path, {"type": "diagnostics.noop"}, content_type="application/json",
-                               HTTP_X_CSRFTOKEN=token)  # fmt: skip
+    writes = (
+        f"/api/jobs/{world['waiting'].id}/cancel/",
+        "/api/jobs/",
+        f"/api/materials/{world['material'].id}/reprocess/",
+    )
+    for path in writes:
+        response = client.post(
+            path, {"type": "diagnostics.noop"}, content_type="application/json", HTTP_X_CSRFTOKEN=token
+        )
         assert response.status_code == 403, (path, response.content[:200])
     assert Job.objects.get(pk=world["waiting"].id).status == "queued"
