@@ -140,6 +140,14 @@ API_USER_RATE = env_rate("API_USER_RATE", "1200/minute")
 API_ANON_RATE = env_rate("API_ANON_RATE", "60/minute")
 # When set, GET /metrics wants "Authorization: Bearer <token>".
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# What one file may cost to read (ingestion.budget): over any of these, the material
+# fails at once as user_fixable, naming the limit.
+EXTRACT_MAX_PAGES = env_int("EXTRACT_MAX_PAGES", 10_000, minimum=1)
+EXTRACT_MAX_SECONDS = env_float("EXTRACT_MAX_SECONDS", 300.0, minimum=1.0)
+EXTRACT_MAX_STREAM_BYTES = env_int("EXTRACT_MAX_STREAM_BYTES", 32 * 1024 * 1024, minimum=1024)
+EXTRACT_MAX_DOCUMENT_BYTES = env_int("EXTRACT_MAX_DOCUMENT_BYTES", 256 * 1024 * 1024, minimum=1024)
+EXTRACT_MAX_TEXT_PER_BYTE = env_int("EXTRACT_MAX_TEXT_PER_BYTE", 100, minimum=1)
+EXTRACT_MAX_NESTING = env_int("EXTRACT_MAX_NESTING", 2_000, minimum=10)
 # Materials not ready this many days after upload are deleted by the 08:00 UTC cron.
 MATERIAL_RETENTION_DAYS = env_int("MATERIAL_RETENTION_DAYS", 7, minimum=1)
 

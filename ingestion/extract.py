@@ -1,7 +1,8 @@
-"""Text out of a file — page by page where there are pages — normalised (SPEC §5.2).
+"""Text out of a file — page by page where there are pages — normalised.
 
 Pure: bytes in, text out. Whatever makes a file unreadable (empty, binary, damaged or
-encrypted PDF, no text at all) is a ``NotSupported`` with a message for the uploader.
+encrypted PDF, no text at all, more work than its ``Budget`` allows) is a
+``NotSupported`` with a message for the uploader.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from bs4 import BeautifulSoup
-from pypdf import PdfReader
+from pypdf import PdfReader, apply_configuration
+from pypdf.errors import LimitReachedError
+from pypdf.generic import DictionaryObject, IndirectObject
 
+from ingestion.budget import Budget, OverBudget
 from ingestion.detect import CSV, HTML, JSON, PDF, TEXT, NotSupported, decode_text, is_pdf, text_kind
 
 logger = logging.getLogger("ingestion.extract")
@@ -74,18 +78,24 @@ def normalise(text: str) -> str:
     return _BLANK_LINES.sub("\n\n", text).strip()
 
 
-def extract(source: bytes | BinaryIO, name: str, on_page: PageProgress | None = None) -> Extracted:
+def extract(
+    source: bytes | BinaryIO, name: str, on_page: PageProgress | None = None, budget: Budget | None = None
+) -> Extracted:
     """``source`` is the bytes, or an open file: then its bytes are dropped as soon as
-    they are decoded, so a big text is not held twice."""
+    they are decoded, so a big text is not held twice. ``budget`` bounds the work (its
+    clock starts now)."""
+    budget = (budget or Budget()).restarted()
     data = source if isinstance(source, bytes) else source.read()
     del source
     if not data or data.isspace():
         raise NotSupported("The file is empty.", hint="Upload a file with some text in it.")
     if is_pdf(data):
-        return _pdf(data, on_page or (lambda done, total: None))
+        return _pdf(data, on_page or (lambda done, total: None), budget)
     decoded = decode_text(data)
     del data
     kind = text_kind(decoded.text, name)
+    if kind == HTML:
+        budget.check_nesting(decoded.text)
     render = {HTML: _html_text, CSV: _csv_text, JSON: _json_text}.get(kind, str)
     try:
         text = normalise(render(decoded.text))
@@ -102,14 +112,28 @@ def extract(source: bytes | BinaryIO, name: str, on_page: PageProgress | None = 
     return Extracted(text, kind, encoding=decoded.encoding)
 
 
-def _pdf(data: bytes, on_page: PageProgress) -> Extracted:
+def _pdf(data: bytes, on_page: PageProgress, budget: Budget) -> Extracted:
+    # pypdf's own limits, per stream: decompression and parsing stop at the budget.
+    limits = {
+        name: budget.max_stream_bytes
+        for name in (
+            "zlib_maximum_output_length", "lzw_maximum_output_length", "run_length_maximum_output_length",
+            "brotli_maximum_output_length", "array_based_stream_maximum_output_length",
+            "maximum_declared_stream_length",
+        )
+    }  # fmt: skip
+    with apply_configuration(**limits):
+        return _pdf_within_limits(data, on_page, budget)
+
+
+def _pdf_within_limits(data: bytes, on_page: PageProgress, budget: Budget) -> Extracted:
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise NotSupported(
                 "The PDF is password-protected.", hint="Save a copy without the password and upload that."
             )
-        total = len(reader.pages)
+        total = count_distinct_pages(reader, budget)
     except NotSupported:
         raise
     except Exception as error:  # pypdf raises many types for damaged files
@@ -119,10 +143,17 @@ def _pdf(data: bytes, on_page: PageProgress) -> Extracted:
         ) from None
     if total == 0:
         raise NotSupported("The PDF has no pages.", hint="Upload the complete file again.")
-    parts, starts, offset = [], [], 0
+    parts, starts, offset, content_bytes = [], [], 0, 0
     for number, page in enumerate(reader.pages, start=1):
+        budget.check_time(f"page {number} of {total}")
         try:
+            content_bytes += _content_size(page)
+            budget.check_document_bytes(content_bytes)
             text = normalise(page.extract_text() or "")
+        except OverBudget:
+            raise
+        except LimitReachedError:
+            raise budget.stream_too_large(number) from None
         except Exception as error:
             logger.info("unreadable PDF page %s: %r", number, error)
             raise NotSupported(
@@ -131,6 +162,7 @@ def _pdf(data: bytes, on_page: PageProgress) -> Extracted:
         starts.append(offset)
         parts.append(text)
         offset += len(text) + len(PAGE_SEPARATOR)
+        budget.check_text(offset, len(data))
         on_page(number, total)
     text = PAGE_SEPARATOR.join(parts)
     if not text.strip():
@@ -138,6 +170,39 @@ def _pdf(data: bytes, on_page: PageProgress) -> Extracted:
             "The PDF has no text to extract (is it scanned images?).", hint="Run OCR on it and upload the result."
         )
     return Extracted(text, PDF, page_starts=starts)
+
+
+def count_distinct_pages(reader: PdfReader, budget: Budget) -> int:
+    """Walk the page tree before anything reads a page: every node at most once (a tree
+    that lists a page, or a branch, twice is refused — no real PDF does, and a small one
+    can list a page thousands of times) and at most ``budget.max_pages`` pages."""
+    seen: set[tuple[int, int]] = set()
+    pages = 0
+    stack = [reader.trailer["/Root"].get_object().get("/Pages")]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, IndirectObject):
+            key = (node.idnum, node.generation)
+            if key in seen:
+                raise OverBudget(
+                    "The PDF's page tree lists the same page (or branch of pages) more than once.",
+                    hint="Save the PDF again with a PDF tool (or print it to PDF) and upload that.",
+                )
+            seen.add(key)
+            node = node.get_object()
+        if not isinstance(node, DictionaryObject):
+            continue
+        if node.get("/Type") == "/Pages" or "/Kids" in node:
+            stack.extend(reversed(list(node.get("/Kids") or [])))
+        else:
+            pages += 1
+            budget.check_pages(pages)
+    return pages
+
+
+def _content_size(page) -> int:
+    contents = page.get_contents()
+    return len(contents.get_data()) if contents is not None else 0
 
 
 _BLOCK_TAGS = [

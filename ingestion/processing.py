@@ -15,6 +15,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from ingestion.budget import Budget
 from ingestion.chunking import Chunk, split
 from ingestion.detect import NotSupported
 from ingestion.extract import extract
@@ -81,7 +82,9 @@ def process_material(ctx) -> dict:
     ctx.progress(5, "detecting the type and extracting text", size=material.size)
     try:
         with _open(material) as stored:
-            extracted = extract(stored, material.name, on_page=lambda done, total: _page_done(ctx, done, total))
+            extracted = extract(
+                stored, material.name, on_page=lambda done, total: _page_done(ctx, done, total), budget=budget()
+            )
     except NotSupported as problem:
         raise UserFixableError(problem.message, recovery_actions=[problem.hint]) from None
     ctx.progress(75, "splitting into chunks and saving them", characters=len(extracted.text))
@@ -92,6 +95,18 @@ def process_material(ctx) -> dict:
         result["encoding"] = extracted.encoding
     ctx.progress(100, "done", **result)
     return result
+
+
+def budget() -> Budget:
+    """The limits on reading one file, from the settings (EXTRACT_*)."""
+    return Budget(
+        max_pages=settings.EXTRACT_MAX_PAGES,
+        max_stream_bytes=settings.EXTRACT_MAX_STREAM_BYTES,
+        max_document_bytes=settings.EXTRACT_MAX_DOCUMENT_BYTES,
+        text_per_byte=settings.EXTRACT_MAX_TEXT_PER_BYTE,
+        max_nesting=settings.EXTRACT_MAX_NESTING,
+        max_seconds=settings.EXTRACT_MAX_SECONDS,
+    )
 
 
 def _page_done(ctx, done: int, total: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from rest_framework.test import APIClient
 from ingestion import processing
 from ingestion.extract import extract
 from ingestion.models import Material, MaterialChunk
+from ingestion.tests import hostile
 from jobs.models import Job, Status
 from jobs.submit import submit
 from workwindow.models import WorkWindow
@@ -366,3 +368,21 @@ def test_deferred_heavy_work_counts_toward_backpressure(api_as, alice, settings)
                               end_time=(opens + timedelta(hours=1)).time())  # fmt: skip
     codes = [upload(api_as(alice), f"heavy material {i}".encode() * 3, f"{i}.txt").status_code for i in range(4)]
     assert codes == [201, 201, 201, 503]
+
+
+@pytest.mark.parametrize(
+    ("name", "build", "says"),
+    [
+        ("tree.pdf", lambda: hostile.page_tree_bomb(), "page tree lists the same page"),
+        ("inflate.pdf", lambda: hostile.inflating_pdf(60 * 1024 * 1024), "decompresses to more than"),
+        ("deep.html", lambda: hostile.nested_html(100_000), "nests elements more than"),
+    ],
+)
+def test_files_built_to_hold_a_worker_fail_at_once_naming_the_limit(api_as, alice, run_worker, name, build, says):
+    started = time.monotonic()
+    material = processed(api_as(alice), build(), name, run_worker)
+    job = Job.objects.get(pk=material.job_id)
+    assert time.monotonic() - started < 60
+    assert (job.status, job.error_category, job.attempts) == (Status.FAILED, "user_fixable", 1)
+    assert says in job.error_message and material.status == Material.Status.FAILED and says in material.error
+    assert job.recovery_actions, "the uploader is told what to do"
