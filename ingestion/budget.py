@@ -87,28 +87,10 @@ class Budget:
 
 
 # Elements that never contain anything, and the ones whose content is not markup.
-_VOID = frozenset(
-    [
-        "area",
-        "base",
-        "br",
-        "col",
-        "embed",
-        "hr",
-        "img",
-        "input",
-        "link",
-        "meta",
-        "param",
-        "source",
-        "track",
-        "wbr",
-        "keygen",
-        "command",
-        "basefont",
-        "frame",
-    ]
-)
+_VOID = frozenset({
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track", "wbr",
+    "keygen", "command", "basefont", "frame",
+})  # fmt: skip
 _RAW_TEXT = re.compile(r"<(script|style|textarea|title)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<(/?)([a-zA-Z][^\s/>]*)[^>]*?(/?)>")
 
