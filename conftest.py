@@ -193,7 +193,7 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
 
 @pytest.fixture
 def spawn(tmp_path):
-    """Start ``manage.py`` subprocesses (workers, scheduler, or ``-m daphne``) that share
+    """Start ``manage.py`` subprocesses (workers, scheduler, or ``-m uvicorn``) that share
     the test database.
 
     Each is stopped at teardown: SIGTERM, then SIGKILL of its whole process group.
@@ -202,7 +202,7 @@ def spawn(tmp_path):
 
     def start(*args: str, **env: str) -> subprocess.Popen:
         log = open(tmp_path / f"proc-{len(started)}.log", "wb")  # noqa: SIM115 - closed with the process
-        # ``spawn("-m", "daphne", …)`` runs a module; anything else is a manage.py command.
+        # ``spawn("-m", "uvicorn", …)`` runs a module; anything else is a manage.py command.
         command = list(args) if args[0] == "-m" else [str(ROOT / "manage.py"), *args]
         proc = subprocess.Popen(
             [sys.executable, *command],
@@ -247,8 +247,11 @@ def answers(url: str) -> bool:
 
 @pytest.fixture
 def web(spawn) -> str:
-    """ws://… of a daphne serving config.asgi (sharing the test database), once it answers."""
+    """ws://… of the web tier (devtools.web: uvicorn serving config.asgi, sharing the
+    test database), once it answers."""
+    from devtools import web as web_tier
+
     port = free_port()
-    spawn("-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application")
-    wait_for(lambda: answers(f"http://127.0.0.1:{port}/api/health/live/"), timeout=30, what="daphne")
+    spawn(*web_tier.command("127.0.0.1", port)[1:])
+    wait_for(lambda: answers(f"http://127.0.0.1:{port}/api/health/live/"), timeout=30, what="the web server")
     return f"ws://127.0.0.1:{port}"

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import environment, free_port, start_daphne  # noqa: E402
+from bench.harness import environment, free_port, start_web  # noqa: E402
 
 
 def main() -> None:
@@ -130,7 +130,7 @@ def run(args) -> None:
     user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
     token = Token.objects.get_or_create(user=user)[0].key
     port = free_port()
-    daphne = start_daphne(port)
+    daphne = start_web(port)
     try:
         print(f"database: {connection.vendor}; daphne on 127.0.0.1:{port}")
         submit_load(port, token, args.requests, args.clients)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -38,17 +37,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_daphne(port: int) -> subprocess.Popen:
-    daphne = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+def start_web(port: int, processes: int = 1) -> subprocess.Popen:
+    """The web tier as ``make run`` starts it (devtools.web), once it accepts connections."""
+    from devtools import web
+
+    server = subprocess.Popen(
+        web.command("127.0.0.1", port, processes=processes),
         cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return daphne
+                return server
         except OSError:
             time.sleep(0.2)
-    daphne.kill()
-    raise SystemExit("daphne did not start")
+    server.kill()
+    raise SystemExit("the web server did not start")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import ROOT, environment, free_port, start_daphne  # noqa: E402
+from bench.harness import ROOT, environment, free_port, start_web  # noqa: E402
 
 
 def main() -> None:
@@ -111,7 +111,7 @@ def run(args) -> None:
     specs = [JobSpec("diagnostics.sleep", {"seconds": 2, "steps": 20}) for _ in range(args.jobs)]
     jobs = submit_many(specs, owner=user)
     port = free_port()
-    daphne = start_daphne(port)
+    daphne = start_web(port)
     urls = [f"ws://127.0.0.1:{port}/ws/jobs/{jobs[i % len(jobs)].job.id}/?token={token}" for i in range(args.clients)]
     workers: list[subprocess.Popen] = []
 

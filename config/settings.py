@@ -41,10 +41,10 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI assets served locally: no CDN behind firewalls
+    "jobs",  # before django_rq: its rqscheduler command (a working default queue) wins
     "django_rq",
     "channels",
     "workwindow",
-    "jobs",
     "ingestion",
 ]
 
@@ -104,6 +104,8 @@ REDIS_URL = env_redis_url("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYER_URL = env_redis_url("CHANNEL_LAYER_URL", REDIS_URL)
 
 WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 2, minimum=1)
+# Web server processes `make run` starts on one port (devtools.web).
+WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 1, minimum=1)
 JOB_TIMEOUT = env_int("JOB_TIMEOUT", 1800, minimum=1)
 # RQ's result carries a work-horse's outcome back to its parent: keep it at least a minute.
 JOB_RESULT_TTL = env_int("JOB_RESULT_TTL", 3600, minimum=60)
@@ -125,8 +127,26 @@ PROGRESS_WRITE_INTERVAL = env_float("PROGRESS_WRITE_INTERVAL", 0.1, minimum=0.0)
 # How often a WebSocket following a waiting job re-reads its ETA (seconds).
 WS_ETA_REFRESH_SECONDS = env_float("WS_ETA_REFRESH_SECONDS", 10.0, minimum=0.5)
 
-# --- Ingestion (SPEC §5) -----------------------------------------------------------
+# --- Sizes: request bodies, payloads, results ---------------------------------------
+# Bodies over their route's limit are refused with 413 before they are read
+# (config.bodylimit); uploads and bulk submits have their own.
+MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024)
+MAX_BULK_REQUEST_BYTES = env_int("MAX_BULK_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1)
+# Multipart framing and the name field travel with an uploaded file.
+UPLOAD_FRAMING_BYTES = 64 * 1024
+BODY_LIMITS = {
+    "/api/materials/": MAX_UPLOAD_BYTES + UPLOAD_FRAMING_BYTES,
+    "/api/jobs/bulk/": MAX_BULK_REQUEST_BYTES,
+}
+# Django's own check on non-file request data: never stricter than the routes' limits.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(MAX_REQUEST_BYTES, MAX_BULK_REQUEST_BYTES)
+# A job's payload (at submit: 413 above it) and its result (a handler returning more
+# fails the job admin_required), as compact JSON.
+MAX_PAYLOAD_BYTES = env_int("MAX_PAYLOAD_BYTES", 1024 * 1024, minimum=1024)
+MAX_RESULT_BYTES = env_int("MAX_RESULT_BYTES", 1024 * 1024, minimum=1024)
+
+# --- Ingestion (SPEC §5) -----------------------------------------------------------
 # Materials above this size are heavy: they wait for the work window.
 HEAVY_MATERIAL_BYTES = env_int("HEAVY_MATERIAL_BYTES", 5 * 1024 * 1024, minimum=1)
 CHUNK_SIZE = env_int("CHUNK_SIZE", 1000, minimum=50)

@@ -1,8 +1,10 @@
 """``make run``: everything Jobdesk needs, in one terminal, stopped by Ctrl-C.
 
 Redis (embedded when REDIS_URL is not reachable, data under var/redis with AOF),
-migrations, the admin login, the cron entries, then web (daphne), the worker pool and
-the scheduler.
+migrations, the admin login, the cron entries, then web (devtools.web), the worker
+pool and the scheduler. A child that dies is started again (with a growing pause); one
+that keeps dying, or a web server that cannot listen, stops everything with a non-zero
+exit and a line saying why.
 """
 
 from __future__ import annotations
@@ -13,10 +15,15 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# A child that dies this many times within RESTART_WINDOW seconds is given up on.
+RESTART_LIMIT = 5
+RESTART_WINDOW = 60.0
+RESTART_PAUSES = (1, 2, 4, 8, 15)
 
 
 def manage(*args: str) -> list[str]:
@@ -25,6 +32,10 @@ def manage(*args: str) -> list[str]:
 
 def say(message: str) -> None:
     print(f"[jobdesk] {message}", flush=True)
+
+
+def fail(message: str) -> None:
+    sys.exit(f"jobdesk: {message}")
 
 
 def load_settings():
@@ -36,8 +47,31 @@ def load_settings():
 
         settings.REDIS_URL  # noqa: B018 - importing settings validates the environment
     except ConfigError as error:
-        sys.exit(f"jobdesk: configuration error: {error}")
+        fail(f"configuration error: {error}")
     return settings
+
+
+def listen_address() -> tuple[str, int]:
+    """HOST and PORT, checked like every other setting."""
+    host = os.environ.get("HOST", "127.0.0.1").strip() or "127.0.0.1"
+    raw = os.environ.get("PORT", "8000").strip()
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        fail(f"configuration error: Invalid PORT={raw!r}: set it to a port number from 1 to 65535, e.g. PORT=8000")
+    return host, int(raw)
+
+
+def refuse_busy_port(host: str, port: int) -> None:
+    """Before anything starts (migrations, a second worker pool against a live system):
+    the web server's port must be free."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            fail(
+                f"cannot serve on {host}:{port}: {error.strerror or error}. Is Jobdesk (or something else) "
+                f"already running there? Stop it, or choose another port, e.g. PORT={port + 1} make run"
+            )
 
 
 def ensure_redis(settings):
@@ -50,7 +84,7 @@ def ensure_redis(settings):
         server = server_for_url(settings.REDIS_URL, settings.VAR_DIR / "redis", appendonly=True)
         server.start()
     except RuntimeError as error:
-        sys.exit(f"jobdesk: {error}")
+        fail(str(error))
     say(f"started embedded Redis on {server.url} (data: {server.directory}, AOF on)")
     return server
 
@@ -61,13 +95,54 @@ def run_once(args: list[str]) -> None:
         sys.exit(result.returncode)
 
 
+@dataclass
+class Child:
+    """One long-lived process of the stack, restarted when it dies."""
+
+    name: str
+    args: list[str]
+    process: subprocess.Popen | None = None
+    deaths: list[float] = field(default_factory=list)
+    restart_at: float | None = None
+
+    def start(self) -> None:
+        # Own session: Ctrl-C reaches only this supervisor, which stops the children in
+        # order (SIGTERM = warm shutdown for the workers).
+        self.process = subprocess.Popen(self.args, cwd=ROOT, start_new_session=True)
+        self.restart_at = None
+        say(f"started {self.name} (pid {self.process.pid})")
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def note_death(self, now: float) -> bool:
+        """Record that it died; False when it keeps dying (give up)."""
+        self.deaths = [t for t in self.deaths if now - t < RESTART_WINDOW] + [now]
+        if len(self.deaths) >= RESTART_LIMIT:
+            return False
+        pause = RESTART_PAUSES[min(len(self.deaths) - 1, len(RESTART_PAUSES) - 1)]
+        self.restart_at = now + pause
+        code = self.process.returncode if self.process else None
+        say(f"{self.name} exited with {code}; starting it again in {pause}s")
+        return True
+
+
 def main() -> None:
+    host, port = listen_address()
     settings = load_settings()
-    host = os.environ.get("HOST", "127.0.0.1")
-    port = os.environ.get("PORT", "8000")
+    refuse_busy_port(host, port)
     redis_server = ensure_redis(settings)
-    children: list[tuple[str, subprocess.Popen]] = []
+    from devtools import web
+
+    children = [
+        Child("web", web.command(host, port, processes=settings.WEB_CONCURRENCY)),
+        Child(
+            "workers", manage("rqworker-pool", *settings.JOB_QUEUES, "--num-workers", str(settings.WORKER_CONCURRENCY))
+        ),  # fmt: skip
+        Child("scheduler", manage("rqscheduler", "--interval", "1")),
+    ]
     stopping = False
+    status = 0
 
     def stop(*_):
         nonlocal stopping
@@ -77,38 +152,41 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     try:
         run_once(manage("migrate", "--noinput", "-v", "0"))
-        run_once(manage("ensure_admin", "--url", f"http://{host}:{port}"))
         run_once(manage("sync_schedules"))
-        commands = {
-            "web": [PYTHON, "-m", "daphne", "-b", host, "-p", port, "config.asgi:application"],
-            "workers": manage("rqworker-pool", *settings.JOB_QUEUES, "--num-workers", str(settings.WORKER_CONCURRENCY)),
-            "scheduler": manage("rqscheduler", "--queue", "normal", "--interval", "1"),
-        }
-        for name, args in commands.items():
-            # Own session: Ctrl-C reaches only this supervisor, which stops the
-            # children in order (SIGTERM = warm shutdown for the workers).
-            children.append((name, subprocess.Popen(args, cwd=ROOT, start_new_session=True)))
-            say(f"started {name} (pid {children[-1][1].pid})")
-        if wait_for_port(host, int(port), children):
-            say(f"ready: http://{host}:{port}/admin/ — Ctrl-C stops everything")
+        for child in children:
+            child.start()
+        if not wait_for_port(host, port, children[0]):
+            say(f"web did not start listening on {host}:{port}; stopping everything")
+            stopping, status = True, 1
         else:
-            say("web did not start listening; stopping everything")
-            stopping = True
+            run_once(manage("ensure_admin", "--url", f"http://{host}:{port}"))
+            say(f"ready: http://{host}:{port}/admin/ — Ctrl-C stops everything")
         while not stopping:
-            for name, proc in children:
-                if proc.poll() is not None:
-                    say(f"{name} exited with {proc.returncode}; stopping everything")
-                    stopping = True
+            stopping, status = supervise(children)
             time.sleep(0.5)
     finally:
         shutdown(children, redis_server)
+    sys.exit(status)
 
 
-def wait_for_port(host: str, port: int, children, timeout: float = 60.0) -> bool:
-    """Say "ready" only when the web server accepts connections (and nothing died)."""
+def supervise(children: list[Child]) -> tuple[bool, int]:
+    """Restart children that died; (stop everything?, exit status)."""
+    now = time.monotonic()
+    for child in children:
+        if child.restart_at is not None:
+            if now >= child.restart_at:
+                child.start()
+        elif not child.running() and not child.note_death(now):
+            say(f"{child.name} died {RESTART_LIMIT} times within {RESTART_WINDOW:.0f}s; stopping everything")
+            return True, 1
+    return False, 0
+
+
+def wait_for_port(host: str, port: int, web: Child, timeout: float = 60.0) -> bool:
+    """Say "ready" only when the web server accepts connections (and did not die)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(proc.poll() is not None for _name, proc in children):
+        if not web.running():
             return False
         try:
             with socket.create_connection((host, port), timeout=0.5):
@@ -118,19 +196,21 @@ def wait_for_port(host: str, port: int, children, timeout: float = 60.0) -> bool
     return False
 
 
-def shutdown(children, redis_server) -> None:
+def shutdown(children: list[Child], redis_server) -> None:
     say("stopping…")
-    for _name, proc in children:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+    for child in children:
+        if child.running():
+            child.process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + float(os.environ.get("SHUTDOWN_GRACE", "30"))
-    for name, proc in children:
+    for child in children:
+        if child.process is None:
+            continue
         try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
+            child.process.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            say(f"{name} did not stop in time; killing it")
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            say(f"{child.name} did not stop in time; killing it")
+            os.killpg(child.process.pid, signal.SIGKILL)
+            child.process.wait()
     if redis_server is not None:
         redis_server.stop()
         say("embedded Redis stopped")

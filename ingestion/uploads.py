@@ -26,8 +26,6 @@ from jobs import estimates, lifecycle
 from jobs.models import FINAL_STATUSES, PENDING_STATUSES, Job, JobEvent
 from jobs.submit import submit
 
-# Multipart framing and the name field travel with the file.
-_MULTIPART_ALLOWANCE = 64 * 1024
 _SNIFF_BYTES = 8192
 
 
@@ -50,7 +48,7 @@ def refuse_oversized_request(content_length: str | None) -> None:
         declared = int(content_length or 0)
     except ValueError:
         return
-    if declared > settings.MAX_UPLOAD_BYTES + _MULTIPART_ALLOWANCE:
+    if declared > settings.MAX_UPLOAD_BYTES + settings.UPLOAD_FRAMING_BYTES:
         raise _too_large()
 
 
