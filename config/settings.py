@@ -158,6 +158,8 @@ UPLOAD_RATE = env_rate("UPLOAD_RATE", "30/minute")
 # Requests per client to the API (429 with Retry-After above them).
 API_USER_RATE = env_rate("API_USER_RATE", "1200/minute")
 API_ANON_RATE = env_rate("API_ANON_RATE", "60/minute")
+# Failed token checks per address (429 above it, for every token it sends).
+API_AUTH_FAILURE_RATE = env_rate("API_AUTH_FAILURE_RATE", "30/minute")
 # When set, GET /metrics wants "Authorization: Bearer <token>".
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 # What one file may cost to read (ingestion.budget): over any of these, the material
@@ -222,7 +224,7 @@ MEDIA_URL = "media/"
 # --- API ------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "jobs.api.auth.ApiTokenAuthentication",  # Token or Bearer; failures throttled per address
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -233,6 +235,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "jobs.api.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["jobs.api.throttling.AnonRate", "jobs.api.throttling.UserRate"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Clients are told apart by their address: X-Forwarded-For is believed only from this
+    # many proxies in front (0: never, so a client cannot pick a fresh address per request).
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Jobdesk API",

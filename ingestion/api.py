@@ -18,7 +18,7 @@ from ingestion.models import Material, MaterialChunk
 from jobs import access
 from jobs.api.errors import Refusal
 from jobs.api.permissions import OwnedRows
-from jobs.api.serializers import JobSerializer, estimate_page
+from jobs.api.serializers import JobSerializer, RejectUnknownFields, estimate_page
 from jobs.api.throttling import FailOpen
 
 
@@ -28,6 +28,7 @@ class MaterialListSerializer(serializers.ListSerializer):
     def to_representation(self, data):
         materials = list(data.all() if hasattr(data, "all") else data)
         estimate_page(self.context, [m.job for m in materials if m.job is not None])
+        self.context["in_list"] = True  # big job fields are summarised: a page stays small
         return super().to_representation(materials)
 
 
@@ -62,7 +63,7 @@ class MaterialSerializer(serializers.ModelSerializer):
         }
 
 
-class MaterialUploadSerializer(serializers.Serializer):
+class MaterialUploadSerializer(RejectUnknownFields, serializers.Serializer):
     # Empty files are taken and fail in processing with a message, like any unreadable one.
     file = serializers.FileField(allow_empty_file=True, help_text="text, Markdown, HTML, CSV, JSON or PDF")
     name = serializers.CharField(max_length=255, required=False, help_text="defaults to the file's name")

@@ -56,8 +56,18 @@ class TransitionError(ActionRefused):
 class SubmitError(Exception):
     """A submission was rejected: unknown type, invalid payload, bad dependency (400)."""
 
+    status = 400
+    code = "invalid"
+
     def __init__(self, message: str, *, field: str | None = None, hint: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.field = field
         self.hint = hint
+
+
+class PayloadTooLarge(SubmitError):
+    """A payload over MAX_PAYLOAD_BYTES (413): big data travels by reference."""
+
+    status = 413
+    code = "too_large"

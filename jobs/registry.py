@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.errors import SubmitError
+from django.conf import settings
+
+from jobs.errors import PayloadTooLarge, SubmitError
 from jobs.models import Priority
 
 Handler = Callable[[Any], Any]  # receives a jobs.context.JobContext
@@ -45,9 +47,17 @@ class JobType:
             payload = {}
         if not isinstance(payload, dict):
             raise SubmitError("payload must be a JSON object", field="payload", hint='Send e.g. {"seconds": 1}.')
-        if "\\u0000" in json.dumps(payload):
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        if "\\u0000" in text:
             # PostgreSQL's jsonb cannot store NUL characters.
             raise SubmitError("payload contains a NUL character (\\u0000).", field="payload", hint="Remove it.")
+        size = len(text.encode())
+        if size > settings.MAX_PAYLOAD_BYTES:
+            raise PayloadTooLarge(
+                f"payload is {size:,} bytes of JSON; at most {settings.MAX_PAYLOAD_BYTES:,} are taken.",
+                field="payload",
+                hint="Store big data elsewhere (a file, a table) and pass its id in the payload.",
+            )
         return self.validate(payload) if self.validate else payload
 
 

@@ -17,6 +17,7 @@ import logging
 import traceback
 from typing import Any
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import reset_queries
 
@@ -139,4 +140,10 @@ def _json_safe(result):
         raise AdminRequiredError(f"The handler returned a result that is not JSON-serialisable: {error}") from None
     if "\\u0000" in text:  # PostgreSQL's jsonb cannot store NUL characters
         raise AdminRequiredError("The handler returned a result containing a NUL character (\\u0000).")
+    if len(text.encode()) > settings.MAX_RESULT_BYTES:
+        raise AdminRequiredError(
+            f"The handler returned {len(text.encode()):,} bytes of JSON; results are kept up to "
+            f"{settings.MAX_RESULT_BYTES:,} (MAX_RESULT_BYTES).",
+            recovery_actions=["Store big output elsewhere (a file, a table) and return its id"],
+        )
     return json.loads(text)

@@ -130,7 +130,7 @@ def _in_batch(index: int, size: int, make, *args):
         if size == 1:
             raise
         field = f"jobs[{index}].{refused.field}" if refused.field else f"jobs[{index}]"
-        raise SubmitError(f"Job {index}: {refused.message}", field=field, hint=refused.hint) from None
+        raise type(refused)(f"Job {index}: {refused.message}", field=field, hint=refused.hint) from None
 
 
 def _same_request(spec: JobSpec, job: Job) -> Job:

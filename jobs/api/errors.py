@@ -7,10 +7,12 @@ from __future__ import annotations
 import logging
 import uuid
 
-from django.core.exceptions import PermissionDenied
-from django.db import DataError
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404
+from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
+from redis.exceptions import RedisError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -68,10 +70,47 @@ def _messages(value) -> list:
     return [str(value)]
 
 
+# Seconds a client is told to wait when a part of the system is down.
+OUTAGE_RETRY_AFTER = 5
+
+
+def _outage(part: str) -> Response:
+    body = error_body(
+        "unavailable",
+        f"{part} is unreachable right now; nothing was changed.",
+        hint=f"Retry after {OUTAGE_RETRY_AFTER} seconds; /api/health/ says which part is down.",
+    )
+    return Response(body, status=503, headers={"Retry-After": str(OUTAGE_RETRY_AFTER)})
+
+
+def _refused_request(exc) -> Response | None:
+    """Django's own refusals of a request's body: the client's doing, never a 500."""
+    if isinstance(exc, RequestDataTooBig):
+        body = error_body("too_large", "The request body is larger than this endpoint takes.",
+                          hint="Send less: split a bulk submit, or keep payloads small.")  # fmt: skip
+        return Response(body, status=413)
+    if isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
+        return Response(error_body("invalid", str(exc) or "Too many fields or files in one request."), status=400)
+    if isinstance(exc, MultiPartParserError):
+        hint = "Send a well-formed multipart/form-data body (let your HTTP client build it)."
+        body = error_body("parse_error", f"The multipart body cannot be read: {exc}", hint=hint)
+        return Response(body, status=400)
+    return None
+
+
 def exception_handler(exc, context):
+    refused = _refused_request(exc)
+    if refused is not None:
+        return refused
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        logger.warning("database unreachable: %s", exc)
+        return _outage("The database")
+    if isinstance(exc, RedisError):
+        logger.warning("redis unreachable: %s", exc)
+        return _outage("Redis")
     if isinstance(exc, SubmitError):
         fields = {exc.field: [exc.message]} if exc.field else None
-        return Response(error_body("invalid", exc.message, hint=exc.hint, fields=fields), status=400)
+        return Response(error_body(exc.code, exc.message, hint=exc.hint, fields=fields), status=exc.status)
     if isinstance(exc, ActionRefused):
         return Response(error_body("conflict", str(exc)), status=status.HTTP_409_CONFLICT)
     if isinstance(exc, DataError):

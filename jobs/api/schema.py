@@ -27,7 +27,9 @@ _COMMON = {
     "405": "method not allowed",
     "429": "too many requests: see Retry-After",
     "500": "unexpected error: quote the request id in error.hint",
+    "503": "the database or Redis is unreachable: see Retry-After",
 }
+_WITH_BODY = {"post", "put", "patch"}
 _PUBLIC = {"/api/health/", "/api/health/live/"}
 
 
@@ -36,12 +38,14 @@ def add_error_responses(result: dict, generator, request, public) -> dict:
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     reference = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     for path, operations in result.get("paths", {}).items():
-        for operation in operations.values():
+        for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             for status, description in _COMMON.items():
                 if path in _PUBLIC and status in ("401", "403"):
                     continue
                 responses.setdefault(status, {"description": description})
+            if method in _WITH_BODY:
+                responses.setdefault("413", {"description": "the request body is too large"})
             for status, response in responses.items():
                 if status[0] in "45" and "content" not in response:
                     response["content"] = reference

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -28,7 +30,31 @@ class JobListSerializer(serializers.ListSerializer):
     def to_representation(self, data):
         jobs = list(data.all() if hasattr(data, "all") else data)
         estimate_page(self.context, jobs)
+        self.context["in_list"] = True  # big fields are summarised: a page stays small
         return super().to_representation(jobs)
+
+
+# In lists, a field bigger than this (as JSON) is replaced by a summary; the job's own
+# page has it whole. 40 rows of 2 MB payloads made a 192 MB page before.
+LIST_FIELD_BYTES = 4096
+SUMMARISED_FIELDS = ("payload", "result", "progress_details")
+
+
+def summarise_for_list(data: dict) -> dict:
+    """Replace big fields of one serialized job with ``{"truncated": true, "bytes": N}``
+    and name them in ``truncated``; cut a long traceback."""
+    cut = []
+    for name in SUMMARISED_FIELDS:
+        size = len(json.dumps(data.get(name), separators=(",", ":"), ensure_ascii=False).encode())
+        if size > LIST_FIELD_BYTES:
+            data[name] = {"truncated": True, "bytes": size}
+            cut.append(name)
+    error = data.get("error")
+    if error and len(error.get("details") or "") > LIST_FIELD_BYTES:
+        error["details"] = error["details"][-LIST_FIELD_BYTES:]  # a traceback's end says the most
+        cut.append("error.details")
+    data["truncated"] = cut
+    return data
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -41,6 +67,9 @@ class JobSerializer(serializers.ModelSerializer):
     estimated_start_at = serializers.SerializerMethodField()
     estimated_finish_at = serializers.SerializerMethodField()
     eta_warning = serializers.SerializerMethodField(help_text="why there is no estimate, e.g. no live worker")
+    truncated = serializers.SerializerMethodField(
+        help_text='in lists: the fields replaced by {"truncated": true, "bytes": N} (the job itself has them whole)'
+    )
 
     class Meta:
         model = Job
@@ -50,10 +79,20 @@ class JobSerializer(serializers.ModelSerializer):
             "progress", "stage", "progress_details", "seq", "worker_name",
             "created_at", "enqueued_at", "scheduled_for", "started_at", "finished_at", "duration_seconds",
             "estimated_start_at", "estimated_finish_at", "eta_warning",
-            "first_estimated_start_at", "first_estimated_finish_at", "eta_error_seconds",
+            "first_estimated_start_at", "first_estimated_finish_at", "eta_error_seconds", "truncated",
         ]  # fmt: skip
         read_only_fields = fields
         list_serializer_class = JobListSerializer
+
+    def to_representation(self, job: Job) -> dict:
+        data = super().to_representation(job)
+        if isinstance(self.context, dict) and self.context.get("in_list"):
+            return summarise_for_list(data)
+        return data
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_truncated(self, job: Job) -> list[str]:
+        return []
 
     def _estimate(self, job: Job) -> estimates.Estimate:
         known = self.context.setdefault("estimates", {}) if isinstance(self.context, dict) else {}
@@ -97,7 +136,22 @@ class JobEventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class JobSubmitSerializer(serializers.Serializer):
+class RejectUnknownFields:
+    """A field the endpoint does not know is a 400 naming it: a typo such as "priorty"
+    must not be accepted and silently ignored."""
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields))
+            if unknown:
+                known = ", ".join(name for name, field in self.fields.items() if not field.read_only)
+                raise serializers.ValidationError(
+                    {name: [f"Unknown field. Known fields: {known}."] for name in unknown}
+                )
+        return super().to_internal_value(data)
+
+
+class JobSubmitSerializer(RejectUnknownFields, serializers.Serializer):
     type = serializers.CharField(max_length=100)
     payload = serializers.JSONField(required=False, default=dict)
     priority = serializers.ChoiceField(choices=Priority.choices, required=False)
@@ -131,7 +185,7 @@ class BulkItemSerializer(JobSubmitSerializer):
     depends_on_refs = serializers.ListField(child=serializers.CharField(max_length=100), required=False, default=list)
 
 
-class BulkSubmitSerializer(serializers.Serializer):
+class BulkSubmitSerializer(RejectUnknownFields, serializers.Serializer):
     jobs = BulkItemSerializer(many=True, allow_empty=False, max_length=5000)
 
     def to_specs(self) -> list[JobSpec]:

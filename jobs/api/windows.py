@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import mixins, serializers, viewsets
 
 from jobs.api.permissions import StaffModelPermissions
+from jobs.api.serializers import RejectUnknownFields
 from workwindow.models import WorkWindow
 
 
@@ -15,7 +16,7 @@ class LocalTimeField(serializers.TimeField):
     """A wall-clock time in the window's own zone: no offset (not RFC 3339's "time")."""
 
 
-class WorkWindowSerializer(serializers.ModelSerializer):
+class WorkWindowSerializer(RejectUnknownFields, serializers.ModelSerializer):
     start_time = LocalTimeField(help_text="opens at this local time")
     end_time = LocalTimeField(help_text="closes at this local time; the next day when not after the start")
 

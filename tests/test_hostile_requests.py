@@ -1,0 +1,212 @@
+"""Requests an attacker or a broken client sends: bodies far over their route's limit,
+lying lengths, broken multipart, spoofed addresses, guessed tokens, huge payloads, and
+requests during an outage. Each gets a clear 4xx/503 in the error shape, never a 500,
+and never costs the server the body it refuses."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import OperationalError
+from rest_framework.test import APIClient
+
+from jobs.models import Job
+from jobs.submit import submit
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.content[:300]
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"] and error["hint"], error
+    return error
+
+
+# --- Through the real web server: refused before the body is read ------------------------
+
+
+def raw_request(base: str, head: bytes, body: bytes = b"", *, timeout: float = 2.0) -> tuple[bytes, float]:
+    """Send ``head`` and ``body`` over a socket; (the answer's first bytes, seconds taken)."""
+    host, port = base.removeprefix("ws://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+        conn.sendall(head + b"\r\n" + body)
+        answer = b""
+        try:
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        except TimeoutError:
+            pass
+    return answer, time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_a_declared_terabyte_is_refused_at_once_without_reading_it(web):
+    head = (b"POST /api/health/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000000000000\r\n")  # fmt: skip
+    answer, took = raw_request(web, head, b"x" * 1024)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b'"code": "too_large"' in answer and took < 1.0
+
+
+@pytest.mark.slow
+def test_a_chunked_body_is_cut_off_at_the_limit(web):
+    head = b"POST /api/jobs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+    chunk = b"x" * 65536
+    body = b"".join(b"%x\r\n" % len(chunk) + chunk + b"\r\n" for _ in range(80))  # 5 MB > 4 MB
+    answer, _ = raw_request(web, head, body, timeout=5)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+
+@pytest.mark.slow
+def test_uploads_have_their_own_larger_limit_checked_the_same_way(web, settings):
+    head = (b"POST /api/materials/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+            b"Content-Length: %d\r\n" % (settings.MAX_UPLOAD_BYTES + settings.UPLOAD_FRAMING_BYTES + 1))  # fmt: skip
+    answer, took = raw_request(web, head)
+    assert answer.startswith(b"HTTP/1.1 413") and took < 1.0
+    small = b"POST /api/materials/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000000\r\n"  # 5 MB: allowed size
+    answer, _ = raw_request(web, small, timeout=1)
+    assert not answer.startswith(b"HTTP/1.1 413"), "within the upload limit, the body is awaited"
+
+
+# --- Django's own refusals, in the error shape ----------------------------------------------
+
+
+def test_a_body_over_django_s_memory_limit_is_413_not_500(api_as, alice, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    response = api_as(alice).post("/api/jobs/", {"type": "diagnostics.noop", "payload": {"x": "y" * 20_000}},
+                                  format="json")  # fmt: skip
+    assert_error(response, 413, "too_large")
+
+
+def test_a_malformed_multipart_body_is_a_400_in_the_error_shape(alice):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(alice)  # session auth reads the form for its CSRF check
+    response = client.post("/api/materials/", b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename",
+                           content_type="multipart/form-data; boundary=b")  # fmt: skip
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["error"]["message"]
+
+
+def test_payloads_over_the_limit_are_413_naming_the_field(api_as, alice, settings):
+    settings.MAX_PAYLOAD_BYTES = 2048
+    big = {"type": "diagnostics.noop", "payload": {"blob": "x" * 3000}}
+    error = assert_error(api_as(alice).post("/api/jobs/", big, format="json"), 413, "too_large")
+    assert "payload" in error["fields"]
+    bulk = api_as(alice).post("/api/jobs/bulk/", {"jobs": [{"type": "diagnostics.noop"}, big]}, format="json")
+    assert "jobs[1].payload" in assert_error(bulk, 413, "too_large")["fields"]
+    assert not Job.objects.exists()
+
+
+def test_results_over_the_limit_fail_the_job_for_an_operator(settings, run_worker):
+    from jobs import registry
+
+    settings.MAX_RESULT_BYTES = 2048
+    registry.job_type("tests.big_result")(lambda ctx: {"blob": "x" * 5000})
+    try:
+        job = submit("tests.big_result").job
+        run_worker()
+        job.refresh_from_db()
+        assert (job.status, job.error_category, job.attempts) == ("failed", "admin_required", 1)
+        assert "MAX_RESULT_BYTES" in job.error_message
+    finally:
+        registry.unregister("tests.big_result")
+
+
+def test_a_page_of_big_payloads_stays_small_and_the_job_itself_is_whole(api_as, operator, settings):
+    blob = "x" * 200_000
+    for _ in range(20):
+        submit("diagnostics.noop", {"blob": blob}, owner=operator)
+    client = api_as(operator)
+    page = client.get("/api/jobs/?page_size=500")
+    assert page.status_code == 200 and len(page.content) < 200_000, len(page.content)  # 4 MB of payloads
+    first = page.json()["results"][0]
+    assert first["payload"] == {"truncated": True, "bytes": len(blob) + 11} and first["truncated"] == ["payload"]
+    whole = client.get(f"/api/jobs/{first['id']}/").json()
+    assert whole["payload"] == {"blob": blob} and whole["truncated"] == []
+
+
+# --- Who is asking: addresses and tokens ----------------------------------------------------
+
+
+def test_a_fresh_forwarded_address_per_request_does_not_lift_the_anonymous_limit(settings):
+    settings.API_ANON_RATE = "3/minute"
+    client = APIClient()
+    # The schema is open to anonymous clients, so their rate applies to it.
+    answers = [client.get("/api/schema/", HTTP_X_FORWARDED_FOR=f"10.0.0.{n}").status_code for n in range(5)]
+    assert answers == [200, 200, 200, 429, 429], answers
+
+
+def test_guessing_tokens_is_throttled_per_address(alice, settings):
+    settings.API_AUTH_FAILURE_RATE = "5/minute"
+    client = APIClient()
+    answers = [client.get("/api/jobs/", HTTP_AUTHORIZATION=f"Token guess{n}").status_code for n in range(8)]
+    assert answers[:5] == [401] * 5 and set(answers[5:]) == {429}, answers
+    throttled = client.get("/api/jobs/", HTTP_AUTHORIZATION="Token another")
+    assert throttled.status_code == 429 and int(throttled["Retry-After"]) >= 1
+    assert APIClient(REMOTE_ADDR="127.0.0.9").get("/api/jobs/", HTTP_AUTHORIZATION="Token x").status_code == 401
+
+
+def test_bearer_works_wherever_token_does(alice, api_as):
+    from rest_framework.authtoken.models import Token
+
+    key = Token.objects.get_or_create(user=alice)[0].key
+    assert APIClient().get("/api/jobs/", HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 200
+
+
+# --- Outages answer 503 with Retry-After ------------------------------------------------
+
+
+def test_queues_while_redis_is_down_is_503(api_as, alice):
+    from devtools import pytest_redis
+
+    server = pytest_redis.server()
+    if server is None:
+        pytest.skip("needs the suite's own Redis to stop it")
+    server.stop()
+    try:
+        response = api_as(alice).get("/api/queues/")
+        assert_error(response, 503, "unavailable")
+        assert int(response["Retry-After"]) >= 1 and "Redis" in response.json()["error"]["message"]
+    finally:
+        server.start()
+
+
+def test_every_api_call_while_the_database_is_down_is_503(api_as, alice, monkeypatch):
+    client = api_as(alice)
+
+    def down(*args, **kwargs):
+        raise OperationalError("connection refused (the test's stand-in for a database that is down)")
+
+    # The one part we cannot stop under a live test database: make every query fail.
+    monkeypatch.setattr("django.db.backends.utils.CursorWrapper.execute", down)
+    for path in ("/api/jobs/", "/api/health/", "/api/queues/", "/api/stats/"):
+        response = client.get(path)
+        assert response.status_code == 503, (path, response.content[:300])
+        assert response.json()["error"]["code"] in ("unavailable",) and response["Retry-After"]
+    assert client.post("/api/jobs/", {"type": "diagnostics.noop"}, format="json").status_code == 503
+    assert APIClient().get("/api/stats/").status_code in (401, 503)
+
+
+def test_upload_with_unknown_fields_is_refused(api_as, alice):
+    response = api_as(alice).post(
+        "/api/materials/", {"file": SimpleUploadedFile("a.txt", b"hello"), "colour": "red"}, format="multipart"
+    )
+    assert "colour" in assert_error(response, 400, "invalid")["fields"]
+
+
+def test_a_misspelt_top_level_field_is_refused_not_ignored(api_as, alice):
+    response = api_as(alice).post("/api/jobs/", {"type": "diagnostics.noop", "priorty": "immediate"}, format="json")
+    error = assert_error(response, 400, "invalid")
+    assert "priorty" in error["fields"] and "priority" in error["fields"]["priorty"][0]
+    bulk = api_as(alice).post("/api/jobs/bulk/", {"jobs": [{"type": "diagnostics.noop", "x": 1}]}, format="json")
+    assert bulk.status_code == 400 and not Job.objects.exists()
