@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, routers, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
@@ -17,6 +18,7 @@ from ingestion import uploads
 from ingestion.models import Material, MaterialChunk
 from jobs import access
 from jobs.api.errors import Refusal
+from jobs.api.filters import StrictFilterSet
 from jobs.api.permissions import OwnedRows
 from jobs.api.serializers import JobSerializer, RejectUnknownFields, estimate_page
 from jobs.api.throttling import FailOpen
@@ -41,7 +43,7 @@ class StatisticsSerializer(serializers.Serializer):
 
 
 class MaterialSerializer(serializers.ModelSerializer):
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     job = JobSerializer(read_only=True, allow_null=True, help_text="the job that processes it, with its ETA")
     statistics = serializers.SerializerMethodField()
 
@@ -66,7 +68,9 @@ class MaterialSerializer(serializers.ModelSerializer):
 class MaterialUploadSerializer(RejectUnknownFields, serializers.Serializer):
     # Empty files are taken and fail in processing with a message, like any unreadable one.
     file = serializers.FileField(allow_empty_file=True, help_text="text, Markdown, HTML, CSV, JSON or PDF")
-    name = serializers.CharField(max_length=255, required=False, help_text="defaults to the file's name")
+    name = serializers.CharField(
+        max_length=255, required=False, allow_blank=True, help_text="defaults to the file's name (also when empty)"
+    )
 
 
 class MaterialChunkSerializer(serializers.ModelSerializer):
@@ -76,7 +80,7 @@ class MaterialChunkSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class MaterialFilter(django_filters.FilterSet):
+class MaterialFilter(StrictFilterSet):
     status = django_filters.MultipleChoiceFilter(choices=Material.Status.choices, distinct=False)
 
     class Meta:
@@ -112,6 +116,7 @@ class MaterialViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     serializer_class = MaterialSerializer
     filterset_class = MaterialFilter
     permission_classes = [OwnedRows]
+    parser_classes = [MultiPartParser, JSONParser]  # uploads; JSON for the actions
     access_model = Material
 
     def get_queryset(self) -> QuerySet[Material]:

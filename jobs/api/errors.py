@@ -29,7 +29,7 @@ _HINTS = {
     "not_found": "Check the id (or page number); you only see your own objects.",
     "method_not_allowed": "See /api/docs/ for the methods this endpoint accepts.",
     "parse_error": "Send valid JSON with 'Content-Type: application/json'.",
-    "unsupported_media_type": "Send 'Content-Type: application/json'.",
+    "unsupported_media_type": "Send JSON with 'Content-Type: application/json' (uploads: multipart/form-data).",
     "throttled": "Slow down and retry after the number of seconds in Retry-After.",
     "invalid": "Fix the fields listed under 'fields' and send again.",
     "conflict": "Reload the job to see its current status.",

@@ -50,3 +50,15 @@ def add_error_responses(result: dict, generator, request, public) -> dict:
                 if status[0] in "45" and "content" not in response:
                     response["content"] = reference
     return result
+
+
+def name_the_job_types(result: dict, generator, request, public) -> dict:
+    """drf-spectacular postprocessing hook: parameters that take job type names list the
+    registered ones (known only once the apps have registered them, not at import)."""
+    from jobs import registry
+
+    names = sorted(registry.all_types())
+    for parameter in result.get("paths", {}).get("/api/queues/", {}).get("get", {}).get("parameters", []):
+        if parameter["name"] == "type":
+            parameter["schema"]["items"]["enum"] = names
+    return result

@@ -60,7 +60,8 @@ def summarise_for_list(data: dict) -> dict:
 class JobSerializer(serializers.ModelSerializer):
     """A job with its current estimate (``estimates`` in the context, else computed)."""
 
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True,
+                                         help_text="null for system jobs (crons, maintenance)")  # fmt: skip
     depends_on = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
     error = serializers.SerializerMethodField()
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)

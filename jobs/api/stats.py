@@ -17,13 +17,24 @@ MAX_HOURS = 24 * 400
 
 
 class StatsQuery(serializers.Serializer):
-    hours = serializers.FloatField(required=False, min_value=0.01, max_value=MAX_HOURS, help_text="default 24")
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False, help_text="default now")
+    hours = serializers.FloatField(
+        required=False, min_value=0.01, max_value=MAX_HOURS, help_text="the period's length (default 24); ignored "
+        "when since is given",
+    )  # fmt: skip
+    since = serializers.DateTimeField(required=False, help_text="the period's start (before until)")
+    until = serializers.DateTimeField(
+        required=False, help_text=f"the period's end (default now); at most {MAX_HOURS} hours after since"
+    )
+
+    def to_internal_value(self, data):
+        empty = [name for name in self.fields if hasattr(data, "get") and data.get(name) == ""]
+        if empty:  # DRF would read an empty value as "not given"
+            raise serializers.ValidationError(
+                {name: ["An empty value is not a value: leave it out."] for name in empty}
+            )
+        return super().to_internal_value(data)
 
     def validate(self, data: dict) -> dict:
-        if "hours" in data and "since" in data:
-            raise serializers.ValidationError("Give either hours or since, not both.")
         until = data.get("until") or timezone.now()
         since = data.get("since") or until - timedelta(hours=data.get("hours", 24))
         if since >= until:
