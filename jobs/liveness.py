@@ -51,14 +51,22 @@ IN_HAND_TTL = 10
 
 
 def lost_reason(
-    job: Job, workers: dict[str, WorkerState], in_hand: set[str], now: datetime, memory_age: float
+    job: Job,
+    workers: dict[str, WorkerState],
+    in_hand: set[str],
+    now: datetime,
+    memory_age: float,
+    abandoned: frozenset[str] = frozenset(),
 ) -> str | None:
     """Why ``job`` (active) has nobody running it any more, or None if it is in hand.
 
     ``in_hand``: dispatches whose Jobdesk worker holds them (refreshed every few
-    seconds, kept until the outcome is recorded). ``memory_age``: how long Redis has
-    been keeping such keys; right after a flush, remote jobs are not judged yet.
+    seconds, kept until the outcome is recorded). ``abandoned``: dispatches whose worker
+    gave up recording their outcome. ``memory_age``: how long Redis has been keeping
+    such keys; right after a flush, remote jobs are not judged yet.
     """
+    if job.rq_job_id in abandoned:
+        return f"worker {job.worker_name} could not record the outcome and gave it up"
     local = job.runner_host == HOSTNAME and job.runner_pid
     if local:  # the claiming process is checkable: its death is proof
         started = process_started_at(job.runner_pid)
@@ -70,10 +78,16 @@ def lost_reason(
         return None
     worker = workers.get(job.worker_name)
     settled = job.started_at is None or now - job.started_at > CLAIM_GRACE
+    if local:
+        # Its process lives. A parent stopped (SIGSTOP, a frozen VM) after its horse
+        # finished has let its hold lapse and RQ shows no current job — but it will record
+        # the outcome when it resumes: only a worker busy with *another* dispatch has
+        # provably moved on.
+        if worker is not None and worker.current_job not in (None, job.rq_job_id) and settled:
+            return f"worker {job.worker_name} moved on to other work without recording this one"
+        return None
     if worker is not None and worker.current_job != job.rq_job_id and settled:
         return f"worker {job.worker_name} moved on (its work-horse died or its outcome was not recorded)"
-    if local:
-        return None
     if memory_age < IN_HAND_TTL * 2:
         return None  # Redis just lost its memory: give live workers time to refresh
     if worker is None:

@@ -239,6 +239,30 @@ def release_in_hand(dispatch: str) -> None:
     connection().delete(_IN_HAND + dispatch)
 
 
+_ABANDONED = "jobdesk:abandoned:"
+ABANDONED_TTL = 24 * 3600
+
+
+def mark_abandoned(dispatch: str, worker_name: str) -> None:
+    """The worker could not record this dispatch's outcome and gave it up: the
+    reconciler may retry the job although the worker's process lives on."""
+    connection().set(_ABANDONED + dispatch, worker_name, ex=ABANDONED_TTL)
+
+
+def forget_abandoned(dispatch: str) -> None:
+    connection().delete(_ABANDONED + dispatch)
+
+
+def dispatches_abandoned(dispatches: list[str]) -> frozenset[str]:
+    if not dispatches:
+        return frozenset()
+    with connection().pipeline(transaction=False) as pipe:
+        for dispatch in dispatches:
+            pipe.exists(_ABANDONED + dispatch)
+        found = pipe.execute()
+    return frozenset(d for d, exists in zip(dispatches, found, strict=True) if exists)
+
+
 def dispatches_in_hand(dispatches: list[str]) -> set[str]:
     if not dispatches:
         return set()

@@ -113,9 +113,10 @@ def _rescue_lost_active(now: datetime, report: Report) -> None:
         return
     workers = queueing.workers()
     in_hand = queueing.dispatches_in_hand([job.rq_job_id for job in active])
+    abandoned = queueing.dispatches_abandoned([job.rq_job_id for job in active])
     memory_age = queueing.liveness_memory_age(now)
     for job in active:
-        reason = liveness.lost_reason(job, workers, in_hand, now, memory_age)
+        reason = liveness.lost_reason(job, workers, in_hand, now, memory_age, abandoned)
         if reason is None:
             continue
 

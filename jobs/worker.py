@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import multiprocessing
 import os
 import signal
 import time
 
 from django.db import DatabaseError, connections
 from redis.exceptions import RedisError
-from rq import SimpleWorker, Worker
+from rq import SimpleWorker, Worker, worker_registration
 from rq.job import Job as RQJob
 from rq.results import Result
 from rq.worker import WorkerStatus
@@ -41,23 +42,73 @@ _PR_SET_PDEATHSIG = 1
 MONITOR_INTERVAL = 2  # seconds between the parent's checks on a running horse
 _CLAIM_RELAY_WAIT = 0.2  # seconds; a channel layer that is down is skipped at once
 _RECORD_RETRY_PAUSES = (0.5, 1, 2, 4, 8, 15, 30)  # about a minute of database trouble
+# Seconds between heartbeats of an idle worker (RQ's default waits 405 s): a worker whose
+# registration Redis lost notices it this soon.
+IDLE_HEARTBEAT = 45
 
 
 class _ParentBookkeeping:
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("worker_ttl", IDLE_HEARTBEAT + 15)
+        super().__init__(*args, **kwargs)
+        self._running: str | None = None  # the RQ job id being executed, for re-registration
+        self._unrecorded: list[tuple[Job, runner.Outcome]] = []
+
     def execute_job(self, job: RQJob, queue) -> None:
         self._parent_pid = os.getpid()  # read by the horse, to notice a parent already gone
+        self._record_left_behind()
         # Busy from the claim on: a SIGTERM arriving now must wait for this job (RQ's warm
         # shutdown), not abort between the claim and the fork and leave the row active.
         self.set_state(WorkerStatus.BUSY)
+        self._running = job.id
         claimed = self._claim(job)
         try:
             super().execute_job(job, queue)
         finally:
+            self._running = None
             if claimed is not None:
                 try:
                     self._record(claimed, job)
                 finally:
                     _quietly(queueing.release_in_hand, claimed.rq_job_id)
+
+    def work(self, *args, **kwargs) -> bool:
+        # Jobdesk schedules with rq-scheduler (manage.py rqscheduler): RQ's own scheduler
+        # would be one more child process per worker, orphaned when its worker is killed.
+        kwargs["with_scheduler"] = False
+        if multiprocessing.parent_process() is not None:
+            # Started by rqworker-pool: when the pool's process dies (killed), nobody
+            # would respawn or stop this worker. Leave with it, warmly (SIGTERM).
+            _die_with_parent(os.getppid(), signal.SIGTERM)
+        return super().work(*args, **kwargs)
+
+    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
+        super().heartbeat(timeout, pipeline)
+        if pipeline is None:
+            self._keep_registered()
+
+    def _keep_registered(self) -> None:
+        """Register again when Redis lost this worker's registration (a flush, a restart
+        without persistence, or a pause longer than its TTL): otherwise health, the
+        dashboard and ETAs count it as gone while it works."""
+        try:
+            with self.connection.pipeline(transaction=False) as pipe:
+                pipe.hexists(self.key, "birth")
+                pipe.sismember(worker_registration.REDIS_WORKER_KEYS, self.key)
+                born, listed = pipe.execute()
+            if born and listed:
+                return
+            logger.warning("worker registration lost: registering again", extra={"worker": self.name})
+            with self.connection.pipeline() as pipe:
+                pipe.hset(self.key, mapping=self.serialize())
+                pipe.hset(self.key, "state", self._state)
+                if self._running:
+                    pipe.hset(self.key, "current_job", self._running)
+                worker_registration.register(self, pipe)
+                pipe.expire(self.key, self.worker_ttl + 60)
+                pipe.execute()
+        except RedisError:
+            logger.warning("redis unreachable: registration not checked", extra={"worker": self.name})
 
     def _hold_seconds(self, job: Job) -> int:
         """How long the in-hand key lasts without a refresh."""
@@ -98,8 +149,21 @@ class _ParentBookkeeping:
                 logger.exception("recording the outcome failed", extra={"job_id": str(job.id)})
                 connections.close_all()
                 time.sleep(pause)
-        # Still active in the database while this worker moves on: the reconciler sees
-        # that the worker no longer runs this dispatch and retries the job.
+        # Still active in the database while this worker moves on. Say so in Redis (the
+        # reconciler may then retry the job) and try again before the next job: whichever
+        # comes first wins, the other is refused by the dispatch guard.
+        _quietly(queueing.mark_abandoned, job.rq_job_id, self.name)
+        self._unrecorded.append((job, outcome))
+
+    def _record_left_behind(self) -> None:
+        for job, outcome in list(self._unrecorded):
+            try:
+                _drop_broken_connection()
+                runner.record(job, job.rq_job_id, outcome)
+            except DatabaseError:
+                return  # still down: next time
+            self._unrecorded.remove((job, outcome))
+            _quietly(queueing.forget_abandoned, job.rq_job_id)
 
 
 class JobdeskWorker(_ParentBookkeeping, Worker):
@@ -121,6 +185,7 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
 
     def maintain_heartbeats(self, job: RQJob) -> None:
         super().maintain_heartbeats(job)
+        self._keep_registered()
         claimed = _claim_of(job)
         if claimed is None:
             return
@@ -204,10 +269,10 @@ def _detach_inherited_connections() -> None:
             connection.connection = None
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def _die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(_PR_SET_PDEATHSIG, sig)
     except (OSError, AttributeError):  # not Linux: the reconciler's pid check still applies
         return
     if os.getppid() != parent_pid:  # the parent died before prctl took effect

@@ -150,6 +150,33 @@ def test_submits_while_redis_is_down_complete_after_it_returns(spawn, redis_conn
     wait_for(lambda: Job.objects.filter(status=Status.COMPLETE).count() == 5, timeout=60, what="5 jobs to complete")
 
 
+def test_a_redis_outage_leaves_the_scheduler_running_and_retries_still_happen(spawn, redis_conn):
+    server = pytest_redis.server()
+    if server is None:
+        pytest.skip("needs the suite's own Redis server (TEST_REDIS_URL was given)")
+    scheduler = spawn("rqscheduler", "--interval", "1")  # the plain command, as a Django-RQ user types it
+    wait_for(lambda: redis_conn.keys("rq:scheduler_instance:*"), timeout=20, what="the scheduler to register")
+    server.stop()
+    try:
+
+        def log() -> str:
+            with open(scheduler.log_path) as output:
+                return output.read()
+
+        wait_for(lambda: "cannot reach Redis" in log(), timeout=20, what="the scheduler to meet the outage")
+        assert scheduler.poll() is None, log()
+    finally:
+        server.start()
+    wait_for(lambda: "scheduler reconnected" in log(), timeout=30, what="the scheduler to reconnect")
+    assert scheduler.poll() is None and "Traceback" not in log()
+
+    job = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "temporary", "fail_times": 1}).job
+    spawn("rqworker", *QUEUES, **FAST_RETRIES)
+    wait_for(lambda: Job.objects.get(pk=job.id).status == Status.COMPLETE, timeout=60, what="the retry to run")
+    assert Job.objects.get(pk=job.id).attempts == 2
+    assert redis_conn.get("jobdesk:scheduler:heartbeat"), "the heartbeat is back"
+
+
 def test_cron_entries_exist_once_after_repeated_syncs_and_a_scheduler_restart(spawn, redis_conn):
     for _ in range(3):
         result = subprocess.run(
@@ -224,3 +251,48 @@ def test_soak_300_jobs_while_workers_are_killed(spawn, redis_conn, settings):
     assert overlaps(redis_conn) == 0
     assert all(runs(redis_conn, j) <= by_id[j.id].attempts for j in jobs)
     assert Job.objects.filter(pk__in=ids, events__message__contains="lost: ").distinct().count() >= 1
+
+
+def test_a_paused_worker_parent_records_its_finished_job_once_it_resumes(spawn, redis_conn):
+    """SIGSTOP the parent (not the horse) while a short job runs: the horse finishes,
+    RQ clears the worker's current job and its hold lapses. The parent's process is
+    alive, so the job is not lost: no retry, one run, recorded when it resumes."""
+    job = submit("diagnostics.sleep", {"seconds": 1, "steps": 2, "trace": True}).job
+    worker = spawn("rqworker", *QUEUES, **FAST_RETRIES)
+    wait_for(lambda: runs(redis_conn, job) == 1, timeout=30, what="the handler to start")
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: not queueing.dispatches_in_hand([job.rq_job_id]), timeout=30, what="the hold to lapse")
+        time.sleep(1.5)  # past the handler's end: nothing but the paused parent is left
+        assert reconcile.run(grace_seconds=0).lost == []
+        assert active(job)
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    wait_for(lambda: Job.objects.get(pk=job.id).status == Status.COMPLETE, timeout=30, what="the outcome")
+    assert Job.objects.get(pk=job.id).attempts == 1 and runs(redis_conn, job) == 1
+
+
+def test_a_worker_whose_registration_vanished_registers_again(spawn, redis_conn):
+    """Paused past its TTL (or Redis flushed), a worker's registration is gone: it
+    registers again at its next heartbeat instead of counting as dead for good."""
+    job = submit("diagnostics.sleep", {"seconds": 6, "steps": 6, "trace": True}).job
+    spawn("rqworker", *QUEUES)
+    wait_for(lambda: runs(redis_conn, job) == 1, timeout=30, what="the handler to start")
+    name = Job.objects.get(pk=job.id).worker_name
+    redis_conn.delete(f"rq:worker:{name}")  # what expiry does to a paused worker's key
+    redis_conn.srem("rq:workers", f"rq:worker:{name}")
+    assert name not in queueing.workers()
+    found = wait_for(lambda: queueing.workers().get(name), timeout=10, what="the worker to register again")
+    assert found.current_job == job.rq_job_id
+    wait_for(lambda: Job.objects.get(pk=job.id).status == Status.COMPLETE, timeout=30, what="the job to finish")
+
+
+def test_killing_the_pool_takes_its_workers_along(spawn, redis_conn):
+    """Nobody would respawn or stop a pool's workers once the pool's process is gone."""
+    pool = spawn("rqworker-pool", *QUEUES, "--num-workers", "2")
+    workers = wait_for(lambda: len(horse_pids(pool)) == 2 and horse_pids(pool), timeout=30, what="two workers")
+    wait_for(lambda: len(queueing.workers()) == 2, timeout=30, what="the workers to register")
+    pool.send_signal(signal.SIGKILL)
+    pool.wait(10)
+    wait_for(lambda: all(liveness.process_started_at(pid) is None for pid in workers), timeout=30,
+             what="the pool's workers to leave with it")  # fmt: skip
