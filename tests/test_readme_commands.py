@@ -102,3 +102,36 @@ def test_admin_login_is_created_once_and_printed_the_same_every_run(settings, tm
     call_command("ensure_admin", stdout=second)
     assert "password: " in first.getvalue()
     assert first.getvalue() == second.getvalue()
+
+
+def _make_run(clone: Path, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "JOBDESK_VAR_DIR"}}
+    environment.update(env)
+    return subprocess.run(["make", "run", f"VENV={VENV}"], cwd=clone, env=environment, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_make_run_refuses_a_busy_port_before_starting_anything(tmp_path):
+    import socket
+
+    clone = tmp_path / "jobdesk"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    redis_port = free_port()
+    with socket.socket() as busy:  # e.g. a first `make run`, or anything else
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _make_run(clone, PORT=str(port), REDIS_URL=f"redis://127.0.0.1:{redis_port}/0")
+    assert result.returncode != 0
+    assert f"cannot serve on 127.0.0.1:{port}" in result.stderr, result.stderr[-2000:]
+    assert "started" not in result.stdout, "nothing started: no Redis, no migrations, no second worker pool"
+    assert not reachable(f"redis://127.0.0.1:{redis_port}/0") and not (clone / "db.sqlite3").exists()
+
+
+def test_make_run_checks_its_port_setting_like_every_other(tmp_path):
+    clone = tmp_path / "jobdesk"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    result = _make_run(clone, PORT="abc")
+    assert result.returncode != 0
+    assert "jobdesk: configuration error: Invalid PORT='abc'" in result.stderr
+    assert "Traceback" not in result.stderr
