@@ -85,7 +85,7 @@ def redis_conn():
 
 @pytest.fixture
 def make_user(django_user_model):
-    """A user; ``group`` puts a staff user in one of the operators' groups (jobs.roles)."""
+    """A user; ``group`` puts a staff user in one of the operators' groups (jobs.console.roles)."""
 
     def make(username: str, *, staff: bool = False, group: str | None = None):
         from django.contrib.auth.models import Group
@@ -111,7 +111,7 @@ def bob(make_user):
 @pytest.fixture
 def operator(make_user):
     """Staff who may act on everything (the "Operators" group)."""
-    from jobs.roles import ACTING_OPERATORS_GROUP
+    from jobs.console.roles import ACTING_OPERATORS_GROUP
 
     return make_user("operator", staff=True, group=ACTING_OPERATORS_GROUP)
 
@@ -119,7 +119,7 @@ def operator(make_user):
 @pytest.fixture
 def watcher(make_user):
     """Staff who may see everything and change nothing ("Operators (read-only)")."""
-    from jobs.roles import OPERATORS_GROUP
+    from jobs.console.roles import OPERATORS_GROUP
 
     return make_user("watcher", staff=True, group=OPERATORS_GROUP)
 
@@ -144,7 +144,7 @@ def api_as():
 def run_worker():
     """Drain the queues with a real RQ worker in this process (burst mode): Jobdesk's
     non-forking worker class, or any other RQ worker class given."""
-    from jobs.worker import JobdeskSimpleWorker
+    from jobs.execution.worker import JobdeskSimpleWorker
 
     def run(max_jobs: int | None = None, worker_class=JobdeskSimpleWorker) -> None:
         conn = django_rq.get_connection("normal")
@@ -157,7 +157,7 @@ def run_worker():
 @pytest.fixture
 def scheduler_tick():
     """One pass of the real rq-scheduler: move due jobs onto their queues."""
-    from jobs import queueing
+    from jobs.core import queueing
 
     def tick() -> None:
         queueing.scheduler().enqueue_jobs()

@@ -56,9 +56,9 @@ def run(args) -> None:
     from django.test import Client
 
     from bench.api import seed_history
-    from jobs import dashboard, rollup
-    from jobs.models import Job
-    from jobs.submit import JobSpec, submit_many
+    from jobs.core.models import Job
+    from jobs.core.submit import JobSpec, submit_many
+    from jobs.insight import dashboard, rollup
 
     if connection.vendor != "postgresql":
         raise SystemExit("bench/admin.py measures PostgreSQL: set DATABASE_URL=postgresql://…")

@@ -123,7 +123,7 @@ def run(args) -> None:
     from django.db import connection
     from rest_framework.authtoken.models import Token
 
-    from jobs.models import Job
+    from jobs.core.models import Job
 
     call_command("migrate", verbosity=0)
     Job.objects.all().delete()

@@ -40,7 +40,7 @@ def seed(queued: int) -> None:
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 
-    from jobs.models import Job, Status
+    from jobs.core.models import Job, Status
 
     Job.objects.all().delete()
     owner, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
@@ -83,8 +83,9 @@ def run(args) -> None:
     from rest_framework.test import APIClient
     from rq import Worker
 
-    from jobs import estimates, queueing
-    from jobs.models import Job, Status
+    from jobs.core import queueing
+    from jobs.core.models import Job, Status
+    from jobs.insight import estimates
 
     call_command("migrate", verbosity=0)
     started = time.perf_counter()

@@ -54,9 +54,9 @@ def run(args) -> None:
     django.setup()
     from django.core.management import call_command
 
-    from jobs import estimates
-    from jobs.models import FINAL_STATUSES, Job
-    from jobs.submit import JobSpec, submit, submit_many
+    from jobs.core.models import FINAL_STATUSES, Job
+    from jobs.core.submit import JobSpec, submit, submit_many
+    from jobs.insight import estimates
 
     call_command("migrate", verbosity=0)
     Job.objects.all().delete()

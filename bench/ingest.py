@@ -90,8 +90,8 @@ _MEASURE = (
 
 def peak_rss_of_burst_worker() -> int:
     """Peak RSS in bytes of one `rqworker --burst` run (non-forking: the job runs in it)."""
-    worker = [sys.executable, "manage.py", "rqworker", "--burst", "--worker-class", "jobs.worker.JobdeskSimpleWorker",
-              "immediate", "normal", "low"]  # fmt: skip
+    worker = [sys.executable, "manage.py", "rqworker", "--burst", "--worker-class",
+              "jobs.execution.worker.JobdeskSimpleWorker", "immediate", "normal", "low"]  # fmt: skip
     out = subprocess.run([sys.executable, "-c", _MEASURE, *worker], cwd=ROOT, env=os.environ.copy(), check=True,
                          capture_output=True, text=True).stdout  # fmt: skip
     return int(out.strip()) * 1024
@@ -107,7 +107,7 @@ def run(args, tmp: Path) -> None:
 
     from ingestion import uploads
     from ingestion.models import Material
-    from jobs.models import Job
+    from jobs.core.models import Job
 
     call_command("migrate", verbosity=0)
     Job.objects.all().delete()

@@ -39,7 +39,7 @@ def seed(args) -> None:
 
     from django.utils import timezone
 
-    from jobs.models import Job, Status
+    from jobs.core.models import Job, Status
 
     Job.objects.all().delete()
     now = timezone.now()
@@ -70,7 +70,7 @@ def run(args) -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from jobs import reconcile
+    from jobs.upkeep import reconcile
 
     call_command("migrate", verbosity=0)
     started = time.perf_counter()

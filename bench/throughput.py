@@ -50,8 +50,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     worker_classes = args.worker_class or [
-        "jobs.worker.JobdeskWorker",
-        "jobs.worker.JobdeskSimpleWorker",
+        "jobs.execution.worker.JobdeskWorker",
+        "jobs.execution.worker.JobdeskSimpleWorker",
         "rq.Worker",
         "rq.SimpleWorker",
     ]
@@ -77,8 +77,8 @@ def run(args, worker_classes: list[str]) -> None:
     from django.db import connection
 
     from bench.rawjobs import noop
-    from jobs.models import Job, Status
-    from jobs.submit import JobSpec, submit_many
+    from jobs.core.models import Job, Status
+    from jobs.core.submit import JobSpec, submit_many
 
     call_command("migrate", verbosity=0)
     env = dict(os.environ)

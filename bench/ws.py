@@ -103,7 +103,7 @@ def run(args) -> None:
     from django.core.management import call_command
     from rest_framework.authtoken.models import Token
 
-    from jobs.submit import JobSpec, submit_many
+    from jobs.core.submit import JobSpec, submit_many
 
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_user("bench-ws")

@@ -19,14 +19,14 @@ except ConfigError as error:  # one line, not a traceback (SPEC §2)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 import ingestion.routing  # noqa: E402
-import jobs.routing  # noqa: E402
+import jobs.live.routing  # noqa: E402
 from config.bodylimit import BodyLimit  # noqa: E402
-from jobs.wsauth import TokenOrSessionAuth  # noqa: E402
+from jobs.live.wsauth import TokenOrSessionAuth  # noqa: E402
 
-websocket_routes = jobs.routing.websocket_urlpatterns + ingestion.routing.websocket_urlpatterns
+websocket_routes = jobs.live.routing.websocket_urlpatterns + ingestion.routing.websocket_urlpatterns
 application = ProtocolTypeRouter(
     {
         "http": BodyLimit(django_asgi_app),  # oversized bodies refused before they are read
-        "websocket": TokenOrSessionAuth(URLRouter(websocket_routes + jobs.routing.fallback)),
+        "websocket": TokenOrSessionAuth(URLRouter(websocket_routes + jobs.live.routing.fallback)),
     }
 )

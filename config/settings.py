@@ -179,12 +179,15 @@ RQ_QUEUES = {
     for name in JOB_QUEUES
 }
 # django-rq's own admin copy of its queue pages checks only is_staff; the copy mounted in
-# config/urls.py is guarded (jobs.roles) and linked from the console instead.
+# config/urls.py is guarded (jobs.console.roles) and linked from the console instead.
 RQ_SHOW_ADMIN_LINK = False
-# Bookkeeping in the worker's parent process (see jobs/worker.py); `rqworker` and
+# Bookkeeping in the worker's parent process (see jobs/execution/worker.py); `rqworker` and
 # `rqworker-pool` use it unless --worker-class says otherwise.
-# The scheduler re-arms cron entries missing from Redis (see jobs/scheduler.py).
-RQ = {"WORKER_CLASS": "jobs.worker.JobdeskWorker", "SCHEDULER_CLASS": "jobs.scheduler.JobdeskScheduler"}
+# The scheduler re-arms cron entries missing from Redis (see jobs/upkeep/scheduler.py).
+RQ = {
+    "WORKER_CLASS": "jobs.execution.worker.JobdeskWorker",
+    "SCHEDULER_CLASS": "jobs.upkeep.scheduler.JobdeskScheduler",
+}
 
 CACHES = {
     "default": {

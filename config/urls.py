@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from jobs.api.errors import not_found_view
 from jobs.api.metrics import metrics_view
-from jobs.roles import guard_raw_queues
+from jobs.console.roles import guard_raw_queues
 
 # django-rq's raw queue pages, changes to Redis only for operators who may act.
 django_rq_urls = get_api_urlpatterns() + get_admin_urlpatterns(view_wrapper=guard_raw_queues)

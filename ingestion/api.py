@@ -16,12 +16,12 @@ from rest_framework.throttling import UserRateThrottle
 
 from ingestion import uploads
 from ingestion.models import Material, MaterialChunk
-from jobs import access
 from jobs.api.errors import Refusal
 from jobs.api.filters import StrictFilterSet
 from jobs.api.permissions import OwnedRows
 from jobs.api.serializers import JobSerializer, RejectUnknownFields, estimate_page
 from jobs.api.throttling import FailOpen
+from jobs.core import access
 
 
 class MaterialListSerializer(serializers.ListSerializer):

@@ -6,8 +6,9 @@ from __future__ import annotations
 import uuid
 
 from ingestion.models import Material
-from jobs import relay, snapshots
-from jobs.consumers import FORBIDDEN, NOT_FOUND, FollowConsumer, Refused, may_see, parse_uuid
+from jobs.core import relay
+from jobs.live import snapshots
+from jobs.live.consumers import FORBIDDEN, NOT_FOUND, FollowConsumer, Refused, may_see, parse_uuid
 
 
 class MaterialConsumer(FollowConsumer):

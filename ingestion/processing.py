@@ -20,10 +20,10 @@ from ingestion.chunking import Chunk, split
 from ingestion.detect import NotSupported
 from ingestion.extract import extract
 from ingestion.models import Material, MaterialChunk
-from jobs import actions
-from jobs.errors import ActionRefused, AdminRequiredError, SubmitError, UserFixableError
-from jobs.models import FINAL_STATUSES, PENDING_STATUSES, Job, Priority, Status
-from jobs.registry import cron, job_type
+from jobs.core import actions
+from jobs.core.errors import ActionRefused, AdminRequiredError, SubmitError, UserFixableError
+from jobs.core.models import FINAL_STATUSES, PENDING_STATUSES, Job, Priority, Status
+from jobs.core.registry import cron, job_type
 
 logger = logging.getLogger("ingestion")
 

@@ -22,9 +22,10 @@ from django.db import IntegrityError, transaction
 from ingestion.detect import PDF, SUPPORTED_HINT, is_pdf, refuse_at_upload
 from ingestion.models import Material
 from ingestion.processing import PROCESS, delete_stored_file
-from jobs import estimates, lifecycle
-from jobs.models import FINAL_STATUSES, PENDING_STATUSES, Job, JobEvent
-from jobs.submit import submit
+from jobs.core import lifecycle
+from jobs.core.models import FINAL_STATUSES, PENDING_STATUSES, Job, JobEvent
+from jobs.core.submit import submit
+from jobs.insight import estimates
 
 _SNIFF_BYTES = 8192
 

@@ -15,8 +15,8 @@ import pytest
 from django.db import connections
 
 from conftest import ROOT, wait_for
-from jobs.models import Job, JobEvent, Status
-from jobs.submit import submit
+from jobs.core.models import Job, JobEvent, Status
+from jobs.core.submit import submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

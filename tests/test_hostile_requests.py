@@ -13,8 +13,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import OperationalError
 from rest_framework.test import APIClient
 
-from jobs.models import Job
-from jobs.submit import submit
+from jobs.core.models import Job
+from jobs.core.submit import submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -108,7 +108,7 @@ def test_payloads_over_the_limit_are_413_naming_the_field(api_as, alice, setting
 
 
 def test_results_over_the_limit_fail_the_job_for_an_operator(settings, run_worker):
-    from jobs import registry
+    from jobs.core import registry
 
     settings.MAX_RESULT_BYTES = 2048
     registry.job_type("tests.big_result")(lambda ctx: {"blob": "x" * 5000})

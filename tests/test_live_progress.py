@@ -13,8 +13,8 @@ import websockets
 from rest_framework.authtoken.models import Token
 
 from conftest import wait_for
-from jobs.models import Job, Status
-from jobs.submit import submit
+from jobs.core.models import Job, Status
+from jobs.core.submit import submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

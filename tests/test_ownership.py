@@ -1,6 +1,6 @@
 """Every endpoint × (anonymous, owner, another user, an operator who acts, a read-only
 operator, staff with no permission): status codes, and lists that never show another
-user's rows. One rule (jobs.access): permissions for staff, ownership for the rest."""
+user's rows. One rule (jobs.core.access): permissions for staff, ownership for the rest."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from ingestion.models import Material
-from jobs.models import Job
-from jobs.submit import submit
+from jobs.core.models import Job
+from jobs.core.submit import submit
 from workwindow.models import WorkWindow
 
 pytestmark = pytest.mark.django_db(transaction=True)

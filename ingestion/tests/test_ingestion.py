@@ -19,8 +19,8 @@ from ingestion import processing
 from ingestion.extract import extract
 from ingestion.models import Material, MaterialChunk
 from ingestion.tests import hostile
-from jobs.models import Job, Status
-from jobs.submit import submit
+from jobs.core.models import Job, Status
+from jobs.core.submit import submit
 from workwindow.models import WorkWindow
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -6,7 +6,7 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from jobs.tests.test_websockets import close_code, connect, follow, token_header
+from jobs.live.tests.test_websockets import close_code, connect, follow, token_header
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -17,8 +17,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from jobs.errors import ActionRefused, SubmitError
-from jobs.lifecycle import JobNotFound
+from jobs.core.errors import ActionRefused, SubmitError
+from jobs.core.lifecycle import JobNotFound
 
 logger = logging.getLogger("jobs.api")
 

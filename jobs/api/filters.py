@@ -2,7 +2,7 @@ import django_filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
-from jobs.models import ErrorCategory, Job, Priority, Status
+from jobs.core.models import ErrorCategory, Job, Priority, Status
 
 
 @extend_schema_field(OpenApiTypes.BOOL)

@@ -4,7 +4,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs import access, health, queues, registry
+from jobs.core import access, registry
+from jobs.insight import health, queues
 
 
 class HealthView(APIView):

@@ -9,8 +9,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from jobs import metrics
 from jobs.api.errors import error_body
+from jobs.insight import metrics
 
 
 @require_GET

@@ -1,10 +1,10 @@
-"""The API's side of ``jobs.access``: DRF permission classes any app's views use."""
+"""The API's side of ``jobs.core.access``: DRF permission classes any app's views use."""
 
 from __future__ import annotations
 
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
-from jobs import access
+from jobs.core import access
 
 READ_ONLY_MESSAGE = "Your account may look at everything here but change nothing (read-only operator)."
 

@@ -55,7 +55,7 @@ def add_error_responses(result: dict, generator, request, public) -> dict:
 def name_the_job_types(result: dict, generator, request, public) -> dict:
     """drf-spectacular postprocessing hook: parameters that take job type names list the
     registered ones (known only once the apps have registered them, not at import)."""
-    from jobs import registry
+    from jobs.core import registry
 
     names = sorted(registry.all_types())
     for parameter in result.get("paths", {}).get("/api/queues/", {}).get("get", {}).get("parameters", []):

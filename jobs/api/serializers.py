@@ -5,9 +5,9 @@ import json
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from jobs import estimates
-from jobs.models import ErrorCategory, Job, JobEvent, Priority
-from jobs.submit import MAX_ATTEMPTS_LIMIT, JobSpec
+from jobs.core.models import ErrorCategory, Job, JobEvent, Priority
+from jobs.core.submit import MAX_ATTEMPTS_LIMIT, JobSpec
+from jobs.insight import estimates
 
 
 class JobErrorSerializer(serializers.Serializer):

@@ -11,7 +11,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs import access, stats
+from jobs.core import access
+from jobs.insight import stats
 
 MAX_HOURS = 24 * 400
 

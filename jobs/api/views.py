@@ -10,12 +10,13 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from jobs import access, actions, estimates, submit
 from jobs.api.filters import JobFilter
 from jobs.api.permissions import OwnedRows
 from jobs.api.serializers import BulkSubmitSerializer, JobEventSerializer, JobSerializer, JobSubmitSerializer
-from jobs.errors import SubmitError
-from jobs.models import Job
+from jobs.core import access, actions, submit
+from jobs.core.errors import SubmitError
+from jobs.core.models import Job
+from jobs.insight import estimates
 
 MAX_KEY_LENGTH = Job._meta.get_field("idempotency_key").max_length
 

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from jobs import reconcile
+from jobs.upkeep import reconcile
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from jobs import crons
+from jobs.upkeep import crons
 
 
 class Command(BaseCommand):

@@ -17,8 +17,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from redis.exceptions import RedisError
 
-from jobs import relay, snapshots
-from jobs.models import Job
+from jobs.core import relay
+from jobs.core.models import Job
+from jobs.live import snapshots
 
 QUIET_SECONDS = 10  # without an event this long, the database is asked again
 

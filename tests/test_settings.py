@@ -1,0 +1,62 @@
+"""Invalid environment values stop start-up with one line naming the variable and fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, **env}
+    return subprocess.run(args, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("WORKER_CONCURRENCY", "abc"),
+        ("WORKER_CONCURRENCY", "0"),
+        ("JOB_TIMEOUT", "-5"),
+        ("RETRY_BASE_DELAY", "fast"),
+        ("DEBUG", "maybe"),
+        ("DATABASE_URL", "mysql//oops"),
+        ("DATABASE_URL", "postgresql://"),
+        ("REDIS_URL", "localhost:6379"),
+        ("REDIS_URL", "redis://127.0.0.1:port/0"),
+    ],
+)
+def test_invalid_value_gives_one_line_naming_the_variable(name, value):
+    result = run([sys.executable, "manage.py", "check"], **{name: value})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"jobdesk: configuration error: Invalid {name}=")
+    assert "Traceback" not in result.stderr
+    assert "e.g." in lines[0]  # the fix
+
+
+def test_asgi_entry_point_fails_with_the_same_line():
+    result = run([sys.executable, "-c", "import config.asgi"], WORKER_CONCURRENCY="abc")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "jobdesk: configuration error: Invalid WORKER_CONCURRENCY='abc': set it to a whole number >= 1, "
+        "e.g. WORKER_CONCURRENCY=2"
+    ]
+
+
+@pytest.mark.django_db
+def test_sqlite_default_uses_wal_immediate_and_busy_timeout():
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite options only apply to the embedded default database")
+    with connection.cursor() as cursor:
+        assert cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert cursor.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+    assert connection.transaction_mode == "IMMEDIATE"
