@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -65,13 +65,61 @@ def run_at_once(count: int, task: Callable[[], object]) -> tuple[list, list]:
     return results, errors
 
 
+# --- rows as a test's history has them ----------------------------------------------
+
+
+def past_jobs(jobs: Iterable) -> list:
+    """Write Job rows directly, as a test's history has them (finished, queued…): the one
+    licensed bypass of the lifecycle (``status_writes``), for building a past quickly."""
+    from jobs.core.models import Job, status_writes
+
+    with status_writes():
+        return Job.objects.bulk_create(list(jobs))
+
+
+def past_job(**fields):
+    from jobs.core.models import Job
+
+    return past_jobs([Job(**fields)])[0]
+
+
 # --- Redis ----------------------------------------------------------------------------
 
 
+# Fixtures that need Redis, a committed database or processes: a test using any of them
+# (or marked slow, or on a transactional database) is in the integration layer.
+INTEGRATION_FIXTURES = {"run_worker", "redis_conn", "spawn", "web", "scheduler_tick", "live_server"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Sort every test into a layer: ``integration`` (real Redis, committed transactions,
+    processes) or the fast layer (``make test-fast``: ``-m "not integration"``)."""
+    for item in items:
+        db = item.get_closest_marker("django_db")
+        transactional = db is not None and (db.kwargs.get("transaction") or db.kwargs.get("serialized_rollback"))
+        needs_redis = item.get_closest_marker("redis") or INTEGRATION_FIXTURES & set(item.fixturenames)
+        if needs_redis and db is not None and not transactional:
+            # What reaches Redis is sent once a transaction commits: such a test commits.
+            item.add_marker(pytest.mark.django_db(transaction=True), append=False)
+            transactional = True
+        if item.get_closest_marker("slow") or transactional or needs_redis:
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(autouse=True)
-def _clean_redis():
-    """Every test starts with an empty Redis (the suite's own server, see pytest_redis)."""
-    django_rq.get_connection("normal").flushall()
+def _cheap_passwords(request, settings):
+    """Fast tests hash passwords cheaply (PBKDF2 costs ~0.3 s a user). Integration tests
+    keep the real hashers: their servers, in other processes, check the passwords."""
+    if not request.node.get_closest_marker("integration"):
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis(request):
+    """Every integration test starts with an empty Redis (the suite's own server, see
+    pytest_redis). Fast tests have no Redis at all: one that reaches for it fails."""
+    if request.node.get_closest_marker("integration"):
+        django_rq.get_connection("normal").flushall()
     yield
 
 

@@ -24,6 +24,10 @@ def pytest_load_initial_conftests(early_config, parser, args) -> None:
     # Connections are not kept between uses in tests: WebSocket consumers read on
     # executor threads, and a kept connection there would outlive the test database.
     os.environ.setdefault("DB_CONN_MAX_AGE", "0")
+    if os.environ.get("JOBDESK_FAST_LAYER"):
+        # `make test-fast`: no Redis; a test that needs one fails at once (port 1 refuses).
+        os.environ["REDIS_URL"] = "redis://127.0.0.1:1/0"
+        return
     given = os.environ.get("TEST_REDIS_URL")
     if given:
         os.environ["REDIS_URL"] = given

@@ -14,12 +14,14 @@ class JobsConfig(AppConfig):
 
         from jobs.builtin import diagnostics  # noqa: F401
         from jobs.console import admin, roles  # noqa: F401
-        from jobs.core import window
+        from jobs.core import submit, window
         from jobs.execution import runner  # noqa: F401
-        from jobs.insight import rollup  # noqa: F401
+        from jobs.insight import estimates, rollup  # noqa: F401
         from jobs.upkeep import crons, maintenance  # noqa: F401
         from workwindow.models import WorkWindow
 
+        # Every new job gets its first ETA from the insight area's model.
+        submit.set_estimator(estimates.record_first)
         # Deferred heavy jobs follow edits to the work windows.
         post_save.connect(window.on_window_change, sender=WorkWindow, dispatch_uid="jobs-window-save")
         post_delete.connect(window.on_window_change, sender=WorkWindow, dispatch_uid="jobs-window-delete")

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from jobs.core.models import Job
 from jobs.core.submit import submit
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def assert_error(response, status: int, code: str) -> dict:
@@ -138,6 +138,7 @@ def test_a_page_of_big_payloads_stays_small_and_the_job_itself_is_whole(api_as, 
 # --- Who is asking: addresses and tokens ----------------------------------------------------
 
 
+@pytest.mark.redis
 def test_a_fresh_forwarded_address_per_request_does_not_lift_the_anonymous_limit(settings):
     settings.API_ANON_RATE = "3/minute"
     client = APIClient()
@@ -146,6 +147,7 @@ def test_a_fresh_forwarded_address_per_request_does_not_lift_the_anonymous_limit
     assert answers == [200, 200, 200, 429, 429], answers
 
 
+@pytest.mark.redis
 def test_guessing_tokens_is_throttled_per_address(alice, settings):
     settings.API_AUTH_FAILURE_RATE = "5/minute"
     client = APIClient()

@@ -12,7 +12,7 @@ from jobs.core.models import Job
 from jobs.core.submit import submit
 from workwindow.models import WorkWindow
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 ROLES = ("anonymous", "owner", "other", "staff", "read_only", "bare_staff")
 

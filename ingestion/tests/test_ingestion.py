@@ -23,7 +23,7 @@ from jobs.core.models import Job, Status
 from jobs.core.submit import submit
 from workwindow.models import WorkWindow
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 SENTENCE = "The quick brown fox jumps over the lazy dog. "  # 9 words
 
@@ -214,6 +214,7 @@ def test_a_full_queue_answers_503_with_retry_after(api_as, alice, settings, medi
     assert not Material.objects.exists() and stored_files(media) == []
 
 
+@pytest.mark.redis
 def test_uploads_are_rate_limited_per_client_with_retry_after(api_as, alice, bob, settings):
     settings.UPLOAD_RATE = "2/minute"
     client = api_as(alice)

@@ -13,12 +13,11 @@ from django.http import Http404
 from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 from redis.exceptions import RedisError
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from jobs.core.errors import ActionRefused, SubmitError
-from jobs.core.lifecycle import JobNotFound
+from jobs.core.errors import ActionRefused, JobNotFound, SubmitError
 
 logger = logging.getLogger("jobs.api")
 
@@ -110,9 +109,9 @@ def exception_handler(exc, context):
         return _outage("Redis")
     if isinstance(exc, SubmitError):
         fields = {exc.field: [exc.message]} if exc.field else None
-        return Response(error_body(exc.code, exc.message, hint=exc.hint, fields=fields), status=exc.status)
+        return Response(error_body(exc.code, exc.message, hint=exc.hint, fields=fields), status=exc.http_status)
     if isinstance(exc, ActionRefused):
-        return Response(error_body("conflict", str(exc)), status=status.HTTP_409_CONFLICT)
+        return Response(error_body(exc.code, str(exc), hint=exc.hint), status=exc.http_status)
     if isinstance(exc, DataError):
         # The database refused a value the validators let through (e.g. a UTC offset of
         # +18:41, or a year PostgreSQL cannot store): the client's input, not our fault.

@@ -27,7 +27,7 @@ from django.utils.html import format_html, format_html_join
 
 from jobs.console import views as console
 from jobs.console.views import system_types
-from jobs.core import actions, registry
+from jobs.core import actions, registry, transitions
 from jobs.core.models import FINAL_STATUSES, Job, JobEvent, Status
 from jobs.insight import estimates
 
@@ -331,7 +331,7 @@ class JobAdmin(admin.ModelAdmin):
         extra = {
             "can_act": self.has_change_permission(request),
             # Only the buttons the job's state allows (the services still check).
-            "acts": [verb for verb, allowed in console.ALLOWED_FROM.items() if status in allowed],
+            "acts": [verb for verb, move in console.MOVE_OF.items() if transitions.allowed(move, status)],
             **(extra_context or {}),
         }
         return super().change_view(request, object_id, form_url, extra)

@@ -1,4 +1,4 @@
-"""The console's own pages beside the job list (SPEC §10): the live dashboard, its data,
+"""The console's own pages beside the job list: the live dashboard, its data,
 requeue of every dead letter matching the list's filter (after a confirmation that
 says how many), and the action buttons of a job's page. Thin: each calls a service."""
 
@@ -14,15 +14,15 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views import View
 
-from jobs.core import actions, lifecycle, registry
-from jobs.core.errors import ActionRefused
+from jobs.core import actions, registry
+from jobs.core.errors import ActionRefused, JobNotFound
 from jobs.core.models import Job, Status
 from jobs.insight import dashboard
 
 REQUEUE_AT_ONCE = 1000  # dead letters requeued per confirmation; the page says so when there are more
-# Which states each button is offered in (the lifecycle decides; this only hides the rest).
-ALLOWED_FROM = {"requeue": lifecycle.REQUEUEABLE, "run-now": lifecycle.RUNNABLE_NOW,
-                "promote": lifecycle.PROMOTABLE, "cancel": lifecycle.CANCELABLE}  # fmt: skip
+# The job page's buttons, by the move each makes: offered in the statuses the transitions
+# table allows (the lifecycle still checks when pressed).
+MOVE_OF = {"requeue": "requeue", "run-now": "run_now", "promote": "promote", "cancel": "cancel"}
 ACTS = {"requeue": (actions.requeue, "Requeued"), "cancel": (actions.cancel, "Canceled"),
         "promote": (actions.promote, "Promoted"), "run-now": (actions.run_now, "Queued now")}  # fmt: skip
 
@@ -42,7 +42,7 @@ def act_on_each(request, job_ids, service, verb: str, *, noun: str = "job(s)") -
             done += 1
         except ActionRefused as why:
             refused.append(str(why))
-        except lifecycle.JobNotFound:
+        except JobNotFound:
             refused.append(f"Job {job_id} is gone (deleted by the retention cron meanwhile).")
     if done:
         messages.success(request, f"{verb} {done} {noun}.")

@@ -6,21 +6,15 @@ the Redis side effect after commit, recorded in the timeline with who did it.
 
 from __future__ import annotations
 
-from django.db import transaction
-
 from jobs.core import lifecycle, outcomes, queueing
 from jobs.core.errors import ActionRefused
-from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, Job, Status
+from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, Job
 
 
 def cancel(job_id, *, actor=None, actor_label: str = "", reason: str = "") -> Job:
     """Cancel a waiting job (withdrawn from Redis) or a running one (its work-horse is
     stopped: by RQ's stop-job command, and by its Jobdesk parent within seconds)."""
     job = lifecycle.cancel(job_id, actor=actor, actor_label=actor_label, reason=reason)
-    if job.previous_status == Status.ACTIVE:
-        queueing.stop(job.previous_dispatch)
-    else:
-        queueing.withdraw(job.previous_dispatch, job.priority)
     outcomes.finished(job)
     return job
 
@@ -34,25 +28,14 @@ def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:
     dispatch = Job.objects.filter(pk=job_id).values_list("rq_job_id", flat=True).first()
     if dispatch and queueing.dispatches_in_hand([dispatch]):
         raise ActionRefused(f"Cannot requeue job {job_id} yet: its last run is still stopping; try again in a moment.")
-    with transaction.atomic():
-        job = lifecycle.requeue(job_id, actor=actor, actor_label=actor_label)
-        if Job.objects.filter(dependents=job_id).exclude(status=Status.COMPLETE).exists():
-            job = lifecycle.wait_for_dependencies(job.id)
-        transaction.on_commit(lambda: queueing.dispatch(job))
-    return job
+    return lifecycle.requeue(job_id, actor=actor, actor_label=actor_label)
 
 
 def promote(job_id, *, actor=None, actor_label: str = "") -> Job:
-    job = lifecycle.promote(job_id, actor=actor, actor_label=actor_label)
-    queueing.withdraw(job.previous_dispatch, job.previous_priority)
-    queueing.dispatch(job)
-    return job
+    return lifecycle.promote(job_id, actor=actor, actor_label=actor_label)
 
 
 def run_now(job_id, *, actor=None, actor_label: str = "") -> Job:
     """Sidekiq's "add to queue": a scheduled or retrying job stops waiting. (A deferred
     heavy job still waits for its work window: the window is the point of it.)"""
-    job = lifecycle.run_now(job_id, actor=actor, actor_label=actor_label)
-    queueing.withdraw(job.previous_dispatch, job.previous_priority)
-    queueing.dispatch(job)
-    return job
+    return lifecycle.run_now(job_id, actor=actor, actor_label=actor_label)

@@ -36,6 +36,18 @@ class AdminRequiredError(JobError):
 class ActionRefused(Exception):
     """An operator or API action the job's situation forbids (the API answers 409)."""
 
+    http_status = 409
+    code = "conflict"
+    hint = "Reload the job to see its current status."
+
+
+class JobNotFound(Exception):
+    """No job with that id (the API answers 404)."""
+
+    http_status = 404
+    code = "not_found"
+    hint = "Check the id; you only see your own jobs."
+
 
 class IdempotencyConflict(ActionRefused):
     """An idempotency key reused for a different request (the API answers 409)."""
@@ -56,7 +68,7 @@ class TransitionError(ActionRefused):
 class SubmitError(Exception):
     """A submission was rejected: unknown type, invalid payload, bad dependency (400)."""
 
-    status = 400
+    http_status = 400
     code = "invalid"
 
     def __init__(self, message: str, *, field: str | None = None, hint: str = "") -> None:
@@ -69,5 +81,5 @@ class SubmitError(Exception):
 class PayloadTooLarge(SubmitError):
     """A payload over MAX_PAYLOAD_BYTES (413): big data travels by reference."""
 
-    status = 413
+    http_status = 413
     code = "too_large"

@@ -1,10 +1,14 @@
-"""Every status change of a Job, and only here (SPEC §4.2).
+"""Every status change of a Job, and only here.
 
-Each move locks the row, checks the current status against the states the move allows,
-applies a conditional UPDATE (``WHERE status = <seen>``) and writes a ``JobEvent`` in
-the same transaction. A move the state forbids raises ``TransitionError``; the edges
-turn it into 409 / an admin message. Side effects in Redis (enqueue, schedule, stop)
-are not done here: callers register them with ``transaction.on_commit``.
+Each move locks the row, checks the current status against the statuses the move
+allows (``jobs.core.transitions``: the moves as data), applies a conditional UPDATE
+(``WHERE status = <seen>``) and writes a ``JobEvent`` in the same transaction. A move the
+state forbids raises ``TransitionError``; the edges turn it into 409 / an admin
+message. Each move registers its own follow-up for after the commit: the message to
+WebSocket followers and what changes in Redis (enqueue, schedule, withdraw, stop), as
+the table says — so no caller can forget it or do it before the row is durable.
+
+``Job.status`` cannot be written anywhere else (``jobs.core.models.status_writes``).
 """
 
 from __future__ import annotations
@@ -12,33 +16,26 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Callable, Iterable
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from jobs.core import fastpath, relay
-from jobs.core.errors import TransitionError
+from jobs.core import fastpath, opening, queueing, relay, transitions
+from jobs.core.errors import JobNotFound, SubmitError, TransitionError
 from jobs.core.joblog import log_job
-from jobs.core.models import PENDING_STATUSES, Job, JobEvent, Priority, Status
+from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, Job, JobEvent, Priority, Status, status_writes
+from jobs.core.transitions import FollowUp
 
-# States a worker may claim from. The dispatch id check decides whether *this* RQ
-# entry is the current one, so a scheduled/retrying job cannot run early.
-CLAIMABLE = frozenset({Status.QUEUED, Status.SCHEDULED, Status.DEFERRED, Status.RETRYING})
-CANCELABLE = PENDING_STATUSES | {Status.ACTIVE}
-REQUEUEABLE = frozenset({Status.FAILED, Status.DEAD_LETTER, Status.CANCELED})
-PROMOTABLE = frozenset({Status.QUEUED, Status.SCHEDULED, Status.RETRYING, Status.WAITING, Status.DEFERRED})
-
-
-class JobNotFound(Exception):
-    pass
-
+__all__ = ["JobNotFound"]  # raised here, defined with the other errors
 
 # The worker's hot path (claim, complete) as single statements on PostgreSQL; tests turn
 # it off to compare both paths.
 USE_FAST_PATH = True
+# How far ahead a run_at may be.
+MAX_RUN_AT_AHEAD = timedelta(days=3660)
 
 
 def new_dispatch_id(job_id) -> str:
@@ -46,12 +43,17 @@ def new_dispatch_id(job_id) -> str:
     return f"{job_id}_{secrets.token_hex(4)}"
 
 
+def still_owns(job_id, dispatch: str) -> bool:
+    """Does this run (dispatch) still own the job? False once it was canceled, repaired
+    or retried elsewhere: the run must stop and its outcome is not recorded."""
+    return Job.objects.owned_by(job_id, dispatch).exists()
+
+
 def _move(
     job_id,
+    name: str,
     *,
-    action: str,
-    allowed: Iterable[str],
-    to: str | Callable[[Job], str] | None,
+    to: str | Callable[[Job], str] | None = None,
     fields: dict[str, Any] | Callable[[Job], dict[str, Any]] | None = None,
     dispatch: str | None = None,
     actor=None,
@@ -60,29 +62,31 @@ def _move(
     details: dict | None = None,
     kind: str = JobEvent.Kind.TRANSITION,
 ) -> Job:
-    """Apply one guarded move; ``to=None`` keeps the status (e.g. promote)."""
-    allowed = frozenset(allowed)
-    with transaction.atomic():
+    """Apply the move ``name`` (see ``transitions.MOVES``) to one job. ``to`` picks the
+    target when the move has several; a move whose targets are its sources keeps the
+    status (e.g. promote)."""
+    move = transitions.move(name)
+    if move.by_worker and dispatch is None:
+        raise ValueError(f"{name} is a worker's move: it needs the dispatch id")
+    with transaction.atomic(), status_writes():
         job = Job.objects.select_for_update().filter(pk=job_id).first()
         if job is None:
             raise JobNotFound(job_id)
-        if job.status not in allowed or (dispatch is not None and job.rq_job_id != dispatch):
-            raise TransitionError(job_id, action, job.status, allowed)
+        if not move.allows(job.status) or (dispatch is not None and job.rq_job_id != dispatch):
+            raise TransitionError(job_id, name, job.status, move.sources)
         from_status = job.status
-        now = timezone.now()
         if callable(fields):  # values that depend on the locked row, e.g. attempts + 1
             fields = fields(job)
-        changes = {"seq": job.seq + 1, "updated_at": now, **(fields or {})}
-        if to is not None:
-            changes["status"] = to(job) if callable(to) else to
+        changes = {"seq": job.seq + 1, "updated_at": timezone.now(), **(fields or {})}
+        changes["status"] = _target(move, job, to)
         guard = Job.objects.filter(pk=job_id, status=from_status, seq=job.seq)
         if guard.update(**changes) != 1:  # cannot happen under the row lock; never trust it blindly
-            raise TransitionError(job_id, action, "changed concurrently", allowed)
+            raise TransitionError(job_id, name, "changed concurrently", move.sources)
         previous_dispatch, previous_priority = job.rq_job_id, job.priority
-        for name, value in changes.items():
-            setattr(job, name, value)
-        # What the move saw under the lock, for callers whose side effects depend on it
-        # (cancel stops a running dispatch, withdraws a waiting one).
+        for field, value in changes.items():
+            setattr(job, field, value)
+        # What the move saw under the lock, for the follow-up (cancel stops a running
+        # dispatch, withdraws a waiting one) and for callers.
         job.previous_status, job.previous_dispatch = from_status, previous_dispatch
         job.previous_priority = previous_priority
         JobEvent.objects.create(
@@ -93,38 +97,145 @@ def _move(
             to_status=job.status,
             actor=actor if getattr(actor, "is_authenticated", False) else None,
             actor_label=actor_label,
-            message=message or action,
+            message=message or name,
             details=details or {},
         )
-    log_job(action, job, from_status=from_status, actor=actor_label or (str(actor) if actor else "system"))
-    _relay_on_commit(job)
+    log_job(name, job, from_status=from_status, actor=actor_label or (str(actor) if actor else "system"))
+    _follow_up_on_commit(job, move.follow_up)
     return job
 
 
-def _relay_on_commit(job: Job) -> None:
-    """Tell WebSocket clients once the move is durable (at once outside a transaction)."""
+def _target(move: transitions.Move, job: Job, to) -> str:
+    if to is None:
+        if move.targets == move.sources:
+            return job.status  # the move keeps the status
+        (target,) = move.targets  # a move with several targets must say which
+        return target
+    target = to(job) if callable(to) else to
+    if target not in move.targets:
+        raise AssertionError(f"{move.name} cannot end in {target}: the transitions table says {sorted(move.targets)}")
+    return target
+
+
+def _follow_up_on_commit(job: Job, follow_up: FollowUp) -> None:
+    """Once the move is durable (at once outside a transaction): tell WebSocket clients,
+    and bring Redis in line with the row."""
     msg = relay.message(job)  # the state as of this move, even if later moves follow
-    transaction.on_commit(lambda: relay.send(msg))
+    previous = getattr(job, "previous_dispatch", ""), getattr(job, "previous_priority", job.priority)
+    was_running = getattr(job, "previous_status", "") == Status.ACTIVE
+
+    def after_commit() -> None:
+        relay.send(msg)
+        if follow_up is FollowUp.STOP_OR_WITHDRAW:
+            if was_running:
+                queueing.stop(previous[0])
+            else:
+                queueing.withdraw(*previous)
+        elif follow_up is FollowUp.REPLACE:
+            queueing.withdraw(*previous)
+            queueing.dispatch(job)
+        elif follow_up is FollowUp.DISPATCH:
+            queueing.dispatch(job)
+
+    transaction.on_commit(after_commit)
+
+
+# --- The first status: submit ---------------------------------------------------------
+
+
+def set_initial_status(
+    job: Job, run_at: datetime | None, dependencies: Sequence[Job], now: datetime, windows: Callable[[], list]
+) -> None:
+    """Decide a new job's first status (not saved yet): canceled when a dependency
+    already failed, waiting while dependencies run, scheduled for a future ``run_at``,
+    deferred when it is heavy and no work window is open, else queued."""
+    if run_at is not None and timezone.is_naive(run_at):
+        raise SubmitError("run_at needs a time zone.", field="run_at", hint="Send e.g. 2026-01-31T08:00:00Z.")
+    if run_at is not None and run_at > now + MAX_RUN_AT_AHEAD:
+        raise SubmitError(
+            f"run_at is more than {MAX_RUN_AT_AHEAD.days} days ahead.", field="run_at", hint="Schedule nearer work."
+        )
+    broken = [d for d in dependencies if d.status in BROKEN_DEPENDENCY_STATUSES]
+    if broken:
+        job.status, job.finished_at = Status.CANCELED, now
+        job.error_message = f"dependency {broken[0].id} is {broken[0].status}"
+        return
+    if run_at is not None and run_at > now:
+        job.scheduled_for = job.run_at = run_at
+    if any(d.status != Status.COMPLETE for d in dependencies):
+        job.status = Status.WAITING
+    elif job.scheduled_for:
+        job.status = Status.SCHEDULED
+    else:
+        job.status, job.enqueued_at = Status.QUEUED, now
+    if job.heavy and job.status in (Status.QUEUED, Status.SCHEDULED):
+        until = opening.deferral_until(job.scheduled_for or now, windows())
+        if until is not None:
+            job.status, job.scheduled_for, job.enqueued_at = Status.DEFERRED, until, None
+
+
+def create_submitted(jobs: Sequence[Job], dependencies: dict) -> None:
+    """Write new jobs (their status decided by ``set_initial_status``) with their first
+    timeline entry, and, once committed, put them where their status says. Redis down
+    then: the rows stay as they are, with a note, for the reconciler to enqueue."""
+    with status_writes():
+        Job.objects.bulk_create(jobs)
+    JobEvent.objects.bulk_create(
+        [
+            JobEvent(
+                job=job,
+                seq=1,
+                from_status="",
+                to_status=job.status,
+                actor=job.owner,
+                message=job.error_message or "submitted",
+                details={"dependencies": [str(d.id) for d in dependencies[job.id]]} if dependencies.get(job.id) else {},
+            )
+            for job in jobs
+        ]
+    )
+    transaction.on_commit(lambda: _dispatch_submitted(list(jobs)))
+
+
+def _dispatch_submitted(jobs: list[Job]) -> None:
+    for job in jobs:
+        log_job("submitted", job)
+    relay.publish_new(jobs)
+    now_jobs = [j for j in jobs if j.status == Status.QUEUED]
+    later_jobs = [j for j in jobs if j.status in (Status.SCHEDULED, Status.DEFERRED)]
+    ok = queueing.enqueue_many(now_jobs)
+    for job in later_jobs:
+        ok = queueing.schedule(job, job.scheduled_for) and ok
+    if not ok:
+        for job in now_jobs + later_jobs:
+            note(job.id, "Redis unreachable at submit; the reconciler will enqueue it", actor_label="submit")
 
 
 # --- Worker-side moves (guarded by the dispatch id) --------------------------------
 
 
-def _fast(job_id, *, action: str, allowed, to: str, dispatch: str, now, values, expressions=None, actor_label, message):
-    """The same guarded move as ``_move`` in one statement (PostgreSQL, see fastpath)."""
+def _fast(job_id, name: str, *, dispatch: str, now, values, expressions=None, actor_label: str, message: str) -> Job:
+    """The same guarded move as ``_move`` in one statement (PostgreSQL, see fastpath);
+    only for moves that need no follow-up in Redis."""
+    move = transitions.move(name)
+    (to,) = move.targets
     job = fastpath.move(
-        job_id, allowed=allowed, to=to, dispatch=dispatch, now=now, values=values, expressions=expressions,
+        job_id, allowed=move.sources, to=to, dispatch=dispatch, now=now, values=values, expressions=expressions,
         actor_label=actor_label, message=message,
     )  # fmt: skip
     if job is None:
         current = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
         if current is None:
             raise JobNotFound(job_id)
-        raise TransitionError(job_id, action, current, allowed)
+        raise TransitionError(job_id, name, current, move.sources)
     job.previous_dispatch, job.previous_priority = job.rq_job_id, job.priority
-    log_job(action, job, from_status=job.previous_status, actor=actor_label or "system")
-    _relay_on_commit(job)
+    log_job(name, job, from_status=job.previous_status, actor=actor_label or "system")
+    _follow_up_on_commit(job, move.follow_up)
     return job
+
+
+def _fast_path() -> bool:
+    return USE_FAST_PATH and fastpath.available()
 
 
 # How far the first start was from the estimate given at submit (kept from the first start).
@@ -149,17 +260,15 @@ def claim(job_id, dispatch: str, worker_name: str) -> Job:
         "stage": "",
     }
     message = f"started by {worker_name}"
-    if USE_FAST_PATH and fastpath.available():
+    if _fast_path():
         return _fast(
-            job_id, action="claim", allowed=CLAIMABLE, to=Status.ACTIVE, dispatch=dispatch, now=now, values=values,
+            job_id, "claim", dispatch=dispatch, now=now, values=values,
             expressions={"attempts": "j.attempts + 1", "eta_error_seconds": _ETA_ERROR_SQL}, actor_label=worker_name,
             message=message,
         )  # fmt: skip
     return _move(
         job_id,
-        action="claim",
-        allowed=CLAIMABLE,
-        to=Status.ACTIVE,
+        "claim",
         dispatch=dispatch,
         actor_label=worker_name,
         fields=lambda job: {**values, "attempts": job.attempts + 1, "eta_error_seconds": _eta_error(job, now)},
@@ -172,22 +281,15 @@ def _finished_fields(**extra) -> dict:
 
 
 def complete(job_id, dispatch: str, result: Any) -> Job:
-    # A success after a retry leaves no advice of the failure behind (the timeline keeps it).
-    values = _finished_fields(result=result, progress=100, **_error_fields("", "", "", []))
-    if USE_FAST_PATH and fastpath.available():
+    # A success after a retry leaves no advice of the failure behind (the timeline keeps
+    # it); a finished job no longer shows the stage it was last in.
+    values = _finished_fields(result=result, progress=100, stage="", **_error_fields("", "", "", []))
+    if _fast_path():
         return _fast(
-            job_id, action="complete", allowed={Status.ACTIVE}, to=Status.COMPLETE, dispatch=dispatch,
-            now=values["finished_at"], values=values, actor_label="", message="completed",
+            job_id, "complete", dispatch=dispatch, now=values["finished_at"], values=values, actor_label="",
+            message="completed",
         )  # fmt: skip
-    return _move(
-        job_id,
-        action="complete",
-        allowed={Status.ACTIVE},
-        to=Status.COMPLETE,
-        dispatch=dispatch,
-        fields=values,
-        message="completed",
-    )
+    return _move(job_id, "complete", dispatch=dispatch, fields=values, message="completed")
 
 
 def _error_fields(category: str, message: str, details: str, recovery_actions: list[str]) -> dict:
@@ -202,11 +304,9 @@ def _error_fields(category: str, message: str, details: str, recovery_actions: l
 def fail(job_id, dispatch: str, *, category: str, message: str, details: str = "", recovery_actions=()) -> Job:
     return _move(
         job_id,
-        action="fail",
-        allowed={Status.ACTIVE},
-        to=Status.FAILED,
+        "fail",
         dispatch=dispatch,
-        fields=_finished_fields(**_error_fields(category, message, details, list(recovery_actions))),
+        fields=_finished_fields(stage="", **_error_fields(category, message, details, list(recovery_actions))),
         message=f"failed ({category}): {message}",
         details={"category": category},
     )
@@ -220,13 +320,11 @@ DEAD_LETTER_ACTIONS = [
 def dead_letter(job_id, dispatch: str, *, message: str, details: str = "", actor_label: str = "") -> Job:
     return _move(
         job_id,
-        action="dead_letter",
-        allowed={Status.ACTIVE},
-        to=Status.DEAD_LETTER,
+        "dead_letter",
         dispatch=dispatch,
         actor_label=actor_label,
         # No retry is coming: advice such as "wait for the retry" no longer holds.
-        fields=_finished_fields(**_error_fields("temporary", message, details, DEAD_LETTER_ACTIONS)),
+        fields=_finished_fields(stage="", **_error_fields("temporary", message, details, DEAD_LETTER_ACTIONS)),
         message=f"dead letter after the last attempt: {message}",
     )
 
@@ -234,12 +332,11 @@ def dead_letter(job_id, dispatch: str, *, message: str, details: str = "", actor
 def retry_later(
     job_id, dispatch: str, *, delay: float, message: str, details: str = "", recovery_actions=(), actor_label: str = ""
 ) -> Job:
+    """Back to waiting for a later attempt; scheduled in rq-scheduler once committed."""
     run_at = timezone.now() + timedelta(seconds=delay)
     return _move(
         job_id,
-        action="retry_later",
-        allowed={Status.ACTIVE},
-        to=Status.RETRYING,
+        "retry_later",
         dispatch=dispatch,
         actor_label=actor_label,
         fields={
@@ -253,15 +350,35 @@ def retry_later(
     )
 
 
+def defer(job_id, dispatch: str, *, until) -> Job:
+    """A heavy job claimed while no work window is open goes back to wait for the next
+    opening; the attempt it was about to make is not counted."""
+    return _move(
+        job_id,
+        "defer",
+        dispatch=dispatch,
+        fields=lambda job: {
+            "attempts": max(0, job.attempts - 1),
+            # The claim that found the window closed was no start: no ETA error yet.
+            **({"eta_error_seconds": None} if job.attempts <= 1 else {}),
+            "scheduled_for": until,
+            "rq_job_id": new_dispatch_id(job_id),
+            "worker_name": "",
+            "started_at": None,
+        },
+        message=f"work window closed: deferred to {until.isoformat()}",
+    )
+
+
 # --- Operator / system moves --------------------------------------------------------
 
 
 def cancel(job_id, *, actor=None, actor_label: str = "", reason: str = "") -> Job:
+    """A waiting job is withdrawn from Redis, a running one stopped (RQ's stop-job; its
+    Jobdesk parent also stops it within seconds), once committed."""
     return _move(
         job_id,
-        action="cancel",
-        allowed=CANCELABLE,
-        to=Status.CANCELED,
+        "cancel",
         actor=actor,
         actor_label=actor_label,
         fields=_finished_fields(),
@@ -269,13 +386,18 @@ def cancel(job_id, *, actor=None, actor_label: str = "", reason: str = "") -> Jo
     )
 
 
+def _queued_or_waiting(job: Job) -> str:
+    unfinished = Job.objects.filter(dependents=job.id).exclude(status=Status.COMPLETE).exists()
+    return Status.WAITING if unfinished else Status.QUEUED
+
+
 def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:
-    """A new round of attempts for a failed, dead-lettered or canceled job."""
+    """A new round of attempts for a failed, dead-lettered or canceled job: queued, or
+    waiting again while its dependencies have not all completed."""
     return _move(
         job_id,
-        action="requeue",
-        allowed=REQUEUEABLE,
-        to=Status.QUEUED,
+        "requeue",
+        to=_queued_or_waiting,
         actor=actor,
         actor_label=actor_label,
         kind=JobEvent.Kind.ACTION,
@@ -304,9 +426,7 @@ def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:
 def promote(job_id, *, actor=None, actor_label: str = "") -> Job:
     return _move(
         job_id,
-        action="promote",
-        allowed=PROMOTABLE,
-        to=None,
+        "promote",
         actor=actor,
         actor_label=actor_label,
         kind=JobEvent.Kind.ACTION,
@@ -321,16 +441,11 @@ def promote(job_id, *, actor=None, actor_label: str = "") -> Job:
     )
 
 
-RUNNABLE_NOW = frozenset({Status.SCHEDULED, Status.RETRYING})
-
-
 def run_now(job_id, *, actor=None, actor_label: str = "") -> Job:
     """A job waiting for its ``run_at`` or its retry backoff joins its queue now."""
     return _move(
         job_id,
-        action="run_now",
-        allowed=RUNNABLE_NOW,
-        to=Status.QUEUED,
+        "run_now",
         actor=actor,
         actor_label=actor_label,
         kind=JobEvent.Kind.ACTION,
@@ -351,44 +466,14 @@ def _queued_or_scheduled(job: Job) -> str:
 
 def release(job_id, *, message: str = "dependencies complete") -> Job:
     """A waiting job whose dependencies all completed joins its queue (or its schedule)."""
-    return _move(
-        job_id,
-        action="release",
-        allowed={Status.WAITING},
-        to=_queued_or_scheduled,
-        fields={"enqueued_at": timezone.now()},
-        message=message,
-    )
-
-
-def defer(job_id, dispatch: str, *, until) -> Job:
-    """A heavy job claimed while no work window is open goes back to wait for the next
-    opening; the attempt it was about to make is not counted."""
-    return _move(
-        job_id,
-        action="defer",
-        allowed={Status.ACTIVE},
-        to=Status.DEFERRED,
-        dispatch=dispatch,
-        fields=lambda job: {
-            "attempts": max(0, job.attempts - 1),
-            # The claim that found the window closed was no start: no ETA error yet.
-            **({"eta_error_seconds": None} if job.attempts <= 1 else {}),
-            "scheduled_for": until,
-            "rq_job_id": new_dispatch_id(job_id),
-            "worker_name": "",
-            "started_at": None,
-        },
-        message=f"work window closed: deferred to {until.isoformat()}",
-    )
+    return _move(job_id, "release", to=_queued_or_scheduled, fields={"enqueued_at": timezone.now()}, message=message)
 
 
 def reschedule(job_id, *, dispatch: str, until) -> Job:
     """A deferred job follows a changed work window: a new opening, or at once."""
     return _move(
         job_id,
-        action="reschedule",
-        allowed={Status.DEFERRED},
+        "reschedule",
         to=Status.DEFERRED if until else Status.QUEUED,  # deferred also covers a later run_at
         dispatch=dispatch,
         fields={
@@ -400,19 +485,12 @@ def reschedule(job_id, *, dispatch: str, until) -> Job:
     )
 
 
-def wait_for_dependencies(job_id) -> Job:
-    """A requeued job whose dependencies are not all complete goes back to waiting."""
-    return _move(job_id, action="wait", allowed={Status.QUEUED}, to=Status.WAITING, message="waiting for dependencies")
-
-
 def redispatch(job_id, *, dispatch: str, actor_label: str, reason: str) -> Job:
-    """Give a waiting job whose RQ entry vanished a fresh dispatch id (repair); the
-    caller puts it back on its queue or schedule after commit."""
+    """Give a waiting job whose RQ entry vanished a fresh dispatch id, and put it back on
+    its queue or schedule once committed (the reconciler's repair)."""
     return _move(
         job_id,
-        action="redispatch",
-        allowed=CLAIMABLE,
-        to=None,
+        "redispatch",
         dispatch=dispatch,
         actor_label=actor_label,
         kind=JobEvent.Kind.NOTE,
@@ -430,9 +508,9 @@ def record_progress(job_id, dispatch: str, *, seq: int, percent: int, stage: str
     seen ``seq`` is the guard.
     """
     return bool(
-        Job.objects.filter(pk=job_id, status=Status.ACTIVE, rq_job_id=dispatch, seq=seq).update(
-            progress=percent, stage=stage, progress_details=details, seq=seq + 1, updated_at=timezone.now()
-        )
+        Job.objects.owned_by(job_id, dispatch)
+        .filter(seq=seq)
+        .update(progress=percent, stage=stage, progress_details=details, seq=seq + 1, updated_at=timezone.now())
     )
 
 

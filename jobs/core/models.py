@@ -1,8 +1,17 @@
-"""The durable record of background work (SPEC §4.1). The database, not Redis, is truth."""
+"""The durable record of background work. The database, not Redis, is truth.
+
+``Job.status`` is written by ``jobs.core.lifecycle`` only: every other write of it —
+``update(status=…)``, ``save()``, ``bulk_create``/``bulk_update`` — raises
+``StatusWriteRefused``, so a change that bypasses the lifecycle (and its guard, its
+timeline entry and its Redis follow-up) fails the first time it runs.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import uuid
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.db import models
@@ -22,11 +31,80 @@ class Status(models.TextChoices):
     CANCELED = "canceled"
 
 
+# The vocabulary of statuses: every module asks these (or the queryset methods below)
+# rather than listing statuses of its own.
 FINAL_STATUSES = frozenset({Status.COMPLETE, Status.FAILED, Status.DEAD_LETTER, Status.CANCELED})
 # States in which the job waits for its turn; an ETA applies to these.
 PENDING_STATUSES = frozenset({Status.QUEUED, Status.SCHEDULED, Status.DEFERRED, Status.WAITING, Status.RETRYING})
+# Not final: waiting or running.
+UNFINISHED_STATUSES = PENDING_STATUSES | {Status.ACTIVE}
+# Waiting for a moment (run_at, a retry's backoff, a work window): rq-scheduler holds them.
+TIMED_STATUSES = frozenset({Status.SCHEDULED, Status.RETRYING, Status.DEFERRED})
+# Ended in an error an operator may want to look at.
+ERRORED_STATUSES = frozenset({Status.FAILED, Status.DEAD_LETTER})
 # A dependency ending in one of these cancels its dependents.
 BROKEN_DEPENDENCY_STATUSES = frozenset({Status.FAILED, Status.DEAD_LETTER, Status.CANCELED})
+
+
+class StatusWriteRefused(RuntimeError):
+    """``Job.status`` written outside ``jobs.core.lifecycle``."""
+
+
+_lifecycle_writing: contextvars.ContextVar[bool] = contextvars.ContextVar("jobdesk_lifecycle_writing", default=False)
+
+
+@contextlib.contextmanager
+def status_writes() -> Iterator[None]:
+    """The lifecycle's licence to write ``status`` (and, for tests and benchmarks that
+    build rows directly, an explicit and greppable one)."""
+    token = _lifecycle_writing.set(True)
+    try:
+        yield
+    finally:
+        _lifecycle_writing.reset(token)
+
+
+def _refuse_status_write(how: str) -> None:
+    if not _lifecycle_writing.get():
+        raise StatusWriteRefused(
+            f"Job.status written through {how} outside jobs.core.lifecycle: ask the lifecycle for a move instead."
+        )
+
+
+class JobQuerySet(models.QuerySet):
+    def pending(self) -> JobQuerySet:
+        return self.filter(status__in=PENDING_STATUSES)
+
+    def unfinished(self) -> JobQuerySet:
+        return self.filter(status__in=UNFINISHED_STATUSES)
+
+    def final(self) -> JobQuerySet:
+        return self.filter(status__in=FINAL_STATUSES)
+
+    def errored(self) -> JobQuerySet:
+        return self.filter(status__in=ERRORED_STATUSES)
+
+    def running(self) -> JobQuerySet:
+        return self.filter(status=Status.ACTIVE)
+
+    def owned_by(self, job_id, dispatch: str) -> JobQuerySet:
+        """The job, if this dispatch still owns it: active, and not taken away (canceled,
+        repaired, retried) since this run claimed it."""
+        return self.filter(pk=job_id, status=Status.ACTIVE, rq_job_id=dispatch)
+
+    def update(self, **kwargs):
+        if "status" in kwargs:
+            _refuse_status_write("QuerySet.update()")
+        return super().update(**kwargs)
+
+    def bulk_update(self, objs, fields, *args, **kwargs):
+        if "status" in fields:
+            _refuse_status_write("bulk_update()")
+        return super().bulk_update(objs, fields, *args, **kwargs)
+
+    def bulk_create(self, objs, *args, **kwargs):
+        _refuse_status_write("bulk_create()")  # a new row's status is a decision too
+        return super().bulk_create(objs, *args, **kwargs)
 
 
 class Priority(models.TextChoices):
@@ -101,6 +179,8 @@ class Job(models.Model):
     first_estimated_finish_at = models.DateTimeField(null=True, blank=True)
     eta_error_seconds = models.FloatField(null=True, blank=True, help_text="actual start − first estimate")
 
+    objects = JobQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [
@@ -145,6 +225,12 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.id} [{self.status}]"
+
+    def save(self, *args, **kwargs) -> None:
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or "status" in update_fields:
+            _refuse_status_write("Job.save()")
+        super().save(*args, **kwargs)
 
     @property
     def duration_seconds(self) -> float | None:

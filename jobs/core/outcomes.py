@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.db import transaction
 
-from jobs.core import lifecycle, queueing, registry
+from jobs.core import lifecycle, registry
 from jobs.core.errors import SubmitError, TransitionError
 from jobs.core.joblog import log_job
 from jobs.core.models import Job, Status
@@ -23,9 +22,7 @@ def temporary_failure(
     error = {"message": message, "details": details, "recovery_actions": recovery_actions}
     if should_retry(job.attempts, job.max_attempts):
         delay = backoff_delay(job.attempts, settings.RETRY_BASE_DELAY)
-        moved = lifecycle.retry_later(job.id, dispatch, delay=delay, actor_label=actor_label, **error)
-        transaction.on_commit(lambda: queueing.schedule(moved, moved.scheduled_for))
-        return moved
+        return lifecycle.retry_later(job.id, dispatch, delay=delay, actor_label=actor_label, **error)
     moved = lifecycle.dead_letter(job.id, dispatch, actor_label=actor_label, message=message, details=details)
     finished(moved)
     return moved
@@ -64,8 +61,7 @@ def settle_dependents(job: Job) -> None:
         try:
             if job.status == Status.COMPLETE:
                 if not dependent.depends_on.exclude(status=Status.COMPLETE).exists():
-                    released = lifecycle.release(dependent.id)
-                    transaction.on_commit(lambda released=released: queueing.dispatch(released))
+                    lifecycle.release(dependent.id)
             else:
                 canceled = lifecycle.cancel(dependent.id, reason=f"dependency {job.id} ended {job.status}")
                 finished(canceled)

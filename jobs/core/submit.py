@@ -1,32 +1,44 @@
-"""The one way in for background work (SPEC §4.4).
+"""The one way in for background work.
 
-API, admin, ingestion and crons all call ``submit`` / ``submit_many``. Validation,
-idempotency (race-safe through unique constraints), dependencies, the initial status
-and the enqueue after commit all happen here and nowhere else.
+API, admin, ingestion and crons all call ``submit`` / ``submit_many``: validation,
+idempotency (race-safe through unique constraints) and dependencies happen here; the
+first status, the rows and the enqueue after commit are the lifecycle's
+(``lifecycle.set_initial_status``, ``lifecycle.create_submitted``), and the first ETA is
+whatever estimator is plugged in (``set_estimator``: jobs.insight's, at start-up).
 """
 
 from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs.core import access, lifecycle, outcomes, queueing, registry, relay, window
+from jobs.core import access, lifecycle, opening, outcomes, registry
 from jobs.core.errors import IdempotencyConflict, SubmitError
-from jobs.core.joblog import log_job
-from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, FINAL_STATUSES, Job, JobEvent, Priority, Status
-from jobs.insight import estimates
+from jobs.core.models import FINAL_STATUSES, Job, Priority, Status
 
 MAX_ATTEMPTS_LIMIT = 100
-MAX_RUN_AT_AHEAD = timedelta(days=3660)
 _IDEMPOTENCY_RACE_RETRIES = 3
+# What a dependency needs loaded: its status, and what its own ETA is made of.
+DEPENDENCY_FIELDS = ("id", "type", "status", "priority", "heavy", "enqueued_at", "scheduled_for", "run_at",
+                     "started_at")  # fmt: skip
+
+# Records the first estimate on new jobs, given {job id: its dependencies}. jobs.insight
+# plugs in the ETA model at start-up; without one, jobs carry no first estimate.
+Estimator = Callable[[list[Job], dict[Any, list[Job]]], None]
+_estimator: Estimator | None = None
+
+
+def set_estimator(estimator: Estimator | None) -> None:
+    global _estimator
+    _estimator = estimator
 
 
 @dataclass
@@ -79,8 +91,11 @@ def submit_many(specs: Sequence[JobSpec], *, owner=None, allow_internal: bool = 
             with transaction.atomic():
                 creation_order, plans = _plan(specs, owner, allow_internal)
                 new = [p for p in creation_order if p.created]
-                estimates.record_first([p.job for p in new], {p.job.id: p.dependencies for p in new})
-                _create(creation_order)
+                dependencies = {p.job.id: p.dependencies for p in new}
+                if _estimator is not None:
+                    _estimator([p.job for p in new], dependencies)
+                lifecycle.create_submitted([p.job for p in new], dependencies)
+                _link_dependencies(new)
         except IntegrityError:
             # A concurrent submit with the same idempotency key won the race; the next
             # round finds its job through the key and returns it.
@@ -89,7 +104,7 @@ def submit_many(specs: Sequence[JobSpec], *, owner=None, allow_internal: bool = 
             continue
         # Enqueue only once the rows are visible to workers, i.e. after the caller's
         # outermost transaction commits (runs at once when there is none).
-        transaction.on_commit(lambda plans=plans: _after_commit(plans))
+        transaction.on_commit(lambda plans=plans: _settle_canceled(plans))
         return [Submitted(p.job, p.created) for p in plans]
     raise AssertionError("unreachable")
 
@@ -101,7 +116,7 @@ def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> tuple[list[_
     order = _dependency_order(specs)
     existing = _existing_by_key(owner, [s.idempotency_key for s in specs if s.idempotency_key])
     external = _load_dependencies(specs, owner)
-    windows = functools.cache(window.current)  # read once, and only if a heavy job asks
+    windows = functools.cache(opening.current)  # read once, and only if a heavy job asks
     plans: dict[int, _Plan] = {}
     by_ref: dict[str, _Plan] = {}
     by_key: dict[str, _Plan] = {}
@@ -178,9 +193,7 @@ def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref
         created_at=now,
         updated_at=now,
     )
-    _set_initial_status(job, spec.run_at, dependency_jobs, now)
-    if job.heavy and job.status in (Status.QUEUED, Status.SCHEDULED):
-        _hold_for_window(job, windows, now)
+    lifecycle.set_initial_status(job, spec.run_at, dependency_jobs, now, windows)
     return _Plan(spec, job, dependencies=dependency_jobs)
 
 
@@ -193,36 +206,6 @@ def _max_attempts(spec: JobSpec, job_type) -> int:
             hint="1 means no retries.",
         )
     return value
-
-
-def _set_initial_status(job: Job, run_at: datetime | None, dependencies: list[Job], now: datetime) -> None:
-    if run_at is not None and timezone.is_naive(run_at):
-        raise SubmitError("run_at needs a time zone.", field="run_at", hint="Send e.g. 2026-01-31T08:00:00Z.")
-    if run_at is not None and run_at > now + MAX_RUN_AT_AHEAD:
-        raise SubmitError(
-            f"run_at is more than {MAX_RUN_AT_AHEAD.days} days ahead.", field="run_at", hint="Schedule nearer work."
-        )
-    broken = [d for d in dependencies if d.status in BROKEN_DEPENDENCY_STATUSES]
-    if broken:
-        job.status = Status.CANCELED
-        job.finished_at = now
-        job.error_message = f"dependency {broken[0].id} is {broken[0].status}"
-        return
-    if run_at is not None and run_at > now:
-        job.scheduled_for = job.run_at = run_at
-    if any(d.status != Status.COMPLETE for d in dependencies):
-        job.status = Status.WAITING
-    elif job.scheduled_for:
-        job.status = Status.SCHEDULED
-    else:
-        job.status = Status.QUEUED
-        job.enqueued_at = now
-
-
-def _hold_for_window(job: Job, windows, now: datetime) -> None:
-    until = window.deferral_until(job.scheduled_for or now, windows())
-    if until is not None:
-        job.status, job.scheduled_for, job.enqueued_at = Status.DEFERRED, until, None
 
 
 def _as_uuid(value: Any) -> uuid.UUID:
@@ -246,7 +229,7 @@ def _load_dependencies(specs: Sequence[JobSpec], owner) -> dict[uuid.UUID, Job]:
     visible = Job.objects.select_for_update().filter(pk__in=wanted)
     if getattr(owner, "is_authenticated", False):
         visible = access.visible(visible, owner)
-    found = {j.id: j for j in visible.only(*estimates.DEPENDENCY_FIELDS).order_by("pk")}
+    found = {j.id: j for j in visible.only(*DEPENDENCY_FIELDS).order_by("pk")}
     missing = wanted - found.keys()
     if missing:
         raise SubmitError(
@@ -297,49 +280,24 @@ def _existing_by_key(owner, keys: list[str]) -> dict[str, Job]:
     return {j.idempotency_key: j for j in Job.objects.filter(idempotency_key__in=keys, **scope)}
 
 
-# --- Writing and dispatching ----------------------------------------------------------
+# --- After the rows are written ------------------------------------------------------
 
 
-def _create(plans: list[_Plan]) -> None:
-    new = [p for p in plans if p.created]
-    Job.objects.bulk_create([p.job for p in new])
-    JobEvent.objects.bulk_create(
-        [
-            JobEvent(
-                job=p.job,
-                seq=1,
-                from_status="",
-                to_status=p.job.status,
-                actor=p.job.owner,
-                message=p.job.error_message or "submitted",
-                details={"dependencies": [str(d.id) for d in p.dependencies]} if p.dependencies else {},
-            )
-            for p in new
-        ]
-    )
+def _link_dependencies(new: list[_Plan]) -> None:
     links = [(p.job.id, dep.id) for p in new for dep in p.dependencies]
-    if links:
-        through = Job.depends_on.through
-        through.objects.bulk_create([through(from_job_id=job_id, to_job_id=dep) for job_id, dep in links])
-        # Only unfinished dependencies (locked above) will have dependents to settle.
-        Job.objects.filter(pk__in={dep for _, dep in links}, has_dependents=False).exclude(
-            status__in=FINAL_STATUSES
-        ).update(has_dependents=True, hooks_done=False)
+    if not links:
+        return
+    through = Job.depends_on.through
+    through.objects.bulk_create([through(from_job_id=job_id, to_job_id=dep) for job_id, dep in links])
+    # Only unfinished dependencies (locked above) will have dependents to settle.
+    Job.objects.filter(pk__in={dep for _, dep in links}, has_dependents=False).exclude(
+        status__in=FINAL_STATUSES
+    ).update(has_dependents=True, hooks_done=False)
 
 
-def _after_commit(plans: list[_Plan]) -> None:
-    new = [p.job for p in plans if p.created]
-    for job in new:
-        log_job("submitted", job)
-    relay.publish_new(new)
-    for job in new:
-        if job.status == Status.CANCELED:  # a dependency had already failed
-            outcomes.finished(job)
-    now_jobs = [j for j in new if j.status == Status.QUEUED]
-    later_jobs = [j for j in new if j.status in (Status.SCHEDULED, Status.DEFERRED)]
-    ok = queueing.enqueue_many(now_jobs)
-    for job in later_jobs:
-        ok = queueing.schedule(job, job.scheduled_for) and ok
-    if not ok:
-        for job in now_jobs + later_jobs:
-            lifecycle.note(job.id, "Redis unreachable at submit; the reconciler will enqueue it", actor_label="submit")
+def _settle_canceled(plans: list[_Plan]) -> None:
+    """A job canceled at submit (a dependency had already failed) ends at once: its hooks
+    run and whatever waits on it (in the same batch) is canceled too."""
+    for plan in plans:
+        if plan.created and plan.job.status == Status.CANCELED:
+            outcomes.finished(plan.job)

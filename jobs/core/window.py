@@ -7,34 +7,13 @@ defers it again without spending an attempt; editing a window reschedules deferr
 
 from __future__ import annotations
 
-import logging
-from datetime import datetime
-
 from django.db import transaction
 from django.utils import timezone
 
-from jobs.core import lifecycle, queueing
+from jobs.core import lifecycle
 from jobs.core.errors import TransitionError
 from jobs.core.models import Job, Status
-from workwindow.models import enabled_windows
-from workwindow.policy import Window, is_open, next_open
-
-logger = logging.getLogger("jobs.core.window")
-
-
-def current() -> list[Window]:
-    return enabled_windows()
-
-
-def deferral_until(at: datetime, windows: list[Window]) -> datetime | None:
-    """When a heavy job wanting to start at ``at`` may start, or None for "at ``at``".
-    A window set that never opens (within a week) does not hold work back forever."""
-    if is_open(windows, at):
-        return None
-    opening = next_open(windows, at)
-    if opening is None:
-        logger.warning("no work window opens within a week: heavy jobs run without waiting")
-    return opening
+from jobs.core.opening import current, deferral_until
 
 
 def defer_if_closed(job: Job, dispatch: str) -> bool:
@@ -44,8 +23,7 @@ def defer_if_closed(job: Job, dispatch: str) -> bool:
     until = deferral_until(timezone.now(), current())
     if until is None:
         return False
-    deferred = lifecycle.defer(job.id, dispatch, until=until)
-    queueing.schedule(deferred, until)
+    lifecycle.defer(job.id, dispatch, until=until)
     return True
 
 
@@ -58,18 +36,11 @@ def reschedule_deferred() -> int:
         if until == job.scheduled_for:
             continue
         try:
-            with transaction.atomic():
-                rescheduled = lifecycle.reschedule(job.id, dispatch=job.rq_job_id, until=until)
-                transaction.on_commit(lambda j=rescheduled, old=job: _move_in_redis(old, j))
+            lifecycle.reschedule(job.id, dispatch=job.rq_job_id, until=until)
             moved += 1
         except TransitionError:
             continue  # claimed or canceled meanwhile
     return moved
-
-
-def _move_in_redis(old: Job, new: Job) -> None:
-    queueing.withdraw(old.rq_job_id, old.priority)
-    queueing.dispatch(new)
 
 
 def on_window_change(**kwargs) -> None:

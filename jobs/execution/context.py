@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from jobs.core.models import Job, Status
+from jobs.core import lifecycle
+from jobs.core.models import Job
 from jobs.execution.progress import ProgressReporter
 
 _CANCEL_CHECK_INTERVAL = 0.5  # seconds between database reads in is_canceled()
@@ -38,8 +39,7 @@ class JobContext:
         now = time.monotonic()
         if now - self._checked_at >= _CANCEL_CHECK_INTERVAL:
             self._checked_at = now
-            current = Job.objects.filter(pk=self.job.id).values_list("status", "rq_job_id").first()
-            self._canceled = current is None or current != (Status.ACTIVE, self.dispatch)
+            self._canceled = not lifecycle.still_owns(self.job.id, self.dispatch)
         return self._canceled
 
     def flush(self) -> None:

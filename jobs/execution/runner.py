@@ -22,7 +22,14 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import reset_queries
 
 from jobs.core import lifecycle, outcomes, queueing, registry, relay, window
-from jobs.core.errors import AdminRequiredError, JobError, SubmitError, TransitionError, UserFixableError
+from jobs.core.errors import (
+    AdminRequiredError,
+    JobError,
+    JobNotFound,
+    SubmitError,
+    TransitionError,
+    UserFixableError,
+)
 from jobs.core.joblog import log_job
 from jobs.core.models import Job
 from jobs.execution.context import JobContext
@@ -53,7 +60,7 @@ def claim(job_id: str, dispatch: str, worker_name: str) -> Job | None:
     """Claim the row for this dispatch; None when refused or sent back to its window."""
     try:
         job = lifecycle.claim(job_id, dispatch, worker_name)
-    except (TransitionError, lifecycle.JobNotFound) as refused:
+    except (TransitionError, JobNotFound) as refused:
         logger.info("dispatch skipped", extra={"job_id": job_id, "dispatch": dispatch, "reason": str(refused)})
         return None
     try:
@@ -108,7 +115,7 @@ def record(job: Job, dispatch: str, outcome: Outcome) -> Job | None:
             outcomes.finished(failed)
             return failed
         return outcomes.temporary_failure(job, dispatch, actor_label=job.worker_name, **error)
-    except (TransitionError, lifecycle.JobNotFound) as refused:
+    except (TransitionError, JobNotFound) as refused:
         # Canceled, repaired or deleted (e.g. from the admin) while it ran: nothing to record.
         logger.info("outcome discarded", extra={"job_id": str(job.id), "dispatch": dispatch, "reason": str(refused)})
         return None

@@ -28,8 +28,8 @@ from rq.job import Job as RQJob
 from rq.results import Result
 from rq.worker import WorkerStatus
 
-from jobs.core import liveness, queueing, relay
-from jobs.core.models import Job, Status
+from jobs.core import lifecycle, liveness, queueing, relay
+from jobs.core.models import Job
 from jobs.core.queueing import ENTRY_POINT
 from jobs.execution import runner
 
@@ -192,7 +192,7 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             return
         _quietly(queueing.mark_in_hand, claimed.rq_job_id, self.name, liveness.IN_HAND_TTL)
         try:
-            still_ours = Job.objects.filter(pk=claimed.id, status=Status.ACTIVE, rq_job_id=claimed.rq_job_id).exists()
+            still_ours = lifecycle.still_owns(claimed.id, claimed.rq_job_id)
         except DatabaseError:
             return  # cannot tell: let it run
         if not still_ours:

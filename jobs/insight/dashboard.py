@@ -18,7 +18,7 @@ from django.db.models import Count
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from jobs.core import queueing, window
+from jobs.core import opening, queueing
 from jobs.core.models import Job, Status
 from jobs.insight import estimates, health, stats
 from workwindow.policy import closes_at, is_open, next_open
@@ -110,7 +110,7 @@ def _running_jobs(dispatches: list[str]) -> dict[str, dict]:
 
 
 def window_state(now: datetime) -> dict[str, Any]:
-    windows = window.current()
+    windows = opening.current()
     if not windows:
         return {"configured": False, "open": True, "next_opening": None, "closes_at": None}
     open_now = is_open(windows, now)

@@ -30,8 +30,9 @@ from django.db.models import Count
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from jobs.core import queueing, window
+from jobs.core import opening, queueing
 from jobs.core.models import FINAL_STATUSES, PENDING_STATUSES, Job, Status
+from jobs.core.submit import DEPENDENCY_FIELDS
 from jobs.insight import line
 
 NO_WORKER = "No worker is alive, so nothing will start: start one with `manage.py rqworker-pool`."
@@ -267,7 +268,7 @@ def outlook(types: Mapping[str, bool]) -> dict[str, dict[str, Estimate]]:
     """Per priority, per job type (name → heavy): when one submitted now would start and
     finish. One line walk per priority; the type changes only the duration and the window."""
     durations = average_durations(types)
-    windows = functools.cache(window.current)
+    windows = functools.cache(opening.current)
     found: dict[str, dict[str, Estimate]] = {}
     for priority in settings.JOB_QUEUES:
         line = for_new_job(next(iter(types), "?"), priority)
@@ -275,7 +276,7 @@ def outlook(types: Mapping[str, bool]) -> dict[str, dict[str, Estimate]]:
         for name, heavy in types.items():
             start = line.start_at
             if start is not None and heavy:
-                start = window.deferral_until(start, windows()) or start
+                start = opening.deferral_until(start, windows()) or start
             finish = start + timedelta(seconds=durations[name]) if start else None
             found[priority][name] = Estimate(start, finish, line.warning)
     return found
@@ -335,7 +336,7 @@ class _Resolver:
 
     def __init__(self, snap, starts, drained, deps):
         self.snap, self.starts, self.drained, self.deps = snap, starts, drained, deps
-        self.windows = functools.cache(window.current)  # read once, only for heavy jobs
+        self.windows = functools.cache(opening.current)  # read once, only for heavy jobs
         self.done: dict[uuid.UUID, Estimate] = {}
 
     def all(self, jobs: list[Job]) -> dict[uuid.UUID, Estimate]:
@@ -361,7 +362,7 @@ class _Resolver:
                 return Estimate(warning="a dependency failed or cannot be estimated")
             start = max(ready, snap.at(self.drained[job.priority] * snap.slowdown[job.priority]))
         if job.heavy:
-            start = window.deferral_until(start, self.windows()) or start
+            start = opening.deferral_until(start, self.windows()) or start
         return Estimate(start, start + timedelta(seconds=snap.duration(job.type)))
 
     def _ready_at(self, job: Job, depth: int) -> datetime | None:
@@ -378,11 +379,6 @@ class _Resolver:
                 return None
             ready = max(ready, finish)
         return ready
-
-
-# What estimating a dependency reads (submit loads dependencies with these).
-DEPENDENCY_FIELDS = ("id", "type", "status", "priority", "heavy", "enqueued_at", "scheduled_for", "run_at",
-                     "started_at")  # fmt: skip
 
 
 def _stored_dependencies(waiting: Iterable[Job]) -> dict[uuid.UUID, list[Job]]:

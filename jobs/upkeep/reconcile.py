@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import LockError
 
-from jobs.core import lifecycle, liveness, outcomes, queueing
+from jobs.core import lifecycle, liveness, outcomes, queueing, transitions
 from jobs.core.errors import TransitionError
 from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, FINAL_STATUSES, Job, Status
 
@@ -93,16 +93,15 @@ def _repair(job_id, repairs: list[str], report: Report, move) -> None:
 
 
 def _restore_missing_dispatches(present: set[str], changed_before: datetime, report: Report) -> None:
-    waiting_in_redis = Job.objects.filter(status__in=lifecycle.CLAIMABLE, updated_at__lt=changed_before)
+    waiting_in_redis = Job.objects.filter(status__in=transitions.CLAIMABLE, updated_at__lt=changed_before)
     for job_id, dispatch, status in waiting_in_redis.values_list("id", "rq_job_id", "status").iterator():
         if dispatch in present:
             continue
 
         def redispatch(job_id=job_id, dispatch=dispatch, status=status):
-            job = lifecycle.redispatch(
+            lifecycle.redispatch(
                 job_id, dispatch=dispatch, actor_label=ACTOR, reason=f"{status} but missing from Redis: re-dispatched"
             )
-            transaction.on_commit(lambda: queueing.dispatch(job))
 
         _repair(job_id, report.requeued if status == Status.QUEUED else report.rescheduled, report, redispatch)
 
@@ -144,8 +143,7 @@ def _settle_waiting(report: Report) -> None:
         elif statuses <= {Status.COMPLETE}:
 
             def release(job=job):
-                released = lifecycle.release(job.id, message="dependencies complete (reconciler)")
-                transaction.on_commit(lambda: queueing.dispatch(released))
+                lifecycle.release(job.id, message="dependencies complete (reconciler)")
 
             _repair(job.id, report.released, report, release)
 

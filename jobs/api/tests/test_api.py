@@ -8,7 +8,7 @@ from django.db import connection
 from jobs.core.models import Job, Status
 from jobs.core.submit import submit
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def assert_error(response, status: int, code: str):
@@ -231,6 +231,7 @@ def test_inputs_postgresql_cannot_store_are_400(api_as, alice):
     assert Job.objects.count() == 0
 
 
+@pytest.mark.redis
 def test_queues_overview(api_as, alice, settings):
     from datetime import timedelta
 

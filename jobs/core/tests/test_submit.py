@@ -14,7 +14,7 @@ from jobs.core.errors import SubmitError
 from jobs.core.models import Job, Status
 from jobs.core.submit import JobSpec, submit, submit_many
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def test_unknown_type_is_rejected_naming_the_field():
@@ -42,6 +42,7 @@ def test_invalid_payload_is_rejected_naming_the_field(payload, field):
     assert Job.objects.count() == 0
 
 
+@pytest.mark.django_db(transaction=True)  # threads see only committed rows
 def test_twenty_concurrent_submits_with_one_key_make_one_job(alice):
     def one_submit():
         outcome = submit("diagnostics.noop", owner=alice, idempotency_key="report-2026-11")
@@ -160,6 +161,7 @@ def test_run_at_schedules_through_rq_scheduler(run_worker, scheduler_tick):
     assert job.started_at >= soon
 
 
+@pytest.mark.redis
 def test_bulk_submit_enqueues_everything_once():
     results = submit_many([JobSpec("diagnostics.noop", priority=p) for p in ["low", "normal", "normal"] * 100])
     assert len(results) == 300 and all(r.created for r in results)
@@ -202,6 +204,7 @@ def test_promote_moves_a_queued_job_to_immediate(run_worker):
     assert second.started_at < first.started_at
 
 
+@pytest.mark.redis
 def test_the_same_spec_object_repeated_makes_that_many_jobs():
     spec = JobSpec("diagnostics.noop")
     results = submit_many([spec] * 6)

@@ -13,7 +13,7 @@ from jobs.core.models import Job, Status
 from jobs.core.submit import submit
 from workwindow.models import WorkWindow
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def window_opening_in(seconds: float, hours: float = 1) -> WorkWindow:
@@ -34,6 +34,7 @@ def test_without_windows_heavy_jobs_run_at_once():
     assert submit("diagnostics.noop", heavy=True).job.status == Status.QUEUED
 
 
+@pytest.mark.redis
 def test_heavy_job_submitted_while_closed_is_deferred_to_the_opening():
     window = window_opening_in(3600)
     heavy = submit("diagnostics.noop", heavy=True).job
@@ -113,6 +114,7 @@ def test_admin_previews_the_next_openings(client, operator):
     assert page.count("→") >= 5  # five openings listed
 
 
+@pytest.mark.redis
 def test_a_window_edit_keeps_a_heavy_jobs_run_at():
     window = window_opening_in(3600)
     run_at = timezone.now() + timedelta(days=2)

@@ -10,13 +10,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
+from conftest import past_job, past_jobs
 from jobs.core import actions, registry
 from jobs.core.models import Job, Status
 from jobs.core.submit import JobSpec, submit, submit_many
 from jobs.insight import estimates, line
 from workwindow.models import WorkWindow
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 DURATIONS = {"t.a": 10.0, "t.b": 20.0, "t.c": 5.0}
 QUEUES = ("immediate", "normal", "low")
@@ -27,7 +28,7 @@ def history():
     """Recent completions that make the average duration of each test type exact."""
     estimates.clear_cache()
     finished = timezone.now() - timedelta(hours=1)
-    Job.objects.bulk_create(
+    past_jobs(
         Job(type=t, status=Status.COMPLETE, started_at=finished - timedelta(seconds=d), finished_at=finished)
         for t, d in DURATIONS.items()
         for _ in range(3)
@@ -44,7 +45,7 @@ def no_arrivals(request, monkeypatch):
 
 
 def row(job_type: str, status: str = Status.QUEUED, priority: str = "normal", **fields) -> Job:
-    return Job.objects.create(type=job_type, status=status, priority=priority, **fields)
+    return past_job(type=job_type, status=status, priority=priority, **fields)
 
 
 def seconds_from(now: datetime, at: datetime | None) -> float | None:
@@ -142,7 +143,7 @@ def test_queued_jobs_match_a_reference_simulation(seed):
 
 def test_a_long_line_advances_in_rounds_with_the_same_result_as_job_by_job():
     now = timezone.now()
-    Job.objects.bulk_create(
+    past_jobs(
         Job(type="t.c", status=Status.QUEUED, enqueued_at=now - timedelta(seconds=1))
         for _ in range(estimates.EXACT_JOBS + 7)
     )
@@ -216,6 +217,7 @@ def test_bulk_submit_estimates_each_job_behind_the_ones_before_it(monkeypatch):
     assert (b.first_estimated_finish_at - base).total_seconds() == pytest.approx(35, abs=0.01)
 
 
+@pytest.mark.redis
 def test_api_shows_estimates_on_list_detail_submit_and_queues(
     api_as, alice, monkeypatch, django_assert_max_num_queries
 ):
@@ -249,9 +251,9 @@ def test_past_the_head_the_profiled_line_stays_close_to_the_reference(seed, monk
             enqueued_at=now - timedelta(seconds=400 - i))
         for i in range(300)
     ]  # fmt: skip
-    Job.objects.bulk_create(jobs[:250])
+    past_jobs(jobs[:250])
     estimates.estimate([jobs[0]], now=now, workers=2)  # builds the profile of the first 250
-    Job.objects.bulk_create(jobs[250:])  # and these join after it
+    past_jobs(jobs[250:])  # and these join after it
     expected = reference_starts([], jobs, 2)
     asked = rng.sample(jobs, 40)
 
@@ -270,7 +272,7 @@ def test_arrivals_of_higher_priority_work_stretch_the_wait_of_lower_lines():
     now = timezone.now()
     # Over the last minute, immediate work of 0.5 worker-seconds per second arrived:
     # 3 jobs of 10 s; with 2 workers that is a quarter of their time.
-    Job.objects.bulk_create(Job(type="t.a", priority="immediate", status=Status.COMPLETE) for _ in range(3))
+    past_jobs(Job(type="t.a", priority="immediate", status=Status.COMPLETE) for _ in range(3))
     arrivals = estimates.recent_arrivals()
     assert arrivals["immediate"] == pytest.approx(3 * 10 / estimates.ARRIVAL_WINDOW)
     normal = row("t.a", enqueued_at=now - timedelta(seconds=2))

@@ -9,10 +9,11 @@ from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs.core.models import Job, Status
+from conftest import past_job
+from jobs.core.models import Status
 from jobs.core.submit import submit
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def scrape(client: Client | None = None, **headers) -> dict[str, dict]:
@@ -28,13 +29,13 @@ def scrape(client: Client | None = None, **headers) -> dict[str, dict]:
 def test_metrics_show_the_seeded_jobs(run_worker):
     now = timezone.now()
     for seconds in (0.2, 2, 20):
-        Job.objects.create(type="t.report", status=Status.COMPLETE, created_at=now, started_at=now,
+        past_job(type="t.report", status=Status.COMPLETE, created_at=now, started_at=now,
                            finished_at=now + timedelta(seconds=seconds))  # fmt: skip
-    Job.objects.create(type="t.report", status=Status.FAILED, error_category="user_fixable")
-    Job.objects.create(type="t.report", status=Status.DEAD_LETTER, error_category="temporary")
+    past_job(type="t.report", status=Status.FAILED, error_category="user_fixable")
+    past_job(type="t.report", status=Status.DEAD_LETTER, error_category="temporary")
     submit("diagnostics.noop")
     submit("diagnostics.noop", priority="low")
-    Job.objects.create(type="jobs.reconcile", status=Status.COMPLETE, result={"repairs": 7})
+    past_job(type="jobs.reconcile", status=Status.COMPLETE, result={"repairs": 7})
 
     samples = scrape()
 

@@ -9,16 +9,17 @@ from django.db import connection
 from django.db.models.functions import Trunc
 from django.utils import timezone
 
+from conftest import past_job
 from jobs.core.models import Job, JobStatsHour, Status
 from jobs.insight import rollup, stats
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def finished_job(owner, job_type: str, status: str, *, wait: float, run: float, ago_hours: float = 1, **extra):
     end = timezone.now() - timedelta(hours=ago_hours)
     start = end - timedelta(seconds=run)
-    job = Job.objects.create(type=job_type, status=status, owner=owner, started_at=start, finished_at=end, **extra)
+    job = past_job(type=job_type, status=status, owner=owner, started_at=start, finished_at=end, **extra)
     Job.objects.filter(pk=job.pk).update(created_at=start - timedelta(seconds=wait))
 
 

@@ -10,13 +10,14 @@ from jobs.core import queueing, registry
 from jobs.core.models import Job
 from jobs.upkeep import crons
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def cron_ids() -> list[str]:
     return [j.id for j in queueing.scheduler().get_jobs() if j.id.startswith(crons.CRON_ID_PREFIX)]
 
 
+@pytest.mark.redis
 def test_sync_is_idempotent_and_drops_removed_entries():
     for _ in range(3):
         crons.sync()

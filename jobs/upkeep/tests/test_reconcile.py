@@ -148,8 +148,9 @@ def test_remote_worker_without_registration_is_lost(redis_conn):
 def test_waiting_job_with_complete_dependencies_is_released(run_worker):
     a = submit("diagnostics.noop").job
     b = submit("diagnostics.noop", depends_on=[a.id]).job
-    # Simulate a lost release: A completes behind the platform's back.
-    Job.objects.filter(pk=a.id).update(status=Status.COMPLETE)
+    # A lost release: A completes, and what should follow (releasing B) never runs.
+    lifecycle.claim(a.id, a.rq_job_id, "w")
+    lifecycle.complete(a.id, a.rq_job_id, None)
     report = reconcile.run(grace_seconds=0)
     assert str(b.id) in report.released
     run_worker()
