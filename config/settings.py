@@ -227,19 +227,19 @@ MEDIA_URL = "media/"
 # --- API ------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "jobs.api.auth.ApiTokenAuthentication",  # Token or Bearer; failures throttled per address
+        "apikit.auth.ApiTokenAuthentication",  # Token or Bearer; failures throttled per address
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # JSON bodies (uploads take multipart: ingestion.api); a form-encoded body would read
     # an empty field as "not given".
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "jobs.api.pagination.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "apikit.pagination.Pagination",
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 50, minimum=1),
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "jobs.api.errors.exception_handler",
-    "DEFAULT_THROTTLE_CLASSES": ["jobs.api.throttling.AnonRate", "jobs.api.throttling.UserRate"],
+    "EXCEPTION_HANDLER": "apikit.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["apikit.throttling.AnonRate", "apikit.throttling.UserRate"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # Clients are told apart by their address: X-Forwarded-For is believed only from this
     # many proxies in front (0: never, so a client cannot pick a fresh address per request).
@@ -255,7 +255,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "jobs.api.schema.add_error_responses",
+        "apikit.schema.add_error_responses",
         "jobs.api.schema.name_the_job_types",
     ],
     "COMPONENT_SPLIT_REQUEST": True,

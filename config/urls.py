@@ -4,7 +4,7 @@ from django.views.generic import RedirectView
 from django_rq.urls import get_admin_urlpatterns, get_api_urlpatterns
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from jobs.api.errors import not_found_view
+from apikit.errors import not_found_view
 from jobs.api.metrics import metrics_view
 from jobs.console.roles import guard_raw_queues
 
@@ -23,4 +23,4 @@ urlpatterns = [
     re_path(r"^api/", not_found_view),  # unknown API paths answer JSON, DEBUG or not
 ]
 
-handler404 = "jobs.api.errors.not_found_view"
+handler404 = "apikit.errors.not_found_view"

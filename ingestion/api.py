@@ -14,14 +14,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 
+from apikit.errors import Refusal
+from apikit.filters import StrictFilterSet
+from apikit.serializers import RejectUnknownFields
+from apikit.throttling import FailOpen
 from ingestion import uploads
 from ingestion.models import Material, MaterialChunk
-from jobs.api.errors import Refusal
-from jobs.api.filters import StrictFilterSet
-from jobs.api.permissions import OwnedRows
-from jobs.api.serializers import JobSerializer, RejectUnknownFields, estimate_page
-from jobs.api.throttling import FailOpen
-from jobs.core import access
+from jobs import JobSerializer, OwnedRows, estimate_page, visible
 
 
 class MaterialListSerializer(serializers.ListSerializer):
@@ -123,7 +122,7 @@ class MaterialViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         if getattr(self, "swagger_fake_view", False):
             return Material.objects.none()
         materials = Material.objects.select_related("owner", "job__owner").prefetch_related("job__depends_on")
-        return access.visible(materials, self.request.user)
+        return visible(materials, self.request.user)
 
     def get_throttles(self):
         uploads_too = [UploadThrottle()] if self.action in ("create", "reprocess") else []

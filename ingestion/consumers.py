@@ -6,9 +6,17 @@ from __future__ import annotations
 import uuid
 
 from ingestion.models import Material
-from jobs.core import relay
-from jobs.live import snapshots
-from jobs.live.consumers import FORBIDDEN, NOT_FOUND, FollowConsumer, Refused, may_see, parse_uuid
+from jobs import (
+    FORBIDDEN,
+    NOT_FOUND,
+    FollowConsumer,
+    Refused,
+    gone_snapshot,
+    job_snapshot,
+    may_see,
+    parse_uuid,
+    subject_group,
+)
 
 
 class MaterialConsumer(FollowConsumer):
@@ -19,10 +27,10 @@ class MaterialConsumer(FollowConsumer):
             raise Refused(NOT_FOUND)
         if not may_see(user, material["owner_id"], "ingestion.material"):
             raise Refused(FORBIDDEN)
-        return relay.material_group(self.material_id), material["job_id"]
+        return subject_group("material_id", self.material_id), material["job_id"]
 
     def snapshot(self) -> dict:
         # Its current job: a reprocess since the connection replaced it.
         self.job_id = Material.objects.filter(pk=self.material_id).values_list("job_id", flat=True).first()
-        found = snapshots.job_snapshot(self.job_id) if self.job_id else None
-        return found or {**snapshots.gone(self.job_id), "material_id": str(self.material_id)}
+        found = job_snapshot(self.job_id) if self.job_id else None
+        return found or {**gone_snapshot(self.job_id), "material_id": str(self.material_id)}

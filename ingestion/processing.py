@@ -20,10 +20,20 @@ from ingestion.chunking import Chunk, split
 from ingestion.detect import NotSupported
 from ingestion.extract import extract
 from ingestion.models import Material, MaterialChunk
-from jobs.core import actions
-from jobs.core.errors import ActionRefused, AdminRequiredError, SubmitError, UserFixableError
-from jobs.core.models import FINAL_STATUSES, PENDING_STATUSES, Job, Priority, Status
-from jobs.core.registry import cron, job_type
+from jobs import (
+    FINAL_STATUSES,
+    UNFINISHED_STATUSES,
+    ActionRefused,
+    AdminRequiredError,
+    Job,
+    Priority,
+    SubmitError,
+    UserFixableError,
+    cancel,
+    cron,
+    job_type,
+    subject_field,
+)
 
 logger = logging.getLogger("ingestion")
 
@@ -74,7 +84,8 @@ def _current(job: Job):
 
 
 @job_type(
-    PROCESS, public=False, max_attempts=3, timeout=1800, validate=validate_payload, material_key="material_id",
+    PROCESS, public=False, max_attempts=3, timeout=1800, validate=validate_payload,
+    subjects=lambda payload: {"material_id": payload.get("material_id")},
     on_success=material_ready, on_failure=material_failed,
 )  # fmt: skip
 def process_material(ctx) -> dict:
@@ -162,7 +173,7 @@ def cleanup(ctx) -> dict:
     stale = (
         Material.objects.filter(created_at__lt=cutoff, updated_at__lt=cutoff)
         .exclude(status=Material.Status.READY)
-        .exclude(job__status__in=PENDING_STATUSES | {Status.ACTIVE})
+        .exclude(job__status__in=UNFINISHED_STATUSES)
     )
     deleted = 0
     for material in stale.iterator():
@@ -177,7 +188,7 @@ def delete_material(material: Material, *, reason: str) -> None:
     if material.job_id:
         try:
             if Job.objects.filter(pk=material.job_id).exclude(status__in=FINAL_STATUSES).exists():
-                actions.cancel(material.job_id, reason=f"material deleted: {reason}")
+                cancel(material.job_id, reason=f"material deleted: {reason}")
         except ActionRefused:
             pass  # it ended meanwhile
     material.delete()
@@ -199,3 +210,6 @@ def delete_stored_file(name: str) -> None:
 
 
 cron(CLEANUP, "0 8 * * *", CLEANUP)
+# Live messages of every job carry the material it processes (None for other jobs), and
+# followers of one material (/ws/materials/<id>/) get its job's events.
+subject_field("material_id")

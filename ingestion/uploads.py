@@ -9,7 +9,6 @@ together or not at all.
 from __future__ import annotations
 
 import hashlib
-import math
 import mimetypes
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -22,10 +21,7 @@ from django.db import IntegrityError, transaction
 from ingestion.detect import PDF, SUPPORTED_HINT, is_pdf, refuse_at_upload
 from ingestion.models import Material
 from ingestion.processing import PROCESS, delete_stored_file
-from jobs.core import lifecycle
-from jobs.core.models import FINAL_STATUSES, PENDING_STATUSES, Job, JobEvent
-from jobs.core.submit import submit
-from jobs.insight import estimates
+from jobs import FINAL_STATUSES, Job, JobEvent, note, retry_after_backlog, submit
 
 _SNIFF_BYTES = 8192
 
@@ -112,7 +108,7 @@ def reprocess(material: Material, actor) -> Material:
         material.status, material.error = Material.Status.UPLOADED, ""
         material.save(update_fields=["status", "error", "updated_at"])
         _start_processing(material, material.owner)  # the owner's job, whoever asked
-        lifecycle.note(material.job_id, "reprocess requested", actor=actor, kind=JobEvent.Kind.ACTION)
+        note(material.job_id, "reprocess requested", actor=actor, kind=JobEvent.Kind.ACTION)
     return material
 
 
@@ -128,14 +124,9 @@ def refuse_when_backlogged() -> None:
     """503 while more than QUEUE_MAX_DEPTH jobs wait in line, with a Retry-After of how
     long the workers need to bring the line back under the limit."""
     limit = settings.QUEUE_MAX_DEPTH
-    # Everything waiting counts (a closed work window must not let heavy work pile up);
-    # the count stops early, so a long line costs no full scan.
-    depth = Job.objects.filter(status__in=PENDING_STATUSES)[: limit * 10 + 1].count()
-    if depth <= limit:
+    wait = retry_after_backlog(limit, PROCESS)
+    if wait is None:
         return
-    workers = estimates.live_workers() or 1
-    per_job = estimates.average_durations([PROCESS])[PROCESS]
-    wait = min(600, max(5, math.ceil(per_job * max(1, depth - limit) / workers)))
     raise UploadRefused(
         503, "overloaded", f"More than {limit} jobs are waiting; new uploads are paused.",
         f"Retry after {wait} seconds.", retry_after=wait,

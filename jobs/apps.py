@@ -17,7 +17,7 @@ class JobsConfig(AppConfig):
         from jobs.core import submit, window
         from jobs.execution import runner  # noqa: F401
         from jobs.insight import estimates, rollup  # noqa: F401
-        from jobs.upkeep import crons, maintenance  # noqa: F401
+        from jobs.upkeep import crons, heartbeat, pruning, reconcile  # noqa: F401
         from workwindow.models import WorkWindow
 
         # Every new job gets its first ETA from the insight area's model.

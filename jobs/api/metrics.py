@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from jobs.api.errors import error_body
+from apikit.errors import error_body
 from jobs.insight import metrics
 
 

@@ -5,6 +5,7 @@ import json
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apikit.serializers import RejectUnknownFields
 from jobs.core.models import ErrorCategory, Job, JobEvent, Priority
 from jobs.core.submit import MAX_ATTEMPTS_LIMIT, JobSpec
 from jobs.insight import estimates
@@ -135,21 +136,6 @@ class JobEventSerializer(serializers.ModelSerializer):
         model = JobEvent
         fields = ["seq", "kind", "from_status", "to_status", "who", "message", "details", "created_at"]
         read_only_fields = fields
-
-
-class RejectUnknownFields:
-    """A field the endpoint does not know is a 400 naming it: a typo such as "priorty"
-    must not be accepted and silently ignored."""
-
-    def to_internal_value(self, data):
-        if hasattr(data, "keys"):
-            unknown = sorted(set(data.keys()) - set(self.fields))
-            if unknown:
-                known = ", ".join(name for name, field in self.fields.items() if not field.read_only)
-                raise serializers.ValidationError(
-                    {name: [f"Unknown field. Known fields: {known}."] for name in unknown}
-                )
-        return super().to_internal_value(data)
 
 
 class JobSubmitSerializer(RejectUnknownFields, serializers.Serializer):

@@ -6,8 +6,8 @@ the platform's, so ``workwindow`` depends on nothing of ``jobs``."""
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import mixins, serializers, viewsets
 
+from apikit.serializers import RejectUnknownFields
 from jobs.api.permissions import StaffModelPermissions
-from jobs.api.serializers import RejectUnknownFields
 from workwindow.models import WorkWindow
 
 

@@ -47,6 +47,7 @@ class JobNotFound(Exception):
     http_status = 404
     code = "not_found"
     hint = "Check the id; you only see your own jobs."
+    message = "Not found."
 
 
 class IdempotencyConflict(ActionRefused):

@@ -42,6 +42,8 @@ UNFINISHED_STATUSES = PENDING_STATUSES | {Status.ACTIVE}
 TIMED_STATUSES = frozenset({Status.SCHEDULED, Status.RETRYING, Status.DEFERRED})
 # Ended in an error an operator may want to look at.
 ERRORED_STATUSES = frozenset({Status.FAILED, Status.DEAD_LETTER})
+# Carry an error message (a retry's last one, a cancel's reason); a success clears it.
+WITH_ERROR_MESSAGE = ERRORED_STATUSES | {Status.RETRYING, Status.CANCELED}
 # A dependency ending in one of these cancels its dependents.
 BROKEN_DEPENDENCY_STATUSES = frozenset({Status.FAILED, Status.DEAD_LETTER, Status.CANCELED})
 

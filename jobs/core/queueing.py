@@ -27,7 +27,7 @@ from rq.job import Job as RQJob
 from rq.timeouts import JobTimeoutException
 from rq.worker import Worker
 
-from jobs.core.models import Job, Status
+from jobs.core.models import TIMED_STATUSES, Job, Status
 
 logger = logging.getLogger("jobs.core.queueing")
 
@@ -141,7 +141,7 @@ def dispatch(job: Job) -> bool:
     """Put the job where its status says it belongs: a queue now, or the scheduler."""
     if job.status == Status.QUEUED:
         return enqueue(job)
-    if job.status in (Status.SCHEDULED, Status.RETRYING, Status.DEFERRED) and job.scheduled_for:
+    if job.status in TIMED_STATUSES and job.scheduled_for:
         return schedule(job, job.scheduled_for)
     return True  # waiting / active / final: nothing to put in Redis
 

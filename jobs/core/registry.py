@@ -34,9 +34,10 @@ class JobType:
     on_failure: tuple[Hook, ...] = field(default_factory=tuple)
     # Internal types (crons, maintenance) are not submittable by ordinary API users.
     public: bool = True
-    # The payload key naming the material the job works on: its events also go to
-    # that material's WebSocket group (SPEC §7).
-    material_key: str | None = None
+    # What the job works on, from its payload: {subject field: id}, e.g.
+    # {"material_id": …}. Its events also go to each subject's WebSocket group and carry
+    # the field (see subject_field).
+    subjects: Callable[[dict], dict[str, Any]] | None = None
 
     @property
     def has_hooks(self) -> bool:
@@ -75,7 +76,7 @@ def job_type(
     on_success: Hook | None = None,
     on_failure: Hook | None = None,
     public: bool = True,
-    material_key: str | None = None,
+    subjects: Callable[[dict], dict[str, Any]] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register ``handler`` as the job type ``name``. Re-registering a name replaces it."""
     if priority not in Priority.values:
@@ -93,7 +94,7 @@ def job_type(
             on_success=(on_success,) if on_success else (),
             on_failure=(on_failure,) if on_failure else (),
             public=public,
-            material_key=material_key,
+            subjects=subjects,
         )
         return handler
 
@@ -111,6 +112,19 @@ class CronEntry:
 
 
 _crons: dict[str, CronEntry] = {}
+_subject_fields: list[str] = []
+
+
+def subject_field(name: str) -> None:
+    """Declare a kind of subject jobs can work on (e.g. ``"material_id"``): every live
+    message carries the field (None when a job has no such subject), and followers of
+    one subject join its group (``relay.subject_group``)."""
+    if name not in _subject_fields:
+        _subject_fields.append(name)
+
+
+def subject_fields() -> list[str]:
+    return list(_subject_fields)
 
 
 def cron(name: str, schedule: str, job_type: str, payload: dict | None = None) -> None:

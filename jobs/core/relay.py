@@ -1,8 +1,9 @@
-"""The relay from jobs to WebSocket clients through the Channels layer (SPEC §7).
+"""The relay from jobs to WebSocket clients through the Channels layer.
 
 Every status change (``lifecycle``) and every progress write (``progress``) becomes one
-message in the §7 shape, sent to the groups for the job, for its material when its type
-names one, and for the operators' stream. Sending never blocks the caller and never
+message (its shape: docs/contract.md, "Live progress"), sent to the groups for the
+job, for each subject its type names (what the job works on, e.g. an app's document:
+``registry.subject_field``), and for the operators' stream. Sending never blocks the caller and never
 fails a job: messages go into a per-process buffer that a background thread with its own
 event loop drains into channels-redis. When the channel layer is unreachable the thread
 logs once, drops what it cannot send and tries again after ``_RETRY_AFTER`` seconds;
@@ -29,7 +30,7 @@ from django.utils import timezone
 
 from jobs.core import registry
 from jobs.core.errors import SubmitError
-from jobs.core.models import FINAL_STATUSES, Job, Status
+from jobs.core.models import ERRORED_STATUSES, FINAL_STATUSES, Job, Status
 
 logger = logging.getLogger("jobs.core.relay")
 
@@ -49,15 +50,17 @@ def job_group(job_id) -> str:
     return f"jobdesk.job.{job_id}"
 
 
-def material_group(material_id) -> str:
-    return f"jobdesk.material.{material_id}"
+def subject_group(field: str, value) -> str:
+    """The group of everyone following a subject (e.g. ``material_id`` = <uuid>)."""
+    return f"jobdesk.{field}.{value}"
 
 
 # --- Messages ---------------------------------------------------------------------------
 
-# A message about no one job (bulk announcements); the §7 keys, all empty.
+# A message about no one job (bulk announcements): every key, all empty. Subject fields
+# that apps register are added (as None) by ``blank()``.
 BLANK = {
-    "type": "status", "job_id": None, "material_id": None, "job_type": None, "seq": 0, "timestamp": None,
+    "type": "status", "job_id": None, "job_type": None, "seq": 0, "timestamp": None,
     "status": None, "progress": 0, "stage": "", "details": {}, "result_summary": None, "error_category": None,
     "user_message": None, "recovery_actions": [], "estimated_start_at": None, "estimated_finish_at": None,
 }  # fmt: skip
@@ -66,7 +69,7 @@ BLANK = {
 def kind_of(status: str) -> str:
     if status == Status.COMPLETE:
         return "completed"
-    if status in (Status.FAILED, Status.DEAD_LETTER, Status.RETRYING):
+    if status in ERRORED_STATUSES or status == Status.RETRYING:
         return "error"
     return "status"
 
@@ -75,22 +78,29 @@ def is_terminal(message: dict) -> bool:
     return message.get("status") in FINAL_STATUSES or message.get("status") == "deleted"
 
 
-def material_of(job: Job) -> str | None:
-    """The material a job works on, when its type names the payload key (see registry)."""
+def blank() -> dict[str, Any]:
+    return {**BLANK, **dict.fromkeys(registry.subject_fields())}
+
+
+def subjects_of(job: Job) -> dict[str, str | None]:
+    """Every registered subject field, with the ones the job's type names filled in."""
+    found: dict[str, str | None] = dict.fromkeys(registry.subject_fields())
     try:
-        key = registry.get(job.type).material_key
+        job_type = registry.get(job.type)
     except SubmitError:
-        return None
-    value = (job.payload or {}).get(key) if key else None
-    return str(value) if value else None
+        return found
+    if job_type.subjects is not None:
+        named = job_type.subjects(job.payload or {})
+        found.update({field: str(value) for field, value in named.items() if value})
+    return found
 
 
 def message(job: Job, kind: str | None = None, *, at: datetime | None = None, estimate=None) -> dict[str, Any]:
-    """The §7 message for the job's current state (``kind`` defaults from its status)."""
+    """The message for the job's current state (``kind`` defaults from its status)."""
     return {
         "type": kind or kind_of(job.status),
         "job_id": str(job.id),
-        "material_id": material_of(job),
+        **subjects_of(job),
         "job_type": job.type,
         "seq": job.seq,
         "timestamp": (at or timezone.now()).isoformat(),
@@ -155,7 +165,7 @@ def _announce(jobs: list[Job]) -> None:
         "job_types": dict(collections.Counter(job.type for job in jobs)),
     }
     _sender().put(
-        (OPS_GROUP,), {**BLANK, "type": "status", "timestamp": timezone.now().isoformat(), "details": details}
+        (OPS_GROUP,), {**blank(), "type": "status", "timestamp": timezone.now().isoformat(), "details": details}
     )
 
 
@@ -163,8 +173,10 @@ def send(msg: dict) -> None:
     """Queue a message for its groups. Never raises: a job's move has already happened,
     and telling clients about it must not turn into the move's error."""
     groups = [job_group(msg["job_id"]), OPS_GROUP]
-    if msg.get("material_id") and _SAFE_NAME.fullmatch(msg["material_id"]):
-        groups.append(material_group(msg["material_id"]))
+    for field in registry.subject_fields():
+        value = msg.get(field)
+        if value and _SAFE_NAME.fullmatch(value):
+            groups.append(subject_group(field, value))
     try:
         _sender().put(tuple(groups), msg)
     except Exception:

@@ -91,12 +91,7 @@ class JobdeskCollector(Collector):
             "jobdesk_job_failures", "Jobs that ended failed or dead-lettered, by type and category.",
             labels=["type", "category"],
         )  # fmt: skip
-        rows = (
-            Job.objects.filter(status__in=[Status.FAILED, Status.DEAD_LETTER])
-            .values("type", "error_category")
-            .annotate(n=Count("pk"))
-            .order_by()
-        )
+        rows = Job.objects.errored().values("type", "error_category").annotate(n=Count("pk")).order_by()
         for row in rows:
             family.add_metric([row["type"], row["error_category"] or ErrorCategory.TEMPORARY], row["n"])
         return family

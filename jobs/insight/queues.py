@@ -6,10 +6,10 @@ from django.conf import settings
 from django.db.models import Count
 
 from jobs.core import queueing, registry
-from jobs.core.models import Job, Status
+from jobs.core.models import UNFINISHED_STATUSES, Job
 from jobs.insight import estimates
 
-WAITING = (Status.QUEUED, Status.SCHEDULED, Status.DEFERRED, Status.WAITING, Status.RETRYING, Status.ACTIVE)
+WAITING = sorted(UNFINISHED_STATUSES)
 
 
 def overview(types: list[str] | None = None) -> dict:

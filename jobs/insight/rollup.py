@@ -20,7 +20,8 @@ from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
-from jobs.core.models import Job, JobStatsHour
+from jobs.core.models import Job, JobStatsHour, Priority
+from jobs.core.registry import cron, job_type
 
 BOUNDS = [10 ** (i / 16 - 2) for i in range(16 * 8 + 1)]  # 0.01 s … 1e6 s
 MEASURES = {"d": "duration", "w": "queue_wait", "e": "eta_error"}
@@ -170,3 +171,11 @@ def _as_dict(value) -> dict:
     if isinstance(value, str):
         return json.loads(value)
     return dict(value)
+
+
+@job_type("jobs.stats_rollup", public=False, priority=Priority.LOW, timeout=600, max_attempts=1)
+def run_as_job(ctx) -> dict:
+    return refresh()
+
+
+cron("stats-rollup", "* * * * *", "jobs.stats_rollup")

@@ -88,7 +88,7 @@ class FollowConsumer(_Socket):
 
     def snapshot(self) -> dict:
         """The current state of what is followed. Runs in a thread."""
-        return snapshots.job_snapshot(self.job_id) or snapshots.gone(self.job_id)
+        return snapshots.job_snapshot(self.job_id) or snapshots.gone_snapshot(self.job_id)
 
     async def connect(self) -> None:
         self.last_seq: dict[str, int] = {}

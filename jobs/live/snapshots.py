@@ -30,10 +30,10 @@ def estimate_fields(job_id) -> dict:
     }
 
 
-def gone(job_id) -> dict:
+def gone_snapshot(job_id) -> dict:
     """The snapshot of a job deleted meanwhile: final, so the follower closes."""
     return {
-        **relay.BLANK, "type": "snapshot", "job_id": str(job_id), "timestamp": timezone.now().isoformat(),
+        **relay.blank(), "type": "snapshot", "job_id": str(job_id), "timestamp": timezone.now().isoformat(),
         "status": "deleted", "user_message": "The job was deleted.",
     }  # fmt: skip
 
@@ -44,4 +44,4 @@ def ops_snapshot(types: frozenset[str] = frozenset(), statuses: frozenset[str] =
     counts = dashboard.status_counts(types)
     if statuses:
         counts = {status: n for status, n in counts.items() if status in statuses}
-    return {**relay.BLANK, "type": "snapshot", "timestamp": timezone.now().isoformat(), "details": {"counts": counts}}
+    return {**relay.blank(), "type": "snapshot", "timestamp": timezone.now().isoformat(), "details": {"counts": counts}}

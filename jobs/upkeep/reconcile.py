@@ -18,7 +18,8 @@ from redis.exceptions import LockError
 
 from jobs.core import lifecycle, liveness, outcomes, queueing, transitions
 from jobs.core.errors import TransitionError
-from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, FINAL_STATUSES, Job, Status
+from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, FINAL_STATUSES, Job, Priority, Status
+from jobs.core.registry import cron, job_type
 
 logger = logging.getLogger("jobs.reconcile")
 ACTOR = "reconciler"
@@ -152,3 +153,11 @@ def _replay_unfinished_hooks(finished_before: datetime, report: Report) -> None:
     pending = Job.objects.filter(hooks_done=False, status__in=FINAL_STATUSES, finished_at__lt=finished_before)
     for job in pending:
         _repair(job.id, report.hooks_replayed, report, lambda job=job: outcomes.finished(job))
+
+
+@job_type("jobs.reconcile", public=False, priority=Priority.IMMEDIATE, timeout=300, max_attempts=1)
+def run_as_job(ctx) -> dict:
+    return run().as_dict()
+
+
+cron("reconcile", "* * * * *", "jobs.reconcile")

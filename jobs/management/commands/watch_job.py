@@ -79,7 +79,7 @@ class Command(BaseCommand):
             try:
                 event = (await asyncio.wait_for(layer.receive(channel), QUIET_SECONDS))["event"]
             except TimeoutError:  # quiet for a while: make sure no event was lost on the way
-                event = await database_sync_to_async(snapshots.job_snapshot)(job_id) or snapshots.gone(job_id)
+                event = await database_sync_to_async(snapshots.job_snapshot)(job_id) or snapshots.gone_snapshot(job_id)
             if event["seq"] > last_seq or (event["type"] == "snapshot" and relay.is_terminal(event)):
                 msg, last_seq = event, event["seq"]
                 self.show(msg)

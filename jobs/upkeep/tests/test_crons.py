@@ -88,7 +88,7 @@ def test_health_names_the_failing_part(api_as, run_worker, redis_conn):
 
 def test_health_is_200_with_a_worker_and_a_fresh_heartbeat(api_as, spawn, redis_conn):
     from conftest import wait_for
-    from jobs.upkeep.maintenance import scheduler_heartbeat
+    from jobs.upkeep.heartbeat import scheduler_heartbeat
 
     scheduler_heartbeat(None)
     spawn("rqworker", "immediate", "normal", "low")

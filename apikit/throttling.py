@@ -12,7 +12,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 
-logger = logging.getLogger("jobs.api")
+logger = logging.getLogger("apikit")
 
 
 class FailOpen:

@@ -1,5 +1,10 @@
 """One error shape for the whole API:
 ``{"error": {"code": ..., "message": ..., "hint": ..., "fields": {...}}}``.
+
+An app's own exceptions join in without this module knowing them: one that carries an
+``http_status`` (and a ``code``, and optionally ``hint`` and ``field``) is answered
+with them — ``jobs``' submit errors (400/413), refused actions (409) and unknown jobs
+(404) work that way.
 """
 
 from __future__ import annotations
@@ -17,9 +22,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from jobs.core.errors import ActionRefused, JobNotFound, SubmitError
-
-logger = logging.getLogger("jobs.api")
+logger = logging.getLogger("apikit")
 
 _HINTS = {
     "not_authenticated": "Send 'Authorization: Token <key>' or log in at /admin/.",
@@ -97,6 +100,15 @@ def _refused_request(exc) -> Response | None:
     return None
 
 
+def _declared(exc) -> Response:
+    """An exception that says how to answer it (see the module's docstring)."""
+    message = getattr(exc, "message", None) or str(exc)
+    field = getattr(exc, "field", None)
+    body = error_body(getattr(exc, "code", "error"), message, hint=getattr(exc, "hint", ""),
+                      fields={field: [message]} if field else None)  # fmt: skip
+    return Response(body, status=exc.http_status)
+
+
 def exception_handler(exc, context):
     refused = _refused_request(exc)
     if refused is not None:
@@ -107,11 +119,8 @@ def exception_handler(exc, context):
     if isinstance(exc, RedisError):
         logger.warning("redis unreachable: %s", exc)
         return _outage("Redis")
-    if isinstance(exc, SubmitError):
-        fields = {exc.field: [exc.message]} if exc.field else None
-        return Response(error_body(exc.code, exc.message, hint=exc.hint, fields=fields), status=exc.http_status)
-    if isinstance(exc, ActionRefused):
-        return Response(error_body(exc.code, str(exc), hint=exc.hint), status=exc.http_status)
+    if isinstance(getattr(exc, "http_status", None), int):
+        return _declared(exc)
     if isinstance(exc, DataError):
         # The database refused a value the validators let through (e.g. a UTC offset of
         # +18:41, or a year PostgreSQL cannot store): the client's input, not our fault.
@@ -124,7 +133,7 @@ def exception_handler(exc, context):
             ),
             status=400,
         )
-    if isinstance(exc, (JobNotFound, Http404)):
+    if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     if isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()

@@ -16,7 +16,7 @@ from rest_framework.authentication import TokenAuthentication, get_authorization
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.throttling import SimpleRateThrottle
 
-logger = logging.getLogger("jobs.api")
+logger = logging.getLogger("apikit")
 
 SCHEMES = (b"token", b"bearer")
 
