@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint bench
+.PHONY: install run test test-fast lint check bench
 
 $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test-fast: install  # no Redis, no transactions, no processes; prints its time
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# What CI checks before the tests: lint and format, types, migrations, the arrows.
+check: lint
+	$(PY) -m mypy .
+	DJANGO_SETTINGS_MODULE=config.settings $(PY) manage.py makemigrations --check --dry-run
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) bench/throughput.py
