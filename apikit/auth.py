@@ -25,6 +25,9 @@ class FailedAuthentications(SimpleRateThrottle):
     """Failed token checks per address (the forwarded address only through NUM_PROXIES)."""
 
     scope = "auth_failures"
+    # Set by SimpleRateThrottle.__init__ from the rate (the stubs leave them out).
+    num_requests: int
+    duration: int
 
     def get_rate(self) -> str:
         return settings.API_AUTH_FAILURE_RATE

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import DataError, InterfaceError, OperationalError
@@ -49,7 +50,7 @@ class Refusal(exceptions.APIException):
 
 
 def error_body(code: str, message: str, *, hint: str = "", fields: dict | None = None) -> dict:
-    body = {"code": code, "message": message, "hint": hint or _HINTS.get(code, "")}
+    body: dict[str, Any] = {"code": code, "message": message, "hint": hint or _HINTS.get(code, "")}
     if fields:
         body["fields"] = fields
     return {"error": body}
@@ -63,7 +64,7 @@ def _flatten(detail) -> dict:
 
 def _messages(value) -> list:
     if isinstance(value, list):
-        out = []
+        out: list[str] = []
         for item in value:
             out.extend(_messages(item) if isinstance(item, (list, dict)) else [str(item)])
         return out

@@ -22,7 +22,7 @@ class Pagination(PageNumberPagination):
     max_page_size = 500
     last_page_strings = ()  # the schema says a number; "last" is not one
 
-    def get_page_size(self, request) -> int:
+    def get_page_size(self, request) -> int | None:
         return _whole_number(request, self.page_size_query_param, maximum=self.max_page_size) or self.page_size
 
     def get_page_number(self, request, paginator) -> int:

@@ -3,7 +3,7 @@
 from rest_framework import serializers
 
 
-class RejectUnknownFields:
+class RejectUnknownFields(serializers.Serializer):
     """A field the endpoint does not know is a 400 naming it: a typo such as "priorty"
     must not be accepted and silently ignored."""
 

@@ -10,12 +10,12 @@ import logging
 
 from django.conf import settings
 from redis.exceptions import RedisError
-from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
+from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
 
 logger = logging.getLogger("apikit")
 
 
-class FailOpen:
+class FailOpen(SimpleRateThrottle):
     """When the cache (Redis) is down, let requests through and say so in the log: a
     rate limit must not turn an outage of Redis into an outage of the API (submits still
     land in the database, for the reconciler to enqueue)."""

@@ -100,6 +100,7 @@ def run(args) -> None:
     normal = Job.objects.filter(status=Status.QUEUED, priority="normal").order_by("enqueued_at")
     middle = normal[normal.count() // 2]
     last = normal.last()
+    assert last is not None  # seeded: the line is not empty
 
     def cold(call):
         def run_cold():
@@ -115,7 +116,9 @@ def run(args) -> None:
     timed("last queued job", args.repeat, lambda: estimates.for_job(last), 20)
 
     client = APIClient()
-    client.force_authenticate(Job.objects.filter(owner__isnull=False).first().owner)
+    owned = Job.objects.filter(owner__isnull=False).first()
+    assert owned is not None  # seeded jobs have an owner
+    client.force_authenticate(owned.owner)
     page = lambda: client.get("/api/jobs/?status=queued&page_size=50")  # noqa: E731
     timed("GET /api/jobs/ page of 50 with ETAs", args.repeat, page, 100)
     with CaptureQueriesContext(connection) as queries:

@@ -19,6 +19,8 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +48,12 @@ def wait_until(predicate, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float:
+    """From ``start`` to ``end``: both set on the jobs measured here (started, then final)."""
+    assert start is not None and end is not None
+    return (end - start).total_seconds()
 
 
 def run(args) -> None:
@@ -80,7 +88,8 @@ def run(args) -> None:
         # The service learns durations and arrival rates from what it has been running:
         # the same stream runs for a while before the measured part.
         started = time.monotonic()
-        warm, ids = [], []
+        warm: list[uuid.UUID] = []
+        ids: list[uuid.UUID] = []
         while len(warm) < args.warm_up:
             warm += submit_some()
             time.sleep(rng.uniform(0.0, 0.6))
@@ -99,13 +108,15 @@ def run(args) -> None:
     rows = Job.objects.filter(pk__in=ids, eta_error_seconds__isnull=False)
     fractions, errors, waits = [], [], []
     for job in rows:
-        wait = max(1.0, (job.started_at - job.created_at).total_seconds())
-        errors.append(abs(job.eta_error_seconds))
-        fractions.append(abs(job.eta_error_seconds) / wait)
+        error = job.eta_error_seconds
+        assert error is not None  # filtered not null
+        wait = max(1.0, _seconds(job.created_at, job.started_at))
+        errors.append(abs(error))
+        fractions.append(abs(error) / wait)
         waits.append(wait)
     q = lambda values, p: sorted(values)[min(len(values) - 1, int(p * len(values)))]  # noqa: E731
     print(f"{len(ids)} jobs on {args.workers} workers in {elapsed:.0f}s; {len(fractions)} with a first estimate")
-    actual = statistics.fmean((j.finished_at - j.started_at).total_seconds() for j in rows)
+    actual = statistics.fmean(_seconds(j.started_at, j.finished_at) for j in rows)
     print(f"mean duration in the workload {actual:.2f}s")
     print(f"wait (submit → start): median {statistics.median(waits):.1f}s, p90 {q(waits, 0.9):.1f}s")
     print(f"|error|: median {statistics.median(errors):.2f}s, p90 {q(errors, 0.9):.2f}s")

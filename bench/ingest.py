@@ -122,12 +122,18 @@ def run(args, tmp: Path) -> None:
         material = uploads.upload(owner, SimpleUploadedFile(name, data)).material
         peak = peak_rss_of_burst_worker()
         material = Material.objects.get(pk=material.pk)
+        assert material.job_id is not None  # every upload starts a job
         job = Job.objects.get(pk=material.job_id)
         if material.status != Material.Status.READY:
             raise SystemExit(f"{label}: {material.status} {material.error}")
+        assert job.started_at is not None and job.finished_at is not None  # ready: its job ran
         seconds = (job.finished_at - job.started_at).total_seconds()
         size = len(data) / mib
-        speed = f"{size / seconds:6.2f} MB/s" if kind == "text" else f"{material.pages / seconds:6.1f} pages/s"
+        if kind == "text":
+            speed = f"{size / seconds:6.2f} MB/s"
+        else:
+            assert material.pages is not None  # a ready PDF has its page count
+            speed = f"{material.pages / seconds:6.1f} pages/s"
         goal = 3 * len(data) + 100 * mib
         print(
             f"{label:16s} {size:6.1f} MiB  {seconds:6.2f} s  {speed}  chunks {material.chunk_count:,}  "

@@ -82,7 +82,7 @@ def env_rate(name: str, default: str) -> str:
     return raw
 
 
-def env_database(name: str, default: str) -> dict:
+def env_database(name: str, default: str) -> dj_database_url.DBConfig:
     raw = os.environ.get(name, default)
     fix = f"use e.g. {name}=sqlite:///db.sqlite3 or {name}=postgresql://user:pass@host:5432/dbname"
     scheme = urlparse(raw).scheme

@@ -200,6 +200,7 @@ def shutdown(children: list[Child], redis_server) -> None:
     say("stopping…")
     for child in children:
         if child.running():
+            assert child.process is not None  # running() means it has a process
             child.process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + float(os.environ.get("SHUTDOWN_GRACE", "30"))
     for child in children:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django.contrib import admin, messages
 
 from ingestion import uploads
@@ -15,7 +17,7 @@ class MaterialChunkInline(admin.TabularInline):
     extra = 0
     can_delete = False
     fields = ["index", "page", "start", "end", "text"]
-    readonly_fields = fields
+    readonly_fields = cast(list[str], fields)  # names only, no groups
     ordering = ["index"]
     show_change_link = False
     max_num = 0

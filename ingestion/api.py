@@ -3,6 +3,8 @@ the services in ``ingestion.uploads`` decide, this translates."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import django_filters
 from django.conf import settings
 from django.db.models import QuerySet
@@ -22,14 +24,18 @@ from ingestion import uploads
 from ingestion.models import Material, MaterialChunk
 from jobs import JobSerializer, OwnedRows, estimate_page, visible
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 
 class MaterialListSerializer(serializers.ListSerializer):
     """The jobs' ETAs for a whole page at once."""
 
     def to_representation(self, data):
         materials = list(data.all() if hasattr(data, "all") else data)
-        estimate_page(self.context, [m.job for m in materials if m.job is not None])
-        self.context["in_list"] = True  # big job fields are summarised: a page stays small
+        # The stubs type the context as a read-only Mapping; it is the serializers' shared dict.
+        estimate_page(self.context, [m.job for m in materials if m.job is not None])  # type: ignore[arg-type]
+        self.context["in_list"] = True  # type: ignore[index]  # big job fields are summarised: a page stays small
         return super().to_representation(materials)
 
 
@@ -42,7 +48,9 @@ class StatisticsSerializer(serializers.Serializer):
 
 
 class MaterialSerializer(serializers.ModelSerializer):
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    owner: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
     job = JobSerializer(read_only=True, allow_null=True, help_text="the job that processes it, with its ETA")
     statistics = serializers.SerializerMethodField()
 

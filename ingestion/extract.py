@@ -12,9 +12,9 @@ import io
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 from bs4 import BeautifulSoup
 from pypdf import PdfReader, apply_configuration
@@ -114,7 +114,7 @@ def extract(
 
 def _pdf(data: bytes, on_page: PageProgress, budget: Budget) -> Extracted:
     # pypdf's own limits, per stream: decompression and parsing stop at the budget.
-    limits = {
+    limits: dict[str, Any] = {  # apply_configuration's **overwrites
         name: budget.max_stream_bytes
         for name in (
             "zlib_maximum_output_length", "lzw_maximum_output_length", "run_length_maximum_output_length",
@@ -178,7 +178,8 @@ def count_distinct_pages(reader: PdfReader, budget: Budget) -> int:
     can list a page thousands of times) and at most ``budget.max_pages`` pages."""
     seen: set[tuple[int, int]] = set()
     pages = 0
-    stack = [reader.trailer["/Root"].get_object().get("/Pages")]
+    root = cast(DictionaryObject, reader.trailer["/Root"].get_object())  # the catalog is a dictionary
+    stack = [root.get("/Pages")]
     while stack:
         node = stack.pop()
         if isinstance(node, IndirectObject):
@@ -248,6 +249,7 @@ def _json_text(document: str) -> str:
 
 def _render(value, depth: int, lines: list[str]) -> None:
     pad = "  " * depth
+    items: Iterable[tuple[Any, Any]]
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list):

@@ -74,6 +74,7 @@ def upload(owner, file: UploadedFile, name: str | None = None) -> Uploaded:
     reason = refuse_at_upload(head, name)
     if reason:
         raise UploadRefused(415, "unsupported_file_type", reason, SUPPORTED_HINT)
+    assert file.size is not None  # the upload handlers always give the size
     if file.size > settings.MAX_UPLOAD_BYTES:
         raise _too_large()
     digest = _sha256(file)
@@ -83,6 +84,7 @@ def upload(owner, file: UploadedFile, name: str | None = None) -> Uploaded:
     refuse_when_backlogged()
     material = Material(owner=owner, name=name, content_type=_declared_type(head, name), size=file.size, sha256=digest)
     material.file.save(f"{owner.pk}/{material.id}{PurePath(name).suffix.lower()[:10]}", file, save=False)
+    assert material.file.name is not None  # saving named it
     try:
         with transaction.atomic():
             material.save()

@@ -81,6 +81,7 @@ def assert_chunks_round_trip(material: Material, data: bytes) -> None:
     cover every word of it."""
     text = extract(data, material.name).text
     chunks = list(material.chunks.order_by("index"))
+    assert material.chunk_count is not None
     assert [c.index for c in chunks] == list(range(len(chunks))) == list(range(material.chunk_count))
     covered = bytearray(len(text))
     for chunk in chunks:

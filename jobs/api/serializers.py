@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -9,6 +10,9 @@ from apikit.serializers import RejectUnknownFields
 from jobs.core.models import ErrorCategory, Job, JobEvent, Priority
 from jobs.core.submit import MAX_ATTEMPTS_LIMIT, JobSpec
 from jobs.insight import estimates
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 class JobErrorSerializer(serializers.Serializer):
@@ -30,8 +34,9 @@ def estimate_page(context: dict, jobs: list[Job]) -> None:
 class JobListSerializer(serializers.ListSerializer):
     def to_representation(self, data):
         jobs = list(data.all() if hasattr(data, "all") else data)
-        estimate_page(self.context, jobs)
-        self.context["in_list"] = True  # big fields are summarised: a page stays small
+        # The stubs type the context as a read-only Mapping; it is the serializers' shared dict.
+        estimate_page(self.context, jobs)  # type: ignore[arg-type]
+        self.context["in_list"] = True  # type: ignore[index]  # big fields are summarised: a page stays small
         return super().to_representation(jobs)
 
 
@@ -61,9 +66,10 @@ def summarise_for_list(data: dict) -> dict:
 class JobSerializer(serializers.ModelSerializer):
     """A job with its current estimate (``estimates`` in the context, else computed)."""
 
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True,
-                                         help_text="null for system jobs (crons, maintenance)")  # fmt: skip
-    depends_on = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    owner: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True, help_text="null for system jobs (crons, maintenance)"
+    )
+    depends_on: serializers.PrimaryKeyRelatedField[Job] = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
     error = serializers.SerializerMethodField()
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     estimated_start_at = serializers.SerializerMethodField()
@@ -173,7 +179,8 @@ class BulkItemSerializer(JobSubmitSerializer):
 
 
 class BulkSubmitSerializer(RejectUnknownFields, serializers.Serializer):
-    jobs = BulkItemSerializer(many=True, allow_empty=False, max_length=5000)
+    # many=True makes a ListSerializer, which takes max_length (the stubs know only the child's arguments).
+    jobs = BulkItemSerializer(many=True, allow_empty=False, max_length=5000)  # type: ignore[call-arg]
 
     def to_specs(self) -> list[JobSpec]:
         return [_spec_from(item, None) for item in self.validated_data["jobs"]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -18,7 +20,7 @@ from jobs.core.errors import SubmitError
 from jobs.core.models import Job
 from jobs.insight import estimates
 
-MAX_KEY_LENGTH = Job._meta.get_field("idempotency_key").max_length
+MAX_KEY_LENGTH = cast(int, Job._meta.get_field("idempotency_key").max_length)  # a CharField's: always set
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import timedelta
+from typing import cast
 
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
@@ -37,6 +39,8 @@ COUNT_CAP = 10_000  # beyond this, the list says "10,000+" instead of counting e
 class CappedCountPaginator(Paginator):
     """Counts at most COUNT_CAP + 1 rows: an exact COUNT(*) over millions of jobs on every
     page view is the classic way an admin becomes unusable."""
+
+    object_list: QuerySet  # the admin pages querysets
 
     @cached_property
     def count(self) -> int:
@@ -138,7 +142,7 @@ class JobEventInline(admin.TabularInline):
     extra = 0
     can_delete = False
     fields = ["created_at", "seq", "kind", "from_status", "to_status", "who", "message"]
-    readonly_fields = fields
+    readonly_fields = cast(list[str], fields)  # names only, no groups
     ordering = ["created_at", "id"]
     verbose_name_plural = "timeline"
 
@@ -199,10 +203,8 @@ def requeue_dead_letters(modeladmin, request, queryset):
             "skipped": queryset.count() - dead.count(),
             # "Select all" is carried as such (the list's filter is in the URL), not as ids.
             "select_across": request.POST.get("select_across") == "1",
-            "selected": []
-            if request.POST.get("select_across") == "1"
-            else request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "selected": [] if request.POST.get("select_across") == "1" else request.POST.getlist(ACTION_CHECKBOX_NAME),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
         },
     )
 

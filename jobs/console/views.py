@@ -5,7 +5,7 @@ says how many), and the action buttons of a job's page. Thin: each calls a servi
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.options import IncorrectLookupParameters, ModelAdmin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpResponseRedirect, JsonResponse
@@ -46,14 +46,15 @@ def act_on_each(request, job_ids, service, verb: str, *, noun: str = "job(s)") -
             refused.append(f"Job {job_id} is gone (deleted by the retention cron meanwhile).")
     if done:
         messages.success(request, f"{verb} {done} {noun}.")
-    for why in refused[:20]:
-        messages.warning(request, why)
+    for reason in refused[:20]:
+        messages.warning(request, reason)
     if len(refused) > 20:
         messages.warning(request, f"…and {len(refused) - 20} more refused.")
 
 
 class _ConsoleView(View):
-    admin = None  # the JobAdmin, given by as_view(admin=…)
+    # The JobAdmin, always given by as_view(admin=…); the None only lets as_view accept it.
+    admin: ModelAdmin[Job] = None  # type: ignore[assignment]
     needs = "view"
 
     def dispatch(self, request, *args, **kwargs):

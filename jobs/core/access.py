@@ -14,7 +14,11 @@ knows no app's models.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from django.db.models import Model, QuerySet
+
+_Rows = TypeVar("_Rows", bound=QuerySet)
 
 JOBS = "jobs.job"
 
@@ -66,7 +70,7 @@ def may_change(user, owner_id, model: type[Model] | str = JOBS) -> bool:
     return may_see(user, owner_id, model)
 
 
-def visible(queryset: QuerySet, user, owner_field: str = "owner") -> QuerySet:
+def visible(queryset: _Rows, user, owner_field: str = "owner") -> _Rows:
     """The rows of ``queryset`` the user may see."""
     if sees_all(user, queryset.model):
         return queryset

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
-from django.db.models import JSONField
+from django.db.models import Field, JSONField
 
 from jobs.core.models import Job, JobEvent
 
@@ -83,9 +83,11 @@ def move(
 
 def _assignments(values: dict) -> tuple[dict[str, str], dict]:
     """Column names come from the model's fields, values travel as parameters."""
-    assignments, params = {}, {}
+    assignments: dict[str, str] = {}
+    params: dict = {}
     for name, value in values.items():
         field = Job._meta.get_field(name)
+        assert isinstance(field, Field) and field.column is not None  # values name the job's own columns
         key = f"v_{name}"
         if value is None:
             assignments[field.column] = "NULL"  # as the ORM stores None

@@ -205,6 +205,7 @@ def _dispatch_submitted(jobs: list[Job]) -> None:
     later_jobs = [j for j in jobs if j.status in (Status.SCHEDULED, Status.DEFERRED)]
     ok = queueing.enqueue_many(now_jobs)
     for job in later_jobs:
+        assert job.scheduled_for is not None  # scheduled and deferred jobs have their time
         ok = queueing.schedule(job, job.scheduled_for) and ok
     if not ok:
         for job in now_jobs + later_jobs:

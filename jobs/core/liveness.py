@@ -69,6 +69,7 @@ def lost_reason(
         return f"worker {job.worker_name} could not record the outcome and gave it up"
     local = job.runner_host == HOSTNAME and job.runner_pid
     if local:  # the claiming process is checkable: its death is proof
+        assert job.runner_pid is not None  # local means it has a pid
         started = process_started_at(job.runner_pid)
         if started is None:
             return f"process {job.runner_pid} of worker {job.worker_name} on {HOSTNAME} is gone"

@@ -183,6 +183,12 @@ class Job(models.Model):
 
     objects = JobQuerySet.as_manager()
 
+    # Not fields: set on the instance a lifecycle move returns (jobs.core.lifecycle), what the
+    # move saw under the row lock. Annotations only, so instances without a move lack them.
+    previous_status: str
+    previous_dispatch: str
+    previous_priority: str
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [

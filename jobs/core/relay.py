@@ -59,7 +59,7 @@ def subject_group(field: str, value) -> str:
 
 # A message about no one job (bulk announcements): every key, all empty. Subject fields
 # that apps register are added (as None) by ``blank()``.
-BLANK = {
+BLANK: dict[str, Any] = {
     "type": "status", "job_id": None, "job_type": None, "seq": 0, "timestamp": None,
     "status": None, "progress": 0, "stage": "", "details": {}, "result_summary": None, "error_category": None,
     "user_message": None, "recovery_actions": [], "estimated_start_at": None, "estimated_finish_at": None,

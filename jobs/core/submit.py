@@ -104,7 +104,7 @@ def submit_many(specs: Sequence[JobSpec], *, owner=None, allow_internal: bool = 
             continue
         # Enqueue only once the rows are visible to workers, i.e. after the caller's
         # outermost transaction commits (runs at once when there is none).
-        transaction.on_commit(lambda plans=plans: _settle_canceled(plans))
+        transaction.on_commit(functools.partial(_settle_canceled, plans))
         return [Submitted(p.job, p.created) for p in plans]
     raise AssertionError("unreachable")
 
@@ -277,7 +277,8 @@ def _existing_by_key(owner, keys: list[str]) -> dict[str, Job]:
     if not keys:
         return {}
     scope = {"owner": owner} if getattr(owner, "is_authenticated", False) else {"owner__isnull": True}
-    return {j.idempotency_key: j for j in Job.objects.filter(idempotency_key__in=keys, **scope)}
+    found = Job.objects.filter(idempotency_key__in=keys, **scope)
+    return {j.idempotency_key: j for j in found if j.idempotency_key is not None}  # never None: found by key
 
 
 # --- After the rows are written ------------------------------------------------------

@@ -32,8 +32,8 @@ class Move:
     by_worker: bool = False  # guarded by the dispatch id: only the run that claimed it may make it
     label: str = ""  # the console's button for operator moves
 
-    def allows(self, status: str) -> bool:
-        return status in self.sources
+    def allows(self, status: str | None) -> bool:
+        return status in self.sources  # None (no job) allows nothing
 
 
 CLAIMABLE = frozenset({Status.QUEUED, Status.SCHEDULED, Status.DEFERRED, Status.RETRYING})
@@ -91,7 +91,7 @@ def move(name: str) -> Move:
     return MOVES[name]
 
 
-def allowed(name: str, status: str) -> bool:
+def allowed(name: str, status: str | None) -> bool:
     """May a job in ``status`` make the move ``name``? (What the console's buttons ask.)"""
     return MOVES[name].allows(status)
 

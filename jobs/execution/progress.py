@@ -61,7 +61,7 @@ class ProgressReporter:
         self.interval = settings.PROGRESS_WRITE_INTERVAL if interval is None else interval
         self.writes = 0
         self._last_write = float("-inf")
-        self._pending: tuple[int, str, dict, datetime] | None = None
+        self._pending: tuple[int, str, dict | None, datetime] | None = None
         self._owned = True  # False once a write finds the run no longer owns the job
         self._state = threading.Lock()  # guards the fields above; never held while writing
         self._writing = threading.Lock()  # one write at a time, in seq order

@@ -107,7 +107,7 @@ def record(job: Job, dispatch: str, outcome: Outcome) -> Job | None:
             done = lifecycle.complete(job.id, dispatch, outcome.get("result"))
             outcomes.finished(done)
             return done
-        error = {k: outcome.get(k) for k in ("message", "details", "recovery_actions")}
+        error: dict[str, Any] = {k: outcome.get(k) for k in ("message", "details", "recovery_actions")}
         if outcome.get("category") in ("user_fixable", "admin_required"):
             failed = lifecycle.fail(job.id, dispatch, category=outcome["category"], **error)
             if failed.error_category == "admin_required":

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from rq import SimpleWorker, Worker, worker_registration
 from rq.job import Job as RQJob
 from rq.results import Result
-from rq.worker import WorkerStatus
+from rq.worker import BaseWorker, WorkerStatus
 
 from jobs.core import lifecycle, liveness, queueing, relay
 from jobs.core.models import Job
@@ -48,7 +48,10 @@ _RECORD_RETRY_PAUSES = (0.5, 1, 2, 4, 8, 15, 30)  # about a minute of database t
 IDLE_HEARTBEAT = 45
 
 
-class _ParentBookkeeping:
+class _ParentBookkeeping(BaseWorker):
+    # A mixin over RQ's BaseWorker, the common base of Worker and SimpleWorker (which is
+    # not a Worker): both subclasses below keep the MRO they had with a plain mixin.
+
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("worker_ttl", IDLE_HEARTBEAT + 15)
         super().__init__(*args, **kwargs)
@@ -241,7 +244,7 @@ def _latest_result(rq_job: RQJob) -> Result | None:
 def _outcome_of(rq_job: RQJob) -> runner.Outcome:
     result = _latest_result(rq_job)
     succeeded = result is not None and result.type == Result.Type.SUCCESSFUL
-    if succeeded and isinstance(result.return_value, dict) and "ok" in result.return_value:
+    if succeeded and result is not None and isinstance(result.return_value, dict) and "ok" in result.return_value:
         return result.return_value
     reason = "no result (RQ lost it, or Redis was unreachable)"
     if result is not None and result.exc_string:

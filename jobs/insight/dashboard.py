@@ -106,7 +106,7 @@ def _running_jobs(dispatches: list[str]) -> dict[str, dict]:
     """RQ says which dispatch each worker runs; the database says what that job is."""
     rows = Job.objects.filter(rq_job_id__in=dispatches).values("id", "rq_job_id", "type", "progress", "stage",
                                                                 "started_at")  # fmt: skip
-    return {row.pop("rq_job_id"): row for row in rows}
+    return {row["rq_job_id"]: {k: v for k, v in row.items() if k != "rq_job_id"} for row in rows}
 
 
 def window_state(now: datetime) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 from django.conf import settings
 from django.db.models import Count
@@ -91,7 +92,10 @@ def _recent_mean(job_type: str) -> tuple[float, int]:
         .order_by("-finished_at")
         .values_list("started_at", "finished_at")[:HISTORY_SIZE]
     )
-    seconds = [(finished - started).total_seconds() for started, finished in runs]
+    seconds: list[float] = []
+    for started, finished in runs:
+        assert started is not None and finished is not None  # a complete job that started has both
+        seconds.append((finished - started).total_seconds())
     return (statistics.fmean(seconds) if seconds else settings.ETA_DEFAULT_DURATION), len(seconds)
 
 
@@ -291,7 +295,7 @@ def _walk_line(
     # The whole of a line is counted only where someone stands behind it: a lower
     # priority, a job not in line yet, or a new job joining the end.
     behind = {j.priority for j in everyone if j.status != Status.QUEUED} | {j.priority for j in appended}
-    places = defaultdict(lambda: defaultdict(list))
+    places: defaultdict[str, defaultdict[datetime, list[Job]]] = defaultdict(lambda: defaultdict(list))
     for job in in_line:
         places[job.priority][job.enqueued_at or snap.now].append(job)
     cuts = {p: _Cuts(sorted(places[p]), to_end=(p != order[-1] or p in behind)) for p in order}
@@ -394,7 +398,7 @@ def _stored_dependencies(waiting: Iterable[Job]) -> dict[uuid.UUID, list[Job]]:
     return {job_id: [found[d] for d in dep_ids if d in found] for job_id, dep_ids in by_job.items()}
 
 
-def _pending_ancestors(jobs: list[Job], deps: dict[uuid.UUID, list[Job]]) -> list[Job]:
+def _pending_ancestors(jobs: list[Job], deps: dict[uuid.UUID, Sequence[Job]]) -> list[Job]:
     """Unfinished dependencies (and theirs, a few levels up) join the estimate: a waiting
     job starts after they finish. ``deps`` gains their own dependencies."""
     known = {j.id for j in jobs}
@@ -434,9 +438,8 @@ def accuracy(since: datetime | None = None, limit: int = 1000) -> dict:
     rows = Job.objects.filter(eta_error_seconds__isnull=False, first_estimated_start_at__isnull=False)
     if since:
         rows = rows.filter(created_at__gte=since)
-    samples = list(
-        rows.order_by("-created_at").values_list("eta_error_seconds", "first_estimated_start_at", "created_at")[:limit]
-    )
+    ordered = rows.order_by("-created_at").values_list("eta_error_seconds", "first_estimated_start_at", "created_at")
+    samples = cast(list[tuple[float, datetime, datetime]], list(ordered[:limit]))  # filtered not null above
     if not samples:
         return {"samples": 0}
     errors = [abs(e) for e, _, _ in samples]

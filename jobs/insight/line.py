@@ -49,7 +49,8 @@ class _Profile:
 
     @classmethod
     def of(cls, buckets: list[_Bucket]) -> _Profile:
-        before, running = [], defaultdict(float)
+        before: list[Counts] = []
+        running: defaultdict[str, float] = defaultdict(float)
         for bucket in buckets:
             before.append(dict(running))
             for job_type, n in bucket.counts.items():
@@ -184,7 +185,7 @@ def stretches(priority: str, bounds: list[datetime | None]) -> list[Counts]:
     """Queued jobs by type in each stretch of ``priority``'s line: stretch i holds those
     enqueued before ``bounds[i]`` and not before ``bounds[i-1]``. ``bounds`` ascend; a
     final None means "to the end of the line"."""
-    found = [defaultdict(float) for _ in bounds]
+    found: list[Counts] = [defaultdict(float) for _ in bounds]  # defaultdicts: add_to adds to missing types
     if not bounds:
         return found
     head = _count(priority, bounds, limit=HEAD_EXACT)
@@ -194,6 +195,7 @@ def stretches(priority: str, bounds: list[datetime | None]) -> list[Counts]:
     # The head ends before its last enqueue time; jobs enqueued at that very time (a bulk
     # submit) are all counted with what follows.
     head_end = head.last
+    assert head_end is not None  # a full head counted rows, and every row has an enqueue time
     head.add_to(found, without_last=True)
     profile = _profile(priority)
     if profile.end is None or profile.end < head_end:
@@ -209,6 +211,7 @@ def stretches(priority: str, bounds: list[datetime | None]) -> list[Counts]:
 
 def _add_profiled(profile: _Profile, head_end: datetime, bounds: list[datetime | None], found: list[Counts]) -> None:
     """The stretch of the profile after the head and up to its end, bound by bound."""
+    assert profile.end is not None  # the caller only profiles with a non-empty profile
     previous = profile.up_to(head_end)
     for index, bound in enumerate(bounds):
         if bound is not None and bound <= head_end:

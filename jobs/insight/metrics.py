@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
-from django.db.models import Count, IntegerField, Q, Sum
+from django.db.models import Aggregate, Count, IntegerField, Q, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from prometheus_client import generate_latest
@@ -74,7 +74,7 @@ class JobdeskCollector(Collector):
     def _histogram(self, name, documentation, rows, end, start, buckets) -> Metric:
         """Cumulative buckets per type in one aggregate query (no row is read)."""
         elapsed = span(end, start)
-        aggregates = {
+        aggregates: dict[str, Aggregate] = {
             f"le_{i}": Count("pk", filter=Q(elapsed__lte=timedelta(seconds=bound))) for i, bound in enumerate(buckets)
         }
         aggregates["total"] = Count("pk")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.db import connection
 from django.db.models import Aggregate, Count, DurationField, ExpressionWrapper, F, FloatField, Max, Q, QuerySet
@@ -17,6 +18,9 @@ from django.db.models.functions import Abs, Trunc
 
 from jobs.core.models import Job, JobStatsHour, Status
 from jobs.insight import rollup
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
 PERCENTILES = {"p50": 0.5, "p95": 0.95}
 # Longer periods of all jobs come from hourly roll-ups on PostgreSQL.
@@ -153,7 +157,11 @@ def _percentiles_by_offset(finished: QuerySet[Job]) -> dict[str, dict[str, dict]
     return found
 
 
-def _by_offset(rows: QuerySet[Job]) -> dict[str, dict]:
+class _Measured(TypedDict):
+    value: Any  # a measure annotated on each job
+
+
+def _by_offset(rows: QuerySet[WithAnnotations[Job, _Measured]]) -> dict[str, dict]:
     by_type = {}
     for row in rows.values("type").annotate(n=Count("pk")).order_by():
         ordered = rows.filter(type=row["type"]).order_by("value").values_list("value", flat=True)
@@ -175,7 +183,10 @@ def _series(finished: QuerySet[Job], since: datetime, until: datetime) -> dict:
         )
         .order_by("bucket")
     )
-    return {"bucket": unit, "points": [{"at": r.pop("bucket"), **r} for r in rows]}
+    return {
+        "bucket": unit,
+        "points": [{"at": r["bucket"], **{k: v for k, v in r.items() if k != "bucket"}} for r in rows],
+    }
 
 
 def _seconds(value) -> float | None:

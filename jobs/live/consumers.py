@@ -110,8 +110,9 @@ class FollowConsumer(_Socket):
         self.refresher = asyncio.ensure_future(self.refresh_estimates())
 
     async def disconnect(self, code) -> None:
-        if getattr(self, "refresher", None):
-            self.refresher.cancel()
+        refresher = getattr(self, "refresher", None)  # unset if connect never ran
+        if refresher:
+            refresher.cancel()
         await super().disconnect(code)
 
     async def job_event(self, envelope: dict) -> None:

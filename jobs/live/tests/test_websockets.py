@@ -50,7 +50,7 @@ async def close_code(path: str, headers=()) -> int | None:
 
 async def follow(communicator: WebsocketCommunicator, *, timeout: float = 20) -> tuple[list[dict], int]:
     """Every message until the server closes; (messages, close code)."""
-    messages = []
+    messages: list[dict] = []
     while True:
         output = await communicator.receive_output(timeout=timeout)
         if output["type"] == "websocket.close":
