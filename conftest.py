@@ -4,6 +4,7 @@ workers, worker subprocesses, and deadline-bounded waiting."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,6 +23,15 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 ROOT = Path(__file__).resolve().parent
+
+# The API fuzzer's generation (tests/test_api_fuzz.py): a fresh seed each run, printed in
+# the run's header so a failure can be replayed with FUZZ_SEED=<seed>.
+FUZZ_SEED = int(os.environ.get("FUZZ_SEED") or random.randrange(1 << 32))
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
+
+
+def pytest_report_header(config) -> str:
+    return f"API fuzzing: seed {FUZZ_SEED}, {FUZZ_EXAMPLES} examples per operation (replay: FUZZ_SEED={FUZZ_SEED})"
 
 
 # --- waiting --------------------------------------------------------------------------
