@@ -22,11 +22,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from config.wsgi import application
-
-pytestmark = pytest.mark.django_db(transaction=True)
-
 from conftest import FUZZ_EXAMPLES as EXAMPLES  # printed in the run's header
 from conftest import FUZZ_SEED as SEED
+
+pytestmark = pytest.mark.django_db(transaction=True)
 
 # Loaded at collection: generating the schema needs Django, not the database.
 # /api/health/ answers 503 by design when a part is down (documented, tested elsewhere).
