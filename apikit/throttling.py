@@ -1,4 +1,4 @@
-"""Per-client request rates (SPEC §9), counted in the Redis cache.
+"""Per-client request rates, counted in the Redis cache.
 
 Rates are read from settings at request time (not at import, as DRF's own classes do),
 so they follow the environment and can be changed in tests.

@@ -1,4 +1,4 @@
-"""The operations console on a big table (SPEC §10): PostgreSQL with 1M job rows.
+"""The operations console on a big table: PostgreSQL with 1M job rows.
 
     DATABASE_URL=postgresql://… python bench/admin.py [--rows 1000000]
 

@@ -1,4 +1,4 @@
-"""Live progress under load: many WebSocket clients following running jobs (SPEC §7).
+"""Live progress under load: many WebSocket clients following running jobs.
 
     DATABASE_URL=postgresql://… python bench/ws.py [--clients 500] [--jobs 20] [--workers 2]
 

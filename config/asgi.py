@@ -1,5 +1,5 @@
 """ASGI entry point for daphne: HTTP (the API, the admin and its assets) and the
-WebSocket routes of each app (SPEC §7), behind token-or-session authentication."""
+WebSocket routes of each app, behind token-or-session authentication."""
 
 import os
 
@@ -13,7 +13,7 @@ try:
 
     # daphne serves the admin's own assets too: no CDN, no extra web server needed.
     django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
-except ConfigError as error:  # one line, not a traceback (SPEC §2)
+except ConfigError as error:  # one line, not a traceback
     raise SystemExit(f"jobdesk: configuration error: {error}") from None
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

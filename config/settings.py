@@ -1,4 +1,4 @@
-"""Jobdesk settings: every knob comes from the environment (SPEC §2).
+"""Jobdesk settings: every knob comes from the environment.
 
 Invalid values raise ``config.env.ConfigError`` at import, which the entry points turn
 into one line naming the variable and the fix.
@@ -120,7 +120,7 @@ WORKER_STALE_SECONDS = env_int("WORKER_STALE_SECONDS", 120, minimum=10)
 JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=1)
 JOB_EVENT_RETENTION_DAYS = env_int("JOB_EVENT_RETENTION_DAYS", 90, minimum=1)
 SCHEDULER_HEARTBEAT_KEY = "jobdesk:scheduler:heartbeat"
-# Estimated run time of a job type never seen finishing (seconds), for ETAs (SPEC §4.9).
+# Estimated run time of a job type never seen finishing (seconds), for ETAs.
 ETA_DEFAULT_DURATION = env_float("ETA_DEFAULT_DURATION", 10.0, minimum=0.0)
 # How often a handler's progress reports may write the job row (seconds).
 PROGRESS_WRITE_INTERVAL = env_float("PROGRESS_WRITE_INTERVAL", 0.1, minimum=0.0)
@@ -146,7 +146,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(MAX_REQUEST_BYTES, MAX_BULK_REQUEST_BYTES)
 MAX_PAYLOAD_BYTES = env_int("MAX_PAYLOAD_BYTES", 1024 * 1024, minimum=1024)
 MAX_RESULT_BYTES = env_int("MAX_RESULT_BYTES", 1024 * 1024, minimum=1024)
 
-# --- Ingestion (SPEC §5) -----------------------------------------------------------
+# --- Ingestion ------------------------------------------------------------------
 # Materials above this size are heavy: they wait for the work window.
 HEAVY_MATERIAL_BYTES = env_int("HEAVY_MATERIAL_BYTES", 5 * 1024 * 1024, minimum=1)
 CHUNK_SIZE = env_int("CHUNK_SIZE", 1000, minimum=50)
@@ -213,7 +213,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LANGUAGE_CODE = "en-us"
 # UTC everywhere: Django sets the process zone, and rq-scheduler computes cron times
-# from naive local time (STACK-NOTES).
+# from naive local time (docs/stack.md).
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

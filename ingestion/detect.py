@@ -1,4 +1,4 @@
-"""What a file really is, from its bytes first and its name second (SPEC §5.2).
+"""What a file really is, from its bytes first and its name second.
 
 A ``.txt`` that is really a PDF is a PDF; an image or an archive is refused whatever its
 name; bytes that decode to no sensible text are refused by the processing job. Pure:

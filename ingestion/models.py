@@ -1,4 +1,4 @@
-"""Uploaded documents and the chunks their processing produces (SPEC §5.1)."""
+"""Uploaded documents and the chunks their processing produces."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The ingestion job type, its completion hooks and its cleanup cron, registered with
-the jobs platform (SPEC §5.2, §5.3, §8). ``jobs`` never imports this module: the app's
+the jobs platform. ``jobs`` never imports this module: the app's
 ``ready()`` does, and the registry does the rest."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def validate_payload(payload: dict) -> dict:
         raise SubmitError("material_id is not a UUID.", field="payload.material_id") from None
 
 
-# --- Completion hooks (SPEC §5.3): idempotent, and only for the material's current job --
+# --- Completion hooks: idempotent, and only for the material's current job --
 
 
 def material_ready(job: Job) -> None:
@@ -161,7 +161,7 @@ def _replace_chunks(material: Material, job_id, chunks: Iterable[Chunk]) -> int:
     return saved
 
 
-# --- Cleanup (SPEC §8): 08:00 UTC -----------------------------------------------------
+# --- Cleanup: 08:00 UTC -----------------------------------------------------
 
 
 @job_type(CLEANUP, public=False, priority=Priority.LOW, max_attempts=2, timeout=1800)

@@ -1,4 +1,4 @@
-"""Taking documents in (SPEC §5.1, §5.4): limits, duplicates, backpressure, the job.
+"""Taking documents in: limits, duplicates, backpressure, the job.
 
 Every refusal happens before anything is stored: the size is checked from the request
 headers and again while the body streams in, the type from the first bytes, the queue

@@ -1,4 +1,4 @@
-"""The operations console in a real browser (SPEC §10): Playwright driving Debian's
+"""The operations console in a real browser: Playwright driving Debian's
 Chromium against daphne, with a real worker and the Redis channel layer.
 
 Screenshots of the dashboard and a job page are saved as artefacts; the test prints

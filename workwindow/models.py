@@ -1,4 +1,4 @@
-"""Work windows (SPEC §6): when heavy jobs may run. Edited by operators in the admin."""
+"""Work windows: when heavy jobs may run. Edited by operators in the admin."""
 
 from __future__ import annotations
 

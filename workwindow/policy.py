@@ -1,4 +1,4 @@
-"""Work-window time math (SPEC §6): pure functions, no Django, no database.
+"""Work-window time math: pure functions, no Django, no database.
 
 A window opens at ``start`` on each of its ``weekdays`` (Monday = 0: the day it opens)
 in its own time zone and closes at ``end`` — the next day when ``end <= start``

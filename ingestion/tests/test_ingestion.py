@@ -1,4 +1,4 @@
-"""Documents through the API, a real worker, the real database and real files (SPEC §5)."""
+"""Documents through the API, a real worker, the real database and real files."""
 
 from __future__ import annotations
 

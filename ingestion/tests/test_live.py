@@ -1,4 +1,4 @@
-"""``/ws/materials/<id>/`` (SPEC §7): a material's owner follows its processing live."""
+"""``/ws/materials/<id>/``: a material's owner follows its processing live."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``diagnostics.sleep``: a job for operators and load tests (SPEC §4.3).
+"""``diagnostics.sleep``: a job for operators and load tests.
 
 Sleeps ``seconds`` in ``steps`` (reporting progress and honouring cancel between
 steps), then ends the way ``fail_mode`` says. ``fail_times`` limits failing to the

@@ -1,4 +1,4 @@
-"""The operations console edge (SPEC §10): read any job, act through the same services
+"""The operations console edge: read any job, act through the same services
 as the API (``jobs.core.actions``), every act recorded in the job's timeline with the operator.
 
 Staff with change permission act; the read-only operators group (view permissions

@@ -1,4 +1,4 @@
-"""Operator and owner actions on jobs: cancel, requeue, promote, run now (SPEC §4.6, §4.7).
+"""Operator and owner actions on jobs: cancel, requeue, promote, run now.
 
 The API, the admin and management commands call these; each is a lifecycle move plus
 the Redis side effect after commit, recorded in the timeline with who did it.

@@ -1,4 +1,4 @@
-"""Errors a handler raises to say how its failure should be treated (SPEC §4.6)."""
+"""Errors a handler raises to say how its failure should be treated."""
 
 from __future__ import annotations
 

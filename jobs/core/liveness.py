@@ -1,4 +1,4 @@
-"""Is the process that claimed an active job still there? (SPEC §4.8)
+"""Is the process that claimed an active job still there?
 
 Decided by the claim itself, not by a timeout: a slow job whose process is alive is
 never declared lost. On the claiming host the work-horse's pid is checked (with its

@@ -18,7 +18,7 @@ logger = logging.getLogger("jobs.core.outcomes")
 def temporary_failure(
     job: Job, dispatch: str, *, message: str, details: str = "", recovery_actions=(), actor_label: str = ""
 ) -> Job:
-    """Retry with backoff while attempts remain, else dead-letter (SPEC §4.6)."""
+    """Retry with backoff while attempts remain, else dead-letter."""
     error = {"message": message, "details": details, "recovery_actions": recovery_actions}
     if should_retry(job.attempts, job.max_attempts):
         delay = backoff_delay(job.attempts, settings.RETRY_BASE_DELAY)

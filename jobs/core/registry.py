@@ -1,4 +1,4 @@
-"""Job types register here by name, with their defaults, validation and hooks (SPEC §4.3).
+"""Job types register here by name, with their defaults, validation and hooks.
 
 `jobs` never imports the apps that register types: they call ``@job_type`` from their
 own modules, loaded by their ``AppConfig.ready()``.

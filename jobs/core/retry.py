@@ -1,4 +1,4 @@
-"""Backoff policy for temporary errors (SPEC §4.6): a pure function."""
+"""Backoff policy for temporary errors: a pure function."""
 
 from __future__ import annotations
 

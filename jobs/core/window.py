@@ -1,4 +1,4 @@
-"""Heavy jobs and the work window: the jobs side of SPEC §6 (the policy is workwindow's).
+"""Heavy jobs and the work window: the jobs side of it (the policy is workwindow's).
 
 A heavy job starts only while a window is open. Submit defers it to the next opening;
 the runner re-checks at claim time (the window may have closed while it waited) and

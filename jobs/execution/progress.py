@@ -1,5 +1,5 @@
 """Progress reports from handlers: throttled writes to the job row, each relayed to
-WebSocket clients (SPEC §7).
+WebSocket clients.
 
 A handler may report thousands of times a second; the row is written (and the report
 relayed) at most once per ``PROGRESS_WRITE_INTERVAL`` seconds. A report that arrives

@@ -1,4 +1,4 @@
-"""The single RQ entry point for every job (SPEC §4.5), in three steps:
+"""The single RQ entry point for every job, in three steps:
 
 claim → run_handler → record (outcome, hooks, dependents).
 

@@ -1,4 +1,4 @@
-"""What the operations dashboard shows (SPEC §10), in one read-only call.
+"""What the operations dashboard shows, in one read-only call.
 
 Counts by status, queue depths, workers and what each runs, the scheduler's heartbeat,
 the work window, the last 24 hours per hour, queue waits, ETA accuracy and the

@@ -1,4 +1,4 @@
-"""When will it start, when will it finish (SPEC §4.9).
+"""When will it start, when will it finish.
 
 The line is simulated, not guessed. W live workers are each free once their running
 job's remaining time (from its reported progress, else its type's average duration minus

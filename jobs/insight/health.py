@@ -1,4 +1,4 @@
-"""Read-only health of the moving parts (SPEC §9): database, Redis, workers, scheduler."""
+"""Read-only health of the moving parts: database, Redis, workers, scheduler."""
 
 from __future__ import annotations
 

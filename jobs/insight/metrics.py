@@ -1,4 +1,4 @@
-"""Prometheus metrics (SPEC §9 /metrics), read from the database and Redis at scrape time.
+"""Prometheus metrics, read from the database and Redis at scrape time.
 
 Nothing is counted inside processes: every web process answers a scrape from the same
 shared state, so several of them (and any number of workers) never disagree. The cost is

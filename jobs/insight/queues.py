@@ -1,4 +1,4 @@
-"""What waits where, and when new work would run (SPEC §9 /api/queues/): read-only."""
+"""What waits where, and when new work would run: read-only."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Throughput, outcomes, durations, waits and ETA accuracy per job type over a period
-(SPEC §9 /api/stats/). Everything is a database aggregate; no job row is read.
+(GET /api/stats/). Everything is a database aggregate; no job row is read.
 
 The period selects jobs by when they finished (their outcome is known then).
 PostgreSQL computes percentiles in the grouped query (``percentile_cont``); SQLite has

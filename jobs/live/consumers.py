@@ -1,4 +1,4 @@
-"""WebSocket edge (SPEC §7): follow one job, or the operators' stream of all of them.
+"""WebSocket edge: follow one job, or the operators' stream of all of them.
 
 Thin: who may follow what, then snapshot → events → close. Messages are built by
 ``jobs.core.relay`` (the code that sends them from workers and the API) and
@@ -29,7 +29,7 @@ logger = logging.getLogger("jobs.live.consumers")
 # single thread Django's sync code shares.
 read = functools.partial(database_sync_to_async, thread_sensitive=False)
 
-# Close codes (SPEC §7): 4401 not logged in, 4403 not yours, 4404 no such object.
+# Close codes: 4401 not logged in, 4403 not yours, 4404 no such object.
 NOT_LOGGED_IN, FORBIDDEN, NOT_FOUND = 4401, 4403, 4404
 # 4400: /ws/ops/ filtered by a status or job type that does not exist.
 BAD_FILTER = 4400

@@ -1,4 +1,4 @@
-"""The current state of a job (or of all jobs) as a §7 message, read from the database:
+"""The current state of a job (or of all jobs) as a live message (docs/contract.md), read from the database:
 what a WebSocket client gets first on connect, and again when a waiting job's ETA moves."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Who is on the other end of a WebSocket (SPEC §7).
+"""Who is on the other end of a WebSocket.
 
 Programs authenticate with their API token, as ``?token=<key>`` or an
 ``Authorization: Token <key>`` (or ``Bearer``) header; a token needs no Origin check,

@@ -1,7 +1,7 @@
 """Cron entries in rq-scheduler: registered idempotently, each tick a visible Job.
 
 rq-scheduler can push the same cron RQ job twice when a tick fires while the previous
-one still waits (STACK-NOTES), so a tick only *submits* a Job, with an idempotency key
+one still waits (docs/stack.md), so a tick only *submits* a Job, with an idempotency key
 made of the entry and the tick time: a repeated tick returns the existing job.
 """
 

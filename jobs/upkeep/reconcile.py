@@ -1,4 +1,4 @@
-"""Database vs Redis repair: no job is ever lost (SPEC §4.8).
+"""Database vs Redis repair: no job is ever lost.
 
 Run every minute by cron and by ``manage.py reconcile``. Safe to run concurrently with
 itself (a Redis lock; a second pass just skips) and with workers (every repair is a

@@ -1,4 +1,4 @@
-"""The jobs endpoints of §9: status codes, ownership, error shape, actions."""
+"""The jobs endpoints: status codes, ownership, error shape, actions."""
 
 from __future__ import annotations
 

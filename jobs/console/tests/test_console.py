@@ -1,4 +1,4 @@
-"""The operations console (SPEC §10) through Django's test client: the dashboard, the
+"""The operations console through Django's test client: the dashboard, the
 job list and page, every action, bulk requeue over a filter, and who may do what."""
 
 from __future__ import annotations

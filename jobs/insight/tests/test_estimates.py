@@ -1,4 +1,4 @@
-"""ETAs (SPEC §4.9) against schedules worked out by hand and by a reference simulator."""
+"""ETAs against schedules worked out by hand and by a reference simulator."""
 
 from __future__ import annotations
 

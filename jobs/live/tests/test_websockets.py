@@ -1,4 +1,4 @@
-"""The WebSocket edge (SPEC §7) through channels' WebsocketCommunicator, against the
+"""The WebSocket edge through channels' WebsocketCommunicator, against the
 real Redis channel layer: who may connect, snapshot first, seq order, terminal close."""
 
 from __future__ import annotations

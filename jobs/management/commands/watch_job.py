@@ -1,4 +1,4 @@
-"""``manage.py watch_job <id>``: follow a job live from a terminal (SPEC §7).
+"""``manage.py watch_job <id>``: follow a job live from a terminal.
 
 Listens on the same channel-layer group as ``/ws/jobs/<id>/`` (no web server or token
 needed on a machine that runs Jobdesk): the snapshot first, then every event, until the

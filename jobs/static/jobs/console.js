@@ -1,4 +1,4 @@
-/* Jobdesk console: live updates over the WebSocket routes (SPEC §7, §10).
+/* Jobdesk console: live updates over the WebSocket routes.
  *
  * - job list: every row's status badge and progress bar follow /ws/ops/;
  * - job page: the live panel follows /ws/jobs/<id>/;

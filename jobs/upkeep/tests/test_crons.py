@@ -23,7 +23,7 @@ def test_sync_is_idempotent_and_drops_removed_entries():
         crons.sync()
     ids = cron_ids()
     assert sorted(ids) == sorted(crons.cron_id(n) for n in registry.cron_entries())
-    # §8: reconcile, heartbeat, prune events, prune jobs, stats roll-up — and ingestion's cleanup.
+    # The platform's own: reconcile, heartbeat, prune events, prune jobs, stats roll-up — and ingestion's cleanup.
     assert len(ids) == len(set(ids)) == 6
     assert registry.cron_entries()["ingestion.cleanup"].schedule == "0 8 * * *"
 
