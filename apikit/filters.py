@@ -1,5 +1,7 @@
 """Filters that refuse what the schema does not allow, instead of ignoring it."""
 
+import datetime
+
 import django_filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -27,3 +29,18 @@ class StrictFilterSet(django_filters.FilterSet):
             if hasattr(self.data, "getlist") and "" in self.data.getlist(name):
                 self.form.add_error(name, "An empty value is not a value: leave the parameter out.")
         return valid and not self.form.errors
+
+
+class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 date-time, compared in UTC. Any offset RFC 3339 allows (up to ±23:59)
+    is accepted — PostgreSQL refuses offsets past ±15:59, so the value is converted
+    first; one that falls off the calendar's ends is clamped to them."""
+
+    def filter(self, qs, value):
+        if value is not None:
+            try:
+                value = value.astimezone(datetime.UTC)
+            except OverflowError:
+                edge = datetime.datetime.min if value.year < 5000 else datetime.datetime.max
+                value = edge.replace(tzinfo=datetime.UTC)
+        return super().filter(qs, value)

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "jobs",  # before django_rq: its rqscheduler command (a working default queue) wins
     "django_rq",
     "channels",
+    "django_tasks",  # the standard task API (django.tasks' backport for Django 5.2)
     "workwindow",
     "ingestion",
 ]
@@ -188,6 +189,9 @@ RQ = {
     "WORKER_CLASS": "jobs.execution.worker.JobdeskWorker",
     "SCHEDULER_CLASS": "jobs.upkeep.scheduler.JobdeskScheduler",
 }
+
+# Django's standard task API runs on Jobdesk: any app's @task becomes a durable Job.
+TASKS = {"default": {"BACKEND": "jobs.tasks.JobdeskBackend"}}
 
 CACHES = {
     "default": {

@@ -1,6 +1,6 @@
 import django_filters
 
-from apikit.filters import StrictBooleanFilter, StrictFilterSet
+from apikit.filters import StrictBooleanFilter, StrictFilterSet, UTCDateTimeFilter
 from jobs.core.models import ErrorCategory, Job, Priority, Status
 
 
@@ -11,8 +11,8 @@ class JobFilter(StrictFilterSet):
     error_category = django_filters.ChoiceFilter(choices=ErrorCategory.choices)
     type = django_filters.CharFilter()
     heavy = StrictBooleanFilter()
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Job

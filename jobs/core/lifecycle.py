@@ -302,14 +302,26 @@ def _error_fields(category: str, message: str, details: str, recovery_actions: l
     }
 
 
-def fail(job_id, dispatch: str, *, category: str, message: str, details: str = "", recovery_actions=()) -> Job:
+# What a failed attempt's timeline entry keeps of its traceback (the row keeps the last whole).
+_EVENT_TRACEBACK_CHARS = 16_000
+
+
+def _attempt_error(exception: str, details: str) -> dict[str, str]:
+    """The failed attempt's exception, for its timeline entry (the standard task API
+    reads them back as the result's errors, one per attempt)."""
+    return {"exception_class": exception, "traceback": details[-_EVENT_TRACEBACK_CHARS:]} if exception else {}
+
+
+def fail(
+    job_id, dispatch: str, *, category: str, message: str, details: str = "", recovery_actions=(), exception: str = ""
+) -> Job:
     return _move(
         job_id,
         "fail",
         dispatch=dispatch,
         fields=_finished_fields(stage="", **_error_fields(category, message, details, list(recovery_actions))),
         message=f"failed ({category}): {message}",
-        details={"category": category},
+        details={"category": category, **_attempt_error(exception, details)},
     )
 
 
@@ -318,7 +330,9 @@ DEAD_LETTER_ACTIONS = [
 ]
 
 
-def dead_letter(job_id, dispatch: str, *, message: str, details: str = "", actor_label: str = "") -> Job:
+def dead_letter(
+    job_id, dispatch: str, *, message: str, details: str = "", actor_label: str = "", exception: str = ""
+) -> Job:
     return _move(
         job_id,
         "dead_letter",
@@ -327,11 +341,20 @@ def dead_letter(job_id, dispatch: str, *, message: str, details: str = "", actor
         # No retry is coming: advice such as "wait for the retry" no longer holds.
         fields=_finished_fields(stage="", **_error_fields("temporary", message, details, DEAD_LETTER_ACTIONS)),
         message=f"dead letter after the last attempt: {message}",
+        details=_attempt_error(exception, details),
     )
 
 
 def retry_later(
-    job_id, dispatch: str, *, delay: float, message: str, details: str = "", recovery_actions=(), actor_label: str = ""
+    job_id,
+    dispatch: str,
+    *,
+    delay: float,
+    message: str,
+    details: str = "",
+    recovery_actions=(),
+    actor_label: str = "",
+    exception: str = "",
 ) -> Job:
     """Back to waiting for a later attempt; scheduled in rq-scheduler once committed."""
     run_at = timezone.now() + timedelta(seconds=delay)
@@ -347,7 +370,11 @@ def retry_later(
             **_error_fields("temporary", message, details, list(recovery_actions)),
         },
         message=f"temporary error, retry in {delay:.1f}s: {message}",
-        details={"delay_seconds": round(delay, 3), "retry_at": run_at.isoformat()},
+        details={
+            "delay_seconds": round(delay, 3),
+            "retry_at": run_at.isoformat(),
+            **_attempt_error(exception, details),
+        },
     )
 
 

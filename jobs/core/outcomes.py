@@ -16,14 +16,23 @@ logger = logging.getLogger("jobs.core.outcomes")
 
 
 def temporary_failure(
-    job: Job, dispatch: str, *, message: str, details: str = "", recovery_actions=(), actor_label: str = ""
+    job: Job,
+    dispatch: str,
+    *,
+    message: str,
+    details: str = "",
+    recovery_actions=(),
+    actor_label: str = "",
+    exception: str = "",
 ) -> Job:
     """Retry with backoff while attempts remain, else dead-letter."""
-    error = {"message": message, "details": details, "recovery_actions": recovery_actions}
+    error = {"message": message, "details": details, "recovery_actions": recovery_actions, "exception": exception}
     if should_retry(job.attempts, job.max_attempts):
         delay = backoff_delay(job.attempts, settings.RETRY_BASE_DELAY)
         return lifecycle.retry_later(job.id, dispatch, delay=delay, actor_label=actor_label, **error)
-    moved = lifecycle.dead_letter(job.id, dispatch, actor_label=actor_label, message=message, details=details)
+    moved = lifecycle.dead_letter(
+        job.id, dispatch, actor_label=actor_label, message=message, details=details, exception=exception
+    )
     finished(moved)
     return moved
 
@@ -40,7 +49,7 @@ def finished(job: Job) -> None:
 
 def run_hooks(job: Job) -> None:
     try:
-        job_type = registry.get(job.type)
+        job_type = registry.get(job.type, resolve=True)
     except SubmitError:
         return
     hooks = job_type.on_success if job.status == Status.COMPLETE else job_type.on_failure

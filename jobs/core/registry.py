@@ -38,6 +38,9 @@ class JobType:
     # {"material_id": …}. Its events also go to each subject's WebSocket group and carry
     # the field (see subject_field).
     subjects: Callable[[dict], dict[str, Any]] | None = None
+    # Told once the run's outcome is recorded, in the worker (a notification, not a
+    # hook: no retry, no replay by the reconciler).
+    after_record: Hook | None = None
 
     @property
     def has_hooks(self) -> bool:
@@ -77,6 +80,7 @@ def job_type(
     on_failure: Hook | None = None,
     public: bool = True,
     subjects: Callable[[dict], dict[str, Any]] | None = None,
+    after_record: Hook | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register ``handler`` as the job type ``name``. Re-registering a name replaces it."""
     if priority not in Priority.values:
@@ -95,6 +99,7 @@ def job_type(
             on_failure=(on_failure,) if on_failure else (),
             public=public,
             subjects=subjects,
+            after_record=after_record,
         )
         return handler
 
@@ -143,7 +148,23 @@ def all_types() -> dict[str, JobType]:
     return dict(_types)
 
 
-def get(name: str) -> JobType:
+# Ways to find a type this process has not registered yet, by its name: a worker runs
+# standard tasks whose module nobody imported in it (jobs.tasks adds one).
+_resolvers: list[Callable[[str], None]] = []
+
+
+def add_resolver(resolver: Callable[[str], None]) -> None:
+    """``resolver(name)`` may register the type ``name`` (e.g. by importing its module)."""
+    if resolver not in _resolvers:
+        _resolvers.append(resolver)
+
+
+def get(name: str, *, resolve: bool = False) -> JobType:
+    """The type ``name``. ``resolve`` (worker side only: it may import code named by the
+    job) asks the resolvers for a type this process has not seen yet."""
+    if name not in _types and resolve:
+        for resolver in _resolvers:
+            resolver(name)
     try:
         return _types[name]
     except KeyError:

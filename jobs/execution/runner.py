@@ -77,7 +77,7 @@ def run_handler(job: Job, dispatch: str) -> Outcome:
     """Run the type's handler and classify how it ended. Touches the database only
     through the context (progress, cancel checks) if the handler uses them."""
     try:
-        job_type = registry.get(job.type)
+        job_type = registry.get(job.type, resolve=True)
     except SubmitError as unknown:
         return _error(AdminRequiredError(f"{unknown.message} Was the type removed from the code?"))
     context = JobContext(job, dispatch)
@@ -100,14 +100,32 @@ def run_handler(job: Job, dispatch: str) -> Outcome:
 
 
 def record(job: Job, dispatch: str, outcome: Outcome) -> Job | None:
-    """Write the outcome, run hooks, settle dependents. None if the run no longer owns
-    the job (canceled or repaired while it ran): its outcome is discarded."""
+    """Write the outcome, run hooks, settle dependents, and tell the type's
+    ``after_record`` listener. None if the run no longer owns the job (canceled or
+    repaired while it ran): its outcome is discarded."""
+    recorded = _record(job, dispatch, outcome)
+    if recorded is not None:
+        _tell_after_record(recorded)
+    return recorded
+
+
+def _tell_after_record(job: Job) -> None:
+    try:
+        listener = registry.get(job.type, resolve=True).after_record
+        if listener is not None:
+            listener(job)
+    except Exception:  # a notification: it never undoes or fails the recorded outcome
+        logger.exception("after-record listener failed", extra={"job_id": str(job.id)})
+
+
+def _record(job: Job, dispatch: str, outcome: Outcome) -> Job | None:
     try:
         if outcome.get("ok"):
             done = lifecycle.complete(job.id, dispatch, outcome.get("result"))
             outcomes.finished(done)
             return done
         error: dict[str, Any] = {k: outcome.get(k) for k in ("message", "details", "recovery_actions")}
+        error["exception"] = outcome.get("exception") or ""
         if outcome.get("category") in ("user_fixable", "admin_required"):
             failed = lifecycle.fail(job.id, dispatch, category=outcome["category"], **error)
             if failed.error_category == "admin_required":
@@ -129,14 +147,17 @@ class TemporaryTimeout(JobError):
         )
 
 
-def _error(error: Exception) -> Outcome:
+def _error(error: BaseException) -> Outcome:
     if isinstance(error, JobError):
         category, message, actions = error.category, error.message, error.recovery_actions
         details = error.details or traceback.format_exc()
     else:
         category, message = "temporary", f"{type(error).__name__}: {error}"
         actions, details = ["Retry later", "Report it if it keeps happening"], traceback.format_exc()
-    return {"ok": False, "category": category, "message": message, "details": details, "recovery_actions": actions}
+    return {
+        "ok": False, "category": category, "message": message, "details": details, "recovery_actions": actions,
+        "exception": f"{type(error).__module__}.{type(error).__qualname__}",
+    }  # fmt: skip
 
 
 def _json_safe(result):
