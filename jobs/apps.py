@@ -1,4 +1,11 @@
+import django
 from django.apps import AppConfig
+
+IMMEDIATE_TASK_BACKEND = (
+    "django.tasks.backends.immediate.ImmediateBackend"
+    if django.VERSION >= (6, 0)
+    else "django_tasks.backends.immediate.ImmediateBackend"
+)
 
 
 class JobsConfig(AppConfig):
@@ -10,7 +17,16 @@ class JobsConfig(AppConfig):
         # Built-in job types, upkeep duties and their cron entries register themselves on
         # import. The RQ entry points are imported here, in the worker's parent process,
         # so each forked work-horse does not pay for importing them again (~5 ms per job).
+        from django.conf import settings
         from django.db.models.signals import post_delete, post_migrate, post_save
+
+        # Jobdesk's own standard tasks run on Jobdesk whatever the project's default
+        # task backend is: they use this alias, added here when the project has not
+        # (the project's default stays what it was: Django's own when it set none).
+        tasks = getattr(settings, "TASKS", None)
+        if tasks is None:
+            tasks = settings.TASKS = {"default": {"BACKEND": IMMEDIATE_TASK_BACKEND}}
+        tasks.setdefault("jobdesk", {"BACKEND": "jobs.tasks.JobdeskBackend"})
 
         from jobs.builtin import diagnostics  # noqa: F401
         from jobs.console import admin, roles  # noqa: F401

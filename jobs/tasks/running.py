@@ -23,9 +23,12 @@ if TYPE_CHECKING:  # tasks are defined (and registered) while Django loads apps:
 
 def register(task: Task, backend: str) -> None:
     """The job type that runs ``task``: named by its module path, submitted by code only."""
+    from jobs.tasks.backend import queue_of
+
     registry.job_type(
         task.module_path,
         public=False,
+        priority=queue_of(task),
         timeout=getattr(task, "timeout", None),
         max_attempts=getattr(task, "max_attempts", None),
         heavy=bool(getattr(task, "heavy", False)),
