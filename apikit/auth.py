@@ -16,6 +16,8 @@ from rest_framework.authentication import TokenAuthentication, get_authorization
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.throttling import SimpleRateThrottle
 
+from apikit.throttling import client_address
+
 logger = logging.getLogger("apikit")
 
 SCHEMES = (b"token", b"bearer")
@@ -30,10 +32,10 @@ class FailedAuthentications(SimpleRateThrottle):
     duration: int
 
     def get_rate(self) -> str:
-        return settings.API_AUTH_FAILURE_RATE
+        return getattr(settings, "API_AUTH_FAILURE_RATE", "30/minute")
 
     def get_cache_key(self, request, view) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+        return self.cache_format % {"scope": self.scope, "ident": client_address(request)}
 
     def exhausted(self, request) -> bool:
         self.key = self.get_cache_key(request, None)

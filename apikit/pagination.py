@@ -1,3 +1,4 @@
+from django.conf import settings
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 
@@ -23,7 +24,8 @@ class Pagination(PageNumberPagination):
     last_page_strings = ()  # the schema says a number; "last" is not one
 
     def get_page_size(self, request) -> int | None:
-        return _whole_number(request, self.page_size_query_param, maximum=self.max_page_size) or self.page_size
+        default = getattr(settings, "API_PAGE_SIZE", 50)
+        return _whole_number(request, self.page_size_query_param, maximum=self.max_page_size) or default
 
     def get_page_number(self, request, paginator) -> int:
         return _whole_number(request, self.page_query_param) or 1

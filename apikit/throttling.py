@@ -27,16 +27,31 @@ class FailOpen(SimpleRateThrottle):
             logger.warning("rate limit not checked: the cache is unreachable")
             return True
 
+    def get_ident(self, request) -> str:
+        return client_address(request)
+
+
+def client_address(request) -> str:
+    """Who is asking, by address: X-Forwarded-For only through NUM_PROXIES proxies (0:
+    the connection's own address), whatever the project's REST_FRAMEWORK says."""
+    proxies = getattr(settings, "NUM_PROXIES", 0)
+    remote = request.META.get("REMOTE_ADDR", "")
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
+    if not proxies or not forwarded:
+        return remote
+    hops = [hop.strip() for hop in forwarded.split(",")]
+    return hops[-min(proxies, len(hops))]
+
 
 class UserRate(FailOpen, UserRateThrottle):
     """Authenticated clients, by user: API_USER_RATE."""
 
     def get_rate(self) -> str:
-        return settings.API_USER_RATE
+        return getattr(settings, "API_USER_RATE", "1200/minute")
 
 
 class AnonRate(FailOpen, AnonRateThrottle):
     """Anonymous clients, by address: API_ANON_RATE."""
 
     def get_rate(self) -> str:
-        return settings.API_ANON_RATE
+        return getattr(settings, "API_ANON_RATE", "60/minute")

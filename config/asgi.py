@@ -20,7 +20,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 import ingestion.routing  # noqa: E402
 import jobs.live.routing  # noqa: E402
-from config.bodylimit import BodyLimit  # noqa: E402
+from apikit.bodylimit import BodyLimit  # noqa: E402
 from jobs.live.wsauth import TokenOrSessionAuth  # noqa: E402
 
 websocket_routes = jobs.live.routing.websocket_urlpatterns + ingestion.routing.websocket_urlpatterns

@@ -130,7 +130,7 @@ WS_ETA_REFRESH_SECONDS = env_float("WS_ETA_REFRESH_SECONDS", 10.0, minimum=0.5)
 
 # --- Sizes: request bodies, payloads, results ---------------------------------------
 # Bodies over their route's limit are refused with 413 before they are read
-# (config.bodylimit); uploads and bulk submits have their own.
+# (apikit.bodylimit); uploads and bulk submits have their own.
 MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024)
 MAX_BULK_REQUEST_BYTES = env_int("MAX_BULK_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1)
@@ -229,6 +229,10 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 
 # --- API ------------------------------------------------------------------------
+# Clients are told apart by their address: X-Forwarded-For is believed only from this
+# many proxies in front (0: never, so a client cannot pick a fresh address per request).
+NUM_PROXIES = env_int("NUM_PROXIES", 0, minimum=0)
+API_PAGE_SIZE = env_int("API_PAGE_SIZE", 50, minimum=1)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "apikit.auth.ApiTokenAuthentication",  # Token or Bearer; failures throttled per address
@@ -239,15 +243,12 @@ REST_FRAMEWORK = {
     # an empty field as "not given".
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "apikit.pagination.Pagination",
-    "PAGE_SIZE": env_int("API_PAGE_SIZE", 50, minimum=1),
+    "PAGE_SIZE": API_PAGE_SIZE,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "apikit.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["apikit.throttling.AnonRate", "apikit.throttling.UserRate"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
-    # Clients are told apart by their address: X-Forwarded-For is believed only from this
-    # many proxies in front (0: never, so a client cannot pick a fresh address per request).
-    "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Jobdesk API",

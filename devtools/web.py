@@ -1,7 +1,7 @@
 """How Jobdesk's web tier is started, in one place (``make run``, tests, benchmarks).
 
 uvicorn serves config.asgi — HTTP and the Channels WebSocket routes — because it hands
-the request body to the application as it arrives (so ``config.bodylimit`` refuses an
+the request body to the application as it arrives (so ``apikit.bodylimit`` refuses an
 oversized body before it is read; daphne buffers every body first) and runs several
 processes on one port (``--workers``, from WEB_CONCURRENCY).
 """

@@ -20,6 +20,7 @@ from apikit.errors import Refusal
 from apikit.filters import StrictFilterSet
 from apikit.serializers import RejectUnknownFields
 from apikit.throttling import FailOpen
+from apikit.views import Conventions
 from ingestion import uploads
 from ingestion.models import Material, MaterialChunk
 from jobs import JobSerializer, OwnedRows, estimate_page, visible
@@ -119,7 +120,7 @@ def _refusal(refused: uploads.UploadRefused) -> Refusal:
     return Refusal(refused.status, refused.code, refused.message, refused.hint, refused.retry_after)
 
 
-class MaterialViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class MaterialViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = MaterialSerializer
     filterset_class = MaterialFilter
     permission_classes = [OwnedRows]

@@ -10,7 +10,9 @@ class IngestionConfig(AppConfig):
         # Registers the job type, its completion hooks and the cleanup cron with `jobs`.
         from django.db.models.signals import post_delete
 
-        from ingestion import processing
+        from ingestion import conf, processing
+
+        conf.apply_defaults()
         from ingestion.models import Material
 
         post_delete.connect(processing.forget_file, sender=Material, dispatch_uid="ingestion-forget-file")

@@ -69,6 +69,9 @@ _FACE = {
     "job_snapshot": "jobs.live.snapshots",
     "gone_snapshot": "jobs.live.snapshots",
     "subject_group": "jobs.core.relay",
+    # a project's ASGI application
+    "websocket_urlpatterns": "jobs.live.routing",
+    "TokenOrSessionAuth": "jobs.live.wsauth",
 }
 
 __all__ = [
@@ -91,6 +94,7 @@ __all__ = [
     "SubmitError",
     "Submitted",
     "TemporaryError",
+    "TokenOrSessionAuth",
     "UNFINISHED_STATUSES",
     "UserFixableError",
     "cancel",
@@ -111,6 +115,7 @@ __all__ = [
     "submit",
     "submit_many",
     "visible",
+    "websocket_urlpatterns",
 ]
 
 
@@ -143,4 +148,6 @@ if TYPE_CHECKING:  # what a type checker and an editor see
     from jobs.core.submit import JobSpec, Submitted, submit, submit_many
     from jobs.insight.backpressure import retry_after_backlog
     from jobs.live.consumers import FORBIDDEN, NOT_FOUND, FollowConsumer, Refused, parse_uuid
+    from jobs.live.routing import websocket_urlpatterns
     from jobs.live.snapshots import gone_snapshot, job_snapshot
+    from jobs.live.wsauth import TokenOrSessionAuth

@@ -20,6 +20,10 @@ class JobsConfig(AppConfig):
         from django.conf import settings
         from django.db.models.signals import post_delete, post_migrate, post_save
 
+        from jobs import conf
+
+        conf.apply_defaults()  # what a host project did not set; a clear error for what it must
+
         # Jobdesk's own standard tasks run on Jobdesk whatever the project's default
         # task backend is: they use this alias, added here when the project has not
         # (the project's default stays what it was: Django's own when it set none).

@@ -4,11 +4,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apikit.views import Conventions
 from jobs.core import access, registry
 from jobs.insight import health, queues
 
 
-class HealthView(APIView):
+class HealthView(Conventions, APIView):
     """Database, Redis, workers and scheduler: 200 when all are fine, else 503 naming the
     part. Anyone may ask; only staff see each worker's host, pid and current job."""
 
@@ -23,7 +24,7 @@ class HealthView(APIView):
         return Response(details, status=200 if healthy else 503)
 
 
-class LiveView(APIView):
+class LiveView(Conventions, APIView):
     """The process answers: nothing else is checked."""
 
     permission_classes = [AllowAny]
@@ -35,7 +36,7 @@ class LiveView(APIView):
         return Response({"status": "ok"})
 
 
-class QueuesView(APIView):
+class QueuesView(Conventions, APIView):
     """Depth per priority queue (in Redis and by status in the database) and workers."""
 
     @extend_schema(

@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apikit.views import Conventions
 from jobs.core import access
 from jobs.insight import stats
 
@@ -46,7 +47,7 @@ class StatsQuery(serializers.Serializer):
         return {"since": since, "until": until}
 
 
-class StatsView(APIView):
+class StatsView(Conventions, APIView):
     @extend_schema(
         parameters=[StatsQuery],
         responses={

@@ -12,6 +12,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apikit.views import Conventions
 from jobs.api.filters import JobFilter
 from jobs.api.permissions import OwnedRows
 from jobs.api.serializers import BulkSubmitSerializer, JobEventSerializer, JobSerializer, JobSubmitSerializer
@@ -50,7 +51,7 @@ def _just_made(result: submit.Submitted) -> dict:
     return {}
 
 
-class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class JobViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = JobSerializer
     filterset_class = JobFilter
     permission_classes = [OwnedRows]

@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import mixins, serializers, viewsets
 
 from apikit.serializers import RejectUnknownFields
+from apikit.views import Conventions
 from jobs.api.permissions import StaffModelPermissions
 from workwindow.models import WorkWindow
 
@@ -27,6 +28,7 @@ class WorkWindowSerializer(RejectUnknownFields, serializers.ModelSerializer):
 
 
 class WorkWindowViewSet(
+    Conventions,
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin,
     viewsets.GenericViewSet,
 ):  # fmt: skip

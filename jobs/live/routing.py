@@ -1,4 +1,5 @@
-"""WebSocket routes of the jobs platform (mounted by config.asgi)."""
+"""WebSocket routes of the jobs platform (a project's ASGI application mounts them:
+config/asgi.py here; README "Add Jobdesk to your project" elsewhere)."""
 
 from django.urls import path, re_path
 

@@ -23,8 +23,12 @@ from django.conf import settings
 ASGIApp = Callable[..., Awaitable[None]]
 
 
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+
+
 def limit_for(path: str) -> int:
-    return settings.BODY_LIMITS.get(path, settings.MAX_REQUEST_BYTES)
+    limits = getattr(settings, "BODY_LIMITS", {})
+    return limits.get(path, getattr(settings, "MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES))
 
 
 def _declared_length(scope) -> int | None:

@@ -1,0 +1,39 @@
+from django.conf import settings
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination
+
+
+def _whole_number(request, name: str, *, maximum: int | None = None) -> int | None:
+    """A query parameter that must be a whole number from 1 (to ``maximum``): absent is
+    None; anything else is a 400 naming it (DRF silently used the default)."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    upper = f" to {maximum}" if maximum else ""
+    if not raw.isdigit() or int(raw) < 1 or (maximum and int(raw) > maximum):
+        raise ValidationError({name: [f"A whole number from 1{upper} is required, not {raw!r}."]})
+    return int(raw)
+
+
+class Pagination(PageNumberPagination):
+    """``?page=`` (from 1) and ``?page_size=`` (1 to 500); answers carry count, next,
+    previous. A value outside those is a 400, as the schema says."""
+
+    page_size_query_param = "page_size"
+    max_page_size = 500
+    last_page_strings = ()  # the schema says a number; "last" is not one
+
+    def get_page_size(self, request) -> int | None:
+        default = getattr(settings, "API_PAGE_SIZE", 50)
+        return _whole_number(request, self.page_size_query_param, maximum=self.max_page_size) or default
+
+    def get_page_number(self, request, paginator) -> int:
+        return _whole_number(request, self.page_query_param) or 1
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = 1
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"]["maximum"] = self.max_page_size
+        return parameters

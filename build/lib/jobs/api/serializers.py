@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from apikit.serializers import RejectUnknownFields
+from jobs.core.models import ErrorCategory, Job, JobEvent, Priority
+from jobs.core.submit import MAX_ATTEMPTS_LIMIT, JobSpec
+from jobs.insight import estimates
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+
+class JobErrorSerializer(serializers.Serializer):
+    category = serializers.ChoiceField(choices=ErrorCategory.choices, allow_null=True)
+    message = serializers.CharField()
+    recovery_actions = serializers.ListField(child=serializers.CharField())
+    details = serializers.CharField(help_text="traceback")
+
+
+def estimate_page(context: dict, jobs: list[Job]) -> None:
+    """Estimates for a whole page at once (one line walk, no query per row), kept in the
+    serializer context where ``JobSerializer`` looks first."""
+    known = context.setdefault("estimates", {})
+    missing = [j for j in jobs if j.id not in known]
+    if missing:
+        known.update(estimates.estimate(missing))
+
+
+class JobListSerializer(serializers.ListSerializer):
+    def to_representation(self, data):
+        jobs = list(data.all() if hasattr(data, "all") else data)
+        # The stubs type the context as a read-only Mapping; it is the serializers' shared dict.
+        estimate_page(self.context, jobs)  # type: ignore[arg-type]
+        self.context["in_list"] = True  # type: ignore[index]  # big fields are summarised: a page stays small
+        return super().to_representation(jobs)
+
+
+# In lists, a field bigger than this (as JSON) is replaced by a summary; the job's own
+# page has it whole. 40 rows of 2 MB payloads made a 192 MB page before.
+LIST_FIELD_BYTES = 4096
+SUMMARISED_FIELDS = ("payload", "result", "progress_details")
+
+
+def summarise_for_list(data: dict) -> dict:
+    """Replace big fields of one serialized job with ``{"truncated": true, "bytes": N}``
+    and name them in ``truncated``; cut a long traceback."""
+    cut = []
+    for name in SUMMARISED_FIELDS:
+        size = len(json.dumps(data.get(name), separators=(",", ":"), ensure_ascii=False).encode())
+        if size > LIST_FIELD_BYTES:
+            data[name] = {"truncated": True, "bytes": size}
+            cut.append(name)
+    error = data.get("error")
+    if error and len(error.get("details") or "") > LIST_FIELD_BYTES:
+        error["details"] = error["details"][-LIST_FIELD_BYTES:]  # a traceback's end says the most
+        cut.append("error.details")
+    data["truncated"] = cut
+    return data
+
+
+class JobSerializer(serializers.ModelSerializer):
+    """A job with its current estimate (``estimates`` in the context, else computed)."""
+
+    owner: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True, help_text="null for system jobs (crons, maintenance)"
+    )
+    depends_on: serializers.PrimaryKeyRelatedField[Job] = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    error = serializers.SerializerMethodField()
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    estimated_start_at = serializers.SerializerMethodField()
+    estimated_finish_at = serializers.SerializerMethodField()
+    eta_warning = serializers.SerializerMethodField(help_text="why there is no estimate, e.g. no live worker")
+    truncated = serializers.SerializerMethodField(
+        help_text='in lists: the fields replaced by {"truncated": true, "bytes": N} (the job itself has them whole)'
+    )
+
+    class Meta:
+        model = Job
+        fields = [
+            "id", "type", "status", "priority", "heavy", "owner", "payload", "result", "error",
+            "attempts", "max_attempts", "timeout", "idempotency_key", "depends_on",
+            "progress", "stage", "progress_details", "seq", "worker_name",
+            "created_at", "enqueued_at", "scheduled_for", "started_at", "finished_at", "duration_seconds",
+            "estimated_start_at", "estimated_finish_at", "eta_warning",
+            "first_estimated_start_at", "first_estimated_finish_at", "eta_error_seconds", "truncated",
+        ]  # fmt: skip
+        read_only_fields = fields
+        list_serializer_class = JobListSerializer
+
+    def to_representation(self, job: Job) -> dict:
+        data = super().to_representation(job)
+        if isinstance(self.context, dict) and self.context.get("in_list"):
+            return summarise_for_list(data)
+        return data
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_truncated(self, job: Job) -> list[str]:
+        return []
+
+    def _estimate(self, job: Job) -> estimates.Estimate:
+        known = self.context.setdefault("estimates", {}) if isinstance(self.context, dict) else {}
+        if job.id not in known:
+            known[job.id] = estimates.for_job(job)
+        return known[job.id]
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_estimated_start_at(self, job: Job) -> str | None:
+        return _as_datetime(self._estimate(job).start_at)
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_estimated_finish_at(self, job: Job) -> str | None:
+        return _as_datetime(self._estimate(job).finish_at)
+
+    def get_eta_warning(self, job: Job) -> str:
+        return self._estimate(job).warning
+
+    @extend_schema_field(JobErrorSerializer(allow_null=True))
+    def get_error(self, job: Job) -> dict | None:
+        if not job.error_message and not job.error_category:
+            return None
+        return {
+            "category": job.error_category or None,
+            "message": job.error_message,
+            "recovery_actions": job.recovery_actions,
+            "details": job.error_details,
+        }
+
+
+def _as_datetime(value) -> str | None:
+    return None if value is None else serializers.DateTimeField().to_representation(value)
+
+
+class JobEventSerializer(serializers.ModelSerializer):
+    who = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = JobEvent
+        fields = ["seq", "kind", "from_status", "to_status", "who", "message", "details", "created_at"]
+        read_only_fields = fields
+
+
+class JobSubmitSerializer(RejectUnknownFields, serializers.Serializer):
+    type = serializers.CharField(max_length=100)
+    payload = serializers.JSONField(required=False, default=dict)
+    priority = serializers.ChoiceField(choices=Priority.choices, required=False)
+    max_attempts = serializers.IntegerField(min_value=1, max_value=MAX_ATTEMPTS_LIMIT, required=False)
+    depends_on = serializers.ListField(child=serializers.UUIDField(), required=False, default=list, max_length=100)
+    run_at = serializers.DateTimeField(required=False)
+    heavy = serializers.BooleanField(required=False)
+    idempotency_key = serializers.CharField(max_length=200, required=False, help_text="or the Idempotency-Key header")
+
+    def to_spec(self, default_key: str | None = None) -> JobSpec:
+        data = self.validated_data
+        return _spec_from(data, default_key)
+
+
+def _spec_from(data: dict, default_key: str | None) -> JobSpec:
+    return JobSpec(
+        type=data["type"],
+        payload=data.get("payload") or {},
+        priority=data.get("priority"),
+        max_attempts=data.get("max_attempts"),
+        depends_on=[str(d) for d in data.get("depends_on", [])] + list(data.get("depends_on_refs", [])),
+        run_at=data.get("run_at"),
+        heavy=data.get("heavy"),
+        idempotency_key=data.get("idempotency_key") or default_key,
+        ref=data.get("ref"),
+    )
+
+
+class BulkItemSerializer(JobSubmitSerializer):
+    ref = serializers.CharField(max_length=100, required=False, help_text="a name other items can depend on")
+    depends_on_refs = serializers.ListField(child=serializers.CharField(max_length=100), required=False, default=list)
+
+
+class BulkSubmitSerializer(RejectUnknownFields, serializers.Serializer):
+    # many=True makes a ListSerializer, which takes max_length (the stubs know only the child's arguments).
+    jobs = BulkItemSerializer(many=True, allow_empty=False, max_length=5000)  # type: ignore[call-arg]
+
+    def to_specs(self) -> list[JobSpec]:
+        return [_spec_from(item, None) for item in self.validated_data["jobs"]]

@@ -1,0 +1,64 @@
+"""``GET /api/stats/``: per job type over a period; users see their own jobs, staff all."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apikit.views import Conventions
+from jobs.core import access
+from jobs.insight import stats
+
+MAX_HOURS = 24 * 400
+
+
+class StatsQuery(serializers.Serializer):
+    hours = serializers.FloatField(
+        required=False, min_value=0.01, max_value=MAX_HOURS, help_text="the period's length (default 24); ignored "
+        "when since is given",
+    )  # fmt: skip
+    since = serializers.DateTimeField(required=False, help_text="the period's start (before until)")
+    until = serializers.DateTimeField(
+        required=False, help_text=f"the period's end (default now); at most {MAX_HOURS} hours after since"
+    )
+
+    def to_internal_value(self, data):
+        # The stubs say iterating a serializer's fields yields Field objects; it yields names.
+        empty: list[str] = [name for name in self.fields if hasattr(data, "get") and data.get(name) == ""]  # type: ignore[misc]
+        if empty:  # DRF would read an empty value as "not given"
+            raise serializers.ValidationError(
+                {name: ["An empty value is not a value: leave it out."] for name in empty}
+            )
+        return super().to_internal_value(data)
+
+    def validate(self, data: dict) -> dict:
+        until = data.get("until") or timezone.now()
+        since = data.get("since") or until - timedelta(hours=data.get("hours", 24))
+        if since >= until:
+            raise serializers.ValidationError("since must be before until.")
+        if until - since > timedelta(hours=MAX_HOURS):
+            raise serializers.ValidationError(f"The period is at most {MAX_HOURS} hours.")
+        return {"since": since, "until": until}
+
+
+class StatsView(Conventions, APIView):
+    @extend_schema(
+        parameters=[StatsQuery],
+        responses={
+            200: OpenApiResponse(
+                description="per type: counts, rates, throughput, duration, queue wait "
+                "and ETA error percentiles; a time series"
+            )
+        },  # fmt: skip
+    )
+    def get(self, request: Request) -> Response:
+        query = StatsQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        owner = None if access.sees_all(request.user) else request.user
+        return Response(stats.summary(query.validated_data["since"], query.validated_data["until"], owner))

@@ -1,0 +1,299 @@
+"""The jobs endpoints: status codes, ownership, error shape, actions."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from jobs.core.models import Job, Status
+from jobs.core.submit import submit
+
+pytestmark = pytest.mark.django_db
+
+
+def assert_error(response, status: int, code: str):
+    assert response.status_code == status, response.content
+    body = response.json()["error"]
+    assert body["code"] == code and body["message"] and body["hint"]
+    return body
+
+
+def test_submit_returns_201_then_200_for_a_repeated_key(api_as, alice):
+    api = api_as(alice)
+    first = api.post("/api/jobs/", {"type": "diagnostics.sleep", "payload": {"seconds": 0}}, format="json",
+                     HTTP_IDEMPOTENCY_KEY="abc")  # fmt: skip
+    again = api.post("/api/jobs/", {"type": "diagnostics.sleep", "payload": {"seconds": 0}}, format="json",
+                     HTTP_IDEMPOTENCY_KEY="abc")  # fmt: skip
+    assert first.status_code == 201 and again.status_code == 200
+    assert first.json()["id"] == again.json()["id"]
+    assert first.json()["status"] == "queued" and first.json()["owner"] == "alice"
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"type": "nope"}, "type"),
+        ({"type": "diagnostics.sleep", "payload": {"seconds": "x"}}, "payload.seconds"),
+        ({"type": "diagnostics.sleep", "priority": "urgent"}, "priority"),
+        ({"type": "diagnostics.sleep", "max_attempts": 0}, "max_attempts"),
+        ({"type": "diagnostics.sleep", "max_attempts": 10**30}, "max_attempts"),
+        ({"type": "diagnostics.sleep", "depends_on": ["zzz"]}, "depends_on"),
+        ({"type": "diagnostics.sleep", "run_at": "tomorrow"}, "run_at"),
+        ({"payload": {}}, "type"),
+    ],
+)
+def test_bad_submissions_are_400_with_the_field(api_as, alice, body, field):
+    response = api_as(alice).post("/api/jobs/", body, format="json")
+    error = assert_error(response, 400, "invalid")
+    assert field in error["fields"]
+    assert Job.objects.count() == 0
+
+
+def test_malformed_json_is_400(api_as, alice):
+    response = api_as(alice).post("/api/jobs/", "{not json", content_type="application/json")
+    assert_error(response, 400, "parse_error")
+
+
+def test_anonymous_gets_401(api_as):
+    assert_error(api_as(None).get("/api/jobs/"), 401, "not_authenticated")
+
+
+def test_owners_see_only_their_jobs_and_staff_see_all(api_as, alice, bob, operator):
+    mine = submit("diagnostics.noop", owner=alice).job
+    theirs = submit("diagnostics.noop", owner=bob).job
+    listed = api_as(alice).get("/api/jobs/").json()
+    assert [j["id"] for j in listed["results"]] == [str(mine.id)]
+    assert listed["count"] == 1 and "next" in listed and "previous" in listed
+    assert_error(api_as(alice).get(f"/api/jobs/{theirs.id}/"), 404, "not_found")
+    assert_error(api_as(alice).post(f"/api/jobs/{theirs.id}/cancel/"), 404, "not_found")
+    assert api_as(operator).get("/api/jobs/").json()["count"] == 2
+
+
+def test_filters_and_unknown_filter_values(api_as, alice):
+    submit("diagnostics.noop", owner=alice, priority="low")
+    submit("diagnostics.noop", owner=alice, priority="immediate")
+    api = api_as(alice)
+    assert api.get("/api/jobs/?priority=low").json()["count"] == 1
+    assert api.get("/api/jobs/?status=queued&type=diagnostics.noop").json()["count"] == 2
+    assert_error(api.get("/api/jobs/?status=exploded"), 400, "invalid")
+
+
+def test_detail_and_events(api_as, alice, run_worker):
+    job = submit("diagnostics.noop", owner=alice).job
+    run_worker()
+    api = api_as(alice)
+    detail = api.get(f"/api/jobs/{job.id}/").json()
+    assert detail["status"] == "complete" and detail["attempts"] == 1 and detail["result"] == {}
+    events = api.get(f"/api/jobs/{job.id}/events/").json()["results"]
+    assert [(e["from_status"], e["to_status"]) for e in events] == [
+        ("", "queued"), ("queued", "active"), ("active", "complete"),
+    ]  # fmt: skip
+    assert events[0]["who"] == "alice"
+
+
+def test_actions_answer_409_when_the_state_forbids_them(api_as, alice, run_worker):
+    job = submit("diagnostics.noop", owner=alice).job
+    api = api_as(alice)
+    assert_error(api.post(f"/api/jobs/{job.id}/retry/"), 409, "conflict")  # queued: nothing to retry
+    run_worker()
+    assert_error(api.post(f"/api/jobs/{job.id}/cancel/"), 409, "conflict")  # complete: too late
+    assert_error(api.post(f"/api/jobs/{job.id}/promote/"), 409, "conflict")
+
+
+def test_cancel_then_retry_through_the_api_records_who(api_as, alice, run_worker):
+    job = submit("diagnostics.noop", owner=alice).job
+    api = api_as(alice)
+    assert api.post(f"/api/jobs/{job.id}/cancel/").json()["status"] == "canceled"
+    assert api.post(f"/api/jobs/{job.id}/retry/").json()["status"] == "queued"
+    run_worker()
+    job.refresh_from_db()
+    assert job.status == Status.COMPLETE
+    actors = set(job.events.filter(actor__username="alice").values_list("message", flat=True))
+    assert {"canceled", "requeued for a new round of attempts"} <= actors
+
+
+def test_promote_through_the_api(api_as, alice):
+    job = submit("diagnostics.noop", owner=alice, priority="low").job
+    assert api_as(alice).post(f"/api/jobs/{job.id}/promote/").json()["priority"] == "immediate"
+
+
+def test_run_now_skips_the_wait_of_a_scheduled_job(api_as, alice, bob, run_worker):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job = submit("diagnostics.noop", owner=alice, run_at=timezone.now() + timedelta(days=1)).job
+    assert job.status == Status.SCHEDULED
+    assert api_as(bob).post(f"/api/jobs/{job.id}/run-now/").status_code == 404
+    moved = api_as(alice).post(f"/api/jobs/{job.id}/run-now/")
+    assert moved.status_code == 200 and moved.json()["status"] == "queued"
+    run_worker()
+    assert Job.objects.get(pk=job.id).status == Status.COMPLETE, "it ran at once, not tomorrow"
+    again = api_as(alice).post(f"/api/jobs/{job.id}/run-now/")
+    assert again.status_code == 409 and "run_now needs one of" in again.json()["error"]["message"]
+    assert job.events.filter(actor__username="alice", message__startswith="run now").exists()
+
+
+def test_bulk_submit(api_as, alice):
+    body = {"jobs": [{"type": "diagnostics.noop", "ref": "a"}, {"type": "diagnostics.noop", "depends_on_refs": ["a"]}]}
+    response = api_as(alice).post("/api/jobs/bulk/", body, format="json")
+    assert response.status_code == 201
+    first, second = response.json()
+    assert second["depends_on"] == [first["id"]] and second["status"] == "waiting"
+
+
+def test_internal_types_are_submitted_by_code_and_crons_only(api_as, alice, operator):
+    from jobs.core import registry
+
+    registry.job_type("tests.internal", public=False)(lambda ctx: {})
+    try:
+        for user in (alice, operator):
+            response = api_as(user).post("/api/jobs/", {"type": "tests.internal"}, format="json")
+            assert_error(response, 400, "invalid")
+            assert "code and crons" in response.json()["error"]["hint"]
+        assert submit("tests.internal").job.type == "tests.internal"  # code may
+    finally:
+        registry.unregister("tests.internal")
+
+
+def test_openapi_schema_is_served(api_as, alice):
+    response = api_as(alice).get("/api/schema/")
+    assert response.status_code == 200
+    assert b"/api/jobs/{id}/cancel/" in response.content
+
+
+def test_reusing_a_key_for_a_different_request_is_409(api_as, alice):
+    api = api_as(alice)
+    ok = api.post("/api/jobs/", {"type": "diagnostics.noop"}, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    assert ok.status_code == 201
+    other = {"type": "diagnostics.sleep", "payload": {"seconds": 1}}
+    body = assert_error(api.post("/api/jobs/", other, format="json", HTTP_IDEMPOTENCY_KEY="k1"), 409, "conflict")
+    assert "different payload" in body["message"]
+
+
+def test_unknown_api_paths_and_bad_ids_answer_json_404(api_as, alice):
+    api = api_as(alice)
+    assert_error(api.get("/api/jobs/notauuid/"), 404, "not_found")
+    assert_error(api.get("/api/nothing-here/"), 404, "not_found")
+
+
+def test_page_size_and_strict_boolean_filter(api_as, alice):
+    for _ in range(3):
+        submit("diagnostics.noop", owner=alice)
+    api = api_as(alice)
+    page = api.get("/api/jobs/?page_size=2").json()
+    assert len(page["results"]) == 2 and page["count"] == 3 and page["next"]
+    assert api.get("/api/jobs/?heavy=false").json()["count"] == 3
+    assert_error(api.get("/api/jobs/?heavy=maybe"), 400, "invalid")
+
+
+def test_swagger_ui_assets_are_served_locally(api_as, alice):
+    html = api_as(alice).get("/api/docs/").content.decode()
+    assert "cdn.jsdelivr.net" not in html and "/static/drf_spectacular_sidecar/" in html
+
+
+def test_admin_console_lists_and_shows_jobs_and_acts(client, operator, run_worker):
+    client.force_login(operator)
+    operator.is_superuser = True
+    operator.save()
+    job = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "user_fixable"}).job
+    run_worker()
+    listing = client.get("/admin/jobs/job/?status__exact=failed")
+    assert listing.status_code == 200 and str(job.id) in listing.content.decode()
+    assert "Jobdesk operations" in listing.content.decode()
+    detail = client.get(f"/admin/jobs/job/{job.id}/change/").content.decode()
+    assert "simulated bad input" in detail and "Traceback" in detail
+    response = client.post(
+        "/admin/jobs/job/", {"action": "requeue_jobs", "_selected_action": [str(job.id)]}, follow=True
+    )
+    assert "Requeued 1 job(s)." in response.content.decode()
+    job.refresh_from_db()
+    assert job.status == Status.QUEUED
+    assert job.events.filter(actor=operator, message__contains="requeued").exists()
+    promoted = client.post(
+        "/admin/jobs/job/", {"action": "promote_jobs", "_selected_action": [str(job.id)]}, follow=True
+    )
+    assert "Promoted 1 job(s)." in promoted.content.decode()
+    assert Job.objects.get(pk=job.id).priority == "immediate"
+    client.post("/admin/jobs/job/", {"action": "cancel_jobs", "_selected_action": [str(job.id)]})
+    again = client.post("/admin/jobs/job/", {"action": "cancel_jobs", "_selected_action": [str(job.id)]}, follow=True)
+    assert "Cannot cancel job" in again.content.decode()  # refused with a message, never a 500
+
+
+def test_inputs_postgresql_cannot_store_are_400(api_as, alice):
+    api = api_as(alice)
+    long_key = api.post("/api/jobs/", {"type": "diagnostics.noop"}, format="json", HTTP_IDEMPOTENCY_KEY="k" * 201)
+    assert "Idempotency-Key" in assert_error(long_key, 400, "invalid")["fields"]
+    nul = api.post("/api/jobs/", {"type": "diagnostics.noop", "payload": {"note": "a\u0000b"}}, format="json")
+    assert "payload" in assert_error(nul, 400, "invalid")["fields"]
+    far = api.post("/api/jobs/", {"type": "diagnostics.noop", "run_at": "9999-12-31T23:59:59.5Z"}, format="json")
+    assert "run_at" in assert_error(far, 400, "invalid")["fields"]
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.redis
+def test_queues_overview(api_as, alice, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    submit("diagnostics.noop", priority="low")
+    submit("diagnostics.noop", priority="low")
+    submit("diagnostics.noop", run_at=timezone.now() + timedelta(hours=1))
+    assert_error(api_as(None).get("/api/queues/"), 401, "not_authenticated")
+    body = api_as(alice).get("/api/queues/").json()
+    by_name = {q["name"]: q for q in body["queues"]}
+    assert [q["name"] for q in body["queues"]] == ["immediate", "normal", "low"]
+    assert by_name["low"]["depth"] == 2 and by_name["low"]["queued"] == 2
+    assert by_name["normal"]["depth"] == 0 and by_name["normal"]["scheduled"] == 1
+    assert body["workers"] == {"count": 0, "busy": 0, "concurrency_setting": settings.WORKER_CONCURRENCY}
+
+
+def test_values_the_database_cannot_store_are_400_not_500(api_as, alice):
+    """Found by schemathesis on PostgreSQL: a filter offset beyond ±15:59 passes the parser."""
+    response = api_as(alice).get("/api/jobs/?created_before=5053-09-28T08:55:36%2B18:41")
+    if connection.vendor == "postgresql":  # SQLite stores any offset
+        assert response.status_code == 400 and response.json()["error"]["hint"], response.content
+    else:
+        assert response.status_code == 200
+
+
+def test_odd_offsets_in_bodies_and_periods_are_converted_to_utc(api_as, alice):
+    client = api_as(alice)
+    assert client.get("/api/stats/?since=2026-01-01T00:00:00%2B18:41").status_code == 200
+    response = client.post("/api/jobs/", {"type": "diagnostics.noop", "run_at": "2030-01-01T00:00:00+18:41"},
+                           format="json")  # fmt: skip
+    assert response.status_code == 201 and response.data["scheduled_for"] == "2029-12-31T05:19:00Z"
+
+
+def test_the_api_takes_submits_while_redis_is_down(api_as, alice):
+    """Rate limits live in Redis; an outage of Redis must not become an outage of the API."""
+    from devtools import pytest_redis
+
+    server = pytest_redis.server()
+    if server is None:
+        pytest.skip("needs the suite's own Redis server (TEST_REDIS_URL was given)")
+    server.stop()
+    try:
+        response = api_as(alice).post("/api/jobs/", {"type": "diagnostics.noop"}, format="json")
+        listed = api_as(alice).get("/api/jobs/")
+    finally:
+        server.start()
+    assert response.status_code == 201, response.content
+    assert response.data["status"] == "queued" and "unreachable" in response.data["eta_warning"]
+    assert listed.status_code == 200 and listed.data["count"] == 1
+
+
+def test_a_refused_bulk_item_is_named(api_as, alice):
+    response = api_as(alice).post(
+        "/api/jobs/bulk/", {"jobs": [{"type": "diagnostics.noop"}, {"type": "no.such"}]}, format="json"
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "jobs[1].type" in error["fields"] and error["message"].startswith("Job 1:")
+    assert "jobs.reconcile" not in error["hint"]  # internal types are not offered to users
+
+
+def test_queues_refuse_an_unknown_type(api_as, alice):
+    response = api_as(alice).get("/api/queues/?type=nope")
+    assert response.status_code == 400 and "diagnostics.noop" in response.json()["error"]["hint"]

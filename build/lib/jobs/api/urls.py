@@ -1,0 +1,19 @@
+from django.urls import path
+from rest_framework.routers import DefaultRouter
+
+from jobs.api.health import HealthView, LiveView, QueuesView
+from jobs.api.stats import StatsView
+from jobs.api.views import JobViewSet
+from jobs.api.windows import WorkWindowViewSet
+
+router = DefaultRouter()
+router.register("jobs", JobViewSet, basename="job")
+router.register("work-windows", WorkWindowViewSet, basename="work-window")
+
+urlpatterns = [
+    path("health/", HealthView.as_view(), name="health"),
+    path("health/live/", LiveView.as_view(), name="health-live"),
+    path("queues/", QueuesView.as_view(), name="queues"),
+    path("stats/", StatsView.as_view(), name="stats"),
+    *router.urls,
+]

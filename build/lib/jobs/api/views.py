@@ -1,0 +1,124 @@
+"""Thin HTTP edge over the job services: validate, call one service, translate."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apikit.views import Conventions
+from jobs.api.filters import JobFilter
+from jobs.api.permissions import OwnedRows
+from jobs.api.serializers import BulkSubmitSerializer, JobEventSerializer, JobSerializer, JobSubmitSerializer
+from jobs.core import access, actions, submit
+from jobs.core.errors import SubmitError
+from jobs.core.models import Job
+from jobs.insight import estimates
+
+MAX_KEY_LENGTH = cast(int, Job._meta.get_field("idempotency_key").max_length)  # a CharField's: always set
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="Same key from the same user returns the existing job (200) instead of a new one (201).",
+)
+
+
+def _idempotency_header(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key") or None
+    if key is not None and len(key) > MAX_KEY_LENGTH:
+        raise SubmitError(
+            f"Idempotency-Key is longer than {MAX_KEY_LENGTH} characters.",
+            field="Idempotency-Key",
+            hint="Use a shorter key, e.g. a UUID.",
+        )
+    return key
+
+
+def _just_made(result: submit.Submitted) -> dict:
+    """A job created a moment ago answers with the estimate submit just made (no second
+    walk of the line); one without (no live worker) is estimated again, for the warning."""
+    job = result.job
+    if result.created and job.first_estimated_start_at is not None:
+        return {job.id: estimates.Estimate(job.first_estimated_start_at, job.first_estimated_finish_at)}
+    return {}
+
+
+class JobViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = JobSerializer
+    filterset_class = JobFilter
+    permission_classes = [OwnedRows]
+    access_model = Job
+
+    def get_queryset(self) -> QuerySet[Job]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no user
+            return Job.objects.none()
+        jobs = Job.objects.select_related("owner").prefetch_related("depends_on").order_by("-created_at")
+        return access.visible(jobs, self.request.user)
+
+    @extend_schema(
+        request=JobSubmitSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: JobSerializer, 200: OpenApiResponse(JobSerializer, description="existing job for the key")},
+    )
+    def create(self, request: Request) -> Response:
+        incoming = JobSubmitSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        spec = incoming.to_spec(default_key=_idempotency_header(request))
+        result = submit.submit_many([spec], owner=request.user, allow_internal=False)[0]
+        return Response(
+            JobSerializer(result.job, context={"estimates": _just_made(result)}).data,
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(request=BulkSubmitSerializer, responses={201: JobSerializer(many=True)})
+    @action(detail=False, methods=["post"])
+    def bulk(self, request: Request) -> Response:
+        incoming = BulkSubmitSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        results = submit.submit_many(incoming.to_specs(), owner=request.user, allow_internal=False)
+        made = {k: v for r in results for k, v in _just_made(r).items()}
+        return Response(
+            JobSerializer([r.job for r in results], many=True, context={"estimates": made}).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+    @extend_schema(responses=JobEventSerializer(many=True), filters=False)
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def events(self, request: Request, pk: str) -> Response:
+        job = self.get_object()
+        page = self.paginate_queryset(job.events.select_related("actor").order_by("created_at", "id"))
+        return self.get_paginated_response(JobEventSerializer(page, many=True).data)
+
+    def _act(self, service, request: Request) -> Response:
+        job = self.get_object()
+        moved = service(job.id, actor=request.user)
+        return Response(JobSerializer(moved).data)
+
+    @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str) -> Response:
+        return self._act(actions.requeue, request)
+
+    @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        return self._act(actions.cancel, request)
+
+    @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
+    @action(detail=True, methods=["post"])
+    def promote(self, request: Request, pk: str) -> Response:
+        return self._act(actions.promote, request)
+
+    @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
+    @action(detail=True, methods=["post"], url_path="run-now")
+    def run_now(self, request: Request, pk: str) -> Response:
+        """A scheduled or retrying job joins its queue now."""
+        return self._act(actions.run_now, request)

@@ -1,0 +1,38 @@
+"""``/api/work-windows/`` (staff, by Django permissions): list, create, edit windows.
+
+The windows are ``workwindow``'s (pure policy and its model); their API lives with
+the platform's, so ``workwindow`` depends on nothing of ``jobs``."""
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import mixins, serializers, viewsets
+
+from apikit.serializers import RejectUnknownFields
+from apikit.views import Conventions
+from jobs.api.permissions import StaffModelPermissions
+from workwindow.models import WorkWindow
+
+
+@extend_schema_field({"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$", "example": "22:00"})
+class LocalTimeField(serializers.TimeField):
+    """A wall-clock time in the window's own zone: no offset (not RFC 3339's "time")."""
+
+
+class WorkWindowSerializer(RejectUnknownFields, serializers.ModelSerializer):
+    start_time = LocalTimeField(help_text="opens at this local time")
+    end_time = LocalTimeField(help_text="closes at this local time; the next day when not after the start")
+
+    class Meta:
+        model = WorkWindow
+        fields = ["id", "name", "enabled", "time_zone", "start_time", "end_time", "weekdays", "updated_at"]
+        read_only_fields = ["id", "updated_at"]
+
+
+class WorkWindowViewSet(
+    Conventions,
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):  # fmt: skip
+    queryset = WorkWindow.objects.all()
+    serializer_class = WorkWindowSerializer
+    permission_classes = [StaffModelPermissions]
+    http_method_names = ["get", "post", "patch", "head", "options"]

@@ -1,0 +1,445 @@
+"""The operations console edge: read any job, act through the same services
+as the API (``jobs.core.actions``), every act recorded in the job's timeline with the operator.
+
+Staff with change permission act; the read-only operators group (view permissions
+only, see migration 0005) sees everything and acts on nothing. The list stays fast on
+millions of rows: counts are capped, the type filter comes from the registry (no
+DISTINCT scan), a search that is a job id is one index lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from typing import cast
+
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.core.paginator import Paginator
+from django.db.models import Max, Min, Q, QuerySet
+from django.http import HttpResponseNotAllowed
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+
+from jobs.console import views as console
+from jobs.console.views import system_types
+from jobs.core import actions, registry, transitions
+from jobs.core.models import FINAL_STATUSES, WITH_ERROR_MESSAGE, Job, JobEvent, Status
+from jobs.insight import estimates
+
+COUNT_CAP = 10_000  # beyond this, the list says "10,000+" instead of counting every row
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most COUNT_CAP + 1 rows: an exact COUNT(*) over millions of jobs on every
+    page view is the classic way an admin becomes unusable."""
+
+    object_list: QuerySet  # the admin pages querysets
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list.order_by()[: COUNT_CAP + 1].count()
+
+
+class ConsoleJobs(QuerySet):
+    """The list's queryset. The date hierarchy asks for the distinct years, months or
+    days that have jobs: a DISTINCT over every row (0.35 s at 1M jobs). Here those are
+    the periods between the first and the last job instead (two index lookups); a period
+    with no job in between shows an empty list when chosen."""
+
+    def datetimes(self, field_name, kind, order="ASC", tzinfo=None):
+        bounds = self.aggregate(first=Min(field_name), last=Max(field_name))
+        if bounds["first"] is None:
+            return []
+        first, last = timezone.localtime(bounds["first"]), timezone.localtime(bounds["last"])
+        periods, at = [], _period_start(first, kind)
+        while at <= last:
+            periods.append(at)
+            at = _next_period(at, kind)
+        return periods if order == "ASC" else periods[::-1]
+
+
+def _period_start(moment, kind: str):
+    moment = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return moment.replace(month=1, day=1) if kind == "year" else moment.replace(day=1) if kind == "month" else moment
+
+
+def _next_period(start, kind: str):
+    if kind == "year":
+        return start.replace(year=start.year + 1)
+    if kind == "month":
+        return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    return start + timedelta(days=1)
+
+
+class SafeChangeList(ChangeList):
+    """A year or month no date can have (13, 99999) is a bad filter (the list shows its
+    error notice), not a 500."""
+
+    def get_filters(self, request):
+        try:
+            return super().get_filters(request)
+        except (OverflowError, ValueError) as error:
+            raise IncorrectLookupParameters(error) from error
+
+
+class SystemJobsFilter(admin.SimpleListFilter):
+    """Thousands of successful cron runs a day would bury the jobs people submit: those
+    are hidden unless asked for. A system job that failed always shows, and so does any
+    job searched for by its id."""
+
+    title = "system jobs"
+    parameter_name = "system"
+
+    def lookups(self, request, model_admin):
+        return [("all", "all runs"), ("only", "only system jobs")]
+
+    def choices(self, changelist):
+        choices = list(super().choices(changelist))
+        choices[0] = {**choices[0], "display": "completed runs hidden"}  # the default, not "All"
+        return choices
+
+    def queryset(self, request, queryset):
+        asked_for = request.GET.get("type") in system_types() or _is_uuid(request.GET.get("q", ""))
+        if self.value() == "all" or asked_for:
+            return queryset
+        if self.value() == "only":
+            return queryset.filter(type__in=system_types())
+        return queryset.exclude(type__in=system_types(), status=Status.COMPLETE)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text.strip())
+        return True
+    except ValueError:
+        return False
+
+
+class TypeFilter(admin.SimpleListFilter):
+    """Job types from the registry, not from a DISTINCT over the whole table."""
+
+    title = "type"
+    parameter_name = "type"
+
+    def lookups(self, request, model_admin):
+        return [(name, name) for name in sorted(registry.all_types())]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(type=self.value()) if self.value() else queryset
+
+
+class JobEventInline(admin.TabularInline):
+    """The timeline: every state change, action and note, with who did it."""
+
+    model = JobEvent
+    extra = 0
+    can_delete = False
+    fields = ["created_at", "seq", "kind", "from_status", "to_status", "who", "message"]
+    readonly_fields = cast(list[str], fields)  # names only, no groups
+    ordering = ["created_at", "id"]
+    verbose_name_plural = "timeline"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+ACT_AT_ONCE = 1000  # jobs one action may touch in one request (each is a move plus Redis calls)
+
+
+def _too_many(modeladmin, request, queryset) -> bool:
+    """A "select all" over a huge filter would act on every row in one request."""
+    if queryset.order_by()[: ACT_AT_ONCE + 1].count() <= ACT_AT_ONCE:
+        return False
+    modeladmin.message_user(
+        request,
+        f"More than {ACT_AT_ONCE:,} jobs selected: narrow the filter first (dead letters: use "
+        "'Requeue dead letters matching this filter').",
+        messages.ERROR,
+    )
+    return True
+
+
+def _bulk(name: str, service, verb: str, description: str):
+    """An admin action applying one service to each selected job (at most ACT_AT_ONCE)."""
+
+    def act(modeladmin, request, queryset):
+        if not _too_many(modeladmin, request, queryset):
+            console.act_on_each(request, queryset.values_list("id", flat=True), service, verb)
+
+    act.__name__ = name  # the admin names actions after their function
+    return admin.action(description=description, permissions=["change"])(act)
+
+
+requeue_jobs = _bulk("requeue_jobs", actions.requeue, "Requeued", "Requeue selected jobs (new round of attempts)")
+run_jobs_now = _bulk("run_jobs_now", actions.run_now, "Queued now", "Run selected scheduled or retrying jobs now")
+cancel_jobs = _bulk("cancel_jobs", actions.cancel, "Canceled", "Cancel selected jobs")
+promote_jobs = _bulk("promote_jobs", actions.promote, "Promoted", "Promote selected jobs to immediate")
+
+
+@admin.action(description="Requeue the selected dead letters…", permissions=["change"])
+def requeue_dead_letters(modeladmin, request, queryset):
+    """With a confirmation page that says how many it will touch (like delete)."""
+    if _too_many(modeladmin, request, queryset):
+        return None
+    dead = queryset.filter(status=Status.DEAD_LETTER)
+    if request.POST.get("confirmed"):
+        console.act_on_each(request, list(dead.values_list("id", flat=True)), actions.requeue, "Requeued")
+        return None
+    return TemplateResponse(
+        request,
+        "admin/jobs/job/requeue_dead_letters.html",
+        {
+            **modeladmin.admin_site.each_context(request),
+            "title": "Requeue dead letters",
+            "opts": modeladmin.model._meta,
+            "count": dead.count(),
+            "skipped": queryset.count() - dead.count(),
+            # "Select all" is carried as such (the list's filter is in the URL), not as ids.
+            "select_across": request.POST.get("select_across") == "1",
+            "selected": [] if request.POST.get("select_across") == "1" else request.POST.getlist(ACTION_CHECKBOX_NAME),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        },
+    )
+
+
+def _badge(status: str) -> str:
+    return format_html('<span class="jd-status jd-{}">{}</span>', status, status.replace("_", " "))
+
+
+def _bar(percent: int) -> str:
+    return format_html(
+        '<span class="jd-bar"><span class="jd-fill" style="width:{}%"></span></span><span class="jd-pct">{}%</span>',
+        percent, percent,
+    )  # fmt: skip
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = [
+        "short_id", "type", "status_badge", "progress_bar", "priority", "owner", "attempts", "eta_or_duration",
+        "created_at", "started_at",
+    ]  # fmt: skip
+    list_filter = ["status", TypeFilter, SystemJobsFilter, "priority", "error_category", "heavy", "owner"]
+    search_fields = ["type"]  # the search itself is get_search_results
+    search_help_text = (
+        "A job id (or a UUID idempotency key) finds that job; other words match job types, an "
+        "idempotency key, or the error message of a failed, dead-lettered, retrying or canceled job."
+    )
+    date_hierarchy = "created_at"
+    list_select_related = ["owner"]
+    list_per_page = 50
+    paginator = CappedCountPaginator
+    show_full_result_count = False  # no COUNT(*) over the whole table on every page
+    inlines = [JobEventInline]
+    actions = [requeue_jobs, run_jobs_now, cancel_jobs, promote_jobs, requeue_dead_letters]
+    readonly_fields = [
+        "id", "type", "status_badge", "progress_bar", "stage", "priority", "heavy", "owner", "attempts",
+        "max_attempts", "timeout", "idempotency_key", "pretty_payload", "pretty_result", "error_category",
+        "error_message", "advice", "traceback", "seq", "rq_job_id", "worker_name", "created_at", "enqueued_at",
+        "scheduled_for", "started_at", "finished_at", "eta_or_duration", "first_estimated_start_at",
+        "first_estimated_finish_at", "eta_error_seconds", "dependencies", "dependents_list",
+    ]  # fmt: skip
+    fieldsets = [
+        (None, {"fields": ["id", "type", "status_badge", "progress_bar", "stage", "priority", "heavy", "owner"]}),
+        ("Attempts and errors", {"fields": ["attempts", "max_attempts", "timeout", "error_category",
+                                             "error_message", "advice", "traceback"]}),
+        ("Payload and result", {"fields": ["idempotency_key", "pretty_payload", "pretty_result"]}),
+        ("Dependencies", {"fields": ["dependencies", "dependents_list"]}),
+        ("Times and estimates", {"fields": ["created_at", "enqueued_at", "scheduled_for", "started_at",
+                                             "finished_at", "eta_or_duration", "first_estimated_start_at",
+                                             "first_estimated_finish_at", "eta_error_seconds"]}),
+        ("Dispatch", {"classes": ["collapse"], "fields": ["seq", "rq_job_id", "worker_name"]}),
+    ]  # fmt: skip
+
+    class Media:
+        css = {"all": ["jobs/console.css"]}
+        js = ["jobs/console.js"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # jobs enter through the submit service, never as raw rows
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A deleted row strands its RQ entry and dependents and erases the audit trail:
+        # jobs end by cancel, and leave by the retention cron.
+        return False
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # Every field is read-only, but the admin would still save the whole row on a
+        # POST: a stale copy written over a live job's status. Jobs change only through
+        # lifecycle moves (the actions and buttons).
+        if request.method == "POST":
+            return HttpResponseNotAllowed(["GET"], "Jobs change through the actions, not this form.")
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):
+        own = [
+            path("dashboard/", self.admin_site.admin_view(console.DashboardView.as_view(admin=self)),
+                 name="jobs_dashboard"),
+            path("dashboard/data/", self.admin_site.admin_view(console.DashboardDataView.as_view(admin=self)),
+                 name="jobs_dashboard_data"),
+            path("requeue-dead-letters/",
+                 self.admin_site.admin_view(console.RequeueMatchingView.as_view(admin=self)),
+                 name="jobs_requeue_matching"),
+            path("<uuid:job_id>/act/<str:verb>/", self.admin_site.admin_view(console.ActView.as_view(admin=self)),
+                 name="jobs_act"),
+        ]  # fmt: skip
+        return own + super().get_urls()
+
+    def get_queryset(self, request) -> QuerySet:
+        jobs = super().get_queryset(request)
+        return ConsoleJobs(model=jobs.model, query=jobs.query, using=jobs.db)
+
+    def get_search_results(self, request, queryset: QuerySet, search_term: str):
+        """A UUID is a job id or an idempotency key (two index lookups); anything else
+        searches the text fields."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            job_id = uuid.UUID(term)
+        except ValueError:
+            return queryset.filter(_text_search(term)), False
+        return queryset.filter(Q(pk=job_id) | Q(idempotency_key=term)), False
+
+    def get_changelist(self, request, **kwargs):
+        return SafeChangeList
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        if changelist.query:
+            # Drilling into dates means little in a search's results, and the first and
+            # last dates of a search that matches little cost two scans of the table.
+            changelist.date_hierarchy = None
+        _attach_estimates(changelist.result_list)
+        return changelist
+
+    def changelist_view(self, request, extra_context=None):
+        # Routine system runs are left out of the "changes to other jobs" count only where
+        # the list leaves them out too.
+        hidden = [] if request.GET.get("system") in ("all", "only") else system_types()
+        extra = {"can_act": self.has_change_permission(request), "system_types": hidden, **(extra_context or {})}
+        return super().changelist_view(request, extra)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        job = self.get_object(request, object_id)  # None for an unknown or malformed id
+        status = job.status if job else None
+        extra = {
+            "can_act": self.has_change_permission(request),
+            # Only the buttons the job's state allows (the services still check).
+            "acts": [verb for verb, move in console.MOVE_OF.items() if transitions.allowed(move, status)],
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, extra)
+
+    # --- columns -----------------------------------------------------------------
+
+    @admin.display(description="id")
+    def short_id(self, job: Job) -> str:
+        return str(job.id)[:8]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, job: Job) -> str:
+        return format_html('<span data-job="{}" data-field="status">{}</span>', job.id, _badge(job.status))
+
+    @admin.display(description="progress")
+    def progress_bar(self, job: Job) -> str:
+        return format_html('<span data-job="{}" data-field="progress">{}</span>', job.id, _bar(job.progress))
+
+    @admin.display(description="ETA / duration")
+    def eta_or_duration(self, job: Job) -> str:
+        return format_html('<span data-job="{}" data-field="eta">{}</span>', job.id, self._eta_text(job))
+
+    def _eta_text(self, job: Job) -> str:
+        if job.status in FINAL_STATUSES or job.status == Status.ACTIVE:
+            seconds = job.duration_seconds
+            if job.status == Status.ACTIVE and job.started_at:
+                guess = getattr(job, "estimate", None)
+                finish = guess.finish_at if guess else None
+                return f"finishes ≈ {_when(finish)}" if finish else "running"
+            return f"{seconds:.1f} s" if seconds is not None else "—"
+        guess = getattr(job, "estimate", None) or estimates.for_job(job)
+        if guess.start_at is None:
+            return format_html('<span title="{}">no estimate ⓘ</span>', guess.warning) if guess.warning else "—"
+        return f"starts ≈ {_when(guess.start_at)}"
+
+    # --- detail ------------------------------------------------------------------
+
+    @admin.display(description="payload")
+    def pretty_payload(self, job: Job) -> str:
+        return format_html("<pre class='jd-pre'>{}</pre>", json.dumps(job.payload, indent=2, sort_keys=True))
+
+    @admin.display(description="result")
+    def pretty_result(self, job: Job) -> str:
+        return format_html("<pre class='jd-pre'>{}</pre>", json.dumps(job.result, indent=2, sort_keys=True))
+
+    @admin.display(description="traceback")
+    def traceback(self, job: Job) -> str:
+        return format_html("<pre class='jd-pre'>{}</pre>", job.error_details) if job.error_details else "—"
+
+    @admin.display(description="recovery actions")
+    def advice(self, job: Job) -> str:
+        if not job.recovery_actions:
+            return "—"
+        return format_html("<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((a,) for a in job.recovery_actions)))
+
+    @admin.display(description="depends on")
+    def dependencies(self, job: Job) -> str:
+        return _job_links(job.depends_on.all())
+
+    @admin.display(description="needed by")
+    def dependents_list(self, job: Job) -> str:
+        return _job_links(job.dependents.all())
+
+
+def _text_search(term: str) -> Q:
+    """Words match job types (by name, among the registered ones), an idempotency key
+    exactly, or the error message of a job that has one. Each part has an index to use:
+    a plain substring search over three columns of a million rows took 8 s when
+    nothing matched."""
+    types = [name for name in registry.all_types() if term.lower() in name.lower()]
+    return Q(type__in=types) | Q(idempotency_key=term) | Q(status__in=WITH_ERROR_MESSAGE, error_message__icontains=term)
+
+
+def _when(moment) -> str:
+    """Today's times as a clock reading; other days with their date."""
+    local = timezone.localtime(moment)
+    return f"{local:%H:%M:%S}" if local.date() == timezone.localdate() else f"{local:%Y-%m-%d %H:%M}"
+
+
+def _job_links(jobs) -> str:
+    rows = [(reverse("admin:jobs_job_change", args=[j.id]), str(j.id)[:8], j.type, _badge(j.status)) for j in jobs]
+    return format_html_join(" ", '<a href="{}">{} {}</a> {}', rows) if rows else "—"
+
+
+def _attach_estimates(jobs) -> None:
+    """One line walk for the page's unfinished jobs, not one per row."""
+    waiting = {job.id: job for job in jobs if job.status not in FINAL_STATUSES}
+    if waiting:
+        for job_id, guess in estimates.estimate(list(waiting.values())).items():
+            waiting[job_id].estimate = guess
+
+
+@admin.register(JobEvent)
+class JobEventAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "job", "kind", "from_status", "to_status", "who", "message"]
+    list_filter = ["kind", "to_status"]
+    search_fields = ["=job__id", "message"]
+    list_select_related = ["job", "actor"]
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # the timeline is the audit trail

@@ -1,0 +1,41 @@
+"""Operator and owner actions on jobs: cancel, requeue, promote, run now.
+
+The API, the admin and management commands call these; each is a lifecycle move plus
+the Redis side effect after commit, recorded in the timeline with who did it.
+"""
+
+from __future__ import annotations
+
+from jobs.core import lifecycle, outcomes, queueing
+from jobs.core.errors import ActionRefused
+from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, Job
+
+
+def cancel(job_id, *, actor=None, actor_label: str = "", reason: str = "") -> Job:
+    """Cancel a waiting job (withdrawn from Redis) or a running one (its work-horse is
+    stopped: by RQ's stop-job command, and by its Jobdesk parent within seconds)."""
+    job = lifecycle.cancel(job_id, actor=actor, actor_label=actor_label, reason=reason)
+    outcomes.finished(job)
+    return job
+
+
+def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:
+    broken = Job.objects.filter(dependents=job_id, status__in=BROKEN_DEPENDENCY_STATUSES).first()
+    if broken is not None:
+        raise ActionRefused(
+            f"Cannot requeue job {job_id}: its dependency {broken.id} is {broken.status}; requeue that first."
+        )
+    dispatch = Job.objects.filter(pk=job_id).values_list("rq_job_id", flat=True).first()
+    if dispatch and queueing.dispatches_in_hand([dispatch]):
+        raise ActionRefused(f"Cannot requeue job {job_id} yet: its last run is still stopping; try again in a moment.")
+    return lifecycle.requeue(job_id, actor=actor, actor_label=actor_label)
+
+
+def promote(job_id, *, actor=None, actor_label: str = "") -> Job:
+    return lifecycle.promote(job_id, actor=actor, actor_label=actor_label)
+
+
+def run_now(job_id, *, actor=None, actor_label: str = "") -> Job:
+    """Sidekiq's "add to queue": a scheduled or retrying job stops waiting. (A deferred
+    heavy job still waits for its work window: the window is the point of it.)"""
+    return lifecycle.run_now(job_id, actor=actor, actor_label=actor_label)

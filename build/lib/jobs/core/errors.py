@@ -1,0 +1,86 @@
+"""Errors a handler raises to say how its failure should be treated."""
+
+from __future__ import annotations
+
+
+class JobError(Exception):
+    """Base: a message for the user, recovery actions, and optional technical details."""
+
+    category = "temporary"
+
+    def __init__(self, message: str, *, recovery_actions: list[str] | None = None, details: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.recovery_actions = list(recovery_actions or [])
+        self.details = details
+
+
+class TemporaryError(JobError):
+    """Worth retrying later: network hiccups, a busy dependency, rate limits."""
+
+    category = "temporary"
+
+
+class UserFixableError(JobError):
+    """The input is wrong; retrying will not help, the user must change something."""
+
+    category = "user_fixable"
+
+
+class AdminRequiredError(JobError):
+    """Configuration or infrastructure problem; operators are alerted, no retry."""
+
+    category = "admin_required"
+
+
+class ActionRefused(Exception):
+    """An operator or API action the job's situation forbids (the API answers 409)."""
+
+    http_status = 409
+    code = "conflict"
+    hint = "Reload the job to see its current status."
+
+
+class JobNotFound(Exception):
+    """No job with that id (the API answers 404)."""
+
+    http_status = 404
+    code = "not_found"
+    hint = "Check the id; you only see your own jobs."
+    message = "Not found."
+
+
+class IdempotencyConflict(ActionRefused):
+    """An idempotency key reused for a different request (the API answers 409)."""
+
+
+class TransitionError(ActionRefused):
+    """The job's current state forbids the requested move."""
+
+    def __init__(self, job_id, action: str, status: str, allowed) -> None:
+        allowed_list = ", ".join(sorted(str(s) for s in allowed))
+        super().__init__(f"Cannot {action} job {job_id}: it is {status}; {action} needs one of: {allowed_list}.")
+        self.job_id = job_id
+        self.action = action
+        self.status = status
+        self.allowed = allowed
+
+
+class SubmitError(Exception):
+    """A submission was rejected: unknown type, invalid payload, bad dependency (400)."""
+
+    http_status = 400
+    code = "invalid"
+
+    def __init__(self, message: str, *, field: str | None = None, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.hint = hint
+
+
+class PayloadTooLarge(SubmitError):
+    """A payload over MAX_PAYLOAD_BYTES (413): big data travels by reference."""
+
+    http_status = 413
+    code = "too_large"

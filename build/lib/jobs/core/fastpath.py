@@ -1,0 +1,100 @@
+"""One-statement guarded moves for the worker's hot path on PostgreSQL.
+
+A claim and a completion happen for every job. Through the ORM each is five round trips
+(BEGIN, SELECT … FOR UPDATE, UPDATE, INSERT event, COMMIT) plus query building; here
+each is one statement that locks the row, checks its status and dispatch, updates it
+and writes the timeline event — the same guarded move, atomic as a single statement.
+``jobs.core.lifecycle`` decides when to use it; other databases take the ORM path.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection
+from django.db.models import Field, JSONField
+
+from jobs.core.models import Job, JobEvent
+
+_MOVE_SQL = """
+WITH locked AS (
+    SELECT id, status FROM {job} WHERE id = %(id)s FOR UPDATE
+), moved AS (
+    UPDATE {job} AS j SET status = %(to)s, seq = j.seq + 1, updated_at = %(now)s, {assignments}
+    FROM locked
+    WHERE j.id = locked.id AND locked.status = ANY(%(allowed)s) AND j.rq_job_id = %(dispatch)s
+    RETURNING j.*, locked.status AS previous_status
+), logged AS (
+    INSERT INTO {event} (job_id, seq, kind, from_status, to_status, actor_id, actor_label, message, details,
+                         created_at)
+    SELECT id, seq, %(kind)s, previous_status, status, NULL, %(actor_label)s, %(message)s, '{{}}'::jsonb, %(now)s
+    FROM moved
+)
+SELECT * FROM moved
+"""
+
+
+def available() -> bool:
+    return connection.vendor == "postgresql" and not connection.in_atomic_block
+
+
+def move(
+    job_id,
+    *,
+    allowed,
+    to: str,
+    dispatch: str,
+    now: datetime,
+    values: dict,
+    expressions: dict[str, str] | None = None,
+    actor_label: str,
+    message: str,
+) -> Job | None:
+    """Apply the move; the moved Job (with ``previous_status``), or None if refused.
+
+    ``values`` are the same field → Python value changes the ORM path writes (passed as
+    parameters; JSON cast, None as NULL); ``expressions`` are computed from the locked
+    row, as SQL over ``j`` (e.g. ``{"attempts": "j.attempts + 1"}``).
+    """
+    assignments, params = _assignments(values)
+    assignments.update(expressions or {})
+    sql = _MOVE_SQL.format(
+        job=Job._meta.db_table,
+        event=JobEvent._meta.db_table,
+        assignments=", ".join(f"{column} = {expression}" for column, expression in assignments.items()),
+    )
+    params.update(
+        {
+            "id": job_id,
+            "to": to,
+            "now": now,
+            "allowed": [str(status) for status in allowed],
+            "dispatch": dispatch,
+            "kind": JobEvent.Kind.TRANSITION,
+            "actor_label": actor_label,
+            "message": message,
+        }
+    )
+    rows = list(Job.objects.raw(sql, params))
+    return rows[0] if rows else None
+
+
+def _assignments(values: dict) -> tuple[dict[str, str], dict]:
+    """Column names come from the model's fields, values travel as parameters."""
+    assignments: dict[str, str] = {}
+    params: dict = {}
+    for name, value in values.items():
+        field = Job._meta.get_field(name)
+        assert isinstance(field, Field) and field.column is not None  # values name the job's own columns
+        key = f"v_{name}"
+        if value is None:
+            assignments[field.column] = "NULL"  # as the ORM stores None
+        elif isinstance(field, JSONField):
+            assignments[field.column] = f"%({key})s::jsonb"
+            params[key] = json.dumps(value, cls=DjangoJSONEncoder)
+        else:
+            assignments[field.column] = f"%({key})s"
+            params[key] = value
+    return assignments, params

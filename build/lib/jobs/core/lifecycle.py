@@ -1,0 +1,552 @@
+"""Every status change of a Job, and only here.
+
+Each move locks the row, checks the current status against the statuses the move
+allows (``jobs.core.transitions``: the moves as data), applies a conditional UPDATE
+(``WHERE status = <seen>``) and writes a ``JobEvent`` in the same transaction. A move the
+state forbids raises ``TransitionError``; the edges turn it into 409 / an admin
+message. Each move registers its own follow-up for after the commit: the message to
+WebSocket followers and what changes in Redis (enqueue, schedule, withdraw, stop), as
+the table says — so no caller can forget it or do it before the row is durable.
+
+``Job.status`` cannot be written anywhere else (``jobs.core.models.status_writes``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from jobs.core import fastpath, opening, queueing, relay, transitions
+from jobs.core.errors import JobNotFound, SubmitError, TransitionError
+from jobs.core.joblog import log_job
+from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, Job, JobEvent, Priority, Status, status_writes
+from jobs.core.transitions import FollowUp
+
+__all__ = ["JobNotFound"]  # raised here, defined with the other errors
+
+# The worker's hot path (claim, complete) as single statements on PostgreSQL; tests turn
+# it off to compare both paths.
+USE_FAST_PATH = True
+# How far ahead a run_at may be.
+MAX_RUN_AT_AHEAD = timedelta(days=3660)
+
+
+def new_dispatch_id(job_id) -> str:
+    """RQ job id for a re-dispatch: the Job id plus "_" and a token (see Job.rq_job_id)."""
+    return f"{job_id}_{secrets.token_hex(4)}"
+
+
+def still_owns(job_id, dispatch: str) -> bool:
+    """Does this run (dispatch) still own the job? False once it was canceled, repaired
+    or retried elsewhere: the run must stop and its outcome is not recorded."""
+    return Job.objects.owned_by(job_id, dispatch).exists()
+
+
+def _move(
+    job_id,
+    name: str,
+    *,
+    to: str | Callable[[Job], str] | None = None,
+    fields: dict[str, Any] | Callable[[Job], dict[str, Any]] | None = None,
+    dispatch: str | None = None,
+    actor=None,
+    actor_label: str = "",
+    message: str = "",
+    details: dict | None = None,
+    kind: str = JobEvent.Kind.TRANSITION,
+) -> Job:
+    """Apply the move ``name`` (see ``transitions.MOVES``) to one job. ``to`` picks the
+    target when the move has several; a move whose targets are its sources keeps the
+    status (e.g. promote)."""
+    move = transitions.move(name)
+    if move.by_worker and dispatch is None:
+        raise ValueError(f"{name} is a worker's move: it needs the dispatch id")
+    with transaction.atomic(), status_writes():
+        job = Job.objects.select_for_update().filter(pk=job_id).first()
+        if job is None:
+            raise JobNotFound(job_id)
+        if not move.allows(job.status) or (dispatch is not None and job.rq_job_id != dispatch):
+            raise TransitionError(job_id, name, job.status, move.sources)
+        from_status = job.status
+        if callable(fields):  # values that depend on the locked row, e.g. attempts + 1
+            fields = fields(job)
+        changes = {"seq": job.seq + 1, "updated_at": timezone.now(), **(fields or {})}
+        changes["status"] = _target(move, job, to)
+        guard = Job.objects.filter(pk=job_id, status=from_status, seq=job.seq)
+        if guard.update(**changes) != 1:  # cannot happen under the row lock; never trust it blindly
+            raise TransitionError(job_id, name, "changed concurrently", move.sources)
+        previous_dispatch, previous_priority = job.rq_job_id, job.priority
+        for field, value in changes.items():
+            setattr(job, field, value)
+        # What the move saw under the lock, for the follow-up (cancel stops a running
+        # dispatch, withdraws a waiting one) and for callers.
+        job.previous_status, job.previous_dispatch = from_status, previous_dispatch
+        job.previous_priority = previous_priority
+        JobEvent.objects.create(
+            job=job,
+            seq=job.seq,
+            kind=kind,
+            from_status=from_status,
+            to_status=job.status,
+            actor=actor if getattr(actor, "is_authenticated", False) else None,
+            actor_label=actor_label,
+            message=message or name,
+            details=details or {},
+        )
+    log_job(name, job, from_status=from_status, actor=actor_label or (str(actor) if actor else "system"))
+    _follow_up_on_commit(job, move.follow_up)
+    return job
+
+
+def _target(move: transitions.Move, job: Job, to) -> str:
+    if to is None:
+        if move.targets == move.sources:
+            return job.status  # the move keeps the status
+        (target,) = move.targets  # a move with several targets must say which
+        return target
+    target = to(job) if callable(to) else to
+    if target not in move.targets:
+        raise AssertionError(f"{move.name} cannot end in {target}: the transitions table says {sorted(move.targets)}")
+    return target
+
+
+def _follow_up_on_commit(job: Job, follow_up: FollowUp) -> None:
+    """Once the move is durable (at once outside a transaction): tell WebSocket clients,
+    and bring Redis in line with the row."""
+    msg = relay.message(job)  # the state as of this move, even if later moves follow
+    previous = getattr(job, "previous_dispatch", ""), getattr(job, "previous_priority", job.priority)
+    was_running = getattr(job, "previous_status", "") == Status.ACTIVE
+
+    def after_commit() -> None:
+        relay.send(msg)
+        if follow_up is FollowUp.STOP_OR_WITHDRAW:
+            if was_running:
+                queueing.stop(previous[0])
+            else:
+                queueing.withdraw(*previous)
+        elif follow_up is FollowUp.REPLACE:
+            queueing.withdraw(*previous)
+            queueing.dispatch(job)
+        elif follow_up is FollowUp.DISPATCH:
+            queueing.dispatch(job)
+
+    transaction.on_commit(after_commit)
+
+
+# --- The first status: submit ---------------------------------------------------------
+
+
+def set_initial_status(
+    job: Job, run_at: datetime | None, dependencies: Sequence[Job], now: datetime, windows: Callable[[], list]
+) -> None:
+    """Decide a new job's first status (not saved yet): canceled when a dependency
+    already failed, waiting while dependencies run, scheduled for a future ``run_at``,
+    deferred when it is heavy and no work window is open, else queued."""
+    if run_at is not None and timezone.is_naive(run_at):
+        raise SubmitError("run_at needs a time zone.", field="run_at", hint="Send e.g. 2026-01-31T08:00:00Z.")
+    if run_at is not None and run_at > now + MAX_RUN_AT_AHEAD:
+        raise SubmitError(
+            f"run_at is more than {MAX_RUN_AT_AHEAD.days} days ahead.", field="run_at", hint="Schedule nearer work."
+        )
+    broken = [d for d in dependencies if d.status in BROKEN_DEPENDENCY_STATUSES]
+    if broken:
+        job.status, job.finished_at = Status.CANCELED, now
+        job.error_message = f"dependency {broken[0].id} is {broken[0].status}"
+        return
+    if run_at is not None and run_at > now:
+        job.scheduled_for = job.run_at = run_at
+    if any(d.status != Status.COMPLETE for d in dependencies):
+        job.status = Status.WAITING
+    elif job.scheduled_for:
+        job.status = Status.SCHEDULED
+    else:
+        job.status, job.enqueued_at = Status.QUEUED, now
+    if job.heavy and job.status in (Status.QUEUED, Status.SCHEDULED):
+        until = opening.deferral_until(job.scheduled_for or now, windows())
+        if until is not None:
+            job.status, job.scheduled_for, job.enqueued_at = Status.DEFERRED, until, None
+
+
+def create_submitted(jobs: Sequence[Job], dependencies: dict) -> None:
+    """Write new jobs (their status decided by ``set_initial_status``) with their first
+    timeline entry, and, once committed, put them where their status says. Redis down
+    then: the rows stay as they are, with a note, for the reconciler to enqueue."""
+    with status_writes():
+        Job.objects.bulk_create(jobs)
+    JobEvent.objects.bulk_create(
+        [
+            JobEvent(
+                job=job,
+                seq=1,
+                from_status="",
+                to_status=job.status,
+                actor=job.owner,
+                message=job.error_message or "submitted",
+                details={"dependencies": [str(d.id) for d in dependencies[job.id]]} if dependencies.get(job.id) else {},
+            )
+            for job in jobs
+        ]
+    )
+    transaction.on_commit(lambda: _dispatch_submitted(list(jobs)))
+
+
+def _dispatch_submitted(jobs: list[Job]) -> None:
+    for job in jobs:
+        log_job("submitted", job)
+    relay.publish_new(jobs)
+    now_jobs = [j for j in jobs if j.status == Status.QUEUED]
+    later_jobs = [j for j in jobs if j.status in (Status.SCHEDULED, Status.DEFERRED)]
+    ok = queueing.enqueue_many(now_jobs)
+    for job in later_jobs:
+        assert job.scheduled_for is not None  # scheduled and deferred jobs have their time
+        ok = queueing.schedule(job, job.scheduled_for) and ok
+    if not ok:
+        for job in now_jobs + later_jobs:
+            note(job.id, "Redis unreachable at submit; the reconciler will enqueue it", actor_label="submit")
+
+
+# --- Worker-side moves (guarded by the dispatch id) --------------------------------
+
+
+def _fast(job_id, name: str, *, dispatch: str, now, values, expressions=None, actor_label: str, message: str) -> Job:
+    """The same guarded move as ``_move`` in one statement (PostgreSQL, see fastpath);
+    only for moves that need no follow-up in Redis."""
+    move = transitions.move(name)
+    (to,) = move.targets
+    job = fastpath.move(
+        job_id, allowed=move.sources, to=to, dispatch=dispatch, now=now, values=values, expressions=expressions,
+        actor_label=actor_label, message=message,
+    )  # fmt: skip
+    if job is None:
+        current = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
+        if current is None:
+            raise JobNotFound(job_id)
+        raise TransitionError(job_id, name, current, move.sources)
+    job.previous_dispatch, job.previous_priority = job.rq_job_id, job.priority
+    log_job(name, job, from_status=job.previous_status, actor=actor_label or "system")
+    _follow_up_on_commit(job, move.follow_up)
+    return job
+
+
+def _fast_path() -> bool:
+    return USE_FAST_PATH and fastpath.available()
+
+
+# How far the first start was from the estimate given at submit (kept from the first start).
+_ETA_ERROR_SQL = "COALESCE(j.eta_error_seconds, EXTRACT(EPOCH FROM (%(now)s - j.first_estimated_start_at)))"
+
+
+def _eta_error(job: Job, now) -> float | None:
+    if job.eta_error_seconds is not None or job.first_estimated_start_at is None:
+        return job.eta_error_seconds
+    return (now - job.first_estimated_start_at).total_seconds()
+
+
+def claim(job_id, dispatch: str, worker_name: str) -> Job:
+    now = timezone.now()
+    values = {
+        "worker_name": worker_name,
+        "runner_host": socket.gethostname(),
+        "runner_pid": os.getpid(),
+        "started_at": now,
+        "finished_at": None,
+        "progress": 0,
+        "stage": "",
+    }
+    message = f"started by {worker_name}"
+    if _fast_path():
+        return _fast(
+            job_id, "claim", dispatch=dispatch, now=now, values=values,
+            expressions={"attempts": "j.attempts + 1", "eta_error_seconds": _ETA_ERROR_SQL}, actor_label=worker_name,
+            message=message,
+        )  # fmt: skip
+    return _move(
+        job_id,
+        "claim",
+        dispatch=dispatch,
+        actor_label=worker_name,
+        fields=lambda job: {**values, "attempts": job.attempts + 1, "eta_error_seconds": _eta_error(job, now)},
+        message=message,
+    )
+
+
+def _finished_fields(**extra) -> dict:
+    return {"finished_at": timezone.now(), **extra}
+
+
+def complete(job_id, dispatch: str, result: Any) -> Job:
+    # A success after a retry leaves no advice of the failure behind (the timeline keeps
+    # it); a finished job no longer shows the stage it was last in.
+    values = _finished_fields(result=result, progress=100, stage="", **_error_fields("", "", "", []))
+    if _fast_path():
+        return _fast(
+            job_id, "complete", dispatch=dispatch, now=values["finished_at"], values=values, actor_label="",
+            message="completed",
+        )  # fmt: skip
+    return _move(job_id, "complete", dispatch=dispatch, fields=values, message="completed")
+
+
+def _error_fields(category: str, message: str, details: str, recovery_actions: list[str]) -> dict:
+    return {
+        "error_category": category,
+        "error_message": message,
+        "error_details": details,
+        "recovery_actions": recovery_actions,
+    }
+
+
+# What a failed attempt's timeline entry keeps of its traceback (the row keeps the last whole).
+_EVENT_TRACEBACK_CHARS = 16_000
+
+
+def _attempt_error(exception: str, details: str) -> dict[str, str]:
+    """The failed attempt's exception, for its timeline entry (the standard task API
+    reads them back as the result's errors, one per attempt)."""
+    return {"exception_class": exception, "traceback": details[-_EVENT_TRACEBACK_CHARS:]} if exception else {}
+
+
+def fail(
+    job_id, dispatch: str, *, category: str, message: str, details: str = "", recovery_actions=(), exception: str = ""
+) -> Job:
+    return _move(
+        job_id,
+        "fail",
+        dispatch=dispatch,
+        fields=_finished_fields(stage="", **_error_fields(category, message, details, list(recovery_actions))),
+        message=f"failed ({category}): {message}",
+        details={"category": category, **_attempt_error(exception, details)},
+    )
+
+
+DEAD_LETTER_ACTIONS = [
+    "No retry is left: fix the cause (see the message and the timeline), then requeue it (POST …/retry/).",
+]
+
+
+def dead_letter(
+    job_id, dispatch: str, *, message: str, details: str = "", actor_label: str = "", exception: str = ""
+) -> Job:
+    return _move(
+        job_id,
+        "dead_letter",
+        dispatch=dispatch,
+        actor_label=actor_label,
+        # No retry is coming: advice such as "wait for the retry" no longer holds.
+        fields=_finished_fields(stage="", **_error_fields("temporary", message, details, DEAD_LETTER_ACTIONS)),
+        message=f"dead letter after the last attempt: {message}",
+        details=_attempt_error(exception, details),
+    )
+
+
+def retry_later(
+    job_id,
+    dispatch: str,
+    *,
+    delay: float,
+    message: str,
+    details: str = "",
+    recovery_actions=(),
+    actor_label: str = "",
+    exception: str = "",
+) -> Job:
+    """Back to waiting for a later attempt; scheduled in rq-scheduler once committed."""
+    run_at = timezone.now() + timedelta(seconds=delay)
+    return _move(
+        job_id,
+        "retry_later",
+        dispatch=dispatch,
+        actor_label=actor_label,
+        fields={
+            "scheduled_for": run_at,
+            "rq_job_id": new_dispatch_id(job_id),
+            "worker_name": "",
+            **_error_fields("temporary", message, details, list(recovery_actions)),
+        },
+        message=f"temporary error, retry in {delay:.1f}s: {message}",
+        details={
+            "delay_seconds": round(delay, 3),
+            "retry_at": run_at.isoformat(),
+            **_attempt_error(exception, details),
+        },
+    )
+
+
+def defer(job_id, dispatch: str, *, until) -> Job:
+    """A heavy job claimed while no work window is open goes back to wait for the next
+    opening; the attempt it was about to make is not counted."""
+    return _move(
+        job_id,
+        "defer",
+        dispatch=dispatch,
+        fields=lambda job: {
+            "attempts": max(0, job.attempts - 1),
+            # The claim that found the window closed was no start: no ETA error yet.
+            **({"eta_error_seconds": None} if job.attempts <= 1 else {}),
+            "scheduled_for": until,
+            "rq_job_id": new_dispatch_id(job_id),
+            "worker_name": "",
+            "started_at": None,
+        },
+        message=f"work window closed: deferred to {until.isoformat()}",
+    )
+
+
+# --- Operator / system moves --------------------------------------------------------
+
+
+def cancel(job_id, *, actor=None, actor_label: str = "", reason: str = "") -> Job:
+    """A waiting job is withdrawn from Redis, a running one stopped (RQ's stop-job; its
+    Jobdesk parent also stops it within seconds), once committed."""
+    return _move(
+        job_id,
+        "cancel",
+        actor=actor,
+        actor_label=actor_label,
+        fields=_finished_fields(),
+        message=f"canceled: {reason}" if reason else "canceled",
+    )
+
+
+def _queued_or_waiting(job: Job) -> str:
+    unfinished = Job.objects.filter(dependents=job.id).exclude(status=Status.COMPLETE).exists()
+    return Status.WAITING if unfinished else Status.QUEUED
+
+
+def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:
+    """A new round of attempts for a failed, dead-lettered or canceled job: queued, or
+    waiting again while its dependencies have not all completed."""
+    return _move(
+        job_id,
+        "requeue",
+        to=_queued_or_waiting,
+        actor=actor,
+        actor_label=actor_label,
+        kind=JobEvent.Kind.ACTION,
+        fields={
+            "attempts": 0,
+            "hooks_done": False,  # the new round's end is followed up again
+            # ETA accuracy judges first estimates made at submit; an operator's requeue
+            # (maybe months later) is not one of them.
+            "first_estimated_start_at": None,
+            "first_estimated_finish_at": None,
+            "rq_job_id": new_dispatch_id(job_id),
+            "enqueued_at": timezone.now(),
+            "scheduled_for": None,
+            "started_at": None,
+            "finished_at": None,
+            "worker_name": "",
+            "result": None,
+            "progress": 0,
+            "stage": "",
+            **_error_fields("", "", "", []),
+        },
+        message="requeued for a new round of attempts",
+    )
+
+
+def promote(job_id, *, actor=None, actor_label: str = "") -> Job:
+    return _move(
+        job_id,
+        "promote",
+        actor=actor,
+        actor_label=actor_label,
+        kind=JobEvent.Kind.ACTION,
+        # A fresh dispatch id turns the old RQ entry into a no-op even if withdrawing it fails.
+        # A queued job joins the end of the immediate line: its place for ETAs too.
+        fields=lambda job: {
+            "priority": Priority.IMMEDIATE,
+            "rq_job_id": new_dispatch_id(job_id),
+            **({"enqueued_at": timezone.now()} if job.status == Status.QUEUED else {}),
+        },
+        message="promoted to immediate",
+    )
+
+
+def run_now(job_id, *, actor=None, actor_label: str = "") -> Job:
+    """A job waiting for its ``run_at`` or its retry backoff joins its queue now."""
+    return _move(
+        job_id,
+        "run_now",
+        actor=actor,
+        actor_label=actor_label,
+        kind=JobEvent.Kind.ACTION,
+        fields=lambda job: {
+            "scheduled_for": None,
+            "rq_job_id": new_dispatch_id(job_id),  # the scheduled entry becomes a no-op
+            "enqueued_at": timezone.now(),
+        },
+        message="run now, without waiting",
+    )
+
+
+def _queued_or_scheduled(job: Job) -> str:
+    if job.scheduled_for and job.scheduled_for > timezone.now():
+        return Status.SCHEDULED
+    return Status.QUEUED
+
+
+def release(job_id, *, message: str = "dependencies complete") -> Job:
+    """A waiting job whose dependencies all completed joins its queue (or its schedule)."""
+    return _move(job_id, "release", to=_queued_or_scheduled, fields={"enqueued_at": timezone.now()}, message=message)
+
+
+def reschedule(job_id, *, dispatch: str, until) -> Job:
+    """A deferred job follows a changed work window: a new opening, or at once."""
+    return _move(
+        job_id,
+        "reschedule",
+        to=Status.DEFERRED if until else Status.QUEUED,  # deferred also covers a later run_at
+        dispatch=dispatch,
+        fields={
+            "scheduled_for": until,
+            "rq_job_id": new_dispatch_id(job_id),
+            "enqueued_at": None if until else timezone.now(),
+        },
+        message=f"work window changed: deferred to {until.isoformat()}" if until else "work window changed: queued",
+    )
+
+
+def redispatch(job_id, *, dispatch: str, actor_label: str, reason: str) -> Job:
+    """Give a waiting job whose RQ entry vanished a fresh dispatch id, and put it back on
+    its queue or schedule once committed (the reconciler's repair)."""
+    return _move(
+        job_id,
+        "redispatch",
+        dispatch=dispatch,
+        actor_label=actor_label,
+        kind=JobEvent.Kind.NOTE,
+        fields={"rq_job_id": new_dispatch_id(job_id), "enqueued_at": timezone.now()},
+        message=reason,
+    )
+
+
+def record_progress(job_id, dispatch: str, *, seq: int, percent: int, stage: str, details: dict) -> bool:
+    """Write a progress report to an active job's row as event ``seq`` + 1; False when
+    the run no longer owns the job (canceled, repaired) or another write came between.
+
+    No JobEvent (a handler may report thousands of times); the sequence number still
+    moves so clients can spot what they missed. Not a status change, so no lock: the
+    seen ``seq`` is the guard.
+    """
+    return bool(
+        Job.objects.owned_by(job_id, dispatch)
+        .filter(seq=seq)
+        .update(progress=percent, stage=stage, progress_details=details, seq=seq + 1, updated_at=timezone.now())
+    )
+
+
+def note(
+    job_id, message: str, *, actor=None, actor_label: str = "", details: dict | None = None, kind: str = ""
+) -> None:
+    """A timeline entry that changes no state (e.g. 'Redis unreachable at submit')."""
+    JobEvent.objects.create(
+        job_id=job_id, kind=kind or JobEvent.Kind.NOTE, actor=actor if getattr(actor, "is_authenticated", False)
+        else None, actor_label=actor_label, message=message, details=details or {},
+    )  # fmt: skip

@@ -1,0 +1,307 @@
+"""The durable record of background work. The database, not Redis, is truth.
+
+``Job.status`` is written by ``jobs.core.lifecycle`` only: every other write of it —
+``update(status=…)``, ``save()``, ``bulk_create``/``bulk_update`` — raises
+``StatusWriteRefused``, so a change that bypasses the lifecycle (and its guard, its
+timeline entry and its Redis follow-up) fails the first time it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import uuid
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"  # run_at in the future
+    DEFERRED = "deferred"  # heavy job waiting for the work window
+    WAITING = "waiting"  # depends on unfinished jobs
+    ACTIVE = "active"
+    RETRYING = "retrying"  # temporary error, next attempt scheduled
+    COMPLETE = "complete"
+    FAILED = "failed"
+    DEAD_LETTER = "dead_letter"
+    CANCELED = "canceled"
+
+
+# The vocabulary of statuses: every module asks these (or the queryset methods below)
+# rather than listing statuses of its own.
+FINAL_STATUSES = frozenset({Status.COMPLETE, Status.FAILED, Status.DEAD_LETTER, Status.CANCELED})
+# States in which the job waits for its turn; an ETA applies to these.
+PENDING_STATUSES = frozenset({Status.QUEUED, Status.SCHEDULED, Status.DEFERRED, Status.WAITING, Status.RETRYING})
+# Not final: waiting or running.
+UNFINISHED_STATUSES = PENDING_STATUSES | {Status.ACTIVE}
+# Waiting for a moment (run_at, a retry's backoff, a work window): rq-scheduler holds them.
+TIMED_STATUSES = frozenset({Status.SCHEDULED, Status.RETRYING, Status.DEFERRED})
+# Ended in an error an operator may want to look at.
+ERRORED_STATUSES = frozenset({Status.FAILED, Status.DEAD_LETTER})
+# Carry an error message (a retry's last one, a cancel's reason); a success clears it.
+WITH_ERROR_MESSAGE = ERRORED_STATUSES | {Status.RETRYING, Status.CANCELED}
+# A dependency ending in one of these cancels its dependents.
+BROKEN_DEPENDENCY_STATUSES = frozenset({Status.FAILED, Status.DEAD_LETTER, Status.CANCELED})
+
+
+class StatusWriteRefused(RuntimeError):
+    """``Job.status`` written outside ``jobs.core.lifecycle``."""
+
+
+_lifecycle_writing: contextvars.ContextVar[bool] = contextvars.ContextVar("jobdesk_lifecycle_writing", default=False)
+
+
+@contextlib.contextmanager
+def status_writes() -> Iterator[None]:
+    """The lifecycle's licence to write ``status`` (and, for tests and benchmarks that
+    build rows directly, an explicit and greppable one)."""
+    token = _lifecycle_writing.set(True)
+    try:
+        yield
+    finally:
+        _lifecycle_writing.reset(token)
+
+
+def _refuse_status_write(how: str) -> None:
+    if not _lifecycle_writing.get():
+        raise StatusWriteRefused(
+            f"Job.status written through {how} outside jobs.core.lifecycle: ask the lifecycle for a move instead."
+        )
+
+
+class JobQuerySet(models.QuerySet):
+    def pending(self) -> JobQuerySet:
+        return self.filter(status__in=PENDING_STATUSES)
+
+    def unfinished(self) -> JobQuerySet:
+        return self.filter(status__in=UNFINISHED_STATUSES)
+
+    def final(self) -> JobQuerySet:
+        return self.filter(status__in=FINAL_STATUSES)
+
+    def errored(self) -> JobQuerySet:
+        return self.filter(status__in=ERRORED_STATUSES)
+
+    def running(self) -> JobQuerySet:
+        return self.filter(status=Status.ACTIVE)
+
+    def owned_by(self, job_id, dispatch: str) -> JobQuerySet:
+        """The job, if this dispatch still owns it: active, and not taken away (canceled,
+        repaired, retried) since this run claimed it."""
+        return self.filter(pk=job_id, status=Status.ACTIVE, rq_job_id=dispatch)
+
+    def update(self, **kwargs):
+        if "status" in kwargs:
+            _refuse_status_write("QuerySet.update()")
+        return super().update(**kwargs)
+
+    def bulk_update(self, objs, fields, *args, **kwargs):
+        if "status" in fields:
+            _refuse_status_write("bulk_update()")
+        return super().bulk_update(objs, fields, *args, **kwargs)
+
+    def bulk_create(self, objs, *args, **kwargs):
+        _refuse_status_write("bulk_create()")  # a new row's status is a decision too
+        return super().bulk_create(objs, *args, **kwargs)
+
+
+class Priority(models.TextChoices):
+    IMMEDIATE = "immediate"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class ErrorCategory(models.TextChoices):
+    TEMPORARY = "temporary"
+    USER_FIXABLE = "user_fixable"
+    ADMIN_REQUIRED = "admin_required"
+
+
+class Job(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField(default=dict, blank=True)
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    heavy = models.BooleanField(default=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=4)
+    timeout = models.PositiveIntegerField(default=1800, help_text="seconds")
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    depends_on = models.ManyToManyField("self", symmetrical=False, related_name="dependents", blank=True)
+    # Set (under this row's lock) when another job starts depending on this one, so the
+    # common case — nobody waits on it — costs no query when it finishes.
+    has_dependents = models.BooleanField(default=False)
+    # False while something must follow the job's end: its type's hooks, or dependents
+    # to settle. Set once those ran; the reconciler replays them for final jobs still
+    # without it (a worker died in between). True from the start for the common case —
+    # a type without hooks, nobody depending on it — so that case costs no write.
+    hooks_done = models.BooleanField(default=False)
+
+    result = models.JSONField(null=True, blank=True)
+    error_category = models.CharField(max_length=20, choices=ErrorCategory.choices, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    error_details = models.TextField(blank=True, default="", help_text="traceback")
+    recovery_actions = models.JSONField(default=list, blank=True)
+
+    progress = models.PositiveSmallIntegerField(default=0)
+    stage = models.CharField(max_length=200, blank=True, default="")
+    progress_details = models.JSONField(default=dict, blank=True)
+    seq = models.PositiveIntegerField(default=0, help_text="event sequence number, +1 per change")
+
+    # The RQ job id of the current dispatch. The first dispatch uses the Job id itself;
+    # later ones (retry, requeue, repair) get "<job id>_<token>" so a stale RQ entry can
+    # never claim the row and RQ never reuses a hash it is still finishing.
+    rq_job_id = models.CharField(max_length=64, blank=True, default="")
+    worker_name = models.CharField(max_length=200, blank=True, default="")
+    # The process that claimed the row (the RQ work-horse): liveness is decided by it,
+    # not by a timeout, so a slow job whose process is alive is never declared lost.
+    runner_host = models.CharField(max_length=255, blank=True, default="")
+    runner_pid = models.PositiveIntegerField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    run_at = models.DateTimeField(null=True, blank=True, help_text="earliest start the submitter asked for")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    # The estimate given at submit (current ones are computed on read: jobs.insight.estimates);
+    # the claim records how far the first start was from it.
+    first_estimated_start_at = models.DateTimeField(null=True, blank=True)
+    first_estimated_finish_at = models.DateTimeField(null=True, blank=True)
+    eta_error_seconds = models.FloatField(null=True, blank=True, help_text="actual start − first estimate")
+
+    objects = JobQuerySet.as_manager()
+
+    # Not fields: set on the instance a lifecycle move returns (jobs.core.lifecycle), what the
+    # move saw under the row lock. Annotations only, so instances without a move lack them.
+    previous_status: str
+    previous_dispatch: str
+    previous_priority: str
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # The line in the order workers take it; with type, so ETAs count the jobs
+            # ahead by type from the index alone.
+            models.Index(fields=["status", "priority", "enqueued_at", "type"], name="job_line"),
+            # Recent run times per type (ETAs, stats).
+            models.Index(fields=["type", "status", "finished_at"], name="job_type_status_finished"),
+            models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
+            models.Index(fields=["-created_at"], name="job_created"),
+            # The console's list filtered by status (dead letters, failures), newest first.
+            models.Index(fields=["status", "-created_at"], name="job_status_created"),
+            models.Index(fields=["status", "finished_at"], name="job_status_finished"),
+            # Stats over a period select by finish time alone.
+            models.Index(fields=["finished_at"], name="job_finished"),
+            models.Index(fields=["finished_at"], condition=Q(hooks_done=False), name="job_hooks_pending"),
+            # The console's "heavy" filter: few jobs are, and finding none must not scan all.
+            models.Index(fields=["-created_at"], condition=Q(heavy=True), name="job_heavy_created"),
+            # The console's search: a UUID may be an idempotency key.
+            models.Index(fields=["idempotency_key"], condition=Q(idempotency_key__isnull=False), name="job_idem_key"),
+            # ETA accuracy: the latest jobs that have both a first estimate and a real start.
+            models.Index(
+                fields=["-created_at"],
+                condition=Q(eta_error_seconds__isnull=False, first_estimated_start_at__isnull=False),
+                name="job_eta_samples",
+            ),
+        ]
+        constraints = [
+            # Idempotency: one job per (owner, key); ownerless jobs (crons) share one space.
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False, owner__isnull=False),
+                name="job_idempotency_per_owner",
+            ),
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=Q(idempotency_key__isnull=False, owner__isnull=True),
+                name="job_idempotency_system",
+            ),
+            models.CheckConstraint(condition=Q(progress__lte=100), name="job_progress_le_100"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id} [{self.status}]"
+
+    def save(self, *args, **kwargs) -> None:
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or "status" in update_fields:
+            _refuse_status_write("Job.save()")
+        super().save(*args, **kwargs)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class JobEvent(models.Model):
+    """One line of a job's timeline: state changes, retry decisions, operator actions."""
+
+    class Kind(models.TextChoices):
+        TRANSITION = "transition"
+        PROGRESS = "progress"
+        ACTION = "action"
+        NOTE = "note"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField(default=0)
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.TRANSITION)
+    from_status = models.CharField(max_length=12, blank=True, default="")
+    to_status = models.CharField(max_length=12, blank=True, default="")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_label = models.CharField(max_length=200, blank=True, default="", help_text="system actor, e.g. worker name")
+    message = models.TextField(blank=True, default="")
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["job", "created_at"], name="jobevent_job_created"),
+            models.Index(fields=["created_at"], name="jobevent_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} {self.from_status}→{self.to_status} {self.message[:40]}"
+
+    @property
+    def who(self) -> str:
+        if self.actor_id:
+            return str(self.actor)
+        return self.actor_label or "system"
+
+
+class JobStatsHour(models.Model):
+    """Finished jobs of one type in one hour, folded for stats over long periods
+    (jobs.insight.rollup). Histograms: {"<measure letter><bucket>": count}."""
+
+    hour = models.DateTimeField()
+    type = models.CharField(max_length=100)
+    finished = models.PositiveIntegerField(default=0)
+    complete = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    dead_letter = models.PositiveIntegerField(default=0)
+    canceled = models.PositiveIntegerField(default=0)
+    duration_max = models.FloatField(null=True, blank=True)
+    histograms = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["hour", "type"], name="statshour_hour_type")]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h {self.type}"

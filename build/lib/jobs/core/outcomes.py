@@ -1,0 +1,78 @@
+"""What follows a job's outcome: the retry decision, completion hooks, dependents."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+
+from jobs.core import lifecycle, registry
+from jobs.core.errors import SubmitError, TransitionError
+from jobs.core.joblog import log_job
+from jobs.core.models import Job, Status
+from jobs.core.retry import backoff_delay, should_retry
+
+logger = logging.getLogger("jobs.core.outcomes")
+
+
+def temporary_failure(
+    job: Job,
+    dispatch: str,
+    *,
+    message: str,
+    details: str = "",
+    recovery_actions=(),
+    actor_label: str = "",
+    exception: str = "",
+) -> Job:
+    """Retry with backoff while attempts remain, else dead-letter."""
+    error = {"message": message, "details": details, "recovery_actions": recovery_actions, "exception": exception}
+    if should_retry(job.attempts, job.max_attempts):
+        delay = backoff_delay(job.attempts, settings.RETRY_BASE_DELAY)
+        return lifecycle.retry_later(job.id, dispatch, delay=delay, actor_label=actor_label, **error)
+    moved = lifecycle.dead_letter(
+        job.id, dispatch, actor_label=actor_label, message=message, details=details, exception=exception
+    )
+    finished(moved)
+    return moved
+
+
+def finished(job: Job) -> None:
+    """Run the type's hooks, then release or cancel the jobs waiting on this one, then
+    mark that done (the reconciler replays these steps for a job left without it)."""
+    if job.hooks_done:
+        return  # nothing follows this job's end (no hooks, nobody waits on it)
+    run_hooks(job)
+    settle_dependents(job)
+    Job.objects.filter(pk=job.id).update(hooks_done=True)
+
+
+def run_hooks(job: Job) -> None:
+    try:
+        job_type = registry.get(job.type, resolve=True)
+    except SubmitError:
+        return
+    hooks = job_type.on_success if job.status == Status.COMPLETE else job_type.on_failure
+    for hook in hooks:
+        try:
+            hook(job)
+        except Exception:  # a broken hook must not undo the recorded outcome
+            log_job("completion hook failed", job, level=logging.ERROR, hook=getattr(hook, "__name__", str(hook)))
+            logger.exception("hook %s failed for job %s", hook, job.id)
+
+
+def settle_dependents(job: Job) -> None:
+    """After ``job`` ended: release dependents whose dependencies are all complete, or
+    cancel them (recursively) when this one did not complete."""
+    if not job.has_dependents:
+        return
+    for dependent in job.dependents.filter(status=Status.WAITING):
+        try:
+            if job.status == Status.COMPLETE:
+                if not dependent.depends_on.exclude(status=Status.COMPLETE).exists():
+                    lifecycle.release(dependent.id)
+            else:
+                canceled = lifecycle.cancel(dependent.id, reason=f"dependency {job.id} ended {job.status}")
+                finished(canceled)
+        except TransitionError:
+            continue  # someone else (a concurrent settle, an operator) got there first

@@ -1,0 +1,177 @@
+"""Job types register here by name, with their defaults, validation and hooks.
+
+`jobs` never imports the apps that register types: they call ``@job_type`` from their
+own modules, loaded by their ``AppConfig.ready()``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from jobs.core.errors import PayloadTooLarge, SubmitError
+from jobs.core.models import Priority
+
+Handler = Callable[[Any], Any]  # receives a jobs.execution.context.JobContext
+Validator = Callable[[dict], dict]
+Hook = Callable[[Any], None]  # receives the finished jobs.core.models.Job
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    handler: Handler
+    heavy: bool = False
+    timeout: int | None = None  # None → settings.JOB_TIMEOUT
+    max_attempts: int | None = None  # None → settings.JOB_MAX_ATTEMPTS
+    priority: str = Priority.NORMAL
+    validate: Validator | None = None
+    on_success: tuple[Hook, ...] = field(default_factory=tuple)
+    on_failure: tuple[Hook, ...] = field(default_factory=tuple)
+    # Internal types (crons, maintenance) are not submittable by ordinary API users.
+    public: bool = True
+    # What the job works on, from its payload: {subject field: id}, e.g.
+    # {"material_id": …}. Its events also go to each subject's WebSocket group and carry
+    # the field (see subject_field).
+    subjects: Callable[[dict], dict[str, Any]] | None = None
+    # Told once the run's outcome is recorded, in the worker (a notification, not a
+    # hook: no retry, no replay by the reconciler).
+    after_record: Hook | None = None
+
+    @property
+    def has_hooks(self) -> bool:
+        return bool(self.on_success or self.on_failure)
+
+    def clean_payload(self, payload: Any) -> dict:
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            raise SubmitError("payload must be a JSON object", field="payload", hint='Send e.g. {"seconds": 1}.')
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        if "\\u0000" in text:
+            # PostgreSQL's jsonb cannot store NUL characters.
+            raise SubmitError("payload contains a NUL character (\\u0000).", field="payload", hint="Remove it.")
+        size = len(text.encode())
+        if size > settings.MAX_PAYLOAD_BYTES:
+            raise PayloadTooLarge(
+                f"payload is {size:,} bytes of JSON; at most {settings.MAX_PAYLOAD_BYTES:,} are taken.",
+                field="payload",
+                hint="Store big data elsewhere (a file, a table) and pass its id in the payload.",
+            )
+        return self.validate(payload) if self.validate else payload
+
+
+_types: dict[str, JobType] = {}
+
+
+def job_type(
+    name: str,
+    *,
+    heavy: bool = False,
+    timeout: int | None = None,
+    max_attempts: int | None = None,
+    priority: str = Priority.NORMAL,
+    validate: Validator | None = None,
+    on_success: Hook | None = None,
+    on_failure: Hook | None = None,
+    public: bool = True,
+    subjects: Callable[[dict], dict[str, Any]] | None = None,
+    after_record: Hook | None = None,
+) -> Callable[[Handler], Handler]:
+    """Register ``handler`` as the job type ``name``. Re-registering a name replaces it."""
+    if priority not in Priority.values:
+        raise ValueError(f"job type {name}: unknown priority {priority!r}")
+
+    def register(handler: Handler) -> Handler:
+        _types[name] = JobType(
+            name=name,
+            handler=handler,
+            heavy=heavy,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            priority=priority,
+            validate=validate,
+            on_success=(on_success,) if on_success else (),
+            on_failure=(on_failure,) if on_failure else (),
+            public=public,
+            subjects=subjects,
+            after_record=after_record,
+        )
+        return handler
+
+    return register
+
+
+@dataclass(frozen=True)
+class CronEntry:
+    """A job submitted on a schedule (UTC cron syntax), visible as a Job each time."""
+
+    name: str
+    schedule: str
+    job_type: str
+    payload: dict = field(default_factory=dict)
+
+
+_crons: dict[str, CronEntry] = {}
+_subject_fields: list[str] = []
+
+
+def subject_field(name: str) -> None:
+    """Declare a kind of subject jobs can work on (e.g. ``"material_id"``): every live
+    message carries the field (None when a job has no such subject), and followers of
+    one subject join its group (``relay.subject_group``)."""
+    if name not in _subject_fields:
+        _subject_fields.append(name)
+
+
+def subject_fields() -> list[str]:
+    return list(_subject_fields)
+
+
+def cron(name: str, schedule: str, job_type: str, payload: dict | None = None) -> None:
+    """Register a cron entry; ``manage.py sync_schedules`` puts it into rq-scheduler."""
+    from crontab import CronTab
+
+    CronTab(schedule)  # raises ValueError on a malformed expression, at start-up
+    _crons[name] = CronEntry(name=name, schedule=schedule, job_type=job_type, payload=dict(payload or {}))
+
+
+def cron_entries() -> dict[str, CronEntry]:
+    return dict(_crons)
+
+
+def all_types() -> dict[str, JobType]:
+    return dict(_types)
+
+
+# Ways to find a type this process has not registered yet, by its name: a worker runs
+# standard tasks whose module nobody imported in it (jobs.tasks adds one).
+_resolvers: list[Callable[[str], None]] = []
+
+
+def add_resolver(resolver: Callable[[str], None]) -> None:
+    """``resolver(name)`` may register the type ``name`` (e.g. by importing its module)."""
+    if resolver not in _resolvers:
+        _resolvers.append(resolver)
+
+
+def get(name: str, *, resolve: bool = False) -> JobType:
+    """The type ``name``. ``resolve`` (worker side only: it may import code named by the
+    job) asks the resolvers for a type this process has not seen yet."""
+    if name not in _types and resolve:
+        for resolver in _resolvers:
+            resolver(name)
+    try:
+        return _types[name]
+    except KeyError:
+        known = ", ".join(sorted(n for n, t in _types.items() if t.public)) or "none"
+        raise SubmitError(f"Unknown job type {name!r}.", field="type", hint=f"Known types: {known}.") from None
+
+
+def unregister(name: str) -> None:
+    """For tests that register throwaway types."""
+    _types.pop(name, None)

@@ -1,0 +1,282 @@
+"""The relay from jobs to WebSocket clients through the Channels layer.
+
+Every status change (``lifecycle``) and every progress write (``progress``) becomes one
+message (its shape: docs/contract.md, "Live progress"), sent to the groups for the
+job, for each subject its type names (what the job works on, e.g. an app's document:
+``registry.subject_field``), and for the operators' stream. Sending never blocks the caller and never
+fails a job: messages go into a per-process buffer that a background thread with its own
+event loop drains into channels-redis. When the channel layer is unreachable the thread
+logs once, drops what it cannot send and tries again after ``_RETRY_AFTER`` seconds;
+clients that reconnect get a snapshot from the database, so nothing is lost for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
+
+from jobs.core import registry
+from jobs.core.errors import SubmitError
+from jobs.core.models import ERRORED_STATUSES, FINAL_STATUSES, Job, Status
+
+logger = logging.getLogger("jobs.core.relay")
+
+OPS_GROUP = "jobdesk.ops"
+EVENT = "job.event"  # the Channels handler name on consumers (``job_event``)
+_BUFFER = 10_000  # messages held per process while the layer is slow; oldest dropped first
+_SEND_TIMEOUT = 2.0  # seconds for one group_send before the layer is judged down
+_RETRY_AFTER = 5.0  # seconds to drop messages after a failure before trying again
+_RESULT_SUMMARY_CHARS = 1000
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,60}")  # what a Channels group name may hold
+# When the layer last failed, per process and inherited by a forked work-horse, so each
+# horse does not wait out a dead layer again for its first message.
+_down_until = 0.0
+
+
+def job_group(job_id) -> str:
+    return f"jobdesk.job.{job_id}"
+
+
+def subject_group(field: str, value) -> str:
+    """The group of everyone following a subject (e.g. ``material_id`` = <uuid>)."""
+    return f"jobdesk.{field}.{value}"
+
+
+# --- Messages ---------------------------------------------------------------------------
+
+# A message about no one job (bulk announcements): every key, all empty. Subject fields
+# that apps register are added (as None) by ``blank()``.
+BLANK: dict[str, Any] = {
+    "type": "status", "job_id": None, "job_type": None, "seq": 0, "timestamp": None,
+    "status": None, "progress": 0, "stage": "", "details": {}, "result_summary": None, "error_category": None,
+    "user_message": None, "recovery_actions": [], "estimated_start_at": None, "estimated_finish_at": None,
+}  # fmt: skip
+
+
+def kind_of(status: str) -> str:
+    if status == Status.COMPLETE:
+        return "completed"
+    if status in ERRORED_STATUSES or status == Status.RETRYING:
+        return "error"
+    return "status"
+
+
+def is_terminal(message: dict) -> bool:
+    return message.get("status") in FINAL_STATUSES or message.get("status") == "deleted"
+
+
+def blank() -> dict[str, Any]:
+    return {**BLANK, **dict.fromkeys(registry.subject_fields())}
+
+
+def subjects_of(job: Job) -> dict[str, str | None]:
+    """Every registered subject field, with the ones the job's type names filled in."""
+    found: dict[str, str | None] = dict.fromkeys(registry.subject_fields())
+    try:
+        job_type = registry.get(job.type)
+    except SubmitError:
+        return found
+    if job_type.subjects is not None:
+        named = job_type.subjects(job.payload or {})
+        found.update({field: str(value) for field, value in named.items() if value})
+    return found
+
+
+def message(job: Job, kind: str | None = None, *, at: datetime | None = None, estimate=None) -> dict[str, Any]:
+    """The message for the job's current state (``kind`` defaults from its status)."""
+    return {
+        "type": kind or kind_of(job.status),
+        "job_id": str(job.id),
+        **subjects_of(job),
+        "job_type": job.type,
+        "seq": job.seq,
+        "timestamp": (at or timezone.now()).isoformat(),
+        "status": job.status,
+        "progress": job.progress,
+        "stage": job.stage,
+        "details": job.progress_details or {},
+        "result_summary": _summary(job.result) if job.status == Status.COMPLETE else None,
+        "error_category": job.error_category or None,
+        "user_message": job.error_message or None,
+        "recovery_actions": list(job.recovery_actions or []),
+        "estimated_start_at": iso(estimate.start_at) if estimate else None,
+        "estimated_finish_at": iso(estimate.finish_at) if estimate else None,
+    }
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _summary(result: Any) -> Any:
+    """The result itself when small; otherwise the start of its JSON text."""
+    if result is None:
+        return None
+    text = json.dumps(result, cls=DjangoJSONEncoder)
+    return result if len(text) <= _RESULT_SUMMARY_CHARS else text[:_RESULT_SUMMARY_CHARS] + "…"
+
+
+# --- Sending ----------------------------------------------------------------------------
+
+
+def publish(job: Job, kind: str | None = None, *, at: datetime | None = None) -> None:
+    """Relay the job's current state; returns at once."""
+    send(message(job, kind, at=at))
+
+
+_BULK = 50  # a submission of more jobs than this is announced as one message
+
+
+def publish_new(jobs: list[Job]) -> None:
+    """Announce submitted jobs on the operators' stream (no one follows them yet).
+
+    A bulk submission of thousands is one ``status`` message with ``job_id`` null and
+    the counts in ``details`` (``submitted``, ``statuses``, ``job_types``): a message per
+    job would cost the submitter more than the insert, and no operator reads them one
+    by one.
+    """
+    try:
+        _announce(jobs)
+    except Exception:  # the jobs are in; telling the stream is not worth a failed submit
+        logger.exception("relay unavailable", extra={"submitted": len(jobs)})
+
+
+def _announce(jobs: list[Job]) -> None:
+    if len(jobs) <= _BULK:
+        for job in jobs:
+            _sender().put((OPS_GROUP,), message(job))
+        return
+    details = {
+        "submitted": len(jobs),
+        "statuses": dict(collections.Counter(job.status for job in jobs)),
+        "job_types": dict(collections.Counter(job.type for job in jobs)),
+    }
+    _sender().put(
+        (OPS_GROUP,), {**blank(), "type": "status", "timestamp": timezone.now().isoformat(), "details": details}
+    )
+
+
+def send(msg: dict) -> None:
+    """Queue a message for its groups. Never raises: a job's move has already happened,
+    and telling clients about it must not turn into the move's error."""
+    groups = [job_group(msg["job_id"]), OPS_GROUP]
+    for field in registry.subject_fields():
+        value = msg.get(field)
+        if value and _SAFE_NAME.fullmatch(value):
+            groups.append(subject_group(field, value))
+    try:
+        _sender().put(tuple(groups), msg)
+    except Exception:
+        logger.exception("relay unavailable", extra={"job_id": msg.get("job_id")})
+
+
+def drain(timeout: float = 2.0) -> bool:
+    """Wait until this process's buffer is sent (a work-horse calls it before exiting);
+    at once while the layer is known to be down (its messages are dropped anyway)."""
+    sender = _current
+    if sender is None or sender.pid != os.getpid() or time.monotonic() < _down_until:
+        return True
+    return sender.wait_idle(timeout)
+
+
+class _Sender:
+    """One per process: a daemon thread with its own event loop and channel layer.
+    Created lazily and again after fork(), since neither threads nor sockets survive it."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.buffer: collections.deque = collections.deque(maxlen=_BUFFER)
+        self.lock = threading.Condition()
+        self.busy = False
+        self.loop = asyncio.new_event_loop()
+        self.wake = asyncio.Event()
+        # Built here, in the caller's thread: importing the backend inside the relay
+        # thread could leave a half-imported module to a work-horse forked meanwhile.
+        # (No connection yet: channels-redis opens its pools in the relay thread's loop.)
+        self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+        threading.Thread(target=self._run, name="jobdesk-relay", daemon=True).start()
+
+    def put(self, groups: tuple[str, ...], msg: dict) -> None:
+        with self.lock:
+            self.buffer.append((groups, msg))
+        with contextlib.suppress(RuntimeError):  # the loop is gone (interpreter shutting down)
+            self.loop.call_soon_threadsafe(self.wake.set)
+
+    def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while self.buffer or self.busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.lock.wait(left)
+        return True
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._pump())
+
+    async def _pump(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while True:
+                with self.lock:
+                    if not self.buffer:
+                        self.busy = False
+                        self.lock.notify_all()
+                        break
+                    groups, msg = self.buffer.popleft()
+                    self.busy = True
+                await self._send(groups, msg)
+
+    async def _send(self, groups: tuple[str, ...], msg: dict) -> None:
+        global _down_until
+        if time.monotonic() < _down_until:
+            return  # dropped: clients re-read the truth on reconnect
+        envelope = {"type": EVENT, "event": msg}
+        try:
+            sends = [self.layer.group_send(group, envelope) for group in groups]
+            await asyncio.wait_for(asyncio.gather(*sends), _SEND_TIMEOUT)
+        except Exception as error:  # any layer failure: the job goes on, clients re-read
+            _down_until = time.monotonic() + _RETRY_AFTER
+            logger.warning(
+                "channel layer unreachable; live updates paused",
+                extra={"job_id": msg.get("job_id"), "error": f"{type(error).__name__}: {error}",
+                       "retry_in": _RETRY_AFTER},
+            )  # fmt: skip
+            await self._reset_layer()
+
+    async def _reset_layer(self) -> None:
+        """Drop pooled connections that may be broken; the next send reconnects."""
+        with contextlib.suppress(Exception):  # closing a broken pool may fail too
+            await asyncio.wait_for(self.layer.close_pools(), _SEND_TIMEOUT)
+        self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+
+
+_current: _Sender | None = None
+_create_lock = threading.Lock()
+
+
+def _sender() -> _Sender:
+    global _current
+    sender = _current
+    if sender is not None and sender.pid == os.getpid():
+        return sender
+    with _create_lock:
+        if _current is None or _current.pid != os.getpid():
+            _current = _Sender()
+        return _current

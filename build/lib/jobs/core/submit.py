@@ -1,0 +1,304 @@
+"""The one way in for background work.
+
+API, admin, ingestion and crons all call ``submit`` / ``submit_many``: validation,
+idempotency (race-safe through unique constraints) and dependencies happen here; the
+first status, the rows and the enqueue after commit are the lifecycle's
+(``lifecycle.set_initial_status``, ``lifecycle.create_submitted``), and the first ETA is
+whatever estimator is plugged in (``set_estimator``: jobs.insight's, at start-up).
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from jobs.core import access, lifecycle, opening, outcomes, registry
+from jobs.core.errors import IdempotencyConflict, SubmitError
+from jobs.core.models import FINAL_STATUSES, Job, Priority, Status
+
+MAX_ATTEMPTS_LIMIT = 100
+_IDEMPOTENCY_RACE_RETRIES = 3
+# What a dependency needs loaded: its status, and what its own ETA is made of.
+DEPENDENCY_FIELDS = ("id", "type", "status", "priority", "heavy", "enqueued_at", "scheduled_for", "run_at",
+                     "started_at")  # fmt: skip
+
+# Records the first estimate on new jobs, given {job id: its dependencies}. jobs.insight
+# plugs in the ETA model at start-up; without one, jobs carry no first estimate.
+Estimator = Callable[[list[Job], dict[Any, list[Job]]], None]
+_estimator: Estimator | None = None
+
+
+def set_estimator(estimator: Estimator | None) -> None:
+    global _estimator
+    _estimator = estimator
+
+
+@dataclass
+class JobSpec:
+    """What a caller asks for. ``ref`` names the spec so others in one batch can depend on it."""
+
+    type: str
+    payload: dict[str, Any] | None = None
+    priority: str | None = None
+    max_attempts: int | None = None
+    depends_on: Sequence[Any] = ()
+    run_at: datetime | None = None
+    idempotency_key: str | None = None
+    heavy: bool | None = None
+    ref: str | None = None
+
+
+@dataclass
+class Submitted:
+    job: Job
+    created: bool
+
+
+@dataclass
+class _Plan:
+    spec: JobSpec
+    job: Job
+    dependencies: list[Job] = field(default_factory=list)
+    created: bool = True
+
+
+def submit(
+    type: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    owner=None,
+    allow_internal: bool = True,
+    **options: Any,
+) -> Submitted:
+    """Submit one job. Raises ``SubmitError`` (field + hint) for input the caller must fix."""
+    return submit_many([JobSpec(type=type, payload=payload, **options)], owner=owner, allow_internal=allow_internal)[0]
+
+
+def submit_many(specs: Sequence[JobSpec], *, owner=None, allow_internal: bool = True) -> list[Submitted]:
+    """Submit a batch atomically: all rows or none, one Redis pipeline after commit."""
+    if not specs:
+        return []
+    for attempt in range(_IDEMPOTENCY_RACE_RETRIES):
+        try:
+            with transaction.atomic():
+                creation_order, plans = _plan(specs, owner, allow_internal)
+                new = [p for p in creation_order if p.created]
+                dependencies = {p.job.id: p.dependencies for p in new}
+                if _estimator is not None:
+                    _estimator([p.job for p in new], dependencies)
+                lifecycle.create_submitted([p.job for p in new], dependencies)
+                _link_dependencies(new)
+        except IntegrityError:
+            # A concurrent submit with the same idempotency key won the race; the next
+            # round finds its job through the key and returns it.
+            if attempt == _IDEMPOTENCY_RACE_RETRIES - 1 or not any(s.idempotency_key for s in specs):
+                raise
+            continue
+        # Enqueue only once the rows are visible to workers, i.e. after the caller's
+        # outermost transaction commits (runs at once when there is none).
+        transaction.on_commit(functools.partial(_settle_canceled, plans))
+        return [Submitted(p.job, p.created) for p in plans]
+    raise AssertionError("unreachable")
+
+
+# --- Validation and planning ---------------------------------------------------------
+
+
+def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> tuple[list[_Plan], list[_Plan]]:
+    order = _dependency_order(specs)
+    existing = _existing_by_key(owner, [s.idempotency_key for s in specs if s.idempotency_key])
+    external = _load_dependencies(specs, owner)
+    windows = functools.cache(opening.current)  # read once, and only if a heavy job asks
+    plans: dict[int, _Plan] = {}
+    by_ref: dict[str, _Plan] = {}
+    by_key: dict[str, _Plan] = {}
+    for index in order:
+        spec = specs[index]
+        key = spec.idempotency_key
+        if key and key in existing:
+            plan = _Plan(spec, _same_request(spec, existing[key]), created=False)
+        elif key and key in by_key:  # the same key twice in one batch: one job
+            plan = _Plan(spec, _same_request(spec, by_key[key].job), created=False)
+        else:
+            plan = _in_batch(index, len(specs), _new_plan, spec, owner, allow_internal, external, by_ref, windows)
+        plans[index] = plan
+        if spec.ref:
+            by_ref[spec.ref] = plan
+        if key:
+            by_key.setdefault(key, plan)
+    # Create in dependency order (bulk_create keeps it), answer in the caller's order.
+    return [plans[i] for i in order], [plans[i] for i in range(len(specs))]
+
+
+def _in_batch(index: int, size: int, make, *args):
+    """A refusal in a batch names the item: "jobs[3].type", "job 3: …"."""
+    try:
+        return make(*args)
+    except SubmitError as refused:
+        if size == 1:
+            raise
+        field = f"jobs[{index}].{refused.field}" if refused.field else f"jobs[{index}]"
+        raise type(refused)(f"Job {index}: {refused.message}", field=field, hint=refused.hint) from None
+
+
+def _same_request(spec: JobSpec, job: Job) -> Job:
+    """A repeated key must repeat the request; reusing it for other work is a conflict."""
+    if spec.type != job.type or registry.get(spec.type).clean_payload(spec.payload) != job.payload:
+        raise IdempotencyConflict(
+            f"Idempotency key {spec.idempotency_key!r} was already used for job {job.id} "
+            f"({job.type}) with a different payload; use a new key for new work."
+        )
+    return job
+
+
+def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref: dict, windows) -> _Plan:
+    job_type = registry.get(spec.type)
+    if not job_type.public and not allow_internal:
+        raise SubmitError(
+            f"Job type {spec.type!r} is internal.", field="type", hint="It is submitted by code and crons only."
+        )
+    payload = job_type.clean_payload(spec.payload)
+    priority = spec.priority or job_type.priority
+    if priority not in Priority.values:
+        raise SubmitError(
+            f"Unknown priority {priority!r}.", field="priority", hint=f"Use one of: {', '.join(Priority.values)}."
+        )
+    max_attempts = _max_attempts(spec, job_type)
+    dependency_jobs = [
+        by_ref[d].job if isinstance(d, str) and d in by_ref else external[_as_uuid(d)] for d in spec.depends_on
+    ]
+    job_id = uuid.uuid4()
+    now = timezone.now()
+    job = Job(
+        id=job_id,
+        type=spec.type,
+        payload=payload,
+        priority=priority,
+        heavy=job_type.heavy if spec.heavy is None else bool(spec.heavy),
+        owner=owner if getattr(owner, "is_authenticated", False) else None,
+        max_attempts=max_attempts,
+        timeout=job_type.timeout or settings.JOB_TIMEOUT,
+        idempotency_key=spec.idempotency_key or None,
+        rq_job_id=str(job_id),
+        hooks_done=not job_type.has_hooks,
+        seq=1,
+        created_at=now,
+        updated_at=now,
+    )
+    lifecycle.set_initial_status(job, spec.run_at, dependency_jobs, now, windows)
+    return _Plan(spec, job, dependencies=dependency_jobs)
+
+
+def _max_attempts(spec: JobSpec, job_type) -> int:
+    value = spec.max_attempts or job_type.max_attempts or settings.JOB_MAX_ATTEMPTS
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ATTEMPTS_LIMIT:
+        raise SubmitError(
+            f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}.",
+            field="max_attempts",
+            hint="1 means no retries.",
+        )
+    return value
+
+
+def _as_uuid(value: Any) -> uuid.UUID:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        raise SubmitError(
+            f"depends_on entry {value!r} is neither a job id nor a ref in this batch.",
+            field="depends_on",
+            hint="Use the id of an existing job.",
+        ) from None
+
+
+def _load_dependencies(specs: Sequence[JobSpec], owner) -> dict[uuid.UUID, Job]:
+    refs = {s.ref for s in specs if s.ref}
+    wanted = {_as_uuid(d) for s in specs for d in s.depends_on if not (isinstance(d, str) and d in refs)}
+    if not wanted:
+        return {}
+    # Lock the dependencies: one that finishes meanwhile either commits first (and we
+    # see its final status) or sees has_dependents=True when it settles its dependents.
+    visible = Job.objects.select_for_update().filter(pk__in=wanted)
+    if getattr(owner, "is_authenticated", False):
+        visible = access.visible(visible, owner)
+    found = {j.id: j for j in visible.only(*DEPENDENCY_FIELDS).order_by("pk")}
+    missing = wanted - found.keys()
+    if missing:
+        raise SubmitError(
+            f"Unknown job in depends_on: {sorted(str(m) for m in missing)[0]}.",
+            field="depends_on",
+            hint="Depend only on jobs that exist and that you own.",
+        )
+    return found
+
+
+def _dependency_order(specs: Sequence[JobSpec]) -> list[int]:
+    """Positions of the batch in topological order of its refs; a cycle is a submit error."""
+    by_ref: dict[str, int] = {}
+    for index, spec in enumerate(specs):
+        if spec.ref:
+            if spec.ref in by_ref:
+                raise SubmitError(f"ref {spec.ref!r} is used twice in the batch.", field="ref")
+            by_ref[spec.ref] = index
+    ordered: list[int] = []
+    state: dict[int, str] = {}  # position → "visiting" | "done"
+
+    def visit(index: int, path: list[str]) -> None:
+        if state.get(index) == "done":
+            return
+        spec = specs[index]
+        if state.get(index) == "visiting":
+            raise SubmitError(
+                f"Dependency cycle: {' → '.join(path + [spec.ref or '?'])}.",
+                field="depends_on",
+                hint="A job cannot (indirectly) depend on itself.",
+            )
+        state[index] = "visiting"
+        for dep in spec.depends_on:
+            if isinstance(dep, str) and dep in by_ref:
+                visit(by_ref[dep], path + [spec.ref or "?"])
+        state[index] = "done"
+        ordered.append(index)
+
+    for index in range(len(specs)):
+        visit(index, [])
+    return ordered
+
+
+def _existing_by_key(owner, keys: list[str]) -> dict[str, Job]:
+    if not keys:
+        return {}
+    scope = {"owner": owner} if getattr(owner, "is_authenticated", False) else {"owner__isnull": True}
+    found = Job.objects.filter(idempotency_key__in=keys, **scope)
+    return {j.idempotency_key: j for j in found if j.idempotency_key is not None}  # never None: found by key
+
+
+# --- After the rows are written ------------------------------------------------------
+
+
+def _link_dependencies(new: list[_Plan]) -> None:
+    links = [(p.job.id, dep.id) for p in new for dep in p.dependencies]
+    if not links:
+        return
+    through = Job.depends_on.through
+    through.objects.bulk_create([through(from_job_id=job_id, to_job_id=dep) for job_id, dep in links])
+    # Only unfinished dependencies (locked above) will have dependents to settle.
+    Job.objects.filter(pk__in={dep for _, dep in links}, has_dependents=False).exclude(
+        status__in=FINAL_STATUSES
+    ).update(has_dependents=True, hooks_done=False)
+
+
+def _settle_canceled(plans: list[_Plan]) -> None:
+    """A job canceled at submit (a dependency had already failed) ends at once: its hooks
+    run and whatever waits on it (in the same batch) is canceled too."""
+    for plan in plans:
+        if plan.created and plan.job.status == Status.CANCELED:
+            outcomes.finished(plan.job)

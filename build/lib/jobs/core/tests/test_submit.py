@@ -1,0 +1,228 @@
+"""The submit service: validation, idempotency under races, dependencies, initial status."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import django_rq
+import pytest
+from django.utils import timezone
+
+from conftest import run_at_once
+from jobs.core import actions
+from jobs.core.errors import SubmitError
+from jobs.core.models import Job, Status
+from jobs.core.submit import JobSpec, submit, submit_many
+
+pytestmark = pytest.mark.django_db
+
+
+def test_unknown_type_is_rejected_naming_the_field():
+    with pytest.raises(SubmitError) as error:
+        submit("no.such.type")
+    assert error.value.field == "type"
+    assert "diagnostics.sleep" in error.value.hint
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({"seconds": "soon"}, "payload.seconds"),
+        ({"seconds": -1}, "payload.seconds"),
+        ({"steps": 1.5}, "payload.steps"),
+        ({"fail_mode": "explode"}, "payload.fail_mode"),
+        ({"colour": "red"}, "payload"),
+    ],
+)
+def test_invalid_payload_is_rejected_naming_the_field(payload, field):
+    with pytest.raises(SubmitError) as error:
+        submit("diagnostics.sleep", payload)
+    assert error.value.field == field
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)  # threads see only committed rows
+def test_twenty_concurrent_submits_with_one_key_make_one_job(alice):
+    def one_submit():
+        outcome = submit("diagnostics.noop", owner=alice, idempotency_key="report-2026-11")
+        return outcome.job.id, outcome.created
+
+    results, errors = run_at_once(20, one_submit)
+
+    assert errors == []
+    assert len(results) == 20
+    assert len({job_id for job_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    assert Job.objects.filter(idempotency_key="report-2026-11").count() == 1
+    assert django_rq.get_queue("normal").count == 1  # enqueued once, too
+
+
+def test_idempotency_keys_are_per_owner(alice, bob):
+    a = submit("diagnostics.noop", owner=alice, idempotency_key="k")
+    b = submit("diagnostics.noop", owner=bob, idempotency_key="k")
+    again = submit("diagnostics.noop", owner=alice, idempotency_key="k")
+    assert a.created and b.created and not again.created
+    assert a.job.id != b.job.id and again.job.id == a.job.id
+
+
+def test_dependent_waits_then_runs_after_its_dependency(run_worker):
+    a = submit("diagnostics.noop").job
+    b = submit("diagnostics.noop", depends_on=[a.id]).job
+    assert b.status == Status.WAITING
+    assert django_rq.get_queue("normal").job_ids == [str(a.id)]  # B is not in Redis yet
+
+    run_worker()
+
+    a.refresh_from_db()
+    b.refresh_from_db()
+    assert a.status == Status.COMPLETE and b.status == Status.COMPLETE
+    assert b.started_at >= a.finished_at
+
+
+def test_dependency_failure_cancels_the_dependent_with_the_reason(run_worker):
+    a = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "user_fixable"}).job
+    b = submit("diagnostics.noop", depends_on=[a.id]).job
+    c = submit("diagnostics.noop", depends_on=[b.id]).job
+    run_worker()
+    for job in (a, b, c):
+        job.refresh_from_db()
+    assert a.status == Status.FAILED
+    assert b.status == Status.CANCELED and c.status == Status.CANCELED
+    assert b.events.filter(to_status=Status.CANCELED, message__contains=f"dependency {a.id} ended failed").exists()
+    assert c.events.filter(message__contains=f"dependency {b.id} ended canceled").exists()
+
+
+def test_depending_on_an_already_failed_job_is_canceled_at_once(run_worker):
+    a = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "user_fixable"}).job
+    run_worker()
+    b = submit("diagnostics.noop", depends_on=[a.id]).job
+    assert b.status == Status.CANCELED
+    assert str(a.id) in b.error_message
+
+
+def test_cycles_in_a_batch_are_rejected():
+    specs = [
+        JobSpec("diagnostics.noop", ref="a", depends_on=["c"]),
+        JobSpec("diagnostics.noop", ref="b", depends_on=["a"]),
+        JobSpec("diagnostics.noop", ref="c", depends_on=["b"]),
+    ]
+    with pytest.raises(SubmitError) as error:
+        submit_many(specs)
+    assert error.value.field == "depends_on" and "cycle" in error.value.message
+    assert Job.objects.count() == 0
+
+
+def test_batch_refs_become_dependencies(run_worker):
+    results = submit_many(
+        [
+            JobSpec("diagnostics.noop", ref="second", depends_on=["first"]),
+            JobSpec("diagnostics.noop", ref="first"),
+        ]
+    )
+    second, first = (r.job for r in results)  # answered in the caller's order
+    assert list(second.depends_on.all()) == [first]
+    assert second.status == Status.WAITING and first.status == Status.QUEUED
+    run_worker()
+    second.refresh_from_db()
+    assert second.status == Status.COMPLETE
+
+
+def test_unknown_or_foreign_dependency_is_rejected(alice, bob):
+    bobs = submit("diagnostics.noop", owner=bob).job
+    with pytest.raises(SubmitError) as error:
+        submit("diagnostics.noop", owner=alice, depends_on=[bobs.id])
+    assert error.value.field == "depends_on"
+    with pytest.raises(SubmitError):
+        submit("diagnostics.noop", depends_on=["not-a-uuid"])
+
+
+def test_run_at_schedules_through_rq_scheduler(run_worker, scheduler_tick):
+    from jobs.core import queueing
+
+    soon = timezone.now() + timedelta(seconds=1)
+    job = submit("diagnostics.noop", run_at=soon).job
+    assert job.status == Status.SCHEDULED and job.scheduled_for == soon
+    assert queueing.scheduler().count() == 1
+    scheduler_tick()
+    run_worker()
+    job.refresh_from_db()
+    assert job.status == Status.SCHEDULED  # not before its time
+
+    from conftest import wait_for
+
+    def due_and_run():
+        scheduler_tick()
+        run_worker()
+        job.refresh_from_db()
+        return job.status == Status.COMPLETE
+
+    wait_for(due_and_run, timeout=10, what="scheduled job to run")
+    assert job.started_at >= soon
+
+
+@pytest.mark.redis
+def test_bulk_submit_enqueues_everything_once():
+    results = submit_many([JobSpec("diagnostics.noop", priority=p) for p in ["low", "normal", "normal"] * 100])
+    assert len(results) == 300 and all(r.created for r in results)
+    assert django_rq.get_queue("normal").count == 200
+    assert django_rq.get_queue("low").count == 100
+
+
+def test_submit_succeeds_while_redis_is_down(settings, run_worker):
+    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:1/0", "DEFAULT_TIMEOUT": 60} for name in settings.JOB_QUEUES}
+    job = submit("diagnostics.noop").job
+    job.refresh_from_db()
+    assert job.status == Status.QUEUED
+    assert job.events.filter(message__contains="Redis unreachable").exists()
+
+
+def test_cancel_waiting_job_and_requeue(run_worker):
+    job = submit("diagnostics.noop").job
+    actions.cancel(job.id, reason="not needed")
+    assert django_rq.get_queue("normal").count == 0  # withdrawn from its queue
+    run_worker()
+    job.refresh_from_db()
+    assert job.status == Status.CANCELED and job.attempts == 0
+
+    actions.requeue(job.id)
+    run_worker()
+    job.refresh_from_db()
+    assert job.status == Status.COMPLETE and job.attempts == 1
+
+
+def test_promote_moves_a_queued_job_to_immediate(run_worker):
+    first = submit("diagnostics.noop", priority="low").job
+    second = submit("diagnostics.noop", priority="low").job
+    actions.promote(second.id)
+    assert django_rq.get_queue("immediate").count == 1
+    assert django_rq.get_queue("low").count == 1
+    run_worker()
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert second.priority == "immediate"
+    assert second.started_at < first.started_at
+
+
+@pytest.mark.redis
+def test_the_same_spec_object_repeated_makes_that_many_jobs():
+    spec = JobSpec("diagnostics.noop")
+    results = submit_many([spec] * 6)
+    assert len({r.job.id for r in results}) == 6
+    assert Job.objects.count() == 6 and django_rq.get_queue("normal").count == 6
+
+
+def test_follow_up_flags_mark_only_what_has_something_to_follow(run_worker):
+    plain = submit("diagnostics.noop").job
+    assert plain.hooks_done  # no hooks, no dependents: its end needs no follow-up write
+    run_worker()
+    late = submit("diagnostics.noop", depends_on=[plain.id]).job  # depends on a finished job
+    plain.refresh_from_db()
+    assert plain.hooks_done and not plain.has_dependents and late.status == Status.QUEUED
+    first = submit("diagnostics.noop").job
+    submit("diagnostics.noop", depends_on=[first.id])
+    first.refresh_from_db()
+    assert first.has_dependents and not first.hooks_done
+    run_worker()
+    first.refresh_from_db()
+    assert first.hooks_done  # dependents settled, then marked

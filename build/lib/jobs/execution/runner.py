@@ -1,0 +1,177 @@
+"""The single RQ entry point for every job, in three steps:
+
+claim → run_handler → record (outcome, hooks, dependents).
+
+With ``jobs.execution.worker.JobdeskWorker`` (the default worker class) the worker's long-lived
+parent process claims and records, around the fork, on its persistent database
+connection; the work-horse only runs the handler and returns the outcome through RQ's
+result. With a plain RQ worker, ``execute`` does all three itself. Each database step
+is a guarded lifecycle move, so a duplicate or stale RQ entry, a cancel, or a requeue
+in between can never make a job run twice at once or run after it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from typing import Any
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import reset_queries
+
+from jobs.core import lifecycle, outcomes, queueing, registry, relay, window
+from jobs.core.errors import (
+    AdminRequiredError,
+    JobError,
+    JobNotFound,
+    SubmitError,
+    TransitionError,
+    UserFixableError,
+)
+from jobs.core.joblog import log_job
+from jobs.core.models import Job
+from jobs.execution.context import JobContext
+
+logger = logging.getLogger("jobs.execution.runner")
+
+Outcome = dict[str, Any]  # {"ok": True, "result": …} | {"ok": False, "category": …, "message": …, …}
+
+# Jobs the worker's parent process claimed before forking, by dispatch id. The
+# work-horse inherits this dict through fork(), so it knows the claim is done.
+preclaimed: dict[str, Job] = {}
+
+
+def execute(job_id: str, dispatch: str) -> dict:
+    """What RQ runs. Returns the outcome (parent-claimed) or a summary (self-claimed)."""
+    job = preclaimed.pop(dispatch, None)
+    if job is not None:
+        return run_handler(job, dispatch)
+    job = claim(job_id, dispatch, queueing.current_worker_name())
+    if job is None:
+        return {"skipped": True}
+    recorded = record(job, dispatch, run_handler(job, dispatch))
+    relay.drain()  # in a work-horse, the outcome's message too
+    return {"status": recorded.status if recorded else "discarded"}
+
+
+def claim(job_id: str, dispatch: str, worker_name: str) -> Job | None:
+    """Claim the row for this dispatch; None when refused or sent back to its window."""
+    try:
+        job = lifecycle.claim(job_id, dispatch, worker_name)
+    except (TransitionError, JobNotFound) as refused:
+        logger.info("dispatch skipped", extra={"job_id": job_id, "dispatch": dispatch, "reason": str(refused)})
+        return None
+    try:
+        if window.defer_if_closed(job, dispatch):
+            return None
+    except TransitionError:
+        return None  # canceled between the claim and the window check: nothing to run
+    except Exception:  # broken window data must not stop work: run it, say so
+        logger.exception("work-window check failed; running the job", extra={"job_id": job_id})
+    return job
+
+
+def run_handler(job: Job, dispatch: str) -> Outcome:
+    """Run the type's handler and classify how it ended. Touches the database only
+    through the context (progress, cancel checks) if the handler uses them."""
+    try:
+        job_type = registry.get(job.type, resolve=True)
+    except SubmitError as unknown:
+        return _error(AdminRequiredError(f"{unknown.message} Was the type removed from the code?"))
+    context = JobContext(job, dispatch)
+    try:
+        result = _json_safe(job_type.handler(context))
+    except (UserFixableError, AdminRequiredError) as error:
+        outcome = _error(error)
+    except queueing.TIMEOUT_EXCEPTIONS:
+        outcome = _error(TemporaryTimeout(job.timeout))
+    except Exception as error:  # temporary errors and unexpected crashes alike retry
+        outcome = _error(error)
+    else:
+        outcome = {"ok": True, "result": result}
+    context.flush()
+    relay.drain()  # a work-horse exits right after: let its progress messages out first
+    # With DEBUG on, Django logs every query for the life of the process; a long-lived
+    # worker must not keep every job's queries (a bulk insert's SQL can be megabytes).
+    reset_queries()
+    return outcome
+
+
+def record(job: Job, dispatch: str, outcome: Outcome) -> Job | None:
+    """Write the outcome, run hooks, settle dependents, and tell the type's
+    ``after_record`` listener. None if the run no longer owns the job (canceled or
+    repaired while it ran): its outcome is discarded."""
+    recorded = _record(job, dispatch, outcome)
+    if recorded is not None:
+        _tell_after_record(recorded)
+    return recorded
+
+
+def _tell_after_record(job: Job) -> None:
+    try:
+        listener = registry.get(job.type, resolve=True).after_record
+        if listener is not None:
+            listener(job)
+    except Exception:  # a notification: it never undoes or fails the recorded outcome
+        logger.exception("after-record listener failed", extra={"job_id": str(job.id)})
+
+
+def _record(job: Job, dispatch: str, outcome: Outcome) -> Job | None:
+    try:
+        if outcome.get("ok"):
+            done = lifecycle.complete(job.id, dispatch, outcome.get("result"))
+            outcomes.finished(done)
+            return done
+        error: dict[str, Any] = {k: outcome.get(k) for k in ("message", "details", "recovery_actions")}
+        error["exception"] = outcome.get("exception") or ""
+        if outcome.get("category") in ("user_fixable", "admin_required"):
+            failed = lifecycle.fail(job.id, dispatch, category=outcome["category"], **error)
+            if failed.error_category == "admin_required":
+                log_job("operator attention needed", failed, level=logging.ERROR, error=failed.error_message)
+            outcomes.finished(failed)
+            return failed
+        return outcomes.temporary_failure(job, dispatch, actor_label=job.worker_name, **error)
+    except (TransitionError, JobNotFound) as refused:
+        # Canceled, repaired or deleted (e.g. from the admin) while it ran: nothing to record.
+        logger.info("outcome discarded", extra={"job_id": str(job.id), "dispatch": dispatch, "reason": str(refused)})
+        return None
+
+
+class TemporaryTimeout(JobError):
+    def __init__(self, seconds: int) -> None:
+        super().__init__(
+            f"timed out after {seconds}s",
+            recovery_actions=["Retry later", "Raise the job type's timeout if the work is legitimately slow"],
+        )
+
+
+def _error(error: BaseException) -> Outcome:
+    if isinstance(error, JobError):
+        category, message, actions = error.category, error.message, error.recovery_actions
+        details = error.details or traceback.format_exc()
+    else:
+        category, message = "temporary", f"{type(error).__name__}: {error}"
+        actions, details = ["Retry later", "Report it if it keeps happening"], traceback.format_exc()
+    return {
+        "ok": False, "category": category, "message": message, "details": details, "recovery_actions": actions,
+        "exception": f"{type(error).__module__}.{type(error).__qualname__}",
+    }  # fmt: skip
+
+
+def _json_safe(result):
+    """Results go into a JSONField: reject what cannot round-trip, as a handler bug."""
+    try:
+        text = json.dumps(result, cls=DjangoJSONEncoder, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise AdminRequiredError(f"The handler returned a result that is not JSON-serialisable: {error}") from None
+    if "\\u0000" in text:  # PostgreSQL's jsonb cannot store NUL characters
+        raise AdminRequiredError("The handler returned a result containing a NUL character (\\u0000).")
+    if len(text.encode()) > settings.MAX_RESULT_BYTES:
+        raise AdminRequiredError(
+            f"The handler returned {len(text.encode()):,} bytes of JSON; results are kept up to "
+            f"{settings.MAX_RESULT_BYTES:,} (MAX_RESULT_BYTES).",
+            recovery_actions=["Store big output elsewhere (a file, a table) and return its id"],
+        )
+    return json.loads(text)

@@ -1,0 +1,124 @@
+"""Real `manage.py rqworker` / `rqworker-pool` processes against the test database."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from rq import Worker
+
+from conftest import wait_for
+from jobs.core import actions, queueing
+from jobs.core.models import Job, Status
+from jobs.core.submit import JobSpec, submit, submit_many
+from jobs.insight import estimates
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+QUEUES = ("immediate", "normal", "low")
+
+
+def statuses(ids) -> list[str]:
+    return list(Job.objects.filter(pk__in=ids).values_list("status", flat=True))
+
+
+def max_overlap(intervals) -> int:
+    """Largest number of [start, end] intervals that cover one instant."""
+    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1]))
+    current = peak = 0
+    for _, step in edges:
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
+def test_worker_pool_of_two_never_runs_more_than_two_at_once(spawn):
+    jobs = [r.job for r in submit_many([JobSpec("diagnostics.sleep", {"seconds": 1.0, "steps": 4})] * 6)]
+    spawn("rqworker-pool", *QUEUES, "--num-workers", "2")
+    ids = [j.id for j in jobs]
+    wait_for(lambda: statuses(ids).count(Status.COMPLETE) == 6, timeout=90, what="6 jobs to complete")
+    intervals = list(Job.objects.filter(pk__in=ids).values_list("started_at", "finished_at"))
+    # Exactly two: never more than WORKER_CONCURRENCY, and the pool really ran in parallel.
+    assert max_overlap(intervals) == 2
+    assert all(j.attempts == 1 for j in Job.objects.filter(pk__in=ids))
+
+
+def test_cancel_stops_an_active_job_within_seconds(spawn, redis_conn):
+    job = submit("diagnostics.sleep", {"seconds": 120, "steps": 1200}).job
+    spawn("rqworker", *QUEUES)
+    wait_for(lambda: Job.objects.get(pk=job.id).status == Status.ACTIVE, timeout=30, what="job to start")
+
+    actions.cancel(job.id, reason="operator changed their mind")
+
+    def worker_idle():
+        workers = Worker.all(connection=redis_conn)
+        return workers and all(w.get_current_job_id() is None for w in workers)
+
+    wait_for(worker_idle, timeout=5, what="the worker to drop the canceled job")
+    job.refresh_from_db()
+    assert job.status == Status.CANCELED
+    assert job.result is None and job.progress < 100
+    assert job.events.filter(to_status=Status.CANCELED, message__contains="operator changed their mind").exists()
+
+
+def test_sigterm_lets_the_running_job_finish(spawn):
+    job = submit("diagnostics.sleep", {"seconds": 2, "steps": 4}).job
+    worker = spawn("rqworker", *QUEUES)
+    wait_for(lambda: Job.objects.get(pk=job.id).status == Status.ACTIVE, timeout=30, what="job to start")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    job.refresh_from_db()
+    assert job.status == Status.COMPLETE and job.attempts == 1
+
+
+def test_priorities_with_a_real_worker_process(spawn):
+    low = submit("diagnostics.noop", priority="low").job
+    normal = submit("diagnostics.noop", priority="normal").job
+    first = submit("diagnostics.noop", priority="immediate").job
+    spawn("rqworker", *QUEUES, "--burst")
+    ids = [low.id, normal.id, first.id]
+    wait_for(lambda: statuses(ids).count(Status.COMPLETE) == 3, timeout=60, what="3 jobs to complete")
+    order = list(Job.objects.filter(pk__in=ids).order_by("started_at").values_list("id", flat=True))
+    assert order == [first.id, normal.id, low.id]
+    assert queueing.queue_depths() == {"immediate": 0, "normal": 0, "low": 0}
+
+
+def test_a_canceled_run_is_stopped_by_its_worker_even_without_the_stop_command(spawn, redis_conn):
+    """If the cancel lands before RQ considers the job started, the stop-job command is
+    refused; the Jobdesk worker's own check of the row stops the horse anyway."""
+    from jobs.core import lifecycle
+
+    job = submit("diagnostics.sleep", {"seconds": 120, "steps": 1}).job  # no cooperative checks
+    spawn("rqworker", *QUEUES)
+    wait_for(lambda: Job.objects.get(pk=job.id).status == Status.ACTIVE, timeout=30, what="job to start")
+    lifecycle.cancel(job.id, reason="cancel that raced the start")  # the row only: no stop-job command
+
+    def worker_idle():
+        workers = Worker.all(connection=redis_conn)
+        return workers and all(w.get_current_job_id() is None for w in workers)
+
+    wait_for(worker_idle, timeout=10, what="the worker to stop the canceled run")
+    wait_for(lambda: not queueing.dispatches_in_hand([job.rq_job_id]), timeout=5, what="the hold to be released")
+    assert Job.objects.get(pk=job.id).status == Status.CANCELED
+
+
+def test_first_etas_hold_against_a_real_worker_pool(spawn):
+    """Every job's first estimate, made at submit, is within 0.5 s + 20 % of its wait of
+    when a real pool of two workers started it."""
+    spawn("rqworker-pool", *QUEUES, "--num-workers", "2")
+    wait_for(lambda: estimates.live_workers() == 2, timeout=60, what="two live workers")
+    warm = [r.job.id for r in submit_many([JobSpec("diagnostics.sleep", {"seconds": 0.4, "steps": 1})] * 4)]
+    wait_for(lambda: statuses(warm).count(Status.COMPLETE) == 4, timeout=60, what="the warm-up jobs")
+    estimates.clear_cache()  # learn what a 0.4 s sleep really takes here
+
+    specs = [JobSpec("diagnostics.sleep", {"seconds": 0.4, "steps": 1}, priority=p) for p in ["normal"] * 8 + ["low"]]
+    jobs = [r.job for r in submit_many(specs)]
+    ids = [j.id for j in jobs]
+    wait_for(lambda: statuses(ids).count(Status.COMPLETE) == len(ids), timeout=90, what="the jobs to complete")
+
+    for job in Job.objects.filter(pk__in=ids):
+        wait = (job.started_at - job.created_at).total_seconds()
+        assert job.first_estimated_start_at is not None
+        assert abs(job.eta_error_seconds) <= 0.5 + 0.2 * wait, (job.priority, wait, job.eta_error_seconds)
+    last = max(Job.objects.filter(pk__in=ids), key=lambda j: j.started_at)
+    assert (last.started_at - last.created_at).total_seconds() > 1.5  # a real line, not all at once

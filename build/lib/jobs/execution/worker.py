@@ -1,0 +1,283 @@
+"""RQ worker classes that keep Jobdesk's bookkeeping in the worker's parent process.
+
+A forking RQ worker runs each job in a fresh work-horse. Claiming and recording in the
+horse would cost a new database connection and a cold ORM per job — more than RQ's own
+fork. ``JobdeskWorker`` claims the row before the fork and records the outcome after
+the horse exits, on the parent's persistent connection; the horse only runs the handler
+and hands its outcome back through RQ's result. A horse that dies (killed, OOM, stop-job)
+is recorded by its parent at once. The horse is tied to its parent's life
+(PR_SET_PDEATHSIG), so "worker process gone" always means "job no longer running".
+
+Configured as django-rq's default (settings.RQ["WORKER_CLASS"]); with a plain RQ worker
+``jobs.execution.runner.execute`` still does the whole job itself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import time
+
+from django.db import DatabaseError, connections
+from redis.exceptions import RedisError
+from rq import SimpleWorker, Worker, worker_registration
+from rq.job import Job as RQJob
+from rq.results import Result
+from rq.worker import BaseWorker, WorkerStatus
+
+from jobs.core import lifecycle, liveness, queueing, relay
+from jobs.core.models import Job
+from jobs.core.queueing import ENTRY_POINT
+from jobs.execution import runner
+
+logger = logging.getLogger("jobs.execution.worker")
+
+# The parent's database connections, inherited by a work-horse through fork(). Kept
+# referenced (never closed or garbage-collected) until the horse's os._exit, so the
+# horse cannot disturb the parent's session; the horse opens its own if it needs one.
+_inherited_connections: list = []
+_PR_SET_PDEATHSIG = 1
+MONITOR_INTERVAL = 2  # seconds between the parent's checks on a running horse
+_CLAIM_RELAY_WAIT = 0.2  # seconds; a channel layer that is down is skipped at once
+_RECORD_RETRY_PAUSES = (0.5, 1, 2, 4, 8, 15, 30)  # about a minute of database trouble
+# Seconds between heartbeats of an idle worker (RQ's default waits 405 s): a worker whose
+# registration Redis lost notices it this soon.
+IDLE_HEARTBEAT = 45
+
+
+class _ParentBookkeeping(BaseWorker):
+    # A mixin over RQ's BaseWorker, the common base of Worker and SimpleWorker (which is
+    # not a Worker): both subclasses below keep the MRO they had with a plain mixin.
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("worker_ttl", IDLE_HEARTBEAT + 15)
+        super().__init__(*args, **kwargs)
+        self._running: str | None = None  # the RQ job id being executed, for re-registration
+        self._unrecorded: list[tuple[Job, runner.Outcome]] = []
+
+    def execute_job(self, job: RQJob, queue) -> None:
+        self._parent_pid = os.getpid()  # read by the horse, to notice a parent already gone
+        self._record_left_behind()
+        # Busy from the claim on: a SIGTERM arriving now must wait for this job (RQ's warm
+        # shutdown), not abort between the claim and the fork and leave the row active.
+        self.set_state(WorkerStatus.BUSY)
+        self._running = job.id
+        claimed = self._claim(job)
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self._running = None
+            if claimed is not None:
+                try:
+                    self._record(claimed, job)
+                finally:
+                    _quietly(queueing.release_in_hand, claimed.rq_job_id)
+
+    def work(self, *args, **kwargs) -> bool:
+        # Jobdesk schedules with rq-scheduler (manage.py rqscheduler): RQ's own scheduler
+        # would be one more child process per worker, orphaned when its worker is killed.
+        kwargs["with_scheduler"] = False
+        if multiprocessing.parent_process() is not None:
+            # Started by rqworker-pool: when the pool's process dies (killed), nobody
+            # would respawn or stop this worker. Leave with it, warmly (SIGTERM).
+            _die_with_parent(os.getppid(), signal.SIGTERM)
+        return super().work(*args, **kwargs)
+
+    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
+        super().heartbeat(timeout, pipeline)
+        if pipeline is None:
+            self._keep_registered()
+
+    def _keep_registered(self) -> None:
+        """Register again when Redis lost this worker's registration (a flush, a restart
+        without persistence, or a pause longer than its TTL): otherwise health, the
+        dashboard and ETAs count it as gone while it works."""
+        try:
+            with self.connection.pipeline(transaction=False) as pipe:
+                pipe.hexists(self.key, "birth")
+                pipe.sismember(worker_registration.REDIS_WORKER_KEYS, self.key)
+                born, listed = pipe.execute()
+            if born and listed:
+                return
+            logger.warning("worker registration lost: registering again", extra={"worker": self.name})
+            with self.connection.pipeline() as pipe:
+                pipe.hset(self.key, mapping=self.serialize())
+                pipe.hset(self.key, "state", self._state)
+                if self._running:
+                    pipe.hset(self.key, "current_job", self._running)
+                worker_registration.register(self, pipe)
+                pipe.expire(self.key, self.worker_ttl + 60)
+                pipe.execute()
+        except RedisError:
+            logger.warning("redis unreachable: registration not checked", extra={"worker": self.name})
+
+    def _hold_seconds(self, job: Job) -> int:
+        """How long the in-hand key lasts without a refresh."""
+        return job.timeout + 60  # a non-forking worker cannot refresh while the handler runs
+
+    def _claim(self, rq_job: RQJob) -> Job | None:
+        ids = _dispatch_of(rq_job)
+        if ids is None:
+            return None  # not a Jobdesk job (raw RQ work on the same queues)
+        job_id, dispatch = ids
+        try:
+            _drop_broken_connection()
+            claimed = runner.claim(job_id, dispatch, self.name)
+        except DatabaseError:
+            # The work-horse will try to claim for itself; failing that, the row stays
+            # queued and the reconciler re-dispatches it. The worker itself lives on.
+            logger.exception("claim failed", extra={"job_id": job_id, "dispatch": dispatch})
+            return None
+        if claimed is not None:
+            runner.preclaimed[dispatch] = claimed
+            _quietly(queueing.mark_in_hand, dispatch, self.name, self._hold_seconds(claimed))
+            self._claim_relayed()
+        return claimed
+
+    def _claim_relayed(self) -> None:
+        """In one process the relay keeps the job's events in order by itself."""
+
+    def _record(self, job: Job, rq_job: RQJob) -> None:
+        runner.preclaimed.pop(job.rq_job_id, None)
+        outcome = _outcome_of(rq_job)
+        for pause in _RECORD_RETRY_PAUSES:
+            # Keep holding the dispatch while recording: the run is done, not lost.
+            _quietly(queueing.mark_in_hand, job.rq_job_id, self.name, pause + liveness.IN_HAND_TTL)
+            try:
+                runner.record(job, job.rq_job_id, outcome)
+                return
+            except DatabaseError:
+                logger.exception("recording the outcome failed", extra={"job_id": str(job.id)})
+                connections.close_all()
+                time.sleep(pause)
+        # Still active in the database while this worker moves on. Say so in Redis (the
+        # reconciler may then retry the job) and try again before the next job: whichever
+        # comes first wins, the other is refused by the dispatch guard.
+        _quietly(queueing.mark_abandoned, job.rq_job_id, self.name)
+        self._unrecorded.append((job, outcome))
+
+    def _record_left_behind(self) -> None:
+        for job, outcome in list(self._unrecorded):
+            try:
+                _drop_broken_connection()
+                runner.record(job, job.rq_job_id, outcome)
+            except DatabaseError:
+                return  # still down: next time
+            self._unrecorded.remove((job, outcome))
+            _quietly(queueing.forget_abandoned, job.rq_job_id)
+
+
+class JobdeskWorker(_ParentBookkeeping, Worker):
+    """Forking worker (RQ's default) with the bookkeeping in the parent. While the horse
+    runs, the parent wakes every MONITOR_INTERVAL seconds to refresh its hold on the
+    dispatch and to stop the horse if the job was canceled or taken away meanwhile."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("job_monitoring_interval", MONITOR_INTERVAL)
+        super().__init__(*args, **kwargs)
+
+    def _hold_seconds(self, job: Job) -> int:
+        return liveness.IN_HAND_TTL
+
+    def _claim_relayed(self) -> None:
+        # The horse relays progress from its own process: let "active" out first, so
+        # followers get the job's events in order.
+        relay.drain(_CLAIM_RELAY_WAIT)
+
+    def maintain_heartbeats(self, job: RQJob) -> None:
+        super().maintain_heartbeats(job)
+        self._keep_registered()
+        claimed = _claim_of(job)
+        if claimed is None:
+            return
+        _quietly(queueing.mark_in_hand, claimed.rq_job_id, self.name, liveness.IN_HAND_TTL)
+        try:
+            still_ours = lifecycle.still_owns(claimed.id, claimed.rq_job_id)
+        except DatabaseError:
+            return  # cannot tell: let it run
+        if not still_ours:
+            logger.info("stopping a canceled run", extra={"job_id": str(claimed.id), "dispatch": claimed.rq_job_id})
+            self.kill_horse()
+
+    def main_work_horse(self, job: RQJob, queue) -> None:
+        _die_with_parent(self._parent_pid)
+        _detach_inherited_connections()
+        super().main_work_horse(job, queue)
+
+
+class JobdeskSimpleWorker(_ParentBookkeeping, SimpleWorker):
+    """Non-forking worker: the same bookkeeping, the handler in the same process."""
+
+
+def _dispatch_of(rq_job: RQJob) -> tuple[str, str] | None:
+    """(job id, dispatch id) when the RQ job is a Jobdesk dispatch."""
+    if rq_job.func_name != ENTRY_POINT or len(rq_job.args) < 2:
+        return None
+    return rq_job.args[0], rq_job.args[1]
+
+
+def _claim_of(rq_job: RQJob) -> Job | None:
+    ids = _dispatch_of(rq_job)
+    return runner.preclaimed.get(ids[1]) if ids else None
+
+
+def _quietly(redis_call, *args) -> None:
+    """In-hand keys help the reconciler judge; failing to write one never fails a job."""
+    try:
+        redis_call(*args)
+    except RedisError:
+        logger.warning("redis unreachable for in-hand key", extra={"call": redis_call.__name__})
+
+
+def _latest_result(rq_job: RQJob) -> Result | None:
+    for pause in _RECORD_RETRY_PAUSES:
+        try:
+            return rq_job.latest_result()
+        except RedisError:
+            time.sleep(pause)
+    return None
+
+
+def _outcome_of(rq_job: RQJob) -> runner.Outcome:
+    result = _latest_result(rq_job)
+    succeeded = result is not None and result.type == Result.Type.SUCCESSFUL
+    if succeeded and result is not None and isinstance(result.return_value, dict) and "ok" in result.return_value:
+        return result.return_value
+    reason = "no result (RQ lost it, or Redis was unreachable)"
+    if result is not None and result.exc_string:
+        reason = result.exc_string.strip().splitlines()[-1]
+    return {
+        "ok": False,
+        "category": "temporary",
+        "message": f"work-horse died: {reason}",
+        "details": result.exc_string if result is not None else "",
+        "recovery_actions": ["None needed: retried automatically", "Check the worker's memory limits"],
+    }
+
+
+def _drop_broken_connection() -> None:
+    """The parent's connection lives for hours: after a database error, reconnect if it
+    is broken (Django notes errors; probing on every job would cost a round trip)."""
+    for connection in connections.all(initialized_only=True):
+        if connection.errors_occurred and connection.connection is not None and not connection.is_usable():
+            connection.close()
+
+
+def _detach_inherited_connections() -> None:
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None:
+            _inherited_connections.append(connection.connection)
+            connection.connection = None
+
+
+def _die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig)
+    except (OSError, AttributeError):  # not Linux: the reconciler's pid check still applies
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)

@@ -1,0 +1,69 @@
+"""Read-only health of the moving parts: database, Redis, workers, scheduler."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from jobs.core import queueing
+
+SCHEDULER_STALE_SECONDS = 150  # the heartbeat cron runs every minute
+NO_WORKER = "no RQ worker is alive, so nothing runs and no job has an ETA: start `manage.py rqworker-pool`"
+
+
+def check() -> tuple[bool, dict]:
+    """(healthy, details). Each part reports ok plus what an operator needs to know."""
+    parts = {"database": _database(), "redis": _redis()}
+    if parts["redis"]["ok"]:
+        parts["workers"] = _workers()
+        parts["scheduler"] = scheduler_state()
+    else:
+        parts["workers"] = parts["scheduler"] = {"ok": False, "error": "Redis unreachable"}
+    healthy = all(part["ok"] for part in parts.values())
+    failing = [name for name, part in parts.items() if not part["ok"]]
+    return healthy, {"status": "ok" if healthy else "failing", "failing": failing, **parts}
+
+
+def _database() -> dict:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return {"ok": True, "vendor": connection.vendor}
+    except Exception as error:  # any driver error means "down" here
+        return {"ok": False, "error": str(error)}
+
+
+def _redis() -> dict:
+    try:
+        queueing.connection().ping()
+        return {"ok": True}
+    except RedisError as error:
+        return {"ok": False, "error": str(error)}
+
+
+def _workers() -> dict:
+    workers = queueing.workers()
+    return {
+        "ok": bool(workers),
+        "count": len(workers),
+        "error": None if workers else NO_WORKER,
+        "workers": [
+            {"name": w.name, "host": w.hostname, "pid": w.pid, "current_job": w.current_job, "queues": w.queues}
+            for w in workers.values()
+        ],
+    }
+
+
+def scheduler_state() -> dict:
+    raw = queueing.connection().get(settings.SCHEDULER_HEARTBEAT_KEY)
+    if raw is None:
+        return {"ok": False, "error": "no scheduler heartbeat: is `manage.py rqscheduler` running?"}
+    beat = datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw)
+    age = (timezone.now() - beat).total_seconds()
+    ok = age <= SCHEDULER_STALE_SECONDS
+    return {"ok": ok, "last_heartbeat": beat.isoformat(), "age_seconds": round(age, 1),
+            "error": None if ok else f"last heartbeat {age:.0f}s ago"}  # fmt: skip

@@ -1,0 +1,51 @@
+"""What waits where, and when new work would run: read-only."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db.models import Count
+
+from jobs.core import queueing, registry
+from jobs.core.models import UNFINISHED_STATUSES, Job
+from jobs.insight import estimates
+
+WAITING = sorted(UNFINISHED_STATUSES)
+
+
+def overview(types: list[str] | None = None) -> dict:
+    """Depth per priority (Redis and database), workers, the ETA of a new job of each type
+    (``types`` or every registered one) per queue, and how accurate first ETAs have been."""
+    counts = {(row["priority"], row["status"]): row["n"] for row in _counts()}
+    redis_depths = queueing.queue_depths()
+    workers = queueing.workers()
+    known = registry.all_types()
+    wanted = {name: known[name].heavy for name in (types or sorted(known)) if name in known}
+    outlook = estimates.outlook(wanted) if wanted else {}
+    return {
+        "queues": [
+            {
+                "name": priority,
+                "depth": redis_depths.get(priority, 0),  # RQ's list: what workers will take next
+                **{status: counts.get((priority, status), 0) for status in WAITING},
+                "new_job_eta": {
+                    name: {
+                        "estimated_start_at": guess.start_at,
+                        "estimated_finish_at": guess.finish_at,
+                        "warning": guess.warning,
+                    }  # fmt: skip
+                    for name, guess in outlook.get(priority, {}).items()
+                },
+            }
+            for priority in settings.JOB_QUEUES
+        ],
+        "workers": {
+            "count": len(workers),
+            "busy": sum(1 for w in workers.values() if w.current_job),
+            "concurrency_setting": settings.WORKER_CONCURRENCY,
+        },
+        "eta_accuracy": estimates.accuracy(),
+    }
+
+
+def _counts():
+    return Job.objects.filter(status__in=WAITING).values("priority", "status").annotate(n=Count("id")).order_by()

@@ -1,0 +1,324 @@
+"""ETAs against schedules worked out by hand and by a reference simulator."""
+
+from __future__ import annotations
+
+import heapq
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from conftest import past_job, past_jobs
+from jobs.core import actions, registry
+from jobs.core.models import Job, Status
+from jobs.core.submit import JobSpec, submit, submit_many
+from jobs.insight import estimates, line
+from workwindow.models import WorkWindow
+
+pytestmark = pytest.mark.django_db
+
+DURATIONS = {"t.a": 10.0, "t.b": 20.0, "t.c": 5.0}
+QUEUES = ("immediate", "normal", "low")
+
+
+@pytest.fixture(autouse=True)
+def history():
+    """Recent completions that make the average duration of each test type exact."""
+    estimates.clear_cache()
+    finished = timezone.now() - timedelta(hours=1)
+    past_jobs(
+        Job(type=t, status=Status.COMPLETE, started_at=finished - timedelta(seconds=d), finished_at=finished)
+        for t, d in DURATIONS.items()
+        for _ in range(3)
+    )
+    yield
+    estimates.clear_cache()
+
+
+@pytest.fixture(autouse=True)
+def no_arrivals(request, monkeypatch):
+    """Hand-worked schedules assume no new work arrives (the rows made here are "new")."""
+    if "arrivals" not in request.node.name:
+        monkeypatch.setattr(estimates, "recent_arrivals", lambda: {})
+
+
+def row(job_type: str, status: str = Status.QUEUED, priority: str = "normal", **fields) -> Job:
+    return past_job(type=job_type, status=status, priority=priority, **fields)
+
+
+def seconds_from(now: datetime, at: datetime | None) -> float | None:
+    return None if at is None else round((at - now).total_seconds(), 6)
+
+
+def test_known_schedule_with_two_workers_priorities_a_dependency_and_a_window():
+    now = timezone.now()
+    ago = lambda s: now - timedelta(seconds=s)  # noqa: E731
+    row("t.a", Status.ACTIVE, started_at=ago(4))  # worker 1 free in 6 s; worker 2 idle
+    b1 = row("t.b", priority="immediate", enqueued_at=ago(3))
+    a1 = row("t.a", enqueued_at=ago(10))
+    a2 = row("t.a", enqueued_at=ago(9))
+    c1 = row("t.c", enqueued_at=ago(8))
+    c2 = row("t.c", priority="low", enqueued_at=ago(7))
+    waiting = row("t.c", Status.WAITING)
+    waiting.depends_on.add(a2)
+    later = row("t.a", Status.SCHEDULED, scheduled_for=now + timedelta(seconds=100))
+    opening = (now + timedelta(hours=2)).astimezone(UTC).replace(second=0, microsecond=0)
+    closing = (opening + timedelta(hours=1)).time()
+    WorkWindow.objects.create(name="later", time_zone="UTC", start_time=opening.time(), end_time=closing)
+    heavy = row("t.c", Status.DEFERRED, priority="low", heavy=True, scheduled_for=opening)
+    jobs = [b1, a1, a2, c1, c2, waiting, later, heavy]
+
+    found = estimates.estimate(jobs, now=now, workers=2)
+
+    # By hand: immediate first (b1 at 0 on the idle worker, busy until 20); then normal in
+    # enqueue order: a1 at 6 (worker 1 frees), a2 at 16, c1 at 20; low: c2 at 25. The
+    # waiting job follows a2's finish (26); the scheduled one its run time; the heavy one
+    # the window's opening.
+    opens_in = (opening - now).total_seconds()
+    expected = {b1: (0, 20), a1: (6, 16), a2: (16, 26), c1: (20, 25), c2: (25, 30), waiting: (26, 31),
+                later: (100, 110), heavy: (opens_in, opens_in + 5)}  # fmt: skip
+    for job, (start, finish) in expected.items():
+        got = found[job.id]
+        assert (seconds_from(now, got.start_at), seconds_from(now, got.finish_at)) == pytest.approx(
+            (start, finish), abs=1e-3
+        ), job.type
+        assert got.warning == ""
+    # Asking about one job gives what asking about all of them gives.
+    for job in jobs:
+        assert estimates.estimate([job], now=now, workers=2)[job.id] == found[job.id]
+    # A new job joins the end of its line: after c1 in normal, right after b1's worker frees in immediate.
+    new_normal = Job(id=uuid.uuid4(), type="t.a", priority="normal", status=Status.QUEUED)
+    new_first = Job(id=uuid.uuid4(), type="t.a", priority="immediate", status=Status.QUEUED)
+    assert (
+        seconds_from(now, estimates.estimate([], appended=[new_normal], now=now, workers=2)[new_normal.id].start_at)
+        == 25
+    )
+    assert (
+        seconds_from(now, estimates.estimate([], appended=[new_first], now=now, workers=2)[new_first.id].start_at) == 6
+    )
+
+
+def reference_starts(running: list[float], line: list[Job], workers: int) -> dict[uuid.UUID, float]:
+    """Jobs in strict line order, each on the first free worker."""
+    free = sorted((running + [0.0] * workers)[:workers])
+    starts = {}
+    for job in sorted(line, key=lambda j: (QUEUES.index(j.priority), j.enqueued_at)):
+        starts[job.id] = free[0]
+        heapq.heapreplace(free, free[0] + DURATIONS[job.type])
+    return starts
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_queued_jobs_match_a_reference_simulation(seed):
+    rng = random.Random(seed)
+    now = timezone.now()
+    workers = rng.randint(1, 4)
+    running = []
+    for _ in range(rng.randint(0, workers)):
+        job_type = rng.choice(list(DURATIONS))
+        elapsed = rng.uniform(0, DURATIONS[job_type])
+        row(job_type, Status.ACTIVE, started_at=now - timedelta(seconds=elapsed))
+        running.append(DURATIONS[job_type] - elapsed)
+    line = [
+        row(rng.choice(list(DURATIONS)), priority=rng.choice(QUEUES), enqueued_at=now - timedelta(seconds=i))
+        for i in range(rng.randint(1, 40))
+    ]
+    expected = reference_starts(running, line, workers)
+
+    everyone = estimates.estimate(line, now=now, workers=workers)
+
+    for job in line:
+        assert seconds_from(now, everyone[job.id].start_at) == pytest.approx(expected[job.id], abs=1e-3)
+    # One job asked alone: the jobs ahead are counted by type, not read one by one, so
+    # their order among themselves is unknown; with one worker that cannot matter, with
+    # more it moves the start by less than the longest job.
+    for job in rng.sample(line, min(5, len(line))):
+        alone = seconds_from(now, estimates.estimate([job], now=now, workers=workers)[job.id].start_at)
+        if workers == 1:
+            assert alone == pytest.approx(expected[job.id], abs=1e-3)
+        assert abs(alone - expected[job.id]) <= max(DURATIONS.values())
+
+
+def test_a_long_line_advances_in_rounds_with_the_same_result_as_job_by_job():
+    now = timezone.now()
+    past_jobs(
+        Job(type="t.c", status=Status.QUEUED, enqueued_at=now - timedelta(seconds=1))
+        for _ in range(estimates.EXACT_JOBS + 7)
+    )
+    last = row("t.a", enqueued_at=now)
+    got = estimates.estimate([last], now=now, workers=3)[last.id]
+    free = [0.0, 0.0, 0.0]  # job by job, as the reference does it
+    for _ in range(estimates.EXACT_JOBS + 7):
+        heapq.heapreplace(free, free[0] + 5)
+    # Past the head of the line the count is a profile interpolated by enqueue time: at
+    # most a job or two of difference on a wait of almost two hours.
+    assert abs(seconds_from(now, got.start_at) - free[0]) <= 10
+
+
+def test_no_live_worker_means_no_eta_and_a_warning():
+    job = row("t.a", enqueued_at=timezone.now())
+    got = estimates.estimate([job], workers=0)[job.id]
+    assert got.start_at is None and got.finish_at is None
+    assert "rqworker" in got.warning
+
+
+def test_a_job_behind_a_failed_dependency_has_no_eta():
+    failed = row("t.a", Status.FAILED)
+    waiting = row("t.a", Status.WAITING)
+    waiting.depends_on.add(failed)
+    got = estimates.estimate([waiting], workers=1)[waiting.id]
+    assert got.start_at is None and "dependency" in got.warning
+
+
+def test_types_never_seen_take_the_configured_default(settings):
+    settings.ETA_DEFAULT_DURATION = 42.0
+    now = timezone.now()
+    unknown = row("t.never", enqueued_at=now - timedelta(seconds=1))
+    after = row("t.a", enqueued_at=now)
+    found = estimates.estimate([unknown, after], now=now, workers=1)
+    assert seconds_from(now, found[unknown.id].finish_at) == 42
+    assert seconds_from(now, found[after.id].start_at) == 42
+
+
+def test_submit_stores_the_first_estimate_and_the_claim_its_error(run_worker, monkeypatch):
+    monkeypatch.setattr(estimates, "live_workers", lambda: 1)
+    first = submit("diagnostics.noop").job
+    second = submit("diagnostics.noop").job
+    assert first.first_estimated_start_at is not None
+    assert second.first_estimated_start_at >= first.first_estimated_finish_at  # one worker: in line
+    stored = Job.objects.get(pk=second.id)
+    assert stored.first_estimated_start_at == second.first_estimated_start_at
+    assert stored.eta_error_seconds is None
+
+    run_worker()
+
+    for job in Job.objects.filter(pk__in=[first.id, second.id]):
+        assert job.eta_error_seconds == pytest.approx(
+            (job.started_at - job.first_estimated_start_at).total_seconds(), abs=1e-3
+        )
+    assert estimates.accuracy()["samples"] == 2
+
+
+def test_bulk_submit_estimates_each_job_behind_the_ones_before_it(monkeypatch):
+    monkeypatch.setattr(estimates, "live_workers", lambda: 1)
+    for t in DURATIONS:  # the test types must be submittable
+        registry.job_type(t)(lambda ctx: None)
+    try:
+        jobs = [r.job for r in submit_many([JobSpec("t.a"), JobSpec("t.b"), JobSpec("t.c", priority="immediate")])]
+    finally:
+        for t in DURATIONS:
+            registry.unregister(t)
+    a, b, c = jobs
+    base = c.first_estimated_start_at  # immediate goes first
+    assert (a.first_estimated_start_at - base).total_seconds() == pytest.approx(5, abs=0.01)
+    assert (b.first_estimated_start_at - base).total_seconds() == pytest.approx(15, abs=0.01)
+    assert (b.first_estimated_finish_at - base).total_seconds() == pytest.approx(35, abs=0.01)
+
+
+@pytest.mark.redis
+def test_api_shows_estimates_on_list_detail_submit_and_queues(
+    api_as, alice, monkeypatch, django_assert_max_num_queries
+):
+    monkeypatch.setattr(estimates, "live_workers", lambda: 2)
+    client = api_as(alice)
+    created = client.post("/api/jobs/", {"type": "diagnostics.noop"}, format="json")
+    assert created.status_code == 201 and created.data["estimated_start_at"] is not None
+    for _ in range(30):
+        client.post("/api/jobs/", {"type": "diagnostics.noop"}, format="json")
+    detail = client.get(f"/api/jobs/{created.data['id']}/")
+    assert detail.data["estimated_finish_at"] is not None and detail.data["eta_warning"] == ""
+    with django_assert_max_num_queries(12):  # a page of 31 estimated jobs: no query per row
+        listed = client.get("/api/jobs/")
+    assert all(item["estimated_start_at"] for item in listed.data["results"])
+    queues = client.get("/api/queues/?type=diagnostics.noop").data
+    normal = next(q for q in queues["queues"] if q["name"] == "normal")
+    assert set(normal["new_job_eta"]) == {"diagnostics.noop"}
+    assert normal["new_job_eta"]["diagnostics.noop"]["estimated_start_at"] is not None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_past_the_head_the_profiled_line_stays_close_to_the_reference(seed, monkeypatch):
+    """A small head and small buckets, so a line of 300 exercises the profile, jobs that
+    joined since it was built, and interpolation inside buckets."""
+    monkeypatch.setattr(line, "HEAD_EXACT", 20)
+    monkeypatch.setattr(line, "PROFILE_BUCKET", 7)
+    rng = random.Random(seed)
+    now = timezone.now()
+    jobs = [
+        Job(type=rng.choice(list(DURATIONS)), status=Status.QUEUED, priority=rng.choice(QUEUES),
+            enqueued_at=now - timedelta(seconds=400 - i))
+        for i in range(300)
+    ]  # fmt: skip
+    past_jobs(jobs[:250])
+    estimates.estimate([jobs[0]], now=now, workers=2)  # builds the profile of the first 250
+    past_jobs(jobs[250:])  # and these join after it
+    expected = reference_starts([], jobs, 2)
+    asked = rng.sample(jobs, 40)
+
+    found = estimates.estimate(asked, now=now, workers=2)
+
+    for job in asked:
+        error = abs(seconds_from(now, found[job.id].start_at) - expected[job.id])
+        # interpolation inside one bucket of 7 jobs of at most 20 s, on 2 workers, plus
+        # the unknown order of the jobs counted by type
+        assert error <= 7 * 20 / 2 + 20, (job.priority, expected[job.id], error)
+    head = min((j for j in jobs if j.priority == "immediate"), key=lambda j: j.enqueued_at)
+    assert seconds_from(now, estimates.estimate([head], now=now, workers=2)[head.id].start_at) == 0
+
+
+def test_arrivals_of_higher_priority_work_stretch_the_wait_of_lower_lines():
+    now = timezone.now()
+    # Over the last minute, immediate work of 0.5 worker-seconds per second arrived:
+    # 3 jobs of 10 s; with 2 workers that is a quarter of their time.
+    past_jobs(Job(type="t.a", priority="immediate", status=Status.COMPLETE) for _ in range(3))
+    arrivals = estimates.recent_arrivals()
+    assert arrivals["immediate"] == pytest.approx(3 * 10 / estimates.ARRIVAL_WINDOW)
+    normal = row("t.a", enqueued_at=now - timedelta(seconds=2))
+    behind = row("t.a", enqueued_at=now - timedelta(seconds=1))
+    first = row("t.a", priority="immediate", enqueued_at=now)
+    for _ in range(2):  # both workers busy for 20 s
+        row("t.b", Status.ACTIVE, started_at=now)
+
+    found = estimates.estimate([normal, behind, first], now=now, workers=2)
+
+    # The line alone: first at 20, normal at 20, behind at 30; the normal line only gets
+    # 1 − 0.25 of the workers' time while immediate work keeps coming.
+    assert seconds_from(now, found[first.id].start_at) == pytest.approx(20)
+    assert seconds_from(now, found[normal.id].start_at) == pytest.approx(20 / 0.75)
+    assert seconds_from(now, found[behind.id].start_at) == pytest.approx(30 / 0.75)
+    estimates.clear_cache()
+    # `first` is immediate too but still waiting: the line counts it, the rate does not.
+    assert estimates.recent_arrivals()["immediate"] == pytest.approx(arrivals["immediate"])
+
+
+def test_a_promoted_job_joins_the_end_of_the_immediate_line():
+    now = timezone.now()
+    normal = row("t.a", enqueued_at=now - timedelta(seconds=10))
+    first = row("t.a", priority="immediate", enqueued_at=now - timedelta(seconds=5))
+    actions.promote(normal.id)
+    promoted = Job.objects.get(pk=normal.id)
+    found = estimates.estimate([promoted, first], now=timezone.now(), workers=1)
+    assert found[first.id].start_at < found[promoted.id].start_at  # RQ runs `first` first
+
+
+def test_a_requeue_starts_without_a_first_estimate_to_be_judged_against():
+    failed = row("t.a", Status.FAILED, first_estimated_start_at=timezone.now() + timedelta(days=900))
+    requeued = actions.requeue(failed.id)
+    assert requeued.first_estimated_start_at is None
+    assert Job.objects.get(pk=failed.id).first_estimated_start_at is None
+
+
+def test_a_running_job_that_reported_progress_is_judged_by_it():
+    from datetime import datetime, timedelta
+
+    from jobs.insight.estimates import time_left
+
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    started = now - timedelta(seconds=30)
+    assert time_left(10.0, started, 25, now) == 90.0, "30 s for a quarter: 90 s to go, whatever the average says"
+    assert time_left(10.0, started, 0, now) == 0.0, "no progress and past its average: any moment"
+    assert time_left(60.0, started, 0, now) == 30.0
+    assert time_left(60.0, now - timedelta(seconds=0.5), 50, now) == 59.5, "too early to trust progress"
+    assert time_left(60.0, None, 0, now) == 60.0

@@ -1,0 +1,242 @@
+"""WebSocket edge: follow one job, or the operators' stream of all of them.
+
+Thin: who may follow what, then snapshot → events → close. Messages are built by
+``jobs.core.relay`` (the code that sends them from workers and the API) and
+``jobs.live.snapshots``. A follower joins the group *before* reading the snapshot and drops
+any event whose ``seq`` the snapshot already covers, so nothing falls between the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import uuid
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from jobs.core import access, registry, relay
+from jobs.core.models import Job, Status
+from jobs.live import snapshots
+
+logger = logging.getLogger("jobs.live.consumers")
+
+# Reads for many connections at once run side by side, not one after another on the
+# single thread Django's sync code shares.
+read = functools.partial(database_sync_to_async, thread_sensitive=False)
+
+# Close codes: 4401 not logged in, 4403 not yours, 4404 no such object.
+NOT_LOGGED_IN, FORBIDDEN, NOT_FOUND = 4401, 4403, 4404
+# 4400: /ws/ops/ filtered by a status or job type that does not exist.
+BAD_FILTER = 4400
+# 1013 "try again later": the snapshot was sent, but live updates are unavailable.
+LIVE_UNAVAILABLE = 1013
+
+
+class Refused(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def parse_uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise Refused(NOT_FOUND) from None
+
+
+def may_see(user, owner_id, model: str = access.JOBS) -> bool:
+    return access.may_see(user, owner_id, model)
+
+
+class _Socket(AsyncJsonWebsocketConsumer):
+    group: str | None = None
+
+    async def refuse(self, code: int) -> None:
+        # Accept first: a close before accepting is an HTTP 403 and the code is lost.
+        await self.accept()
+        await self.close(code=code)
+
+    async def join(self, group: str) -> bool:
+        """Join the group; False when the channel layer is down (a snapshot still goes)."""
+        self.group = group
+        try:
+            await self.channel_layer.group_add(group, self.channel_name)
+            return True
+        except Exception as error:
+            logger.warning("channel layer unreachable", extra={"group": group, "error": str(error)})
+            return False
+
+    async def disconnect(self, code) -> None:
+        if self.group:
+            # If the layer is gone, so is the group entry's use; it expires on its own.
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+
+
+class FollowConsumer(_Socket):
+    """Snapshot first, then every event of the followed job in ``seq`` order; closes
+    normally (1000) after a final state. Subclasses say what is followed."""
+
+    def locate(self, user) -> tuple[str, uuid.UUID | None]:
+        """(group, job id) for the connecting user, or raise Refused. Runs in a thread."""
+        raise NotImplementedError
+
+    def snapshot(self) -> dict:
+        """The current state of what is followed. Runs in a thread."""
+        return snapshots.job_snapshot(self.job_id) or snapshots.gone_snapshot(self.job_id)
+
+    async def connect(self) -> None:
+        self.last_seq: dict[str, int] = {}
+        self.finish_estimate: dict[str, str | None] = {}
+        self.refresher: asyncio.Task | None = None
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return await self.refuse(NOT_LOGGED_IN)
+        try:
+            group, self.job_id = await read(self.locate)(user)
+        except Refused as refused:
+            return await self.refuse(refused.code)
+        await self.accept()
+        live = await self.join(group)
+        if await self.deliver(await read(self.snapshot)()):
+            return
+        if not live:
+            return await self.close(code=LIVE_UNAVAILABLE)
+        self.refresher = asyncio.ensure_future(self.refresh_estimates())
+
+    async def disconnect(self, code) -> None:
+        refresher = getattr(self, "refresher", None)  # unset if connect never ran
+        if refresher:
+            refresher.cancel()
+        await super().disconnect(code)
+
+    async def job_event(self, envelope: dict) -> None:
+        msg = envelope["event"]
+        if not self.is_new(msg):
+            return
+        await self.deliver(await self.with_estimate(msg))
+
+    def is_new(self, msg: dict) -> bool:
+        """Events after the last one sent; snapshots not older than it (a re-sent
+        snapshot keeps the seq of the event it reflects)."""
+        last = self.last_seq.get(msg["job_id"], -1)
+        if msg["type"] == "snapshot":
+            return msg["seq"] >= last or msg.get("status") == "deleted"  # a deleted job has no seq left
+        return msg["seq"] > last
+
+    async def deliver(self, msg: dict) -> bool:
+        """Send a message (if not already covered); True when it was final (closed)."""
+        if msg.get("job_id"):
+            if not self.is_new(msg):
+                return False
+            self.last_seq[msg["job_id"]] = msg["seq"]
+            self.finish_estimate[msg["job_id"]] = msg.get("estimated_finish_at")
+        await self.send_json(msg)
+        if relay.is_terminal(msg):
+            await self.close(code=1000)
+            return True
+        return False
+
+    async def with_estimate(self, msg: dict) -> dict:
+        """Status changes of unfinished jobs get a fresh ETA; progress keeps the last one."""
+        if msg["type"] == "progress":
+            return {**msg, "estimated_finish_at": self.finish_estimate.get(msg["job_id"])}
+        if relay.is_terminal(msg):
+            return msg
+        try:
+            return {**msg, **await shared_estimate(msg["job_id"], msg["seq"])}
+        except Exception:  # an ETA is a nicety: the event itself must get through
+            logger.warning("estimate failed", extra={"job_id": msg["job_id"]}, exc_info=True)
+            return msg
+
+    async def refresh_estimates(self) -> None:
+        """Every few seconds, re-read the state: a waiting job's ETA moves as the line
+        ahead moves, and an event lost on the way (the layer hiccuped, a work-horse died
+        mid-send) must not leave the client waiting for a close that never comes. A
+        changed ETA, status or seq is sent as a new snapshot."""
+        while True:
+            await asyncio.sleep(settings.WS_ETA_REFRESH_SECONDS)
+            try:
+                fresh = await read(self.snapshot)()
+            except Exception:  # the database hiccuped: try again next round
+                logger.warning("snapshot refresh failed", exc_info=True)
+                continue
+            job_id = fresh.get("job_id")
+            changed = fresh.get("seq") != self.last_seq.get(job_id) or fresh.get("estimated_finish_at") != (
+                self.finish_estimate.get(job_id)
+            )
+            if job_id and changed and await self.deliver(fresh):
+                return
+
+
+_estimates_in_flight: dict[tuple, asyncio.Future] = {}
+_ESTIMATE_KEPT = 2.0  # seconds an event's ETA is reused by the process's other followers
+
+
+async def shared_estimate(job_id: str, seq: int) -> dict:
+    """The ETA for one event of a job, computed once per process however many clients
+    follow the job (a status change reaches them all at the same moment)."""
+    loop = asyncio.get_running_loop()
+    key = (id(loop), job_id, seq)
+    if key not in _estimates_in_flight:
+        _estimates_in_flight[key] = asyncio.ensure_future(read(snapshots.estimate_fields)(job_id))
+        loop.call_later(_ESTIMATE_KEPT, _estimates_in_flight.pop, key, None)
+    return await asyncio.shield(_estimates_in_flight[key])
+
+
+class JobConsumer(FollowConsumer):
+    """``/ws/jobs/<id>/``: one job, for its owner and staff."""
+
+    def locate(self, user) -> tuple[str, uuid.UUID]:
+        job_id = parse_uuid(self.scope["url_route"]["kwargs"]["job_id"])
+        owner = Job.objects.filter(pk=job_id).values_list("owner_id", flat=True)
+        if not owner.exists():
+            raise Refused(NOT_FOUND)
+        if not may_see(user, owner.first()):
+            raise Refused(FORBIDDEN)
+        return relay.job_group(job_id), job_id
+
+
+class OpsConsumer(_Socket):
+    """``/ws/ops/``: every job's events, for staff. ``?type=a,b&status=x,y`` narrows it.
+    The snapshot is the counts by status; then events pass through as they come."""
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return await self.refuse(NOT_LOGGED_IN)
+        if not await read(access.sees_all)(user):
+            return await self.refuse(FORBIDDEN)
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        self.types, self.statuses = _wanted(query.get("type")), _wanted(query.get("status"))
+        if not self.statuses <= set(Status.values) or not self.types <= set(registry.all_types()):
+            return await self.refuse(BAD_FILTER)  # a typo would otherwise be a silent, empty stream
+        await self.accept()
+        live = await self.join(relay.OPS_GROUP)
+        await self.send_json(await read(snapshots.ops_snapshot)(self.types, self.statuses))
+        if not live:
+            await self.close(code=LIVE_UNAVAILABLE)
+
+    async def job_event(self, envelope: dict) -> None:
+        msg = envelope["event"]
+        if self.types and msg.get("job_type") not in self.types:
+            return
+        if self.statuses and msg.get("status") not in self.statuses:
+            return
+        await self.send_json(msg)
+
+
+def _wanted(values: list[str] | None) -> frozenset[str]:
+    return frozenset(v.strip() for value in values or () for v in value.split(",") if v.strip())
+
+
+class NoRoute(_Socket):
+    """Any other ``/ws/…`` path: accept, then close with 4404 (a clear code, not a 500)."""
+
+    async def connect(self) -> None:
+        await self.refuse(NOT_FOUND)

@@ -1,0 +1,412 @@
+"""The WebSocket edge through channels' WebsocketCommunicator, against the
+real Redis channel layer: who may connect, snapshot first, seq order, terminal close."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+from rest_framework.authtoken.models import Token
+
+from config.asgi import application
+from jobs.core import lifecycle, relay
+from jobs.core.models import Job, Status
+from jobs.core.submit import submit
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://testserver")
+
+
+def token_header(user) -> tuple[bytes, bytes]:
+    token, _ = Token.objects.get_or_create(user=user)
+    return (b"authorization", f"Token {token.key}".encode())
+
+
+def session_headers(user, origin: bytes = b"http://testserver") -> list[tuple[bytes, bytes]]:
+    client = Client()
+    client.force_login(user)
+    return [(b"origin", origin), (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())]
+
+
+async def connect(path: str, headers=()) -> tuple[WebsocketCommunicator, bool]:
+    communicator = WebsocketCommunicator(application, path, headers=list(headers))
+    connected, _ = await communicator.connect(timeout=5)
+    return communicator, connected
+
+
+async def close_code(path: str, headers=()) -> int | None:
+    """The code the server closes with right after accepting."""
+    communicator, connected = await connect(path, headers)
+    assert connected, "accepted first, so the close code reaches the client"
+    message = await communicator.receive_output(timeout=5)
+    await communicator.wait()
+    return message.get("code") if message["type"] == "websocket.close" else None
+
+
+async def follow(communicator: WebsocketCommunicator, *, timeout: float = 20) -> tuple[list[dict], int]:
+    """Every message until the server closes; (messages, close code)."""
+    messages: list[dict] = []
+    while True:
+        output = await communicator.receive_output(timeout=timeout)
+        if output["type"] == "websocket.close":
+            return messages, output.get("code", 1000)
+        messages.append(json.loads(output["text"]))
+
+
+def test_who_may_connect(alice, bob, operator, watcher, make_user):
+    job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
+    bare_staff = make_user("bare", staff=True)  # is_staff without permissions: an ordinary user
+
+    @async_to_sync
+    async def codes():
+        return {
+            "anonymous": await close_code(f"/ws/jobs/{job.id}/", [ORIGIN]),
+            "bad token": await close_code(f"/ws/jobs/{job.id}/?token=nope"),
+            "no token, no origin": await close_code(f"/ws/jobs/{job.id}/"),
+            "someone else's": await close_code(f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(bob)]),
+            "unknown job": await close_code(f"/ws/jobs/{job.id.hex[::-1]}/", [await sync_to_async(token_header)(bob)]),
+            "not an id": await close_code("/ws/jobs/../", [await sync_to_async(token_header)(bob)]),
+            "unknown path": await close_code("/ws/nothing/", [await sync_to_async(token_header)(bob)]),
+            "ops, not staff": await close_code("/ws/ops/", [await sync_to_async(token_header)(alice)]),
+            "ops, staff without permission": await close_code(
+                "/ws/ops/", [await sync_to_async(token_header)(bare_staff)]
+            ),
+            "someone else's, staff without permission": await close_code(
+                f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(bare_staff)]
+            ),
+            "ops, anonymous": await close_code("/ws/ops/", [ORIGIN]),
+            "ops, no such status": await close_code(
+                "/ws/ops/?status=bogus", [await sync_to_async(token_header)(operator)]
+            ),
+            "ops, no such type": await close_code("/ws/ops/?type=nope", [await sync_to_async(token_header)(operator)]),
+        }
+
+    assert codes() == {
+        "anonymous": 4401,
+        "bad token": 4401,
+        "no token, no origin": 4401,
+        "someone else's": 4403,
+        "unknown job": 4404,
+        "not an id": 4404,
+        "unknown path": 4404,
+        "ops, not staff": 4403,
+        "ops, staff without permission": 4403,
+        "someone else's, staff without permission": 4403,
+        "ops, anonymous": 4401,
+        "ops, no such status": 4400,
+        "ops, no such type": 4400,
+    }
+
+
+def test_session_cookies_need_an_allowed_origin(alice):
+    job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
+    good, evil = session_headers(alice), session_headers(alice, origin=b"http://evil.example")
+
+    @async_to_sync
+    async def attempt():
+        owner, owner_ok = await connect(f"/ws/jobs/{job.id}/", good)
+        snapshot = await owner.receive_json_from(timeout=5) if owner_ok else None
+        await owner.disconnect()
+        _, evil_ok = await connect(f"/ws/jobs/{job.id}/", evil)
+        # Tokens need no Origin: a program is not a browser carrying someone's cookie.
+        program, program_ok = await connect(f"/ws/jobs/{job.id}/?token={await sync_to_async(token_of)(alice)}")
+        await program.disconnect()
+        return snapshot, evil_ok, program_ok
+
+    snapshot, evil_ok, program_ok = attempt()
+    assert snapshot["type"] == "snapshot" and snapshot["job_id"] == str(job.id)
+    assert evil_ok is False
+    assert program_ok is True
+
+
+def token_of(user) -> str:
+    return Token.objects.get_or_create(user=user)[0].key
+
+
+def test_snapshot_first_then_every_event_in_seq_order_then_close(alice, run_worker, settings):
+    settings.PROGRESS_WRITE_INTERVAL = 0  # every report is written and relayed
+    job = submit("diagnostics.sleep", {"seconds": 0.25, "steps": 5}, owner=alice).job
+    header = token_header(alice)
+
+    @async_to_sync
+    async def watch():
+        communicator, _ = await connect(f"/ws/jobs/{job.id}/", [header])
+        snapshot = await communicator.receive_json_from(timeout=5)
+        await sync_to_async(run_worker)()
+        rest, code = await follow(communicator)
+        return [snapshot, *rest], code
+
+    messages, code = watch()
+    assert [m["type"] for m in messages] == ["snapshot", "status"] + ["progress"] * 5 + ["completed"]
+    assert messages[0]["status"] == Status.QUEUED and messages[0]["estimated_start_at"] is None  # no worker
+    assert messages[1]["status"] == Status.ACTIVE
+    assert [m["progress"] for m in messages[2:7]] == [20, 40, 60, 80, 100]
+    seqs = [m["seq"] for m in messages]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "one more per event, no gap"
+    assert messages[-1]["seq"] == Job.objects.get(pk=job.id).seq
+    assert messages[-1]["result_summary"] == Job.objects.get(pk=job.id).result
+    assert code == 1000
+    for message in messages:
+        assert set(message) >= {
+            "type", "job_id", "material_id", "job_type", "seq", "timestamp", "status", "progress", "stage",
+            "details", "result_summary", "error_category", "user_message", "recovery_actions",
+            "estimated_start_at", "estimated_finish_at",
+        }  # fmt: skip
+
+
+def test_a_finished_job_sends_its_snapshot_and_closes_normally(alice, run_worker):
+    job = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "user_fixable"}, owner=alice).job
+    run_worker()
+
+    @async_to_sync
+    async def watch():
+        communicator, _ = await connect(f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(alice)])
+        return await follow(communicator, timeout=5)
+
+    messages, code = watch()
+    assert code == 1000
+    assert len(messages) == 1
+    snapshot = messages[0]
+    assert (snapshot["type"], snapshot["status"], snapshot["error_category"]) == ("snapshot", "failed", "user_fixable")
+    assert snapshot["user_message"] and snapshot["recovery_actions"]
+
+
+def test_failures_arrive_as_error_messages_with_their_advice(alice, run_worker, settings):
+    settings.RETRY_BASE_DELAY = 60
+    job = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "temporary"}, owner=alice, max_attempts=2).job
+
+    @async_to_sync
+    async def watch():
+        communicator, _ = await connect(f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(alice)])
+        await communicator.receive_json_from(timeout=5)  # snapshot
+        await sync_to_async(run_worker)()
+        messages = [await communicator.receive_json_from(timeout=5)]
+        while messages[-1]["status"] != "retrying":
+            messages.append(await communicator.receive_json_from(timeout=5))
+        await communicator.disconnect()
+        return messages
+
+    messages = watch()
+    assert messages[0]["status"] == "active"
+    retrying = messages[-1]
+    assert (retrying["type"], retrying["status"], retrying["error_category"]) == ("error", "retrying", "temporary")
+    assert retrying["user_message"]
+    assert retrying["recovery_actions"]
+    assert retrying["estimated_start_at"] is None  # no live worker: no ETA, not a made-up one
+
+
+def test_operators_stream_sees_every_job_and_filters(alice, bob, operator, run_worker):
+    @async_to_sync
+    async def watch():
+        header = await sync_to_async(token_header)(operator)
+        everything, _ = await connect("/ws/ops/", [header])
+        failed_only, _ = await connect("/ws/ops/?status=failed,dead_letter", [header])
+        first = await everything.receive_json_from(timeout=5)
+        await failed_only.receive_json_from(timeout=5)
+        await sync_to_async(submit)("diagnostics.sleep", {"seconds": 0}, owner=alice)
+        await sync_to_async(submit)("diagnostics.sleep", {"seconds": 0, "fail_mode": "user_fixable"}, owner=bob)
+        await sync_to_async(run_worker)()
+        seen = []
+        while not {"complete", "failed"} <= {m["status"] for m in seen}:
+            seen.append(await everything.receive_json_from(timeout=5))
+        failed = await failed_only.receive_json_from(timeout=5)
+        nothing_more = await failed_only.receive_nothing(timeout=0.5)
+        await everything.disconnect()
+        await failed_only.disconnect()
+        return first, seen, failed, nothing_more
+
+    first, seen, failed, nothing_more = watch()
+    assert first["type"] == "snapshot" and first["details"]["counts"] == {}
+    changes = [m["status"] for m in seen if m["type"] != "progress"]
+    assert sorted(changes) == sorted(["queued", "queued", "active", "active", "complete", "failed"])
+    assert {m["job_type"] for m in seen} == {"diagnostics.sleep"}
+    assert failed["status"] == "failed" and failed["error_category"] == "user_fixable"
+    assert nothing_more
+
+
+def test_read_only_operators_watch_every_stream(alice, watcher):
+    job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
+
+    @async_to_sync
+    async def first_messages():
+        header = await sync_to_async(token_header)(watcher)
+        ops, _ = await connect("/ws/ops/", [header])
+        followed, _ = await connect(f"/ws/jobs/{job.id}/", [header])
+        messages = await ops.receive_json_from(timeout=5), await followed.receive_json_from(timeout=5)
+        await ops.disconnect()
+        await followed.disconnect()
+        return messages
+
+    ops, followed = first_messages()
+    assert ops["type"] == "snapshot" and followed["type"] == "snapshot" and followed["job_id"] == str(job.id)
+
+
+def test_operator_moves_reach_followers_with_who_did_them(alice, operator):
+    from jobs.core import actions
+
+    job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice, run_at=None).job
+
+    @async_to_sync
+    async def watch():
+        communicator, _ = await connect(f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(alice)])
+        snapshot = await communicator.receive_json_from(timeout=5)
+        await sync_to_async(actions.promote)(job.id, actor=operator)
+        promoted = await communicator.receive_json_from(timeout=5)
+        await sync_to_async(actions.cancel)(job.id, actor=operator)
+        rest, code = await follow(communicator, timeout=5)
+        return snapshot, promoted, rest, code
+
+    snapshot, promoted, rest, code = watch()
+    assert promoted["seq"] == snapshot["seq"] + 1 and promoted["status"] == "queued"
+    assert [m["status"] for m in rest] == ["canceled"] and code == 1000
+
+
+def test_a_progress_write_the_run_no_longer_owns_is_neither_written_nor_relayed(alice):
+    from jobs.core import lifecycle
+    from jobs.execution.progress import ProgressReporter
+
+    job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
+    claimed = lifecycle.claim(job.id, job.rq_job_id, "w1")
+    reporter = ProgressReporter(claimed, job.rq_job_id, interval=0)
+    reporter.report(10, "one")
+    lifecycle.cancel(job.id)
+    reporter.report(20, "two")
+    reporter.report(30, "three")
+    assert reporter.writes == 1
+    row = Job.objects.get(pk=job.id)
+    assert (row.status, row.progress, row.stage) == ("canceled", 10, "one")
+
+
+def test_a_held_report_is_written_when_its_interval_is_up(alice):
+    """A handler that reports twice quickly and then works silently is not shown stale."""
+    from conftest import wait_for
+    from jobs.core import lifecycle
+    from jobs.execution.progress import ProgressReporter
+
+    job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
+    claimed = lifecycle.claim(job.id, job.rq_job_id, "w1")
+    reporter = ProgressReporter(claimed, job.rq_job_id, interval=0.3)
+    reporter.report(10, "download")
+    reporter.report(11, "parse")  # held: too soon after the first
+    assert Job.objects.get(pk=job.id).stage == "download"
+    wait_for(lambda: Job.objects.get(pk=job.id).stage == "parse", timeout=5, what="the timer's write")
+    assert reporter.writes == 2
+
+
+def test_ten_thousand_reports_make_a_handful_of_writes(alice):
+    from jobs.core import lifecycle
+    from jobs.execution.progress import ProgressReporter
+
+    job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
+    claimed = lifecycle.claim(job.id, job.rq_job_id, "w1")
+    reporter = ProgressReporter(claimed, job.rq_job_id, interval=0.1)
+    for i in range(10_000):
+        reporter.report(i / 100, "tick", {"i": i})
+    reporter.flush()
+    row = Job.objects.get(pk=job.id)
+    assert row.progress_details == {"i": 9999}, "the last report always gets through"
+    assert 2 <= reporter.writes <= 50, reporter.writes  # first, a few timed, the final flush
+    assert relay.drain(5)
+
+
+@pytest.mark.slow
+def test_watch_job_follows_from_a_terminal_until_the_end(alice, run_worker, spawn, settings):
+    from conftest import wait_for
+
+    settings.PROGRESS_WRITE_INTERVAL = 0
+    job = submit("diagnostics.sleep", {"seconds": 0.3, "steps": 3}, owner=alice).job
+    watcher = spawn("watch_job", str(job.id))
+    wait_for(lambda: "queued" in open(watcher.log_path).read(), timeout=20, what="the snapshot line")  # noqa: SIM115
+    run_worker()
+    assert watcher.wait(20) == 0
+    lines = open(watcher.log_path).read().splitlines()  # noqa: SIM115
+    statuses = [line.split()[1] for line in lines if line[:2].isdigit()]
+    assert statuses == ["queued", "active", "active", "active", "active", "complete"], lines
+    assert "100%" in lines[-1]
+
+    failed = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "user_fixable"}, owner=alice).job
+    run_worker()
+    watcher = spawn("watch_job", str(failed.id))
+    assert watcher.wait(20) == 1, "a job that did not complete exits 1"
+    assert "user_fixable" in Path(watcher.log_path).read_text()
+
+
+def test_a_report_inside_the_handlers_transaction_is_written_after_it(alice):
+    """A rollback cannot take back an event clients were told about, and a report
+    never waits on the database behind the handler's own transaction."""
+    from django.db import transaction
+
+    from conftest import wait_for
+    from jobs.core import lifecycle
+    from jobs.execution.progress import ProgressReporter
+
+    job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
+    claimed = lifecycle.claim(job.id, job.rq_job_id, "w1")
+    claim_seq = claimed.seq
+    reporter = ProgressReporter(claimed, job.rq_job_id, interval=0)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        reporter.report(40, "inside")
+        assert reporter.writes == 0, "not written in the transaction"
+        raise RuntimeError("the handler's work failed")
+    wait_for(lambda: Job.objects.get(pk=job.id).stage == "inside", timeout=10, what="the write after the rollback")
+    assert reporter.writes == 1
+    done = lifecycle.complete(job.id, job.rq_job_id, {})
+    assert done.seq == claim_seq + 2, "one progress event, then the completion: no phantom, no reused seq"
+
+
+def test_a_lost_final_message_is_made_good_by_the_periodic_reread(alice, settings, monkeypatch):
+    settings.WS_ETA_REFRESH_SECONDS = 0.5
+    job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
+
+    @async_to_sync
+    async def watch():
+        communicator, _ = await connect(f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(alice)])
+        first = await communicator.receive_json_from(timeout=5)
+        # The job ends and its message is lost on the way (the layer dropped it).
+        monkeypatch.setattr(relay, "send", lambda message: None)
+        await sync_to_async(lifecycle.cancel)(job.id)
+        rest, code = await follow(communicator, timeout=5)
+        return first, rest, code
+
+    first, rest, code = watch()
+    assert first["status"] == "queued"
+    assert [(m["type"], m["status"], m["seq"]) for m in rest] == [("snapshot", "canceled", first["seq"] + 1)]
+    assert code == 1000
+
+
+def test_a_slow_database_does_not_pile_up_timers_and_bad_reports_never_fail_the_run(alice, monkeypatch):
+    import threading
+
+    from django.db import DatabaseError
+
+    from conftest import wait_for
+    from jobs.core import lifecycle
+    from jobs.execution.progress import ProgressReporter
+
+    job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
+    claimed = lifecycle.claim(job.id, job.rq_job_id, "w1")
+    reporter = ProgressReporter(claimed, job.rq_job_id, interval=0)
+    before = threading.active_count()
+    with reporter._writing:  # a write stuck in the database for a while
+        for i in range(200):
+            reporter.report(i / 2, "busy", {"i": i})
+        assert threading.active_count() - before <= 1, "one timer waits; reports just replace what it holds"
+    wait_for(lambda: Job.objects.get(pk=job.id).progress_details == {"i": 199}, timeout=10, what="the latest report")
+    assert reporter.writes <= 3
+
+    reporter.report(60, "nul\x00stage", {"ratio": float("nan")})  # PostgreSQL would refuse both as given
+    reporter.flush()
+    row = Job.objects.get(pk=job.id)
+    assert (row.stage, list(row.progress_details)) == ("nulstage", ["unstorable_details"])
+
+    def refused(*args, **kwargs):
+        raise DatabaseError("connection lost")
+
+    monkeypatch.setattr(lifecycle, "record_progress", refused)
+    reporter.report(70, "down")  # logged, retried by the timer: never raised to the handler
+    reporter.flush()  # nor at the end, where it would turn a success into a retry

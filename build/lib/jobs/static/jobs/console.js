@@ -1,0 +1,257 @@
+/* Jobdesk console: live updates over the WebSocket routes.
+ *
+ * - job list: every row's status badge and progress bar follow /ws/ops/;
+ * - job page: the live panel follows /ws/jobs/<id>/;
+ * - dashboard: rendered from JSON, re-read (at most once a second) when /ws/ops/ says
+ *   something changed, and every 15 s for what has no event (heartbeats, workers).
+ * The browser's session cookie authenticates; a dropped connection is retried with
+ * backoff, and the "live" badge says whether updates are flowing.
+ */
+(function () {
+  "use strict";
+
+  var FINAL = { complete: 1, failed: 1, dead_letter: 1, canceled: 1, deleted: 1 };
+
+  function socketUrl(path) {
+    return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
+  }
+
+  function esc(text) {  // for element text and quoted attribute values alike
+    return (text == null ? "" : String(text)).replace(/&/g, "&amp;").replace(/</g, "&lt;")
+      .replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+  }
+
+  function badge(status) {
+    return '<span class="jd-status jd-' + esc(status) + '">' + esc(String(status).replace("_", " ")) + "</span>";
+  }
+
+  function bar(percent) {
+    return '<span class="jd-bar"><span class="jd-fill" style="width:' + Number(percent) + '%"></span></span>' +
+      '<span class="jd-pct">' + Number(percent) + "%</span>";
+  }
+
+  function setLive(on, label) {
+    document.querySelectorAll(".jd-live").forEach(function (el) {
+      el.classList.toggle("on", on);
+      el.textContent = label || (on ? "live" : "offline");
+    });
+  }
+
+  /* Follow a route; reconnect unless the server closed for good (final job, refused). */
+  function follow(path, onMessage) {
+    var delay = 1000;
+    function open() {
+      var ws = new WebSocket(socketUrl(path));
+      ws.onopen = function () { delay = 1000; setLive(true); };
+      ws.onmessage = function (event) { onMessage(JSON.parse(event.data)); };
+      ws.onclose = function (event) {
+        setLive(false, event.code === 1000 ? "ended" : (event.code >= 4400 ? "refused" : "reconnecting"));
+        if (event.code === 1000 || event.code === 4401 || event.code === 4403 || event.code === 4404) { return; }
+        setTimeout(open, delay);
+        delay = Math.min(delay * 2, 30000);
+      };
+    }
+    open();
+  }
+
+  /* --- job list: rows follow the operators' stream ------------------------------- */
+  function updateRows(msg) {
+    if (!msg.job_id) { return; }
+    document.querySelectorAll('[data-job="' + msg.job_id + '"]').forEach(function (el) {
+      if (el.dataset.field === "status") { el.innerHTML = badge(msg.status); }
+      if (el.dataset.field === "progress") { el.innerHTML = bar(msg.progress); }
+      if (el.dataset.field === "eta" && (FINAL[msg.status] || msg.status === "active")) {
+        el.textContent = FINAL[msg.status] ? "finished" : "running";
+      }
+    });
+  }
+
+  /* Rows on the page follow their jobs; changes to jobs not on the page are counted,
+     with a link to reload (the list's order and filters are the server's to apply). */
+  /* Routine runs of crons and maintenance jobs (every minute) are noise to a person:
+     skipped unless they went wrong. */
+  function routine(msg, systemTypes) {
+    return systemTypes.indexOf(msg.job_type) >= 0 && msg.type !== "error";
+  }
+
+  function followList() {
+    var unseen = 0, note = document.getElementById("jd-unseen");
+    var systemTypes = note ? (note.dataset.systemTypes || "").split(",") : [];
+    follow("/ws/ops/", function (msg) {
+      if (msg.type === "snapshot") { return; }
+      if (msg.job_id && document.querySelector('[data-job="' + msg.job_id + '"]')) { return updateRows(msg); }
+      if (msg.type === "progress" || !note || routine(msg, systemTypes)) { return; }
+      unseen += msg.job_id ? 1 : (msg.details && msg.details.submitted) || 1;
+      note.style.display = "";
+      note.querySelector("a").textContent = unseen + " change" + (unseen === 1 ? "" : "s") + " to other jobs — reload";
+    });
+  }
+
+  /* --- job page: the live panel -------------------------------------------------- */
+  function followJob(panel) {
+    var id = panel.dataset.jobId;
+    follow("/ws/jobs/" + id + "/", function (msg) {
+      panel.querySelector("[data-live=status]").innerHTML = badge(msg.status);
+      panel.querySelector("[data-live=progress]").innerHTML = bar(msg.progress);
+      panel.querySelector("[data-live=stage]").textContent = msg.stage || "";
+      panel.querySelector("[data-live=seq]").textContent = msg.seq;
+      var eta = msg.status === "active" ? msg.estimated_finish_at : msg.estimated_start_at;
+      panel.querySelector("[data-live=eta]").textContent = eta ? new Date(eta).toLocaleTimeString() : "—";
+      panel.querySelector("[data-live=message]").textContent = msg.user_message || "";
+      updateRows(msg);
+      if (FINAL[msg.status] && (msg.type !== "snapshot" || panel.dataset.seenLive)) {
+        panel.querySelector("[data-live=done]").hidden = false;
+      }
+      panel.dataset.seenLive = "1";  // after the first message, a final snapshot is news too
+    });
+  }
+
+  /* --- dashboard ----------------------------------------------------------------- */
+  function ago(iso) {
+    if (!iso) { return "—"; }
+    var seconds = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
+    return seconds < 90 ? Math.round(seconds) + " s ago" : Math.round(seconds / 60) + " min ago";
+  }
+
+  function time(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
+
+  function secs(value) { return value == null ? "—" : (value < 10 ? value.toFixed(2) : value.toFixed(0)) + " s"; }
+
+  function chart(hours) {
+    var max = 1;
+    hours.forEach(function (h) { max = Math.max(max, h.complete + h.failed); });
+    var width = 24 * 20, svg = ['<svg viewBox="0 0 ' + width + ' 150" preserveAspectRatio="none" role="img" ' +
+      'aria-label="jobs finished per hour, last 24 hours">'];
+    hours.forEach(function (h, i) {
+      var ok = 130 * h.complete / max, bad = 130 * h.failed / max, x = i * 20 + 2;
+      svg.push('<rect x="' + x + '" y="' + (140 - ok - bad) + '" width="16" height="' + bad + '" fill="#c0392b">' +
+        "<title>" + esc(time(h.at)) + ": " + h.failed + " failed</title></rect>");
+      svg.push('<rect x="' + x + '" y="' + (140 - ok) + '" width="16" height="' + ok + '" fill="#2e8b57">' +
+        "<title>" + esc(time(h.at)) + ": " + h.complete + " complete</title></rect>");
+    });
+    svg.push('<line x1="0" y1="140" x2="' + width + '" y2="140" stroke="#999"/>');
+    svg.push('<text x="0" y="150" font-size="9" fill="#666">' + esc(time(hours[0].at)) + "</text>");
+    svg.push('<text x="' + (width - 70) + '" y="150" font-size="9" fill="#666">now</text>');
+    svg.push('<text x="0" y="9" font-size="9" fill="#666">' + max + " / h</text></svg>");
+    return svg.join("");
+  }
+
+  function renderDashboard(root, data) {
+    var list = root.dataset.listUrl, html = [];
+    var counts = data.counts, order = ["queued", "scheduled", "deferred", "waiting", "retrying", "active",
+      "complete", "failed", "dead_letter", "canceled"];
+    html.push('<div class="jd-grid"><section class="jd-panel" id="jd-counts"><h2>Jobs by status</h2><div class="jd-tiles">');
+    order.forEach(function (status) {
+      var alarm = (status === "dead_letter" || status === "failed") && counts[status] ? " alarm" : "";
+      html.push('<a class="jd-tile' + alarm + '" href="' + list + "?status__exact=" + status + '" data-count="' +
+        status + '"><b>' + (counts[status] || 0) + "</b>" + badge(status) + "</a>");
+    });
+    html.push("</div></section>");
+
+    html.push('<section class="jd-panel" id="jd-dead"><h2>Dead letters</h2><p><a class="jd-tile' +
+      (data.dead_letters ? " alarm" : "") + '" href="' + list + '?status__exact=dead_letter"><b>' + data.dead_letters +
+      "</b>waiting for an operator — open the list to requeue</a></p></section>");
+
+    html.push('<section class="jd-panel" id="jd-queues"><h2>Queues (jobs waiting in Redis)</h2>');
+    if (data.redis_error) { html.push('<p class="jd-bad">Redis unreachable: ' + esc(data.redis_error) + "</p>"); }
+    html.push('<table class="jd-table"><tr><th>queue</th><th>depth</th></tr>');
+    Object.keys(data.queues).forEach(function (name) {
+      html.push("<tr><td>" + esc(name) + "</td><td>" + data.queues[name] + "</td></tr>");
+    });
+    html.push('</table><p><a href="' + root.dataset.rqUrl + '">Raw queues in Redis (django-rq) →</a></p></section>');
+
+    var sched = data.scheduler || {};
+    html.push('<section class="jd-panel" id="jd-scheduler"><h2>Scheduler and work window</h2><p>Scheduler heartbeat: ' +
+      (sched.ok ? '<span class="jd-ok">' : '<span class="jd-bad">') + esc(sched.last_heartbeat ? ago(sched.last_heartbeat) : (sched.error || "none")) +
+      "</span></p>");
+    var win = data.window;
+    if (!win.configured) {
+      html.push("<p>Work window: none configured — heavy jobs run at any time.</p>");
+    } else if (win.open) {
+      html.push('<p>Work window: <span class="jd-ok">open</span>, closes ' + esc(time(win.closes_at)) + "</p>");
+    } else {
+      html.push('<p>Work window: <span class="jd-bad">closed</span>, next opening ' + esc(time(win.next_opening)) +
+        " (" + win.deferred + " heavy jobs deferred)</p>");
+    }
+    html.push('<p><a href="' + root.dataset.windowsUrl + '">Edit work windows →</a></p></section></div>');
+
+    html.push('<section class="jd-panel" id="jd-workers"><h2>Workers (' + data.workers.length + ')</h2>');
+    if (!data.workers.length) { html.push('<p class="jd-bad">No worker is alive: nothing runs. Start <code>manage.py rqworker-pool</code>.</p>'); }
+    html.push('<table class="jd-table"><tr><th>worker</th><th>host / pid</th><th>heartbeat</th><th>running now</th></tr>');
+    data.workers.forEach(function (w) {
+      var job = w.job ? '<a href="' + list + w.job.id + '/change/">' + esc(w.job.type) + " " + esc(String(w.job.id).slice(0, 8)) +
+        "</a> " + '<span data-job="' + esc(w.job.id) + '" data-field="progress">' + bar(w.job.progress) + "</span> " + esc(w.job.stage) : "idle";
+      html.push("<tr><td>" + esc(w.name) + "</td><td>" + esc(w.host) + " / " + esc(w.pid) + "</td><td>" + ago(w.last_heartbeat) +
+        "</td><td>" + job + "</td></tr>");
+    });
+    html.push("</table></section>");
+
+    html.push('<div class="jd-grid"><section class="jd-panel jd-chart" id="jd-chart"><h2>Finished per hour, last 24 h</h2>' +
+      chart(data.hours) + '<div class="jd-legend"><span><i style="background:#2e8b57"></i>complete</span>' +
+      '<span><i style="background:#c0392b"></i>failed or dead letter</span></div></section>');
+
+    var acc = data.eta_accuracy || {};
+    html.push('<section class="jd-panel" id="jd-wait"><h2>Queue wait and run time (last 24 h), ETA accuracy</h2>' +
+      '<table class="jd-table"><tr><th>type</th><th>complete</th><th>failed</th><th>wait p50</th><th>wait p95</th><th>run p50</th></tr>');
+    data.types.forEach(function (t) {
+      var wait = t.queue_wait || {}, run = t.duration || {};
+      html.push("<tr><td>" + esc(t.type) + "</td><td>" + t.complete + "</td><td>" + t.failed + "</td><td>" + secs(wait.p50) +
+        "</td><td>" + secs(wait.p95) + "</td><td>" + secs(run.p50) + "</td></tr>");
+    });
+    html.push("</table><p>First ETAs vs real starts (last 1,000 started jobs): " + (acc.samples ? "median " + (100 * acc.median_fraction).toFixed(1) +
+      " % of the wait (" + secs(acc.median_seconds) + "), p90 " + (100 * acc.p90_fraction).toFixed(1) + " %, over " + acc.samples +
+      " jobs" : "no samples yet") + "</p></section></div>");
+
+    root.querySelector("#jd-body").innerHTML = html.join("");
+    root.querySelector("#jd-generated").textContent = new Date(data.generated_at).toLocaleTimeString();
+  }
+
+  function dashboard(root) {
+    var pending = null, last = 0, lastEvent = 0;
+    function refresh() {
+      pending = null;
+      last = Date.now();
+      fetch(root.dataset.dataUrl, { credentials: "same-origin" })
+        .then(function (r) { return r.json(); })
+        .then(function (data) {
+          renderDashboard(root, data);
+          // The overview is cached for a moment server-side: if it predates the last
+          // event, read it again shortly.
+          if (new Date(data.generated_at).getTime() < lastEvent) { soon(); }
+        });
+    }
+    function soon() {
+      if (!pending) { pending = setTimeout(refresh, Math.max(0, 1000 - (Date.now() - last))); }
+    }
+    renderDashboard(root, JSON.parse(document.getElementById("jd-overview").textContent));
+    var feed = root.querySelector("#jd-feed"), systemTypes = (root.dataset.systemTypes || "").split(",");
+    follow("/ws/ops/", function (msg) {
+      if (msg.type === "snapshot") { return; }
+      updateRows(msg);
+      if (routine(msg, systemTypes)) {
+        if (msg.type !== "progress") { soon(); }  // counts change; the feed need not say so
+        return;
+      }
+      var line = document.createElement("li");
+      line.textContent = new Date(msg.timestamp).toLocaleTimeString() + "  " + (msg.job_type || "bulk") + "  " +
+        (msg.job_id ? msg.job_id.slice(0, 8) : "") + "  " + msg.status + (msg.type === "progress" ? " " + msg.progress + "%" : "");
+      feed.insertBefore(line, feed.firstChild);
+      while (feed.children.length > 30) { feed.removeChild(feed.lastChild); }
+      if (msg.type !== "progress") {
+        lastEvent = Math.max(lastEvent, new Date(msg.timestamp).getTime());
+        soon();
+      } else if (!root.querySelector('#jd-workers [data-job="' + msg.job_id + '"]')) {
+        soon();  // running, but not yet shown on its worker's row
+      }
+    });
+    setInterval(refresh, 15000);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var root = document.getElementById("jd-dashboard");
+    if (root) { return dashboard(root); }
+    var panel = document.getElementById("jd-live-job");
+    if (panel) { return followJob(panel); }
+    if (document.getElementById("changelist")) { followList(); }
+  });
+})();

@@ -1,0 +1,172 @@
+"""``jobs.tasks.JobdeskBackend``: Django's standard task API (``django.tasks``) on Jobdesk.
+
+Every ``@task`` becomes a durable ``Job`` typed by the task's module path: submitted
+through ``jobs.submit`` (one transaction, enqueued when it commits), run by the same
+workers with retries, ETAs, live progress, the console and the reconciler. The task's
+job type is registered when the task is defined (``validate_task``), and a worker that
+meets a task it has not imported yet imports it by its path.
+
+Priorities −100…100 map onto the queues: ``priority >= 34`` → ``immediate``,
+``priority <= -34`` → ``low``, anything between → ``normal`` (so −100 → low, 0 → normal,
+100 → immediate). ``queue_name`` is ``"default"`` (by priority) or one of the queues by
+name, which then wins. Jobdesk's own options ride on the task (see ``JobdeskTask``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from typing import Any
+
+from django.utils.module_loading import import_string
+
+from jobs.core import registry
+from jobs.tasks import compat
+from jobs.tasks.compat import DEFAULT_TASK_QUEUE_NAME, InvalidTask, Task, TaskResult, TaskResultDoesNotExist
+
+IMMEDIATE_FROM = 34  # priority at or above: the immediate queue
+LOW_UNTIL = -34  # priority at or below: the low queue
+QUEUES = ("immediate", "normal", "low")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class JobdeskTask(Task):
+    """A standard ``Task`` with Jobdesk's extras. Per task: ``@task(max_attempts=3,
+    heavy=True, timeout=600)``; per enqueue: ``my_task.options(idempotency_key=…,
+    depends_on=[job ids], heavy=…, max_attempts=…).enqueue(…)`` (like ``using()``)."""
+
+    max_attempts: int | None = None  # None: JOB_MAX_ATTEMPTS
+    timeout: int | None = None  # seconds; None: JOB_TIMEOUT
+    heavy: bool = False  # waits for a work window
+    idempotency_key: str | None = None
+    depends_on: tuple[str, ...] = ()
+
+    def options(
+        self,
+        *,
+        idempotency_key: str | None = None,
+        depends_on: list | tuple | None = None,
+        heavy: bool | None = None,
+        max_attempts: int | None = None,
+        timeout: int | None = None,
+    ) -> JobdeskTask:
+        changes: dict[str, Any] = {}
+        if idempotency_key is not None:
+            changes["idempotency_key"] = idempotency_key
+        if depends_on is not None:
+            changes["depends_on"] = tuple(str(d) for d in depends_on)
+        if heavy is not None:
+            changes["heavy"] = heavy
+        if max_attempts is not None:
+            changes["max_attempts"] = max_attempts
+        if timeout is not None:
+            changes["timeout"] = timeout
+        return dataclasses.replace(self, **changes)
+
+
+class UnstorableArgument(TypeError):
+    """An argument that does not round-trip through JSON (a TypeError, as the standard
+    backends raise)."""
+
+
+class JobdeskBackend(compat.BaseTaskBackend):
+    task_class = JobdeskTask
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict) -> None:
+        super().__init__(alias, params)
+        # "default" means "by priority"; a queue's own name picks it.
+        self.queues = {DEFAULT_TASK_QUEUE_NAME, *QUEUES}
+        registry.add_resolver(import_task_module)
+
+    def validate_task(self, task: Task) -> None:
+        super().validate_task(task)
+        from jobs.tasks.running import register
+
+        register(task, self.alias)
+
+    def enqueue(self, task: Task, args, kwargs) -> TaskResult:
+        from jobs import submit
+        from jobs.tasks import results
+
+        self.validate_task(task)
+        payload = {"args": storable_arguments(list(args)), "kwargs": storable_arguments(dict(kwargs))}
+        extras: dict[str, Any] = {}
+        if isinstance(task, JobdeskTask):
+            extras = {
+                "max_attempts": task.max_attempts,
+                "heavy": task.heavy or None,
+                "idempotency_key": task.idempotency_key,
+                "depends_on": list(task.depends_on),
+            }
+        job = submit(task.module_path, payload, priority=queue_of(task), run_at=task.run_after, **extras).job
+        result = results.from_job(job, task, self.alias, fresh=True)
+        compat.task_enqueued.send(type(self), task_result=result)
+        return result
+
+    def get_result(self, result_id: str) -> TaskResult:
+        from jobs import Job
+        from jobs.tasks import results
+
+        try:
+            job = Job.objects.filter(pk=uuid.UUID(str(result_id))).first()
+        except ValueError:
+            job = None
+        task = task_named(job.type) if job is not None else None
+        if job is None or task is None:
+            raise TaskResultDoesNotExist(result_id)
+        return results.from_job(job, task, self.alias)
+
+
+def queue_of(task: Task) -> str:
+    """The Jobdesk queue a task runs on: its queue by name, else by its priority."""
+    if task.queue_name != DEFAULT_TASK_QUEUE_NAME:
+        return task.queue_name
+    if task.priority >= IMMEDIATE_FROM:
+        return "immediate"
+    if task.priority <= LOW_UNTIL:
+        return "low"
+    return "normal"
+
+
+def storable_arguments(values: list | dict) -> Any:
+    """The arguments as they will come back from the database, or an error naming the
+    first one that would not (a datetime, a set, an object, NaN…)."""
+    items = values.items() if isinstance(values, dict) else enumerate(values)
+    for where, value in items:
+        name = f"kwargs[{where!r}]" if isinstance(values, dict) else f"args[{where}]"
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise UnstorableArgument(
+                f"Unsupported type: {type(value)} in {name}: a task's arguments must round-trip through JSON "
+                f"({error}). Pass ids and plain values instead."
+            ) from None
+        if json.loads(text) != value and not isinstance(value, tuple):
+            raise UnstorableArgument(
+                f"Unsupported type: {type(value)} in {name}: it does not come back the same from JSON "
+                "(e.g. a dict with non-string keys). Pass plain values instead."
+            )
+    return json.loads(json.dumps(values))
+
+
+def task_named(name: str) -> Task | None:
+    """The task object at a module path, or None when the path names no task."""
+    try:
+        found = import_string(name)
+    except ImportError:
+        return None
+    return found if isinstance(found, Task) else None
+
+
+def import_task_module(name: str) -> None:
+    """A registry resolver: importing the task's module registers its job type."""
+    if "." in name:
+        task_named(name)
+
+
+__all__ = ["InvalidTask", "JobdeskBackend", "JobdeskTask", "UnstorableArgument", "queue_of"]

@@ -1,0 +1,67 @@
+"""A ``TaskResult`` read from the job's row and its timeline."""
+
+from __future__ import annotations
+
+from jobs.core.models import Job, JobEvent, Status
+from jobs.tasks.compat import Task, TaskError, TaskResult, TaskResultStatus
+
+# Retrying counts as ready (it will run again); dead letters and cancels as failed.
+STATUS = {
+    Status.QUEUED: TaskResultStatus.READY,
+    Status.SCHEDULED: TaskResultStatus.READY,
+    Status.DEFERRED: TaskResultStatus.READY,
+    Status.WAITING: TaskResultStatus.READY,
+    Status.RETRYING: TaskResultStatus.READY,
+    Status.ACTIVE: TaskResultStatus.RUNNING,
+    Status.COMPLETE: TaskResultStatus.SUCCESSFUL,
+    Status.FAILED: TaskResultStatus.FAILED,
+    Status.DEAD_LETTER: TaskResultStatus.FAILED,
+    Status.CANCELED: TaskResultStatus.FAILED,
+}
+CANCELED = "jobs.tasks.results.TaskCanceled"
+
+
+class TaskCanceled(Exception):
+    """The error a canceled task's result carries (the reason is its traceback text)."""
+
+
+def from_job(job: Job, task: Task, backend: str, *, fresh: bool = False, running_on: str = "") -> TaskResult:
+    """The result as the row says. ``fresh``: just submitted, no history to read.
+    ``running_on``: the worker running it now (its attempt's claim may be in flight)."""
+    errors: list[TaskError] = []
+    workers: list[str] = []
+    if not fresh:
+        errors, workers = _history(job)
+    if running_on and len(workers) < job.attempts:
+        workers.append(running_on)
+    result: TaskResult = TaskResult(
+        task=task,
+        id=str(job.id),
+        status=STATUS[Status(job.status)],
+        enqueued_at=job.enqueued_at or job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        last_attempted_at=job.started_at,
+        args=list((job.payload or {}).get("args", [])),
+        kwargs=dict((job.payload or {}).get("kwargs", {})),
+        backend=backend,
+        errors=errors,
+        worker_ids=workers,
+    )
+    object.__setattr__(result, "_return_value", job.result)
+    return result
+
+
+def _history(job: Job) -> tuple[list[TaskError], list[str]]:
+    """The exception of each failed attempt and the worker of each attempt, in order."""
+    errors: list[TaskError] = []
+    workers: list[str] = []
+    events = JobEvent.objects.filter(job_id=job.id, kind=JobEvent.Kind.TRANSITION).order_by("seq")
+    for to_status, actor, message, details in events.values_list("to_status", "actor_label", "message", "details"):
+        if to_status == Status.ACTIVE:
+            workers.append(actor)
+        elif details.get("exception_class"):
+            errors.append(TaskError(exception_class_path=details["exception_class"], traceback=details["traceback"]))
+        elif to_status == Status.CANCELED:
+            errors.append(TaskError(exception_class_path=CANCELED, traceback=message))
+    return errors, workers

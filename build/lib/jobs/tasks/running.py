@@ -1,0 +1,115 @@
+"""Running a standard task as a Jobdesk job: its job type, its handler, its context."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import json
+from inspect import iscoroutinefunction
+from typing import TYPE_CHECKING, Any
+
+from django.db import connections
+
+from jobs.core import registry
+from jobs.core.errors import UserFixableError
+from jobs.tasks import compat
+from jobs.tasks.compat import Task, TaskContext
+
+if TYPE_CHECKING:  # tasks are defined (and registered) while Django loads apps: no models yet
+    from jobs.core.models import Job
+    from jobs.execution.context import JobContext
+
+
+def register(task: Task, backend: str) -> None:
+    """The job type that runs ``task``: named by its module path, submitted by code only."""
+    from jobs.tasks.backend import queue_of
+
+    registry.job_type(
+        task.module_path,
+        public=False,
+        priority=queue_of(task),
+        timeout=getattr(task, "timeout", None),
+        max_attempts=getattr(task, "max_attempts", None),
+        heavy=bool(getattr(task, "heavy", False)),
+        after_record=lambda job: _finished(job, backend),
+    )(lambda ctx: run(ctx, backend))
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class JobdeskTaskContext(TaskContext):
+    """The standard context (``task_result``, ``attempt``) with Jobdesk's own:
+    ``progress(percent, stage, **details)`` and ``is_canceled()``, also from an
+    ``async def`` task (they talk to the database from a thread of their own)."""
+
+    job: JobContext
+    _database_thread: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def progress(self, percent: float, stage: str = "", **details: Any) -> None:
+        self._outside_the_loop(self.job.progress, percent, stage, **details)
+
+    def is_canceled(self) -> bool:
+        return bool(self._outside_the_loop(self.job.is_canceled))
+
+    def _outside_the_loop(self, call, *args, **kwargs):
+        if self._database_thread is None:
+            return call(*args, **kwargs)
+        return self._database_thread.submit(call, *args, **kwargs).result()
+
+
+def run(ctx: JobContext, backend: str) -> Any:
+    """The handler of every task's job: the task's function with the stored arguments."""
+    from jobs.tasks import results
+
+    task = _task(ctx.job.type)
+    result = results.from_job(ctx.job, task, backend, running_on=ctx.job.worker_name)
+    compat.task_started.send(type(task.get_backend()), task_result=result)
+    args, kwargs = list(ctx.payload.get("args", [])), dict(ctx.payload.get("kwargs", {}))
+    if iscoroutinefunction(task.func):
+        value = _run_coroutine(task, ctx, result, args, kwargs)
+    else:
+        if task.takes_context:
+            args.insert(0, JobdeskTaskContext(task_result=result, job=ctx))
+        value = task.func(*args, **kwargs)
+    return _storable(value)
+
+
+def _run_coroutine(task: Task, ctx: JobContext, result, args: list, kwargs: dict) -> Any:
+    """On an event loop of its own; the context's database calls go to a thread, since
+    Django's ORM refuses to run inside a loop."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobdesk-task-db") as database:
+        if task.takes_context:
+            args.insert(0, JobdeskTaskContext(task_result=result, job=ctx, _database_thread=database))
+        try:
+            return asyncio.run(task.func(*args, **kwargs))
+        finally:
+            database.submit(connections.close_all).result()
+
+
+def _task(name: str) -> Task:
+    from jobs.tasks.backend import task_named
+
+    task = task_named(name)
+    if task is None:
+        raise UserFixableError(f"{name} is no longer a task in the code.", recovery_actions=["Deploy it again"])
+    return task
+
+
+def _storable(value: Any) -> Any:
+    """A return value must come back the same from JSON, or the job fails saying why."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise UserFixableError(
+            f"The task returned {type(value)}, which cannot be stored as JSON ({error}).",
+            recovery_actions=["Return plain values (numbers, strings, lists, dicts with string keys)"],
+        ) from None
+    return json.loads(text)
+
+
+def _finished(job: Job, backend: str) -> None:
+    """The standard ``task_finished`` signal, once the outcome is recorded (in the worker)."""
+    from jobs.tasks import results
+
+    task = _task(job.type)
+    compat.task_finished.send(type(task.get_backend()), task_result=results.from_job(job, task, backend))

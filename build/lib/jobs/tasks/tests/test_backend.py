@@ -1,0 +1,214 @@
+"""The standard task API on Jobdesk, with a real Redis, a real worker and the database:
+what an app's ``@task`` gets (results, retries, errors per attempt, async, context and
+progress, priorities, run_after, signals, transactions)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from django.db import transaction
+from django.utils import timezone
+
+from conftest import wait_for
+from jobs import FINAL_STATUSES, Job, Status
+from jobs.live.tests.test_websockets import connect, follow, token_header
+from jobs.tasks import JobdeskBackend, JobdeskTask, UnstorableArgument, queue_of
+from jobs.tasks.compat import (
+    InvalidTask,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    default_task_backend,
+    task_backends,
+    task_enqueued,
+    task_finished,
+    task_started,
+)
+from jobs.tasks.tests import tasks
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
+
+
+def test_the_default_backend_is_jobdesk():
+    backend = task_backends["default"]
+    assert isinstance(backend, JobdeskBackend) and default_task_backend == backend
+    assert isinstance(tasks.add, JobdeskTask)
+    assert all([backend.supports_defer, backend.supports_priority, backend.supports_async_task,
+                backend.supports_get_result])  # fmt: skip
+
+
+def test_enqueue_runs_to_successful_with_its_return_value(run_worker):
+    result = tasks.add.enqueue(2, 3)
+    assert result.status == TaskResultStatus.READY and result.args == [2, 3] and result.kwargs == {}
+    job = Job.objects.get(pk=result.id)
+    assert job.type == "jobs.tasks.tests.tasks.add" and job.status == Status.QUEUED
+    run_worker()
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 5
+    assert result.started_at and result.finished_at and result.attempts == 1 and len(result.worker_ids) == 1
+    assert tasks.add.get_result(result.id).return_value == 5
+
+
+def test_a_raising_task_retries_then_fails_with_each_attempts_error(run_worker, scheduler_tick, settings):
+    settings.RETRY_BASE_DELAY = 0
+    result = tasks.failing.options(max_attempts=3).enqueue()
+
+    def ended() -> bool:  # retries are scheduled to the next whole second: tick until due
+        scheduler_tick()
+        run_worker()
+        return Job.objects.get(pk=result.id).status in FINAL_STATUSES
+
+    wait_for(ended, timeout=30, interval=0.2, what="three attempts")
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED and result.attempts == 3
+    assert [e.exception_class_path for e in result.errors] == ["builtins.ValueError"] * 3
+    assert "this task failed" in result.errors[0].traceback and result.errors[0].exception_class is ValueError
+    assert Job.objects.get(pk=result.id).status == Status.DEAD_LETTER
+    with pytest.raises(ValueError, match="failed"):
+        result.return_value  # noqa: B018
+
+
+def test_jobdesk_errors_keep_their_meaning_and_task_options_apply(run_worker):
+    fixable = tasks.not_for_you.enqueue()
+    twice = tasks.fails_twice.enqueue()
+    run_worker()
+    assert Job.objects.get(pk=fixable.id).error_category == "user_fixable"
+    assert tasks.not_for_you.get_result(fixable.id).status == TaskResultStatus.FAILED
+    assert Job.objects.get(pk=fixable.id).attempts == 1, "user_fixable: no retry"
+    assert Job.objects.get(pk=twice.id).max_attempts == 2
+
+
+def test_an_async_task_runs_on_its_own_loop(run_worker):
+    result = tasks.add_async.enqueue(20, 22)
+    run_worker()
+    assert tasks.add_async.get_result(result.id).return_value == 42
+
+
+def test_context_gives_the_attempt_progress_and_cancel_check(run_worker):
+    result = tasks.reports_progress.enqueue(4)
+    run_worker()
+    done = tasks.reports_progress.get_result(result.id)
+    assert done.return_value == {"attempt": 1, "id": result.id, "canceled": False}
+    job = Job.objects.get(pk=result.id)
+    assert job.progress == 100 and job.seq > 3, "progress was written as it went"
+
+    from_async = tasks.reports_progress_async.enqueue()
+    run_worker()
+    assert tasks.reports_progress_async.get_result(from_async.id).return_value == {"attempt": 1}
+    assert Job.objects.get(pk=from_async.id).progress == 100
+
+
+def test_progress_reaches_a_websocket_follower(alice, run_worker):
+    result = tasks.reports_progress.options().enqueue(3)
+    Job.objects.filter(pk=result.id).update(owner=alice)
+
+    @async_to_sync
+    async def watch():
+        communicator, _ = await connect(f"/ws/jobs/{result.id}/", [await sync_to_async(token_header)(alice)])
+        await sync_to_async(run_worker)()
+        return await follow(communicator)
+
+    messages, code = watch()
+    stages = [m["stage"] for m in messages if m["type"] == "progress"]
+    assert "step 3/3" in stages or any(s.startswith("step") for s in stages), messages
+    assert messages[-1]["type"] == "completed" and code == 1000
+
+
+def test_priorities_map_onto_the_queues_and_the_highest_runs_first(run_worker):
+    assert [queue_of(tasks.noop.using(priority=p)) for p in (-100, -34, -33, 0, 33, 34, 100)] == [
+        "low", "low", "normal", "normal", "normal", "immediate", "immediate"
+    ]  # fmt: skip
+    assert queue_of(tasks.noop.using(priority=100, queue_name="low")) == "low", "a queue by name wins"
+    first = [tasks.echo.enqueue(n) for n in range(3)]
+    urgent = tasks.echo.using(priority=100).enqueue("urgent")
+    run_worker()
+    started = {j.id: j.started_at for j in Job.objects.filter(pk__in=[r.id for r in [*first, urgent]])}
+    assert min(started, key=started.get).hex == urgent.id.replace("-", "")
+
+
+def test_an_unknown_queue_is_refused_when_the_task_is_made():
+    with pytest.raises(InvalidTask, match="Queue 'urgent' is not valid"):
+        tasks.noop.using(queue_name="urgent")
+
+
+def test_run_after_schedules_it(run_worker, scheduler_tick):
+    later = timezone.now() + dt.timedelta(hours=1)
+    result = tasks.noop.using(run_after=later).enqueue()
+    job = Job.objects.get(pk=result.id)
+    assert job.status == Status.SCHEDULED and job.scheduled_for >= later and result.status == TaskResultStatus.READY
+    run_worker()
+    assert Job.objects.get(pk=result.id).status == Status.SCHEDULED, "not before its time"
+
+
+def test_an_unknown_result_id_does_not_exist():
+    for unknown in ("123", "00000000-0000-0000-0000-000000000000"):
+        with pytest.raises(TaskResultDoesNotExist):
+            tasks.noop.get_result(unknown)
+    plain = Job.objects.none()  # a job that is not a task's is no task result either
+    assert not plain.exists()
+
+
+def test_arguments_that_do_not_round_trip_are_refused_naming_them():
+    with pytest.raises(UnstorableArgument, match=r"Unsupported type: <class 'datetime.datetime'> in args\[1\]"):
+        tasks.noop.enqueue(1, dt.datetime.now())
+    with pytest.raises(TypeError, match=r"kwargs\['when'\]"):
+        tasks.noop.enqueue(when={1, 2})
+    with pytest.raises(TypeError, match="non-string keys"):
+        tasks.noop.enqueue({1: "a"})
+    assert not Job.objects.exists()
+
+
+def test_a_return_value_that_cannot_be_stored_fails_saying_why(run_worker):
+    result = tasks.unstorable_result.enqueue()
+    run_worker()
+    job = Job.objects.get(pk=result.id)
+    assert job.status == Status.FAILED and job.error_category == "user_fixable" and "JSON" in job.error_message
+
+
+def test_enqueue_inside_a_rolled_back_transaction_leaves_nothing(redis_conn):
+    class Rollback(Exception):
+        pass
+
+    with pytest.raises(Rollback), transaction.atomic():
+        tasks.noop.enqueue()
+        assert redis_conn.llen("rq:queue:normal") == 0, "nothing reaches Redis before the commit"
+        raise Rollback
+    assert not Job.objects.exists() and redis_conn.llen("rq:queue:normal") == 0
+
+
+def test_the_standard_signals_fire(run_worker):
+    seen = []
+
+    def record(signal_name):
+        def receiver(sender, task_result, **kwargs):
+            seen.append((signal_name, task_result.status))
+
+        return receiver
+
+    receivers = {name: record(name) for name in ("enqueued", "started", "finished")}
+    task_enqueued.connect(receivers["enqueued"])
+    task_started.connect(receivers["started"])
+    task_finished.connect(receivers["finished"])
+    try:
+        tasks.noop.enqueue()
+        run_worker()
+    finally:
+        task_enqueued.disconnect(receivers["enqueued"])
+        task_started.disconnect(receivers["started"])
+        task_finished.disconnect(receivers["finished"])
+    assert seen == [
+        ("enqueued", TaskResultStatus.READY),
+        ("started", TaskResultStatus.RUNNING),
+        ("finished", TaskResultStatus.SUCCESSFUL),
+    ]
+
+
+def test_idempotency_keys_and_dependencies_ride_on_options(run_worker):
+    first = tasks.noop.options(idempotency_key="nightly-1").enqueue()
+    again = tasks.noop.options(idempotency_key="nightly-1").enqueue()
+    assert first.id == again.id
+    after = tasks.noop.options(depends_on=[first.id]).enqueue()
+    assert Job.objects.get(pk=after.id).status == Status.WAITING
+    run_worker()
+    assert Job.objects.get(pk=after.id).status == Status.COMPLETE

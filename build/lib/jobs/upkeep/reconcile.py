@@ -1,0 +1,163 @@
+"""Database vs Redis repair: no job is ever lost.
+
+Run every minute by cron and by ``manage.py reconcile``. Safe to run concurrently with
+itself (a Redis lock; a second pass just skips) and with workers (every repair is a
+guarded lifecycle move, so it can never make a job run twice at once).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from redis.exceptions import LockError
+
+from jobs.core import lifecycle, liveness, outcomes, queueing, transitions
+from jobs.core.errors import TransitionError
+from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, FINAL_STATUSES, Job, Priority, Status
+from jobs.core.registry import cron, job_type
+
+logger = logging.getLogger("jobs.reconcile")
+ACTOR = "reconciler"
+_LOCK_KEY = "jobdesk:reconcile:lock"
+HOOK_REPLAY_AFTER = 60  # seconds: a live worker runs hooks right after recording
+
+
+_REPAIRS = ("requeued", "rescheduled", "lost", "released", "canceled", "hooks_replayed")
+
+
+@dataclass
+class Report:
+    skipped: bool = False
+    requeued: list[str] = field(default_factory=list)
+    rescheduled: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+    canceled: list[str] = field(default_factory=list)
+    hooks_replayed: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # jobs a repair failed for (logged)
+
+    @property
+    def repairs(self) -> int:
+        return sum(len(getattr(self, name)) for name in _REPAIRS)
+
+    def as_dict(self) -> dict:
+        return {
+            "skipped": self.skipped,
+            "repairs": self.repairs,
+            **{name: getattr(self, name) for name in (*_REPAIRS, "errors")},
+        }
+
+
+def run(*, grace_seconds: float | None = None) -> Report:
+    """One pass. ``grace_seconds`` spares rows changed that recently (their Redis side
+    may still be on its way, e.g. an enqueue waiting for its transaction to commit)."""
+    grace = settings.RECONCILE_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    lock = queueing.connection().lock(_LOCK_KEY, timeout=300, blocking_timeout=0)
+    if not lock.acquire(blocking=False):
+        return Report(skipped=True)
+    try:
+        now = timezone.now()
+        report = Report()
+        present = queueing.dispatches_in_redis()
+        _restore_missing_dispatches(present, now - timedelta(seconds=grace), report)
+        _rescue_lost_active(now, report)
+        _settle_waiting(report)
+        _replay_unfinished_hooks(now - timedelta(seconds=max(grace, HOOK_REPLAY_AFTER)), report)
+    finally:
+        try:
+            lock.release()
+        except LockError:
+            logger.warning("reconcile lock expired before the pass ended")
+    if report.repairs:
+        logger.warning("reconcile repaired jobs", extra=report.as_dict())
+    return report
+
+
+def _repair(job_id, repairs: list[str], report: Report, move) -> None:
+    """Apply one repair; a job that moved on meanwhile is skipped, and a job that cannot
+    be repaired is logged and counted — it never stops the pass for the others."""
+    try:
+        with transaction.atomic():
+            move()
+    except TransitionError:
+        return  # claimed, finished or canceled while we looked: nothing to repair
+    except Exception:
+        logger.exception("reconcile could not repair a job", extra={"job_id": str(job_id)})
+        report.errors.append(str(job_id))
+        return
+    repairs.append(str(job_id))
+
+
+def _restore_missing_dispatches(present: set[str], changed_before: datetime, report: Report) -> None:
+    waiting_in_redis = Job.objects.filter(status__in=transitions.CLAIMABLE, updated_at__lt=changed_before)
+    for job_id, dispatch, status in waiting_in_redis.values_list("id", "rq_job_id", "status").iterator():
+        if dispatch in present:
+            continue
+
+        def redispatch(job_id=job_id, dispatch=dispatch, status=status):
+            lifecycle.redispatch(
+                job_id, dispatch=dispatch, actor_label=ACTOR, reason=f"{status} but missing from Redis: re-dispatched"
+            )
+
+        _repair(job_id, report.requeued if status == Status.QUEUED else report.rescheduled, report, redispatch)
+
+
+def _rescue_lost_active(now: datetime, report: Report) -> None:
+    active = list(Job.objects.filter(status=Status.ACTIVE))
+    if not active:
+        return
+    workers = queueing.workers()
+    in_hand = queueing.dispatches_in_hand([job.rq_job_id for job in active])
+    abandoned = queueing.dispatches_abandoned([job.rq_job_id for job in active])
+    memory_age = queueing.liveness_memory_age(now)
+    for job in active:
+        reason = liveness.lost_reason(job, workers, in_hand, now, memory_age, abandoned)
+        if reason is None:
+            continue
+
+        def retry(job=job, reason=reason):
+            outcomes.temporary_failure(
+                job, job.rq_job_id, message=f"lost: {reason}", actor_label=ACTOR,
+                recovery_actions=["None needed: retried automatically"],
+            )  # fmt: skip
+
+        _repair(job.id, report.lost, report, retry)
+
+
+def _settle_waiting(report: Report) -> None:
+    """Release waiting jobs whose dependencies all completed; cancel broken ones."""
+    for job in Job.objects.filter(status=Status.WAITING).prefetch_related("depends_on"):
+        statuses = {d.status for d in job.depends_on.all()}
+        broken = statuses & BROKEN_DEPENDENCY_STATUSES
+        if broken:
+
+            def cancel(job=job, broken=broken):
+                canceled = lifecycle.cancel(job.id, actor_label=ACTOR, reason=f"a dependency ended {sorted(broken)[0]}")
+                outcomes.finished(canceled)
+
+            _repair(job.id, report.canceled, report, cancel)
+        elif statuses <= {Status.COMPLETE}:
+
+            def release(job=job):
+                lifecycle.release(job.id, message="dependencies complete (reconciler)")
+
+            _repair(job.id, report.released, report, release)
+
+
+def _replay_unfinished_hooks(finished_before: datetime, report: Report) -> None:
+    pending = Job.objects.filter(hooks_done=False, status__in=FINAL_STATUSES, finished_at__lt=finished_before)
+    for job in pending:
+        _repair(job.id, report.hooks_replayed, report, lambda job=job: outcomes.finished(job))
+
+
+@job_type("jobs.reconcile", public=False, priority=Priority.IMMEDIATE, timeout=300, max_attempts=1)
+def run_as_job(ctx) -> dict:
+    return run().as_dict()
+
+
+cron("reconcile", "* * * * *", "jobs.reconcile")

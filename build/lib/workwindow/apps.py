@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class WorkwindowConfig(AppConfig):
+    name = "workwindow"
+    verbose_name = "Work windows"

@@ -1,0 +1,153 @@
+"""Jobdesk in a project a team already has: a fresh ``django-admin startproject``,
+Jobdesk pip-installed into a fresh virtualenv from this checkout (as a built wheel),
+configured as the README says, migrated; a ``@task`` of the host's own app enqueued from
+a view, run by ``rqworker-pool`` to SUCCESSFUL, and the job in the host's admin.
+
+The new virtualenv finds Jobdesk's dependencies in this suite's (a .pth file), so the
+test installs nothing from the network but Jobdesk itself — and runs nothing from the
+checkout: the host imports the installed copy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+# The README's "Add Jobdesk to your project", as a host's settings would have it.
+HOST_SETTINGS = '''
+import os
+
+INSTALLED_APPS += [
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_rq",
+    "channels",
+    "django_tasks",
+    "workwindow",
+    "jobs",
+    "shop",
+]
+REDIS_URL = os.environ["REDIS_URL"]
+RQ_QUEUES = {name: {"URL": REDIS_URL} for name in ("immediate", "normal", "low")}
+RQ = {
+    "WORKER_CLASS": "jobs.execution.worker.JobdeskWorker",
+    "SCHEDULER_CLASS": "jobs.upkeep.scheduler.JobdeskScheduler",
+}
+TASKS = {"default": {"BACKEND": "jobs.tasks.JobdeskBackend"}}
+CHANNEL_LAYERS = {
+    "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+}
+ALLOWED_HOSTS = ["testserver", "localhost"]
+'''
+
+HOST_URLS = '''
+from django.contrib import admin
+from django.urls import include, path
+
+from shop.views import order
+
+urlpatterns = [
+    path("", include("jobs.urls")),
+    path("admin/", admin.site.urls),
+    path("order/", order),
+]
+'''
+
+SHOP_TASKS = '''
+from django_tasks import task
+
+
+@task(priority=10)
+def total(prices: list) -> int:
+    return sum(prices)
+'''
+
+SHOP_VIEWS = '''
+from django.http import JsonResponse
+
+from shop.tasks import total
+
+
+def order(request):
+    result = total.enqueue([3, 4, 5])
+    return JsonResponse({"id": result.id, "status": result.status})
+'''
+
+CHECK = '''
+import json
+from django.contrib.auth import get_user_model
+from django.test import Client
+import jobs
+from shop.tasks import total
+
+step = "{step}"
+if step == "order":
+    print(json.dumps(Client().get("/order/").json()))
+else:
+    result = total.get_result("{result_id}")
+    admin = get_user_model().objects.create_superuser("boss", password="pw-boss-host")
+    client = Client()
+    client.force_login(admin)
+    listing = client.get("/admin/jobs/job/?q=shop.tasks.total")
+    print(json.dumps({{
+        "status": result.status, "value": result.return_value, "jobs_from": jobs.__file__,
+        "admin": listing.status_code, "listed": "shop.tasks.total" in listing.content.decode(),
+    }}))
+'''
+
+
+def run(args: list[str], cwd: Path, env: dict, timeout: float = 180) -> str:
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_jobdesk_installs_into_a_new_project_and_runs_its_task(tmp_path):
+    import json
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path,
+                    dict(os.environ)).strip())  # fmt: skip
+    (site / "suite-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    wheels = tmp_path / "wheels"
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)], tmp_path,
+        dict(os.environ), timeout=300)  # fmt: skip
+    (wheel,) = wheels.glob("jobdesk-*.whl")
+    run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], tmp_path, dict(os.environ))
+
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE", "PYTHONPATH"}}
+    run([str(python), "-m", "django", "startproject", "host"], tmp_path, env)
+    project = tmp_path / "host"
+    (project / "host" / "settings.py").write_text((project / "host" / "settings.py").read_text() + HOST_SETTINGS)
+    (project / "host" / "urls.py").write_text(HOST_URLS)
+    (project / "shop").mkdir()
+    (project / "shop" / "__init__.py").write_text("")
+    (project / "shop" / "tasks.py").write_text(SHOP_TASKS)
+    (project / "shop" / "views.py").write_text(SHOP_VIEWS)
+    env["DJANGO_SETTINGS_MODULE"] = "host.settings"
+
+    manage = [str(python), "manage.py"]
+    run([*manage, "migrate", "--noinput", "-v", "0"], project, env)
+    ordered = json.loads(run([*manage, "shell", "-c", CHECK.format(step="order", result_id="")], project,
+                             env).strip().splitlines()[-1])  # fmt: skip
+    assert ordered["status"] == "READY"
+    run([*manage, "rqworker-pool", "immediate", "normal", "low", "--num-workers", "1", "--burst"], project, env)
+    seen = json.loads(run([*manage, "shell", "-c", CHECK.format(step="check", result_id=ordered["id"])],
+                          project, env).strip().splitlines()[-1])  # fmt: skip
+
+    assert seen["status"] == "SUCCESSFUL" and seen["value"] == 12
+    assert str(site) in seen["jobs_from"], "the host runs the installed Jobdesk, not the checkout"
+    assert seen["admin"] == 200 and seen["listed"], "the task's job is in the host's admin console"
