@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 # The README's "Add Jobdesk to your project", as a host's settings would have it.
-HOST_SETTINGS = '''
+HOST_SETTINGS = """
 import os
 
 INSTALLED_APPS += [
@@ -49,9 +49,9 @@ CHANNEL_LAYERS = {
     "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
 }
 ALLOWED_HOSTS = ["testserver", "localhost"]
-'''
+"""
 
-HOST_URLS = '''
+HOST_URLS = """
 from django.contrib import admin
 from django.urls import include, path
 
@@ -62,18 +62,18 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("order/", order),
 ]
-'''
+"""
 
-SHOP_TASKS = '''
+SHOP_TASKS = """
 from django_tasks import task
 
 
 @task(priority=10)
 def total(prices: list) -> int:
     return sum(prices)
-'''
+"""
 
-SHOP_VIEWS = '''
+SHOP_VIEWS = """
 from django.http import JsonResponse
 
 from shop.tasks import total
@@ -82,9 +82,9 @@ from shop.tasks import total
 def order(request):
     result = total.enqueue([3, 4, 5])
     return JsonResponse({"id": result.id, "status": result.status})
-'''
+"""
 
-CHECK = '''
+CHECK = """
 import json
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -104,7 +104,7 @@ else:
         "status": result.status, "value": result.return_value, "jobs_from": jobs.__file__,
         "admin": listing.status_code, "listed": "shop.tasks.total" in listing.content.decode(),
     }}))
-'''
+"""
 
 
 def run(args: list[str], cwd: Path, env: dict, timeout: float = 180) -> str:

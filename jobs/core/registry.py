@@ -148,6 +148,10 @@ def all_types() -> dict[str, JobType]:
     return dict(_types)
 
 
+def is_registered(name: str) -> bool:
+    return name in _types
+
+
 # Ways to find a type this process has not registered yet, by its name: a worker runs
 # standard tasks whose module nobody imported in it (jobs.tasks adds one).
 _resolvers: list[Callable[[str], None]] = []

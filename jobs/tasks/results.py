@@ -26,14 +26,15 @@ class TaskCanceled(Exception):
 
 
 def from_job(job: Job, task: Task, backend: str, *, fresh: bool = False, running_on: str = "") -> TaskResult:
-    """The result as the row says. ``fresh``: just submitted, no history to read.
-    ``running_on``: the worker running it now (its attempt's claim may be in flight)."""
+    """The result as the row says. ``fresh``: without reading the timeline (just
+    submitted; or running, where ``running_on`` names the worker of every attempt so far
+    — enough for ``attempts``; ``get_result`` reads the real history)."""
     errors: list[TaskError] = []
     workers: list[str] = []
     if not fresh:
         errors, workers = _history(job)
-    if running_on and len(workers) < job.attempts:
-        workers.append(running_on)
+    elif running_on:
+        workers = [running_on] * job.attempts
     result: TaskResult = TaskResult(
         task=task,
         id=str(job.id),

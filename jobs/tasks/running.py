@@ -21,10 +21,20 @@ if TYPE_CHECKING:  # tasks are defined (and registered) while Django loads apps:
     from jobs.execution.context import JobContext
 
 
+# What each task's registered job type was made from: registering again only on a change
+# (every enqueue validates its task, and enqueue is a hot path).
+_registered: dict[str, tuple] = {}
+
+
 def register(task: Task, backend: str) -> None:
     """The job type that runs ``task``: named by its module path, submitted by code only."""
     from jobs.tasks.backend import queue_of
 
+    made_of = (queue_of(task), getattr(task, "timeout", None), getattr(task, "max_attempts", None),
+               bool(getattr(task, "heavy", False)), backend)  # fmt: skip
+    if _registered.get(task.module_path) == made_of and registry.is_registered(task.module_path):
+        return
+    _registered[task.module_path] = made_of
     registry.job_type(
         task.module_path,
         public=False,
@@ -62,7 +72,9 @@ def run(ctx: JobContext, backend: str) -> Any:
     from jobs.tasks import results
 
     task = _task(ctx.job.type)
-    result = results.from_job(ctx.job, task, backend, running_on=ctx.job.worker_name)
+    # Without reading the timeline: a work-horse has no database connection of its own
+    # and opening one costs more than a small job (get_result reads the full history).
+    result = results.from_job(ctx.job, task, backend, fresh=True, running_on=ctx.job.worker_name)
     compat.task_started.send(type(task.get_backend()), task_result=result)
     args, kwargs = list(ctx.payload.get("args", [])), dict(ctx.payload.get("kwargs", {}))
     if iscoroutinefunction(task.func):
