@@ -35,18 +35,28 @@ class FailedAuthentications(SimpleRateThrottle):
         return getattr(settings, "API_AUTH_FAILURE_RATE", "30/minute")
 
     def get_cache_key(self, request, view) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": client_address(request)}
+        return self.key_for(client_address(request))
+
+    def key_for(self, address: str) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": address}
 
     def exhausted(self, request) -> bool:
-        self.key = self.get_cache_key(request, None)
+        return self.exhausted_for(client_address(request))
+
+    def record(self, request) -> None:
+        self.record_for(client_address(request))
+
+    def exhausted_for(self, address: str) -> bool:
+        """Has ``address`` (an HTTP client's, or a WebSocket's) failed too often?"""
+        self.key = self.key_for(address)
         self.history = self.cache.get(self.key, [])
         self.now = self.timer()
         while self.history and self.history[-1] <= self.now - self.duration:
             self.history.pop()
         return len(self.history) >= self.num_requests
 
-    def record(self, request) -> None:
-        self.exhausted(request)  # fresh history
+    def record_for(self, address: str) -> None:
+        self.exhausted_for(address)  # fresh history
         self.throttle_success()
 
 

@@ -1,5 +1,6 @@
-"""ASGI entry point for daphne: HTTP (the API, the admin and its assets) and the
-WebSocket routes of each app, behind token-or-session authentication."""
+"""The ASGI application (served by uvicorn: devtools/web.py): HTTP (the API, the admin
+and its assets, behind the request-body limit) and the WebSocket routes of each app,
+behind token-or-session authentication."""
 
 import os
 
@@ -11,7 +12,7 @@ try:
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
     from django.core.asgi import get_asgi_application
 
-    # daphne serves the admin's own assets too: no CDN, no extra web server needed.
+    # The web server serves the admin's own assets too: no CDN, no extra web server needed.
     django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
 except ConfigError as error:  # one line, not a traceback
     raise SystemExit(f"jobdesk: configuration error: {error}") from None

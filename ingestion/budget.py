@@ -97,12 +97,25 @@ _TAG = re.compile(r"<(/?)([a-zA-Z][^\s/>]*)[^>]*?(/?)>")
 
 def html_depth(markup: str) -> int:
     """The deepest nesting of open elements an HTML parser without HTML5's implicit
-    closing (such as ``html.parser``) builds: linear, a regular expression over tags."""
-    depth = deepest = 0
-    for closing, name, self_closing in _TAG.findall(_RAW_TEXT.sub("", markup)):
+    closing (such as ``html.parser``) builds. As that parser does, a closing tag closes
+    the nearest open element of its name (and everything opened inside it) and is
+    ignored when none is open — ``<div></b>`` closes nothing. Linear in the tags: each
+    open element is counted by name, and a stray closing tag costs one lookup."""
+    stack: list[str] = []
+    open_by_name: dict[str, int] = {}
+    deepest = 0
+    for closing, raw_name, self_closing in _TAG.findall(_RAW_TEXT.sub("", markup)):
+        name = raw_name.lower()
         if closing:
-            depth = max(0, depth - 1)
-        elif not self_closing and name.lower() not in _VOID:
-            depth += 1
-            deepest = max(deepest, depth)
+            if not open_by_name.get(name):
+                continue  # nothing of that name is open: the parser ignores it
+            while stack:
+                top = stack.pop()
+                open_by_name[top] -= 1
+                if top == name:
+                    break
+        elif not self_closing and name not in _VOID:
+            stack.append(name)
+            open_by_name[name] = open_by_name.get(name, 0) + 1
+            deepest = max(deepest, len(stack))
     return deepest

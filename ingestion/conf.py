@@ -26,3 +26,8 @@ def apply_defaults() -> None:
     for name, value in DEFAULTS.items():
         if not hasattr(settings, name):
             setattr(settings, name, value)
+    # The upload route's own request-body limit (apikit.bodylimit), unless the project set one.
+    limits = getattr(settings, "BODY_LIMITS", None)
+    if limits is None:
+        limits = settings.BODY_LIMITS = {}
+    limits.setdefault("/api/materials/", settings.MAX_UPLOAD_BYTES + settings.UPLOAD_FRAMING_BYTES)

@@ -29,6 +29,9 @@ DEFAULTS = {
     "METRICS_TOKEN": "",
     "API_PAGE_SIZE": 50,
     "NUM_PROXIES": 0,
+    "MAX_REQUEST_BYTES": 4 * 1024 * 1024,
+    "MAX_BULK_REQUEST_BYTES": 32 * 1024 * 1024,
+    "BODY_LIMITS": {},
 }
 
 
@@ -36,6 +39,8 @@ def apply_defaults() -> None:
     for name, value in DEFAULTS.items():
         if not hasattr(settings, name):
             setattr(settings, name, value)
+    # The bulk submit route's own request-body limit (apikit.bodylimit), unless the project set one.
+    settings.BODY_LIMITS.setdefault("/api/jobs/bulk/", settings.MAX_BULK_REQUEST_BYTES)
     _check_queues()
 
 

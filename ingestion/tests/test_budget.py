@@ -62,6 +62,8 @@ def test_html_nested_past_the_limit_is_refused_and_measured_linearly():
     data = hostile.nested_html(100_000)
     assert "nests elements more than 2,000 deep" in refused(data, "deep.html")
     assert html_depth("<div><p>a<br><img src=x><b>b</b></p><script>'<div><div>'</script></div>") == 3
+    assert html_depth("<div></b>" * 3000) == 3000, "a stray closing tag closes nothing"
+    assert html_depth("<ul><li><b>x</li><li>y</li></ul>" * 50) == 3, "a closing tag closes what was opened inside"
     assert extract(hostile.nested_html(500), "fine.html").text == "deep"
 
 

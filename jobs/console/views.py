@@ -127,4 +127,7 @@ class ActView(_ConsoleView):
             messages.success(request, f"{done} job {job.id}.")
         except ActionRefused as why:
             messages.warning(request, str(why))
+        except JobNotFound:
+            messages.warning(request, f"Job {job.id} is gone (deleted by the retention cron meanwhile).")
+            return HttpResponseRedirect(reverse("admin:jobs_job_changelist"))
         return HttpResponseRedirect(reverse("admin:jobs_job_change", args=[job.id]))

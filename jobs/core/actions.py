@@ -1,7 +1,8 @@
 """Operator and owner actions on jobs: cancel, requeue, promote, run now.
 
-The API, the admin and management commands call these; each is a lifecycle move plus
-the Redis side effect after commit, recorded in the timeline with who did it.
+The API, the admin and management commands call these; each is a lifecycle move (which
+brings Redis in line once it commits), recorded in the timeline with who did it, plus
+what the action adds: the end of a canceled job followed up, a requeue's refusals.
 """
 
 from __future__ import annotations

@@ -122,14 +122,14 @@ def _follow_up_on_commit(job: Job, follow_up: FollowUp) -> None:
     and bring Redis in line with the row."""
     msg = relay.message(job)  # the state as of this move, even if later moves follow
     previous = getattr(job, "previous_dispatch", ""), getattr(job, "previous_priority", job.priority)
-    was_running = getattr(job, "previous_status", "") == Status.ACTIVE
+    was = getattr(job, "previous_status", "")
 
     def after_commit() -> None:
         relay.send(msg)
         if follow_up is FollowUp.STOP_OR_WITHDRAW:
-            if was_running:
+            if was == Status.ACTIVE:
                 queueing.stop(previous[0])
-            else:
+            elif was != Status.WAITING:  # a waiting job has nothing in Redis
                 queueing.withdraw(*previous)
         elif follow_up is FollowUp.REPLACE:
             queueing.withdraw(*previous)

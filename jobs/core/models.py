@@ -191,6 +191,8 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Django's internal queries (related lookups) go through the guarded queryset too.
+        base_manager_name = "objects"
         indexes = [
             # The line in the order workers take it; with type, so ETAs count the jobs
             # ahead by type from the index alone.

@@ -1,9 +1,9 @@
 """Every move a job can make, as data: from which statuses, to which, and what must
 follow in Redis once it is committed.
 
-``jobs.core.lifecycle`` performs the moves and reads their rules here; the console's
-buttons, the API's 409s (through ``TransitionError``) and the tests read the same table,
-so what the system allows is written down once.
+``jobs.core.lifecycle`` performs the moves and reads their rules here; the console (which
+buttons a job's state offers), the API's 409s (through ``TransitionError``) and the
+tests read the same table, so what the system allows is written down once.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ class Move:
     targets: frozenset[str]  # statuses it may end in (the source itself for moves that keep it)
     follow_up: FollowUp = FollowUp.NONE
     by_worker: bool = False  # guarded by the dispatch id: only the run that claimed it may make it
-    label: str = ""  # the console's button for operator moves
 
     def allows(self, status: str | None) -> bool:
         return status in self.sources  # None (no job) allows nothing
@@ -57,28 +56,12 @@ MOVES: dict[str, Move] = {
         Move("retry_later", _ACTIVE, frozenset({Status.RETRYING}), FollowUp.DISPATCH, by_worker=True),
         Move("defer", _ACTIVE, frozenset({Status.DEFERRED}), FollowUp.DISPATCH, by_worker=True),
         # Operators and owners.
+        Move("cancel", PENDING_STATUSES | _ACTIVE, frozenset({Status.CANCELED}), FollowUp.STOP_OR_WITHDRAW),
         Move(
-            "cancel",
-            PENDING_STATUSES | _ACTIVE,
-            frozenset({Status.CANCELED}),
-            FollowUp.STOP_OR_WITHDRAW,
-            label="Cancel",
-        ),  # fmt: skip
-        Move(
-            "requeue",
-            FINAL_STATUSES - {Status.COMPLETE},
-            frozenset({Status.QUEUED, Status.WAITING}),
-            FollowUp.DISPATCH,
-            label="Requeue",
-        ),  # fmt: skip
-        Move("promote", CLAIMABLE | {Status.WAITING}, CLAIMABLE | {Status.WAITING}, FollowUp.REPLACE, label="Promote"),
-        Move(
-            "run_now",
-            frozenset({Status.SCHEDULED, Status.RETRYING}),
-            frozenset({Status.QUEUED}),
-            FollowUp.REPLACE,
-            label="Run now",
-        ),  # fmt: skip
+            "requeue", FINAL_STATUSES - {Status.COMPLETE}, frozenset({Status.QUEUED, Status.WAITING}), FollowUp.DISPATCH
+        ),
+        Move("promote", CLAIMABLE | {Status.WAITING}, CLAIMABLE | {Status.WAITING}, FollowUp.REPLACE),
+        Move("run_now", frozenset({Status.SCHEDULED, Status.RETRYING}), frozenset({Status.QUEUED}), FollowUp.REPLACE),
         # The system's own repairs and releases.
         Move("release", frozenset({Status.WAITING}), frozenset({Status.QUEUED, Status.SCHEDULED}), FollowUp.DISPATCH),
         Move("reschedule", frozenset({Status.DEFERRED}), frozenset({Status.DEFERRED, Status.QUEUED}), FollowUp.REPLACE),
@@ -94,8 +77,3 @@ def move(name: str) -> Move:
 def allowed(name: str, status: str | None) -> bool:
     """May a job in ``status`` make the move ``name``? (What the console's buttons ask.)"""
     return MOVES[name].allows(status)
-
-
-def operator_moves(status: str) -> list[Move]:
-    """The buttons a job in ``status`` offers, in the console's order."""
-    return [m for m in MOVES.values() if m.label and m.allows(status)]

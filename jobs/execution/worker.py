@@ -255,7 +255,12 @@ def _outcome_of(rq_job: RQJob) -> runner.Outcome:
         "message": f"work-horse died: {reason}",
         "details": result.exc_string if result is not None else "",
         "recovery_actions": ["None needed: retried automatically", "Check the worker's memory limits"],
+        "exception": f"{WorkHorseDied.__module__}.{WorkHorseDied.__qualname__}",
     }
+
+
+class WorkHorseDied(Exception):
+    """What an attempt whose work-horse died (killed, out of memory) failed with."""
 
 
 def _drop_broken_connection() -> None:

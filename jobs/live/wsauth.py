@@ -17,7 +17,10 @@ from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.security.websocket import AllowedHostsOriginValidator
 from django.contrib.auth.models import AnonymousUser
+from redis.exceptions import RedisError
 from rest_framework.authtoken.models import Token
+
+from apikit.auth import FailedAuthentications
 
 _TOKEN_SCHEMES = (b"token ", b"bearer ")
 
@@ -34,9 +37,24 @@ def token_from(scope) -> str | None:
 
 
 @database_sync_to_async
-def _user_for(key: str):
+def _user_for(key: str, address: str):
+    """The token's user; an anonymous one for a bad token — and for any token once this
+    address has failed too often (counted with the REST API's failures: the same limit)."""
+    failures = FailedAuthentications()
+    if _quietly(failures.exhausted_for, address, default=False):
+        return AnonymousUser()
     token = Token.objects.select_related("user").filter(key=key).first()
-    return token.user if token is not None and token.user.is_active else AnonymousUser()
+    if token is not None and token.user.is_active:
+        return token.user
+    _quietly(failures.record_for, address)
+    return AnonymousUser()
+
+
+def _quietly(call, address: str, default=None):
+    try:
+        return call(address)
+    except (RedisError, OSError):  # the cache is down: authentication still works, unthrottled
+        return default
 
 
 class TokenOrSessionAuth:
@@ -50,7 +68,8 @@ class TokenOrSessionAuth:
     async def __call__(self, scope, receive, send):
         key = token_from(scope)
         if key is not None:
-            return await self.inner({**scope, "user": await _user_for(key)}, receive, send)
+            address = (scope.get("client") or ("",))[0] or ""
+            return await self.inner({**scope, "user": await _user_for(key, address)}, receive, send)
         if not any(name == b"origin" for name, _ in scope.get("headers", [])):
             # Not a browser (browsers always send Origin), and no token: not logged in,
             # which the consumer answers with 4401 rather than a bare HTTP 403.

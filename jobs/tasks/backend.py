@@ -34,10 +34,11 @@ QUEUES = ("immediate", "normal", "low")
 class JobdeskTask(Task):
     """A standard ``Task`` with Jobdesk's extras. Per task: ``@task(max_attempts=3,
     heavy=True, timeout=600)``; per enqueue: ``my_task.options(idempotency_key=…,
-    depends_on=[job ids], heavy=…, max_attempts=…).enqueue(…)`` (like ``using()``)."""
+    depends_on=[job ids], heavy=…, max_attempts=…).enqueue(…)`` (like ``using()``; each
+    travels with that one job, and the task's job type keeps its own defaults)."""
 
     max_attempts: int | None = None  # None: JOB_MAX_ATTEMPTS
-    timeout: int | None = None  # seconds; None: JOB_TIMEOUT
+    timeout: int | None = None  # seconds; None: JOB_TIMEOUT (per task only: its job type's)
     heavy: bool = False  # waits for a work window
     idempotency_key: str | None = None
     depends_on: tuple[str, ...] = ()
@@ -49,7 +50,6 @@ class JobdeskTask(Task):
         depends_on: list | tuple | None = None,
         heavy: bool | None = None,
         max_attempts: int | None = None,
-        timeout: int | None = None,
     ) -> JobdeskTask:
         changes: dict[str, Any] = {}
         if idempotency_key is not None:
@@ -60,8 +60,6 @@ class JobdeskTask(Task):
             changes["heavy"] = heavy
         if max_attempts is not None:
             changes["max_attempts"] = max_attempts
-        if timeout is not None:
-            changes["timeout"] = timeout
         return dataclasses.replace(self, **changes)
 
 
@@ -99,7 +97,7 @@ class JobdeskBackend(compat.BaseTaskBackend):
         if isinstance(task, JobdeskTask):
             extras = {
                 "max_attempts": task.max_attempts,
-                "heavy": task.heavy or None,
+                "heavy": task.heavy,
                 "idempotency_key": task.idempotency_key,
                 "depends_on": list(task.depends_on),
             }

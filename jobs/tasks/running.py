@@ -21,20 +21,14 @@ if TYPE_CHECKING:  # tasks are defined (and registered) while Django loads apps:
     from jobs.execution.context import JobContext
 
 
-# What each task's registered job type was made from: registering again only on a change
-# (every enqueue validates its task, and enqueue is a hot path).
-_registered: dict[str, tuple] = {}
-
-
 def register(task: Task, backend: str) -> None:
-    """The job type that runs ``task``: named by its module path, submitted by code only."""
+    """The job type that runs ``task``: named by its module path, submitted by code only,
+    with the defaults of the task as defined (the first one seen): a copy made by
+    ``using()`` or ``options()`` changes its own job, never the type."""
     from jobs.tasks.backend import queue_of
 
-    made_of = (queue_of(task), getattr(task, "timeout", None), getattr(task, "max_attempts", None),
-               bool(getattr(task, "heavy", False)), backend)  # fmt: skip
-    if _registered.get(task.module_path) == made_of and registry.is_registered(task.module_path):
+    if registry.is_registered(task.module_path):
         return
-    _registered[task.module_path] = made_of
     registry.job_type(
         task.module_path,
         public=False,

@@ -27,6 +27,10 @@ _LOCK_KEY = "jobdesk:reconcile:lock"
 HOOK_REPLAY_AFTER = 60  # seconds: a live worker runs hooks right after recording
 
 
+class LostRun(Exception):
+    """What an attempt the reconciler found lost (its process gone) failed with."""
+
+
 _REPAIRS = ("requeued", "rescheduled", "lost", "released", "canceled", "hooks_replayed")
 
 
@@ -124,6 +128,7 @@ def _rescue_lost_active(now: datetime, report: Report) -> None:
             outcomes.temporary_failure(
                 job, job.rq_job_id, message=f"lost: {reason}", actor_label=ACTOR,
                 recovery_actions=["None needed: retried automatically"],
+                exception=f"{LostRun.__module__}.{LostRun.__qualname__}",
             )  # fmt: skip
 
         _repair(job.id, report.lost, report, retry)

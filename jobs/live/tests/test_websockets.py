@@ -410,3 +410,21 @@ def test_a_slow_database_does_not_pile_up_timers_and_bad_reports_never_fail_the_
     monkeypatch.setattr(lifecycle, "record_progress", refused)
     reporter.report(70, "down")  # logged, retried by the timer: never raised to the handler
     reporter.flush()  # nor at the end, where it would turn a success into a retry
+
+
+def test_guessing_tokens_over_websockets_is_throttled_like_the_api(alice, settings):
+    settings.API_AUTH_FAILURE_RATE = "3/minute"
+    job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
+
+    @async_to_sync
+    async def attempts():
+        guesses = [await close_code(f"/ws/jobs/{job.id}/?token=guess{n}") for n in range(3)]
+        good = await sync_to_async(token_of)(alice)
+        after, ok = await connect(f"/ws/jobs/{job.id}/?token={good}")
+        first = await after.receive_output(timeout=5)
+        await after.disconnect()
+        return guesses, first
+
+    guesses, first = attempts()
+    assert guesses == [4401, 4401, 4401]
+    assert first["type"] == "websocket.close" and first["code"] == 4401, "even a right token, from that address"
