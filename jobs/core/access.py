@@ -8,7 +8,7 @@
   acts on the rows they own.
 * Internal job types are submitted by code and crons, never through the API.
 
-Models are named by their label ("jobs.job", "ingestion.material"), so this module
+Models are named by their label ("jobs.job", "shop.order"), so this module
 knows no app's models.
 """
 

@@ -35,7 +35,7 @@ class JobType:
     # Internal types (crons, maintenance) are not submittable by ordinary API users.
     public: bool = True
     # What the job works on, from its payload: {subject field: id}, e.g.
-    # {"material_id": …}. Its events also go to each subject's WebSocket group and carry
+    # {"document_id": …}. Its events also go to each subject's WebSocket group and carry
     # the field (see subject_field).
     subjects: Callable[[dict], dict[str, Any]] | None = None
     # Told once the run's outcome is recorded, in the worker (a notification, not a
@@ -121,7 +121,7 @@ _subject_fields: list[str] = []
 
 
 def subject_field(name: str) -> None:
-    """Declare a kind of subject jobs can work on (e.g. ``"material_id"``): every live
+    """Declare a kind of subject jobs can work on (e.g. ``"document_id"``): every live
     message carries the field (None when a job has no such subject), and followers of
     one subject join its group (``relay.subject_group``)."""
     if name not in _subject_fields:

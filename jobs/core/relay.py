@@ -51,7 +51,7 @@ def job_group(job_id) -> str:
 
 
 def subject_group(field: str, value) -> str:
-    """The group of everyone following a subject (e.g. ``material_id`` = <uuid>)."""
+    """The group of everyone following a subject (e.g. ``document_id`` = <uuid>)."""
     return f"jobdesk.{field}.{value}"
 
 
