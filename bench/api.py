@@ -1,8 +1,8 @@
-"""The API under load, served by daphne on loopback.
+"""The API under load, served by the web tier (devtools.web: uvicorn) on loopback.
 
     DATABASE_URL=postgresql://… python bench/api.py [--requests 2000] [--clients 16] [--rows 1000000]
 
-Starts its own Redis and a daphne serving config.asgi, then:
+Starts its own Redis and the web tier serving config.asgi, then:
 1. POST /api/jobs/ from concurrent clients (keep-alive connections, token auth): latency
    p50/p99 and requests/s;
 2. with --rows finished jobs on record (PostgreSQL: inserted with generate_series),
@@ -127,12 +127,13 @@ def run(args) -> None:
 
     call_command("migrate", verbosity=0)
     Job.objects.all().delete()
-    user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
+    operator = {"is_staff": True, "is_superuser": True}  # sees every job, as an operator's console does
+    user, _ = get_user_model().objects.update_or_create(username="bench", defaults=operator)
     token = Token.objects.get_or_create(user=user)[0].key
     port = free_port()
-    daphne = start_web(port)
+    server = start_web(port)
     try:
-        print(f"database: {connection.vendor}; daphne on 127.0.0.1:{port}")
+        print(f"database: {connection.vendor}; uvicorn on 127.0.0.1:{port}")
         submit_load(port, token, args.requests, args.clients)
         if connection.vendor != "postgresql":
             print("stats at scale: PostgreSQL only (set DATABASE_URL)")
@@ -143,8 +144,8 @@ def run(args) -> None:
         time_get(port, token, "/api/stats/?hours=24")
         time_get(port, token, "/api/stats/?hours=720")
     finally:
-        daphne.terminate()
-        daphne.wait(30)
+        server.terminate()
+        server.wait(30)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     DATABASE_URL=postgresql://… python bench/ws.py [--clients 500] [--jobs 20] [--workers 2]
 
-Starts its own Redis, a daphne serving config.asgi and a worker pool. Submits ``--jobs``
+Starts its own Redis, the web tier (uvicorn) serving config.asgi and a worker pool. Submits ``--jobs``
 ``diagnostics.sleep`` jobs (20 steps over 2 s each), connects ``--clients`` WebSocket
 clients spread evenly over them (token auth), waits for every snapshot, then starts the
 workers. Each client reads until the server closes after the job's final message.
@@ -111,7 +111,7 @@ def run(args) -> None:
     specs = [JobSpec("diagnostics.sleep", {"seconds": 2, "steps": 20}) for _ in range(args.jobs)]
     jobs = submit_many(specs, owner=user)
     port = free_port()
-    daphne = start_web(port)
+    server = start_web(port)
     urls = [f"ws://127.0.0.1:{port}/ws/jobs/{jobs[i % len(jobs)].job.id}/?token={token}" for i in range(args.clients)]
     workers: list[subprocess.Popen] = []
 
@@ -122,7 +122,7 @@ def run(args) -> None:
     try:
         tally = asyncio.run(load(urls, start_workers, args.arrivals))
     finally:
-        for process in [*workers, daphne]:
+        for process in [*workers, server]:
             process.terminate()
             process.wait(30)
     report(args, tally)
