@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -81,7 +82,10 @@ def ensure_redis(settings):
         say(f"using Redis at {settings.REDIS_URL}")
         return None
     try:
-        server = server_for_url(settings.REDIS_URL, settings.VAR_DIR / "redis", appendonly=True)
+        # One data directory per port: two embedded servers never share (and append to)
+        # one AOF.
+        port = urlparse(settings.REDIS_URL).port or 6379
+        server = server_for_url(settings.REDIS_URL, settings.VAR_DIR / "redis" / str(port), appendonly=True)
         server.start()
     except RuntimeError as error:
         fail(str(error))

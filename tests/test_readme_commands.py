@@ -69,7 +69,7 @@ def test_make_run_from_a_fresh_clone(tmp_path):
         login = re.search(r"user: admin\s+password: (\S+)", text)
         token = re.search(r"token: ([0-9a-f]{40})", text)
         assert login and token, text
-        redis_dir = clone / "var" / "redis"
+        redis_dir = clone / "var" / "redis" / str(redis_port)  # one data directory per port
         assert (redis_dir / "appendonly.aof").exists() or (redis_dir / "appendonlydir").exists()  # 6.2 / 7.x
 
         base = f"http://127.0.0.1:{port}"
