@@ -78,6 +78,17 @@ def normalise(text: str) -> str:
     return _BLANK_LINES.sub("\n\n", text).strip()
 
 
+def normalise_keeping_indents(text: str) -> str:
+    """``normalise`` for text whose leading spaces mean something (JSON rendered as
+    nested lines): each line keeps its indentation, the rest is normalised."""
+    lines = []
+    for raw in text.split("\n"):
+        body = normalise(raw)
+        indent = len(raw) - len(raw.lstrip(" ")) if body else 0
+        lines.append(" " * indent + body)
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip("\n")
+
+
 def extract(
     source: bytes | BinaryIO, name: str, on_page: PageProgress | None = None, budget: Budget | None = None
 ) -> Extracted:
@@ -97,8 +108,9 @@ def extract(
     if kind == HTML:
         budget.check_nesting(decoded.text)
     render = {HTML: _html_text, CSV: _csv_text, JSON: _json_text}.get(kind, str)
+    clean = normalise_keeping_indents if kind == JSON else normalise
     try:
-        text = normalise(render(decoded.text))
+        text = clean(render(decoded.text))
     except ValueError:  # looked like JSON, is not: read it as the text it is
         kind, text = TEXT, normalise(decoded.text)
     except RecursionError:

@@ -56,3 +56,8 @@ def test_inline_html_tags_stay_inside_their_line():
     page = b"<html><body><p>Some <b>bold</b> text, <a href='#'>a link</a>.</p><p>Next</p></body></html>"
     text = extract.extract(page, "a.html").text
     assert text == "Some bold text, a link.\nNext"
+
+
+def test_json_keeps_its_nesting_as_indentation():
+    text = extract.extract(b'{"a": {"b": [1, {"c": "x   y"}]}}', "n.json").text
+    assert text == "a:\n  b:\n    - 1\n    -\n      c: x y"

@@ -150,6 +150,8 @@ def test_csv_and_json_become_readable_text(api_as, alice, run_worker):
     document = processed(client, JSON, "inventory.json", run_worker)
     assert document.content_type == "application/json"
     assert "sku: B-2" in document.chunks.first().text
+    # Nesting stays visible: each level indented two spaces deeper.
+    assert "items:\n  -\n    sku: A-1\n    count: 3" in document.chunks.first().text
     for material, data in ((table, CSV), (document, JSON)):
         assert_chunks_round_trip(material, data)
 
