@@ -63,6 +63,13 @@ def env_bool(name: str, default: bool) -> bool:
     raise ConfigError(name, raw, f"use one of true/false/1/0, e.g. {name}=false")
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, default).strip().lower()
+    if raw not in choices:
+        raise ConfigError(name, raw, f"use one of {', '.join(choices)}, e.g. {name}={default}")
+    return raw
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None:

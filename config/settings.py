@@ -6,11 +6,14 @@ into one line naming the variable and the fix.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 
 from config.env import (
     ConfigError,
     env_bool,
+    env_choice,
     env_database,
     env_float,
     env_int,
@@ -266,8 +269,16 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
-# --- Logging: JSON lines ----------------------------------------------------------
+# --- Logging: readable lines on a terminal, JSON lines otherwise ---------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+# "json", "text", or "auto": text when the output is a terminal (`make run`), JSON when it
+# is collected (a file, a pipe, a container's log driver).
+LOG_FORMAT = env_choice("LOG_FORMAT", "auto", ("auto", "json", "text"))
+if LOG_FORMAT == "auto":
+    LOG_FORMAT = "text" if sys.stderr.isatty() else "json"
+# rq-scheduler asks crontab for cron times without saying "UTC"; with the process in UTC
+# (TIME_ZONE) both readings agree, and the warning would print at every start.
+warnings.filterwarnings("ignore", message="Version 0.22.0\\+ of crontab", category=FutureWarning)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -276,9 +287,10 @@ LOGGING = {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-        }
+        },
+        "text": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s", "datefmt": "%H:%M:%S"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # Naming these loggers replaces the plain-text handlers Django and rq-scheduler would
     # otherwise attach, so every line is JSON and appears once.
