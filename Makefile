@@ -1,4 +1,5 @@
 # Jobdesk: `make run` starts everything, `make test` runs the whole suite.
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,8 @@ PYTEST_ARGS ?=
 
 $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@echo "[jobdesk] installing the pinned packages into $(VENV)/ (the first time takes about a minute)"
+	@$(PY) -m pip install --disable-pip-version-check --progress-bar off -r requirements-dev.txt | grep -E '^(Collecting|Successfully|ERROR)' ; test $${PIPESTATUS[0]} -eq 0
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
