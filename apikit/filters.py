@@ -3,6 +3,8 @@
 import datetime
 
 import django_filters
+from django import forms
+from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
@@ -43,4 +45,27 @@ class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
             except OverflowError:
                 edge = datetime.datetime.min if value.year < 5000 else datetime.datetime.max
                 value = edge.replace(tzinfo=datetime.UTC)
+        return super().filter(qs, value)
+
+
+class _AnyTextField(forms.CharField):
+    """A text field that lets NUL through: the schema calls the parameter a string, and
+    a string may hold one. (Django's CharField refuses it with a 400.)"""
+
+    default_validators: list = []
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.validators = [v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)]
+
+
+class ExactTextFilter(django_filters.CharFilter):
+    """Exact match on a text column. A value holding NUL matches no row (no stored text
+    holds one, and PostgreSQL cannot even compare it), so it answers an empty page."""
+
+    field_class = _AnyTextField
+
+    def filter(self, qs, value):
+        if value and "\x00" in value:
+            return qs.none()
         return super().filter(qs, value)

@@ -1,6 +1,6 @@
 import django_filters
 
-from apikit.filters import StrictBooleanFilter, StrictFilterSet, UTCDateTimeFilter
+from apikit.filters import ExactTextFilter, StrictBooleanFilter, StrictFilterSet, UTCDateTimeFilter
 from jobs.core.models import ErrorCategory, Job, Priority, Status
 
 
@@ -9,7 +9,7 @@ class JobFilter(StrictFilterSet):
     status = django_filters.MultipleChoiceFilter(choices=Status.choices, distinct=False)
     priority = django_filters.MultipleChoiceFilter(choices=Priority.choices, distinct=False)
     error_category = django_filters.ChoiceFilter(choices=ErrorCategory.choices)
-    type = django_filters.CharFilter()
+    type = ExactTextFilter()
     heavy = StrictBooleanFilter()
     created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")

@@ -75,6 +75,9 @@ def test_filters_and_unknown_filter_values(api_as, alice):
     assert api.get("/api/jobs/?priority=low").json()["count"] == 1
     assert api.get("/api/jobs/?status=queued&type=diagnostics.noop").json()["count"] == 2
     assert_error(api.get("/api/jobs/?status=exploded"), 400, "invalid")
+    # The schema says "a string", and a string may hold NUL: no type has one, so no rows.
+    nul = api.get("/api/jobs/?type=diagnostics.noop%00")
+    assert nul.status_code == 200 and nul.json()["count"] == 0
 
 
 def test_detail_and_events(api_as, alice, run_worker):
