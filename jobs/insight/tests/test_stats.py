@@ -67,6 +67,7 @@ def test_stats_need_a_login(client):
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="roll-ups are a PostgreSQL path")
+@pytest.mark.redis  # the roll-up records how far it has folded in the cache
 def test_long_periods_from_hourly_rollups_match_the_live_numbers(api_as, alice, operator):
     import random
 
