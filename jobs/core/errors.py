@@ -84,3 +84,7 @@ class PayloadTooLarge(SubmitError):
 
     http_status = 413
     code = "too_large"
+
+
+class InvalidInput(SubmitError):
+    """A bad value for an operator's setting (a lever, a schedule): 400 naming the field."""

@@ -109,6 +109,17 @@ class JobQuerySet(models.QuerySet):
         return super().bulk_create(objs, *args, **kwargs)
 
 
+class Hold(models.TextChoices):
+    """Why a queued job is parked in the database instead of its queue (``Job.hold``):
+    a worker met it while an operator's lever (``FlowControl``) said "not now". It
+    waits without spending an attempt until the lever lets it go (``jobs.core.flow``)."""
+
+    QUEUE_PAUSED = "queue_paused"
+    TYPE_PAUSED = "type_paused"
+    CONCURRENCY = "concurrency"
+    RATE = "rate"
+
+
 class Priority(models.TextChoices):
     IMMEDIATE = "immediate"
     NORMAL = "normal"
@@ -175,6 +186,12 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    # Parked by flow control (Hold; "" when not): a held job is queued in the database
+    # and in no RQ queue until released. ``held_at`` stays set from the hold until the
+    # claim, so a released job still on its way to a worker counts against its limit.
+    hold = models.CharField(max_length=20, choices=Hold.choices, blank=True, default="")
+    held_at = models.DateTimeField(null=True, blank=True)
+
     # The estimate given at submit (current ones are computed on read: jobs.insight.estimates);
     # the claim records how far the first start was from it.
     first_estimated_start_at = models.DateTimeField(null=True, blank=True)
@@ -211,6 +228,10 @@ class Job(models.Model):
             models.Index(fields=["-created_at"], condition=Q(heavy=True), name="job_heavy_created"),
             # The console's search: a UUID may be an idempotency key.
             models.Index(fields=["idempotency_key"], condition=Q(idempotency_key__isnull=False), name="job_idem_key"),
+            # Held jobs by type, in line order: what the release pass and the console read.
+            models.Index(fields=["type", "priority", "enqueued_at"], condition=~Q(hold=""), name="job_held"),
+            # Released jobs not claimed yet (they count against their type's limit).
+            models.Index(fields=["type"], condition=Q(held_at__isnull=False, hold=""), name="job_released"),
             # ETA accuracy: the latest jobs that have both a first estimate and a real start.
             models.Index(
                 fields=["-created_at"],
@@ -307,3 +328,67 @@ class JobStatsHour(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H}h {self.type}"
+
+
+class FlowControl(models.Model):
+    """An operator's lever on one queue or one job type, kept in the database so it
+    survives Redis flushes and restarts: a pause (with who and why), and for a type a
+    concurrency limit and a rate limit. A type's limits default to its code's
+    (``@job_type(concurrency=…, rate=…)``) until an operator sets them (``*_custom``)."""
+
+    class Kind(models.TextChoices):
+        QUEUE = "queue"
+        TYPE = "type"
+
+    kind = models.CharField(max_length=5, choices=Kind.choices)
+    name = models.CharField(max_length=100)
+    paused = models.BooleanField(default=False)
+    paused_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    paused_reason = models.TextField(blank=True, default="")
+    paused_at = models.DateTimeField(null=True, blank=True)
+    # Types only. With ``*_custom`` False the code's value applies (and these are ignored).
+    concurrency = models.PositiveIntegerField(null=True, blank=True, help_text="jobs active at once; empty: no limit")
+    concurrency_custom = models.BooleanField(default=False)
+    rate = models.CharField(max_length=40, blank=True, default="", help_text='starts per period, e.g. "100/minute"')
+    rate_custom = models.BooleanField(default=False)
+    # Epoch seconds of the latest starts (at most the rate's count), written under this
+    # row's lock by the claim: the sliding window the rate is checked against.
+    rate_starts = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "name"], name="flowcontrol_kind_name")]
+        ordering = ["kind", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+class FlowChange(models.Model):
+    """The audit trail of the levers: who changed what, when, why, and from what."""
+
+    control = models.ForeignKey(FlowControl, on_delete=models.CASCADE, related_name="changes")
+    action = models.CharField(max_length=20)  # paused | resumed | limits | reset
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_label = models.CharField(max_length=200, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+    before = models.JSONField(default=dict, blank=True)
+    after = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["control", "-created_at"], name="flowchange_control_created")]
+
+    def __str__(self) -> str:
+        return f"{self.control} {self.action}"
+
+    @property
+    def who(self) -> str:
+        if self.actor_id:
+            return str(self.actor)
+        return self.actor_label or "system"

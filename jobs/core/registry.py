@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 
+from jobs.core import rates
 from jobs.core.errors import PayloadTooLarge, SubmitError
 from jobs.core.models import Priority
 
@@ -41,6 +42,11 @@ class JobType:
     # Told once the run's outcome is recorded, in the worker (a notification, not a
     # hook: no retry, no replay by the reconciler).
     after_record: Hook | None = None
+    # Flow control's defaults (operators may change them at runtime: jobs.core.flow):
+    # at most this many active at once across all workers, at most this many starts
+    # per period ("100/minute").
+    concurrency: int | None = None
+    rate: str = ""
 
     @property
     def has_hooks(self) -> bool:
@@ -81,10 +87,16 @@ def job_type(
     public: bool = True,
     subjects: Callable[[dict], dict[str, Any]] | None = None,
     after_record: Hook | None = None,
+    concurrency: int | None = None,
+    rate: str | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register ``handler`` as the job type ``name``. Re-registering a name replaces it."""
     if priority not in Priority.values:
         raise ValueError(f"job type {name}: unknown priority {priority!r}")
+    if concurrency is not None and (type(concurrency) is not int or concurrency < 1):
+        raise ValueError(f"job type {name}: concurrency must be a whole number >= 1 (or None for no limit)")
+    if rate:
+        rates.parse(rate)  # a malformed rate fails at start-up, with the hint
 
     def register(handler: Handler) -> Handler:
         _types[name] = JobType(
@@ -100,6 +112,8 @@ def job_type(
             public=public,
             subjects=subjects,
             after_record=after_record,
+            concurrency=concurrency,
+            rate=rate or "",
         )
         return handler
 
