@@ -34,7 +34,7 @@ class JobsConfig(AppConfig):
 
         from jobs.builtin import diagnostics  # noqa: F401
         from jobs.console import admin, roles  # noqa: F401
-        from jobs.core import submit, window
+        from jobs.core import flow, lifecycle, submit, window
         from jobs.execution import runner  # noqa: F401
         from jobs.insight import estimates, rollup  # noqa: F401
         from jobs.upkeep import crons, heartbeat, pruning, reconcile  # noqa: F401
@@ -45,5 +45,7 @@ class JobsConfig(AppConfig):
         # Deferred heavy jobs follow edits to the work windows.
         post_save.connect(window.on_window_change, sender=WorkWindow, dispatch_uid="jobs-window-save")
         post_delete.connect(window.on_window_change, sender=WorkWindow, dispatch_uid="jobs-window-delete")
+        # A job leaving "active" frees a slot of its type's concurrency limit.
+        lifecycle.job_left_active.connect(flow.on_job_left_active, dispatch_uid="jobs-flow-slot-freed")
         # The operators' groups, with their permissions (jobs.console.roles).
         post_migrate.connect(roles.ensure_operators_group, dispatch_uid="jobs-operators-group")

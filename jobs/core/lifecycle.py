@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from jobs.core import fastpath, opening, queueing, relay, transitions
@@ -30,6 +31,10 @@ from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, Job, JobEvent, Priority
 from jobs.core.transitions import FollowUp
 
 __all__ = ["JobNotFound"]  # raised here, defined with the other errors
+
+# Sent once a move that took a job out of ``active`` is committed (with ``job``): a
+# concurrency slot of its type is free (jobs.core.flow listens).
+job_left_active = Signal()
 
 # The worker's hot path (claim, complete) as single statements on PostgreSQL; tests turn
 # it off to compare both paths.
@@ -78,6 +83,8 @@ def _move(
         if callable(fields):  # values that depend on the locked row, e.g. attempts + 1
             fields = fields(job)
         changes = {"seq": job.seq + 1, "updated_at": timezone.now(), **(fields or {})}
+        if "hold" not in changes:  # any other move ends a hold (a cancel, a promote, …)
+            changes.update(hold="", held_at=None)
         changes["status"] = _target(move, job, to)
         guard = Job.objects.filter(pk=job_id, status=from_status, seq=job.seq)
         if guard.update(**changes) != 1:  # cannot happen under the row lock; never trust it blindly
@@ -136,6 +143,10 @@ def _follow_up_on_commit(job: Job, follow_up: FollowUp) -> None:
             queueing.dispatch(job)
         elif follow_up is FollowUp.DISPATCH:
             queueing.dispatch(job)
+        elif follow_up is FollowUp.RETURN:
+            queueing.enqueue(job, at_front=True)
+        if was == Status.ACTIVE:
+            job_left_active.send(sender=Job, job=job)
 
     transaction.on_commit(after_commit)
 
@@ -259,6 +270,8 @@ def claim(job_id, dispatch: str, worker_name: str) -> Job:
         "finished_at": None,
         "progress": 0,
         "stage": "",
+        "hold": "",
+        "held_at": None,
     }
     message = f"started by {worker_name}"
     if _fast_path():
@@ -396,6 +409,39 @@ def defer(job_id, dispatch: str, *, until) -> Job:
         },
         message=f"work window closed: deferred to {until.isoformat()}",
     )
+
+
+def hold(job_id, dispatch: str, *, hold: str, reason: str) -> Job:
+    """Park a job a flow-control lever refuses now (jobs.core.flow): queued in the
+    database only, with no attempt spent, until the release pass returns it. The fresh
+    dispatch id is never put in Redis; the release gives it another."""
+    return _move(
+        job_id,
+        "hold",
+        dispatch=dispatch,
+        fields=lambda job: {
+            "hold": hold,
+            "held_at": job.held_at or timezone.now(),
+            "rq_job_id": new_dispatch_id(job_id),
+            "scheduled_for": None,
+            "enqueued_at": job.enqueued_at or timezone.now(),
+            "worker_name": "",
+        },
+        message=f"held: {reason}",
+        details={"hold": hold},
+    )
+
+
+def unhold(job_id, *, reason: str) -> Job:
+    """Send a held job back to the front of its queue (it had reached the head once).
+    ``held_at`` stays until the claim: on its way, it still counts against its limit."""
+
+    def fields(job: Job) -> dict:
+        if not job.hold:
+            raise TransitionError(job_id, "unhold", "queued and not held", frozenset({"held"}))
+        return {"hold": "", "held_at": job.held_at, "rq_job_id": new_dispatch_id(job_id)}
+
+    return _move(job_id, "unhold", fields=fields, message=f"released: {reason}")
 
 
 # --- Operator / system moves --------------------------------------------------------

@@ -78,12 +78,13 @@ def _redis_down(what: str, job_ids: Iterable, error: Exception) -> bool:
     return False
 
 
-def enqueue(job: Job) -> bool:
-    """Push the job's current dispatch onto the RQ queue named by its priority."""
-    return enqueue_many([job])
+def enqueue(job: Job, *, at_front: bool = False) -> bool:
+    """Push the job's current dispatch onto the RQ queue named by its priority (onto its
+    front for a job that had reached the head already and was held)."""
+    return enqueue_many([job], at_front=at_front)
 
 
-def enqueue_many(jobs: list[Job]) -> bool:
+def enqueue_many(jobs: list[Job], *, at_front: bool = False) -> bool:
     """Enqueue several jobs in one Redis round trip (submit, bulk submit)."""
     if not jobs:
         return True
@@ -95,7 +96,11 @@ def enqueue_many(jobs: list[Job]) -> bool:
             for priority, group in by_priority.items():
                 q = queue(priority)
                 data = [
-                    Queue.prepare_data(ENTRY_POINT, args=(str(j.id), j.rq_job_id), **_prepare_options(j)) for j in group
+                    Queue.prepare_data(
+                        ENTRY_POINT, args=(str(j.id), j.rq_job_id), at_front=at_front, **_prepare_options(j)
+                    )
+                    # Pushed one by one onto the front: reversed, they keep their order there.
+                    for j in (reversed(group) if at_front else group)
                 ]
                 q.enqueue_many(data, pipeline=pipe)
             pipe.execute()

@@ -19,6 +19,7 @@ class FollowUp(Enum):
 
     NONE = "none"  # nothing in Redis changes
     DISPATCH = "dispatch"  # put the new dispatch where the status says: a queue or the scheduler
+    RETURN = "return"  # a held job back to the front of its queue: it had reached the head once
     REPLACE = "replace"  # withdraw the previous dispatch, then dispatch the new one
     STOP_OR_WITHDRAW = "stop_or_withdraw"  # a running dispatch is stopped, a waiting one withdrawn
 
@@ -55,6 +56,10 @@ MOVES: dict[str, Move] = {
         Move("dead_letter", _ACTIVE, frozenset({Status.DEAD_LETTER}), by_worker=True),
         Move("retry_later", _ACTIVE, frozenset({Status.RETRYING}), FollowUp.DISPATCH, by_worker=True),
         Move("defer", _ACTIVE, frozenset({Status.DEFERRED}), FollowUp.DISPATCH, by_worker=True),
+        # Flow control: a worker parks a job a lever says "not now" to (it stays queued, in
+        # the database only, no attempt spent); the release pass sends it back.
+        Move("hold", CLAIMABLE, frozenset({Status.QUEUED}), by_worker=True),
+        Move("unhold", frozenset({Status.QUEUED}), frozenset({Status.QUEUED}), FollowUp.RETURN),
         # Operators and owners.
         Move("cancel", PENDING_STATUSES | _ACTIVE, frozenset({Status.CANCELED}), FollowUp.STOP_OR_WITHDRAW),
         Move(

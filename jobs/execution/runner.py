@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import reset_queries
 
-from jobs.core import lifecycle, outcomes, queueing, registry, relay, window
+from jobs.core import flow, lifecycle, outcomes, queueing, registry, relay, window
 from jobs.core.errors import (
     AdminRequiredError,
     JobError,
@@ -59,9 +59,11 @@ def execute(job_id: str, dispatch: str) -> dict:
 def claim(job_id: str, dispatch: str, worker_name: str) -> Job | None:
     """Claim the row for this dispatch; None when refused or sent back to its window."""
     try:
-        job = lifecycle.claim(job_id, dispatch, worker_name)
+        job = flow.claim(job_id, dispatch, worker_name)  # None: a lever holds it back for now
     except (TransitionError, JobNotFound) as refused:
         logger.info("dispatch skipped", extra={"job_id": job_id, "dispatch": dispatch, "reason": str(refused)})
+        return None
+    if job is None:
         return None
     try:
         if window.defer_if_closed(job, dispatch):

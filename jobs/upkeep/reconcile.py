@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import LockError
 
-from jobs.core import lifecycle, liveness, outcomes, queueing, transitions
+from jobs.core import flow, lifecycle, liveness, outcomes, queueing, transitions
 from jobs.core.errors import TransitionError
 from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, FINAL_STATUSES, Job, Priority, Status
 from jobs.core.registry import cron, job_type
@@ -31,7 +31,7 @@ class LostRun(Exception):
     """What an attempt the reconciler found lost (its process gone) failed with."""
 
 
-_REPAIRS = ("requeued", "rescheduled", "lost", "released", "canceled", "hooks_replayed")
+_REPAIRS = ("requeued", "rescheduled", "lost", "released", "canceled", "hooks_replayed", "unheld")
 
 
 @dataclass
@@ -43,6 +43,7 @@ class Report:
     released: list[str] = field(default_factory=list)
     canceled: list[str] = field(default_factory=list)
     hooks_replayed: list[str] = field(default_factory=list)
+    unheld: list[str] = field(default_factory=list)  # held jobs their lever let go (a count, as text)
     errors: list[str] = field(default_factory=list)  # jobs a repair failed for (logged)
 
     @property
@@ -72,6 +73,10 @@ def run(*, grace_seconds: float | None = None) -> Report:
         _rescue_lost_active(now, report)
         _settle_waiting(report)
         _replay_unfinished_hooks(now - timedelta(seconds=max(grace, HOOK_REPLAY_AFTER)), report)
+        # After the lost runs were repaired: their slots are free now.
+        unheld = flow.release_held()
+        if unheld:
+            report.unheld.append(str(unheld))
     finally:
         try:
             lock.release()
@@ -98,7 +103,8 @@ def _repair(job_id, repairs: list[str], report: Report, move) -> None:
 
 
 def _restore_missing_dispatches(present: set[str], changed_before: datetime, report: Report) -> None:
-    waiting_in_redis = Job.objects.filter(status__in=transitions.CLAIMABLE, updated_at__lt=changed_before)
+    # Held jobs are parked in the database on purpose (flow control): not missing.
+    waiting_in_redis = Job.objects.filter(status__in=transitions.CLAIMABLE, updated_at__lt=changed_before, hold="")
     for job_id, dispatch, status in waiting_in_redis.values_list("id", "rq_job_id", "status").iterator():
         if dispatch in present:
             continue

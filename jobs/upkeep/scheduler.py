@@ -25,6 +25,7 @@ from django.utils import timezone
 from django_rq.queues import DjangoScheduler
 from redis.exceptions import RedisError
 
+from jobs.core import flow
 from jobs.upkeep import crons
 
 logger = logging.getLogger("jobs.upkeep.scheduler")
@@ -42,7 +43,11 @@ class JobdeskScheduler(DjangoScheduler):
         if missing:
             logger.warning("cron entries missing from Redis: re-registering", extra={"missing": missing})
             crons.sync()
-        return super().enqueue_jobs()
+        enqueued = super().enqueue_jobs()
+        # Held jobs whose lever lets them go now (a rate's next opening; a release a
+        # crashed process never made): at most a poll late.
+        flow.release_held()
+        return enqueued
 
     def run(self, burst: bool = False) -> None:
         self._install_signal_handlers()

@@ -38,6 +38,8 @@ def _call(name: str, job: Job) -> Job:
         "release": lambda: lifecycle.release(job.id),
         "reschedule": lambda: lifecycle.reschedule(job.id, dispatch=DISPATCH, until=later),
         "redispatch": lambda: lifecycle.redispatch(job.id, dispatch=DISPATCH, actor_label="t", reason="test"),
+        "hold": lambda: lifecycle.hold(job.id, DISPATCH, hold="concurrency", reason="test"),
+        "unhold": lambda: lifecycle.unhold(job.id, reason="test"),
     }
     return calls[name]()
 
@@ -47,7 +49,7 @@ MOVES = [name for name in transitions.MOVES if name != "submit"]
 
 def test_every_move_is_callable():
     assert set(MOVES) == {"claim", "complete", "fail", "dead_letter", "retry_later", "defer", "cancel", "requeue",
-                          "promote", "run_now", "release", "reschedule", "redispatch"}  # fmt: skip
+                          "promote", "run_now", "release", "reschedule", "redispatch", "hold", "unhold"}  # fmt: skip
 
 
 @pytest.mark.parametrize("status", Status.values)
@@ -55,7 +57,8 @@ def test_every_move_is_callable():
 def test_each_move_from_each_status_follows_the_table(name, status):
     lifecycle.USE_FAST_PATH = False  # the ORM path here; the one-statement path has its own test
     try:
-        job = past_job(type="diagnostics.noop", status=status, rq_job_id=DISPATCH, seq=3)
+        held = "concurrency" if name == "unhold" else ""  # only a held job can be released
+        job = past_job(type="diagnostics.noop", status=status, rq_job_id=DISPATCH, seq=3, hold=held)
         move = transitions.move(name)
         if not move.allows(status):
             with pytest.raises(TransitionError):
