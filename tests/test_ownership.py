@@ -66,6 +66,15 @@ MATRIX = [
         (401, 403, 403, 201, 403, 403),
     ),  # fmt: skip
     ("get", "/api/health/live/", None, (200, 200, 200, 200, 200, 200)),
+    # Flow control: staff by permission; the levers change the whole system.
+    ("get", "/api/types/", None, (401, 403, 403, 200, 200, 403)),
+    ("get", "/api/types/diagnostics.noop/", None, (401, 403, 403, 200, 200, 403)),
+    ("get", "/api/queues/low/", None, (401, 403, 403, 200, 200, 403)),
+    ("post", "/api/queues/low/pause/", {"reason": "r"}, (401, 403, 403, 200, 403, 403)),
+    ("post", "/api/queues/low/resume/", None, (401, 403, 403, 200, 403, 403)),
+    ("post", "/api/types/diagnostics.noop/pause/", None, (401, 403, 403, 200, 403, 403)),
+    ("patch", "/api/types/diagnostics.noop/", {"concurrency": 3}, (401, 403, 403, 200, 403, 403)),
+    ("post", "/api/types/diagnostics.noop/reset/", None, (401, 403, 403, 200, 403, 403)),
 ]
 
 

@@ -33,8 +33,9 @@ class OwnedRows(BasePermission):
 
 
 class StaffModelPermissions(BasePermission):
-    """Rows without an owner (work windows): staff by Django permissions — view to
-    read, add to create, change to edit."""
+    """Rows without an owner (work windows, flow controls): staff by Django permissions
+    — view to read, add to create, change to edit. A view whose every write is an edit
+    (levers) says ``write_permission = "change"``."""
 
     message = "This needs a staff account with the permission for it; ask an operator."
 
@@ -46,5 +47,6 @@ class StaffModelPermissions(BasePermission):
         if request.method in SAFE_METHODS:
             return access.sees_all(user, model)
         app, name = model._meta.app_label, model._meta.model_name
-        needed = f"{app}.add_{name}" if request.method == "POST" else f"{app}.change_{name}"
+        verb = getattr(view, "write_permission", None) or ("add" if request.method == "POST" else "change")
+        needed = f"{app}.{verb}_{name}"
         return user.is_active and user.is_staff and user.has_perm(needed)

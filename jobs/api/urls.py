@@ -1,6 +1,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from jobs.api.flow import QueueLeverViewSet, TypeLeverViewSet
 from jobs.api.health import HealthView, LiveView, QueuesView
 from jobs.api.stats import StatsView
 from jobs.api.views import JobViewSet
@@ -8,6 +9,8 @@ from jobs.api.windows import WorkWindowViewSet
 
 router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="job")
+router.register("queues", QueueLeverViewSet, basename="queue")
+router.register("types", TypeLeverViewSet, basename="type")
 router.register("work-windows", WorkWindowViewSet, basename="work-window")
 
 urlpatterns = [

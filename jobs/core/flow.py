@@ -303,7 +303,15 @@ def check_target(kind: str, name: str) -> None:
         return
     if kind != Kind.TYPE:
         raise InvalidInput(f"Unknown kind {kind!r}.", field="kind", hint="Use queue or type.")
-    registry.get(name, resolve=True)  # an unknown type is a 400 naming the known ones
+    known_type(name)
+
+
+def known_type(name: str) -> registry.JobType:
+    """A registered type, or one this process has not imported yet but that code has
+    submitted (its name is in the jobs table): only then is its module imported, never
+    for a name that merely arrived in a request. Else a 400 naming the known ones."""
+    seen = name in registry.all_types() or Job.objects.filter(type=name).exists()
+    return registry.get(name, resolve=seen)
 
 
 def _state(control: FlowControl) -> dict:
@@ -313,6 +321,11 @@ def _state(control: FlowControl) -> dict:
         "concurrency": control.concurrency if control.concurrency_custom else "code",
         "rate": control.rate if control.rate_custom else "code",
     }
+
+
+def _actor_label(actor, actor_label: str) -> str:
+    """How the audit names whoever moved a lever: the user, else the label (a command)."""
+    return str(actor) if getattr(actor, "is_authenticated", False) else actor_label
 
 
 def _change(control: FlowControl, action: str, before: dict, *, actor, actor_label: str, reason: str) -> None:
@@ -340,6 +353,7 @@ def pause(kind: str, name: str, *, actor=None, actor_label: str = "", reason: st
         before = _state(control)
         control.paused, control.paused_reason, control.paused_at = True, reason, timezone.now()
         control.paused_by = actor if getattr(actor, "is_authenticated", False) else None
+        control.paused_by_label = _actor_label(actor, actor_label)
         control.save()
         _change(control, "paused", before, actor=actor, actor_label=actor_label, reason=reason)
     return control
@@ -352,6 +366,7 @@ def resume(kind: str, name: str, *, actor=None, actor_label: str = "", reason: s
         control = FlowControl.objects.select_for_update().get(pk=lever(kind, name).pk)
         before = _state(control)
         control.paused, control.paused_reason, control.paused_at, control.paused_by = False, "", None, None
+        control.paused_by_label = ""
         control.save()
         _change(control, "resumed", before, actor=actor, actor_label=actor_label, reason=reason)
         transaction.on_commit(release_held)
@@ -428,3 +443,83 @@ def paused_queues() -> list[str]:
 
 def paused_types() -> list[str]:
     return sorted(name for name, control in rules().controls.items() if control.paused)
+
+
+def describe_queue(name: str, control: FlowControl | None = None, held: int | None = None) -> dict:
+    """A queue's lever as the API and the console show it."""
+    if control is None:
+        control = FlowControl.objects.filter(kind=Kind.QUEUE, name=name).first()
+    held = held if held is not None else _held_by_queue().get(name, 0)
+    return {
+        "name": name,
+        "paused": bool(control and control.paused),
+        "paused_reason": control.paused_reason if control and control.paused else "",
+        "paused_by": control.paused_by_label if control and control.paused else "",
+        "paused_at": control.paused_at if control and control.paused else None,
+        "held": held,
+    }
+
+
+def describe_queues() -> list[dict]:
+    controls = {
+        c.name: c for c in FlowControl.objects.filter(kind=Kind.QUEUE)
+    }  # fmt: skip
+    held = _held_by_queue()
+    return [describe_queue(name, controls.get(name), held.get(name, 0)) for name in settings.JOB_QUEUES]
+
+
+def _held_by_queue() -> dict[str, int]:
+    rows = Job.objects.filter(status=Status.QUEUED, hold=Hold.QUEUE_PAUSED).values("priority").annotate(n=Count("id"))
+    return {row["priority"]: row["n"] for row in rows.order_by()}
+
+
+def describe_type(name: str, control: FlowControl | None = None, counts: dict | None = None) -> dict:
+    """A type's levers as the API and the console show them: what applies and where it
+    comes from (the code, or an operator until reset), what is active and what is held."""
+    job_type = known_type(name)
+    if control is None:
+        control = FlowControl.objects.filter(kind=Kind.TYPE, name=name).first()
+    counts = counts if counts is not None else _type_counts([name])
+    rule = type_rule(control, job_type)
+    paused = bool(control and control.paused)
+    return {
+        "name": job_type.name,
+        "priority": job_type.priority,
+        "heavy": job_type.heavy,
+        "paused": paused,
+        "paused_reason": control.paused_reason if control and paused else "",
+        "paused_by": control.paused_by_label if control and paused else "",
+        "paused_at": control.paused_at if control and paused else None,
+        "concurrency": rule.concurrency,
+        "concurrency_from": "operator" if control and control.concurrency_custom else "code",
+        "rate": (control.rate if control and control.rate_custom else job_type.rate) or None,
+        "rate_from": "operator" if control and control.rate_custom else "code",
+        "code_concurrency": job_type.concurrency,
+        "code_rate": job_type.rate or None,
+        "active": counts.get((name, "active"), 0),
+        "held": {hold: counts.get((name, hold), 0) for hold in Hold.values},
+    }
+
+
+def describe_types() -> list[dict]:
+    names = sorted(registry.all_types())
+    controls = {
+        c.name: c for c in FlowControl.objects.filter(kind=Kind.TYPE)
+    }  # fmt: skip
+    counts = _type_counts(names)
+    return [describe_type(name, controls.get(name), counts) for name in names]
+
+
+def _type_counts(names: list[str]) -> dict[tuple[str, str], int]:
+    """(type, "active") and (type, hold) → how many jobs."""
+    counts = dict(held_counts())
+    active = Job.objects.filter(status=Status.ACTIVE, type__in=names).values("type").annotate(n=Count("id"))
+    counts.update({(row["type"], "active"): row["n"] for row in active.order_by()})
+    return counts
+
+
+def recent_changes(kind: str, name: str, limit: int = 20) -> list[FlowChange]:
+    """The audit trail of one lever, newest first."""
+    return list(
+        FlowChange.objects.filter(control__kind=kind, control__name=name).select_related("actor")[:limit]
+    )  # fmt: skip

@@ -347,6 +347,9 @@ class FlowControl(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     paused_reason = models.TextField(blank=True, default="")
+    paused_by_label = models.CharField(
+        max_length=200, blank=True, default="", help_text="who paused it, as the audit trail names them"
+    )
     paused_at = models.DateTimeField(null=True, blank=True)
     # Types only. With ``*_custom`` False the code's value applies (and these are ignored).
     concurrency = models.PositiveIntegerField(null=True, blank=True, help_text="jobs active at once; empty: no limit")

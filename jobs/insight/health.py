@@ -9,7 +9,7 @@ from django.db import connection
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from jobs.core import queueing
+from jobs.core import flow, queueing
 
 SCHEDULER_STALE_SECONDS = 150  # the heartbeat cron runs every minute
 NO_WORKER = "no RQ worker is alive, so nothing runs and no job has an ETA: start `manage.py rqworker-pool`"
@@ -25,7 +25,15 @@ def check() -> tuple[bool, dict]:
         parts["workers"] = parts["scheduler"] = {"ok": False, "error": "Redis unreachable"}
     healthy = all(part["ok"] for part in parts.values())
     failing = [name for name, part in parts.items() if not part["ok"]]
-    return healthy, {"status": "ok" if healthy else "failing", "failing": failing, **parts}
+    return healthy, {"status": "ok" if healthy else "failing", "failing": failing, **parts, "paused": _paused()}
+
+
+def _paused() -> dict:
+    """What operators paused: reported, never failing (it is a decision, not a fault)."""
+    try:
+        return {"queues": flow.paused_queues(), "types": flow.paused_types()}
+    except Exception as error:  # the database part above already reports an outage
+        return {"queues": [], "types": [], "error": str(error)}
 
 
 def _database() -> dict:

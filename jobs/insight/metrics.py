@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 from redis.exceptions import RedisError
 
-from jobs.core import queueing
+from jobs.core import flow, queueing
 from jobs.core.models import ErrorCategory, Job, Status
 from jobs.insight import estimates
 from jobs.insight.stats import span
@@ -43,6 +43,25 @@ class JobdeskCollector(Collector):
         yield self._failures()
         yield self._reconciler_repairs()
         yield from self._eta_error()
+        yield from self._flow_control()
+
+    def _flow_control(self) -> Iterator[Metric]:
+        """Paused levers and parked jobs: paused is a choice an operator made, not a
+        failure, so it is its own series (alert on it separately, if at all)."""
+        queues = GaugeMetricFamily("jobdesk_queue_paused", "1 while an operator pauses the queue.", labels=["queue"])
+        for lever in flow.describe_queues():
+            queues.add_metric([lever["name"]], int(lever["paused"]))
+        yield queues
+        types = GaugeMetricFamily("jobdesk_type_paused", "1 while an operator pauses the job type.", labels=["type"])
+        for name in flow.paused_types():
+            types.add_metric([name], 1)
+        yield types
+        held = GaugeMetricFamily(
+            "jobdesk_jobs_held", "Queued jobs parked by a pause or a limit, per type and why.", labels=["type", "hold"]
+        )
+        for (job_type, hold), count in sorted(flow.held_counts().items()):
+            held.add_metric([job_type, hold], count)
+        yield held
 
     def _jobs_by_status(self) -> Metric:
         family = GaugeMetricFamily("jobdesk_jobs", "Jobs on record by status and type.", labels=["status", "type"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db.models import Count
 
-from jobs.core import queueing, registry
+from jobs.core import flow, queueing, registry
 from jobs.core.models import UNFINISHED_STATUSES, Job
 from jobs.insight import estimates
 
@@ -21,11 +21,13 @@ def overview(types: list[str] | None = None) -> dict:
     known = registry.all_types()
     wanted = {name: known[name].heavy for name in (types or sorted(known)) if name in known}
     outlook = estimates.outlook(wanted) if wanted else {}
+    levers = {lever["name"]: lever for lever in flow.describe_queues()}
     return {
         "queues": [
             {
                 "name": priority,
                 "depth": redis_depths.get(priority, 0),  # RQ's list: what workers will take next
+                **{key: levers[priority][key] for key in ("paused", "paused_reason", "paused_by", "held")},
                 **{status: counts.get((priority, status), 0) for status in WAITING},
                 "new_job_eta": {
                     name: {

@@ -36,6 +36,7 @@ class Migration(migrations.Migration):
                 ('name', models.CharField(max_length=100)),
                 ('paused', models.BooleanField(default=False)),
                 ('paused_reason', models.TextField(blank=True, default='')),
+                ('paused_by_label', models.CharField(blank=True, default='', help_text='who paused it, as the audit trail names them', max_length=200)),
                 ('paused_at', models.DateTimeField(blank=True, null=True)),
                 ('concurrency', models.PositiveIntegerField(blank=True, help_text='jobs active at once; empty: no limit', null=True)),
                 ('concurrency_custom', models.BooleanField(default=False)),

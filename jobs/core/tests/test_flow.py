@@ -230,3 +230,27 @@ def test_the_reconciler_does_not_take_held_jobs_for_missing_ones():
     report = reconcile.Report()
     reconcile._restore_missing_dispatches(set(), timezone.now() + timedelta(seconds=1), report)
     assert report.requeued == [] and Job.objects.get(pk=job.id).hold == Hold.QUEUE_PAUSED
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+def test_the_flow_command_moves_levers_and_names_itself_in_the_audit(limited_type):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    out = StringIO()
+    call_command("flow", "pause", "queue", "low", "--reason", "db work", stdout=out)
+    assert "queue low        PAUSED by manage.py flow (" in out.getvalue() and ": db work" in out.getvalue()
+    assert FlowChange.objects.get().who.startswith("manage.py flow (")
+    call_command("flow", "limit", limited_type, "--concurrency", "none", "--rate", "3/s", stdout=StringIO())
+    assert flow.rules().for_type(limited_type) == flow.TypeRule(concurrency=None, rate=rates.Rate(3, 1))
+    call_command("flow", "reset", limited_type, stdout=StringIO())
+    assert flow.rules().for_type(limited_type).concurrency == 2
+    with pytest.raises(CommandError, match="e.g."):
+        call_command("flow", "limit", limited_type, "--rate", "often")
+    with pytest.raises(CommandError, match="whole number"):
+        call_command("flow", "limit", limited_type, "--concurrency", "-1")
+    with pytest.raises(CommandError, match="Known types"):
+        call_command("flow", "pause", "type", "no.such")
