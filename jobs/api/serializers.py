@@ -75,6 +75,13 @@ class JobSerializer(serializers.ModelSerializer):
     estimated_start_at = serializers.SerializerMethodField()
     estimated_finish_at = serializers.SerializerMethodField()
     eta_warning = serializers.SerializerMethodField(help_text="why there is no estimate, e.g. no live worker")
+    paused = serializers.SerializerMethodField(
+        help_text="an operator paused its queue or type: no estimate until resumed"
+    )
+    hold = serializers.CharField(
+        read_only=True,
+        help_text="why a queued job is parked off its queue (queue_paused, type_paused, concurrency, rate); '' if not",
+    )
     truncated = serializers.SerializerMethodField(
         help_text='in lists: the fields replaced by {"truncated": true, "bytes": N} (the job itself has them whole)'
     )
@@ -86,7 +93,7 @@ class JobSerializer(serializers.ModelSerializer):
             "attempts", "max_attempts", "timeout", "idempotency_key", "depends_on",
             "progress", "stage", "progress_details", "seq", "worker_name",
             "created_at", "enqueued_at", "scheduled_for", "started_at", "finished_at", "duration_seconds",
-            "estimated_start_at", "estimated_finish_at", "eta_warning",
+            "estimated_start_at", "estimated_finish_at", "eta_warning", "paused", "hold",
             "first_estimated_start_at", "first_estimated_finish_at", "eta_error_seconds", "truncated",
         ]  # fmt: skip
         read_only_fields = fields
@@ -118,6 +125,9 @@ class JobSerializer(serializers.ModelSerializer):
 
     def get_eta_warning(self, job: Job) -> str:
         return self._estimate(job).warning
+
+    def get_paused(self, job: Job) -> bool:
+        return self._estimate(job).paused
 
     @extend_schema_field(JobErrorSerializer(allow_null=True))
     def get_error(self, job: Job) -> dict | None:

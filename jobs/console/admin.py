@@ -365,6 +365,8 @@ class JobAdmin(admin.ModelAdmin):
                 return f"finishes ≈ {_when(finish)}" if finish else "running"
             return f"{seconds:.1f} s" if seconds is not None else "—"
         guess = getattr(job, "estimate", None) or estimates.for_job(job)
+        if guess.paused:
+            return format_html('<span class="jd-paused" title="{}">paused ⓘ</span>', guess.warning)
         if guess.start_at is None:
             return format_html('<span title="{}">no estimate ⓘ</span>', guess.warning) if guess.warning else "—"
         return f"starts ≈ {_when(guess.start_at)}"

@@ -61,9 +61,17 @@ class TypeRule:
 class Rules:
     paused_queues: frozenset[str] = frozenset()
     controls: dict[str, FlowControl] = field(default_factory=dict)  # types with a lever row
+    queues: dict[str, FlowControl] = field(default_factory=dict)  # queues with a lever row
 
     def for_type(self, name: str) -> TypeRule:
         return type_rule(self.controls.get(name), _registered(name))
+
+    def pause_of(self, job_type: str, priority: str) -> FlowControl | None:
+        """The lever that keeps a job of this type in this queue from starting, if any."""
+        for control in (self.queues.get(priority), self.controls.get(job_type)):
+            if control is not None and control.paused:
+                return control
+        return None
 
     def restrict_anything(self) -> bool:
         """False in the common case (no lever, no code limit): claims skip every check."""
@@ -120,6 +128,7 @@ def rules(max_age: float = RULES_MAX_AGE) -> Rules:
             Rules(
                 paused_queues=frozenset(c.name for c in controls if c.kind == Kind.QUEUE and c.paused),
                 controls={c.name: c for c in controls if c.kind == Kind.TYPE},
+                queues={c.name: c for c in controls if c.kind == Kind.QUEUE},
             ),
         )
     return _snapshot[1]
@@ -435,6 +444,13 @@ def held_counts() -> dict[tuple[str, str], int]:
     """(type, hold) → how many jobs are parked."""
     rows = Job.objects.filter(status=Status.QUEUED).exclude(hold="").values("type", "hold").annotate(n=Count("id"))
     return {(row["type"], row["hold"]): row["n"] for row in rows.order_by()}
+
+
+def pause_note(control: FlowControl) -> str:
+    """What an estimate says instead of a time while a lever pauses the work."""
+    by = f" by {control.paused_by_label}" if control.paused_by_label else ""
+    why = f" ({control.paused_reason})" if control.paused_reason else ""
+    return f"Paused: the {control.kind} {control.name} was paused{by}{why}; it starts once resumed."
 
 
 def paused_queues() -> list[str]:

@@ -63,6 +63,7 @@ BLANK: dict[str, Any] = {
     "type": "status", "job_id": None, "job_type": None, "seq": 0, "timestamp": None,
     "status": None, "progress": 0, "stage": "", "details": {}, "result_summary": None, "error_category": None,
     "user_message": None, "recovery_actions": [], "estimated_start_at": None, "estimated_finish_at": None,
+    "eta_paused": False,
 }  # fmt: skip
 
 
@@ -114,6 +115,7 @@ def message(job: Job, kind: str | None = None, *, at: datetime | None = None, es
         "recovery_actions": list(job.recovery_actions or []),
         "estimated_start_at": iso(estimate.start_at) if estimate else None,
         "estimated_finish_at": iso(estimate.finish_at) if estimate else None,
+        "eta_paused": bool(getattr(estimate, "paused", False)),  # no time: an operator paused its queue or type
     }
 
 

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -31,7 +31,7 @@ from django.db.models import Count
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from jobs.core import opening, queueing
+from jobs.core import flow, opening, queueing
 from jobs.core.models import FINAL_STATUSES, PENDING_STATUSES, Job, Status
 from jobs.core.submit import DEPENDENCY_FIELDS
 from jobs.insight import line
@@ -48,6 +48,7 @@ ARRIVAL_WINDOW = 60.0
 _ARRIVALS_CACHE_SECONDS = 10.0
 MAX_HIGHER_SHARE = 0.9
 _DEPENDENCY_DEPTH = 4
+PROBE_TYPE = "?"  # no type is named so: no lever, no limit, the default duration
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Estimate:
     start_at: datetime | None = None
     finish_at: datetime | None = None
     warning: str = ""
+    paused: bool = False  # a lever holds it: no time until someone resumes it
 
 
 NONE = Estimate()
@@ -127,6 +129,25 @@ class _Workers:
             heapq.heapreplace(self.free_in, self.free_in[0] + duration)
 
 
+class _Slots:
+    """A limit on one type's starts, as slots each free again ``hold`` seconds after a
+    start: K concurrency slots held for a run, or N rate slots held for the period."""
+
+    def __init__(self, free_in: list[float], hold: float):
+        self.free_in, self.hold = sorted(free_in), hold
+
+    def next_free(self) -> float:
+        return self.free_in[0]
+
+    def use(self, start: float) -> None:
+        heapq.heapreplace(self.free_in, start + self.hold)
+
+    def use_many(self, count: int) -> None:
+        """Whole rounds at once, far down a line (the starts themselves are not needed)."""
+        rounds = count // len(self.free_in)
+        self.free_in = [free + rounds * self.hold for free in self.free_in]
+
+
 @dataclass
 class _Snapshot:
     now: datetime
@@ -135,6 +156,9 @@ class _Snapshot:
     # Per priority: how much longer a wait in its line is than the line alone says,
     # because work of higher priority keeps arriving and goes first.
     slowdown: dict[str, float]
+    running: list[tuple[str, datetime | None, int]] = field(default_factory=list)
+    rules: flow.Rules = field(default_factory=flow.Rules)
+    _limits: dict[str, list[_Slots]] = field(default_factory=dict)
 
     def duration(self, job_type: str) -> float:
         if job_type not in self.durations:  # a type met in the line, not among those asked
@@ -143,6 +167,61 @@ class _Snapshot:
 
     def at(self, seconds: float) -> datetime:
         return self.now + timedelta(seconds=seconds)
+
+    def paused(self, job_type: str, priority: str) -> bool:
+        return self.rules.pause_of(job_type, priority) is not None
+
+    def start(self, job_type: str) -> float:
+        """Start one job of the type on the next free worker — or later, when its type's
+        limits say so. The worker is not kept idle meanwhile (a held job never blocks
+        one): it is charged the run's time, and the limit only delays this start."""
+        start = self.workers.next_free()
+        limits = self._limits_of(job_type)
+        for slots in limits:
+            start = max(start, slots.next_free())
+        self.workers.take(self.duration(job_type))
+        for slots in limits:
+            slots.use(start)
+        return start
+
+    def run(self, job_type: str, count: int) -> None:
+        """``count`` jobs of the type run, in line ahead of what is asked about."""
+        limits = self._limits_of(job_type)
+        if not limits:
+            self.workers.take(self.duration(job_type), count)
+            return
+        exact = min(count, EXACT_JOBS)
+        for _ in range(exact):
+            self.start(job_type)
+        if count > exact:
+            self.workers.take(self.duration(job_type), count - exact)
+            for slots in limits:
+                slots.use_many(count - exact)
+
+    def _limits_of(self, job_type: str) -> list[_Slots]:
+        if job_type not in self._limits:
+            self._limits[job_type] = self._slots(job_type)
+        return self._limits[job_type]
+
+    def _slots(self, job_type: str) -> list[_Slots]:
+        rule, found = self.rules.for_type(job_type), []
+        if rule.concurrency:
+            average = self.duration(job_type)
+            running = sorted(
+                time_left(average, started, progress, self.now)
+                for kind, started, progress in self.running
+                if kind == job_type
+            )  # fmt: skip
+            # More running than the limit (it was lowered): a slot opens as each finishes.
+            busy = running[max(0, len(running) - rule.concurrency) :]
+            found.append(_Slots(busy + [0.0] * (rule.concurrency - len(busy)), average))
+        if rule.rate:
+            control = self.rules.controls.get(job_type)
+            epoch = self.now.timestamp()
+            recent = [t + rule.rate.seconds - epoch for t in (control.rate_starts if control else [])]
+            recent = sorted(max(0.0, t) for t in recent if t > 0)[-rule.rate.count :]
+            found.append(_Slots(recent + [0.0] * (rule.rate.count - len(recent)), rule.rate.seconds))
+        return found
 
 
 MIN_RUN_FOR_PROGRESS = 1.0  # seconds of running before reported progress says more than the average
@@ -172,7 +251,12 @@ def _snapshot(types: set[str], now: datetime, worker_count: int, arrivals: Mappi
     free_in = (remaining + [0.0] * worker_count)[:worker_count]
     arrivals = recent_arrivals() if arrivals is None else arrivals
     return _Snapshot(
-        now=now, durations=durations, workers=_Workers(free_in), slowdown=_slowdown(arrivals, worker_count)
+        now=now,
+        durations=durations,
+        workers=_Workers(free_in),
+        slowdown=_slowdown(arrivals, worker_count),
+        running=running,
+        rules=flow.rules(),
     )
 
 
@@ -270,14 +354,20 @@ def for_new_job(job_type: str, priority: str, heavy: bool = False) -> Estimate:
 
 def outlook(types: Mapping[str, bool]) -> dict[str, dict[str, Estimate]]:
     """Per priority, per job type (name → heavy): when one submitted now would start and
-    finish. One line walk per priority; the type changes only the duration and the window."""
+    finish. One line walk per priority, for a type no lever touches: an unrestricted type
+    changes only the duration and the window; a paused or limited one walks on its own."""
     durations = average_durations(types)
     windows = functools.cache(opening.current)
+    rules = flow.rules()
     found: dict[str, dict[str, Estimate]] = {}
     for priority in settings.JOB_QUEUES:
-        line = for_new_job(next(iter(types), "?"), priority)
+        line = for_new_job(PROBE_TYPE, priority)
         found[priority] = {}
         for name, heavy in types.items():
+            rule = rules.for_type(name)
+            if rule.paused or rule.limited or priority in rules.paused_queues:
+                found[priority][name] = for_new_job(name, priority, heavy)
+                continue
             start = line.start_at
             if start is not None and heavy:
                 start = opening.deferral_until(start, windows()) or start
@@ -303,6 +393,8 @@ def _walk_line(
     starts: dict[uuid.UUID, float] = {}
     drained: dict[str, float] = {}
     for priority in order:
+        if priority in snap.rules.paused_queues:
+            continue  # nothing of it starts: it takes no worker time from the rest
         asked: list[Job] = []  # jobs asked about fall in the stretch after their cut
         for index, place in enumerate(cuts[priority].times):
             _run(snap, _without(stretches[priority][index], asked))
@@ -317,8 +409,8 @@ def _walk_line(
 
 def _start(snap: _Snapshot, jobs: list[Job], starts: dict[uuid.UUID, float]) -> None:
     for job in jobs:
-        starts[job.id] = snap.workers.next_free()
-        snap.workers.take(snap.duration(job.type))
+        if not snap.paused(job.type, job.priority):
+            starts[job.id] = snap.start(job.type)
 
 
 def _without(counts: Mapping[str, float], jobs: list[Job]) -> dict[str, float]:
@@ -331,8 +423,9 @@ def _without(counts: Mapping[str, float], jobs: list[Job]) -> dict[str, float]:
 
 def _run(snap: _Snapshot, counts: Mapping[str, float]) -> None:
     for job_type, n in sorted(counts.items()):
-        if round(n) > 0:  # deep in a long line the counts are interpolated
-            snap.workers.take(snap.duration(job_type), round(n))
+        paused = job_type in snap.rules.controls and snap.rules.controls[job_type].paused
+        if round(n) > 0 and not paused:  # deep in a long line the counts are interpolated
+            snap.run(job_type, round(n))
 
 
 class _Resolver:
@@ -358,6 +451,9 @@ class _Resolver:
         if job.status == Status.ACTIVE:
             left = time_left(snap.duration(job.type), job.started_at, job.progress, snap.now)
             return Estimate(job.started_at, snap.now + timedelta(seconds=left))
+        pause = snap.rules.pause_of(job.type, job.priority)
+        if pause is not None:
+            return Estimate(warning=flow.pause_note(pause), paused=True)
         if job.status == Status.QUEUED:
             start = snap.at(self.starts[job.id] * snap.slowdown[job.priority])
         else:

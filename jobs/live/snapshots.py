@@ -27,6 +27,7 @@ def estimate_fields(job_id) -> dict:
     return {
         "estimated_start_at": relay.iso(estimate.start_at),
         "estimated_finish_at": relay.iso(estimate.finish_at),
+        "eta_paused": estimate.paused,
     }
 
 

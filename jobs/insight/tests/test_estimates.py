@@ -322,3 +322,74 @@ def test_a_running_job_that_reported_progress_is_judged_by_it():
     assert time_left(60.0, started, 0, now) == 30.0
     assert time_left(60.0, now - timedelta(seconds=0.5), 50, now) == 59.5, "too early to trust progress"
     assert time_left(60.0, None, 0, now) == 60.0
+
+
+# --- flow control: limits and pauses ---------------------------------------------------
+
+
+@pytest.fixture
+def levers():
+    from jobs.core import flow
+
+    flow.forget_rules()
+    for name in DURATIONS:
+        registry.job_type(name)(lambda ctx: None)
+    yield flow
+    for name in DURATIONS:
+        registry.unregister(name)
+    flow.forget_rules()
+
+
+def test_a_line_of_a_type_limited_to_one_takes_one_duration_per_job_whatever_the_workers(levers):
+    now = timezone.now()
+    levers.set_limits("t.a", concurrency=1, actor_label="t")
+    line = [row("t.a", enqueued_at=now - timedelta(seconds=20 - i)) for i in range(10)]
+    other = row("t.c", enqueued_at=now - timedelta(seconds=5))  # behind them, another type
+
+    found = estimates.estimate([*line, other], now=now, workers=8)
+
+    assert [seconds_from(now, found[j.id].start_at) for j in line] == pytest.approx([10.0 * i for i in range(10)])
+    assert seconds_from(now, found[line[-1].id].finish_at) == pytest.approx(100.0)
+    # The limit holds no worker idle: the other type starts as soon as a worker is free.
+    assert seconds_from(now, found[other.id].start_at) <= 10.0
+
+
+def test_running_jobs_of_a_limited_type_hold_its_slots(levers):
+    now = timezone.now()
+    levers.set_limits("t.b", concurrency=2, actor_label="t")
+    row("t.b", Status.ACTIVE, started_at=now - timedelta(seconds=5))  # 15 s left
+    row("t.b", Status.ACTIVE, started_at=now - timedelta(seconds=12))  # 8 s left
+    queued = row("t.b", enqueued_at=now)
+    assert seconds_from(now, estimates.estimate([queued], now=now, workers=6)[queued.id].start_at) == pytest.approx(8)
+
+
+def test_a_rate_spaces_the_starts_of_its_type(levers):
+    now = timezone.now()
+    levers.set_limits("t.c", rate="5/2s", actor_label="t")
+    line = [row("t.c", enqueued_at=now - timedelta(seconds=30 - i)) for i in range(20)]
+    found = estimates.estimate(line, now=now, workers=20)
+    starts = [seconds_from(now, found[j.id].start_at) for j in line]
+    assert starts == pytest.approx([2.0 * (i // 5) for i in range(20)])
+
+
+def test_paused_work_says_paused_and_takes_no_worker_time_from_the_rest(levers, operator, monkeypatch):
+    monkeypatch.setattr(estimates, "live_workers", lambda: 1)  # the outlook asks Redis
+    now = timezone.now()
+    levers.pause("type", "t.b", actor=operator, reason="partner down")
+    stuck = row("t.b", enqueued_at=now - timedelta(seconds=10))
+    after = row("t.a", enqueued_at=now - timedelta(seconds=5))
+    found = estimates.estimate([stuck, after], now=now, workers=1)
+    assert found[stuck.id].paused and found[stuck.id].start_at is None
+    assert found[stuck.id].warning == (
+        "Paused: the type t.b was paused by operator (partner down); it starts once resumed."
+    )
+    assert seconds_from(now, found[after.id].start_at) == 0  # not behind the paused job
+
+    levers.pause("queue", "normal", actor_label="ops script")
+    found = estimates.estimate([after], now=now, workers=1)
+    assert found[after.id].paused and "queue normal was paused by ops script" in found[after.id].warning
+    low = row("t.a", priority="low", enqueued_at=now)
+    assert seconds_from(now, estimates.estimate([low], now=now, workers=1)[low.id].start_at) == 0
+    outlook = estimates.outlook({"t.a": False, "t.b": False})
+    assert outlook["normal"]["t.a"].paused and outlook["immediate"]["t.b"].paused
+    assert outlook["immediate"]["t.a"].start_at is not None and not outlook["immediate"]["t.a"].paused

@@ -155,7 +155,7 @@ def test_snapshot_first_then_every_event_in_seq_order_then_close(alice, run_work
         assert set(message) >= {
             "type", "job_id", "material_id", "job_type", "seq", "timestamp", "status", "progress", "stage",
             "details", "result_summary", "error_category", "user_message", "recovery_actions",
-            "estimated_start_at", "estimated_finish_at",
+            "estimated_start_at", "estimated_finish_at", "eta_paused",
         }  # fmt: skip
 
 
