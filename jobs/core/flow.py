@@ -39,6 +39,8 @@ from jobs.core.models import FlowChange, FlowControl, Hold, Job, Priority, Statu
 logger = logging.getLogger("jobs.core.flow")
 
 RULES_MAX_AGE = 0.5  # seconds a process trusts its snapshot of the levers
+# The API's cap too; beyond the column's range PostgreSQL would refuse the write (a 500).
+MAX_CONCURRENCY = 100_000
 Kind = FlowControl.Kind
 _UNSET: Any = object()
 
@@ -420,9 +422,9 @@ def reset_limits(name: str, *, actor=None, actor_label: str = "", reason: str = 
 def validate_concurrency(value: Any) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CONCURRENCY:
         raise InvalidInput(
-            f"concurrency must be a whole number of at least 1, not {value!r}.",
+            f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY:,}, not {value!r}.",
             field="concurrency",
             hint="Send e.g. 3, or null for no limit (pause the type to stop it altogether).",
         )
@@ -539,3 +541,8 @@ def recent_changes(kind: str, name: str, limit: int = 20) -> list[FlowChange]:
     return list(
         FlowChange.objects.filter(control__kind=kind, control__name=name).select_related("actor")[:limit]
     )  # fmt: skip
+
+
+def latest_changes(limit: int = 30) -> list[FlowChange]:
+    """The audit trail of every lever, newest first (the console's page lists it whole)."""
+    return list(FlowChange.objects.select_related("control", "actor")[:limit])
