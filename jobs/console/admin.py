@@ -287,6 +287,9 @@ class JobAdmin(admin.ModelAdmin):
             path("requeue-dead-letters/",
                  self.admin_site.admin_view(console.RequeueMatchingView.as_view(admin=self)),
                  name="jobs_requeue_matching"),
+            path("flow/", self.admin_site.admin_view(console.FlowView.as_view(admin=self)), name="jobs_flow"),
+            path("flow/<str:kind>/<str:name>/<str:verb>/",
+                 self.admin_site.admin_view(console.FlowActView.as_view(admin=self)), name="jobs_flow_act"),
             path("<uuid:job_id>/act/<str:verb>/", self.admin_site.admin_view(console.ActView.as_view(admin=self)),
                  name="jobs_act"),
         ]  # fmt: skip

@@ -1,6 +1,8 @@
 """The console's own pages beside the job list: the live dashboard, its data,
 requeue of every dead letter matching the list's filter (after a confirmation that
-says how many), and the action buttons of a job's page. Thin: each calls a service."""
+says how many), the action buttons of a job's page, and the flow-control page (pause
+and resume queues and types, their limits, the levers' audit trail). Thin: each calls
+a service."""
 
 from __future__ import annotations
 
@@ -8,15 +10,16 @@ from django.contrib import messages
 from django.contrib.admin.options import IncorrectLookupParameters, ModelAdmin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 
-from jobs.core import actions, registry
-from jobs.core.errors import ActionRefused, JobNotFound
-from jobs.core.models import Job, Status
+from jobs.core import access, actions, flow, registry
+from jobs.core.errors import ActionRefused, JobNotFound, SubmitError
+from jobs.core.models import FlowControl, Hold, Job, Status
 from jobs.insight import dashboard
 
 REQUEUE_AT_ONCE = 1000  # dead letters requeued per confirmation; the page says so when there are more
@@ -73,7 +76,7 @@ class DashboardView(_ConsoleView):
         return TemplateResponse(
             request, "admin/jobs/dashboard.html",
             self.context(request, title="Operations dashboard", overview=dashboard.cached_overview(),
-                         system_types=system_types()),
+                         system_types=system_types(), **flow_rights(request.user)),
         )  # fmt: skip
 
 
@@ -131,3 +134,102 @@ class ActView(_ConsoleView):
             messages.warning(request, f"Job {job.id} is gone (deleted by the retention cron meanwhile).")
             return HttpResponseRedirect(reverse("admin:jobs_job_changelist"))
         return HttpResponseRedirect(reverse("admin:jobs_job_change", args=[job.id]))
+
+
+# --- Flow control ------------------------------------------------------------------
+
+QUEUE, TYPE = FlowControl.Kind.QUEUE, FlowControl.Kind.TYPE
+FLOW_VERBS: dict[str, tuple[str, ...]] = {QUEUE: ("pause", "resume"), TYPE: ("pause", "resume", "limits", "reset")}
+REASON_MAX = 500  # as the API's reason field
+CHANGES_SHOWN = 50  # the page's audit trail: the latest changes of every lever
+
+
+def flow_rights(user) -> dict[str, bool]:
+    """The levers have their own permissions: seeing jobs does not imply moving queues."""
+    return {"flow_sees": access.sees_all(user, FlowControl), "flow_acts": access.acts_on_all(user, FlowControl)}
+
+
+def _changed(change) -> list[tuple[str, object, object]]:
+    """The audit row's before → after, only what the change moved."""
+    keys = [key for key in change.after if change.before.get(key) != change.after.get(key)]
+    return [(key, change.before.get(key), change.after.get(key)) for key in keys]
+
+
+class FlowView(_ConsoleView):
+    """Every queue and job type with its levers, the buttons to move them (for those who
+    may), and the latest changes with who made them and why."""
+
+    def dispatch(self, request, *args, **kwargs):
+        if not flow_rights(request.user)["flow_sees"]:
+            raise PermissionDenied
+        return View.dispatch(self, request, *args, **kwargs)  # the levers' permission, not the jobs'
+
+    def get(self, request):
+        changes = [(change, _changed(change)) for change in flow.latest_changes(CHANGES_SHOWN)]
+        types = flow.describe_types()
+        for described in types:  # the parked jobs by why, the reasons in words
+            described["held_shown"] = [(n, Hold(why).label.lower()) for why, n in described["held"].items() if n]
+        return TemplateResponse(
+            request, "admin/jobs/flow.html",
+            self.context(request, title="Flow control", queues=flow.describe_queues(), types=types,
+                         changes=changes, **flow_rights(request.user)),
+        )  # fmt: skip
+
+
+class FlowActView(_ConsoleView):
+    """The flow page's (and the dashboard's) buttons: POST only, the change permission on
+    the levers, the operator recorded in the audit trail; a bad value is a message naming
+    the field and how to write it, never an error page."""
+
+    def dispatch(self, request, *args, **kwargs):
+        if not flow_rights(request.user)["flow_acts"]:
+            raise PermissionDenied
+        return View.dispatch(self, request, *args, **kwargs)
+
+    def post(self, request, kind: str, name: str, verb: str):
+        if verb not in FLOW_VERBS.get(kind, ()):
+            raise Http404
+        reason = request.POST.get("reason", "").strip()[:REASON_MAX]
+        by = {"actor": request.user, "reason": reason}
+        try:
+            if verb == "pause":
+                flow.pause(kind, name, **by)
+                messages.success(request, f"Paused the {kind} {name}" + (f": {reason}" if reason else "."))
+            elif verb == "resume":
+                flow.resume(kind, name, **by)
+                messages.success(request, f"Resumed the {kind} {name}: what it held goes back to its queue.")
+            elif verb == "reset":
+                flow.reset_limits(name, **by)
+                messages.success(request, f"The limits of {name} are the code's again.")
+            else:
+                self.set_limits(request, name, by)
+        except SubmitError as error:  # InvalidInput (a bad value), or an unknown queue or type
+            field = f"{error.field}: " if error.field else ""
+            messages.error(request, f"{field}{error.message} {error.hint}".strip())
+        return HttpResponseRedirect(self.back(request, kind, name))
+
+    def set_limits(self, request, name: str, by: dict) -> None:
+        """Only what the operator changed becomes theirs: a value left as it was keeps
+        coming from where it came from (the code, until then)."""
+        text = request.POST.get("concurrency", "").strip()
+        try:
+            concurrency: int | str | None = int(text) if text else None  # blank: no limit
+        except ValueError:
+            concurrency = text  # not a whole number: the service refuses it, naming its field
+        wanted = {"concurrency": concurrency, "rate": request.POST.get("rate", "").strip()}
+        now = flow.describe_type(name)
+        applies = {"concurrency": now["concurrency"], "rate": now["rate"] or ""}
+        changed = {key: value for key, value in wanted.items() if value != applies[key]}
+        if not changed:
+            messages.info(request, f"The limits of {name} are already so: nothing changed.")
+            return
+        flow.set_limits(name, **changed, **by)
+        shown = ", ".join(f"{key} {value if value not in (None, '') else 'no limit'}" for key, value in changed.items())
+        messages.success(request, f"Set the limits of {name}: {shown}.")
+
+    def back(self, request, kind: str, name: str) -> str:
+        """Where the button was (the dashboard, or the flow page at that row)."""
+        target = request.POST.get("next", "")
+        if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+            return target
+        return reverse("admin:jobs_flow") + f"#{kind}-{name}"

@@ -1,6 +1,6 @@
 """What the operations dashboard shows, in one read-only call.
 
-Counts by status, queue depths, workers and what each runs, the scheduler's heartbeat,
+Counts by status, queue depths and pauses, workers and what each runs, the scheduler's heartbeat,
 the work window, the last 24 hours per hour, queue waits, ETA accuracy and the
 dead-letter pile. Each part is guarded: a Redis outage blanks the Redis parts and says
 so instead of failing the page.
@@ -18,7 +18,7 @@ from django.db.models import Count
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from jobs.core import opening, queueing
+from jobs.core import flow, opening, queueing
 from jobs.core.models import Job, Status
 from jobs.insight import estimates, health, stats
 from workwindow.policy import closes_at, is_open, next_open
@@ -40,7 +40,15 @@ def cached_overview() -> dict[str, Any]:
         found = overview()
         with contextlib.suppress(Exception):
             cache.set(CACHE_KEY, found, CACHE_SECONDS)
-    return found
+        return found
+    # The pauses are read afresh (two small queries): the operator who just paused a
+    # queue is looking at this page, and a cached "running" would contradict them.
+    return {**found, "queue_flow": queue_flow()}
+
+
+def queue_flow() -> list[dict[str, Any]]:
+    """Each queue's pause: who paused it, why, since when, how many jobs it holds."""
+    return flow.describe_queues()
 
 
 def overview(now: datetime | None = None) -> dict[str, Any]:
@@ -54,6 +62,7 @@ def overview(now: datetime | None = None) -> dict[str, Any]:
         "counts": counts,
         "dead_letters": counts.get(Status.DEAD_LETTER, 0),
         **redis_parts,
+        "queue_flow": queue_flow(),  # from the database: shown when Redis is not
         "window": window_state(now),
         "hours": _hourly(last_day["series"]["points"], now),
         "types": [

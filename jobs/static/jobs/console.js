@@ -136,6 +136,30 @@
     return svg.join("");
   }
 
+  /* Every queue, paused or not, even when Redis (the depths) is unreachable. */
+  function queueRows(data) {
+    if (data.queue_flow) { return data.queue_flow; }
+    return Object.keys(data.queues).map(function (name) { return { name: name, paused: false }; });
+  }
+
+  function queueState(q) {
+    if (!q.paused) { return '<span class="jd-ok">running</span>'; }
+    return badge("paused") + (q.paused_reason ? ' <span data-field="reason">' + esc(q.paused_reason) + "</span>" : "") +
+      ' <span class="jd-when">by ' + esc(q.paused_by || "someone") + ", since " + esc(time(q.paused_at)) +
+      (q.held ? ", " + q.held + " held" : "") + "</span>";
+  }
+
+  /* Resume is one click; pausing wants a reason, typed on the flow page (this panel is
+     redrawn on every refresh, which would wipe a half-typed one). */
+  function queueButtons(root, q) {
+    var flowUrl = root.dataset.flowUrl;
+    if (!root.dataset.flowActs) { return ""; }
+    if (!q.paused) { return '<a class="button" href="' + esc(flowUrl) + "#queue-" + esc(q.name) + '">Pause…</a>'; }
+    return '<form method="post" class="jd-inline" action="' + esc(flowUrl + "queue/" + encodeURIComponent(q.name) +
+      "/resume/") + '"><input type="hidden" name="csrfmiddlewaretoken" value="' + esc(root.dataset.csrf) + '">' +
+      '<input type="hidden" name="next" value="' + esc(root.dataset.here) + '"><input type="submit" value="Resume"></form>';
+  }
+
   function renderDashboard(root, data) {
     var list = root.dataset.listUrl, html = [];
     var counts = data.counts, order = ["queued", "scheduled", "deferred", "waiting", "retrying", "active",
@@ -154,11 +178,16 @@
 
     html.push('<section class="jd-panel" id="jd-queues"><h2>Queues (jobs waiting in Redis)</h2>');
     if (data.redis_error) { html.push('<p class="jd-bad">Redis unreachable: ' + esc(data.redis_error) + "</p>"); }
-    html.push('<table class="jd-table"><tr><th>queue</th><th>depth</th></tr>');
-    Object.keys(data.queues).forEach(function (name) {
-      html.push("<tr><td>" + esc(name) + "</td><td>" + data.queues[name] + "</td></tr>");
+    html.push('<table class="jd-table"><tr><th>queue</th><th>depth</th><th>state</th>' +
+      (root.dataset.flowUrl ? "<th></th>" : "") + "</tr>");
+    queueRows(data).forEach(function (q) {
+      var depth = Object.prototype.hasOwnProperty.call(data.queues, q.name) ? data.queues[q.name] : "—";
+      html.push('<tr data-queue="' + esc(q.name) + '"' + (q.paused ? ' class="jd-lever-paused"' : "") + "><td>" +
+        esc(q.name) + "</td><td>" + depth + "</td><td>" + queueState(q) + "</td>" +
+        (root.dataset.flowUrl ? "<td>" + queueButtons(root, q) + "</td>" : "") + "</tr>");
     });
-    html.push('</table><p><a href="' + root.dataset.rqUrl + '">Raw queues in Redis (django-rq) →</a></p></section>');
+    html.push('</table><p><a href="' + root.dataset.rqUrl + '">Raw queues in Redis (django-rq) →</a>' +
+      (root.dataset.flowUrl ? ' · <a href="' + esc(root.dataset.flowUrl) + '">Flow control →</a>' : "") + "</p></section>");
 
     var sched = data.scheduler || {};
     html.push('<section class="jd-panel" id="jd-scheduler"><h2>Scheduler and work window</h2><p>Scheduler heartbeat: ' +
