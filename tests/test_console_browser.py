@@ -15,7 +15,7 @@ import pytest
 from django.db import connections
 
 from conftest import ROOT, wait_for
-from jobs.core.models import Job, JobEvent, Status
+from jobs.core.models import FlowChange, FlowControl, Hold, Job, JobEvent, Status
 from jobs.core.submit import submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -174,3 +174,43 @@ def test_the_buttons_on_a_job_page_act(console, spawn, screenshot):
     page.click("#jd-live-job input[value=Requeue]")
     page.wait_for_selector(f"text=Requeued job {job.id}.")
     screenshot(page, "job-page-buttons")
+
+
+def test_an_operator_pauses_the_normal_queue_from_the_flow_page_and_resumes_it(console, spawn, screenshot):
+    """The flow page's Pause (with a reason) holds new work; the dashboard shows the pause
+    with its reason and resumes it; the audit trail names the operator."""
+    page, base = console
+    spawn("rqworker", *QUEUES)
+    page.goto(f"{base}/admin/")
+    page.click("#jd-index-link a:has-text('Flow control')")
+    page.locator("#queue-normal input[name=reason]").fill("database migration")
+    page.click("#queue-normal input[value=Pause]")
+    page.wait_for_selector("text=Paused the queue normal: database migration")
+    page.locator("#queue-normal [data-field=reason]", has_text="database migration").wait_for()
+    assert "by ops" in page.inner_text("#queue-normal")
+    assert page.locator("#queue-normal input[value=Resume]").count() == 1
+    lever = FlowControl.objects.get(kind=FlowControl.Kind.QUEUE, name="normal")
+    assert lever.paused and lever.paused_by is not None and lever.paused_by.username == "ops"
+
+    # Work submitted meanwhile is held, not run (the worker parks it without an attempt).
+    job = submit("diagnostics.sleep", {"seconds": 0}).job
+    wait_for(lambda: Job.objects.get(pk=job.id).hold == Hold.QUEUE_PAUSED, timeout=30, what="the job to be held")
+    page.goto(f"{base}/admin/jobs/job/dashboard/")
+    paused = page.locator("#jd-queues tr[data-queue=normal]")
+    paused.locator(".jd-paused").wait_for()
+    assert "database migration" in paused.inner_text() and "by ops" in paused.inner_text()
+    screenshot(page, "dashboard-queue-paused")
+
+    paused.locator("input[value=Resume]").click()
+    page.wait_for_selector("text=Resumed the queue normal")
+    page.locator("#jd-queues tr[data-queue=normal] .jd-ok", has_text="running").wait_for()
+    wait_for(lambda: Job.objects.get(pk=job.id).status == Status.COMPLETE, timeout=30, what="the held job to run")
+
+    page.click("#jd-flow-link")
+    page.locator("#queue-normal .jd-ok", has_text="running").wait_for()
+    trail = page.inner_text("#jd-flow-changes")
+    assert "resumed" in trail and "paused" in trail and "database migration" in trail
+    assert [(c.action, c.who) for c in FlowChange.objects.order_by("created_at", "id")] == [
+        ("paused", "ops"), ("resumed", "ops"),
+    ]  # fmt: skip
+    screenshot(page, "flow-control")

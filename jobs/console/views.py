@@ -152,7 +152,14 @@ def flow_rights(user) -> dict[str, bool]:
 def _changed(change) -> list[tuple[str, object, object]]:
     """The audit row's before → after, only what the change moved."""
     keys = [key for key in change.after if change.before.get(key) != change.after.get(key)]
-    return [(key, change.before.get(key), change.after.get(key)) for key in keys]
+    return [(key, _shown(key, change.before.get(key)), _shown(key, change.after.get(key))) for key in keys]
+
+
+def _shown(key: str, value: object) -> object:
+    # An operator's empty limit means none (not the code's); an empty reason, nothing said.
+    if value in (None, ""):
+        return "no limit" if key in ("concurrency", "rate") else "—"
+    return value
 
 
 class FlowView(_ConsoleView):

@@ -189,3 +189,11 @@ def test_limits_set_only_what_changed_then_reset_to_the_code(operator, limited_t
         ("limits", "operator", "more room"), ("limits", "operator", "no limits tonight"), ("reset", "operator", ""),
     ]  # fmt: skip
     assert changes[0].before["concurrency"] == "code" and changes[0].after["concurrency"] == 5
+
+
+def test_the_audit_trail_shows_what_each_change_moved(operator, limited_type):
+    flow.set_limits(limited_type, concurrency=None, rate="", actor=operator, reason="open the gates")
+    changes = client_for(operator).get(PAGE).context["changes"]
+    (change, moved), *_ = changes
+    assert change.action == "limits" and change.reason == "open the gates"
+    assert moved == [("concurrency", "code", "no limit"), ("rate", "code", "no limit")]
