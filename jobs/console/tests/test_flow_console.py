@@ -197,3 +197,10 @@ def test_the_audit_trail_shows_what_each_change_moved(operator, limited_type):
     (change, moved), *_ = changes
     assert change.action == "limits" and change.reason == "open the gates"
     assert moved == [("concurrency", "code", "no limit"), ("rate", "code", "no limit")]
+
+
+def test_a_post_without_the_csrf_token_is_refused(operator):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(operator)
+    assert act(client, QUEUE, "normal", "pause", reason="forged").status_code == 403
+    assert not FlowChange.objects.exists()
