@@ -37,7 +37,7 @@ class JobsConfig(AppConfig):
         from jobs.core import flow, lifecycle, submit, window
         from jobs.execution import runner  # noqa: F401
         from jobs.insight import estimates, rollup  # noqa: F401
-        from jobs.upkeep import crons, heartbeat, pruning, reconcile  # noqa: F401
+        from jobs.upkeep import heartbeat, pruning, reconcile, schedules  # noqa: F401
         from workwindow.models import WorkWindow
 
         # Every new job gets its first ETA from the insight area's model.
@@ -49,3 +49,5 @@ class JobsConfig(AppConfig):
         lifecycle.job_left_active.connect(flow.on_job_left_active, dispatch_uid="jobs-flow-slot-freed")
         # The operators' groups, with their permissions (jobs.console.roles).
         post_migrate.connect(roles.ensure_operators_group, dispatch_uid="jobs-operators-group")
+        # The code's cron entries as schedules, so the console lists them from the start.
+        post_migrate.connect(schedules.sync_after_migrate, sender=self, dispatch_uid="jobs-sync-schedules")

@@ -395,3 +395,44 @@ class FlowChange(models.Model):
         if self.actor_id:
             return str(self.actor)
         return self.actor_label or "system"
+
+
+class Schedule(models.Model):
+    """A cron entry as data: what to submit (type, payload, priority), when (a cron
+    expression read in a time zone), and whether it is paused. Entries declared in code
+    (``jobs.cron(...)``) are synced in (``from_code``) and follow the code until an
+    operator edits them (``overridden``, kept until reset to ``code``); operators add
+    their own. The scheduler fires what is due (``next_run_at``) once per tick
+    (``jobs.upkeep.schedules``)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    job_type = models.CharField(max_length=100)
+    payload = models.JSONField(default=dict, blank=True)
+    priority = models.CharField(
+        max_length=10, choices=Priority.choices, blank=True, default="", help_text="empty: the job type's own"
+    )
+    cron = models.CharField(max_length=100, help_text='five fields: minute hour day month weekday, e.g. "0 7 * * *"')
+    time_zone = models.CharField(
+        max_length=64, default="UTC", help_text='the cron reads this zone\'s clock, e.g. "Europe/Kyiv"'
+    )
+    paused = models.BooleanField(default=False)
+    from_code = models.BooleanField(default=False, editable=False)
+    overridden = models.BooleanField(default=False, editable=False, help_text="an operator changed the code's entry")
+    code = models.JSONField(default=dict, blank=True, editable=False)  # the code's declaration, for reset
+    next_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, default="", editable=False)
+    # The latest runs' job ids, newest first (ticks and "run now"): the console shows
+    # them without searching the jobs table by key.
+    recent_jobs = models.JSONField(default=list, blank=True, editable=False)
+    updated_by = models.CharField(max_length=200, blank=True, default="", editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [
+            models.Index(fields=["next_run_at"], name="schedule_due", condition=Q(paused=False)),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -7,8 +7,10 @@ own modules, loaded by their ``AppConfig.ready()``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -122,15 +124,19 @@ def job_type(
 
 @dataclass(frozen=True)
 class CronEntry:
-    """A job submitted on a schedule (UTC cron syntax), visible as a Job each time."""
+    """A job submitted on a schedule, visible as a Job each time. The cron expression
+    reads ``time_zone``'s clock; ``priority`` "" is the job type's own."""
 
     name: str
     schedule: str
     job_type: str
     payload: dict = field(default_factory=dict)
+    priority: str = ""
+    time_zone: str = "UTC"
 
 
 _crons: dict[str, CronEntry] = {}
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _subject_fields: list[str] = []
 
 
@@ -146,12 +152,26 @@ def subject_fields() -> list[str]:
     return list(_subject_fields)
 
 
-def cron(name: str, schedule: str, job_type: str, payload: dict | None = None) -> None:
-    """Register a cron entry; ``manage.py sync_schedules`` puts it into rq-scheduler."""
-    from crontab import CronTab
+def cron(
+    name: str,
+    schedule: str,
+    job_type: str,
+    payload: dict | None = None,
+    *,
+    priority: str = "",
+    time_zone: str = "UTC",
+) -> None:
+    """Declare a cron entry. The scheduler syncs it into a ``Schedule`` row, which
+    operators see and may edit (``jobs.upkeep.schedules``). A malformed expression, zone
+    or name fails here, at start-up."""
+    from jobs.core.cron_times import next_after
 
-    CronTab(schedule)  # raises ValueError on a malformed expression, at start-up
-    _crons[name] = CronEntry(name=name, schedule=schedule, job_type=job_type, payload=dict(payload or {}))
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"cron name {name!r}: use letters, digits, '.', '_' and '-' only.")
+    if priority and priority not in Priority.values:
+        raise ValueError(f"cron {name!r}: priority must be one of {', '.join(Priority.values)}.")
+    next_after(schedule, time_zone, datetime.now(UTC))  # ValueError with a hint when it cannot fire
+    _crons[name] = CronEntry(name, schedule, job_type, dict(payload or {}), priority, time_zone)
 
 
 def cron_entries() -> dict[str, CronEntry]:

@@ -1,10 +1,11 @@
-"""The rq-scheduler class Jobdesk runs: it keeps the cron entries armed and rides out
+"""The rq-scheduler class Jobdesk runs: it fires the cron schedules and rides out
 outages.
 
-A Redis flush, or a deployment that never ran ``sync_schedules``, would otherwise leave
-no reconcile cron to repair anything. On every poll the scheduler checks that each
-registered entry is scheduled (one pipelined ZSCORE per entry) and re-syncs if not, and
-refreshes its heartbeat key.
+On every poll, besides rq-scheduler's own work (deferred jobs, retries), it fires the
+``Schedule`` rows that are due (``jobs.upkeep.schedules``: once per tick, from the
+database, so a Redis flush or a restart loses none), syncs the code's cron entries into
+them every ``SYNC_EVERY`` seconds (and on its first poll), releases held jobs whose
+lever lets them go, and refreshes its heartbeat key.
 
 rq-scheduler's own loop exits on the first Redis error, so a 20-second Redis restart
 took the scheduler — and with it every retry and cron — down for good. This loop logs
@@ -26,12 +27,13 @@ from django_rq.queues import DjangoScheduler
 from redis.exceptions import RedisError
 
 from jobs.core import flow
-from jobs.upkeep import crons
+from jobs.upkeep import schedules
 
 logger = logging.getLogger("jobs.upkeep.scheduler")
 
 OUTAGE_PAUSES = (0.5, 1, 2, 4, 8, 15)  # seconds between attempts while Redis (or the database) is down
 OUTAGES = (RedisError, DatabaseError, OSError)
+SYNC_EVERY = 60.0  # seconds between syncs of the code's cron entries (a deploy restarts the scheduler anyway)
 
 
 class JobdeskScheduler(DjangoScheduler):
@@ -39,10 +41,12 @@ class JobdeskScheduler(DjangoScheduler):
         # The scheduler's own heartbeat (health reads it from the first poll on); the
         # heartbeat cron entry refreshes the same key through a worker every minute.
         self.connection.set(settings.SCHEDULER_HEARTBEAT_KEY, timezone.now().isoformat(), ex=180)
-        missing = crons.missing()
-        if missing:
-            logger.warning("cron entries missing from Redis: re-registering", extra={"missing": missing})
-            crons.sync()
+        if time.monotonic() >= getattr(self, "_next_sync", 0.0):
+            if not hasattr(self, "_next_sync"):
+                schedules.forget_legacy_timers()
+            schedules.sync_from_code()
+            self._next_sync = time.monotonic() + SYNC_EVERY
+        schedules.fire_due()
         enqueued = super().enqueue_jobs()
         # Held jobs whose lever lets them go now (a rate's next opening; a release a
         # crashed process never made): at most a poll late.

@@ -15,9 +15,9 @@ import pytest
 from conftest import wait_for
 from devtools import pytest_redis
 from jobs.core import liveness, queueing, registry
-from jobs.core.models import FINAL_STATUSES, Job, JobEvent, Status
+from jobs.core.models import FINAL_STATUSES, Job, JobEvent, Schedule, Status
 from jobs.core.submit import JobSpec, submit, submit_many
-from jobs.upkeep import crons, reconcile
+from jobs.upkeep import reconcile
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -189,8 +189,9 @@ def test_cron_entries_exist_once_after_repeated_syncs_and_a_scheduler_restart(sp
     scheduler.send_signal(signal.SIGTERM)
     scheduler.wait(20)
     spawn("rqscheduler", "--queue", "normal", "--interval", "1")
-    ids = [j.id for j in queueing.scheduler().get_jobs() if j.id.startswith(crons.CRON_ID_PREFIX)]
-    assert sorted(ids) == sorted(crons.cron_id(n) for n in registry.cron_entries())
+    wait_for(lambda: redis_conn.get("jobdesk:scheduler:heartbeat"), timeout=20, what="the new scheduler's poll")
+    names = list(Schedule.objects.values_list("name", flat=True))
+    assert sorted(names) == sorted(registry.cron_entries())  # once each, however often synced
     assert {
         "reconcile",
         "scheduler-heartbeat",
