@@ -47,6 +47,7 @@ class StaffModelPermissions(BasePermission):
         if request.method in SAFE_METHODS:
             return access.sees_all(user, model)
         app, name = model._meta.app_label, model._meta.model_name
-        verb = getattr(view, "write_permission", None) or ("add" if request.method == "POST" else "change")
+        creates = request.method == "POST" and getattr(view, "action", "create") == "create"
+        verb = getattr(view, "write_permission", None) or ("add" if creates else "change")
         needed = f"{app}.{verb}_{name}"
         return user.is_active and user.is_staff and user.has_perm(needed)

@@ -3,6 +3,7 @@ from rest_framework.routers import DefaultRouter
 
 from jobs.api.flow import QueueLeverViewSet, TypeLeverViewSet
 from jobs.api.health import HealthView, LiveView, QueuesView
+from jobs.api.schedules import ScheduleViewSet
 from jobs.api.stats import StatsView
 from jobs.api.views import JobViewSet
 from jobs.api.windows import WorkWindowViewSet
@@ -11,6 +12,7 @@ router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="job")
 router.register("queues", QueueLeverViewSet, basename="queue")
 router.register("types", TypeLeverViewSet, basename="type")
+router.register("schedules", ScheduleViewSet, basename="schedule")
 router.register("work-windows", WorkWindowViewSet, basename="work-window")
 
 urlpatterns = [
