@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
+from jobs.console import schedule_views
 from jobs.console import views as console
 from jobs.console.views import system_types
 from jobs.core import actions, registry, transitions
@@ -290,6 +291,16 @@ class JobAdmin(admin.ModelAdmin):
             path("flow/", self.admin_site.admin_view(console.FlowView.as_view(admin=self)), name="jobs_flow"),
             path("flow/<str:kind>/<str:name>/<str:verb>/",
                  self.admin_site.admin_view(console.FlowActView.as_view(admin=self)), name="jobs_flow_act"),
+            path("schedules/", self.admin_site.admin_view(schedule_views.SchedulesView.as_view(admin=self)),
+                 name="jobs_schedules"),
+            path("schedules/<str:name>/", self.admin_site.admin_view(schedule_views.ScheduleView.as_view(admin=self)),
+                 name="jobs_schedule"),
+            path("schedules/<str:name>/delete/",
+                 self.admin_site.admin_view(schedule_views.ScheduleDeleteView.as_view(admin=self)),
+                 name="jobs_schedule_delete"),
+            path("schedules/<str:name>/<str:verb>/",
+                 self.admin_site.admin_view(schedule_views.ScheduleActView.as_view(admin=self)),
+                 name="jobs_schedule_act"),
             path("<uuid:job_id>/act/<str:verb>/", self.admin_site.admin_view(console.ActView.as_view(admin=self)),
                  name="jobs_act"),
         ]  # fmt: skip

@@ -19,7 +19,7 @@ from django.views import View
 
 from jobs.core import access, actions, flow, registry
 from jobs.core.errors import ActionRefused, JobNotFound, SubmitError
-from jobs.core.models import FlowControl, Hold, Job, Status
+from jobs.core.models import FlowControl, Hold, Job, Schedule, Status
 from jobs.insight import dashboard
 
 REQUEUE_AT_ONCE = 1000  # dead letters requeued per confirmation; the page says so when there are more
@@ -76,7 +76,8 @@ class DashboardView(_ConsoleView):
         return TemplateResponse(
             request, "admin/jobs/dashboard.html",
             self.context(request, title="Operations dashboard", overview=dashboard.cached_overview(),
-                         system_types=system_types(), **flow_rights(request.user)),
+                         system_types=system_types(), **flow_rights(request.user),
+                         schedules_sees=access.sees_all(request.user, Schedule)),
         )  # fmt: skip
 
 
@@ -179,7 +180,8 @@ class FlowView(_ConsoleView):
         return TemplateResponse(
             request, "admin/jobs/flow.html",
             self.context(request, title="Flow control", queues=flow.describe_queues(), types=types,
-                         changes=changes, **flow_rights(request.user)),
+                         changes=changes, schedules_sees=access.sees_all(request.user, Schedule),
+                         **flow_rights(request.user)),
         )  # fmt: skip
 
 
