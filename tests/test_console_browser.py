@@ -15,8 +15,9 @@ import pytest
 from django.db import connections
 
 from conftest import ROOT, wait_for
-from jobs.core.models import FlowChange, FlowControl, Hold, Job, JobEvent, Status
+from jobs.core.models import FlowChange, FlowControl, Hold, Job, JobEvent, Schedule, Status
 from jobs.core.submit import submit
+from jobs.upkeep import schedules
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -214,3 +215,52 @@ def test_an_operator_pauses_the_normal_queue_from_the_flow_page_and_resumes_it(c
         ("paused", "ops"), ("resumed", "ops"),
     ]  # fmt: skip
     screenshot(page, "flow-control")
+
+
+def test_an_operator_moves_a_schedule_to_7_kyiv_time_and_a_bad_cron_is_refused(console, screenshot):
+    """The schedule page's form: a new cron and zone move the next runs (shown in the
+    entry's zone and in UTC); a bad cron is an error at the field, and nothing changes."""
+    schedules.sync_from_code()  # the transactional database starts empty
+    page, base = console
+    page.goto(f"{base}/admin/")
+    page.click("#jd-index-link a:has-text('Schedules')")
+    assert "from code" in page.inner_text("#schedule-prune-jobs [data-field=origin]")
+    screenshot(page, "schedules")
+    page.click("#schedule-prune-jobs a:has-text('prune-jobs')")
+    nine = page.locator("#jd-next-runs td[data-field=local]").first
+    assert "09:00 UTC" in nine.inner_text()
+
+    page.fill("#id_edit-cron", "0 7 * * *")
+    page.fill("#id_edit-time_zone", "Europe/Kyiv")
+    page.click("#jd-schedule-edit input[value=Save]")
+    page.wait_for_selector("text=Saved prune-jobs")
+    page.locator("#jd-next-runs th", has_text="in Europe/Kyiv").wait_for()
+    local = page.locator("#jd-next-runs td[data-field=local]")
+    assert local.count() == 5
+    for text in local.all_inner_texts():  # 07:00 Kyiv time: EET in winter, EEST in summer
+        assert " 07:00 EET" in text or " 07:00 EEST" in text, text
+    for text in page.locator("#jd-next-runs td[data-field=utc]").all_inner_texts():
+        assert text.endswith(("05:00 UTC", "04:00 UTC")), text
+    assert "edited (code: cron" in page.inner_text("#jd-schedule-entry [data-field=origin]")
+    row = Schedule.objects.get(name="prune-jobs")
+    assert (row.cron, row.time_zone, row.overridden, row.updated_by) == ("0 7 * * *", "Europe/Kyiv", True, "ops")
+    screenshot(page, "schedule-edited")
+
+    page.fill("#id_edit-cron", "0 25 * * *")
+    page.click("#jd-schedule-edit input[value=Save]")
+    error = page.locator("#jd-schedule-edit [data-field=cron] .errorlist", has_text="cron:")
+    error.wait_for()
+    assert "Five fields: minute hour" in error.inner_text()
+    assert page.locator("#jd-schedule-edit .errornote").inner_text().startswith("Nothing was changed")
+    assert page.input_value("#id_edit-cron") == "0 25 * * *", "what was typed stays to be corrected"
+    assert Schedule.objects.get(name="prune-jobs").cron == "0 7 * * *"
+    assert " 07:00 EE" in page.locator("#jd-next-runs td[data-field=local]").first.inner_text()
+    screenshot(page, "schedule-bad-cron")
+
+    page.click("#jd-schedule input[value='Run now']")
+    page.wait_for_selector("#jd-new-job")
+    job = Job.objects.get(idempotency_key__startswith="cron:prune-jobs:now:")
+    page.locator(f"#jd-last-runs tr[data-job-row='{job.id}']", has_text="run now").wait_for()
+    page.goto(f"{base}/admin/jobs/job/schedules/")
+    assert str(job.id) in page.get_attribute("#schedule-prune-jobs [data-field=last] a", "href")
+    screenshot(page, "schedules-after")

@@ -32,8 +32,9 @@ from jobs.core.models import Priority, Schedule
 from jobs.upkeep import schedules
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-FIELD_NAMES = {"cron": "cron", "time_zone": "time zone", "priority": "priority", "payload": "payload",
-               "job_type": "job type"}  # fmt: skip
+# The definition's fields as the pages say them, in the order they read them.
+FIELD_NAMES = {"cron": "cron", "time_zone": "time zone", "job_type": "job type", "priority": "priority",
+               "payload": "payload"}  # fmt: skip
 
 
 def schedule_rights(user) -> dict[str, bool]:
@@ -87,7 +88,7 @@ def origin(row: Schedule) -> tuple[str, str]:
         return "operator", "operator's"
     if not row.overridden:
         return "code", "from code"
-    differs = [key for key in schedules.EDITABLE if getattr(row, key) != row.code.get(key)]
+    differs = [key for key in FIELD_NAMES if getattr(row, key) != row.code.get(key)]
     said = ", ".join(f"{FIELD_NAMES[key]} {_value(key, row.code.get(key))}" for key in differs)
     return "edited", f"edited (code: {said})"
 
@@ -264,7 +265,7 @@ class ScheduleView(_ScheduleView):
         kind, words = origin(row)
         code = None
         if row.from_code:
-            code = [(FIELD_NAMES[key], _value(key, row.code.get(key))) for key in schedules.EDITABLE]
+            code = [(words, _value(key, row.code.get(key))) for key, words in FIELD_NAMES.items()]
         return TemplateResponse(
             request, "admin/jobs/schedule.html",
             self.context(
