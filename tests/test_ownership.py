@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from ingestion.models import Material
 from jobs.core.models import Job
 from jobs.core.submit import submit
+from jobs.upkeep import schedules
 from workwindow.models import WorkWindow
 
 pytestmark = pytest.mark.django_db
@@ -75,11 +76,24 @@ MATRIX = [
     ("post", "/api/types/diagnostics.noop/pause/", None, (401, 403, 403, 200, 403, 403)),
     ("patch", "/api/types/diagnostics.noop/", {"concurrency": 3}, (401, 403, 403, 200, 403, 403)),
     ("post", "/api/types/diagnostics.noop/reset/", None, (401, 403, 403, 200, 403, 403)),
+    # Schedules: staff by permission.
+    ("get", "/api/schedules/", None, (401, 403, 403, 200, 200, 403)),
+    ("get", "/api/schedules/prune-jobs/", None, (401, 403, 403, 200, 200, 403)),
+    ("patch", "/api/schedules/prune-jobs/", {"cron": "0 10 * * *"}, (401, 403, 403, 200, 403, 403)),
+    ("post", "/api/schedules/prune-jobs/pause/", None, (401, 403, 403, 200, 403, 403)),
+    ("post", "/api/schedules/prune-jobs/run-now/", None, (401, 403, 403, 201, 403, 403)),
+    (
+        "post",
+        "/api/schedules/",
+        {"name": "s", "job_type": "diagnostics.noop", "cron": "0 * * * *"},
+        (401, 403, 403, 201, 403, 403),
+    ),  # fmt: skip
 ]
 
 
 @pytest.mark.parametrize(("method", "template", "body", "expected"), MATRIX, ids=[f"{m} {t}" for m, t, *_ in MATRIX])
 def test_who_may_do_what(world, method, template, body, expected):
+    schedules.sync_from_code()
     path = template.format(done=world["done"].id, waiting=world["waiting"].id, material=world["material"].id,
                            window=world["window"].id)  # fmt: skip
     for role, status in zip(ROLES, expected, strict=True):

@@ -32,6 +32,7 @@ class RunSerializer(serializers.Serializer):
 
 
 class ScheduleSerializer(serializers.ModelSerializer):
+    priority = serializers.ChoiceField(choices=["", *Priority.values], help_text="empty: the job type's own")
     next_runs = serializers.SerializerMethodField(help_text="the next five firings (UTC); empty while paused")
     last_runs = serializers.SerializerMethodField(help_text="the latest runs, newest first")
 
