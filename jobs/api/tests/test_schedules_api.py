@@ -81,7 +81,9 @@ def test_an_edit_takes_effect_on_the_next_poll(api_as, operator):
     Schedule.objects.exclude(name="soon").update(paused=True)  # only this one fires here
 
     def fired() -> list[str]:
-        return [job.idempotency_key.split(":")[1] for job in schedules.fire_due(timezone.now() + timedelta(minutes=1))]
+        return [
+            str(job.idempotency_key).split(":")[1] for job in schedules.fire_due(timezone.now() + timedelta(minutes=1))
+        ]
 
     assert fired() == []
     api.patch("/api/schedules/soon/", {"cron": "* * * * *"}, format="json")
