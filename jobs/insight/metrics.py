@@ -87,7 +87,7 @@ class JobdeskCollector(Collector):
         yield depth
         yield GaugeMetricFamily("jobdesk_workers_alive", "Workers in RQ's registry.", value=workers)
         yield GaugeMetricFamily(
-            "jobdesk_scheduler_entries", "Entries in rq-scheduler (run_at, backoff, window, crons).", value=scheduled
+            "jobdesk_scheduler_entries", "Entries in rq-scheduler (run_at, backoff, work window).", value=scheduled
         )
 
     def _histogram(self, name, documentation, rows, end, start, buckets) -> Metric:
