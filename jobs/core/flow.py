@@ -21,6 +21,7 @@ within that time, and limits set at runtime on a type that had none likewise.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterable
@@ -75,9 +76,17 @@ class Rules:
                 return control
         return None
 
+    @functools.cached_property
+    def _restricting(self) -> bool:
+        limited = {t.name for t in _all_types() if t.concurrency or t.rate}
+        return bool(self.paused_queues) or any(
+            rule.paused or rule.limited for rule in map(self.for_type, limited | set(self.controls))
+        )
+
     def restrict_anything(self) -> bool:
-        """False in the common case (no lever, no code limit): claims skip every check."""
-        return bool(self.paused_queues or self.controls) or any(t.concurrency or t.rate for t in _all_types())
+        """False in the common case (no pause, no limit in force — a lever row left
+        from a resume or a reset counts for nothing): claims skip every check."""
+        return self._restricting
 
 
 def type_rule(control: FlowControl | None, job_type: registry.JobType | None) -> TypeRule:
@@ -145,33 +154,39 @@ def forget_rules() -> None:
 # --- The gate: claim, or hold ----------------------------------------------------------
 
 
-def claim(job_id, dispatch: str, worker_name: str) -> Job | None:
+def claim(job_id, dispatch: str, worker_name: str, *, known: tuple[str, str] | None = None) -> Job | None:
     """Claim the job for this dispatch unless a lever refuses it now; then park it
-    (``Hold``) and return None. Raises like ``lifecycle.claim`` when the dispatch is stale."""
+    (``Hold``) and return None. Raises like ``lifecycle.claim`` when the dispatch is stale.
+    ``known`` is the job's (type, queue) as its dispatch says (the RQ job's meta and
+    queue): it spares reading them from the row."""
     current = rules()
     if not current.restrict_anything():
         return lifecycle.claim(job_id, dispatch, worker_name)
-    found = Job.objects.filter(pk=job_id).values_list("type", "priority").first()
+    found = known or Job.objects.filter(pk=job_id).values_list("type", "priority").first()
     if found is None:
         raise JobNotFound(job_id)
     job_type, priority = found
     rule = current.for_type(job_type)
     if priority not in current.paused_queues and not rule.paused and not rule.limited:
         return lifecycle.claim(job_id, dispatch, worker_name)
-    return _claim_under_levers(job_id, dispatch, worker_name, job_type, priority, rule)
+    return _claim_under_levers(job_id, dispatch, worker_name, job_type, priority, rule, current)
 
 
 def _claim_under_levers(
-    job_id, dispatch: str, worker_name: str, job_type: str, priority: str, rule: TypeRule
+    job_id, dispatch: str, worker_name: str, job_type: str, priority: str, rule: TypeRule, current: Rules
 ) -> Job | None:
     """Decide under the levers' row locks, reading them afresh: a pause, a resume or
     another worker's claim of the same type cannot come between the check and the
-    claim (or the hold). Limited types' claims take their turn: one at a time per type."""
-    type_lever_id = lever(Kind.TYPE, job_type).pk if rule.limited else None
+    claim (or the hold). Limited types' claims take their turn: one at a time per type.
+    A queue the snapshot shows unpaused is not locked (a pause reaches the claims
+    within the snapshot's age, as for unlimited work)."""
+    known_lever = current.controls.get(job_type)
+    type_lever_id = (known_lever.pk if known_lever else lever(Kind.TYPE, job_type).pk) if rule.limited else None
     with transaction.atomic():
-        queue_lever = FlowControl.objects.select_for_update().filter(kind=Kind.QUEUE, name=priority).first()
-        if queue_lever is not None and queue_lever.paused:
-            return _hold(job_id, dispatch, Hold.QUEUE_PAUSED, f"queue {priority} is paused")
+        if priority in current.paused_queues:
+            queue_lever = FlowControl.objects.select_for_update().filter(kind=Kind.QUEUE, name=priority).first()
+            if queue_lever is not None and queue_lever.paused:
+                return _hold(job_id, dispatch, Hold.QUEUE_PAUSED, f"queue {priority} is paused")
         levers = FlowControl.objects.select_for_update()
         control = (
             levers.get(pk=type_lever_id) if type_lever_id else levers.filter(kind=Kind.TYPE, name=job_type).first()
@@ -185,7 +200,7 @@ def _claim_under_levers(
                 return _hold(job_id, dispatch, Hold.CONCURRENCY, f"{active} of at most {rule.concurrency} active")
         if rule.rate is not None and control is not None and not rule.rate.allows(control.rate_starts, time.time()):
             return _hold(job_id, dispatch, Hold.RATE, f"rate limit {rule.rate} reached")
-        job = lifecycle.claim(job_id, dispatch, worker_name)
+        job = lifecycle.claim(job_id, dispatch, worker_name, in_callers_transaction=True)
         if rule.rate is not None and control is not None:
             _note_start(control, rule.rate, job)
         return job

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -260,7 +260,10 @@ def _eta_error(job: Job, now) -> float | None:
     return (now - job.first_estimated_start_at).total_seconds()
 
 
-def claim(job_id, dispatch: str, worker_name: str) -> Job:
+def claim(job_id, dispatch: str, worker_name: str, *, in_callers_transaction: bool = False) -> Job:
+    """queued → active for this dispatch. ``in_callers_transaction``: the caller holds
+    its own transaction on purpose (flow control's lever lock) and the one-statement
+    move may run inside it — it needs nothing after commit but what on_commit does."""
     now = timezone.now()
     values = {
         "worker_name": worker_name,
@@ -274,7 +277,7 @@ def claim(job_id, dispatch: str, worker_name: str) -> Job:
         "held_at": None,
     }
     message = f"started by {worker_name}"
-    if _fast_path():
+    if _fast_path() or (in_callers_transaction and USE_FAST_PATH and connection.vendor == "postgresql"):
         return _fast(
             job_id, "claim", dispatch=dispatch, now=now, values=values,
             expressions={"attempts": "j.attempts + 1", "eta_error_seconds": _ETA_ERROR_SQL}, actor_label=worker_name,

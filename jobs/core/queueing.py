@@ -66,6 +66,7 @@ def _job_options(job: Job) -> dict:
         "job_timeout": job.timeout + _BOOKKEEPING_GRACE,
         "result_ttl": settings.JOB_RESULT_TTL,
         "description": f"{job.type} {job.id}",
+        "meta": {"type": job.type},  # the claim's flow-control check needs no read of the row
     }
 
 
@@ -128,6 +129,7 @@ def schedule(job: Job, at: datetime) -> bool:
             timeout=job.timeout + _BOOKKEEPING_GRACE,
             job_result_ttl=settings.JOB_RESULT_TTL,
             job_description=f"{job.type} {job.id}",
+            meta={"type": job.type},
         )
     except RedisError as error:
         return _redis_down("schedule", [job.id], error)

@@ -56,10 +56,11 @@ def execute(job_id: str, dispatch: str) -> dict:
     return {"status": recorded.status if recorded else "discarded"}
 
 
-def claim(job_id: str, dispatch: str, worker_name: str) -> Job | None:
-    """Claim the row for this dispatch; None when refused or sent back to its window."""
+def claim(job_id: str, dispatch: str, worker_name: str, known: tuple[str, str] | None = None) -> Job | None:
+    """Claim the row for this dispatch; None when refused or sent back to its window.
+    ``known``: the job's (type, queue) as its dispatch says, if the caller has them."""
     try:
-        job = flow.claim(job_id, dispatch, worker_name)  # None: a lever holds it back for now
+        job = flow.claim(job_id, dispatch, worker_name, known=known)  # None: a lever holds it back for now
     except (TransitionError, JobNotFound) as refused:
         logger.info("dispatch skipped", extra={"job_id": job_id, "dispatch": dispatch, "reason": str(refused)})
         return None

@@ -125,7 +125,7 @@ class _ParentBookkeeping(BaseWorker):
         job_id, dispatch = ids
         try:
             _drop_broken_connection()
-            claimed = runner.claim(job_id, dispatch, self.name)
+            claimed = runner.claim(job_id, dispatch, self.name, _type_and_queue(rq_job))
         except DatabaseError:
             # The work-horse will try to claim for itself; failing that, the row stays
             # queued and the reconciler re-dispatches it. The worker itself lives on.
@@ -286,3 +286,10 @@ def _die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
         return
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
+
+
+def _type_and_queue(rq_job: RQJob) -> tuple[str, str] | None:
+    """The job's type (in the dispatch's meta) and queue (its priority), when the
+    dispatch carries them (older ones did not: the claim reads the row then)."""
+    job_type = (rq_job.meta or {}).get("type")
+    return (job_type, rq_job.origin) if job_type and rq_job.origin else None
