@@ -195,6 +195,36 @@ def api_as():
     return _client_for
 
 
+# --- flow control -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_flow_rules():
+    """Each test reads the levers afresh (a process keeps a snapshot up to 0.5 s)."""
+    from jobs.core import flow
+
+    flow.forget_rules()
+    yield flow
+    flow.forget_rules()
+
+
+@pytest.fixture
+def make_limited_type():
+    """Register a throwaway job type with code limits (``concurrency=``, ``rate=``)."""
+    from jobs.core import registry
+
+    made: list[str] = []
+
+    def make(name: str, **limits) -> str:
+        registry.job_type(name, **limits)(lambda ctx: None)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        registry.unregister(name)
+
+
 # --- running jobs -------------------------------------------------------------------------
 
 

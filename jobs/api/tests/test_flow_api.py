@@ -9,21 +9,12 @@ from jobs.api.tests.test_api import assert_error
 from jobs.core import flow, registry
 from jobs.core.models import FlowChange, FlowControl
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rules():
-    flow.forget_rules()
-    yield
-    flow.forget_rules()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_flow_rules")]
 
 
 @pytest.fixture
-def limited_type():
-    registry.job_type("test.api_limited", concurrency=2, rate="10/minute")(lambda ctx: None)
-    yield "test.api_limited"
-    registry.unregister("test.api_limited")
+def limited_type(make_limited_type):
+    return make_limited_type("test.api_limited", concurrency=2, rate="10/minute")
 
 
 @pytest.mark.redis  # the overview reads the queues' depths

@@ -9,27 +9,18 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 
-from jobs.core import flow, registry
+from jobs.core import flow
 from jobs.core.models import FlowChange, FlowControl
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_flow_rules")]
 
 QUEUE, TYPE = FlowControl.Kind.QUEUE, FlowControl.Kind.TYPE
 PAGE = "/admin/jobs/job/flow/"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_rules():
-    flow.forget_rules()
-    yield
-    flow.forget_rules()
-
-
 @pytest.fixture
-def limited_type():
-    registry.job_type("test.console_limited", concurrency=2, rate="10/minute")(lambda ctx: None)
-    yield "test.console_limited"
-    registry.unregister("test.console_limited")
+def limited_type(make_limited_type):
+    return make_limited_type("test.console_limited", concurrency=2, rate="10/minute")
 
 
 def client_for(user) -> Client:

@@ -11,23 +11,14 @@ from jobs.core.errors import InvalidInput, SubmitError
 from jobs.core.models import FlowChange, FlowControl, Hold, Job, Status
 from jobs.upkeep import reconcile
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_flow_rules")]
 
 QUEUE, TYPE = FlowControl.Kind.QUEUE, FlowControl.Kind.TYPE
 
 
-@pytest.fixture(autouse=True)
-def _fresh_rules():
-    flow.forget_rules()
-    yield
-    flow.forget_rules()
-
-
 @pytest.fixture
-def limited_type():
-    registry.job_type("test.limited", concurrency=2)(lambda ctx: None)
-    yield "test.limited"
-    registry.unregister("test.limited")
+def limited_type(make_limited_type):
+    return make_limited_type("test.limited", concurrency=2)
 
 
 def queued(job_type="diagnostics.noop", **fields) -> Job:
