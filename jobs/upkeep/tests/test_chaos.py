@@ -187,7 +187,7 @@ def test_cron_entries_exist_once_after_repeated_syncs_and_a_scheduler_restart(sp
     scheduler = spawn("rqscheduler", "--queue", "normal", "--interval", "1")
     wait_for(lambda: redis_conn.keys("rq:scheduler_instance:*"), timeout=20, what="the scheduler to register")
     scheduler.send_signal(signal.SIGTERM)
-    scheduler.wait(20)
+    scheduler.wait(60)  # a graceful stop: generous for a loaded machine
     spawn("rqscheduler", "--queue", "normal", "--interval", "1")
     wait_for(lambda: redis_conn.get("jobdesk:scheduler:heartbeat"), timeout=20, what="the new scheduler's poll")
     names = list(Schedule.objects.values_list("name", flat=True))
