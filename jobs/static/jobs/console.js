@@ -25,9 +25,26 @@
     return '<span class="jd-status jd-' + esc(status) + '">' + esc(String(status).replace("_", " ")) + "</span>";
   }
 
-  function bar(percent) {
-    return '<span class="jd-bar"><span class="jd-fill" style="width:' + Number(percent) + '%"></span></span>' +
+  /* The fill takes the job's status colour: a failed job's bar is red, not a green 100 %. */
+  function bar(percent, status) {
+    return '<span class="jd-bar"><span class="jd-fill jd-fill-' + esc(status || "") + '" style="width:' +
+      Number(percent) + '%"></span></span>' +
       '<span class="jd-pct">' + Number(percent) + "%</span>";
+  }
+
+  /* Times in the operator's zone (the server's current zone, shown in the header) and
+     saying which: never the browser's zone silently. */
+  function zone() {
+    var el = document.getElementById("jd-zone-switch");
+    return (el && el.dataset.current) || "UTC";
+  }
+
+  function zoned(iso, withDate) {
+    if (!iso) { return "—"; }
+    var options = { timeZone: zone(), timeZoneName: "short", hour: "2-digit", minute: "2-digit", second: "2-digit",
+      hour12: false };
+    if (withDate) { options.year = "numeric"; options.month = "2-digit"; options.day = "2-digit"; }
+    try { return new Date(iso).toLocaleString("sv-SE", options); } catch (e) { return new Date(iso).toISOString(); }
   }
 
   function setLive(on, label) {
@@ -59,7 +76,7 @@
     if (!msg.job_id) { return; }
     document.querySelectorAll('[data-job="' + msg.job_id + '"]').forEach(function (el) {
       if (el.dataset.field === "status") { el.innerHTML = badge(msg.status); }
-      if (el.dataset.field === "progress") { el.innerHTML = bar(msg.progress); }
+      if (el.dataset.field === "progress") { el.innerHTML = bar(msg.progress, msg.status); }
       if (el.dataset.field === "eta" && (FINAL[msg.status] || msg.status === "active")) {
         el.textContent = FINAL[msg.status] ? "finished" : "running";
       }
@@ -92,11 +109,11 @@
     var id = panel.dataset.jobId;
     follow("/ws/jobs/" + id + "/", function (msg) {
       panel.querySelector("[data-live=status]").innerHTML = badge(msg.status);
-      panel.querySelector("[data-live=progress]").innerHTML = bar(msg.progress);
+      panel.querySelector("[data-live=progress]").innerHTML = bar(msg.progress, msg.status);
       panel.querySelector("[data-live=stage]").textContent = msg.stage || "";
       panel.querySelector("[data-live=seq]").textContent = msg.seq;
       var eta = msg.status === "active" ? msg.estimated_finish_at : msg.estimated_start_at;
-      panel.querySelector("[data-live=eta]").textContent = eta ? new Date(eta).toLocaleTimeString() : "—";
+      panel.querySelector("[data-live=eta]").textContent = eta ? zoned(eta, false) : "—";
       panel.querySelector("[data-live=message]").textContent = msg.user_message || "";
       updateRows(msg);
       if (FINAL[msg.status] && (msg.type !== "snapshot" || panel.dataset.seenLive)) {
@@ -113,7 +130,7 @@
     return seconds < 90 ? Math.round(seconds) + " s ago" : Math.round(seconds / 60) + " min ago";
   }
 
-  function time(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
+  function time(iso) { return zoned(iso, true); }
 
   function secs(value) { return value == null ? "—" : (value < 10 ? value.toFixed(2) : value.toFixed(0)) + " s"; }
 
@@ -232,7 +249,7 @@
       " jobs" : "no samples yet") + "</p></section></div>");
 
     root.querySelector("#jd-body").innerHTML = html.join("");
-    root.querySelector("#jd-generated").textContent = new Date(data.generated_at).toLocaleTimeString();
+    root.querySelector("#jd-generated").textContent = zoned(data.generated_at, false);
   }
 
   function dashboard(root) {
@@ -262,7 +279,7 @@
         return;
       }
       var line = document.createElement("li");
-      line.textContent = new Date(msg.timestamp).toLocaleTimeString() + "  " + (msg.job_type || "bulk") + "  " +
+      line.textContent = zoned(msg.timestamp, false) + "  " + (msg.job_type || "bulk") + "  " +
         (msg.job_id ? msg.job_id.slice(0, 8) : "") + "  " + msg.status + (msg.type === "progress" ? " " + msg.progress + "%" : "");
       feed.insertBefore(line, feed.firstChild);
       while (feed.children.length > 30) { feed.removeChild(feed.lastChild); }
