@@ -69,7 +69,7 @@ class MaterialAdmin(admin.ModelAdmin):
         "id", "owner", "name", "content_type", "size_shown", "sha256", "file_shown", "status_badge", "job_link",
         "pages", "lines", "words", "characters", "chunk_count", "error", "created_at", "updated_at",
     ]  # fmt: skip
-    fields = readonly_fields
+    fields = cast(list, readonly_fields)  # the page shows them all, in this order
 
     class Media:
         css = {"all": ["ingestion/materials.css"]}

@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conftest import past_job
+from jobs.core import flow
 from jobs.core.models import Job, Status
 
 pytestmark = pytest.mark.django_db
@@ -109,7 +110,8 @@ def test_the_retry_button_requeues_and_is_a_recent_action(superuser, redis_conn)
     entry = LogEntry.objects.get()
     assert (entry.user, entry.object_id, entry.change_message) == (superuser, str(job.id), "Requeued from the console.")
     index = client.get("/admin/").content.decode()
-    assert "Requeued from the console." in index or str(job)[:40] in index
+    recent = index[index.index('id="recent-actions-module"') :]
+    assert f'href="/admin/jobs/job/{job.id}/change/"' in recent
 
 
 def test_a_read_only_operator_sees_the_advice_without_a_button(watcher):
@@ -128,3 +130,57 @@ def test_times_follow_the_operators_zone_and_say_it(superuser):
     assert 'data-current="Europe/Kyiv"' in kyiv and re.search(r"\d\d:\d\d:\d\d EES?T", kyiv)
     bogus = client_for(superuser, jd_tz="Mars/Olympus").get(page)
     assert bogus.status_code == 200 and 'data-current="UTC"' in bogus.content.decode()
+
+
+def test_the_admin_index_shows_numbers_with_links_and_paused_queues(superuser):
+    dead_letter()
+    dead_letter(status=Status.FAILED)
+    past_job(type="diagnostics.sleep", status=Status.COMPLETE, progress=100)
+    flow.pause("queue", "low", actor=superuser, reason="disk full")
+    html = client_for(superuser).get("/admin/").content.decode()
+    numbers = re.search(r'<div class="module" id="jd-index-numbers">.*?</div>\s*</div>', html, re.S).group(0)
+    assert "Jobs now (3)" in numbers
+    for status, count in (("dead_letter", 1), ("failed", 1), ("complete", 1), ("queued", 0)):
+        assert re.search(rf'href="/admin/jobs/job/\?status__exact={status}&amp;system=all" data-count="{status}">'
+                         rf"<b>{count}</b>", numbers), status  # fmt: skip
+    assert "Dead letters: 1" in numbers
+    paused = re.search(r'<tr id="jd-index-paused">.*?</tr>', numbers, re.S).group(0)
+    assert "Paused queues: 1" in paused and ">low</span>" in paused and "disk full" in paused and "by boss" in paused
+
+
+def test_console_acts_show_in_recent_actions(superuser, redis_conn):
+    jobs = [dead_letter(), dead_letter()]
+    client = client_for(superuser)
+    client.post(LIST, {"action": "requeue_jobs", "_selected_action": [str(j.id) for j in jobs]})
+    entries = {(e.object_id, e.change_message, e.user_id) for e in LogEntry.objects.all()}
+    assert entries == {(str(j.id), "Requeued from the console.", superuser.pk) for j in jobs}
+    index = client.get("/admin/").content.decode()
+    recent = index[index.index('id="recent-actions-module"') :]
+    assert "None available" not in recent and f"/admin/jobs/job/{jobs[0].id}/change/" in recent
+
+
+@pytest.mark.redis
+def test_worker_rows_say_host_pid_queues_current_job_counts_and_since(superuser, redis_conn):
+    from rq.worker import Worker
+
+    from jobs.core import queueing
+
+    job = past_job(type="diagnostics.sleep", status=Status.ACTIVE, progress=30, rq_job_id="dispatch-1",
+                   started_at=timezone.now())  # fmt: skip
+    worker = Worker([queueing.queue("normal"), queueing.queue("low")], connection=redis_conn)
+    worker.register_birth()
+    worker.set_current_job_id("dispatch-1")
+    for _ in range(3):
+        worker.increment_successful_job_count()
+    worker.increment_failed_job_count()
+    try:
+        data = client_for(superuser).get(reverse("admin:jobs_dashboard_data")).json()
+    finally:
+        worker.register_death()
+    [row] = data["workers"]
+    assert row["label"] == f"{worker.hostname}:{worker.pid}" and row["name"] == worker.name
+    assert row["queues"] == ["normal", "low"]
+    assert (row["done"], row["failed_runs"]) == (4, 1)
+    assert row["since"] and row["job"]["id"] == str(job.id)
+    js = (Path(__file__).parents[2] / "static" / "jobs" / "console.js").read_text()
+    assert "title=\"RQ name: ' + esc(w.name)" in js and "esc(w.label || w.name)" in js

@@ -127,7 +127,9 @@
   function ago(iso) {
     if (!iso) { return "—"; }
     var seconds = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
-    return seconds < 90 ? Math.round(seconds) + " s ago" : Math.round(seconds / 60) + " min ago";
+    if (seconds < 90) { return Math.round(seconds) + " s ago"; }
+    if (seconds < 5400) { return Math.round(seconds / 60) + " min ago"; }
+    return seconds < 129600 ? Math.round(seconds / 3600) + " h ago" : Math.round(seconds / 86400) + " d ago";
   }
 
   function time(iso) { return zoned(iso, true); }
@@ -223,12 +225,18 @@
 
     html.push('<section class="jd-panel" id="jd-workers"><h2>Workers (' + data.workers.length + ')</h2>');
     if (!data.workers.length) { html.push('<p class="jd-bad">No worker is alive: nothing runs. Start <code>manage.py rqworker-pool</code>.</p>'); }
-    html.push('<table class="jd-table"><tr><th>worker</th><th>host / pid</th><th>heartbeat</th><th>running now</th></tr>');
+    html.push('<table class="jd-table"><tr><th>worker (host:pid)</th><th>queues</th><th>running now</th>' +
+      "<th>jobs done</th><th>since</th><th>heartbeat</th></tr>");
     data.workers.forEach(function (w) {
       var job = w.job ? '<a href="' + list + w.job.id + '/change/">' + esc(w.job.type) + " " + esc(String(w.job.id).slice(0, 8)) +
-        "</a> " + '<span data-job="' + esc(w.job.id) + '" data-field="progress">' + bar(w.job.progress) + "</span> " + esc(w.job.stage) : "idle";
-      html.push("<tr><td>" + esc(w.name) + "</td><td>" + esc(w.host) + " / " + esc(w.pid) + "</td><td>" + ago(w.last_heartbeat) +
-        "</td><td>" + job + "</td></tr>");
+        "</a> " + '<span data-job="' + esc(w.job.id) + '" data-field="progress">' + bar(w.job.progress, "active") + "</span> " +
+        esc(w.job.stage) : '<span class="jd-when">idle</span>';
+      var done = '<span title="RQ\'s count of dispatches this worker handled' + (w.failed_runs ? ", " + w.failed_runs +
+        " of them with a failed work-horse" : "") + '">' + (w.done == null ? "—" : w.done) + "</span>";
+      html.push('<tr data-worker="' + esc(w.name) + '"><td><span class="jd-worker" title="RQ name: ' + esc(w.name) + '">' +
+        esc(w.label || w.name) + "</span></td><td>" + esc((w.queues || []).join(", ")) + "</td><td>" + job + "</td><td>" +
+        done + '</td><td title="' + esc(time(w.since)) + '">' + (w.since ? ago(w.since) : "—") + "</td><td>" +
+        ago(w.last_heartbeat) + "</td></tr>");
     });
     html.push("</table></section>");
 
