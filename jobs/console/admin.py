@@ -239,7 +239,7 @@ _BUTTON_OF_VERB = {"requeue": "Retry", "cancel": "Cancel", "run-now": "Run now",
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = [
-        "short_id", "type", "status_badge", "progress_bar", "priority", "owner", "attempts", "eta_or_duration",
+        "short_id", "type", "status_badge", "progress_bar", "priority", "owner", "tries", "eta_or_duration",
         "age", "error_column",
     ]  # fmt: skip
     list_filter = ["status", TypeFilter, SystemJobsFilter, "priority", "error_category", "heavy", "owner"]
@@ -393,6 +393,11 @@ class JobAdmin(admin.ModelAdmin):
         return format_html(
             '<span data-job="{}" data-field="progress">{}</span>', job.id, _bar(job.progress, job.status)
         )
+
+    @admin.display(description="tries", ordering="attempts")
+    def tries(self, job: Job) -> str:
+        """Attempts made of those allowed: "2/3"."""
+        return f"{job.attempts}/{job.max_attempts}"
 
     @admin.display(description="created", ordering="created_at")
     def age(self, job: Job) -> str:

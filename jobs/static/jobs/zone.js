@@ -9,7 +9,7 @@
     var now = link.dataset.current;
     var target = now === "UTC" ? mine : "UTC";
     if (target === now) { link.hidden = true; return; }
-    link.textContent = target === "UTC" ? "show in UTC" : "show in my zone (" + target + ")";
+    link.textContent = target === "UTC" ? "(show in UTC)" : "(show in my zone, " + target + ")";
     link.addEventListener("click", function (event) {
       event.preventDefault();
       document.cookie = "jd_tz=" + encodeURIComponent(target) + "; path=/; max-age=31536000; SameSite=Lax";
