@@ -9,10 +9,12 @@ tests skip, unless ``JOBDESK_REQUIRE_BROWSER`` is set (CI sets it), when they fa
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.db import connections
+from django.utils import timezone
 
 from conftest import ROOT, wait_for
 from jobs.core.models import FlowChange, FlowControl, Hold, Job, JobEvent, Schedule, Status
@@ -264,3 +266,76 @@ def test_an_operator_moves_a_schedule_to_7_kyiv_time_and_a_bad_cron_is_refused(c
     page.goto(f"{base}/admin/jobs/job/schedules/")
     assert str(job.id) in page.get_attribute("#schedule-prune-jobs [data-field=last] a", "href")
     screenshot(page, "schedules-after")
+
+
+CLIPPED_CELLS = """() => {
+  const cells = [...document.querySelectorAll('#result_list th, #result_list td')];
+  const clipped = cells.filter((c) => c.scrollWidth > c.clientWidth + 1)
+    .map((c) => `${c.className}: ${c.scrollWidth} > ${c.clientWidth}`);
+  const table = document.querySelector('#result_list').getBoundingClientRect();
+  const box = document.querySelector('#result_list').closest('.results');  // scrolls sideways when too narrow
+  if (box.scrollWidth > box.clientWidth) { clipped.push(`.results: ${box.scrollWidth} > ${box.clientWidth}`); }
+  const widths = [...document.querySelectorAll('#result_list thead th')].map((c) => `${c.className}=${c.offsetWidth}`);
+  const rows = document.querySelectorAll('#result_list tbody tr').length;
+  return {widths, clipped, tableRight: table.right, viewport: window.innerWidth,
+          pageWidth: document.documentElement.scrollWidth, rows};
+}"""
+
+
+def test_the_job_list_fits_1280_and_1920_px_without_a_clipped_column(console, screenshot):
+    """Every kind of row (waiting with an ETA, finished with a duration, failed with a
+    long error) fits: no cell's content overflows it, and the table ends in the window."""
+    from conftest import past_job
+
+    page, base = console
+    now = timezone.now()
+    for status in (Status.DEAD_LETTER, Status.FAILED):
+        past_job(type="diagnostics.sleep", status=status, progress=100, attempts=3, max_attempts=3,
+                 error_category="temporary", started_at=now - timedelta(seconds=80), finished_at=now,
+                 error_message="Connection refused by payments-gateway.internal:8443 after 30 s " * 3)  # fmt: skip
+    past_job(type="diagnostics.sleep", status=Status.COMPLETE, progress=100, started_at=now - timedelta(seconds=2),
+             finished_at=now)  # fmt: skip
+    submit("diagnostics.sleep", {"seconds": 1}, run_at=now + timedelta(hours=3))
+    submit("diagnostics.sleep", {"seconds": 1})
+    for width in (1280, 1920):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(f"{base}/admin/jobs/job/")
+        page.wait_for_selector("#result_list tbody tr")
+        screenshot(page, f"job-list-{width}")  # before the checks: the picture of a failure too
+        found = page.evaluate(CLIPPED_CELLS)
+        assert found["rows"] == 5
+        assert found["clipped"] == [], (width, found["clipped"])
+        assert found["tableRight"] <= found["viewport"] and found["pageWidth"] <= found["viewport"], (width, found)
+        assert page.inner_text("#content h1") == "Jobs"
+        red = page.eval_on_selector(".jd-fill-dead_letter", "e => getComputedStyle(e).backgroundColor")
+        assert red == "rgb(192, 57, 43)"
+
+
+def test_a_work_window_is_saved_from_weekday_checkboxes_and_a_zone_select(console, screenshot):
+    from workwindow.models import WorkWindow
+
+    page, base = console
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{base}/admin/workwindow/workwindow/add/")
+    page.fill("#id_name", "weeknights")
+    page.select_option("#id_time_zone", "Europe/Kyiv")
+    page.fill("#id_start_time", "22:00")
+    page.fill("#id_end_time", "06:00")
+    for day in ("Sat", "Sun"):
+        page.uncheck(f"#id_weekdays label:has-text('{day}') input")
+    screenshot(page, "work-window-form")
+    page.click("input[name=_continue]")
+    page.wait_for_selector("text=was added successfully")
+    window = WorkWindow.objects.get(name="weeknights")
+    assert (window.weekdays, window.time_zone) == ([0, 1, 2, 3, 4], "Europe/Kyiv")
+    assert page.is_checked("#id_weekdays_4") and not page.is_checked("#id_weekdays_5")
+    assert page.locator(".field-next_openings .readonly > div").count() == 5
+    screenshot(page, "work-window-saved")
+
+    page.uncheck("#id_weekdays_0")
+    for day in range(1, 5):
+        page.uncheck(f"#id_weekdays_{day}")
+    page.click("input[name=_save]")
+    page.locator(".field-weekdays .errorlist", has_text="Tick at least one day.").wait_for()
+    assert WorkWindow.objects.get(name="weeknights").weekdays == [0, 1, 2, 3, 4]
+    screenshot(page, "work-window-error")

@@ -1,18 +1,59 @@
+from __future__ import annotations
+
+from django import forms
 from django.contrib import admin
 from django.utils import timezone
 from django.utils.html import format_html_join
 
 from workwindow import policy
-from workwindow.models import WorkWindow
+from workwindow.models import WEEKDAY_NAMES, WorkWindow, _known_zones
 
 PREVIEW_OPENINGS = 5
+DAY_CHOICES = [(str(number), name) for number, name in enumerate(WEEKDAY_NAMES)]
+
+
+def zone_choices() -> list[tuple[str, str]]:
+    """Every IANA zone the server knows (zoneinfo.available_timezones()), UTC first."""
+    names = sorted(_known_zones() - {"UTC"})
+    return [("UTC", "UTC"), *((name, name) for name in names)]
+
+
+class WorkWindowForm(forms.ModelForm):
+    """Weekdays as Mon..Sun checkboxes (stored as the 0–6 list the policy reads) and the
+    zone as a select of IANA names: nothing to type wrong; what is wrong is said at the field."""
+
+    weekdays = forms.TypedMultipleChoiceField(
+        choices=DAY_CHOICES, coerce=int, widget=forms.CheckboxSelectMultiple, label="weekdays",
+        help_text="the days on which the window opens (local to its time zone)",
+        error_messages={"required": "Tick at least one day."},
+    )  # fmt: skip
+    time_zone = forms.ChoiceField(choices=zone_choices, initial="UTC", help_text="an IANA zone, e.g. Europe/Kyiv")
+
+    class Meta:
+        model = WorkWindow
+        fields = ["name", "enabled", "time_zone", "start_time", "end_time", "weekdays"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:  # the stored list, as ticked boxes
+            self.initial["weekdays"] = [str(day) for day in self.instance.weekdays]
+        elif "weekdays" not in self.initial:
+            self.initial["weekdays"] = [str(day) for day in range(7)]
+
+    def clean_weekdays(self) -> list[int]:
+        return sorted(set(self.cleaned_data["weekdays"]))
 
 
 @admin.register(WorkWindow)
 class WorkWindowAdmin(admin.ModelAdmin):
-    list_display = ["name", "enabled", "time_zone", "start_time", "end_time", "weekdays", "next_openings"]
+    form = WorkWindowForm
+    list_display = ["name", "enabled", "time_zone", "start_time", "end_time", "days", "next_openings"]
     list_filter = ["enabled", "time_zone"]
     readonly_fields = ["next_openings"]
+
+    @admin.display(description="weekdays")
+    def days(self, window: WorkWindow) -> str:
+        return ", ".join(WEEKDAY_NAMES[day] for day in sorted(window.weekdays))
 
     @admin.display(description=f"next {PREVIEW_OPENINGS} openings")
     def next_openings(self, window: WorkWindow) -> str:
@@ -22,7 +63,5 @@ class WorkWindowAdmin(admin.ModelAdmin):
         periods = policy.open_periods([window.as_policy()], now, now + policy.HORIZON)
         upcoming = [(o, c) for o, c in periods if c > now][:PREVIEW_OPENINGS]
         zone = window.as_policy().zone
-        return (
-            format_html_join("", "<div>{} → {}</div>", ((o.astimezone(zone), c.astimezone(zone)) for o, c in upcoming))
-            or "never within a week"
-        )
+        shown = ((f"{o.astimezone(zone):%a %Y-%m-%d %H:%M}", f"{c.astimezone(zone):%a %H:%M %Z}") for o, c in upcoming)
+        return format_html_join("", "<div>{} → {}</div>", shown) or "never within a week"

@@ -10,6 +10,7 @@ DISTINCT scan), a search that is a job id is one index lookup.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import timedelta
 from typing import cast
@@ -81,7 +82,11 @@ def _next_period(start, kind: str):
 
 class SafeChangeList(ChangeList):
     """A year or month no date can have (13, 99999) is a bad filter (the list shows its
-    error notice), not a 500."""
+    error notice), not a 500. The page is titled "Jobs", not "Select job to change"."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.title = "Jobs"
 
     def get_filters(self, request):
         try:
@@ -214,18 +219,28 @@ def _badge(status: str) -> str:
     return format_html('<span class="jd-status jd-{}">{}</span>', status, status.replace("_", " "))
 
 
-def _bar(percent: int) -> str:
+def _bar(percent: int, status: str = "") -> str:
+    """The fill takes the status's colour: a failed job's bar is red, not a green 100 %."""
     return format_html(
-        '<span class="jd-bar"><span class="jd-fill" style="width:{}%"></span></span><span class="jd-pct">{}%</span>',
-        percent, percent,
+        '<span class="jd-bar"><span class="jd-fill jd-fill-{}" style="width:{}%"></span></span>'
+        '<span class="jd-pct">{}%</span>',
+        status, percent, percent,
     )  # fmt: skip
+
+
+ERROR_SHOWN = 60  # characters of the error message in the list; the whole of it in the tooltip
+# Recovery actions written for API clients name an endpoint; the console offers its button.
+_ENDPOINT = re.compile(r"\s*\(?POST …/([a-z-]+)/\)?")
+_VERB_OF_ENDPOINT = {"retry": "requeue", "requeue": "requeue", "cancel": "cancel", "run-now": "run-now",
+                     "promote": "promote"}  # fmt: skip
+_BUTTON_OF_VERB = {"requeue": "Retry", "cancel": "Cancel", "run-now": "Run now", "promote": "Promote"}
 
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = [
-        "short_id", "type", "status_badge", "progress_bar", "priority", "owner", "attempts", "eta_or_duration",
-        "created_at", "started_at",
+        "short_id", "type", "status_badge", "progress_bar", "priority", "owner", "tries", "eta_or_duration",
+        "age", "error_column",
     ]  # fmt: skip
     list_filter = ["status", TypeFilter, SystemJobsFilter, "priority", "error_category", "heavy", "owner"]
     search_fields = ["type"]  # the search itself is get_search_results
@@ -241,21 +256,25 @@ class JobAdmin(admin.ModelAdmin):
     inlines = [JobEventInline]
     actions = [requeue_jobs, run_jobs_now, cancel_jobs, promote_jobs, requeue_dead_letters]
     readonly_fields = [
-        "id", "type", "status_badge", "progress_bar", "stage", "priority", "heavy", "owner", "attempts",
-        "max_attempts", "timeout", "idempotency_key", "pretty_payload", "pretty_result", "error_category",
-        "error_message", "advice", "traceback", "seq", "rq_job_id", "worker_name", "created_at", "enqueued_at",
-        "scheduled_for", "started_at", "finished_at", "eta_or_duration", "first_estimated_start_at",
-        "first_estimated_finish_at", "eta_error_seconds", "dependencies", "dependents_list",
+        "id", "type", "status_badge", "progress_bar", "stage", "priority", "heavy_shown", "owner", "attempts",
+        "max_attempts", "timeout_shown", "idempotency_key", "pretty_payload", "pretty_result", "error_category",
+        "error_message", "advice", "advice_plain", "traceback", "seq", "rq_job_id", "worker_name", "created_at",
+        "enqueued_at", "scheduled_for", "started_at", "finished_at", "eta_or_duration", "first_estimated_start_at",
+        "first_estimated_finish_at", "eta_error", "dependencies", "dependents_list",
     ]  # fmt: skip
+    # What an operator reads first stays open; the rest is one click away (a shorter page).
     fieldsets = [
-        (None, {"fields": ["id", "type", "status_badge", "progress_bar", "stage", "priority", "heavy", "owner"]}),
-        ("Attempts and errors", {"fields": ["attempts", "max_attempts", "timeout", "error_category",
+        (None, {"fields": ["id", "type", "status_badge", "progress_bar", "stage", "priority", "heavy_shown",
+                           "owner"]}),
+        ("Attempts and errors", {"fields": ["attempts", "max_attempts", "timeout_shown", "error_category",
                                              "error_message", "advice", "traceback"]}),
-        ("Payload and result", {"fields": ["idempotency_key", "pretty_payload", "pretty_result"]}),
-        ("Dependencies", {"fields": ["dependencies", "dependents_list"]}),
-        ("Times and estimates", {"fields": ["created_at", "enqueued_at", "scheduled_for", "started_at",
-                                             "finished_at", "eta_or_duration", "first_estimated_start_at",
-                                             "first_estimated_finish_at", "eta_error_seconds"]}),
+        ("Times", {"fields": ["created_at", "enqueued_at", "scheduled_for", "started_at", "finished_at",
+                              "eta_or_duration"]}),
+        ("Payload and result", {"classes": ["collapse"], "fields": ["idempotency_key", "pretty_payload",
+                                                                    "pretty_result"]}),
+        ("Dependencies", {"classes": ["collapse"], "fields": ["dependencies", "dependents_list"]}),
+        ("Estimates", {"classes": ["collapse"], "fields": ["first_estimated_start_at", "first_estimated_finish_at",
+                                                           "eta_error"]}),
         ("Dispatch", {"classes": ["collapse"], "fields": ["seq", "rq_job_id", "worker_name"]}),
     ]  # fmt: skip
 
@@ -270,6 +289,13 @@ class JobAdmin(admin.ModelAdmin):
         # A deleted row strands its RQ entry and dependents and erases the audit trail:
         # jobs end by cancel, and leave by the retention cron.
         return False
+
+    def get_fieldsets(self, request, obj=None):
+        """Recovery actions offer their buttons only to those who may act."""
+        if self.has_change_permission(request, obj):
+            return self.fieldsets
+        plain = lambda f: "advice_plain" if f == "advice" else f  # noqa: E731
+        return [(name, {**opts, "fields": [plain(f) for f in opts["fields"]]}) for name, opts in self.fieldsets]
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         # Every field is read-only, but the admin would still save the whole row on a
@@ -364,7 +390,27 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress_bar(self, job: Job) -> str:
-        return format_html('<span data-job="{}" data-field="progress">{}</span>', job.id, _bar(job.progress))
+        return format_html(
+            '<span data-job="{}" data-field="progress">{}</span>', job.id, _bar(job.progress, job.status)
+        )
+
+    @admin.display(description="tries", ordering="attempts")
+    def tries(self, job: Job) -> str:
+        """Attempts made of those allowed: "2/3"."""
+        return f"{job.attempts}/{job.max_attempts}"
+
+    @admin.display(description="created", ordering="created_at")
+    def age(self, job: Job) -> str:
+        """How long ago, with the moment itself (in the operator's zone) in the tooltip."""
+        return format_html('<span class="jd-age" title="{}">{}</span>', _stamp(job.created_at), _ago(job.created_at))
+
+    @admin.display(description="error")
+    def error_column(self, job: Job) -> str:
+        if job.status not in WITH_ERROR_MESSAGE or not job.error_message:
+            return "—"
+        text = job.error_message
+        shown = text if len(text) <= ERROR_SHOWN else text[: ERROR_SHOWN - 1].rstrip() + "…"
+        return format_html('<span class="jd-error" title="{}">{}</span>', text, shown)
 
     @admin.display(description="ETA / duration")
     def eta_or_duration(self, job: Job) -> str:
@@ -377,7 +423,7 @@ class JobAdmin(admin.ModelAdmin):
                 guess = getattr(job, "estimate", None)
                 finish = guess.finish_at if guess else None
                 return f"finishes ≈ {_when(finish)}" if finish else "running"
-            return f"{seconds:.1f} s" if seconds is not None else "—"
+            return _seconds(seconds)
         guess = getattr(job, "estimate", None) or estimates.for_job(job)
         if guess.paused:
             return format_html('<span class="jd-paused" title="{}">paused ⓘ</span>', guess.warning)
@@ -399,11 +445,37 @@ class JobAdmin(admin.ModelAdmin):
     def traceback(self, job: Job) -> str:
         return format_html("<pre class='jd-pre'>{}</pre>", job.error_details) if job.error_details else "—"
 
+    @admin.display(description="heavy")
+    def heavy_shown(self, job: Job) -> str:
+        return "yes (runs inside the work window)" if job.heavy else "no"
+
+    @admin.display(description="timeout")
+    def timeout_shown(self, job: Job) -> str:
+        return _seconds(job.timeout)
+
+    @admin.display(description="first ETA's error")
+    def eta_error(self, job: Job) -> str:
+        """Actual start − first estimate: "+1.2 s" started later than said."""
+        if job.eta_error_seconds is None:
+            return "—"
+        return f"{'+' if job.eta_error_seconds >= 0 else '−'}{_seconds(abs(job.eta_error_seconds))}"
+
     @admin.display(description="recovery actions")
     def advice(self, job: Job) -> str:
+        """Each action in words; one that names an API endpoint ("POST …/retry/") becomes
+        the console's button for that act, when the job's state allows it."""
         if not job.recovery_actions:
             return "—"
-        return format_html("<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((a,) for a in job.recovery_actions)))
+        return format_html(
+            "<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((_advice(job, a),) for a in job.recovery_actions))
+        )
+
+    @admin.display(description="recovery actions")
+    def advice_plain(self, job: Job) -> str:
+        if not job.recovery_actions:
+            return "—"
+        lines = ((_ENDPOINT.sub("", a),) for a in job.recovery_actions)
+        return format_html("<ul>{}</ul>", format_html_join("", "<li>{}</li>", lines))
 
     @admin.display(description="depends on")
     def dependencies(self, job: Job) -> str:
@@ -424,9 +496,58 @@ def _text_search(term: str) -> Q:
 
 
 def _when(moment) -> str:
-    """Today's times as a clock reading; other days with their date."""
+    """Today's times as a clock reading; other days with their date; with the zone."""
     local = timezone.localtime(moment)
-    return f"{local:%H:%M:%S}" if local.date() == timezone.localdate() else f"{local:%Y-%m-%d %H:%M}"
+    return f"{local:%H:%M:%S %Z}" if local.date() == timezone.localdate() else f"{local:%Y-%m-%d %H:%M %Z}"
+
+
+def _stamp(moment) -> str:
+    """A moment in the operator's zone, with that zone."""
+    return f"{timezone.localtime(moment):%Y-%m-%d %H:%M:%S %Z}" if moment else "—"
+
+
+def _ago(moment) -> str:
+    seconds = max(0, int((timezone.now() - moment).total_seconds()))
+    if seconds < 90:
+        return f"{seconds} s ago"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min ago"
+    if seconds < 36 * 3600:
+        return f"{round(seconds / 3600)} h ago"
+    return f"{round(seconds / 86400)} d ago"
+
+
+def _seconds(value: float | None) -> str:
+    """Human durations: "0.0 s", "1.2 s", "45 s", "3 min 20 s", "2 h 5 min"."""
+    if value is None:
+        return "—"
+    if value < 10:
+        return f"{value:.1f} s"
+    if value < 90:
+        return f"{value:.0f} s"
+    minutes, secs = divmod(round(value), 60)
+    if minutes < 90:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def _advice(job: Job, text: str) -> str:
+    """The endpoint a recovery action names, as the console's button (a submit button of
+    the page's form, posting to the act view: forms do not nest)."""
+    found = _ENDPOINT.search(text)
+    verb = _VERB_OF_ENDPOINT.get(found.group(1)) if found else None
+    if not found or verb is None:
+        return format_html("{}", text)
+    words = _ENDPOINT.sub("", text)
+    if not transitions.allowed(console.MOVE_OF[verb], job.status):
+        return format_html("{}", words)
+    url = reverse("admin:jobs_act", args=[job.id, verb])
+    return format_html(
+        '{} <button type="submit" class="button jd-advice-act" formaction="{}" formmethod="post" '
+        'data-verb="{}">{}</button>',
+        words, url, verb, _BUTTON_OF_VERB[verb],
+    )  # fmt: skip
 
 
 def _job_links(jobs) -> str:

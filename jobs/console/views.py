@@ -7,6 +7,7 @@ a service."""
 from __future__ import annotations
 
 from django.contrib import messages
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.options import IncorrectLookupParameters, ModelAdmin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
@@ -38,21 +39,32 @@ def system_types() -> list[str]:
 def act_on_each(request, job_ids, service, verb: str, *, noun: str = "job(s)") -> None:
     """Apply one service to each job as the operator; a refusal is a message naming the
     job, never a 500. (Admin actions and the console's bulk requeue share it.)"""
-    done, refused = 0, []
+    done, refused, acted = 0, [], []
     for job_id in job_ids:
         try:
             service(job_id, actor=request.user)
             done += 1
+            acted.append(job_id)
         except ActionRefused as why:
             refused.append(str(why))
         except JobNotFound:
             refused.append(f"Job {job_id} is gone (deleted by the retention cron meanwhile).")
     if done:
+        record(request, acted, verb)
         messages.success(request, f"{verb} {done} {noun}.")
     for reason in refused[:20]:
         messages.warning(request, reason)
     if len(refused) > 20:
         messages.warning(request, f"…and {len(refused) - 20} more refused.")
+
+
+def record(request, job_ids, verb: str) -> None:
+    """The admin index's "Recent actions" (Django's LogEntry) lists the console's acts:
+    one entry per job acted on, beside the job's own timeline (the full audit trail)."""
+    LogEntry.objects.log_actions(
+        user_id=request.user.pk, queryset=Job.objects.filter(pk__in=list(job_ids)), action_flag=CHANGE,
+        change_message=f"{verb} from the console.",
+    )  # fmt: skip
 
 
 class _ConsoleView(View):
@@ -128,6 +140,7 @@ class ActView(_ConsoleView):
         service, done = ACTS[verb]
         try:
             service(job.id, actor=request.user)
+            record(request, [job.id], done)
             messages.success(request, f"{done} job {job.id}.")
         except ActionRefused as why:
             messages.warning(request, str(why))

@@ -211,6 +211,11 @@ class WorkerState:
     current_job: str | None
     last_heartbeat: datetime | None
     queues: list[str]
+    # RQ's own counters: dispatches it handled (a Jobdesk job's failure is recorded by the
+    # runner, so it counts as successful here) and those whose work-horse failed; since when.
+    successful: int = 0
+    failed: int = 0
+    birth: datetime | None = None
 
 
 def worker_count() -> int:
@@ -228,6 +233,9 @@ def workers() -> dict[str, WorkerState]:
             current_job=w.get_current_job_id(),
             last_heartbeat=w.last_heartbeat,
             queues=w.queue_names(),
+            successful=w.successful_job_count,
+            failed=w.failed_job_count,
+            birth=w.birth_date,
         )
         for w in Worker.all(connection=connection())
     }

@@ -100,15 +100,27 @@ def _redis_parts() -> dict[str, Any]:
         "workers": [
             {
                 "name": w.name,
+                "label": worker_label(w),
                 "host": w.hostname,
                 "pid": w.pid,
+                "queues": w.queues,
                 "last_heartbeat": w.last_heartbeat,
+                "since": w.birth,
+                "done": w.successful + w.failed,
+                "failed_runs": w.failed,
                 "job": running.get(w.current_job) if w.current_job else None,
             }
-            for w in sorted(workers.values(), key=lambda w: w.name)
+            for w in sorted(workers.values(), key=lambda w: (w.hostname or "", w.pid or 0, w.name))
         ],  # fmt: skip
         "scheduler": scheduler,
     }
+
+
+def worker_label(worker: queueing.WorkerState) -> str:
+    """host:pid, as an operator finds the process (RQ's name is 32 hex characters)."""
+    if worker.hostname and worker.pid:
+        return f"{worker.hostname}:{worker.pid}"
+    return worker.name
 
 
 def _running_jobs(dispatches: list[str]) -> dict[str, dict]:

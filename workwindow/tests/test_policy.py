@@ -3,12 +3,15 @@ with DST days in zones that shift by an hour and by half an hour."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from workwindow.models import WorkWindow
 from workwindow.policy import ALL_DAYS, Window, closes_at, first_instant, is_open, next_open
 
 ZONES = ["UTC", "Europe/Kyiv", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "America/Sao_Paulo"]
@@ -164,3 +167,55 @@ def test_a_window_across_midnight_and_weekdays():
 def test_no_window_means_always_open():
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert is_open([], now) and next_open([], now) == now and closes_at([], now) is None
+
+
+# --- The admin's form (issue #21): weekday checkboxes, a select of IANA zones ---------
+
+
+@pytest.fixture
+def admin_client_for(django_user_model):
+    from django.test import Client
+
+    user = django_user_model.objects.create_superuser("windows", password="pw-windows")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+WINDOW_FORM = {"name": "nights", "enabled": "on", "time_zone": "Europe/Kyiv", "start_time": "22:00",
+               "end_time": "06:00", "weekdays": ["0", "1", "2", "3", "4"]}  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_the_admin_form_has_weekday_checkboxes_and_a_zone_select(admin_client_for):
+    html = admin_client_for.get("/admin/workwindow/workwindow/add/").content.decode()
+    for number, name in enumerate(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]):
+        assert re.search(rf'type="checkbox" name="weekdays" value="{number}"[^>]*>\s*{name}</label>', html), name
+    assert '<select name="time_zone"' in html and '<option value="Europe/Kyiv">' in html
+    assert '<textarea name="weekdays"' not in html
+
+    response = admin_client_for.post("/admin/workwindow/workwindow/add/", WINDOW_FORM)
+    assert response.status_code == 302
+    window = WorkWindow.objects.get(name="nights")
+    assert (window.weekdays, window.time_zone) == ([0, 1, 2, 3, 4], "Europe/Kyiv")
+    page = admin_client_for.get(f"/admin/workwindow/workwindow/{window.pk}/change/").content.decode()
+    ticked = set(re.findall(r'<input type="checkbox" name="weekdays" value="(\d)"[^>]*checked', page))
+    assert ticked == {"0", "1", "2", "3", "4"}
+    listing = admin_client_for.get("/admin/workwindow/workwindow/").content.decode()
+    assert "Mon, Tue, Wed, Thu, Fri" in listing
+
+
+@pytest.mark.django_db
+def test_the_admin_form_says_what_is_wrong_at_the_field(admin_client_for):
+    response = admin_client_for.post(
+        "/admin/workwindow/workwindow/add/", {**WINDOW_FORM, "time_zone": "Mars/Olympus", "weekdays": []}
+    )
+    assert response.status_code == 200 and not WorkWindow.objects.exists()
+    errors = response.context["adminform"].form.errors
+    assert "Mars/Olympus is not one of the available choices" in errors["time_zone"][0]
+    assert errors["weekdays"] == ["Tick at least one day."]
+    html = response.content.decode()
+    for field in ("time_zone", "weekdays"):  # the error sits in the field's own row
+        row = re.search(rf'<div class="form-row[^"]*field-{field}[^"]*">.*?</fieldset>|<div class="form-row[^"]*'
+                        rf'field-{field}.*?(?=<div class="form-row)', html, re.S).group(0)  # fmt: skip
+        assert "errorlist" in row, field

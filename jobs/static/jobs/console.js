@@ -25,9 +25,26 @@
     return '<span class="jd-status jd-' + esc(status) + '">' + esc(String(status).replace("_", " ")) + "</span>";
   }
 
-  function bar(percent) {
-    return '<span class="jd-bar"><span class="jd-fill" style="width:' + Number(percent) + '%"></span></span>' +
+  /* The fill takes the job's status colour: a failed job's bar is red, not a green 100 %. */
+  function bar(percent, status) {
+    return '<span class="jd-bar"><span class="jd-fill jd-fill-' + esc(status || "") + '" style="width:' +
+      Number(percent) + '%"></span></span>' +
       '<span class="jd-pct">' + Number(percent) + "%</span>";
+  }
+
+  /* Times in the operator's zone (the server's current zone, shown in the header) and
+     saying which: never the browser's zone silently. */
+  function zone() {
+    var el = document.getElementById("jd-zone-switch");
+    return (el && el.dataset.current) || "UTC";
+  }
+
+  function zoned(iso, withDate) {
+    if (!iso) { return "—"; }
+    var options = { timeZone: zone(), timeZoneName: "short", hour: "2-digit", minute: "2-digit", second: "2-digit",
+      hour12: false };
+    if (withDate) { options.year = "numeric"; options.month = "2-digit"; options.day = "2-digit"; }
+    try { return new Date(iso).toLocaleString("sv-SE", options); } catch (e) { return new Date(iso).toISOString(); }
   }
 
   function setLive(on, label) {
@@ -59,7 +76,7 @@
     if (!msg.job_id) { return; }
     document.querySelectorAll('[data-job="' + msg.job_id + '"]').forEach(function (el) {
       if (el.dataset.field === "status") { el.innerHTML = badge(msg.status); }
-      if (el.dataset.field === "progress") { el.innerHTML = bar(msg.progress); }
+      if (el.dataset.field === "progress") { el.innerHTML = bar(msg.progress, msg.status); }
       if (el.dataset.field === "eta" && (FINAL[msg.status] || msg.status === "active")) {
         el.textContent = FINAL[msg.status] ? "finished" : "running";
       }
@@ -92,11 +109,11 @@
     var id = panel.dataset.jobId;
     follow("/ws/jobs/" + id + "/", function (msg) {
       panel.querySelector("[data-live=status]").innerHTML = badge(msg.status);
-      panel.querySelector("[data-live=progress]").innerHTML = bar(msg.progress);
+      panel.querySelector("[data-live=progress]").innerHTML = bar(msg.progress, msg.status);
       panel.querySelector("[data-live=stage]").textContent = msg.stage || "";
       panel.querySelector("[data-live=seq]").textContent = msg.seq;
       var eta = msg.status === "active" ? msg.estimated_finish_at : msg.estimated_start_at;
-      panel.querySelector("[data-live=eta]").textContent = eta ? new Date(eta).toLocaleTimeString() : "—";
+      panel.querySelector("[data-live=eta]").textContent = eta ? zoned(eta, false) : "—";
       panel.querySelector("[data-live=message]").textContent = msg.user_message || "";
       updateRows(msg);
       if (FINAL[msg.status] && (msg.type !== "snapshot" || panel.dataset.seenLive)) {
@@ -110,10 +127,12 @@
   function ago(iso) {
     if (!iso) { return "—"; }
     var seconds = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
-    return seconds < 90 ? Math.round(seconds) + " s ago" : Math.round(seconds / 60) + " min ago";
+    if (seconds < 90) { return Math.round(seconds) + " s ago"; }
+    if (seconds < 5400) { return Math.round(seconds / 60) + " min ago"; }
+    return seconds < 129600 ? Math.round(seconds / 3600) + " h ago" : Math.round(seconds / 86400) + " d ago";
   }
 
-  function time(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
+  function time(iso) { return zoned(iso, true); }
 
   function secs(value) { return value == null ? "—" : (value < 10 ? value.toFixed(2) : value.toFixed(0)) + " s"; }
 
@@ -206,12 +225,18 @@
 
     html.push('<section class="jd-panel" id="jd-workers"><h2>Workers (' + data.workers.length + ')</h2>');
     if (!data.workers.length) { html.push('<p class="jd-bad">No worker is alive: nothing runs. Start <code>manage.py rqworker-pool</code>.</p>'); }
-    html.push('<table class="jd-table"><tr><th>worker</th><th>host / pid</th><th>heartbeat</th><th>running now</th></tr>');
+    html.push('<table class="jd-table"><tr><th>worker (host:pid)</th><th>queues</th><th>running now</th>' +
+      "<th>jobs done</th><th>since</th><th>heartbeat</th></tr>");
     data.workers.forEach(function (w) {
       var job = w.job ? '<a href="' + list + w.job.id + '/change/">' + esc(w.job.type) + " " + esc(String(w.job.id).slice(0, 8)) +
-        "</a> " + '<span data-job="' + esc(w.job.id) + '" data-field="progress">' + bar(w.job.progress) + "</span> " + esc(w.job.stage) : "idle";
-      html.push("<tr><td>" + esc(w.name) + "</td><td>" + esc(w.host) + " / " + esc(w.pid) + "</td><td>" + ago(w.last_heartbeat) +
-        "</td><td>" + job + "</td></tr>");
+        "</a> " + '<span data-job="' + esc(w.job.id) + '" data-field="progress">' + bar(w.job.progress, "active") + "</span> " +
+        esc(w.job.stage) : '<span class="jd-when">idle</span>';
+      var done = '<span title="RQ\'s count of dispatches this worker handled' + (w.failed_runs ? ", " + w.failed_runs +
+        " of them with a failed work-horse" : "") + '">' + (w.done == null ? "—" : w.done) + "</span>";
+      html.push('<tr data-worker="' + esc(w.name) + '"><td><span class="jd-worker" title="RQ name: ' + esc(w.name) + '">' +
+        esc(w.label || w.name) + "</span></td><td>" + esc((w.queues || []).join(", ")) + "</td><td>" + job + "</td><td>" +
+        done + '</td><td title="' + esc(time(w.since)) + '">' + (w.since ? ago(w.since) : "—") + "</td><td>" +
+        ago(w.last_heartbeat) + "</td></tr>");
     });
     html.push("</table></section>");
 
@@ -232,7 +257,7 @@
       " jobs" : "no samples yet") + "</p></section></div>");
 
     root.querySelector("#jd-body").innerHTML = html.join("");
-    root.querySelector("#jd-generated").textContent = new Date(data.generated_at).toLocaleTimeString();
+    root.querySelector("#jd-generated").textContent = zoned(data.generated_at, false);
   }
 
   function dashboard(root) {
@@ -262,7 +287,7 @@
         return;
       }
       var line = document.createElement("li");
-      line.textContent = new Date(msg.timestamp).toLocaleTimeString() + "  " + (msg.job_type || "bulk") + "  " +
+      line.textContent = zoned(msg.timestamp, false) + "  " + (msg.job_type || "bulk") + "  " +
         (msg.job_id ? msg.job_id.slice(0, 8) : "") + "  " + msg.status + (msg.type === "progress" ? " " + msg.progress + "%" : "");
       feed.insertBefore(line, feed.firstChild);
       while (feed.children.length > 30) { feed.removeChild(feed.lastChild); }
