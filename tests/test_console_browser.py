@@ -348,3 +348,21 @@ def test_payload_search_finds_a_job_by_a_value_in_its_payload(console, screensho
     assert page.locator(f"[data-job='{other.id}']").count() == 0
     assert page.locator("#result_list tbody tr").count() == 1
     screenshot(page, "payload-search")
+
+
+def test_django_rq_pages_say_what_they_count_and_throw_no_script_error(console, spawn, screenshot):
+    """django-rq's pages call a jQuery plugin Django's admin no longer has (a TypeError
+    on every load); Jobdesk's overrides drop that call, keep the checkboxes working, and
+    say what the pages count."""
+    page, base = console
+    spawn("rqworker", *QUEUES)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    for path in ("/admin/django_rq/", "/admin/django_rq/workers/1/", "/admin/django_rq/queues/1/failed/"):
+        page.goto(f"{base}{path}")
+        page.wait_for_selector("#jd-rq-note")
+        assert "not Jobdesk's job statuses" in page.inner_text("#jd-rq-note")
+    page.goto(f"{base}/admin/django_rq/workers/1/")
+    page.wait_for_selector("#result_list")
+    screenshot(page, "django-rq-workers")
+    assert errors == []

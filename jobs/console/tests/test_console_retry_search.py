@@ -48,7 +48,7 @@ def test_retry_of_every_failed_job_matching_the_filter_counts_first(client, alic
     query = f"owner__id__exact={alice.id}"
     listing = client.get(LIST + "?" + query).content.decode()
     link = reverse("admin:jobs_retry_failed_matching") + "?" + query
-    assert link in listing and "Retry failed jobs matching this filter" in listing
+    assert link in listing and "Retry every failed job matching this filter" in listing
 
     page = client.get(link).content.decode()
     assert "<strong>3</strong> failed jobs match" in page, "alice's failed jobs only, not her dead letter"
