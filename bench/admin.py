@@ -27,7 +27,8 @@ GOAL_MS = 300
 # About 100,000 customers (C-0…), one order number per job (ORD-…): what a payload search finds.
 PAYLOADS_SQL = """
 UPDATE jobs_job SET payload = jsonb_build_object(
-    'customer', 'C-' || (floor(random() * 100000))::int, 'order', 'ORD-' || lpad((floor(random() * 1e9))::bigint::text, 9, '0'))
+    'customer', 'C-' || (floor(random() * 100000))::int,
+    'order', 'ORD-' || lpad((floor(random() * 1e9))::bigint::text, 9, '0'))
 """
 
 
