@@ -78,8 +78,8 @@ def run(args) -> None:
         cursor.execute(PAYLOADS_SQL)
         cursor.execute("VACUUM ANALYZE jobs_job")
     print(f"seeded {Job.objects.count():,} jobs (with payloads) in {time.perf_counter() - started:.1f} s")
-    one = Job.objects.filter(status="failed").values_list("id", flat=True).first()
-    Job.objects.filter(pk=one).update(payload={"order": "ORD-BENCH-4242", "customer": "CUST-77"})
+    one = Job.objects.filter(status="failed").values_list("id", flat=True)[:1]
+    Job.objects.filter(pk__in=one).update(payload={"order": "ORD-BENCH-4242", "customer": "CUST-77"})
     started = time.perf_counter()
     rollup.refresh()  # what the stats-rollup cron does every minute
     print(f"hourly roll-ups backfilled in {time.perf_counter() - started:.1f} s")
