@@ -339,3 +339,105 @@ def test_a_work_window_is_saved_from_weekday_checkboxes_and_a_zone_select(consol
     page.locator(".field-weekdays .errorlist", has_text="Tick at least one day.").wait_for()
     assert WorkWindow.objects.get(name="weeknights").weekdays == [0, 1, 2, 3, 4]
     screenshot(page, "work-window-error")
+
+
+def chart_sum(page, series: str = "total", outcome: str = "complete") -> int:
+    return int(page.get_attribute(f"#jd-throughput svg.jd-tp[data-series={series}]", f"data-{outcome}") or 0)
+
+
+def test_the_throughput_chart_moves_while_jobs_run(console, spawn, screenshot):
+    """Jobs finishing move the chart without a reload: its sums and bars grow, by outcome
+    and per queue, and the hourly bars keep their whole 24 h axis."""
+    page, base = console
+    page.goto(f"{base}/admin/jobs/job/dashboard/")
+    page.wait_for_selector("#jd-throughput svg.jd-tp[data-series=total]")
+    page.wait_for_selector(".jd-live.on")
+    page.evaluate("window.__noReload = true")
+    assert chart_sum(page) == 0 and page.locator("#jd-throughput rect.jd-tp-complete").count() == 0
+    assert page.get_attribute("#jd-chart svg", "data-hours") == "24"
+    assert page.locator("#jd-chart rect.jd-hour-slot").count() == 24, "every hour has its slot on a new system"
+
+    spawn("rqworker", *QUEUES)
+    for _ in range(6):
+        submit("diagnostics.sleep", {"seconds": 0})
+    submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "user_fixable"}, priority="immediate")
+    page.wait_for_function(
+        "parseInt(document.querySelector('#jd-throughput svg.jd-tp[data-series=total]').dataset.complete) >= 6"
+        " && parseInt(document.querySelector('#jd-throughput svg.jd-tp[data-series=total]').dataset.failed) >= 1",
+        timeout=30_000,
+    )
+    heights = page.eval_on_selector_all(
+        "#jd-throughput rect.jd-tp-complete", "rects => rects.map(r => parseFloat(r.getAttribute('height')))"
+    )
+    assert heights and max(heights) > 0, "a green bar stands where the jobs finished"
+    assert page.locator("#jd-throughput rect.jd-tp-failed").count() >= 1
+    assert page.evaluate("window.__noReload") is True
+    screenshot(page, "dashboard-throughput")
+
+    page.click("#jd-throughput button[data-tp-view=queues]")
+    page.wait_for_selector("#jd-throughput[data-view=queues] svg.jd-tp[data-series=normal]")
+    assert page.locator("#jd-throughput svg.jd-tp").count() == 3, "one small chart per queue"
+    assert chart_sum(page, "normal") >= 6 and chart_sum(page, "immediate", "failed") == 1
+    assert chart_sum(page, "low") == 0
+    more = submit("diagnostics.sleep", {"seconds": 0}, priority="low").job
+    page.wait_for_function(
+        "parseInt(document.querySelector('#jd-throughput svg.jd-tp[data-series=low]').dataset.complete) >= 1",
+        timeout=30_000,
+    )
+    assert Job.objects.get(pk=more.id).status == Status.COMPLETE
+    assert page.get_attribute("#jd-throughput", "data-view") == "queues", "the switch survives the live refresh"
+    screenshot(page, "dashboard-throughput-per-queue")
+
+
+def test_an_operator_retries_the_failed_jobs_of_a_filter_from_the_list(console, run_worker, screenshot):
+    page, base = console
+    failed = [
+        submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "user_fixable"}).job for _ in range(2)
+    ]  # fmt: skip
+    submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "temporary"}, max_attempts=1)  # a dead letter: not retried
+    run_worker()
+    assert {Job.objects.get(pk=j.id).status for j in failed} == {Status.FAILED}
+    page.goto(f"{base}/admin/jobs/job/?status__exact=failed")
+    page.click("#jd-retry-failed-matching")
+    page.locator("#jd-matching-count", has_text="2 failed jobs match").wait_for()
+    assert {Job.objects.get(pk=j.id).status for j in failed} == {Status.FAILED}, "nothing before the yes"
+    screenshot(page, "retry-failed-confirm")
+    page.click("input[value='Yes, requeue 2']")
+    page.wait_for_selector("text=Requeued 2 failed job(s).")
+    assert {Job.objects.get(pk=j.id).status for j in failed} == {Status.QUEUED}
+    assert Job.objects.filter(status=Status.DEAD_LETTER).count() == 1
+    assert JobEvent.objects.filter(job__in=failed, actor__username="ops", message__startswith="requeued").count() == 2
+    screenshot(page, "retry-failed-done")
+
+
+def test_payload_search_finds_a_job_by_a_value_in_its_payload(console, screenshot):
+    page, base = console
+    wanted = submit("diagnostics.sleep", {"seconds": 0, "result": {"order": "ORD-55821", "customer": "C-981"}}).job
+    other = submit("diagnostics.sleep", {"seconds": 0, "result": {"order": "ORD-10002", "customer": "C-17"}}).job
+    page.goto(f"{base}/admin/jobs/job/")
+    page.wait_for_selector(f"[data-job='{other.id}'][data-field=status]")
+    page.fill("#searchbar", "ord-55821")
+    page.press("#searchbar", "Enter")
+    page.wait_for_url("**q=ord-55821**")
+    page.wait_for_selector(f"[data-job='{wanted.id}'][data-field=status]")
+    assert page.locator(f"[data-job='{other.id}']").count() == 0
+    assert page.locator("#result_list tbody tr").count() == 1
+    screenshot(page, "payload-search")
+
+
+def test_django_rq_pages_say_what_they_count_and_throw_no_script_error(console, spawn, screenshot):
+    """django-rq's pages call a jQuery plugin Django's admin no longer has (a TypeError
+    on every load); Jobdesk's overrides drop that call, keep the checkboxes working, and
+    say what the pages count."""
+    page, base = console
+    spawn("rqworker", *QUEUES)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    for path in ("/admin/django_rq/", "/admin/django_rq/workers/1/", "/admin/django_rq/queues/1/failed/"):
+        page.goto(f"{base}{path}")
+        page.wait_for_selector("#jd-rq-note")
+        assert "not Jobdesk's job statuses" in page.inner_text("#jd-rq-note")
+    page.goto(f"{base}/admin/django_rq/workers/1/")
+    page.wait_for_selector("#result_list")
+    screenshot(page, "django-rq-workers")
+    assert errors == []

@@ -33,7 +33,7 @@ from jobs.console import views as console
 from jobs.console.views import system_types
 from jobs.core import actions, registry, transitions
 from jobs.core.models import FINAL_STATUSES, WITH_ERROR_MESSAGE, Job, JobEvent, Status
-from jobs.insight import estimates
+from jobs.insight import estimates, payload_search
 
 COUNT_CAP = 10_000  # beyond this, the list says "10,000+" instead of counting every row
 
@@ -166,7 +166,7 @@ def _too_many(modeladmin, request, queryset) -> bool:
     modeladmin.message_user(
         request,
         f"More than {ACT_AT_ONCE:,} jobs selected: narrow the filter first (dead letters: use "
-        "'Requeue dead letters matching this filter').",
+        "'Requeue dead letters matching this filter', failed jobs: 'Retry failed jobs matching this filter').",
         messages.ERROR,
     )
     return True
@@ -246,7 +246,8 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ["type"]  # the search itself is get_search_results
     search_help_text = (
         "A job id (or a UUID idempotency key) finds that job; other words match job types, an "
-        "idempotency key, or the error message of a failed, dead-lettered, retrying or canceled job."
+        "idempotency key, the error message of a failed, dead-lettered, retrying or canceled job, "
+        "or (3 characters or more) a value in the payload: a customer id, an order number."
     )
     date_hierarchy = "created_at"
     list_select_related = ["owner"]
@@ -314,6 +315,9 @@ class JobAdmin(admin.ModelAdmin):
             path("requeue-dead-letters/",
                  self.admin_site.admin_view(console.RequeueMatchingView.as_view(admin=self)),
                  name="jobs_requeue_matching"),
+            path("retry-failed/",
+                 self.admin_site.admin_view(console.RequeueMatchingView.as_view(admin=self, status=Status.FAILED)),
+                 name="jobs_retry_failed_matching"),
             path("flow/", self.admin_site.admin_view(console.FlowView.as_view(admin=self)), name="jobs_flow"),
             path("flow/<str:kind>/<str:name>/<str:verb>/",
                  self.admin_site.admin_view(console.FlowActView.as_view(admin=self)), name="jobs_flow_act"),
@@ -345,7 +349,7 @@ class JobAdmin(admin.ModelAdmin):
         try:
             job_id = uuid.UUID(term)
         except ValueError:
-            return queryset.filter(_text_search(term)), False
+            return payload_search.matching(queryset, term, _text_search(term)), False
         return queryset.filter(Q(pk=job_id) | Q(idempotency_key=term)), False
 
     def get_changelist(self, request, **kwargs):

@@ -1,5 +1,5 @@
 """The console's own pages beside the job list: the live dashboard, its data,
-requeue of every dead letter matching the list's filter (after a confirmation that
+requeue of every dead letter (or retry of every failed job) matching the list's filter (after a confirmation that
 says how many), the action buttons of a job's page, and the flow-control page (pause
 and resume queues and types, their limits, the levers' audit trail). Thin: each calls
 a service."""
@@ -23,7 +23,7 @@ from jobs.core.errors import ActionRefused, JobNotFound, SubmitError
 from jobs.core.models import FlowControl, Hold, Job, Schedule, Status
 from jobs.insight import dashboard
 
-REQUEUE_AT_ONCE = 1000  # dead letters requeued per confirmation; the page says so when there are more
+REQUEUE_AT_ONCE = 1000  # dead letters (or failed jobs) requeued per confirmation; the page says so when there are more
 # The job page's buttons, by the move each makes: offered in the statuses the transitions
 # table allows (the lifecycle still checks when pressed).
 MOVE_OF = {"requeue": "requeue", "run-now": "run_now", "promote": "promote", "cancel": "cancel"}
@@ -99,7 +99,15 @@ class DashboardDataView(_ConsoleView):
 
 
 class RequeueMatchingView(_ConsoleView):
-    """Every dead letter the job list's current filter matches (GET confirms, POST acts)."""
+    """Every dead letter (or, as ``status=Status.FAILED``, every failed job) the job list's
+    current filter matches, through the requeue service: GET says how many and confirms,
+    POST requeues at most REQUEUE_AT_ONCE, those that finished longest ago first."""
+
+    status: str = Status.DEAD_LETTER
+    WORDS: dict[str, tuple[str, str, str]] = {  # the page's title, what it counts, what the message says
+        Status.DEAD_LETTER: ("Requeue dead letters", "dead-lettered job", "dead letter(s)"),
+        Status.FAILED: ("Retry failed jobs", "failed job", "failed job(s)"),
+    }
 
     def dispatch(self, request, *args, **kwargs):
         try:
@@ -109,21 +117,22 @@ class RequeueMatchingView(_ConsoleView):
 
     def matching(self, request):
         changelist = self.admin.get_changelist_instance(request)
-        return changelist.get_queryset(request).filter(status=Status.DEAD_LETTER)
+        return changelist.get_queryset(request).filter(status=self.status)
 
     def get(self, request):
         count = self.matching(request).order_by().count()
+        title, noun, _ = self.WORDS[self.status]
         return TemplateResponse(
             request, "admin/jobs/job/requeue_matching.html",
-            self.context(request, title="Requeue dead letters", count=count, at_once=min(count, REQUEUE_AT_ONCE),
-                         query=request.GET.urlencode()),
+            self.context(request, title=title, count=count, at_once=min(count, REQUEUE_AT_ONCE), noun=noun,
+                         status=self.status, query=request.GET.urlencode()),
         )  # fmt: skip
 
     def post(self, request):
         if not self.admin.has_change_permission(request):
             raise PermissionDenied
         ids = list(self.matching(request).order_by("finished_at").values_list("id", flat=True)[:REQUEUE_AT_ONCE])
-        act_on_each(request, ids, actions.requeue, "Requeued", noun="dead letter(s)")
+        act_on_each(request, ids, actions.requeue, "Requeued", noun=self.WORDS[self.status][2])
         query = request.GET.urlencode()
         return HttpResponseRedirect(reverse("admin:jobs_job_changelist") + (f"?{query}" if query else ""))
 

@@ -1,7 +1,8 @@
 """What the operations dashboard shows, in one read-only call.
 
 Counts by status, queue depths and pauses, workers and what each runs, the scheduler's heartbeat,
-the work window, the last 24 hours per hour, queue waits, ETA accuracy and the
+the work window, jobs finished per second over the last 15 minutes (by outcome and
+queue), the last 24 hours per hour, queue waits, ETA accuracy and the
 dead-letter pile. Each part is guarded: a Redis outage blanks the Redis parts and says
 so instead of failing the page.
 """
@@ -20,7 +21,7 @@ from redis.exceptions import RedisError
 
 from jobs.core import flow, opening, queueing
 from jobs.core.models import Job, Status
-from jobs.insight import estimates, health, stats
+from jobs.insight import estimates, health, stats, throughput
 from workwindow.policy import closes_at, is_open, next_open
 
 DAY = timedelta(hours=24)
@@ -65,6 +66,7 @@ def overview(now: datetime | None = None) -> dict[str, Any]:
         "queue_flow": queue_flow(),  # from the database: shown when Redis is not
         "window": window_state(now),
         "hours": _hourly(last_day["series"]["points"], now),
+        "throughput": throughput.throughput(now),  # per second, last 15 min, by outcome and queue
         "types": [
             {
                 "type": row["type"],

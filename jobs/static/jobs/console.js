@@ -136,23 +136,120 @@
 
   function secs(value) { return value == null ? "—" : (value < 10 ? value.toFixed(2) : value.toFixed(0)) + " s"; }
 
+  function pad2(n) { return (n < 10 ? "0" : "") + n; }
+
+  function clock(iso, seconds) {
+    var d = new Date(iso);
+    return pad2(d.getHours()) + ":" + pad2(d.getMinutes()) + (seconds ? ":" + pad2(d.getSeconds()) : "");
+  }
+
+  /* 1, 2, 5 × 10^k at or above value: round figures on the y axis. */
+  function niceCeil(value) {
+    if (value <= 0) { return 1; }
+    var power = Math.pow(10, Math.floor(Math.log(value) / Math.LN10)), steps = [1, 2, 5, 10];
+    for (var i = 0; i < steps.length; i++) { if (steps[i] * power >= value) { return steps[i] * power; } }
+    return 10 * power;
+  }
+
+  function rate(value) { return value >= 10 ? value.toFixed(0) : value >= 1 ? value.toFixed(1) : value.toFixed(2); }
+
+  /* Finished per hour over the last 24 h: every hour has its slot and tick (zeros too),
+     labels every 3 hours in the browser's time, the scale's top on the left. */
   function chart(hours) {
-    var max = 1;
-    hours.forEach(function (h) { max = Math.max(max, h.complete + h.failed); });
-    var width = 24 * 20, svg = ['<svg viewBox="0 0 ' + width + ' 150" preserveAspectRatio="none" role="img" ' +
+    var top = 1;
+    hours.forEach(function (h) { top = Math.max(top, h.complete + h.failed); });
+    top = niceCeil(top);
+    var left = 34, width = 24 * 20, plot = 120, base = 132;
+    var svg = ['<svg viewBox="0 0 ' + (left + width + 4) + ' 150" role="img" data-hours="' + hours.length + '" ' +
       'aria-label="jobs finished per hour, last 24 hours">'];
+    svg.push('<line x1="' + left + '" y1="' + (base - plot) + '" x2="' + (left + width) + '" y2="' + (base - plot) +
+      '" stroke="#eee"/><line x1="' + left + '" y1="' + (base - plot / 2) + '" x2="' + (left + width) + '" y2="' +
+      (base - plot / 2) + '" stroke="#eee"/>');
     hours.forEach(function (h, i) {
-      var ok = 130 * h.complete / max, bad = 130 * h.failed / max, x = i * 20 + 2;
-      svg.push('<rect x="' + x + '" y="' + (140 - ok - bad) + '" width="16" height="' + bad + '" fill="#c0392b">' +
-        "<title>" + esc(time(h.at)) + ": " + h.failed + " failed</title></rect>");
-      svg.push('<rect x="' + x + '" y="' + (140 - ok) + '" width="16" height="' + ok + '" fill="#2e8b57">' +
-        "<title>" + esc(time(h.at)) + ": " + h.complete + " complete</title></rect>");
+      var ok = plot * h.complete / top, bad = plot * h.failed / top, x = left + i * 20 + 2;
+      var label = esc(time(h.at)) + ": " + h.complete + " complete, " + h.failed + " failed";
+      svg.push('<rect class="jd-hour-slot" x="' + x + '" y="' + (base - plot) + '" width="16" height="' + plot +
+        '" fill="#f6f6f6"><title>' + label + "</title></rect>");
+      svg.push('<rect x="' + x + '" y="' + (base - ok - bad) + '" width="16" height="' + bad + '" fill="#c0392b">' +
+        "<title>" + label + "</title></rect>");
+      svg.push('<rect x="' + x + '" y="' + (base - ok) + '" width="16" height="' + ok + '" fill="#2e8b57">' +
+        "<title>" + label + "</title></rect>");
+      svg.push('<line x1="' + (x + 8) + '" y1="' + base + '" x2="' + (x + 8) + '" y2="' + (base + 3) + '" stroke="#999"/>');
+      if (i % 3 === 0) {
+        svg.push('<text x="' + (x + 8) + '" y="' + (base + 13) + '" font-size="9" fill="#666" text-anchor="middle">' +
+          esc(clock(h.at)) + "</text>");
+      }
     });
-    svg.push('<line x1="0" y1="140" x2="' + width + '" y2="140" stroke="#999"/>');
-    svg.push('<text x="0" y="150" font-size="9" fill="#666">' + esc(time(hours[0].at)) + "</text>");
-    svg.push('<text x="' + (width - 70) + '" y="150" font-size="9" fill="#666">now</text>');
-    svg.push('<text x="0" y="9" font-size="9" fill="#666">' + max + " / h</text></svg>");
+    svg.push('<line x1="' + left + '" y1="' + base + '" x2="' + (left + width) + '" y2="' + base + '" stroke="#999"/>');
+    svg.push('<text x="' + (left + width) + '" y="' + (base + 13) + '" font-size="9" fill="#666" text-anchor="end">now</text>');
+    svg.push('<text x="' + (left - 4) + '" y="' + (base - plot + 4) + '" font-size="9" fill="#666" text-anchor="end">' + top +
+      '</text><text x="' + (left - 4) + '" y="' + (base + 3) + '" font-size="9" fill="#666" text-anchor="end">0</text>');
+    svg.push('<text x="' + (left - 4) + '" y="' + (base - plot + 14) + '" font-size="8" fill="#999" text-anchor="end">/ h</text></svg>');
     return svg.join("");
+  }
+
+  function total(list) { return list.reduce(function (a, b) { return a + b; }, 0); }
+
+  /* Jobs finished per second, one bar per bucket (stacked: failed under complete), the
+     last 15 minutes; the svg carries its sums and window for tests and tooltips. */
+  function rateChart(series, tp, top, name, height) {
+    var n = series.complete.length, left = 38, width = 720, base = height - 16, plot = height - 24;
+    var step = tp.step, slot = width / n, start = new Date(tp.start).getTime();
+    var svg = ['<svg class="jd-tp" viewBox="0 0 ' + (left + width + 4) + " " + height + '" role="img" data-series="' +
+      esc(name) + '" data-complete="' + total(series.complete) + '" data-failed="' + total(series.failed) +
+      '" data-end="' + esc(tp.end) + '" aria-label="' + esc(name) + ': jobs finished per second, last 15 minutes">'];
+    svg.push('<line x1="' + left + '" y1="' + (base - plot) + '" x2="' + (left + width) + '" y2="' + (base - plot) +
+      '" stroke="#eee"/><line x1="' + left + '" y1="' + (base - plot / 2) + '" x2="' + (left + width) + '" y2="' +
+      (base - plot / 2) + '" stroke="#eee"/>');
+    for (var i = 0; i < n; i++) {
+      var ok = series.complete[i], bad = series.failed[i];
+      if (!ok && !bad) { continue; }
+      var hOk = plot * ok / step / top, hBad = plot * bad / step / top, x = left + i * slot;
+      var label = clock(new Date(start + i * step * 1000).toISOString(), true) + ": " + rate(ok / step) + " complete/s, " +
+        rate(bad / step) + " failed/s";
+      svg.push('<rect class="jd-tp-failed" x="' + x.toFixed(1) + '" y="' + (base - hOk - hBad).toFixed(1) + '" width="' +
+        Math.max(1, slot - 0.6).toFixed(1) + '" height="' + hBad.toFixed(1) + '" fill="#c0392b"><title>' + label + "</title></rect>");
+      svg.push('<rect class="jd-tp-complete" x="' + x.toFixed(1) + '" y="' + (base - hOk).toFixed(1) + '" width="' +
+        Math.max(1, slot - 0.6).toFixed(1) + '" height="' + hOk.toFixed(1) + '" fill="#2e8b57"><title>' + label + "</title></rect>");
+    }
+    svg.push('<line x1="' + left + '" y1="' + base + '" x2="' + (left + width) + '" y2="' + base + '" stroke="#999"/>');
+    for (var m = 0; m <= 15; m++) {  // a tick a minute, a label every 5
+      var tx = left + width * m / 15;
+      svg.push('<line x1="' + tx + '" y1="' + base + '" x2="' + tx + '" y2="' + (base + 3) + '" stroke="#999"/>');
+      if (m % 5 === 0) {
+        var at = new Date(start + m * 60000).toISOString();
+        svg.push('<text x="' + tx + '" y="' + (base + 13) + '" font-size="9" fill="#666" text-anchor="' +
+          (m === 0 ? "start" : m === 15 ? "end" : "middle") + '">' + (m === 15 ? "now " : "−" + (15 - m) + " min ") +
+          esc(clock(at)) + "</text>");
+      }
+    }
+    svg.push('<text x="' + (left - 4) + '" y="' + (base - plot + 4) + '" font-size="9" fill="#666" text-anchor="end">' +
+      rate(top) + ' /s</text><text x="' + (left - 4) + '" y="' + (base + 3) + '" font-size="9" fill="#666" ' +
+      'text-anchor="end">0</text></svg>');
+    return svg.join("");
+  }
+
+  function throughputPanel(root, tp) {
+    var view = root.dataset.tpView || "total", html = [], top = 0;
+    var shown = view === "queues" ? Object.keys(tp.queues).map(function (q) { return [q, tp.queues[q]]; }) : [["total", tp.total]];
+    shown.forEach(function (pair) {
+      pair[1].complete.forEach(function (ok, i) { top = Math.max(top, (ok + pair[1].failed[i]) / tp.step); });
+    });
+    top = niceCeil(top);
+    html.push('<section class="jd-panel jd-chart" id="jd-throughput" data-view="' + view + '"><h2>Throughput: jobs ' +
+      "finished per second, last 15 minutes " + '<span class="jd-switch"><button type="button" data-tp-view="total"' +
+      (view === "total" ? ' class="on"' : "") + '>All queues</button><button type="button" data-tp-view="queues"' +
+      (view === "queues" ? ' class="on"' : "") + ">Per queue</button></span></h2>");
+    html.push('<p class="jd-tp-now">Last minute: <b class="jd-ok">' + rate(tp.rate.complete) + "/s</b> complete, " +
+      '<b class="' + (tp.rate.failed ? "jd-bad" : "") + '">' + rate(tp.rate.failed) + "/s</b> failed or dead letter " +
+      '<span class="jd-when">(' + tp.step + " s bars, times in the browser's zone)</span></p>");
+    shown.forEach(function (pair) {
+      if (view === "queues") { html.push('<h3 class="jd-tp-queue">' + esc(pair[0]) + "</h3>"); }
+      html.push(rateChart(pair[1], tp, top, pair[0], view === "queues" ? 96 : 170));
+    });
+    html.push('<div class="jd-legend"><span><i style="background:#2e8b57"></i>complete</span>' +
+      '<span><i style="background:#c0392b"></i>failed or dead letter</span></div></section>');
+    return html.join("");
   }
 
   /* Every queue, paused or not, even when Redis (the depths) is unreachable. */
@@ -205,7 +302,7 @@
         esc(q.name) + "</td><td>" + depth + "</td><td>" + queueState(q) + "</td>" +
         (root.dataset.flowUrl ? "<td>" + queueButtons(root, q) + "</td>" : "") + "</tr>");
     });
-    html.push('</table><p><a href="' + root.dataset.rqUrl + '">Raw queues in Redis (django-rq) →</a>' +
+    html.push('</table><p><a href="' + root.dataset.rqUrl + '" title="RQ\'s own registries in Redis (dispatches), not Jobdesk\'s statuses: see the note below">RQ registries (django-rq) →</a>' +
       (root.dataset.flowUrl ? ' · <a href="' + esc(root.dataset.flowUrl) + '">Flow control →</a>' : "") + "</p></section>");
 
     var sched = data.scheduler || {};
@@ -222,6 +319,8 @@
         " (" + win.deferred + " heavy jobs deferred)</p>");
     }
     html.push('<p><a href="' + root.dataset.windowsUrl + '">Edit work windows →</a></p></section></div>');
+
+    if (data.throughput) { html.push(throughputPanel(root, data.throughput)); }
 
     html.push('<section class="jd-panel" id="jd-workers"><h2>Workers (' + data.workers.length + ')</h2>');
     if (!data.workers.length) { html.push('<p class="jd-bad">No worker is alive: nothing runs. Start <code>manage.py rqworker-pool</code>.</p>'); }
@@ -257,6 +356,7 @@
       " jobs" : "no samples yet") + "</p></section></div>");
 
     root.querySelector("#jd-body").innerHTML = html.join("");
+    root.jdData = data;  // the throughput switch redraws from it
     root.querySelector("#jd-generated").textContent = zoned(data.generated_at, false);
   }
 
@@ -278,6 +378,12 @@
       if (!pending) { pending = setTimeout(refresh, Math.max(0, 1000 - (Date.now() - last))); }
     }
     renderDashboard(root, JSON.parse(document.getElementById("jd-overview").textContent));
+    root.addEventListener("click", function (event) {
+      var button = event.target.closest("[data-tp-view]");
+      if (!button) { return; }
+      root.dataset.tpView = button.dataset.tpView;
+      renderDashboard(root, root.jdData);
+    });
     var feed = root.querySelector("#jd-feed"), systemTypes = (root.dataset.systemTypes || "").split(",");
     follow("/ws/ops/", function (msg) {
       if (msg.type === "snapshot") { return; }

@@ -1,0 +1,121 @@
+"""The job list's bulk retry of failed jobs over a filter (count first, capped) and its
+payload search."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+
+from jobs.console import views
+from jobs.core.models import Job, JobEvent, Status
+from jobs.core.submit import JobSpec, submit, submit_many
+
+pytestmark = pytest.mark.django_db
+
+LIST = "/admin/jobs/job/"
+
+
+@pytest.fixture
+def client(django_user_model) -> Client:
+    boss = django_user_model.objects.create_superuser("boss", password="pw-boss")
+    client = Client()
+    client.force_login(boss)
+    return client
+
+
+def failed_jobs(count: int, run_worker, owner=None) -> list[Job]:
+    specs = [JobSpec("diagnostics.sleep", {"seconds": 0, "fail_mode": "user_fixable"})] * count
+    jobs = [r.job for r in submit_many(specs, owner=owner)]
+    run_worker()
+    assert {Job.objects.get(pk=j.id).status for j in jobs} == {Status.FAILED}
+    return jobs
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]] if response.context else []
+
+
+def test_retry_of_every_failed_job_matching_the_filter_counts_first(client, alice, bob, run_worker):
+    alices = failed_jobs(3, run_worker, owner=alice)
+    bobs = failed_jobs(2, run_worker, owner=bob)
+    dead = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "temporary"}, max_attempts=1, owner=alice).job
+    run_worker()
+    assert Job.objects.get(pk=dead.id).status == Status.DEAD_LETTER
+
+    # The list links it with its own filter.
+    query = f"owner__id__exact={alice.id}"
+    listing = client.get(LIST + "?" + query).content.decode()
+    link = reverse("admin:jobs_retry_failed_matching") + "?" + query
+    assert link in listing and "Retry every failed job matching this filter" in listing
+
+    page = client.get(link).content.decode()
+    assert "<strong>3</strong> failed jobs match" in page, "alice's failed jobs only, not her dead letter"
+    assert {Job.objects.get(pk=j.id).status for j in alices} == {Status.FAILED}, "nothing before the yes"
+    done = client.post(link, follow=True)
+    assert "Requeued 3 failed job(s)." in messages_of(done)
+    assert {Job.objects.get(pk=j.id).status for j in alices} == {Status.QUEUED}
+    assert {Job.objects.get(pk=j.id).status for j in bobs} == {Status.FAILED}
+    assert Job.objects.get(pk=dead.id).status == Status.DEAD_LETTER
+    assert JobEvent.objects.filter(job__in=alices, actor__username="boss", message__startswith="requeued").count() == 3
+
+
+def test_retry_of_failed_jobs_is_capped_oldest_first(client, run_worker, monkeypatch):
+    jobs = failed_jobs(3, run_worker)
+    monkeypatch.setattr(views, "REQUEUE_AT_ONCE", 2)
+    url = reverse("admin:jobs_retry_failed_matching")
+    page = client.get(url).content.decode()
+    assert "<strong>3</strong> failed jobs match" in page
+    assert "requeues the <strong>2</strong> that finished longest ago" in page and 'value="Yes, requeue 2"' in page
+    done = client.post(url, follow=True)
+    assert "Requeued 2 failed job(s)." in messages_of(done)
+    oldest = sorted(Job.objects.filter(pk__in=[j.id for j in jobs]), key=lambda j: j.finished_at or j.created_at)
+    statuses = [Job.objects.get(pk=j.id).status for j in jobs]
+    assert statuses.count(Status.QUEUED) == 2 and statuses.count(Status.FAILED) == 1
+    assert Job.objects.get(pk=oldest[-1].id).status == Status.FAILED, "the latest failure waits for the next run"
+
+
+def test_read_only_operators_cannot_retry(watcher, run_worker):
+    job = failed_jobs(1, run_worker)[0]
+    client = Client()
+    client.force_login(watcher)
+    url = reverse("admin:jobs_retry_failed_matching")
+    assert "jd-retry-failed-matching" not in client.get(LIST).content.decode()
+    assert 'value="Yes, requeue' not in client.get(url).content.decode()
+    assert client.post(url).status_code == 403
+    assert Job.objects.get(pk=job.id).status == Status.FAILED
+
+
+def test_payload_search_finds_a_job_by_a_value_in_its_payload(client):
+    order = submit("diagnostics.sleep", {"seconds": 0, "result": {"order": "ORD-77123", "customer": 904512}}).job
+    other = submit("diagnostics.sleep", {"seconds": 0, "result": {"order": "ORD-10001", "customer": 1}}).job
+
+    def found(term: str) -> set:
+        response = client.get(LIST, {"q": term, "system": "all"})
+        assert response.status_code == 200
+        return {job.id for job in response.context["cl"].result_list}
+
+    assert found("ORD-77123") == {order.id}
+    assert found("ord-77123") == {order.id}, "case-insensitive"
+    assert found("904512") == {order.id}, "a number in the payload"
+    assert found("ORD-") == {order.id, other.id}
+    assert found("no-such-order") == set()
+    # The search it had keeps working: a job id finds the job; words find types.
+    assert found(str(other.id)) == {other.id}
+    assert found("diagnostics") == {order.id, other.id}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the trigram index is PostgreSQL's")
+def test_the_payload_search_uses_the_trigram_index():
+    from django.db.models import Q
+
+    from jobs.insight import payload_search
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        try:
+            plan = payload_search.matching(Job.objects.all(), "ORD-77123", Q(pk__in=[])).explain()
+        finally:
+            cursor.execute("RESET enable_seqscan")
+    assert "job_payload_trgm" in plan
