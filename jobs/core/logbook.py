@@ -68,3 +68,25 @@ def read(job: Job, attempt: int | None = None) -> dict[str, Any]:
         "runs": runs,
         "lines": lines,
     }
+
+
+def since(job_id, cursor: dict[int, int]) -> list[dict[str, Any]]:
+    """The job's lines not seen yet, oldest run first, for a follower polling them
+    (``watch_job``). ``cursor`` (run row id → last line number seen) is updated in place.
+    A line ``{"dropped": k, "attempt": …}`` stands for k lines the run dropped unseen."""
+    fresh: list[dict[str, Any]] = []
+    for row in JobLog.objects.filter(job_id=job_id).order_by("created_at", "id"):
+        seen = cursor.get(row.pk, 0)
+        if row.total <= seen:
+            continue
+        first_kept = row.total - len(row.lines) + 1
+        if first_kept > seen + 1:
+            fresh.append({"attempt": row.attempt, "dropped": first_kept - seen - 1})
+        fresh.extend(
+            {"attempt": row.attempt, "n": line["n"], "time": line["at"], "level": line["level"],
+             "logger": line["logger"], "message": line["message"]}
+            for line in row.lines
+            if line["n"] > seen
+        )  # fmt: skip
+        cursor[row.pk] = row.total
+    return fresh

@@ -245,3 +245,20 @@ def test_a_worker_process_runs_a_job_that_logs_and_the_api_returns_its_lines(spa
         )
     ]
     assert body["runs"] == [{**body["runs"][0], "attempt": 1, "total": 9, "kept": 9, "dropped": 0}]
+
+
+@pytest.mark.slow
+def test_watch_job_prints_the_log_lines_as_they_arrive(alice, run_worker, spawn, settings):
+    settings.PROGRESS_WRITE_INTERVAL = 0
+    settings.JOB_LOG_WRITE_INTERVAL = 0.1
+    job = submit("diagnostics.sleep", {"seconds": 0.6, "steps": 3, "log_lines": 2}, owner=alice).job
+    watcher = spawn("watch_job", str(job.id))
+    wait_for(lambda: "queued" in open(watcher.log_path).read(), timeout=20, what="the snapshot line")  # noqa: SIM115
+    run_worker()
+    assert watcher.wait(20) == 0
+    out = open(watcher.log_path).read().splitlines()  # noqa: SIM115
+    logged = [line.split(": ", 1)[1] for line in out if " log #1 " in line]
+    assert logged == [f"attempt 1: step {s} {what}" for s in (1, 2, 3) for what in ("of 3", "line 2")], out
+    # Each line before the job's end, and the first ones before its last progress.
+    assert out.index(next(line for line in out if "step 3 line 2" in line)) < len(out) - 1
+    assert "complete" in out[-1]
