@@ -129,8 +129,10 @@ class LogCapture(logging.Handler):
             self._lines.append((self.total, created, level, name, message))
             self._dirty = True
             wait = self._next_write - time.monotonic()
+            timer_set = self._timer is not None
         if wait > 0:
-            self._arm(wait)
+            if not timer_set:  # the common case, a timer already waits: nothing more per line
+                self._arm(wait)
         elif not connection.in_atomic_block and self._writing.acquire(blocking=False):
             try:
                 self._write()
