@@ -58,6 +58,8 @@ def run(args) -> None:
     from django.db import connection
 
     logging.getLogger("jobs").setLevel(logging.WARNING)  # this process's own submit lines (workers: INFO)
+    for name in ("jobs.diagnostics", "jobs.handler"):  # but the handler's lines, for the in-process cases
+        logging.getLogger(name).setLevel(logging.INFO)
     call_command("migrate", verbosity=0)
     print(f"database: {connection.vendor}   {args.jobs} jobs of {args.seconds * 1000:.0f} ms per case, "
           f"{args.rounds} rounds, one worker process")  # fmt: skip
