@@ -129,6 +129,12 @@ SCHEDULER_HEARTBEAT_KEY = "jobdesk:scheduler:heartbeat"
 ETA_DEFAULT_DURATION = env_float("ETA_DEFAULT_DURATION", 10.0, minimum=0.0)
 # How often a handler's progress reports may write the job row (seconds).
 PROGRESS_WRITE_INTERVAL = env_float("PROGRESS_WRITE_INTERVAL", 0.1, minimum=0.0)
+# Job logs (jobs.execution.capture): the lines a handler logs are kept per attempt, the
+# last JOB_LOG_LINES of them (0 turns capture off), each cut to JOB_LOG_LINE_CHARS, and
+# written at most every JOB_LOG_WRITE_INTERVAL seconds while the handler runs.
+JOB_LOG_LINES = env_int("JOB_LOG_LINES", 1000, minimum=0)
+JOB_LOG_LINE_CHARS = env_int("JOB_LOG_LINE_CHARS", 2000, minimum=80)
+JOB_LOG_WRITE_INTERVAL = env_float("JOB_LOG_WRITE_INTERVAL", 0.5, minimum=0.0)
 # How often a WebSocket following a waiting job re-reads its ETA (seconds).
 WS_ETA_REFRESH_SECONDS = env_float("WS_ETA_REFRESH_SECONDS", 10.0, minimum=0.5)
 

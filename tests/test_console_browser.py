@@ -441,3 +441,26 @@ def test_django_rq_pages_say_what_they_count_and_throw_no_script_error(console, 
     page.wait_for_selector("#result_list")
     screenshot(page, "django-rq-workers")
     assert errors == []
+
+
+def test_a_jobs_log_lines_appear_live_on_its_page(console, spawn, screenshot):
+    """What the handler logs (ctx.log and logging) shows on the job page while it runs."""
+    page, base = console
+    job = submit("diagnostics.sleep", {"seconds": 8, "steps": 8, "log_lines": 2}).job
+    page.goto(f"{base}/admin/jobs/job/{job.id}/change/")
+    page.wait_for_selector("#jd-live-job .jd-live.on")
+    page.wait_for_selector("#jd-logs [data-logs=summary]:has-text('nothing logged yet')")
+    page.evaluate("window.__noReload = true")
+    spawn("rqworker", *QUEUES, LOG_LEVEL="INFO")  # the capture sees what logging lets through
+
+    page.wait_for_selector("#jd-logs .jd-log-line:has-text('attempt 1: step 1 of 8')")
+    page.wait_for_selector("#jd-logs .jd-log-line.jd-log-INFO:has-text('attempt 1: step 3 line 2')")
+    assert Job.objects.get(pk=job.id).status == Status.ACTIVE, "the lines arrived while the job ran"
+    screenshot(page, "job-log-live")
+
+    page.wait_for_selector("#jd-live-job [data-live=status] .jd-complete", timeout=30_000)
+    page.wait_for_selector("#jd-logs .jd-log-line:has-text('attempt 1: step 8 line 2')")
+    assert page.locator("#jd-logs .jd-log-line").count() == 16
+    assert page.inner_text("#jd-logs [data-logs=summary]") == "16 lines over 1 attempt"
+    assert page.evaluate("window.__noReload") is True, "all of it without reloading the page"
+    screenshot(page, "job-log-complete")

@@ -154,6 +154,38 @@ class JobEventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class JobLogLineSerializer(serializers.Serializer):
+    attempt = serializers.IntegerField(help_text="the attempt (run) that logged it")
+    n = serializers.IntegerField(help_text="the line's number in its run, from 1; dropped lines keep theirs")
+    time = serializers.DateTimeField()
+    level = serializers.CharField(help_text="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    logger = serializers.CharField(help_text='the logger\'s name; "jobs.handler.<type>" for ctx.log lines')
+    message = serializers.CharField(help_text="cut to JOB_LOG_LINE_CHARS; a traceback follows its message")
+
+
+class JobLogRunSerializer(serializers.Serializer):
+    attempt = serializers.IntegerField()
+    started_at = serializers.DateTimeField(help_text="when the run's first lines were written")
+    updated_at = serializers.DateTimeField(help_text="when its latest lines were written")
+    total = serializers.IntegerField(help_text="lines the run emitted")
+    kept = serializers.IntegerField(help_text="lines kept: the last JOB_LOG_LINES")
+    dropped = serializers.IntegerField(help_text="the oldest lines not kept")
+
+
+class JobLogsSerializer(serializers.Serializer):
+    """``GET /api/jobs/{id}/logs/``: the job's log lines, oldest run first."""
+
+    job_id = serializers.UUIDField()
+    status = serializers.CharField(help_text="the job's status now: lines may still come while it is active")
+    dropped = serializers.IntegerField(help_text="lines dropped over all the runs shown")
+    runs = JobLogRunSerializer(many=True)
+    lines = JobLogLineSerializer(many=True)
+
+
+class JobLogsQuerySerializer(serializers.Serializer):
+    attempt = serializers.IntegerField(min_value=1, required=False, help_text="only this attempt's lines")
+
+
 class JobSubmitSerializer(RejectUnknownFields, serializers.Serializer):
     type = serializers.CharField(max_length=100)
     payload = serializers.JSONField(required=False, default=dict)

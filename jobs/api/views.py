@@ -15,8 +15,15 @@ from rest_framework.response import Response
 from apikit.views import Conventions
 from jobs.api.filters import JobFilter
 from jobs.api.permissions import OwnedRows
-from jobs.api.serializers import BulkSubmitSerializer, JobEventSerializer, JobSerializer, JobSubmitSerializer
-from jobs.core import access, actions, submit
+from jobs.api.serializers import (
+    BulkSubmitSerializer,
+    JobEventSerializer,
+    JobLogsQuerySerializer,
+    JobLogsSerializer,
+    JobSerializer,
+    JobSubmitSerializer,
+)
+from jobs.core import access, actions, logbook, submit
 from jobs.core.errors import SubmitError
 from jobs.core.models import Job
 from jobs.insight import estimates
@@ -96,6 +103,20 @@ class JobViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMixin, 
         job = self.get_object()
         page = self.paginate_queryset(job.events.select_related("actor").order_by("created_at", "id"))
         return self.get_paginated_response(JobEventSerializer(page, many=True).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("attempt", OpenApiTypes.INT, description="only this attempt's lines")],
+        responses=JobLogsSerializer,
+        filters=False,
+    )
+    @action(detail=True, methods=["get"], filterset_class=None, pagination_class=None)
+    def logs(self, request: Request, pk: str) -> Response:
+        """What the job's handler logged, per attempt: the last JOB_LOG_LINES lines of
+        each run, and how many older ones were dropped. Lines come while it is active."""
+        job = self.get_object()
+        query = JobLogsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(JobLogsSerializer(logbook.read(job, query.validated_data.get("attempt"))).data)
 
     def _act(self, service, request: Request) -> Response:
         job = self.get_object()

@@ -1,7 +1,8 @@
 """``diagnostics.sleep``: a job for operators and load tests.
 
 Sleeps ``seconds`` in ``steps`` (reporting progress and honouring cancel between
-steps), then ends the way ``fail_mode`` says. ``fail_times`` limits failing to the
+steps), then ends the way ``fail_mode`` says. ``log_lines`` lines per step go to its job
+log (``ctx.log`` for the first of each step, ``logging`` for the rest). ``fail_times`` limits failing to the
 first N attempts, so "temporary, then success" can be exercised. ``trace`` records
 every run in Redis (``jobdesk:diag:runs:<job id>``) and counts runs that overlapped
 another live run of the same job (``jobdesk:diag:overlaps``): the proof that a job
@@ -10,6 +11,7 @@ never runs twice at once, even while workers are being killed.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -22,6 +24,9 @@ from jobs.core.registry import job_type
 FAIL_MODES = ("none", "temporary", "user_fixable", "admin_required", "crash")
 MAX_SECONDS = 3600.0
 MAX_STEPS = 10_000
+MAX_LOG_LINES = 100_000  # per step
+
+logger = logging.getLogger("jobs.diagnostics")
 
 
 def _number(payload: dict, name: str, default, low, high, kind):
@@ -35,12 +40,12 @@ def _number(payload: dict, name: str, default, low, high, kind):
 
 
 def validate_sleep(payload: dict) -> dict:
-    unknown = set(payload) - {"seconds", "steps", "fail_mode", "fail_times", "result", "trace"}
+    unknown = set(payload) - {"seconds", "steps", "fail_mode", "fail_times", "result", "trace", "log_lines"}
     if unknown:
         raise SubmitError(
             f"Unknown payload field(s): {', '.join(sorted(unknown))}.",
             field="payload",
-            hint="diagnostics.sleep takes seconds, steps, fail_mode, fail_times, result, trace.",
+            hint="diagnostics.sleep takes seconds, steps, fail_mode, fail_times, result, trace, log_lines.",
         )
     fail_mode = payload.get("fail_mode", "none")
     if fail_mode not in FAIL_MODES:
@@ -53,6 +58,8 @@ def validate_sleep(payload: dict) -> dict:
         "fail_mode": fail_mode,
         "fail_times": _number(payload, "fail_times", 0, 0, 1000, int),
     }
+    if payload.get("log_lines"):
+        cleaned["log_lines"] = _number(payload, "log_lines", 0, 0, MAX_LOG_LINES, int)
     if "result" in payload:
         cleaned["result"] = payload["result"]
     if payload.get("trace"):
@@ -70,6 +77,7 @@ def sleep(ctx) -> dict:
             if ctx.is_canceled():
                 return {"canceled_at_step": step}
             time.sleep(seconds / steps)
+            _log_step(ctx, step + 1, steps, ctx.payload.get("log_lines", 0))
             ctx.progress(100 * (step + 1) / steps, "sleeping", step=step + 1, of=steps)
         _maybe_fail(ctx.payload, ctx.attempt)
     finally:
@@ -81,6 +89,14 @@ def sleep(ctx) -> dict:
         "pid": os.getpid(),
         "result": ctx.payload.get("result"),
     }
+
+
+def _log_step(ctx, step: int, steps: int, lines: int) -> None:
+    if lines <= 0:
+        return
+    ctx.log(f"attempt {ctx.attempt}: step {step} of {steps}")
+    for line in range(2, lines + 1):
+        logger.info("attempt %d: step %d line %d", ctx.attempt, step, line)
 
 
 class _RunTracer:

@@ -309,6 +309,38 @@ class JobEvent(models.Model):
         return self.actor_label or "system"
 
 
+class JobLog(models.Model):
+    """What one run (attempt) of a job's handler logged: its ``logging`` records and
+    ``ctx.log(...)`` lines, the last ``JOB_LOG_LINES`` of them (``jobs.execution.capture``).
+
+    One row per run holding a bounded JSON list, not one row per line: the worker
+    buffers lines in memory and each batch write is a single UPDATE of this row however
+    many lines it carries; keeping only the last N needs no DELETE of older rows (the
+    list is replaced); the count of dropped lines sits beside the lines it qualifies; and
+    reading a job's logs is one indexed query. Each line is
+    ``{"n", "at", "level", "logger", "message"}`` (``n`` counts from 1 in the run, so
+    ``n`` of the first kept line − 1 = lines dropped before it)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="logs")
+    attempt = models.PositiveIntegerField()
+    # The run's RQ dispatch id: an attempt number repeats after a requeue (a new round of
+    # attempts), a dispatch never does.
+    dispatch = models.CharField(max_length=64)
+    lines = models.JSONField(default=list, blank=True)
+    total = models.PositiveIntegerField(default=0, help_text="lines the run emitted, kept or not")
+    dropped = models.PositiveIntegerField(default=0, help_text="oldest lines not kept (over JOB_LOG_LINES)")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["job", "dispatch"], name="joblog_job_dispatch")]
+        indexes = [models.Index(fields=["created_at"], name="joblog_created")]  # pruning
+
+    def __str__(self) -> str:
+        return f"{self.job_id} attempt {self.attempt}: {self.total} lines"
+
+
 class JobStatsHour(models.Model):
     """Finished jobs of one type in one hour, folded for stats over long periods
     (jobs.insight.rollup). Histograms: {"<measure letter><bucket>": count}."""

@@ -1,12 +1,16 @@
-"""What a handler gets: the job (read-only), progress reporting and a cancel check."""
+"""What a handler gets: the job (read-only), progress reporting, its own log and a cancel check."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from jobs.core import lifecycle
 from jobs.core.models import Job
+from jobs.execution.capture import LogCapture
 from jobs.execution.progress import ProgressReporter
 
 _CANCEL_CHECK_INTERVAL = 0.5  # seconds between database reads in is_canceled()
@@ -17,6 +21,7 @@ class JobContext:
         self.job = job
         self.dispatch = dispatch
         self._reporter = ProgressReporter(job, dispatch)
+        self._log = LogCapture(job, dispatch)
         self._canceled = False
         self._checked_at = float("-inf")
 
@@ -32,6 +37,18 @@ class JobContext:
         """Report progress (0–100) with a stage name and any JSON-serialisable details."""
         self._reporter.report(percent, stage, details)
 
+    def log(self, message: str, level: int | str = logging.INFO) -> None:
+        """A line for the job's log (the job page, ``GET /api/jobs/{id}/logs/``), e.g.
+        ``ctx.log("fetched 20 rows")`` or ``ctx.log("slow peer", level="WARNING")``.
+        Records the handler sends through ``logging`` are captured the same way."""
+        self._log.log(message, level)
+
+    @contextlib.contextmanager
+    def capturing(self) -> Iterator[None]:
+        """The runner wraps the handler in this: its thread's ``logging`` records are the job's."""
+        with self._log.capture_block():
+            yield
+
     def is_canceled(self) -> bool:
         """True once an operator canceled this job (or it was taken away from this run)."""
         if self._canceled:
@@ -44,3 +61,4 @@ class JobContext:
 
     def flush(self) -> None:
         self._reporter.flush()
+        self._log.flush()

@@ -85,7 +85,8 @@ def run_handler(job: Job, dispatch: str) -> Outcome:
         return _error(AdminRequiredError(f"{unknown.message} Was the type removed from the code?"))
     context = JobContext(job, dispatch)
     try:
-        result = _json_safe(job_type.handler(context))
+        with context.capturing():
+            result = _json_safe(job_type.handler(context))
     except (UserFixableError, AdminRequiredError) as error:
         outcome = _error(error)
     except queueing.TIMEOUT_EXCEPTIONS:

@@ -1,4 +1,4 @@
-"""Retention: finished jobs and old timeline entries go, in batches (times UTC).
+"""Retention: finished jobs and old timeline entries (events, job logs) go, in batches (times UTC).
 
 ``prune_events`` is a standard ``@task`` (Django's task API) and ``prune_jobs`` a
 Jobdesk job type: both styles run side by side on the same workers, crons and console.
@@ -12,7 +12,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from jobs.core.models import Job, JobEvent, Priority
+from jobs.core.models import Job, JobEvent, JobLog, Priority
 from jobs.core.registry import cron, job_type
 from jobs.tasks.compat import task
 
@@ -31,7 +31,11 @@ def _delete_in_batches(queryset) -> int:
 @task(backend="jobdesk", priority=-100, max_attempts=2, timeout=1800)
 def prune_events() -> dict:
     cutoff = timezone.now() - timedelta(days=settings.JOB_EVENT_RETENTION_DAYS)
-    return {"deleted_events": _delete_in_batches(JobEvent.objects.filter(created_at__lt=cutoff))}
+    # Job logs are timeline material too: kept as long as events (and gone with their job).
+    return {
+        "deleted_events": _delete_in_batches(JobEvent.objects.filter(created_at__lt=cutoff)),
+        "deleted_logs": _delete_in_batches(JobLog.objects.filter(created_at__lt=cutoff)),
+    }
 
 
 @job_type("jobs.prune_jobs", public=False, priority=Priority.LOW, timeout=1800, max_attempts=2)

@@ -2,7 +2,8 @@
 
 Listens on the same channel-layer group as ``/ws/jobs/<id>/`` (no web server or token
 needed on a machine that runs Jobdesk): the snapshot first, then every event, until the
-job ends. Exit status 0 when it completed, 1 when it ended otherwise.
+job ends, with the job's log lines as they are written (read every ``LOG_POLL_SECONDS``).
+Exit status 0 when it completed, 1 when it ended otherwise.
 """
 
 from __future__ import annotations
@@ -17,11 +18,19 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from redis.exceptions import RedisError
 
-from jobs.core import relay
+from jobs.core import logbook, relay
 from jobs.core.models import Job
 from jobs.live import snapshots
 
 QUIET_SECONDS = 10  # without an event this long, the database is asked again
+LOG_POLL_SECONDS = 1.0  # how often new log lines are read (workers write them every 0.5 s at most)
+
+
+def describe_line(line: dict) -> str:
+    """One log line: time, attempt, level, logger, message (or how many were dropped)."""
+    if "dropped" in line:
+        return f"          log #{line['attempt']}: … {line['dropped']:,} earlier lines dropped (JOB_LOG_LINES)"
+    return f"{line['time'][11:19]}  log #{line['attempt']} {line['level']:<7} {line['logger']}: {line['message']}"
 
 
 def describe(msg: dict) -> str:
@@ -75,16 +84,31 @@ class Command(BaseCommand):
             raise CommandError(f"No job {job_id}.")
         last_seq = msg["seq"]
         self.show(msg)
+        cursor: dict[int, int] = {}
+        read_logs = database_sync_to_async(logbook.since)
+        self.show_lines(await read_logs(job_id, cursor))
+        quiet_since = asyncio.get_running_loop().time()
         while not relay.is_terminal(msg):
             try:
-                event = (await asyncio.wait_for(layer.receive(channel), QUIET_SECONDS))["event"]
-            except TimeoutError:  # quiet for a while: make sure no event was lost on the way
-                event = await database_sync_to_async(snapshots.job_snapshot)(job_id) or snapshots.gone_snapshot(job_id)
-            if event["seq"] > last_seq or (event["type"] == "snapshot" and relay.is_terminal(event)):
+                event = (await asyncio.wait_for(layer.receive(channel), LOG_POLL_SECONDS))["event"]
+                quiet_since = asyncio.get_running_loop().time()
+            except TimeoutError:
+                event = None
+                if asyncio.get_running_loop().time() - quiet_since >= QUIET_SECONDS:
+                    # quiet for a while: make sure no event was lost on the way
+                    quiet_since = asyncio.get_running_loop().time()
+                    event = await database_sync_to_async(snapshots.job_snapshot)(job_id)
+                    event = event or snapshots.gone_snapshot(job_id)
+            self.show_lines(await read_logs(job_id, cursor))  # before the event they led to
+            if event and (event["seq"] > last_seq or (event["type"] == "snapshot" and relay.is_terminal(event))):
                 msg, last_seq = event, event["seq"]
                 self.show(msg)
         await layer.group_discard(relay.job_group(job_id), channel)
         return msg
+
+    def show_lines(self, lines: list[dict]) -> None:
+        for line in lines:
+            self.stdout.write(json.dumps({"type": "log", **line}) if self.as_json else describe_line(line))
 
     def show(self, msg: dict) -> None:
         self.stdout.write(json.dumps(msg) if self.as_json else describe(msg))

@@ -1,7 +1,7 @@
 /* Jobdesk console: live updates over the WebSocket routes.
  *
  * - job list: every row's status badge and progress bar follow /ws/ops/;
- * - job page: the live panel follows /ws/jobs/<id>/;
+ * - job page: the live panel follows /ws/jobs/<id>/; the log is re-read while the job runs;
  * - dashboard: rendered from JSON, re-read (at most once a second) when /ws/ops/ says
  *   something changed, and every 15 s for what has no event (heartbeats, workers).
  * The browser's session cookie authenticates; a dropped connection is retried with
@@ -104,10 +104,63 @@
     });
   }
 
+  /* --- job page: the log ---------------------------------------------------------- */
+  /* The job's log lines (GET /api/jobs/<id>/logs/): read on load, every second while the
+     job is active (the worker writes its lines in batches, every half second at most),
+     and once more when it ends. Redrawn only when a run has new lines. */
+  function jobLogs(box) {
+    var url = box.dataset.logsUrl, lines = box.querySelector("[data-logs=lines]"), drawn = null, busy = false, again = false;
+    function num(n) { return Number(n).toLocaleString(); }
+    function render(data) {
+      var key = data.runs.map(function (r) { return r.attempt + ":" + r.total; }).join(",");
+      if (key === drawn) { return; }
+      drawn = key;
+      var total = 0, html = [];
+      data.runs.forEach(function (r) { total += r.total; });
+      box.querySelector("[data-logs=summary]").textContent = data.runs.length ? num(total) + " line" +
+        (total === 1 ? "" : "s") + " over " + data.runs.length + " attempt" + (data.runs.length === 1 ? "" : "s") +
+        (data.dropped ? ", " + num(data.dropped) + " older dropped" : "") : "nothing logged yet";
+      var atBottom = lines.scrollTop + lines.clientHeight >= lines.scrollHeight - 4, at = 0;
+      data.runs.forEach(function (r) {  // the lines come run by run, r.kept of each
+        if (r.dropped) {
+          html.push('<div class="jd-log-dropped">attempt ' + r.attempt + ": " + num(r.dropped) + " earlier line" +
+            (r.dropped === 1 ? "" : "s") + " dropped (only the last " + num(r.kept) + " are kept)</div>");
+        }
+        data.lines.slice(at, at + r.kept).forEach(function (line) {
+          html.push('<div class="jd-log-line jd-log-' + esc(line.level) + '" data-attempt="' + line.attempt +
+            '" data-n="' + line.n + '"><span title="' + esc(line.time) + '">' + esc(new Date(line.time).toLocaleTimeString()) +
+            '</span><span title="attempt">#' + line.attempt + '</span><span class="jd-log-level">' + esc(line.level) +
+            '</span><span title="' + esc(line.logger) + '">' + esc(line.logger) + '</span><span class="jd-log-msg">' +
+            esc(line.message) + "</span></div>");
+        });
+        at += r.kept;
+      });
+      lines.innerHTML = html.join("");
+      if (atBottom) { lines.scrollTop = lines.scrollHeight; }
+    }
+    function read() {
+      if (busy) { again = true; return; }
+      busy = true;
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (data) { if (data) { render(data); } })
+        .catch(function () { /* the next read tries again */ })
+        .then(function () { busy = false; if (again) { again = false; read(); } });
+    }
+    var timer = null;
+    read();
+    return function (status) {  // told each status the live panel shows
+      if (status === "active" && !timer) { timer = setInterval(read, 1000); }
+      if (status !== "active" && timer) { clearInterval(timer); timer = null; read(); }
+    };
+  }
+
   /* --- job page: the live panel -------------------------------------------------- */
   function followJob(panel) {
-    var id = panel.dataset.jobId;
+    var id = panel.dataset.jobId, logBox = document.getElementById("jd-logs");
+    var logs = logBox ? jobLogs(logBox) : function () {};
     follow("/ws/jobs/" + id + "/", function (msg) {
+      logs(msg.status);
       panel.querySelector("[data-live=status]").innerHTML = badge(msg.status);
       panel.querySelector("[data-live=progress]").innerHTML = bar(msg.progress, msg.status);
       panel.querySelector("[data-live=stage]").textContent = msg.stage || "";
