@@ -24,7 +24,7 @@ from jobs.api.serializers import (
     JobSubmitSerializer,
 )
 from jobs.core import access, actions, logbook, submit
-from jobs.core.errors import SubmitError
+from jobs.core.errors import SubmitError, TransitionError
 from jobs.core.models import Job
 from jobs.insight import estimates
 
@@ -126,7 +126,10 @@ class JobViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMixin, 
     @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
-        return self._act(actions.requeue, request)
+        try:
+            return self._act(actions.requeue, request)
+        except TransitionError as refused:  # say it in the endpoint's word, not the service's
+            raise TransitionError(refused.job_id, "retry", refused.status, refused.allowed) from None
 
     @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
     @action(detail=True, methods=["post"])

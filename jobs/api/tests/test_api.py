@@ -96,7 +96,8 @@ def test_detail_and_events(api_as, alice, run_worker):
 def test_actions_answer_409_when_the_state_forbids_them(api_as, alice, run_worker):
     job = submit("diagnostics.noop", owner=alice).job
     api = api_as(alice)
-    assert_error(api.post(f"/api/jobs/{job.id}/retry/"), 409, "conflict")  # queued: nothing to retry
+    refused = assert_error(api.post(f"/api/jobs/{job.id}/retry/"), 409, "conflict")  # queued: nothing to retry
+    assert refused["message"].startswith(f"Cannot retry job {job.id}: it is queued")
     run_worker()
     assert_error(api.post(f"/api/jobs/{job.id}/cancel/"), 409, "conflict")  # complete: too late
     assert_error(api.post(f"/api/jobs/{job.id}/promote/"), 409, "conflict")
