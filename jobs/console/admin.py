@@ -496,7 +496,7 @@ def _text_search(term: str) -> Q:
     a plain substring search over three columns of a million rows took 8 s when
     nothing matched."""
     types = [name for name in registry.all_types() if term.lower() in name.lower()]
-    # "<> ''" lets PostgreSQL use the error message's trigram index (partial on it, 0011).
+    # "<> ''" lets PostgreSQL use the error message's trigram index (partial on it, 0009).
     errors = Q(status__in=WITH_ERROR_MESSAGE, error_message__icontains=term) & ~Q(error_message="")
     return Q(type__in=types) | Q(idempotency_key=term) | errors
 

@@ -164,7 +164,6 @@ class ActView(_ConsoleView):
 QUEUE, TYPE = FlowControl.Kind.QUEUE, FlowControl.Kind.TYPE
 FLOW_VERBS: dict[str, tuple[str, ...]] = {QUEUE: ("pause", "resume"), TYPE: ("pause", "resume", "limits", "reset")}
 REASON_MAX = 500  # as the API's reason field
-LEVER_FIELDS = ("paused", "paused_reason", "concurrency", "rate")  # what an audit row records, in reading order
 CHANGES_SHOWN = 50  # the page's audit trail: the latest changes of every lever
 
 
@@ -175,8 +174,7 @@ def flow_rights(user) -> dict[str, bool]:
 
 def _changed(change) -> list[tuple[str, object, object]]:
     """The audit row's before → after, only what the change moved."""
-    # In a fixed order: PostgreSQL's jsonb keeps keys sorted by length, not as written.
-    keys = [key for key in LEVER_FIELDS if change.before.get(key) != change.after.get(key)]
+    keys = [key for key in flow.STATE_FIELDS if change.before.get(key) != change.after.get(key)]
     return [(key, _shown(key, change.before.get(key)), _shown(key, change.after.get(key))) for key in keys]
 
 

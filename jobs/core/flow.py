@@ -69,6 +69,10 @@ class Rules:
     def for_type(self, name: str) -> TypeRule:
         return type_rule(self.controls.get(name), _registered(name))
 
+    def type_paused(self, name: str) -> bool:
+        control = self.controls.get(name)
+        return control is not None and control.paused
+
     def pause_of(self, job_type: str, priority: str) -> FlowControl | None:
         """The lever that keeps a job of this type in this queue from starting, if any."""
         for control in (self.queues.get(priority), self.controls.get(job_type)):
@@ -340,6 +344,11 @@ def known_type(name: str) -> registry.JobType:
     return registry.get(name, resolve=seen)
 
 
+# What an audit row records of a lever, in reading order (the stored JSON keeps no order:
+# PostgreSQL's jsonb sorts its keys).
+STATE_FIELDS = ("paused", "paused_reason", "concurrency", "rate")
+
+
 def _state(control: FlowControl) -> dict:
     return {
         "paused": control.paused,
@@ -475,7 +484,8 @@ def paused_queues() -> list[str]:
 
 
 def paused_types() -> list[str]:
-    return sorted(name for name, control in rules().controls.items() if control.paused)
+    current = rules()
+    return sorted(name for name in current.controls if current.type_paused(name))
 
 
 def describe_queue(name: str, control: FlowControl | None = None, held: int | None = None) -> dict:

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 
-from jobs.core import rates
+from jobs.core import cron_times, rates
 from jobs.core.errors import PayloadTooLarge, SubmitError
 from jobs.core.models import Priority
 
@@ -164,13 +164,11 @@ def cron(
     """Declare a cron entry. The scheduler syncs it into a ``Schedule`` row, which
     operators see and may edit (``jobs.upkeep.schedules``). A malformed expression, zone
     or name fails here, at start-up."""
-    from jobs.core.cron_times import next_after
-
     if not NAME_PATTERN.match(name):
         raise ValueError(f"cron name {name!r}: use letters, digits, '.', '_' and '-' only.")
     if priority and priority not in Priority.values:
         raise ValueError(f"cron {name!r}: priority must be one of {', '.join(Priority.values)}.")
-    next_after(schedule, time_zone, datetime.now(UTC))  # ValueError with a hint when it cannot fire
+    cron_times.next_after(schedule, time_zone, datetime.now(UTC))  # ValueError with a hint when it cannot fire
     _crons[name] = CronEntry(name, schedule, job_type, dict(payload or {}), priority, time_zone)
 
 

@@ -423,8 +423,7 @@ def _without(counts: Mapping[str, float], jobs: list[Job]) -> dict[str, float]:
 
 def _run(snap: _Snapshot, counts: Mapping[str, float]) -> None:
     for job_type, n in sorted(counts.items()):
-        paused = job_type in snap.rules.controls and snap.rules.controls[job_type].paused
-        if round(n) > 0 and not paused:  # deep in a long line the counts are interpolated
+        if round(n) > 0 and not snap.rules.type_paused(job_type):  # deep in a long line the counts are interpolated
             snap.run(job_type, round(n))
 
 

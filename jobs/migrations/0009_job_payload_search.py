@@ -1,7 +1,9 @@
-"""The console's payload search on PostgreSQL: a trigram GIN index on the payload's
-text, upper-cased as Django's ``icontains`` compares it (``UPPER(payload::text) LIKE
-UPPER('%term%')``), so a search for an order number or a customer id reads the index
-instead of every row. Built CONCURRENTLY (writes go on meanwhile; hence not atomic).
+"""The console's search on PostgreSQL: trigram GIN indexes on the payload's text and on
+the error message, upper-cased as Django's ``icontains`` compares them (``UPPER(payload::text)
+LIKE UPPER('%term%')``), so a search for an order number or a customer id reads an index
+instead of every row — and with the error message's too, every branch of a word search's
+OR (type, key, error, payload) has an index to combine (0.4–0.6 s at 1M jobs without it).
+Built CONCURRENTLY (writes go on meanwhile; hence not atomic).
 
 Not part of the model's state: SQLite has no such index (its search is a scan), and
 the model's Meta can't say "on PostgreSQL only"."""
@@ -9,19 +11,22 @@ the model's Meta can't say "on PostgreSQL only"."""
 from django.contrib.postgres.operations import TrigramExtension
 from django.db import migrations
 
-INDEX = "job_payload_trgm"
-CREATE = f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX} ON jobs_job USING gin (UPPER((payload)::text) gin_trgm_ops)"
-DROP = f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX}"
+INDEXES = {  # name → what it indexes
+    "job_payload_trgm": "gin (UPPER((payload)::text) gin_trgm_ops)",
+    "job_error_trgm": "gin (UPPER(error_message) gin_trgm_ops) WHERE error_message <> ''",
+}
 
 
 def create(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(CREATE)
+        for name, expression in INDEXES.items():
+            schema_editor.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON jobs_job USING {expression}")
 
 
 def drop(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP)
+        for name in INDEXES:
+            schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
 
 
 class Migration(migrations.Migration):
