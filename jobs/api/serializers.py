@@ -74,6 +74,16 @@ class JobSerializer(serializers.ModelSerializer):
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     estimated_start_at = serializers.SerializerMethodField()
     estimated_finish_at = serializers.SerializerMethodField()
+    estimated_start_range = serializers.SerializerMethodField(
+        help_text="[low, high]: the start falls in this range 8 times in 10 (calibrated); null without an estimate"
+    )
+    estimated_finish_range = serializers.SerializerMethodField(help_text="[low, high]: the finish's 80 % range")
+    eta_cold = serializers.SerializerMethodField(
+        help_text="the estimate leans on a guess: a job type without history is in play (its range is wide)"
+    )
+    first_estimated_start_range = serializers.SerializerMethodField(
+        help_text="the 80 % range given at submit, to judge it against started_at"
+    )
     eta_warning = serializers.SerializerMethodField(help_text="why there is no estimate, e.g. no live worker")
     paused = serializers.SerializerMethodField(
         help_text="an operator paused its queue or type: no estimate until resumed"
@@ -93,8 +103,10 @@ class JobSerializer(serializers.ModelSerializer):
             "attempts", "max_attempts", "timeout", "idempotency_key", "depends_on",
             "progress", "stage", "progress_details", "seq", "worker_name",
             "created_at", "enqueued_at", "scheduled_for", "started_at", "finished_at", "duration_seconds",
-            "estimated_start_at", "estimated_finish_at", "eta_warning", "paused", "hold",
-            "first_estimated_start_at", "first_estimated_finish_at", "eta_error_seconds", "truncated",
+            "estimated_start_at", "estimated_finish_at", "estimated_start_range", "estimated_finish_range",
+            "eta_cold", "eta_warning", "paused", "hold", "size",
+            "first_estimated_start_at", "first_estimated_finish_at", "first_estimated_start_range",
+            "eta_error_seconds", "truncated",
         ]  # fmt: skip
         read_only_fields = fields
         list_serializer_class = JobListSerializer
@@ -123,6 +135,22 @@ class JobSerializer(serializers.ModelSerializer):
     def get_estimated_finish_at(self, job: Job) -> str | None:
         return _as_datetime(self._estimate(job).finish_at)
 
+    @extend_schema_field(serializers.ListField(child=serializers.DateTimeField(), allow_null=True))
+    def get_estimated_start_range(self, job: Job) -> list[str] | None:
+        return _as_range(self._estimate(job).start_range)
+
+    @extend_schema_field(serializers.ListField(child=serializers.DateTimeField(), allow_null=True))
+    def get_estimated_finish_range(self, job: Job) -> list[str] | None:
+        return _as_range(self._estimate(job).finish_range)
+
+    def get_eta_cold(self, job: Job) -> bool:
+        return self._estimate(job).cold
+
+    @extend_schema_field(serializers.ListField(child=serializers.DateTimeField(), allow_null=True))
+    def get_first_estimated_start_range(self, job: Job) -> list[str] | None:
+        low, high = job.first_estimated_start_low, job.first_estimated_start_high
+        return _as_range((low, high) if low and high else None)
+
     def get_eta_warning(self, job: Job) -> str:
         return self._estimate(job).warning
 
@@ -143,6 +171,10 @@ class JobSerializer(serializers.ModelSerializer):
 
 def _as_datetime(value) -> str | None:
     return None if value is None else serializers.DateTimeField().to_representation(value)
+
+
+def _as_range(value) -> list[str] | None:
+    return None if value is None else [serializers.DateTimeField().to_representation(t) for t in value]
 
 
 class JobEventSerializer(serializers.ModelSerializer):
@@ -195,6 +227,10 @@ class JobSubmitSerializer(RejectUnknownFields, serializers.Serializer):
     run_at = serializers.DateTimeField(required=False)
     heavy = serializers.BooleanField(required=False)
     idempotency_key = serializers.CharField(max_length=200, required=False, help_text="or the Idempotency-Key header")
+    size = serializers.FloatField(
+        min_value=0, max_value=1e15, required=False,
+        help_text="the job's work in its type's unit (e.g. bytes), for its ETA; else the type's own sizing says",
+    )  # fmt: skip
 
     def to_spec(self, default_key: str | None = None) -> JobSpec:
         data = self.validated_data
@@ -212,6 +248,7 @@ def _spec_from(data: dict, default_key: str | None) -> JobSpec:
         heavy=data.get("heavy"),
         idempotency_key=data.get("idempotency_key") or default_key,
         ref=data.get("ref"),
+        size=data.get("size"),
     )
 
 

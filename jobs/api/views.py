@@ -53,9 +53,8 @@ def _just_made(result: submit.Submitted) -> dict:
     """A job created a moment ago answers with the estimate submit just made (no second
     walk of the line); one without (no live worker) is estimated again, for the warning."""
     job = result.job
-    if result.created and job.first_estimated_start_at is not None:
-        return {job.id: estimates.Estimate(job.first_estimated_start_at, job.first_estimated_finish_at)}
-    return {}
+    first = estimates.first_of(job) if result.created else None
+    return {job.id: first} if first is not None else {}
 
 
 class JobViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

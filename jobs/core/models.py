@@ -197,6 +197,15 @@ class Job(models.Model):
     first_estimated_start_at = models.DateTimeField(null=True, blank=True)
     first_estimated_finish_at = models.DateTimeField(null=True, blank=True)
     eta_error_seconds = models.FloatField(null=True, blank=True, help_text="actual start − first estimate")
+    # The first estimate's 80 % range, and whether it leaned on a prior (a type without
+    # history in play): how often real starts fall inside is the range's calibration.
+    first_estimated_start_low = models.DateTimeField(null=True, blank=True)
+    first_estimated_start_high = models.DateTimeField(null=True, blank=True)
+    first_estimate_cold = models.BooleanField(null=True, blank=True)
+    # How much work the job is, in its type's unit (e.g. a document's bytes), when its type
+    # is sized; ``size_class`` buckets it so the line can be counted by type and class.
+    size = models.FloatField(null=True, blank=True, help_text="work in the type's unit (e.g. bytes)")
+    size_class = models.SmallIntegerField(null=True, blank=True)
 
     objects = JobQuerySet.as_manager()
 
@@ -211,9 +220,9 @@ class Job(models.Model):
         # Django's internal queries (related lookups) go through the guarded queryset too.
         base_manager_name = "objects"
         indexes = [
-            # The line in the order workers take it; with type, so ETAs count the jobs
-            # ahead by type from the index alone.
-            models.Index(fields=["status", "priority", "enqueued_at", "type"], name="job_line"),
+            # The line in the order workers take it; with type and size class, so ETAs
+            # count the jobs ahead by type from the index alone.
+            models.Index(fields=["status", "priority", "enqueued_at", "type", "size_class"], name="job_line"),
             # Recent run times per type (ETAs, stats).
             models.Index(fields=["type", "status", "finished_at"], name="job_type_status_finished"),
             models.Index(fields=["owner", "-created_at"], name="job_owner_created"),

@@ -49,6 +49,21 @@ class JobType:
     # per period ("100/minute").
     concurrency: int | None = None
     rate: str = ""
+    # For ETAs: roughly how long one run takes, until its history says (jobs.insight.
+    # durations), and how big a job is (e.g. a document's bytes) when its run time grows
+    # with its work: the estimate then learns seconds per unit of size.
+    expected_duration: float | None = None
+    size: Callable[[dict], float | None] | None = None
+
+    def size_of(self, payload: dict) -> float | None:
+        """The job's size from its payload; None when the type is not sized or cannot say."""
+        if self.size is None:
+            return None
+        try:
+            value = self.size(payload)
+        except Exception:  # an estimate's input: a sizing bug must never refuse a submit
+            return None
+        return float(value) if isinstance(value, int | float) and value >= 0 else None
 
     @property
     def has_hooks(self) -> bool:
@@ -91,6 +106,8 @@ def job_type(
     after_record: Hook | None = None,
     concurrency: int | None = None,
     rate: str | None = None,
+    expected_duration: float | None = None,
+    size: Callable[[dict], float | None] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register ``handler`` as the job type ``name``. Re-registering a name replaces it."""
     if priority not in Priority.values:
@@ -99,6 +116,8 @@ def job_type(
         raise ValueError(f"job type {name}: concurrency must be a whole number >= 1 (or None for no limit)")
     if rate:
         rates.parse(rate)  # a malformed rate fails at start-up, with the hint
+    if expected_duration is not None and not (isinstance(expected_duration, int | float) and expected_duration > 0):
+        raise ValueError(f"job type {name}: expected_duration must be a number of seconds > 0 (or None)")
 
     def register(handler: Handler) -> Handler:
         _types[name] = JobType(
@@ -116,6 +135,8 @@ def job_type(
             after_record=after_record,
             concurrency=concurrency,
             rate=rate or "",
+            expected_duration=float(expected_duration) if expected_duration is not None else None,
+            size=size,
         )
         return handler
 
@@ -178,6 +199,11 @@ def cron_entries() -> dict[str, CronEntry]:
 
 def all_types() -> dict[str, JobType]:
     return dict(_types)
+
+
+def find(name: str) -> JobType | None:
+    """The type ``name`` if this process knows it (no resolving, no error)."""
+    return _types.get(name)
 
 
 def is_registered(name: str) -> bool:

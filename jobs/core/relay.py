@@ -63,8 +63,10 @@ BLANK: dict[str, Any] = {
     "type": "status", "job_id": None, "job_type": None, "seq": 0, "timestamp": None,
     "status": None, "progress": 0, "stage": "", "details": {}, "result_summary": None, "error_category": None,
     "user_message": None, "recovery_actions": [], "estimated_start_at": None, "estimated_finish_at": None,
-    "eta_paused": False,
+    "estimated_start_range": None, "estimated_finish_range": None, "eta_paused": False, "eta_cold": False,
 }  # fmt: skip
+ETA_KEYS = ("estimated_start_at", "estimated_finish_at", "estimated_start_range", "estimated_finish_range",
+            "eta_paused", "eta_cold")  # fmt: skip
 
 
 def kind_of(status: str) -> str:
@@ -113,14 +115,32 @@ def message(job: Job, kind: str | None = None, *, at: datetime | None = None, es
         "error_category": job.error_category or None,
         "user_message": job.error_message or None,
         "recovery_actions": list(job.recovery_actions or []),
-        "estimated_start_at": iso(estimate.start_at) if estimate else None,
-        "estimated_finish_at": iso(estimate.finish_at) if estimate else None,
-        "eta_paused": bool(getattr(estimate, "paused", False)),  # no time: an operator paused its queue or type
+        **eta_fields(estimate),
+    }
+
+
+def eta_fields(estimate) -> dict[str, Any]:
+    """An estimate (jobs.insight.estimates.Estimate, or None) as a live message's fields:
+    the times, their 80 % ranges, whether an operator paused it (no time then) and whether
+    it leans on a guess for a type without history."""
+    if estimate is None:
+        return {key: BLANK[key] for key in ETA_KEYS}
+    return {
+        "estimated_start_at": iso(estimate.start_at),
+        "estimated_finish_at": iso(estimate.finish_at),
+        "estimated_start_range": iso_range(estimate.start_range),
+        "estimated_finish_range": iso_range(estimate.finish_range),
+        "eta_paused": bool(estimate.paused),
+        "eta_cold": bool(estimate.cold),
     }
 
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+def iso_range(value: tuple[datetime, datetime] | None) -> list[str] | None:
+    return [value[0].isoformat(), value[1].isoformat()] if value else None
 
 
 def _summary(result: Any) -> Any:

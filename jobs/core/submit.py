@@ -23,12 +23,13 @@ from django.utils import timezone
 from jobs.core import access, lifecycle, opening, outcomes, registry
 from jobs.core.errors import IdempotencyConflict, SubmitError
 from jobs.core.models import FINAL_STATUSES, Job, Priority, Status
+from jobs.core.sizes import size_class
 
 MAX_ATTEMPTS_LIMIT = 100
 _IDEMPOTENCY_RACE_RETRIES = 3
 # What a dependency needs loaded: its status, and what its own ETA is made of.
 DEPENDENCY_FIELDS = ("id", "type", "status", "priority", "heavy", "enqueued_at", "scheduled_for", "run_at",
-                     "started_at")  # fmt: skip
+                     "size_class", "started_at", "progress")  # fmt: skip
 
 # Records the first estimate on new jobs, given {job id: its dependencies}. jobs.insight
 # plugs in the ETA model at start-up; without one, jobs carry no first estimate.
@@ -54,6 +55,7 @@ class JobSpec:
     idempotency_key: str | None = None
     heavy: bool | None = None
     ref: str | None = None
+    size: float | None = None  # the work, in the type's unit (else the type's ``size`` says)
 
 
 @dataclass
@@ -175,6 +177,7 @@ def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref
     dependency_jobs = [
         by_ref[d].job if isinstance(d, str) and d in by_ref else external[_as_uuid(d)] for d in spec.depends_on
     ]
+    size = _size(spec, job_type, payload)
     job_id = uuid.uuid4()
     now = timezone.now()
     job = Job(
@@ -192,9 +195,21 @@ def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref
         seq=1,
         created_at=now,
         updated_at=now,
+        size=size,
+        size_class=size_class(size),
     )
     lifecycle.set_initial_status(job, spec.run_at, dependency_jobs, now, windows)
     return _Plan(spec, job, dependencies=dependency_jobs)
+
+
+def _size(spec: JobSpec, job_type, payload: dict) -> float | None:
+    if spec.size is None:
+        return job_type.size_of(payload)
+    if isinstance(spec.size, bool) or not isinstance(spec.size, int | float) or not 0 <= spec.size < 1e15:
+        raise SubmitError(
+            "size must be a number >= 0.", field="size", hint="The job's work in its type's unit, e.g. bytes."
+        )
+    return float(spec.size)
 
 
 def _max_attempts(spec: JobSpec, job_type) -> int:

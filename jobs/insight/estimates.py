@@ -9,22 +9,30 @@ dependencies) starts when it becomes ready or when the line ahead of it has drai
 whichever is later; a heavy one only while a work window is open.
 
 The line ahead of every job asked about is counted by type between their places at
-once (``jobs.insight.line``), so a page of 50 jobs costs about what one job costs. Averages per
-type come from recent history and are cached briefly per process.
+once (``jobs.insight.line``), so a page of 50 jobs costs about what one job costs.
+Durations per type (and size) come from recent history (``jobs.insight.durations``).
+
+Every estimate carries an 80 % range. The walk adds up the doubt of the work it hands out
+before each start: each run's own spread (independent, so it averages out over a long
+line) and the doubt about each type's mean (shared by all its jobs, so it does not — a
+line of a type never seen is as uncertain as its whole length). The start is about the
+work ahead divided among the workers; its spread is taken as a log-normal's with the
+estimate as its mean, since a start cannot be earlier than now and runs late more than
+early.
 """
 
 from __future__ import annotations
 
 import functools
 import heapq
-import statistics
+import math
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from django.conf import settings
 from django.db.models import Count
@@ -33,17 +41,18 @@ from redis.exceptions import RedisError
 
 from jobs.core import flow, opening, queueing
 from jobs.core.models import FINAL_STATUSES, PENDING_STATUSES, Job, Status
+from jobs.core.sizes import representative_size
 from jobs.core.submit import DEPENDENCY_FIELDS
-from jobs.insight import line
+from jobs.insight import durations, line
+from jobs.insight.durations import Duration
 
 NO_WORKER = "No worker is alive, so nothing will start: start one with `manage.py rqworker-pool`."
 REDIS_DOWN = "Redis is unreachable, so the live workers are unknown."
 # Past this many jobs of one type in one stretch of the line, whole rounds (one job per
 # worker) advance at once instead of job by job.
 EXACT_JOBS = 1000
-HISTORY_SIZE = 100  # recent completions per type that make its average duration
-_DURATION_CACHE_SECONDS = 30.0
-_THIN_CACHE_SECONDS = 2.0
+RANGE_Z = 1.2816  # a normal's 10th and 90th percentiles lie this many deviations out
+PROGRESS_DOUBT = 0.25  # how far a running job's own pace may be off, as a share of what is left
 ARRIVAL_WINDOW = 60.0
 _ARRIVALS_CACHE_SECONDS = 10.0
 MAX_HIGHER_SHARE = 0.9
@@ -57,48 +66,49 @@ class Estimate:
     finish_at: datetime | None = None
     warning: str = ""
     paused: bool = False  # a lever holds it: no time until someone resumes it
+    # The 80 % ranges: the start (and finish) falls between low and high 8 times in 10.
+    start_low: datetime | None = None
+    start_high: datetime | None = None
+    finish_low: datetime | None = None
+    finish_high: datetime | None = None
+    cold: bool = False  # it leans on a guess for a type without history
+    start_doubt: float = 0.0  # seconds: the standard deviation behind the start's range
+
+    @property
+    def start_range(self) -> tuple[datetime, datetime] | None:
+        return (self.start_low, self.start_high) if self.start_low and self.start_high else None
+
+    @property
+    def finish_range(self) -> tuple[datetime, datetime] | None:
+        return (self.finish_low, self.finish_high) if self.finish_low and self.finish_high else None
 
 
 NONE = Estimate()
 
 
-# --- Inputs: durations, workers, running jobs -----------------------------------------
+def spread_range(centre: float, doubt: float) -> tuple[float, float]:
+    """The 80 % range of a time ``centre`` seconds away with standard deviation ``doubt``:
+    a log-normal with that mean and deviation (never before now, longer to the late side)."""
+    if centre <= 0 or doubt <= 0:
+        return centre, centre
+    sigma2 = math.log1p((doubt / centre) ** 2)
+    mu, sigma = math.log(centre) - sigma2 / 2, math.sqrt(sigma2)
+    return math.exp(mu - RANGE_Z * sigma), math.exp(mu + RANGE_Z * sigma)
 
-_durations: dict[str, tuple[float, float]] = {}  # type → (seconds, cached until monotonic)
+
+# --- Inputs: durations, workers, running jobs -----------------------------------------
 
 
 def clear_cache() -> None:
     global _arrivals
     _arrivals = None
-    _durations.clear()
+    durations.clear_cache()
     line.clear_cache()
 
 
 def average_durations(types: Iterable[str]) -> dict[str, float]:
-    """Mean run time of each type's last completions, or ETA_DEFAULT_DURATION if unseen."""
-    now, found = time.monotonic(), {}
-    for job_type in set(types):
-        cached = _durations.get(job_type)
-        if cached is None or cached[1] < now:
-            mean, samples = _recent_mean(job_type)
-            # A thin history is re-read soon: the first completions replace the default.
-            cached = (mean, now + (_DURATION_CACHE_SECONDS if samples >= HISTORY_SIZE // 5 else _THIN_CACHE_SECONDS))
-            _durations[job_type] = cached
-        found[job_type] = cached[0]
-    return found
-
-
-def _recent_mean(job_type: str) -> tuple[float, int]:
-    runs = (
-        Job.objects.filter(type=job_type, status=Status.COMPLETE, started_at__isnull=False)
-        .order_by("-finished_at")
-        .values_list("started_at", "finished_at")[:HISTORY_SIZE]
-    )
-    seconds: list[float] = []
-    for started, finished in runs:
-        assert started is not None and finished is not None  # a complete job that started has both
-        seconds.append((finished - started).total_seconds())
-    return (statistics.fmean(seconds) if seconds else settings.ETA_DEFAULT_DURATION), len(seconds)
+    """Expected run time of each type (its history's mean, else a prior)."""
+    return {job_type: durations.of(job_type).mean for job_type in set(types)}
 
 
 def live_workers() -> int | None:
@@ -151,19 +161,31 @@ class _Slots:
 @dataclass
 class _Snapshot:
     now: datetime
-    durations: dict[str, float]
     workers: _Workers
     # Per priority: how much longer a wait in its line is than the line alone says,
     # because work of higher priority keeps arriving and goes first.
     slowdown: dict[str, float]
     running: list[tuple[str, datetime | None, int]] = field(default_factory=list)
     rules: flow.Rules = field(default_factory=flow.Rules)
+    # Per work key (a type, or a type and size class: ``line.work``).
+    durations: dict[str, Duration] = field(default_factory=dict)
+    prior: Duration | None = None  # for types without history and no better guess
+    paces: dict[str, Duration] = field(default_factory=dict)  # types without history, from a run
     _limits: dict[str, list[_Slots]] = field(default_factory=dict)
+    # The doubt the walk has handed out so far: the runs' own variance (independent), the
+    # doubt about each type's mean times its jobs taken (shared), and whether any of it
+    # came from a type without history.
+    _independent: float = 0.0
+    _shared: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    _cold: bool = False
 
-    def duration(self, job_type: str) -> float:
-        if job_type not in self.durations:  # a type met in the line, not among those asked
-            self.durations.update(average_durations([job_type]))
-        return self.durations[job_type]
+    def duration(self, key: str) -> Duration:
+        if key not in self.durations:
+            job_type, klass = line.parts(key)
+            # A type without history: one of its runs in progress shows its pace.
+            prior = self.paces.get(job_type) or self.prior
+            self.durations[key] = durations.of(job_type, representative_size(klass), prior)
+        return self.durations[key]
 
     def at(self, seconds: float) -> datetime:
         return self.now + timedelta(seconds=seconds)
@@ -171,34 +193,53 @@ class _Snapshot:
     def paused(self, job_type: str, priority: str) -> bool:
         return self.rules.pause_of(job_type, priority) is not None
 
-    def start(self, job_type: str) -> float:
-        """Start one job of the type on the next free worker — or later, when its type's
+    def doubt(self) -> float:
+        """Seconds of standard deviation of the next start: the work handed out so far,
+        shared among the workers."""
+        shared = sum(error**2 for error in self._shared.values())
+        return math.sqrt(self._independent + shared) / len(self.workers.free_in)
+
+    @property
+    def cold(self) -> bool:
+        return self._cold
+
+    def owe(self, key: str, count: int = 1, duration: Duration | None = None) -> None:
+        """``count`` runs of ``key`` are handed out: their doubt weighs on every later start."""
+        d = duration or self.duration(key)
+        self._independent += count * d.spread**2
+        self._shared[line.parts(key)[0]] += count * d.mean_error
+        self._cold = self._cold or d.cold
+
+    def start(self, key: str) -> float:
+        """Start one job of the work on the next free worker — or later, when its type's
         limits say so. The worker is not kept idle meanwhile (a held job never blocks
         one): it is charged the run's time, and the limit only delays this start."""
         start = self.workers.next_free()
-        limits = self._limits_of(job_type)
+        limits = self._limits_of(key)
         for slots in limits:
             start = max(start, slots.next_free())
-        self.workers.take(self.duration(job_type))
+        self.workers.take(self.duration(key).mean)
         for slots in limits:
             slots.use(start)
         return start
 
-    def run(self, job_type: str, count: int) -> None:
-        """``count`` jobs of the type run, in line ahead of what is asked about."""
-        limits = self._limits_of(job_type)
+    def run(self, key: str, count: int) -> None:
+        """``count`` jobs of the work run, in line ahead of what is asked about."""
+        self.owe(key, count)
+        limits = self._limits_of(key)
         if not limits:
-            self.workers.take(self.duration(job_type), count)
+            self.workers.take(self.duration(key).mean, count)
             return
         exact = min(count, EXACT_JOBS)
         for _ in range(exact):
-            self.start(job_type)
+            self.start(key)
         if count > exact:
-            self.workers.take(self.duration(job_type), count - exact)
+            self.workers.take(self.duration(key).mean, count - exact)
             for slots in limits:
                 slots.use_many(count - exact)
 
-    def _limits_of(self, job_type: str) -> list[_Slots]:
+    def _limits_of(self, key: str) -> list[_Slots]:
+        job_type = line.parts(key)[0]
         if job_type not in self._limits:
             self._limits[job_type] = self._slots(job_type)
         return self._limits[job_type]
@@ -206,7 +247,7 @@ class _Snapshot:
     def _slots(self, job_type: str) -> list[_Slots]:
         rule, found = self.rules.for_type(job_type), []
         if rule.concurrency:
-            average = self.duration(job_type)
+            average = self.duration(job_type).mean
             running = sorted(
                 time_left(average, started, progress, self.now)
                 for kind, started, progress in self.running
@@ -239,25 +280,56 @@ def time_left(average: float, started: datetime | None, progress: int, now: date
     return max(0.0, average - elapsed)
 
 
+def _left_doubt(duration: Duration, started: datetime | None, progress: int, now: datetime) -> Duration:
+    """What a running job still needs, with its doubt: its own pace once it reported
+    progress, else its type's duration less the time it has run (the run's spread stays:
+    a job past its type's mean may well run on)."""
+    left = time_left(duration.mean, started, progress, now)
+    elapsed = max(0.0, (now - started).total_seconds()) if started else 0.0
+    if 0 < progress < 100 and elapsed >= MIN_RUN_FOR_PROGRESS:
+        return Duration(left, left * PROGRESS_DOUBT, 0.0, duration.cold)
+    return Duration(left, duration.spread, duration.mean_error, duration.cold)
+
+
 def _rank(priority: str) -> int:
     return settings.JOB_QUEUES.index(priority)
 
 
-def _snapshot(types: set[str], now: datetime, worker_count: int, arrivals: Mapping[str, float] | None) -> _Snapshot:
+def _snapshot(work: set[str], now: datetime, worker_count: int, arrivals: Mapping[str, float] | None) -> _Snapshot:
     running = list(Job.objects.filter(status=Status.ACTIVE).values_list("type", "started_at", "progress"))
-    durations = average_durations(types | {t for t, _, _ in running})
-    remaining = sorted(time_left(durations[t], started, progress, now) for t, started, progress in running)
-    # More active rows than workers: some are lost runs the reconciler will requeue.
-    free_in = (remaining + [0.0] * worker_count)[:worker_count]
-    arrivals = recent_arrivals() if arrivals is None else arrivals
-    return _Snapshot(
+    snap = _Snapshot(
         now=now,
-        durations=durations,
-        workers=_Workers(free_in),
-        slowdown=_slowdown(arrivals, worker_count),
+        workers=_Workers([]),
+        slowdown={},
         running=running,
         rules=flow.rules(),
+        prior=durations.default_prior(durations.of(line.parts(key)[0]) for key in work),
+        paces=_paces(running, now),
     )
+    lefts = sorted(
+        ((t, _left_doubt(snap.duration(t), started, progress, now)) for t, started, progress in running),
+        key=lambda pair: pair[1].mean,
+    )
+    # More active rows than workers: some are lost runs the reconciler will requeue.
+    busy = lefts[:worker_count]
+    snap.workers = _Workers([left.mean for _, left in busy] + [0.0] * (worker_count - len(busy)))
+    for job_type, left in busy:
+        snap.owe(job_type, duration=left)
+    arrivals = recent_arrivals() if arrivals is None else arrivals
+    snap.slowdown = _slowdown(arrivals, worker_count)
+    return snap
+
+
+def _paces(running: list[tuple[str, datetime | None, int]], now: datetime) -> dict[str, Duration]:
+    """Types without history that have a run in progress reporting progress: how long a
+    whole run takes at that pace."""
+    found: dict[str, Duration] = {}
+    for job_type, started, progress in running:
+        if started and job_type not in found and not durations.learnt(job_type):
+            pace = durations.from_progress((now - started).total_seconds(), progress)
+            if pace is not None:
+                found[job_type] = pace
+    return found
 
 
 def _slowdown(arrivals: Mapping[str, float], worker_count: int) -> dict[str, float]:
@@ -336,10 +408,14 @@ def estimate(
     deps = {**_stored_dependencies(j for j in jobs if j.status == Status.WAITING), **(dependencies or {})}
     everyone += _pending_ancestors(everyone, deps)
     known_new = {j.id for j in appended}
-    snap = _snapshot({j.type for j in everyone}, now, workers, arrivals)
+    snap = _snapshot({_work(j) for j in everyone}, now, workers, arrivals)
     in_line = [j for j in everyone if j.status == Status.QUEUED and j.id not in known_new]
     starts, drained = _walk_line(snap, in_line, [j for j in appended if j.status == Status.QUEUED], everyone)
     return _Resolver(snap, starts, drained, deps).all(everyone)
+
+
+def _work(job: Job) -> str:
+    return line.work(job.type, job.size_class)
 
 
 def for_job(job: Job) -> Estimate:
@@ -356,31 +432,84 @@ def outlook(types: Mapping[str, bool]) -> dict[str, dict[str, Estimate]]:
     """Per priority, per job type (name → heavy): when one submitted now would start and
     finish. One line walk per priority, for a type no lever touches: an unrestricted type
     changes only the duration and the window; a paused or limited one walks on its own."""
-    durations = average_durations(types)
     windows = functools.cache(opening.current)
     rules = flow.rules()
     found: dict[str, dict[str, Estimate]] = {}
     for priority in settings.JOB_QUEUES:
-        line = for_new_job(PROBE_TYPE, priority)
+        probe = for_new_job(PROBE_TYPE, priority)
         found[priority] = {}
         for name, heavy in types.items():
             rule = rules.for_type(name)
-            if rule.paused or rule.limited or priority in rules.paused_queues:
+            if rule.paused or rule.limited or priority in rules.paused_queues or probe.start_at is None:
                 found[priority][name] = for_new_job(name, priority, heavy)
                 continue
-            start = line.start_at
-            if start is not None and heavy:
-                start = opening.deferral_until(start, windows()) or start
-            finish = start + timedelta(seconds=durations[name]) if start else None
-            found[priority][name] = Estimate(start, finish, line.warning)
+            found[priority][name] = _after(probe, durations.of(name), heavy, windows)
     return found
+
+
+def _after(line_end: Estimate, duration: Duration, heavy: bool, windows) -> Estimate:
+    """A job of ``duration`` that starts when ``line_end`` says."""
+    assert line_end.start_at is not None  # the caller asks only of a line with a start
+    centre = (line_end.start_at - timezone.now()).total_seconds()
+    return _timed(timezone.now(), centre, line_end.start_doubt, duration, line_end.cold or duration.cold,
+                  windows if heavy else None, line_end.warning)  # fmt: skip
+
+
+def _timed(
+    now: datetime, start: float, doubt: float, duration: Duration, cold: bool, windows=None, warning: str = ""
+) -> Estimate:
+    """The estimate of a job that starts ``start`` seconds from ``now`` (standard
+    deviation ``doubt``) and runs ``duration``; a heavy job (``windows`` given) waits
+    for a work window to be open."""
+    low, high = spread_range(start, doubt)
+    return _ranged(now, (low, start, high), doubt, duration, cold, windows, warning)
+
+
+def _ranged(
+    now: datetime,
+    start: tuple[float, float, float],
+    doubt: float,
+    duration: Duration,
+    cold: bool,
+    windows=None,
+    warning: str = "",
+) -> Estimate:
+    """As ``_timed``, from a start's range (low, estimate, high) in seconds from now."""
+    finish_doubt = math.sqrt(doubt**2 + duration.variance)
+    finish_low, finish_high = spread_range(start[1] + duration.mean, finish_doubt)
+    at = lambda seconds: now + timedelta(seconds=seconds)  # noqa: E731
+    low, centre, high = (at(t) for t in start)
+    if windows is not None:
+        current = windows()
+        deferred = [opening.deferral_until(t, current) or t for t in (low, centre, high)]
+        deferral = (deferred[1] - centre).total_seconds()
+        low, centre, high = deferred
+        finish_low, finish_high = finish_low + deferral, finish_high + deferral
+    return Estimate(
+        start_at=centre,
+        finish_at=centre + timedelta(seconds=duration.mean),
+        warning=warning,
+        start_low=low,
+        start_high=high,
+        finish_low=max(low, at(finish_low)),
+        finish_high=max(high + timedelta(seconds=duration.mean), at(finish_high)),
+        cold=cold,
+        start_doubt=doubt,
+    )
+
+
+@dataclass(frozen=True)
+class _Start:
+    seconds: float  # from now, before the slowdown of arrivals
+    doubt: float
+    cold: bool
 
 
 def _walk_line(
     snap: _Snapshot, in_line: list[Job], appended: list[Job], everyone: list[Job]
-) -> tuple[dict[uuid.UUID, float], dict[str, float]]:
-    """Run the line through the workers. Returns the start (seconds from now) of each job
-    in line, and per priority when everything queued at it or above has started."""
+) -> tuple[dict[uuid.UUID, _Start], dict[str, _Start]]:
+    """Run the line through the workers. Returns the start of each job in line, and per
+    priority when everything queued at it or above has started."""
     order = settings.JOB_QUEUES[: max((_rank(j.priority) for j in everyone), default=-1) + 1]
     # The whole of a line is counted only where someone stands behind it: a lower
     # priority, a job not in line yet, or a new job joining the end.
@@ -390,8 +519,8 @@ def _walk_line(
         places[job.priority][job.enqueued_at or snap.now].append(job)
     cuts = {p: _Cuts(sorted(places[p]), to_end=(p != order[-1] or p in behind)) for p in order}
     stretches = _line_ahead(cuts)
-    starts: dict[uuid.UUID, float] = {}
-    drained: dict[str, float] = {}
+    starts: dict[uuid.UUID, _Start] = {}
+    drained: dict[str, _Start] = {}
     for priority in order:
         if priority in snap.rules.paused_queues:
             continue  # nothing of it starts: it takes no worker time from the rest
@@ -403,28 +532,32 @@ def _walk_line(
         if cuts[priority].to_end:
             _run(snap, _without(stretches[priority][-1], asked))
             _start(snap, [j for j in appended if j.priority == priority], starts)
-            drained[priority] = snap.workers.next_free()
+            drained[priority] = _Start(snap.workers.next_free(), snap.doubt(), snap.cold)
     return starts, drained
 
 
-def _start(snap: _Snapshot, jobs: list[Job], starts: dict[uuid.UUID, float]) -> None:
+def _start(snap: _Snapshot, jobs: list[Job], starts: dict[uuid.UUID, _Start]) -> None:
     for job in jobs:
         if not snap.paused(job.type, job.priority):
-            starts[job.id] = snap.start(job.type)
+            key = _work(job)
+            doubt, cold = snap.doubt(), snap.cold  # what runs before it, not its own run
+            starts[job.id] = _Start(snap.start(key), doubt, cold)
+            snap.owe(key)
 
 
 def _without(counts: Mapping[str, float], jobs: list[Job]) -> dict[str, float]:
     left = dict(counts)
     for job in jobs:
-        if left.get(job.type, 0) > 0:
-            left[job.type] -= 1
+        if left.get(_work(job), 0) > 0:
+            left[_work(job)] -= 1
     return left
 
 
 def _run(snap: _Snapshot, counts: Mapping[str, float]) -> None:
-    for job_type, n in sorted(counts.items()):
-        if round(n) > 0 and not snap.rules.type_paused(job_type):  # deep in a long line the counts are interpolated
-            snap.run(job_type, round(n))
+    for key, n in sorted(counts.items()):
+        # Deep in a long line the counts are interpolated.
+        if round(n) > 0 and not snap.rules.type_paused(line.parts(key)[0]):
+            snap.run(key, round(n))
 
 
 class _Resolver:
@@ -447,37 +580,63 @@ class _Resolver:
         snap = self.snap
         if job.status in FINAL_STATUSES:
             return NONE
+        duration = snap.duration(_work(job))
         if job.status == Status.ACTIVE:
-            left = time_left(snap.duration(job.type), job.started_at, job.progress, snap.now)
-            return Estimate(job.started_at, snap.now + timedelta(seconds=left))
+            return self._running(job, duration)
         pause = snap.rules.pause_of(job.type, job.priority)
         if pause is not None:
             return Estimate(warning=flow.pause_note(pause), paused=True)
+        windows = self.windows if job.heavy else None
+        slowdown = snap.slowdown[job.priority]
         if job.status == Status.QUEUED:
-            start = snap.at(self.starts[job.id] * snap.slowdown[job.priority])
-        else:
-            ready = self._ready_at(job, depth)
-            if ready is None:
-                return Estimate(warning="a dependency failed or cannot be estimated")
-            start = max(ready, snap.at(self.drained[job.priority] * snap.slowdown[job.priority]))
-        if job.heavy:
-            start = opening.deferral_until(start, self.windows()) or start
-        return Estimate(start, start + timedelta(seconds=snap.duration(job.type)))
+            start = self.starts[job.id]
+            centre, doubt = start.seconds * slowdown, start.doubt * slowdown
+            return _timed(snap.now, centre, doubt, duration, start.cold or duration.cold, windows)
+        ready = self._ready_at(job, depth)
+        if ready is None:
+            return Estimate(warning="a dependency failed or cannot be estimated")
+        # It starts once ready and once the line ahead of it has drained, whichever is later.
+        line_end = self.drained[job.priority]
+        centre, doubt = line_end.seconds * slowdown, line_end.doubt * slowdown
+        low, high = spread_range(centre, doubt)
+        start = (max(ready[0], low), max(ready[1], centre), max(ready[2], high))
+        cold = line_end.cold or duration.cold or ready[3]
+        return _ranged(snap.now, start, (start[2] - start[0]) / (2 * RANGE_Z), duration, cold, windows)
 
-    def _ready_at(self, job: Job, depth: int) -> datetime | None:
-        ready = max(self.snap.now, job.scheduled_for or self.snap.now)
-        if job.status != Status.WAITING:
-            return ready
-        if job.run_at:
-            ready = max(ready, job.run_at)
-        for dep in self.deps.get(job.id, ()):
+    def _running(self, job: Job, duration: Duration) -> Estimate:
+        snap = self.snap
+        left = _left_doubt(duration, job.started_at, job.progress, snap.now)
+        low, high = spread_range(left.mean, math.sqrt(left.variance))
+        return Estimate(
+            start_at=job.started_at,
+            finish_at=snap.at(left.mean),
+            start_low=job.started_at,
+            start_high=job.started_at,
+            finish_low=snap.at(low),
+            finish_high=snap.at(high),
+            cold=left.cold,
+        )
+
+    def _ready_at(self, job: Job, depth: int) -> tuple[float, float, float, bool] | None:
+        """When the job is ready to join its line, in seconds from now: (low, estimate,
+        high, leans on a guess), or None when that cannot be known."""
+        now = self.snap.now
+        earliest = max(now, job.scheduled_for or now)
+        if job.status == Status.WAITING and job.run_at:
+            earliest = max(earliest, job.run_at)
+        seconds = (earliest - now).total_seconds()
+        ready = [seconds, seconds, seconds]
+        cold = False
+        for dep in self.deps.get(job.id, ()) if job.status == Status.WAITING else ():
             if dep.status == Status.COMPLETE:
                 continue
-            finish = self.of(dep, depth + 1).finish_at if depth < _DEPENDENCY_DEPTH else None
-            if finish is None:
+            found = self.of(dep, depth + 1) if depth < _DEPENDENCY_DEPTH else NONE
+            if found.finish_at is None:
                 return None
-            ready = max(ready, finish)
-        return ready
+            finish = (found.finish_low or found.finish_at, found.finish_at, found.finish_high or found.finish_at)
+            ready = [max(r, (f - now).total_seconds()) for r, f in zip(ready, finish, strict=True)]
+            cold = cold or found.cold
+        return ready[0], ready[1], ready[2], cold
 
 
 def _stored_dependencies(waiting: Iterable[Job]) -> dict[uuid.UUID, list[Job]]:
@@ -521,26 +680,82 @@ def record_first(jobs: Sequence[Job], dependencies: Mapping[uuid.UUID, Sequence[
         return
     guesses = estimate([], appended=pending, dependencies=dependencies)
     for job in pending:
-        job.first_estimated_start_at = guesses[job.id].start_at
-        job.first_estimated_finish_at = guesses[job.id].finish_at
+        guess = guesses[job.id]
+        setattr(job, _FIRST, guess)
+        job.first_estimated_start_at = guess.start_at
+        job.first_estimated_finish_at = guess.finish_at
+        job.first_estimated_start_low = guess.start_low
+        job.first_estimated_start_high = guess.start_high
+        job.first_estimate_cold = guess.cold if guess.start_at else None
+
+
+_FIRST = "_first_estimate"
+
+
+def first_of(job: Job) -> Estimate | None:
+    """The estimate ``record_first`` gave a job this process just submitted (ranges and
+    all), or None: then estimate it again."""
+    found = getattr(job, _FIRST, None)
+    return found if isinstance(found, Estimate) and found.start_at is not None else None
+
+
+TRIVIAL_WAIT = 1.0  # seconds: a start this close to the submit, estimated and real, proves nothing
 
 
 def accuracy(since: datetime | None = None, limit: int = 1000) -> dict:
-    """How far first estimates were from real starts, over the last ``limit`` started jobs.
+    """How far first estimates were from real starts, over the last ``limit`` started jobs,
+    for all of them and apart for ``warm`` and ``cold`` ones (a type without history in
+    play), and how often the real start fell inside the estimate's 80 % range
+    (``coverage``, over jobs that waited: estimated or real start a second or more after
+    the submit; a calibrated range covers about 0.8).
 
     ``fraction`` is |error| / wait, the wait being submit → real start (at least 1 s, so
     a job that starts at once does not count as a 100 % miss for a few milliseconds)."""
     rows = Job.objects.filter(eta_error_seconds__isnull=False, first_estimated_start_at__isnull=False)
     if since:
         rows = rows.filter(created_at__gte=since)
-    ordered = rows.order_by("-created_at").values_list("eta_error_seconds", "first_estimated_start_at", "created_at")
-    samples = cast(list[tuple[float, datetime, datetime]], list(ordered[:limit]))  # filtered not null above
+    ordered = rows.order_by("-created_at").values_list(
+        "eta_error_seconds", "first_estimated_start_at", "created_at",
+        "first_estimated_start_low", "first_estimated_start_high", "first_estimate_cold",
+    )  # fmt: skip
+    samples = [_Sample(*cast(tuple[float, datetime, datetime, Any, Any, Any], row)) for row in ordered[:limit]]
     if not samples:
         return {"samples": 0}
-    errors = [abs(e) for e, _, _ in samples]
-    fractions = [
-        abs(e) / max(1.0, (first + timedelta(seconds=e) - created).total_seconds()) for e, first, created in samples
-    ]
+    return {
+        **_errors(samples),
+        "coverage": _coverage(samples),
+        "warm": _errors([s for s in samples if not s.cold]),
+        "cold": _errors([s for s in samples if s.cold]),
+    }
+
+
+@dataclass(frozen=True)
+class _Sample:
+    error: float
+    first: datetime
+    created: datetime
+    low: datetime | None
+    high: datetime | None
+    cold: bool | None
+
+    @property
+    def started(self) -> datetime:
+        return self.first + timedelta(seconds=self.error)
+
+    @property
+    def fraction(self) -> float:
+        return abs(self.error) / max(1.0, (self.started - self.created).total_seconds())
+
+    @property
+    def waited(self) -> bool:
+        return max(self.started, self.first) >= self.created + timedelta(seconds=TRIVIAL_WAIT)
+
+
+def _errors(samples: list[_Sample]) -> dict:
+    if not samples:
+        return {"samples": 0}
+    errors = [abs(s.error) for s in samples]
+    fractions = [s.fraction for s in samples]
     return {
         "samples": len(samples),
         "median_seconds": round(_quantile(errors, 0.5), 3),
@@ -548,6 +763,17 @@ def accuracy(since: datetime | None = None, limit: int = 1000) -> dict:
         "median_fraction": round(_quantile(fractions, 0.5), 4),
         "p90_fraction": round(_quantile(fractions, 0.9), 4),
     }
+
+
+def _coverage(samples: list[_Sample]) -> dict:
+    """Of the jobs that waited and had a range, the share whose real start fell inside it
+    (to the second: times are shown to the second)."""
+    ranged = [s for s in samples if s.low and s.high and s.waited]
+    if not ranged:
+        return {"samples": 0, "share": None}
+    slack = timedelta(seconds=0.5)
+    inside = sum(1 for s in ranged if s.low and s.high and s.low - slack <= s.started <= s.high + slack)
+    return {"samples": len(ranged), "share": round(inside / len(ranged), 4)}
 
 
 def _quantile(values: list[float], q: float) -> float:

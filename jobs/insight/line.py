@@ -31,7 +31,22 @@ from jobs.core.models import Job, Status
 HEAD_EXACT = 2000
 PROFILE_BUCKET = 250
 PROFILE_SECONDS = 10.0
+# Counts by *work*: a job type, or for a sized type's jobs the type and their size class
+# ("ingestion.document#80"), since a sized job's duration depends on its class.
 Counts = dict[str, float]
+_CLASS_MARK = "#"
+
+
+def work(job_type: str, size_class: int | None) -> str:
+    return job_type if size_class is None else f"{job_type}{_CLASS_MARK}{size_class}"
+
+
+def parts(key: str) -> tuple[str, int | None]:
+    """The job type and size class a ``work`` key stands for."""
+    job_type, mark, klass = key.rpartition(_CLASS_MARK)
+    if mark and klass.lstrip("-").isdigit():
+        return job_type, int(klass)
+    return key, None
 
 
 @dataclass
@@ -91,12 +106,12 @@ def _profile(priority: str, *, fresh: bool = False) -> _Profile:
 
 
 _PROFILE_SQL = """
-SELECT priority, bucket, type, COUNT(*), MIN(enqueued_at), MAX(enqueued_at) FROM (
-    SELECT priority, type, enqueued_at,
+SELECT priority, bucket, type, size_class, COUNT(*), MIN(enqueued_at), MAX(enqueued_at) FROM (
+    SELECT priority, type, size_class, enqueued_at,
            (ROW_NUMBER() OVER (PARTITION BY priority ORDER BY enqueued_at) - 1) / %s AS bucket
     FROM {table} WHERE status = %s AND enqueued_at IS NOT NULL
 ) line
-GROUP BY priority, bucket, type
+GROUP BY priority, bucket, type, size_class
 """
 
 
@@ -104,11 +119,11 @@ def _build_profiles() -> dict[str, _Profile]:
     buckets: dict[str, dict[int, _Bucket]] = defaultdict(dict)
     with connection.cursor() as cursor:
         cursor.execute(_PROFILE_SQL.format(table=Job._meta.db_table), [PROFILE_BUCKET, Status.QUEUED.value])
-        for priority, index, job_type, n, first, last in cursor.fetchall():
+        for priority, index, job_type, klass, n, first, last in cursor.fetchall():
             first, last = _as_datetime(first), _as_datetime(last)
             bucket = buckets[priority].setdefault(index, _Bucket(first, last, {}))
             bucket.first, bucket.last = min(bucket.first, first), max(bucket.last, last)
-            bucket.counts[job_type] = n
+            bucket.counts[work(job_type, klass)] = n
     return {p: _Profile.of([b[i] for i in sorted(b)]) for p, b in buckets.items()}
 
 
@@ -135,15 +150,16 @@ class _Counted:
 
 
 _COUNT_SQL = """
-SELECT stretch, type, at_last, COUNT(*), MAX(last) FROM (
-    SELECT type, stretch, enqueued_at = MAX(enqueued_at) OVER () AS at_last, MAX(enqueued_at) OVER () AS last
+SELECT stretch, type, size_class, at_last, COUNT(*), MAX(last) FROM (
+    SELECT type, size_class, stretch, enqueued_at = MAX(enqueued_at) OVER () AS at_last,
+           MAX(enqueued_at) OVER () AS last
     FROM (
-        SELECT type, enqueued_at, {stretch} AS stretch FROM {table}
+        SELECT type, size_class, enqueued_at, {stretch} AS stretch FROM {table}
         WHERE status = %s AND priority = %s AND enqueued_at IS NOT NULL{where}
         ORDER BY enqueued_at{limit}
     ) head
 ) marked
-GROUP BY stretch, type, at_last
+GROUP BY stretch, type, size_class, at_last
 """
 
 
@@ -171,11 +187,12 @@ def _count(
     counted = _Counted({}, 0, None, {})
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        for index, job_type, at_last, n, last in cursor.fetchall():
+        for index, job_type, klass, at_last, n, last in cursor.fetchall():
+            key = work(job_type, klass)
             by_type = counted.by_stretch.setdefault(index, {})
-            by_type[job_type] = by_type.get(job_type, 0) + n
+            by_type[key] = by_type.get(key, 0) + n
             if at_last:
-                counted.at_last.setdefault(index, {})[job_type] = n
+                counted.at_last.setdefault(index, {})[key] = n
             counted.total += n
             counted.last = _as_datetime(last)
     return counted

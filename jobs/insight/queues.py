@@ -33,6 +33,9 @@ def overview(types: list[str] | None = None) -> dict:
                     name: {
                         "estimated_start_at": guess.start_at,
                         "estimated_finish_at": guess.finish_at,
+                        "estimated_start_range": guess.start_range,
+                        "estimated_finish_range": guess.finish_range,
+                        "cold": guess.cold,
                         "warning": guess.warning,
                     }  # fmt: skip
                     for name, guess in outlook.get(priority, {}).items()

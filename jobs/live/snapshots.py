@@ -23,12 +23,7 @@ def estimate_fields(job_id) -> dict:
     job = Job.objects.filter(pk=job_id).first()
     if job is None or job.status in FINAL_STATUSES:
         return {}
-    estimate = estimates.for_job(job)
-    return {
-        "estimated_start_at": relay.iso(estimate.start_at),
-        "estimated_finish_at": relay.iso(estimate.finish_at),
-        "eta_paused": estimate.paused,
-    }
+    return relay.eta_fields(estimates.for_job(job))
 
 
 def gone_snapshot(job_id) -> dict:

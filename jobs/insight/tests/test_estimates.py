@@ -172,14 +172,76 @@ def test_a_job_behind_a_failed_dependency_has_no_eta():
     assert got.start_at is None and "dependency" in got.warning
 
 
-def test_types_never_seen_take_the_configured_default(settings):
+def test_a_type_never_seen_and_nothing_known_takes_the_configured_default(settings):
     settings.ETA_DEFAULT_DURATION = 42.0
+    Job.objects.all().delete()
+    estimates.clear_cache()
     now = timezone.now()
     unknown = row("t.never", enqueued_at=now - timedelta(seconds=1))
-    after = row("t.a", enqueued_at=now)
-    found = estimates.estimate([unknown, after], now=now, workers=1)
+    behind = row("t.never", enqueued_at=now)
+    found = estimates.estimate([unknown, behind], now=now, workers=1)
     assert seconds_from(now, found[unknown.id].finish_at) == 42
-    assert seconds_from(now, found[after.id].start_at) == 42
+    assert seconds_from(now, found[behind.id].start_at) == 42
+    assert found[behind.id].cold and found[unknown.id].cold
+
+
+def cold_line(now: datetime, n: int = 2) -> Job:
+    """``n`` jobs of a type never seen, then one more: the one returned."""
+    for i in range(n):
+        row("t.never", enqueued_at=now - timedelta(seconds=10 - i))
+    return row("t.never", enqueued_at=now)
+
+
+def start_range(now: datetime, estimate: estimates.Estimate) -> tuple[float, float]:
+    low, high = estimate.start_range or (None, None)
+    return seconds_from(now, low) or 0.0, seconds_from(now, high) or 0.0
+
+
+def test_a_new_types_range_is_as_wide_as_the_durations_it_could_take_then_tightens_with_history():
+    now = timezone.now()
+    last = cold_line(now)
+    cold = estimates.estimate([last], now=now, workers=1)[last.id]
+    # Unknown, it is taken to last what the others typically do (their geometric mean:
+    # 10 s), but it could be as quick as the quickest or as slow as the slowest: two of
+    # them ahead take 2 × 5 s to 2 × 20 s, and the range claims no less.
+    assert cold.cold
+    assert seconds_from(now, cold.start_at) == pytest.approx(2 * 10.0, rel=1e-6)
+    low, high = start_range(now, cold)
+    assert low <= 2 * min(DURATIONS.values()) and high >= 2 * max(DURATIONS.values()), (low, high)
+
+    # Its first runs teach it: 8 s each, a little apart.
+    finished = now - timedelta(minutes=5)
+    past_jobs(
+        Job(type="t.never", status=Status.COMPLETE, finished_at=finished, started_at=finished - timedelta(seconds=s))
+        for s in (7.5, 8.0, 8.5, 8.0, 7.8, 8.2, 8.1, 7.9)
+    )
+    estimates.clear_cache()
+    warm = estimates.estimate([last], now=now, workers=1)[last.id]
+    assert not warm.cold
+    assert seconds_from(now, warm.start_at) == pytest.approx(16.0, abs=0.01)
+    warm_low, warm_high = start_range(now, warm)
+    assert warm_low <= 16.0 <= warm_high
+    assert warm_high - warm_low < (high - low) / 3, "history narrows the range"
+
+
+def test_a_new_type_takes_its_declared_duration_or_the_pace_of_its_first_run():
+    from jobs.core import registry
+
+    registry.job_type("t.declared", expected_duration=30)(lambda ctx: None)
+    try:
+        now = timezone.now()
+        first = row("t.declared", enqueued_at=now)
+        got = estimates.estimate([first], now=now, workers=1)[first.id]
+        assert seconds_from(now, got.finish_at) == pytest.approx(30.0) and got.cold
+    finally:
+        registry.unregister("t.declared")
+    # A run in progress at 50 % after 6 s: a whole run takes about 12 s, so the next one
+    # starts in about 6 s and finishes 12 s after.
+    row("t.paced", Status.ACTIVE, started_at=now - timedelta(seconds=6), progress=50)
+    following = row("t.paced", enqueued_at=now)
+    got = estimates.estimate([following], now=now, workers=1)[following.id]
+    assert seconds_from(now, got.start_at) == pytest.approx(6.0, abs=0.01)
+    assert seconds_from(now, got.finish_at) == pytest.approx(18.0, abs=0.01)
 
 
 def test_submit_stores_the_first_estimate_and_the_claim_its_error(run_worker, monkeypatch):
