@@ -69,7 +69,7 @@ def run(args) -> None:
     from jobs.core import flow
     from jobs.core.models import FINAL_STATUSES, FlowControl, Job
     from jobs.core.submit import JobSpec, submit, submit_many
-    from jobs.insight import estimates
+    from jobs.insight import calibration, estimates
 
     call_command("migrate", verbosity=0)
     Job.objects.all().delete()
@@ -145,7 +145,7 @@ def run(args) -> None:
             f"the limited type alone ({len(limited_fractions)} jobs, 1 at once): |error| / wait median "
             f"{statistics.median(limited_fractions):.1%}, p90 {q(limited_fractions, 0.9):.1%}"
         )
-    print(f"the service's own report: {estimates.accuracy()}")
+    print(f"the service's own report: {calibration.accuracy()}")
 
 
 if __name__ == "__main__":

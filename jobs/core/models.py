@@ -202,6 +202,9 @@ class Job(models.Model):
     first_estimated_start_low = models.DateTimeField(null=True, blank=True)
     first_estimated_start_high = models.DateTimeField(null=True, blank=True)
     first_estimate_cold = models.BooleanField(null=True, blank=True)
+    # The spread behind that range (the log-normal's σ of the wait): what the real start
+    # is measured in to calibrate later ranges (jobs.insight.calibration).
+    first_estimate_sigma = models.FloatField(null=True, blank=True)
     # How much work the job is, in its type's unit (e.g. a document's bytes), when its type
     # is sized; ``size_class`` buckets it so the line can be counted by type and class.
     size = models.FloatField(null=True, blank=True, help_text="work in the type's unit (e.g. bytes)")

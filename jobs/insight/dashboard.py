@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from jobs.core import flow, opening, queueing
 from jobs.core.models import Job, Status
-from jobs.insight import estimates, health, stats, throughput
+from jobs.insight import calibration, health, stats, throughput
 from workwindow.policy import closes_at, is_open, next_open
 
 DAY = timedelta(hours=24)
@@ -77,7 +77,7 @@ def overview(now: datetime | None = None) -> dict[str, Any]:
             }
             for row in last_day["types"]
         ],  # fmt: skip
-        "eta_accuracy": estimates.accuracy(),
+        "eta_accuracy": calibration.accuracy(),
     }
 
 

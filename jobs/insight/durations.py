@@ -18,6 +18,7 @@ durations of the other types (a wide prior), and says so.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
@@ -45,6 +46,8 @@ class Duration:
     spread: float = 0.0
     mean_error: float = 0.0
     cold: bool = False
+    # For a running job's remaining time: what runs like it still took (seconds), if known.
+    draws: tuple[float, ...] = ()
 
     @property
     def variance(self) -> float:
@@ -62,6 +65,9 @@ class _Model:
     base: float = 0.0  # sized: seconds = base + per_unit × size, times (1 ± relative_spread)
     per_unit: float | None = None
     relative_spread: float = 0.0
+    # Each run's duration over what the model expected of it, sorted: how much longer
+    # than expected runs go on, for jobs still running (``remaining``).
+    ratios: tuple[float, ...] = ()
 
     def at(self, size: float | None) -> Duration:
         if self.per_unit is not None and size is not None:
@@ -92,6 +98,29 @@ def cold(job_type: str, prior: Duration | None) -> Duration:
     if declared is not None:
         return Duration(declared, declared * PRIOR_CV, declared * DECLARED_MEAN_ERROR, cold=True)
     return prior or default_prior()
+
+
+MIN_TAIL_RUNS = 3  # runs that went on at least as long, to say how much longer one goes
+
+
+def remaining(job_type: str, size: float | None, elapsed: float, prior: Duration | None = None) -> Duration:
+    """How much longer a run that has gone on ``elapsed`` seconds still needs: from the
+    runs of its type that lasted at least as long (a heavy-tailed type's long runs tend
+    to go on), else its expected duration less the time run, never less than a quarter
+    of it (it has not finished, so it needs some time still)."""
+    whole = of(job_type, size, prior)
+    expected = whole.mean
+    model = _model(job_type)
+    if expected > 0 and model.ratios:
+        ran = elapsed / expected
+        longer = [r - ran for r in model.ratios if r > ran]
+        if len(longer) >= MIN_TAIL_RUNS:
+            mean = expected * statistics.fmean(longer)
+            spread = expected * statistics.pstdev(longer)
+            draws = tuple(expected * r for r in longer)
+            return Duration(mean, spread, whole.mean_error * mean / expected, whole.cold, draws)
+    left = max(expected - elapsed, 0.25 * expected)
+    return Duration(left, max(whole.spread, left), whole.mean_error, whole.cold)
 
 
 def learnt(job_type: str) -> bool:
@@ -154,8 +183,13 @@ def _learn(job_type: str) -> _Model:
     mean = statistics.fmean(seconds)
     model = _Model(len(seconds), mean=mean, spread=_shrunk_spread(seconds, mean))
     if len(sized) >= 3 and len({s for s, _ in sized}) >= 2:
-        return _with_size_line(model, sized)
-    return model
+        model = _with_size_line(model, sized)
+    if model.per_unit is not None:
+        expected = [(model.base + model.per_unit * s, t) for s, t in sized]
+    else:
+        expected = [(mean, t) for t in seconds]
+    ratios = tuple(sorted(t / e for e, t in expected if e > 0))
+    return dataclasses.replace(model, ratios=ratios)
 
 
 def _shrunk_spread(seconds: list[float], mean: float) -> float:

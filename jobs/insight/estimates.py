@@ -26,13 +26,14 @@ from __future__ import annotations
 import functools
 import heapq
 import math
+import random
+import statistics
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
 
 from django.conf import settings
 from django.db.models import Count
@@ -43,7 +44,8 @@ from jobs.core import flow, opening, queueing
 from jobs.core.models import FINAL_STATUSES, PENDING_STATUSES, Job, Status
 from jobs.core.sizes import representative_size
 from jobs.core.submit import DEPENDENCY_FIELDS
-from jobs.insight import durations, line
+from jobs.insight import calibration, durations, line
+from jobs.insight.calibration import DEFAULT_BOUNDS
 from jobs.insight.durations import Duration
 
 NO_WORKER = "No worker is alive, so nothing will start: start one with `manage.py rqworker-pool`."
@@ -51,7 +53,6 @@ REDIS_DOWN = "Redis is unreachable, so the live workers are unknown."
 # Past this many jobs of one type in one stretch of the line, whole rounds (one job per
 # worker) advance at once instead of job by job.
 EXACT_JOBS = 1000
-RANGE_Z = 1.2816  # a normal's 10th and 90th percentiles lie this many deviations out
 PROGRESS_DOUBT = 0.25  # how far a running job's own pace may be off, as a share of what is left
 ARRIVAL_WINDOW = 60.0
 _ARRIVALS_CACHE_SECONDS = 10.0
@@ -73,6 +74,8 @@ class Estimate:
     finish_high: datetime | None = None
     cold: bool = False  # it leans on a guess for a type without history
     start_doubt: float = 0.0  # seconds: the standard deviation behind the start's range
+    start_sigma: float = 0.0  # the same as the log-normal's σ of the wait (calibration measures in it)
+    bounds: tuple[float, float] = DEFAULT_BOUNDS  # the range's ends, in σ (calibration.bounds)
 
     @property
     def start_range(self) -> tuple[datetime, datetime] | None:
@@ -86,14 +89,16 @@ class Estimate:
 NONE = Estimate()
 
 
-def spread_range(centre: float, doubt: float) -> tuple[float, float]:
-    """The 80 % range of a time ``centre`` seconds away with standard deviation ``doubt``:
-    a log-normal with that mean and deviation (never before now, longer to the late side)."""
-    if centre <= 0 or doubt <= 0:
+def spread_range(centre: float, doubt: float, bounds: tuple[float, float] = DEFAULT_BOUNDS) -> tuple[float, float]:
+    """The range of a time ``centre`` seconds away with standard deviation ``doubt``: a
+    log-normal with that mean and deviation (never before now, longer to the late side),
+    from ``bounds[0]`` to ``bounds[1]`` σ around its log-mean (±1.28: 80 %, before
+    calibration)."""
+    sigma = calibration.log_sigma(centre, doubt)
+    if sigma == 0:
         return centre, centre
-    sigma2 = math.log1p((doubt / centre) ** 2)
-    mu, sigma = math.log(centre) - sigma2 / 2, math.sqrt(sigma2)
-    return math.exp(mu - RANGE_Z * sigma), math.exp(mu + RANGE_Z * sigma)
+    mu = math.log(centre) - sigma**2 / 2
+    return math.exp(mu + bounds[0] * sigma), math.exp(mu + bounds[1] * sigma)
 
 
 # --- Inputs: durations, workers, running jobs -----------------------------------------
@@ -102,6 +107,7 @@ def spread_range(centre: float, doubt: float) -> tuple[float, float]:
 def clear_cache() -> None:
     global _arrivals
     _arrivals = None
+    calibration.clear_cache()
     durations.clear_cache()
     line.clear_cache()
 
@@ -123,20 +129,30 @@ def live_workers() -> int | None:
 
 
 class _Workers:
-    """When each live worker is next free, in seconds from now (a min-heap)."""
+    """When each live worker is next free, in seconds from now (a min-heap), with the
+    variance of that time due to the jobs running now (the queued work handed out later
+    is the snapshot's doubt, pooled over all workers)."""
 
-    def __init__(self, free_in: list[float]):
-        self.free_in = sorted(free_in)
+    def __init__(self, free_in: list[float], variances: list[float] | None = None):
+        self.free_in = sorted(zip(free_in, variances or [0.0] * len(free_in), strict=True))
+
+    @property
+    def count(self) -> int:
+        return len(self.free_in)
 
     def next_free(self) -> float:
-        return self.free_in[0]
+        return self.free_in[0][0]
+
+    def next_variance(self) -> float:
+        return self.free_in[0][1]
 
     def take(self, duration: float, count: int = 1) -> None:
         rounds, rest = divmod(count, len(self.free_in)) if count > EXACT_JOBS else (0, count)
         if rounds:  # adding the same amount to every entry keeps it a heap
-            self.free_in = [free + rounds * duration for free in self.free_in]
+            self.free_in = [(free + rounds * duration, v) for free, v in self.free_in]
         for _ in range(rest):
-            heapq.heapreplace(self.free_in, self.free_in[0] + duration)
+            free, variance = self.free_in[0]
+            heapq.heapreplace(self.free_in, (free + duration, variance))
 
 
 class _Slots:
@@ -165,6 +181,8 @@ class _Snapshot:
     # Per priority: how much longer a wait in its line is than the line alone says,
     # because work of higher priority keeps arriving and goes first.
     slowdown: dict[str, float]
+    surge: dict[str, float] = field(default_factory=dict)  # per priority: see _surges
+    rate_doubt: dict[str, float] = field(default_factory=dict)  # per priority: see _rate_doubts
     running: list[tuple[str, datetime | None, int]] = field(default_factory=list)
     rules: flow.Rules = field(default_factory=flow.Rules)
     # Per work key (a type, or a type and size class: ``line.work``).
@@ -197,11 +215,21 @@ class _Snapshot:
         """Seconds of standard deviation of the next start: the work handed out so far,
         shared among the workers."""
         shared = sum(error**2 for error in self._shared.values())
-        return math.sqrt(self._independent + shared) / len(self.workers.free_in)
+        return math.sqrt(self.workers.next_variance() + (self._independent + shared) / self.workers.count**2)
 
     @property
     def cold(self) -> bool:
         return self._cold
+
+    def arrivals_doubt(self, priority: str, wait: float, doubt: float) -> float:
+        """``doubt`` widened by the higher priorities' work that may arrive over ``wait``:
+        how lumpy it is (work arriving while the line clears brings more: a busy period's
+        variance grows with the slowdown cubed), and how sure its rate is."""
+        wait = max(0.0, wait)
+        slowdown = self.slowdown.get(priority, 1.0)
+        lumps = self.surge.get(priority, 0.0) * wait * slowdown**2 / self.workers.count**2
+        rate = (wait * self.rate_doubt.get(priority, 0.0)) ** 2
+        return math.sqrt(doubt**2 + lumps + rate)
 
     def owe(self, key: str, count: int = 1, duration: Duration | None = None) -> None:
         """``count`` runs of ``key`` are handed out: their doubt weighs on every later start."""
@@ -250,8 +278,8 @@ class _Snapshot:
             average = self.duration(job_type).mean
             running = sorted(
                 time_left(average, started, progress, self.now)
-                for kind, started, progress in self.running
-                if kind == job_type
+                for key, started, progress in self.running
+                if line.parts(key)[0] == job_type
             )  # fmt: skip
             # More running than the limit (it was lowered): a slot opens as each finishes.
             busy = running[max(0, len(running) - rule.concurrency) :]
@@ -280,15 +308,17 @@ def time_left(average: float, started: datetime | None, progress: int, now: date
     return max(0.0, average - elapsed)
 
 
-def _left_doubt(duration: Duration, started: datetime | None, progress: int, now: datetime) -> Duration:
+def _left_doubt(snap: _Snapshot, key: str, started: datetime | None, progress: int) -> Duration:
     """What a running job still needs, with its doubt: its own pace once it reported
-    progress, else its type's duration less the time it has run (the run's spread stays:
-    a job past its type's mean may well run on)."""
-    left = time_left(duration.mean, started, progress, now)
-    elapsed = max(0.0, (now - started).total_seconds()) if started else 0.0
+    progress, else what runs of its type that lasted as long still took."""
+    duration = snap.duration(key)
+    left = time_left(duration.mean, started, progress, snap.now)
+    elapsed = max(0.0, (snap.now - started).total_seconds()) if started else 0.0
     if 0 < progress < 100 and elapsed >= MIN_RUN_FOR_PROGRESS:
         return Duration(left, left * PROGRESS_DOUBT, 0.0, duration.cold)
-    return Duration(left, duration.spread, duration.mean_error, duration.cold)
+    job_type, klass = line.parts(key)
+    prior = snap.paces.get(job_type) or snap.prior
+    return durations.remaining(job_type, representative_size(klass), elapsed, prior)
 
 
 def _rank(priority: str) -> int:
@@ -296,7 +326,8 @@ def _rank(priority: str) -> int:
 
 
 def _snapshot(work: set[str], now: datetime, worker_count: int, arrivals: Mapping[str, float] | None) -> _Snapshot:
-    running = list(Job.objects.filter(status=Status.ACTIVE).values_list("type", "started_at", "progress"))
+    active = Job.objects.filter(status=Status.ACTIVE).values_list("type", "size_class", "started_at", "progress")
+    running = [(line.work(t, klass), started, progress) for t, klass, started, progress in active]
     snap = _Snapshot(
         now=now,
         workers=_Workers([]),
@@ -307,24 +338,67 @@ def _snapshot(work: set[str], now: datetime, worker_count: int, arrivals: Mappin
         paces=_paces(running, now),
     )
     lefts = sorted(
-        ((t, _left_doubt(snap.duration(t), started, progress, now)) for t, started, progress in running),
+        ((key, _left_doubt(snap, key, started, progress)) for key, started, progress in running),
         key=lambda pair: pair[1].mean,
     )
     # More active rows than workers: some are lost runs the reconciler will requeue.
     busy = lefts[:worker_count]
-    snap.workers = _Workers([left.mean for _, left in busy] + [0.0] * (worker_count - len(busy)))
-    for job_type, left in busy:
-        snap.owe(job_type, duration=left)
-    arrivals = recent_arrivals() if arrivals is None else arrivals
-    snap.slowdown = _slowdown(arrivals, worker_count)
+    snap.workers = _Workers(*_freeing_order(snap, busy, worker_count))
+    for key, left in busy:  # their doubt about the mean is shared with the line's jobs of the type
+        snap.owe(key, duration=Duration(left.mean, 0.0, left.mean_error, left.cold))
+    recent = arrival_profile(now) if arrivals is None else ArrivalProfile(dict(arrivals), {}, {})
+    snap.slowdown = _slowdown(recent.load, worker_count)
+    snap.surge = _surges(recent.surge)
+    snap.rate_doubt = _rate_doubts(recent, worker_count, snap.slowdown)
     return snap
+
+
+FREEING_DRAWS = 64  # draws of the running jobs' remaining times (fewer with many workers)
+_DRAW_BUDGET = 20_000
+
+
+def _freeing_order(snap: _Snapshot, busy: list[tuple[str, Duration]], worker_count: int):
+    """When the workers come free, first to last: the mean and variance of each order
+    statistic of the running jobs' remaining times (idle workers are free now). The
+    first of three uncertain runs ends, on average, well before the shortest average:
+    drawing them gets that right. The draws are stratified (each job's quantiles, in a
+    seeded shuffle), so an estimate neither flickers nor misses a lone job's mean."""
+    if not busy:
+        return [0.0] * worker_count, [0.0] * worker_count
+    rng = random.Random(len(busy))
+    draws = max(16, min(FREEING_DRAWS, _DRAW_BUDGET // worker_count))
+    columns = [_stratified(left, draws, rng) for _, left in busy]
+    columns += [[0.0] * draws] * (worker_count - len(busy))
+    ordered = [sorted(values) for values in zip(*columns, strict=True)]
+    by_rank = list(zip(*ordered, strict=True))
+    return [statistics.fmean(r) for r in by_rank], [statistics.pvariance(r) for r in by_rank]
+
+
+def _stratified(left: Duration, draws: int, rng: random.Random) -> list[float]:
+    """``draws`` values of one running job's remaining time at evenly spaced quantiles,
+    shuffled: from its type's long runs if known, else a log-normal with its mean and
+    spread."""
+    quantiles = [(i + 0.5) / draws for i in range(draws)]
+    if left.draws:
+        pool = sorted(left.draws)
+        values = [pool[min(len(pool) - 1, int(q * len(pool)))] for q in quantiles]
+    elif left.mean <= 0 or left.spread <= 0:
+        values = [left.mean] * draws
+    else:
+        sigma2 = math.log1p((left.spread / left.mean) ** 2)
+        mu, sigma = math.log(left.mean) - sigma2 / 2, math.sqrt(sigma2)
+        normal = statistics.NormalDist()
+        values = [math.exp(mu + sigma * normal.inv_cdf(q)) for q in quantiles]
+    rng.shuffle(values)
+    return values
 
 
 def _paces(running: list[tuple[str, datetime | None, int]], now: datetime) -> dict[str, Duration]:
     """Types without history that have a run in progress reporting progress: how long a
     whole run takes at that pace."""
     found: dict[str, Duration] = {}
-    for job_type, started, progress in running:
+    for key, started, progress in running:
+        job_type = line.parts(key)[0]
         if started and job_type not in found and not durations.learnt(job_type):
             pace = durations.from_progress((now - started).total_seconds(), progress)
             if pace is not None:
@@ -342,17 +416,28 @@ def _slowdown(arrivals: Mapping[str, float], worker_count: int) -> dict[str, flo
     return slowdown
 
 
-_arrivals: tuple[float, dict[str, float]] | None = None
+@dataclass(frozen=True)
+class ArrivalProfile:
+    load: dict[str, float]  # per priority: work seconds submitted per second
+    surge: dict[str, float]  # per priority: Σ jobs × E[duration²] per second (how lumpy that work is)
+    seen: dict[str, int]  # per priority: jobs the rates were read from (few jobs, doubtful rates)
 
 
-def recent_arrivals() -> dict[str, float]:
+_arrivals: tuple[float, ArrivalProfile] | None = None
+
+
+def recent_arrivals(now: datetime | None = None) -> dict[str, float]:
     """Per priority, the work submitted per second over the last ARRIVAL_WINDOW seconds
-    and already taken up (jobs × their type's average duration / window): what will
-    keep arriving. Jobs still waiting are left out: the line counts them, and a one-off
-    bulk submit is no rate."""
+    (before ``now``) and already taken up (jobs × their type's average duration /
+    window): what will keep arriving. Jobs still waiting are left out: the line counts
+    them, and a one-off bulk submit is no rate."""
+    return arrival_profile(now).load
+
+
+def arrival_profile(now: datetime | None = None) -> ArrivalProfile:
     global _arrivals
     if _arrivals is None or _arrivals[0] < time.monotonic():
-        since = timezone.now() - timedelta(seconds=ARRIVAL_WINDOW)
+        since = (now or timezone.now()) - timedelta(seconds=ARRIVAL_WINDOW)
         rows = list(
             Job.objects.filter(created_at__gte=since)
             .exclude(status__in=PENDING_STATUSES)  # what still waits is in the line already
@@ -360,12 +445,41 @@ def recent_arrivals() -> dict[str, float]:
             .annotate(n=Count("pk"))
             .order_by()
         )
-        durations = average_durations(t for _, t, _ in rows)
         load: dict[str, float] = defaultdict(float)
+        surge: dict[str, float] = defaultdict(float)
+        seen: dict[str, int] = defaultdict(int)
         for priority, job_type, n in rows:
-            load[priority] += n * durations[job_type] / ARRIVAL_WINDOW
-        _arrivals = (time.monotonic() + _ARRIVALS_CACHE_SECONDS, dict(load))
+            d = durations.of(job_type)
+            load[priority] += n * d.mean / ARRIVAL_WINDOW
+            surge[priority] += n * (d.mean**2 + d.variance) / ARRIVAL_WINDOW
+            seen[priority] += n
+        found = ArrivalProfile(dict(load), dict(surge), dict(seen))
+        _arrivals = (time.monotonic() + _ARRIVALS_CACHE_SECONDS, found)
     return _arrivals[1]
+
+
+def _rate_doubts(recent: ArrivalProfile, worker_count: int, slowdown: Mapping[str, float]) -> dict[str, float]:
+    """Per priority, how far its slowdown may be off, as a share of the wait: the higher
+    priorities' rate is read from the jobs of one window, a count with Poisson doubt
+    (share / √jobs), and a wait of 1 / (1 − share) moves by slowdown² per unit of share."""
+    found, share, seen = {}, 0.0, 0
+    for priority in settings.JOB_QUEUES:
+        share_doubt = share / math.sqrt(seen) if seen else 0.0
+        found[priority] = share_doubt * slowdown[priority]
+        share += recent.load.get(priority, 0.0) / worker_count
+        seen += recent.seen.get(priority, 0)
+    return found
+
+
+def _surges(surge: Mapping[str, float]) -> dict[str, float]:
+    """Per priority, how lumpy the higher priorities' new work is: work that arrives
+    ahead over a wait of T seconds varies by a variance of surge × T (a compound Poisson
+    process), which spreads the start as much."""
+    found, above = {}, 0.0
+    for priority in settings.JOB_QUEUES:
+        found[priority] = above
+        above += surge.get(priority, 0.0)
+    return found
 
 
 @dataclass
@@ -452,17 +566,24 @@ def _after(line_end: Estimate, duration: Duration, heavy: bool, windows) -> Esti
     assert line_end.start_at is not None  # the caller asks only of a line with a start
     centre = (line_end.start_at - timezone.now()).total_seconds()
     return _timed(timezone.now(), centre, line_end.start_doubt, duration, line_end.cold or duration.cold,
-                  windows if heavy else None, line_end.warning)  # fmt: skip
+                  line_end.bounds, windows if heavy else None, line_end.warning)  # fmt: skip
 
 
 def _timed(
-    now: datetime, start: float, doubt: float, duration: Duration, cold: bool, windows=None, warning: str = ""
+    now: datetime,
+    start: float,
+    doubt: float,
+    duration: Duration,
+    cold: bool,
+    bounds: tuple[float, float] = DEFAULT_BOUNDS,
+    windows=None,
+    warning: str = "",
 ) -> Estimate:
     """The estimate of a job that starts ``start`` seconds from ``now`` (standard
     deviation ``doubt``) and runs ``duration``; a heavy job (``windows`` given) waits
-    for a work window to be open."""
-    low, high = spread_range(start, doubt)
-    return _ranged(now, (low, start, high), doubt, duration, cold, windows, warning)
+    for a work window to be open. ``bounds``: the range's, in σ (calibration.bounds)."""
+    low, high = spread_range(start, doubt, bounds)
+    return _ranged(now, (low, start, high), doubt, duration, cold, bounds, windows, warning)
 
 
 def _ranged(
@@ -471,12 +592,13 @@ def _ranged(
     doubt: float,
     duration: Duration,
     cold: bool,
+    bounds: tuple[float, float] = DEFAULT_BOUNDS,
     windows=None,
     warning: str = "",
 ) -> Estimate:
     """As ``_timed``, from a start's range (low, estimate, high) in seconds from now."""
     finish_doubt = math.sqrt(doubt**2 + duration.variance)
-    finish_low, finish_high = spread_range(start[1] + duration.mean, finish_doubt)
+    finish_low, finish_high = spread_range(start[1] + duration.mean, finish_doubt, bounds)
     at = lambda seconds: now + timedelta(seconds=seconds)  # noqa: E731
     low, centre, high = (at(t) for t in start)
     if windows is not None:
@@ -495,6 +617,8 @@ def _ranged(
         finish_high=max(high + timedelta(seconds=duration.mean), at(finish_high)),
         cold=cold,
         start_doubt=doubt,
+        start_sigma=calibration.log_sigma(start[1], doubt),
+        bounds=bounds,
     )
 
 
@@ -590,22 +714,28 @@ class _Resolver:
         slowdown = snap.slowdown[job.priority]
         if job.status == Status.QUEUED:
             start = self.starts[job.id]
-            centre, doubt = start.seconds * slowdown, start.doubt * slowdown
-            return _timed(snap.now, centre, doubt, duration, start.cold or duration.cold, windows)
+            centre = start.seconds * slowdown
+            doubt = snap.arrivals_doubt(job.priority, centre, start.doubt * slowdown)
+            cold = start.cold or duration.cold
+            return _timed(snap.now, centre, doubt, duration, cold, calibration.bounds(job.priority, cold), windows)
         ready = self._ready_at(job, depth)
         if ready is None:
             return Estimate(warning="a dependency failed or cannot be estimated")
         # It starts once ready and once the line ahead of it has drained, whichever is later.
         line_end = self.drained[job.priority]
-        centre, doubt = line_end.seconds * slowdown, line_end.doubt * slowdown
-        low, high = spread_range(centre, doubt)
-        start = (max(ready[0], low), max(ready[1], centre), max(ready[2], high))
+        centre = line_end.seconds * slowdown
+        doubt = snap.arrivals_doubt(job.priority, centre, line_end.doubt * slowdown)
         cold = line_end.cold or duration.cold or ready[3]
-        return _ranged(snap.now, start, (start[2] - start[0]) / (2 * RANGE_Z), duration, cold, windows)
+        bounds = calibration.bounds(job.priority, cold)
+        low, high = spread_range(centre, doubt, bounds)
+        start = (max(ready[0], low), max(ready[1], centre), max(ready[2], high))
+        return _ranged(
+            snap.now, start, (start[2] - start[0]) / (bounds[1] - bounds[0]), duration, cold, bounds, windows
+        )
 
     def _running(self, job: Job, duration: Duration) -> Estimate:
         snap = self.snap
-        left = _left_doubt(duration, job.started_at, job.progress, snap.now)
+        left = _left_doubt(snap, _work(job), job.started_at, job.progress)
         low, high = spread_range(left.mean, math.sqrt(left.variance))
         return Estimate(
             start_at=job.started_at,
@@ -687,6 +817,7 @@ def record_first(jobs: Sequence[Job], dependencies: Mapping[uuid.UUID, Sequence[
         job.first_estimated_start_low = guess.start_low
         job.first_estimated_start_high = guess.start_high
         job.first_estimate_cold = guess.cold if guess.start_at else None
+        job.first_estimate_sigma = guess.start_sigma or None
 
 
 _FIRST = "_first_estimate"
@@ -697,85 +828,3 @@ def first_of(job: Job) -> Estimate | None:
     all), or None: then estimate it again."""
     found = getattr(job, _FIRST, None)
     return found if isinstance(found, Estimate) and found.start_at is not None else None
-
-
-TRIVIAL_WAIT = 1.0  # seconds: a start this close to the submit, estimated and real, proves nothing
-
-
-def accuracy(since: datetime | None = None, limit: int = 1000) -> dict:
-    """How far first estimates were from real starts, over the last ``limit`` started jobs,
-    for all of them and apart for ``warm`` and ``cold`` ones (a type without history in
-    play), and how often the real start fell inside the estimate's 80 % range
-    (``coverage``, over jobs that waited: estimated or real start a second or more after
-    the submit; a calibrated range covers about 0.8).
-
-    ``fraction`` is |error| / wait, the wait being submit → real start (at least 1 s, so
-    a job that starts at once does not count as a 100 % miss for a few milliseconds)."""
-    rows = Job.objects.filter(eta_error_seconds__isnull=False, first_estimated_start_at__isnull=False)
-    if since:
-        rows = rows.filter(created_at__gte=since)
-    ordered = rows.order_by("-created_at").values_list(
-        "eta_error_seconds", "first_estimated_start_at", "created_at",
-        "first_estimated_start_low", "first_estimated_start_high", "first_estimate_cold",
-    )  # fmt: skip
-    samples = [_Sample(*cast(tuple[float, datetime, datetime, Any, Any, Any], row)) for row in ordered[:limit]]
-    if not samples:
-        return {"samples": 0}
-    return {
-        **_errors(samples),
-        "coverage": _coverage(samples),
-        "warm": _errors([s for s in samples if not s.cold]),
-        "cold": _errors([s for s in samples if s.cold]),
-    }
-
-
-@dataclass(frozen=True)
-class _Sample:
-    error: float
-    first: datetime
-    created: datetime
-    low: datetime | None
-    high: datetime | None
-    cold: bool | None
-
-    @property
-    def started(self) -> datetime:
-        return self.first + timedelta(seconds=self.error)
-
-    @property
-    def fraction(self) -> float:
-        return abs(self.error) / max(1.0, (self.started - self.created).total_seconds())
-
-    @property
-    def waited(self) -> bool:
-        return max(self.started, self.first) >= self.created + timedelta(seconds=TRIVIAL_WAIT)
-
-
-def _errors(samples: list[_Sample]) -> dict:
-    if not samples:
-        return {"samples": 0}
-    errors = [abs(s.error) for s in samples]
-    fractions = [s.fraction for s in samples]
-    return {
-        "samples": len(samples),
-        "median_seconds": round(_quantile(errors, 0.5), 3),
-        "p90_seconds": round(_quantile(errors, 0.9), 3),
-        "median_fraction": round(_quantile(fractions, 0.5), 4),
-        "p90_fraction": round(_quantile(fractions, 0.9), 4),
-    }
-
-
-def _coverage(samples: list[_Sample]) -> dict:
-    """Of the jobs that waited and had a range, the share whose real start fell inside it
-    (to the second: times are shown to the second)."""
-    ranged = [s for s in samples if s.low and s.high and s.waited]
-    if not ranged:
-        return {"samples": 0, "share": None}
-    slack = timedelta(seconds=0.5)
-    inside = sum(1 for s in ranged if s.low and s.high and s.low - slack <= s.started <= s.high + slack)
-    return {"samples": len(ranged), "share": round(inside / len(ranged), 4)}
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

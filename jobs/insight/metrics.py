@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from jobs.core import flow, queueing
 from jobs.core.models import ErrorCategory, Job, Status
-from jobs.insight import estimates
+from jobs.insight import calibration
 from jobs.insight.stats import span
 
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600)
@@ -126,7 +126,7 @@ class JobdeskCollector(Collector):
         )
 
     def _eta_error(self) -> Iterator[Metric]:
-        accuracy = estimates.accuracy()
+        accuracy = calibration.accuracy()
         family = GaugeMetricFamily(
             "jobdesk_eta_error_seconds", "|first estimated start - real start| over recent jobs.", labels=["quantile"]
         )

@@ -7,7 +7,7 @@ from django.db.models import Count
 
 from jobs.core import flow, queueing, registry
 from jobs.core.models import UNFINISHED_STATUSES, Job
-from jobs.insight import estimates
+from jobs.insight import calibration, estimates
 
 WAITING = sorted(UNFINISHED_STATUSES)
 
@@ -48,7 +48,7 @@ def overview(types: list[str] | None = None) -> dict:
             "busy": sum(1 for w in workers.values() if w.current_job),
             "concurrency_setting": settings.WORKER_CONCURRENCY,
         },
-        "eta_accuracy": estimates.accuracy(),
+        "eta_accuracy": calibration.accuracy(),
     }
 
 

@@ -14,7 +14,7 @@ from conftest import past_job, past_jobs
 from jobs.core import actions, registry
 from jobs.core.models import Job, Status
 from jobs.core.submit import JobSpec, submit, submit_many
-from jobs.insight import estimates, line
+from jobs.insight import calibration, estimates, line
 from workwindow.models import WorkWindow
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +41,7 @@ def history():
 def no_arrivals(request, monkeypatch):
     """Hand-worked schedules assume no new work arrives (the rows made here are "new")."""
     if "arrivals" not in request.node.name:
-        monkeypatch.setattr(estimates, "recent_arrivals", lambda: {})
+        monkeypatch.setattr(estimates, "arrival_profile", lambda now=None: estimates.ArrivalProfile({}, {}, {}))
 
 
 def row(job_type: str, status: str = Status.QUEUED, priority: str = "normal", **fields) -> Job:
@@ -260,7 +260,7 @@ def test_submit_stores_the_first_estimate_and_the_claim_its_error(run_worker, mo
         assert job.eta_error_seconds == pytest.approx(
             (job.started_at - job.first_estimated_start_at).total_seconds(), abs=1e-3
         )
-    assert estimates.accuracy()["samples"] == 2
+    assert calibration.accuracy()["samples"] == 2
 
 
 def test_bulk_submit_estimates_each_job_behind_the_ones_before_it(monkeypatch):
