@@ -26,7 +26,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.html import format_html, format_html_join
+from django.utils.html import conditional_escape, format_html, format_html_join
 
 from jobs.console import schedule_views
 from jobs.console import views as console
@@ -336,6 +336,7 @@ class JobAdmin(admin.ModelAdmin):
             path("retry-failed/",
                  self.admin_site.admin_view(console.RequeueMatchingView.as_view(admin=self, status=Status.FAILED)),
                  name="jobs_retry_failed_matching"),
+            path("cells/", self.admin_site.admin_view(console.RowCellsView.as_view(admin=self)), name="jobs_cells"),
             path("flow/", self.admin_site.admin_view(console.FlowView.as_view(admin=self)), name="jobs_flow"),
             path("flow/<str:kind>/<str:name>/<str:verb>/",
                  self.admin_site.admin_view(console.FlowActView.as_view(admin=self)), name="jobs_flow_act"),
@@ -401,6 +402,19 @@ class JobAdmin(admin.ModelAdmin):
         }
         return super().change_view(request, object_id, form_url, extra)
 
+    def row_cells(self, request, ids: list[str]) -> dict[str, dict[str, str]]:
+        """The list's cells that follow a job's status, for the live page (RowCellsView):
+        the same columns the page rendered, so a live update reads like a reload."""
+        wanted = [text for text in ids if _is_uuid(text)]
+        jobs = list(self.get_queryset(request).filter(pk__in=wanted))
+        _attach_estimates(jobs)
+        _attach_worker_labels(jobs)
+        return {
+            str(job.id): {"eta": conditional_escape(self._eta_text(job)), "tries": _tries_text(job),
+                          "error": _error_text(job)}
+            for job in jobs
+        }  # fmt: skip
+
     # --- columns -----------------------------------------------------------------
 
     @admin.display(description="id")
@@ -419,8 +433,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="tries", ordering="attempts")
     def tries(self, job: Job) -> str:
-        """Attempts made of those allowed: "2/3"."""
-        return f"{job.attempts}/{job.max_attempts}"
+        return format_html('<span data-job="{}" data-field="tries">{}</span>', job.id, _tries_text(job))
 
     @admin.display(description="created", ordering="created_at")
     def age(self, job: Job) -> str:
@@ -429,13 +442,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="error")
     def error_column(self, job: Job) -> str:
-        """The start of the message, workers named host:pid; the whole of it (with RQ's
-        worker names) in the tooltip."""
-        if job.status not in WITH_ERROR_MESSAGE or not job.error_message:
-            return "—"
-        text = "".join(piece for piece, _ in worker_labels.spans(job.error_message, _labels_of(job)))
-        shown = text if len(text) <= ERROR_SHOWN else text[: ERROR_SHOWN - 1].rstrip() + "…"
-        return format_html('<span class="jd-error" title="{}">{}</span>', job.error_message, shown)
+        return format_html('<span data-job="{}" data-field="error">{}</span>', job.id, _error_text(job))
 
     @admin.display(description="ETA / duration")
     def eta_or_duration(self, job: Job) -> str:
@@ -586,6 +593,21 @@ def _advice(job: Job, text: str) -> str:
         'data-verb="{}">{}</button>',
         words, url, verb, _BUTTON_OF_VERB[verb],
     )  # fmt: skip
+
+
+def _tries_text(job: Job) -> str:
+    """Attempts made of those allowed: "2/3"."""
+    return f"{job.attempts}/{job.max_attempts}"
+
+
+def _error_text(job: Job) -> str:
+    """The start of the message, workers named host:pid; the whole of it (with RQ's
+    worker names) in the tooltip."""
+    if job.status not in WITH_ERROR_MESSAGE or not job.error_message:
+        return "—"
+    text = "".join(piece for piece, _ in worker_labels.spans(job.error_message, _labels_of(job)))
+    shown = text if len(text) <= ERROR_SHOWN else text[: ERROR_SHOWN - 1].rstrip() + "…"
+    return format_html('<span class="jd-error" title="{}">{}</span>', job.error_message, shown)
 
 
 def _labels_of(job: Job) -> dict[str, str]:

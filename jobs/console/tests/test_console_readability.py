@@ -221,3 +221,22 @@ def test_a_job_names_its_worker_host_pid_on_its_page_timeline_list_and_api(super
     client.force_login(superuser)
     api = client.get(f"/api/jobs/{job.id}/").json()
     assert (api["worker_name"], api["worker"]) == (rq_name, label)
+
+
+def test_the_live_list_reads_a_changed_rows_cells_as_a_reload_renders_them(superuser, django_user_model):
+    now = timezone.now()
+    done = past_job(type="diagnostics.sleep", status=Status.COMPLETE, progress=100, attempts=1, max_attempts=3,
+                    started_at=now - timedelta(seconds=4.1), finished_at=now)  # fmt: skip
+    dead = dead_letter()
+    client = client_for(superuser)
+    cells = client.get(reverse("admin:jobs_cells"), {"id": [str(done.id), str(dead.id), "not-a-uuid"]}).json()["cells"]
+    assert cells[str(done.id)] == {"eta": "4.1 s", "tries": "1/3", "error": "—"}
+    assert (
+        cells[str(dead.id)]["tries"] == "3/3"
+        and "Connection refused by the payment gateway" in (cells[str(dead.id)]["error"])
+    )
+    listing = client.get(LIST).content.decode()  # the same cells, as the list renders them
+    for field, html in cells[str(done.id)].items():
+        assert f'<span data-job="{done.id}" data-field="{field}">{html}</span>' in listing, field
+    outsider = django_user_model.objects.create_user("someone", password="pw", is_staff=False)
+    assert client_for(outsider).get(reverse("admin:jobs_cells"), {"id": str(done.id)}).status_code == 302
