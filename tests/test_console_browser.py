@@ -115,7 +115,7 @@ def test_an_operator_watches_a_job_run_live_and_requeues_a_dead_letter(console, 
     assert page.evaluate("window.__noReload") is True, "all of it without reloading the page"
     assert percent(page, "#jd-live-job [data-live=progress] .jd-pct") == 100
     page.reload()
-    page.locator("td.field-message", has_text="completed").wait_for()  # the timeline, after a reload
+    page.locator("td.field-message_shown", has_text="completed").wait_for()  # the timeline, after a reload
     screenshot(page, "job-complete")
 
     # A dead letter, requeued from the list with the bulk action.

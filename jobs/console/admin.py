@@ -404,14 +404,15 @@ class JobAdmin(admin.ModelAdmin):
 
     def row_cells(self, request, ids: list[str]) -> dict[str, dict[str, str]]:
         """The list's cells that follow a job's status, for the live page (RowCellsView):
-        the same columns the page rendered, so a live update reads like a reload."""
+        the same columns the page rendered, so a live update reads like a reload; and the
+        job page's live message (the whole error, workers as host:pid)."""
         wanted = [text for text in ids if _is_uuid(text)]
         jobs = list(self.get_queryset(request).filter(pk__in=wanted))
         _attach_estimates(jobs)
         _attach_worker_labels(jobs)
         return {
             str(job.id): {"eta": conditional_escape(self._eta_text(job)), "tries": _tries_text(job),
-                          "error": _error_text(job)}
+                          "error": _error_text(job), "message": _readable(job.error_message, _labels_of(job))}
             for job in jobs
         }  # fmt: skip
 
@@ -458,9 +459,13 @@ class JobAdmin(admin.ModelAdmin):
             return _seconds(seconds)
         guess = getattr(job, "estimate", None) or estimates.for_job(job)
         if guess.paused:
-            return format_html('<span class="jd-paused" title="{}">paused ⓘ</span>', guess.warning)
+            return format_html('<span class="jd-paused jd-hint" title="{}">paused</span>', guess.warning)
         if guess.start_at is None:
-            return format_html('<span title="{}">no estimate ⓘ</span>', guess.warning) if guess.warning else "—"
+            return (
+                format_html('<span class="jd-hint" title="{}">no estimate</span>', guess.warning)
+                if guess.warning
+                else "—"
+            )
         return f"starts ≈ {_when(guess.start_at)}"
 
     # --- detail ------------------------------------------------------------------

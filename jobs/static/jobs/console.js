@@ -81,7 +81,7 @@
     document.querySelectorAll('[data-job="' + msg.job_id + '"]').forEach(function (el) {
       if (el.dataset.field === "status") { el.innerHTML = badge(msg.status); }
       if (el.dataset.field === "progress") { el.innerHTML = bar(msg.progress, msg.status); }
-      if (el.dataset.field === "eta" || el.dataset.field === "tries" || el.dataset.field === "error") { stale = true; }
+      if (/^(eta|tries|error|message)$/.test(el.dataset.field || "")) { stale = true; }
     });
     if (stale && msg.type !== "progress") { cells.stale(msg.job_id); }
   }
@@ -206,7 +206,7 @@
       panel.querySelector("[data-live=seq]").textContent = msg.seq;
       var eta = msg.status === "active" ? msg.estimated_finish_at : msg.estimated_start_at;
       panel.querySelector("[data-live=eta]").textContent = eta ? zoned(eta, false) : "—";
-      panel.querySelector("[data-live=message]").textContent = msg.user_message || "";
+      // [data-live=message] (the error, workers as host:pid) comes from the server: see cells.
       updateRows(msg);
       if (FINAL[msg.status] && (msg.type !== "snapshot" || panel.dataset.seenLive)) {
         panel.querySelector("[data-live=done]").hidden = false;
