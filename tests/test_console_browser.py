@@ -115,7 +115,7 @@ def test_an_operator_watches_a_job_run_live_and_requeues_a_dead_letter(console, 
     assert page.evaluate("window.__noReload") is True, "all of it without reloading the page"
     assert percent(page, "#jd-live-job [data-live=progress] .jd-pct") == 100
     page.reload()
-    page.locator("td.field-message", has_text="completed").wait_for()  # the timeline, after a reload
+    page.locator("td.field-message_shown", has_text="completed").wait_for()  # the timeline, after a reload
     screenshot(page, "job-complete")
 
     # A dead letter, requeued from the list with the bulk action.
@@ -131,9 +131,16 @@ def test_an_operator_watches_a_job_run_live_and_requeues_a_dead_letter(console, 
     screenshot(page, "dead-letter-requeued")
 
 
+LIVE_CELLS = """ids => Object.fromEntries(ids.map(id => [id, ["status", "eta", "tries", "error"].map(field =>
+    document.querySelector(`[data-job="${id}"][data-field="${field}"]`).innerText.trim())]))"""
+
+
 def test_the_list_page_bars_follow_progress_without_a_reload(console, spawn, screenshot):
+    """Rows follow their jobs live, and a finished row then reads as a reload shows it:
+    its duration (not "finished"), its tries, its error."""
     page, base = console
     job = submit("diagnostics.sleep", {"seconds": 4, "steps": 8}).job
+    bad = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "temporary"}, max_attempts=1).job
     page.goto(f"{base}/admin/jobs/job/")
     page.wait_for_selector(f"[data-job='{job.id}'][data-field=status] .jd-queued")
     page.wait_for_selector(".jd-live.on")
@@ -144,10 +151,23 @@ def test_the_list_page_bars_follow_progress_without_a_reload(console, spawn, scr
         f"parseInt(document.querySelector(\"[data-job='{job.id}'][data-field=progress] .jd-pct\").textContent) >= 50"
     )
     page.wait_for_selector(f"[data-job='{job.id}'][data-field=status] .jd-complete", timeout=30_000)
+    page.wait_for_selector(f"[data-job='{bad.id}'][data-field=status] .jd-dead_letter", timeout=30_000)
+    # The duration replaces the ETA once the server has drawn the finished row's cells.
+    page.wait_for_function(
+        f"/^[0-9.]+ s$/.test(document.querySelector(\"[data-job='{job.id}'][data-field=eta]\").innerText.trim())"
+    )
+    page.wait_for_selector(f"[data-job='{bad.id}'][data-field=error] .jd-error")
+    ids = [str(job.id), str(bad.id)]
+    live = page.evaluate(LIVE_CELLS, ids)
     submit("diagnostics.sleep", {"seconds": 0})  # a job not on the page: counted, with a reload link
     page.wait_for_selector("#jd-unseen a:has-text('to other jobs')")
     assert page.evaluate("window.__noReload") is True
     screenshot(page, "job-list")
+    page.reload()
+    page.wait_for_selector(f"[data-job='{job.id}'][data-field=eta]")
+    reloaded = page.evaluate(LIVE_CELLS, ids)
+    assert live == reloaded, "a live update renders the row as a reload does"
+    assert live[str(bad.id)][2:] != ["0/1", "—"], "the failed row's tries and error were drawn live"
 
 
 def test_the_console_serves_its_own_assets(console):

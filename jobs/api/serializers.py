@@ -92,6 +92,9 @@ class JobSerializer(serializers.ModelSerializer):
         read_only=True,
         help_text="why a queued job is parked off its queue (queue_paused, type_paused, concurrency, rate); '' if not",
     )
+    worker = serializers.SerializerMethodField(
+        help_text="the process running (or last running) the job as host:pid, beside RQ's worker_name; '' if none"
+    )
     truncated = serializers.SerializerMethodField(
         help_text='in lists: the fields replaced by {"truncated": true, "bytes": N} (the job itself has them whole)'
     )
@@ -101,7 +104,7 @@ class JobSerializer(serializers.ModelSerializer):
         fields = [
             "id", "type", "status", "priority", "heavy", "owner", "payload", "result", "error",
             "attempts", "max_attempts", "timeout", "idempotency_key", "depends_on",
-            "progress", "stage", "progress_details", "seq", "worker_name",
+            "progress", "stage", "progress_details", "seq", "worker_name", "worker",
             "created_at", "enqueued_at", "scheduled_for", "started_at", "finished_at", "duration_seconds",
             "estimated_start_at", "estimated_finish_at", "estimated_start_range", "estimated_finish_range",
             "eta_cold", "eta_warning", "paused", "hold", "size",
@@ -116,6 +119,9 @@ class JobSerializer(serializers.ModelSerializer):
         if isinstance(self.context, dict) and self.context.get("in_list"):
             return summarise_for_list(data)
         return data
+
+    def get_worker(self, job: Job) -> str:
+        return f"{job.runner_host}:{job.runner_pid}" if job.worker_name and job.runner_host and job.runner_pid else ""
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_truncated(self, job: Job) -> list[str]:

@@ -26,7 +26,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.html import format_html, format_html_join
+from django.utils.html import conditional_escape, format_html, format_html_join
 
 from jobs.console import schedule_views
 from jobs.console import views as console
@@ -34,6 +34,7 @@ from jobs.console.views import system_types
 from jobs.core import actions, registry, transitions
 from jobs.core.models import FINAL_STATUSES, WITH_ERROR_MESSAGE, Job, JobEvent, Status
 from jobs.insight import estimates, payload_search
+from jobs.insight import workers as worker_labels
 
 COUNT_CAP = 10_000  # beyond this, the list says "10,000+" instead of counting every row
 
@@ -147,13 +148,30 @@ class JobEventInline(admin.TabularInline):
     model = JobEvent
     extra = 0
     can_delete = False
-    fields = ["created_at", "seq", "kind", "from_status", "to_status", "who", "message"]
+    fields = ["created_at", "seq", "kind", "from_status", "to_status", "who_shown", "message_shown"]
     readonly_fields = cast(list[str], fields)  # names only, no groups
     ordering = ["created_at", "id"]
     verbose_name_plural = "timeline"
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)  # an inline lives for one request: so does this
+        self._known: dict = {}
+
     def has_add_permission(self, request, obj=None) -> bool:
         return False
+
+    def _labels(self, event: JobEvent) -> dict[str, str]:
+        if event.job_id not in self._known:
+            self._known[event.job_id] = worker_labels.labels(Job.objects.filter(pk=event.job_id))
+        return self._known[event.job_id]
+
+    @admin.display(description="who")
+    def who_shown(self, event: JobEvent) -> str:
+        return _readable(event.who, self._labels(event))
+
+    @admin.display(description="message")
+    def message_shown(self, event: JobEvent) -> str:
+        return _readable(event.message, self._labels(event))
 
 
 ACT_AT_ONCE = 1000  # jobs one action may touch in one request (each is a move plus Redis calls)
@@ -259,7 +277,7 @@ class JobAdmin(admin.ModelAdmin):
     readonly_fields = [
         "id", "type", "status_badge", "progress_bar", "stage", "priority", "heavy_shown", "owner", "attempts",
         "max_attempts", "timeout_shown", "idempotency_key", "pretty_payload", "pretty_result", "error_category",
-        "error_message", "advice", "advice_plain", "traceback", "seq", "rq_job_id", "worker_name", "created_at",
+        "error_shown", "advice", "advice_plain", "traceback", "seq", "rq_job_id", "worker_shown", "created_at",
         "enqueued_at", "scheduled_for", "started_at", "finished_at", "eta_or_duration", "first_estimated_start_at",
         "first_estimated_finish_at", "eta_error", "dependencies", "dependents_list",
     ]  # fmt: skip
@@ -267,8 +285,8 @@ class JobAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["id", "type", "status_badge", "progress_bar", "stage", "priority", "heavy_shown",
                            "owner"]}),
-        ("Attempts and errors", {"fields": ["attempts", "max_attempts", "timeout_shown", "error_category",
-                                             "error_message", "advice", "traceback"]}),
+        ("Attempts and errors", {"fields": ["attempts", "max_attempts", "worker_shown", "timeout_shown",
+                                             "error_category", "error_shown", "advice", "traceback"]}),
         ("Times", {"fields": ["created_at", "enqueued_at", "scheduled_for", "started_at", "finished_at",
                               "eta_or_duration"]}),
         ("Payload and result", {"classes": ["collapse"], "fields": ["idempotency_key", "pretty_payload",
@@ -276,7 +294,7 @@ class JobAdmin(admin.ModelAdmin):
         ("Dependencies", {"classes": ["collapse"], "fields": ["dependencies", "dependents_list"]}),
         ("Estimates", {"classes": ["collapse"], "fields": ["first_estimated_start_at", "first_estimated_finish_at",
                                                            "eta_error"]}),
-        ("Dispatch", {"classes": ["collapse"], "fields": ["seq", "rq_job_id", "worker_name"]}),
+        ("Dispatch", {"classes": ["collapse"], "fields": ["seq", "rq_job_id"]}),
     ]  # fmt: skip
 
     class Media:
@@ -318,6 +336,7 @@ class JobAdmin(admin.ModelAdmin):
             path("retry-failed/",
                  self.admin_site.admin_view(console.RequeueMatchingView.as_view(admin=self, status=Status.FAILED)),
                  name="jobs_retry_failed_matching"),
+            path("cells/", self.admin_site.admin_view(console.RowCellsView.as_view(admin=self)), name="jobs_cells"),
             path("flow/", self.admin_site.admin_view(console.FlowView.as_view(admin=self)), name="jobs_flow"),
             path("flow/<str:kind>/<str:name>/<str:verb>/",
                  self.admin_site.admin_view(console.FlowActView.as_view(admin=self)), name="jobs_flow_act"),
@@ -362,6 +381,7 @@ class JobAdmin(admin.ModelAdmin):
             # last dates of a search that matches little cost two scans of the table.
             changelist.date_hierarchy = None
         _attach_estimates(changelist.result_list)
+        _attach_worker_labels(changelist.result_list)
         return changelist
 
     def changelist_view(self, request, extra_context=None):
@@ -382,6 +402,20 @@ class JobAdmin(admin.ModelAdmin):
         }
         return super().change_view(request, object_id, form_url, extra)
 
+    def row_cells(self, request, ids: list[str]) -> dict[str, dict[str, str]]:
+        """The list's cells that follow a job's status, for the live page (RowCellsView):
+        the same columns the page rendered, so a live update reads like a reload; and the
+        job page's live message (the whole error, workers as host:pid)."""
+        wanted = [text for text in ids if _is_uuid(text)]
+        jobs = list(self.get_queryset(request).filter(pk__in=wanted))
+        _attach_estimates(jobs)
+        _attach_worker_labels(jobs)
+        return {
+            str(job.id): {"eta": conditional_escape(self._eta_text(job)), "tries": _tries_text(job),
+                          "error": _error_text(job), "message": _readable(job.error_message, _labels_of(job))}
+            for job in jobs
+        }  # fmt: skip
+
     # --- columns -----------------------------------------------------------------
 
     @admin.display(description="id")
@@ -400,8 +434,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="tries", ordering="attempts")
     def tries(self, job: Job) -> str:
-        """Attempts made of those allowed: "2/3"."""
-        return f"{job.attempts}/{job.max_attempts}"
+        return format_html('<span data-job="{}" data-field="tries">{}</span>', job.id, _tries_text(job))
 
     @admin.display(description="created", ordering="created_at")
     def age(self, job: Job) -> str:
@@ -410,11 +443,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="error")
     def error_column(self, job: Job) -> str:
-        if job.status not in WITH_ERROR_MESSAGE or not job.error_message:
-            return "—"
-        text = job.error_message
-        shown = text if len(text) <= ERROR_SHOWN else text[: ERROR_SHOWN - 1].rstrip() + "…"
-        return format_html('<span class="jd-error" title="{}">{}</span>', text, shown)
+        return format_html('<span data-job="{}" data-field="error">{}</span>', job.id, _error_text(job))
 
     @admin.display(description="ETA / duration")
     def eta_or_duration(self, job: Job) -> str:
@@ -430,9 +459,13 @@ class JobAdmin(admin.ModelAdmin):
             return _seconds(seconds)
         guess = getattr(job, "estimate", None) or estimates.for_job(job)
         if guess.paused:
-            return format_html('<span class="jd-paused" title="{}">paused ⓘ</span>', guess.warning)
+            return format_html('<span class="jd-paused jd-hint" title="{}">paused</span>', guess.warning)
         if guess.start_at is None:
-            return format_html('<span title="{}">no estimate ⓘ</span>', guess.warning) if guess.warning else "—"
+            return (
+                format_html('<span class="jd-hint" title="{}">no estimate</span>', guess.warning)
+                if guess.warning
+                else "—"
+            )
         return f"starts ≈ {_when(guess.start_at)}"
 
     # --- detail ------------------------------------------------------------------
@@ -448,6 +481,17 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="traceback")
     def traceback(self, job: Job) -> str:
         return format_html("<pre class='jd-pre'>{}</pre>", job.error_details) if job.error_details else "—"
+
+    @admin.display(description="worker")
+    def worker_shown(self, job: Job) -> str:
+        """The worker that runs (or last ran) it, as host:pid; RQ's name in the tooltip."""
+        if not job.worker_name:
+            return "—"
+        return _readable(job.worker_name, _labels_of(job))
+
+    @admin.display(description="error message")
+    def error_shown(self, job: Job) -> str:
+        return _readable(job.error_message, _labels_of(job)) if job.error_message else "—"
 
     @admin.display(description="heavy")
     def heavy_shown(self, job: Job) -> str:
@@ -556,6 +600,40 @@ def _advice(job: Job, text: str) -> str:
     )  # fmt: skip
 
 
+def _tries_text(job: Job) -> str:
+    """Attempts made of those allowed: "2/3"."""
+    return f"{job.attempts}/{job.max_attempts}"
+
+
+def _error_text(job: Job) -> str:
+    """The start of the message, workers named host:pid; the whole of it (with RQ's
+    worker names) in the tooltip."""
+    if job.status not in WITH_ERROR_MESSAGE or not job.error_message:
+        return "—"
+    text = "".join(piece for piece, _ in worker_labels.spans(job.error_message, _labels_of(job)))
+    shown = text if len(text) <= ERROR_SHOWN else text[: ERROR_SHOWN - 1].rstrip() + "…"
+    return format_html('<span class="jd-error" title="{}">{}</span>', job.error_message, shown)
+
+
+def _labels_of(job: Job) -> dict[str, str]:
+    """The worker labels for a job (the list attaches the page's at once)."""
+    if not hasattr(job, "worker_labels"):
+        job.worker_labels = worker_labels.labels([job])  # type: ignore[attr-defined]
+    return job.worker_labels  # type: ignore[attr-defined]
+
+
+def _readable(text: str, known: dict[str, str]) -> str:
+    """Text with each RQ worker name it holds shown as host:pid, the name in a tooltip."""
+    return format_html_join(
+        "",
+        "{}",
+        (
+            (format_html('<span class="jd-worker" title="RQ worker {}">{}</span>', name, piece) if name else piece,)
+            for piece, name in worker_labels.spans(text, known)
+        ),
+    )
+
+
 def _job_links(jobs) -> str:
     rows = [(reverse("admin:jobs_job_change", args=[j.id]), str(j.id)[:8], j.type, _badge(j.status)) for j in jobs]
     return format_html_join(" ", '<a href="{}">{} {}</a> {}', rows) if rows else "—"
@@ -569,9 +647,17 @@ def _attach_estimates(jobs) -> None:
             waiting[job_id].estimate = guess
 
 
+def _attach_worker_labels(jobs) -> None:
+    """Error messages name workers (a lost job's): one lookup for the page's rows."""
+    with_error = [job for job in jobs if job.status in WITH_ERROR_MESSAGE and job.error_message]
+    known = worker_labels.labels(with_error) if with_error else {}
+    for job in jobs:
+        job.worker_labels = known
+
+
 @admin.register(JobEvent)
 class JobEventAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "job", "kind", "from_status", "to_status", "who", "message"]
+    list_display = ["created_at", "job", "kind", "from_status", "to_status", "who_shown", "message_shown"]
     list_filter = ["kind", "to_status"]
     search_fields = ["=job__id", "message"]
     list_select_related = ["job", "actor"]
@@ -586,3 +672,19 @@ class JobEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # the timeline is the audit trail
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        events = list(changelist.result_list)
+        known = worker_labels.labels({event.job for event in events}) if events else {}
+        for event in events:
+            event.worker_labels = known
+        return changelist
+
+    @admin.display(description="who")
+    def who_shown(self, event: JobEvent) -> str:
+        return _readable(event.who, getattr(event, "worker_labels", {}))
+
+    @admin.display(description="message")
+    def message_shown(self, event: JobEvent) -> str:
+        return _readable(event.message, getattr(event, "worker_labels", {}))

@@ -98,6 +98,19 @@ class DashboardDataView(_ConsoleView):
         return JsonResponse(dashboard.cached_overview(), encoder=DjangoJSONEncoder)
 
 
+class RowCellsView(_ConsoleView):
+    """The cells a live event changes that the browser cannot draw by itself (the ETA or
+    duration, tries, the error), rendered as a reload renders them: ``?id=<job id>``
+    repeated, at most ROW_CELLS jobs; ``{"cells": {id: {field: html}}}``."""
+
+    def get(self, request):
+        ids = request.GET.getlist("id")[:ROW_CELLS]
+        return JsonResponse({"cells": self.admin.row_cells(request, ids)})  # type: ignore[attr-defined]
+
+
+ROW_CELLS = 100  # jobs per request: a list page shows 50
+
+
 class RequeueMatchingView(_ConsoleView):
     """Every dead letter (or, as ``status=Status.FAILED``, every failed job) the job list's
     current filter matches, through the requeue service: GET says how many and confirms,

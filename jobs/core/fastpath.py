@@ -29,7 +29,7 @@ WITH locked AS (
 ), logged AS (
     INSERT INTO {event} (job_id, seq, kind, from_status, to_status, actor_id, actor_label, message, details,
                          created_at)
-    SELECT id, seq, %(kind)s, previous_status, status, NULL, %(actor_label)s, %(message)s, '{{}}'::jsonb, %(now)s
+    SELECT id, seq, %(kind)s, previous_status, status, NULL, %(actor_label)s, %(message)s, %(details)s::jsonb, %(now)s
     FROM moved
 )
 SELECT * FROM moved
@@ -51,6 +51,7 @@ def move(
     expressions: dict[str, str] | None = None,
     actor_label: str,
     message: str,
+    details: dict | None = None,
 ) -> Job | None:
     """Apply the move; the moved Job (with ``previous_status``), or None if refused.
 
@@ -75,6 +76,7 @@ def move(
             "kind": JobEvent.Kind.TRANSITION,
             "actor_label": actor_label,
             "message": message,
+            "details": json.dumps(details or {}, cls=DjangoJSONEncoder),
         }
     )
     rows = list(Job.objects.raw(sql, params))

@@ -226,14 +226,17 @@ def _dispatch_submitted(jobs: list[Job]) -> None:
 # --- Worker-side moves (guarded by the dispatch id) --------------------------------
 
 
-def _fast(job_id, name: str, *, dispatch: str, now, values, expressions=None, actor_label: str, message: str) -> Job:
+def _fast(
+    job_id, name: str, *, dispatch: str, now, values, expressions=None, actor_label: str, message: str,
+    details: dict | None = None,
+) -> Job:  # fmt: skip
     """The same guarded move as ``_move`` in one statement (PostgreSQL, see fastpath);
     only for moves that need no follow-up in Redis."""
     move = transitions.move(name)
     (to,) = move.targets
     job = fastpath.move(
         job_id, allowed=move.sources, to=to, dispatch=dispatch, now=now, values=values, expressions=expressions,
-        actor_label=actor_label, message=message,
+        actor_label=actor_label, message=message, details=details,
     )  # fmt: skip
     if job is None:
         current = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
@@ -265,10 +268,11 @@ def claim(job_id, dispatch: str, worker_name: str, *, in_callers_transaction: bo
     its own transaction on purpose (flow control's lever lock) and the one-statement
     move may run inside it — it needs nothing after commit but what on_commit does."""
     now = timezone.now()
+    host, pid = socket.gethostname(), os.getpid()
     values = {
         "worker_name": worker_name,
-        "runner_host": socket.gethostname(),
-        "runner_pid": os.getpid(),
+        "runner_host": host,
+        "runner_pid": pid,
         "started_at": now,
         "finished_at": None,
         "progress": 0,
@@ -277,11 +281,15 @@ def claim(job_id, dispatch: str, worker_name: str, *, in_callers_transaction: bo
         "held_at": None,
     }
     message = f"started by {worker_name}"
+    # The claiming process as an operator finds it (RQ's name is 32 hex characters): the
+    # worker's own host:pid when the claim runs in its parent (JobdeskWorker), as the
+    # dashboard shows it. The console shows it for the name; the message keeps the name.
+    details = {"worker": f"{host}:{pid}"}
     if _fast_path() or (in_callers_transaction and USE_FAST_PATH and connection.vendor == "postgresql"):
         return _fast(
             job_id, "claim", dispatch=dispatch, now=now, values=values,
             expressions={"attempts": "j.attempts + 1", "eta_error_seconds": _ETA_ERROR_SQL}, actor_label=worker_name,
-            message=message,
+            message=message, details=details,
         )  # fmt: skip
     return _move(
         job_id,
@@ -290,6 +298,7 @@ def claim(job_id, dispatch: str, worker_name: str, *, in_callers_transaction: bo
         actor_label=worker_name,
         fields=lambda job: {**values, "attempts": job.attempts + 1, "eta_error_seconds": _eta_error(job, now)},
         message=message,
+        details=details,
     )
 
 

@@ -184,3 +184,59 @@ def test_worker_rows_say_host_pid_queues_current_job_counts_and_since(superuser,
     assert row["since"] and row["job"]["id"] == str(job.id)
     js = (Path(__file__).parents[2] / "static" / "jobs" / "console.js").read_text()
     assert "title=\"RQ name: ' + esc(w.name)" in js and "esc(w.label || w.name)" in js
+
+
+def test_a_job_names_its_worker_host_pid_on_its_page_timeline_list_and_api(superuser):
+    """RQ's 32-hex worker name shows as host:pid (the claim records it) on the job page,
+    its timeline, the error column and the events list, the name kept in a tooltip; the
+    API keeps worker_name and adds worker beside it."""
+    import os
+    import socket
+
+    from jobs.core import lifecycle
+
+    rq_name = "3f2a9c0d5e6b47a1b2c3d4e5f6a7b8c9"
+    job = past_job(type="diagnostics.sleep", status=Status.QUEUED, rq_job_id="dispatch-7", max_attempts=1)
+    lifecycle.claim(job.id, "dispatch-7", rq_name)
+    lifecycle.dead_letter(job.id, "dispatch-7", message=f"worker {rq_name} is gone (no RQ worker registration)")
+    label = f"{socket.gethostname()}:{os.getpid()}"
+    claim = job.events.get(to_status=Status.ACTIVE)
+    assert claim.details == {"worker": label} and claim.message == f"started by {rq_name}"
+
+    client = client_for(superuser)
+    tooltip = f'<span class="jd-worker" title="RQ worker {rq_name}">{label}</span>'
+    page = client.get(f"{LIST}{job.id}/change/").content.decode()
+    assert f"started by {tooltip}" in page  # the timeline's message
+    assert f"worker {tooltip} is gone" in page  # the error message
+    assert page.count(tooltip) >= 4  # and the timeline's "who" and the job's worker field
+    assert re.sub(r'title="[^"]*"', "", page).count(rq_name) == 0  # the hex name only in tooltips
+
+    listing = client.get(LIST).content.decode()
+    row = re.search(rf"<tr>(?:(?!</tr>).)*{job.id}(?:(?!</tr>).)*</tr>", listing, re.S).group(0)
+    assert f"worker {label} is gone" in row and re.sub(r'title="[^"]*"', "", row).count(rq_name) == 0
+
+    events = client.get("/admin/jobs/jobevent/").content.decode()
+    assert f"started by {tooltip}" in events and re.sub(r'title="[^"]*"', "", events).count(rq_name) == 0
+
+    client.force_login(superuser)
+    api = client.get(f"/api/jobs/{job.id}/").json()
+    assert (api["worker_name"], api["worker"]) == (rq_name, label)
+
+
+def test_the_live_list_reads_a_changed_rows_cells_as_a_reload_renders_them(superuser, django_user_model):
+    now = timezone.now()
+    done = past_job(type="diagnostics.sleep", status=Status.COMPLETE, progress=100, attempts=1, max_attempts=3,
+                    started_at=now - timedelta(seconds=4.1), finished_at=now)  # fmt: skip
+    dead = dead_letter()
+    client = client_for(superuser)
+    cells = client.get(reverse("admin:jobs_cells"), {"id": [str(done.id), str(dead.id), "not-a-uuid"]}).json()["cells"]
+    assert cells[str(done.id)] == {"eta": "4.1 s", "tries": "1/3", "error": "—", "message": ""}
+    assert (
+        cells[str(dead.id)]["tries"] == "3/3"
+        and "Connection refused by the payment gateway" in (cells[str(dead.id)]["error"])
+    )
+    listing = client.get(LIST).content.decode()  # the same cells, as the list renders them
+    for field, html in cells[str(done.id)].items() - {("message", "")}:
+        assert f'<span data-job="{done.id}" data-field="{field}">{html}</span>' in listing, field
+    outsider = django_user_model.objects.create_user("someone", password="pw", is_staff=False)
+    assert client_for(outsider).get(reverse("admin:jobs_cells"), {"id": str(done.id)}).status_code == 302

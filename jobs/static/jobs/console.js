@@ -72,16 +72,55 @@
   }
 
   /* --- job list: rows follow the operators' stream ------------------------------- */
+  /* The status badge and the bar are drawn here; the cells the browser cannot draw alike
+     (ETA or duration, tries, error: times in the operator's zone, estimates) are read
+     from the server as a reload renders them, after each status change. */
   function updateRows(msg) {
     if (!msg.job_id) { return; }
+    var stale = false;
     document.querySelectorAll('[data-job="' + msg.job_id + '"]').forEach(function (el) {
       if (el.dataset.field === "status") { el.innerHTML = badge(msg.status); }
       if (el.dataset.field === "progress") { el.innerHTML = bar(msg.progress, msg.status); }
-      if (el.dataset.field === "eta" && (FINAL[msg.status] || msg.status === "active")) {
-        el.textContent = FINAL[msg.status] ? "finished" : "running";
-      }
+      if (/^(eta|tries|error|message)$/.test(el.dataset.field || "")) { stale = true; }
     });
+    if (stale && msg.type !== "progress") { cells.stale(msg.job_id); }
   }
+
+  /* One read at a time, at most two a second, of every row changed meanwhile. */
+  var cells = (function () {
+    var wanted = {}, busy = false, timer = null, last = 0;
+    function url() {
+      var el = document.querySelector("[data-cells-url]");
+      return el && el.dataset.cellsUrl;
+    }
+    function draw(data) {
+      Object.keys(data.cells).forEach(function (id) {
+        Object.keys(data.cells[id]).forEach(function (field) {
+          document.querySelectorAll('[data-job="' + id + '"][data-field="' + field + '"]').forEach(function (el) {
+            el.innerHTML = data.cells[id][field];
+          });
+        });
+      });
+    }
+    function read() {
+      timer = null;
+      var ids = Object.keys(wanted);
+      if (busy || !ids.length) { return; }
+      busy = true;
+      last = Date.now();
+      wanted = {};
+      fetch(url() + "?" + ids.map(function (id) { return "id=" + encodeURIComponent(id); }).join("&"),
+        { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (data) { if (data) { draw(data); } })
+        .catch(function () { /* the next change reads again */ })
+        .then(function () { busy = false; schedule(); });
+    }
+    function schedule() {
+      if (!timer && Object.keys(wanted).length) { timer = setTimeout(read, Math.max(0, 500 - (Date.now() - last))); }
+    }
+    return { stale: function (id) { if (url()) { wanted[id] = 1; schedule(); } } };
+  })();
 
   /* Rows on the page follow their jobs; changes to jobs not on the page are counted,
      with a link to reload (the list's order and filters are the server's to apply). */
@@ -167,7 +206,7 @@
       panel.querySelector("[data-live=seq]").textContent = msg.seq;
       var eta = msg.status === "active" ? msg.estimated_finish_at : msg.estimated_start_at;
       panel.querySelector("[data-live=eta]").textContent = eta ? zoned(eta, false) : "—";
-      panel.querySelector("[data-live=message]").textContent = msg.user_message || "";
+      // [data-live=message] (the error, workers as host:pid) comes from the server: see cells.
       updateRows(msg);
       if (FINAL[msg.status] && (msg.type !== "snapshot" || panel.dataset.seenLive)) {
         panel.querySelector("[data-live=done]").hidden = false;
