@@ -390,3 +390,36 @@ def test_files_built_to_hold_a_worker_fail_at_once_naming_the_limit(api_as, alic
     assert (job.status, job.error_category, job.attempts) == (Status.FAILED, "user_fixable", 1)
     assert says in job.error_message and material.status == Material.Status.FAILED and says in material.error
     assert job.recovery_actions, "the uploader is told what to do"
+
+
+def text_of(megabytes: float, tag: str) -> bytes:
+    return (SENTENCE * int(megabytes * 1024 * 1024 / len(SENTENCE))).encode() + tag.encode()
+
+
+def test_a_big_file_behind_small_ones_is_estimated_by_its_size(api_as, alice, run_worker, settings):
+    """Ingestion sizes its jobs by their bytes: after a few runs of varied size, a 20 MB
+    file's estimated run time follows its size, not the small files' average."""
+    from jobs.insight import durations, estimates
+
+    settings.HEAVY_MATERIAL_BYTES = 10**9  # no work window: this is about durations
+    client = api_as(alice)
+    for megabytes in (0.5, 1, 2, 4, 8):  # the type's sized history
+        assert processed(client, text_of(megabytes, f"history {megabytes}"), f"{megabytes}.txt", run_worker)
+    small = [upload(client, text_of(0.1, f"small {i}"), f"small-{i}.txt") for i in range(3)]
+    big = upload(client, text_of(20, "big"), "big.txt")
+    assert all(r.status_code == 201 for r in [*small, big])
+    job = Job.objects.get(pk=big.data["job"]["id"])
+    assert job.size == pytest.approx(20 * 1024 * 1024, rel=0.01)
+    estimates.clear_cache()
+    guess = estimates.estimate([job], workers=1)[job.id]
+    assert guess.start_at and guess.finish_at
+    estimated = (guess.finish_at - guess.start_at).total_seconds()
+    one_mean = durations.of(job.type).mean  # what the type's mean alone would say
+
+    run_worker()
+
+    job.refresh_from_db()
+    assert job.status == Status.COMPLETE and job.started_at and job.finished_at
+    real = (job.finished_at - job.started_at).total_seconds()
+    assert abs(estimated - real) <= 0.25 * real, f"estimated {estimated:.2f} s, ran {real:.2f} s"
+    assert abs(one_mean - real) > 0.25 * real, f"the size made no difference ({one_mean:.2f} s)"
