@@ -137,6 +137,9 @@ JOB_LOG_LINE_CHARS = env_int("JOB_LOG_LINE_CHARS", 2000, minimum=80)
 JOB_LOG_WRITE_INTERVAL = env_float("JOB_LOG_WRITE_INTERVAL", 0.5, minimum=0.0)
 # How often a WebSocket following a waiting job re-reads its ETA (seconds).
 WS_ETA_REFRESH_SECONDS = env_float("WS_ETA_REFRESH_SECONDS", 10.0, minimum=0.5)
+# After work joins the line ahead of a followed job, how long to gather more arrivals
+# before re-estimating it (a burst is one revision, not one per job).
+WS_ETA_SETTLE_SECONDS = env_float("WS_ETA_SETTLE_SECONDS", 0.3, minimum=0.0)
 
 # --- Sizes: request bodies, payloads, results ---------------------------------------
 # Bodies over their route's limit are refused with 413 before they are read

@@ -35,6 +35,9 @@ from jobs.core.models import ERRORED_STATUSES, FINAL_STATUSES, Job, Status
 logger = logging.getLogger("jobs.core.relay")
 
 OPS_GROUP = "jobdesk.ops"
+# Followers of waiting jobs: told when work joins the line, so an estimate a burst of more
+# urgent work has moved is revised at once (jobs.live's followers, jobs.insight.revisions).
+LINE_GROUP = "jobdesk.line"
 EVENT = "job.event"  # the Channels handler name on consumers (``job_event``)
 _BUFFER = 10_000  # messages held per process while the layer is slow; oldest dropped first
 _SEND_TIMEOUT = 2.0  # seconds for one group_send before the layer is judged down
@@ -64,6 +67,7 @@ BLANK: dict[str, Any] = {
     "status": None, "progress": 0, "stage": "", "details": {}, "result_summary": None, "error_category": None,
     "user_message": None, "recovery_actions": [], "estimated_start_at": None, "estimated_finish_at": None,
     "estimated_start_range": None, "estimated_finish_range": None, "eta_paused": False, "eta_cold": False,
+    "priority": None, "eta_revision": None,
 }  # fmt: skip
 ETA_KEYS = ("estimated_start_at", "estimated_finish_at", "estimated_start_range", "estimated_finish_range",
             "eta_paused", "eta_cold")  # fmt: skip
@@ -105,6 +109,7 @@ def message(job: Job, kind: str | None = None, *, at: datetime | None = None, es
         "job_id": str(job.id),
         **subjects_of(job),
         "job_type": job.type,
+        "priority": job.priority,
         "seq": job.seq,
         "timestamp": (at or timezone.now()).isoformat(),
         "status": job.status,
@@ -116,6 +121,7 @@ def message(job: Job, kind: str | None = None, *, at: datetime | None = None, es
         "user_message": job.error_message or None,
         "recovery_actions": list(job.recovery_actions or []),
         **eta_fields(estimate),
+        "eta_revision": None,  # set on a snapshot that revises the estimate: {"from", "to", "reason"}
     }
 
 
@@ -177,6 +183,9 @@ def publish_new(jobs: list[Job]) -> None:
 
 
 def _announce(jobs: list[Job]) -> None:
+    queued = collections.Counter(job.priority for job in jobs if job.status == Status.QUEUED)
+    if queued:
+        _sender().put((LINE_GROUP,), {"type": "line", "arrived": dict(queued)})
     if len(jobs) <= _BULK:
         for job in jobs:
             _sender().put((OPS_GROUP,), message(job))

@@ -9,10 +9,12 @@ any event whose ``seq`` the snapshot already covers, so nothing falls between th
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
 import uuid
+from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -20,7 +22,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from jobs.core import access, registry, relay
-from jobs.core.models import Job, Status
+from jobs.core.models import PENDING_STATUSES, Job, Status
+from jobs.insight import revisions
 from jobs.live import snapshots
 
 logger = logging.getLogger("jobs.live.consumers")
@@ -72,10 +75,11 @@ class _Socket(AsyncJsonWebsocketConsumer):
             return False
 
     async def disconnect(self, code) -> None:
-        if self.group:
-            # If the layer is gone, so is the group entry's use; it expires on its own.
-            with contextlib.suppress(Exception):
-                await self.channel_layer.group_discard(self.group, self.channel_name)
+        for group in (self.group, *getattr(self, "extra_groups", ())):
+            if group:
+                # If the layer is gone, so is the group entry's use; it expires on its own.
+                with contextlib.suppress(Exception):
+                    await self.channel_layer.group_discard(group, self.channel_name)
 
 
 class FollowConsumer(_Socket):
@@ -93,7 +97,11 @@ class FollowConsumer(_Socket):
     async def connect(self) -> None:
         self.last_seq: dict[str, int] = {}
         self.finish_estimate: dict[str, str | None] = {}
+        self.shown: dict[str, Any] = {}  # the last snapshot or status sent: its estimate and range
         self.refresher: asyncio.Task | None = None
+        self.reviser: asyncio.Task | None = None
+        self.arrived: collections.Counter[str] = collections.Counter()
+        self.extra_groups: list[str] = []
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             return await self.refuse(NOT_LOGGED_IN)
@@ -107,19 +115,55 @@ class FollowConsumer(_Socket):
             return
         if not live:
             return await self.close(code=LIVE_UNAVAILABLE)
+        if self.shown.get("status") in PENDING_STATUSES:
+            # Told when work joins the line: more urgent work may move this one's start.
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_add(relay.LINE_GROUP, self.channel_name)
+                self.extra_groups.append(relay.LINE_GROUP)
         self.refresher = asyncio.ensure_future(self.refresh_estimates())
 
     async def disconnect(self, code) -> None:
-        refresher = getattr(self, "refresher", None)  # unset if connect never ran
-        if refresher:
-            refresher.cancel()
+        for task in (getattr(self, "refresher", None), getattr(self, "reviser", None)):  # unset if connect never ran
+            if task:
+                task.cancel()
         await super().disconnect(code)
 
     async def job_event(self, envelope: dict) -> None:
         msg = envelope["event"]
+        if msg.get("type") == "line":
+            return self.line_moved(msg)
         if not self.is_new(msg):
             return
         await self.deliver(await self.with_estimate(msg))
+
+    def line_moved(self, msg: dict) -> None:
+        """Work joined the line. Arrivals a moment apart (a burst, many submitters) are
+        gathered, then the estimate is read once and, if it left the range shown, sent
+        with the reason."""
+        if not revisions.arrived_ahead(msg.get("arrived") or {}, self.shown.get("priority")):
+            return  # it all joins behind this job
+        self.arrived.update(msg.get("arrived") or {})
+        if self.reviser is None or self.reviser.done():
+            self.reviser = asyncio.ensure_future(self.revise_after_arrivals())
+
+    async def revise_after_arrivals(self) -> None:
+        await asyncio.sleep(settings.WS_ETA_SETTLE_SECONDS)
+        reason = revisions.arrived_ahead(dict(self.arrived), self.shown.get("priority"))
+        self.arrived.clear()
+        await self.send_revision(reason)
+
+    async def send_revision(self, reason: str = "") -> bool:
+        """Read the state; send it when the estimate left the range shown (with the
+        revision: from, to, why). True when that was final (closed)."""
+        try:
+            fresh = await read(self.snapshot)()
+            revision = await read(revisions.revise)(self.job_id, self.shown, fresh, reason)
+        except Exception:  # the database hiccuped: the periodic re-read tries again
+            logger.warning("estimate revision failed", exc_info=True)
+            return False
+        if revision is None:
+            return False
+        return await self.deliver({**fresh, "eta_revision": revision})
 
     def is_new(self, msg: dict) -> bool:
         """Events after the last one sent; snapshots not older than it (a re-sent
@@ -136,6 +180,8 @@ class FollowConsumer(_Socket):
                 return False
             self.last_seq[msg["job_id"]] = msg["seq"]
             self.finish_estimate[msg["job_id"]] = msg.get("estimated_finish_at")
+            if msg["type"] != "progress":
+                self.shown = msg
         await self.send_json(msg)
         if relay.is_terminal(msg):
             await self.close(code=1000)
@@ -170,8 +216,19 @@ class FollowConsumer(_Socket):
             changed = fresh.get("seq") != self.last_seq.get(job_id) or fresh.get("estimated_finish_at") != (
                 self.finish_estimate.get(job_id)
             )
+            if job_id and fresh.get("seq") == self.last_seq.get(job_id):
+                # The same state, a new estimate: out of the range shown, it is a revision.
+                revision = await self._revision(fresh)
+                fresh = {**fresh, "eta_revision": revision} if revision else fresh
             if job_id and changed and await self.deliver(fresh):
                 return
+
+    async def _revision(self, fresh: dict) -> dict | None:
+        try:
+            return await read(revisions.revise)(self.job_id, self.shown, fresh)
+        except Exception:
+            logger.warning("estimate revision failed", exc_info=True)
+            return None
 
 
 _estimates_in_flight: dict[tuple, asyncio.Future] = {}

@@ -428,3 +428,48 @@ def test_guessing_tokens_over_websockets_is_throttled_like_the_api(alice, settin
     guesses, first = attempts()
     assert guesses == [4401, 4401, 4401]
     assert first["type"] == "websocket.close" and first["code"] == 4401, "even a right token, from that address"
+
+
+def test_a_burst_of_more_urgent_work_revises_a_followers_eta_with_the_reason(alice, monkeypatch, settings):
+    """A follower of a waiting job hears at once when its start leaves the range it was
+    shown (not at the next periodic re-read), with why, and the timeline keeps it."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from conftest import past_jobs
+    from jobs.core.submit import JobSpec, submit_many
+    from jobs.insight import estimates
+
+    settings.WS_ETA_SETTLE_SECONDS = 0.1
+    settings.WS_ETA_REFRESH_SECONDS = 60.0  # the revision must not wait for the re-read
+    monkeypatch.setattr(estimates, "live_workers", lambda: 1)  # one worker, busy elsewhere in the test's eyes
+    done = timezone.now() - timedelta(minutes=5)
+    past_jobs(
+        Job(type="diagnostics.sleep", status=Status.COMPLETE, started_at=done - timedelta(seconds=2), finished_at=done)
+        for _ in range(20)
+    )
+    estimates.clear_cache()
+    waiting = submit("diagnostics.sleep", {"seconds": 2}, owner=alice, priority="low").job
+
+    @async_to_sync
+    async def watch():
+        communicator, connected = await connect(f"/ws/jobs/{waiting.id}/", [await sync_to_async(token_header)(alice)])
+        assert connected
+        first = await communicator.receive_json_from(timeout=5)
+        burst = [JobSpec("diagnostics.sleep", {"seconds": 2}, priority="immediate") for _ in range(12)]
+        await sync_to_async(submit_many)(burst)
+        revised = await communicator.receive_json_from(timeout=5)
+        await communicator.disconnect()
+        return first, revised
+
+    first, revised = watch()
+    assert first["type"] == "snapshot" and first["eta_revision"] is None and first["priority"] == "low"
+    revision = revised["eta_revision"]
+    assert revision and revision["reason"] == "12 immediate jobs arrived ahead"
+    assert revision["from"] == first["estimated_start_at"] and revision["to"] == revised["estimated_start_at"]
+    low, high = revised["estimated_start_range"]
+    assert low <= revised["estimated_start_at"] <= high
+    assert revised["estimated_start_at"] > first["estimated_start_range"][1], "it left the range it was shown"
+    notes = [e for e in waiting.events.all() if "eta_revision" in e.details]
+    assert len(notes) == 1 and "12 immediate jobs arrived ahead" in notes[0].message
