@@ -454,8 +454,9 @@ class JobAdmin(admin.ModelAdmin):
             seconds = job.duration_seconds
             if job.status == Status.ACTIVE and job.started_at:
                 guess = getattr(job, "estimate", None)
-                finish = guess.finish_at if guess else None
-                return f"finishes ≈ {_when(finish)}" if finish else "running"
+                if guess is None or guess.finish_at is None:
+                    return "running"
+                return _ranged("finishes", guess.finish_at, guess.finish_range, guess.cold)
             return _seconds(seconds)
         guess = getattr(job, "estimate", None) or estimates.for_job(job)
         if guess.paused:
@@ -466,7 +467,7 @@ class JobAdmin(admin.ModelAdmin):
                 if guess.warning
                 else "—"
             )
-        return f"starts ≈ {_when(guess.start_at)}"
+        return _ranged("starts", guess.start_at, guess.start_range, guess.cold)
 
     # --- detail ------------------------------------------------------------------
 
@@ -549,6 +550,22 @@ def _when(moment) -> str:
     """Today's times as a clock reading; other days with their date; with the zone."""
     local = timezone.localtime(moment)
     return f"{local:%H:%M:%S %Z}" if local.date() == timezone.localdate() else f"{local:%Y-%m-%d %H:%M %Z}"
+
+
+def _ranged(what: str, at, between, cold: bool) -> str:
+    """ "starts 14:02:10 – 14:09:30 CET": the 80 % range, the estimate itself in the
+    tooltip; one time when the range is narrower than a second."""
+    tip = f"estimate {_when(at)}; it falls in this range 8 times in 10"
+    if cold:
+        tip += " (wide: a job type without history is in play)"
+    if between is None or (between[1] - between[0]).total_seconds() < 1:
+        return format_html('<span class="jd-hint" title="{}">{} ≈ {}</span>', tip, what, _when(at))
+    low, high = (timezone.localtime(t) for t in between)
+    if low.date() == high.date() == timezone.localdate():
+        text = f"{low:%H:%M:%S} – {high:%H:%M:%S %Z}"
+    else:
+        text = f"{_when(low)} – {_when(high)}"
+    return format_html('<span class="jd-hint" title="{}">{} {}</span>', tip, what, text)
 
 
 def _stamp(moment) -> str:

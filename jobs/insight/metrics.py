@@ -130,10 +130,28 @@ class JobdeskCollector(Collector):
         family = GaugeMetricFamily(
             "jobdesk_eta_error_seconds", "|first estimated start - real start| over recent jobs.", labels=["quantile"]
         )
+        fraction = GaugeMetricFamily(
+            "jobdesk_eta_error_fraction",
+            "|first estimated start - real start| / wait over recent jobs, warm and cold estimates apart.",
+            labels=["estimate", "quantile"],
+        )
+        coverage = GaugeMetricFamily(
+            "jobdesk_eta_range_coverage",
+            "Share of recent jobs that waited whose real start fell inside their first 80 % range (goal 0.75-0.85).",
+        )
         if accuracy.get("samples"):
             family.add_metric(["0.5"], accuracy["median_seconds"])
             family.add_metric(["0.9"], accuracy["p90_seconds"])
+            for kind in ("warm", "cold"):
+                part = accuracy[kind]
+                if part.get("samples"):
+                    fraction.add_metric([kind, "0.5"], part["median_fraction"])
+                    fraction.add_metric([kind, "0.9"], part["p90_fraction"])
+            if accuracy["coverage"].get("share") is not None:
+                coverage.add_metric([], accuracy["coverage"]["share"])
         yield family
+        yield fraction
+        yield coverage
 
 
 def render() -> bytes:

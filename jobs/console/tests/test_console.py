@@ -87,6 +87,31 @@ def test_the_list_has_badges_progress_and_estimates_and_finds_by_id(superuser):
     assert list(filtered.context["cl"].result_list) == []
 
 
+def test_the_eta_column_shows_the_80_percent_range_with_the_estimate_in_its_tooltip(superuser, monkeypatch):
+    import re
+
+    from conftest import past_jobs
+    from jobs.insight import estimates
+
+    monkeypatch.setattr(estimates, "live_workers", lambda: 1)
+    done = timezone.now() - timedelta(minutes=5)
+    past_jobs(
+        Job(type="diagnostics.sleep", status=Status.COMPLETE, started_at=done - timedelta(seconds=s), finished_at=done)
+        for s in (20, 30, 40, 25, 35)
+    )
+    estimates.clear_cache()
+    for _ in range(3):
+        submit("diagnostics.sleep", {"seconds": 30})
+    html = client_for(superuser).get(LIST).content.decode()
+    ranges = re.findall(
+        r'title="estimate ([^"]+); it falls in this range 8 times in 10">starts ([0-9:]+) – ([0-9:]+ \w+)<', html
+    )
+    # The first starts now (one worker, nothing ahead); the two behind it have a range.
+    assert len(ranges) == 2, html
+    for estimate, low, high in ranges:
+        assert low < estimate.split()[0] < high.split()[0]
+
+
 def test_the_list_counts_at_most_the_cap(superuser, monkeypatch):
     from jobs.console import admin as console_admin
 

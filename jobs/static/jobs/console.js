@@ -16,6 +16,21 @@
     return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
   }
 
+  // How right first ETAs were: error as a share of the wait, warm and cold estimates
+  // apart, and how often the real start fell inside the 80 % range (goal 75-85 %).
+  function accuracyText(acc) {
+    if (!acc.samples) { return "no samples yet"; }
+    function part(p, label) {
+      return p && p.samples ? label + " median " + (100 * p.median_fraction).toFixed(1) + " %, p90 " +
+        (100 * p.p90_fraction).toFixed(1) + " % (" + p.samples + ")" : label + " none";
+    }
+    var cov = acc.coverage || {};
+    return "median " + (100 * acc.median_fraction).toFixed(1) + " % of the wait (" + secs(acc.median_seconds) + "), p90 " +
+      (100 * acc.p90_fraction).toFixed(1) + " %, over " + acc.samples + " jobs; " + part(acc.warm, "warm") + "; " +
+      part(acc.cold, "cold (a new type in play)") + "; the 80 % range held the real start " +
+      (cov.share === null || cov.share === undefined ? "— (no job waited yet)" : (100 * cov.share).toFixed(0) + " % of the time (" + cov.samples + " that waited)") + ".";
+  }
+
   function esc(text) {  // for element text and quoted attribute values alike
     return (text == null ? "" : String(text)).replace(/&/g, "&amp;").replace(/</g, "&lt;")
       .replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
@@ -443,9 +458,7 @@
       html.push("<tr><td>" + esc(t.type) + "</td><td>" + t.complete + "</td><td>" + t.failed + "</td><td>" + secs(wait.p50) +
         "</td><td>" + secs(wait.p95) + "</td><td>" + secs(run.p50) + "</td></tr>");
     });
-    html.push("</table><p>First ETAs vs real starts (last 1,000 started jobs): " + (acc.samples ? "median " + (100 * acc.median_fraction).toFixed(1) +
-      " % of the wait (" + secs(acc.median_seconds) + "), p90 " + (100 * acc.p90_fraction).toFixed(1) + " %, over " + acc.samples +
-      " jobs" : "no samples yet") + "</p></section></div>");
+    html.push("</table><p>First ETAs vs real starts (last 1,000 started jobs): " + accuracyText(acc) + "</p></section></div>");
 
     root.querySelector("#jd-body").innerHTML = html.join("");
     root.jdData = data;  // the throughput switch redraws from it
