@@ -33,15 +33,17 @@ QUEUES = ("immediate", "normal", "low")
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class JobdeskTask(Task):
     """A standard ``Task`` with Jobdesk's extras. Per task: ``@task(max_attempts=3,
-    heavy=True, timeout=600)``; per enqueue: ``my_task.options(idempotency_key=…,
-    depends_on=[job ids], heavy=…, max_attempts=…).enqueue(…)`` (like ``using()``; each
+    heavy=True, timeout=600, expected_duration=30)``; per enqueue: ``my_task.options(
+    idempotency_key=…, depends_on=[job ids], heavy=…, max_attempts=…, size=…).enqueue(…)`` (like ``using()``; each
     travels with that one job, and the task's job type keeps its own defaults)."""
 
     max_attempts: int | None = None  # None: JOB_MAX_ATTEMPTS
     timeout: int | None = None  # seconds; None: JOB_TIMEOUT (per task only: its job type's)
     heavy: bool = False  # waits for a work window
+    expected_duration: float | None = None  # seconds, for ETAs until its runs say (per task only)
     idempotency_key: str | None = None
     depends_on: tuple[str, ...] = ()
+    size: float | None = None  # this job's work in the task's unit (e.g. bytes), for its ETA
 
     def options(
         self,
@@ -50,8 +52,11 @@ class JobdeskTask(Task):
         depends_on: list | tuple | None = None,
         heavy: bool | None = None,
         max_attempts: int | None = None,
+        size: float | None = None,
     ) -> JobdeskTask:
         changes: dict[str, Any] = {}
+        if size is not None:
+            changes["size"] = size
         if idempotency_key is not None:
             changes["idempotency_key"] = idempotency_key
         if depends_on is not None:
@@ -100,6 +105,7 @@ class JobdeskBackend(compat.BaseTaskBackend):
                 "heavy": task.heavy,
                 "idempotency_key": task.idempotency_key,
                 "depends_on": list(task.depends_on),
+                "size": task.size,
             }
         job = submit(task.module_path, payload, priority=queue_of(task), run_at=task.run_after, **extras).job
         result = results.from_job(job, task, self.alias, fresh=True)

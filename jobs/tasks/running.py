@@ -36,6 +36,7 @@ def register(task: Task, backend: str) -> None:
         timeout=getattr(task, "timeout", None),
         max_attempts=getattr(task, "max_attempts", None),
         heavy=bool(getattr(task, "heavy", False)),
+        expected_duration=getattr(task, "expected_duration", None),
         after_record=lambda job: _finished(job, backend),
     )(lambda ctx: run(ctx, backend))
 
