@@ -53,6 +53,7 @@ REDIS_DOWN = "Redis is unreachable, so the live workers are unknown."
 # Past this many jobs of one type in one stretch of the line, whole rounds (one job per
 # worker) advance at once instead of job by job.
 EXACT_JOBS = 1000
+COLD_SHARE = 0.25  # an estimate is cold when guesses for types without history make this much of its doubt
 PROGRESS_DOUBT = 0.25  # how far a running job's own pace may be off, as a share of what is left
 ARRIVAL_WINDOW = 60.0
 _ARRIVALS_CACHE_SECONDS = 10.0
@@ -191,11 +192,12 @@ class _Snapshot:
     paces: dict[str, Duration] = field(default_factory=dict)  # types without history, from a run
     _limits: dict[str, list[_Slots]] = field(default_factory=dict)
     # The doubt the walk has handed out so far: the runs' own variance (independent), the
-    # doubt about each type's mean times its jobs taken (shared), and whether any of it
-    # came from a type without history.
+    # doubt about each type's mean times its jobs taken (shared), and how much of it came
+    # from types without history.
     _independent: float = 0.0
     _shared: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
-    _cold: bool = False
+    _cold_independent: float = 0.0
+    _cold_types: set[str] = field(default_factory=set)
 
     def duration(self, key: str) -> Duration:
         if key not in self.durations:
@@ -219,7 +221,13 @@ class _Snapshot:
 
     @property
     def cold(self) -> bool:
-        return self._cold
+        """Does a guess for types without history make up much of the doubt so far? (One
+        new job far ahead in a long line barely moves an estimate; it is not "cold".)"""
+        if not self._cold_types and not self._cold_independent:
+            return False
+        shared = {t: error**2 for t, error in self._shared.items()}
+        cold = self._cold_independent + sum(shared[t] for t in self._cold_types)
+        return cold >= COLD_SHARE * (self._independent + sum(shared.values()))
 
     def arrivals_doubt(self, priority: str, wait: float, doubt: float) -> float:
         """``doubt`` widened by the higher priorities' work that may arrive over ``wait``:
@@ -234,9 +242,12 @@ class _Snapshot:
     def owe(self, key: str, count: int = 1, duration: Duration | None = None) -> None:
         """``count`` runs of ``key`` are handed out: their doubt weighs on every later start."""
         d = duration or self.duration(key)
+        job_type = line.parts(key)[0]
         self._independent += count * d.spread**2
-        self._shared[line.parts(key)[0]] += count * d.mean_error
-        self._cold = self._cold or d.cold
+        self._shared[job_type] += count * d.mean_error
+        if d.cold:
+            self._cold_independent += count * d.spread**2
+            self._cold_types.add(job_type)
 
     def start(self, key: str) -> float:
         """Start one job of the work on the next free worker — or later, when its type's
