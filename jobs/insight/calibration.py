@@ -64,8 +64,13 @@ def bounds(priority: str, cold: bool = False) -> tuple[float, float]:
 
 def _learn_bounds() -> dict[str, tuple[float, float]]:
     rows = (
+        # Warm estimates only: a cold one's miss says how wrong a guess was, not how wide
+        # the model's ranges should be (and cold ranges are never narrowed anyway).
         Job.objects.filter(
-            eta_error_seconds__isnull=False, first_estimated_start_at__isnull=False, first_estimate_sigma__gt=0
+            eta_error_seconds__isnull=False,
+            first_estimated_start_at__isnull=False,
+            first_estimate_sigma__gt=0,
+            first_estimate_cold=False,
         )
         .order_by("-created_at")
         .values_list("priority", "created_at", "first_estimated_start_at", "eta_error_seconds", "first_estimate_sigma")

@@ -33,7 +33,7 @@ from jobs.core.models import Job, Status
 HISTORY_SIZE = 100  # recent completions per type that make its duration
 PRIOR_CV = 0.5  # the spread assumed of a type before its history says otherwise
 PRIOR_WEIGHT = 2.0  # that assumption counts as this many runs
-COLD_MEAN_ERROR = 1.0  # a prior from other types may be off by its whole value
+COLD_MEAN_ERROR = 1.5  # a prior from other types may be off by more than its whole value
 DECLARED_MEAN_ERROR = 0.5  # a declared expected duration is a developer's guess
 MIN_PROGRESS_SECONDS = 1.0  # before this, a progress rate says nothing
 _CACHE_SECONDS = 30.0

@@ -130,6 +130,7 @@ class Simulation:
         guess = estimates.estimate([], appended=[job], now=self.at(self.clock), workers=WORKERS)[job.id]
         assert guess.start_range is not None, guess
         job.first_estimated_start_at, job.first_estimate_sigma = guess.start_at, guess.start_sigma
+        job.first_estimate_cold = guess.cold
         if judge:
             low, high = guess.start_range
             seconds = lambda t: (t - self.base).total_seconds()  # noqa: E731
