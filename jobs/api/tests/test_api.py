@@ -38,6 +38,8 @@ def test_submit_returns_201_then_200_for_a_repeated_key(api_as, alice):
         ({"type": "diagnostics.sleep", "max_attempts": 10**30}, "max_attempts"),
         ({"type": "diagnostics.sleep", "depends_on": ["zzz"]}, "depends_on"),
         ({"type": "diagnostics.sleep", "run_at": "tomorrow"}, "run_at"),
+        ({"type": "diagnostics.sleep", "size": -1}, "size"),
+        ({"type": "diagnostics.sleep", "size": "big"}, "size"),
         ({"payload": {}}, "type"),
     ],
 )
@@ -46,6 +48,25 @@ def test_bad_submissions_are_400_with_the_field(api_as, alice, body, field):
     error = assert_error(response, 400, "invalid")
     assert field in error["fields"]
     assert Job.objects.count() == 0
+
+
+def test_a_size_travels_with_the_job_and_a_type_can_size_its_own(api_as, alice):
+    from jobs.core import registry
+    from jobs.core.sizes import representative_size
+
+    response = api_as(alice).post(
+        "/api/jobs/", {"type": "diagnostics.sleep", "payload": {"seconds": 0}, "size": 5000}, format="json"
+    )
+    assert response.status_code == 201 and response.json()["size"] == 5000
+    assert response.json()["estimated_start_range"] is None or len(response.json()["estimated_start_range"]) == 2
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.size_class is not None and abs(representative_size(job.size_class) - 5000) / 5000 < 0.1
+    registry.job_type("t.rows", size=lambda payload: payload["rows"])(lambda ctx: None)
+    try:
+        assert submit("t.rows", {"rows": 120}).job.size == 120
+        assert submit("t.rows", {}).job.size is None, "a sizing that fails never refuses the submit"
+    finally:
+        registry.unregister("t.rows")
 
 
 def test_malformed_json_is_400(api_as, alice):
