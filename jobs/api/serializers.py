@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from apikit.serializers import RejectUnknownFields
 from jobs.core.models import ErrorCategory, Job, JobEvent, Priority
-from jobs.core.submit import MAX_ATTEMPTS_LIMIT, JobSpec
+from jobs.core.submit import MAX_ATTEMPTS_LIMIT, MAX_SIZE, JobSpec
 from jobs.insight import estimates
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ class JobSubmitSerializer(RejectUnknownFields, serializers.Serializer):
     heavy = serializers.BooleanField(required=False)
     idempotency_key = serializers.CharField(max_length=200, required=False, help_text="or the Idempotency-Key header")
     size = serializers.FloatField(
-        min_value=0, max_value=1e15, required=False,
+        min_value=0, max_value=MAX_SIZE, required=False,
         help_text="the job's work in its type's unit (e.g. bytes), for its ETA; else the type's own sizing says",
     )  # fmt: skip
 

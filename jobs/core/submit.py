@@ -26,6 +26,7 @@ from jobs.core.models import FINAL_STATUSES, Job, Priority, Status
 from jobs.core.sizes import size_class
 
 MAX_ATTEMPTS_LIMIT = 100
+MAX_SIZE = 1e15  # a job's size, in its type's unit: beyond any real count of bytes or rows
 _IDEMPOTENCY_RACE_RETRIES = 3
 # What a dependency needs loaded: its status, and what its own ETA is made of.
 DEPENDENCY_FIELDS = ("id", "type", "status", "priority", "heavy", "enqueued_at", "scheduled_for", "run_at",
@@ -205,7 +206,7 @@ def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref
 def _size(spec: JobSpec, job_type, payload: dict) -> float | None:
     if spec.size is None:
         return job_type.size_of(payload)
-    if isinstance(spec.size, bool) or not isinstance(spec.size, int | float) or not 0 <= spec.size < 1e15:
+    if isinstance(spec.size, bool) or not isinstance(spec.size, int | float) or not 0 <= spec.size <= MAX_SIZE:
         raise SubmitError(
             "size must be a number >= 0.", field="size", hint="The job's work in its type's unit, e.g. bytes."
         )
