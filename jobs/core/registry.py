@@ -49,6 +49,9 @@ class JobType:
     # per period ("100/minute").
     concurrency: int | None = None
     rate: str = ""
+    # As a batch's callback: the payload that hands it the batch's summary (a standard
+    # task takes it as its one argument). None: the summary is the payload.
+    summary_payload: Callable[[dict], dict] | None = None
 
     @property
     def has_hooks(self) -> bool:
@@ -91,6 +94,7 @@ def job_type(
     after_record: Hook | None = None,
     concurrency: int | None = None,
     rate: str | None = None,
+    summary_payload: Callable[[dict], dict] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register ``handler`` as the job type ``name``. Re-registering a name replaces it."""
     if priority not in Priority.values:
@@ -116,6 +120,7 @@ def job_type(
             after_record=after_record,
             concurrency=concurrency,
             rate=rate or "",
+            summary_payload=summary_payload,
         )
         return handler
 

@@ -37,6 +37,7 @@ def register(task: Task, backend: str) -> None:
         max_attempts=getattr(task, "max_attempts", None),
         heavy=bool(getattr(task, "heavy", False)),
         after_record=lambda job: _finished(job, backend),
+        summary_payload=lambda summary: {"args": [summary], "kwargs": {}},  # a batch callback's one argument
     )(lambda ctx: run(ctx, backend))
 
 
@@ -54,6 +55,11 @@ class JobdeskTaskContext(TaskContext):
 
     def is_canceled(self) -> bool:
         return bool(self._outside_the_loop(self.job.is_canceled))
+
+    def dependency_results(self) -> dict[str, Any]:
+        """What the jobs this task depends on ended with, by id in submission order
+        (see ``JobContext.dependency_results``)."""
+        return dict(self._outside_the_loop(self.job.dependency_results))
 
     def _outside_the_loop(self, call, *args, **kwargs):
         if self._database_thread is None:
