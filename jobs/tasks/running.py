@@ -61,6 +61,11 @@ class JobdeskTaskContext(TaskContext):
         (see ``JobContext.dependency_results``)."""
         return dict(self._outside_the_loop(self.job.dependency_results))
 
+    def add_to_batch(self, specs: list) -> list:
+        """Submit more jobs (``jobs.JobSpec``, or ``jobs.task_spec(task, …)``) into this
+        task's batch while it runs (see ``JobContext.add_to_batch``)."""
+        return list(self._outside_the_loop(self.job.add_to_batch, specs))
+
     def _outside_the_loop(self, call, *args, **kwargs):
         if self._database_thread is None:
             return call(*args, **kwargs)

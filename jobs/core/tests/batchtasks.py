@@ -10,7 +10,6 @@ from jobs.tasks.compat import task
 
 CALLBACK = "tests.batch.callback"
 SUCCESS = "tests.batch.success"
-FAN_OUT = "tests.batch.fan_out"
 STEP = "tests.chain.step"
 
 
@@ -23,14 +22,6 @@ def callback(ctx) -> dict:
 @job_type(SUCCESS, public=False, max_attempts=1)
 def success(ctx) -> dict:
     return ctx.payload
-
-
-@job_type(FAN_OUT, public=False, max_attempts=1)
-def fan_out(ctx) -> dict:
-    """Adds ``count`` diagnostics.sleep jobs of ``seconds`` to its own batch."""
-    count, seconds = ctx.payload.get("count", 3), ctx.payload.get("seconds", 0)
-    added = ctx.add_to_batch([JobSpec("diagnostics.sleep", {"seconds": seconds, "steps": 1})] * count)
-    return {"added": [str(s.job.id) for s in added]}
 
 
 @job_type(STEP, public=False, max_attempts=1)
@@ -54,3 +45,15 @@ def task_callback(summary: dict) -> dict:
 def task_step(context, add: int) -> int:
     results = list(context.dependency_results().values())
     return (results[-1]["result"] if results else 0) + add
+
+
+@task()
+def task_success(summary: dict) -> dict:
+    return summary
+
+
+@task(takes_context=True)
+def task_fan_out(context, count: int, seconds: float) -> int:
+    """Adds ``count`` sleeps to its own batch while it runs."""
+    context.add_to_batch([JobSpec("diagnostics.sleep", {"seconds": seconds, "steps": 1})] * count)
+    return count
