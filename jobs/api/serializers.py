@@ -7,7 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apikit.serializers import RejectUnknownFields
-from jobs.core.models import ErrorCategory, Job, JobEvent, Priority
+from jobs.core.models import DependencyFailure, ErrorCategory, Job, JobEvent, Priority
 from jobs.core.submit import MAX_ATTEMPTS_LIMIT, JobSpec
 from jobs.insight import estimates
 
@@ -90,7 +90,7 @@ class JobSerializer(serializers.ModelSerializer):
         model = Job
         fields = [
             "id", "type", "status", "priority", "heavy", "owner", "payload", "result", "error",
-            "attempts", "max_attempts", "timeout", "idempotency_key", "depends_on",
+            "attempts", "max_attempts", "timeout", "idempotency_key", "depends_on", "on_dependency_failure", "batch",
             "progress", "stage", "progress_details", "seq", "worker_name",
             "created_at", "enqueued_at", "scheduled_for", "started_at", "finished_at", "duration_seconds",
             "estimated_start_at", "estimated_finish_at", "eta_warning", "paused", "hold",
@@ -195,13 +195,18 @@ class JobSubmitSerializer(RejectUnknownFields, serializers.Serializer):
     run_at = serializers.DateTimeField(required=False)
     heavy = serializers.BooleanField(required=False)
     idempotency_key = serializers.CharField(max_length=200, required=False, help_text="or the Idempotency-Key header")
+    on_dependency_failure = serializers.ChoiceField(
+        choices=DependencyFailure.choices,
+        required=False,
+        help_text="cancel (default): a failed dependency cancels it; run: it runs when all are final, sees it",
+    )
 
     def to_spec(self, default_key: str | None = None) -> JobSpec:
         data = self.validated_data
-        return _spec_from(data, default_key)
+        return spec_from(data, default_key)
 
 
-def _spec_from(data: dict, default_key: str | None) -> JobSpec:
+def spec_from(data: dict, default_key: str | None) -> JobSpec:
     return JobSpec(
         type=data["type"],
         payload=data.get("payload") or {},
@@ -212,6 +217,7 @@ def _spec_from(data: dict, default_key: str | None) -> JobSpec:
         heavy=data.get("heavy"),
         idempotency_key=data.get("idempotency_key") or default_key,
         ref=data.get("ref"),
+        on_dependency_failure=data.get("on_dependency_failure"),
     )
 
 
@@ -225,4 +231,4 @@ class BulkSubmitSerializer(RejectUnknownFields, serializers.Serializer):
     jobs = BulkItemSerializer(many=True, allow_empty=False, max_length=5000)  # type: ignore[call-arg]
 
     def to_specs(self) -> list[JobSpec]:
-        return [_spec_from(item, None) for item in self.validated_data["jobs"]]
+        return [spec_from(item, None) for item in self.validated_data["jobs"]]

@@ -26,7 +26,7 @@ from django.db import transaction
 from django.db.models import Avg, Case, Count, IntegerField, Value, When
 from django.utils import timezone
 
-from jobs.core import lifecycle, outcomes, registry
+from jobs.core import lifecycle, outcomes, registry, relay
 from jobs.core.errors import ActionRefused, SubmitError, TransitionError
 from jobs.core.models import (
     BROKEN_DEPENDENCY_STATUSES,
@@ -55,27 +55,36 @@ def callback_name(callback: Any) -> str:
     return name
 
 
-def _check_callback(name: str, field: str) -> None:
+def _check_callback(name: str, field: str, allow_internal: bool) -> None:
     if not name:
         return
     try:
-        registry.get(name, resolve=True)
+        job_type = registry.get(name, resolve=True)
     except SubmitError:
         raise SubmitError(
             f"Unknown job type {name!r} for {field}.", field=field, hint="Name a registered job type or task."
         ) from None
+    if not job_type.public and not allow_internal:
+        raise SubmitError(f"Job type {name!r} is internal.", field=field, hint="It is submitted by code only.")
 
 
 # --- Making one -------------------------------------------------------------------------
 
 
 def open_batch(
-    *, owner=None, description: str = "", on_complete: Any = None, on_success: Any = None, context=None
+    *,
+    owner=None,
+    description: str = "",
+    on_complete: Any = None,
+    on_success: Any = None,
+    context=None,
+    allow_internal: bool = True,
 ) -> Batch:
-    """A new open batch (jobs join until ``close``)."""
+    """A new open batch (jobs join until ``close_batch``). Callbacks are job type names
+    or standard tasks; ``allow_internal=False`` (the API) takes public types only."""
     complete, success = callback_name(on_complete), callback_name(on_success)
-    _check_callback(complete, "on_complete")
-    _check_callback(success, "on_success")
+    _check_callback(complete, "on_complete", allow_internal)
+    _check_callback(success, "on_success", allow_internal)
     if len(description) > MAX_DESCRIPTION:
         raise SubmitError(f"description is longer than {MAX_DESCRIPTION} characters.", field="description")
     if context is not None and not isinstance(context, dict):
@@ -106,8 +115,9 @@ def create_batch(
 
     with transaction.atomic():
         batch = open_batch(
-            owner=owner, description=description, on_complete=on_complete, on_success=on_success, context=context
-        )
+            owner=owner, description=description, on_complete=on_complete, on_success=on_success, context=context,
+            allow_internal=allow_internal,
+        )  # fmt: skip
         submitted = submit.submit_many(specs, owner=owner, allow_internal=allow_internal, batch=batch)
         if not keep_open:
             Batch.objects.filter(pk=batch.pk).update(closed_at=timezone.now())
@@ -210,10 +220,10 @@ def settle(batch_id) -> list[Job]:
         # The guarded write first: it takes the row (and, on SQLite, the write lock), so
         # the count below sees every job committed before it and no other settle can
         # pass the same guard until this transaction ends.
-        won = Batch.objects.filter(pk=batch_id, closed_at__isnull=False, completed_at__isnull=True).update(
+        completed = Batch.objects.filter(pk=batch_id, closed_at__isnull=False, completed_at__isnull=True).update(
             completed_at=now, updated_at=now
         )
-        if won:
+        if completed:
             if _any_unfinished(batch_id):
                 transaction.set_rollback(True)  # not yet: the guard stays open
                 return []
@@ -224,17 +234,19 @@ def settle(batch_id) -> list[Job]:
                 fired.append(job)
         # Success may come later than completion: retry-failed can turn the last
         # failures into completions after on_complete ran.
-        all_complete = not Job.objects.filter(batch_id=batch_id).exclude(status=Status.COMPLETE).exists()
-        if all_complete:
-            won = Batch.objects.filter(pk=batch_id, completed_at__isnull=False, succeeded_at__isnull=True).update(
+        succeeded = 0
+        if not Job.objects.filter(batch_id=batch_id).exclude(status=Status.COMPLETE).exists():
+            succeeded = Batch.objects.filter(pk=batch_id, completed_at__isnull=False, succeeded_at__isnull=True).update(
                 succeeded_at=now, updated_at=now
             )
-            if won:
+            if succeeded:
                 batch = Batch.objects.get(pk=batch_id)
                 if batch.on_success:
                     job = _submit_callback(batch, batch.on_success, "success")
                     Batch.objects.filter(pk=batch_id).update(success_job=job.id)
                     fired.append(job)
+        if completed or succeeded:
+            transaction.on_commit(lambda: relay.batch_changed(batch_id))  # its followers' final message
     return fired
 
 

@@ -50,6 +50,22 @@ def job_group(job_id) -> str:
     return f"jobdesk.job.{job_id}"
 
 
+def batch_group(batch_id) -> str:
+    """Followers of a batch (``/ws/batches/<id>/``): its jobs' events and its own."""
+    return f"jobdesk.batch.{batch_id}"
+
+
+BATCH_EVENT = "batch.event"  # a batch's own news (settled): the consumers' ``batch_event``
+
+
+def batch_changed(batch_id) -> None:
+    """Tell a batch's followers to re-read it (its callbacks were just submitted)."""
+    try:
+        _sender().put((batch_group(batch_id),), {"batch_id": str(batch_id)}, kind=BATCH_EVENT)
+    except Exception:
+        logger.exception("relay unavailable", extra={"batch_id": str(batch_id)})
+
+
 def subject_group(field: str, value) -> str:
     """The group of everyone following a subject (e.g. ``document_id`` = <uuid>)."""
     return f"jobdesk.{field}.{value}"
@@ -60,7 +76,7 @@ def subject_group(field: str, value) -> str:
 # A message about no one job (bulk announcements): every key, all empty. Subject fields
 # that apps register are added (as None) by ``blank()``.
 BLANK: dict[str, Any] = {
-    "type": "status", "job_id": None, "job_type": None, "seq": 0, "timestamp": None,
+    "type": "status", "job_id": None, "batch_id": None, "job_type": None, "seq": 0, "timestamp": None,
     "status": None, "progress": 0, "stage": "", "details": {}, "result_summary": None, "error_category": None,
     "user_message": None, "recovery_actions": [], "estimated_start_at": None, "estimated_finish_at": None,
     "eta_paused": False,
@@ -101,6 +117,7 @@ def message(job: Job, kind: str | None = None, *, at: datetime | None = None, es
     return {
         "type": kind or kind_of(job.status),
         "job_id": str(job.id),
+        "batch_id": str(job.batch_id) if job.batch_id else None,
         **subjects_of(job),
         "job_type": job.type,
         "seq": job.seq,
@@ -175,6 +192,8 @@ def send(msg: dict) -> None:
     """Queue a message for its groups. Never raises: a job's move has already happened,
     and telling clients about it must not turn into the move's error."""
     groups = [job_group(msg["job_id"]), OPS_GROUP]
+    if msg.get("batch_id"):
+        groups.append(batch_group(msg["batch_id"]))
     for field in registry.subject_fields():
         value = msg.get(field)
         if value and _SAFE_NAME.fullmatch(value):
@@ -211,9 +230,9 @@ class _Sender:
         self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
         threading.Thread(target=self._run, name="jobdesk-relay", daemon=True).start()
 
-    def put(self, groups: tuple[str, ...], msg: dict) -> None:
+    def put(self, groups: tuple[str, ...], msg: dict, kind: str = EVENT) -> None:
         with self.lock:
-            self.buffer.append((groups, msg))
+            self.buffer.append((groups, msg, kind))
         with contextlib.suppress(RuntimeError):  # the loop is gone (interpreter shutting down)
             self.loop.call_soon_threadsafe(self.wake.set)
 
@@ -241,15 +260,15 @@ class _Sender:
                         self.busy = False
                         self.lock.notify_all()
                         break
-                    groups, msg = self.buffer.popleft()
+                    groups, msg, kind = self.buffer.popleft()
                     self.busy = True
-                await self._send(groups, msg)
+                await self._send(groups, msg, kind)
 
-    async def _send(self, groups: tuple[str, ...], msg: dict) -> None:
+    async def _send(self, groups: tuple[str, ...], msg: dict, kind: str = EVENT) -> None:
         global _down_until
         if time.monotonic() < _down_until:
             return  # dropped: clients re-read the truth on reconnect
-        envelope = {"type": EVENT, "event": msg}
+        envelope = {"type": kind, "event": msg}
         try:
             sends = [self.layer.group_send(group, envelope) for group in groups]
             await asyncio.wait_for(asyncio.gather(*sends), _SEND_TIMEOUT)

@@ -553,3 +553,16 @@ def accuracy(since: datetime | None = None, limit: int = 1000) -> dict:
 def _quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+BATCH_ESTIMATED_JOBS = 200  # a batch's finish is estimated from its last unfinished jobs in line
+
+
+def batch_finish(batch_id) -> datetime | None:
+    """When a batch's last job should end: the latest finish estimate among its last
+    ``BATCH_ESTIMATED_JOBS`` unfinished jobs (the end of its line), or None."""
+    unfinished = list(Job.objects.filter(batch_id=batch_id).unfinished().order_by("-created_at")[:BATCH_ESTIMATED_JOBS])
+    if not unfinished:
+        return None
+    finishes = [e.finish_at for e in estimate(unfinished).values() if e.finish_at]
+    return max(finishes) if finishes else None

@@ -33,10 +33,10 @@ def callback_jobs(type_name: str = CALLBACK) -> list[Job]:
     return list(Job.objects.filter(type=type_name))
 
 
-def settled(batch: Batch) -> Job | None:
+def settled(batch: Batch):
     """The batch's on_complete job once it has run."""
     batch.refresh_from_db()
-    return Job.objects.filter(pk=batch.complete_job, status=Status.COMPLETE).first()
+    return batch.complete_job and Job.objects.filter(pk=batch.complete_job, status=Status.COMPLETE).first()
 
 
 def test_a_batch_on_two_workers_ends_with_one_callback_and_the_right_counts(spawn, alice):
