@@ -21,9 +21,9 @@ from apikit.filters import StrictFilterSet
 from apikit.serializers import RejectUnknownFields
 from apikit.throttling import FailOpen
 from apikit.views import Conventions
-from ingestion import uploads
+from ingestion import sets, uploads
 from ingestion.models import Material, MaterialChunk
-from jobs import JobSerializer, OwnedRows, estimate_page, visible
+from jobs import Batch, BatchSerializer, JobSerializer, OwnedRows, estimate_page, visible
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -58,7 +58,7 @@ class MaterialSerializer(serializers.ModelSerializer):
     class Meta:
         model = Material
         fields = ["id", "name", "owner", "content_type", "size", "sha256", "status", "error", "statistics", "job",
-                  "created_at", "updated_at"]  # fmt: skip
+                  "upload_set", "created_at", "updated_at"]  # fmt: skip
         read_only_fields = fields
         list_serializer_class = MaterialListSerializer
 
@@ -108,6 +108,7 @@ class UploadThrottle(FailOpen, UserRateThrottle):
 REFUSALS = {
     code: OpenApiResponse(description=text)
     for code, text in [
+        (400, "several files: more than 20, or a field other than file"),
         (413, "larger than MAX_UPLOAD_BYTES"),
         (415, "not a supported type"),
         (429, "too many uploads: see Retry-After"),
@@ -160,7 +161,10 @@ class MaterialViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMi
         },  # fmt: skip
     )
     def create(self, request: Request) -> Response:
+        """One file, or several ``file`` parts: then one set, processed as one batch."""
         try:
+            if len(request.FILES.getlist("file")) > 1:  # reads the body: the size limit may refuse it
+                return self._create_set(request)
             incoming = MaterialUploadSerializer(data=request.data)
             incoming.is_valid(raise_exception=True)
             result = uploads.upload(request.user, incoming.validated_data["file"], incoming.validated_data.get("name"))
@@ -170,6 +174,29 @@ class MaterialViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMi
         return Response(
             MaterialSerializer(material, context=self.get_serializer_context()).data,
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+    def _create_set(self, request: Request) -> Response:
+        unknown = set(request.data) - {"file"}
+        if unknown:
+            raise Refusal(400, "invalid", f"Unknown field(s) with several files: {', '.join(sorted(unknown))}.",
+                          "Send only file parts; each is named by its file name.")  # fmt: skip
+        try:
+            material_set, uploaded = sets.upload_many(request.user, request.FILES.getlist("file"))
+        except uploads.UploadRefused as refused:
+            raise _refusal(refused) from None
+        materials = self.get_queryset().filter(pk__in=[u.material.pk for u in uploaded])
+        by_id = {m.pk: m for m in materials}
+        batch = Batch.objects.get(pk=str(material_set.batch_id))
+        return Response(
+            {
+                "material_set": str(material_set.id),
+                "batch": BatchSerializer(batch).data,
+                "materials": MaterialSerializer(
+                    [by_id[u.material.pk] for u in uploaded], many=True, context=self.get_serializer_context()
+                ).data,
+            },
+            status=status.HTTP_201_CREATED,
         )
 
     @extend_schema(responses=MaterialChunkSerializer(many=True), filters=False)

@@ -9,7 +9,7 @@ Job types and crons (``job_type``, ``cron``, ``subject_field``), submitting work
 catches, the actions on a job (``cancel``, ``requeue``, ``promote``, ``run_now``,
 ``note``), the record and its status vocabulary (``Job``, ``Status``, …), backpressure
 (``retry_after_backlog``), who may see what (``visible``, ``may_see``), the pieces for an
-app's own API (``JobSerializer``, ``estimate_page``, ``OwnedRows``) and its own
+app's own API (``JobSerializer``, ``BatchSerializer``, ``estimate_page``, ``OwnedRows``) and its own
 WebSocket routes (``FollowConsumer``, ``subject_group``, …). Anything else under
 ``jobs.`` is the platform's inside and may change. docs/architecture.md says more.
 
@@ -69,6 +69,7 @@ _FACE = {
     "retry_after_backlog": "jobs.insight.backpressure",
     # an app's own API
     "JobSerializer": "jobs.api.serializers",
+    "BatchSerializer": "jobs.api.batches",
     "estimate_page": "jobs.api.serializers",
     "OwnedRows": "jobs.api.permissions",
     # an app's own WebSocket routes
@@ -89,6 +90,7 @@ __all__ = [
     "ActionRefused",
     "AdminRequiredError",
     "Batch",
+    "BatchSerializer",
     "FINAL_STATUSES",
     "FORBIDDEN",
     "FollowConsumer",
@@ -148,6 +150,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # what a type checker and an editor see
+    from jobs.api.batches import BatchSerializer
     from jobs.api.permissions import OwnedRows
     from jobs.api.serializers import JobSerializer, estimate_page
     from jobs.core.access import may_see, visible
