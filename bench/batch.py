@@ -54,7 +54,9 @@ def drain(workers: int, worker_class: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs in the batch submitted and run to its callback")
-    parser.add_argument("--compare", type=int, default=2000, help="jobs per run of the with/without comparison (0: skip it)")
+    parser.add_argument(
+        "--compare", type=int, default=2000, help="jobs per run of the with/without comparison (0: skip it)"
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-class", default="jobs.execution.worker.JobdeskWorker")

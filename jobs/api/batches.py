@@ -13,7 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apikit.serializers import RejectUnknownFields
+from apikit.serializers import RejectUnknownFields, StrictBooleanField, StrictCharField
 from apikit.views import Conventions
 from jobs.api.permissions import OwnedRows
 from jobs.api.serializers import BulkItemSerializer, spec_from
@@ -105,12 +105,10 @@ class BatchCreatedSerializer(BatchSerializer):
 
 
 class BatchCreateSerializer(RejectUnknownFields, serializers.Serializer):
-    description = serializers.CharField(
-        max_length=batches.MAX_DESCRIPTION, required=False, default="", allow_blank=True
-    )
-    on_complete = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
-    on_success = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
-    open = serializers.BooleanField(
+    description = StrictCharField(max_length=batches.MAX_DESCRIPTION, required=False, default="", allow_blank=True)
+    on_complete = StrictCharField(max_length=200, required=False, default="", allow_blank=True)
+    on_success = StrictCharField(max_length=200, required=False, default="", allow_blank=True)
+    open = StrictBooleanField(
         required=False, default=False, help_text="keep it open for more jobs (POST …/jobs/), until POST …/close/"
     )
     # many=True makes a ListSerializer, which takes max_length (the stubs know only the child's arguments).
