@@ -102,7 +102,7 @@ def run(args) -> None:
     # 2. Run it to its callback.
     seconds = drain(args.workers, args.worker_class)
     batch.refresh_from_db()
-    callback = Job.objects.filter(pk=batch.complete_job).first()
+    callback = Job.objects.filter(pk=str(batch.complete_job)).first()
     if callback is None or callback.status != Status.COMPLETE or callback.result != args.jobs:
         raise SystemExit(f"the callback did not run as expected: {callback and callback.status}")
     last = Job.objects.filter(batch=batch).aggregate(last=Max("finished_at"))["last"]
