@@ -199,3 +199,16 @@ def test_a_step_that_opts_in_runs_after_a_failure_and_sees_it(alice, run_worker)
         {"status": "failed", "error": {"category": "user_fixable", "message": "this step was told to fail"}}
     ]
     assert last.result["total"] == 5  # nothing complete to add to
+
+
+def test_a_redis_flushall_mid_batch_still_ends_in_one_callback(alice, run_worker, redis_conn):
+    batch, _ = batches.create_batch([sleep()] * 6, owner=alice, on_complete=batchtasks.task_callback)
+    run_worker(max_jobs=2)
+    redis_conn.flushall()  # the four queued dispatches are gone; the batch never was in Redis
+    assert len(reconcile.run(grace_seconds=0).requeued) == 4
+    run_worker()
+    (callback,) = callback_jobs()
+    assert callback.status == Status.COMPLETE
+    assert callback.result["total"] == 6 and callback.result["counts"] == {"complete": 6}
+    assert reconcile.run(grace_seconds=0).batches_settled == []
+    assert len(callback_jobs()) == 1
