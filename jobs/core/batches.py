@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import os
 import signal
 from collections.abc import Iterator, Sequence
@@ -38,6 +39,8 @@ from jobs.core.models import (
     Job,
     Status,
 )
+
+logger = logging.getLogger("jobs.core.batches")
 
 # The batch that submits inside ``with batch(...)`` join (``submit_many`` reads it).
 current: contextvars.ContextVar[Batch | None] = contextvars.ContextVar("jobdesk_current_batch", default=None)
@@ -143,7 +146,10 @@ def batch(
         yield made
     except BaseException:
         current.reset(token)
-        cancel(made.pk, actor_label="batch block raised")
+        try:
+            cancel(made.pk, actor_label="batch block raised")
+        except Exception:  # e.g. the caller's transaction is broken: it rolls the batch back anyway
+            logger.exception("could not cancel the batch of a block that raised", extra={"batch_id": str(made.pk)})
         raise
     current.reset(token)
     close_batch(made.pk)
