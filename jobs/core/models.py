@@ -38,6 +38,9 @@ FINAL_STATUSES = frozenset({Status.COMPLETE, Status.FAILED, Status.DEAD_LETTER, 
 PENDING_STATUSES = frozenset({Status.QUEUED, Status.SCHEDULED, Status.DEFERRED, Status.WAITING, Status.RETRYING})
 # Not final: waiting or running.
 UNFINISHED_STATUSES = PENDING_STATUSES | {Status.ACTIVE}
+# The same, as one fixed list: a partial index's condition and the queries that must
+# match it (job_batch_unfinished) say it in the same words.
+UNFINISHED_IN_ORDER = tuple(sorted(UNFINISHED_STATUSES))
 # Waiting for a moment (run_at, a retry's backoff, a work window): rq-scheduler holds them.
 TIMED_STATUSES = frozenset({Status.SCHEDULED, Status.RETRYING, Status.DEFERRED})
 # Ended in an error an operator may want to look at.
@@ -204,7 +207,11 @@ class Job(models.Model):
     on_dependency_failure = models.CharField(
         max_length=6, choices=DependencyFailure.choices, default=DependencyFailure.CANCEL
     )
-    batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    # No index of its own: job_batch_status (batch, status) serves every lookup by batch,
+    # and "any unfinished job in this batch?" must seek by status, not scan the batch.
+    batch = models.ForeignKey(
+        Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs", db_index=False
+    )
     # False while something must follow the job's end: its type's hooks, or dependents
     # to settle. Set once those ran; the reconciler replays them for final jobs still
     # without it (a worker died in between). True from the start for the common case —
@@ -271,8 +278,15 @@ class Job(models.Model):
             # Recent run times per type (ETAs, stats).
             models.Index(fields=["type", "status", "finished_at"], name="job_type_status_finished"),
             models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
-            # A batch's jobs by status: its counts, and "is any still unfinished?" per job's end.
+            # A batch's jobs by status (its counts, the job list's batch filter), and its
+            # unfinished ones alone: "is any still unfinished?" after each of its jobs' end
+            # is one seek, however many of its jobs are done.
             models.Index(fields=["batch", "status"], condition=Q(batch__isnull=False), name="job_batch_status"),
+            models.Index(
+                fields=["batch"],
+                condition=Q(batch__isnull=False, status__in=UNFINISHED_IN_ORDER),
+                name="job_batch_unfinished",
+            ),
             models.Index(fields=["-created_at"], name="job_created"),
             # The console's list filtered by status (dead letters, failures), newest first.
             models.Index(fields=["status", "-created_at"], name="job_status_created"),
