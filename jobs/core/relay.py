@@ -55,11 +55,15 @@ def batch_group(batch_id) -> str:
     return f"jobdesk.batch.{batch_id}"
 
 
-BATCH_EVENT = "batch.event"  # a batch's own news (settled): the consumers' ``batch_event``
+BATCH_EVENT = "batch.event"  # "re-read this batch": the consumers' ``batch_event``
+# A batch's followers re-read its aggregate from the database, so its group gets a nudge,
+# not each of its jobs' messages: at most one per batch per process per this many
+# seconds, however fast its jobs move (a send per job event cost a worker ~1 ms a job).
+BATCH_NUDGE_INTERVAL = 0.25
 
 
 def batch_changed(batch_id) -> None:
-    """Tell a batch's followers to re-read it (its callbacks were just submitted)."""
+    """Tell a batch's followers to re-read it now (its callbacks were just submitted)."""
     try:
         _sender().put((batch_group(batch_id),), {"batch_id": str(batch_id)}, kind=BATCH_EVENT)
     except Exception:
@@ -192,14 +196,15 @@ def send(msg: dict) -> None:
     """Queue a message for its groups. Never raises: a job's move has already happened,
     and telling clients about it must not turn into the move's error."""
     groups = [job_group(msg["job_id"]), OPS_GROUP]
-    if msg.get("batch_id"):
-        groups.append(batch_group(msg["batch_id"]))
     for field in registry.subject_fields():
         value = msg.get(field)
         if value and _SAFE_NAME.fullmatch(value):
             groups.append(subject_group(field, value))
     try:
-        _sender().put(tuple(groups), msg)
+        sender = _sender()
+        sender.put(tuple(groups), msg)
+        if msg.get("batch_id"):
+            sender.nudge(msg["batch_id"])
     except Exception:
         logger.exception("relay unavailable", extra={"job_id": msg.get("job_id")})
 
@@ -210,6 +215,7 @@ def drain(timeout: float = 2.0) -> bool:
     sender = _current
     if sender is None or sender.pid != os.getpid() or time.monotonic() < _down_until:
         return True
+    sender.flush_nudges()  # a work-horse about to exit sends its batches' nudges now
     return sender.wait_idle(timeout)
 
 
@@ -222,6 +228,7 @@ class _Sender:
         self.buffer: collections.deque = collections.deque(maxlen=_BUFFER)
         self.lock = threading.Condition()
         self.busy = False
+        self.nudging: set[str] = set()  # batches with a nudge due (BATCH_NUDGE_INTERVAL)
         self.loop = asyncio.new_event_loop()
         self.wake = asyncio.Event()
         # Built here, in the caller's thread: importing the backend inside the relay
@@ -235,6 +242,29 @@ class _Sender:
             self.buffer.append((groups, msg, kind))
         with contextlib.suppress(RuntimeError):  # the loop is gone (interpreter shutting down)
             self.loop.call_soon_threadsafe(self.wake.set)
+
+    def nudge(self, batch_id: str) -> None:
+        """A batch's followers are told to re-read it within BATCH_NUDGE_INTERVAL; the
+        nudges of one batch in that time are one."""
+        with self.lock:
+            if batch_id in self.nudging:
+                return
+            self.nudging.add(batch_id)
+        with contextlib.suppress(RuntimeError):  # the loop is gone (interpreter shutting down)
+            self.loop.call_soon_threadsafe(self.loop.call_later, BATCH_NUDGE_INTERVAL, self._nudge_due, batch_id)
+
+    def _nudge_due(self, batch_id: str) -> None:
+        with self.lock:
+            if batch_id not in self.nudging:
+                return  # flushed already
+            self.nudging.discard(batch_id)
+        self.put((batch_group(batch_id),), {"batch_id": batch_id}, kind=BATCH_EVENT)
+
+    def flush_nudges(self) -> None:
+        with self.lock:
+            due, self.nudging = self.nudging, set()
+        for batch_id in due:
+            self.put((batch_group(batch_id),), {"batch_id": batch_id}, kind=BATCH_EVENT)
 
     def wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
