@@ -260,8 +260,8 @@ _BUTTON_OF_VERB = {"requeue": "Retry", "cancel": "Cancel", "run-now": "Run now",
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = [
-        "short_id", "type", "status_badge", "progress_bar", "priority", "owner", "tries", "eta_or_duration",
-        "age", "error_column", "batch_link",
+        "short_id", "type_shown", "status_badge", "progress_bar", "priority", "owner", "tries", "eta_or_duration",
+        "age", "error_column",
     ]  # fmt: skip
     list_filter = ["status", TypeFilter, SystemJobsFilter, BatchFilter, "priority", "error_category", "heavy", "owner"]
     search_fields = ["type"]  # the search itself is get_search_results
@@ -408,6 +408,14 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="id")
     def short_id(self, job: Job) -> str:
         return str(job.id)[:8]
+
+    @admin.display(description="type", ordering="type")
+    def type_shown(self, job: Job) -> str:
+        """The type; a job of a batch has its batch under it (a link to the batch's page):
+        the list's batch column, within the type's width (the list fits 1280 px)."""
+        if job.batch_id is None:
+            return job.type
+        return format_html('{}<br><span class="jd-batch-of">batch {}</span>', job.type, self.batch_link(job))
 
     @admin.display(description="batch")
     def batch_link(self, job: Job) -> str:
