@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Avg, Case, Count, IntegerField, Value, When
+from django.db.models import Avg, Case, Count, Exists, IntegerField, OuterRef, Value, When
 from django.utils import timezone
 
 from jobs.core import lifecycle, outcomes, registry, relay
@@ -375,9 +375,6 @@ def retry_failed(batch_id, *, actor=None, actor_label: str = "") -> int:
 def unsettled(limit: int = 500) -> list:
     """Closed batches without their on_complete, none of whose jobs is unfinished: what
     the reconciler settles (a worker died between the last job's end and the callback)."""
-    candidates = Batch.objects.filter(closed_at__isnull=False, completed_at__isnull=True).order_by("closed_at")
-    found = []
-    for batch_id in candidates.values_list("id", flat=True)[:limit]:
-        if not _any_unfinished(batch_id):
-            found.append(batch_id)
-    return found
+    unfinished = Job.objects.filter(batch_id=OuterRef("pk"), status__in=UNFINISHED_IN_ORDER)  # job_batch_unfinished
+    candidates = Batch.objects.filter(closed_at__isnull=False, completed_at__isnull=True).filter(~Exists(unfinished))
+    return list(candidates.order_by("closed_at").values_list("id", flat=True)[:limit])

@@ -214,3 +214,32 @@ def test_progress_is_the_mean_of_the_jobs_and_counts_come_from_the_rows(alice):
     assert measured.total == 4 and measured.unfinished == 3
     assert measured.counts["complete"] == 1 and measured.counts["active"] == 1 and measured.counts["queued"] == 2
     assert measured.percent == 37.5  # (100 + 50 + 0 + 0) / 4
+
+
+def test_pruning_takes_a_finished_batch_once_its_jobs_are_gone(alice, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from jobs.upkeep import pruning
+
+    long_ago = timezone.now() - timedelta(days=settings.JOB_RETENTION_DAYS + 1)
+    old, old_jobs = batches.create_batch([NOOP], owner=alice)
+    recent, recent_jobs = batches.create_batch([NOOP], owner=alice)
+    for submitted in (*old_jobs, *recent_jobs):
+        run(submitted.job)
+    kept_job, _ = batches.create_batch([NOOP], owner=alice)  # its job still queued
+    Job.objects.filter(batch=old).update(finished_at=long_ago)
+    Batch.objects.filter(pk__in=[old.id, kept_job.id]).update(completed_at=long_ago)
+    result = pruning.prune_jobs(None)
+    assert result == {"deleted_jobs": 1, "deleted_batches": 1}
+    assert set(Batch.objects.values_list("id", flat=True)) == {recent.id, kept_job.id}
+
+
+def test_unsettled_batches_are_found_in_one_query(alice, django_assert_num_queries):
+    done, done_jobs = batches.create_batch([NOOP], owner=alice, on_complete=batchtasks.CALLBACK)
+    busy, _ = batches.create_batch([NOOP], owner=alice, on_complete=batchtasks.CALLBACK)
+    run(done_jobs[0].job, settle=False)
+    with django_assert_num_queries(1):
+        assert batches.unsettled() == [done.id]
+    assert busy.id not in batches.unsettled()
