@@ -21,6 +21,7 @@ import os
 import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
@@ -371,6 +372,15 @@ def retry_failed(batch_id, *, actor=None, actor_label: str = "") -> int:
 
 # --- Repair -----------------------------------------------------------------------------
 
+# How long after a batch job's requeue the reconciler watches for a late on_success.
+SUCCESS_WATCH = timedelta(days=1)
+
+
+def reopened(batch_id) -> None:
+    """One of the batch's jobs was requeued: its on_success may yet come due (the
+    reconciler watches such batches for ``SUCCESS_WATCH``)."""
+    Batch.objects.filter(pk=batch_id).update(updated_at=timezone.now())
+
 
 def unsettled(limit: int = 500) -> list:
     """Closed batches without their on_complete, none of whose jobs is unfinished: what
@@ -378,3 +388,16 @@ def unsettled(limit: int = 500) -> list:
     unfinished = Job.objects.filter(batch_id=OuterRef("pk"), status__in=UNFINISHED_IN_ORDER)  # job_batch_unfinished
     candidates = Batch.objects.filter(closed_at__isnull=False, completed_at__isnull=True).filter(~Exists(unfinished))
     return list(candidates.order_by("closed_at").values_list("id", flat=True)[:limit])
+
+
+def unsettled_success(limit: int = 500) -> list:
+    """Batches whose on_success came due after on_complete (failed jobs requeued and now
+    all complete) but was never submitted: requeued within ``SUCCESS_WATCH``."""
+    not_complete = Job.objects.filter(batch_id=OuterRef("pk")).exclude(status=Status.COMPLETE)
+    candidates = (
+        Batch.objects.filter(completed_at__isnull=False, succeeded_at__isnull=True)
+        .exclude(on_success="")
+        .filter(updated_at__gte=timezone.now() - SUCCESS_WATCH)
+        .filter(~Exists(not_complete))
+    )
+    return list(candidates.order_by("updated_at").values_list("id", flat=True)[:limit])

@@ -171,10 +171,11 @@ def _replay_unfinished_hooks(finished_before: datetime, report: Report) -> None:
 
 def _settle_batches(report: Report) -> None:
     """Closed batches whose jobs are all final but whose on_complete was never
-    submitted (the worker recording the last job died before it settled the batch):
-    settle them now. The guard on the batch row keeps it to one callback even if that
-    worker's settle is still on its way."""
-    for batch_id in batches.unsettled():
+    submitted (the worker recording the last job died before it settled the batch), and
+    requeued ones now all complete without their on_success: settle them now. The guard
+    on the batch row keeps it to one callback even if that worker's settle is still on
+    its way."""
+    for batch_id in dict.fromkeys([*batches.unsettled(), *batches.unsettled_success()]):
         try:
             fired = batches.settle(batch_id)
         except Exception:

@@ -243,3 +243,22 @@ def test_unsettled_batches_are_found_in_one_query(alice, django_assert_num_queri
     with django_assert_num_queries(1):
         assert batches.unsettled() == [done.id]
     assert busy.id not in batches.unsettled()
+
+
+@pytest.mark.redis  # a requeue asks Redis whether the last run is still stopping
+def test_the_reconciler_submits_a_late_on_success_a_dead_worker_never_did(alice):
+    batch, submitted = batches.create_batch(
+        [NOOP, NOOP], owner=alice, on_complete=batchtasks.CALLBACK, on_success=batchtasks.SUCCESS
+    )
+    first, second = (s.job for s in submitted)
+    run(first)
+    run(second, ok=False)
+    assert batches.retry_failed(batch.id) == 1
+    run(second, settle=False)  # every job complete now, and the worker died before settling
+    assert callbacks(batchtasks.SUCCESS) == []
+    report = reconcile.Report()
+    reconcile._settle_batches(report)
+    assert report.batches_settled == [str(batch.id)]
+    assert len(callbacks(batchtasks.SUCCESS)) == 1 and len(callbacks()) == 1
+    reconcile._settle_batches(report := reconcile.Report())
+    assert report.batches_settled == [] and len(callbacks(batchtasks.SUCCESS)) == 1
