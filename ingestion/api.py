@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import django_filters
 from django.conf import settings
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_field
 from rest_framework import mixins, routers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser, MultiPartParser
@@ -79,6 +79,14 @@ class MaterialUploadSerializer(RejectUnknownFields, serializers.Serializer):
     name = serializers.CharField(
         max_length=255, required=False, allow_blank=True, help_text="defaults to the file's name (also when empty)"
     )
+
+
+class MaterialSetSerializer(serializers.Serializer):
+    """Several ``file`` parts in one upload: one set, processed as one batch."""
+
+    material_set = serializers.UUIDField()
+    batch = BatchSerializer(help_text="the batch of the files' jobs (follow it on /ws/batches/<id>/)")
+    materials = MaterialSerializer(many=True)
 
 
 class MaterialChunkSerializer(serializers.ModelSerializer):
@@ -155,7 +163,11 @@ class MaterialViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMi
     @extend_schema(
         request={"multipart/form-data": MaterialUploadSerializer},
         responses={
-            201: MaterialSerializer,
+            201: PolymorphicProxySerializer(
+                component_name="MaterialUploaded",
+                serializers=[MaterialSerializer, MaterialSetSerializer],
+                resource_type_field_name=None,
+            ),
             200: OpenApiResponse(MaterialSerializer, "the same bytes: existing"),
             **REFUSALS,
         },  # fmt: skip
