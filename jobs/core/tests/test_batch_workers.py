@@ -40,7 +40,7 @@ def settled(batch: Batch):
 
 
 def test_a_batch_on_two_workers_ends_with_one_callback_and_the_right_counts(spawn, alice):
-    ok, user_fixable, retried = 90, 8, 8
+    ok, user_fixable, retried = 170, 15, 15  # the 200 jobs
     specs = [sleep()] * ok + [sleep(fail_mode="user_fixable")] * user_fixable
     specs += [sleep(fail_mode="temporary", fail_times=1)] * retried
     batch, _ = batches.create_batch(
