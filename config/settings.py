@@ -152,6 +152,7 @@ UPLOAD_FRAMING_BYTES = 64 * 1024
 BODY_LIMITS = {
     "/api/materials/": MAX_UPLOAD_BYTES + UPLOAD_FRAMING_BYTES,
     "/api/jobs/bulk/": MAX_BULK_REQUEST_BYTES,
+    "/api/batches/": MAX_BULK_REQUEST_BYTES,
 }
 # Django's own check on non-file request data: never stricter than the routes' limits.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(MAX_REQUEST_BYTES, MAX_BULK_REQUEST_BYTES)

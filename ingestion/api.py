@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import django_filters
 from django.conf import settings
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_field
 from rest_framework import mixins, routers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser, MultiPartParser
@@ -21,9 +21,9 @@ from apikit.filters import StrictFilterSet
 from apikit.serializers import RejectUnknownFields
 from apikit.throttling import FailOpen
 from apikit.views import Conventions
-from ingestion import uploads
+from ingestion import sets, uploads
 from ingestion.models import Material, MaterialChunk
-from jobs import JobSerializer, OwnedRows, estimate_page, visible
+from jobs import Batch, BatchSerializer, JobSerializer, OwnedRows, estimate_page, visible
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -58,7 +58,7 @@ class MaterialSerializer(serializers.ModelSerializer):
     class Meta:
         model = Material
         fields = ["id", "name", "owner", "content_type", "size", "sha256", "status", "error", "statistics", "job",
-                  "created_at", "updated_at"]  # fmt: skip
+                  "upload_set", "created_at", "updated_at"]  # fmt: skip
         read_only_fields = fields
         list_serializer_class = MaterialListSerializer
 
@@ -79,6 +79,14 @@ class MaterialUploadSerializer(RejectUnknownFields, serializers.Serializer):
     name = serializers.CharField(
         max_length=255, required=False, allow_blank=True, help_text="defaults to the file's name (also when empty)"
     )
+
+
+class MaterialSetSerializer(serializers.Serializer):
+    """Several ``file`` parts in one upload: one set, processed as one batch."""
+
+    material_set = serializers.UUIDField()
+    batch = BatchSerializer(help_text="the batch of the files' jobs (follow it on /ws/batches/<id>/)")
+    materials = MaterialSerializer(many=True)
 
 
 class MaterialChunkSerializer(serializers.ModelSerializer):
@@ -108,6 +116,7 @@ class UploadThrottle(FailOpen, UserRateThrottle):
 REFUSALS = {
     code: OpenApiResponse(description=text)
     for code, text in [
+        (400, "several files: more than 20, or a field other than file"),
         (413, "larger than MAX_UPLOAD_BYTES"),
         (415, "not a supported type"),
         (429, "too many uploads: see Retry-After"),
@@ -154,13 +163,20 @@ class MaterialViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMi
     @extend_schema(
         request={"multipart/form-data": MaterialUploadSerializer},
         responses={
-            201: MaterialSerializer,
+            201: PolymorphicProxySerializer(
+                component_name="MaterialUploaded",
+                serializers=[MaterialSerializer, MaterialSetSerializer],
+                resource_type_field_name=None,
+            ),
             200: OpenApiResponse(MaterialSerializer, "the same bytes: existing"),
             **REFUSALS,
         },  # fmt: skip
     )
     def create(self, request: Request) -> Response:
+        """One file, or several ``file`` parts: then one set, processed as one batch."""
         try:
+            if len(request.FILES.getlist("file")) > 1:  # reads the body: the size limit may refuse it
+                return self._create_set(request)
             incoming = MaterialUploadSerializer(data=request.data)
             incoming.is_valid(raise_exception=True)
             result = uploads.upload(request.user, incoming.validated_data["file"], incoming.validated_data.get("name"))
@@ -170,6 +186,29 @@ class MaterialViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMi
         return Response(
             MaterialSerializer(material, context=self.get_serializer_context()).data,
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+    def _create_set(self, request: Request) -> Response:
+        unknown = set(request.data) - {"file"}
+        if unknown:
+            raise Refusal(400, "invalid", f"Unknown field(s) with several files: {', '.join(sorted(unknown))}.",
+                          "Send only file parts; each is named by its file name.")  # fmt: skip
+        try:
+            material_set, uploaded = sets.upload_many(request.user, request.FILES.getlist("file"))
+        except uploads.UploadRefused as refused:
+            raise _refusal(refused) from None
+        materials = self.get_queryset().filter(pk__in=[u.material.pk for u in uploaded])
+        by_id = {m.pk: m for m in materials}
+        batch = Batch.objects.get(pk=str(material_set.batch_id))
+        return Response(
+            {
+                "material_set": str(material_set.id),
+                "batch": BatchSerializer(batch).data,
+                "materials": MaterialSerializer(
+                    [by_id[u.material.pk] for u in uploaded], many=True, context=self.get_serializer_context()
+                ).data,
+            },
+            status=status.HTTP_201_CREATED,
         )
 
     @extend_schema(responses=MaterialChunkSerializer(many=True), filters=False)

@@ -10,7 +10,7 @@ class IngestionConfig(AppConfig):
         # Registers the job type, its completion hooks and the cleanup cron with `jobs`.
         from django.db.models.signals import post_delete
 
-        from ingestion import conf, processing
+        from ingestion import conf, processing, sets  # noqa: F401 - sets registers its job type
 
         conf.apply_defaults()
         from ingestion.models import Material

@@ -8,6 +8,24 @@ from django.conf import settings
 from django.db import models
 
 
+class MaterialSet(models.Model):
+    """Several files uploaded in one request: processed as one batch of jobs, whose
+    on_complete callback records the set as done (``ingestion.sets``)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="material_sets")
+    batch_id = models.UUIDField(null=True, blank=True, help_text="the batch of its files' jobs")
+    done_at = models.DateTimeField(null=True, blank=True, help_text="every file's job ended")
+    summary = models.JSONField(default=dict, blank=True, help_text="the batch's counts when it ended")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"upload set {self.id}"
+
+
 class Material(models.Model):
     class Status(models.TextChoices):
         UPLOADED = "uploaded"
@@ -25,6 +43,9 @@ class Material(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.UPLOADED)
     # The job that processes it now (a reprocess replaces it); hooks act only for this one.
     job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    upload_set = models.ForeignKey(
+        MaterialSet, null=True, blank=True, on_delete=models.SET_NULL, related_name="materials"
+    )
     pages = models.PositiveIntegerField(null=True, blank=True)
     lines = models.PositiveIntegerField(null=True, blank=True)
     words = models.PositiveIntegerField(null=True, blank=True)

@@ -3,11 +3,13 @@
     from jobs import job_type, cron, submit, UserFixableError
 
 Job types and crons (``job_type``, ``cron``, ``subject_field``), submitting work
-(``submit``, ``submit_many``, ``JobSpec``), the errors a handler raises or a caller
+(``submit``, ``submit_many``, ``JobSpec``), batches and chains (``batch``,
+``create_batch``, ``add_to_batch``, ``close_batch``, ``batch_progress``, ``Batch``,
+``chain``, ``task_spec``), the errors a handler raises or a caller
 catches, the actions on a job (``cancel``, ``requeue``, ``promote``, ``run_now``,
 ``note``), the record and its status vocabulary (``Job``, ``Status``, …), backpressure
 (``retry_after_backlog``), who may see what (``visible``, ``may_see``), the pieces for an
-app's own API (``JobSerializer``, ``estimate_page``, ``OwnedRows``) and its own
+app's own API (``JobSerializer``, ``BatchSerializer``, ``estimate_page``, ``OwnedRows``) and its own
 WebSocket routes (``FollowConsumer``, ``subject_group``, …). Anything else under
 ``jobs.`` is the platform's inside and may change. docs/architecture.md says more.
 
@@ -30,6 +32,15 @@ _FACE = {
     "submit_many": "jobs.core.submit",
     "JobSpec": "jobs.core.submit",
     "Submitted": "jobs.core.submit",
+    # batches and chains
+    "batch": "jobs.core.batches",
+    "create_batch": "jobs.core.batches",
+    "add_to_batch": "jobs.core.batches",
+    "close_batch": "jobs.core.batches",
+    "batch_progress": "jobs.core.batches",
+    "Batch": "jobs.core.models",
+    "chain": "jobs.core.dependencies",
+    "task_spec": "jobs.tasks.backend",
     # errors
     "TemporaryError": "jobs.core.errors",
     "UserFixableError": "jobs.core.errors",
@@ -58,6 +69,7 @@ _FACE = {
     "retry_after_backlog": "jobs.insight.backpressure",
     # an app's own API
     "JobSerializer": "jobs.api.serializers",
+    "BatchSerializer": "jobs.api.batches",
     "estimate_page": "jobs.api.serializers",
     "OwnedRows": "jobs.api.permissions",
     # an app's own WebSocket routes
@@ -77,6 +89,8 @@ _FACE = {
 __all__ = [
     "ActionRefused",
     "AdminRequiredError",
+    "Batch",
+    "BatchSerializer",
     "FINAL_STATUSES",
     "FORBIDDEN",
     "FollowConsumer",
@@ -97,7 +111,13 @@ __all__ = [
     "TokenOrSessionAuth",
     "UNFINISHED_STATUSES",
     "UserFixableError",
+    "add_to_batch",
+    "batch",
+    "batch_progress",
     "cancel",
+    "chain",
+    "close_batch",
+    "create_batch",
     "cron",
     "estimate_page",
     "gone_snapshot",
@@ -114,6 +134,7 @@ __all__ = [
     "subject_group",
     "submit",
     "submit_many",
+    "task_spec",
     "visible",
     "websocket_urlpatterns",
 ]
@@ -129,10 +150,13 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # what a type checker and an editor see
+    from jobs.api.batches import BatchSerializer
     from jobs.api.permissions import OwnedRows
     from jobs.api.serializers import JobSerializer, estimate_page
     from jobs.core.access import may_see, visible
     from jobs.core.actions import cancel, promote, requeue, run_now
+    from jobs.core.batches import add_to_batch, batch, batch_progress, close_batch, create_batch
+    from jobs.core.dependencies import chain
     from jobs.core.errors import (
         ActionRefused,
         AdminRequiredError,
@@ -142,7 +166,16 @@ if TYPE_CHECKING:  # what a type checker and an editor see
         UserFixableError,
     )
     from jobs.core.lifecycle import note
-    from jobs.core.models import FINAL_STATUSES, PENDING_STATUSES, UNFINISHED_STATUSES, Job, JobEvent, Priority, Status
+    from jobs.core.models import (
+        FINAL_STATUSES,
+        PENDING_STATUSES,
+        UNFINISHED_STATUSES,
+        Batch,
+        Job,
+        JobEvent,
+        Priority,
+        Status,
+    )
     from jobs.core.registry import cron, job_type, subject_field
     from jobs.core.relay import subject_group
     from jobs.core.submit import JobSpec, Submitted, submit, submit_many
@@ -151,3 +184,4 @@ if TYPE_CHECKING:  # what a type checker and an editor see
     from jobs.live.routing import websocket_urlpatterns
     from jobs.live.snapshots import gone_snapshot, job_snapshot
     from jobs.live.wsauth import TokenOrSessionAuth
+    from jobs.tasks.backend import task_spec

@@ -317,13 +317,17 @@ def test_the_job_list_fits_1280_and_1920_px_without_a_clipped_column(console, sc
              finished_at=now)  # fmt: skip
     submit("diagnostics.sleep", {"seconds": 1}, run_at=now + timedelta(hours=3))
     submit("diagnostics.sleep", {"seconds": 1})
+    from jobs.core import batches
+    from jobs.core.submit import JobSpec
+
+    batches.create_batch([JobSpec("diagnostics.sleep", {"seconds": 1})])  # a row with its batch under its type
     for width in (1280, 1920):
         page.set_viewport_size({"width": width, "height": 900})
         page.goto(f"{base}/admin/jobs/job/")
         page.wait_for_selector("#result_list tbody tr")
         screenshot(page, f"job-list-{width}")  # before the checks: the picture of a failure too
         found = page.evaluate(CLIPPED_CELLS)
-        assert found["rows"] == 5
+        assert found["rows"] == 6
         assert found["clipped"] == [], (width, found["clipped"])
         assert found["tableRight"] <= found["viewport"] and found["pageWidth"] <= found["viewport"], (width, found)
         assert page.inner_text("#content h1") == "Jobs"
@@ -484,3 +488,31 @@ def test_a_jobs_log_lines_appear_live_on_its_page(console, spawn, screenshot):
     assert page.inner_text("#jd-logs [data-logs=summary]") == "16 lines over 1 attempt"
     assert page.evaluate("window.__noReload") is True, "all of it without reloading the page"
     screenshot(page, "job-log-complete")
+
+
+def test_a_batch_page_follows_its_progress_live_and_cancel_asks_first(console, spawn, screenshot):
+    from jobs.core import batches
+    from jobs.core.submit import JobSpec
+
+    page, base = console
+    batch, _ = batches.create_batch(
+        [JobSpec("diagnostics.sleep", {"seconds": 1, "steps": 4})] * 4, description="four sleeps",
+        on_complete="diagnostics.noop",
+    )  # fmt: skip
+    page.goto(f"{base}/admin/jobs/batch/{batch.id}/change/")
+    page.wait_for_selector("#jd-batch .jd-live.on")
+    assert percent(page, "#jd-batch [data-live=bar] .jd-pct") == 0
+    spawn("rqworker", *QUEUES)
+    page.wait_for_function(
+        "parseFloat(document.querySelector('#jd-batch [data-live=bar] .jd-pct').textContent) > 0"
+    )  # rising, without a reload
+    page.wait_for_selector("#jd-batch [data-live=done]:not([hidden])", timeout=60_000)
+    assert percent(page, "#jd-batch [data-live=bar] .jd-pct") == 100
+    assert "4 complete" in page.inner_text("#jd-batch [data-live=counts]")
+    screenshot(page, "batch-page")
+    page.click("text=Cancel…")
+    page.wait_for_selector("text=0 waiting job(s) will be canceled")
+    page.click("input[type=submit]")
+    page.wait_for_selector(".messagelist")
+    batch.refresh_from_db()
+    assert batch.complete_job is not None and Job.objects.filter(type="diagnostics.noop").count() == 1

@@ -11,6 +11,7 @@ class JobFilter(StrictFilterSet):
     error_category = django_filters.ChoiceFilter(choices=ErrorCategory.choices)
     type = ExactTextFilter()
     heavy = StrictBooleanFilter()
+    batch = django_filters.UUIDFilter(field_name="batch_id", help_text="the jobs of one batch")
     created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
 

@@ -7,7 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apikit.serializers import RejectUnknownFields
-from jobs.core.models import ErrorCategory, Job, JobEvent, Priority
+from jobs.core.models import DependencyFailure, ErrorCategory, Job, JobEvent, Priority
 from jobs.core.submit import MAX_ATTEMPTS_LIMIT, MAX_SIZE, JobSpec
 from jobs.insight import estimates
 
@@ -103,7 +103,7 @@ class JobSerializer(serializers.ModelSerializer):
         model = Job
         fields = [
             "id", "type", "status", "priority", "heavy", "owner", "payload", "result", "error",
-            "attempts", "max_attempts", "timeout", "idempotency_key", "depends_on",
+            "attempts", "max_attempts", "timeout", "idempotency_key", "depends_on", "on_dependency_failure", "batch",
             "progress", "stage", "progress_details", "seq", "worker_name", "worker",
             "created_at", "enqueued_at", "scheduled_for", "started_at", "finished_at", "duration_seconds",
             "estimated_start_at", "estimated_finish_at", "estimated_start_range", "estimated_finish_range",
@@ -237,13 +237,18 @@ class JobSubmitSerializer(RejectUnknownFields, serializers.Serializer):
         min_value=0, max_value=MAX_SIZE, required=False,
         help_text="the job's work in its type's unit (e.g. bytes), for its ETA; else the type's own sizing says",
     )  # fmt: skip
+    on_dependency_failure = serializers.ChoiceField(
+        choices=DependencyFailure.choices,
+        required=False,
+        help_text="cancel (default): a failed dependency cancels it; run: it runs when all are final, sees it",
+    )
 
     def to_spec(self, default_key: str | None = None) -> JobSpec:
         data = self.validated_data
-        return _spec_from(data, default_key)
+        return spec_from(data, default_key)
 
 
-def _spec_from(data: dict, default_key: str | None) -> JobSpec:
+def spec_from(data: dict, default_key: str | None) -> JobSpec:
     return JobSpec(
         type=data["type"],
         payload=data.get("payload") or {},
@@ -255,6 +260,7 @@ def _spec_from(data: dict, default_key: str | None) -> JobSpec:
         idempotency_key=data.get("idempotency_key") or default_key,
         ref=data.get("ref"),
         size=data.get("size"),
+        on_dependency_failure=data.get("on_dependency_failure"),
     )
 
 
@@ -268,4 +274,4 @@ class BulkSubmitSerializer(RejectUnknownFields, serializers.Serializer):
     jobs = BulkItemSerializer(many=True, allow_empty=False, max_length=5000)  # type: ignore[call-arg]
 
     def to_specs(self) -> list[JobSpec]:
-        return [_spec_from(item, None) for item in self.validated_data["jobs"]]
+        return [spec_from(item, None) for item in self.validated_data["jobs"]]

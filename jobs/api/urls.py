@@ -1,6 +1,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from jobs.api.batches import BatchViewSet
 from jobs.api.flow import QueueLeverViewSet, TypeLeverViewSet
 from jobs.api.health import HealthView, LiveView, QueuesView
 from jobs.api.schedules import ScheduleViewSet
@@ -10,6 +11,7 @@ from jobs.api.windows import WorkWindowViewSet
 
 router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="job")
+router.register("batches", BatchViewSet, basename="batch")
 router.register("queues", QueueLeverViewSet, basename="queue")
 router.register("types", TypeLeverViewSet, basename="type")
 router.register("schedules", ScheduleViewSet, basename="schedule")

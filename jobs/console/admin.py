@@ -32,7 +32,7 @@ from jobs.console import schedule_views
 from jobs.console import views as console
 from jobs.console.views import system_types
 from jobs.core import actions, registry, transitions
-from jobs.core.models import FINAL_STATUSES, WITH_ERROR_MESSAGE, Job, JobEvent, Status
+from jobs.core.models import FINAL_STATUSES, WITH_ERROR_MESSAGE, Batch, Job, JobEvent, Status
 from jobs.insight import estimates, payload_search
 from jobs.insight import workers as worker_labels
 
@@ -140,6 +140,27 @@ class TypeFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         return queryset.filter(type=self.value()) if self.value() else queryset
+
+
+class BatchFilter(admin.SimpleListFilter):
+    """The jobs of one batch (``?batch=<id>``, as the batch's page links), or of none."""
+
+    title = "batch"
+    parameter_name = "batch"
+
+    def lookups(self, request, model_admin):
+        recent = Batch.objects.order_by("-created_at")[:10]
+        return [("none", "in no batch"), *((str(b.pk), str(b)[:40]) for b in recent)]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if not value:
+            return queryset
+        if value == "none":
+            return queryset.filter(batch__isnull=True)
+        if not _is_uuid(value):
+            raise IncorrectLookupParameters(f"{value!r} is not a batch id")
+        return queryset.filter(batch_id=value)
 
 
 class JobEventInline(admin.TabularInline):
@@ -257,10 +278,10 @@ _BUTTON_OF_VERB = {"requeue": "Retry", "cancel": "Cancel", "run-now": "Run now",
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = [
-        "short_id", "type", "status_badge", "progress_bar", "priority", "owner", "tries", "eta_or_duration",
+        "short_id", "type_shown", "status_badge", "progress_bar", "priority", "owner", "tries", "eta_or_duration",
         "age", "error_column",
     ]  # fmt: skip
-    list_filter = ["status", TypeFilter, SystemJobsFilter, "priority", "error_category", "heavy", "owner"]
+    list_filter = ["status", TypeFilter, SystemJobsFilter, BatchFilter, "priority", "error_category", "heavy", "owner"]
     search_fields = ["type"]  # the search itself is get_search_results
     search_help_text = (
         "A job id (or a UUID idempotency key) finds that job; other words match job types, an "
@@ -279,12 +300,12 @@ class JobAdmin(admin.ModelAdmin):
         "max_attempts", "timeout_shown", "idempotency_key", "pretty_payload", "pretty_result", "error_category",
         "error_shown", "advice", "advice_plain", "traceback", "seq", "rq_job_id", "worker_shown", "created_at",
         "enqueued_at", "scheduled_for", "started_at", "finished_at", "eta_or_duration", "first_estimated_start_at",
-        "first_estimated_finish_at", "eta_error", "dependencies", "dependents_list",
+        "first_estimated_finish_at", "eta_error", "dependencies", "dependents_list", "batch_link",
     ]  # fmt: skip
     # What an operator reads first stays open; the rest is one click away (a shorter page).
     fieldsets = [
         (None, {"fields": ["id", "type", "status_badge", "progress_bar", "stage", "priority", "heavy_shown",
-                           "owner"]}),
+                           "owner", "batch_link"]}),
         ("Attempts and errors", {"fields": ["attempts", "max_attempts", "worker_shown", "timeout_shown",
                                              "error_category", "error_shown", "advice", "traceback"]}),
         ("Times", {"fields": ["created_at", "enqueued_at", "scheduled_for", "started_at", "finished_at",
@@ -421,6 +442,23 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="id")
     def short_id(self, job: Job) -> str:
         return str(job.id)[:8]
+
+    @admin.display(description="type", ordering="type")
+    def type_shown(self, job: Job) -> str:
+        """The type; a job of a batch has its batch under it (a link to the batch's page):
+        the list's batch column, within the type's width (the list fits 1280 px)."""
+        if job.batch_id is None:
+            return job.type
+        return format_html('{}<br><span class="jd-batch-of">batch {}</span>', job.type, self.batch_link(job))
+
+    @admin.display(description="batch")
+    def batch_link(self, job: Job) -> str:
+        if job.batch_id is None:
+            return "—"
+        return format_html(
+            '<a href="{}" title="{}">{}</a>', reverse("admin:jobs_batch_change", args=[job.batch_id]), job.batch_id,
+            str(job.batch_id)[:8],
+        )  # fmt: skip
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, job: Job) -> str:

@@ -7,7 +7,7 @@ what the action adds: the end of a canceled job followed up, a requeue's refusal
 
 from __future__ import annotations
 
-from jobs.core import lifecycle, outcomes, queueing
+from jobs.core import batches, lifecycle, outcomes, queueing
 from jobs.core.errors import ActionRefused
 from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, Job
 
@@ -29,7 +29,10 @@ def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:
     dispatch = Job.objects.filter(pk=job_id).values_list("rq_job_id", flat=True).first()
     if dispatch and queueing.dispatches_in_hand([dispatch]):
         raise ActionRefused(f"Cannot requeue job {job_id} yet: its last run is still stopping; try again in a moment.")
-    return lifecycle.requeue(job_id, actor=actor, actor_label=actor_label)
+    job = lifecycle.requeue(job_id, actor=actor, actor_label=actor_label)
+    if job.batch_id is not None:
+        batches.reopened(job.batch_id)  # its on_success may come due again
+    return job
 
 
 def promote(job_id, *, actor=None, actor_label: str = "") -> Job:

@@ -27,7 +27,16 @@ from django.utils import timezone
 from jobs.core import fastpath, opening, queueing, relay, transitions
 from jobs.core.errors import JobNotFound, SubmitError, TransitionError
 from jobs.core.joblog import log_job
-from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, Job, JobEvent, Priority, Status, status_writes
+from jobs.core.models import (
+    BROKEN_DEPENDENCY_STATUSES,
+    FINAL_STATUSES,
+    DependencyFailure,
+    Job,
+    JobEvent,
+    Priority,
+    Status,
+    status_writes,
+)
 from jobs.core.transitions import FollowUp
 
 __all__ = ["JobNotFound"]  # raised here, defined with the other errors
@@ -166,14 +175,15 @@ def set_initial_status(
         raise SubmitError(
             f"run_at is more than {MAX_RUN_AT_AHEAD.days} days ahead.", field="run_at", hint="Schedule nearer work."
         )
-    broken = [d for d in dependencies if d.status in BROKEN_DEPENDENCY_STATUSES]
-    if broken:
+    after = waiting_verdict(job.on_dependency_failure, [d.status for d in dependencies])
+    if after == "cancel":
+        broken = [d for d in dependencies if d.status in BROKEN_DEPENDENCY_STATUSES]
         job.status, job.finished_at = Status.CANCELED, now
         job.error_message = f"dependency {broken[0].id} is {broken[0].status}"
         return
     if run_at is not None and run_at > now:
         job.scheduled_for = job.run_at = run_at
-    if any(d.status != Status.COMPLETE for d in dependencies):
+    if after == "wait":
         job.status = Status.WAITING
     elif job.scheduled_for:
         job.status = Status.SCHEDULED
@@ -183,6 +193,18 @@ def set_initial_status(
         until = opening.deferral_until(job.scheduled_for or now, windows())
         if until is not None:
             job.status, job.scheduled_for, job.enqueued_at = Status.DEFERRED, until, None
+
+
+def waiting_verdict(on_dependency_failure: str, statuses: Sequence[str]) -> str:
+    """What a job depending on jobs in ``statuses`` does now: "wait", "release" (run)
+    or "cancel". By default any failed, dead-lettered or canceled dependency cancels it
+    and it runs once all completed; a job that asked to run after failures
+    (``on_dependency_failure="run"``) runs once all are final, whatever they ended in."""
+    if on_dependency_failure == DependencyFailure.RUN:
+        return "wait" if any(s not in FINAL_STATUSES for s in statuses) else "release"
+    if any(s in BROKEN_DEPENDENCY_STATUSES for s in statuses):
+        return "cancel"
+    return "wait" if any(s != Status.COMPLETE for s in statuses) else "release"
 
 
 def create_submitted(jobs: Sequence[Job], dependencies: dict) -> None:
@@ -473,8 +495,8 @@ def cancel(job_id, *, actor=None, actor_label: str = "", reason: str = "") -> Jo
 
 
 def _queued_or_waiting(job: Job) -> str:
-    unfinished = Job.objects.filter(dependents=job.id).exclude(status=Status.COMPLETE).exists()
-    return Status.WAITING if unfinished else Status.QUEUED
+    statuses = list(Job.objects.filter(dependents=job.id).values_list("status", flat=True))
+    return Status.QUEUED if waiting_verdict(job.on_dependency_failure, statuses) == "release" else Status.WAITING
 
 
 def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:

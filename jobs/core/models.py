@@ -38,6 +38,9 @@ FINAL_STATUSES = frozenset({Status.COMPLETE, Status.FAILED, Status.DEAD_LETTER, 
 PENDING_STATUSES = frozenset({Status.QUEUED, Status.SCHEDULED, Status.DEFERRED, Status.WAITING, Status.RETRYING})
 # Not final: waiting or running.
 UNFINISHED_STATUSES = PENDING_STATUSES | {Status.ACTIVE}
+# The same, as one fixed list: a partial index's condition and the queries that must
+# match it (job_batch_unfinished) say it in the same words.
+UNFINISHED_IN_ORDER = tuple(sorted(UNFINISHED_STATUSES))
 # Waiting for a moment (run_at, a retry's backoff, a work window): rq-scheduler holds them.
 TIMED_STATUSES = frozenset({Status.SCHEDULED, Status.RETRYING, Status.DEFERRED})
 # Ended in an error an operator may want to look at.
@@ -132,6 +135,56 @@ class ErrorCategory(models.TextChoices):
     ADMIN_REQUIRED = "admin_required"
 
 
+class DependencyFailure(models.TextChoices):
+    """What a waiting job does when one of its dependencies fails, is dead-lettered or
+    canceled: be canceled too (the default), or run once all of them are final and see
+    the failure (``ctx.dependency_results()``)."""
+
+    CANCEL = "cancel"
+    RUN = "run"
+
+
+class Batch(models.Model):
+    """A durable group of jobs with one progress and callbacks (``jobs.core.batches``).
+
+    Counts and progress are read from its jobs (``Job.batch``), never kept as counters.
+    ``completed_at`` / ``succeeded_at`` are set by a guarded UPDATE (``… IS NULL``) in
+    the same transaction that submits the ``on_complete`` / ``on_success`` job: each
+    callback is submitted exactly once, by whichever process first sees the condition
+    hold (a worker recording the last job, or the reconciler after one died)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    description = models.CharField(max_length=500, blank=True, default="")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="job_batches"
+    )
+    # Job type names (a standard task's is its module path); "" for none.
+    on_complete = models.CharField(max_length=200, blank=True, default="", help_text="every job final")
+    on_success = models.CharField(max_length=200, blank=True, default="", help_text="every job complete")
+    context = models.JSONField(default=dict, blank=True, help_text="handed to the callbacks with the summary")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Open: jobs may still be added from anywhere. Closed: only a job of the batch that
+    # is still running may add more (fan-out); the callbacks wait for every job.
+    closed_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True, help_text="every job final: on_complete submitted")
+    complete_job = models.UUIDField(null=True, blank=True)
+    succeeded_at = models.DateTimeField(null=True, blank=True, help_text="every job complete: on_success submitted")
+    success_job = models.UUIDField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "batches"
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="batch_owner_created"),
+            # The reconciler's pass: closed batches whose callbacks are not all in.
+            models.Index(fields=["closed_at"], condition=Q(completed_at__isnull=True), name="batch_unsettled"),
+        ]
+
+    def __str__(self) -> str:
+        return self.description or f"batch {self.id}"
+
+
 class Job(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     type = models.CharField(max_length=100)
@@ -151,6 +204,14 @@ class Job(models.Model):
     # Set (under this row's lock) when another job starts depending on this one, so the
     # common case — nobody waits on it — costs no query when it finishes.
     has_dependents = models.BooleanField(default=False)
+    on_dependency_failure = models.CharField(
+        max_length=6, choices=DependencyFailure.choices, default=DependencyFailure.CANCEL
+    )
+    # No index of its own: job_batch_status (batch, status) serves every lookup by batch,
+    # and "any unfinished job in this batch?" must seek by status, not scan the batch.
+    batch = models.ForeignKey(
+        Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs", db_index=False
+    )
     # False while something must follow the job's end: its type's hooks, or dependents
     # to settle. Set once those ran; the reconciler replays them for final jobs still
     # without it (a worker died in between). True from the start for the common case —
@@ -229,6 +290,15 @@ class Job(models.Model):
             # Recent run times per type (ETAs, stats).
             models.Index(fields=["type", "status", "finished_at"], name="job_type_status_finished"),
             models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
+            # A batch's jobs by status (its counts, the job list's batch filter), and its
+            # unfinished ones alone: "is any still unfinished?" after each of its jobs' end
+            # is one seek, however many of its jobs are done.
+            models.Index(fields=["batch", "status"], condition=Q(batch__isnull=False), name="job_batch_status"),
+            models.Index(
+                fields=["batch"],
+                condition=Q(batch__isnull=False, status__in=UNFINISHED_IN_ORDER),
+                name="job_batch_unfinished",
+            ),
             models.Index(fields=["-created_at"], name="job_created"),
             # The console's list filtered by status (dead letters, failures), newest first.
             models.Index(fields=["status", "-created_at"], name="job_status_created"),

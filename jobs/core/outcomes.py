@@ -6,7 +6,7 @@ import logging
 
 from django.conf import settings
 
-from jobs.core import lifecycle, registry
+from jobs.core import batches, lifecycle, registry
 from jobs.core.errors import SubmitError, TransitionError
 from jobs.core.joblog import log_job
 from jobs.core.models import Job, Status
@@ -40,11 +40,12 @@ def temporary_failure(
 def finished(job: Job) -> None:
     """Run the type's hooks, then release or cancel the jobs waiting on this one, then
     mark that done (the reconciler replays these steps for a job left without it)."""
-    if job.hooks_done:
-        return  # nothing follows this job's end (no hooks, nobody waits on it)
-    run_hooks(job)
-    settle_dependents(job)
-    Job.objects.filter(pk=job.id).update(hooks_done=True)
+    if not job.hooks_done:  # else nothing follows this job's end (no hooks, nobody waits on it)
+        run_hooks(job)
+        settle_dependents(job)
+        Job.objects.filter(pk=job.id).update(hooks_done=True)
+    if job.batch_id is not None:
+        batches.job_finished(job)  # the last one submits the batch's callbacks
 
 
 def run_hooks(job: Job) -> None:
@@ -68,10 +69,14 @@ def settle_dependents(job: Job) -> None:
         return
     for dependent in job.dependents.filter(status=Status.WAITING):
         try:
-            if job.status == Status.COMPLETE:
-                if not dependent.depends_on.exclude(status=Status.COMPLETE).exists():
-                    lifecycle.release(dependent.id)
-            else:
+            statuses = list(dependent.depends_on.values_list("status", flat=True))
+            verdict = lifecycle.waiting_verdict(dependent.on_dependency_failure, statuses)
+            if verdict == "release":
+                lifecycle.release(
+                    dependent.id,
+                    message="dependencies complete" if job.status == Status.COMPLETE else "dependencies final",
+                )
+            elif verdict == "cancel":
                 canceled = lifecycle.cancel(dependent.id, reason=f"dependency {job.id} ended {job.status}")
                 finished(canceled)
         except TransitionError:

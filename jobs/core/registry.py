@@ -65,6 +65,10 @@ class JobType:
             return None
         return float(value) if isinstance(value, int | float) and value >= 0 else None
 
+    # As a batch's callback: the payload that hands it the batch's summary (a standard
+    # task takes it as its one argument). None: the summary is the payload.
+    summary_payload: Callable[[dict], dict] | None = None
+
     @property
     def has_hooks(self) -> bool:
         return bool(self.on_success or self.on_failure)
@@ -108,6 +112,7 @@ def job_type(
     rate: str | None = None,
     expected_duration: float | None = None,
     size: Callable[[dict], float | None] | None = None,
+    summary_payload: Callable[[dict], dict] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register ``handler`` as the job type ``name``. Re-registering a name replaces it."""
     if priority not in Priority.values:
@@ -137,6 +142,7 @@ def job_type(
             rate=rate or "",
             expected_duration=float(expected_duration) if expected_duration is not None else None,
             size=size,
+            summary_payload=summary_payload,
         )
         return handler
 

@@ -53,6 +53,26 @@ def job_group(job_id) -> str:
     return f"jobdesk.job.{job_id}"
 
 
+def batch_group(batch_id) -> str:
+    """Followers of a batch (``/ws/batches/<id>/``): its jobs' events and its own."""
+    return f"jobdesk.batch.{batch_id}"
+
+
+BATCH_EVENT = "batch.event"  # "re-read this batch": the consumers' ``batch_event``
+# A batch's followers re-read its aggregate from the database, so its group gets a nudge,
+# not each of its jobs' messages: at most one per batch per process per this many
+# seconds, however fast its jobs move (a send per job event cost a worker ~1 ms a job).
+BATCH_NUDGE_INTERVAL = 0.25
+
+
+def batch_changed(batch_id) -> None:
+    """Tell a batch's followers to re-read it now (its callbacks were just submitted)."""
+    try:
+        _sender().put((batch_group(batch_id),), {"batch_id": str(batch_id)}, kind=BATCH_EVENT)
+    except Exception:
+        logger.exception("relay unavailable", extra={"batch_id": str(batch_id)})
+
+
 def subject_group(field: str, value) -> str:
     """The group of everyone following a subject (e.g. ``document_id`` = <uuid>)."""
     return f"jobdesk.{field}.{value}"
@@ -63,7 +83,7 @@ def subject_group(field: str, value) -> str:
 # A message about no one job (bulk announcements): every key, all empty. Subject fields
 # that apps register are added (as None) by ``blank()``.
 BLANK: dict[str, Any] = {
-    "type": "status", "job_id": None, "job_type": None, "seq": 0, "timestamp": None,
+    "type": "status", "job_id": None, "batch_id": None, "job_type": None, "seq": 0, "timestamp": None,
     "status": None, "progress": 0, "stage": "", "details": {}, "result_summary": None, "error_category": None,
     "user_message": None, "recovery_actions": [], "estimated_start_at": None, "estimated_finish_at": None,
     "estimated_start_range": None, "estimated_finish_range": None, "eta_paused": False, "eta_cold": False,
@@ -107,6 +127,7 @@ def message(job: Job, kind: str | None = None, *, at: datetime | None = None, es
     return {
         "type": kind or kind_of(job.status),
         "job_id": str(job.id),
+        "batch_id": str(job.batch_id) if job.batch_id else None,
         **subjects_of(job),
         "job_type": job.type,
         "priority": job.priority,
@@ -209,7 +230,10 @@ def send(msg: dict) -> None:
         if value and _SAFE_NAME.fullmatch(value):
             groups.append(subject_group(field, value))
     try:
-        _sender().put(tuple(groups), msg)
+        sender = _sender()
+        sender.put(tuple(groups), msg)
+        if msg.get("batch_id"):
+            sender.nudge(msg["batch_id"])
     except Exception:
         logger.exception("relay unavailable", extra={"job_id": msg.get("job_id")})
 
@@ -220,6 +244,7 @@ def drain(timeout: float = 2.0) -> bool:
     sender = _current
     if sender is None or sender.pid != os.getpid() or time.monotonic() < _down_until:
         return True
+    sender.flush_nudges()  # a work-horse about to exit sends its batches' nudges now
     return sender.wait_idle(timeout)
 
 
@@ -232,6 +257,7 @@ class _Sender:
         self.buffer: collections.deque = collections.deque(maxlen=_BUFFER)
         self.lock = threading.Condition()
         self.busy = False
+        self.nudging: set[str] = set()  # batches with a nudge due (BATCH_NUDGE_INTERVAL)
         self.loop = asyncio.new_event_loop()
         self.wake = asyncio.Event()
         # Built here, in the caller's thread: importing the backend inside the relay
@@ -240,11 +266,34 @@ class _Sender:
         self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
         threading.Thread(target=self._run, name="jobdesk-relay", daemon=True).start()
 
-    def put(self, groups: tuple[str, ...], msg: dict) -> None:
+    def put(self, groups: tuple[str, ...], msg: dict, kind: str = EVENT) -> None:
         with self.lock:
-            self.buffer.append((groups, msg))
+            self.buffer.append((groups, msg, kind))
         with contextlib.suppress(RuntimeError):  # the loop is gone (interpreter shutting down)
             self.loop.call_soon_threadsafe(self.wake.set)
+
+    def nudge(self, batch_id: str) -> None:
+        """A batch's followers are told to re-read it within BATCH_NUDGE_INTERVAL; the
+        nudges of one batch in that time are one."""
+        with self.lock:
+            if batch_id in self.nudging:
+                return
+            self.nudging.add(batch_id)
+        with contextlib.suppress(RuntimeError):  # the loop is gone (interpreter shutting down)
+            self.loop.call_soon_threadsafe(self.loop.call_later, BATCH_NUDGE_INTERVAL, self._nudge_due, batch_id)
+
+    def _nudge_due(self, batch_id: str) -> None:
+        with self.lock:
+            if batch_id not in self.nudging:
+                return  # flushed already
+            self.nudging.discard(batch_id)
+        self.put((batch_group(batch_id),), {"batch_id": batch_id}, kind=BATCH_EVENT)
+
+    def flush_nudges(self) -> None:
+        with self.lock:
+            due, self.nudging = self.nudging, set()
+        for batch_id in due:
+            self.put((batch_group(batch_id),), {"batch_id": batch_id}, kind=BATCH_EVENT)
 
     def wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -270,15 +319,15 @@ class _Sender:
                         self.busy = False
                         self.lock.notify_all()
                         break
-                    groups, msg = self.buffer.popleft()
+                    groups, msg, kind = self.buffer.popleft()
                     self.busy = True
-                await self._send(groups, msg)
+                await self._send(groups, msg, kind)
 
-    async def _send(self, groups: tuple[str, ...], msg: dict) -> None:
+    async def _send(self, groups: tuple[str, ...], msg: dict, kind: str = EVENT) -> None:
         global _down_until
         if time.monotonic() < _down_until:
             return  # dropped: clients re-read the truth on reconnect
-        envelope = {"type": EVENT, "event": msg}
+        envelope = {"type": kind, "event": msg}
         try:
             sends = [self.layer.group_send(group, envelope) for group in groups]
             await asyncio.wait_for(asyncio.gather(*sends), _SEND_TIMEOUT)

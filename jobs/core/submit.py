@@ -20,9 +20,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs.core import access, lifecycle, opening, outcomes, registry
+from jobs.core import access, batches, lifecycle, opening, outcomes, registry
 from jobs.core.errors import IdempotencyConflict, SubmitError
-from jobs.core.models import FINAL_STATUSES, Job, Priority, Status
+from jobs.core.models import FINAL_STATUSES, DependencyFailure, Job, Priority, Status
 from jobs.core.sizes import size_class
 
 MAX_ATTEMPTS_LIMIT = 100
@@ -57,6 +57,9 @@ class JobSpec:
     heavy: bool | None = None
     ref: str | None = None
     size: float | None = None  # the work, in the type's unit (else the type's ``size`` says)
+    # A failed, dead-lettered or canceled dependency cancels this job ("cancel", the
+    # default) or lets it run once all are final, to see the failure ("run").
+    on_dependency_failure: str | None = None
 
 
 @dataclass
@@ -73,26 +76,46 @@ class _Plan:
     created: bool = True
 
 
+_NO_BATCH: Any = object()  # "whatever batch encloses the call" (see submit_many)
+
+
 def submit(
     type: str,
     payload: dict[str, Any] | None = None,
     *,
     owner=None,
     allow_internal: bool = True,
+    batch: Any = _NO_BATCH,
     **options: Any,
 ) -> Submitted:
     """Submit one job. Raises ``SubmitError`` (field + hint) for input the caller must fix."""
-    return submit_many([JobSpec(type=type, payload=payload, **options)], owner=owner, allow_internal=allow_internal)[0]
+    spec = JobSpec(type=type, payload=payload, **options)
+    return submit_many([spec], owner=owner, allow_internal=allow_internal, batch=batch)[0]
 
 
-def submit_many(specs: Sequence[JobSpec], *, owner=None, allow_internal: bool = True) -> list[Submitted]:
-    """Submit a batch atomically: all rows or none, one Redis pipeline after commit."""
+def submit_many(
+    specs: Sequence[JobSpec], *, owner=None, allow_internal: bool = True, batch: Any = _NO_BATCH, from_job=None
+) -> list[Submitted]:
+    """Submit jobs atomically: all rows or none, one Redis pipeline after commit.
+
+    ``batch`` (a ``Batch`` or its id) puts them in a batch (``jobs.core.batches``);
+    without it they join the batch of an enclosing ``with jobs.batch(…)``, if any
+    (``batch=None``: in no batch whatever encloses the call). ``from_job``: the running
+    job of the batch that adds them (a closed batch takes jobs from its own jobs only)."""
+    if batch is _NO_BATCH:
+        batch = batches.current.get()
+    batch_id = getattr(batch, "pk", batch)
     if not specs:
         return []
     for attempt in range(_IDEMPOTENCY_RACE_RETRIES):
         try:
             with transaction.atomic():
+                if batch_id is not None:
+                    batches.lock_for_adding(batch_id, from_job=from_job)
                 creation_order, plans = _plan(specs, owner, allow_internal)
+                for plan in creation_order:
+                    if plan.created:
+                        plan.job.batch_id = batch_id
                 new = [p for p in creation_order if p.created]
                 dependencies = {p.job.id: p.dependencies for p in new}
                 if _estimator is not None:
@@ -191,6 +214,7 @@ def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref
         max_attempts=max_attempts,
         timeout=job_type.timeout or settings.JOB_TIMEOUT,
         idempotency_key=spec.idempotency_key or None,
+        on_dependency_failure=_dependency_failure(spec),
         rq_job_id=str(job_id),
         hooks_done=not job_type.has_hooks,
         seq=1,
@@ -211,6 +235,17 @@ def _size(spec: JobSpec, job_type, payload: dict) -> float | None:
             "size must be a number >= 0.", field="size", hint="The job's work in its type's unit, e.g. bytes."
         )
     return float(spec.size)
+
+
+def _dependency_failure(spec: JobSpec) -> str:
+    value = spec.on_dependency_failure or DependencyFailure.CANCEL
+    if value not in DependencyFailure.values:
+        raise SubmitError(
+            f"Unknown on_dependency_failure {value!r}.",
+            field="on_dependency_failure",
+            hint="cancel (the default) or run (it runs and sees the failure in its dependency results).",
+        )
+    return value
 
 
 def _max_attempts(spec: JobSpec, job_type) -> int:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from jobs.core import lifecycle
+from jobs.core import batches, dependencies, lifecycle
+from jobs.core.errors import ActionRefused
 from jobs.core.models import Job
 from jobs.execution.capture import LogCapture
 from jobs.execution.progress import ProgressReporter
@@ -24,6 +25,7 @@ class JobContext:
         self._log = LogCapture(job, dispatch)
         self._canceled = False
         self._checked_at = float("-inf")
+        self._dependency_results: dict[str, dict[str, Any]] | None = None
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -58,6 +60,25 @@ class JobContext:
             self._checked_at = now
             self._canceled = not lifecycle.still_owns(self.job.id, self.dispatch)
         return self._canceled
+
+    def dependency_results(self) -> dict[str, dict[str, Any]]:
+        """What the jobs this one depends on ended with: ``{job id: {"type", "status",
+        "result", "error"}}`` in the order they were submitted (``error`` is
+        ``{"category", "message"}`` or None). Read once, on first use: a job that runs
+        only when its dependencies are final sees their final state."""
+        if self._dependency_results is None:
+            self._dependency_results = dependencies.results_of(self.job.id)
+        return self._dependency_results
+
+    def add_to_batch(self, specs: Sequence[Any], *, owner: Any = None) -> list[Any]:
+        """Submit more jobs into this job's batch (fan-out of unknown size): allowed
+        while this job runs, even once the batch is closed; its callbacks wait for them.
+        ``specs`` are ``jobs.JobSpec``; the new jobs belong to this job's owner."""
+        if self.job.batch_id is None:
+            raise ActionRefused(f"Job {self.job.id} is in no batch.")
+        return batches.add_to_batch(
+            self.job.batch_id, specs, owner=owner if owner is not None else self.job.owner, from_job=self.job.id
+        )
 
     def flush(self) -> None:
         self._reporter.flush()

@@ -839,3 +839,16 @@ def first_of(job: Job) -> Estimate | None:
     all), or None: then estimate it again."""
     found = getattr(job, _FIRST, None)
     return found if isinstance(found, Estimate) and found.start_at is not None else None
+
+
+BATCH_ESTIMATED_JOBS = 200  # a batch's finish is estimated from its last unfinished jobs in line
+
+
+def batch_finish(batch_id) -> datetime | None:
+    """When a batch's last job should end: the latest finish estimate among its last
+    ``BATCH_ESTIMATED_JOBS`` unfinished jobs (the end of its line), or None."""
+    unfinished = list(Job.objects.filter(batch_id=batch_id).unfinished().order_by("-created_at")[:BATCH_ESTIMATED_JOBS])
+    if not unfinished:
+        return None
+    finishes = [e.finish_at for e in estimate(unfinished).values() if e.finish_at]
+    return max(finishes) if finishes else None

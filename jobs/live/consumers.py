@@ -22,7 +22,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from jobs.core import access, registry, relay
-from jobs.core.models import PENDING_STATUSES, Job, Status
+from jobs.core.models import PENDING_STATUSES, Batch, Job, Status
 from jobs.insight import revisions
 from jobs.live import snapshots
 
@@ -257,6 +257,95 @@ class JobConsumer(FollowConsumer):
         if not may_see(user, owner.first()):
             raise Refused(FORBIDDEN)
         return relay.job_group(job_id), job_id
+
+
+# A batch's followers re-read its aggregate at most this often (seconds) however fast
+# its jobs move: one grouped query per follower per interval.
+BATCH_UPDATE_INTERVAL = 0.25
+
+
+class BatchConsumer(_Socket):
+    """``/ws/batches/<id>/``: a batch's aggregate, for its owner and staff. A snapshot,
+    then ``progress`` messages (counts, progress, ETA) as its jobs move — re-read from
+    the database, throttled to ``BATCH_UPDATE_INTERVAL`` — and ``finished`` once every
+    job is final and its callbacks are submitted; then it closes (1000)."""
+
+    async def connect(self) -> None:
+        self.pending: asyncio.Task | None = None
+        self.refresher: asyncio.Task | None = None
+        self.last: dict | None = None
+        self.closed = False
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return await self.refuse(NOT_LOGGED_IN)
+        try:
+            self.batch_id = await read(self.locate)(user)
+        except Refused as refused:
+            return await self.refuse(refused.code)
+        await self.accept()
+        live = await self.join(relay.batch_group(self.batch_id))
+        if await self.deliver(await read(snapshots.batch_snapshot)(self.batch_id)):
+            return
+        if not live:
+            return await self.close(code=LIVE_UNAVAILABLE)
+        self.refresher = asyncio.ensure_future(self.refresh())
+
+    def locate(self, user) -> uuid.UUID:
+        batch_id = parse_uuid(self.scope["url_route"]["kwargs"]["batch_id"])
+        owner = Batch.objects.filter(pk=batch_id).values_list("owner_id", flat=True)
+        if not owner.exists():
+            raise Refused(NOT_FOUND)
+        if not may_see(user, owner.first(), Batch._meta.label_lower):
+            raise Refused(FORBIDDEN)
+        return batch_id
+
+    async def disconnect(self, code) -> None:
+        for task in (getattr(self, "pending", None), getattr(self, "refresher", None)):
+            if task:
+                task.cancel()
+        await super().disconnect(code)
+
+    async def job_event(self, envelope: dict) -> None:
+        self.soon()
+
+    async def batch_event(self, envelope: dict) -> None:
+        self.soon()
+
+    def soon(self) -> None:
+        if self.pending is None and not self.closed:
+            self.pending = asyncio.ensure_future(self.update_after(BATCH_UPDATE_INTERVAL))
+
+    async def update_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self.pending = None
+        await self.deliver(await read(snapshots.batch_snapshot)(self.batch_id, "progress"))
+
+    async def refresh(self) -> None:
+        """A lost message must not leave the follower without its final one."""
+        while not self.closed:
+            await asyncio.sleep(settings.WS_ETA_REFRESH_SECONDS)
+            try:
+                if await self.deliver(await read(snapshots.batch_snapshot)(self.batch_id, "progress")):
+                    return
+            except Exception:  # the database hiccuped: try again next round
+                logger.warning("batch refresh failed", exc_info=True)
+
+    async def deliver(self, msg: dict | None) -> bool:
+        """Send it if anything changed; True once final (closed)."""
+        if self.closed:
+            return True
+        if msg is None:  # deleted meanwhile
+            msg = {"type": "finished", "batch_id": str(self.batch_id), "state": "deleted"}
+        unchanged = {k: v for k, v in msg.items() if k not in ("type", "timestamp")}
+        if msg["type"] != "snapshot" and unchanged == self.last:
+            return False
+        self.last = unchanged
+        await self.send_json(msg)
+        if msg["type"] == "finished":
+            self.closed = True
+            await self.close(code=1000)
+            return True
+        return False
 
 
 class OpsConsumer(_Socket):

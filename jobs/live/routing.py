@@ -7,6 +7,7 @@ from jobs.live import consumers
 
 websocket_urlpatterns = [
     path("ws/jobs/<str:job_id>/", consumers.JobConsumer.as_asgi()),
+    path("ws/batches/<str:batch_id>/", consumers.BatchConsumer.as_asgi()),
     path("ws/ops/", consumers.OpsConsumer.as_asgi()),
 ]
 

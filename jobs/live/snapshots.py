@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from jobs.core import relay
-from jobs.core.models import FINAL_STATUSES, Job
+from jobs.core import batches, relay
+from jobs.core.models import FINAL_STATUSES, Batch, Job
 from jobs.insight import dashboard, estimates
 
 
@@ -41,3 +41,34 @@ def ops_snapshot(types: frozenset[str] = frozenset(), statuses: frozenset[str] =
     if statuses:
         counts = {status: n for status, n in counts.items() if status in statuses}
     return {**relay.blank(), "type": "snapshot", "timestamp": timezone.now().isoformat(), "details": {"counts": counts}}
+
+
+BATCH_FINAL_STATES = ("complete", "finished")
+
+
+def batch_snapshot(batch_id, kind: str = "snapshot") -> dict | None:
+    """A batch's aggregate as a live message (docs/contract.md): ``snapshot`` on
+    connect, ``progress`` as its jobs move, ``finished`` once its callbacks are in.
+    None when the batch is gone."""
+    batch = Batch.objects.filter(pk=batch_id).first()
+    if batch is None:
+        return None
+    measured = batches.batch_progress(batch.pk)
+    state = batches.state(batch, measured)
+    if state in BATCH_FINAL_STATES:
+        kind = "finished"
+    finish = estimates.batch_finish(batch.pk) if measured.unfinished else None
+    return {
+        "type": kind,
+        "batch_id": str(batch.pk),
+        "timestamp": timezone.now().isoformat(),
+        "state": state,
+        "total": measured.total,
+        "counts": measured.counts,
+        "progress": measured.percent,
+        "estimated_finish_at": relay.iso(finish),
+        "callbacks": {
+            "on_complete": str(batch.complete_job) if batch.complete_job else None,
+            "on_success": str(batch.success_job) if batch.success_job else None,
+        },
+    }

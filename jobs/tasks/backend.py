@@ -126,6 +126,20 @@ class JobdeskBackend(compat.BaseTaskBackend):
         return results.from_job(job, task, self.alias)
 
 
+def task_spec(task: Task, *args: Any, **kwargs: Any):
+    """A ``jobs.JobSpec`` that runs ``task(*args, **kwargs)``: a step of ``jobs.chain``
+    or a job of ``jobs.create_batch`` written as a standard task."""
+    from jobs import JobSpec
+
+    task.get_backend().validate_task(task)
+    payload = {"args": storable_arguments(list(args)), "kwargs": storable_arguments(dict(kwargs))}
+    extras: dict[str, Any] = {}
+    if isinstance(task, JobdeskTask):
+        extras = {"max_attempts": task.max_attempts, "heavy": task.heavy, "idempotency_key": task.idempotency_key,
+                  "depends_on": list(task.depends_on)}  # fmt: skip
+    return JobSpec(type=task.module_path, payload=payload, priority=queue_of(task), run_at=task.run_after, **extras)
+
+
 def queue_of(task: Task) -> str:
     """The Jobdesk queue a task runs on: its queue by name, else by its priority."""
     if task.queue_name != DEFAULT_TASK_QUEUE_NAME:
@@ -173,4 +187,4 @@ def import_task_module(name: str) -> None:
         task_named(name)
 
 
-__all__ = ["InvalidTask", "JobdeskBackend", "JobdeskTask", "UnstorableArgument", "queue_of"]
+__all__ = ["InvalidTask", "JobdeskBackend", "JobdeskTask", "UnstorableArgument", "queue_of", "task_spec"]

@@ -38,6 +38,7 @@ def register(task: Task, backend: str) -> None:
         heavy=bool(getattr(task, "heavy", False)),
         expected_duration=getattr(task, "expected_duration", None),
         after_record=lambda job: _finished(job, backend),
+        summary_payload=lambda summary: {"args": [summary], "kwargs": {}},  # a batch callback's one argument
     )(lambda ctx: run(ctx, backend))
 
 
@@ -55,6 +56,16 @@ class JobdeskTaskContext(TaskContext):
 
     def is_canceled(self) -> bool:
         return bool(self._outside_the_loop(self.job.is_canceled))
+
+    def dependency_results(self) -> dict[str, Any]:
+        """What the jobs this task depends on ended with, by id in submission order
+        (see ``JobContext.dependency_results``)."""
+        return dict(self._outside_the_loop(self.job.dependency_results))
+
+    def add_to_batch(self, specs: list) -> list:
+        """Submit more jobs (``jobs.JobSpec``, or ``jobs.task_spec(task, …)``) into this
+        task's batch while it runs (see ``JobContext.add_to_batch``)."""
+        return list(self._outside_the_loop(self.job.add_to_batch, specs))
 
     def _outside_the_loop(self, call, *args, **kwargs):
         if self._database_thread is None:

@@ -1,4 +1,5 @@
-"""Retention: finished jobs and old timeline entries (events, job logs) go, in batches (times UTC).
+"""Retention: finished jobs, their finished batches and old timeline entries (events, job
+logs) go, in slices (times UTC).
 
 ``prune_events`` is a standard ``@task`` (Django's task API) and ``prune_jobs`` a
 Jobdesk job type: both styles run side by side on the same workers, crons and console.
@@ -10,9 +11,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from jobs.core.models import Job, JobEvent, JobLog, Priority
+from jobs.core.models import Batch, Job, JobEvent, JobLog, Priority
 from jobs.core.registry import cron, job_type
 from jobs.tasks.compat import task
 
@@ -41,7 +43,10 @@ def prune_events() -> dict:
 @job_type("jobs.prune_jobs", public=False, priority=Priority.LOW, timeout=1800, max_attempts=2)
 def prune_jobs(ctx) -> dict:
     cutoff = timezone.now() - timedelta(days=settings.JOB_RETENTION_DAYS)
-    return {"deleted_jobs": _delete_in_batches(Job.objects.final().filter(finished_at__lt=cutoff))}
+    deleted_jobs = _delete_in_batches(Job.objects.final().filter(finished_at__lt=cutoff))
+    # A batch goes once it finished before the cutoff and none of its jobs is left.
+    ended = Batch.objects.filter(completed_at__lt=cutoff).filter(~Exists(Job.objects.filter(batch=OuterRef("pk"))))
+    return {"deleted_jobs": deleted_jobs, "deleted_batches": _delete_in_batches(ended)}
 
 
 cron("prune-events", "30 8 * * *", prune_events.module_path)

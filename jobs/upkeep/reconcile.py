@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import LockError
 
-from jobs.core import flow, lifecycle, liveness, outcomes, queueing, transitions
+from jobs.core import batches, flow, lifecycle, liveness, outcomes, queueing, transitions
 from jobs.core.errors import TransitionError
 from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, FINAL_STATUSES, Job, Priority, Status
 from jobs.core.registry import cron, job_type
@@ -31,7 +31,7 @@ class LostRun(Exception):
     """What an attempt the reconciler found lost (its process gone) failed with."""
 
 
-_REPAIRS = ("requeued", "rescheduled", "lost", "released", "canceled", "hooks_replayed", "unheld")
+_REPAIRS = ("requeued", "rescheduled", "lost", "released", "canceled", "hooks_replayed", "batches_settled", "unheld")
 
 
 @dataclass
@@ -43,6 +43,7 @@ class Report:
     released: list[str] = field(default_factory=list)
     canceled: list[str] = field(default_factory=list)
     hooks_replayed: list[str] = field(default_factory=list)
+    batches_settled: list[str] = field(default_factory=list)  # batches whose callbacks it submitted
     unheld: list[str] = field(default_factory=list)  # held jobs their lever let go (a count, as text)
     errors: list[str] = field(default_factory=list)  # jobs a repair failed for (logged)
 
@@ -73,6 +74,7 @@ def run(*, grace_seconds: float | None = None) -> Report:
         _rescue_lost_active(now, report)
         _settle_waiting(report)
         _replay_unfinished_hooks(now - timedelta(seconds=max(grace, HOOK_REPLAY_AFTER)), report)
+        _settle_batches(report)
         # After the lost runs were repaired: their slots are free now.
         unheld = flow.release_held()
         if unheld:
@@ -145,17 +147,18 @@ def _settle_waiting(report: Report) -> None:
     for job in Job.objects.filter(status=Status.WAITING).prefetch_related("depends_on"):
         statuses = {d.status for d in job.depends_on.all()}
         broken = statuses & BROKEN_DEPENDENCY_STATUSES
-        if broken:
+        verdict = lifecycle.waiting_verdict(job.on_dependency_failure, sorted(statuses))
+        if verdict == "cancel":
 
             def cancel(job=job, broken=broken):
                 canceled = lifecycle.cancel(job.id, actor_label=ACTOR, reason=f"a dependency ended {sorted(broken)[0]}")
                 outcomes.finished(canceled)
 
             _repair(job.id, report.canceled, report, cancel)
-        elif statuses <= {Status.COMPLETE}:
+        elif verdict == "release":
 
             def release(job=job):
-                lifecycle.release(job.id, message="dependencies complete (reconciler)")
+                lifecycle.release(job.id, message="dependencies final (reconciler)")
 
             _repair(job.id, report.released, report, release)
 
@@ -164,6 +167,23 @@ def _replay_unfinished_hooks(finished_before: datetime, report: Report) -> None:
     pending = Job.objects.filter(hooks_done=False, status__in=FINAL_STATUSES, finished_at__lt=finished_before)
     for job in pending:
         _repair(job.id, report.hooks_replayed, report, lambda job=job: outcomes.finished(job))
+
+
+def _settle_batches(report: Report) -> None:
+    """Closed batches whose jobs are all final but whose on_complete was never
+    submitted (the worker recording the last job died before it settled the batch), and
+    requeued ones now all complete without their on_success: settle them now. The guard
+    on the batch row keeps it to one callback even if that worker's settle is still on
+    its way."""
+    for batch_id in dict.fromkeys([*batches.unsettled(), *batches.unsettled_success()]):
+        try:
+            fired = batches.settle(batch_id)
+        except Exception:
+            logger.exception("reconcile could not settle a batch", extra={"batch_id": str(batch_id)})
+            report.errors.append(str(batch_id))
+            continue
+        if fired:
+            report.batches_settled.append(str(batch_id))
 
 
 @job_type("jobs.reconcile", public=False, priority=Priority.IMMEDIATE, timeout=300, max_attempts=1)

@@ -2,6 +2,9 @@
  *
  * - job list: every row's status badge and progress bar follow /ws/ops/;
  * - job page: the live panel follows /ws/jobs/<id>/; the log is re-read while the job runs;
+ * - batch page: follows /ws/batches/<id>/ (aggregate progress, counts, the final message);
+ * - batch list: rows whose jobs move (/ws/ops/ carries batch_id) are re-read from
+ *   /api/batches/<id>/, at most once a second each;
  * - dashboard: rendered from JSON, re-read (at most once a second) when /ws/ops/ says
  *   something changed, and every 15 s for what has no event (heartbeats, workers).
  * The browser's session cookie authenticates; a dropped connection is retried with
@@ -512,11 +515,64 @@
     setInterval(refresh, 15000);
   }
 
+  /* --- batches ------------------------------------------------------------------- */
+  var BATCH_FILL = { complete: "complete", finished: "failed" };
+  var BATCH_BADGE = { complete: "complete", finished: "failed", running: "active", open: "queued" };
+
+  function batchBadge(state) {
+    return '<span class="jd-status jd-' + esc(BATCH_BADGE[state] || state) + '">' + esc(state) + "</span>";
+  }
+
+  function batchCounts(counts) {
+    return Object.keys(counts).filter(function (s) { return counts[s]; })
+      .map(function (s) { return counts[s] + " " + s.replace("_", " "); }).join(", ");
+  }
+
+  function followBatch(panel) {
+    function set(name, html) {
+      var el = panel.querySelector('[data-live="' + name + '"]');
+      if (el) { el.innerHTML = html; }
+    }
+    follow("/ws/batches/" + panel.dataset.batchId + "/", function (msg) {
+      set("state", batchBadge(msg.state));
+      set("bar", bar(msg.progress, BATCH_FILL[msg.state] || "active"));
+      set("total", esc(msg.total));
+      set("counts", esc(batchCounts(msg.counts || {})));
+      set("eta", esc(msg.estimated_finish_at ? zoned(msg.estimated_finish_at, false) : "—"));
+      if (msg.type === "finished") { panel.querySelector('[data-live="done"]').hidden = false; }
+    });
+  }
+
+  function followBatchList() {
+    var due = {};
+    function reread(id) {
+      fetch("/api/batches/" + id + "/", { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (b) {
+          if (!b) { return; }
+          document.querySelectorAll('[data-batch="' + id + '"]').forEach(function (el) {
+            if (el.dataset.field === "state") { el.innerHTML = batchBadge(b.state); }
+            if (el.dataset.field === "progress") { el.innerHTML = bar(b.progress, BATCH_FILL[b.state] || "active"); }
+            if (el.dataset.field === "counts") { el.textContent = b.total + " job(s)" + (b.total ? ": " + batchCounts(b.counts) : ""); }
+          });
+        })
+        .catch(function () { /* the next event tries again */ });
+    }
+    follow("/ws/ops/", function (msg) {
+      var id = msg.batch_id;
+      if (!id || due[id] || !document.querySelector('[data-batch="' + id + '"]')) { return; }
+      due[id] = setTimeout(function () { delete due[id]; reread(id); }, 1000);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var root = document.getElementById("jd-dashboard");
     if (root) { return dashboard(root); }
     var panel = document.getElementById("jd-live-job");
     if (panel) { return followJob(panel); }
+    var batch = document.getElementById("jd-batch");
+    if (batch) { return followBatch(batch); }
+    if (document.querySelector("[data-batch]")) { return followBatchList(); }
     if (document.getElementById("changelist")) { followList(); }
   });
 })();

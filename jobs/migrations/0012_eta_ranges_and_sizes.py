@@ -12,7 +12,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0010_job_logs'),
+        ('jobs', '0011_batches'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -1,0 +1,264 @@
+"""Batches in the database: counts, progress, callbacks exactly once, fan-out, cancel,
+retry-failed, the reconciler's repair, the context manager and the task API. Jobs are
+moved through the lifecycle here (a worker's claim and outcome); the worker processes
+are in test_batch_workers."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.core import batches, lifecycle, outcomes
+from jobs.core.errors import ActionRefused, SubmitError
+from jobs.core.models import Batch, Job, Status
+from jobs.core.submit import JobSpec, submit, submit_many
+from jobs.core.tests import batchtasks
+from jobs.upkeep import reconcile
+
+pytestmark = pytest.mark.django_db
+
+NOOP = JobSpec("diagnostics.noop")
+
+
+def run(job: Job, *, ok: bool = True, category: str = "user_fixable", settle: bool = True) -> Job:
+    """A worker's run of ``job``: claim, then its outcome; ``settle=False`` stops after
+    the outcome's commit, as a worker killed right then."""
+    job.refresh_from_db()
+    lifecycle.claim(job.id, job.rq_job_id, "test-worker")
+    if ok:
+        done = lifecycle.complete(job.id, job.rq_job_id, {"n": 1})
+    else:
+        done = lifecycle.fail(job.id, job.rq_job_id, category=category, message="bad input")
+    if settle:
+        outcomes.finished(done)
+    return done
+
+
+def callbacks(type_name: str = batchtasks.CALLBACK) -> list[Job]:
+    return list(Job.objects.filter(type=type_name))
+
+
+def test_a_batch_of_no_jobs_finishes_at_once_with_both_callbacks(alice):
+    batch, submitted = batches.create_batch(
+        [], owner=alice, description="nothing", on_complete=batchtasks.CALLBACK, on_success=batchtasks.SUCCESS
+    )
+    assert submitted == []
+    assert batch.closed_at and batch.completed_at and batch.succeeded_at
+    (done,) = callbacks()
+    (succeeded,) = callbacks(batchtasks.SUCCESS)
+    assert str(batch.complete_job) == str(done.id) and str(batch.success_job) == str(succeeded.id)
+    assert done.owner == alice and done.batch_id is None  # a callback is not in its batch
+    assert done.payload["total"] == 0 and done.payload["succeeded"] is True and done.payload["callback"] == "complete"
+
+
+def test_the_callback_fires_once_after_the_last_job_with_the_summary(alice):
+    batch, submitted = batches.create_batch(
+        [NOOP] * 3 + [JobSpec("diagnostics.sleep", {"seconds": 0})],
+        owner=alice,
+        description="four",
+        on_complete=batchtasks.CALLBACK,
+        on_success=batchtasks.SUCCESS,
+        context={"set": 7},
+    )
+    jobs = [s.job for s in submitted]
+    assert {j.batch_id for j in jobs} == {batch.id}
+    run(jobs[0])
+    run(jobs[1])
+    run(jobs[2], ok=False)
+    assert callbacks() == []  # one still queued
+    assert batches.batch_progress(batch.id).percent == 75.0
+    run(jobs[3])
+    (done,) = callbacks()
+    assert callbacks(batchtasks.SUCCESS) == []  # one failed: no success
+    summary = done.payload
+    assert summary["counts"] == {"complete": 3, "failed": 1}
+    assert (summary["total"], summary["complete"], summary["failed"], summary["succeeded"]) == (4, 3, 1, False)
+    assert summary["context"] == {"set": 7} and summary["description"] == "four"
+    # Every later settle finds the guard taken.
+    assert batches.settle(batch.id) == [] and batches.settle(batch.id) == []
+    outcomes.finished(Job.objects.get(pk=jobs[3].id))  # a replayed end
+    assert len(callbacks()) == 1
+    batch.refresh_from_db()
+    assert batches.state(batch) == "finished"
+
+
+@pytest.mark.redis  # a requeue asks Redis whether the last run is still stopping
+def test_retry_failed_then_success_fires_on_success_once(alice):
+    batch, submitted = batches.create_batch(
+        [NOOP, NOOP], owner=alice, on_complete=batchtasks.CALLBACK, on_success=batchtasks.SUCCESS
+    )
+    first, second = (s.job for s in submitted)
+    run(first)
+    run(second, ok=False)
+    assert len(callbacks()) == 1 and callbacks(batchtasks.SUCCESS) == []
+    assert batches.retry_failed(batch.id, actor=alice) == 1
+    batch.refresh_from_db()
+    assert batches.state(batch) == "running"
+    run(second)
+    assert len(callbacks()) == 1  # on_complete ran once, when every job was first final
+    (succeeded,) = callbacks(batchtasks.SUCCESS)
+    assert succeeded.payload["succeeded"] is True
+    batch.refresh_from_db()
+    assert batches.state(batch) == "complete"
+
+
+def test_an_open_batch_waits_for_close(alice):
+    opened = batches.open_batch(owner=alice, on_complete=batchtasks.CALLBACK)
+    (job,) = (s.job for s in batches.add_to_batch(opened.id, [NOOP], owner=alice))
+    run(job)
+    assert callbacks() == []  # open: more may come
+    (later,) = (s.job for s in batches.add_to_batch(opened.id, [NOOP], owner=alice))
+    batches.close_batch(opened.id)
+    assert callbacks() == []
+    run(later)
+    assert len(callbacks()) == 1 and callbacks()[0].payload["total"] == 2
+
+
+def test_a_closed_batch_takes_jobs_only_from_its_own_running_jobs(alice):
+    batch, submitted = batches.create_batch([NOOP], owner=alice, on_complete=batchtasks.CALLBACK)
+    (parent,) = (s.job for s in submitted)
+    with pytest.raises(ActionRefused, match="closed"):
+        batches.add_to_batch(batch.id, [NOOP], owner=alice)
+    outsider = submit("diagnostics.noop", owner=alice).job
+    with pytest.raises(ActionRefused, match="closed"):
+        batches.add_to_batch(batch.id, [NOOP], owner=alice, from_job=outsider.id)
+    parent.refresh_from_db()
+    lifecycle.claim(parent.id, parent.rq_job_id, "w")
+    children = [s.job for s in batches.add_to_batch(batch.id, [NOOP] * 2, owner=alice, from_job=parent.id)]
+    done = lifecycle.complete(parent.id, parent.rq_job_id, None)
+    outcomes.finished(done)
+    assert callbacks() == []  # the fan-out's jobs are still queued
+    run(children[0])
+    assert callbacks() == []
+    run(children[1])
+    assert callbacks()[0].payload["total"] == 3
+    with pytest.raises(ActionRefused, match="finished"):
+        batches.add_to_batch(batch.id, [NOOP], owner=alice, from_job=parent.id)
+
+
+def test_cancel_cancels_the_waiting_jobs_and_closes(alice):
+    opened = batches.open_batch(owner=alice, on_complete=batchtasks.CALLBACK)
+    jobs = [s.job for s in batches.add_to_batch(opened.id, [NOOP] * 3, owner=alice)]
+    jobs[0].refresh_from_db()
+    lifecycle.claim(jobs[0].id, jobs[0].rq_job_id, "w")  # running: it finishes
+    assert batches.cancel(opened.id, actor=alice) == 2
+    assert callbacks() == []
+    run_done = lifecycle.complete(jobs[0].id, jobs[0].rq_job_id, None)
+    outcomes.finished(run_done)
+    (done,) = callbacks()
+    assert done.payload["counts"] == {"complete": 1, "canceled": 2}
+
+
+def test_the_reconciler_submits_a_callback_a_dead_worker_never_did(alice):
+    batch, submitted = batches.create_batch([NOOP, NOOP], owner=alice, on_complete=batchtasks.CALLBACK)
+    first, last = (s.job for s in submitted)
+    run(first)
+    run(last, settle=False)  # the worker died between the outcome and the callback
+    assert callbacks() == []
+    assert batches.unsettled() == [batch.id]
+    report = reconcile.Report()
+    reconcile._settle_batches(report)
+    assert report.batches_settled == [str(batch.id)]
+    assert len(callbacks()) == 1
+    reconcile._settle_batches(report := reconcile.Report())
+    assert report.batches_settled == [] and len(callbacks()) == 1
+    outcomes.finished(Job.objects.get(pk=last.id))  # the dead worker's settle, late: nothing
+    assert len(callbacks()) == 1
+
+
+def test_unknown_callbacks_and_bad_batches_are_refused(alice):
+    with pytest.raises(SubmitError) as refused:
+        batches.create_batch([NOOP], owner=alice, on_complete="no.such.type")
+    assert refused.value.field == "on_complete"
+    assert not Batch.objects.exists()
+    with pytest.raises(SubmitError):
+        batches.create_batch([JobSpec("no.such.type")], owner=alice)
+    assert not Batch.objects.exists() and not Job.objects.exists()  # one transaction
+
+
+def test_the_context_manager_collects_submits_and_task_enqueues(alice):
+    with batches.batch(owner=alice, description="block", on_complete=batchtasks.task_callback) as made:
+        first = submit("diagnostics.noop", owner=alice).job
+        more = submit_many([NOOP, NOOP], owner=alice)
+        result = batchtasks.task_step.enqueue(1)
+        outside = submit("diagnostics.noop", owner=alice, batch=None).job
+        assert Batch.objects.get(pk=made.id).closed_at is None  # open while the block runs
+    made.refresh_from_db()
+    assert made.closed_at is not None and made.on_complete == batchtasks.task_callback.module_path
+    members = set(Job.objects.filter(batch=made).values_list("id", flat=True))
+    assert members == {first.id, more[0].job.id, more[1].job.id, Job.objects.get(pk=result.id).id}
+    assert Job.objects.get(pk=outside.id).batch_id is None
+    assert submit("diagnostics.noop", owner=alice).job.batch_id is None  # after the block: none
+    for job in Job.objects.filter(batch=made):
+        run(job)
+    (done,) = callbacks(batchtasks.task_callback.module_path)
+    assert done.payload["args"][0]["total"] == 4 and done.payload["kwargs"] == {}  # the task's one argument
+
+
+def test_a_block_that_raises_cancels_its_batch(alice):
+    with pytest.raises(RuntimeError), batches.batch(owner=alice) as made:
+        submit("diagnostics.noop", owner=alice)
+        raise RuntimeError("boom")
+    assert set(Job.objects.filter(batch=made).values_list("status", flat=True)) == {Status.CANCELED}
+    made.refresh_from_db()
+    assert made.completed_at is not None
+
+
+def test_progress_is_the_mean_of_the_jobs_and_counts_come_from_the_rows(alice):
+    batch, submitted = batches.create_batch([NOOP] * 4, owner=alice)
+    jobs = [s.job for s in submitted]
+    run(jobs[0])
+    jobs[1].refresh_from_db()
+    lifecycle.claim(jobs[1].id, jobs[1].rq_job_id, "w")
+    lifecycle.record_progress(jobs[1].id, jobs[1].rq_job_id, seq=jobs[1].seq + 1, percent=50, stage="", details={})
+    measured = batches.batch_progress(batch.id)
+    assert measured.total == 4 and measured.unfinished == 3
+    assert measured.counts["complete"] == 1 and measured.counts["active"] == 1 and measured.counts["queued"] == 2
+    assert measured.percent == 37.5  # (100 + 50 + 0 + 0) / 4
+
+
+def test_pruning_takes_a_finished_batch_once_its_jobs_are_gone(alice, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from jobs.upkeep import pruning
+
+    long_ago = timezone.now() - timedelta(days=settings.JOB_RETENTION_DAYS + 1)
+    old, old_jobs = batches.create_batch([NOOP], owner=alice)
+    recent, recent_jobs = batches.create_batch([NOOP], owner=alice)
+    for submitted in (*old_jobs, *recent_jobs):
+        run(submitted.job)
+    kept_job, _ = batches.create_batch([NOOP], owner=alice)  # its job still queued
+    Job.objects.filter(batch=old).update(finished_at=long_ago)
+    Batch.objects.filter(pk__in=[old.id, kept_job.id]).update(completed_at=long_ago)
+    result = pruning.prune_jobs(None)
+    assert result == {"deleted_jobs": 1, "deleted_batches": 1}
+    assert set(Batch.objects.values_list("id", flat=True)) == {recent.id, kept_job.id}
+
+
+def test_unsettled_batches_are_found_in_one_query(alice, django_assert_num_queries):
+    done, done_jobs = batches.create_batch([NOOP], owner=alice, on_complete=batchtasks.CALLBACK)
+    busy, _ = batches.create_batch([NOOP], owner=alice, on_complete=batchtasks.CALLBACK)
+    run(done_jobs[0].job, settle=False)
+    with django_assert_num_queries(1):
+        assert batches.unsettled() == [done.id]
+    assert busy.id not in batches.unsettled()
+
+
+@pytest.mark.redis  # a requeue asks Redis whether the last run is still stopping
+def test_the_reconciler_submits_a_late_on_success_a_dead_worker_never_did(alice):
+    batch, submitted = batches.create_batch(
+        [NOOP, NOOP], owner=alice, on_complete=batchtasks.CALLBACK, on_success=batchtasks.SUCCESS
+    )
+    first, second = (s.job for s in submitted)
+    run(first)
+    run(second, ok=False)
+    assert batches.retry_failed(batch.id) == 1
+    run(second, settle=False)  # every job complete now, and the worker died before settling
+    assert callbacks(batchtasks.SUCCESS) == []
+    report = reconcile.Report()
+    reconcile._settle_batches(report)
+    assert report.batches_settled == [str(batch.id)]
+    assert len(callbacks(batchtasks.SUCCESS)) == 1 and len(callbacks()) == 1
+    reconcile._settle_batches(report := reconcile.Report())
+    assert report.batches_settled == [] and len(callbacks(batchtasks.SUCCESS)) == 1
