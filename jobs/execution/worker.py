@@ -90,7 +90,10 @@ class _ParentBookkeeping(BaseWorker):
             # Started by rqworker-pool: when the pool's process dies (killed), nobody
             # would respawn or stop this worker. Leave with it, warmly (SIGTERM).
             _die_with_parent(os.getppid(), signal.SIGTERM)
-        return super().work(*args, **kwargs)
+        try:
+            return super().work(*args, **kwargs)
+        finally:
+            relay.drain()  # the last jobs' messages: the relay's thread dies with the process
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         super().heartbeat(timeout, pipeline)
@@ -126,7 +129,9 @@ class _ParentBookkeeping(BaseWorker):
 
     def _perform_inline(self, job: RQJob, queue) -> None:
         # RQ's SimpleWorker.execute_job: the handler runs here, under RQ's death penalty
-        # (SIGALRM in this, the main thread) for its timeout.
+        # (SIGALRM in this, the main thread) for its timeout. This process lives on: its
+        # relay thread sends the job's messages in order without a wait after each job.
+        runner.inline_pid = os.getpid()
         self.prepare_execution(job)
         self.perform_job(job, queue)
         self.set_state(WorkerStatus.IDLE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -185,3 +186,27 @@ def test_first_etas_hold_against_a_real_worker_pool(spawn):
         assert abs(job.eta_error_seconds) <= 0.5 + 0.2 * wait, (job.priority, wait, job.eta_error_seconds)
     last = max(Job.objects.filter(pk__in=ids), key=lambda j: j.started_at)
     assert (last.started_at - last.created_at).total_seconds() > 1.5  # a real line, not all at once
+
+
+def test_an_inline_jobs_events_reach_its_follower_in_order_and_complete(alice, run_worker):
+    """No drain after an inline job: the worker's relay thread still delivers every
+    event in order, the last one before the worker exits."""
+    from asgiref.sync import async_to_sync, sync_to_async
+
+    from jobs.execution.worker import JobdeskWorker
+    from jobs.live.tests.test_websockets import connect, follow, token_header
+
+    job = submit("diagnostics.sleep_inline", {"seconds": 0.2, "steps": 4}, owner=alice).job
+
+    @async_to_sync
+    async def watch():
+        communicator, _ = await connect(f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(alice)])
+        await sync_to_async(run_worker)(worker_class=JobdeskWorker)
+        return await follow(communicator)
+
+    messages, code = watch()
+    seqs = [m["seq"] for m in messages if "seq" in m]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), messages
+    assert any(m["type"] == "progress" and m.get("progress") == 100 for m in messages), messages
+    assert messages[-1]["type"] == "completed" and code == 1000
+    assert Job.objects.get(pk=job.id).result["pid"] == os.getpid()  # ran in this process
