@@ -47,6 +47,7 @@ _RECORD_RETRY_PAUSES = (0.5, 1, 2, 4, 8, 15, 30)  # about a minute of database t
 # Seconds between heartbeats of an idle worker (RQ's default waits 405 s): a worker whose
 # registration Redis lost notices it this soon.
 IDLE_HEARTBEAT = 45
+_REGISTRATION_CHECK_EVERY = 1.0  # seconds, at most, between heartbeats' registration checks
 
 
 class _ParentBookkeeping(BaseWorker):
@@ -97,13 +98,18 @@ class _ParentBookkeeping(BaseWorker):
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         super().heartbeat(timeout, pipeline)
-        if pipeline is None:
+        # RQ beats several times per job: check the registration at most once a second
+        # (one round trip; it was a tenth of an inline no-op job's time).
+        if pipeline is None and time.monotonic() - self._registration_checked >= _REGISTRATION_CHECK_EVERY:
             self._keep_registered()
+
+    _registration_checked = float("-inf")
 
     def _keep_registered(self) -> None:
         """Register again when Redis lost this worker's registration (a flush, a restart
         without persistence, or a pause longer than its TTL): otherwise health, the
         dashboard and ETAs count it as gone while it works."""
+        self._registration_checked = time.monotonic()
         try:
             with self.connection.pipeline(transaction=False) as pipe:
                 pipe.hexists(self.key, "birth")
