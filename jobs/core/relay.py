@@ -223,14 +223,6 @@ def drain(timeout: float = 2.0) -> bool:
     return sender.wait_idle(timeout)
 
 
-def pending() -> int:
-    """Messages this process's buffer still holds (not yet handed to the layer)."""
-    sender = _current
-    if sender is None or sender.pid != os.getpid():
-        return 0
-    return len(sender.buffer)
-
-
 class _Sender:
     """One per process: a daemon thread with its own event loop and channel layer.
     Created lazily and again after fork(), since neither threads nor sockets survive it."""

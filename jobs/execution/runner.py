@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import traceback
 from typing import Any
 
@@ -42,12 +41,6 @@ Outcome = dict[str, Any]  # {"ok": True, "result": …} | {"ok": False, "categor
 # Jobs the worker's parent process claimed before forking, by dispatch id. The
 # work-horse inherits this dict through fork(), so it knows the claim is done.
 preclaimed: dict[str, Job] = {}
-# The long-lived worker process that runs handlers itself (a fork=False type, or the
-# non-forking worker), when there is one: it need not wait for the relay after each job.
-inline_pid: int | None = None
-# ... unless the relay fell this far behind: then wait, rather than let its buffer drop
-# the oldest messages while jobs keep coming.
-_INLINE_RELAY_BACKLOG = 200
 
 
 def execute(job_id: str, dispatch: str) -> dict:
@@ -103,8 +96,7 @@ def run_handler(job: Job, dispatch: str) -> Outcome:
     else:
         outcome = {"ok": True, "result": result}
     context.flush()
-    if os.getpid() != inline_pid or relay.pending() > _INLINE_RELAY_BACKLOG:
-        relay.drain()  # a work-horse exits right after: let its progress messages out first
+    relay.drain()  # a work-horse exits right after: let its progress messages out first
     # With DEBUG on, Django logs every query for the life of the process; a long-lived
     # worker must not keep every job's queries (a bulk insert's SQL can be megabytes).
     reset_queries()

@@ -135,9 +135,7 @@ class _ParentBookkeeping(BaseWorker):
 
     def _perform_inline(self, job: RQJob, queue) -> None:
         # RQ's SimpleWorker.execute_job: the handler runs here, under RQ's death penalty
-        # (SIGALRM in this, the main thread) for its timeout. This process lives on: its
-        # relay thread sends the job's messages in order without a wait after each job.
-        runner.inline_pid = os.getpid()
+        # (SIGALRM in this, the main thread) for its timeout.
         self.prepare_execution(job)
         self.perform_job(job, queue)
         self.set_state(WorkerStatus.IDLE)
