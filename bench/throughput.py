@@ -1,17 +1,23 @@
 """End-to-end throughput: Jobdesk vs raw RQ with the same worker class, in one run.
 
-    python bench/throughput.py [--jobs 500] [--worker-class rq.Worker]
+    python bench/throughput.py [--jobs 500] [--rounds 3] [--worker-class rq.Worker]
 
 Uses DATABASE_URL (a throwaway SQLite file when unset) and starts its own Redis. For
 each worker class it times N no-op jobs through Jobdesk (submit → complete, checked in
 the database) and N raw RQ no-op jobs, both drained by `manage.py rqworker --burst`,
 and prints both rates and the ratio; also the bulk submit rate and the worker's peak RSS.
+Then the default ``JobdeskWorker`` drains N ``diagnostics.noop_inline`` jobs (``fork=False``:
+no work-horse) against the same N ``diagnostics.noop`` jobs forked. Each comparison runs
+``--rounds`` times, its two sides alternating; the table gives the medians, end to end
+(each side's worker start-up included, as before) and without the start-up (an empty
+burst worker of the same class, timed in each round).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,11 +49,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--bulk", type=int, default=5000, help="jobs in the bulk submit measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per comparison (median)")
     parser.add_argument(
         "--worker-class",
         action="append",
         help="default: Jobdesk's forking and simple classes, and RQ's own Worker and SimpleWorker",
     )
+    parser.add_argument("--no-inline", action="store_true", help="skip the fork=False vs forked comparison")
     args = parser.parse_args()
     worker_classes = args.worker_class or [
         "jobs.execution.worker.JobdeskWorker",
@@ -95,26 +103,84 @@ def run(args, worker_classes: list[str]) -> None:
     bulk_rate = args.bulk / (time.perf_counter() - started)
     print(f"bulk submit: {args.bulk} jobs at {bulk_rate:,.0f} jobs/s (goal >= 2,000)")
 
-    for worker_class in worker_classes:
+    def jobdesk_side(worker_class: str, job_type: str = "diagnostics.noop") -> tuple[float, int]:
         reset()
-        submit_many([JobSpec("diagnostics.noop")] * args.jobs)
-        jobdesk_seconds, jobdesk_rss = drain(worker_class, env)
+        submit_many([JobSpec(job_type)] * args.jobs)
+        seconds, rss = drain(worker_class, env)
         done = Job.objects.filter(status=Status.COMPLETE).count()
         if done != args.jobs:
             raise SystemExit(f"only {done}/{args.jobs} Jobdesk jobs completed")
+        return seconds, rss
 
+    def raw_side(worker_class: str) -> tuple[float, int]:
         reset()
         queue = django_rq.get_queue("normal")
         queue.enqueue_many([queue.prepare_data(noop) for _ in range(args.jobs)])
-        raw_seconds, raw_rss = drain(worker_class, env)
+        seconds, rss = drain(worker_class, env)
         if queue.count:
             raise SystemExit("raw RQ left jobs behind")
+        return seconds, rss
 
-        jobdesk_rate, raw_rate = args.jobs / jobdesk_seconds, args.jobs / raw_seconds
+    def startup(worker_class: str) -> float:
+        """Seconds a burst worker of this class takes on empty queues (start, exit)."""
+        reset()
+        return drain(worker_class, env)[0]
+
+    def compare(label: str, worker_class: str, ours, theirs) -> dict:
+        """``args.rounds`` alternating runs of each side (and of an empty burst worker, the
+        start-up both sides pay): median rates end to end and without the start-up, the
+        ratios of the medians, and each round's own end-to-end ratio (the spread)."""
+        ours_s, theirs_s, starts, rss = [], [], [], []
+        for _ in range(args.rounds):
+            seconds, peak = ours()
+            ours_s.append(seconds)
+            rss.append(peak)
+            theirs_s.append(theirs()[0])
+            starts.append(startup(worker_class))
+        n = args.jobs
+        a, b = statistics.median(n / x for x in ours_s), statistics.median(n / x for x in theirs_s)
+        start = statistics.median(starts)
+        a_run, b_run = (
+            n / max(statistics.median(ours_s) - start, 1e-3),
+            n / max(statistics.median(theirs_s) - start, 1e-3),
+        )
+        ratios = [y / x for x, y in zip(ours_s, theirs_s, strict=True)]
         print(
-            f"{worker_class:33s} jobdesk {jobdesk_rate:7.1f} jobs/s   raw RQ {raw_rate:7.1f} jobs/s   "
-            f"ratio {jobdesk_rate / raw_rate:.2f} (goal >= 0.8)   "
-            f"peak worker RSS jobdesk {jobdesk_rss / 1024:.0f} MiB, raw {raw_rss / 1024:.0f} MiB"
+            f"{label:44s} {a:7.1f} vs {b:7.1f} jobs/s   ratio {a / b:.2f} "
+            f"(rounds {', '.join(f'{r:.2f}' for r in ratios)})   without the {start:.2f} s start-up: "
+            f"{a_run:.1f} vs {b_run:.1f}, ratio {a_run / b_run:.2f}   peak RSS {max(rss) / 1024:.0f} MiB",
+            flush=True,
+        )
+        return {"a": a, "b": b, "ratio": a / b, "ratios": ratios, "run_ratio": a_run / b_run, "start": start}
+
+    rows = []
+    goals = {"jobs.execution.worker.JobdeskWorker": 0.9, "jobs.execution.worker.JobdeskSimpleWorker": 0.8}
+    for worker_class in worker_classes:
+        row = compare(
+            f"{worker_class} vs raw RQ",
+            worker_class,
+            lambda c=worker_class: jobdesk_side(c),
+            lambda c=worker_class: raw_side(c),
+        )
+        rows.append((f"`{worker_class}`, Jobdesk vs raw RQ, same class", row, goals.get(worker_class)))
+    if not args.no_inline:
+        forking = "jobs.execution.worker.JobdeskWorker"
+        row = compare(
+            "JobdeskWorker, fork=False vs forked",
+            forking,
+            lambda: jobdesk_side(forking, "diagnostics.noop_inline"),
+            lambda: jobdesk_side(forking, "diagnostics.noop"),
+        )
+        rows.append(("`JobdeskWorker`, `fork=False` type vs the same jobs forked", row, 3.0))
+
+    print(f"\n{args.jobs} no-op jobs per side, median of {args.rounds} alternating runs ({connection.vendor})\n")
+    print("| worker | jobs/s | baseline jobs/s | ratio | each round | ratio without start-up | goal |")
+    print("|---|---|---|---|---|---|---|")
+    for label, row, goal in rows:
+        each = ", ".join(f"{r:.2f}" for r in row["ratios"])
+        print(
+            f"| {label} | {row['a']:.1f} | {row['b']:.1f} | **{row['ratio']:.2f}** | {each} | "
+            f"{row['run_ratio']:.2f} (start-up {row['start']:.2f} s) | {f'≥ {goal}' if goal else ''} |"
         )
 
 

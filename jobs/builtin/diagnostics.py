@@ -7,6 +7,9 @@ first N attempts, so "temporary, then success" can be exercised. ``trace`` recor
 every run in Redis (``jobdesk:diag:runs:<job id>``) and counts runs that overlapped
 another live run of the same job (``jobdesk:diag:overlaps``): the proof that a job
 never runs twice at once, even while workers are being killed.
+
+``diagnostics.sleep_inline`` and ``diagnostics.noop_inline`` are the same handlers with
+``fork=False``: the default worker runs them in its own process, without a work-horse.
 """
 
 from __future__ import annotations
@@ -139,3 +142,9 @@ def _maybe_fail(payload: dict, attempt: int) -> None:
 def noop(ctx) -> dict:
     """The cheapest possible job: for throughput benchmarks."""
     return {}
+
+
+# The same handlers without a work-horse (fork=False): for tests and benchmarks of
+# inline execution in the default worker.
+job_type("diagnostics.sleep_inline", validate=validate_sleep, timeout=int(MAX_SECONDS) + 60, fork=False)(sleep)
+job_type("diagnostics.noop_inline", timeout=60, fork=False)(noop)

@@ -54,6 +54,10 @@ class JobType:
     # with its work: the estimate then learns seconds per unit of size.
     expected_duration: float | None = None
     size: Callable[[dict], float | None] | None = None
+    # False: the default JobdeskWorker runs it inside its own long-lived process, without
+    # a work-horse (no fork per job). For short, trusted handlers that leave no state
+    # behind: a crash, a leak or a hang of the handler is the worker's own.
+    fork: bool = True
 
     def size_of(self, payload: dict) -> float | None:
         """The job's size from its payload; None when the type is not sized or cannot say."""
@@ -113,6 +117,7 @@ def job_type(
     expected_duration: float | None = None,
     size: Callable[[dict], float | None] | None = None,
     summary_payload: Callable[[dict], dict] | None = None,
+    fork: bool = True,
 ) -> Callable[[Handler], Handler]:
     """Register ``handler`` as the job type ``name``. Re-registering a name replaces it."""
     if priority not in Priority.values:
@@ -143,6 +148,7 @@ def job_type(
             expected_duration=float(expected_duration) if expected_duration is not None else None,
             size=size,
             summary_payload=summary_payload,
+            fork=bool(fork),
         )
         return handler
 

@@ -28,7 +28,8 @@ from rq.job import Job as RQJob
 from rq.results import Result
 from rq.worker import BaseWorker, WorkerStatus
 
-from jobs.core import lifecycle, liveness, queueing, relay
+from jobs.core import lifecycle, liveness, queueing, registry, relay
+from jobs.core.errors import SubmitError
 from jobs.core.models import Job
 from jobs.core.queueing import ENTRY_POINT
 from jobs.execution import runner
@@ -46,6 +47,7 @@ _RECORD_RETRY_PAUSES = (0.5, 1, 2, 4, 8, 15, 30)  # about a minute of database t
 # Seconds between heartbeats of an idle worker (RQ's default waits 405 s): a worker whose
 # registration Redis lost notices it this soon.
 IDLE_HEARTBEAT = 45
+_REGISTRATION_CHECK_EVERY = 1.0  # seconds, at most, between heartbeats' registration checks
 
 
 class _ParentBookkeeping(BaseWorker):
@@ -57,6 +59,7 @@ class _ParentBookkeeping(BaseWorker):
         super().__init__(*args, **kwargs)
         self._running: str | None = None  # the RQ job id being executed, for re-registration
         self._unrecorded: list[tuple[Job, runner.Outcome]] = []
+        self._inline = False  # the job in hand runs in this process (no work-horse)
 
     def execute_job(self, job: RQJob, queue) -> None:
         self._parent_pid = os.getpid()  # read by the horse, to notice a parent already gone
@@ -67,9 +70,13 @@ class _ParentBookkeeping(BaseWorker):
         self._running = job.id
         claimed = self._claim(job)
         try:
-            super().execute_job(job, queue)
+            if claimed is not None and self._inline:
+                self._perform_inline(job, queue)
+            else:
+                super().execute_job(job, queue)
         finally:
             self._running = None
+            self._inline = False
             if claimed is not None:
                 try:
                     self._record(claimed, job)
@@ -84,17 +91,25 @@ class _ParentBookkeeping(BaseWorker):
             # Started by rqworker-pool: when the pool's process dies (killed), nobody
             # would respawn or stop this worker. Leave with it, warmly (SIGTERM).
             _die_with_parent(os.getppid(), signal.SIGTERM)
-        return super().work(*args, **kwargs)
+        try:
+            return super().work(*args, **kwargs)
+        finally:
+            relay.drain()  # the last jobs' messages: the relay's thread dies with the process
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         super().heartbeat(timeout, pipeline)
-        if pipeline is None:
+        # RQ beats several times per job: check the registration at most once a second
+        # (one round trip; it was a tenth of an inline no-op job's time).
+        if pipeline is None and time.monotonic() - self._registration_checked >= _REGISTRATION_CHECK_EVERY:
             self._keep_registered()
+
+    _registration_checked = float("-inf")
 
     def _keep_registered(self) -> None:
         """Register again when Redis lost this worker's registration (a flush, a restart
         without persistence, or a pause longer than its TTL): otherwise health, the
         dashboard and ETAs count it as gone while it works."""
+        self._registration_checked = time.monotonic()
         try:
             with self.connection.pipeline(transaction=False) as pipe:
                 pipe.hexists(self.key, "birth")
@@ -114,9 +129,20 @@ class _ParentBookkeeping(BaseWorker):
         except RedisError:
             logger.warning("redis unreachable: registration not checked", extra={"worker": self.name})
 
+    def _runs_inline(self, job: Job) -> bool:
+        """Does this claimed job run in this process (no work-horse)?"""
+        return True
+
+    def _perform_inline(self, job: RQJob, queue) -> None:
+        # RQ's SimpleWorker.execute_job: the handler runs here, under RQ's death penalty
+        # (SIGALRM in this, the main thread) for its timeout.
+        self.prepare_execution(job)
+        self.perform_job(job, queue)
+        self.set_state(WorkerStatus.IDLE)
+
     def _hold_seconds(self, job: Job) -> int:
         """How long the in-hand key lasts without a refresh."""
-        return job.timeout + 60  # a non-forking worker cannot refresh while the handler runs
+        return job.timeout + 60  # nothing refreshes it while the handler runs in this process
 
     def _claim(self, rq_job: RQJob) -> Job | None:
         ids = _dispatch_of(rq_job)
@@ -132,6 +158,7 @@ class _ParentBookkeeping(BaseWorker):
             logger.exception("claim failed", extra={"job_id": job_id, "dispatch": dispatch})
             return None
         if claimed is not None:
+            self._inline = self._runs_inline(claimed)
             runner.preclaimed[dispatch] = claimed
             _quietly(queueing.mark_in_hand, dispatch, self.name, self._hold_seconds(claimed))
             self._claim_relayed()
@@ -173,19 +200,46 @@ class _ParentBookkeeping(BaseWorker):
 class JobdeskWorker(_ParentBookkeeping, Worker):
     """Forking worker (RQ's default) with the bookkeeping in the parent. While the horse
     runs, the parent wakes every MONITOR_INTERVAL seconds to refresh its hold on the
-    dispatch and to stop the horse if the job was canceled or taken away meanwhile."""
+    dispatch and to stop the horse if the job was canceled or taken away meanwhile.
+
+    A job whose type says ``fork=False`` runs in this process instead, as
+    ``JobdeskSimpleWorker`` would run it: no horse, the same queues, the same claim and
+    record. It stops at its timeout (RQ's death penalty, SIGALRM), and on cancel only
+    cooperatively (``ctx.is_canceled()``): there is no horse to kill."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("job_monitoring_interval", MONITOR_INTERVAL)
         super().__init__(*args, **kwargs)
 
+    def _runs_inline(self, job: Job) -> bool:
+        try:
+            return not registry.get(job.type, resolve=True).fork
+        except SubmitError:
+            return False  # unknown here: the horse reports it (and dies alone if it must)
+
     def _hold_seconds(self, job: Job) -> int:
+        if self._inline:
+            return super()._hold_seconds(job)
         return liveness.IN_HAND_TTL
 
     def _claim_relayed(self) -> None:
         # The horse relays progress from its own process: let "active" out first, so
-        # followers get the job's events in order.
-        relay.drain(_CLAIM_RELAY_WAIT)
+        # followers get the job's events in order. (Inline, one process keeps the order.)
+        if not self._inline:
+            relay.drain(_CLAIM_RELAY_WAIT)
+
+    def get_heartbeat_ttl(self, job: RQJob) -> int:
+        if self._inline:
+            # Nobody beats while the handler runs here: last until its timeout (RQ's
+            # SimpleWorker does the same).
+            return SimpleWorker.get_heartbeat_ttl(self, job)  # type: ignore[arg-type]
+        return super().get_heartbeat_ttl(job)
+
+    def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        # RQ's stop-job command (a cancel) kills the horse's process group: with no horse
+        # (0), that would be this worker's own group. An inline job stops cooperatively.
+        if self.horse_pid:
+            super().kill_horse(sig)
 
     def maintain_heartbeats(self, job: RQJob) -> None:
         super().maintain_heartbeats(job)

@@ -33,7 +33,7 @@ QUEUES = ("immediate", "normal", "low")
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class JobdeskTask(Task):
     """A standard ``Task`` with Jobdesk's extras. Per task: ``@task(max_attempts=3,
-    heavy=True, timeout=600, expected_duration=30)``; per enqueue: ``my_task.options(
+    heavy=True, timeout=600, expected_duration=30, fork=False)``; per enqueue: ``my_task.options(
     idempotency_key=…, depends_on=[job ids], heavy=…, max_attempts=…, size=…).enqueue(…)`` (like ``using()``; each
     travels with that one job, and the task's job type keeps its own defaults)."""
 
@@ -41,6 +41,7 @@ class JobdeskTask(Task):
     timeout: int | None = None  # seconds; None: JOB_TIMEOUT (per task only: its job type's)
     heavy: bool = False  # waits for a work window
     expected_duration: float | None = None  # seconds, for ETAs until its runs say (per task only)
+    fork: bool = True  # False: run inside the worker's process, no work-horse (per task only)
     idempotency_key: str | None = None
     depends_on: tuple[str, ...] = ()
     size: float | None = None  # this job's work in the task's unit (e.g. bytes), for its ETA

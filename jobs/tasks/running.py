@@ -37,6 +37,7 @@ def register(task: Task, backend: str) -> None:
         max_attempts=getattr(task, "max_attempts", None),
         heavy=bool(getattr(task, "heavy", False)),
         expected_duration=getattr(task, "expected_duration", None),
+        fork=bool(getattr(task, "fork", True)),
         after_record=lambda job: _finished(job, backend),
         summary_payload=lambda summary: {"args": [summary], "kwargs": {}},  # a batch callback's one argument
     )(lambda ctx: run(ctx, backend))

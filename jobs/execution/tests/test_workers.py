@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
 from rq import Worker
+from rq.job import Job as RQJob
 
 from conftest import wait_for
 from jobs.core import actions, queueing
-from jobs.core.models import Job, Status
+from jobs.core.models import Job, JobEvent, Status
 from jobs.core.submit import JobSpec, submit, submit_many
 from jobs.insight import estimates
 
@@ -102,6 +104,68 @@ def test_a_canceled_run_is_stopped_by_its_worker_even_without_the_stop_command(s
     assert Job.objects.get(pk=job.id).status == Status.CANCELED
 
 
+def worker_idle_in(redis_conn):
+    workers = Worker.all(connection=redis_conn)
+    return workers and all(w.get_current_job_id() is None for w in workers)
+
+
+def test_fork_false_types_run_in_the_worker_process_while_other_types_get_a_horse(spawn):
+    inline = submit("diagnostics.sleep_inline", {"seconds": 0.3, "steps": 3}).job
+    forked = submit("diagnostics.sleep", {"seconds": 0.3, "steps": 3}).job
+    inline_again = submit("diagnostics.sleep_inline", {"seconds": 0, "steps": 1}).job
+    worker = spawn("rqworker", *QUEUES, "--burst")
+    ids = [inline.id, forked.id, inline_again.id]
+    wait_for(lambda: statuses(ids).count(Status.COMPLETE) == 3, timeout=60, what="3 jobs to complete")
+    assert worker.wait(30) == 0
+
+    rows = {j.id: j for j in Job.objects.filter(pk__in=ids)}
+    for job_id in (inline.id, inline_again.id):
+        # The handler ran in the worker's own process, which also holds the claim.
+        assert rows[job_id].result["pid"] == worker.pid == rows[job_id].runner_pid
+        assert rows[job_id].progress == 100 and rows[job_id].attempts == 1
+    assert rows[forked.id].runner_pid == worker.pid != rows[forked.id].result["pid"]  # its horse
+    moves = list(JobEvent.objects.filter(job_id=inline.id).values_list("to_status", flat=True).order_by("seq"))
+    assert moves[-2:] == [Status.ACTIVE, Status.COMPLETE]
+
+
+def test_an_inline_job_is_stopped_at_its_timeout_and_the_worker_lives_on(spawn, redis_conn):
+    job = submit("diagnostics.sleep_inline", {"seconds": 60, "steps": 1}, max_attempts=1).job
+    # RQ's death penalty fires at the dispatch's timeout (the type's + a bookkeeping
+    # grace): shorten it, as a short-timeout type would have it.
+    dispatch = RQJob.fetch(job.rq_job_id, connection=redis_conn)
+    dispatch.timeout = 2
+    dispatch.save()
+    worker = spawn("rqworker", *QUEUES)
+    wait_for(lambda: Job.objects.get(pk=job.id).status == Status.ACTIVE, timeout=30, what="job to start")
+    wait_for(lambda: Job.objects.get(pk=job.id).status == Status.DEAD_LETTER, timeout=20, what="the timeout")
+    job.refresh_from_db()
+    assert "timed out" in job.error_message and job.finished_at is not None
+    assert (job.finished_at - job.started_at).total_seconds() < 10  # stopped, not slept out
+
+    assert worker.poll() is None  # the worker survived its job's timeout
+    after = submit("diagnostics.noop_inline").job
+    wait_for(lambda: Job.objects.get(pk=after.id).status == Status.COMPLETE, timeout=20, what="the next job")
+    assert Job.objects.get(pk=after.id).runner_pid == worker.pid
+
+
+def test_canceling_an_inline_job_stops_it_cooperatively_and_the_worker_lives_on(spawn, redis_conn):
+    # 3 s between its checks: the stop-job command arrives while it sleeps.
+    job = submit("diagnostics.sleep_inline", {"seconds": 120, "steps": 40, "trace": True}).job
+    worker = spawn("rqworker", *QUEUES)
+    runs = f"jobdesk:diag:runs:{job.id}"
+    wait_for(lambda: redis_conn.llen(runs) == 1, timeout=30, what="the handler to start")
+
+    actions.cancel(job.id, reason="not this one")  # sends RQ's stop-job command too
+    wait_for(lambda: worker_idle_in(redis_conn), timeout=10, what="the worker to drop the canceled job")
+    job.refresh_from_db()
+    assert job.status == Status.CANCELED and job.progress < 100
+    # RQ's stop-job command kills the horse's process group; with no horse it must not
+    # take the worker itself.
+    assert worker.poll() is None
+    after = submit("diagnostics.noop").job
+    wait_for(lambda: Job.objects.get(pk=after.id).status == Status.COMPLETE, timeout=20, what="the next job")
+
+
 def test_first_etas_hold_against_a_real_worker_pool(spawn):
     """Every job's first estimate, made at submit, is within 0.5 s + 20 % of its wait of
     when a real pool of two workers started it."""
@@ -122,3 +186,27 @@ def test_first_etas_hold_against_a_real_worker_pool(spawn):
         assert abs(job.eta_error_seconds) <= 0.5 + 0.2 * wait, (job.priority, wait, job.eta_error_seconds)
     last = max(Job.objects.filter(pk__in=ids), key=lambda j: j.started_at)
     assert (last.started_at - last.created_at).total_seconds() > 1.5  # a real line, not all at once
+
+
+def test_an_inline_jobs_events_reach_its_follower_in_order_and_complete(alice, run_worker):
+    """No drain after an inline job: the worker's relay thread still delivers every
+    event in order, the last one before the worker exits."""
+    from asgiref.sync import async_to_sync, sync_to_async
+
+    from jobs.execution.worker import JobdeskWorker
+    from jobs.live.tests.test_websockets import connect, follow, token_header
+
+    job = submit("diagnostics.sleep_inline", {"seconds": 0.2, "steps": 4}, owner=alice).job
+
+    @async_to_sync
+    async def watch():
+        communicator, _ = await connect(f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(alice)])
+        await sync_to_async(run_worker)(worker_class=JobdeskWorker)
+        return await follow(communicator)
+
+    messages, code = watch()
+    seqs = [m["seq"] for m in messages if "seq" in m]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), messages
+    assert any(m["type"] == "progress" and m.get("progress") == 100 for m in messages), messages
+    assert messages[-1]["type"] == "completed" and code == 1000
+    assert Job.objects.get(pk=job.id).result["pid"] == os.getpid()  # ran in this process

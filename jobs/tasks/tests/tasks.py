@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from jobs import UserFixableError
@@ -67,3 +68,9 @@ async def reports_progress_async(context: TaskContext) -> dict:
 @task(max_attempts=2)  # a JobdeskTask option (the standard signature takes **kwargs)
 def fails_twice() -> None:
     raise RuntimeError("still broken")
+
+
+@task(fork=False)
+def light_pid() -> int:
+    """Runs inside the worker's process (fork=False): returns that process's pid."""
+    return os.getpid()

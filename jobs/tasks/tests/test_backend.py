@@ -5,6 +5,7 @@ progress, priorities, run_after, signals, transactions)."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
@@ -212,3 +213,15 @@ def test_idempotency_keys_and_dependencies_ride_on_options(run_worker):
     assert Job.objects.get(pk=after.id).status == Status.WAITING
     run_worker()
     assert Job.objects.get(pk=after.id).status == Status.COMPLETE
+
+
+def test_a_fork_false_task_runs_inside_the_default_workers_own_process(run_worker):
+    from jobs.core import registry
+    from jobs.execution.worker import JobdeskWorker
+
+    assert registry.get(tasks.light_pid.module_path).fork is False
+    assert registry.get(tasks.add.module_path).fork is True
+    result = tasks.light_pid.enqueue()
+    run_worker(worker_class=JobdeskWorker)  # the forking class, in this process
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == os.getpid()

@@ -75,6 +75,27 @@ def test_sigkilled_worker_mid_job_is_repaired_and_the_job_completes(spawn, setti
     assert overlaps(redis_conn) == 0
 
 
+def test_sigkilled_worker_mid_inline_job_is_repaired_and_the_job_completes(spawn, settings, redis_conn):
+    """A fork=False job runs in the worker's own process: killing it kills the run, and
+    the claim's pid (the worker's) proves it gone."""
+    settings.RETRY_BASE_DELAY = 0.1
+    job = submit("diagnostics.sleep_inline", {"seconds": 3, "steps": 6, "trace": True}).job
+    worker = spawn("rqworker", *QUEUES, **FAST_RETRIES)
+    wait_for(lambda: runs(redis_conn, job) == 1, timeout=30, what="the handler to start")
+    assert horse_pids(worker) == []  # no work-horse: the worker runs it
+    assert redis_conn.lrange(f"jobdesk:diag:runs:{job.id}", 0, -1) == [str(worker.pid).encode()]
+    assert Job.objects.get(pk=job.id).runner_pid == worker.pid
+
+    sigkill_worker(worker)
+    assert reconcile.run(grace_seconds=0).lost == [str(job.id)]
+    assert Job.objects.get(pk=job.id).status == Status.RETRYING
+    spawn("rqworker", *QUEUES, **FAST_RETRIES)
+    spawn("rqscheduler", "--queue", "normal", "--interval", "1")
+    wait_for(lambda: Job.objects.get(pk=job.id).status == Status.COMPLETE, timeout=60, what="the retry to complete")
+    assert Job.objects.get(pk=job.id).attempts == 2 and runs(redis_conn, job) == 2
+    assert overlaps(redis_conn) == 0
+
+
 def test_killing_only_the_worker_parent_takes_its_work_horse_along(spawn, settings, redis_conn):
     """Jobdesk's worker ties the horse to its parent: no orphan keeps running a job
     that the reconciler then retries."""
