@@ -60,6 +60,7 @@ class _ParentBookkeeping(BaseWorker):
         self._running: str | None = None  # the RQ job id being executed, for re-registration
         self._unrecorded: list[tuple[Job, runner.Outcome]] = []
         self._inline = False  # the job in hand runs in this process (no work-horse)
+        self._registration_checked = float("-inf")  # monotonic time of the last check
 
     def execute_job(self, job: RQJob, queue) -> None:
         self._parent_pid = os.getpid()  # read by the horse, to notice a parent already gone
@@ -102,8 +103,6 @@ class _ParentBookkeeping(BaseWorker):
         # (one round trip; it was a tenth of an inline no-op job's time).
         if pipeline is None and time.monotonic() - self._registration_checked >= _REGISTRATION_CHECK_EVERY:
             self._keep_registered()
-
-    _registration_checked = float("-inf")
 
     def _keep_registered(self) -> None:
         """Register again when Redis lost this worker's registration (a flush, a restart

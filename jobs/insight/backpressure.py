@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from jobs.core.models import Job
-from jobs.insight import estimates
+from jobs.insight import durations, estimates
 
 MAX_RETRY_AFTER = 600  # seconds: beyond this, "later" is all a client needs to know
 MIN_RETRY_AFTER = 5
@@ -21,5 +21,5 @@ def retry_after_backlog(limit: int, job_type: str) -> int | None:
     if depth <= limit:
         return None
     workers = estimates.live_workers() or 1
-    per_job = estimates.average_durations([job_type])[job_type]
+    per_job = durations.of(job_type).mean
     return min(MAX_RETRY_AFTER, max(MIN_RETRY_AFTER, math.ceil(per_job * max(1, depth - limit) / workers)))

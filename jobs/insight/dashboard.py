@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from jobs.core import flow, opening, queueing
 from jobs.core.models import Job, Status
 from jobs.insight import calibration, health, stats, throughput
+from jobs.insight.workers import label as worker_label
 from workwindow.policy import closes_at, is_open, next_open
 
 DAY = timedelta(hours=24)
@@ -116,13 +117,6 @@ def _redis_parts() -> dict[str, Any]:
         ],  # fmt: skip
         "scheduler": scheduler,
     }
-
-
-def worker_label(worker: queueing.WorkerState) -> str:
-    """host:pid, as an operator finds the process (RQ's name is 32 hex characters)."""
-    if worker.hostname and worker.pid:
-        return f"{worker.hostname}:{worker.pid}"
-    return worker.name
 
 
 def _running_jobs(dispatches: list[str]) -> dict[str, dict]:

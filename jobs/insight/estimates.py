@@ -113,11 +113,6 @@ def clear_cache() -> None:
     line.clear_cache()
 
 
-def average_durations(types: Iterable[str]) -> dict[str, float]:
-    """Expected run time of each type (its history's mean, else a prior)."""
-    return {job_type: durations.of(job_type).mean for job_type in set(types)}
-
-
 def live_workers() -> int | None:
     """Workers in RQ's registry (their keys expire without heartbeats); None if unknown."""
     try:
@@ -179,11 +174,8 @@ class _Slots:
 class _Snapshot:
     now: datetime
     workers: _Workers
-    # Per priority: how much longer a wait in its line is than the line alone says,
-    # because work of higher priority keeps arriving and goes first.
-    slowdown: dict[str, float]
-    surge: dict[str, float] = field(default_factory=dict)  # per priority: see _surges
-    rate_doubt: dict[str, float] = field(default_factory=dict)  # per priority: see _rate_doubts
+    # Per priority: what higher priorities' new work does to a wait in its line.
+    ahead: dict[str, _Ahead] = field(default_factory=dict)
     running: list[tuple[str, datetime | None, int]] = field(default_factory=list)
     rules: flow.Rules = field(default_factory=flow.Rules)
     # Per work key (a type, or a type and size class: ``line.work``).
@@ -229,15 +221,10 @@ class _Snapshot:
         cold = self._cold_independent + sum(shared[t] for t in self._cold_types)
         return cold >= COLD_SHARE * (self._independent + sum(shared.values()))
 
-    def arrivals_doubt(self, priority: str, wait: float, doubt: float) -> float:
-        """``doubt`` widened by the higher priorities' work that may arrive over ``wait``:
-        how lumpy it is (work arriving while the line clears brings more: a busy period's
-        variance grows with the slowdown cubed), and how sure its rate is."""
-        wait = max(0.0, wait)
-        slowdown = self.slowdown.get(priority, 1.0)
-        lumps = self.surge.get(priority, 0.0) * wait * slowdown**2 / self.workers.count**2
-        rate = (wait * self.rate_doubt.get(priority, 0.0)) ** 2
-        return math.sqrt(doubt**2 + lumps + rate)
+    def stretched(self, priority: str, seconds: float, doubt: float) -> tuple[float, float]:
+        """A wait the line alone puts at ``seconds`` (± ``doubt``), with the work of
+        higher priorities that keeps arriving: (wait, doubt)."""
+        return self.ahead[priority].stretch(seconds, doubt, self.workers.count)
 
     def owe(self, key: str, count: int = 1, duration: Duration | None = None) -> None:
         """``count`` runs of ``key`` are handed out: their doubt weighs on every later start."""
@@ -342,7 +329,6 @@ def _snapshot(work: set[str], now: datetime, worker_count: int, arrivals: Mappin
     snap = _Snapshot(
         now=now,
         workers=_Workers([]),
-        slowdown={},
         running=running,
         rules=flow.rules(),
         prior=durations.default_prior(durations.of(line.parts(key)[0]) for key in work),
@@ -358,9 +344,7 @@ def _snapshot(work: set[str], now: datetime, worker_count: int, arrivals: Mappin
     for key, left in busy:  # their doubt about the mean is shared with the line's jobs of the type
         snap.owe(key, duration=Duration(left.mean, 0.0, left.mean_error, left.cold))
     recent = arrival_profile(now) if arrivals is None else ArrivalProfile(dict(arrivals), {}, {})
-    snap.slowdown = _slowdown(recent.load, worker_count)
-    snap.surge = _surges(recent.surge)
-    snap.rate_doubt = _rate_doubts(recent, worker_count, snap.slowdown)
+    snap.ahead = _higher_priorities(recent, worker_count)
     return snap
 
 
@@ -389,19 +373,25 @@ def _stratified(left: Duration, draws: int, rng: random.Random) -> list[float]:
     """``draws`` values of one running job's remaining time at evenly spaced quantiles,
     shuffled: from its type's long runs if known, else a log-normal with its mean and
     spread."""
-    quantiles = [(i + 0.5) / draws for i in range(draws)]
     if left.draws:
         pool = sorted(left.draws)
-        values = [pool[min(len(pool) - 1, int(q * len(pool)))] for q in quantiles]
+        values = [pool[min(len(pool) - 1, int((i + 0.5) / draws * len(pool)))] for i in range(draws)]
     elif left.mean <= 0 or left.spread <= 0:
         values = [left.mean] * draws
     else:
         sigma2 = math.log1p((left.spread / left.mean) ** 2)
         mu, sigma = math.log(left.mean) - sigma2 / 2, math.sqrt(sigma2)
-        normal = statistics.NormalDist()
-        values = [math.exp(mu + sigma * normal.inv_cdf(q)) for q in quantiles]
+        values = [math.exp(mu + sigma * z) for z in _normal_quantiles(draws)]
     rng.shuffle(values)
     return values
+
+
+@functools.cache
+def _normal_quantiles(draws: int) -> tuple[float, ...]:
+    """A standard normal's quantiles at evenly spaced points, worked out once per count
+    (every running job's draws scale them: a submit with many running must not redo it)."""
+    normal = statistics.NormalDist()
+    return tuple(normal.inv_cdf((i + 0.5) / draws) for i in range(draws))
 
 
 def _paces(running: list[tuple[str, datetime | None, int]], now: datetime) -> dict[str, Duration]:
@@ -417,14 +407,43 @@ def _paces(running: list[tuple[str, datetime | None, int]], now: datetime) -> di
     return found
 
 
-def _slowdown(arrivals: Mapping[str, float], worker_count: int) -> dict[str, float]:
-    """A line gets only the workers' time left over by higher priorities' new work: its
-    wait grows by 1 / (1 − their share), the share capped so a wait stays finite."""
-    slowdown, share = {}, 0.0
+@dataclass(frozen=True)
+class _Ahead:
+    """What the higher priorities' new work does to a wait in one line.
+
+    * ``slowdown``: the line gets only the workers' time their work leaves over, so its
+      wait grows by 1 / (1 − their share), the share capped so a wait stays finite;
+    * ``surge``: how lumpy that work is (Σ jobs × E[duration²] per second): work arriving
+      over a wait of T seconds varies by surge × T (a compound Poisson process), and
+      work arriving while the line clears brings more (a busy period's variance grows
+      with the slowdown cubed);
+    * ``rate_doubt``: how far the slowdown may be off, as a share of the wait: their rate
+      is read from one window's jobs, a count with Poisson doubt (share / √jobs), and a
+      wait of 1 / (1 − share) moves by slowdown² per unit of share."""
+
+    slowdown: float = 1.0
+    surge: float = 0.0
+    rate_doubt: float = 0.0
+
+    def stretch(self, seconds: float, doubt: float, workers: int) -> tuple[float, float]:
+        wait = max(0.0, seconds * self.slowdown)
+        lumps = self.surge * wait * self.slowdown**2 / workers**2
+        rate = (wait * self.rate_doubt) ** 2
+        return wait, math.sqrt((doubt * self.slowdown) ** 2 + lumps + rate)
+
+
+def _higher_priorities(recent: ArrivalProfile, worker_count: int) -> dict[str, _Ahead]:
+    """Per priority, what the new work of the priorities above it does to its waits."""
+    found: dict[str, _Ahead] = {}
+    share, surge, seen = 0.0, 0.0, 0
     for priority in settings.JOB_QUEUES:
-        slowdown[priority] = 1.0 / (1.0 - min(share, MAX_HIGHER_SHARE))
-        share += arrivals.get(priority, 0.0) / worker_count
-    return slowdown
+        slowdown = 1.0 / (1.0 - min(share, MAX_HIGHER_SHARE))
+        share_doubt = share / math.sqrt(seen) if seen else 0.0
+        found[priority] = _Ahead(slowdown, surge, share_doubt * slowdown)
+        share += recent.load.get(priority, 0.0) / worker_count
+        surge += recent.surge.get(priority, 0.0)
+        seen += recent.seen.get(priority, 0)
+    return found
 
 
 @dataclass(frozen=True)
@@ -437,15 +456,10 @@ class ArrivalProfile:
 _arrivals: tuple[float, ArrivalProfile] | None = None
 
 
-def recent_arrivals(now: datetime | None = None) -> dict[str, float]:
-    """Per priority, the work submitted per second over the last ARRIVAL_WINDOW seconds
-    (before ``now``) and already taken up (jobs × their type's average duration /
-    window): what will keep arriving. Jobs still waiting are left out: the line counts
-    them, and a one-off bulk submit is no rate."""
-    return arrival_profile(now).load
-
-
 def arrival_profile(now: datetime | None = None) -> ArrivalProfile:
+    """Per priority, the work submitted over the last ARRIVAL_WINDOW seconds (before
+    ``now``) and already taken up: what will keep arriving. Jobs still waiting are left
+    out: the line counts them, and a one-off bulk submit is no rate."""
     global _arrivals
     if _arrivals is None or _arrivals[0] < time.monotonic():
         since = (now or timezone.now()) - timedelta(seconds=ARRIVAL_WINDOW)
@@ -467,30 +481,6 @@ def arrival_profile(now: datetime | None = None) -> ArrivalProfile:
         found = ArrivalProfile(dict(load), dict(surge), dict(seen))
         _arrivals = (time.monotonic() + _ARRIVALS_CACHE_SECONDS, found)
     return _arrivals[1]
-
-
-def _rate_doubts(recent: ArrivalProfile, worker_count: int, slowdown: Mapping[str, float]) -> dict[str, float]:
-    """Per priority, how far its slowdown may be off, as a share of the wait: the higher
-    priorities' rate is read from the jobs of one window, a count with Poisson doubt
-    (share / √jobs), and a wait of 1 / (1 − share) moves by slowdown² per unit of share."""
-    found, share, seen = {}, 0.0, 0
-    for priority in settings.JOB_QUEUES:
-        share_doubt = share / math.sqrt(seen) if seen else 0.0
-        found[priority] = share_doubt * slowdown[priority]
-        share += recent.load.get(priority, 0.0) / worker_count
-        seen += recent.seen.get(priority, 0)
-    return found
-
-
-def _surges(surge: Mapping[str, float]) -> dict[str, float]:
-    """Per priority, how lumpy the higher priorities' new work is: work that arrives
-    ahead over a wait of T seconds varies by a variance of surge × T (a compound Poisson
-    process), which spreads the start as much."""
-    found, above = {}, 0.0
-    for priority in settings.JOB_QUEUES:
-        found[priority] = above
-        above += surge.get(priority, 0.0)
-    return found
 
 
 @dataclass
@@ -722,11 +712,9 @@ class _Resolver:
         if pause is not None:
             return Estimate(warning=flow.pause_note(pause), paused=True)
         windows = self.windows if job.heavy else None
-        slowdown = snap.slowdown[job.priority]
         if job.status == Status.QUEUED:
             start = self.starts[job.id]
-            centre = start.seconds * slowdown
-            doubt = snap.arrivals_doubt(job.priority, centre, start.doubt * slowdown)
+            centre, doubt = snap.stretched(job.priority, start.seconds, start.doubt)
             cold = start.cold or duration.cold
             return _timed(snap.now, centre, doubt, duration, cold, calibration.bounds(job.priority, cold), windows)
         ready = self._ready_at(job, depth)
@@ -734,8 +722,7 @@ class _Resolver:
             return Estimate(warning="a dependency failed or cannot be estimated")
         # It starts once ready and once the line ahead of it has drained, whichever is later.
         line_end = self.drained[job.priority]
-        centre = line_end.seconds * slowdown
-        doubt = snap.arrivals_doubt(job.priority, centre, line_end.doubt * slowdown)
+        centre, doubt = snap.stretched(job.priority, line_end.seconds, line_end.doubt)
         cold = line_end.cold or duration.cold or ready[3]
         bounds = calibration.bounds(job.priority, cold)
         low, high = spread_range(centre, doubt, bounds)

@@ -21,6 +21,13 @@ from jobs.core import queueing
 from jobs.core.models import Job, JobEvent, Status
 
 
+def label(worker: queueing.WorkerState) -> str:
+    """host:pid, as an operator finds the process (RQ's name is 32 hex characters)."""
+    if worker.hostname and worker.pid:
+        return f"{worker.hostname}:{worker.pid}"
+    return worker.name
+
+
 def labels(jobs: Iterable[Job], *, live: bool = True) -> dict[str, str]:
     """RQ worker name → ``host:pid`` for every worker that ran (or runs) these jobs,
     and for the live ones when ``live``."""
@@ -28,7 +35,7 @@ def labels(jobs: Iterable[Job], *, live: bool = True) -> dict[str, str]:
     found: dict[str, str] = {}
     if live:
         with contextlib.suppress(RedisError):  # unreachable: what the database says still applies
-            found.update({w.name: f"{w.hostname}:{w.pid}" for w in queueing.workers().values() if w.hostname and w.pid})
+            found.update({w.name: label(w) for w in queueing.workers().values() if w.hostname and w.pid})
     for job in jobs:  # claims recorded before events carried the label: the last one
         if job.worker_name and job.runner_host and job.runner_pid:
             found.setdefault(job.worker_name, f"{job.runner_host}:{job.runner_pid}")

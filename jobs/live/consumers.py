@@ -157,13 +157,22 @@ class FollowConsumer(_Socket):
         revision: from, to, why). True when that was final (closed)."""
         try:
             fresh = await read(self.snapshot)()
-            revision = await read(revisions.revise)(self.job_id, self.shown, fresh, reason)
         except Exception:  # the database hiccuped: the periodic re-read tries again
             logger.warning("estimate revision failed", exc_info=True)
             return False
-        if revision is None:
-            return False
-        return await self.deliver({**fresh, "eta_revision": revision})
+        revision = await self.revision(fresh, reason)
+        return await self.deliver({**fresh, "eta_revision": revision}) if revision else False
+
+    async def revision(self, fresh: dict, reason: str = "") -> dict | None:
+        """The revision ``fresh`` makes of the estimate shown (noted on the job's
+        timeline), or None when it stayed in its range (no thread, no query then)."""
+        if not revisions.moved(self.shown, fresh):
+            return None
+        try:
+            return await read(revisions.revise)(self.job_id, self.shown, fresh, reason)
+        except Exception:
+            logger.warning("estimate revision failed", exc_info=True)
+            return None
 
     def is_new(self, msg: dict) -> bool:
         """Events after the last one sent; snapshots not older than it (a re-sent
@@ -218,17 +227,10 @@ class FollowConsumer(_Socket):
             )
             if job_id and fresh.get("seq") == self.last_seq.get(job_id):
                 # The same state, a new estimate: out of the range shown, it is a revision.
-                revision = await self._revision(fresh)
+                revision = await self.revision(fresh)
                 fresh = {**fresh, "eta_revision": revision} if revision else fresh
             if job_id and changed and await self.deliver(fresh):
                 return
-
-    async def _revision(self, fresh: dict) -> dict | None:
-        try:
-            return await read(revisions.revise)(self.job_id, self.shown, fresh)
-        except Exception:
-            logger.warning("estimate revision failed", exc_info=True)
-            return None
 
 
 _estimates_in_flight: dict[tuple, asyncio.Future] = {}

@@ -87,13 +87,15 @@ def test_the_list_has_badges_progress_and_estimates_and_finds_by_id(superuser):
     assert list(filtered.context["cl"].result_list) == []
 
 
-def test_the_eta_column_shows_the_80_percent_range_with_the_estimate_in_its_tooltip(superuser, monkeypatch):
+def test_the_eta_column_shows_the_80_percent_range_with_the_estimate_in_its_tooltip(superuser, redis_conn):
     import re
+
+    from rq import Worker
 
     from conftest import past_jobs
     from jobs.insight import estimates
 
-    monkeypatch.setattr(estimates, "live_workers", lambda: 1)
+    Worker(["normal"], connection=redis_conn, name="idle").register_birth()  # one worker alive, none busy
     done = timezone.now() - timedelta(minutes=5)
     past_jobs(
         Job(type="diagnostics.sleep", status=Status.COMPLETE, started_at=done - timedelta(seconds=s), finished_at=done)

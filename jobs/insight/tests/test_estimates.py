@@ -335,7 +335,7 @@ def test_arrivals_of_higher_priority_work_stretch_the_wait_of_lower_lines():
     # Over the last minute, immediate work of 0.5 worker-seconds per second arrived:
     # 3 jobs of 10 s; with 2 workers that is a quarter of their time.
     past_jobs(Job(type="t.a", priority="immediate", status=Status.COMPLETE) for _ in range(3))
-    arrivals = estimates.recent_arrivals()
+    arrivals = estimates.arrival_profile().load
     assert arrivals["immediate"] == pytest.approx(3 * 10 / estimates.ARRIVAL_WINDOW)
     normal = row("t.a", enqueued_at=now - timedelta(seconds=2))
     behind = row("t.a", enqueued_at=now - timedelta(seconds=1))
@@ -352,7 +352,7 @@ def test_arrivals_of_higher_priority_work_stretch_the_wait_of_lower_lines():
     assert seconds_from(now, found[behind.id].start_at) == pytest.approx(30 / 0.75)
     estimates.clear_cache()
     # `first` is immediate too but still waiting: the line counts it, the rate does not.
-    assert estimates.recent_arrivals()["immediate"] == pytest.approx(arrivals["immediate"])
+    assert estimates.arrival_profile().load["immediate"] == pytest.approx(arrivals["immediate"])
 
 
 def test_a_promoted_job_joins_the_end_of_the_immediate_line():

@@ -430,7 +430,7 @@ def test_guessing_tokens_over_websockets_is_throttled_like_the_api(alice, settin
     assert first["type"] == "websocket.close" and first["code"] == 4401, "even a right token, from that address"
 
 
-def test_a_burst_of_more_urgent_work_revises_a_followers_eta_with_the_reason(alice, monkeypatch, settings):
+def test_a_burst_of_more_urgent_work_revises_a_followers_eta_with_the_reason(alice, redis_conn, settings):
     """A follower of a waiting job hears at once when its start leaves the range it was
     shown (not at the next periodic re-read), with why, and the timeline keeps it."""
     from datetime import timedelta
@@ -443,7 +443,9 @@ def test_a_burst_of_more_urgent_work_revises_a_followers_eta_with_the_reason(ali
 
     settings.WS_ETA_SETTLE_SECONDS = 0.1
     settings.WS_ETA_REFRESH_SECONDS = 60.0  # the revision must not wait for the re-read
-    monkeypatch.setattr(estimates, "live_workers", lambda: 1)  # one worker, busy elsewhere in the test's eyes
+    from rq import Worker
+
+    Worker(["normal"], connection=redis_conn, name="idle").register_birth()  # one worker alive, taking nothing
     done = timezone.now() - timedelta(minutes=5)
     past_jobs(
         Job(type="diagnostics.sleep", status=Status.COMPLETE, started_at=done - timedelta(seconds=2), finished_at=done)
