@@ -43,9 +43,9 @@ def labels(jobs: Iterable[Job], *, live: bool = True) -> dict[str, str]:
         "actor_label", "details"
     )
     for name, details in claims:
-        label = (details or {}).get("worker") if isinstance(details, dict) else None
-        if name and label:
-            found[name] = label  # what the claim itself recorded wins
+        recorded = (details or {}).get("worker") if isinstance(details, dict) else None
+        if name and recorded:
+            found[name] = recorded  # what the claim itself recorded wins
     return found
 
 
