@@ -51,6 +51,19 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+def check_lease_timing(lease: float, renew: float, stop: float) -> None:
+    """A run must stop well before its lease lapses, and renew more than once before it
+    would stop: otherwise the fencing promise (never two runs at once) does not hold."""
+    if not renew * 2 <= stop:
+        raise ConfigError(
+            "JOB_LEASE_STOP_SECONDS", str(stop), f"make it at least twice JOB_LEASE_RENEW_SECONDS ({renew})"
+        )
+    if not stop + 2 <= lease:
+        raise ConfigError(
+            "JOB_LEASE_SECONDS", str(lease), f"make it at least JOB_LEASE_STOP_SECONDS + 2 ({stop + 2:g})"
+        )
+
+
 def env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None:

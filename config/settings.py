@@ -12,6 +12,7 @@ from pathlib import Path
 
 from config.env import (
     ConfigError,
+    check_lease_timing,
     env_bool,
     env_choice,
     env_database,
@@ -121,6 +122,14 @@ QUEUE_MAX_DEPTH = env_int("QUEUE_MAX_DEPTH", 1000, minimum=1)
 RECONCILE_GRACE_SECONDS = env_float("RECONCILE_GRACE_SECONDS", 10.0, minimum=0.0)
 # A remote worker whose RQ heartbeat is older than this is considered dead.
 WORKER_STALE_SECONDS = env_int("WORKER_STALE_SECONDS", 120, minimum=10)
+# Every run holds a lease (jobs.core.leases) that its worker renews every
+# JOB_LEASE_RENEW_SECONDS; a worker that could not renew for JOB_LEASE_STOP_SECONDS stops
+# the run, and another host takes the job over only after JOB_LEASE_SECONDS without a
+# renewal — so the two never overlap. renew < stop < lease, with room for the stop.
+JOB_LEASE_SECONDS = env_float("JOB_LEASE_SECONDS", 15.0, minimum=3.0)
+JOB_LEASE_RENEW_SECONDS = env_float("JOB_LEASE_RENEW_SECONDS", 2.0, minimum=0.2)
+JOB_LEASE_STOP_SECONDS = env_float("JOB_LEASE_STOP_SECONDS", 10.0, minimum=1.0)
+check_lease_timing(JOB_LEASE_SECONDS, JOB_LEASE_RENEW_SECONDS, JOB_LEASE_STOP_SECONDS)
 # Finished jobs (and their events) older than this many days are pruned at 09:00 UTC.
 JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=1)
 JOB_EVENT_RETENTION_DAYS = env_int("JOB_EVENT_RETENTION_DAYS", 90, minimum=1)

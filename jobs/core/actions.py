@@ -7,7 +7,7 @@ what the action adds: the end of a canceled job followed up, a requeue's refusal
 
 from __future__ import annotations
 
-from jobs.core import batches, lifecycle, outcomes, queueing
+from jobs.core import batches, leases, lifecycle, outcomes
 from jobs.core.errors import ActionRefused
 from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, Job
 
@@ -26,8 +26,7 @@ def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:
         raise ActionRefused(
             f"Cannot requeue job {job_id}: its dependency {broken.id} is {broken.status}; requeue that first."
         )
-    dispatch = Job.objects.filter(pk=job_id).values_list("rq_job_id", flat=True).first()
-    if dispatch and queueing.dispatches_in_hand([dispatch]):
+    if leases.still_running(job_id):  # canceled, but its run has not stopped (or lapsed) yet
         raise ActionRefused(f"Cannot requeue job {job_id} yet: its last run is still stopping; try again in a moment.")
     job = lifecycle.requeue(job_id, actor=actor, actor_label=actor_label)
     if job.batch_id is not None:

@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
-from jobs.core import fastpath, opening, queueing, relay, transitions
+from jobs.core import fastpath, leases, opening, queueing, relay, transitions
 from jobs.core.errors import JobNotFound, SubmitError, TransitionError
 from jobs.core.joblog import log_job
 from jobs.core.models import (
@@ -95,12 +95,18 @@ def _move(
         if "hold" not in changes:  # any other move ends a hold (a cancel, a promote, …)
             changes.update(hold="", held_at=None)
         changes["status"] = _target(move, job, to)
+        if dispatch is not None and from_status == Status.ACTIVE != changes["status"]:
+            changes.setdefault("lease_expires_at", None)  # the run's outcome is in: its lease ends
         guard = Job.objects.filter(pk=job_id, status=from_status, seq=job.seq)
         if guard.update(**changes) != 1:  # cannot happen under the row lock; never trust it blindly
             raise TransitionError(job_id, name, "changed concurrently", move.sources)
         previous_dispatch, previous_priority = job.rq_job_id, job.priority
         for field, value in changes.items():
             setattr(job, field, value)
+        computed = [field for field, value in changes.items() if hasattr(value, "resolve_expression")]
+        if computed:  # values the database worked out (a lease on its clock): read them back
+            for field, value in Job.objects.filter(pk=job_id).values(*computed).get().items():
+                setattr(job, field, value)
         # What the move saw under the lock, for the follow-up (cancel stops a running
         # dispatch, withdraws a waiting one) and for callers.
         job.previous_status, job.previous_dispatch = from_status, previous_dispatch
@@ -286,7 +292,8 @@ def _eta_error(job: Job, now) -> float | None:
 
 
 def claim(job_id, dispatch: str, worker_name: str, *, in_callers_transaction: bool = False) -> Job:
-    """queued → active for this dispatch. ``in_callers_transaction``: the caller holds
+    """queued → active for this dispatch, with a fresh lease (jobs.core.leases) the
+    claiming worker must keep renewing. ``in_callers_transaction``: the caller holds
     its own transaction on purpose (flow control's lever lock) and the one-statement
     move may run inside it — it needs nothing after commit but what on_commit does."""
     now = timezone.now()
@@ -310,7 +317,11 @@ def claim(job_id, dispatch: str, worker_name: str, *, in_callers_transaction: bo
     if _fast_path() or (in_callers_transaction and USE_FAST_PATH and connection.vendor == "postgresql"):
         return _fast(
             job_id, "claim", dispatch=dispatch, now=now, values=values,
-            expressions={"attempts": "j.attempts + 1", "eta_error_seconds": _ETA_ERROR_SQL}, actor_label=worker_name,
+            expressions={
+                "attempts": "j.attempts + 1", "eta_error_seconds": _ETA_ERROR_SQL,
+                "lease_expires_at": leases.deadline_sql(),
+            },
+            actor_label=worker_name,
             message=message, details=details,
         )  # fmt: skip
     return _move(
@@ -318,7 +329,12 @@ def claim(job_id, dispatch: str, worker_name: str, *, in_callers_transaction: bo
         "claim",
         dispatch=dispatch,
         actor_label=worker_name,
-        fields=lambda job: {**values, "attempts": job.attempts + 1, "eta_error_seconds": _eta_error(job, now)},
+        fields=lambda job: {
+            **values,
+            "attempts": job.attempts + 1,
+            "eta_error_seconds": _eta_error(job, now),
+            "lease_expires_at": leases.deadline(),
+        },
         message=message,
         details=details,
     )
@@ -331,7 +347,9 @@ def _finished_fields(**extra) -> dict:
 def complete(job_id, dispatch: str, result: Any) -> Job:
     # A success after a retry leaves no advice of the failure behind (the timeline keeps
     # it); a finished job no longer shows the stage it was last in.
-    values = _finished_fields(result=result, progress=100, stage="", **_error_fields("", "", "", []))
+    values = _finished_fields(
+        result=result, progress=100, stage="", lease_expires_at=None, **_error_fields("", "", "", [])
+    )
     if _fast_path():
         return _fast(
             job_id, "complete", dispatch=dispatch, now=values["finished_at"], values=values, actor_label="",

@@ -1,9 +1,10 @@
-"""Is the process that claimed an active job still there?
+"""Is the run of an active job still going on?
 
-Decided by the claim itself, not by a timeout: a slow job whose process is alive is
-never declared lost. On the claiming host the work-horse's pid is checked (with its
-start time, so a recycled pid does not count); elsewhere RQ's worker registry and
-heartbeat decide.
+Decided by the run's lease (jobs.core.leases), which its worker renews while the run
+goes on, wherever it runs: a slow job whose worker keeps renewing is never declared
+lost, and a job is only taken over once its lease has passed — after its own worker
+stopped it. On the claiming host a dead process is proof sooner (its pid is checked
+with its start time, so a recycled pid does not count).
 """
 
 from __future__ import annotations
@@ -46,54 +47,48 @@ def process_started_at(pid: int) -> datetime | None:
 CLAIM_GRACE = timedelta(seconds=10)
 
 
-# How long a worker's hold on a running dispatch lasts without a refresh (jobs.execution.worker).
-IN_HAND_TTL = 10
+def lost_reason(job: Job, workers: dict[str, WorkerState], now: datetime) -> str | None:
+    """Why ``job`` (active) has nobody running it any more, or None if its run goes on.
 
-
-def lost_reason(
-    job: Job,
-    workers: dict[str, WorkerState],
-    in_hand: set[str],
-    now: datetime,
-    memory_age: float,
-    abandoned: frozenset[str] = frozenset(),
-) -> str | None:
-    """Why ``job`` (active) has nobody running it any more, or None if it is in hand.
-
-    ``in_hand``: dispatches whose Jobdesk worker holds them (refreshed every few
-    seconds, kept until the outcome is recorded). ``abandoned``: dispatches whose worker
-    gave up recording their outcome. ``memory_age``: how long Redis has been keeping
-    such keys; right after a flush, remote jobs are not judged yet.
+    ``job.lease_expired`` (``jobs.core.leases.with_expiry``, on the database's clock)
+    decides: a run whose lease has passed has been stopped by its own worker (or its
+    worker is gone or cut off), on any host. On the claiming host a dead process is
+    proof sooner: nothing can run in a process that does not exist.
     """
-    if job.rq_job_id in abandoned:
-        return f"worker {job.worker_name} could not record the outcome and gave it up"
-    local = job.runner_host == HOSTNAME and job.runner_pid
-    if local:  # the claiming process is checkable: its death is proof
-        assert job.runner_pid is not None  # local means it has a pid
-        started = process_started_at(job.runner_pid)
-        if started is None:
-            return f"process {job.runner_pid} of worker {job.worker_name} on {HOSTNAME} is gone"
-        if job.started_at and started > job.started_at + timedelta(seconds=1):
-            return f"process {job.runner_pid} on {HOSTNAME} is gone (its pid was reused)"
-    if job.rq_job_id in in_hand:
+    dead = _dead_claimant(job)
+    if dead:
+        return dead
+    if job.lease_expires_at is not None:
+        if getattr(job, "lease_expired", False):
+            return (
+                f"its lease expired at {job.lease_expires_at.isoformat()}: worker {job.worker_name} stopped renewing it"
+            )
         return None
+    return _lost_without_lease(job, workers, now)
+
+
+def _dead_claimant(job: Job) -> str | None:
+    if job.runner_host != HOSTNAME or not job.runner_pid:
+        return None  # another host's pid says nothing here
+    started = process_started_at(job.runner_pid)
+    if started is None:
+        return f"process {job.runner_pid} of worker {job.worker_name} on {HOSTNAME} is gone"
+    if job.started_at and started > job.started_at + timedelta(seconds=1):
+        return f"process {job.runner_pid} on {HOSTNAME} is gone (its pid was reused)"
+    return None
+
+
+def _lost_without_lease(job: Job, workers: dict[str, WorkerState], now: datetime) -> str | None:
+    """A run claimed by a worker from before leases (an upgrade in progress): judged by
+    its RQ worker, and never before it could have run out its timeout when Redis has
+    simply forgotten the worker (a flush)."""
     worker = workers.get(job.worker_name)
     settled = job.started_at is None or now - job.started_at > CLAIM_GRACE
-    if local:
-        # Its process lives. A parent stopped (SIGSTOP, a frozen VM) after its horse
-        # finished has let its hold lapse and RQ shows no current job — but it will record
-        # the outcome when it resumes: only a worker busy with *another* dispatch has
-        # provably moved on.
-        if worker is not None and worker.current_job not in (None, job.rq_job_id) and settled:
-            return f"worker {job.worker_name} moved on to other work without recording this one"
-        return None
     if worker is not None and worker.current_job != job.rq_job_id and settled:
         return f"worker {job.worker_name} moved on (its work-horse died or its outcome was not recorded)"
-    if memory_age < IN_HAND_TTL * 2:
-        return None  # Redis just lost its memory: give live workers time to refresh
-    if worker is None:
-        return f"worker {job.worker_name} is gone (no RQ worker registration)"
     stale_after = timedelta(seconds=settings.WORKER_STALE_SECONDS)
-    if worker.last_heartbeat and now - worker.last_heartbeat.replace(tzinfo=UTC) > stale_after:
+    if worker is not None and worker.last_heartbeat and now - worker.last_heartbeat.replace(tzinfo=UTC) > stale_after:
         return f"worker {job.worker_name} stopped heart-beating at {worker.last_heartbeat.isoformat()}"
+    if worker is None and job.started_at and now - job.started_at > timedelta(seconds=job.timeout) + stale_after:
+        return f"worker {job.worker_name} is gone (no RQ worker registration) and its run would have timed out"
     return None

@@ -238,6 +238,10 @@ class Job(models.Model):
     # not by a timeout, so a slow job whose process is alive is never declared lost.
     runner_host = models.CharField(max_length=255, blank=True, default="")
     runner_pid = models.PositiveIntegerField(null=True, blank=True)
+    # The run's lease (jobs.core.leases), on the database's clock: set by the claim,
+    # renewed by the worker while the run goes on, cleared when its outcome is recorded.
+    # Another host may take the job over only once it has passed.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

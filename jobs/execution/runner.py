@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback
 from typing import Any
 
@@ -21,7 +22,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import reset_queries
 
-from jobs.core import flow, lifecycle, outcomes, queueing, registry, relay, window
+from jobs.core import flow, leases, lifecycle, outcomes, queueing, registry, relay, window
 from jobs.core.errors import (
     AdminRequiredError,
     JobError,
@@ -32,6 +33,7 @@ from jobs.core.errors import (
 )
 from jobs.core.joblog import log_job
 from jobs.core.models import Job
+from jobs.execution import leasekeeper
 from jobs.execution.context import JobContext
 
 logger = logging.getLogger("jobs.execution.runner")
@@ -48,10 +50,20 @@ def execute(job_id: str, dispatch: str) -> dict:
     job = preclaimed.pop(dispatch, None)
     if job is not None:
         return run_handler(job, dispatch)
+    sent = time.monotonic()
     job = claim(job_id, dispatch, queueing.current_worker_name())
     if job is None:
         return {"skipped": True}
-    recorded = record(job, dispatch, run_handler(job, dispatch))
+    # Nobody else keeps this run's lease (a plain RQ worker, or a parent whose claim
+    # failed): this process does, and stops the handler if it is lost.
+    keeper = leasekeeper.keeper()
+    leasekeeper.prepare_interrupts()
+    keeper.hold(job.id, dispatch, leasekeeper.interrupt_main_thread, claimed_at=sent)
+    try:
+        outcome = run_handler(job, dispatch)
+    finally:
+        keeper.release()
+    recorded = record(job, dispatch, outcome)
     relay.drain()  # in a work-horse, the outcome's message too
     return {"status": recorded.status if recorded else "discarded"}
 
@@ -140,6 +152,7 @@ def _record(job: Job, dispatch: str, outcome: Outcome) -> Job | None:
     except (TransitionError, JobNotFound) as refused:
         # Canceled, repaired or deleted (e.g. from the admin) while it ran: nothing to record.
         logger.info("outcome discarded", extra={"job_id": str(job.id), "dispatch": dispatch, "reason": str(refused)})
+        leases.release(job.id, dispatch)  # the run has stopped: a requeue need not wait for its lease
         return None
 
 

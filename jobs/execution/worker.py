@@ -28,11 +28,11 @@ from rq.job import Job as RQJob
 from rq.results import Result
 from rq.worker import BaseWorker, WorkerStatus
 
-from jobs.core import lifecycle, liveness, queueing, registry, relay
+from jobs.core import registry, relay
 from jobs.core.errors import SubmitError
 from jobs.core.models import Job
 from jobs.core.queueing import ENTRY_POINT
-from jobs.execution import runner
+from jobs.execution import leasekeeper, runner
 
 logger = logging.getLogger("jobs.execution.worker")
 
@@ -79,15 +79,13 @@ class _ParentBookkeeping(BaseWorker):
             self._running = None
             self._inline = False
             if claimed is not None:
-                try:
-                    self._record(claimed, job)
-                finally:
-                    _quietly(queueing.release_in_hand, claimed.rq_job_id)
+                self._record(claimed, job, lost=leasekeeper.keeper().release())
 
     def work(self, *args, **kwargs) -> bool:
         # Jobdesk schedules with rq-scheduler (manage.py rqscheduler): RQ's own scheduler
         # would be one more child process per worker, orphaned when its worker is killed.
         kwargs["with_scheduler"] = False
+        leasekeeper.prepare_interrupts()  # an inline run that loses its lease is stopped
         if multiprocessing.parent_process() is not None:
             # Started by rqworker-pool: when the pool's process dies (killed), nobody
             # would respawn or stop this worker. Leave with it, warmly (SIGTERM).
@@ -139,15 +137,12 @@ class _ParentBookkeeping(BaseWorker):
         self.perform_job(job, queue)
         self.set_state(WorkerStatus.IDLE)
 
-    def _hold_seconds(self, job: Job) -> int:
-        """How long the in-hand key lasts without a refresh."""
-        return job.timeout + 60  # nothing refreshes it while the handler runs in this process
-
     def _claim(self, rq_job: RQJob) -> Job | None:
         ids = _dispatch_of(rq_job)
         if ids is None:
             return None  # not a Jobdesk job (raw RQ work on the same queues)
         job_id, dispatch = ids
+        sent = time.monotonic()  # the lease the claim grants runs from (at the latest) now
         try:
             _drop_broken_connection()
             claimed = runner.claim(job_id, dispatch, self.name, _type_and_queue(rq_job))
@@ -159,19 +154,21 @@ class _ParentBookkeeping(BaseWorker):
         if claimed is not None:
             self._inline = self._runs_inline(claimed)
             runner.preclaimed[dispatch] = claimed
-            _quietly(queueing.mark_in_hand, dispatch, self.name, self._hold_seconds(claimed))
+            leasekeeper.keeper().hold(claimed.id, dispatch, self._stop_run, claimed_at=sent)
             self._claim_relayed()
         return claimed
+
+    def _stop_run(self, reason: str) -> None:
+        """Its lease is lost: stop the run before another host may take the job."""
+        leasekeeper.interrupt_main_thread(reason)
 
     def _claim_relayed(self) -> None:
         """In one process the relay keeps the job's events in order by itself."""
 
-    def _record(self, job: Job, rq_job: RQJob) -> None:
+    def _record(self, job: Job, rq_job: RQJob, *, lost: str) -> None:
         runner.preclaimed.pop(job.rq_job_id, None)
-        outcome = _outcome_of(rq_job)
+        outcome = _lease_lost(lost) if lost else _outcome_of(rq_job)
         for pause in _RECORD_RETRY_PAUSES:
-            # Keep holding the dispatch while recording: the run is done, not lost.
-            _quietly(queueing.mark_in_hand, job.rq_job_id, self.name, pause + liveness.IN_HAND_TTL)
             try:
                 runner.record(job, job.rq_job_id, outcome)
                 return
@@ -179,10 +176,9 @@ class _ParentBookkeeping(BaseWorker):
                 logger.exception("recording the outcome failed", extra={"job_id": str(job.id)})
                 connections.close_all()
                 time.sleep(pause)
-        # Still active in the database while this worker moves on. Say so in Redis (the
-        # reconciler may then retry the job) and try again before the next job: whichever
-        # comes first wins, the other is refused by the dispatch guard.
-        _quietly(queueing.mark_abandoned, job.rq_job_id, self.name)
+        # Still active in the database while this worker moves on: its lease lapses (no
+        # one renews it), so the reconciler may retry the job. Try again before the next
+        # job: whichever comes first wins, the other is refused by the dispatch guard.
         self._unrecorded.append((job, outcome))
 
     def _record_left_behind(self) -> None:
@@ -193,13 +189,12 @@ class _ParentBookkeeping(BaseWorker):
             except DatabaseError:
                 return  # still down: next time
             self._unrecorded.remove((job, outcome))
-            _quietly(queueing.forget_abandoned, job.rq_job_id)
 
 
 class JobdeskWorker(_ParentBookkeeping, Worker):
     """Forking worker (RQ's default) with the bookkeeping in the parent. While the horse
-    runs, the parent wakes every MONITOR_INTERVAL seconds to refresh its hold on the
-    dispatch and to stop the horse if the job was canceled or taken away meanwhile.
+    runs, the parent keeps the run's lease (jobs.execution.leasekeeper) and kills the
+    horse when it is lost: canceled, taken away, or the database out of reach too long.
 
     A job whose type says ``fork=False`` runs in this process instead, as
     ``JobdeskSimpleWorker`` would run it: no horse, the same queues, the same claim and
@@ -216,10 +211,20 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
         except SubmitError:
             return False  # unknown here: the horse reports it (and dies alone if it must)
 
-    def _hold_seconds(self, job: Job) -> int:
+    def _stop_run(self, reason: str) -> None:
         if self._inline:
-            return super()._hold_seconds(job)
-        return liveness.IN_HAND_TTL
+            super()._stop_run(reason)
+        else:
+            self.kill_horse()  # from the watchdog's thread; RQ's monitor loop then reaps it
+
+    def set_current_job_working_time(self, current_job_working_time, pipeline=None) -> None:
+        # RQ calls this from its monitor loop while the horse runs: an unreachable Redis
+        # must not end the loop (and the parent) while the horse goes on — the lease,
+        # kept in the database, decides whether the run may go on.
+        try:
+            super().set_current_job_working_time(current_job_working_time, pipeline)
+        except RedisError:
+            logger.warning("redis unreachable while a job runs", extra={"worker": self.name})
 
     def _claim_relayed(self) -> None:
         # The horse relays progress from its own process: let "active" out first, so
@@ -241,19 +246,11 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             super().kill_horse(sig)
 
     def maintain_heartbeats(self, job: RQJob) -> None:
-        super().maintain_heartbeats(job)
-        self._keep_registered()
-        claimed = _claim_of(job)
-        if claimed is None:
-            return
-        _quietly(queueing.mark_in_hand, claimed.rq_job_id, self.name, liveness.IN_HAND_TTL)
         try:
-            still_ours = lifecycle.still_owns(claimed.id, claimed.rq_job_id)
-        except DatabaseError:
-            return  # cannot tell: let it run
-        if not still_ours:
-            logger.info("stopping a canceled run", extra={"job_id": str(claimed.id), "dispatch": claimed.rq_job_id})
-            self.kill_horse()
+            super().maintain_heartbeats(job)
+        except RedisError:
+            logger.warning("redis unreachable: heartbeat skipped", extra={"worker": self.name})
+        self._keep_registered()
 
     def main_work_horse(self, job: RQJob, queue) -> None:
         _die_with_parent(self._parent_pid)
@@ -270,19 +267,6 @@ def _dispatch_of(rq_job: RQJob) -> tuple[str, str] | None:
     if rq_job.func_name != ENTRY_POINT or len(rq_job.args) < 2:
         return None
     return rq_job.args[0], rq_job.args[1]
-
-
-def _claim_of(rq_job: RQJob) -> Job | None:
-    ids = _dispatch_of(rq_job)
-    return runner.preclaimed.get(ids[1]) if ids else None
-
-
-def _quietly(redis_call, *args) -> None:
-    """In-hand keys help the reconciler judge; failing to write one never fails a job."""
-    try:
-        redis_call(*args)
-    except RedisError:
-        logger.warning("redis unreachable for in-hand key", extra={"call": redis_call.__name__})
 
 
 def _latest_result(rq_job: RQJob) -> Result | None:
@@ -309,6 +293,17 @@ def _outcome_of(rq_job: RQJob) -> runner.Outcome:
         "details": result.exc_string if result is not None else "",
         "recovery_actions": ["None needed: retried automatically", "Check the worker's memory limits"],
         "exception": f"{WorkHorseDied.__module__}.{WorkHorseDied.__qualname__}",
+    }
+
+
+def _lease_lost(reason: str) -> runner.Outcome:
+    return {
+        "ok": False,
+        "category": "temporary",
+        "message": f"stopped: {reason}",
+        "details": "",
+        "recovery_actions": ["None needed: retried automatically", "Check the worker host's link to the database"],
+        "exception": f"{leasekeeper.LeaseLost.__module__}.{leasekeeper.LeaseLost.__qualname__}",
     }
 
 

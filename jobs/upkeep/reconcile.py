@@ -7,6 +7,7 @@ guarded lifecycle move, so it can never make a job run twice at once).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -14,9 +15,10 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from redis.exceptions import LockError
+from redis.exceptions import LockError, RedisError
+from redis.lock import Lock
 
-from jobs.core import batches, flow, lifecycle, liveness, outcomes, queueing, transitions
+from jobs.core import batches, flow, leases, lifecycle, liveness, outcomes, queueing, transitions
 from jobs.core.errors import TransitionError
 from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, FINAL_STATUSES, Job, Priority, Status
 from jobs.core.registry import cron, job_type
@@ -24,6 +26,8 @@ from jobs.core.registry import cron, job_type
 logger = logging.getLogger("jobs.reconcile")
 ACTOR = "reconciler"
 _LOCK_KEY = "jobdesk:reconcile:lock"
+LOCK_SECONDS = 30  # a pass renews its lock before each repair (see _still_holding_the_lock)
+_pass_lock: contextvars.ContextVar[Lock | None] = contextvars.ContextVar("jobdesk_reconcile_lock", default=None)
 HOOK_REPLAY_AFTER = 60  # seconds: a live worker runs hooks right after recording
 
 
@@ -63,35 +67,54 @@ def run(*, grace_seconds: float | None = None) -> Report:
     """One pass. ``grace_seconds`` spares rows changed that recently (their Redis side
     may still be on its way, e.g. an enqueue waiting for its transaction to commit)."""
     grace = settings.RECONCILE_GRACE_SECONDS if grace_seconds is None else grace_seconds
-    lock = queueing.connection().lock(_LOCK_KEY, timeout=300, blocking_timeout=0)
+    lock = queueing.connection().lock(_LOCK_KEY, timeout=LOCK_SECONDS, blocking_timeout=0)
     if not lock.acquire(blocking=False):
         return Report(skipped=True)
+    token = _pass_lock.set(lock)
+    report = Report()
     try:
-        now = timezone.now()
-        report = Report()
-        present = queueing.dispatches_in_redis()
-        _restore_missing_dispatches(present, now - timedelta(seconds=grace), report)
-        _rescue_lost_active(now, report)
-        _settle_waiting(report)
-        _replay_unfinished_hooks(now - timedelta(seconds=max(grace, HOOK_REPLAY_AFTER)), report)
-        _settle_batches(report)
-        # After the lost runs were repaired: their slots are free now.
-        unheld = flow.release_held()
-        if unheld:
-            report.unheld.append(str(unheld))
+        _one_pass(timezone.now(), grace, report)
+    except LockError:
+        logger.warning("reconcile pass stopped: another pass holds the lock now", extra=report.as_dict())
+        report.errors.append("lock lost")
     finally:
+        _pass_lock.reset(token)
         try:
             lock.release()
-        except LockError:
-            logger.warning("reconcile lock expired before the pass ended")
+        except (LockError, RedisError):
+            logger.warning("reconcile lock lost before the pass ended")
     if report.repairs:
         logger.warning("reconcile repaired jobs", extra=report.as_dict())
     return report
 
 
+def _one_pass(now: datetime, grace: float, report: Report) -> None:
+    present = queueing.dispatches_in_redis()
+    _restore_missing_dispatches(present, now - timedelta(seconds=grace), report)
+    _rescue_lost_active(now, report)
+    _settle_waiting(report)
+    _replay_unfinished_hooks(now - timedelta(seconds=max(grace, HOOK_REPLAY_AFTER)), report)
+    _settle_batches(report)
+    # After the lost runs were repaired: their slots are free now.
+    unheld = flow.release_held()
+    if unheld:
+        report.unheld.append(str(unheld))
+
+
+def _still_holding_the_lock() -> None:
+    """Renew the pass's lock before each repair; a pass that lost it (cut off from
+    Redis, or slower than its lock) stops, and the pass that holds it goes on. Repairs
+    are guarded moves, so even two passes at once could not run a job twice: the lock
+    keeps the work — and the log — to one pass."""
+    lock = _pass_lock.get()
+    if lock is not None:
+        lock.reacquire()  # LockNotOwnedError (a LockError) when another pass took over
+
+
 def _repair(job_id, repairs: list[str], report: Report, move) -> None:
     """Apply one repair; a job that moved on meanwhile is skipped, and a job that cannot
     be repaired is logged and counted — it never stops the pass for the others."""
+    _still_holding_the_lock()
     try:
         with transaction.atomic():
             move()
@@ -120,15 +143,12 @@ def _restore_missing_dispatches(present: set[str], changed_before: datetime, rep
 
 
 def _rescue_lost_active(now: datetime, report: Report) -> None:
-    active = list(Job.objects.filter(status=Status.ACTIVE))
+    active = list(leases.with_expiry(Job.objects.filter(status=Status.ACTIVE)))
     if not active:
         return
     workers = queueing.workers()
-    in_hand = queueing.dispatches_in_hand([job.rq_job_id for job in active])
-    abandoned = queueing.dispatches_abandoned([job.rq_job_id for job in active])
-    memory_age = queueing.liveness_memory_age(now)
     for job in active:
-        reason = liveness.lost_reason(job, workers, in_hand, now, memory_age, abandoned)
+        reason = liveness.lost_reason(job, workers, now)
         if reason is None:
             continue
 

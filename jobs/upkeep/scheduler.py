@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
+import socket
 import time
 
 from django.conf import settings
@@ -33,6 +35,8 @@ logger = logging.getLogger("jobs.upkeep.scheduler")
 
 OUTAGE_PAUSES = (0.5, 1, 2, 4, 8, 15)  # seconds between attempts while Redis (or the database) is down
 OUTAGES = (RedisError, DatabaseError, OSError)
+LEADER_KEY = "jobdesk:scheduler:leader"
+LEADER_LEASE_SECONDS = 10.0
 SYNC_EVERY = 60.0  # seconds between syncs of the code's cron entries (a deploy restarts the scheduler anyway)
 
 
@@ -63,7 +67,6 @@ class JobdeskScheduler(DjangoScheduler):
                     done = self._poll(burst)
                 except OUTAGES as error:
                     failures += 1
-                    self._lock_acquired = False  # if we held it, it expires by itself
                     pause = _outage(error, failures)
                     time.sleep(pause)
                     continue
@@ -74,23 +77,55 @@ class JobdeskScheduler(DjangoScheduler):
                     return
                 time.sleep(max(0.0, self._interval - (time.monotonic() - started)))
         finally:
-            _quietly(self.remove_lock)
+            _quietly(self._step_down)
             _quietly(self.register_death)
+
+    def _step_down(self) -> None:
+        """A scheduler that stops hands the lead over at once (not after its lease)."""
+        if getattr(self, "_leading", False):
+            self.connection.eval(_GIVE_UP, 1, LEADER_KEY, self.leader_name)
 
     def _poll(self, burst: bool) -> bool:
         """One round of rq-scheduler's loop; True when a burst run is done."""
         if not self.connection.exists(self.key):  # first round, or Redis lost it (restart, flush)
             self.register_birth()
         self.heartbeat()
-        if not self.acquire_lock():
-            logger.debug("another scheduler holds the lock: skipping this round")
-            return False
-        try:
-            self.enqueue_jobs()
-            self.heartbeat()
-        finally:
-            self.remove_lock()
+        if not self._lead():
+            return burst
+        self.enqueue_jobs()
+        self.heartbeat()
         return burst
+
+    def _lead(self) -> bool:
+        """Take or keep the leader's lease; False while another scheduler holds it.
+
+        One scheduler leads across all hosts; the others stand by and poll. A leader
+        cut off from Redis cannot renew, so its lease lapses and a standby takes over
+        within ``leader_lease`` seconds; when it returns it finds the lease taken and
+        stands by. (Each cron tick is also fired at most once by the database, and a
+        deferred job claimed at most once by its dispatch: the lease keeps the work on
+        one scheduler, the guards keep it right even in the moment two think they lead.)
+        """
+        lease_ms = int(self.leader_lease * 1000)
+        leads = bool(self.connection.eval(_KEEP_OR_TAKE, 1, LEADER_KEY, self.leader_name, lease_ms))
+        if leads and not getattr(self, "_leading", False):
+            logger.warning("scheduler leads", extra={"scheduler": self.leader_name})
+        elif not leads and getattr(self, "_leading", True):
+            logger.warning(
+                "scheduler stands by: another one leads",
+                extra={"scheduler": self.leader_name, "leader": _decoded(self.connection.get(LEADER_KEY))},
+            )
+        self._leading = leads
+        return leads
+
+    @property
+    def leader_name(self) -> str:
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    @property
+    def leader_lease(self) -> float:
+        # A few polls long, so one slow poll does not hand the lead over.
+        return max(LEADER_LEASE_SECONDS, 3 * float(self._interval))
 
     def _install_signal_handlers(self) -> None:
         # rq-scheduler's handler writes to Redis from inside the signal handler, which
@@ -101,6 +136,32 @@ class JobdeskScheduler(DjangoScheduler):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+
+
+# Keep the lead if it is ours, take it if nobody holds it (atomically, in Redis).
+_KEEP_OR_TAKE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return 1
+elseif not holder then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 1
+end
+return 0
+"""
+
+# Give the lead up only if it is still ours.
+_GIVE_UP = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _decoded(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
 def _outage(error: Exception, failures: int) -> float:

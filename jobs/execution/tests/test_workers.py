@@ -87,7 +87,7 @@ def test_priorities_with_a_real_worker_process(spawn):
 
 def test_a_canceled_run_is_stopped_by_its_worker_even_without_the_stop_command(spawn, redis_conn):
     """If the cancel lands before RQ considers the job started, the stop-job command is
-    refused; the Jobdesk worker's own check of the row stops the horse anyway."""
+    refused; the Jobdesk worker's lease renewal is refused and stops the horse anyway."""
     from jobs.core import lifecycle
 
     job = submit("diagnostics.sleep", {"seconds": 120, "steps": 1}).job  # no cooperative checks
@@ -100,7 +100,7 @@ def test_a_canceled_run_is_stopped_by_its_worker_even_without_the_stop_command(s
         return workers and all(w.get_current_job_id() is None for w in workers)
 
     wait_for(worker_idle, timeout=10, what="the worker to stop the canceled run")
-    wait_for(lambda: not queueing.dispatches_in_hand([job.rq_job_id]), timeout=5, what="the hold to be released")
+    wait_for(lambda: Job.objects.get(pk=job.id).lease_expires_at is None, timeout=5, what="its lease to be given back")
     assert Job.objects.get(pk=job.id).status == Status.CANCELED
 
 

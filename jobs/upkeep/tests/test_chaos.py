@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 QUEUES = ("immediate", "normal", "low")
 FAST_RETRIES = {"RETRY_BASE_DELAY": "0.1"}
+SHORT_LEASES = {"JOB_LEASE_SECONDS": "4", "JOB_LEASE_RENEW_SECONDS": "0.5", "JOB_LEASE_STOP_SECONDS": "2"}
 
 
 def horse_pids(worker: subprocess.Popen) -> list[int]:
@@ -276,23 +277,28 @@ def test_soak_300_jobs_while_workers_are_killed(spawn, redis_conn, settings):
     assert Job.objects.filter(pk__in=ids, events__message__contains="lost: ").distinct().count() >= 1
 
 
-def test_a_paused_worker_parent_records_its_finished_job_once_it_resumes(spawn, redis_conn):
-    """SIGSTOP the parent (not the horse) while a short job runs: the horse finishes,
-    RQ clears the worker's current job and its hold lapses. The parent's process is
-    alive, so the job is not lost: no retry, one run, recorded when it resumes."""
+def test_a_worker_parent_paused_past_its_lease_loses_the_job_and_its_late_outcome_is_refused(
+    spawn, redis_conn, settings
+):
+    """SIGSTOP the parent (a frozen VM) while a short job runs: the horse finishes, but
+    nobody renews the lease. Once it has passed, the reconciler retries the job; the
+    parent's outcome, when it resumes, names a dispatch the row no longer has."""
+    settings.RETRY_BASE_DELAY = 0.1  # the reconciler's retry, from this process
     job = submit("diagnostics.sleep", {"seconds": 1, "steps": 2, "trace": True}).job
-    worker = spawn("rqworker", *QUEUES, **FAST_RETRIES)
+    worker = spawn("rqworker", *QUEUES, **FAST_RETRIES, **SHORT_LEASES)
+    spawn("rqscheduler", "--queue", "normal", "--interval", "1", **SHORT_LEASES)
     wait_for(lambda: runs(redis_conn, job) == 1, timeout=30, what="the handler to start")
+    first_dispatch = Job.objects.get(pk=job.id).rq_job_id
     os.kill(worker.pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: not queueing.dispatches_in_hand([job.rq_job_id]), timeout=30, what="the hold to lapse")
-        time.sleep(1.5)  # past the handler's end: nothing but the paused parent is left
-        assert reconcile.run(grace_seconds=0).lost == []
-        assert active(job)
+        wait_for(lambda: reconcile.run(grace_seconds=0).lost, timeout=30, what="the lease to pass")
+        assert Job.objects.get(pk=job.id).rq_job_id != first_dispatch
     finally:
         os.kill(worker.pid, signal.SIGCONT)
-    wait_for(lambda: Job.objects.get(pk=job.id).status == Status.COMPLETE, timeout=30, what="the outcome")
-    assert Job.objects.get(pk=job.id).attempts == 1 and runs(redis_conn, job) == 1
+    wait_for(lambda: Job.objects.get(pk=job.id).status == Status.COMPLETE, timeout=30, what="the retry")
+    assert Job.objects.get(pk=job.id).attempts == 2 and runs(redis_conn, job) == 2
+    assert overlaps(redis_conn) == 0
+    assert job.events.filter(message__contains="lease expired").exists()
 
 
 def test_a_worker_whose_registration_vanished_registers_again(spawn, redis_conn):

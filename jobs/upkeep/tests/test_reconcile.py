@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from conftest import run_at_once
-from jobs.core import lifecycle, queueing
+from jobs.core import leases, lifecycle, queueing
 from jobs.core.models import Job, Status
 from jobs.core.submit import submit
 from jobs.upkeep import reconcile
@@ -19,9 +19,8 @@ from jobs.upkeep import reconcile
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def redis_remembers_liveness_for_a_while(redis_conn) -> None:
-    """As if Redis had not been flushed recently (the suite flushes it before each test)."""
-    redis_conn.set("jobdesk:liveness-epoch", (timezone.now() - timedelta(minutes=5)).isoformat())
+def expire_lease(job: Job) -> None:
+    Job.objects.filter(pk=job.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
 
 def dead_pid() -> int:
@@ -91,21 +90,26 @@ def test_a_slow_job_whose_process_is_alive_is_never_declared_lost():
     assert Job.objects.get(pk=job.id).status == Status.ACTIVE
 
 
-def test_a_slow_job_on_a_remote_worker_that_heartbeats_is_never_declared_lost(redis_conn):
-    from rq import Worker
-
-    redis_remembers_liveness_for_a_while(redis_conn)
+def test_a_remote_run_whose_lease_is_renewed_is_never_declared_lost_and_is_once_it_passes(redis_conn):
     job = submit("diagnostics.noop").job
-    worker = Worker([queueing.queue("normal")], connection=redis_conn, name="remote-alive")
-    worker.register_birth()
-    worker.set_current_job_id(job.rq_job_id)
-    worker.heartbeat()
     lifecycle.claim(job.id, job.rq_job_id, "remote-alive")
     Job.objects.filter(pk=job.id).update(runner_host="another-host", started_at=timezone.now() - timedelta(days=2))
+    redis_conn.flushall()  # Redis forgetting every worker says nothing about a leased run
     assert reconcile.run(grace_seconds=0).lost == []
-    worker.set_current_job_id(None)  # its work-horse died and it moved on
+    assert leases.renew(job.id, job.rq_job_id)  # its worker renews: still not lost
+    assert reconcile.run(grace_seconds=0).lost == []
+    expire_lease(job)  # …then stops renewing (cut off, or gone)
     assert reconcile.run(grace_seconds=0).lost == [str(job.id)]
-    assert "moved on" in Job.objects.get(pk=job.id).error_message
+    assert "lease expired" in Job.objects.get(pk=job.id).error_message
+
+
+def test_a_lease_that_passed_cannot_be_renewed_nor_can_a_run_that_was_taken_away():
+    job = submit("diagnostics.noop").job
+    lifecycle.claim(job.id, job.rq_job_id, "w")
+    assert leases.renew(job.id, job.rq_job_id)
+    assert not leases.renew(job.id, "another-dispatch")
+    expire_lease(job)
+    assert not leases.renew(job.id, job.rq_job_id)  # the reconciler may be taking it over
 
 
 def test_a_recycled_pid_does_not_keep_a_lost_job_alive():
@@ -120,26 +124,12 @@ def test_a_recycled_pid_does_not_keep_a_lost_job_alive():
         sleeper.wait()
 
 
-def test_right_after_a_flush_remote_jobs_are_not_judged(redis_conn):
-    """A flush wipes every worker's registration and hold; live workers refresh their
-    holds within seconds. Judging before that would run remote jobs twice at once."""
+def test_a_run_claimed_before_leases_on_a_vanished_worker_is_lost_once_it_would_have_timed_out(redis_conn):
     job = submit("diagnostics.noop").job
     lifecycle.claim(job.id, job.rq_job_id, "remote-worker")
-    Job.objects.filter(pk=job.id).update(runner_host="another-host")
-    redis_conn.flushall()
-    assert reconcile.run(grace_seconds=0).lost == []
-    redis_remembers_liveness_for_a_while(redis_conn)
-    queueing.mark_in_hand(job.rq_job_id, "remote-worker", 10)  # its worker refreshed its hold
-    assert reconcile.run(grace_seconds=0).lost == []
-    queueing.release_in_hand(job.rq_job_id)  # …and then stopped refreshing it
-    assert reconcile.run(grace_seconds=0).lost == [str(job.id)]
-
-
-def test_remote_worker_without_registration_is_lost(redis_conn):
-    redis_remembers_liveness_for_a_while(redis_conn)
-    job = submit("diagnostics.noop").job
-    lifecycle.claim(job.id, job.rq_job_id, "remote-worker")
-    Job.objects.filter(pk=job.id).update(runner_host="another-host")
+    Job.objects.filter(pk=job.id).update(runner_host="another-host", lease_expires_at=None)
+    assert reconcile.run(grace_seconds=0).lost == []  # no registration: maybe just a flush
+    Job.objects.filter(pk=job.id).update(started_at=timezone.now() - timedelta(seconds=job.timeout + 600))
     report = reconcile.run(grace_seconds=0)
     assert report.lost == [str(job.id)]
     assert "no RQ worker registration" in Job.objects.get(pk=job.id).error_message
@@ -186,36 +176,15 @@ def test_runner_pid_is_recorded_at_claim(run_worker):
     assert job.runner_pid == os.getpid() and job.runner_host
 
 
-def test_job_whose_worker_moved_on_is_lost_even_if_the_process_lives(redis_conn):
-    """The parent-side bookkeeping could not record an outcome (database blip) and the
-    worker went on to other work: the job must not stay active forever."""
-    from rq import Worker
-
+def test_a_run_whose_lease_passed_is_lost_even_if_its_process_lives():
+    """A worker that stopped renewing (it gave the run up, or it is frozen) has had its
+    run stopped by its own watchdog: the job must not stay active forever."""
     job = submit("diagnostics.noop").job
-    lifecycle.claim(job.id, job.rq_job_id, "busy-elsewhere")  # runner pid: this live process
-    worker = Worker([queueing.queue("normal")], connection=redis_conn, name="busy-elsewhere")
-    worker.register_birth()
-    worker.set_current_job_id("some-other-dispatch")
-    assert reconcile.run(grace_seconds=0).lost == []  # just claimed: RQ may not have caught up
-    Job.objects.filter(pk=job.id).update(started_at=timezone.now() - timedelta(minutes=1))
-    assert reconcile.run(grace_seconds=0).lost == [str(job.id)]
-
-
-def test_a_job_being_recorded_after_its_horse_finished_is_not_lost(redis_conn):
-    """RQ clears the worker's current job before the parent has written the outcome;
-    the parent's hold on the dispatch covers that gap."""
-    from rq import Worker
-
-    job = submit("diagnostics.noop").job
-    lifecycle.claim(job.id, job.rq_job_id, "recording")
-    worker = Worker([queueing.queue("normal")], connection=redis_conn, name="recording")
-    worker.register_birth()  # current job: none any more
-    redis_remembers_liveness_for_a_while(redis_conn)
-    Job.objects.filter(pk=job.id).update(runner_host="another-host", started_at=timezone.now() - timedelta(minutes=1))
-    queueing.mark_in_hand(job.rq_job_id, "recording", 10)
+    lifecycle.claim(job.id, job.rq_job_id, "gave-up")  # runner pid: this live process
     assert reconcile.run(grace_seconds=0).lost == []
-    queueing.release_in_hand(job.rq_job_id)  # without the hold, "moved on" is the verdict
+    expire_lease(job)
     assert reconcile.run(grace_seconds=0).lost == [str(job.id)]
+    assert Job.objects.get(pk=job.id).lease_expires_at is None  # the retry ended the lease
 
 
 def test_one_unrepairable_row_does_not_stop_the_pass(redis_conn):
@@ -236,11 +205,10 @@ def test_requeue_waits_while_the_last_run_is_still_stopping(redis_conn):
 
     job = submit("diagnostics.noop").job
     lifecycle.claim(job.id, job.rq_job_id, "w")
-    actions.cancel(job.id)
-    queueing.mark_in_hand(job.rq_job_id, "w", 10)  # its worker has not stopped the horse yet
+    actions.cancel(job.id)  # its worker has not stopped the run yet: it still holds the lease
     with pytest.raises(ActionRefused, match="still stopping"):
         actions.requeue(job.id)
-    queueing.release_in_hand(job.rq_job_id)
+    leases.release(job.id, job.rq_job_id)  # the run stopped, its outcome refused
     assert actions.requeue(job.id).status == Status.QUEUED
 
 

@@ -1,0 +1,71 @@
+"""Leases: how long a run may go on without proving that its worker still holds it.
+
+Every claim grants a lease (``Job.lease_expires_at``) of ``JOB_LEASE_SECONDS``. While
+the run goes on, its worker renews it every ``JOB_LEASE_RENEW_SECONDS``
+(``jobs.execution.leasekeeper``); a worker that could not renew for
+``JOB_LEASE_STOP_SECONDS`` — the database unreachable, or the renewal refused because
+the job was canceled or taken away — stops the run. Only once the lease has passed may
+the reconciler, on any host, declare the run lost and hand the job to another worker:
+by then the first run has stopped, so the two never overlap.
+
+Deadlines are set and compared on the database's clock (in SQL), so the hosts' clocks
+play no part; the worker measures its own stop on its monotonic clock, from the moment
+it *sent* its last successful renewal (which the database ran at that moment or later).
+
+The dispatch id is the fencing token: a renewal, a progress write or an outcome from a
+run that lost its lease names a dispatch the row no longer has, and is refused.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import BooleanField, DateTimeField, ExpressionWrapper, Q
+from django.db.models.functions import Now
+
+from jobs.core.models import Job, Status
+
+
+def deadline() -> ExpressionWrapper:
+    """A fresh lease's deadline, on the database's clock (for an UPDATE)."""
+    return ExpressionWrapper(Now() + timedelta(seconds=settings.JOB_LEASE_SECONDS), output_field=DateTimeField())
+
+
+def deadline_sql() -> str:
+    """The same as SQL, for the one-statement claim (jobs.core.fastpath; PostgreSQL)."""
+    return f"statement_timestamp() + interval '{float(settings.JOB_LEASE_SECONDS)} seconds'"
+
+
+def renew(job_id, dispatch: str) -> bool:
+    """Extend this run's lease; False when refused: the job was canceled, taken away
+    (another dispatch) or its lease has already passed — the run must stop at once.
+    A renewal after expiry is refused on purpose: the reconciler may have judged the
+    run lost in that moment, and a late renewal must not revive it beside the retry."""
+    alive = Q(lease_expires_at__gt=Now())
+    return (
+        Job.objects.filter(alive, pk=job_id, rq_job_id=dispatch, status=Status.ACTIVE).update(
+            lease_expires_at=deadline()
+        )
+        == 1
+    )
+
+
+def release(job_id, dispatch: str) -> None:
+    """The run has stopped without recording an outcome (canceled or taken away while it
+    ran): give its lease back, so the job may be requeued at once."""
+    Job.objects.filter(pk=job_id, rq_job_id=dispatch, lease_expires_at__isnull=False).exclude(
+        status=Status.ACTIVE
+    ).update(lease_expires_at=None)
+
+
+def still_running(job_id) -> bool:
+    """Does a run of this job still hold a lease (a canceled run not stopped yet)?"""
+    return Job.objects.filter(pk=job_id, lease_expires_at__gt=Now()).exists()
+
+
+def with_expiry(active):
+    """``active`` jobs annotated with ``lease_expired`` (True/False; None: no lease),
+    judged on the database's clock."""
+    expired = ExpressionWrapper(Q(lease_expires_at__lte=Now()), output_field=BooleanField())
+    return active.annotate(lease_expired=expired)

@@ -1,0 +1,199 @@
+"""Keeps the lease of the run a process has in hand, and stops the run when it cannot.
+
+Two daemon threads per worker process, started with its first run:
+
+- the *renewer* extends the lease (``jobs.core.leases.renew``) every
+  ``JOB_LEASE_RENEW_SECONDS`` on a database connection of its own, so a handler that
+  runs in the main thread (an inline job) or a main thread stuck on an unreachable Redis
+  does not stop the renewals;
+- the *watchdog* does no I/O at all: it stops the run once ``JOB_LEASE_STOP_SECONDS``
+  have passed since the last renewal that succeeded (counted from when it was sent), or
+  at once when a renewal was refused (canceled, taken away, expired). A renewal blocked
+  on a cut network link therefore cannot delay the stop.
+
+Stopping is the caller's: the forking worker kills its work-horse; a process that runs
+the handler itself interrupts it (``interrupt_main_thread``). Either way the stop comes
+``JOB_LEASE_SECONDS - JOB_LEASE_STOP_SECONDS`` before any other host may take the job.
+A run never holds more than one lease per process; a short job ends before its first
+renewal is due, so it costs no renewal at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+
+from jobs.core import leases
+
+logger = logging.getLogger("jobs.execution.leasekeeper")
+
+_RETRY_AFTER_FAILURE = 0.5  # seconds; a failed renewal is tried again soon, not after a full interval
+
+
+class LeaseLost(Exception):
+    """Raised in a handler that runs in the worker's own process when its lease is lost."""
+
+
+@dataclass
+class _Hold:
+    job_id: str
+    dispatch: str
+    stop: Callable[[str], None]
+    renewed_at: float  # monotonic time the last successful renewal (or the claim) was sent
+    next_renewal: float
+    lost: str = ""  # why the run was stopped; "" while it holds its lease
+    failures: int = 0
+
+
+class LeaseKeeper:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._held: _Hold | None = None
+        self._started = False
+
+    def hold(self, job_id, dispatch: str, stop: Callable[[str], None], *, claimed_at: float) -> None:
+        """Keep this run's lease from now on; ``claimed_at``: monotonic time the claim
+        (which granted the lease) was sent. ``stop(reason)`` ends the run."""
+        renew_every = settings.JOB_LEASE_RENEW_SECONDS
+        with self._lock:
+            self._held = _Hold(str(job_id), dispatch, stop, claimed_at, claimed_at + renew_every)
+            self._wake.notify_all()
+        if not self._started:
+            self._start()
+
+    def release(self) -> str:
+        """The run is over: stop keeping its lease. Returns why it was stopped ("" when
+        it was not)."""
+        with self._lock:
+            held, self._held = self._held, None
+        return held.lost if held else ""
+
+    def lost(self) -> str:
+        with self._lock:
+            return self._held.lost if self._held else ""
+
+    def _start(self) -> None:
+        self._started = True
+        for name, loop in (("lease-renewer", self._renew_loop), ("lease-watchdog", self._watch_loop)):
+            threading.Thread(target=loop, name=name, daemon=True).start()
+
+    # --- the renewer -----------------------------------------------------------------
+
+    def _renew_loop(self) -> None:
+        while True:
+            with self._lock:
+                held = self._held
+                if held is None or held.lost:
+                    self._wake.wait()
+                    continue
+                pause = held.next_renewal - time.monotonic()
+                if pause > 0:
+                    self._wake.wait(pause)
+                    continue
+            self._renew(held)
+
+    def _renew(self, held: _Hold) -> None:
+        sent = time.monotonic()
+        try:
+            renewed = leases.renew(held.job_id, held.dispatch)
+        except DatabaseError as error:
+            connection.close()  # this thread's own connection: reconnect on the next try
+            with self._lock:
+                held.failures += 1
+                held.next_renewal = time.monotonic() + _RETRY_AFTER_FAILURE
+            if held.failures == 1:
+                logger.warning("lease renewal failed", extra={"job_id": held.job_id, "error": str(error)})
+            return
+        if not renewed:
+            self._stop(held, "its lease renewal was refused: the job was canceled, taken over, or its lease expired")
+            return
+        with self._lock:
+            held.renewed_at, held.failures = sent, 0
+            held.next_renewal = sent + settings.JOB_LEASE_RENEW_SECONDS
+
+    # --- the watchdog ----------------------------------------------------------------
+
+    def _watch_loop(self) -> None:
+        stop_after = settings.JOB_LEASE_STOP_SECONDS
+        while True:
+            with self._lock:
+                held = self._held
+                if held is None or held.lost:
+                    self._wake.wait(1.0)
+                    continue
+                left = held.renewed_at + stop_after - time.monotonic()
+                if left > 0:
+                    self._wake.wait(min(left, 1.0))
+                    continue
+            self._stop(held, f"its lease could not be renewed for {stop_after:g} s (the database was unreachable)")
+
+    def _stop(self, held: _Hold, reason: str) -> None:
+        with self._lock:
+            if held is not self._held or held.lost:
+                return  # over already, or stopped once
+            held.lost = reason
+            self._wake.notify_all()
+        logger.warning("stopping a run that lost its lease", extra={"job_id": held.job_id, "reason": reason})
+        held.stop(reason)
+
+
+_keeper: LeaseKeeper | None = None
+
+
+def keeper() -> LeaseKeeper:
+    """This process's keeper (a forked child gets a fresh one: threads do not fork)."""
+    global _keeper
+    if _keeper is None:
+        _keeper = LeaseKeeper()
+    return _keeper
+
+
+def _forget_in_child() -> None:
+    global _keeper
+    _keeper = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
+# --- stopping a handler that runs in this process -----------------------------------------
+
+_INTERRUPT = signal.SIGUSR2
+# If the handler does not give way to the interrupt (stuck in C code), the process
+# leaves before its lease runs out: its pool starts another, the job is retried.
+_EXIT_MARGIN = 1.5  # seconds before the lease would pass
+
+
+def prepare_interrupts() -> None:
+    """Call in the main thread before in-process runs: a lost lease raises LeaseLost there."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(_INTERRUPT, _raise_lease_lost)
+
+
+def _raise_lease_lost(signum, frame) -> None:
+    raise LeaseLost("the run lost its lease and was stopped")
+
+
+def interrupt_main_thread(reason: str) -> None:
+    """``stop`` for a handler running in this process's main thread."""
+    signal.pthread_kill(threading.main_thread().ident or 0, _INTERRUPT)
+    grace = settings.JOB_LEASE_SECONDS - settings.JOB_LEASE_STOP_SECONDS - _EXIT_MARGIN
+    last_resort = threading.Timer(max(grace, 0.1), _exit_if_still_running, args=(keeper(), reason))
+    last_resort.daemon = True
+    last_resort.start()
+
+
+def _exit_if_still_running(held_by: LeaseKeeper, reason: str) -> None:
+    if held_by.lost() == reason:  # still the same run: it did not stop
+        logger.error("a run that lost its lease did not stop: leaving the process", extra={"reason": reason})
+        logging.shutdown()
+        os._exit(75)
