@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 
 import redis
@@ -74,12 +75,14 @@ def validate_sleep(payload: dict) -> dict:
 def sleep(ctx) -> dict:
     seconds, steps = ctx.payload["seconds"], ctx.payload["steps"]
     started = time.monotonic()
-    tracer = _RunTracer(str(ctx.job.id)) if ctx.payload.get("trace") else None
+    tracer = _RunTracer(str(ctx.job.id), ctx.attempt) if ctx.payload.get("trace") else None
     try:
         for step in range(steps):
             if ctx.is_canceled():
                 return {"canceled_at_step": step}
             time.sleep(seconds / steps)
+            if tracer:
+                tracer.mark("alive")
             _log_step(ctx, step + 1, steps, ctx.payload.get("log_lines", 0))
             ctx.progress(100 * (step + 1) / steps, "sleeping", step=step + 1, of=steps)
         _maybe_fail(ctx.payload, ctx.attempt)
@@ -103,11 +106,20 @@ def _log_step(ctx, step: int, steps: int, lines: int) -> None:
 
 
 class _RunTracer:
-    """Marks this job as running in this process; flags a live concurrent run."""
+    """Marks this job as running in this process; flags a live concurrent run.
 
-    def __init__(self, job_id: str) -> None:
+    With ``DIAGNOSTICS_TRACE_DIR`` set (tests across network hosts), each run also
+    appends its start and every step, with host and wall-clock time, to a file per
+    job: a record that outlives a host cut off from Redis, to check runs for overlap.
+    """
+
+    def __init__(self, job_id: str, attempt: int) -> None:
         from django.conf import settings
 
+        trace_dir = os.environ.get("DIAGNOSTICS_TRACE_DIR")
+        self.file = os.path.join(trace_dir, job_id) if trace_dir else ""
+        self.attempt = attempt
+        self.mark("start")
         self.redis = redis.Redis.from_url(settings.REDIS_URL)
         self.key = f"jobdesk:diag:running:{job_id}"
         self.me = str(os.getpid())
@@ -118,7 +130,13 @@ class _RunTracer:
                 self.redis.incr("jobdesk:diag:overlaps")
             self.redis.set(self.key, self.me)  # the earlier run is dead: take over
 
+    def mark(self, event: str) -> None:
+        if self.file:
+            with open(self.file, "a") as trace:
+                trace.write(f"{time.time():.3f} {event} {socket.gethostname()} {os.getpid()} {self.attempt}\n")
+
     def finish(self) -> None:
+        self.mark("end")
         if self.redis.get(self.key) == self.me.encode():
             self.redis.delete(self.key)
 
