@@ -172,9 +172,7 @@ def test_a_host_cut_off_mid_job_stops_its_run_before_its_lease_passes_and_rejoin
     stopped = runs_of(lab, job_id)[0]
     assert stopped.host == first.host and not stopped.ended
     assert stopped.last < cut_at + STOP + 1.0, "the cut-off run went on past its stop deadline"
-    (lost_at,) = lab.sql(
-        LOST_EVENT, job_id
-    )[0]
+    (lost_at,) = lab.sql(LOST_EVENT, job_id)[0]
     assert float(lost_at) > stopped.surely_over_by, "taken over before the cut-off run had stopped"
 
     wait_for(lambda: status(lab, job_id)[0] == "complete", timeout=90, what="the retry to finish on another host")
@@ -217,9 +215,7 @@ def test_sigkilling_every_process_of_a_host_retries_its_jobs_after_their_leases_
     assert float(lease_expires) > killed_at, "the lease had not been kept"
 
     keep_reconciling(lab, lambda: status(lab, job_id)[0] != "active", timeout=60, what="the job to be declared lost")
-    ((lost_at,),) = lab.sql(
-        LOST_EVENT, job_id
-    )
+    ((lost_at,),) = lab.sql(LOST_EVENT, job_id)
     assert float(lost_at) >= float(lease_expires), "declared lost before its lease had passed"
     wait_for(lambda: status(lab, job_id)[0] == "complete", timeout=90, what="the retry on another host")
     runs = runs_of(lab, job_id)
@@ -246,7 +242,8 @@ def test_the_standby_scheduler_takes_over_when_the_leaders_host_is_cut_off(hosts
         "for i in range(12):\n"
         "    s = Schedule.objects.create(name=f'tick-{now.timestamp():.0f}-{i}', job_type='diagnostics.noop', "
         "cron='0 0 1 1 *', next_run_at=now + timedelta(seconds=3 + 2 * i)); names.append(s.name)\n"
-        "jobs = submit_many([JobSpec('diagnostics.noop', run_at=now + timedelta(seconds=3 + 2 * i)) for i in range(12)])\n"
+        "at = [now + timedelta(seconds=3 + 2 * i) for i in range(12)]\n"
+        "jobs = submit_many([JobSpec('diagnostics.noop', run_at=moment) for moment in at])\n"
         "print(json.dumps({'schedules': names, 'deferred': [str(s.job.id) for s in jobs]}))"
     )
     made = json.loads(lab.python(code, **HOST_ENV))
@@ -304,8 +301,8 @@ def test_soak_500_jobs_across_three_hosts_while_links_go_down_and_up(hosts):
     flapper.start()
 
     def unfinished() -> int:
-        final = ("complete", "failed", "dead_letter", "canceled")
-        ((count,),) = lab.sql("select count(*) from jobs_job where id = any(%s) and status <> all(%s)", ids, list(final))
+        final = ["complete", "failed", "dead_letter", "canceled"]
+        ((count,),) = lab.sql("select count(*) from jobs_job where id = any(%s) and status <> all(%s)", ids, final)
         return count
 
     try:
