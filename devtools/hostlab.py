@@ -194,7 +194,7 @@ class Lab:
         import psycopg
 
         with psycopg.connect(host=str(self.socket_dir), port=PG_PORT, user="postgres", dbname="jobdesk") as conn:
-            return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+            return conn.execute(query, params).fetchall()
 
     def python(self, code: str, **env: str) -> str:
         """Run Django code as the driver; its last line of output."""
