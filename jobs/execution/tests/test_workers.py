@@ -104,6 +104,24 @@ def test_a_canceled_run_is_stopped_by_its_worker_even_without_the_stop_command(s
     assert Job.objects.get(pk=job.id).status == Status.CANCELED
 
 
+def test_an_inline_run_whose_lease_renewal_is_refused_is_stopped_and_the_worker_lives_on(spawn, redis_conn):
+    """An inline (fork=False) handler that never checks for cancel: the refused renewal
+    interrupts it in the worker's own process, and the same worker takes the next job."""
+    from jobs.core import lifecycle
+
+    job = submit("diagnostics.sleep_inline", {"seconds": 120, "steps": 1}).job
+    worker = spawn(
+        "rqworker", *QUEUES, JOB_LEASE_RENEW_SECONDS="0.5", JOB_LEASE_STOP_SECONDS="2", JOB_LEASE_SECONDS="5"
+    )
+    wait_for(lambda: Job.objects.get(pk=job.id).status == Status.ACTIVE, timeout=30, what="job to start")
+    lifecycle.cancel(job.id, reason="the row only: no stop-job command")
+    wait_for(lambda: worker_idle_in(redis_conn), timeout=10, what="the inline run to be stopped")
+    wait_for(lambda: Job.objects.get(pk=job.id).lease_expires_at is None, timeout=5, what="its lease to be given back")
+    after = submit("diagnostics.noop_inline").job
+    wait_for(lambda: Job.objects.get(pk=after.id).status == Status.COMPLETE, timeout=30, what="the next job")
+    assert worker.poll() is None and Job.objects.get(pk=after.id).runner_pid == worker.pid
+
+
 def worker_idle_in(redis_conn):
     workers = Worker.all(connection=redis_conn)
     return workers and all(w.get_current_job_id() is None for w in workers)
