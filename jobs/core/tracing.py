@@ -177,6 +177,24 @@ def traceparent() -> str:
 
 
 @contextlib.contextmanager
+def continuing(traceparent: str | None) -> Iterator[None]:
+    """A caller's trace (e.g. an API request's ``traceparent`` header) as the parent of
+    the spans started inside; a malformed one starts a new trace."""
+    if _tracer is None or not traceparent:
+        yield
+        return
+    from opentelemetry import context
+    from opentelemetry.context import Context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    token = context.attach(TraceContextTextMapPropagator().extract({"traceparent": traceparent}, context=Context()))
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
+@contextlib.contextmanager
 def submitting() -> Iterator[Span | None]:
     """The span of one submit call (a child of the caller's span, if any); the jobs it
     creates carry its ``traceparent()``."""

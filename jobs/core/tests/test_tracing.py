@@ -160,3 +160,21 @@ def test_flush_waits_at_most_its_bound_for_a_stuck_exporter():
     finally:
         release.set()
         tracing.stop()
+
+
+def test_an_api_submit_continues_the_callers_trace(spans, alice, api_as):
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    answer = api_as(alice).post("/api/jobs/", {"type": "diagnostics.noop"}, format="json", HTTP_TRACEPARENT=caller)
+    assert answer.status_code == 201
+    (span,) = spans.get_finished_spans()
+    assert (span.context.trace_id, span.parent.span_id) == (0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331)
+    assert parsed(Job.objects.get(pk=answer.json()["id"]).trace_context) == (
+        span.context.trace_id,
+        span.context.span_id,
+    )
+
+    batch = api_as(alice).post("/api/batches/", {"jobs": [{"type": "diagnostics.noop"}]}, format="json",
+                               HTTP_TRACEPARENT="not a traceparent")  # fmt: skip
+    assert batch.status_code == 201
+    second = spans.get_finished_spans()[-1]
+    assert second.name == "jobdesk.submit" and second.parent is None  # a malformed one: a trace of its own
