@@ -236,9 +236,7 @@ def running(job: Job, dispatch: str) -> Iterator[Span | None]:
     if _tracer is None:
         yield None
         return
-    with _tracer.start_as_current_span(
-        "jobdesk.run", context=_attempt_context(job, dispatch), attributes=_about(job)
-    ) as span:
+    with _in_attempt("jobdesk.run", job, dispatch) as span:
         _runs[dispatch] = span
         try:
             yield span
@@ -275,9 +273,7 @@ def recording(job: Job, dispatch: str) -> Iterator[Span | None]:
     if _tracer is None:
         yield None
         return
-    with _tracer.start_as_current_span(
-        "jobdesk.record", context=_attempt_context(job, dispatch), attributes=_about(job)
-    ) as span:
+    with _in_attempt("jobdesk.record", job, dispatch) as span:
         yield span
     _attempts.pop(dispatch, None)  # recorded (an error keeps it for the next try)
 
@@ -314,6 +310,12 @@ def _job_context(job: Job) -> Context:
     if not job.trace_context:
         return Context()
     return TraceContextTextMapPropagator().extract({"traceparent": job.trace_context}, context=Context())
+
+
+def _in_attempt(name: str, job: Job, dispatch: str):
+    """A span of the attempt (a child of its claim), current inside."""
+    assert _tracer is not None
+    return _tracer.start_as_current_span(name, context=_attempt_context(job, dispatch), attributes=_about(job))
 
 
 def _attempt_context(job: Job, dispatch: str) -> Context:
