@@ -24,6 +24,12 @@ class JobsConfig(AppConfig):
 
         conf.apply_defaults()  # what a host project did not set; a clear error for what it must
 
+        from jobs.core import tracing
+
+        # Traces, when the OTEL_* variables ask for them: in every process kind (web,
+        # workers, scheduler, commands), each with its own exporter (jobs.core.tracing).
+        tracing.configure()
+
         # Jobdesk's own standard tasks run on Jobdesk whatever the project's default
         # task backend is: they use this alias, added here when the project has not
         # (the project's default stays what it was: Django's own when it set none).

@@ -17,6 +17,7 @@ from apikit.serializers import RejectUnknownFields, StrictBooleanField, StrictCh
 from apikit.views import Conventions
 from jobs.api.permissions import OwnedRows
 from jobs.api.serializers import BulkItemSerializer, spec_from
+from jobs.api.traces import ContinuesCallersTrace
 from jobs.core import access, batches
 from jobs.core.models import Batch
 from jobs.insight import estimates
@@ -130,7 +131,9 @@ class BatchActionSerializer(serializers.Serializer):
     batch = BatchSerializer()
 
 
-class BatchViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class BatchViewSet(
+    ContinuesCallersTrace, Conventions, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     serializer_class = BatchSerializer
     permission_classes = [OwnedRows]
     access_model = Batch

@@ -23,6 +23,7 @@ from jobs.api.serializers import (
     JobSerializer,
     JobSubmitSerializer,
 )
+from jobs.api.traces import ContinuesCallersTrace
 from jobs.core import access, actions, logbook, submit
 from jobs.core.errors import SubmitError, TransitionError
 from jobs.core.models import Job
@@ -57,7 +58,9 @@ def _just_made(result: submit.Submitted) -> dict:
     return {job.id: first} if first is not None else {}
 
 
-class JobViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class JobViewSet(
+    ContinuesCallersTrace, Conventions, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     serializer_class = JobSerializer
     filterset_class = JobFilter
     permission_classes = [OwnedRows]

@@ -274,6 +274,10 @@ class Job(models.Model):
     # is sized; ``size_class`` buckets it so the line can be counted by type and class.
     size = models.FloatField(null=True, blank=True, help_text="work in the type's unit (e.g. bytes)")
     size_class = models.SmallIntegerField(null=True, blank=True)
+    # The W3C traceparent of the span that submitted the job (jobs.core.tracing), when
+    # traces are on: every attempt's claim, run and record join that trace, whichever
+    # host runs them and however often Redis loses the dispatch. Blank: not traced.
+    trace_context = models.CharField(max_length=64, blank=True, default="")
 
     objects = JobQuerySet.as_manager()
 

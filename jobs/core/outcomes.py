@@ -6,7 +6,7 @@ import logging
 
 from django.conf import settings
 
-from jobs.core import batches, lifecycle, registry
+from jobs.core import batches, lifecycle, registry, tracing
 from jobs.core.errors import SubmitError, TransitionError
 from jobs.core.joblog import log_job
 from jobs.core.models import Job, Status
@@ -40,12 +40,15 @@ def temporary_failure(
 def finished(job: Job) -> None:
     """Run the type's hooks, then release or cancel the jobs waiting on this one, then
     mark that done (the reconciler replays these steps for a job left without it)."""
-    if not job.hooks_done:  # else nothing follows this job's end (no hooks, nobody waits on it)
-        run_hooks(job)
-        settle_dependents(job)
-        Job.objects.filter(pk=job.id).update(hooks_done=True)
-    if job.batch_id is not None:
-        batches.job_finished(job)  # the last one submits the batch's callbacks
+    if job.hooks_done and job.batch_id is None:
+        return  # nothing follows this job's end (no hooks, nobody waits on it, no batch)
+    with tracing.following(job):
+        if not job.hooks_done:
+            run_hooks(job)
+            settle_dependents(job)
+            Job.objects.filter(pk=job.id).update(hooks_done=True)
+        if job.batch_id is not None:
+            batches.job_finished(job)  # the last one submits the batch's callbacks
 
 
 def run_hooks(job: Job) -> None:

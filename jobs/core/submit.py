@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs.core import access, batches, lifecycle, opening, outcomes, registry
+from jobs.core import access, batches, lifecycle, opening, outcomes, registry, tracing
 from jobs.core.errors import IdempotencyConflict, SubmitError
 from jobs.core.models import FINAL_STATUSES, DependencyFailure, Job, Priority, Status
 from jobs.core.sizes import size_class
@@ -107,6 +107,15 @@ def submit_many(
     batch_id = getattr(batch, "pk", batch)
     if not specs:
         return []
+    with tracing.submitting() as span:
+        submitted = _submit_many(specs, owner, allow_internal, batch_id, from_job, tracing.traceparent())
+        tracing.submitted(span, [s.job for s in submitted])
+    return submitted
+
+
+def _submit_many(
+    specs: Sequence[JobSpec], owner, allow_internal: bool, batch_id, from_job, traceparent: str
+) -> list[Submitted]:
     for attempt in range(_IDEMPOTENCY_RACE_RETRIES):
         try:
             with transaction.atomic():
@@ -116,6 +125,7 @@ def submit_many(
                 for plan in creation_order:
                     if plan.created:
                         plan.job.batch_id = batch_id
+                        plan.job.trace_context = traceparent  # every attempt joins the submit's trace
                 new = [p for p in creation_order if p.created]
                 dependencies = {p.job.id: p.dependencies for p in new}
                 if _estimator is not None:

@@ -30,7 +30,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from jobs.core import lifecycle, relay
+from jobs.core import lifecycle, relay, tracing
 from jobs.core.models import Job
 
 logger = logging.getLogger("jobs.execution.progress")
@@ -152,3 +152,4 @@ class ProgressReporter:
         self.writes += 1
         job.seq, job.progress, job.stage, job.progress_details = job.seq + 1, percent, stage, details
         relay.publish(job, "progress", at=at)
+        tracing.progress(self.dispatch, percent, stage, at)

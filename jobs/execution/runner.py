@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import reset_queries
 
-from jobs.core import flow, leases, lifecycle, outcomes, queueing, registry, relay, window
+from jobs.core import flow, leases, lifecycle, outcomes, queueing, registry, relay, tracing, window
 from jobs.core.errors import (
     AdminRequiredError,
     JobError,
@@ -49,7 +49,9 @@ def execute(job_id: str, dispatch: str) -> dict:
     """What RQ runs. Returns the outcome (parent-claimed) or a summary (self-claimed)."""
     job = preclaimed.pop(dispatch, None)
     if job is not None:
-        return run_handler(job, dispatch)
+        # The parent records it; a work-horse's spans go back with the outcome.
+        return tracing.hand_back(run_handler(job, dispatch))
+    tracing.export_from_here()  # nobody takes this process's spans back
     sent = time.monotonic()
     job = claim(job_id, dispatch, queueing.current_worker_name())
     if job is None:
@@ -65,12 +67,14 @@ def execute(job_id: str, dispatch: str) -> dict:
         keeper.release()
     recorded = record(job, dispatch, outcome)
     relay.drain()  # in a work-horse, the outcome's message too
+    tracing.flush(tracing.HORSE_FLUSH_SECONDS)  # RQ's own forking worker: the horse exports its spans
     return {"status": recorded.status if recorded else "discarded"}
 
 
 def claim(job_id: str, dispatch: str, worker_name: str, known: tuple[str, str] | None = None) -> Job | None:
     """Claim the row for this dispatch; None when refused or sent back to its window.
     ``known``: the job's (type, queue) as its dispatch says, if the caller has them."""
+    started = tracing.now()
     try:
         job = flow.claim(job_id, dispatch, worker_name, known=known)  # None: a lever holds it back for now
     except (TransitionError, JobNotFound) as refused:
@@ -85,6 +89,7 @@ def claim(job_id: str, dispatch: str, worker_name: str, known: tuple[str, str] |
         return None  # canceled between the claim and the window check: nothing to run
     except Exception:  # broken window data must not stop work: run it, say so
         logger.exception("work-window check failed; running the job", extra={"job_id": job_id})
+    tracing.claimed(job, dispatch, started)
     return job
 
 
@@ -96,18 +101,20 @@ def run_handler(job: Job, dispatch: str) -> Outcome:
     except SubmitError as unknown:
         return _error(AdminRequiredError(f"{unknown.message} Was the type removed from the code?"))
     context = JobContext(job, dispatch)
-    try:
-        with context.capturing():
-            result = _json_safe(job_type.handler(context))
-    except (UserFixableError, AdminRequiredError) as error:
-        outcome = _error(error)
-    except queueing.TIMEOUT_EXCEPTIONS:
-        outcome = _error(TemporaryTimeout(job.timeout))
-    except Exception as error:  # temporary errors and unexpected crashes alike retry
-        outcome = _error(error)
-    else:
-        outcome = {"ok": True, "result": result}
-    context.flush()
+    with tracing.running(job, dispatch) as span:
+        try:
+            with context.capturing():
+                result = _json_safe(job_type.handler(context))
+        except (UserFixableError, AdminRequiredError) as error:
+            outcome = _error(error)
+        except queueing.TIMEOUT_EXCEPTIONS:
+            outcome = _error(TemporaryTimeout(job.timeout))
+        except Exception as error:  # temporary errors and unexpected crashes alike retry
+            outcome = _error(error)
+        else:
+            outcome = {"ok": True, "result": result}
+        context.flush()  # the last progress report: an event of the run's span too
+        tracing.ran(span, outcome)
     relay.drain()  # a work-horse exits right after: let its progress messages out first
     # With DEBUG on, Django logs every query for the life of the process; a long-lived
     # worker must not keep every job's queries (a bulk insert's SQL can be megabytes).
@@ -119,9 +126,12 @@ def record(job: Job, dispatch: str, outcome: Outcome) -> Job | None:
     """Write the outcome, run hooks, settle dependents, and tell the type's
     ``after_record`` listener. None if the run no longer owns the job (canceled or
     repaired while it ran): its outcome is discarded."""
-    recorded = _record(job, dispatch, outcome)
-    if recorded is not None:
-        _tell_after_record(recorded)
+    outcome = tracing.take_back(outcome)  # a work-horse's spans, exported from here
+    with tracing.recording(job, dispatch) as span:
+        recorded = _record(job, dispatch, outcome)
+        tracing.outcome(span, recorded.status if recorded is not None else "discarded")
+        if recorded is not None:
+            _tell_after_record(recorded)
     return recorded
 
 

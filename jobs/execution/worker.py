@@ -28,7 +28,7 @@ from rq.job import Job as RQJob
 from rq.results import Result
 from rq.worker import BaseWorker, WorkerStatus
 
-from jobs.core import registry, relay
+from jobs.core import registry, relay, tracing
 from jobs.core.errors import SubmitError
 from jobs.core.models import Job
 from jobs.core.queueing import ENTRY_POINT
@@ -94,6 +94,10 @@ class _ParentBookkeeping(BaseWorker):
             return super().work(*args, **kwargs)
         finally:
             relay.drain()  # the last jobs' messages: the relay's thread dies with the process
+            if multiprocessing.parent_process() is not None:
+                # And their spans: a pool's worker ends with os._exit, where no atexit
+                # flush runs (a lone worker's runs at its exit).
+                tracing.flush(tracing.EXIT_FLUSH_SECONDS)
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         super().heartbeat(timeout, pipeline)
@@ -255,6 +259,7 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
     def main_work_horse(self, job: RQJob, queue) -> None:
         _die_with_parent(self._parent_pid)
         _detach_inherited_connections()
+        tracing.in_work_horse()  # its spans go back to this parent with the outcome
         super().main_work_horse(job, queue)
 
 
