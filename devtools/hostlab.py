@@ -228,7 +228,9 @@ class Lab:
 
     # --- teardown ----------------------------------------------------------------------
 
-    def destroy(self) -> None:
+    def destroy(self, *, keep_logs: bool = False) -> None:
+        """Stop everything and remove the namespaces; the directory (logs, the database)
+        too, unless ``keep_logs`` (a test failed: read them)."""
         for host in (*self.hosts, "core"):
             self.kill_host(host)
         bin_dir = pg_bin()
@@ -244,3 +246,5 @@ class Lab:
                 proc.wait(5)
         for host in (*self.hosts, "core"):
             subprocess.run(["ip", "netns", "del", self.namespace(host)], capture_output=True)
+        if not keep_logs:
+            shutil.rmtree(self.directory, ignore_errors=True)

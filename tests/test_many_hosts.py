@@ -48,19 +48,23 @@ LOST_EVENT = (
 
 
 @pytest.fixture(scope="module")
-def lab():
+def lab(request):
     reason = hostlab.unavailable()
     if reason:
         if os.environ.get("JOBDESK_REQUIRE_NETNS"):
             pytest.fail(f"JOBDESK_REQUIRE_NETNS is set but network hosts cannot be built: {reason}")
         pytest.skip(f"network hosts cannot be built here: {reason}")
     built = hostlab.Lab()
+    failed_before = request.session.testsfailed
     try:
         built.build().start_services()
         built.manage("migrate", "--noinput")
         yield built
     finally:
-        built.destroy()
+        failed = request.session.testsfailed > failed_before
+        built.destroy(keep_logs=failed)
+        if failed:
+            print(f"the hosts' logs are kept in {built.directory}")
 
 
 @pytest.fixture

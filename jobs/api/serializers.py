@@ -95,6 +95,10 @@ class JobSerializer(serializers.ModelSerializer):
     worker = serializers.SerializerMethodField(
         help_text="the process running (or last running) the job as host:pid, beside RQ's worker_name; '' if none"
     )
+    lease_expires_at = serializers.DateTimeField(
+        read_only=True,
+        help_text="while it runs: until when its worker's lease holds (renewed every few seconds); null otherwise",
+    )
     truncated = serializers.SerializerMethodField(
         help_text='in lists: the fields replaced by {"truncated": true, "bytes": N} (the job itself has them whole)'
     )
@@ -104,7 +108,7 @@ class JobSerializer(serializers.ModelSerializer):
         fields = [
             "id", "type", "status", "priority", "heavy", "owner", "payload", "result", "error",
             "attempts", "max_attempts", "timeout", "idempotency_key", "depends_on", "on_dependency_failure", "batch",
-            "progress", "stage", "progress_details", "seq", "worker_name", "worker",
+            "progress", "stage", "progress_details", "seq", "worker_name", "worker", "lease_expires_at",
             "created_at", "enqueued_at", "scheduled_for", "started_at", "finished_at", "duration_seconds",
             "estimated_start_at", "estimated_finish_at", "estimated_start_range", "estimated_finish_range",
             "eta_cold", "eta_warning", "paused", "hold", "size",

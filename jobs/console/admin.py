@@ -301,6 +301,7 @@ class JobAdmin(admin.ModelAdmin):
         "error_shown", "advice", "advice_plain", "traceback", "seq", "rq_job_id", "worker_shown", "created_at",
         "enqueued_at", "scheduled_for", "started_at", "finished_at", "eta_or_duration", "first_estimated_start_at",
         "first_estimated_finish_at", "eta_error", "dependencies", "dependents_list", "batch_link",
+        "lease_expires_at",
     ]  # fmt: skip
     # What an operator reads first stays open; the rest is one click away (a shorter page).
     fieldsets = [
@@ -315,7 +316,7 @@ class JobAdmin(admin.ModelAdmin):
         ("Dependencies", {"classes": ["collapse"], "fields": ["dependencies", "dependents_list"]}),
         ("Estimates", {"classes": ["collapse"], "fields": ["first_estimated_start_at", "first_estimated_finish_at",
                                                            "eta_error"]}),
-        ("Dispatch", {"classes": ["collapse"], "fields": ["seq", "rq_job_id"]}),
+        ("Dispatch", {"classes": ["collapse"], "fields": ["seq", "rq_job_id", "lease_expires_at"]}),
     ]  # fmt: skip
 
     class Media:
