@@ -594,9 +594,10 @@ def arithmetic(points: dict[int, dict[str, Tally]], classes: list[str]) -> None:
     def median(side: str, names) -> float:
         return statistics.median(sides[side].total_ms(names) for sides in points.values())
 
-    print(f"\nArithmetic, not a measurement: a {HOST_CORES}-core worker host (Redis and PostgreSQL on other")
-    print("machines), from the medians over the points of the CPU per no-op job above; a real job adds its own")
-    print("work to the horses' figure, and nothing here says the cores scale perfectly:")
+    elsewhere = "Redis and PostgreSQL" if "PostgreSQL" in classes else "Redis (SQLite runs in the workers)"
+    print(f"\nArithmetic, not a measurement: a {HOST_CORES}-core worker host ({elsewhere} on other machines),")
+    print("from the medians over the points of the CPU per no-op job above; a real job adds its own work to the")
+    print("horses' figure, and nothing here says the cores scale perfectly:")
     for side in SIDES:
         host_ms, redis_ms = median(side, ("worker parents", "horses")), median(side, ["Redis"])
         host_rate = HOST_CORES * 1000 / host_ms
