@@ -39,3 +39,4 @@ check: lint
 bench: install
 	$(PY) bench/throughput.py
 	$(PY) bench/reconcile.py
+	$(PY) bench/scale.py

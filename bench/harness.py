@@ -1,9 +1,11 @@
 """What every benchmark needs first: its own Redis, settings from the environment, and a
-throwaway SQLite file unless DATABASE_URL names a database."""
+throwaway SQLite file unless DATABASE_URL names a database (or a throwaway PostgreSQL
+cluster of its own: ``own_postgres``)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -54,3 +56,33 @@ def start_web(port: int, processes: int = 1) -> subprocess.Popen:
             time.sleep(0.2)
     server.kill()
     raise SystemExit("the web server did not start")
+
+
+@contextmanager
+def own_postgres(*settings: str) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster as ``.ci/run`` starts one (initdb, ``fsync=off``, as
+    the ``postgres`` user when run as root), with extra ``-c`` settings such as
+    ``shared_preload_libraries=pg_stat_statements``; yields its database's URL."""
+    pgbin = Path(os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin"))
+    if not (pgbin / "initdb").exists():
+        raise SystemExit(f"no initdb in {pgbin}: install PostgreSQL's server or set PGBIN")
+    directory = Path(tempfile.mkdtemp(prefix="jobdesk-bench-pg-"))
+    as_pg: list[str] = []
+    if os.getuid() == 0:  # the server refuses to run as root
+        shutil.chown(directory, "postgres")
+        as_pg = ["runuser", "-u", "postgres", "--"]
+
+    def pg(program: str, *args: str, check: bool = True) -> None:
+        subprocess.run([*as_pg, str(pgbin / program), *args], check=check, stdout=subprocess.DEVNULL)
+
+    data, port = str(directory / "data"), str(free_port())
+    pg("initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+    options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    pg("pg_ctl", "-D", data, "-l", str(directory / "server.log"), "-w", "-t", "60", "start",
+       "-o", options + "".join(f" -c {setting}" for setting in settings))  # fmt: skip
+    try:
+        pg("createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "jobdesk")
+        yield f"postgresql://postgres@127.0.0.1:{port}/jobdesk"
+    finally:
+        pg("pg_ctl", "-D", data, "-m", "fast", "-w", "stop", check=False)
+        shutil.rmtree(directory, ignore_errors=True)
