@@ -3,22 +3,19 @@
 Decided by the run's lease (jobs.core.leases), which its worker renews while the run
 goes on, wherever it runs: a slow job whose worker keeps renewing is never declared
 lost, and a job is only taken over once its lease has passed — after its own worker
-stopped it. On the claiming host a dead process is proof sooner (its pid is checked
-with its start time, so a recycled pid does not count).
+stopped it. (``process_started_at`` stays for tests and diagnostics: a pid with its
+start time, so a recycled pid does not count.)
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 
 from jobs.core.models import Job
 from jobs.core.queueing import WorkerState
-
-HOSTNAME = socket.gethostname()
 
 
 def process_started_at(pid: int) -> datetime | None:
@@ -50,32 +47,17 @@ CLAIM_GRACE = timedelta(seconds=10)
 def lost_reason(job: Job, workers: dict[str, WorkerState], now: datetime) -> str | None:
     """Why ``job`` (active) has nobody running it any more, or None if its run goes on.
 
-    ``job.lease_expired`` (``jobs.core.leases.with_expiry``, on the database's clock)
-    decides: a run whose lease has passed has been stopped by its own worker (or its
-    worker is gone or cut off), on any host. On the claiming host a dead process is
-    proof sooner: nothing can run in a process that does not exist.
+    Its lease decides (``job.lease_expired``: ``jobs.core.leases.with_expiry``, on the
+    database's clock), on this host as on any other: a run whose lease has passed has
+    been stopped by its own worker's watchdog, or its worker is gone or cut off. A pid
+    is no proof across hosts — two machines may share a hostname — so none is trusted.
     """
-    dead = _dead_claimant(job)
-    if dead:
-        return dead
     if job.lease_expires_at is not None:
         if getattr(job, "lease_expired", False):
-            return (
-                f"its lease expired at {job.lease_expires_at.isoformat()}: worker {job.worker_name} stopped renewing it"
-            )
+            expired = job.lease_expires_at.isoformat()
+            return f"its lease expired at {expired}: worker {job.worker_name} stopped renewing it"
         return None
     return _lost_without_lease(job, workers, now)
-
-
-def _dead_claimant(job: Job) -> str | None:
-    if job.runner_host != HOSTNAME or not job.runner_pid:
-        return None  # another host's pid says nothing here
-    started = process_started_at(job.runner_pid)
-    if started is None:
-        return f"process {job.runner_pid} of worker {job.worker_name} on {HOSTNAME} is gone"
-    if job.started_at and started > job.started_at + timedelta(seconds=1):
-        return f"process {job.runner_pid} on {HOSTNAME} is gone (its pid was reused)"
-    return None
 
 
 def _lost_without_lease(job: Job, workers: dict[str, WorkerState], now: datetime) -> str | None:

@@ -99,11 +99,14 @@ def test_a_concurrency_limit_holds_across_four_workers_and_the_other_type_runs_m
     assert Job.objects.filter(pk__in=limited, events__message__startswith="held:").exists()
 
 
+SHORT_LEASES = {"JOB_LEASE_SECONDS": "4", "JOB_LEASE_RENEW_SECONDS": "0.5", "JOB_LEASE_STOP_SECONDS": "2"}
+
+
 def test_a_slot_held_by_a_sigkilled_worker_comes_back(spawn, settings):
     settings.RETRY_BASE_DELAY = 0.1
     flow.set_limits(LIMITED, concurrency=1, actor_label="test")
     ids = enqueue(flowtasks.limited_sleep, 2.0, 3)
-    victim = spawn("rqworker", *QUEUES, RETRY_BASE_DELAY="0.1")
+    victim = spawn("rqworker", *QUEUES, RETRY_BASE_DELAY="0.1", **SHORT_LEASES)
     wait_for(lambda: statuses(ids).count(Status.ACTIVE) == 1, timeout=30, what="the first job to start")
     spawn("rqworker-pool", *QUEUES, "--num-workers", "2", RETRY_BASE_DELAY="0.1")
     wait_for(
@@ -111,9 +114,9 @@ def test_a_slot_held_by_a_sigkilled_worker_comes_back(spawn, settings):
     )
 
     sigkill_worker(victim)
-    report = reconcile.run(grace_seconds=0)  # finds the run lost, frees its slot, releases
-
-    assert len(report.lost) == 1
+    # Once its lease passed: finds the run lost, frees its slot, releases.
+    lost = wait_for(lambda: reconcile.run(grace_seconds=0).lost, timeout=20, what="the run's lease to pass")
+    assert len(lost) == 1
     spawn("rqscheduler", "--interval", "1", RETRY_BASE_DELAY="0.1")  # the lost one's retry
     wait_for(lambda: all_complete(ids), timeout=60, what="all three to complete")
     assert max_overlap(intervals(ids)) == 1

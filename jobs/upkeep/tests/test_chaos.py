@@ -49,6 +49,11 @@ def runs(redis_conn, job: Job) -> int:
     return redis_conn.llen(f"jobdesk:diag:runs:{job.id}")
 
 
+def lost_once_its_lease_passed() -> list[str]:
+    """Reconcile until a pass declares runs lost (a killed worker's lease must pass first)."""
+    return wait_for(lambda: reconcile.run(grace_seconds=0).lost, timeout=20, what="the run's lease to pass")
+
+
 def active(job: Job) -> bool:
     return Job.objects.get(pk=job.id).status == Status.ACTIVE
 
@@ -56,19 +61,18 @@ def active(job: Job) -> bool:
 def test_sigkilled_worker_mid_job_is_repaired_and_the_job_completes(spawn, settings, redis_conn):
     settings.RETRY_BASE_DELAY = 0.1
     job = submit("diagnostics.sleep", {"seconds": 3, "steps": 6, "trace": True}).job
-    worker = spawn("rqworker", *QUEUES, **FAST_RETRIES)
+    worker = spawn("rqworker", *QUEUES, **FAST_RETRIES, **SHORT_LEASES)
     wait_for(lambda: runs(redis_conn, job) == 1, timeout=30, what="the handler to start")
     wait_for(lambda: horse_pids(worker), timeout=10, what="the work-horse")
     lost_worker = Job.objects.get(pk=job.id).worker_name
 
     sigkill_worker(worker)
-    report = reconcile.run(grace_seconds=0)
+    assert lost_once_its_lease_passed() == [str(job.id)]
 
-    assert report.lost == [str(job.id)]
     job.refresh_from_db()
     assert job.status == Status.RETRYING
     assert job.events.filter(to_status=Status.RETRYING, message__contains=lost_worker).exists()
-    spawn("rqworker", *QUEUES, **FAST_RETRIES)
+    spawn("rqworker", *QUEUES, **FAST_RETRIES, **SHORT_LEASES)
     spawn("rqscheduler", "--queue", "normal", "--interval", "1")
     wait_for(lambda: Job.objects.get(pk=job.id).status == Status.COMPLETE, timeout=60, what="the retry to complete")
     job.refresh_from_db()
@@ -78,19 +82,19 @@ def test_sigkilled_worker_mid_job_is_repaired_and_the_job_completes(spawn, setti
 
 def test_sigkilled_worker_mid_inline_job_is_repaired_and_the_job_completes(spawn, settings, redis_conn):
     """A fork=False job runs in the worker's own process: killing it kills the run, and
-    the claim's pid (the worker's) proves it gone."""
+    its lease, no longer renewed, passes."""
     settings.RETRY_BASE_DELAY = 0.1
     job = submit("diagnostics.sleep_inline", {"seconds": 3, "steps": 6, "trace": True}).job
-    worker = spawn("rqworker", *QUEUES, **FAST_RETRIES)
+    worker = spawn("rqworker", *QUEUES, **FAST_RETRIES, **SHORT_LEASES)
     wait_for(lambda: runs(redis_conn, job) == 1, timeout=30, what="the handler to start")
     assert horse_pids(worker) == []  # no work-horse: the worker runs it
     assert redis_conn.lrange(f"jobdesk:diag:runs:{job.id}", 0, -1) == [str(worker.pid).encode()]
     assert Job.objects.get(pk=job.id).runner_pid == worker.pid
 
     sigkill_worker(worker)
-    assert reconcile.run(grace_seconds=0).lost == [str(job.id)]
+    assert lost_once_its_lease_passed() == [str(job.id)]
     assert Job.objects.get(pk=job.id).status == Status.RETRYING
-    spawn("rqworker", *QUEUES, **FAST_RETRIES)
+    spawn("rqworker", *QUEUES, **FAST_RETRIES, **SHORT_LEASES)
     spawn("rqscheduler", "--queue", "normal", "--interval", "1")
     wait_for(lambda: Job.objects.get(pk=job.id).status == Status.COMPLETE, timeout=60, what="the retry to complete")
     assert Job.objects.get(pk=job.id).attempts == 2 and runs(redis_conn, job) == 2
@@ -102,14 +106,14 @@ def test_killing_only_the_worker_parent_takes_its_work_horse_along(spawn, settin
     that the reconciler then retries."""
     settings.RETRY_BASE_DELAY = 0.1
     job = submit("diagnostics.sleep", {"seconds": 3, "steps": 6, "trace": True}).job
-    worker = spawn("rqworker", *QUEUES, **FAST_RETRIES)
+    worker = spawn("rqworker", *QUEUES, **FAST_RETRIES, **SHORT_LEASES)
     wait_for(lambda: runs(redis_conn, job) == 1, timeout=30, what="the handler to start")
     horse = wait_for(lambda: horse_pids(worker), timeout=10, what="the work-horse")[0]
     sigkill_worker(worker, with_horse=False)
 
     wait_for(lambda: liveness.process_started_at(horse) is None, timeout=10, what="the horse to die with its parent")
-    assert reconcile.run(grace_seconds=0).lost == [str(job.id)]
-    spawn("rqworker", *QUEUES, **FAST_RETRIES)
+    assert lost_once_its_lease_passed() == [str(job.id)]
+    spawn("rqworker", *QUEUES, **FAST_RETRIES, **SHORT_LEASES)
     spawn("rqscheduler", "--queue", "normal", "--interval", "1")
     wait_for(lambda: Job.objects.get(pk=job.id).status == Status.COMPLETE, timeout=60, what="the retry to complete")
     assert Job.objects.get(pk=job.id).attempts == 2 and runs(redis_conn, job) == 2
@@ -194,7 +198,7 @@ def test_a_redis_outage_leaves_the_scheduler_running_and_retries_still_happen(sp
     assert scheduler.poll() is None and "Traceback" not in log()
 
     job = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "temporary", "fail_times": 1}).job
-    spawn("rqworker", *QUEUES, **FAST_RETRIES)
+    spawn("rqworker", *QUEUES, **FAST_RETRIES, **SHORT_LEASES)
     wait_for(lambda: Job.objects.get(pk=job.id).status == Status.COMPLETE, timeout=60, what="the retry to run")
     assert Job.objects.get(pk=job.id).attempts == 2
     assert redis_conn.get("jobdesk:scheduler:heartbeat"), "the heartbeat is back"
@@ -249,7 +253,7 @@ def test_soak_300_jobs_while_workers_are_killed(spawn, redis_conn, settings):
     ]  # fmt: skip
     jobs = [r.job for r in submit_many(specs)]
     ids = [j.id for j in jobs]
-    workers = [spawn("rqworker", *QUEUES, **FAST_RETRIES) for _ in range(2)]
+    workers = [spawn("rqworker", *QUEUES, **FAST_RETRIES, **SHORT_LEASES) for _ in range(2)]
     spawn("rqscheduler", "--queue", "normal", "--interval", "1")
 
     def finished() -> int:
@@ -263,7 +267,7 @@ def test_soak_300_jobs_while_workers_are_killed(spawn, redis_conn, settings):
             wait_for(lambda v=victim: horse_pids(v), timeout=10, what="a busy work-horse")
             sigkill_worker(victim)
             kills += 1
-            workers.append(spawn("rqworker", *QUEUES, **FAST_RETRIES))
+            workers.append(spawn("rqworker", *QUEUES, **FAST_RETRIES, **SHORT_LEASES))
         reconcile.run(grace_seconds=2)
         time.sleep(0.5)
 

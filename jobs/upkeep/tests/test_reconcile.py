@@ -60,11 +60,13 @@ def test_scheduled_and_retrying_jobs_missing_from_the_scheduler_are_rescheduled(
     assert scheduled_ids == {Job.objects.get(pk=later.id).rq_job_id, Job.objects.get(pk=retrying.id).rq_job_id}
 
 
-def test_active_job_whose_process_is_gone_is_retried(settings):
+def test_active_job_whose_lease_passed_is_retried(settings):
     settings.RETRY_BASE_DELAY = 3600
     job = submit("diagnostics.noop").job
     lifecycle.claim(job.id, job.rq_job_id, "worker-that-died")
     Job.objects.filter(pk=job.id).update(runner_pid=dead_pid())
+    assert reconcile.run(grace_seconds=0).lost == []  # a dead pid proves nothing: another host may share the name
+    expire_lease(job)
     report = reconcile.run(grace_seconds=0)
     job.refresh_from_db()
     assert report.lost == [str(job.id)]
@@ -75,7 +77,7 @@ def test_active_job_whose_process_is_gone_is_retried(settings):
 def test_lost_job_on_its_last_attempt_is_dead_lettered():
     job = submit("diagnostics.noop", max_attempts=1).job
     lifecycle.claim(job.id, job.rq_job_id, "w")
-    Job.objects.filter(pk=job.id).update(runner_pid=dead_pid())
+    expire_lease(job)
     reconcile.run(grace_seconds=0)
     job.refresh_from_db()
     assert job.status == Status.DEAD_LETTER and "lost" in job.error_message
@@ -110,18 +112,6 @@ def test_a_lease_that_passed_cannot_be_renewed_nor_can_a_run_that_was_taken_away
     assert not leases.renew(job.id, "another-dispatch")
     expire_lease(job)
     assert not leases.renew(job.id, job.rq_job_id)  # the reconciler may be taking it over
-
-
-def test_a_recycled_pid_does_not_keep_a_lost_job_alive():
-    job = submit("diagnostics.noop").job
-    lifecycle.claim(job.id, job.rq_job_id, "w")
-    sleeper = subprocess.Popen(["sleep", "30"])  # alive, but started after the claim
-    try:
-        Job.objects.filter(pk=job.id).update(runner_pid=sleeper.pid, started_at=timezone.now() - timedelta(minutes=5))
-        assert reconcile.run(grace_seconds=0).lost == [str(job.id)]
-    finally:
-        sleeper.kill()
-        sleeper.wait()
 
 
 def test_a_run_claimed_before_leases_on_a_vanished_worker_is_lost_once_it_would_have_timed_out(redis_conn):
