@@ -12,24 +12,28 @@ Two daemon threads per worker process, started with its first run:
   on a cut network link therefore cannot delay the stop.
 
 Stopping is the caller's: the forking worker kills its work-horse; a process that runs
-the handler itself interrupts it (``interrupt_main_thread``). Either way the stop comes
-``JOB_LEASE_SECONDS - JOB_LEASE_STOP_SECONDS`` before any other host may take the job.
+the handler itself interrupts it (``interrupt_main_thread``) and leaves if it does not
+give way. Either way the stop comes ``JOB_LEASE_SECONDS - JOB_LEASE_STOP_SECONDS`` before
+any other host may take the job — as long as these threads get the interpreter lock: a
+handler in this process that holds it in C code for longer than the lease is not
+stopped (README, Known limits); a forked horse always is.
 A run never holds more than one lease per process; a short job ends before its first
 renewal is due, so it costs no renewal at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import connection
 
 from jobs.core import leases
 
@@ -38,19 +42,32 @@ logger = logging.getLogger("jobs.execution.leasekeeper")
 _RETRY_AFTER_FAILURE = 0.5  # seconds; a failed renewal is tried again soon, not after a full interval
 
 
+def now() -> float:
+    """Seconds on a clock that keeps counting while the machine sleeps (a suspended VM
+    wakes up knowing its lease is gone), else the monotonic clock."""
+    try:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (AttributeError, OSError):  # not Linux
+        return time.monotonic()
+
+
 class LeaseLost(Exception):
     """Raised in a handler that runs in the worker's own process when its lease is lost."""
 
 
-@dataclass
+@dataclass(eq=False)  # holds are compared by identity: each is one run
 class _Hold:
     job_id: str
     dispatch: str
     stop: Callable[[str], None]
-    renewed_at: float  # monotonic time the last successful renewal (or the claim) was sent
+    renewed_at: float  # now() when the last successful renewal (or the claim) was sent
     next_renewal: float
     lost: str = ""  # why the run was stopped; "" while it holds its lease
     failures: int = 0
+
+
+def _nothing_to_stop(reason: str) -> None:
+    """The stop of a run that is over (its outcome being recorded)."""
 
 
 class LeaseKeeper:
@@ -59,10 +76,12 @@ class LeaseKeeper:
         self._wake = threading.Condition(self._lock)
         self._held: _Hold | None = None
         self._started = False
+        self._closing = False
 
     def hold(self, job_id, dispatch: str, stop: Callable[[str], None], *, claimed_at: float) -> None:
-        """Keep this run's lease from now on; ``claimed_at``: monotonic time the claim
-        (which granted the lease) was sent. ``stop(reason)`` ends the run."""
+        """Keep this run's lease from now on; ``claimed_at``: ``now()`` when the claim
+        (which granted the lease) was sent. ``stop(reason)`` ends the run: it is called
+        at most once, from the watchdog's thread, and must not block."""
         renew_every = settings.JOB_LEASE_RENEW_SECONDS
         with self._lock:
             self._held = _Hold(str(job_id), dispatch, stop, claimed_at, claimed_at + renew_every)
@@ -70,9 +89,19 @@ class LeaseKeeper:
         if not self._started:
             self._start()
 
+    def disarm(self) -> str:
+        """The run has ended; its outcome is being recorded: keep renewing the lease (so
+        a slow record is not taken for a lost run) but stop nothing any more. Returns
+        why the run was stopped ("" when it was not)."""
+        with self._lock:
+            if self._held is None:
+                return ""
+            self._held.stop = _nothing_to_stop
+            return self._held.lost
+
     def release(self) -> str:
-        """The run is over: stop keeping its lease. Returns why it was stopped ("" when
-        it was not)."""
+        """The outcome is recorded (or given up): stop keeping the lease. Returns why
+        the run was stopped ("" when it was not)."""
         with self._lock:
             held, self._held = self._held, None
         return held.lost if held else ""
@@ -80,6 +109,16 @@ class LeaseKeeper:
     def lost(self) -> str:
         with self._lock:
             return self._held.lost if self._held else ""
+
+    def holds(self, held: object) -> bool:
+        with self._lock:
+            return self._held is held
+
+    def close(self) -> None:
+        """End the threads (tests; a worker's keeper lives as long as its process)."""
+        with self._lock:
+            self._closing, self._held = True, None
+            self._wake.notify_all()
 
     def _start(self) -> None:
         self._started = True
@@ -89,27 +128,29 @@ class LeaseKeeper:
     # --- the renewer -----------------------------------------------------------------
 
     def _renew_loop(self) -> None:
-        while True:
+        while not self._closing:
             with self._lock:
                 held = self._held
                 if held is None or held.lost:
                     self._wake.wait()
                     continue
-                pause = held.next_renewal - time.monotonic()
+                pause = held.next_renewal - now()
                 if pause > 0:
                     self._wake.wait(pause)
                     continue
             self._renew(held)
+        connection.close()
 
     def _renew(self, held: _Hold) -> None:
-        sent = time.monotonic()
+        sent = now()
         try:
             renewed = leases.renew(held.job_id, held.dispatch)
-        except DatabaseError as error:
-            connection.close()  # this thread's own connection: reconnect on the next try
+        except Exception as error:  # the database out of reach, or anything else: a failed renewal
+            with contextlib.suppress(Exception):
+                connection.close()  # this thread's own connection: reconnect on the next try
             with self._lock:
                 held.failures += 1
-                held.next_renewal = time.monotonic() + _RETRY_AFTER_FAILURE
+                held.next_renewal = now() + _RETRY_AFTER_FAILURE
             if held.failures == 1:
                 logger.warning("lease renewal failed", extra={"job_id": held.job_id, "error": str(error)})
             return
@@ -124,26 +165,32 @@ class LeaseKeeper:
 
     def _watch_loop(self) -> None:
         stop_after = settings.JOB_LEASE_STOP_SECONDS
-        while True:
+        while not self._closing:
             with self._lock:
                 held = self._held
                 if held is None or held.lost:
                     self._wake.wait(1.0)
                     continue
-                left = held.renewed_at + stop_after - time.monotonic()
+                left = held.renewed_at + stop_after - now()
                 if left > 0:
                     self._wake.wait(min(left, 1.0))
                     continue
             self._stop(held, f"its lease could not be renewed for {stop_after:g} s (the database was unreachable)")
 
     def _stop(self, held: _Hold, reason: str) -> None:
+        # Under the lock, so the stop reaches this run and never the next one (a release
+        # and a new hold wait for it); stops are a signal or a kill, they do not block.
+        # The log line comes after: a blocked log pipe must not hold the stop back.
         with self._lock:
             if held is not self._held or held.lost:
                 return  # over already, or stopped once
             held.lost = reason
             self._wake.notify_all()
-        logger.warning("stopping a run that lost its lease", extra={"job_id": held.job_id, "reason": reason})
-        held.stop(reason)
+            try:
+                held.stop(reason)
+            except BaseException:  # a stop that cannot be delivered: the process must not run on
+                os._exit(75)
+        logger.warning("stopped a run that lost its lease", extra={"job_id": held.job_id, "reason": reason})
 
 
 _keeper: LeaseKeeper | None = None
@@ -158,8 +205,8 @@ def keeper() -> LeaseKeeper:
 
 
 def _forget_in_child() -> None:
-    global _keeper
-    _keeper = None
+    global _keeper, _handler_running
+    _keeper, _handler_running = None, False
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
@@ -168,9 +215,10 @@ os.register_at_fork(after_in_child=_forget_in_child)
 # --- stopping a handler that runs in this process -----------------------------------------
 
 _INTERRUPT = signal.SIGUSR2
-# If the handler does not give way to the interrupt (stuck in C code), the process
-# leaves before its lease runs out: its pool starts another, the job is retried.
+# If the handler does not give way to the interrupt (stuck in Python-free code), the
+# process leaves before its lease runs out: its pool starts another, the job is retried.
 _EXIT_MARGIN = 1.5  # seconds before the lease would pass
+_handler_running = False  # the interrupt raises only inside a handler, never in the worker's own code
 
 
 def prepare_interrupts() -> None:
@@ -179,21 +227,37 @@ def prepare_interrupts() -> None:
         signal.signal(_INTERRUPT, _raise_lease_lost)
 
 
+@contextlib.contextmanager
+def handler_running() -> Iterator[None]:
+    """Around a handler's call in the main thread: where a lost lease may interrupt it."""
+    global _handler_running
+    lost = keeper().lost()
+    if lost:
+        raise LeaseLost(f"the run lost its lease before its handler started: {lost}")
+    _handler_running = True
+    try:
+        yield
+    finally:
+        _handler_running = False
+
+
 def _raise_lease_lost(signum, frame) -> None:
-    raise LeaseLost("the run lost its lease and was stopped")
+    if _handler_running:
+        raise LeaseLost("the run lost its lease and was stopped")
+    # Outside the handler (the worker's own bookkeeping): the run's end is near anyway,
+    # and its outcome carries the keeper's reason.
 
 
 def interrupt_main_thread(reason: str) -> None:
     """``stop`` for a handler running in this process's main thread."""
+    held = keeper()._held
     signal.pthread_kill(threading.main_thread().ident or 0, _INTERRUPT)
     grace = settings.JOB_LEASE_SECONDS - settings.JOB_LEASE_STOP_SECONDS - _EXIT_MARGIN
-    last_resort = threading.Timer(max(grace, 0.1), _exit_if_still_running, args=(keeper(), reason))
+    last_resort = threading.Timer(max(grace, 0.1), _exit_if_still_running, args=(keeper(), held))
     last_resort.daemon = True
     last_resort.start()
 
 
-def _exit_if_still_running(held_by: LeaseKeeper, reason: str) -> None:
-    if held_by.lost() == reason:  # still the same run: it did not stop
-        logger.error("a run that lost its lease did not stop: leaving the process", extra={"reason": reason})
-        logging.shutdown()
-        os._exit(75)
+def _exit_if_still_running(held_by: LeaseKeeper, held: object) -> None:
+    if held_by.holds(held) and _handler_running:  # the same run, still in its handler: it did not stop
+        os._exit(75)  # no log first: a blocked log pipe must not keep the process alive

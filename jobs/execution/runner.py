@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import traceback
 from typing import Any
 
@@ -52,7 +51,7 @@ def execute(job_id: str, dispatch: str) -> dict:
         # The parent records it; a work-horse's spans go back with the outcome.
         return tracing.hand_back(run_handler(job, dispatch))
     tracing.export_from_here()  # nobody takes this process's spans back
-    sent = time.monotonic()
+    sent = leasekeeper.now()
     job = claim(job_id, dispatch, queueing.current_worker_name())
     if job is None:
         return {"skipped": True}
@@ -64,8 +63,11 @@ def execute(job_id: str, dispatch: str) -> dict:
     try:
         outcome = run_handler(job, dispatch)
     finally:
+        keeper.disarm()  # the handler is done: nothing to stop, the lease kept while recording
+    try:
+        recorded = record(job, dispatch, outcome)
+    finally:
         keeper.release()
-    recorded = record(job, dispatch, outcome)
     relay.drain()  # in a work-horse, the outcome's message too
     tracing.flush(tracing.HORSE_FLUSH_SECONDS)  # RQ's own forking worker: the horse exports its spans
     return {"status": recorded.status if recorded else "discarded"}
@@ -103,7 +105,7 @@ def run_handler(job: Job, dispatch: str) -> Outcome:
     context = JobContext(job, dispatch)
     with tracing.running(job, dispatch) as span:
         try:
-            with context.capturing():
+            with context.capturing(), leasekeeper.handler_running():
                 result = _json_safe(job_type.handler(context))
         except (UserFixableError, AdminRequiredError) as error:
             outcome = _error(error)

@@ -79,7 +79,13 @@ class _ParentBookkeeping(BaseWorker):
             self._running = None
             self._inline = False
             if claimed is not None:
-                self._record(claimed, job, lost=leasekeeper.keeper().release())
+                # The run is over: nothing left to stop, but the lease is kept until the
+                # outcome is recorded (a slow record is not a lost run).
+                keeper = leasekeeper.keeper()
+                try:
+                    self._record(claimed, job, lost=keeper.disarm())
+                finally:
+                    keeper.release()
 
     def work(self, *args, **kwargs) -> bool:
         # Jobdesk schedules with rq-scheduler (manage.py rqscheduler): RQ's own scheduler
@@ -146,7 +152,7 @@ class _ParentBookkeeping(BaseWorker):
         if ids is None:
             return None  # not a Jobdesk job (raw RQ work on the same queues)
         job_id, dispatch = ids
-        sent = time.monotonic()  # the lease the claim grants runs from (at the latest) now
+        sent = leasekeeper.now()  # the lease the claim grants runs from (at the latest) now
         try:
             _drop_broken_connection()
             claimed = runner.claim(job_id, dispatch, self.name, _type_and_queue(rq_job))
@@ -202,8 +208,9 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
 
     A job whose type says ``fork=False`` runs in this process instead, as
     ``JobdeskSimpleWorker`` would run it: no horse, the same queues, the same claim and
-    record. It stops at its timeout (RQ's death penalty, SIGALRM), and on cancel only
-    cooperatively (``ctx.is_canceled()``): there is no horse to kill."""
+    record. It stops at its timeout (RQ's death penalty, SIGALRM); on cancel
+    cooperatively (``ctx.is_canceled()``), or by an interrupt in this process once the
+    refused lease renewal says so: there is no horse to kill."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("job_monitoring_interval", MONITOR_INTERVAL)
@@ -220,6 +227,13 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             super()._stop_run(reason)
         else:
             self.kill_horse()  # from the watchdog's thread; RQ's monitor loop then reaps it
+
+    def fork_work_horse(self, job: RQJob, queue) -> None:
+        super().fork_work_horse(job, queue)
+        # The lease may have been lost between the claim and the fork (a stall in RQ's
+        # preparation), when there was no horse to kill yet: kill it now.
+        if leasekeeper.keeper().lost():
+            self.kill_horse()
 
     def set_current_job_working_time(self, current_job_working_time, pipeline=None) -> None:
         # RQ calls this from its monitor loop while the horse runs: an unreachable Redis
@@ -245,7 +259,7 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
 
     def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
         # RQ's stop-job command (a cancel) kills the horse's process group: with no horse
-        # (0), that would be this worker's own group. An inline job stops cooperatively.
+        # (0), that would be this worker's own group. An inline job is interrupted instead.
         if self.horse_pid:
             super().kill_horse(sig)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import time
@@ -104,7 +105,8 @@ class JobdeskScheduler(DjangoScheduler):
         within ``leader_lease`` seconds; when it returns it finds the lease taken and
         stands by. (Each cron tick is also fired at most once by the database, and a
         deferred job claimed at most once by its dispatch: the lease keeps the work on
-        one scheduler, the guards keep it right even in the moment two think they lead.)
+        one scheduler, the guards keep it right even in the moment two think they lead —
+        as they may when one poll outlasts the lease: the lead is checked as a poll starts.)
         """
         lease_ms = int(self.leader_lease * 1000)
         leads = bool(self.connection.eval(_KEEP_OR_TAKE, 1, LEADER_KEY, self.leader_name, lease_ms))
@@ -120,7 +122,10 @@ class JobdeskScheduler(DjangoScheduler):
 
     @property
     def leader_name(self) -> str:
-        return f"{socket.gethostname()}:{os.getpid()}"
+        # host:pid for operators, and a token of its own: two containers may share both.
+        if not hasattr(self, "_leader_name"):
+            self._leader_name = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        return self._leader_name
 
     @property
     def leader_lease(self) -> float:
