@@ -28,7 +28,7 @@ from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
-from jobs.core import registry
+from jobs.core import dropped, registry
 from jobs.core.errors import SubmitError
 from jobs.core.models import ERRORED_STATUSES, FINAL_STATUSES, Job, Status
 
@@ -242,10 +242,14 @@ def drain(timeout: float = 2.0) -> bool:
     """Wait until this process's buffer is sent (a work-horse calls it before exiting);
     at once while the layer is known to be down (its messages are dropped anyway)."""
     sender = _current
-    if sender is None or sender.pid != os.getpid() or time.monotonic() < _down_until:
+    if sender is None or sender.pid != os.getpid():
         return True
-    sender.flush_nudges()  # a work-horse about to exit sends its batches' nudges now
-    return sender.wait_idle(timeout)
+    sent = True  # at once while the layer is down: its messages are dropped (and counted) anyway
+    if time.monotonic() >= _down_until:
+        sender.flush_nudges()  # a work-horse about to exit sends its batches' nudges now
+        sent = sender.wait_idle(timeout)
+    dropped.flush()  # drops counted here: the timer that would add them dies with a work-horse
+    return sent
 
 
 class _Sender:
@@ -268,6 +272,8 @@ class _Sender:
 
     def put(self, groups: tuple[str, ...], msg: dict, kind: str = EVENT) -> None:
         with self.lock:
+            if len(self.buffer) == self.buffer.maxlen:
+                dropped.count("relay_buffer")  # the oldest goes: its followers see the gap
             self.buffer.append((groups, msg, kind))
         with contextlib.suppress(RuntimeError):  # the loop is gone (interpreter shutting down)
             self.loop.call_soon_threadsafe(self.wake.set)
@@ -326,12 +332,14 @@ class _Sender:
     async def _send(self, groups: tuple[str, ...], msg: dict, kind: str = EVENT) -> None:
         global _down_until
         if time.monotonic() < _down_until:
-            return  # dropped: clients re-read the truth on reconnect
+            dropped.count("relay_down")  # clients re-read the truth on reconnect
+            return
         envelope = {"type": kind, "event": msg}
         try:
             sends = [self.layer.group_send(group, envelope) for group in groups]
             await asyncio.wait_for(asyncio.gather(*sends), _SEND_TIMEOUT)
         except Exception as error:  # any layer failure: the job goes on, clients re-read
+            dropped.count("relay_down")
             _down_until = time.monotonic() + _RETRY_AFTER
             logger.warning(
                 "channel layer unreachable; live updates paused",
