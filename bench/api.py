@@ -4,7 +4,10 @@
 
 Starts its own Redis and the web tier serving config.asgi, then:
 1. POST /api/jobs/ from concurrent clients (keep-alive connections, token auth): latency
-   p50/p99 and requests/s;
+   p50/p99 and requests/s, and the server's own time per request (its ``Server-Timing``
+   header, ``SERVER_TIMING`` on: Django's time inside the process) p50/p99 — goal p50
+   ≤ 5 ms on PostgreSQL; then one more submit in this process, its SQL queries and Redis
+   round trips counted;
 2. with --rows finished jobs on record (PostgreSQL: inserted with generate_series),
    GET /api/stats/ for the last 24 hours and the last 30 days (goal < 300 ms).
 """
@@ -38,12 +41,14 @@ def main() -> None:
         SECRET_KEY="bench-only-secret-" + "x" * 40,
         ALLOWED_HOSTS="127.0.0.1",
         API_USER_RATE="1000000/minute",
+        SERVER_TIMING="true",
     ):
         run(args)
 
 
 def submit_load(port: int, token: str, total: int, clients: int) -> None:
     latencies: list[float] = []
+    server: list[tuple[float, float]] = []  # the Server-Timing of each answer: (app, cpu) ms
     failures: list[int] = []
     lock = threading.Lock()
     body = json.dumps({"type": "diagnostics.noop"})
@@ -51,18 +56,21 @@ def submit_load(port: int, token: str, total: int, clients: int) -> None:
 
     def client(count: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mine = []
+        mine, inside = [], []
         for _ in range(count):
             started = time.perf_counter()
             connection.request("POST", "/api/jobs/", body=body, headers=headers)
             response = connection.getresponse()
             response.read()
             mine.append(time.perf_counter() - started)
+            timing = dict(part.strip().split(";dur=") for part in response.getheader("Server-Timing", "").split(","))
+            inside.append((float(timing["app"]), float(timing["cpu"])))
             if response.status != 201:
                 with lock:
                     failures.append(response.status)
         with lock:
             latencies.extend(mine)
+            server.extend(inside)
 
     threads = [threading.Thread(target=client, args=(total // clients,)) for _ in range(clients)]
     started = time.perf_counter()
@@ -77,6 +85,44 @@ def submit_load(port: int, token: str, total: int, clients: int) -> None:
         f"p50 {statistics.median(ordered) * 1000:6.1f} ms  p99 {ordered[int(0.99 * (len(ordered) - 1))] * 1000:6.1f} ms"
         f"  non-201: {len(failures)}"
     )
+    for name, column in (("server time (Server-Timing app)", 0), ("  of it CPU (Server-Timing cpu)", 1)):
+        ordered = sorted(times[column] for times in server)
+        p50, p99 = statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))]
+        print(f"  {name}: p50 {p50:6.2f} ms  p99 {p99:6.2f} ms" + ("  goal p50 <= 5 ms" if column == 0 else ""))
+
+
+def count_one_submit(token: str) -> None:
+    """One more submit in this process (Django's test client: the same middleware, view
+    and services, no web server): its SQL queries and Redis round trips."""
+    import redis
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    trips: list[str] = []
+    command, pipeline = redis.Redis.execute_command, redis.client.Pipeline.execute
+
+    def counted_command(self, *args, **options):
+        trips.append(str(args[0]))
+        return command(self, *args, **options)
+
+    def counted_pipeline(self, *args, **options):
+        trips.append("pipeline of " + "+".join(str(c[0][0]) for c in self.command_stack))
+        return pipeline(self, *args, **options)
+
+    client = Client(HTTP_HOST="127.0.0.1", HTTP_AUTHORIZATION=f"Token {token}")
+    body = json.dumps({"type": "diagnostics.noop"})
+    client.post("/api/jobs/", body, content_type="application/json")  # warm
+    redis.Redis.execute_command, redis.client.Pipeline.execute = counted_command, counted_pipeline  # type: ignore[method-assign]
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            answer = client.post("/api/jobs/", body, content_type="application/json")
+    finally:
+        redis.Redis.execute_command, redis.client.Pipeline.execute = command, pipeline  # type: ignore[method-assign]
+    assert answer.status_code == 201, answer.content
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    print(f"  one submit: {len(statements)} SQL statements ({', '.join(statements)}), "
+          f"{len(trips)} Redis round trips ({', '.join(trips)})")  # fmt: skip
 
 
 _SEED_SQL = """
@@ -136,6 +182,7 @@ def run(args) -> None:
     try:
         print(f"database: {connection.vendor}; uvicorn on 127.0.0.1:{port}")
         submit_load(port, token, args.requests, args.clients)
+        count_one_submit(token)
         if connection.vendor != "postgresql":
             print("stats at scale: PostgreSQL only (set DATABASE_URL)")
             return
