@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import json
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,9 @@ def summarise_for_list(data: dict) -> dict:
     return data
 
 
+_BUILT_FIELDS: dict[type, dict[str, serializers.Field]] = {}
+
+
 class JobSerializer(serializers.ModelSerializer):
     """A job with its current estimate (``estimates`` in the context, else computed)."""
 
@@ -113,6 +117,15 @@ class JobSerializer(serializers.ModelSerializer):
         ]  # fmt: skip
         read_only_fields = fields
         list_serializer_class = JobListSerializer
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        """ModelSerializer reads the model's 45 fields into serializer fields for every
+        job it serializes (most of a submit's answer): built once per class, then copied
+        (DRF copies fields by re-creating them from their arguments)."""
+        built = _BUILT_FIELDS.get(type(self))
+        if built is None:
+            built = _BUILT_FIELDS[type(self)] = super().get_fields()
+        return copy.deepcopy(built)
 
     def to_representation(self, job: Job) -> dict:
         data = super().to_representation(job)
