@@ -1,13 +1,15 @@
 """The API under load, served by the web tier (devtools.web: uvicorn) on loopback.
 
-    DATABASE_URL=postgresql://… python bench/api.py [--requests 2000] [--clients 16] [--rows 1000000]
+    DATABASE_URL=postgresql://… python bench/api.py [--requests 2000] [--clients 16] [--rows 1000000] [--worker]
 
 Starts its own Redis and the web tier serving config.asgi, then:
 1. POST /api/jobs/ from concurrent clients (keep-alive connections, token auth): latency
    p50/p99 and requests/s, and the server's own time per request (its ``Server-Timing``
    header, ``SERVER_TIMING`` on: Django's time inside the process) p50/p99 — goal p50
    ≤ 5 ms on PostgreSQL; then one more submit in this process, its SQL queries and Redis
-   round trips counted;
+   round trips counted. Without workers a submit's answer says none is alive (no ETA to
+   work out); ``--worker`` registers one that takes nothing, so each submit's ETA walks
+   the growing line;
 2. with --rows finished jobs on record (PostgreSQL: inserted with generate_series),
    GET /api/stats/ for the last 24 hours and the last 30 days (goal < 300 ms).
 """
@@ -34,6 +36,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--worker", action="store_true", help="a live worker (idle) in RQ's registry: each submit's ETA walks the line"
+    )
     args = parser.parse_args()
     with environment(
         LOG_LEVEL="WARNING",
@@ -179,8 +184,17 @@ def run(args) -> None:
     token = Token.objects.get_or_create(user=user)[0].key
     port = free_port()
     server = start_web(port)
+    idle = None
+    if args.worker:
+        from rq import Worker
+
+        from jobs.core import queueing
+
+        idle = Worker(["normal"], connection=queueing.connection(), name="bench-idle")
+        idle.register_birth()
     try:
-        print(f"database: {connection.vendor}; uvicorn on 127.0.0.1:{port}")
+        workers = "one, idle" if idle else "none"
+        print(f"database: {connection.vendor}; uvicorn on 127.0.0.1:{port}; live workers: {workers}")
         submit_load(port, token, args.requests, args.clients)
         count_one_submit(token)
         if connection.vendor != "postgresql":
@@ -202,6 +216,8 @@ def run(args) -> None:
     finally:
         server.terminate()
         server.wait(30)
+        if idle is not None:
+            idle.register_death()
 
 
 if __name__ == "__main__":
