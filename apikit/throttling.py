@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
@@ -43,6 +44,9 @@ return {0, logged, oldest}
 """
 
 
+_clients: dict[tuple, tuple[Any, Any]] = {}  # servers → (redis-py client, the script)
+
+
 class LoggedRate(SimpleRateThrottle):
     """DRF's rate rule over a log kept in Redis (see the module's note); any other cache
     keeps DRF's list."""
@@ -60,11 +64,13 @@ class LoggedRate(SimpleRateThrottle):
         if not isinstance(cache, RedisCache):
             return None
         key = cache.make_and_validate_key(f"{self.key}:log")
-        kept = getattr(cache, "_apikit_log", None)  # the raw redis-py client (Django makes one per call), the script
+        # One redis-py client per server for the process: under ASGI Django makes a cache
+        # object (so a connection pool, so a new connection) per request.
+        servers = tuple(cache._servers)  # type: ignore[attr-defined]  # RedisCache's LOCATION, split
+        kept = _clients.get(servers)
         if kept is None:
             client = cache._cache.get_client(key, write=True)
-            kept = client, client.register_script(_LOG_SCRIPT)
-            cache._apikit_log = kept  # type: ignore[attr-defined]  # lives as long as the cache object
+            kept = _clients[servers] = client, client.register_script(_LOG_SCRIPT)
         client, script = kept
         member = f"{self.now:.6f}:{secrets.token_hex(4)}"  # two requests in one microsecond are two
         added, logged, oldest = script(
