@@ -229,6 +229,7 @@ WS_CHANNEL_CAPACITY = env_int("WS_CHANNEL_CAPACITY", 1000, minimum=1)
 CHANNEL_LAYERS = {
     "default": {
         # channels-redis's layer, counting what it drops (jobs.live.layer, jobs.core.dropped)
+        # and reading a group's members in one round trip
         "BACKEND": "jobs.live.layer.ChannelLayer",
         # redis-py 8 times reads out after 5 s by default, and channels-redis waits up to
         # 5 s (BZPOPMIN) for a message: without a longer timeout an idle WebSocket dies
@@ -321,10 +322,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # Naming these loggers replaces the plain-text handlers Django and rq-scheduler would
     # otherwise attach, so every line is JSON and appears once.
-    # channels-redis tells of a full channel only at INFO: counted and raised to a warning.
-    "filters": {"full_channels": {"()": "jobs.core.dropped.CountFullChannels"}},
     "loggers": {
-        "channels_redis.core": {"level": "INFO", "filters": ["full_channels"]},
         "django": {"handlers": [], "level": "INFO"},
         "django.db.backends": {"level": "INFO"},
         "rq.worker": {"level": env_str("RQ_LOG_LEVEL", "WARNING").upper()},

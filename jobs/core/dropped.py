@@ -102,15 +102,3 @@ def reset() -> None:
     with _lock:
         _pending.clear()
     queueing.connection().delete(KEY)
-
-
-class CountFullChannels(logging.Filter):
-    """channels-redis tells of a full channel only in an INFO line of its own logger
-    ("N of M channels over capacity in group G"): counted as ``layer_full`` and raised
-    to a warning, since a follower lost a message (it answers with a snapshot)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "over capacity" in str(record.msg) and isinstance(record.args, tuple) and record.args:
-            count("layer_full", int(str(record.args[0])))
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
