@@ -13,7 +13,6 @@ process: the metrics (``jobdesk_live_dropped_total``) and ``bench/ws.py`` print 
 from __future__ import annotations
 
 import collections
-import logging
 import os
 import threading
 
@@ -27,8 +26,6 @@ LAYERS = {
 }
 _FLUSH_EVERY = 1.0  # seconds: counts are added to Redis at most this often per process
 _RETRY_AFTER = 5.0  # seconds after a failed flush
-
-logger = logging.getLogger("jobs.core.dropped")
 
 _lock = threading.Lock()
 _pending: collections.Counter[str] = collections.Counter()
