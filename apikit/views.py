@@ -6,9 +6,13 @@ limits, drf-spectacular's schema and the one error shape."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
+from django.db import close_old_connections
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.openapi import AutoSchema
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
@@ -39,3 +43,38 @@ class Conventions(APIView):
 
     def get_exception_handler(self):
         return exception_handler
+
+
+def pooled(view: Callable) -> Callable:
+    """``view`` served from the event loop's pool of threads under ASGI.
+
+    Django runs a sync view in a new thread per request under ASGI, and a database
+    connection belongs to its thread: every API request opened a new PostgreSQL
+    connection (a new server process on PostgreSQL's side; ``CONN_MAX_AGE`` could not
+    keep it). The pool's threads live on, and so do their connections — reused, aged and
+    health-checked per request as Django's request signals would (``close_old_connections``
+    before and after), several requests at once. Under WSGI (the test client) the view
+    runs in the calling thread, as before."""
+
+    def with_connections(request, *args, **kwargs):
+        close_old_connections()
+        try:
+            return view(request, *args, **kwargs)
+        finally:
+            close_old_connections()
+
+    in_pool = sync_to_async(with_connections, thread_sensitive=False)
+    here = sync_to_async(view, thread_sensitive=True)
+
+    @functools.wraps(view)  # keeps csrf_exempt, and the view class and actions the schema reads
+    async def threaded(request, *args, **kwargs):
+        return await (in_pool if isinstance(request, ASGIRequest) else here)(request, *args, **kwargs)
+
+    return threaded
+
+
+def pooled_urls(patterns: list) -> list:
+    """The URL patterns with each view ``pooled``."""
+    for pattern in patterns:
+        pattern.callback = pooled(pattern.callback)
+    return patterns

@@ -1,10 +1,17 @@
 """The API under load, served by the web tier (devtools.web: uvicorn) on loopback.
 
-    DATABASE_URL=postgresql://… python bench/api.py [--requests 2000] [--clients 16] [--rows 1000000]
+    DATABASE_URL=postgresql://… python bench/api.py [--requests 2000] [--clients 16] [--rows 1000000] [--worker]
 
 Starts its own Redis and the web tier serving config.asgi, then:
 1. POST /api/jobs/ from concurrent clients (keep-alive connections, token auth): latency
-   p50/p99 and requests/s;
+   p50/p99 and requests/s, and the web process's CPU time per request; then from one client,
+   one request at a time, the server's own time per request (its ``Server-Timing``
+   header, ``SERVER_TIMING`` on: Django's time inside the process, apikit.timing) p50/p99
+   — goal p50 ≤ 5 ms on PostgreSQL (with 16 at once each request's time inside also
+   holds the others' turns on the CPU); then one more submit in this process, its SQL
+   queries and Redis round trips counted. Without workers a submit's answer says none is alive (no ETA to
+   work out); ``--worker`` registers one that takes nothing, so each submit's ETA walks
+   the growing line;
 2. with --rows finished jobs on record (PostgreSQL: inserted with generate_series),
    GET /api/stats/ for the last 24 hours and the last 30 days (goal < 300 ms).
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import statistics
 import sys
 import threading
@@ -31,6 +39,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--worker", action="store_true", help="a live worker (idle) in RQ's registry: each submit's ETA walks the line"
+    )
     args = parser.parse_args()
     with environment(
         LOG_LEVEL="WARNING",
@@ -38,12 +49,14 @@ def main() -> None:
         SECRET_KEY="bench-only-secret-" + "x" * 40,
         ALLOWED_HOSTS="127.0.0.1",
         API_USER_RATE="1000000/minute",
+        SERVER_TIMING="true",
     ):
         run(args)
 
 
-def submit_load(port: int, token: str, total: int, clients: int) -> None:
+def submit_load(port: int, token: str, total: int, clients: int, web_pid: int) -> None:
     latencies: list[float] = []
+    server: list[float] = []  # the Server-Timing of each answer (ms)
     failures: list[int] = []
     lock = threading.Lock()
     body = json.dumps({"type": "diagnostics.noop"})
@@ -51,32 +64,86 @@ def submit_load(port: int, token: str, total: int, clients: int) -> None:
 
     def client(count: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mine = []
+        mine, inside = [], []
         for _ in range(count):
             started = time.perf_counter()
             connection.request("POST", "/api/jobs/", body=body, headers=headers)
             response = connection.getresponse()
             response.read()
             mine.append(time.perf_counter() - started)
+            inside.append(float(response.getheader("Server-Timing", "app;dur=nan").partition(";dur=")[2]))
             if response.status != 201:
                 with lock:
                     failures.append(response.status)
         with lock:
             latencies.extend(mine)
+            server.extend(inside)
 
     threads = [threading.Thread(target=client, args=(total // clients,)) for _ in range(clients)]
+    cpu = _cpu_seconds(web_pid)
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
+    cpu = _cpu_seconds(web_pid) - cpu
     ordered = sorted(latencies)
     print(
         f"POST /api/jobs/  {len(ordered)} requests, {clients} clients: {len(ordered) / elapsed:7.1f} req/s  "
         f"p50 {statistics.median(ordered) * 1000:6.1f} ms  p99 {ordered[int(0.99 * (len(ordered) - 1))] * 1000:6.1f} ms"
         f"  non-201: {len(failures)}"
     )
+    if clients == 1:
+        print(f"  server time, one at a time (Server-Timing): {_quantiles(server)}  goal p50 <= 5 ms")
+    else:
+        print(f"  server time with {clients} at once (Server-Timing): {_quantiles(server)}")
+    print(f"  the web process's CPU (uvicorn and Django): {cpu / len(ordered) * 1000:.2f} ms per request")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _quantiles(values) -> str:
+    ordered = sorted(values)
+    return f"p50 {statistics.median(ordered):6.2f} ms  p99 {ordered[int(0.99 * (len(ordered) - 1))]:6.2f} ms"
+
+
+def count_one_submit(token: str) -> None:
+    """One more submit in this process (Django's test client: the same middleware, view
+    and services, no web server): its SQL queries and Redis round trips."""
+    import redis
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    trips: list[str] = []
+    command, pipeline = redis.Redis.execute_command, redis.client.Pipeline.execute
+
+    def counted_command(self, *args, **options):
+        trips.append(str(args[0]))
+        return command(self, *args, **options)
+
+    def counted_pipeline(self, *args, **options):
+        trips.append("pipeline of " + "+".join(str(c[0][0]) for c in self.command_stack))
+        return pipeline(self, *args, **options)
+
+    client = Client(HTTP_HOST="127.0.0.1", HTTP_AUTHORIZATION=f"Token {token}")
+    body = json.dumps({"type": "diagnostics.noop"})
+    client.post("/api/jobs/", body, content_type="application/json")  # warm
+    redis.Redis.execute_command, redis.client.Pipeline.execute = counted_command, counted_pipeline  # type: ignore[method-assign]
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            answer = client.post("/api/jobs/", body, content_type="application/json")
+    finally:
+        redis.Redis.execute_command, redis.client.Pipeline.execute = command, pipeline  # type: ignore[method-assign]
+    assert answer.status_code == 201, answer.content
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    print(f"  one submit: {len(statements)} SQL statements ({', '.join(statements)}), "
+          f"{len(trips)} Redis round trips ({', '.join(trips)})")  # fmt: skip
 
 
 _SEED_SQL = """
@@ -133,9 +200,20 @@ def run(args) -> None:
     token = Token.objects.get_or_create(user=user)[0].key
     port = free_port()
     server = start_web(port)
+    idle = None
+    if args.worker:
+        from rq import Worker
+
+        from jobs.core import queueing
+
+        idle = Worker(["normal"], connection=queueing.connection(), name="bench-idle")
+        idle.register_birth()
     try:
-        print(f"database: {connection.vendor}; uvicorn on 127.0.0.1:{port}")
-        submit_load(port, token, args.requests, args.clients)
+        workers = "one, idle" if idle else "none"
+        print(f"database: {connection.vendor}; uvicorn on 127.0.0.1:{port}; live workers: {workers}")
+        submit_load(port, token, args.requests, args.clients, server.pid)
+        submit_load(port, token, args.requests // 4, 1, server.pid)  # the server's own time, without the others' turns
+        count_one_submit(token)
         if connection.vendor != "postgresql":
             print("stats at scale: PostgreSQL only (set DATABASE_URL)")
             return
@@ -155,6 +233,8 @@ def run(args) -> None:
     finally:
         server.terminate()
         server.wait(30)
+        if idle is not None:
+            idle.register_death()
 
 
 if __name__ == "__main__":

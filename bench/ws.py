@@ -9,7 +9,10 @@ workers. Each client reads until the server closes after the job's final message
 
 Prints the latency from ``ctx.progress`` (the message's ``timestamp``, taken when the
 handler reported) to the client's receipt, p50 / p99, and messages delivered per second.
-Goal: p50 < 20 ms, p99 < 100 ms.
+Goal: p50 < 20 ms, p99 < 100 ms. Then the order each client saw: gaps (an event whose
+``seq`` jumps past one it never got: goal zero), catch-up snapshots (the server's answer
+to a lost message: a snapshot at once) and events out of order; and the messages dropped
+on the way, per layer (``jobs.core.dropped``, summed over every process of the run).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--arrivals", type=int, default=20, help="handshakes in flight at once")
+    parser.add_argument("--timeline", action="store_true", help="latency p50 / max per second of the run")
     args = parser.parse_args()
     with environment(
         LOG_LEVEL="WARNING", DEBUG="false", SECRET_KEY="bench-only-secret-" + "x" * 40, ALLOWED_HOSTS="127.0.0.1"
@@ -46,9 +50,12 @@ def main() -> None:
 class Tally:
     def __init__(self) -> None:
         self.latencies: list[float] = []
+        self.received: list[float] = []  # when each latency was measured
         self.messages = 0
         self.closed_normally = 0
-        self.gaps = 0
+        self.gaps = 0  # an event after a hole: the client missed one, and no snapshot made it good
+        self.catch_ups = 0  # a snapshot past a hole: the server's repair of a lost message
+        self.disorder = 0  # an event older than one already seen
         self.first = self.last = 0.0
 
 
@@ -70,10 +77,15 @@ async def follow(url: str, tally: Tally, ready: asyncio.Event, waiting: list[int
                 tally.messages += 1
                 tally.first = tally.first or received
                 tally.last = received
-                tally.gaps += msg["seq"] > last_seq + 1  # a re-sent snapshot (new ETA) keeps its seq
-                last_seq = msg["seq"]
+                # (a re-sent snapshot with a new ETA keeps its seq)
+                if msg["seq"] > last_seq + 1:
+                    tally.catch_ups += msg["type"] == "snapshot"
+                    tally.gaps += msg["type"] != "snapshot"
+                tally.disorder += msg["seq"] < last_seq
+                last_seq = max(last_seq, msg["seq"])
                 if msg["type"] == "progress":
                     tally.latencies.append(received - datetime.fromisoformat(msg["timestamp"]).timestamp())
+                    tally.received.append(received)
         except websockets.ConnectionClosed:
             pass
         if ws.close_code == 1000:
@@ -103,11 +115,13 @@ def run(args) -> None:
     from django.core.management import call_command
     from rest_framework.authtoken.models import Token
 
+    from jobs.core import dropped
     from jobs.core.submit import JobSpec, submit_many
 
     call_command("migrate", verbosity=0)
-    user = get_user_model().objects.create_user("bench-ws")
-    token = Token.objects.create(user=user).key
+    user, _ = get_user_model().objects.get_or_create(username="bench-ws")  # a database used before
+    token = Token.objects.get_or_create(user=user)[0].key
+    dropped.reset()
     specs = [JobSpec("diagnostics.sleep", {"seconds": 2, "steps": 20}) for _ in range(args.jobs)]
     jobs = submit_many(specs, owner=user)
     port = free_port()
@@ -121,14 +135,15 @@ def run(args) -> None:
 
     try:
         tally = asyncio.run(load(urls, start_workers, args.arrivals))
+        time.sleep(2 * dropped._FLUSH_EVERY + 0.5)  # each process adds its drop counts within a second
     finally:
         for process in [*workers, server]:
             process.terminate()
             process.wait(30)
-    report(args, tally)
+    report(args, tally, dropped.totals())
 
 
-def report(args, tally: Tally) -> None:
+def report(args, tally: Tally, drops: dict[str, int]) -> None:
     ordered = sorted(tally.latencies)
     p50 = statistics.median(ordered) * 1000
     p99 = ordered[int(0.99 * (len(ordered) - 1))] * 1000
@@ -138,7 +153,26 @@ def report(args, tally: Tally) -> None:
     print(f"progress latency (ctx.progress → client): p50 {p50:.1f} ms  p99 {p99:.1f} ms  max {worst:.1f} ms")
     print(f"messages delivered: {tally.messages} in {span:.1f} s = {tally.messages / span:.0f}/s")
     print(f"closed normally (1000) after the final message: {tally.closed_normally}/{args.clients}")
-    print(f"seq gaps seen by clients: {tally.gaps}")
+    print(f"seq gaps seen by clients: {tally.gaps} (goal 0); catch-up snapshots: {tally.catch_ups}; "
+          f"events out of order: {tally.disorder}")  # fmt: skip
+    if args.timeline:
+        timeline(tally)
+    print("messages dropped, per layer:")
+    from jobs.core import dropped
+
+    for layer, n in drops.items():
+        print(f"  {layer:13} {n:6}  {dropped.LAYERS[layer]}")
+
+
+def timeline(tally: Tally) -> None:
+    """Where the tail is: latency p50 / max per second since the first progress message."""
+    seconds: dict[int, list[float]] = {}
+    for at, latency in zip(tally.received, tally.latencies, strict=True):
+        seconds.setdefault(int(at - tally.first), []).append(latency * 1000)
+    for second, latencies in sorted(seconds.items()):
+        ordered = sorted(latencies)
+        p50, worst = ordered[len(ordered) // 2], ordered[-1]
+        print(f"  {second:3d} s: {len(ordered):4d} messages, p50 {p50:6.1f} ms, max {worst:6.1f} ms")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# Each response says how long the process took for it (apikit.timing; bench/api.py).
+SERVER_TIMING = env_bool("SERVER_TIMING", False)
+if SERVER_TIMING:
+    MIDDLEWARE.insert(0, "apikit.timing.ServerTiming")
 
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"
@@ -233,13 +237,26 @@ CACHES = {
     }
 }
 
+# Messages each WebSocket follower's queue in its web process holds before channels-redis
+# drops its oldest (the follower sees the gap by seq and sends a snapshot at once).
+# A web process's followers share one channel in Redis, which holds ten times as many:
+# full, it drops the *newest* — a job's last message, which no later one would reveal —
+# so it must not fill before a follower's queue does. (channels-redis's default of 100
+# for both was a tenth of a second of a busy process's messages.)
+WS_CHANNEL_CAPACITY = env_int("WS_CHANNEL_CAPACITY", 1000, minimum=1)
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        # channels-redis's layer, counting what it drops (jobs.live.layer, jobs.core.dropped)
+        # and reading a group's members in one round trip
+        "BACKEND": "jobs.live.layer.ChannelLayer",
         # redis-py 8 times reads out after 5 s by default, and channels-redis waits up to
         # 5 s (BZPOPMIN) for a message: without a longer timeout an idle WebSocket dies
         # with 1011 after five quiet seconds.
-        "CONFIG": {"hosts": [{"address": CHANNEL_LAYER_URL, "socket_timeout": 15, "socket_connect_timeout": 2}]},
+        "CONFIG": {
+            "hosts": [{"address": CHANNEL_LAYER_URL, "socket_timeout": 15, "socket_connect_timeout": 2}],
+            "capacity": WS_CHANNEL_CAPACITY,
+            "channel_capacity": {"specific.*": 10 * WS_CHANNEL_CAPACITY},  # a web process's own channel
+        },
     }
 }
 

@@ -158,6 +158,35 @@ def test_guessing_tokens_is_throttled_per_address(alice, settings):
     assert APIClient(REMOTE_ADDR="127.0.0.9").get("/api/jobs/", HTTP_AUTHORIZATION="Token x").status_code == 401
 
 
+@pytest.mark.redis
+def test_a_users_rate_holds_under_concurrent_requests_and_refusals_do_not_count(alice, settings):
+    """At most N in the window, however many ask at once (DRF's read-then-write of the
+    log let simultaneous requests through); a refused request is not logged, and its
+    Retry-After is DRF's advice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+    from rest_framework.authtoken.models import Token
+
+    settings.API_USER_RATE = "10/minute"
+    key = Token.objects.get_or_create(user=alice)[0].key
+
+    def ask(_=None):
+        return APIClient().get("/api/jobs/", HTTP_AUTHORIZATION=f"Token {key}")
+
+    def ask_in_a_thread(_):
+        try:
+            return ask()
+        finally:
+            connection.close()  # the thread's own
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask_in_a_thread, range(24)))
+    assert sorted(a.status_code for a in answers) == [200] * 10 + [429] * 14
+    refused = ask()
+    assert refused.status_code == 429 and 1 <= int(refused["Retry-After"]) <= 60
+
+
 def test_bearer_works_wherever_token_does(alice, api_as):
     from rest_framework.authtoken.models import Token
 

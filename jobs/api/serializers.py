@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import json
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,16 @@ def summarise_for_list(data: dict) -> dict:
     return data
 
 
+_BUILT_FIELDS: dict[type, dict[str, serializers.Field]] = {}
+
+
+def _fresh(field: serializers.Field) -> serializers.Field:
+    args, kwargs = field._args, field._kwargs  # type: ignore[attr-defined]  # what DRF's Field.__new__ keeps
+    if any(isinstance(value, serializers.Field) for value in (*args, *kwargs.values())):
+        return copy.deepcopy(field)
+    return type(field)(*args, **kwargs)
+
+
 class JobSerializer(serializers.ModelSerializer):
     """A job with its current estimate (``estimates`` in the context, else computed)."""
 
@@ -117,6 +128,16 @@ class JobSerializer(serializers.ModelSerializer):
         ]  # fmt: skip
         read_only_fields = fields
         list_serializer_class = JobListSerializer
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        """ModelSerializer reads the model's 45 fields into serializer fields for every
+        job it serializes (most of a submit's answer): built once per class, then each
+        re-created from its arguments (as DRF copies a field; deeply only where an
+        argument is a field itself, e.g. a list's child)."""
+        built = _BUILT_FIELDS.get(type(self))
+        if built is None:
+            built = _BUILT_FIELDS[type(self)] = super().get_fields()
+        return {name: _fresh(field) for name, field in built.items()}
 
     def to_representation(self, job: Job) -> dict:
         data = super().to_representation(job)

@@ -52,7 +52,7 @@ def _idempotency_header(request: Request) -> str | None:
 
 def _just_made(result: submit.Submitted) -> dict:
     """A job created a moment ago answers with the estimate submit just made (no second
-    walk of the line); one without (no live worker) is estimated again, for the warning."""
+    walk of the line, nor a second look for live workers when there was none)."""
     job = result.job
     first = estimates.first_of(job) if result.created else None
     return {job.id: first} if first is not None else {}

@@ -7,10 +7,12 @@ cookie, set by the switch in the console's header: their browser's zone, or UTC)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from zoneinfo import ZoneInfo, available_timezones
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
@@ -28,13 +30,31 @@ def chosen_zone(request: HttpRequest) -> ZoneInfo | None:
 
 
 class OperatorZoneMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    """Async-capable: a sync-only middleware makes Django hop between the event loop and
+    a thread of its own around it on every request under ASGI (the API's too)."""
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        zone = chosen_zone(request)
-        if zone is None:
-            timezone.deactivate()
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):
+        if iscoroutinefunction(self):
+            return self._in_zone_async(request)
+        with _zone(request):
             return self.get_response(request)
-        with timezone.override(zone):
-            return self.get_response(request)
+
+    async def _in_zone_async(self, request: HttpRequest) -> HttpResponse:
+        with _zone(request):
+            return await self.get_response(request)
+
+
+def _zone(request: HttpRequest):
+    zone = chosen_zone(request)
+    if zone is None:
+        timezone.deactivate()
+        return contextlib.nullcontext()
+    return timezone.override(zone)

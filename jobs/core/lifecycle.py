@@ -217,22 +217,24 @@ def create_submitted(jobs: Sequence[Job], dependencies: dict) -> None:
     """Write new jobs (their status decided by ``set_initial_status``) with their first
     timeline entry, and, once committed, put them where their status says. Redis down
     then: the rows stay as they are, with a note, for the reconciler to enqueue."""
-    with status_writes():
-        Job.objects.bulk_create(jobs)
-    JobEvent.objects.bulk_create(
-        [
-            JobEvent(
-                job=job,
-                seq=1,
-                from_status="",
-                to_status=job.status,
-                actor=job.owner,
-                message=job.error_message or "submitted",
-                details={"dependencies": [str(d.id) for d in dependencies[job.id]]} if dependencies.get(job.id) else {},
-            )
-            for job in jobs
-        ]
-    )
+    events = [
+        JobEvent(
+            job=job,
+            seq=1,
+            from_status="",
+            to_status=job.status,
+            actor=job.owner,
+            message=job.error_message or "submitted",
+            details={"dependencies": [str(d.id) for d in dependencies[job.id]]} if dependencies.get(job.id) else {},
+        )
+        for job in jobs
+    ]
+    if len(jobs) == 1 and fastpath.available():  # one statement: no transaction needed
+        fastpath.create(jobs[0], events[0])
+    else:
+        with status_writes():
+            Job.objects.bulk_create(jobs)
+        JobEvent.objects.bulk_create(events)
     transaction.on_commit(lambda: _dispatch_submitted(list(jobs)))
 
 

@@ -28,7 +28,7 @@ from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
-from jobs.core import registry
+from jobs.core import dropped, registry
 from jobs.core.errors import SubmitError
 from jobs.core.models import ERRORED_STATUSES, FINAL_STATUSES, Job, Status
 
@@ -38,6 +38,10 @@ OPS_GROUP = "jobdesk.ops"
 # Followers of waiting jobs: told when work joins the line, so an estimate a burst of more
 # urgent work has moved is revised at once (jobs.live's followers, jobs.insight.revisions).
 LINE_GROUP = "jobdesk.line"
+# The arrivals of this long are one "line" message per process (followers gather them for
+# WS_ETA_SETTLE_SECONDS anyway): a send per submit cost a submitting web process more
+# than a millisecond of its CPU.
+LINE_INTERVAL = 0.1
 EVENT = "job.event"  # the Channels handler name on consumers (``job_event``)
 _BUFFER = 10_000  # messages held per process while the layer is slow; oldest dropped first
 _SEND_TIMEOUT = 2.0  # seconds for one group_send before the layer is judged down
@@ -206,7 +210,7 @@ def publish_new(jobs: list[Job]) -> None:
 def _announce(jobs: list[Job]) -> None:
     queued = collections.Counter(job.priority for job in jobs if job.status == Status.QUEUED)
     if queued:
-        _sender().put((LINE_GROUP,), {"type": "line", "arrived": dict(queued)})
+        _sender().arrived(queued)
     if len(jobs) <= _BULK:
         for job in jobs:
             _sender().put((OPS_GROUP,), message(job))
@@ -242,10 +246,14 @@ def drain(timeout: float = 2.0) -> bool:
     """Wait until this process's buffer is sent (a work-horse calls it before exiting);
     at once while the layer is known to be down (its messages are dropped anyway)."""
     sender = _current
-    if sender is None or sender.pid != os.getpid() or time.monotonic() < _down_until:
+    if sender is None or sender.pid != os.getpid():
         return True
-    sender.flush_nudges()  # a work-horse about to exit sends its batches' nudges now
-    return sender.wait_idle(timeout)
+    sent = True  # at once while the layer is down: its messages are dropped (and counted) anyway
+    if time.monotonic() >= _down_until:
+        sender.flush_nudges()  # a work-horse about to exit sends its batches' nudges now
+        sent = sender.wait_idle(timeout)
+    dropped.flush()  # drops counted here: the timer that would add them dies with a work-horse
+    return sent
 
 
 class _Sender:
@@ -258,6 +266,7 @@ class _Sender:
         self.lock = threading.Condition()
         self.busy = False
         self.nudging: set[str] = set()  # batches with a nudge due (BATCH_NUDGE_INTERVAL)
+        self.arriving: collections.Counter[str] = collections.Counter()  # by priority, for LINE_GROUP
         self.loop = asyncio.new_event_loop()
         self.wake = asyncio.Event()
         # Built here, in the caller's thread: importing the backend inside the relay
@@ -268,6 +277,8 @@ class _Sender:
 
     def put(self, groups: tuple[str, ...], msg: dict, kind: str = EVENT) -> None:
         with self.lock:
+            if len(self.buffer) == self.buffer.maxlen:
+                dropped.count("relay_buffer")  # the oldest goes: its followers see the gap
             self.buffer.append((groups, msg, kind))
         with contextlib.suppress(RuntimeError):  # the loop is gone (interpreter shutting down)
             self.loop.call_soon_threadsafe(self.wake.set)
@@ -294,6 +305,22 @@ class _Sender:
             due, self.nudging = self.nudging, set()
         for batch_id in due:
             self.put((batch_group(batch_id),), {"batch_id": batch_id}, kind=BATCH_EVENT)
+        self._line_due()
+
+    def arrived(self, queued: collections.Counter[str]) -> None:
+        """Jobs joined the line: told to its followers within LINE_INTERVAL, summed."""
+        with self.lock:
+            first = not self.arriving
+            self.arriving.update(queued)
+        if first:
+            with contextlib.suppress(RuntimeError):  # the loop is gone (interpreter shutting down)
+                self.loop.call_soon_threadsafe(self.loop.call_later, LINE_INTERVAL, self._line_due)
+
+    def _line_due(self) -> None:
+        with self.lock:
+            arrived, self.arriving = self.arriving, collections.Counter()
+        if arrived:
+            self.put((LINE_GROUP,), {"type": "line", "arrived": dict(arrived)})
 
     def wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -326,12 +353,14 @@ class _Sender:
     async def _send(self, groups: tuple[str, ...], msg: dict, kind: str = EVENT) -> None:
         global _down_until
         if time.monotonic() < _down_until:
-            return  # dropped: clients re-read the truth on reconnect
+            dropped.count("relay_down")  # clients re-read the truth on reconnect
+            return
         envelope = {"type": kind, "event": msg}
         try:
             sends = [self.layer.group_send(group, envelope) for group in groups]
             await asyncio.wait_for(asyncio.gather(*sends), _SEND_TIMEOUT)
         except Exception as error:  # any layer failure: the job goes on, clients re-read
+            dropped.count("relay_down")
             _down_until = time.monotonic() + _RETRY_AFTER
             logger.warning(
                 "channel layer unreachable; live updates paused",

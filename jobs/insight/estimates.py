@@ -823,9 +823,9 @@ _FIRST = "_first_estimate"
 
 def first_of(job: Job) -> Estimate | None:
     """The estimate ``record_first`` gave a job this process just submitted (ranges and
-    all), or None: then estimate it again."""
+    all; or why there is none, e.g. no live worker), or None: then estimate it again."""
     found = getattr(job, _FIRST, None)
-    return found if isinstance(found, Estimate) and found.start_at is not None else None
+    return found if isinstance(found, Estimate) else None
 
 
 BATCH_ESTIMATED_JOBS = 200  # a batch's finish is estimated from its last unfinished jobs in line

@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 from redis.exceptions import RedisError
 
-from jobs.core import flow, queueing
+from jobs.core import dropped, flow, queueing
 from jobs.core.models import ErrorCategory, Job, Status
 from jobs.insight import calibration
 from jobs.insight.stats import span
@@ -75,6 +75,7 @@ class JobdeskCollector(Collector):
             depths = queueing.queue_depths()
             workers = queueing.worker_count()
             scheduled = queueing.scheduler().count()
+            lost = dropped.totals()
         except RedisError:
             up.add_metric([], 0)
             yield up
@@ -89,6 +90,12 @@ class JobdeskCollector(Collector):
         yield GaugeMetricFamily(
             "jobdesk_scheduler_entries", "Entries in rq-scheduler (run_at, backoff, work window).", value=scheduled
         )
+        live = CounterMetricFamily(
+            "jobdesk_live_dropped", "Live messages dropped on the way to followers, per layer.", labels=["layer"]
+        )
+        for layer, n in lost.items():
+            live.add_metric([layer], n)
+        yield live
 
     def _histogram(self, name, documentation, rows, end, start, buckets) -> Metric:
         """Cumulative buckets per type in one aggregate query (no row is read)."""

@@ -13,7 +13,9 @@ import collections
 import contextlib
 import functools
 import logging
+import time
 import uuid
+import zlib
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -21,7 +23,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from jobs.core import access, registry, relay
+from jobs.core import access, dropped, registry, relay
 from jobs.core.models import PENDING_STATUSES, Batch, Job, Status
 from jobs.insight import revisions
 from jobs.live import snapshots
@@ -134,7 +136,30 @@ class FollowConsumer(_Socket):
             return self.line_moved(msg)
         if not self.is_new(msg):
             return
+        missed = self.missed(msg)
+        if missed:
+            # Lost on the way (a full queue, a relay that could not send): the state
+            # now, at once, rather than a follower left behind until the next re-read.
+            dropped.count("follower_gap", missed)
+            try:
+                if await self.deliver(await self.shared_snapshot(("gap", msg["seq"]))) or not self.is_new(msg):
+                    return
+            except Exception:  # the database hiccuped: the event goes as it is, the re-read follows
+                logger.warning("snapshot after a gap failed", exc_info=True)
         await self.deliver(await self.with_estimate(msg))
+
+    def missed(self, msg: dict) -> int:
+        """How many events of the followed job fell between the last one sent and this."""
+        last = self.last_seq.get(msg["job_id"])
+        return msg["seq"] - last - 1 if last is not None and msg["type"] != "snapshot" else 0
+
+    async def shared_snapshot(self, occasion: tuple) -> dict:
+        """A snapshot read once for every follower of the same thing in this process that
+        needs it on the same occasion (a tick of the re-read, a gap at one seq)."""
+        fresh = await shared(("snapshot", type(self), self.group, *occasion), read(self.snapshot))
+        if fresh.get("job_id") and fresh.get("status") != "deleted":
+            self.job_id = uuid.UUID(fresh["job_id"])  # (a subject's current job: whoever read it)
+        return fresh
 
     def line_moved(self, msg: dict) -> None:
         """Work joined the line. Arrivals a moment apart (a burst, many submitters) are
@@ -168,8 +193,12 @@ class FollowConsumer(_Socket):
         timeline), or None when it stayed in its range (no thread, no query then)."""
         if not revisions.moved(self.shown, fresh):
             return None
+        # Noted once: the followers of the job in this process that were shown the same
+        # estimate share one note (the others' were a row lock each, queued on one row).
+        shown = self.shown.get("estimated_start_range"), self.shown.get("estimated_start_at")
+        key = ("revision", self.job_id, *map(str, shown), fresh.get("estimated_start_at"), reason)
         try:
-            return await read(revisions.revise)(self.job_id, self.shown, fresh, reason)
+            return await shared(key, functools.partial(read(revisions.revise), self.job_id, self.shown, fresh, reason))
         except Exception:
             logger.warning("estimate revision failed", exc_info=True)
             return None
@@ -211,41 +240,80 @@ class FollowConsumer(_Socket):
 
     async def refresh_estimates(self) -> None:
         """Every few seconds, re-read the state: a waiting job's ETA moves as the line
-        ahead moves, and an event lost on the way (the layer hiccuped, a work-horse died
-        mid-send) must not leave the client waiting for a close that never comes. A
-        changed ETA, status or seq is sent as a new snapshot."""
+        ahead moves, and a last event lost on the way (the layer hiccuped, a work-horse
+        died mid-send) must not leave the client waiting for a close that never comes. A
+        changed ETA, status or seq is sent as a new snapshot.
+
+        The followers of one thing in a process re-read it together, once (a tick of
+        its own, so the process's re-reads are spread over the period, not bunched where
+        its clients connected); and a state ahead of the last event sent gives the
+        events on their way a moment to arrive before a snapshot overtakes them."""
+        period = settings.WS_ETA_REFRESH_SECONDS
+        offset = zlib.crc32(str(self.group).encode()) % 1000 / 1000 * period
+        tick = (time.time() - offset) // period + 1  # the first a whole period after connecting
         while True:
-            await asyncio.sleep(settings.WS_ETA_REFRESH_SECONDS)
+            tick += 1
+            await asyncio.sleep(max(0.0, tick * period + offset - time.time()))
             try:
-                fresh = await read(self.snapshot)()
+                fresh = await self.shared_snapshot(("tick", tick))
             except Exception:  # the database hiccuped: try again next round
                 logger.warning("snapshot refresh failed", exc_info=True)
                 continue
-            job_id = fresh.get("job_id")
-            changed = fresh.get("seq") != self.last_seq.get(job_id) or fresh.get("estimated_finish_at") != (
-                self.finish_estimate.get(job_id)
-            )
-            if job_id and fresh.get("seq") == self.last_seq.get(job_id):
-                # The same state, a new estimate: out of the range shown, it is a revision.
-                revision = await self.revision(fresh)
-                fresh = {**fresh, "eta_revision": revision} if revision else fresh
-            if job_id and changed and await self.deliver(fresh):
+            if await self.refreshed(fresh):
                 return
 
+    async def refreshed(self, fresh: dict) -> bool:
+        """Send what a re-read found new; True when that was final (closed)."""
+        job_id = fresh.get("job_id")
+        if not job_id:
+            return False
+        last = self.last_seq.get(job_id)
+        if fresh["status"] == "deleted":
+            return await self.deliver(fresh)
+        if last is None or fresh["seq"] > last:
+            # Ahead of the last event sent: events on their way, or lost ones.
+            if last is not None:
+                if await self.caught_up(fresh):
+                    return False
+                dropped.count("follower_gap", fresh["seq"] - last)
+            return await self.deliver(await self.shared_snapshot(("late", fresh["seq"])))
+        if fresh["seq"] == last and fresh.get("estimated_finish_at") != self.finish_estimate.get(job_id):
+            # The same state, a new estimate: out of the range shown, it is a revision.
+            revision = await self.revision(fresh)
+            return await self.deliver({**fresh, "eta_revision": revision} if revision else fresh)
+        return False
 
-_estimates_in_flight: dict[tuple, asyncio.Future] = {}
-_ESTIMATE_KEPT = 2.0  # seconds an event's ETA is reused by the process's other followers
+    async def caught_up(self, fresh: dict) -> bool:
+        """Whether the events up to ``fresh`` arrive within ``CATCH_UP_SECONDS``."""
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while self.last_seq.get(fresh["job_id"], -1) < fresh["seq"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self.last_seq.get(fresh["job_id"], -1) >= fresh["seq"]
+
+
+# A re-read that finds the job ahead of the last event sent waits this long (seconds)
+# for the events on their way before it sends a snapshot instead.
+CATCH_UP_SECONDS = 0.5
+
+_in_flight: dict[tuple, asyncio.Future] = {}
+_KEPT = 2.0  # seconds a shared read's answer is reused by the process's other followers
+
+
+async def shared(key: tuple, reader) -> Any:
+    """``await reader()``, once per ``key`` per event loop however many followers ask
+    within ``_KEPT`` seconds (a job's events reach all its followers at the same moment)."""
+    loop = asyncio.get_running_loop()
+    key = (id(loop), *key)
+    if key not in _in_flight:
+        _in_flight[key] = asyncio.ensure_future(reader())
+        loop.call_later(_KEPT, _in_flight.pop, key, None)
+    return await asyncio.shield(_in_flight[key])
 
 
 async def shared_estimate(job_id: str, seq: int) -> dict:
     """The ETA for one event of a job, computed once per process however many clients
     follow the job (a status change reaches them all at the same moment)."""
-    loop = asyncio.get_running_loop()
-    key = (id(loop), job_id, seq)
-    if key not in _estimates_in_flight:
-        _estimates_in_flight[key] = asyncio.ensure_future(read(snapshots.estimate_fields)(job_id))
-        loop.call_later(_ESTIMATE_KEPT, _estimates_in_flight.pop, key, None)
-    return await asyncio.shield(_estimates_in_flight[key])
+    return await shared(("estimate", job_id, seq), functools.partial(read(snapshots.estimate_fields), job_id))
 
 
 class JobConsumer(FollowConsumer):

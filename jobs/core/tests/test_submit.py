@@ -226,3 +226,38 @@ def test_follow_up_flags_mark_only_what_has_something_to_follow(run_worker):
     run_worker()
     first.refresh_from_db()
     assert first.hooks_done  # dependents settled, then marked
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_job_alone_is_one_statement_on_postgresql_writing_what_the_orm_writes(alice):
+    """The single-statement submit (PostgreSQL, outside a transaction) stores the same row
+    and first event as the ORM's path inside a transaction — every column."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from jobs.core.models import JobEvent
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement submit is PostgreSQL's")
+    options = {"priority": "low", "max_attempts": 2, "idempotency_key": "k1"}
+    with CaptureQueriesContext(connection) as statements:
+        alone = submit("diagnostics.sleep", {"seconds": 1}, owner=alice, **options).job
+    with transaction.atomic():
+        orm = submit("diagnostics.sleep", {"seconds": 1}, owner=alice, **{**options, "idempotency_key": "k2"}).job
+    writes = [q["sql"].strip() for q in statements.captured_queries if not q["sql"].startswith("SELECT")]
+    assert len(writes) == 1 and writes[0].startswith("WITH job AS (INSERT"), writes
+
+    def stored(job) -> dict:
+        row = Job.objects.filter(pk=job.pk).values().get()
+        keys_and_times = ("id", "rq_job_id", "idempotency_key", "created_at", "updated_at", "enqueued_at")
+        return {k: v for k, v in row.items() if k not in keys_and_times}
+
+    def event(job) -> dict:
+        found = JobEvent.objects.filter(job=job).values().get()
+        return {k: v for k, v in found.items() if k not in ("id", "job_id", "created_at")}
+
+    assert stored(alone) == stored(orm)
+    assert event(alone) == event(orm)
+    assert Job.objects.get(pk=alone.pk).created_at == alone.created_at
+    again = submit("diagnostics.sleep", {"seconds": 1}, owner=alice, **options)
+    assert (again.created, again.job.pk) == (False, alone.pk), "the key finds it"

@@ -36,6 +36,10 @@ def test_metrics_show_the_seeded_jobs(run_worker):
     submit("diagnostics.noop")
     submit("diagnostics.noop", priority="low")
     past_job(type="jobs.reconcile", status=Status.COMPLETE, result={"repairs": 7})
+    from jobs.core import dropped
+
+    dropped.count("web_queue", 3)
+    dropped.flush()
 
     samples = scrape()
 
@@ -54,6 +58,8 @@ def test_metrics_show_the_seeded_jobs(run_worker):
     assert failures[(("category", "temporary"), ("type", "t.report"))] == 1
     assert samples["jobdesk_reconciler_repairs_total"][()] == 7
     assert samples["jobdesk_redis_up"][()] == 1 and samples["jobdesk_workers_alive"][()] == 0
+    lost = samples["jobdesk_live_dropped_total"]
+    assert lost[(("layer", "web_queue"),)] == 3 and lost[(("layer", "relay_buffer"),)] == 0
 
 
 def test_the_metrics_token_is_required_when_set(settings):

@@ -475,3 +475,72 @@ def test_a_burst_of_more_urgent_work_revises_a_followers_eta_with_the_reason(ali
     assert revised["estimated_start_at"] > first["estimated_start_range"][1], "it left the range it was shown"
     notes = [e for e in waiting.events.all() if "eta_revision" in e.details]
     assert len(notes) == 1 and "12 immediate jobs arrived ahead" in notes[0].message
+
+
+def test_a_follower_whose_queue_overflows_gets_a_snapshot_at_once_never_a_gap(alice, run_worker, settings, monkeypatch):
+    """Two followers of one job in one web process; one is stuck while the job runs, so
+    its queue (3 messages here) drops the oldest. It must still end on the final state,
+    every message in order and any jump a snapshot — at once, not at the next re-read."""
+    import asyncio
+
+    from jobs.core import dropped
+    from jobs.live import consumers
+
+    settings.PROGRESS_WRITE_INTERVAL = 0  # every report is an event
+    settings.WS_ETA_REFRESH_SECONDS = 600.0  # the periodic re-read cannot be what repairs it
+    settings.CHANNEL_LAYERS = {
+        "default": {**settings.CHANNEL_LAYERS["default"],
+                    "CONFIG": {**settings.CHANNEL_LAYERS["default"]["CONFIG"], "capacity": 3}},
+    }  # fmt: skip
+    dropped.reset()
+    job = submit("diagnostics.sleep", {"seconds": 0.3, "steps": 10}, owner=alice).job
+    header = token_header(alice)
+    stuck: dict = {}
+    real_estimate = consumers.shared_estimate
+
+    async def one_follower_stuck(job_id, seq):  # the first follower to ask waits for its release
+        if not stuck:
+            stuck["release"] = asyncio.Event()
+            await stuck["release"].wait()
+        return await real_estimate(job_id, seq)
+
+    monkeypatch.setattr(consumers, "shared_estimate", one_follower_stuck)
+
+    @async_to_sync
+    async def watch():
+        first, _ = await connect(f"/ws/jobs/{job.id}/", [header])
+        second, _ = await connect(f"/ws/jobs/{job.id}/", [header])
+        snapshots = [await first.receive_json_from(timeout=5), await second.receive_json_from(timeout=5)]
+        await sync_to_async(run_worker)()
+        reading = {
+            asyncio.ensure_future(follow(communicator, timeout=10)): n for n, communicator in enumerate((first, second))
+        }
+        # The free follower reads everything (pulling the stuck one's messages into its queue).
+        done, _ = await asyncio.wait(reading, return_when=asyncio.FIRST_COMPLETED, timeout=10)
+        assert len(done) == 1, "one follower is free, the other stuck"
+        started = asyncio.get_running_loop().time()
+        stuck["release"].set()
+        await asyncio.wait(reading, timeout=10)
+        took = asyncio.get_running_loop().time() - started
+        by_follower = {reading[task]: task.result() for task in reading}
+        free_one = reading[done.pop()]
+        return snapshots[free_one], by_follower[free_one], snapshots[1 - free_one], by_follower[1 - free_one], took
+
+    free_snapshot, (free, free_code), stuck_snapshot, (stuck_messages, stuck_code), took = watch()
+    final = Job.objects.get(pk=job.id)
+    assert free_code == stuck_code == 1000 and took < 5, "the stuck one closes at once once free"
+    for got in (free, stuck_messages):
+        seqs = [m["seq"] for m in got]
+        assert seqs == sorted(set(seqs)), f"in order, no repeat: {seqs}"
+        assert (got[-1]["status"], got[-1]["seq"]) == ("complete", final.seq), "ends on the final state"
+    assert [m["seq"] for m in free] == list(range(free_snapshot["seq"] + 1, final.seq + 1)), "the free one: every event"
+    seen = stuck_snapshot["seq"]
+    jumps = []
+    for message in stuck_messages:
+        if message["seq"] > seen + 1:
+            jumps.append(message["type"])
+        seen = message["seq"]
+    assert jumps == ["snapshot"], f"one jump, made by a snapshot: {[(m['type'], m['seq']) for m in stuck_messages]}"
+    dropped.flush()
+    counted = dropped.totals()
+    assert counted["web_queue"] >= 1 and counted["follower_gap"] >= 1, counted

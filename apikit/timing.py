@@ -1,0 +1,40 @@
+"""``Server-Timing: app;dur=<ms>`` on every response, when ``SERVER_TIMING`` is on: the
+time Django took for the request inside the process — all middleware, the view, the
+serialization; not the web server's parsing, the network or the client. Off by default
+(a client has no use for it); ``bench/api.py`` turns it on.
+
+Async-capable, so under ASGI it adds no hop between the event loop and a thread of its
+own: it times the request as Django serves it. With many requests at once, each one's
+time also holds the others' turns on the CPU.
+"""
+
+from __future__ import annotations
+
+import time
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+
+class ServerTiming:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self._timed(request)
+        started = time.perf_counter()
+        return self._stamp(self.get_response(request), started)
+
+    async def _timed(self, request):
+        started = time.perf_counter()
+        return self._stamp(await self.get_response(request), started)
+
+    @staticmethod
+    def _stamp(response, started: float):
+        response["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.3f}"
+        return response
