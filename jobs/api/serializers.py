@@ -108,6 +108,7 @@ class JobSerializer(serializers.ModelSerializer):
     )
     lease_expires_at = serializers.DateTimeField(
         read_only=True,
+        allow_null=True,
         help_text="while it runs: until when its worker's lease holds (renewed every few seconds); null otherwise",
     )
     truncated = serializers.SerializerMethodField(
