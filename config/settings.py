@@ -104,11 +104,11 @@ else:
     # A worker host cut off from the database must find out within seconds (its lease
     # keeper, its records), not after TCP gives up some fifteen minutes later. The
     # URL's own query (?connect_timeout=…) wins over these.
-    for option, value in {
+    DATABASES["default"]["OPTIONS"] = {
         "connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3,
         "keepalives_count": 3, "tcp_user_timeout": 10_000,
-    }.items():  # fmt: skip
-        DATABASES["default"].setdefault("OPTIONS", {}).setdefault(option, value)
+        **DATABASES["default"].get("OPTIONS", {}),
+    }  # fmt: skip
 
 # Keep connections between requests and WebSocket reads (a new PostgreSQL connection
 # costs more than most of the queries made on it); checked before reuse.

@@ -223,6 +223,7 @@ class Lab:
         proc = subprocess.Popen(
             command, cwd=ROOT, env=self.host_env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+        proc.log_path = log.name  # type: ignore[attr-defined]
         self.processes.append(proc)
         return proc
 

@@ -94,8 +94,8 @@ def start_pool(lab, host: str, workers: int = 1) -> None:
     )  # fmt: skip
 
 
-def start_scheduler(lab, host: str) -> None:
-    lab.start_on(host, "rqscheduler", "--interval", "1", **HOST_ENV)
+def start_scheduler(lab, host: str):
+    return lab.start_on(host, "rqscheduler", "--interval", "1", **HOST_ENV)
 
 
 def submit(lab, count: int = 1, **payload) -> list[str]:
@@ -110,6 +110,16 @@ def submit(lab, count: int = 1, **payload) -> list[str]:
 
 def reconcile(lab) -> dict:
     return json.loads(lab.manage("reconcile", "--grace", "0", **HOST_ENV).stdout)
+
+
+def lease_of(lab, job_id: str) -> float:
+    ((expires,),) = lab.sql("select extract(epoch from lease_expires_at) from jobs_job where id = %s", job_id)
+    return float(expires or 0)
+
+
+def wait_for_a_renewal(lab, job_id: str) -> None:
+    granted = wait_for(lambda: lease_of(lab, job_id), timeout=30, what="the claim's lease")
+    wait_for(lambda: lease_of(lab, job_id) > granted, timeout=10 * RENEW, what="the lease to be renewed")
 
 
 def status(lab, job_id: str) -> tuple[str, str, int]:
@@ -164,7 +174,7 @@ def test_a_host_cut_off_mid_job_stops_its_run_before_its_lease_passes_and_rejoin
         start_scheduler(lab, host)
     (job_id,) = submit(lab, seconds=30, steps=int(30 / STEP))
     first = wait_for(lambda: runs_of(lab, job_id), timeout=60, what="the job to start on a host")[0]
-    time.sleep(2 * RENEW)  # its lease renewed at least once: the run is well under way
+    wait_for_a_renewal(lab, job_id)  # the run is well under way, its lease kept
     cut_at = time.time()
     lab.cut(first.host)
 
@@ -210,7 +220,7 @@ def test_sigkilling_every_process_of_a_host_retries_its_jobs_after_their_leases_
     start_scheduler(lab, lab.hosts[0])
     (job_id,) = submit(lab, seconds=20, steps=int(20 / STEP))
     first = wait_for(lambda: runs_of(lab, job_id), timeout=60, what="the job to start on a host")[0]
-    time.sleep(2 * RENEW)
+    wait_for_a_renewal(lab, job_id)  # the run is well under way, its lease kept
     if first.host == lab.hosts[0]:
         start_scheduler(lab, lab.hosts[1])  # the scheduler dies with its host: keep one for the retry
     lab.kill_host(first.host)
@@ -227,11 +237,19 @@ def test_sigkilling_every_process_of_a_host_retries_its_jobs_after_their_leases_
     assert_never_two_at_once(runs)
 
 
+def fired(lab, made: dict) -> list[tuple[str, int]]:
+    """Each test schedule with the number of jobs its ticks submitted."""
+    return lab.sql(
+        "select s.name, count(j.id) from jobs_schedule s left join jobs_job j "
+        "on j.idempotency_key like 'cron:' || s.name || ':%%' where s.name = any(%s) group by s.name",
+        made["schedules"],
+    )
+
+
 def test_the_standby_scheduler_takes_over_when_the_leaders_host_is_cut_off(hosts):
     lab = hosts
     start_pool(lab, lab.hosts[2], workers=2)
-    for host in lab.hosts[:2]:
-        start_scheduler(lab, host)
+    schedulers = {host: start_scheduler(lab, host) for host in lab.hosts[:2]}
     r = core_redis(lab)
     leader = wait_for(lambda: r.get("jobdesk:scheduler:leader"), timeout=60, what="a scheduler to lead").decode()
     leader_host = leader.split(":")[0]
@@ -251,7 +269,7 @@ def test_the_standby_scheduler_takes_over_when_the_leaders_host_is_cut_off(hosts
         "print(json.dumps({'schedules': names, 'deferred': [str(s.job.id) for s in jobs]}))"
     )
     made = json.loads(lab.python(code, **HOST_ENV))
-    time.sleep(6)
+    wait_for(lambda: sum(count for _, count in fired(lab, made)) >= 1, timeout=30, what="the leader to fire a tick")
     lab.cut(leader_host)
     cut_at = time.monotonic()
     took_over = wait_for(
@@ -260,15 +278,8 @@ def test_the_standby_scheduler_takes_over_when_the_leaders_host_is_cut_off(hosts
     )  # fmt: skip
     assert took_over and time.monotonic() - cut_at < 10 + 5  # its lease (10 s) and a poll or two
 
-    def fired() -> list[tuple[str, int]]:
-        return lab.sql(
-            "select s.name, count(j.id) from jobs_schedule s left join jobs_job j "
-            "on j.idempotency_key like 'cron:' || s.name || ':%%' where s.name = any(%s) group by s.name",
-            made["schedules"],
-        )
-
-    wait_for(lambda: all(count >= 1 for _, count in fired()), timeout=60, what="every tick to fire")
-    assert all(count == 1 for _, count in fired()), f"a tick fired twice: {fired()}"
+    wait_for(lambda: all(count >= 1 for _, count in fired(lab, made)), timeout=60, what="every tick to fire")
+    assert all(count == 1 for _, count in fired(lab, made)), f"a tick fired twice: {fired(lab, made)}"
     wait_for(
         lambda: lab.sql("select count(*) from jobs_job where id = any(%s) and status = 'complete'", made["deferred"])
         == [(12,)],
@@ -277,9 +288,10 @@ def test_the_standby_scheduler_takes_over_when_the_leaders_host_is_cut_off(hosts
     assert lab.sql("select max(attempts) from jobs_job where id = any(%s)", made["deferred"]) == [(1,)]
 
     lab.restore(leader_host)
-    time.sleep(3)  # a few polls of the returned scheduler: it must find the lead taken
+    returned = Path(schedulers[leader_host].log_path)
+    wait_for(lambda: "stands by" in returned.read_text(), timeout=60, what="the returned scheduler to stand by")
     assert (r.get("jobdesk:scheduler:leader") or b"").decode().startswith(standby_host + ":")
-    assert any(pid for pid in lab.pids(leader_host)), "the returned scheduler should stand by, not exit"
+    assert schedulers[leader_host].poll() is None, "the returned scheduler should stand by, not exit"
 
 
 def test_soak_500_jobs_across_three_hosts_while_links_go_down_and_up(hosts):

@@ -114,6 +114,10 @@ class LeaseKeeper:
         with self._lock:
             return self._held is held
 
+    def current(self) -> object:
+        """The hold in hand, to ask ``holds`` about later (None when none)."""
+        return self._held  # read by the watchdog's stop, which holds the lock already
+
     def close(self) -> None:
         """End the threads (tests; a worker's keeper lives as long as its process)."""
         with self._lock:
@@ -250,7 +254,7 @@ def _raise_lease_lost(signum, frame) -> None:
 
 def interrupt_main_thread(reason: str) -> None:
     """``stop`` for a handler running in this process's main thread."""
-    held = keeper()._held
+    held = keeper().current()
     signal.pthread_kill(threading.main_thread().ident or 0, _INTERRUPT)
     grace = settings.JOB_LEASE_SECONDS - settings.JOB_LEASE_STOP_SECONDS - _EXIT_MARGIN
     last_resort = threading.Timer(max(grace, 0.1), _exit_if_still_running, args=(keeper(), held))

@@ -565,8 +565,9 @@ def outlook(types: Mapping[str, bool]) -> dict[str, dict[str, Estimate]]:
 def _after(line_end: Estimate, duration: Duration, heavy: bool, windows) -> Estimate:
     """A job of ``duration`` that starts when ``line_end`` says."""
     assert line_end.start_at is not None  # the caller asks only of a line with a start
-    centre = (line_end.start_at - timezone.now()).total_seconds()
-    return _timed(timezone.now(), centre, line_end.start_doubt, duration, line_end.cold or duration.cold,
+    now = timezone.now()
+    centre = (line_end.start_at - now).total_seconds()
+    return _timed(now, centre, line_end.start_doubt, duration, line_end.cold or duration.cold,
                   line_end.bounds, windows if heavy else None, line_end.warning)  # fmt: skip
 
 
