@@ -142,7 +142,11 @@ class Lab:
             hba.write("host all all 10.77.0.0/24 trust\n")
         options = (
             f"-p {PG_PORT} -k {self.socket_dir} -c listen_addresses={CORE_ADDRESS} -c fsync=off "
-            "-c max_connections=200 -c synchronous_commit=off"
+            "-c max_connections=200 -c synchronous_commit=off "
+            # As docs/deployment.md advises: a host cut off mid-transaction must not hold
+            # its row locks (a schedule's tick) until TCP gives up hours later.
+            "-c idle_in_transaction_session_timeout=5s -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 "
+            "-c tcp_keepalives_count=3 -c tcp_user_timeout=10000"
         )
         _run(
             "ip", "netns", "exec", self.namespace("core"), *as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data),
