@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import heapq
+import itertools
 import json
 import logging
 import os
@@ -44,7 +46,8 @@ LINE_GROUP = "jobdesk.line"
 LINE_INTERVAL = 0.1
 EVENT = "job.event"  # the Channels handler name on consumers (``job_event``)
 _BUFFER = 10_000  # messages held per process while the layer is slow; oldest dropped first
-_SEND_TIMEOUT = 2.0  # seconds for one group_send before the layer is judged down
+_SEND_TIMEOUT = 2.0  # seconds for one batch's sends before the layer is judged down
+_BATCH = 100  # messages sent at once, at most (their groups' members read in one round trip)
 _RETRY_AFTER = 5.0  # seconds to drop messages after a failure before trying again
 _RESULT_SUMMARY_CHARS = 1000
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,60}")  # what a Channels group name may hold
@@ -257,8 +260,14 @@ def drain(timeout: float = 2.0) -> bool:
 
 
 class _Sender:
-    """One per process: a daemon thread with its own event loop and channel layer.
-    Created lazily and again after fork(), since neither threads nor sockets survive it."""
+    """One per process: a daemon thread that sends what is buffered, in order, in
+    batches. Created lazily and again after fork(), since neither threads nor sockets
+    survive it.
+
+    Jobdesk's layer (jobs.live.layer) sends a batch from this thread as blocking Redis
+    calls, one pipeline for the batch's groups: an event loop here cost a worker about
+    a millisecond of CPU per job, and its wake-ups held the job's own thread back. Any
+    other Channels layer is driven through an event loop of this thread's own."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
@@ -267,11 +276,12 @@ class _Sender:
         self.busy = False
         self.nudging: set[str] = set()  # batches with a nudge due (BATCH_NUDGE_INTERVAL)
         self.arriving: collections.Counter[str] = collections.Counter()  # by priority, for LINE_GROUP
-        self.loop = asyncio.new_event_loop()
-        self.wake = asyncio.Event()
+        self.timers: list[tuple[float, int, Any, tuple]] = []  # (due, order, function, args), a heap
+        self.timer_order = itertools.count()
+        self.loop: asyncio.AbstractEventLoop | None = None  # for a layer with no blocking send
         # Built here, in the caller's thread: importing the backend inside the relay
         # thread could leave a half-imported module to a work-horse forked meanwhile.
-        # (No connection yet: channels-redis opens its pools in the relay thread's loop.)
+        # (No connection yet: it is opened by the first send.)
         self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
         threading.Thread(target=self._run, name="jobdesk-relay", daemon=True).start()
 
@@ -280,8 +290,13 @@ class _Sender:
             if len(self.buffer) == self.buffer.maxlen:
                 dropped.count("relay_buffer")  # the oldest goes: its followers see the gap
             self.buffer.append((groups, msg, kind))
-        with contextlib.suppress(RuntimeError):  # the loop is gone (interpreter shutting down)
-            self.loop.call_soon_threadsafe(self.wake.set)
+            self.lock.notify_all()
+
+    def later(self, delay: float, function, *args) -> None:
+        """Call ``function(*args)`` from the relay's thread in ``delay`` seconds."""
+        with self.lock:
+            heapq.heappush(self.timers, (time.monotonic() + delay, next(self.timer_order), function, args))
+            self.lock.notify_all()
 
     def nudge(self, batch_id: str) -> None:
         """A batch's followers are told to re-read it within BATCH_NUDGE_INTERVAL; the
@@ -290,8 +305,7 @@ class _Sender:
             if batch_id in self.nudging:
                 return
             self.nudging.add(batch_id)
-        with contextlib.suppress(RuntimeError):  # the loop is gone (interpreter shutting down)
-            self.loop.call_soon_threadsafe(self.loop.call_later, BATCH_NUDGE_INTERVAL, self._nudge_due, batch_id)
+        self.later(BATCH_NUDGE_INTERVAL, self._nudge_due, batch_id)
 
     def _nudge_due(self, batch_id: str) -> None:
         with self.lock:
@@ -313,8 +327,7 @@ class _Sender:
             first = not self.arriving
             self.arriving.update(queued)
         if first:
-            with contextlib.suppress(RuntimeError):  # the loop is gone (interpreter shutting down)
-                self.loop.call_soon_threadsafe(self.loop.call_later, LINE_INTERVAL, self._line_due)
+            self.later(LINE_INTERVAL, self._line_due)
 
     def _line_due(self) -> None:
         with self.lock:
@@ -333,46 +346,74 @@ class _Sender:
         return True
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._pump())
-
-    async def _pump(self) -> None:
         while True:
-            await self.wake.wait()
-            self.wake.clear()
-            while True:
-                with self.lock:
-                    if not self.buffer:
-                        self.busy = False
-                        self.lock.notify_all()
-                        break
-                    groups, msg, kind = self.buffer.popleft()
-                    self.busy = True
-                await self._send(groups, msg, kind)
+            self._fire_due_timers()
+            with self.lock:
+                if not self.buffer:
+                    self.busy = False
+                    self.lock.notify_all()
+                    self.lock.wait(self.timers[0][0] - time.monotonic() if self.timers else None)
+                    continue
+                # What is buffered goes in one send (its groups' members read at once):
+                # a busy worker's messages cost a round trip per batch, not per group.
+                batch = [self.buffer.popleft() for _ in range(min(len(self.buffer), _BATCH))]
+                self.busy = True
+            try:
+                self._send(batch)
+            except Exception:  # never let the thread die: later messages must still go
+                logger.exception("relay send failed")
 
-    async def _send(self, groups: tuple[str, ...], msg: dict, kind: str = EVENT) -> None:
+    def _fire_due_timers(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            due = []
+            while self.timers and self.timers[0][0] <= now:
+                due.append(heapq.heappop(self.timers))
+        for _, _, function, args in due:
+            function(*args)
+
+    def _send(self, batch: list[tuple[tuple[str, ...], dict, str]]) -> None:
         global _down_until
         if time.monotonic() < _down_until:
-            dropped.count("relay_down")  # clients re-read the truth on reconnect
+            dropped.count("relay_down", len(batch))  # clients re-read the truth on reconnect
             return
-        envelope = {"type": kind, "event": msg}
+        sends = [(group, {"type": kind, "event": msg}) for groups, msg, kind in batch for group in groups]
         try:
-            sends = [self.layer.group_send(group, envelope) for group in groups]
-            await asyncio.wait_for(asyncio.gather(*sends), _SEND_TIMEOUT)
+            self._group_send_many(sends)
         except Exception as error:  # any layer failure: the job goes on, clients re-read
-            dropped.count("relay_down")
+            dropped.count("relay_down", len(batch))
             _down_until = time.monotonic() + _RETRY_AFTER
             logger.warning(
                 "channel layer unreachable; live updates paused",
-                extra={"job_id": msg.get("job_id"), "error": f"{type(error).__name__}: {error}",
-                       "retry_in": _RETRY_AFTER},
+                extra={"job_id": batch[0][1].get("job_id"), "error": f"{type(error).__name__}: {error}",
+                       "retry_in": _RETRY_AFTER, "messages": len(batch)},
             )  # fmt: skip
-            await self._reset_layer()
+            self._reset_layer()
 
-    async def _reset_layer(self) -> None:
+    def _group_send_many(self, sends: list[tuple[str, dict]]) -> None:
+        """The sends in order: blocking where the layer can (jobs.live.layer's, its
+        calls timed out after _SEND_TIMEOUT), else one group after another on an event
+        loop, as Channels' layers send."""
+        blocking = getattr(self.layer, "group_send_many_blocking", None)
+        if blocking is not None:
+            blocking(sends, timeout=_SEND_TIMEOUT)
+            return
+
+        async def one_by_one() -> None:
+            for group, envelope in sends:
+                await self.layer.group_send(group, envelope)
+
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        self.loop.run_until_complete(asyncio.wait_for(one_by_one(), _SEND_TIMEOUT))
+
+    def _reset_layer(self) -> None:
         """Drop pooled connections that may be broken; the next send reconnects."""
         with contextlib.suppress(Exception):  # closing a broken pool may fail too
-            await asyncio.wait_for(self.layer.close_pools(), _SEND_TIMEOUT)
+            if self.loop is not None:
+                self.loop.run_until_complete(asyncio.wait_for(self.layer.close_pools(), _SEND_TIMEOUT))
+            else:
+                self.layer.close_blocking()
         self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
 
 

@@ -1,5 +1,6 @@
 """The channel layer: channels-redis's, counting the messages it drops without a word,
-and reading a group's members in one round trip.
+reading a group's members in one round trip, and sending from a thread with no event
+loop (the relay's) as blocking calls, many group sends at once.
 
 channels-redis drops silently in two places (``jobs.core.dropped`` counts both): a group
 send skips a channel that is full in Redis (``layer_full``; a web process's followers
@@ -11,10 +12,13 @@ snapshot at once.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import time
 
+import redis
+import redis.sentinel
 from channels_redis.core import BoundedQueue, RedisChannelLayer
 
 from jobs.core import dropped
@@ -33,20 +37,18 @@ class ChannelLayer(RedisChannelLayer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.receive_buffer.default_factory = functools.partial(_CountingQueue, self.capacity)
+        self._blocking_clients: dict[int, redis.Redis] = {}  # the relay thread's (group_send_many_blocking)
 
     async def group_send(self, group, message) -> None:
         """channels-redis's group_send (4.3), but the group's expired members are dropped
         and the rest read in one pipeline, not two round trips one after the other: most
-        of a send to a group nobody follows (every job's message goes to the operators'
-        group, and every submit's to the line's)."""
+        of a send goes to a group nobody follows."""
         assert self.require_valid_group_name(group), "Group name not valid"
-        key = self._group_key(group)
         pipe = self.connection(self.consistent_hash(group)).pipeline(transaction=False)
-        pipe.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
-        pipe.zrange(key, 0, -1)
-        _, members = await pipe.execute()
+        self._queue_member_reads(pipe, [group])
+        members = self._members([group], await pipe.execute())[group]
         if members:
-            await self._send_to_members(group, [member.decode("utf8") for member in members], message)
+            await self._send_to_members(group, members, message)
 
     async def _send_to_members(self, group, channel_names, message) -> None:
         """The rest of channels-redis's group_send, as it is there (a full channel counted)."""
@@ -54,14 +56,84 @@ class ChannelLayer(RedisChannelLayer):
         for index, keys in to_keys.items():
             connection = self.connection(index)
             pipe = connection.pipeline()
-            for key in keys:  # discard old messages based on expiry
-                pipe.zremrangebyscore(key, min=0, max=int(time.time()) - int(self.expiry))
+            self._queue_expired_drops(pipe, keys)
             await pipe.execute()
-            args = [messages[key] for key in keys] + [capacities[key] for key in keys] + [time.time(), self.expiry]
+            args = self._send_args(keys, messages, capacities)
             over = await connection.eval(_GROUP_SEND_LUA, len(keys), *keys, *args)
-            if over > 0:  # channels-redis only logs it, at INFO
-                dropped.count("layer_full", over)
-                logger.warning("%s of %s channels over capacity in group %s", over, len(channel_names), group)
+            self._count_over(over, channel_names, group)
+
+    def group_send_many_blocking(self, sends: list[tuple[str, dict]], *, timeout: float) -> None:
+        """Group sends in order, each as ``group_send``, but from a thread with no event
+        loop (the relay's) as blocking Redis calls, and the members of all their groups
+        read in one pipeline per Redis host: a relay sends what it has buffered at once
+        (every job's message goes to its own group and the operators', most often
+        followed by nobody). Each call times out after ``timeout`` seconds."""
+        by_host: dict[int, list[str]] = collections.defaultdict(list)
+        for group in dict.fromkeys(group for group, _ in sends):
+            assert self.require_valid_group_name(group), "Group name not valid"
+            by_host[self.consistent_hash(group)].append(group)
+        members: dict[str, list[str]] = {}
+        for index, groups in by_host.items():
+            pipe = self._blocking(index, timeout).pipeline(transaction=False)
+            self._queue_member_reads(pipe, groups)
+            members.update(self._members(groups, pipe.execute()))
+        for group, message in sends:
+            if not members[group]:
+                continue
+            to_keys, messages, capacities = self._map_channel_keys_to_connection(members[group], message)
+            for index, keys in to_keys.items():
+                pipe = self._blocking(index, timeout).pipeline(transaction=False)
+                self._queue_expired_drops(pipe, keys)
+                pipe.eval(_GROUP_SEND_LUA, len(keys), *keys, *self._send_args(keys, messages, capacities))
+                self._count_over(pipe.execute()[-1], members[group], group)
+
+    def close_blocking(self) -> None:
+        for client in self._blocking_clients.values():
+            client.close()
+        self._blocking_clients.clear()
+
+    def _blocking(self, index: int, timeout: float) -> redis.Redis:
+        """A blocking client for the host at ``index``, from the same settings as
+        channels-redis's pools (an address, a Sentinel's master, or connection keywords)."""
+        client = self._blocking_clients.get(index)
+        if client is None:
+            host = {**self.hosts[index], "socket_timeout": timeout}
+            if "address" in host:
+                client = redis.Redis.from_url(host.pop("address"), **host)
+            elif "master_name" in host:
+                sentinel_kwargs = host.pop("sentinel_kwargs", None)
+                sentinels = redis.sentinel.Sentinel(host.pop("sentinels"), sentinel_kwargs=sentinel_kwargs)
+                client = sentinels.master_for(host.pop("master_name"), **host)
+            else:
+                client = redis.Redis(**host)
+            self._blocking_clients[index] = client
+        return client
+
+    def _queue_member_reads(self, pipe, groups: list[str]) -> None:
+        expired = int(time.time()) - self.group_expiry
+        for group in groups:
+            pipe.zremrangebyscore(self._group_key(group), min=0, max=expired)
+            pipe.zrange(self._group_key(group), 0, -1)
+
+    @staticmethod
+    def _members(groups: list[str], replies: list) -> dict[str, list[str]]:
+        return {
+            group: [member.decode("utf8") for member in found]
+            for group, found in zip(groups, replies[1::2], strict=True)
+        }
+
+    def _queue_expired_drops(self, pipe, keys) -> None:
+        for key in keys:  # discard old messages based on expiry
+            pipe.zremrangebyscore(key, min=0, max=int(time.time()) - int(self.expiry))
+
+    def _send_args(self, keys, messages, capacities) -> list:
+        return [messages[key] for key in keys] + [capacities[key] for key in keys] + [time.time(), self.expiry]
+
+    @staticmethod
+    def _count_over(over: int, channel_names: list[str], group: str) -> None:
+        if over > 0:  # channels-redis only logs it, at INFO
+            dropped.count("layer_full", over)
+            logger.warning("%s of %s channels over capacity in group %s", over, len(channel_names), group)
 
 
 # channels-redis 4.3's, unchanged: add the message to each channel under its capacity.
