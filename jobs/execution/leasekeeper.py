@@ -42,6 +42,13 @@ logger = logging.getLogger("jobs.execution.leasekeeper")
 _RETRY_AFTER_FAILURE = 0.5  # seconds; a failed renewal is tried again soon, not after a full interval
 
 
+def _idle_look() -> float:
+    """Seconds between an idle renewer's (or watchdog's) looks for a new hold: a hold
+    wakes neither, and this leaves the renewer time to send the first renewal (due
+    JOB_LEASE_RENEW_SECONDS after the claim) on time."""
+    return min(1.0, settings.JOB_LEASE_RENEW_SECONDS / 2)
+
+
 def now() -> float:
     """Seconds on a clock that keeps counting while the machine sleeps (a suspended VM
     wakes up knowing its lease is gone), else the monotonic clock."""
@@ -84,8 +91,9 @@ class LeaseKeeper:
         at most once, from the watchdog's thread, and must not block."""
         renew_every = settings.JOB_LEASE_RENEW_SECONDS
         with self._lock:
+            # No wake-up (two thread switches a job): the renewer and the watchdog look
+            # again soon enough (_idle_look) for the first renewal.
             self._held = _Hold(str(job_id), dispatch, stop, claimed_at, claimed_at + renew_every)
-            self._wake.notify_all()
         if not self._started:
             self._start()
 
@@ -136,7 +144,7 @@ class LeaseKeeper:
             with self._lock:
                 held = self._held
                 if held is None or held.lost:
-                    self._wake.wait()
+                    self._wake.wait(_idle_look())
                     continue
                 pause = held.next_renewal - now()
                 if pause > 0:
@@ -173,11 +181,11 @@ class LeaseKeeper:
             with self._lock:
                 held = self._held
                 if held is None or held.lost:
-                    self._wake.wait(1.0)
+                    self._wake.wait(_idle_look())
                     continue
                 left = held.renewed_at + stop_after - now()
                 if left > 0:
-                    self._wake.wait(min(left, 1.0))
+                    self._wake.wait(min(left, _idle_look()))
                     continue
             self._stop(held, f"its lease could not be renewed for {stop_after:g} s (the database was unreachable)")
 

@@ -67,7 +67,9 @@ class _ParentBookkeeping(BaseWorker):
         self._record_left_behind()
         # Busy from the claim on: a SIGTERM arriving now must wait for this job (RQ's warm
         # shutdown), not abort between the claim and the fork and leave the row active.
-        self.set_state(WorkerStatus.BUSY)
+        # RQ's shutdown reads the state in this process; Redis hears it with the
+        # execution's own write (RQ's prepare_execution), a round trip less per job.
+        self._state = WorkerStatus.BUSY
         self._running = job.id
         claimed = self._claim(job)
         try:
@@ -177,7 +179,7 @@ class _ParentBookkeeping(BaseWorker):
 
     def _record(self, job: Job, rq_job: RQJob, *, lost: str) -> None:
         runner.preclaimed.pop(job.rq_job_id, None)
-        outcome = _lease_lost(lost) if lost else _outcome_of(rq_job)
+        outcome = _lease_lost(lost) if lost else _outcome_in_hand(rq_job) or _outcome_of(rq_job)
         for pause in _RECORD_RETRY_PAUSES:
             try:
                 runner.record(job, job.rq_job_id, outcome)
@@ -286,6 +288,14 @@ def _dispatch_of(rq_job: RQJob) -> tuple[str, str] | None:
     if rq_job.func_name != ENTRY_POINT or len(rq_job.args) < 2:
         return None
     return rq_job.args[0], rq_job.args[1]
+
+
+def _outcome_in_hand(rq_job: RQJob) -> runner.Outcome | None:
+    """The outcome an inline run (this process: ``fork=False``, the simple worker) just
+    returned, as RQ keeps it on the job: no need to read back from Redis what this process
+    wrote there. None after a work-horse (its return value is in the horse's memory)."""
+    returned = getattr(rq_job, "_result", None)
+    return returned if isinstance(returned, dict) and "ok" in returned else None
 
 
 def _latest_result(rq_job: RQJob) -> Result | None:
