@@ -15,6 +15,8 @@ import functools
 import json
 from datetime import datetime
 
+import psycopg
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Field, JSONField
@@ -119,10 +121,27 @@ def move(
         }
     )
     db = connections[DEFAULT_DB_ALIAS]
-    with db.cursor() as cursor:
+    with _prepared_cursor(db) as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     return None if row is None else _read_moved(db, row)
+
+
+def _prepared_cursor(db):
+    """A cursor whose statements the server prepares once per connection and then only
+    runs: a move's planning cost about 0.4 ms, every time (1.3 → 0.9 ms a move). Django
+    binds parameters on the client and never prepares (for connection poolers that
+    cannot keep prepared statements: DB_PREPARED_STATEMENTS=false turns this off); this
+    is psycopg's server-binding cursor, inside Django's wrapper (errors translated,
+    queries logged and counted as any other)."""
+    if not settings.DB_PREPARED_STATEMENTS:
+        return db.cursor()
+    db.ensure_connection()
+    if db.connection.prepare_threshold is None:
+        # Only server-binding cursors prepare, and only this module makes them.
+        db.connection.prepare_threshold = 0
+    with db.wrap_database_errors:
+        return db._prepare_cursor(psycopg.Cursor(db.connection))
 
 
 @functools.cache
