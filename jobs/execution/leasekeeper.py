@@ -82,6 +82,7 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._held: _Hold | None = None
+        self._aside: list[_Hold] = []  # ended runs whose outcomes are being recorded (set_aside)
         self._started = False
         self._closing = False
 
@@ -106,6 +107,23 @@ class LeaseKeeper:
                 return ""
             self._held.stop = _nothing_to_stop
             return self._held.lost
+
+    def set_aside(self) -> _Hold | None:
+        """The run has ended; its outcome is to be recorded, maybe on another thread while
+        the next run is held: keep renewing its lease, stop nothing. Give it back with
+        ``release_aside``. None when nothing is held."""
+        with self._lock:
+            held, self._held = self._held, None
+            if held is not None:
+                held.stop = _nothing_to_stop
+                self._aside.append(held)
+            return held
+
+    def release_aside(self, held: _Hold) -> None:
+        """That run's outcome is recorded (or given up): stop keeping its lease."""
+        with self._lock:
+            if held in self._aside:
+                self._aside.remove(held)
 
     def release(self) -> str:
         """The outcome is recorded (or given up): stop keeping the lease. Returns why
@@ -142,13 +160,14 @@ class LeaseKeeper:
     def _renew_loop(self) -> None:
         while not self._closing:
             with self._lock:
-                held = self._held
-                if held is None or held.lost:
+                kept = [held for held in (self._held, *self._aside) if held is not None and not held.lost]
+                if not kept:
                     self._wake.wait(_idle_look())
                     continue
+                held = min(kept, key=lambda each: each.next_renewal)
                 pause = held.next_renewal - now()
                 if pause > 0:
-                    self._wake.wait(pause)
+                    self._wake.wait(min(pause, _idle_look()))  # a new hold wakes no one
                     continue
             self._renew(held)
         connection.close()
@@ -167,6 +186,10 @@ class LeaseKeeper:
                 logger.warning("lease renewal failed", extra={"job_id": held.job_id, "error": str(error)})
             return
         if not renewed:
+            with self._lock:
+                if held in self._aside:  # the run is over: nothing to stop (its record is refused too)
+                    self._aside.remove(held)
+                    return
             self._stop(held, "its lease renewal was refused: the job was canceled, taken over, or its lease expired")
             return
         with self._lock:
@@ -243,7 +266,8 @@ def prepare_interrupts() -> None:
 def handler_running() -> Iterator[None]:
     """Around a handler's call in the main thread: where a lost lease may interrupt it."""
     global _handler_running
-    lost = keeper().lost()
+    # A work-horse whose parent keeps the lease has no keeper of its own: none to ask.
+    lost = _keeper.lost() if _keeper is not None else ""
     if lost:
         raise LeaseLost(f"the run lost its lease before its handler started: {lost}")
     _handler_running = True

@@ -120,7 +120,8 @@ def run_handler(job: Job, dispatch: str) -> Outcome:
     relay.drain()  # a work-horse exits right after: let its progress messages out first
     # With DEBUG on, Django logs every query for the life of the process; a long-lived
     # worker must not keep every job's queries (a bulk insert's SQL can be megabytes).
-    reset_queries()
+    if settings.DEBUG:
+        reset_queries()
     return outcome
 
 
@@ -191,6 +192,8 @@ def _error(error: BaseException) -> Outcome:
 
 def _json_safe(result):
     """Results go into a JSONField: reject what cannot round-trip, as a handler bug."""
+    if result is None or isinstance(result, bool | int):
+        return result  # nothing to check (most handlers return None): a light job's horse spares the encoder
     try:
         text = json.dumps(result, cls=DjangoJSONEncoder, allow_nan=False)
     except (TypeError, ValueError) as error:
