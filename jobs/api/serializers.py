@@ -68,10 +68,17 @@ _BUILT_FIELDS: dict[type, dict[str, serializers.Field]] = {}
 
 
 def _fresh(field: serializers.Field) -> serializers.Field:
+    """A copy of a built, never bound field to bind to one serializer. Its attributes
+    are shared with the template, as they are made once at build and only read after
+    (re-running its ``__init__`` per answer — each gathering its class's error messages
+    — was a tenth of a submit's CPU). Deeply, as DRF copies a field, where an argument
+    is a field itself (e.g. a list's child, bound to its parent)."""
     args, kwargs = field._args, field._kwargs  # type: ignore[attr-defined]  # what DRF's Field.__new__ keeps
     if any(isinstance(value, serializers.Field) for value in (*args, *kwargs.values())):
         return copy.deepcopy(field)
-    return type(field)(*args, **kwargs)
+    fresh = object.__new__(type(field))
+    fresh.__dict__.update(field.__dict__)
+    return fresh
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -133,8 +140,7 @@ class JobSerializer(serializers.ModelSerializer):
     def get_fields(self) -> dict[str, serializers.Field]:
         """ModelSerializer reads the model's 45 fields into serializer fields for every
         job it serializes (most of a submit's answer): built once per class, then each
-        re-created from its arguments (as DRF copies a field; deeply only where an
-        argument is a field itself, e.g. a list's child)."""
+        copied (``_fresh``) for this serializer to bind."""
         built = _BUILT_FIELDS.get(type(self))
         if built is None:
             built = _BUILT_FIELDS[type(self)] = super().get_fields()
