@@ -357,8 +357,13 @@ class _Sender:
             return
         envelope = {"type": kind, "event": msg}
         try:
-            sends = [self.layer.group_send(group, envelope) for group in groups]
-            await asyncio.wait_for(asyncio.gather(*sends), _SEND_TIMEOUT)
+            # A timeout scope, and one group (every submit's message) sent as it is: no
+            # task made per message (wait_for's and gather's cost more than the send).
+            async with asyncio.timeout(_SEND_TIMEOUT):
+                if len(groups) == 1:
+                    await self.layer.group_send(groups[0], envelope)
+                else:
+                    await asyncio.gather(*(self.layer.group_send(group, envelope) for group in groups))
         except Exception as error:  # any layer failure: the job goes on, clients re-read
             dropped.count("relay_down")
             _down_until = time.monotonic() + _RETRY_AFTER
