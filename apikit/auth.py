@@ -4,16 +4,25 @@ WebSocket edge takes it), with failed attempts throttled per address.
 DRF authenticates before it throttles, so a client guessing tokens was never slowed
 down: each failure now counts against API_AUTH_FAILURE_RATE for its address, and past
 it every request from that address with a token answers 429 until the window passes.
+
+A valid token's row (and its user's) is kept by the process for
+API_TOKEN_CACHE_SECONDS (5 by default; 0: read on every request), so a busy client's
+requests do not each ask the database: a token deleted, or a user deactivated or
+changed, anywhere is honoured within that many seconds — at once in the process that
+made the change (any save or delete of a token or a user empties the process's cache).
+Each request still gets model instances of its own, and an unknown token is never kept.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import time
 from typing import Any
 
 from django.conf import settings
 from django.db import connections, router
+from django.db.models.signals import post_delete, post_save
 from django.utils.translation import gettext_lazy as _
 from redis.exceptions import RedisError
 from rest_framework.authentication import TokenAuthentication, get_authorization_header
@@ -88,9 +97,7 @@ class ApiTokenAuthentication(TokenAuthentication):
         token_model = self.get_model()
         db = connections[router.db_for_read(token_model)]
         sql, token_fields, user_model, user_fields = _token_query(token_model, db.alias)
-        with db.cursor() as cursor:
-            cursor.execute(sql, [key])
-            row = cursor.fetchone()
+        row = _read_token(db, sql, key)
         if row is None:
             raise AuthenticationFailed(_("Invalid token."))
         token: Any = token_model.from_db(db.alias, token_fields, row[: len(token_fields)])
@@ -103,11 +110,41 @@ class ApiTokenAuthentication(TokenAuthentication):
         return "Token"
 
 
+# (database alias, token key) → (monotonic time it is kept until, the token's and its
+# user's columns): see the module's note.
+_known_tokens: dict[tuple[str, str], tuple[float, tuple]] = {}
+_KNOWN_TOKENS_MAX = 10_000  # past it the cache starts again (a flood of valid tokens)
+
+
+def _read_token(db, sql: str, key: str) -> tuple | None:
+    keep_for = getattr(settings, "API_TOKEN_CACHE_SECONDS", 5.0)
+    now = time.monotonic()
+    known = _known_tokens.get((db.alias, key))
+    if known is not None and known[0] > now and keep_for > 0:
+        return known[1]
+    with db.cursor() as cursor:
+        cursor.execute(sql, [key])
+        row = cursor.fetchone()
+    if row is not None and keep_for > 0:
+        if len(_known_tokens) >= _KNOWN_TOKENS_MAX:
+            _known_tokens.clear()
+        _known_tokens[(db.alias, key)] = (now + keep_for, tuple(row))
+    return row
+
+
+def forget_tokens(**kwargs) -> None:
+    """A token or a user was saved or deleted: whatever this process kept may be stale."""
+    _known_tokens.clear()
+
+
 @functools.cache
 def _token_query(token_model, alias: str) -> tuple[str, list[str], Any, list[str]]:
     """SELECT <token's columns>, <user's columns> FROM token JOIN user WHERE key = %s."""
     user_field = token_model._meta.get_field("user")
     user_model = user_field.related_model
+    for model in (token_model, user_model):  # connected once, with the models known
+        post_save.connect(forget_tokens, sender=model, dispatch_uid=f"apikit-tokens-saved-{model._meta.label}")
+        post_delete.connect(forget_tokens, sender=model, dispatch_uid=f"apikit-tokens-deleted-{model._meta.label}")
     quote = connections[alias].ops.quote_name
     token_table, user_table = quote(token_model._meta.db_table), quote(user_model._meta.db_table)
     columns = [f"t.{quote(f.column)}" for f in token_model._meta.concrete_fields]

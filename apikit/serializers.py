@@ -1,6 +1,44 @@
 """Serializer behaviour every endpoint shares."""
 
+from __future__ import annotations
+
+import copy
+
 from rest_framework import serializers
+
+
+class FieldsBuiltOnce(serializers.Serializer):
+    """Mix in first, into a serializer whose fields are the same for every instance:
+    they are built once per class, then copied for each instance to bind.
+
+    DRF builds them per instance — a model serializer reads its model's fields into
+    serializer fields, and every field is re-created from its arguments (its
+    ``__init__`` gathering its class's error messages, its validators made anew): most
+    of the CPU a submit's request and answer took. A copy shares the built field's
+    attributes, which are made once and only read after (its validators, choices,
+    messages); a field with a field among its arguments (a list's child, bound to its
+    parent) is copied deeply, as DRF copies it."""
+
+    _built_fields: dict[type, list[tuple[str, serializers.Field, bool]]] = {}
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        built = self._built_fields.get(type(self))
+        if built is None:
+            built = self._built_fields[type(self)] = [
+                (name, field, _has_a_field_inside(field)) for name, field in super().get_fields().items()
+            ]
+        return {name: copy.deepcopy(field) if deep else _copy(field) for name, field, deep in built}
+
+
+def _has_a_field_inside(field: serializers.Field) -> bool:
+    args, kwargs = field._args, field._kwargs  # type: ignore[attr-defined]  # what DRF's Field.__new__ keeps
+    return any(isinstance(value, serializers.Field) for value in (*args, *kwargs.values()))
+
+
+def _copy(field: serializers.Field) -> serializers.Field:
+    fresh = object.__new__(type(field))
+    fresh.__dict__.update(field.__dict__)
+    return fresh
 
 
 class RejectUnknownFields(serializers.Serializer):

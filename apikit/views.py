@@ -54,7 +54,9 @@ def pooled(view: Callable) -> Callable:
     keep it). The pool's threads live on, and so do their connections — reused, aged and
     health-checked per request as Django's request signals would (``close_old_connections``
     before and after), several requests at once. Under WSGI (the test client) the view
-    runs in the calling thread, as before."""
+    runs in the calling thread, as before; under ``apikit.asgi.Handler`` (Jobdesk's own
+    ASGI application) the whole request is in a pool's thread already, and the plain
+    view (``plain_view``) runs there."""
 
     def with_connections(request, *args, **kwargs):
         close_old_connections()
@@ -70,6 +72,7 @@ def pooled(view: Callable) -> Callable:
     async def threaded(request, *args, **kwargs):
         return await (in_pool if isinstance(request, ASGIRequest) else here)(request, *args, **kwargs)
 
+    threaded.plain_view = view  # type: ignore[attr-defined]
     return threaded
 
 

@@ -12,6 +12,9 @@ Starts its own Redis and the web tier serving config.asgi, then:
    queries and Redis round trips counted. Without workers a submit's answer says none is alive (no ETA to
    work out); ``--worker`` registers one that takes nothing, so each submit's ETA walks
    the growing line;
+   then the same 16-client load through ``--processes`` web processes on one port (as
+   ``WEB_CONCURRENCY`` starts them; 0 skips it), and POST /api/jobs/bulk/ of ``--bulk``
+   jobs at a time (goal >= 2,000 jobs/s);
 2. with --rows finished jobs on record (PostgreSQL: inserted with generate_series),
    GET /api/stats/ for the last 24 hours and the last 30 days (goal < 300 ms).
 """
@@ -39,6 +42,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--processes", type=int, default=2, help="web processes for the second load (0: skip it)")
+    parser.add_argument("--bulk", type=int, default=1000, help="jobs per bulk submit (0: skip it)")
     parser.add_argument(
         "--worker", action="store_true", help="a live worker (idle) in RQ's registry: each submit's ETA walks the line"
     )
@@ -80,14 +85,14 @@ def submit_load(port: int, token: str, total: int, clients: int, web_pid: int) -
             server.extend(inside)
 
     threads = [threading.Thread(target=client, args=(total // clients,)) for _ in range(clients)]
-    cpu = _cpu_seconds(web_pid)
+    cpu = _tree_cpu(web_pid)
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
-    cpu = _cpu_seconds(web_pid) - cpu
+    cpu = _tree_cpu(web_pid) - cpu
     ordered = sorted(latencies)
     print(
         f"POST /api/jobs/  {len(ordered)} requests, {clients} clients: {len(ordered) / elapsed:7.1f} req/s  "
@@ -102,9 +107,36 @@ def submit_load(port: int, token: str, total: int, clients: int, web_pid: int) -
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux)."""
+    """User + system CPU time of a process and its children that have ended (Linux);
+    with several web processes, ``pid`` is uvicorn's supervisor: see ``_tree_cpu``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu(pid: int) -> float:
+    """The CPU of ``pid`` and of its live children (uvicorn's --workers processes)."""
+    total = _cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split() if (task / "children").exists() else []
+        total += sum(_tree_cpu(int(child)) for child in children)
+    return total
+
+
+def bulk_load(port: int, token: str, size: int, rounds: int = 3) -> None:
+    """POST /api/jobs/bulk/ of ``size`` jobs, ``rounds`` times: jobs per second (median)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    body = json.dumps({"jobs": [{"type": "diagnostics.noop"}] * size})
+    headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+    rates = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        connection.request("POST", "/api/jobs/bulk/", body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 201, response.status
+        rates.append(size / (time.perf_counter() - started))
+    print(f"POST /api/jobs/bulk/  {size} jobs a request: {statistics.median(rates):,.0f} jobs/s (median of {rounds};"
+          " goal >= 2,000)")  # fmt: skip
 
 
 def _quantiles(values) -> str:
@@ -214,6 +246,19 @@ def run(args) -> None:
         submit_load(port, token, args.requests, args.clients, server.pid)
         submit_load(port, token, args.requests // 4, 1, server.pid)  # the server's own time, without the others' turns
         count_one_submit(token)
+        if args.bulk:
+            bulk_load(port, token, args.bulk)
+        if args.processes:
+            several, several_port = None, free_port()
+            try:
+                several = start_web(several_port, processes=args.processes)
+                print(f"WEB_CONCURRENCY={args.processes}: uvicorn on 127.0.0.1:{several_port}")
+                submit_load(several_port, token, args.requests // 4, args.clients, several.pid)  # warm each process
+                submit_load(several_port, token, args.requests, args.clients, several.pid)
+            finally:
+                if several is not None:
+                    several.terminate()
+                    several.wait(30)
         if connection.vendor != "postgresql":
             print("stats at scale: PostgreSQL only (set DATABASE_URL)")
             return

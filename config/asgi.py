@@ -10,11 +10,15 @@ from config.env import ConfigError
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 try:
+    import django
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-    from django.core.asgi import get_asgi_application
+
+    django.setup(set_prefix=False)  # as get_asgi_application does
+    from apikit.asgi import Handler
 
     # The web server serves the admin's own assets too: no CDN, no extra web server needed.
-    django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
+    # Django's handler, in one trip to a thread per request (apikit.asgi).
+    django_asgi_app = ASGIStaticFilesHandler(Handler())
 except ConfigError as error:  # one line, not a traceback
     raise SystemExit(f"jobdesk: configuration error: {error}") from None
 

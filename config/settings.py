@@ -201,6 +201,10 @@ API_USER_RATE = env_rate("API_USER_RATE", "1200/minute")
 API_ANON_RATE = env_rate("API_ANON_RATE", "60/minute")
 # Failed token checks per address (429 above it, for every token it sends).
 API_AUTH_FAILURE_RATE = env_rate("API_AUTH_FAILURE_RATE", "30/minute")
+# How long a web process keeps a valid API token's row (and its user's) instead of
+# reading it per request: a token deleted or a user deactivated elsewhere is honoured
+# within this many seconds (0: read on every request). apikit.auth.
+API_TOKEN_CACHE_SECONDS = env_float("API_TOKEN_CACHE_SECONDS", 5.0, minimum=0.0)
 # When set, GET /metrics wants "Authorization: Bearer <token>".
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 # What one file may cost to read (ingestion.budget): over any of these, the material

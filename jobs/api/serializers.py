@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import copy
 import json
 from typing import TYPE_CHECKING
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from apikit.serializers import RejectUnknownFields
+from apikit.serializers import FieldsBuiltOnce, RejectUnknownFields
 from jobs.core.models import DependencyFailure, ErrorCategory, Job, JobEvent, Priority
 from jobs.core.submit import MAX_ATTEMPTS_LIMIT, MAX_SIZE, JobSpec
 from jobs.insight import estimates
@@ -64,17 +63,7 @@ def summarise_for_list(data: dict) -> dict:
     return data
 
 
-_BUILT_FIELDS: dict[type, dict[str, serializers.Field]] = {}
-
-
-def _fresh(field: serializers.Field) -> serializers.Field:
-    args, kwargs = field._args, field._kwargs  # type: ignore[attr-defined]  # what DRF's Field.__new__ keeps
-    if any(isinstance(value, serializers.Field) for value in (*args, *kwargs.values())):
-        return copy.deepcopy(field)
-    return type(field)(*args, **kwargs)
-
-
-class JobSerializer(serializers.ModelSerializer):
+class JobSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     """A job with its current estimate (``estimates`` in the context, else computed)."""
 
     owner: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(
@@ -129,16 +118,6 @@ class JobSerializer(serializers.ModelSerializer):
         ]  # fmt: skip
         read_only_fields = fields
         list_serializer_class = JobListSerializer
-
-    def get_fields(self) -> dict[str, serializers.Field]:
-        """ModelSerializer reads the model's 45 fields into serializer fields for every
-        job it serializes (most of a submit's answer): built once per class, then each
-        re-created from its arguments (as DRF copies a field; deeply only where an
-        argument is a field itself, e.g. a list's child)."""
-        built = _BUILT_FIELDS.get(type(self))
-        if built is None:
-            built = _BUILT_FIELDS[type(self)] = super().get_fields()
-        return {name: _fresh(field) for name, field in built.items()}
 
     def to_representation(self, job: Job) -> dict:
         data = super().to_representation(job)
@@ -250,7 +229,7 @@ class JobLogsQuerySerializer(serializers.Serializer):
     attempt = serializers.IntegerField(min_value=1, required=False, help_text="only this attempt's lines")
 
 
-class JobSubmitSerializer(RejectUnknownFields, serializers.Serializer):
+class JobSubmitSerializer(FieldsBuiltOnce, RejectUnknownFields, serializers.Serializer):
     type = serializers.CharField(max_length=100)
     payload = serializers.JSONField(required=False, default=dict)
     priority = serializers.ChoiceField(choices=Priority.choices, required=False)

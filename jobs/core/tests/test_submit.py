@@ -261,3 +261,28 @@ def test_one_job_alone_is_one_statement_on_postgresql_writing_what_the_orm_write
     assert Job.objects.get(pk=alone.pk).created_at == alone.created_at
     again = submit("diagnostics.sleep", {"seconds": 1}, owner=alice, **options)
     assert (again.created, again.job.pk) == (False, alone.pk), "the key finds it"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lone_submit_s_statement_has_few_enough_parameters_for_psycopg_to_parse_it_once(alice, monkeypatch):
+    """psycopg (3.3) parses a statement of more than 50 parameters anew on every
+    execution: a lone submit's NULLs are written into it, not passed."""
+    from django.db import connection
+
+    from jobs.core import fastpath
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement submit is PostgreSQL's")
+    made, make = [], fastpath._create_sql
+
+    def recorded(alias, nulls):
+        made.append((nulls, make(alias, nulls)))
+        return made[-1][1]
+
+    monkeypatch.setattr(fastpath, "_create_sql", recorded)
+    submit("diagnostics.noop", {}, owner=alice)
+    submit("diagnostics.sleep", {"seconds": 1}, priority="low", idempotency_key="k")
+    assert len(made) == 2 and any(made[0][0])
+    for nulls, sql in made:
+        assert sql.count("%s") == nulls.count(False) <= 50
+        assert sql.count("NULL") >= nulls.count(True)
