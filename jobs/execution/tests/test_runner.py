@@ -374,3 +374,27 @@ def test_a_success_after_a_retry_leaves_no_advice_of_the_failure(run_worker, sch
     done = refreshed(job)
     assert (done.error_category, done.error_message, done.error_details, done.recovery_actions) == ("", "", "", [])
     assert JobEvent.objects.filter(job=job, message__startswith="temporary error").exists(), "the timeline keeps it"
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_a_moved_row_reads_as_the_orm_reads_it_prepared_or_not(run_worker, settings, prepared):
+    """The one-statement claim reads its row straight into a Job (jobs.core.fastpath):
+    every field as the ORM would load it; with DB_PREPARED_STATEMENTS the server keeps the
+    statement prepared, without it nothing is."""
+    from django.db import connection
+
+    from jobs.core import lifecycle
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement path is PostgreSQL's")
+    settings.DB_PREPARED_STATEMENTS = prepared
+    connection.close()  # a fresh session: its prepared statements are this test's
+    job = submit("diagnostics.noop", payload={"n": 1, "text": "ü"}).job
+    claimed = lifecycle.claim(job.id, job.rq_job_id, "w1")
+    loaded = Job.objects.get(pk=job.id)
+    for field in Job._meta.concrete_fields:
+        assert getattr(claimed, field.attname) == getattr(loaded, field.attname), field.name
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%locked%"])
+        (kept,) = cursor.fetchone()
+    assert kept == (1 if prepared else 0)
