@@ -69,6 +69,7 @@ def main() -> None:
     os.environ["REDIS_URL"] = redis_server.url
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{tmp / 'bench.sqlite3'}")
     os.environ["LOG_LEVEL"] = "WARNING"
+    os.environ.setdefault("DEBUG", "false")  # as deployed: with it on, Django keeps every query's SQL
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     try:
         run(args, worker_classes)

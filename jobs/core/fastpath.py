@@ -149,9 +149,10 @@ def _prepared_cursor(db):
     cannot keep prepared statements: DB_PREPARED_STATEMENTS=false turns this off); this
     is psycopg's server-binding cursor, inside Django's wrapper (errors translated,
     queries logged and counted as any other)."""
-    if not settings.DB_PREPARED_STATEMENTS or db.queries_logged:
-        # Logged queries (DEBUG, a test counting them) show their SQL with the values in
-        # it, as Django's own cursor gives it; a prepared statement's would be missing.
+    if not settings.DB_PREPARED_STATEMENTS or db.force_debug_cursor:
+        # Queries being captured (a test or a bench counting them) get their SQL with the
+        # values in it, as Django's own cursor gives it: a prepared statement's is not
+        # kept (with DEBUG on, Django's query log shows None for these two statements).
         return db.cursor()
     db.close_if_health_check_failed()  # as Django's own cursor(): CONN_HEALTH_CHECKS
     db.ensure_connection()

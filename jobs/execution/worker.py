@@ -15,6 +15,7 @@ Configured as django-rq's default (settings.RQ["WORKER_CLASS"]); with a plain RQ
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import multiprocessing
 import os
@@ -29,7 +30,7 @@ from rq.job import Job as RQJob
 from rq.results import Result
 from rq.worker import BaseWorker, WorkerStatus
 
-from jobs.core import flow, registry, relay, tracing
+from jobs.core import registry, relay, tracing
 from jobs.core.errors import SubmitError
 from jobs.core.models import Job
 from jobs.core.queueing import ENTRY_POINT
@@ -74,10 +75,10 @@ class _ParentBookkeeping(BaseWorker):
         # execution's own write (RQ's prepare_execution), a round trip less per job.
         self._state = WorkerStatus.BUSY
         self._running = job.id
-        if flow.rules().restrict_anything():
-            # A lever may count this type's active jobs at the claim: the last run's
-            # outcome first, so a finished job does not hold this one back.
-            self._recorder.wait()
+        # The last run's outcome is written before this claim: its finish comes before
+        # this start (runs of one worker never overlap in their times, and a concurrency
+        # limit counting active jobs does not count it).
+        self._recorder.wait()
         claimed = self._claim(job)
         try:
             if claimed is not None and self._inline:
@@ -90,7 +91,7 @@ class _ParentBookkeeping(BaseWorker):
             if claimed is not None:
                 # The run is over: nothing left to stop, but its lease is kept until the
                 # outcome is recorded (a slow record is not a lost run) — on the recorder's
-                # thread, while this one takes the next job.
+                # thread, while this one dequeues the next job.
                 held = leasekeeper.keeper().set_aside()
                 self._recorder.record_behind(self._record_and_release, claimed, job, held)
 
@@ -107,6 +108,7 @@ class _ParentBookkeeping(BaseWorker):
         # would be one more child process per worker, orphaned when its worker is killed.
         kwargs["with_scheduler"] = False
         leasekeeper.prepare_interrupts()  # an inline run that loses its lease is stopped
+        _prctl()  # looked up here, once: each work-horse inherits it
         if multiprocessing.parent_process() is not None:
             # Started by rqworker-pool: when the pool's process dies (killed), nobody
             # would respawn or stop this worker. Leave with it, warmly (SIGTERM).
@@ -308,11 +310,11 @@ class JobdeskSimpleWorker(_ParentBookkeeping, SimpleWorker):
 
 
 class RecordBehind:
-    """Records a finished run's outcome on a thread of its own while the worker takes
-    its next job: the record's round trips to PostgreSQL and Redis (about 2 ms a job)
-    overlap the next dequeue, claim and run instead of adding to them. One record at a
-    time and at most one behind: the next one waits for it, and so does the worker's
-    exit. The run's lease is renewed until its record is done (``set_aside``), so a
+    """Records a finished run's outcome on a thread of its own while the worker asks RQ
+    for its next job: the record's round trips to PostgreSQL and Redis (about 2 ms a
+    job) overlap the dequeue (RQ's heartbeats, suspension check and pop) instead of
+    adding to it. One record at a time, and done before the next claim and before the
+    worker's exit. The run's lease is renewed until its record is done (``set_aside``), so a
     slow record is never taken for a lost run; a worker killed with a record behind
     loses nothing the lease does not cover: the reconciler retries the job."""
 
@@ -444,12 +446,21 @@ def _detach_inherited_connections() -> None:
             connection.connection = None
 
 
-def _die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
+@functools.cache
+def _prctl():
+    """libc's prctl, looked up once (in the worker, before its first fork: a horse would
+    pay a dlopen for it on every job); None where there is none (not Linux)."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, sig)
-    except (OSError, AttributeError):  # not Linux: the reconciler's pid check still applies
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
+    prctl = _prctl()
+    if prctl is None:  # not Linux: the lease still decides whether the run goes on
         return
+    prctl(_PR_SET_PDEATHSIG, sig)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
 
