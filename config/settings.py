@@ -113,9 +113,10 @@ else:
 # Keep connections between requests and WebSocket reads (a new PostgreSQL connection
 # costs more than most of the queries made on it); checked before reuse.
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60, minimum=0)
-# The worker's claim and completion (jobs.core.fastpath, PostgreSQL) as statements the
-# server prepares once per connection. Off behind a pooler that cannot keep them
-# (PgBouncer before 1.21 in transaction mode).
+# The worker's claim and completion and the lone submit's insert (jobs.core.fastpath,
+# PostgreSQL) as statements the server prepares once per connection. Off behind a pooler
+# that cannot keep them (PgBouncer in transaction mode before 1.21, or without
+# max_prepared_statements).
 DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", True)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 

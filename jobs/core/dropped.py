@@ -33,6 +33,15 @@ _pid = os.getpid()
 _timer: threading.Timer | None = None
 
 
+def _fresh_lock_in_child() -> None:
+    # A work-horse forked while the relay's thread held the lock would wait on it forever.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock_in_child)
+
+
 def count(layer: str, n: int = 1) -> None:
     """Count ``n`` messages dropped at ``layer`` (one of ``LAYERS``); returns at once."""
     global _pid, _timer

@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import weakref
 from datetime import datetime
 
 import psycopg
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 from django.db.models import Field, JSONField
 from django.db.models.expressions import Col
 
 from jobs.core.models import Job, JobEvent
+
+logger = logging.getLogger("jobs.core.fastpath")
 
 _MOVE_SQL = """
 WITH locked AS (
@@ -61,8 +65,7 @@ def create(job: Job, event: JobEvent) -> None:
     rows = ((job, job_fields), (event, event_fields))
     values = [f.get_db_prep_save(f.pre_save(row, True), db) for row, fields in rows for f in fields]
     nulls = tuple(value is None for value in values)
-    with _prepared_cursor(db) as cursor:
-        cursor.execute(_create_sql(db.alias, nulls), [value for value in values if value is not None])
+    _execute(db, _create_sql(db.alias, nulls), [value for value in values if value is not None])
     for row in (job, event):  # as a bulk_create leaves them: stored
         row._state.adding, row._state.db = False, db.alias
 
@@ -135,10 +138,55 @@ def move(
         }
     )
     db = connections[DEFAULT_DB_ALIAS]
-    with _prepared_cursor(db) as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+    row = _execute(db, sql, params, fetch=True)
     return None if row is None else _read_moved(db, row)
+
+
+# What a server answers when it cannot run a statement prepared on this connection: the
+# table's columns changed under it (a migration from another host: "cached plan must not
+# change result type"), or the statement is not there (a transaction pooler sent the run
+# to another server session).
+_PREPARED_REFUSED = (psycopg.errors.FeatureNotSupported, psycopg.errors.InvalidSqlStatementName)
+_prepared_connections: weakref.WeakSet = weakref.WeakSet()  # the psycopg connections set to prepare
+_pooler_refused = False  # a pooler lost a prepared statement: this process prepares no more
+
+
+def _execute(db, sql: str, params, *, fetch: bool = False):
+    """Run the statement prepared (``_prepared_cursor``); the row when ``fetch``. A server
+    that refuses the prepared statement turns preparing off — for this connection, or
+    for the process when a pooler lost it — and the statement runs again unprepared
+    (unless inside the caller's transaction, which the refusal aborted: its retry then
+    runs unprepared)."""
+    try:
+        return _run(_prepared_cursor(db), sql, params, fetch)
+    except DatabaseError as error:
+        if not isinstance(error.__cause__, _PREPARED_REFUSED):
+            raise
+        _stop_preparing(db, error.__cause__)
+        if db.in_atomic_block:
+            raise
+    return _run(db.cursor(), sql, params, fetch)
+
+
+def _run(cursor, sql: str, params, fetch: bool):
+    with cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() if fetch else None
+
+
+def _stop_preparing(db, cause: Exception) -> None:
+    global _pooler_refused
+    if db.connection is not None:
+        db.connection.prepare_threshold = None  # this connection prepares no more
+    if isinstance(cause, psycopg.errors.InvalidSqlStatementName):
+        _pooler_refused = True
+        logger.warning(
+            "a prepared statement was lost (a transaction pooler?): this process prepares no more; "
+            "set DB_PREPARED_STATEMENTS=false behind such a pooler",
+            extra={"error": str(cause)},
+        )
+    else:
+        logger.info("a prepared statement went stale (the table changed): this connection prepares no more")
 
 
 def _prepared_cursor(db):
@@ -149,16 +197,19 @@ def _prepared_cursor(db):
     cannot keep prepared statements: DB_PREPARED_STATEMENTS=false turns this off); this
     is psycopg's server-binding cursor, inside Django's wrapper (errors translated,
     queries logged and counted as any other)."""
-    if not settings.DB_PREPARED_STATEMENTS or db.force_debug_cursor:
+    if not settings.DB_PREPARED_STATEMENTS or db.force_debug_cursor or _pooler_refused:
         # Queries being captured (a test or a bench counting them) get their SQL with the
         # values in it, as Django's own cursor gives it: a prepared statement's is not
         # kept (with DEBUG on, Django's query log shows None for these two statements).
         return db.cursor()
     db.close_if_health_check_failed()  # as Django's own cursor(): CONN_HEALTH_CHECKS
     db.ensure_connection()
-    if db.connection.prepare_threshold is None:
+    if db.connection not in _prepared_connections:
         # Only server-binding cursors prepare, and only this module makes them.
         db.connection.prepare_threshold = 0
+        _prepared_connections.add(db.connection)
+    elif db.connection.prepare_threshold is None:
+        return db.cursor()  # this connection stopped preparing (_stop_preparing)
     with db.wrap_database_errors:
         return db._prepare_cursor(psycopg.Cursor(db.connection))
 

@@ -4,8 +4,8 @@ Every status change (``lifecycle``) and every progress write (``progress``) beco
 message (its shape: docs/contract.md, "Live progress"), sent to the groups for the
 job, for each subject its type names (what the job works on, e.g. an app's document:
 ``registry.subject_field``), and for the operators' stream. Sending never blocks the caller and never
-fails a job: messages go into a per-process buffer that a background thread with its own
-event loop drains into channels-redis. When the channel layer is unreachable the thread
+fails a job: messages go into a per-process buffer that a background thread drains into
+channels-redis, in batches (``_Sender``). When the channel layer is unreachable the thread
 logs once, drops what it cannot send and tries again after ``_RETRY_AFTER`` seconds;
 clients that reconnect get a snapshot from the database, so nothing is lost for them.
 """
@@ -370,7 +370,10 @@ class _Sender:
             while self.timers and self.timers[0][0] <= now:
                 due.append(heapq.heappop(self.timers))
         for _, _, function, args in due:
-            function(*args)
+            try:
+                function(*args)
+            except Exception:  # never let the thread die: later messages must still go
+                logger.exception("relay timer failed")
 
     def _send(self, batch: list[tuple[tuple[str, ...], dict, str]]) -> None:
         global _down_until

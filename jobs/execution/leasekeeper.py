@@ -17,7 +17,8 @@ give way. Either way the stop comes ``JOB_LEASE_SECONDS - JOB_LEASE_STOP_SECONDS
 any other host may take the job — as long as these threads get the interpreter lock: a
 handler in this process that holds it in C code for longer than the lease is not
 stopped (README, Known limits); a forked horse always is.
-A run never holds more than one lease per process; a short job ends before its first
+A process keeps the lease of the run in hand and, while its outcome is recorded on the
+worker's recorder thread, the one set aside before it; a short job ends before its first
 renewal is due, so it costs no renewal at all.
 """
 

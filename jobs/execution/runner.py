@@ -192,7 +192,7 @@ def _error(error: BaseException) -> Outcome:
 
 def _json_safe(result):
     """Results go into a JSONField: reject what cannot round-trip, as a handler bug."""
-    if result is None or isinstance(result, bool | int):
+    if result is None or isinstance(result, bool):
         return result  # nothing to check (most handlers return None): a light job's horse spares the encoder
     try:
         text = json.dumps(result, cls=DjangoJSONEncoder, allow_nan=False)

@@ -46,11 +46,13 @@ _PR_SET_PDEATHSIG = 1
 MONITOR_INTERVAL = 2  # seconds between the parent's checks on a running horse
 _CLAIM_RELAY_WAIT = 0.2  # seconds; a channel layer that is down is skipped at once
 _RECORD_RETRY_PAUSES = (0.5, 1, 2, 4, 8, 15, 30)  # about a minute of database trouble
+# Seconds a stopping worker waits for the outcome it is recording: as long as the record
+# itself keeps trying through database trouble, and some.
+_LAST_RECORD_WAIT = sum(_RECORD_RETRY_PAUSES) + 15.0
 # Seconds between heartbeats of an idle worker (RQ's default waits 405 s): a worker whose
 # registration Redis lost notices it this soon.
 IDLE_HEARTBEAT = 45
 _REGISTRATION_CHECK_EVERY = 1.0  # seconds, at most, between heartbeats' registration checks
-_LAST_RECORD_WAIT = 30.0  # seconds a stopping worker waits for the outcome it is recording
 
 
 class _ParentBookkeeping(BaseWorker):
@@ -91,9 +93,12 @@ class _ParentBookkeeping(BaseWorker):
             if claimed is not None:
                 # The run is over: nothing left to stop, but its lease is kept until the
                 # outcome is recorded (a slow record is not a lost run) — on the recorder's
-                # thread, while this one dequeues the next job.
+                # thread, while this one dequeues the next job. Busy until it is handed
+                # over: a SIGTERM now (RQ's warm shutdown) must not drop the record.
+                idle, self._state = self._state, WorkerStatus.BUSY
                 held = leasekeeper.keeper().set_aside()
                 self._recorder.record_behind(self._record_and_release, claimed, job, held)
+                self._state = idle
 
     def _record_and_release(self, claimed: Job, rq_job: RQJob, held) -> None:
         try:

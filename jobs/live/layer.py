@@ -101,7 +101,11 @@ class ChannelLayer(RedisChannelLayer):
             if "address" in host:
                 client = redis.Redis.from_url(host.pop("address"), **host)
             elif "master_name" in host:
-                sentinel_kwargs = host.pop("sentinel_kwargs", None)
+                # The Sentinels' own calls are timed out too (redis-py waits forever by default).
+                sentinel_kwargs = host.pop("sentinel_kwargs", None) or {
+                    "socket_timeout": timeout,
+                    "socket_connect_timeout": timeout,
+                }
                 sentinels = redis.sentinel.Sentinel(host.pop("sentinels"), sentinel_kwargs=sentinel_kwargs)
                 client = sentinels.master_for(host.pop("master_name"), **host)
             else:

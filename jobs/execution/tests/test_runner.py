@@ -398,3 +398,38 @@ def test_a_moved_row_reads_as_the_orm_reads_it_prepared_or_not(run_worker, setti
         cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%locked%"])
         (kept,) = cursor.fetchone()
     assert kept == (1 if prepared else 0)
+
+
+def test_a_prepared_move_gone_stale_after_a_migration_runs_again_unprepared(run_worker, settings):
+    """A migration from another host changes a column the move returns: the server
+    refuses the statement prepared before ("cached plan must not change result type")
+    on every later run on that connection. The move runs again unprepared, and that
+    connection prepares no more; nothing is left unclaimed."""
+    import psycopg
+    from django.db import connection
+
+    from jobs.core import lifecycle
+
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's here")
+    settings.DB_PREPARED_STATEMENTS = True
+    connection.close()
+    params = connection.get_connection_params()
+    dsn = {key: params[key] for key in ("host", "port", "user", "password", "dbname") if params.get(key)}
+
+    def alter(length: int) -> None:
+        with psycopg.connect(**dsn, autocommit=True) as other:
+            other.execute(f"ALTER TABLE jobs_job ALTER COLUMN stage TYPE varchar({length})")
+
+    first = submit("diagnostics.noop").job
+    lifecycle.claim(first.id, first.rq_job_id, "w1")  # prepared on this connection
+    lifecycle.complete(first.id, first.rq_job_id, None)
+    alter(201)
+    try:
+        second = submit("diagnostics.noop").job
+        assert lifecycle.claim(second.id, second.rq_job_id, "w1").status == Status.ACTIVE
+        assert lifecycle.complete(second.id, second.rq_job_id, None).status == Status.COMPLETE
+        assert connection.connection.prepare_threshold is None  # this connection prepares no more
+    finally:
+        connection.close()
+        alter(200)
