@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from devtools import hostlab
 from devtools.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,9 +65,9 @@ def own_postgres(*settings: str) -> Iterator[str]:
     """A throwaway PostgreSQL cluster as ``.ci/run`` starts one (initdb, ``fsync=off``, as
     the ``postgres`` user when run as root), with extra ``-c`` settings such as
     ``shared_preload_libraries=pg_stat_statements``; yields its database's URL."""
-    pgbin = Path(os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin"))
-    if not (pgbin / "initdb").exists():
-        raise SystemExit(f"no initdb in {pgbin}: install PostgreSQL's server or set PGBIN")
+    pgbin = hostlab.pg_bin()  # PGBIN, else the newest installed
+    if pgbin is None:
+        raise SystemExit("no initdb found: install PostgreSQL's server or set PGBIN")
     directory = Path(tempfile.mkdtemp(prefix="jobdesk-bench-pg-"))
     as_pg: list[str] = []
     if os.getuid() == 0:  # the server refuses to run as root

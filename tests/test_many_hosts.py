@@ -178,11 +178,10 @@ def test_a_host_cut_off_mid_job_stops_its_run_before_its_lease_passes_and_rejoin
     cut_at = time.time()
     lab.cut(first.host)
 
-    taken_over = keep_reconciling(
+    keep_reconciling(
         lab, lambda: status(lab, job_id)[2] >= 2 or status(lab, job_id)[0] == "retrying",
         timeout=60, what="the reconciler to take the job over",
     )  # fmt: skip
-    assert taken_over
     stopped = runs_of(lab, job_id)[0]
     assert stopped.host == first.host and not stopped.ended
     assert stopped.last < cut_at + STOP + 1.0, "the cut-off run went on past its stop deadline"
@@ -195,10 +194,9 @@ def test_a_host_cut_off_mid_job_stops_its_run_before_its_lease_passes_and_rejoin
     assert_never_two_at_once(runs)
 
     lab.restore(first.host)
-    rejoined = wait_for(
+    wait_for(
         lambda: any(w.hostname == first.host for w in rq_workers(lab)), timeout=90, what="the host to register again"
     )
-    assert rejoined
     others = [h for h in lab.hosts if h != first.host]
     for other in others:  # only the host that came back can take the next job
         lab.kill_host(other)
@@ -225,8 +223,8 @@ def test_sigkilling_every_process_of_a_host_retries_its_jobs_after_their_leases_
         start_scheduler(lab, lab.hosts[1])  # the scheduler dies with its host: keep one for the retry
     lab.kill_host(first.host)
     killed_at = time.time()
-    ((lease_expires,),) = lab.sql("select extract(epoch from lease_expires_at) from jobs_job where id = %s", job_id)
-    assert float(lease_expires) > killed_at, "the lease had not been kept"
+    lease_expires = lease_of(lab, job_id)
+    assert lease_expires > killed_at, "the lease had not been kept"
 
     keep_reconciling(lab, lambda: status(lab, job_id)[0] != "active", timeout=60, what="the job to be declared lost")
     ((lost_at,),) = lab.sql(LOST_EVENT, job_id)
@@ -272,11 +270,11 @@ def test_the_standby_scheduler_takes_over_when_the_leaders_host_is_cut_off(hosts
     wait_for(lambda: sum(count for _, count in fired(lab, made)) >= 1, timeout=30, what="the leader to fire a tick")
     lab.cut(leader_host)
     cut_at = time.monotonic()
-    took_over = wait_for(
+    wait_for(
         lambda: (r.get("jobdesk:scheduler:leader") or b"").decode().startswith(standby_host + ":"),
         timeout=30, what="the standby to lead",
     )  # fmt: skip
-    assert took_over and time.monotonic() - cut_at < 10 + 5  # its lease (10 s) and a poll or two
+    assert time.monotonic() - cut_at < 10 + 5  # its lease (10 s) and a poll or two
 
     wait_for(lambda: all(count >= 1 for _, count in fired(lab, made)), timeout=60, what="every tick to fire")
     assert all(count == 1 for _, count in fired(lab, made)), f"a tick fired twice: {fired(lab, made)}"

@@ -192,11 +192,10 @@ def _stop_preparing(db, cause: Exception) -> None:
 def _prepared_cursor(db):
     """A cursor whose statements the server prepares once per connection and then only
     runs: a move's planning cost about 0.4 ms, every time (1.3 → 0.9 ms a move), and a
-    lone submit's insert about 0.5 ms. Django
-    binds parameters on the client and never prepares (for connection poolers that
-    cannot keep prepared statements: DB_PREPARED_STATEMENTS=false turns this off); this
-    is psycopg's server-binding cursor, inside Django's wrapper (errors translated,
-    queries logged and counted as any other)."""
+    lone submit's insert about 0.5 ms. Django binds parameters on the client and never
+    prepares (for connection poolers that cannot keep prepared statements:
+    DB_PREPARED_STATEMENTS=false turns this off here too); this is psycopg's
+    server-binding cursor, inside Django's wrapper (errors translated, queries logged)."""
     if not settings.DB_PREPARED_STATEMENTS or db.force_debug_cursor or _pooler_refused:
         # Queries being captured (a test or a bench counting them) get their SQL with the
         # values in it, as Django's own cursor gives it: a prepared statement's is not

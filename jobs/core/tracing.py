@@ -184,10 +184,8 @@ def continuing(traceparent: str | None) -> Iterator[None]:
         yield
         return
     from opentelemetry import context
-    from opentelemetry.context import Context
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    token = context.attach(TraceContextTextMapPropagator().extract({"traceparent": traceparent}, context=Context()))
+    token = context.attach(_context_of(traceparent))
     try:
         yield
     finally:
@@ -305,11 +303,16 @@ def _about(job: Job) -> dict[str, Any]:
 def _job_context(job: Job) -> Context:
     """The job's submit span as a parent; a new trace when the job carries none."""
     from opentelemetry.context import Context
+
+    return _context_of(job.trace_context) if job.trace_context else Context()
+
+
+def _context_of(traceparent: str) -> Context:
+    """A context whose parent is the span a W3C ``traceparent`` names."""
+    from opentelemetry.context import Context
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    if not job.trace_context:
-        return Context()
-    return TraceContextTextMapPropagator().extract({"traceparent": job.trace_context}, context=Context())
+    return TraceContextTextMapPropagator().extract({"traceparent": traceparent}, context=Context())
 
 
 def _in_attempt(name: str, job: Job, dispatch: str):

@@ -17,9 +17,9 @@ give way. Either way the stop comes ``JOB_LEASE_SECONDS - JOB_LEASE_STOP_SECONDS
 any other host may take the job — as long as these threads get the interpreter lock: a
 handler in this process that holds it in C code for longer than the lease is not
 stopped (README, Known limits); a forked horse always is.
-A process keeps the lease of the run in hand and, while its outcome is recorded on the
-worker's recorder thread, the one set aside before it; a short job ends before its first
-renewal is due, so it costs no renewal at all.
+A run never holds more than one lease per process (a worker's next claim waits until the
+last run's outcome is recorded, its lease kept — disarmed — until then); a short job ends
+before its first renewal is due, so it costs no renewal at all.
 """
 
 from __future__ import annotations
@@ -83,7 +83,6 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._held: _Hold | None = None
-        self._aside: list[_Hold] = []  # ended runs whose outcomes are being recorded (set_aside)
         self._started = False
         self._closing = False
 
@@ -108,23 +107,6 @@ class LeaseKeeper:
                 return ""
             self._held.stop = _nothing_to_stop
             return self._held.lost
-
-    def set_aside(self) -> _Hold | None:
-        """The run has ended; its outcome is to be recorded, maybe on another thread while
-        the next run is held: keep renewing its lease, stop nothing. Give it back with
-        ``release_aside``. None when nothing is held."""
-        with self._lock:
-            held, self._held = self._held, None
-            if held is not None:
-                held.stop = _nothing_to_stop
-                self._aside.append(held)
-            return held
-
-    def release_aside(self, held: _Hold) -> None:
-        """That run's outcome is recorded (or given up): stop keeping its lease."""
-        with self._lock:
-            if held in self._aside:
-                self._aside.remove(held)
 
     def release(self) -> str:
         """The outcome is recorded (or given up): stop keeping the lease. Returns why
@@ -161,14 +143,13 @@ class LeaseKeeper:
     def _renew_loop(self) -> None:
         while not self._closing:
             with self._lock:
-                kept = [held for held in (self._held, *self._aside) if held is not None and not held.lost]
-                if not kept:
+                held = self._held
+                if held is None or held.lost:
                     self._wake.wait(_idle_look())
                     continue
-                held = min(kept, key=lambda each: each.next_renewal)
                 pause = held.next_renewal - now()
                 if pause > 0:
-                    self._wake.wait(min(pause, _idle_look()))  # a new hold wakes no one
+                    self._wake.wait(pause)
                     continue
             self._renew(held)
         connection.close()
@@ -187,10 +168,6 @@ class LeaseKeeper:
                 logger.warning("lease renewal failed", extra={"job_id": held.job_id, "error": str(error)})
             return
         if not renewed:
-            with self._lock:
-                if held in self._aside:  # the run is over: nothing to stop (its record is refused too)
-                    self._aside.remove(held)
-                    return
             self._stop(held, "its lease renewal was refused: the job was canceled, taken over, or its lease expired")
             return
         with self._lock:

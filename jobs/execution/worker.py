@@ -96,17 +96,18 @@ class _ParentBookkeeping(BaseWorker):
                 # thread, while this one dequeues the next job. Busy until it is handed
                 # over: a SIGTERM now (RQ's warm shutdown) must not drop the record.
                 idle, self._state = self._state, WorkerStatus.BUSY
-                held = leasekeeper.keeper().set_aside()
-                self._recorder.record_behind(self._record_and_release, claimed, job, held)
+                lost = leasekeeper.keeper().disarm()
+                self._recorder.record_behind(self._record_and_release, claimed, job, lost)
                 self._state = idle
 
-    def _record_and_release(self, claimed: Job, rq_job: RQJob, held) -> None:
+    def _record_and_release(self, claimed: Job, rq_job: RQJob, lost: str) -> None:
+        # The next hold comes only after this (the claim waits for the record): the
+        # keeper's hold released here is still this run's.
         try:
             _drop_broken_connection()
-            self._record(claimed, rq_job, lost=held.lost if held is not None else "")
+            self._record(claimed, rq_job, lost=lost)
         finally:
-            if held is not None:
-                leasekeeper.keeper().release_aside(held)
+            leasekeeper.keeper().release()
 
     def work(self, *args, **kwargs) -> bool:
         # Jobdesk schedules with rq-scheduler (manage.py rqscheduler): RQ's own scheduler
@@ -319,7 +320,7 @@ class RecordBehind:
     for its next job: the record's round trips to PostgreSQL and Redis (about 2 ms a
     job) overlap the dequeue (RQ's heartbeats, suspension check and pop) instead of
     adding to it. One record at a time, and done before the next claim and before the
-    worker's exit. The run's lease is renewed until its record is done (``set_aside``), so a
+    worker's exit. The run's lease is renewed until its record is done (disarmed, not released), so a
     slow record is never taken for a lost run; a worker killed with a record behind
     loses nothing the lease does not cover: the reconciler retries the job."""
 

@@ -80,25 +80,3 @@ def test_a_released_run_is_never_stopped_and_its_successor_keeps_its_own_lease(f
     wait_for(lambda: lease_of(second) > before, timeout=5, what="the second run's renewal")
     assert stops == [] and keeper.lost() == ""
     keeper.release()
-
-
-def test_a_set_aside_run_keeps_its_lease_beside_the_next_run_and_stops_nothing(fast_leases, keeper):
-    """The worker records a run's outcome on another thread while it holds the next run
-    (worker.RecordBehind): both leases are renewed; a refusal of the set-aside one stops
-    nothing, and the next run keeps its own."""
-    first, second = claimed_job(), claimed_job()
-    stops: list[str] = []
-    keeper.hold(first.id, first.rq_job_id, lambda reason: stops.append("first"), claimed_at=leasekeeper.now())
-    aside = keeper.set_aside()
-    assert aside is not None and keeper.lost() == ""
-    keeper.hold(second.id, second.rq_job_id, lambda reason: stops.append("second"), claimed_at=leasekeeper.now())
-    before_first, before_second = lease_of(first), lease_of(second)
-    wait_for(lambda: lease_of(first) > before_first, timeout=5, what="the set-aside run's renewal")
-    wait_for(lambda: lease_of(second) > before_second, timeout=5, what="the next run's renewal")
-    lifecycle.cancel(first.id, reason="canceled while its outcome was being recorded")
-    wait_for(lambda: aside not in keeper._aside, timeout=5, what="the refused set-aside lease to be dropped")
-    again = lease_of(second)
-    wait_for(lambda: lease_of(second) > again, timeout=5, what="the next run's renewal after the refusal")
-    assert stops == [] and keeper.lost() == ""
-    keeper.release_aside(aside)  # given back twice: no harm
-    keeper.release()

@@ -54,10 +54,6 @@ def lost_once_its_lease_passed() -> list[str]:
     return wait_for(lambda: reconcile.run(grace_seconds=0).lost, timeout=20, what="the run's lease to pass")
 
 
-def active(job: Job) -> bool:
-    return Job.objects.get(pk=job.id).status == Status.ACTIVE
-
-
 def test_sigkilled_worker_mid_job_is_repaired_and_the_job_completes(spawn, settings, redis_conn):
     settings.RETRY_BASE_DELAY = 0.1
     job = submit("diagnostics.sleep", {"seconds": 3, "steps": 6, "trace": True}).job
