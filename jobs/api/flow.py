@@ -105,7 +105,9 @@ def _by(request: Request) -> dict:
 
 
 def _reason(request: Request) -> str:
-    body = ReasonSerializer(data=request.data if request.data else {})
+    """The optional reason in the body. No body is none; a body that is not an object
+    (``null``, a list, a number) is a 400, as the schema says."""
+    body = ReasonSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     return body.validated_data.get("reason", "")
 

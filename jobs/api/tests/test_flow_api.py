@@ -97,6 +97,17 @@ def test_bad_limits_are_400_naming_the_field(api_as, operator, body, field):
     assert not FlowChange.objects.exists()
 
 
+@pytest.mark.parametrize("body", ["null", "[]", "0", '"stop"', "false"])
+def test_a_lever_body_that_is_not_an_object_is_a_400_and_moves_nothing(api_as, operator, body):
+    """No body is no reason; a body the schema forbids is refused (fuzzing found `null`
+    taken as no body)."""
+    api = api_as(operator)
+    for path in ("/api/queues/low/pause/", "/api/types/diagnostics.noop/pause/"):
+        assert_error(api.post(path, body, content_type="application/json"), 400, "invalid")
+    assert not FlowControl.objects.exists()
+    assert api.post("/api/queues/low/pause/", content_type="application/json").status_code == 200
+
+
 def test_unknown_queues_and_types_are_404_naming_the_known_ones(api_as, operator):
     api = api_as(operator)
     refused = assert_error(api.post("/api/queues/urgent/pause/", format="json"), 404, "not_found")
