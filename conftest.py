@@ -243,6 +243,21 @@ def run_worker():
 
 
 @pytest.fixture
+def spans():
+    """Traces on in this (the test's) process, its spans kept in memory (an exporter's
+    ``get_finished_spans()``)."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from jobs.core import tracing
+
+    exporter = InMemorySpanExporter()
+    tracing.start([SimpleSpanProcessor(exporter)])
+    yield exporter
+    tracing.stop()
+
+
+@pytest.fixture
 def scheduler_tick():
     """One pass of the real rq-scheduler: move due jobs onto their queues."""
     from jobs.core import queueing

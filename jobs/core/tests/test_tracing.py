@@ -5,8 +5,6 @@ way across real processes: jobs/execution/tests/test_traces_workers.py."""
 from __future__ import annotations
 
 import pytest
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
 from jobs.core import tracing
@@ -14,14 +12,6 @@ from jobs.core.models import Job
 from jobs.core.submit import JobSpec, submit, submit_many
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def spans():
-    exporter = InMemorySpanExporter()
-    tracing.start([SimpleSpanProcessor(exporter)])
-    yield exporter
-    tracing.stop()
 
 
 def parsed(traceparent: str) -> tuple[int, int]:

@@ -17,8 +17,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rest_framework.authtoken.models import Token
 
 from conftest import answers, free_port, wait_for
@@ -120,15 +118,6 @@ def traced(endpoint: str, service: str, **more: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def submit_spans() -> Iterator[InMemorySpanExporter]:
-    """Traces on in this (the test's) process: its submits are the traces' roots."""
-    exporter = InMemorySpanExporter()
-    tracing.start([SimpleSpanProcessor(exporter)])
-    yield exporter
-    tracing.stop()
-
-
 def only(spans: list[dict]) -> dict:
     assert len(spans) == 1, [(s["name"], s["attributes"]) for s in spans]
     return spans[0]
@@ -204,9 +193,9 @@ def test_one_trace_from_the_web_submit_through_the_worker_to_the_batch_callback(
     assert submitted["start"] <= claim["start"] <= claim["end"] <= run["start"] <= run["end"] <= record["start"]
 
 
-def test_retries_and_a_redis_flush_stay_in_the_job_s_trace(spawn, collector, redis_conn, scheduler_tick, submit_spans):
+def test_retries_and_a_redis_flush_stay_in_the_job_s_trace(spawn, collector, redis_conn, scheduler_tick, spans):
     job = submit("diagnostics.sleep", {"seconds": 0, "steps": 1, "fail_mode": "temporary", "fail_times": 1}).job
-    (submitted,) = submit_spans.get_finished_spans()
+    (submitted,) = spans.get_finished_spans()
     redis_conn.flushall()  # the dispatch is gone: the row is what is left
     assert len(reconcile.run(grace_seconds=0).requeued) == 1
 
@@ -230,7 +219,7 @@ def test_retries_and_a_redis_flush_stay_in_the_job_s_trace(spawn, collector, red
     assert runs[0]["status"] == 2  # STATUS_CODE_ERROR
 
 
-def test_a_collector_that_is_down_costs_the_jobs_nothing(spawn, submit_spans):
+def test_a_collector_that_is_down_costs_the_jobs_nothing(spawn, spans):
     closed = free_port()  # nothing listens there
     # A blocking export would retry a refused connection for up to 30 s; a flush at the
     # worker's end waits at most tracing.EXIT_FLUSH_SECONDS.
@@ -250,11 +239,11 @@ def test_a_collector_that_is_down_costs_the_jobs_nothing(spawn, submit_spans):
     assert time.monotonic() - done < tracing.EXIT_FLUSH_SECONDS + 5, "the worker's exit waited on the collector"
 
 
-def test_rqs_own_forking_worker_class_exports_from_its_horses(spawn, collector, submit_spans):
+def test_rqs_own_forking_worker_class_exports_from_its_horses(spawn, collector, spans):
     """With RQ's ``Worker`` the horse claims, runs and records itself, then flushes its
     spans (at most tracing.HORSE_FLUSH_SECONDS) before its os._exit."""
     job = submit("diagnostics.sleep", {"seconds": 0, "steps": 1}).job
-    (submitted,) = submit_spans.get_finished_spans()
+    (submitted,) = spans.get_finished_spans()
     spawn("rqworker", *QUEUES, "--worker-class", "rq.Worker", "--burst", **traced(collector.endpoint, "jobdesk-rq"))
     wait_for(lambda: collector.of(job.id, "jobdesk.record"), timeout=60, what="the horse's record span")
     claim, run, record = (only(collector.of(job.id, n)) for n in ("jobdesk.claim", "jobdesk.run", "jobdesk.record"))
