@@ -48,6 +48,11 @@ EVENT = "job.event"  # the Channels handler name on consumers (``job_event``)
 _BUFFER = 10_000  # messages held per process while the layer is slow; oldest dropped first
 _SEND_TIMEOUT = 2.0  # seconds for one batch's sends before the layer is judged down
 _BATCH = 100  # messages sent at once, at most (their groups' members read in one round trip)
+# Seconds a message waits for others to go in the same send: a worker's job sends two or
+# three, and waking the relay's thread and reading the groups' members for each cost a
+# worker about as much as its whole bookkeeping besides. A drain (a work-horse's exit,
+# "active" before a horse's own messages) sends at once.
+GATHER_SECONDS = 0.01
 _RETRY_AFTER = 5.0  # seconds to drop messages after a failure before trying again
 _RESULT_SUMMARY_CHARS = 1000
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,60}")  # what a Channels group name may hold
@@ -274,6 +279,8 @@ class _Sender:
         self.buffer: collections.deque = collections.deque(maxlen=_BUFFER)
         self.lock = threading.Condition()
         self.busy = False
+        self.oldest = 0.0  # when the oldest buffered message came (monotonic)
+        self.draining = 0  # callers waiting for the buffer to go: no gathering
         self.nudging: set[str] = set()  # batches with a nudge due (BATCH_NUDGE_INTERVAL)
         self.arriving: collections.Counter[str] = collections.Counter()  # by priority, for LINE_GROUP
         self.timers: list[tuple[float, int, Any, tuple]] = []  # (due, order, function, args), a heap
@@ -289,8 +296,13 @@ class _Sender:
         with self.lock:
             if len(self.buffer) == self.buffer.maxlen:
                 dropped.count("relay_buffer")  # the oldest goes: its followers see the gap
+            if not self.buffer:
+                self.oldest = time.monotonic()
             self.buffer.append((groups, msg, kind))
-            self.lock.notify_all()
+            # The thread sleeps until the first message is due (GATHER_SECONDS) once it
+            # knows of one: wake it for the first, and for a full batch.
+            if len(self.buffer) in (1, _BATCH):
+                self.lock.notify_all()
 
     def later(self, delay: float, function, *args) -> None:
         """Call ``function(*args)`` from the relay's thread in ``delay`` seconds."""
@@ -338,11 +350,16 @@ class _Sender:
     def wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self.lock:
-            while self.buffer or self.busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.lock.wait(left)
+            self.draining += 1
+            self.lock.notify_all()  # what is gathering goes now
+            try:
+                while self.buffer or self.busy:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self.lock.wait(left)
+            finally:
+                self.draining -= 1
         return True
 
     def _run(self) -> None:
@@ -353,6 +370,10 @@ class _Sender:
                     self.busy = False
                     self.lock.notify_all()
                     self.lock.wait(self.timers[0][0] - time.monotonic() if self.timers else None)
+                    continue
+                due = self.oldest + GATHER_SECONDS - time.monotonic()
+                if due > 0 and len(self.buffer) < _BATCH and not self.draining:
+                    self.lock.wait(min(due, self.timers[0][0] - time.monotonic()) if self.timers else due)
                     continue
                 # What is buffered goes in one send (its groups' members read at once):
                 # a busy worker's messages cost a round trip per batch, not per group.

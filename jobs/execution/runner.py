@@ -42,6 +42,16 @@ Outcome = dict[str, Any]  # {"ok": True, "result": …} | {"ok": False, "categor
 
 # Jobs the worker's parent process claimed for this process (see jobs.execution.handover).
 preclaimed = Preclaims()
+# This process is a work-horse of JobdeskWorker's, which exits right after its run.
+_short_lived = False
+
+
+def in_work_horse() -> None:
+    """Called first in a forking worker's work-horse: its run's messages (progress) are
+    sent before the run returns, since the process ends right after. A long-lived
+    process lets its relay gather them (jobs.core.relay.GATHER_SECONDS)."""
+    global _short_lived
+    _short_lived = True
 
 
 def execute(job_id: str, dispatch: str) -> dict:
@@ -102,6 +112,10 @@ def run_handler(job: Job, dispatch: str) -> Outcome:
         job_type = registry.get(job.type, resolve=True)
     except SubmitError as unknown:
         return _error(AdminRequiredError(f"{unknown.message} Was the type removed from the code?"))
+    except Exception as broken:  # its module fails to import here (a broken deploy): retrying will not mend it
+        return _error(
+            AdminRequiredError(f"The code of job type {job.type!r} fails to load: {type(broken).__name__}: {broken}")
+        )
     context = JobContext(job, dispatch)
     with tracing.running(job, dispatch) as span:
         try:
@@ -117,7 +131,8 @@ def run_handler(job: Job, dispatch: str) -> Outcome:
             outcome = {"ok": True, "result": result}
         context.flush()  # the last progress report: an event of the run's span too
         tracing.ran(span, outcome)
-    relay.drain()  # a work-horse exits right after: let its progress messages out first
+    if _short_lived:
+        relay.drain()  # a work-horse exits right after: let its progress messages out first
     # With DEBUG on, Django logs every query for the life of the process; a long-lived
     # worker must not keep every job's queries (a bulk insert's SQL can be megabytes).
     if settings.DEBUG:

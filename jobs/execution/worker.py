@@ -288,15 +288,28 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             if self._claimed is not None and leasekeeper.keeper().lost():
                 self.kill_horse()
             return
+        # Forked while the relay's thread may still be sending the last job's messages:
+        # the horse touches nothing of it (a relay sender is tied to its process: the
+        # horse makes its own, with its own connections; logging's and jobs.core.dropped's
+        # locks are renewed at fork). The recorder is idle (execute_job waited for it).
         with runner.preclaimed.handing_over(ids[1]) as handover:
             super().fork_work_horse(job, queue)  # the horse never comes back here
             # The horse waits for this claim before its handler starts. The horse
             # exists now: a lease lost from here on kills it.
             try:
                 self._claimed = self._claim(job)
-            finally:
-                if not handover.send(ids[1], self._claimed):
-                    logger.warning("the work-horse died before its claim reached it", extra={"job_id": ids[0]})
+            except Exception:  # the horse claims for itself (and is refused if this one did)
+                logger.exception("claim failed", extra={"job_id": ids[0], "dispatch": ids[1]})
+            self._send_claim(handover, ids)
+
+    def _send_claim(self, handover, ids: tuple[str, str]) -> None:
+        try:
+            sent = handover.send(ids[1], self._claimed)
+        except Exception:  # the horse then claims for itself, is refused, and its attempt retried
+            logger.exception("the claim could not be handed to the work-horse", extra={"job_id": ids[0]})
+            return
+        if not sent:
+            logger.warning("the work-horse died before its claim reached it", extra={"job_id": ids[0]})
 
     def set_current_job_working_time(self, current_job_working_time, pipeline=None) -> None:
         # RQ calls this from its monitor loop while the horse runs: an unreachable Redis
@@ -338,6 +351,7 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             _die_with_parent(self._parent_pid)
             _detach_inherited_connections()
             tracing.in_work_horse()  # its spans go back to this parent with the outcome
+            runner.in_work_horse()
         except BaseException:  # never let a horse return into its parent's loop
             logger.exception("work-horse set-up failed")
             os._exit(1)
@@ -510,6 +524,9 @@ def _inline_type(job_type: str) -> bool:
         return not registry.get(job_type, resolve=True).fork
     except SubmitError:
         return False  # unknown here: the horse reports it (and dies alone if it must)
+    except Exception:  # its module fails to import here: the horse fails the attempt, counted
+        logger.exception("job type cannot be loaded", extra={"job_type": job_type})
+        return False
 
 
 def _type_and_queue(rq_job: RQJob) -> tuple[str, str] | None:

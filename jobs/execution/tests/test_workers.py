@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 from rq import Worker
 from rq.job import Job as RQJob
 
 from conftest import wait_for
-from jobs.core import actions, queueing
+from jobs.core import actions, queueing, registry
 from jobs.core.models import Job, JobEvent, Status
 from jobs.core.submit import JobSpec, submit, submit_many
 from jobs.insight import estimates
@@ -228,3 +229,46 @@ def test_an_inline_jobs_events_reach_its_follower_in_order_and_complete(alice, r
     assert any(m["type"] == "progress" and m.get("progress") == 100 for m in messages), messages
     assert messages[-1]["type"] == "completed" and code == 1000
     assert Job.objects.get(pk=job.id).result["pid"] == os.getpid()  # ran in this process
+
+
+def test_a_type_whose_code_fails_to_load_ends_its_job_not_the_worker(spawn):
+    """A broken deploy: the type's module raises at import in the worker. The job ends
+    as admin_required at its first attempt; the worker lives on. (When the claim came
+    after the fork, resolving the type first ended the worker before any claim, and the
+    reconciler sent the job to the next worker, for ever: the review's find.)"""
+    broken = "jobs.execution.tests.brokentasks.task"
+    registry.job_type(broken)(lambda ctx: None)  # known here (as on the web's side), not in the worker
+    try:
+        job = submit(broken, max_attempts=2).job
+    finally:
+        registry.unregister(broken)
+    worker = spawn("rqworker", *QUEUES, "--burst")
+    assert worker.wait(60) == 0
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.error_category) == (Status.FAILED, 1, "admin_required"), job.error_message
+    assert "fails to load: RuntimeError: this module is broken at import" in job.error_message
+    assert "found an unhandled exception" not in Path(worker.log_path).read_text()
+
+
+def test_a_claim_that_fails_after_the_fork_leaves_the_horse_to_claim_for_itself(run_worker, monkeypatch):
+    """The parent claims after forking the horse; when that claim fails (the database
+    hiccups), the horse gets no claim through the pipe and claims, runs and records the
+    job itself: one attempt, complete."""
+    from django.db import DatabaseError
+
+    from jobs.execution import runner
+    from jobs.execution.worker import JobdeskWorker
+
+    parent, claim = os.getpid(), runner.claim
+
+    def failing_in_the_parent(*args, **kwargs):
+        if os.getpid() == parent:
+            raise DatabaseError("connection lost")
+        return claim(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "claim", failing_in_the_parent)
+    job = submit("diagnostics.sleep", {"seconds": 0}).job
+    run_worker(worker_class=JobdeskWorker)  # the forking class, in this process
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.COMPLETE, 1)
+    assert job.result["pid"] != parent  # ran in a horse, which claimed it

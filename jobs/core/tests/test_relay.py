@@ -1,0 +1,50 @@
+"""The relay's sending thread against the real channel layer (Redis): what arrives within
+GATHER_SECONDS goes in one send, and a drain sends what is gathering at once."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import wait_for
+from jobs.core import relay
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def sends(monkeypatch):
+    """A relay thread of its own whose layer's sends are seen (and still made)."""
+    sender = relay._Sender()
+    seen: list[list[str]] = []
+    send_many = sender.layer.group_send_many_blocking
+
+    def counted(batch, *, timeout):
+        seen.append([group for group, _ in batch])
+        send_many(batch, timeout=timeout)
+
+    monkeypatch.setattr(sender.layer, "group_send_many_blocking", counted)
+    return sender, seen
+
+
+def test_messages_arriving_together_go_in_one_send(sends, monkeypatch):
+    monkeypatch.setattr(relay, "GATHER_SECONDS", 0.2)
+    sender, seen = sends
+    for n in range(5):
+        sender.put(("jobdesk.job.gather", relay.OPS_GROUP), {"n": n})
+    wait_for(lambda: seen, timeout=5, what="the gathered send")
+    assert sender.wait_idle(5)
+    assert seen == [["jobdesk.job.gather", relay.OPS_GROUP] * 5]
+
+
+def test_a_drain_sends_what_is_gathering_at_once(sends, monkeypatch):
+    monkeypatch.setattr(relay, "GATHER_SECONDS", 60.0)  # longer than any test waits
+    sender, seen = sends
+    sender.put(("jobdesk.job.drained",), {"n": 1})
+    time.sleep(0.2)  # long enough for an ungathered send: the message must still wait
+    assert seen == []
+    started = time.monotonic()
+    assert sender.wait_idle(5)
+    assert seen == [["jobdesk.job.drained"]]
+    assert time.monotonic() - started < 2, "the drain did not wait for the gathering"
