@@ -52,7 +52,7 @@ _BATCH = 100  # messages sent at once, at most (their groups' members read in on
 # three, and waking the relay's thread and reading the groups' members for each cost a
 # worker about as much as its whole bookkeeping besides. A drain (a work-horse's exit,
 # "active" before a horse's own messages) sends at once.
-GATHER_SECONDS = 0.01
+GATHER_SECONDS = 0.005
 _RETRY_AFTER = 5.0  # seconds to drop messages after a failure before trying again
 _RESULT_SUMMARY_CHARS = 1000
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,60}")  # what a Channels group name may hold
