@@ -192,9 +192,12 @@ class Job(models.Model):
     priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     heavy = models.BooleanField(default=False)
+    # No index of its own: job_owner_created (owner, -created_at) serves every lookup by
+    # owner, and each index is one more entry written at every move of every job.
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
-    )
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs",
+        db_index=False,
+    )  # fmt: skip
 
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=4)
@@ -369,13 +372,15 @@ class JobEvent(models.Model):
         ACTION = "action"
         NOTE = "note"
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    # Indexed by jobevent_job_created (job, created_at); the actor by jobevent_actor, only
+    # where there is one (an operator): a worker writes two events a job, with none.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events", db_index=False)
     seq = models.PositiveIntegerField(default=0)
     kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.TRANSITION)
     from_status = models.CharField(max_length=12, blank=True, default="")
     to_status = models.CharField(max_length=12, blank=True, default="")
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     actor_label = models.CharField(max_length=200, blank=True, default="", help_text="system actor, e.g. worker name")
     message = models.TextField(blank=True, default="")
@@ -387,6 +392,7 @@ class JobEvent(models.Model):
         indexes = [
             models.Index(fields=["job", "created_at"], name="jobevent_job_created"),
             models.Index(fields=["created_at"], name="jobevent_created"),
+            models.Index(fields=["actor"], condition=Q(actor__isnull=False), name="jobevent_actor"),
         ]
 
     def __str__(self) -> str:
