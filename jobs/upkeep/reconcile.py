@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
@@ -143,10 +145,15 @@ def _restore_missing_dispatches(present: set[str], changed_before: datetime, rep
 
 
 def _rescue_lost_active(now: datetime, report: Report) -> None:
-    active = list(leases.with_expiry(Job.objects.filter(status=Status.ACTIVE)))
+    # A run whose lease still holds is never lost: only the rest are read (each pass of a
+    # busy system would otherwise read every running job), and RQ's worker registry only
+    # for a run claimed before leases.
+    lapsed_or_none = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=Now())
+    suspects = Job.objects.filter(lapsed_or_none, status=Status.ACTIVE)
+    active = list(leases.with_expiry(suspects))
     if not active:
         return
-    workers = queueing.workers()
+    workers = queueing.workers() if any(job.lease_expires_at is None for job in active) else {}
     for job in active:
         reason = liveness.lost_reason(job, workers, now)
         if reason is None:

@@ -105,6 +105,24 @@ def test_a_remote_run_whose_lease_is_renewed_is_never_declared_lost_and_is_once_
     assert "lease expired" in Job.objects.get(pk=job.id).error_message
 
 
+def test_a_pass_reads_only_the_runs_whose_lease_passed_and_asks_redis_for_no_worker(monkeypatch):
+    """Runs holding their leases are not even read; RQ's worker registry is read only
+    for a run claimed before leases."""
+    jobs = [submit("diagnostics.noop").job for _ in range(3)]
+    for job in jobs:
+        lifecycle.claim(job.id, job.rq_job_id, "w")
+    expire_lease(jobs[0])
+
+    def no_registry():
+        raise AssertionError("the worker registry was read")
+
+    monkeypatch.setattr(queueing, "workers", no_registry)
+    read = []
+    monkeypatch.setattr(reconcile.liveness, "lost_reason", lambda job, *args: read.append(job.id) or "lost")
+    reconcile._rescue_lost_active(timezone.now(), reconcile.Report())
+    assert read == [jobs[0].id]
+
+
 def test_a_lease_that_passed_cannot_be_renewed_nor_can_a_run_that_was_taken_away():
     job = submit("diagnostics.noop").job
     lifecycle.claim(job.id, job.rq_job_id, "w")
