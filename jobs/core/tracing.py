@@ -228,28 +228,6 @@ def claimed(job: Job, dispatch: str, started: int | None) -> None:
     _attempts[dispatch] = span.get_span_context()
 
 
-def attempt_parent(dispatch: str) -> str:
-    """The attempt's claim span (``claimed`` here) as a W3C traceparent, "" when none:
-    for the process that runs an attempt claimed in this one (a work-horse forked
-    before its parent's claim: jobs.execution.handover)."""
-    claim = _attempts.get(dispatch)
-    if claim is None:
-        return ""
-    return f"00-{claim.trace_id:032x}-{claim.span_id:016x}-{int(claim.trace_flags):02x}"
-
-
-def adopt_attempt(dispatch: str, traceparent: str) -> None:
-    """Run an attempt claimed in another process (``attempt_parent`` there) as a child
-    of its claim span."""
-    if _tracer is None or not traceparent:
-        return
-    from opentelemetry.trace import get_current_span
-
-    claim = get_current_span(_context_of(traceparent)).get_span_context()
-    if claim.is_valid:
-        _attempts[dispatch] = claim
-
-
 @contextlib.contextmanager
 def running(job: Job, dispatch: str) -> Iterator[Span | None]:
     """The handler's run, current while it runs (a handler's own spans nest in it)."""

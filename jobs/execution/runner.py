@@ -34,14 +34,14 @@ from jobs.core.joblog import log_job
 from jobs.core.models import Job
 from jobs.execution import leasekeeper
 from jobs.execution.context import JobContext
-from jobs.execution.handover import Preclaims
 
 logger = logging.getLogger("jobs.execution.runner")
 
 Outcome = dict[str, Any]  # {"ok": True, "result": …} | {"ok": False, "category": …, "message": …, …}
 
-# Jobs the worker's parent process claimed for this process (see jobs.execution.handover).
-preclaimed = Preclaims()
+# Jobs the worker's parent process claimed before forking, by dispatch id. The
+# work-horse inherits this dict through fork(), so it knows the claim is done.
+preclaimed: dict[str, Job] = {}
 # This process is a work-horse of JobdeskWorker's, which exits right after its run.
 _short_lived = False
 
@@ -56,7 +56,7 @@ def in_work_horse() -> None:
 
 def execute(job_id: str, dispatch: str) -> dict:
     """What RQ runs. Returns the outcome (parent-claimed) or a summary (self-claimed)."""
-    job = preclaimed.take(dispatch)
+    job = preclaimed.pop(dispatch, None)
     if job is not None:
         # The parent records it; a work-horse's spans go back with the outcome.
         return tracing.hand_back(run_handler(job, dispatch))

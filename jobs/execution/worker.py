@@ -2,11 +2,9 @@
 
 A forking RQ worker runs each job in a fresh work-horse. Claiming and recording in the
 horse would cost a new database connection and a cold ORM per job — more than RQ's own
-fork. ``JobdeskWorker`` claims the row and records the outcome on the parent's
-persistent connection: the claim right after the fork, while the horse starts (the horse
-waits for it before its handler runs: jobs.execution.handover), the record after the
-horse exits; the horse only runs the handler and hands its outcome back through RQ's
-result. A horse that dies (killed, OOM, stop-job)
+fork. ``JobdeskWorker`` claims the row before the fork and records the outcome after
+the horse exits, on the parent's persistent connection; the horse only runs the handler
+and hands its outcome back through RQ's result. A horse that dies (killed, OOM, stop-job)
 is recorded by its parent at once. The horse is tied to its parent's life
 (PR_SET_PDEATHSIG), so "worker process gone" always means "job no longer running".
 
@@ -69,8 +67,6 @@ class _ParentBookkeeping(BaseWorker):
         self._inline = False  # the job in hand runs in this process (no work-horse)
         self._registration_checked = float("-inf")  # monotonic time of the last check
         self._recorder = RecordBehind()
-        self._claimed: Job | None = None  # the job in hand's claimed row
-        self._claim_after_fork = False  # the job in hand is claimed once its horse is forked
 
     def execute_job(self, job: RQJob, queue) -> None:
         self._parent_pid = os.getpid()  # read by the horse, to notice a parent already gone
@@ -85,17 +81,13 @@ class _ParentBookkeeping(BaseWorker):
         # this start (runs of one worker never overlap in their times, and a concurrency
         # limit counting active jobs does not count it).
         self._recorder.wait()
-        self._claimed = None
-        self._claim_after_fork = not self._claims_before_running(job)
+        claimed = self._claim(job)
         try:
-            if not self._claim_after_fork:
-                self._claimed = self._claim(job)
-            if self._claimed is not None and self._inline:
+            if claimed is not None and self._inline:
                 self._perform_inline(job, queue)
             else:
-                super().execute_job(job, queue)  # a forking worker claims right after its fork
+                super().execute_job(job, queue)
         finally:
-            claimed, self._claimed, self._claim_after_fork = self._claimed, None, False
             self._running = None
             self._inline = False
             if claimed is not None:
@@ -182,11 +174,6 @@ class _ParentBookkeeping(BaseWorker):
         """Does this claimed job run in this process (no work-horse)?"""
         return True
 
-    def _claims_before_running(self, rq_job: RQJob) -> bool:
-        """Claim before RQ's execution starts? Otherwise the claim comes after the
-        work-horse's fork (``JobdeskWorker.fork_work_horse``)."""
-        return True
-
     def _perform_inline(self, job: RQJob, queue) -> None:
         # RQ's SimpleWorker.execute_job: the handler runs here, under RQ's death penalty
         # (SIGALRM in this, the main thread) for its timeout.
@@ -209,8 +196,8 @@ class _ParentBookkeeping(BaseWorker):
             logger.exception("claim failed", extra={"job_id": job_id, "dispatch": dispatch})
             return None
         if claimed is not None:
-            self._inline = not self._claim_after_fork and self._runs_inline(claimed)
-            runner.preclaimed.put(dispatch, claimed)
+            self._inline = self._runs_inline(claimed)
+            runner.preclaimed[dispatch] = claimed
             leasekeeper.keeper().hold(claimed.id, dispatch, self._stop_run, claimed_at=sent)
             self._claim_relayed()
         return claimed
@@ -223,7 +210,7 @@ class _ParentBookkeeping(BaseWorker):
         """In one process the relay keeps the job's events in order by itself."""
 
     def _record(self, job: Job, rq_job: RQJob, *, lost: str) -> None:
-        runner.preclaimed.discard(job.rq_job_id)
+        runner.preclaimed.pop(job.rq_job_id, None)
         outcome = _lease_lost(lost) if lost else _outcome_in_hand(rq_job) or _outcome_of(rq_job)
         for pause in _RECORD_RETRY_PAUSES:
             try:
@@ -264,14 +251,13 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
         super().__init__(*args, **kwargs)
 
     def _runs_inline(self, job: Job) -> bool:
-        return _inline_type(job.type)
-
-    def _claims_before_running(self, rq_job: RQJob) -> bool:
-        # A job for a work-horse is claimed after the fork, while the horse starts
-        # (jobs.execution.handover). One that runs here (fork=False), or whose type the
-        # dispatch does not say (an older one), is claimed first, as before.
-        known = _type_and_queue(rq_job)
-        return known is None or _inline_type(known[0])
+        try:
+            return not registry.get(job.type, resolve=True).fork
+        except SubmitError:
+            return False  # unknown here: the horse reports it (and dies alone if it must)
+        except Exception:  # its module fails to import here: the horse fails the attempt, counted
+            logger.exception("job type cannot be loaded", extra={"job_type": job.type})
+            return False
 
     def _stop_run(self, reason: str) -> None:
         if self._inline:
@@ -280,36 +266,11 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             self.kill_horse()  # from the watchdog's thread; RQ's monitor loop then reaps it
 
     def fork_work_horse(self, job: RQJob, queue) -> None:
-        ids = _dispatch_of(job)
-        if not self._claim_after_fork or ids is None:
-            super().fork_work_horse(job, queue)
-            # The lease may have been lost between the claim and the fork (a stall in
-            # RQ's preparation), when there was no horse to kill yet: kill it now.
-            if self._claimed is not None and leasekeeper.keeper().lost():
-                self.kill_horse()
-            return
-        # Forked while the relay's thread may still be sending the last job's messages:
-        # the horse touches nothing of it (a relay sender is tied to its process: the
-        # horse makes its own, with its own connections; logging's and jobs.core.dropped's
-        # locks are renewed at fork). The recorder is idle (execute_job waited for it).
-        with runner.preclaimed.handing_over(ids[1]) as handover:
-            super().fork_work_horse(job, queue)  # the horse never comes back here
-            # The horse waits for this claim before its handler starts. The horse
-            # exists now: a lease lost from here on kills it.
-            try:
-                self._claimed = self._claim(job)
-            except Exception:  # the horse claims for itself (and is refused if this one did)
-                logger.exception("claim failed", extra={"job_id": ids[0], "dispatch": ids[1]})
-            self._send_claim(handover, ids)
-
-    def _send_claim(self, handover, ids: tuple[str, str]) -> None:
-        try:
-            sent = handover.send(ids[1], self._claimed)
-        except Exception:  # the horse then claims for itself, is refused, and its attempt retried
-            logger.exception("the claim could not be handed to the work-horse", extra={"job_id": ids[0]})
-            return
-        if not sent:
-            logger.warning("the work-horse died before its claim reached it", extra={"job_id": ids[0]})
+        super().fork_work_horse(job, queue)
+        # The lease may have been lost between the claim and the fork (a stall in RQ's
+        # preparation), when there was no horse to kill yet: kill it now.
+        if leasekeeper.keeper().lost():
+            self.kill_horse()
 
     def set_current_job_working_time(self, current_job_working_time, pipeline=None) -> None:
         # RQ calls this from its monitor loop while the horse runs: an unreachable Redis
@@ -516,17 +477,6 @@ def _die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
     prctl(_PR_SET_PDEATHSIG, sig)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
-
-
-def _inline_type(job_type: str) -> bool:
-    """Does this type run in the worker's process (``fork=False``)?"""
-    try:
-        return not registry.get(job_type, resolve=True).fork
-    except SubmitError:
-        return False  # unknown here: the horse reports it (and dies alone if it must)
-    except Exception:  # its module fails to import here: the horse fails the attempt, counted
-        logger.exception("job type cannot be loaded", extra={"job_type": job_type})
-        return False
 
 
 def _type_and_queue(rq_job: RQJob) -> tuple[str, str] | None:

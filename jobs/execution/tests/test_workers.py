@@ -233,9 +233,9 @@ def test_an_inline_jobs_events_reach_its_follower_in_order_and_complete(alice, r
 
 def test_a_type_whose_code_fails_to_load_ends_its_job_not_the_worker(spawn):
     """A broken deploy: the type's module raises at import in the worker. The job ends
-    as admin_required at its first attempt; the worker lives on. (When the claim came
-    after the fork, resolving the type first ended the worker before any claim, and the
-    reconciler sent the job to the next worker, for ever: the review's find.)"""
+    as admin_required at its first attempt; the worker lives on (a review found the
+    worker ending, and the job sent to the next worker for ever, when the type was
+    resolved before the claim)."""
     broken = "jobs.execution.tests.brokentasks.task"
     registry.job_type(broken)(lambda ctx: None)  # known here (as on the web's side), not in the worker
     try:
@@ -250,10 +250,9 @@ def test_a_type_whose_code_fails_to_load_ends_its_job_not_the_worker(spawn):
     assert "found an unhandled exception" not in Path(worker.log_path).read_text()
 
 
-def test_a_claim_that_fails_after_the_fork_leaves_the_horse_to_claim_for_itself(run_worker, monkeypatch):
-    """The parent claims after forking the horse; when that claim fails (the database
-    hiccups), the horse gets no claim through the pipe and claims, runs and records the
-    job itself: one attempt, complete."""
+def test_a_claim_that_fails_in_the_parent_leaves_the_horse_to_claim_for_itself(run_worker, monkeypatch):
+    """When the parent's claim fails (the database hiccups), the horse it forks anyway
+    claims, runs and records the job itself: one attempt, complete."""
     from django.db import DatabaseError
 
     from jobs.execution import runner
