@@ -60,3 +60,23 @@ def test_sqlite_default_uses_wal_immediate_and_busy_timeout():
         assert cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert cursor.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
     assert connection.transaction_mode == "IMMEDIATE"
+
+
+PROBE = (
+    "import os, sys; sys.argv = ['manage.py', *sys.argv[1:]]; "
+    "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); "
+    "import django; django.setup(); "
+    "from django.core.management import get_commands; "
+    "print(get_commands()['runserver'], 'daphne.server' in sys.modules)"
+)
+
+
+@pytest.mark.parametrize(
+    "command, expected", [("runserver", "daphne True"), ("rqworker", "django.contrib.staticfiles False")]
+)
+def test_only_runserver_loads_daphne(command, expected):
+    """runserver serves ASGI through daphne; every other process (workers, the scheduler,
+    the uvicorn web tier) starts without Twisted's reactor (0.2 s and 18 MiB each)."""
+    result = run([sys.executable, "-c", PROBE, command])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
