@@ -1,5 +1,5 @@
 """The operations console in a real browser: Playwright driving Debian's
-Chromium against daphne, with a real worker and the Redis channel layer.
+Chromium against the web tier (uvicorn), with a real worker and the Redis channel layer.
 
 Screenshots of the dashboard and a job page are saved as artefacts; the test prints
 where (``SCREENSHOT_DIR``, default ``var/screenshots``). Without /usr/bin/chromium the

@@ -1,4 +1,4 @@
-"""Live progress end to end, with real processes: daphne serving config.asgi,
+"""Live progress end to end, with real processes: the web tier (uvicorn) serving config.asgi,
 a real rqworker, the Redis channel layer and real WebSocket clients (``websockets``)."""
 
 from __future__ import annotations

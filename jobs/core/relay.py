@@ -13,6 +13,7 @@ clients that reconnect get a snapshot from the database, so nothing is lost for 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
 import heapq
@@ -443,6 +444,12 @@ class _Sender:
 
 _current: _Sender | None = None
 _create_lock = threading.Lock()
+# A process that ends normally sends what it still holds first (a script or a command that
+# ends right after a move; the relay's thread is a daemon and dies with the process). A
+# work-horse leaves through os._exit and drains itself; in it, the parent's sender is not
+# its own (``drain`` checks the pid).
+_EXIT_DRAIN_SECONDS = 1.0
+atexit.register(drain, _EXIT_DRAIN_SECONDS)
 
 
 def _sender() -> _Sender:

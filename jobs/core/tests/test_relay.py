@@ -1,11 +1,16 @@
 """The relay's sending thread against the real channel layer (Redis): what arrives within
-GATHER_SECONDS goes in one send, and a drain sends what is gathering at once."""
+GATHER_SECONDS goes in one send, a drain sends what is gathering at once, and a process
+that ends right after relaying still sends."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 
 from conftest import wait_for
 from jobs.core import relay
@@ -48,3 +53,20 @@ def test_a_drain_sends_what_is_gathering_at_once(sends, monkeypatch):
     assert sender.wait_idle(5)
     assert seen == [["jobdesk.job.drained"]]
     assert time.monotonic() - started < 2, "the drain did not wait for the gathering"
+
+
+def test_a_process_that_relays_and_ends_at_once_still_sends(spawn):
+    """A script (or a command ending right after a move) that relays and ends: its relay
+    thread is a daemon, so the exit itself sends what is held (a review found every such
+    message lost, with or without the gathering)."""
+    layer = get_channel_layer()
+    for _ in range(3):
+        job_id = str(uuid.uuid4())
+        channel = async_to_sync(layer.new_channel)()
+        async_to_sync(layer.group_add)(relay.job_group(job_id), channel)
+        assert spawn("-m", "jobs.core.tests.relayonce", job_id).wait(60) == 0
+
+        async def receive(channel=channel):
+            return await asyncio.wait_for(layer.receive(channel), 5)
+
+        assert async_to_sync(receive)()["event"]["job_id"] == job_id
