@@ -146,8 +146,12 @@ def _follow_up_on_commit(job: Job, follow_up: FollowUp) -> None:
     previous = getattr(job, "previous_dispatch", ""), getattr(job, "previous_priority", job.priority)
     was = getattr(job, "previous_status", "")
 
+    # A move that queues the job tells its followers without the relay's gathering:
+    # another worker may claim it at once, and its "active" must not overtake this.
+    queues = follow_up in (FollowUp.REPLACE, FollowUp.DISPATCH, FollowUp.RETURN)
+
     def after_commit() -> None:
-        relay.send(msg)
+        relay.send(msg, at_once=queues)
         if follow_up is FollowUp.STOP_OR_WITHDRAW:
             if was == Status.ACTIVE:
                 queueing.stop(previous[0])

@@ -234,9 +234,11 @@ def _announce(jobs: list[Job]) -> None:
     )
 
 
-def send(msg: dict) -> None:
+def send(msg: dict, *, at_once: bool = False) -> None:
     """Queue a message for its groups. Never raises: a job's move has already happened,
-    and telling clients about it must not turn into the move's error."""
+    and telling clients about it must not turn into the move's error. ``at_once``: no
+    gathering (the job is about to be queued: another process may claim it and relay
+    "active" within milliseconds)."""
     groups = [job_group(msg["job_id"]), OPS_GROUP]
     for field in registry.subject_fields():
         value = msg.get(field)
@@ -244,7 +246,7 @@ def send(msg: dict) -> None:
             groups.append(subject_group(field, value))
     try:
         sender = _sender()
-        sender.put(tuple(groups), msg)
+        sender.put(tuple(groups), msg, at_once=at_once)
         if msg.get("batch_id"):
             sender.nudge(msg["batch_id"])
     except Exception:
@@ -293,16 +295,18 @@ class _Sender:
         self.layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
         threading.Thread(target=self._run, name="jobdesk-relay", daemon=True).start()
 
-    def put(self, groups: tuple[str, ...], msg: dict, kind: str = EVENT) -> None:
+    def put(self, groups: tuple[str, ...], msg: dict, kind: str = EVENT, *, at_once: bool = False) -> None:
         with self.lock:
             if len(self.buffer) == self.buffer.maxlen:
                 dropped.count("relay_buffer")  # the oldest goes: its followers see the gap
             if not self.buffer:
                 self.oldest = time.monotonic()
+            if at_once:
+                self.oldest = float("-inf")  # due now, with what is gathering
             self.buffer.append((groups, msg, kind))
             # The thread sleeps until the first message is due (GATHER_SECONDS) once it
-            # knows of one: wake it for the first, and for a full batch.
-            if len(self.buffer) in (1, _BATCH):
+            # knows of one: wake it for the first, for one due now, and for a full batch.
+            if at_once or len(self.buffer) in (1, _BATCH):
                 self.lock.notify_all()
 
     def later(self, delay: float, function, *args) -> None:

@@ -55,6 +55,15 @@ def test_a_drain_sends_what_is_gathering_at_once(sends, monkeypatch):
     assert time.monotonic() - started < 2, "the drain did not wait for the gathering"
 
 
+def test_a_message_sent_at_once_does_not_wait_for_the_gathering(sends, monkeypatch):
+    monkeypatch.setattr(relay, "GATHER_SECONDS", 60.0)
+    sender, seen = sends
+    sender.put(("jobdesk.job.gathering",), {"n": 1})
+    sender.put(("jobdesk.job.queued",), {"n": 2}, at_once=True)  # a job being queued: it goes now, with the rest
+    wait_for(lambda: seen, timeout=5, what="the send at once")
+    assert seen == [["jobdesk.job.gathering", "jobdesk.job.queued"]]
+
+
 def test_a_process_that_relays_and_ends_at_once_still_sends(spawn):
     """A script (or a command ending right after a move) that relays and ends: its relay
     thread is a daemon, so the exit itself sends what is held (a review found every such
