@@ -368,7 +368,7 @@ def test_a_lost_final_message_is_made_good_by_the_periodic_reread(alice, setting
         communicator, _ = await connect(f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(alice)])
         first = await communicator.receive_json_from(timeout=5)
         # The job ends and its message is lost on the way (the layer dropped it).
-        monkeypatch.setattr(relay, "send", lambda message: None)
+        monkeypatch.setattr(relay, "send", lambda message, **how: None)
         await sync_to_async(lifecycle.cancel)(job.id)
         rest, code = await follow(communicator, timeout=5)
         return first, rest, code
