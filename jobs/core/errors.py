@@ -79,6 +79,11 @@ class SubmitError(Exception):
         self.hint = hint
 
 
+class TypeLoadFailed(SubmitError):
+    """A type's code fails to load in this process (its module raises at import: a broken
+    deploy). Worker side: its job ends admin_required, since retrying will not mend it."""
+
+
 class PayloadTooLarge(SubmitError):
     """A payload over MAX_PAYLOAD_BYTES (413): big data travels by reference."""
 

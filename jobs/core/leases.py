@@ -64,8 +64,11 @@ def still_running(job_id) -> bool:
     return Job.objects.filter(pk=job_id, lease_expires_at__gt=Now()).exists()
 
 
-def with_expiry(active):
-    """``active`` jobs annotated with ``lease_expired`` (True/False; None: no lease),
-    judged on the database's clock."""
+def lapsed_or_unleased(active):
+    """Those of the ``active`` jobs whose lease has passed or that have none (claimed
+    before leases) — a run whose lease holds is never lost — annotated with
+    ``lease_expired`` (True; None: no lease), judged on the database's clock."""
     expired = ExpressionWrapper(Q(lease_expires_at__lte=Now()), output_field=BooleanField())
-    return active.annotate(lease_expired=expired)
+    return active.filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=Now())).annotate(
+        lease_expired=expired
+    )

@@ -47,7 +47,7 @@ CLAIM_GRACE = timedelta(seconds=10)
 def lost_reason(job: Job, workers: dict[str, WorkerState], now: datetime) -> str | None:
     """Why ``job`` (active) has nobody running it any more, or None if its run goes on.
 
-    Its lease decides (``job.lease_expired``: ``jobs.core.leases.with_expiry``, on the
+    Its lease decides (``job.lease_expired``: ``jobs.core.leases.lapsed_or_unleased``, on the
     database's clock), on this host as on any other: a run whose lease has passed has
     been stopped by its own worker's watchdog, or its worker is gone or cut off. A pid
     is no proof across hosts — two machines may share a hostname — so none is trusted.

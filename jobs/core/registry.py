@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 
 from jobs.core import cron_times, rates
-from jobs.core.errors import PayloadTooLarge, SubmitError
+from jobs.core.errors import PayloadTooLarge, SubmitError, TypeLoadFailed
 from jobs.core.models import Priority
 
 Handler = Callable[[Any], Any]  # receives a jobs.execution.context.JobContext
@@ -238,7 +238,13 @@ def get(name: str, *, resolve: bool = False) -> JobType:
     job) asks the resolvers for a type this process has not seen yet."""
     if name not in _types and resolve:
         for resolver in _resolvers:
-            resolver(name)
+            try:
+                resolver(name)
+            except Exception as broken:  # not "unknown" (a resolver returns for that): its code is broken
+                raise TypeLoadFailed(
+                    f"The code of job type {name!r} fails to load: {type(broken).__name__}: {broken}",
+                    field="type", hint="Fix the module that declares it and deploy again.",
+                ) from broken  # fmt: skip
     try:
         return _types[name]
     except KeyError:

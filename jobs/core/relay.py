@@ -374,11 +374,11 @@ class _Sender:
                 if not self.buffer:
                     self.busy = False
                     self.lock.notify_all()
-                    self.lock.wait(self.timers[0][0] - time.monotonic() if self.timers else None)
+                    self._sleep(until=None)
                     continue
-                due = self.oldest + GATHER_SECONDS - time.monotonic()
-                if due > 0 and len(self.buffer) < _BATCH and not self.draining:
-                    self.lock.wait(min(due, self.timers[0][0] - time.monotonic()) if self.timers else due)
+                due = self.oldest + GATHER_SECONDS
+                if due > time.monotonic() and len(self.buffer) < _BATCH and not self.draining:
+                    self._sleep(until=due)
                     continue
                 # What is buffered goes in one send (its groups' members read at once):
                 # a busy worker's messages cost a round trip per batch, not per group.
@@ -388,6 +388,12 @@ class _Sender:
                 self._send(batch)
             except Exception:  # never let the thread die: later messages must still go
                 logger.exception("relay send failed")
+
+    def _sleep(self, until: float | None) -> None:
+        """Wait (the lock held) for a put, a drain, the next timer or ``until`` (monotonic
+        time; None: no limit of its own)."""
+        limits = [limit for limit in (until, self.timers[0][0] if self.timers else None) if limit is not None]
+        self.lock.wait(min(limits) - time.monotonic() if limits else None)
 
     def _fire_due_timers(self) -> None:
         now = time.monotonic()

@@ -28,6 +28,7 @@ from jobs.core.errors import (
     JobNotFound,
     SubmitError,
     TransitionError,
+    TypeLoadFailed,
     UserFixableError,
 )
 from jobs.core.joblog import log_job
@@ -47,11 +48,13 @@ _short_lived = False
 
 
 def in_work_horse() -> None:
-    """Called first in a forking worker's work-horse: its run's messages (progress) are
-    sent before the run returns, since the process ends right after. A long-lived
-    process lets its relay gather them (jobs.core.relay.GATHER_SECONDS)."""
+    """Called first in a forking worker's work-horse, which ends right after its run: its
+    spans go back to the parent with the outcome, and its run's messages (progress) are
+    sent before the run returns. A long-lived process lets its relay gather them
+    (jobs.core.relay.GATHER_SECONDS)."""
     global _short_lived
     _short_lived = True
+    tracing.in_work_horse()
 
 
 def execute(job_id: str, dispatch: str) -> dict:
@@ -110,12 +113,10 @@ def run_handler(job: Job, dispatch: str) -> Outcome:
     through the context (progress, cancel checks) if the handler uses them."""
     try:
         job_type = registry.get(job.type, resolve=True)
+    except TypeLoadFailed as broken:  # a broken deploy: retrying will not mend it
+        return _error(AdminRequiredError(broken.message))
     except SubmitError as unknown:
         return _error(AdminRequiredError(f"{unknown.message} Was the type removed from the code?"))
-    except Exception as broken:  # its module fails to import here (a broken deploy): retrying will not mend it
-        return _error(
-            AdminRequiredError(f"The code of job type {job.type!r} fails to load: {type(broken).__name__}: {broken}")
-        )
     context = JobContext(job, dispatch)
     with tracing.running(job, dispatch) as span:
         try:

@@ -253,10 +253,7 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
     def _runs_inline(self, job: Job) -> bool:
         try:
             return not registry.get(job.type, resolve=True).fork
-        except SubmitError:
-            return False  # unknown here: the horse reports it (and dies alone if it must)
-        except Exception:  # its module fails to import here: the horse fails the attempt, counted
-            logger.exception("job type cannot be loaded", extra={"job_type": job.type})
+        except SubmitError:  # unknown here, or its code fails to load: the horse reports it
             return False
 
     def _stop_run(self, reason: str) -> None:
@@ -311,7 +308,6 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
         try:
             _die_with_parent(self._parent_pid)
             _detach_inherited_connections()
-            tracing.in_work_horse()  # its spans go back to this parent with the outcome
             runner.in_work_horse()
         except BaseException:  # never let a horse return into its parent's loop
             logger.exception("work-horse set-up failed")

@@ -14,8 +14,6 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
-from django.db.models.functions import Now
 from django.utils import timezone
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
@@ -145,12 +143,10 @@ def _restore_missing_dispatches(present: set[str], changed_before: datetime, rep
 
 
 def _rescue_lost_active(now: datetime, report: Report) -> None:
-    # A run whose lease still holds is never lost: only the rest are read (each pass of a
-    # busy system would otherwise read every running job), and RQ's worker registry only
-    # for a run claimed before leases.
-    lapsed_or_none = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=Now())
-    suspects = Job.objects.filter(lapsed_or_none, status=Status.ACTIVE)
-    active = list(leases.with_expiry(suspects))
+    # Only runs whose lease does not hold are read (each pass of a busy system would
+    # otherwise read every running job), and RQ's worker registry only for a run claimed
+    # before leases.
+    active = list(leases.lapsed_or_unleased(Job.objects.filter(status=Status.ACTIVE)))
     if not active:
         return
     workers = queueing.workers() if any(job.lease_expires_at is None for job in active) else {}
