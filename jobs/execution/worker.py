@@ -44,7 +44,6 @@ logger = logging.getLogger("jobs.execution.worker")
 _inherited_connections: list = []
 _PR_SET_PDEATHSIG = 1
 MONITOR_INTERVAL = 2  # seconds between the parent's checks on a running horse
-_CLAIM_RELAY_WAIT = 0.2  # seconds; a channel layer that is down is skipped at once
 _RECORD_RETRY_PAUSES = (0.5, 1, 2, 4, 8, 15, 30)  # about a minute of database trouble
 # Seconds a stopping worker waits for the outcome it is recording: as long as the record
 # itself keeps trying through database trouble, and some.
@@ -249,6 +248,13 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("job_monitoring_interval", MONITOR_INTERVAL)
         super().__init__(*args, **kwargs)
+        self._handover: int | None = None  # the relay's handover to the next horse (relay.handover)
+
+    def execute_job(self, job: RQJob, queue) -> None:
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self._close_handover()  # not forked after all (refused, or RQ failed before the fork)
 
     def _runs_inline(self, job: Job) -> bool:
         try:
@@ -263,7 +269,10 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             self.kill_horse()  # from the watchdog's thread; RQ's monitor loop then reaps it
 
     def fork_work_horse(self, job: RQJob, queue) -> None:
-        super().fork_work_horse(job, queue)
+        try:
+            super().fork_work_horse(job, queue)
+        finally:
+            self._close_handover()  # the horse has its own copy
         # The lease may have been lost between the claim and the fork (a stall in RQ's
         # preparation), when there was no horse to kill yet: kill it now.
         if leasekeeper.keeper().lost():
@@ -279,10 +288,16 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             logger.warning("redis unreachable while a job runs", extra={"worker": self.name})
 
     def _claim_relayed(self) -> None:
-        # The horse relays progress from its own process: let "active" out first, so
-        # followers get the job's events in order. (Inline, one process keeps the order.)
+        # The horse relays progress from its own process: its relay waits for "active" to
+        # be out first, so followers get the job's events in order — while this process
+        # forks, not before. (Inline, one process keeps the order.)
         if not self._inline:
-            relay.drain(_CLAIM_RELAY_WAIT)
+            self._handover = relay.handover()
+
+    def _close_handover(self) -> None:
+        if self._handover is not None:
+            os.close(self._handover)
+            self._handover = None
 
     def get_heartbeat_ttl(self, job: RQJob) -> int:
         if self._inline:
@@ -309,6 +324,7 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             _die_with_parent(self._parent_pid)
             _detach_inherited_connections()
             runner.in_work_horse()
+            relay.follow_parent(self._handover)
         except BaseException:  # never let a horse return into its parent's loop
             logger.exception("work-horse set-up failed")
             os._exit(1)

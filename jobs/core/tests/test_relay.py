@@ -1,10 +1,14 @@
 """The relay's sending thread against the real channel layer (Redis): what arrives within
-GATHER_SECONDS goes in one send, a drain sends what is gathering at once, and a process
-that ends right after relaying still sends."""
+GATHER_SECONDS goes in one send, a drain sends what is gathering at once, a process
+that ends right after relaying still sends, and a work-horse's relay waits for its
+parent's messages to go first (a handover)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import select
+import threading
 import time
 import uuid
 
@@ -79,3 +83,53 @@ def test_a_process_that_relays_and_ends_at_once_still_sends(spawn):
             return await asyncio.wait_for(layer.receive(channel), 5)
 
         assert async_to_sync(receive)()["event"]["job_id"] == job_id
+
+
+def test_a_handover_opens_once_what_was_relayed_before_it_is_gone(sends, monkeypatch):
+    sender, seen = sends
+    release = threading.Event()
+    counted = sender.layer.group_send_many_blocking
+
+    def held(batch, *, timeout):
+        release.wait(5)
+        counted(batch, timeout=timeout)
+
+    monkeypatch.setattr(sender.layer, "group_send_many_blocking", held)
+    sender.put(("jobdesk.job.before-the-fork",), {"n": 1})
+    read_end = sender.handover()
+    assert read_end is not None
+    try:
+        readable, _, _ = select.select([read_end], [], [], 0.2)
+        assert readable == [], "opened while the message before it was still being sent"
+        release.set()
+        readable, _, _ = select.select([read_end], [], [], 5)
+        assert readable == [read_end]
+        assert seen == [["jobdesk.job.before-the-fork"]]
+    finally:
+        os.close(read_end)
+    assert sender.handover() is None, "nothing left to send: nothing to wait for"
+
+
+def test_a_work_horses_relay_sends_nothing_before_its_parents_handover(monkeypatch):
+    monkeypatch.setattr(relay, "HANDOVER_WAIT", 60.0)  # longer than any test waits
+    read_end, write_end = os.pipe()
+    relay.follow_parent(read_end)  # as a work-horse does first
+    horse = relay._Sender()
+    seen: list[list[str]] = []
+    send_many = horse.layer.group_send_many_blocking
+
+    def counted(batch, *, timeout):
+        seen.append([group for group, _ in batch])
+        send_many(batch, timeout=timeout)
+
+    monkeypatch.setattr(horse.layer, "group_send_many_blocking", counted)
+    try:
+        horse.put(("jobdesk.job.horse",), {"progress": 10}, at_once=True)
+        time.sleep(0.2)  # long enough for a send at once: it must still wait for the parent
+        assert seen == []
+        os.write(write_end, b"x")  # the parent's messages are gone
+        wait_for(lambda: seen, timeout=5, what="the horse's send after the handover")
+        assert seen == [["jobdesk.job.horse"]]
+    finally:
+        os.close(write_end)
+        relay.follow_parent(None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -229,6 +230,44 @@ def test_an_inline_jobs_events_reach_its_follower_in_order_and_complete(alice, r
     assert any(m["type"] == "progress" and m.get("progress") == 100 for m in messages), messages
     assert messages[-1]["type"] == "completed" and code == 1000
     assert Job.objects.get(pk=job.id).result["pid"] == os.getpid()  # ran in this process
+
+
+def test_a_forked_jobs_progress_follows_its_active_message_when_the_parents_send_is_slow(
+    alice, run_worker, settings, monkeypatch
+):
+    """The parent no longer waits for "active" to be sent before it forks: the horse's
+    relay waits for it instead (relay.handover). With the parent's sends slowed, a horse
+    that reports at once still reaches its follower after "active", in seq order."""
+    from asgiref.sync import async_to_sync, sync_to_async
+
+    from jobs.core import relay
+    from jobs.execution.worker import JobdeskWorker
+    from jobs.live.tests.test_websockets import connect, follow, token_header
+
+    settings.PROGRESS_WRITE_INTERVAL = 0  # every report written and relayed
+    parent, send = os.getpid(), relay._Sender._send
+
+    def slow_in_the_parent(self, batch):
+        if os.getpid() == parent:
+            time.sleep(0.1)  # within relay.HANDOVER_WAIT
+        send(self, batch)
+
+    monkeypatch.setattr(relay._Sender, "_send", slow_in_the_parent)
+    job = submit("diagnostics.sleep", {"seconds": 0, "steps": 3}, owner=alice).job
+
+    @async_to_sync
+    async def watch():
+        communicator, _ = await connect(f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(alice)])
+        await sync_to_async(run_worker)(worker_class=JobdeskWorker)
+        return await follow(communicator)
+
+    messages, code = watch()
+    assert [m["type"] for m in messages] == ["snapshot", "status"] + ["progress"] * 3 + ["completed"], messages
+    assert messages[1]["status"] == Status.ACTIVE
+    seqs = [m["seq"] for m in messages]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "one more per event, no gap"
+    assert Job.objects.get(pk=job.id).result["pid"] != os.getpid()  # ran in a work-horse
+    assert code == 1000
 
 
 def test_a_type_whose_code_fails_to_load_ends_its_job_not_the_worker(spawn):
