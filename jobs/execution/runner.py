@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import pickle
 import traceback
 from typing import Any
 
@@ -45,16 +47,54 @@ Outcome = dict[str, Any]  # {"ok": True, "result": …} | {"ok": False, "categor
 preclaimed: dict[str, Job] = {}
 # This process is a work-horse of JobdeskWorker's, which exits right after its run.
 _short_lived = False
+# In such a horse: the write end of the pipe its parent reads the outcome from.
+_to_parent: int | None = None
+# The length prefix of an outcome handed to the parent: its pickle's size in bytes.
+_FRAME = 4
 
 
-def in_work_horse() -> None:
+def in_work_horse(outcome_pipe: int | None = None) -> None:
     """Called first in a forking worker's work-horse, which ends right after its run: its
-    spans go back to the parent with the outcome, and its run's messages (progress) are
-    sent before the run returns. A long-lived process lets its relay gather them
-    (jobs.core.relay.GATHER_SECONDS)."""
-    global _short_lived
-    _short_lived = True
+    spans go back to the parent with the outcome, written to ``outcome_pipe``; and its
+    run's messages (progress) are sent before the run returns. A long-lived process lets
+    its relay gather them (jobs.core.relay.GATHER_SECONDS)."""
+    global _short_lived, _to_parent
+    _short_lived, _to_parent = True, outcome_pipe
     tracing.in_work_horse()
+
+
+def _hand_to_parent(outcome: Outcome) -> None:
+    """Write the outcome to the parent's pipe, whole or not at all (a pipe holds 64 KiB
+    when nobody reads it): the parent then need not read it back from RQ's result in
+    Redis — a round trip, and an outcome lost when Redis was flushed or down meanwhile.
+    What does not fit, the parent reads from RQ's result as before."""
+    if _to_parent is None:
+        return
+    try:
+        data = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        os.set_blocking(_to_parent, False)
+        os.write(_to_parent, len(data).to_bytes(_FRAME, "big") + data)  # a partial write is ignored: too short
+    except Exception:  # too big for the pipe (or not picklable: RQ's result says why): the parent reads RQ's
+        logger.debug("outcome not handed to the parent", exc_info=True)
+
+
+def outcome_from_horse(read_end: int) -> Outcome | None:
+    """In the parent, once its horse has exited: the outcome the horse wrote to the pipe
+    (``_hand_to_parent``), or None when it wrote none whole (it died first, or the outcome
+    did not fit). Closes ``read_end``."""
+    chunks = []
+    try:
+        os.set_blocking(read_end, False)
+        while chunk := os.read(read_end, 1 << 16):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass  # all there is: the horse has exited
+    finally:
+        os.close(read_end)
+    data = b"".join(chunks)
+    if len(data) < _FRAME or len(data) != _FRAME + int.from_bytes(data[:_FRAME], "big"):
+        return None
+    return pickle.loads(data[_FRAME:])  # written by this worker's own child, from this code
 
 
 def execute(job_id: str, dispatch: str) -> dict:
@@ -62,7 +102,9 @@ def execute(job_id: str, dispatch: str) -> dict:
     job = preclaimed.pop(dispatch, None)
     if job is not None:
         # The parent records it; a work-horse's spans go back with the outcome.
-        return tracing.hand_back(run_handler(job, dispatch))
+        outcome = tracing.hand_back(run_handler(job, dispatch))
+        _hand_to_parent(outcome)
+        return outcome
     tracing.export_from_here()  # nobody takes this process's spans back
     sent = leasekeeper.now()
     job = claim(job_id, dispatch, queueing.current_worker_name())

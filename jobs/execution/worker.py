@@ -96,15 +96,20 @@ class _ParentBookkeeping(BaseWorker):
                 # over: a SIGTERM now (RQ's warm shutdown) must not drop the record.
                 idle, self._state = self._state, WorkerStatus.BUSY
                 lost = leasekeeper.keeper().disarm()
-                self._recorder.record_behind(self._record_and_release, claimed, job, lost)
+                handed = self._outcome_from_horse()
+                self._recorder.record_behind(self._record_and_release, claimed, job, lost, handed)
                 self._state = idle
 
-    def _record_and_release(self, claimed: Job, rq_job: RQJob, lost: str) -> None:
+    def _outcome_from_horse(self) -> runner.Outcome | None:
+        """The outcome a work-horse handed back through its pipe (JobdeskWorker)."""
+        return None
+
+    def _record_and_release(self, claimed: Job, rq_job: RQJob, lost: str, handed: runner.Outcome | None) -> None:
         # The next hold comes only after this (the claim waits for the record): the
         # keeper's hold released here is still this run's.
         try:
             _drop_broken_connection()
-            self._record(claimed, rq_job, lost=lost)
+            self._record(claimed, rq_job, lost=lost, handed=handed)
         finally:
             leasekeeper.keeper().release()
 
@@ -208,9 +213,9 @@ class _ParentBookkeeping(BaseWorker):
     def _claim_relayed(self) -> None:
         """In one process the relay keeps the job's events in order by itself."""
 
-    def _record(self, job: Job, rq_job: RQJob, *, lost: str) -> None:
+    def _record(self, job: Job, rq_job: RQJob, *, lost: str, handed: runner.Outcome | None = None) -> None:
         runner.preclaimed.pop(job.rq_job_id, None)
-        outcome = _lease_lost(lost) if lost else _outcome_in_hand(rq_job) or _outcome_of(rq_job)
+        outcome = _lease_lost(lost) if lost else _outcome_in_hand(rq_job) or handed or _outcome_of(rq_job)
         for pause in _RECORD_RETRY_PAUSES:
             try:
                 runner.record(job, job.rq_job_id, outcome)
@@ -249,12 +254,25 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
         kwargs.setdefault("job_monitoring_interval", MONITOR_INTERVAL)
         super().__init__(*args, **kwargs)
         self._handover: int | None = None  # the relay's handover to the next horse (relay.handover)
+        self._from_horse: int | None = None  # the read end of the horse's outcome pipe
+        self._to_parent: int | None = None  # its write end, the horse's
 
     def execute_job(self, job: RQJob, queue) -> None:
         try:
             super().execute_job(job, queue)
         finally:
             self._close_handover()  # not forked after all (refused, or RQ failed before the fork)
+            self._close_outcome_pipe()
+
+    def _outcome_from_horse(self) -> runner.Outcome | None:
+        read_end, self._from_horse = self._from_horse, None
+        return None if read_end is None else runner.outcome_from_horse(read_end)
+
+    def _close_outcome_pipe(self) -> None:
+        for end in (self._from_horse, self._to_parent):
+            if end is not None:
+                os.close(end)
+        self._from_horse = self._to_parent = None
 
     def _runs_inline(self, job: Job) -> bool:
         try:
@@ -269,10 +287,17 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             self.kill_horse()  # from the watchdog's thread; RQ's monitor loop then reaps it
 
     def fork_work_horse(self, job: RQJob, queue) -> None:
+        # The horse hands its outcome back through a pipe of its own (runner.outcome_from_horse).
+        ids = _dispatch_of(job)
+        if ids is not None and ids[1] in runner.preclaimed:  # claimed here: the horse only runs it
+            self._from_horse, self._to_parent = os.pipe()
         try:
             super().fork_work_horse(job, queue)
         finally:
             self._close_handover()  # the horse has its own copy
+            if self._to_parent is not None:
+                os.close(self._to_parent)
+                self._to_parent = None
         # The lease may have been lost between the claim and the fork (a stall in RQ's
         # preparation), when there was no horse to kill yet: kill it now.
         if leasekeeper.keeper().lost():
@@ -323,7 +348,7 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
         try:
             _die_with_parent(self._parent_pid)
             _detach_inherited_connections()
-            runner.in_work_horse()
+            runner.in_work_horse(self._to_parent)
             relay.follow_parent(self._handover)
         except BaseException:  # never let a horse return into its parent's loop
             logger.exception("work-horse set-up failed")

@@ -270,6 +270,31 @@ def test_a_forked_jobs_progress_follows_its_active_message_when_the_parents_send
     assert code == 1000
 
 
+def test_a_forked_runs_outcome_reaches_its_parent_even_when_rqs_result_is_lost(run_worker, monkeypatch):
+    """The horse hands its outcome to its parent through a pipe: the parent does not read
+    it back from RQ's result in Redis (a round trip per job, and a run that succeeded was
+    recorded as a dead horse, and retried, when that result was gone — a flush)."""
+    from jobs.execution.worker import JobdeskWorker
+
+    monkeypatch.setattr(RQJob, "latest_result", lambda self, *args, **kwargs: None)  # as after a FLUSHALL
+    job = submit("diagnostics.sleep", {"seconds": 0, "steps": 1, "result": {"order": "A-1042"}}).job
+    run_worker(worker_class=JobdeskWorker)
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.COMPLETE, 1), job.error_message
+    assert job.result["result"] == {"order": "A-1042"} and job.result["pid"] != os.getpid()  # from a work-horse
+
+
+def test_an_outcome_too_big_for_the_pipe_is_read_from_rqs_result(run_worker):
+    from jobs.execution.worker import JobdeskWorker
+
+    big = "x" * 200_000  # more than a pipe holds
+    job = submit("diagnostics.sleep", {"seconds": 0, "steps": 1, "result": big}).job
+    run_worker(worker_class=JobdeskWorker)
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.COMPLETE, 1), job.error_message
+    assert job.result["result"] == big
+
+
 def test_a_type_whose_code_fails_to_load_ends_its_job_not_the_worker(spawn):
     """A broken deploy: the type's module raises at import in the worker. The job ends
     as admin_required at its first attempt; the worker lives on (a review found the
