@@ -24,7 +24,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 from django.db.models import Field, JSONField
 from django.db.models.expressions import Col
 
-from jobs.core.models import Job, JobEvent
+from jobs.core.models import Job, JobEvent, PayloadText
 
 logger = logging.getLogger("jobs.core.fastpath")
 
@@ -51,42 +51,57 @@ def available() -> bool:
 
 
 _CREATE_SQL = """
-WITH job AS (INSERT INTO {job} ({job_columns}) VALUES ({job_values}) RETURNING 1)
+WITH job AS (INSERT INTO {job} ({job_columns}) VALUES ({job_values}) RETURNING 1){text}
 INSERT INTO {event} ({event_columns}) SELECT {event_values} FROM job
 """
+_TEXT_SQL = """, text AS (INSERT INTO {table} ({columns}) SELECT {values} FROM job)"""
 
 
-def create(job: Job, event: JobEvent) -> None:
-    """Insert a new job and its first event (``event.job`` is ``job``) as one statement.
-    Every column the ORM would write, as the ORM prepares it: a field added to either
-    model is written here too."""
+def create(job: Job, event: JobEvent, text: PayloadText | None = None) -> None:
+    """Insert a new job, its first event (``event.job`` is ``job``) and its payload's
+    searchable text, if any (``text.job`` is ``job``), as one statement. Every column
+    the ORM would write, as the ORM prepares it: a field added to a model is written
+    here too."""
     db = connections[connection.alias]  # the connection itself: each use of the proxy costs a lookup
-    job_fields, event_fields = _inserted(Job), _inserted(JobEvent)
-    rows = ((job, job_fields), (event, event_fields))
-    values = [f.get_db_prep_save(f.pre_save(row, True), db) for row, fields in rows for f in fields]
-    nulls = tuple(value is None for value in values)
-    _execute(db, _create_sql(db.alias, nulls), [value for value in values if value is not None])
-    for row in (job, event):  # as a bulk_create leaves them: stored
+    rows = [(job, _inserted(Job)), (event, _inserted(JobEvent))]
+    if text is not None:
+        rows.append((text, _inserted(PayloadText)))
+    values = [[f.get_db_prep_save(f.pre_save(row, True), db) for f in fields] for row, fields in rows]
+    nulls = tuple(value is None for row_values in values for value in row_values)
+    # In the statement's order: the job's, the text's (if any), then the event's values.
+    ordered = [values[0], *values[2:], values[1]]
+    params = [value for row_values in ordered for value in row_values if value is not None]
+    _execute(db, _create_sql(db.alias, nulls, text is not None), params)
+    for row, _ in rows:  # as a bulk_create leaves them: stored
         row._state.adding, row._state.db = False, db.alias
 
 
 @functools.cache
-def _create_sql(alias: str, nulls: tuple[bool, ...]) -> str:
+def _create_sql(alias: str, nulls: tuple[bool, ...], with_text: bool = False) -> str:
     """``create``'s statement, with NULL written where the value is None — as psycopg
     would render it — and a parameter for every other value. psycopg parses a statement
     of more than 50 parameters anew on every execution (and a lone submit has 58, 21 of
     them None): with fewer it parses each statement once. Made once per pattern of
     Nones (a few)."""
     quote = connections[alias].ops.quote_name
-    job_fields = _inserted(Job)
+    job_fields, event_fields, text_fields = _inserted(Job), _inserted(JobEvent), _inserted(PayloadText)
     values = ["NULL" if null else "%s" for null in nulls]
+    event_end = len(job_fields) + len(event_fields)
+    text = ""
+    if with_text:
+        text = _TEXT_SQL.format(
+            table=quote(PayloadText._meta.db_table),
+            columns=", ".join(quote(str(f.column)) for f in text_fields),
+            values=", ".join(values[event_end:]),
+        )
     return _CREATE_SQL.format(
         job=quote(Job._meta.db_table),
         job_columns=", ".join(quote(str(f.column)) for f in job_fields),
         job_values=", ".join(values[: len(job_fields)]),
+        text=text,
         event=quote(JobEvent._meta.db_table),
-        event_columns=", ".join(quote(str(f.column)) for f in _inserted(JobEvent)),
-        event_values=", ".join(values[len(job_fields) :]),
+        event_columns=", ".join(quote(str(f.column)) for f in event_fields),
+        event_values=", ".join(values[len(job_fields) : event_end]),
     )
 
 

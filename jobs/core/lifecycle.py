@@ -33,6 +33,7 @@ from jobs.core.models import (
     DependencyFailure,
     Job,
     JobEvent,
+    PayloadText,
     Priority,
     Status,
     status_writes,
@@ -233,12 +234,14 @@ def create_submitted(jobs: Sequence[Job], dependencies: dict) -> None:
         )
         for job in jobs
     ]
+    texts = [text for text in map(PayloadText.of, jobs) if text is not None]
     if len(jobs) == 1 and fastpath.available():  # one statement: no transaction needed
-        fastpath.create(jobs[0], events[0])
+        fastpath.create(jobs[0], events[0], texts[0] if texts else None)
     else:
         with status_writes():
             Job.objects.bulk_create(jobs)
         JobEvent.objects.bulk_create(events)
+        PayloadText.objects.bulk_create(texts)
     transaction.on_commit(lambda: _dispatch_submitted(list(jobs)))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import django_rq
@@ -235,7 +236,7 @@ def test_one_job_alone_is_one_statement_on_postgresql_writing_what_the_orm_write
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
-    from jobs.core.models import JobEvent
+    from jobs.core.models import JobEvent, PayloadText
 
     if connection.vendor != "postgresql":
         pytest.skip("the one-statement submit is PostgreSQL's")
@@ -256,8 +257,12 @@ def test_one_job_alone_is_one_statement_on_postgresql_writing_what_the_orm_write
         found = JobEvent.objects.filter(job=job).values().get()
         return {k: v for k, v in found.items() if k not in ("id", "job_id", "created_at")}
 
+    def text(job) -> str:
+        return PayloadText.objects.filter(job=job).values_list("text", flat=True).get()
+
     assert stored(alone) == stored(orm)
     assert event(alone) == event(orm)
+    assert text(alone) == text(orm) == json.dumps(orm.payload), "the payload's searchable text, in the same statement"
     assert Job.objects.get(pk=alone.pk).created_at == alone.created_at
     again = submit("diagnostics.sleep", {"seconds": 1}, owner=alice, **options)
     assert (again.created, again.job.pk) == (False, alone.pk), "the key finds it"
@@ -275,8 +280,8 @@ def test_a_lone_submit_s_statement_has_few_enough_parameters_for_psycopg_to_pars
         pytest.skip("the one-statement submit is PostgreSQL's")
     made, make = [], fastpath._create_sql
 
-    def recorded(alias, nulls):
-        made.append((nulls, make(alias, nulls)))
+    def recorded(alias, nulls, with_text=False):
+        made.append((nulls, make(alias, nulls, with_text)))
         return made[-1][1]
 
     monkeypatch.setattr(fastpath, "_create_sql", recorded)
@@ -286,3 +291,19 @@ def test_a_lone_submit_s_statement_has_few_enough_parameters_for_psycopg_to_pars
     for nulls, sql in made:
         assert sql.count("%s") == nulls.count(False) <= 50
         assert sql.count("NULL") >= nulls.count(True)
+
+
+@pytest.mark.django_db
+def test_a_payload_is_kept_as_searchable_text_once_and_an_empty_one_not_at_all():
+    """The console's payload search reads PayloadText, written with the job (single or
+    bulk) and never again: an index on the job's own row was written at every move."""
+    from jobs.core.models import PayloadText
+
+    lone = submit("diagnostics.sleep", {"seconds": 1, "result": "Ünïcode A-1042"}).job
+    many = [r.job for r in submit_many([JobSpec("diagnostics.sleep", {"seconds": n}) for n in (1, 2)])]
+    empty = submit("diagnostics.noop").job
+    texts = dict(PayloadText.objects.values_list("job_id", "text"))
+    assert set(texts) == {lone.id, *(job.id for job in many)}, "none for an empty payload"
+    assert "Ünïcode A-1042" in texts[lone.id] and json.loads(texts[lone.id]) == lone.payload
+    assert [json.loads(texts[job.id])["seconds"] for job in many] == [1, 2]
+    assert empty.id not in texts
