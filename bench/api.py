@@ -181,11 +181,12 @@ def count_one_submit(token: str) -> None:
 _SEED_SQL = """
 INSERT INTO jobs_job (id, type, payload, priority, status, heavy, attempts, max_attempts, timeout, has_dependents,
     hooks_done, error_category, error_message, error_details, recovery_actions, progress, stage, progress_details,
-    seq, rq_job_id, worker_name, runner_host, hold, created_at, updated_at, started_at, finished_at, eta_error_seconds)
+    seq, rq_job_id, worker_name, runner_host, hold, on_dependency_failure, trace_context, created_at, updated_at,
+    started_at, finished_at, eta_error_seconds)
 SELECT gen_random_uuid(), 'bench.type' || (n %% 8), '{}'::jsonb, 'normal',
     CASE WHEN n %% 50 = 0 THEN 'failed' WHEN n %% 97 = 0 THEN 'dead_letter' ELSE 'complete' END,
     false, 1, 4, 1800, false, true, CASE WHEN n %% 50 = 0 THEN 'user_fixable' ELSE '' END, '', '', '[]'::jsonb,
-    100, '', '{}'::jsonb, 3, '', 'bench', '', '',
+    100, '', '{}'::jsonb, 3, '', 'bench', '', '', 'cancel', '',
     at - interval '2 seconds', at, at - interval '1 second' * (n %% 7), at, (n %% 11) - 5
 FROM (SELECT n, now() - interval '30 days' * random() AS at FROM generate_series(1, %(rows)s) AS n) AS seed
 """

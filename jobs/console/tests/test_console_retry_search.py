@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from jobs.console import views
-from jobs.core.models import Job, JobEvent, Status
+from jobs.core.models import Job, JobEvent, PayloadText, Status
 from jobs.core.submit import JobSpec, submit, submit_many
 
 pytestmark = pytest.mark.django_db
@@ -112,8 +112,10 @@ def test_the_payload_search_uses_the_trigram_index():
 
     from jobs.insight import payload_search
 
-    plan = _plan_without_row_scans(payload_search.matching(Job.objects.order_by(), "ORD-77123", Q(pk__in=[])))
+    plan = _plan_without_row_scans(PayloadText.objects.filter(text__icontains="ORD-77123"))
     assert "payloadtext_trgm" in plan, plan
+    found = submit("diagnostics.sleep", {"seconds": 1, "result": "ORD-77123"}).job
+    assert list(payload_search.matching(Job.objects.all(), "ord-77123", Q(pk__in=[]))) == [found]
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the trigram indexes are PostgreSQL's")
@@ -123,10 +125,27 @@ def test_every_part_of_a_word_search_has_an_index():
     from jobs.console.admin import _text_search
     from jobs.insight import payload_search
 
+    submit("diagnostics.sleep", {"seconds": 1, "result": "gateway timeout"})  # a payload it finds, by its key
     plan = _plan_without_row_scans(payload_search.matching(Job.objects.order_by(), "gateway", _text_search("gateway")))
     # Which index the error branch takes (its trigrams, or the errored statuses) is the
     # planner's choice by the table's statistics; no branch needs a scan of the rows.
-    assert "BitmapOr" in plan and "payloadtext_trgm" in plan and "Seq Scan" not in plan, plan
+    assert "BitmapOr" in plan and "jobs_job_pkey" in plan and "Seq Scan" not in plan, plan
+
+
+def test_a_term_in_many_payloads_is_asked_of_each_job_instead_of_listing_them(monkeypatch):
+    """A common term (a key's name) would make a list of ids as long as the table: past
+    MANY matches, each job the list reads is looked up instead (the same answer)."""
+    from django.db.models import Q
+
+    from jobs.insight import payload_search
+
+    jobs = [submit("diagnostics.sleep", {"seconds": 1, "result": f"customer {n}"}).job for n in range(3)]
+    submit("diagnostics.sleep", {"seconds": 2})
+    few = set(payload_search.matching(Job.objects.all(), "CUSTOMER", Q(pk__in=[])))
+    monkeypatch.setattr(payload_search, "MANY", 2)
+    many = payload_search.matching(Job.objects.all(), "CUSTOMER", Q(pk__in=[]))
+    assert "EXISTS" in str(many.query)
+    assert few == set(many) == set(jobs)
 
 
 def _plan_without_row_scans(queryset) -> str:
