@@ -1,5 +1,5 @@
 """The baseline's job: what raw RQ runs when it does nothing."""
 
 
-def noop() -> None:
+def noop(payload: dict | None = None) -> None:
     return None

@@ -11,13 +11,20 @@ no work-horse) against the same N ``diagnostics.noop`` jobs forked. Each compari
 ``--rounds`` times, its two sides alternating; the table gives the medians, end to end
 (each side's worker start-up included, as before) and without the start-up (an empty
 burst worker of the same class, timed in each round).
+
+``--payload-bytes N`` gives every job on both sides a payload of about N bytes of JSON
+(an order's items, as real work carries): what a payload costs each side — RQ keeps it
+in the job's hash, Jobdesk also in its row and in the search's text.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import random
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
@@ -56,6 +63,7 @@ def main() -> None:
         help="default: Jobdesk's forking and simple classes, and RQ's own Worker and SimpleWorker",
     )
     parser.add_argument("--no-inline", action="store_true", help="skip the fork=False vs forked comparison")
+    parser.add_argument("--payload-bytes", type=int, default=0, help="a payload of about this size on every job")
     args = parser.parse_args()
     worker_classes = args.worker_class or [
         "jobs.execution.worker.JobdeskWorker",
@@ -91,8 +99,12 @@ def run(args, worker_classes: list[str]) -> None:
 
     call_command("migrate", verbosity=0)
     env = dict(os.environ)
+    payloads = [payload_of(args.payload_bytes, seed) for seed in range(args.jobs)]
     conn = django_rq.get_connection("normal")
-    print(f"database: {connection.vendor}   redis: {os.environ['REDIS_URL']}   jobs per run: {args.jobs}")
+    print(
+        f"database: {connection.vendor}   redis: {os.environ['REDIS_URL']}   jobs per run: {args.jobs}   "
+        f"payload: {len(json.dumps(payloads[0])) if payloads[0] else 0} bytes"
+    )
 
     def reset() -> None:
         conn.flushall()
@@ -106,7 +118,7 @@ def run(args, worker_classes: list[str]) -> None:
 
     def jobdesk_side(worker_class: str, job_type: str = "diagnostics.noop") -> tuple[float, int]:
         reset()
-        submit_many([JobSpec(job_type)] * args.jobs)
+        submit_many([JobSpec(job_type, payloads[n]) for n in range(args.jobs)])
         seconds, rss = drain(worker_class, env)
         done = Job.objects.filter(status=Status.COMPLETE).count()
         if done != args.jobs:
@@ -116,7 +128,7 @@ def run(args, worker_classes: list[str]) -> None:
     def raw_side(worker_class: str) -> tuple[float, int]:
         reset()
         queue = django_rq.get_queue("normal")
-        queue.enqueue_many([queue.prepare_data(noop) for _ in range(args.jobs)])
+        queue.enqueue_many([queue.prepare_data(noop, (payloads[n],) if payloads[n] else ()) for n in range(args.jobs)])
         seconds, rss = drain(worker_class, env)
         if queue.count:
             raise SystemExit("raw RQ left jobs behind")
@@ -174,7 +186,9 @@ def run(args, worker_classes: list[str]) -> None:
         )
         rows.append(("`JobdeskWorker`, `fork=False` type vs the same jobs forked", row, 3.0))
 
-    print(f"\n{args.jobs} no-op jobs per side, median of {args.rounds} alternating runs ({connection.vendor})\n")
+    with_payload = f", a {args.payload_bytes:,}-byte payload each" if args.payload_bytes else ""
+    runs = f"median of {args.rounds} alternating runs ({connection.vendor})"
+    print(f"\n{args.jobs} no-op jobs per side{with_payload}, {runs}\n")
     print("| worker | jobs/s | baseline jobs/s | ratio | each round | ratio without start-up | goal |")
     print("|---|---|---|---|---|---|---|")
     for label, row, goal in rows:
@@ -183,6 +197,19 @@ def run(args, worker_classes: list[str]) -> None:
             f"| {label} | {row['a']:.1f} | {row['b']:.1f} | **{row['ratio']:.2f}** | {each} | "
             f"{row['run_ratio']:.2f} (start-up {row['start']:.2f} s) | {f'≥ {goal}' if goal else ''} |"
         )
+
+
+def payload_of(size: int, seed: int) -> dict:
+    """About ``size`` bytes of JSON (none for 0): a customer and an order's items."""
+    if size <= 0:
+        return {}
+    rng = random.Random(seed)
+    items: list[dict] = []
+    payload = {"customer": f"C-{rng.randrange(100_000)}", "items": items}
+    while len(json.dumps(payload)) < size:
+        words = " ".join("".join(rng.choices(string.ascii_lowercase, k=6)) for _ in range(8))
+        items.append({"sku": "".join(rng.choices(string.ascii_uppercase, k=8)), "note": words})
+    return payload
 
 
 if __name__ == "__main__":
