@@ -367,13 +367,18 @@ class Job(models.Model):
 
 class PayloadText(models.Model):
     """A job's payload as JSON text, for the console's search (jobs.insight.payload_search;
-    a trigram index on it on PostgreSQL, migration 0016). Written once, with the job (a
+    a trigram index on it on PostgreSQL, migration 0017). Written once, with the job (a
     payload never changes), and only for a payload that is not empty. In a table of its
     own because PostgreSQL updates no row in place when an indexed column changes (a
     job's status is indexed): every move of a job wrote its payload's trigrams into an
     index on the job's row again — about a millisecond a move for a 2 KB payload."""
 
-    job = models.OneToOneField(Job, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    # No foreign key in the database: Django deletes a job's text with it (CASCADE), and
+    # without one the insert checks and locks no job row, the copy of a million payloads
+    # (migration 0017) cannot be failed by a job deleted meanwhile, and code that knows
+    # nothing of this table (during a deploy) can still delete jobs. A text left without
+    # its job (deleted by raw SQL) finds nothing.
+    job = models.OneToOneField(Job, on_delete=models.CASCADE, primary_key=True, related_name="+", db_constraint=False)
     text = models.TextField()
 
     def __str__(self) -> str:
@@ -382,8 +387,10 @@ class PayloadText(models.Model):
     @classmethod
     def of(cls, job: Job) -> PayloadText | None:
         """The row to write with a new job; None for an empty payload (nothing to find).
-        The text as PostgreSQL renders a JSON value (``", "`` and ``": "`` between items),
-        so a search for ``"sku": "A-1`` finds what it found in ``payload::text``."""
+        The JSON with ``", "`` and ``": "`` between items, as PostgreSQL renders it, so a
+        search for ``"sku": "A-1`` finds what it found in ``payload::text``. (Copied
+        rows of older jobs are PostgreSQL's own rendering: keys in its order, numbers
+        as stored.)"""
         if not job.payload:
             return None
         return cls(job=job, text=json.dumps(job.payload, cls=DjangoJSONEncoder, ensure_ascii=False))

@@ -52,8 +52,8 @@ _SEND_TIMEOUT = 2.0  # seconds for one batch's sends before the layer is judged 
 _BATCH = 100  # messages sent at once, at most (their groups' members read in one round trip)
 # Seconds a message waits for others to go in the same send: a worker's job sends two or
 # three, and waking the relay's thread and reading the groups' members for each cost a
-# worker about as much as its whole bookkeeping besides. A drain (a work-horse's exit,
-# "active" before a horse's own messages) sends at once.
+# worker about as much as its whole bookkeeping besides. A drain (a work-horse's exit)
+# and a handover (what a horse's messages must follow) send at once.
 GATHER_SECONDS = 0.005
 _RETRY_AFTER = 5.0  # seconds to drop messages after a failure before trying again
 _RESULT_SUMMARY_CHARS = 1000
@@ -285,7 +285,11 @@ def _wait_for_parent() -> None:
     if read_end is None:
         return
     try:
-        select.select([read_end], [], [], HANDOVER_WAIT)
+        waiting = select.poll()  # not select(): a descriptor may be numbered past 1023
+        waiting.register(read_end, select.POLLIN)
+        waiting.poll(HANDOVER_WAIT * 1000)
+    except OSError:  # never keep the horse's messages back for it: they go now
+        logger.exception("waiting for the parent's relay failed")
     finally:
         os.close(read_end)
 
@@ -398,7 +402,11 @@ class _Sender:
         with self.lock:
             if self.gone == self.queued:
                 return None
-            read_end, write_end = os.pipe()
+            try:
+                read_end, write_end = os.pipe()
+            except OSError:  # out of descriptors: the horse does not wait (its order is not kept)
+                logger.exception("no pipe for a relay handover")
+                return None
             self.handovers.append((self.queued, write_end))
             self.oldest = float("-inf")  # a work-horse will wait for these: no gathering
             self.lock.notify_all()

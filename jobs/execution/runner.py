@@ -94,7 +94,11 @@ def outcome_from_horse(read_end: int) -> Outcome | None:
     data = b"".join(chunks)
     if len(data) < _FRAME or len(data) != _FRAME + int.from_bytes(data[:_FRAME], "big"):
         return None
-    return pickle.loads(data[_FRAME:])  # written by this worker's own child, from this code
+    try:
+        return pickle.loads(data[_FRAME:])  # written by this worker's own child, from this code
+    except Exception:  # a value that pickles but does not load back: RQ's result says what it was
+        logger.exception("a work-horse's outcome could not be read from its pipe")
+        return None
 
 
 def execute(job_id: str, dispatch: str) -> dict:

@@ -4,7 +4,8 @@ A forking RQ worker runs each job in a fresh work-horse. Claiming and recording 
 horse would cost a new database connection and a cold ORM per job — more than RQ's own
 fork. ``JobdeskWorker`` claims the row before the fork and records the outcome after
 the horse exits, on the parent's persistent connection; the horse only runs the handler
-and hands its outcome back through RQ's result. A horse that dies (killed, OOM, stop-job)
+and hands its outcome back through a pipe (RQ's result when it does not fit). A horse
+that dies (killed, OOM, stop-job)
 is recorded by its parent at once. The horse is tied to its parent's life
 (PR_SET_PDEATHSIG), so "worker process gone" always means "job no longer running".
 
@@ -290,7 +291,10 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
         # The horse hands its outcome back through a pipe of its own (runner.outcome_from_horse).
         ids = _dispatch_of(job)
         if ids is not None and ids[1] in runner.preclaimed:  # claimed here: the horse only runs it
-            self._from_horse, self._to_parent = os.pipe()
+            try:
+                self._from_horse, self._to_parent = os.pipe()
+            except OSError:  # out of descriptors: the outcome is read from RQ's result
+                logger.exception("no pipe for a work-horse's outcome")
         try:
             super().fork_work_horse(job, queue)
         finally:

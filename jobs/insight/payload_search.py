@@ -5,7 +5,7 @@ A substring of the payload's JSON text, case-insensitive: ``UPPER(text) LIKE
 UPPER('%term%')`` over ``PayloadText``, the payload's text kept in a table of its own
 (written once with the job: an index on the job's row would be written again at every
 move of the job). On PostgreSQL a trigram GIN index on exactly that expression
-(migration 0016, ``pg_trgm``) answers it without reading the rows; chosen over
+(migration 0017, ``pg_trgm``) answers it without reading the rows; chosen over
 ``jsonb_path_ops`` containment because an operator types a fragment of a value without
 knowing its key or its JSON type (``"A-1042"`` or ``1042``), and containment needs both.
 A trigram index can't narrow a term shorter than 3 characters, so shorter terms don't
@@ -34,12 +34,12 @@ def matching(jobs: QuerySet, term: str, other: Q | None = None) -> QuerySet:
     """``jobs`` whose payload contains ``term`` (or that match ``other``)."""
     condition = other if other is not None else Q(pk__in=[])
     if len(term) >= MIN_LENGTH:
-        condition |= _in_payload(term)
+        condition |= _in_payload(term, jobs.db)
     return jobs.filter(condition)
 
 
-def _in_payload(term: str) -> Q:
-    found = PayloadText.objects.filter(text__icontains=term)
+def _in_payload(term: str, using: str) -> Q:
+    found = PayloadText.objects.using(using).filter(text__icontains=term)
     ids = list(found.order_by().values_list("job_id", flat=True)[:MANY])
     if len(ids) < MANY:
         return Q(pk__in=ids)  # a rare value: its jobs by key

@@ -245,11 +245,12 @@ def test_a_forked_jobs_progress_follows_its_active_message_when_the_parents_send
     from jobs.live.tests.test_websockets import connect, follow, token_header
 
     settings.PROGRESS_WRITE_INTERVAL = 0  # every report written and relayed
+    monkeypatch.setattr(relay, "HANDOVER_WAIT", 10.0)  # the horse (a fork of this process) waits long enough
     parent, send = os.getpid(), relay._Sender._send
 
     def slow_in_the_parent(self, batch):
         if os.getpid() == parent:
-            time.sleep(0.1)  # within relay.HANDOVER_WAIT
+            time.sleep(0.3)  # longer than a send at once takes; within HANDOVER_WAIT
         send(self, batch)
 
     monkeypatch.setattr(relay._Sender, "_send", slow_in_the_parent)
@@ -282,6 +283,24 @@ def test_a_forked_runs_outcome_reaches_its_parent_even_when_rqs_result_is_lost(r
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.COMPLETE, 1), job.error_message
     assert job.result["result"] == {"order": "A-1042"} and job.result["pid"] != os.getpid()  # from a work-horse
+
+
+def test_an_outcome_that_does_not_load_back_from_the_pipe_is_read_from_rqs_result(run_worker, monkeypatch):
+    """A review found an error reading the pipe stopping the worker with the job still
+    active: it falls back to RQ's result, as for an outcome that does not fit."""
+    from jobs.execution import runner
+    from jobs.execution.worker import JobdeskWorker
+
+    def broken(data):
+        raise TypeError("cannot load this back")
+
+    monkeypatch.setattr(runner.pickle, "loads", broken)  # in this process, the parent, only
+    jobs = [submit("diagnostics.sleep", {"seconds": 0, "steps": 1, "result": n}).job for n in range(2)]
+    run_worker(worker_class=JobdeskWorker)
+    for job in jobs:
+        job.refresh_from_db()
+        assert (job.status, job.attempts) == (Status.COMPLETE, 1), job.error_message
+    assert [job.result["result"] for job in jobs] == [0, 1], "both ran: the worker went on"
 
 
 def test_an_outcome_too_big_for_the_pipe_is_read_from_rqs_result(run_worker):
