@@ -22,10 +22,8 @@ from jobs.core import relay
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture
-def sends(monkeypatch):
-    """A relay thread of its own whose layer's sends are seen (and still made)."""
-    sender = relay._Sender()
+def seen_sends(sender: relay._Sender, monkeypatch) -> list[list[str]]:
+    """The groups of each send the sender's layer makes (and still makes)."""
     seen: list[list[str]] = []
     send_many = sender.layer.group_send_many_blocking
 
@@ -34,7 +32,14 @@ def sends(monkeypatch):
         send_many(batch, timeout=timeout)
 
     monkeypatch.setattr(sender.layer, "group_send_many_blocking", counted)
-    return sender, seen
+    return seen
+
+
+@pytest.fixture
+def sends(monkeypatch):
+    """A relay thread of its own whose layer's sends are seen (and still made)."""
+    sender = relay._Sender()
+    return sender, seen_sends(sender, monkeypatch)
 
 
 def test_messages_arriving_together_go_in_one_send(sends, monkeypatch):
@@ -115,14 +120,7 @@ def test_a_work_horses_relay_sends_nothing_before_its_parents_handover(monkeypat
     read_end, write_end = os.pipe()
     relay.follow_parent(read_end)  # as a work-horse does first
     horse = relay._Sender()
-    seen: list[list[str]] = []
-    send_many = horse.layer.group_send_many_blocking
-
-    def counted(batch, *, timeout):
-        seen.append([group for group, _ in batch])
-        send_many(batch, timeout=timeout)
-
-    monkeypatch.setattr(horse.layer, "group_send_many_blocking", counted)
+    seen = seen_sends(horse, monkeypatch)
     try:
         horse.put(("jobdesk.job.horse",), {"progress": 10}, at_once=True)
         time.sleep(0.2)  # long enough for a send at once: it must still wait for the parent

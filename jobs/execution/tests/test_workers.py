@@ -208,23 +208,29 @@ def test_first_etas_hold_against_a_real_worker_pool(spawn):
     assert (last.started_at - last.created_at).total_seconds() > 1.5  # a real line, not all at once
 
 
-def test_an_inline_jobs_events_reach_its_follower_in_order_and_complete(alice, run_worker):
-    """No drain after an inline job: the worker's relay thread still delivers every
-    event in order, the last one before the worker exits."""
+def _followed_through_a_jobdesk_worker(job, user, run_worker) -> tuple[list[dict], int]:
+    """Every message a WebSocket follower of ``job`` gets while a JobdeskWorker (in this
+    process) drains the queues, and the code it is closed with."""
     from asgiref.sync import async_to_sync, sync_to_async
 
     from jobs.execution.worker import JobdeskWorker
     from jobs.live.tests.test_websockets import connect, follow, token_header
 
-    job = submit("diagnostics.sleep_inline", {"seconds": 0.2, "steps": 4}, owner=alice).job
-
     @async_to_sync
     async def watch():
-        communicator, _ = await connect(f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(alice)])
+        communicator, _ = await connect(f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(user)])
         await sync_to_async(run_worker)(worker_class=JobdeskWorker)
         return await follow(communicator)
 
-    messages, code = watch()
+    return watch()
+
+
+def test_an_inline_jobs_events_reach_its_follower_in_order_and_complete(alice, run_worker):
+    """No drain after an inline job: the worker's relay thread still delivers every
+    event in order, the last one before the worker exits."""
+
+    job = submit("diagnostics.sleep_inline", {"seconds": 0.2, "steps": 4}, owner=alice).job
+    messages, code = _followed_through_a_jobdesk_worker(job, alice, run_worker)
     seqs = [m["seq"] for m in messages if "seq" in m]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), messages
     assert any(m["type"] == "progress" and m.get("progress") == 100 for m in messages), messages
@@ -238,11 +244,8 @@ def test_a_forked_jobs_progress_follows_its_active_message_when_the_parents_send
     """The parent no longer waits for "active" to be sent before it forks: the horse's
     relay waits for it instead (relay.handover). With the parent's sends slowed, a horse
     that reports at once still reaches its follower after "active", in seq order."""
-    from asgiref.sync import async_to_sync, sync_to_async
 
     from jobs.core import relay
-    from jobs.execution.worker import JobdeskWorker
-    from jobs.live.tests.test_websockets import connect, follow, token_header
 
     settings.PROGRESS_WRITE_INTERVAL = 0  # every report written and relayed
     monkeypatch.setattr(relay, "HANDOVER_WAIT", 10.0)  # the horse (a fork of this process) waits long enough
@@ -255,14 +258,7 @@ def test_a_forked_jobs_progress_follows_its_active_message_when_the_parents_send
 
     monkeypatch.setattr(relay._Sender, "_send", slow_in_the_parent)
     job = submit("diagnostics.sleep", {"seconds": 0, "steps": 3}, owner=alice).job
-
-    @async_to_sync
-    async def watch():
-        communicator, _ = await connect(f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(alice)])
-        await sync_to_async(run_worker)(worker_class=JobdeskWorker)
-        return await follow(communicator)
-
-    messages, code = watch()
+    messages, code = _followed_through_a_jobdesk_worker(job, alice, run_worker)
     assert [m["type"] for m in messages] == ["snapshot", "status"] + ["progress"] * 3 + ["completed"], messages
     assert messages[1]["status"] == Status.ACTIVE
     seqs = [m["seq"] for m in messages]
