@@ -63,15 +63,15 @@ def create(job: Job, event: JobEvent, text: PayloadText | None = None) -> None:
     the ORM would write, as the ORM prepares it: a field added to a model is written
     here too."""
     db = connections[connection.alias]  # the connection itself: each use of the proxy costs a lookup
-    rows = [(job, _inserted(Job)), (event, _inserted(JobEvent))]
-    if text is not None:
-        rows.append((text, _inserted(PayloadText)))
-    values = [[f.get_db_prep_save(f.pre_save(row, True), db) for f in fields] for row, fields in rows]
-    nulls = tuple(value is None for row_values in values for value in row_values)
-    # In the statement's order: the job's, the text's (if any), then the event's values.
-    ordered = [values[0], *values[2:], values[1]]
-    params = [value for row_values in ordered for value in row_values if value is not None]
-    _execute(db, _create_sql(db.alias, nulls, text is not None), params)
+    # In the statement's order: the job, its text (if any), then its event.
+    rows = [
+        (job, _inserted(Job)),
+        *([(text, _inserted(PayloadText))] if text is not None else []),
+        (event, _inserted(JobEvent)),
+    ]
+    values = [f.get_db_prep_save(f.pre_save(row, True), db) for row, fields in rows for f in fields]
+    nulls = tuple(value is None for value in values)
+    _execute(db, _create_sql(db.alias, nulls, text is not None), [value for value in values if value is not None])
     for row, _ in rows:  # as a bulk_create leaves them: stored
         row._state.adding, row._state.db = False, db.alias
 
@@ -86,13 +86,13 @@ def _create_sql(alias: str, nulls: tuple[bool, ...], with_text: bool = False) ->
     quote = connections[alias].ops.quote_name
     job_fields, event_fields, text_fields = _inserted(Job), _inserted(JobEvent), _inserted(PayloadText)
     values = ["NULL" if null else "%s" for null in nulls]
-    event_end = len(job_fields) + len(event_fields)
+    event_start = len(job_fields) + (len(text_fields) if with_text else 0)
     text = ""
     if with_text:
         text = _TEXT_SQL.format(
             table=quote(PayloadText._meta.db_table),
             columns=", ".join(quote(str(f.column)) for f in text_fields),
-            values=", ".join(values[event_end:]),
+            values=", ".join(values[len(job_fields) : event_start]),
         )
     return _CREATE_SQL.format(
         job=quote(Job._meta.db_table),
@@ -101,7 +101,7 @@ def _create_sql(alias: str, nulls: tuple[bool, ...], with_text: bool = False) ->
         text=text,
         event=quote(JobEvent._meta.db_table),
         event_columns=", ".join(quote(str(f.column)) for f in event_fields),
-        event_values=", ".join(values[len(job_fields) : event_end]),
+        event_values=", ".join(values[event_start:]),
     )
 
 

@@ -266,10 +266,8 @@ def handover() -> int | None:
     (a job's "active", then its progress) without the parent waiting for the send before
     the fork — that wait cost a forked job about a fifth of its time. None when nothing
     is left to send. The parent closes its copy of the read end after the fork."""
-    sender = _current
-    if sender is None or sender.pid != os.getpid():
-        return None
-    return sender.handover()
+    sender = _own_sender()
+    return None if sender is None else sender.handover()
 
 
 def follow_parent(read_end: int | None) -> None:
@@ -297,8 +295,8 @@ def _wait_for_parent() -> None:
 def drain(timeout: float = 2.0) -> bool:
     """Wait until this process's buffer is sent (a work-horse calls it before exiting);
     at once while the layer is known to be down (its messages are dropped anyway)."""
-    sender = _current
-    if sender is None or sender.pid != os.getpid():
+    sender = _own_sender()
+    if sender is None:
         return True
     sent = True  # at once while the layer is down: its messages are dropped (and counted) anyway
     if time.monotonic() >= _down_until:
@@ -534,10 +532,16 @@ _EXIT_DRAIN_SECONDS = 1.0
 atexit.register(drain, _EXIT_DRAIN_SECONDS)
 
 
+def _own_sender() -> _Sender | None:
+    """This process's sender if it made one (a forked child's inherited one is not)."""
+    sender = _current
+    return sender if sender is not None and sender.pid == os.getpid() else None
+
+
 def _sender() -> _Sender:
     global _current
-    sender = _current
-    if sender is not None and sender.pid == os.getpid():
+    sender = _own_sender()
+    if sender is not None:
         return sender
     with _create_lock:
         if _current is None or _current.pid != os.getpid():

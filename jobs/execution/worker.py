@@ -262,18 +262,20 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
         try:
             super().execute_job(job, queue)
         finally:
-            self._close_handover()  # not forked after all (refused, or RQ failed before the fork)
-            self._close_outcome_pipe()
+            # What is left open: not forked after all (refused, or RQ failed before the fork).
+            self._close("_handover", "_from_horse", "_to_parent")
 
     def _outcome_from_horse(self) -> runner.Outcome | None:
         read_end, self._from_horse = self._from_horse, None
         return None if read_end is None else runner.outcome_from_horse(read_end)
 
-    def _close_outcome_pipe(self) -> None:
-        for end in (self._from_horse, self._to_parent):
+    def _close(self, *ends: str) -> None:
+        """Close these descriptors of the job in hand (the attributes' names), if open."""
+        for name in ends:
+            end = getattr(self, name)
             if end is not None:
                 os.close(end)
-        self._from_horse = self._to_parent = None
+                setattr(self, name, None)
 
     def _runs_inline(self, job: Job) -> bool:
         try:
@@ -298,10 +300,7 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
         try:
             super().fork_work_horse(job, queue)
         finally:
-            self._close_handover()  # the horse has its own copy
-            if self._to_parent is not None:
-                os.close(self._to_parent)
-                self._to_parent = None
+            self._close("_handover", "_to_parent")  # the horse's: it has its own copies
         # The lease may have been lost between the claim and the fork (a stall in RQ's
         # preparation), when there was no horse to kill yet: kill it now.
         if leasekeeper.keeper().lost():
@@ -322,11 +321,6 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
         # forks, not before. (Inline, one process keeps the order.)
         if not self._inline:
             self._handover = relay.handover()
-
-    def _close_handover(self) -> None:
-        if self._handover is not None:
-            os.close(self._handover)
-            self._handover = None
 
     def get_heartbeat_ttl(self, job: RQJob) -> int:
         if self._inline:

@@ -228,7 +228,6 @@ def _followed_through_a_jobdesk_worker(job, user, run_worker) -> tuple[list[dict
 def test_an_inline_jobs_events_reach_its_follower_in_order_and_complete(alice, run_worker):
     """No drain after an inline job: the worker's relay thread still delivers every
     event in order, the last one before the worker exits."""
-
     job = submit("diagnostics.sleep_inline", {"seconds": 0.2, "steps": 4}, owner=alice).job
     messages, code = _followed_through_a_jobdesk_worker(job, alice, run_worker)
     seqs = [m["seq"] for m in messages if "seq" in m]
@@ -244,7 +243,6 @@ def test_a_forked_jobs_progress_follows_its_active_message_when_the_parents_send
     """The parent no longer waits for "active" to be sent before it forks: the horse's
     relay waits for it instead (relay.handover). With the parent's sends slowed, a horse
     that reports at once still reaches its follower after "active", in seq order."""
-
     from jobs.core import relay
 
     settings.PROGRESS_WRITE_INTERVAL = 0  # every report written and relayed
@@ -290,7 +288,8 @@ def test_an_outcome_that_does_not_load_back_from_the_pipe_is_read_from_rqs_resul
     def broken(data):
         raise TypeError("cannot load this back")
 
-    monkeypatch.setattr(runner.pickle, "loads", broken)  # in this process, the parent, only
+    # pickle's loads, in this process: the worker's parent (horses only dump)
+    monkeypatch.setattr(runner.pickle, "loads", broken)
     jobs = [submit("diagnostics.sleep", {"seconds": 0, "steps": 1, "result": n}).job for n in range(2)]
     run_worker(worker_class=JobdeskWorker)
     for job in jobs:
