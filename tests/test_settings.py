@@ -80,3 +80,18 @@ def test_only_runserver_loads_daphne(command, expected):
     result = run([sys.executable, "-c", PROBE, command])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
+
+
+def test_redis_clients_parse_with_hiredis():
+    """requirements.txt pins hiredis for redis-py's C parser and packer (a submit's CPU
+    -9 %, bench/api.py); redis-py drops to its Python parser without a word when hiredis
+    is missing or a version it does not take."""
+    import redis
+    import redis.asyncio
+    from redis._parsers import _AsyncHiredisParser, _HiredisParser
+
+    blocking = redis.Redis().connection_pool.make_connection()  # not connected: no server needed
+    assert isinstance(blocking._parser, _HiredisParser)
+    assert type(blocking._command_packer).__name__ == "HiredisRespSerializer"
+    asyncio_connection = redis.asyncio.Redis().connection_pool.make_connection()  # channels-redis's kind
+    assert isinstance(asyncio_connection._parser, _AsyncHiredisParser)
