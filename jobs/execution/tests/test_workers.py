@@ -309,6 +309,88 @@ def test_an_outcome_too_big_for_the_pipe_is_read_from_rqs_result(run_worker):
     assert job.result["result"] == big
 
 
+def _within(seconds: float, condition) -> bool:
+    """Whether ``condition()`` comes true within ``seconds`` (polled)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_forked_runs_outcome_is_recorded_while_its_horse_is_still_finishing(run_worker, monkeypatch, tmp_path):
+    """The parent records a horse's outcome as soon as the horse has handed it over, not
+    after the horse's exit: RQ's epilogue in the horse (its Redis writes) and the exit
+    overlap the record, instead of the record contending with the parent's next dequeue.
+    Here the horse's epilogue waits for the record: before, it waited in vain."""
+    from django.db import connections
+    from rq.worker import BaseWorker
+
+    from jobs.execution.worker import JobdeskWorker
+
+    job = submit("diagnostics.sleep", {"seconds": 0, "steps": 1, "result": "done"}).job
+    parent, seen = os.getpid(), tmp_path / "recorded-before-the-horse-exited"
+    epilogue = BaseWorker.handle_job_success
+
+    def waits_for_the_record(self, *args, **kwargs):
+        if os.getpid() != parent:  # in the horse: its outcome is with the parent already
+            complete = Job.objects.filter(pk=job.id, status=Status.COMPLETE)
+            seen.write_text(str(_within(10, complete.exists)))
+            connections.close_all()  # the horse's own connection
+        return epilogue(self, *args, **kwargs)
+
+    monkeypatch.setattr(BaseWorker, "handle_job_success", waits_for_the_record)
+    run_worker(worker_class=JobdeskWorker)
+    assert seen.read_text() == "True"
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.result["result"]) == (Status.COMPLETE, 1, "done")
+
+
+def test_without_pidfds_a_forked_runs_outcome_is_recorded_after_its_horse_exits(run_worker, monkeypatch):
+    from jobs.execution.worker import JobdeskWorker
+
+    def none_here(pid, flags=0):
+        raise OSError(38, "Function not implemented")  # an older kernel
+
+    monkeypatch.setattr(os, "pidfd_open", none_here)
+    jobs = [submit("diagnostics.sleep", {"seconds": 0, "steps": 1, "result": n}).job for n in range(2)]
+    run_worker(worker_class=JobdeskWorker)
+    for job in jobs:
+        job.refresh_from_db()
+        assert (job.status, job.attempts) == (Status.COMPLETE, 1), job.error_message
+    assert [job.result["result"] for job in jobs] == [0, 1]
+
+
+def test_a_horse_whose_child_keeps_its_pipe_open_is_recorded_once_it_exits(run_worker, tmp_path):
+    """The handler starts a process that outlives its horse and inherits the outcome
+    pipe, and its outcome does not fit in the pipe: the parent stops waiting on the pipe
+    when the horse exits (its pidfd), and reads the outcome from RQ's result."""
+    from jobs.execution.worker import JobdeskWorker
+
+    lingering = tmp_path / "lingering-pid"
+
+    def leaves_a_child(ctx):
+        child = os.fork()
+        if child == 0:
+            time.sleep(600)  # killed by the test
+            os._exit(0)
+        lingering.write_text(str(child))
+        return "x" * 200_000  # more than a pipe holds: never whole in it
+
+    registry.job_type("tests.leaves_a_child")(leaves_a_child)
+    try:
+        job = submit("tests.leaves_a_child").job
+        run_worker(worker_class=JobdeskWorker)
+    finally:
+        registry.unregister("tests.leaves_a_child")
+        if lingering.exists():
+            os.kill(int(lingering.read_text()), signal.SIGKILL)
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.COMPLETE, 1), job.error_message
+    assert len(job.result) == 200_000
+
+
 def test_a_type_whose_code_fails_to_load_ends_its_job_not_the_worker(spawn):
     """A broken deploy: the type's module raises at import in the worker. The job ends
     as admin_required at its first attempt; the worker lives on (a review found the
