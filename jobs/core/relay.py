@@ -259,14 +259,6 @@ def send(msg: dict, *, at_once: bool = False) -> None:
         logger.exception("relay unavailable", extra={"job_id": msg.get("job_id")})
 
 
-def hurry() -> None:
-    """What this process has gathered goes now, without waiting for it to be sent (a
-    worker whose main thread is about to wait: the relay's send costs nothing then)."""
-    sender = _own_sender()
-    if sender is not None:
-        sender.hurry()
-
-
 def handover() -> int | None:
     """Before forking a work-horse that may relay: the read end of a pipe that becomes
     readable once everything this process has relayed so far is sent (or dropped). The
@@ -359,12 +351,6 @@ class _Sender:
             # The thread sleeps until the first message is due (GATHER_SECONDS) once it
             # knows of one: wake it for the first, for one due now, and for a full batch.
             if at_once or len(self.buffer) in (1, _BATCH):
-                self.lock.notify_all()
-
-    def hurry(self) -> None:
-        with self.lock:
-            if self.buffer:
-                self.oldest = float("-inf")  # due now
                 self.lock.notify_all()
 
     def later(self, delay: float, function, *args) -> None:

@@ -105,22 +105,20 @@ class _ParentBookkeeping(BaseWorker):
                 self._state = idle
             self._in_hand = None
 
-    def _hand_record_over(self, handed: runner.Outcome | None, *, early: bool = False) -> None:
+    def _hand_record_over(self, handed: runner.Outcome | None) -> None:
         """The run is over: nothing left to stop, but its lease is kept until the outcome
         is recorded (a slow record is not a lost run) — on the recorder's thread, while
-        this one goes on (``early``: waits for a horse's exit; else dequeues the next job)."""
+        this one goes on (waits for a horse's exit, dequeues the next job)."""
         assert self._in_hand is not None
         lost = leasekeeper.keeper().disarm()
-        self._recorder.record_behind(self._record_and_release, *self._in_hand, lost, handed, early)
+        self._recorder.record_behind(self._record_and_release, *self._in_hand, lost, handed)
         self._record_handed = True
 
     def _outcome_from_horse(self) -> runner.Outcome | None:
         """The outcome a work-horse handed back through its pipe (JobdeskWorker)."""
         return None
 
-    def _record_and_release(
-        self, claimed: Job, rq_job: RQJob, lost: str, handed: runner.Outcome | None, early: bool = False
-    ) -> None:
+    def _record_and_release(self, claimed: Job, rq_job: RQJob, lost: str, handed: runner.Outcome | None) -> None:
         # The next hold comes only after this (the claim waits for the record): the
         # keeper's hold released here is still this run's.
         try:
@@ -128,11 +126,6 @@ class _ParentBookkeeping(BaseWorker):
             self._record(claimed, rq_job, lost=lost, handed=handed)
         finally:
             leasekeeper.keeper().release()
-        if early:
-            # Recorded while the horse finishes: its messages go now, while the main
-            # thread waits for the horse without the interpreter lock — not gathered
-            # until they would contend with the next claim and fork.
-            relay.hurry()
 
     def work(self, *args, **kwargs) -> bool:
         # Jobdesk schedules with rq-scheduler (manage.py rqscheduler): RQ's own scheduler
@@ -306,7 +299,7 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             outcome = self._outcome_while_the_horse_runs(self._from_horse)
             if outcome is not None:
                 with _alarm_held():  # RQ's monitor alarm must not cut the hand-over in two
-                    self._hand_record_over(outcome, early=True)
+                    self._hand_record_over(outcome)
         return super().wait_for_horse()
 
     def _horse_exits_seen(self) -> bool:

@@ -73,16 +73,6 @@ def test_a_message_sent_at_once_does_not_wait_for_the_gathering(sends, monkeypat
     assert seen == [["jobdesk.job.gathering", "jobdesk.job.queued"]]
 
 
-def test_hurry_sends_what_is_gathering_without_waiting_for_it(sends, monkeypatch):
-    """A worker hurries a forked run's messages while its main thread waits for the horse."""
-    monkeypatch.setattr(relay, "GATHER_SECONDS", 60.0)
-    sender, seen = sends
-    sender.put(("jobdesk.job.recorded",), {"n": 1})
-    sender.hurry()  # returns at once: the send is the relay thread's
-    wait_for(lambda: seen, timeout=5, what="the hurried send")
-    assert seen == [["jobdesk.job.recorded"]]
-
-
 def test_a_process_that_relays_and_ends_at_once_still_sends(spawn):
     """A script (or a command ending right after a move) that relays and ends: its relay
     thread is a daemon, so the exit itself sends what is held (a review found every such
