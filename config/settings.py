@@ -137,7 +137,7 @@ WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 2, minimum=1)
 WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 1, minimum=1)
 JOB_TIMEOUT = env_int("JOB_TIMEOUT", 1800, minimum=1)
 # RQ's result carries a work-horse's outcome back to its parent when it does not fit in
-# their pipe (jobs.execution.runner.OutcomePipe): keep it at least a minute.
+# their pipe (runner.outcome_from_horse): keep it at least a minute.
 JOB_RESULT_TTL = env_int("JOB_RESULT_TTL", 3600, minimum=60)
 RETRY_BASE_DELAY = env_float("RETRY_BASE_DELAY", 30.0, minimum=0.0)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 4, minimum=1)

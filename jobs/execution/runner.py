@@ -78,56 +78,27 @@ def _hand_to_parent(outcome: Outcome) -> None:
         logger.debug("outcome not handed to the parent", exc_info=True)
 
 
-class OutcomePipe:
-    """The parent's end of its work-horse's outcome pipe (``_hand_to_parent`` writes it),
-    read as it fills: the outcome is whole as soon as the horse has written it, before RQ's
-    own epilogue in the horse and its exit."""
-
-    def __init__(self, read_end: int) -> None:
+def outcome_from_horse(read_end: int) -> Outcome | None:
+    """In the parent, once its horse has exited: the outcome the horse wrote to the pipe
+    (``_hand_to_parent``), or None when it wrote none whole (it died first, or the outcome
+    did not fit). Closes ``read_end``."""
+    chunks = []
+    try:
         os.set_blocking(read_end, False)
-        self._end: int | None = read_end
-        self._data = bytearray()
-        self._ended = False  # every write end is closed: nothing more will come
-        self._outcome: Outcome | None = None
-        self._loaded = False
-
-    def fileno(self) -> int:
-        assert self._end is not None, "closed"
-        return self._end
-
-    def read(self) -> bool:
-        """Read what the pipe holds now; True once no more is to come (the outcome is
-        whole, or the horse's end is closed)."""
-        try:
-            while not self._whole():
-                chunk = os.read(self.fileno(), 1 << 16)
-                if not chunk:
-                    self._ended = True
-                    break
-                self._data += chunk
-        except BlockingIOError:
-            pass  # all there is for now
-        return self._ended or self._whole()
-
-    def outcome(self) -> Outcome | None:
-        """The outcome, once whole; None when the horse wrote none whole (it died first,
-        or the outcome did not fit) or it does not load back. Loaded once."""
-        if not self._loaded and self._whole():
-            self._loaded = True
-            try:
-                self._outcome = pickle.loads(self._data[_FRAME:])  # written by this worker's own child, from this code
-            except Exception:  # a value that pickles but does not load back: RQ's result says what it was
-                logger.exception("a work-horse's outcome could not be read from its pipe")
-        return self._outcome
-
-    def close(self) -> None:
-        if self._end is not None:
-            os.close(self._end)
-            self._end = None
-
-    def _whole(self) -> bool:
-        data = self._data
-        return len(data) >= _FRAME and len(data) == _FRAME + int.from_bytes(data[:_FRAME], "big")
+        while chunk := os.read(read_end, 1 << 16):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass  # all there is: the horse has exited
+    finally:
+        os.close(read_end)
+    data = b"".join(chunks)
+    if len(data) < _FRAME or len(data) != _FRAME + int.from_bytes(data[:_FRAME], "big"):
+        return None
+    try:
+        return pickle.loads(data[_FRAME:])  # written by this worker's own child, from this code
+    except Exception:  # a value that pickles but does not load back: RQ's result says what it was
+        logger.exception("a work-horse's outcome could not be read from its pipe")
+        return None
 
 
 def execute(job_id: str, dispatch: str) -> dict:

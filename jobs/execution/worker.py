@@ -2,12 +2,11 @@
 
 A forking RQ worker runs each job in a fresh work-horse. Claiming and recording in the
 horse would cost a new database connection and a cold ORM per job — more than RQ's own
-fork. ``JobdeskWorker`` claims the row before the fork and records the outcome on the
-parent's persistent connection; the horse only runs the handler and hands its outcome
-back through a pipe, which the parent records as soon as it is whole — while RQ's own
-epilogue in the horse and the horse's exit go on (RQ's result, after the exit, when it
-does not fit). A horse that dies (killed, OOM, stop-job) is recorded by its parent at
-once. The horse is tied to its parent's life
+fork. ``JobdeskWorker`` claims the row before the fork and records the outcome after
+the horse exits, on the parent's persistent connection; the horse only runs the handler
+and hands its outcome back through a pipe (RQ's result when it does not fit). A horse
+that dies (killed, OOM, stop-job)
+is recorded by its parent at once. The horse is tied to its parent's life
 (PR_SET_PDEATHSIG), so "worker process gone" always means "job no longer running".
 
 Configured as django-rq's default (settings.RQ["WORKER_CLASS"]); with a plain RQ worker
@@ -16,17 +15,14 @@ Configured as django-rq's default (settings.RQ["WORKER_CLASS"]); with a plain RQ
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import logging
 import multiprocessing
 import os
-import select
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
 from django.db import DatabaseError, connections
 from redis.exceptions import RedisError
@@ -69,8 +65,6 @@ class _ParentBookkeeping(BaseWorker):
         self._running: str | None = None  # the RQ job id being executed, for re-registration
         self._unrecorded: list[tuple[Job, runner.Outcome]] = []
         self._inline = False  # the job in hand runs in this process (no work-horse)
-        self._in_hand: tuple[Job, RQJob] | None = None  # the claimed run: its row, its dispatch
-        self._record_handed = False  # its record is with the recorder already (while its horse ran)
         self._registration_checked = float("-inf")  # monotonic time of the last check
         self._recorder = RecordBehind()
 
@@ -88,7 +82,6 @@ class _ParentBookkeeping(BaseWorker):
         # limit counting active jobs does not count it).
         self._recorder.wait()
         claimed = self._claim(job)
-        self._in_hand, self._record_handed = (claimed, job) if claimed is not None else None, False
         try:
             if claimed is not None and self._inline:
                 self._perform_inline(job, queue)
@@ -97,22 +90,16 @@ class _ParentBookkeeping(BaseWorker):
         finally:
             self._running = None
             self._inline = False
-            if claimed is not None and not self._record_handed:
-                # Busy until the record is handed over: a SIGTERM now (RQ's warm
-                # shutdown) must not drop it.
+            if claimed is not None:
+                # The run is over: nothing left to stop, but its lease is kept until the
+                # outcome is recorded (a slow record is not a lost run) — on the recorder's
+                # thread, while this one dequeues the next job. Busy until it is handed
+                # over: a SIGTERM now (RQ's warm shutdown) must not drop the record.
                 idle, self._state = self._state, WorkerStatus.BUSY
-                self._hand_record_over(self._outcome_from_horse())
+                lost = leasekeeper.keeper().disarm()
+                handed = self._outcome_from_horse()
+                self._recorder.record_behind(self._record_and_release, claimed, job, lost, handed)
                 self._state = idle
-            self._in_hand = None
-
-    def _hand_record_over(self, handed: runner.Outcome | None) -> None:
-        """The run is over: nothing left to stop, but its lease is kept until the outcome
-        is recorded (a slow record is not a lost run) — on the recorder's thread, while
-        this one goes on (waits for a horse's exit, dequeues the next job)."""
-        assert self._in_hand is not None
-        lost = leasekeeper.keeper().disarm()
-        self._recorder.record_behind(self._record_and_release, *self._in_hand, lost, handed)
-        self._record_handed = True
 
     def _outcome_from_horse(self) -> runner.Outcome | None:
         """The outcome a work-horse handed back through its pipe (JobdeskWorker)."""
@@ -268,61 +255,19 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
         kwargs.setdefault("job_monitoring_interval", MONITOR_INTERVAL)
         super().__init__(*args, **kwargs)
         self._handover: int | None = None  # the relay's handover to the next horse (relay.handover)
-        self._from_horse: runner.OutcomePipe | None = None  # the horse's outcome pipe, this end
+        self._from_horse: int | None = None  # the read end of the horse's outcome pipe
         self._to_parent: int | None = None  # its write end, the horse's
-        self._horse_exit: int | None = None  # a descriptor readable once the horse has exited (a pidfd)
 
     def execute_job(self, job: RQJob, queue) -> None:
         try:
             super().execute_job(job, queue)
         finally:
             # What is left open: not forked after all (refused, or RQ failed before the fork).
-            self._close("_handover", "_to_parent", "_horse_exit")
-            if self._from_horse is not None:
-                self._from_horse.close()
-                self._from_horse = None
+            self._close("_handover", "_from_horse", "_to_parent")
 
     def _outcome_from_horse(self) -> runner.Outcome | None:
-        pipe = self._from_horse
-        if pipe is None:
-            return None
-        pipe.read()  # the rest, once the horse has exited
-        return pipe.outcome()
-
-    def wait_for_horse(self):
-        # RQ's monitor waits here for the horse's exit (and again after each of its
-        # heartbeats). The outcome comes first: handed to the recorder's thread as soon as
-        # it is whole, it is recorded while RQ's epilogue in the horse and its exit go on —
-        # while this thread waits without the interpreter lock, instead of contending for
-        # it with the recorder during the next dequeue.
-        if self._from_horse is not None and not self._record_handed and self._horse_exits_seen():
-            outcome = self._outcome_while_the_horse_runs(self._from_horse)
-            if outcome is not None:
-                with _alarm_held():  # RQ's monitor alarm must not cut the hand-over in two
-                    self._hand_record_over(outcome)
-        return super().wait_for_horse()
-
-    def _horse_exits_seen(self) -> bool:
-        """Can this process see its horse's exit beside its pipe (a pidfd, Linux 5.3+)?"""
-        if self._horse_exit is None:
-            try:
-                self._horse_exit = os.pidfd_open(self.horse_pid)
-            except (AttributeError, OSError):  # not here: the outcome is read once the horse has exited
-                return False
-        return True
-
-    def _outcome_while_the_horse_runs(self, pipe: runner.OutcomePipe) -> runner.Outcome | None:
-        """Wait until the pipe holds the whole outcome or the horse has exited (RQ's
-        alarm may interrupt the wait: what was read stays in the pipe's buffer)."""
-        assert self._horse_exit is not None
-        waiting = select.poll()
-        waiting.register(pipe.fileno(), select.POLLIN)
-        waiting.register(self._horse_exit, select.POLLIN)
-        while not pipe.read():
-            ready = {fd for fd, _ in waiting.poll()}
-            if self._horse_exit in ready and pipe.fileno() not in ready:
-                break  # exited; something it started holds the pipe open: nothing more comes
-        return pipe.outcome()
+        read_end, self._from_horse = self._from_horse, None
+        return None if read_end is None else runner.outcome_from_horse(read_end)
 
     def _close(self, *ends: str) -> None:
         """Close these descriptors of the job in hand (the attributes' names), if open."""
@@ -345,12 +290,11 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             self.kill_horse()  # from the watchdog's thread; RQ's monitor loop then reaps it
 
     def fork_work_horse(self, job: RQJob, queue) -> None:
-        # The horse hands its outcome back through a pipe of its own (runner.OutcomePipe).
+        # The horse hands its outcome back through a pipe of its own (runner.outcome_from_horse).
         ids = _dispatch_of(job)
         if ids is not None and ids[1] in runner.preclaimed:  # claimed here: the horse only runs it
             try:
-                read_end, self._to_parent = os.pipe()
-                self._from_horse = runner.OutcomePipe(read_end)
+                self._from_horse, self._to_parent = os.pipe()
             except OSError:  # out of descriptors: the outcome is read from RQ's result
                 logger.exception("no pipe for a work-horse's outcome")
         try:
@@ -415,14 +359,13 @@ class JobdeskSimpleWorker(_ParentBookkeeping, SimpleWorker):
 
 
 class RecordBehind:
-    """Records a finished run's outcome on a thread of its own while the worker goes on:
-    the record's round trips to PostgreSQL and Redis (about 2 ms a job) overlap the end
-    of a forked horse (its outcome is handed over as soon as it is whole) or the next
-    dequeue (RQ's heartbeats, suspension check and pop) instead of adding to it. One
-    record at a time, and done before the next claim and before the worker's exit. The
-    run's lease is renewed until its record is done (disarmed, not released), so a slow
-    record is never taken for a lost run; a worker killed with a record behind loses
-    nothing the lease does not cover: the reconciler retries the job."""
+    """Records a finished run's outcome on a thread of its own while the worker asks RQ
+    for its next job: the record's round trips to PostgreSQL and Redis (about 2 ms a
+    job) overlap the dequeue (RQ's heartbeats, suspension check and pop) instead of
+    adding to it. One record at a time, and done before the next claim and before the
+    worker's exit. The run's lease is renewed until its record is done (disarmed, not released), so a
+    slow record is never taken for a lost run; a worker killed with a record behind
+    loses nothing the lease does not cover: the reconciler retries the job."""
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
@@ -478,16 +421,6 @@ class RecordBehind:
                         self._lock.notify_all()
         finally:
             connections.close_all()  # this thread's own
-
-
-@contextlib.contextmanager
-def _alarm_held() -> Iterator[None]:
-    """SIGALRM held back (delivered at the end): RQ's monitor raises from its handler."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _dispatch_of(rq_job: RQJob) -> tuple[str, str] | None:
