@@ -83,15 +83,18 @@ def test_only_runserver_loads_daphne(command, expected):
 
 
 def test_redis_clients_parse_with_hiredis():
-    """requirements.txt pins hiredis for redis-py's C parser and packer (a submit's CPU
-    -9 %, bench/api.py); redis-py drops to its Python parser without a word when hiredis
-    is missing or a version it does not take."""
+    """requirements.txt pins hiredis for redis-py's C reply parser (and the blocking
+    client's C command packer): a submit's CPU -9 %, bench/api.py. redis-py drops to its
+    Python parser without a word when hiredis is missing or a version it does not take."""
     import redis
     import redis.asyncio
+    import redis.utils
     from redis._parsers import _AsyncHiredisParser, _HiredisParser
+    from redis.connection import HiredisRespSerializer
 
+    assert redis.utils.HIREDIS_AVAILABLE
     blocking = redis.Redis().connection_pool.make_connection()  # not connected: no server needed
     assert isinstance(blocking._parser, _HiredisParser)
-    assert type(blocking._command_packer).__name__ == "HiredisRespSerializer"
+    assert isinstance(blocking._command_packer, HiredisRespSerializer)
     asyncio_connection = redis.asyncio.Redis().connection_pool.make_connection()  # channels-redis's kind
     assert isinstance(asyncio_connection._parser, _AsyncHiredisParser)
