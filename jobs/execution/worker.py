@@ -5,9 +5,9 @@ horse would cost a new database connection and a cold ORM per job — more than 
 fork. ``JobdeskWorker`` claims the row before the fork and records the outcome after
 the horse exits, on the parent's persistent connection; the horse only runs the handler
 and hands its outcome back through a pipe (RQ's result when it does not fit). A horse
-that dies (killed, OOM, stop-job)
-is recorded by its parent at once. The horse is tied to its parent's life
-(PR_SET_PDEATHSIG), so "worker process gone" always means "job no longer running".
+that dies (killed, OOM, stop-job) is recorded by its parent at once. The horse is tied
+to its parent's life (PR_SET_PDEATHSIG), so "worker process gone" always means "job no
+longer running".
 
 Configured as django-rq's default (settings.RQ["WORKER_CLASS"]); with a plain RQ worker
 ``jobs.execution.runner.execute`` still does the whole job itself.
