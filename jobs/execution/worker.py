@@ -135,6 +135,15 @@ class _ParentBookkeeping(BaseWorker):
                 # flush runs (a lone worker's runs at its exit).
                 tracing.flush(tracing.EXIT_FLUSH_SECONDS)
 
+    def unsubscribe(self) -> None:
+        # RQ sends UNSUBSCRIBE, then stops its pub/sub thread and joins it for up to a
+        # second. A thread that reads the reply before the stop waits again (60 s) for a
+        # subscription, and every stop of this worker waited out that second. Stopped
+        # first, the thread leaves as soon as the reply wakes it.
+        if self.pubsub_thread is not None:
+            self.pubsub_thread.stop()
+        super().unsubscribe()
+
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
         found = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
         if found is None and timeout is None:

@@ -349,3 +349,23 @@ def test_a_claim_that_fails_in_the_parent_leaves_the_horse_to_claim_for_itself(r
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.COMPLETE, 1)
     assert job.result["pid"] != parent  # ran in a horse, which claimed it
+
+
+def test_a_stopping_worker_ends_its_pubsub_thread_even_when_the_unsubscribe_reply_comes_first(redis_conn):
+    """RQ sends UNSUBSCRIBE, then stops its pub/sub thread and waits a second for it. A
+    thread that reads the reply before the stop goes back to waiting (60 s) for a
+    subscription: the worker's exit then waits the whole second for it. Forced here: the
+    reply is read before RQ's stop."""
+    from jobs.execution.worker import JobdeskSimpleWorker
+
+    worker = JobdeskSimpleWorker([queueing.queue("normal")], connection=redis_conn)
+    worker.subscribe()
+    pubsub, unsubscribe = worker.pubsub, worker.pubsub.unsubscribe
+
+    def the_reply_read_first(*args):
+        unsubscribe(*args)
+        wait_for(lambda: not pubsub.subscribed, timeout=10, what="the thread reading the reply")
+
+    pubsub.unsubscribe = the_reply_read_first
+    worker.unsubscribe()
+    assert not worker.pubsub_thread.is_alive(), "the thread ended, not left behind by a timed-out join"
