@@ -369,3 +369,61 @@ def test_a_stopping_worker_ends_its_pubsub_thread_even_when_the_unsubscribe_repl
     pubsub.unsubscribe = the_reply_read_first
     worker.unsubscribe()
     assert not worker.pubsub_thread.is_alive(), "the thread ended, not left behind by a timed-out join"
+
+
+def _whose_child(ctx) -> dict:
+    """Where this run's process sits: its pid, its parent's and its grandparent's."""
+    parent = os.getppid()
+    stat = Path(f"/proc/{parent}/stat").read_text()
+    return {"pid": os.getpid(), "ppid": parent, "grandparent": int(stat[stat.rindex(")") + 2 :].split()[1])}
+
+
+_TEST_PROCESS = os.getpid()  # the worker's parent in these tests (run_worker)
+
+
+def _kill_my_server(ctx) -> None:
+    if os.getppid() == _TEST_PROCESS:
+        raise RuntimeError("forked by the worker itself: there is no fork server to kill")
+    os.kill(os.getppid(), signal.SIGKILL)  # the fork server: this horse dies with it (PR_SET_PDEATHSIG)
+    time.sleep(10)
+
+
+@pytest.fixture
+def fork_server_types():
+    registry.job_type("tests.whose_child")(_whose_child)
+    registry.job_type("tests.kill_my_server", max_attempts=2)(_kill_my_server)
+    yield
+    registry.unregister("tests.whose_child")
+    registry.unregister("tests.kill_my_server")
+
+
+def test_forked_jobs_run_in_horses_of_the_workers_fork_server(run_worker, fork_server_types):
+    """The worker's parent (this process) does not fork its horses: its fork server does,
+    so the parent's pages are not write-protected by a fork per job."""
+    from jobs.execution.worker import JobdeskWorker
+
+    jobs = [submit("tests.whose_child").job for _ in range(3)]
+    run_worker(worker_class=JobdeskWorker)
+    results = [Job.objects.get(pk=job.id).result for job in jobs]
+    assert all(result is not None for result in results), "all three complete"
+    assert len({result["pid"] for result in results}) == 3, "a horse per job"
+    for result in results:
+        assert result["ppid"] != os.getpid(), "forked by the server, not by the worker"
+        assert result["grandparent"] == os.getpid(), "the server is the worker's own child"
+
+
+def test_a_fork_server_that_dies_under_its_horse_fails_the_run_not_the_worker(run_worker, fork_server_types):
+    """The server killed (out of memory, say) while its horse runs: the horse dies with
+    it, the run is recorded as a dead horse (retried), and the next job gets a new server."""
+    from jobs.execution.worker import JobdeskWorker
+
+    doomed, after = submit("tests.kill_my_server").job, submit("tests.whose_child").job
+    started = time.monotonic()
+    run_worker(worker_class=JobdeskWorker)
+    assert time.monotonic() - started < 8, "the run ended with its server, not after its handler's sleep"
+    doomed.refresh_from_db()
+    assert (doomed.status, doomed.attempts) == (Status.RETRYING, 1), doomed.error_message
+    assert "work-horse died" in doomed.error_message
+    after.refresh_from_db()
+    assert after.status == Status.COMPLETE, after.error_message
+    assert after.result["grandparent"] == os.getpid(), "forked by a new server of the same worker"
