@@ -25,9 +25,8 @@ each such difference is within 2 ticks; the "±" printed is 2 ticks per worker a
 the postmaster over the point's jobs, a worst case, not a typical error):
 * worker parents: their own CPU;
 * horses: the parents' reaped children's — a horse's CPU is added to its parent's when
-  the parent reaps it (RQ's ``wait4`` on every horse) — plus every live child's tree: a
-  ``JobdeskWorker``'s fork server, whose own CPU (its forks) and reaped horses count
-  here (no horse is alive at a reading: the workers are idle at both);
+  the parent reaps it (RQ's ``wait4`` on every horse) — plus any horse alive at a
+  reading (none: the workers are idle at both);
 * PostgreSQL: the postmaster's own and reaped (backends and autovacuum workers that
   exited) plus every live child's — the whole cluster, found from the bench's own
   backend's parent. It must serve nothing else: ``--own-postgres`` starts a throwaway

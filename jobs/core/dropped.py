@@ -34,13 +34,9 @@ _timer: threading.Timer | None = None
 
 
 def _fresh_lock_in_child() -> None:
-    # A work-horse forked while the relay's thread held the lock would wait on it forever;
-    # and the counts it inherits are its parent's to add (added here too, they would count
-    # twice). Its own timer starts with its first count.
-    global _lock, _pid, _timer
+    # A work-horse forked while the relay's thread held the lock would wait on it forever.
+    global _lock
     _lock = threading.Lock()
-    _pending.clear()
-    _pid, _timer = os.getpid(), None
 
 
 os.register_at_fork(after_in_child=_fresh_lock_in_child)

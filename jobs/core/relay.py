@@ -292,18 +292,6 @@ def _wait_for_parent() -> None:
         os.close(read_end)
 
 
-def layer_down_until() -> float:
-    """Until when (``time.monotonic()``) this process skips the channel layer, judged down."""
-    return _down_until
-
-
-def skip_layer_until(until: float) -> None:
-    """In a work-horse forked elsewhere (jobs.execution.forkserver): what its worker knows
-    of the layer, so the horse does not wait out a dead layer again."""
-    global _down_until
-    _down_until = until
-
-
 def drain(timeout: float = 2.0) -> bool:
     """Wait until this process's buffer is sent (a work-horse calls it before exiting);
     at once while the layer is known to be down (its messages are dropped anyway)."""

@@ -5,27 +5,24 @@ A fork write-protects every page of the forking process: its next write to each 
 faults, and copies the page while the horse lives. The parent of ``JobdeskWorker`` does
 Jobdesk's bookkeeping (the claim and the record, the relay's and the lease keeper's
 threads): forking each horse itself, it took ~1,700 such faults a job where raw RQ's
-parent takes ~970, about 2 ms of CPU a job (README, Benchmarks). The fork server is
-forked when the worker starts (its start-up done, before any thread of the worker's own
-and before any job), and then only waits, imports, forks and reaps: the parent no longer
-forks its jobs' horses, so its pages stay writable, and the server touches few of its own.
+parent takes ~970, about 2 ms of CPU a job (README, "Speed"). The fork server is forked
+once, when the worker starts (start-up done, imports in place, nothing held), and then
+only waits, forks and reaps: the parent never forks again, so its pages stay writable,
+and the server touches few of its own.
 
 One horse at a time, as the worker runs one job at a time. The parent sends a request
-(``HorseRequest``: what the horse needs of the parent's state, the modules the parent
-imported since the last request — the server imports them, so horses do not import them
-again each — with the outcome pipe and the relay's handover as descriptors); the server
-forks, answers with the horse's pid, then with its wait status once it exits. The server
-dies with the worker (PR_SET_PDEATHSIG) and its horse with it. A server that is gone
-(killed, out of memory) is noticed by the job that finds it so: the horse running dies
-with it, or the job about to be forked is forked by the worker itself; the worker starts
-another server at its next forked job.
+(``HorseRequest``: what the horse needs of the parent's state, with the outcome pipe and
+the relay's handover as descriptors); the server forks, answers with the horse's pid,
+then with its wait status once it exits. The server dies with the worker
+(PR_SET_PDEATHSIG) and its horses with it. When the server is gone (killed, out of
+memory), the worker forks its horses itself, as RQ does, and starts another server at
+its next job.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
 import logging
 import os
 import pickle
@@ -42,10 +39,7 @@ logger = logging.getLogger("jobs.execution.forkserver")
 # Linux: PR_SET_PDEATHSIG, and AF_UNIX sockets that keep messages whole (SOCK_SEQPACKET).
 AVAILABLE = sys.platform.startswith("linux")
 _STOP_SECONDS = 1.0  # for a stopping server to exit before it is killed
-# Bytes in one message, under the socket's buffer (Linux's default is 208 KiB; a larger
-# message is refused). A request carries the claimed row, its payload too: a job whose
-# request is larger (a payload of a few hundred KiB) is forked by the worker itself.
-_MAX_REQUEST = 128 * 1024
+_MAX_REQUEST = 1 << 20  # bytes: a request carries a Jobdesk dispatch's RQ hash and row, a few KiB
 _MAX_FDS = 4
 # The wait status of a horse whose server died under it: killed by SIGKILL, as the server's
 # death kills its horse (PR_SET_PDEATHSIG).
@@ -55,8 +49,7 @@ KILLED = signal.SIGKILL.value
 @dataclass
 class HorseRequest:
     """What a horse needs of its worker's parent, which claimed the job and prepared RQ's
-    execution of it: the horse's own copy of the worker is the server's, from the
-    worker's start."""
+    execution of it: the horse's own copy of the worker is the server's, from start-up."""
 
     rq_job_id: str
     rq_job_hash: dict[str, bytes]  # the RQ job as Redis holds it (RQ's Job.restore)
@@ -68,8 +61,6 @@ class HorseRequest:
     attempt_span: Any  # the claim's span context (jobs.core.tracing), or None
     outcome_pipe: bool  # the first descriptor sent is the write end of the outcome pipe
     handover: bool  # the next one is the relay's handover
-    relay_down_until: float  # the parent's relay skips the channel layer until then (monotonic)
-    imports: tuple[str, ...] = ()  # modules the parent imported since its last request
 
 
 class ForkServer:
@@ -121,25 +112,18 @@ class ForkServer:
         return True
 
     def fork(self, request: HorseRequest, descriptors: list[int]) -> int | None:
-        """Have the server fork a horse for ``request``: its pid, or None when the caller
-        must fork this one itself — the server is gone (then dropped), or the request is
-        too large for a message."""
+        """Have the server fork a horse for ``request``: its pid, or None when the server
+        is gone (then dropped: the caller forks the horse itself)."""
         if self._socket is None:
-            return None
-        message = pickle.dumps((self._request + 1, request), pickle.HIGHEST_PROTOCOL)
-        if len(message) > _MAX_REQUEST:
-            logger.info("a request too large for the fork server: the worker forks this horse itself")
             return None
         self._request, self._status = self._request + 1, None
         try:
+            message = pickle.dumps((self._request, request), pickle.HIGHEST_PROTOCOL)
             socket.send_fds(self._socket, [message], descriptors)
             pid = self._reply("forked")
         except OSError:
             logger.exception("the fork server is gone: the worker forks its horses itself")
             pid = None
-        except BaseException:  # a cold shutdown's SystemExit: no horse may run on untracked
-            self.stop()
-            raise
         if pid is None:
             self.stop()
         return pid
@@ -208,9 +192,7 @@ class ForkServer:
             return None  # the server is gone
         try:
             return pickle.loads(message)
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError):
-            # Not a reply of this server's: treat it as gone. (Not every exception: RQ's
-            # monitor alarm may raise from its handler here, and must reach the monitor.)
+        except Exception:  # not a reply of this server's: treat it as gone
             logger.exception("the fork server's reply could not be read")
             return None
 
@@ -223,7 +205,6 @@ class ForkServer:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
         gc.freeze()  # a collection here would touch (and copy) every page of start-up's objects
-        server, exited = os.getpid(), 0
         while True:
             try:
                 message, descriptors, _, _ = socket.recv_fds(sock, _MAX_REQUEST, _MAX_FDS)
@@ -231,16 +212,9 @@ class ForkServer:
                 return
             if not message:
                 return  # the worker closed its end: it is stopping
-            if exited:  # the last horse, kept a zombie until now (_exit_status)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(exited, 0)
             number, request = pickle.loads(message)
-            _import(request.imports)
             pid = os.fork()
             if pid == 0:
-                # Tied to the server first: a server that died before this line would leave
-                # the horse running with no one to die with (the check sees it gone).
-                self._die_with_parent(server)
                 os.setpgid(0, 0)  # as RQ's horse: a kill takes its group, never the worker's
                 sock.close()
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as RQ's horse: set up again in main_work_horse
@@ -253,28 +227,5 @@ class ForkServer:
             for descriptor in descriptors:
                 os.close(descriptor)
             sock.send(pickle.dumps(("forked", number, pid)))
-            sock.send(pickle.dumps(("exited", number, _exit_status(pid))))
-            exited = pid
-
-
-def _exit_status(pid: int) -> int:
-    """Wait for the horse to exit, and its wait status (as os.waitpid's), leaving it a
-    zombie: its pid is not given to another process while the worker may still kill
-    the horse's group (a kill from the lease keeper's or RQ's pub/sub thread), as RQ's
-    own horse stays unreaped until its parent waits for it. Reaped at the next request."""
-    found = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-    assert found is not None  # WNOHANG is not asked for
-    if found.si_code == os.CLD_EXITED:
-        return (found.si_status & 0xFF) << 8
-    return found.si_status | (0x80 if found.si_code == os.CLD_DUMPED else 0)
-
-
-def _import(names: tuple[str, ...]) -> None:
-    """Import what the worker imported since the last request (a type's handler module at
-    its first claim, the parser RQ's first dequeue loads): once here, not in every horse."""
-    for name in names:
-        if name not in sys.modules:
-            try:
-                importlib.import_module(name)
-            except Exception:  # the horse imports it, or fails on it, as it would have
-                logger.debug("the fork server could not import a module", extra={"module": name}, exc_info=True)
+            _, status = os.waitpid(pid, 0)
+            sock.send(pickle.dumps(("exited", number, status)))

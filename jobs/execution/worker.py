@@ -271,7 +271,7 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
         self._to_parent: int | None = None  # its write end, the horse's
         self._fork_server = forkserver.ForkServer(self._become_horse, _die_with_parent)
         self._horse_of_server = False  # the horse in hand was forked by the fork server
-        self._modules_sent = 0  # len(sys.modules) when the fork server last heard of them
+        self._modules_at_fork = 0  # len(sys.modules) when the fork server was started
 
     def execute_job(self, job: RQJob, queue) -> None:
         try:
@@ -306,38 +306,34 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             self.kill_horse()  # from the watchdog's thread; RQ's monitor loop then reaps it
 
     def work(self, *args, **kwargs) -> bool:
-        # The fork server is forked now: start-up done (Django's apps and their modules
-        # in), and no thread of this worker's own yet — whatever a thread held at the fork
-        # would stay held in every horse of the server.
-        self._start_fork_server()
         try:
             return super().work(*args, **kwargs)
         finally:
             self._fork_server.stop()
 
-    def _start_fork_server(self) -> bool:
+    def _refresh_fork_server(self) -> None:
+        """Before a claimed job's fork: start the fork server, or start it again when this
+        process has imported modules since it did. A horse starts from the server's
+        memory, not this process's: what it lacks, each horse would import again (a
+        type's handler module, imported here at its first claim; the parser RQ's first
+        dequeue loads), a few milliseconds a job. A worker whose jobs all run inline
+        starts none."""
         if not settings.WORKER_FORK_SERVER:
-            return False  # this process forks its horses itself, as RQ does
-        self._modules_sent = len(sys.modules)
-        # A job's descriptors open now (a server started again mid-job) are not the server's.
-        ends = [getattr(self, name) for name in ("_handover", "_from_horse", "_to_parent")]
-        return self._fork_server.start(close=[end for end in ends if end is not None])
-
-    def _new_imports(self) -> tuple[str, ...]:
-        """The modules this process imported since the server heard last (a type's handler
-        module at its first claim, the parser RQ's first dequeue loads): the server imports
-        them too, so that each horse does not import them again, a few milliseconds a job."""
-        if len(sys.modules) == self._modules_sent:
-            return ()
-        names = tuple(list(sys.modules)[self._modules_sent :])
-        self._modules_sent = len(sys.modules)
-        return names
+            return  # this process forks its horses itself, as RQ does
+        if self._fork_server.running and len(sys.modules) == self._modules_at_fork:
+            return
+        self._fork_server.stop()
+        self._modules_at_fork = len(sys.modules)
+        # The relay's handover for this run is the horse's, sent with its request: the
+        # server does not keep a copy of it.
+        self._fork_server.start(close=[end for end in (self._handover,) if end is not None])
 
     def fork_work_horse(self, job: RQJob, queue) -> None:
         # The horse hands its outcome back through a pipe of its own (runner.outcome_from_horse).
         ids = _dispatch_of(job)
         claimed = ids is not None and ids[1] in runner.preclaimed  # claimed here: the horse only runs it
         if claimed:
+            self._refresh_fork_server()
             try:
                 self._from_horse, self._to_parent = os.pipe()
             except OSError:  # out of descriptors: the outcome is read from RQ's result
@@ -356,10 +352,8 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
     def _fork_by_server(self, job: RQJob, queue, dispatch: str) -> bool:
         """Have the fork server fork this job's horse; False when there is none."""
         server = self._fork_server
-        # One that died (noticed by the job it failed) is started again: from here, with
-        # this process's threads running — the rare case, not each start.
-        if not server.running and not self._start_fork_server():
-            return False
+        if not server.running:
+            return False  # it could not be started, or died: see _refresh_fork_server
         assert self.execution is not None  # RQ's prepare_execution, before the fork
         encoder = self.connection.get_encoder()
         request = forkserver.HorseRequest(
@@ -373,15 +367,12 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             attempt_span=tracing.attempt_of(dispatch),
             outcome_pipe=self._to_parent is not None,
             handover=self._handover is not None,
-            relay_down_until=relay.layer_down_until(),
-            imports=self._new_imports(),
         )
         descriptors = [end for end in (self._to_parent, self._handover) if end is not None]
         pid = server.fork(request, descriptors)
         if pid is None:
             return False
-        self._horse_of_server = True  # before the pid: a kill or a wait for it goes through the server
-        self._horse_pid = pid
+        self._horse_pid, self._horse_of_server = pid, True
         self.procline(f"Forked {pid} at {time.time()} (fork server)")
         return True
 
@@ -392,7 +383,7 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             ends = iter(descriptors)
             self._to_parent = next(ends) if request.outcome_pipe else None
             self._handover = next(ends) if request.handover else None
-            self._parent_pid = os.getppid()  # the server (tied to it already): the horse dies with it
+            self._parent_pid = os.getppid()  # the server: the horse dies with it (and it with the worker)
             job = self.job_class(request.rq_job_id, connection=self.connection, serializer=self.serializer)
             job.restore(request.rq_job_hash)
             queue = next(queue for queue in self.queues if queue.name == request.queue_name)
@@ -401,7 +392,6 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             runner.preclaimed.clear()  # the server's copy of the first run's, if any
             runner.preclaimed[request.dispatch] = request.claimed
             tracing.resume_attempt(request.dispatch, request.attempt_span)
-            relay.skip_layer_until(request.relay_down_until)
             os.environ["RQ_WORKER_ID"], os.environ["RQ_JOB_ID"] = self.name, job.id
         except BaseException:  # never let a horse return into the server's loop
             logger.exception("work-horse set-up failed")
