@@ -29,12 +29,6 @@ def _request() -> forkserver.HorseRequest:
     )  # fmt: skip
 
 
-def _sleep_long(request, descriptors) -> None:
-    _die_with_parent(os.getppid())  # as a worker's horse: gone with its server
-    time.sleep(30)
-    os._exit(0)
-
-
 class _Interrupted(Exception):
     """What RQ's monitor alarm raises from its signal handler."""
 
@@ -91,7 +85,12 @@ def test_a_wait_interrupted_after_the_reply_came_loses_nothing():
 
 
 def test_a_server_killed_under_its_horse_reports_it_killed_and_is_dropped():
-    server = forkserver.ForkServer(_sleep_long, lambda parent: None)
+    def sleep_long(request, descriptors) -> None:
+        _die_with_parent(os.getppid())  # as a worker's horse: gone with its server
+        time.sleep(30)
+        os._exit(0)
+
+    server = forkserver.ForkServer(sleep_long, lambda parent: None)
     assert server.start()
     assert server.fork(_request(), [])
     os.kill(server.pid, signal.SIGKILL)
@@ -102,7 +101,12 @@ def test_a_server_killed_under_its_horse_reports_it_killed_and_is_dropped():
 
 
 def test_stopping_a_server_whose_horse_still_runs_kills_it_at_once():
-    server = forkserver.ForkServer(_sleep_long, lambda parent: None)
+    def sleep_long(request, descriptors) -> None:
+        _die_with_parent(os.getppid())  # as a worker's horse: gone with its server
+        time.sleep(30)
+        os._exit(0)
+
+    server = forkserver.ForkServer(sleep_long, lambda parent: None)
     assert server.start()
     assert server.fork(_request(), [])
     started = time.monotonic()
