@@ -123,10 +123,6 @@ DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60, minimum=0)
 # that cannot keep them (PgBouncer in transaction mode before 1.21, or without
 # max_prepared_statements).
 DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", True)
-# JobdeskWorker's horses forked by a fork server of each worker's own, so the worker's
-# process (the bookkeeping) never forks: ~2 ms less CPU per forked job, for ~40 MB more
-# memory per worker (the server keeps the worker's pages as they were at its start).
-WORKER_FORK_SERVER = env_bool("WORKER_FORK_SERVER", True)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

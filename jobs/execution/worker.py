@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 
-from django.conf import settings
 from django.db import DatabaseError, connections
 from redis.exceptions import RedisError
 from rq import SimpleWorker, Worker, worker_registration
@@ -318,8 +317,6 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
         type's handler module, imported here at its first claim; the parser RQ's first
         dequeue loads), a few milliseconds a job. A worker whose jobs all run inline
         starts none."""
-        if not settings.WORKER_FORK_SERVER:
-            return  # this process forks its horses itself, as RQ does
         if self._fork_server.running and len(sys.modules) == self._modules_at_fork:
             return
         self._fork_server.stop()

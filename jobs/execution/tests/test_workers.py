@@ -427,16 +427,3 @@ def test_a_fork_server_that_dies_under_its_horse_fails_the_run_not_the_worker(ru
     after.refresh_from_db()
     assert after.status == Status.COMPLETE, after.error_message
     assert after.result["grandparent"] == os.getpid(), "forked by a new server of the same worker"
-
-
-def test_without_the_fork_server_the_worker_forks_its_horses_itself(run_worker, fork_server_types, settings):
-    """WORKER_FORK_SERVER=false, for a host short of memory: RQ's own way."""
-    from jobs.execution.worker import JobdeskWorker
-
-    settings.WORKER_FORK_SERVER = False
-    jobs = [submit("tests.whose_child").job for _ in range(2)]
-    run_worker(worker_class=JobdeskWorker)
-    for job in jobs:
-        job.refresh_from_db()
-        assert job.status == Status.COMPLETE, job.error_message
-        assert job.result["ppid"] == os.getpid(), "forked by the worker itself"
