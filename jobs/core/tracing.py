@@ -228,18 +228,6 @@ def claimed(job: Job, dispatch: str, started: int | None) -> None:
     _attempts[dispatch] = span.get_span_context()
 
 
-def attempt_of(dispatch: str) -> SpanContext | None:
-    """The attempt's claim span (``claimed``), for a work-horse forked elsewhere
-    (jobs.execution.forkserver), which cannot inherit it."""
-    return _attempts.get(dispatch)
-
-
-def resume_attempt(dispatch: str, claim: SpanContext | None) -> None:
-    """In such a horse: its attempt's claim span, as its parent had it."""
-    if claim is not None:
-        _attempts[dispatch] = claim
-
-
 @contextlib.contextmanager
 def running(job: Job, dispatch: str) -> Iterator[Span | None]:
     """The handler's run, current while it runs (a handler's own spans nest in it)."""

@@ -21,14 +21,12 @@ import logging
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 
 from django.db import DatabaseError, connections
 from redis.exceptions import RedisError
 from rq import SimpleWorker, Worker, worker_registration
-from rq.executions import Execution
 from rq.job import Job as RQJob
 from rq.results import Result
 from rq.worker import BaseWorker, WorkerStatus
@@ -37,7 +35,7 @@ from jobs.core import registry, relay, tracing
 from jobs.core.errors import SubmitError
 from jobs.core.models import Job
 from jobs.core.queueing import ENTRY_POINT
-from jobs.execution import forkserver, leasekeeper, runner
+from jobs.execution import leasekeeper, runner
 
 logger = logging.getLogger("jobs.execution.worker")
 
@@ -268,9 +266,6 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
         self._handover: int | None = None  # the relay's handover to the next horse (relay.handover)
         self._from_horse: int | None = None  # the read end of the horse's outcome pipe
         self._to_parent: int | None = None  # its write end, the horse's
-        self._fork_server = forkserver.ForkServer(self._become_horse, _die_with_parent)
-        self._horse_of_server = False  # the horse in hand was forked by the fork server
-        self._modules_at_fork = 0  # len(sys.modules) when the fork server was started
 
     def execute_job(self, job: RQJob, queue) -> None:
         try:
@@ -278,7 +273,6 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
         finally:
             # What is left open: not forked after all (refused, or RQ failed before the fork).
             self._close("_handover", "_from_horse", "_to_parent")
-            self._horse_of_server = False
 
     def _outcome_from_horse(self) -> runner.Outcome | None:
         read_end, self._from_horse = self._from_horse, None
@@ -304,102 +298,22 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
         else:
             self.kill_horse()  # from the watchdog's thread; RQ's monitor loop then reaps it
 
-    def work(self, *args, **kwargs) -> bool:
-        try:
-            return super().work(*args, **kwargs)
-        finally:
-            self._fork_server.stop()
-
-    def _refresh_fork_server(self) -> None:
-        """Before a claimed job's fork: start the fork server, or start it again when this
-        process has imported modules since it did. A horse starts from the server's
-        memory, not this process's: what it lacks, each horse would import again (a
-        type's handler module, imported here at its first claim; the parser RQ's first
-        dequeue loads), a few milliseconds a job. A worker whose jobs all run inline
-        starts none."""
-        if self._fork_server.running and len(sys.modules) == self._modules_at_fork:
-            return
-        self._fork_server.stop()
-        self._modules_at_fork = len(sys.modules)
-        # The relay's handover for this run is the horse's, sent with its request: the
-        # server does not keep a copy of it.
-        self._fork_server.start(close=[end for end in (self._handover,) if end is not None])
-
     def fork_work_horse(self, job: RQJob, queue) -> None:
         # The horse hands its outcome back through a pipe of its own (runner.outcome_from_horse).
         ids = _dispatch_of(job)
-        claimed = ids is not None and ids[1] in runner.preclaimed  # claimed here: the horse only runs it
-        if claimed:
-            self._refresh_fork_server()
+        if ids is not None and ids[1] in runner.preclaimed:  # claimed here: the horse only runs it
             try:
                 self._from_horse, self._to_parent = os.pipe()
             except OSError:  # out of descriptors: the outcome is read from RQ's result
                 logger.exception("no pipe for a work-horse's outcome")
         try:
-            # Raw RQ work, and a job the horse must claim itself, are forked here, as RQ does.
-            if not (claimed and ids is not None and self._fork_by_server(job, queue, ids[1])):
-                super().fork_work_horse(job, queue)
+            super().fork_work_horse(job, queue)
         finally:
             self._close("_handover", "_to_parent")  # the horse's: it has its own copies
         # The lease may have been lost between the claim and the fork (a stall in RQ's
         # preparation), when there was no horse to kill yet: kill it now.
         if leasekeeper.keeper().lost():
             self.kill_horse()
-
-    def _fork_by_server(self, job: RQJob, queue, dispatch: str) -> bool:
-        """Have the fork server fork this job's horse; False when there is none."""
-        server = self._fork_server
-        if not server.running:
-            return False  # it could not be started, or died: see _refresh_fork_server
-        assert self.execution is not None  # RQ's prepare_execution, before the fork
-        encoder = self.connection.get_encoder()
-        request = forkserver.HorseRequest(
-            rq_job_id=job.id,
-            rq_job_hash={key: encoder.encode(value) for key, value in job.to_dict().items()},
-            queue_name=queue.name,
-            execution_id=self.execution.id,
-            execution_started=self.execution.created_at,
-            dispatch=dispatch,
-            claimed=runner.preclaimed[dispatch],
-            attempt_span=tracing.attempt_of(dispatch),
-            outcome_pipe=self._to_parent is not None,
-            handover=self._handover is not None,
-        )
-        descriptors = [end for end in (self._to_parent, self._handover) if end is not None]
-        pid = server.fork(request, descriptors)
-        if pid is None:
-            return False
-        self._horse_pid, self._horse_of_server = pid, True
-        self.procline(f"Forked {pid} at {time.time()} (fork server)")
-        return True
-
-    def _become_horse(self, request: forkserver.HorseRequest, descriptors: list[int]) -> None:
-        """In a horse the fork server forked: the parent's state for this run, then RQ's
-        horse as ``fork_work_horse`` starts it. Never returns."""
-        try:
-            ends = iter(descriptors)
-            self._to_parent = next(ends) if request.outcome_pipe else None
-            self._handover = next(ends) if request.handover else None
-            self._parent_pid = os.getppid()  # the server: the horse dies with it (and it with the worker)
-            job = self.job_class(request.rq_job_id, connection=self.connection, serializer=self.serializer)
-            job.restore(request.rq_job_hash)
-            queue = next(queue for queue in self.queues if queue.name == request.queue_name)
-            self.execution = Execution(request.execution_id, job.id, self.connection, worker_name=self.name)
-            self.execution.created_at = self.execution.last_heartbeat = request.execution_started
-            runner.preclaimed.clear()  # the server's copy of the first run's, if any
-            runner.preclaimed[request.dispatch] = request.claimed
-            tracing.resume_attempt(request.dispatch, request.attempt_span)
-            os.environ["RQ_WORKER_ID"], os.environ["RQ_JOB_ID"] = self.name, job.id
-        except BaseException:  # never let a horse return into the server's loop
-            logger.exception("work-horse set-up failed")
-            os._exit(1)
-        self.main_work_horse(job, queue)
-        os._exit(0)
-
-    def wait_for_horse(self):
-        if self._horse_of_server:
-            return self.horse_pid, self._fork_server.wait(), None
-        return super().wait_for_horse()
 
     def set_current_job_working_time(self, current_job_working_time, pipeline=None) -> None:
         # RQ calls this from its monitor loop while the horse runs: an unreachable Redis

@@ -26,19 +26,9 @@ FAST_RETRIES = {"RETRY_BASE_DELAY": "0.1"}
 SHORT_LEASES = {"JOB_LEASE_SECONDS": "4", "JOB_LEASE_RENEW_SECONDS": "0.5", "JOB_LEASE_STOP_SECONDS": "2"}
 
 
-def children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(child) for child in out.split()]
-
-
 def horse_pids(worker: subprocess.Popen) -> list[int]:
-    """Every process under the worker, the deepest last: its fork server, then the horse
-    the server forked (a plain RQ worker's horse is its own child)."""
-    found, level = [], children(worker.pid)
-    while level:
-        found += level
-        level = [child for pid in level for child in children(pid)]
-    return found
+    out = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
 
 
 def sigkill_worker(worker: subprocess.Popen, *, with_horse: bool = True) -> None:
@@ -114,11 +104,10 @@ def test_killing_only_the_worker_parent_takes_its_work_horse_along(spawn, settin
     job = submit("diagnostics.sleep", {"seconds": 3, "steps": 6, "trace": True}).job
     worker = spawn("rqworker", *QUEUES, **FAST_RETRIES, **SHORT_LEASES)
     wait_for(lambda: runs(redis_conn, job) == 1, timeout=30, what="the handler to start")
-    family = wait_for(lambda: len(horse_pids(worker)) == 2 and horse_pids(worker), timeout=10, what="server, horse")
+    horse = wait_for(lambda: horse_pids(worker), timeout=10, what="the work-horse")[0]
     sigkill_worker(worker, with_horse=False)
 
-    for pid in family:  # the fork server dies with the worker, its horse with the server
-        wait_for(lambda p=pid: liveness.process_started_at(p) is None, timeout=10, what=f"{pid} to die with the worker")
+    wait_for(lambda: liveness.process_started_at(horse) is None, timeout=10, what="the horse to die with its parent")
     assert lost_once_its_lease_passed() == [str(job.id)]
     spawn("rqworker", *QUEUES, **FAST_RETRIES, **SHORT_LEASES)
     spawn("rqscheduler", "--queue", "normal", "--interval", "1")
@@ -330,7 +319,7 @@ def test_a_worker_whose_registration_vanished_registers_again(spawn, redis_conn)
 def test_killing_the_pool_takes_its_workers_along(spawn, redis_conn):
     """Nobody would respawn or stop a pool's workers once the pool's process is gone."""
     pool = spawn("rqworker-pool", *QUEUES, "--num-workers", "2")
-    workers = wait_for(lambda: len(children(pool.pid)) == 2 and children(pool.pid), timeout=30, what="two workers")
+    workers = wait_for(lambda: len(horse_pids(pool)) == 2 and horse_pids(pool), timeout=30, what="two workers")
     wait_for(lambda: len(queueing.workers()) == 2, timeout=30, what="the workers to register")
     pool.send_signal(signal.SIGKILL)
     pool.wait(10)
