@@ -34,9 +34,13 @@ _timer: threading.Timer | None = None
 
 
 def _fresh_lock_in_child() -> None:
-    # A work-horse forked while the relay's thread held the lock would wait on it forever.
-    global _lock
+    # A work-horse forked while the relay's thread held the lock would wait on it forever;
+    # and the counts it inherits are its parent's to add (a horse's exit flushes, and
+    # added there too, they counted twice). Its own timer starts with its first count.
+    global _lock, _pid, _timer
     _lock = threading.Lock()
+    _pending.clear()
+    _pid, _timer = os.getpid(), None
 
 
 os.register_at_fork(after_in_child=_fresh_lock_in_child)

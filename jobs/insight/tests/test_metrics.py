@@ -68,3 +68,24 @@ def test_the_metrics_token_is_required_when_set(settings):
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "not_authenticated"
     assert Client().get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
     assert Client().get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret").status_code == 200
+
+
+def test_a_forked_horse_does_not_add_its_parents_pending_drop_counts(redis_conn):
+    """A work-horse flushes its drop counts as it exits (jobs.core.relay.drain): the
+    counts it inherited are its parent's, which adds them itself. A review found them
+    added twice."""
+    import os
+
+    from jobs.core import dropped
+
+    dropped.reset()
+    dropped.count("relay_down", 3)  # pending in this process, its flush not due yet
+    child = os.fork()
+    if child == 0:
+        try:
+            dropped.flush()  # a horse that dropped nothing itself, at its exit
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    dropped.flush()
+    assert dropped.totals()["relay_down"] == 3
