@@ -29,32 +29,28 @@ _RETRY_AFTER = 5.0  # seconds after a failed flush
 
 _lock = threading.Lock()
 _pending: collections.Counter[str] = collections.Counter()
-_pid = os.getpid()
 _timer: threading.Timer | None = None
 
 
-def _fresh_lock_in_child() -> None:
+def _forget_in_child() -> None:
     # A work-horse forked while the relay's thread held the lock would wait on it forever;
     # and the counts it inherits are its parent's to add (a horse's exit flushes, and
     # added there too, they counted twice). Its own timer starts with its first count.
-    global _lock, _pid, _timer
+    global _lock, _timer
     _lock = threading.Lock()
     _pending.clear()
-    _pid, _timer = os.getpid(), None
+    _timer = None
 
 
-os.register_at_fork(after_in_child=_fresh_lock_in_child)
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def count(layer: str, n: int = 1) -> None:
     """Count ``n`` messages dropped at ``layer`` (one of ``LAYERS``); returns at once."""
-    global _pid, _timer
+    global _timer
     if n <= 0:
         return
     with _lock:
-        if _pid != os.getpid():  # a forked work-horse: the parent's counts are its own to add
-            _pid, _timer = os.getpid(), None
-            _pending.clear()
         _pending[layer] += n
         if _timer is None:
             _timer = threading.Timer(_FLUSH_EVERY, _flush_soon)
