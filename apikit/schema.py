@@ -1,7 +1,26 @@
-"""Every operation in the OpenAPI schema lists the errors it can answer with, in the one
-error shape: clients generate code from the schema, so it must say so."""
+"""The OpenAPI schema's conventions: every operation is described by its own docstrings
+(``EndpointSchema``), and lists the errors it can answer with, in the one error shape
+(``add_error_responses``): clients generate code from the schema, so it must say so."""
 
 from __future__ import annotations
+
+import inspect
+
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import get_doc
+
+
+class EndpointSchema(AutoSchema):
+    """An operation's description is its action's docstring, else its view class's own:
+    never a mixin's or base class's, which document code, not the endpoint (drf-spectacular
+    walks the view's bases for one, and /api/docs/ showed a tracing mixin's docstring for
+    "submit a job")."""
+
+    def get_description(self) -> str:  # type: ignore[override]  # as drf-spectacular declares it
+        action = getattr(self.view, getattr(self.view, "action", None) or self.method.lower(), None)
+        own = type(self.view).__dict__.get("__doc__")
+        return get_doc(action) or (inspect.cleandoc(own) if own else "")
+
 
 ERROR_SCHEMA = {
     "type": "object",

@@ -14,7 +14,6 @@ from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.openapi import AutoSchema
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.pagination import BasePagination
 from rest_framework.parsers import BaseParser, JSONParser
@@ -26,6 +25,7 @@ from rest_framework.views import APIView
 from apikit.auth import ApiTokenAuthentication
 from apikit.errors import exception_handler
 from apikit.pagination import Pagination
+from apikit.schema import EndpointSchema
 from apikit.throttling import AnonRate, UserRate
 
 
@@ -39,7 +39,7 @@ class Conventions(APIView):
     pagination_class: type[BasePagination] | None = Pagination
     filter_backends: Sequence[Any] = [DjangoFilterBackend]
     throttle_classes: Sequence[type[BaseThrottle]] = [AnonRate, UserRate]
-    schema: ViewInspector | None = AutoSchema()
+    schema: ViewInspector | None = EndpointSchema()
 
     def get_exception_handler(self):
         return exception_handler

@@ -42,5 +42,14 @@ def pytest_unconfigure(config) -> None:
 
 
 def server() -> RedisServer | None:
-    """The suite's own Redis server (None when TEST_REDIS_URL was given)."""
+    """The suite's own Redis server (None when TEST_REDIS_URL was given, or in the fast layer)."""
+    return _server
+
+
+def own_server() -> RedisServer:
+    """The suite's own Redis server, for a test that stops and starts it; the test is
+    skipped where there is none, saying why."""
+    if _server is None:
+        why = "the fast layer runs none" if os.environ.get("JOBDESK_FAST_LAYER") else "TEST_REDIS_URL was given"
+        pytest.skip(f"needs the suite's own Redis server ({why})")
     return _server

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 import django_filters
 from django.conf import settings
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import mixins, routers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser, MultiPartParser
@@ -129,6 +135,10 @@ def _refusal(refused: uploads.UploadRefused) -> Refusal:
     return Refusal(refused.status, refused.code, refused.message, refused.hint, refused.retry_after)
 
 
+@extend_schema_view(
+    list=extend_schema(description="Your uploaded materials (an operator's: everyone's), newest first."),
+    retrieve=extend_schema(description="One material: its processing job's status and ETA, and its statistics."),
+)
 class MaterialViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = MaterialSerializer
     filterset_class = MaterialFilter
@@ -214,6 +224,7 @@ class MaterialViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMi
     @extend_schema(responses=MaterialChunkSerializer(many=True), filters=False)
     @action(detail=True, methods=["get"], filterset_class=None)
     def chunks(self, request: Request, pk: str) -> Response:
+        """The material's extracted text, in its chunks' order."""
         material = self.get_object()
         page = self.paginate_queryset(material.chunks.order_by("index"))
         return self.get_paginated_response(MaterialChunkSerializer(page, many=True).data)
@@ -222,6 +233,7 @@ class MaterialViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMi
                                             503: REFUSALS[503]})  # fmt: skip
     @action(detail=True, methods=["post"], filterset_class=None)
     def reprocess(self, request: Request, pk: str) -> Response:
+        """Process the stored file again (a new job); 409 while it is still being processed."""
         try:
             material = uploads.reprocess(self.get_object(), request.user)
         except uploads.UploadRefused as refused:

@@ -200,9 +200,7 @@ def test_bearer_works_wherever_token_does(alice, api_as):
 def test_queues_while_redis_is_down_is_503(api_as, alice):
     from devtools import pytest_redis
 
-    server = pytest_redis.server()
-    if server is None:
-        pytest.skip("needs the suite's own Redis to stop it")
+    server = pytest_redis.own_server()
     server.stop()
     try:
         response = api_as(alice).get("/api/queues/")

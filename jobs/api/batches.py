@@ -7,7 +7,7 @@ staff by their permissions on batches (jobs.core.access)."""
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -131,6 +131,9 @@ class BatchActionSerializer(serializers.Serializer):
     batch = BatchSerializer()
 
 
+@extend_schema_view(
+    retrieve=extend_schema(description="One batch: its jobs' counts by status, its callbacks and whether it is open.")
+)
 class BatchViewSet(
     ContinuesCallersTrace, Conventions, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
@@ -144,6 +147,7 @@ class BatchViewSet(
         return access.visible(Batch.objects.select_related("owner").order_by("-created_at"), self.request.user)
 
     def list(self, request: Request, *args, **kwargs) -> Response:
+        """The batches you may see, newest first."""
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         data = BatchSerializer(page, many=True, context={"in_list": True}).data
         return self.get_paginated_response(data)

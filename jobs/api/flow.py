@@ -123,6 +123,7 @@ class QueueLeverViewSet(Conventions, viewsets.ViewSet):
 
     @extend_schema(responses={200: QueueLeverSerializer})
     def retrieve(self, request: Request, name: str) -> Response:
+        """Whether the queue is paused, since when, by whom and why."""
         return Response(QueueLeverSerializer(flow.describe_queue(_existing(QUEUE, name))).data)
 
     @extend_schema(request=ReasonSerializer, responses={200: QueueLeverSerializer})
@@ -136,6 +137,7 @@ class QueueLeverViewSet(Conventions, viewsets.ViewSet):
     @extend_schema(request=ReasonSerializer, responses={200: QueueLeverSerializer})
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, name: str) -> Response:
+        """The queue's jobs start again, in their order."""
         flow.resume(QUEUE, _existing(QUEUE, name), **_by(request))
         return Response(QueueLeverSerializer(flow.describe_queue(name)).data)
 
@@ -153,10 +155,12 @@ class TypeLeverViewSet(Conventions, viewsets.ViewSet):
 
     @extend_schema(responses={200: TypeLeverSerializer(many=True)})
     def list(self, request: Request) -> Response:
+        """Every registered job type with its levers: paused or not, its concurrency and rate limits."""
         return Response(TypeLeverSerializer(flow.describe_types(), many=True).data)
 
     @extend_schema(responses={200: TypeLeverDetailSerializer})
     def retrieve(self, request: Request, name: str) -> Response:
+        """One job type's levers, where each limit comes from (code or operator), and their recent changes."""
         return self._detail(_existing(TYPE, name))
 
     @extend_schema(
@@ -185,6 +189,7 @@ class TypeLeverViewSet(Conventions, viewsets.ViewSet):
     @extend_schema(request=ReasonSerializer, responses={200: TypeLeverDetailSerializer})
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, name: str) -> Response:
+        """Jobs of this type start again."""
         flow.resume(TYPE, _existing(TYPE, name), **_by(request))
         return self._detail(name)
 

@@ -7,7 +7,7 @@ permission on schedules, adding the add permission, the rest the change permissi
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -77,6 +77,10 @@ def _by(request: Request) -> str:
     return str(request.user)
 
 
+@extend_schema_view(
+    list=extend_schema(description="Every cron entry, from the code and made here: its timetable, next and last runs."),
+    retrieve=extend_schema(description="One cron entry: its timetable, zone, next runs and last runs."),
+)
 class ScheduleViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = Schedule.objects.all()
     serializer_class = ScheduleSerializer
@@ -88,6 +92,7 @@ class ScheduleViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMi
 
     @extend_schema(request=ScheduleCreateSerializer, responses={201: ScheduleSerializer})
     def create(self, request: Request) -> Response:
+        """A new cron entry, made here rather than in code."""
         body = ScheduleCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         values = dict(body.validated_data)
@@ -114,17 +119,20 @@ class ScheduleViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMi
 
     @extend_schema(responses={204: None, 400: OpenApiResponse(description="declared in code: pause it instead")})
     def destroy(self, request: Request, name: str) -> Response:
+        """Delete an entry made here (one declared in code is paused instead)."""
         schedules.delete(self.get_object().name)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses={200: ScheduleSerializer})
     @action(detail=True, methods=["post"])
     def pause(self, request: Request, name: str) -> Response:
+        """No more runs of this entry until it is resumed."""
         return Response(ScheduleSerializer(schedules.set_paused(self.get_object().name, True, by=_by(request))).data)
 
     @extend_schema(request=None, responses={200: ScheduleSerializer})
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, name: str) -> Response:
+        """The entry runs on its timetable again, from its next time on."""
         return Response(ScheduleSerializer(schedules.set_paused(self.get_object().name, False, by=_by(request))).data)
 
     @extend_schema(request=None, responses={200: ScheduleSerializer})

@@ -6,7 +6,7 @@ from typing import cast
 
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -58,6 +58,12 @@ def _just_made(result: submit.Submitted) -> dict:
     return {job.id: first} if first is not None else {}
 
 
+@extend_schema_view(
+    list=extend_schema(description="The jobs you may see (your own; an operator sees everyone's), newest first."),
+    retrieve=extend_schema(
+        description="One job: its status and progress, its ETA and range while it waits, its result or error."
+    ),
+)
 class JobViewSet(
     ContinuesCallersTrace, Conventions, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
@@ -78,6 +84,8 @@ class JobViewSet(
         responses={201: JobSerializer, 200: OpenApiResponse(JobSerializer, description="existing job for the key")},
     )
     def create(self, request: Request) -> Response:
+        """Submit a job of a registered type with its payload. 201 with the new job; 200
+        with the job an ``Idempotency-Key`` (header or field) already made."""
         incoming = JobSubmitSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         spec = incoming.to_spec(default_key=_idempotency_header(request))
@@ -90,6 +98,8 @@ class JobViewSet(
     @extend_schema(request=BulkSubmitSerializer, responses={201: JobSerializer(many=True)})
     @action(detail=False, methods=["post"])
     def bulk(self, request: Request) -> Response:
+        """Submit many jobs in one request, each item as for a single submit; 201 with
+        the jobs in the order sent."""
         incoming = BulkSubmitSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         results = submit.submit_many(incoming.to_specs(), owner=request.user, allow_internal=False)
@@ -102,6 +112,7 @@ class JobViewSet(
     @extend_schema(responses=JobEventSerializer(many=True), filters=False)
     @action(detail=True, methods=["get"], filterset_class=None)
     def events(self, request: Request, pk: str) -> Response:
+        """The job's timeline: every status change, who made it and why, oldest first."""
         job = self.get_object()
         page = self.paginate_queryset(job.events.select_related("actor").order_by("created_at", "id"))
         return self.get_paginated_response(JobEventSerializer(page, many=True).data)
@@ -128,6 +139,7 @@ class JobViewSet(
     @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
+        """A failed, dead-lettered or canceled job is queued again for a new attempt."""
         try:
             return self._act(actions.requeue, request)
         except TransitionError as refused:  # say it in the endpoint's word, not the service's
@@ -136,15 +148,20 @@ class JobViewSet(
     @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
+        """Cancel a waiting job, or stop a running one."""
         return self._act(actions.cancel, request)
 
     @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
     @action(detail=True, methods=["post"])
     def promote(self, request: Request, pk: str) -> Response:
+        """A waiting job moves to the ``immediate`` queue, ahead of the others."""
         return self._act(actions.promote, request)
 
     @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
     @action(detail=True, methods=["post"], url_path="run-now")
     def run_now(self, request: Request, pk: str) -> Response:
         """A scheduled or retrying job joins its queue now."""
-        return self._act(actions.run_now, request)
+        try:
+            return self._act(actions.run_now, request)
+        except TransitionError as refused:  # say it in the endpoint's word, not the service's
+            raise TransitionError(refused.job_id, "run-now", refused.status, refused.allowed) from None

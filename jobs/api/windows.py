@@ -3,7 +3,7 @@
 The windows are ``workwindow``'s (pure policy and its model); their API lives with
 the platform's, so ``workwindow`` depends on nothing of ``jobs``."""
 
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
 
 from apikit.serializers import RejectUnknownFields
@@ -27,6 +27,14 @@ class WorkWindowSerializer(RejectUnknownFields, serializers.ModelSerializer):
         read_only_fields = ["id", "updated_at"]
 
 
+@extend_schema_view(
+    list=extend_schema(description="The work windows: when heavy jobs may run (no window at all: any time)."),
+    create=extend_schema(description="A new work window: its zone, its start and end times and its weekdays."),
+    retrieve=extend_schema(description="One work window."),
+    partial_update=extend_schema(
+        description="Change a work window: its zone, times, weekdays, or whether it is enabled."
+    ),
+)
 class WorkWindowViewSet(
     Conventions,
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin,

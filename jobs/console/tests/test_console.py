@@ -242,9 +242,7 @@ def test_ordinary_users_do_not_get_in(alice):
 def test_dashboard_survives_redis_down(superuser):
     from devtools import pytest_redis
 
-    server = pytest_redis.server()
-    if server is None:
-        pytest.skip("needs the suite's own Redis server (TEST_REDIS_URL was given)")
+    server = pytest_redis.own_server()
     submit("diagnostics.sleep", {"seconds": 0})
     client = client_for(superuser)
     server.stop()

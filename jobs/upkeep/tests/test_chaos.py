@@ -158,9 +158,7 @@ def test_flushall_loses_nothing(spawn, redis_conn, settings):
 
 
 def test_submits_while_redis_is_down_complete_after_it_returns(spawn, redis_conn):
-    server = pytest_redis.server()
-    if server is None:
-        pytest.skip("needs the suite's own Redis server (TEST_REDIS_URL was given)")
+    server = pytest_redis.own_server()
     server.stop()
     try:
         jobs = [submit("diagnostics.sleep", {"seconds": 0}).job for _ in range(5)]
@@ -174,9 +172,7 @@ def test_submits_while_redis_is_down_complete_after_it_returns(spawn, redis_conn
 
 
 def test_a_redis_outage_leaves_the_scheduler_running_and_retries_still_happen(spawn, redis_conn):
-    server = pytest_redis.server()
-    if server is None:
-        pytest.skip("needs the suite's own Redis server (TEST_REDIS_URL was given)")
+    server = pytest_redis.own_server()
     scheduler = spawn("rqscheduler", "--interval", "1")  # the plain command, as a Django-RQ user types it
     wait_for(lambda: redis_conn.keys("rq:scheduler_instance:*"), timeout=20, what="the scheduler to register")
     server.stop()
