@@ -4,22 +4,27 @@
 
 from __future__ import annotations
 
-import inspect
-
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import get_doc
 
 
 class EndpointSchema(AutoSchema):
-    """An operation's description is its action's docstring, else its view class's own:
-    never a mixin's or base class's, which document code, not the endpoint (drf-spectacular
-    walks the view's bases for one, and /api/docs/ showed a tracing mixin's docstring for
-    "submit a job")."""
+    """An operation's description is the docstring of its action as the view class itself
+    defines it, else the view class's own: never a mixin's or a base class's, which
+    document code, not the endpoint (drf-spectacular walks the bases for one, and
+    /api/docs/ showed a tracing mixin's docstring for "submit a job"). An operation whose
+    view inherits it is described with ``extend_schema_view``."""
 
     def get_description(self) -> str:  # type: ignore[override]  # as drf-spectacular declares it
-        action = getattr(self.view, getattr(self.view, "action", None) or self.method.lower(), None)
-        own = type(self.view).__dict__.get("__doc__")
-        return get_doc(action) or (inspect.cleandoc(own) if own else "")
+        view_class = type(self.view)
+        action = getattr(self.view, "action", None) or self.method.lower()
+        return _own_doc(view_class.__dict__.get(action)) or _own_doc(view_class)
+
+
+def _own_doc(obj) -> str:
+    """The object's own docstring as drf-spectacular cleans it up; "" when it has none
+    (``get_doc`` would look in the bases then)."""
+    return get_doc(obj) if getattr(obj, "__doc__", None) else ""
 
 
 ERROR_SCHEMA = {

@@ -41,11 +41,6 @@ def pytest_unconfigure(config) -> None:
         _server.stop()
 
 
-def server() -> RedisServer | None:
-    """The suite's own Redis server (None when TEST_REDIS_URL was given, or in the fast layer)."""
-    return _server
-
-
 def own_server() -> RedisServer:
     """The suite's own Redis server, for a test that stops and starts it; the test is
     skipped where there is none, saying why."""

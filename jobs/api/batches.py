@@ -132,7 +132,9 @@ class BatchActionSerializer(serializers.Serializer):
 
 
 @extend_schema_view(
-    retrieve=extend_schema(description="One batch: its jobs' counts by status, its callbacks and whether it is open.")
+    retrieve=extend_schema(
+        description="One batch: its jobs' counts by status, its estimated finish, its callbacks, whether it is open."
+    )
 )
 class BatchViewSet(
     ContinuesCallersTrace, Conventions, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet

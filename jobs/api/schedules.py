@@ -119,14 +119,14 @@ class ScheduleViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMi
 
     @extend_schema(responses={204: None, 400: OpenApiResponse(description="declared in code: pause it instead")})
     def destroy(self, request: Request, name: str) -> Response:
-        """Delete an entry made here (one declared in code is paused instead)."""
+        """Delete an entry made here. One declared in code is refused (400): pause it instead."""
         schedules.delete(self.get_object().name)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses={200: ScheduleSerializer})
     @action(detail=True, methods=["post"])
     def pause(self, request: Request, name: str) -> Response:
-        """No more runs of this entry until it is resumed."""
+        """No more timed runs of this entry until it is resumed (run-now still runs it)."""
         return Response(ScheduleSerializer(schedules.set_paused(self.get_object().name, True, by=_by(request))).data)
 
     @extend_schema(request=None, responses={200: ScheduleSerializer})

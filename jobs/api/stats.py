@@ -58,8 +58,8 @@ class StatsView(Conventions, APIView):
         },  # fmt: skip
     )
     def get(self, request: Request) -> Response:
-        """Figures per job type over a period (the last 24 hours unless ``since`` and
-        ``until`` say otherwise), for your jobs (an operator's: everyone's)."""
+        """Figures per job type over a period (``hours`` before ``until``, by default the
+        last 24 hours; or from ``since``), for your jobs (an operator's: everyone's)."""
         query = StatsQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         owner = None if access.sees_all(request.user) else request.user

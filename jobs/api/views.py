@@ -85,7 +85,8 @@ class JobViewSet(
     )
     def create(self, request: Request) -> Response:
         """Submit a job of a registered type with its payload. 201 with the new job; 200
-        with the job an ``Idempotency-Key`` (header or field) already made."""
+        with the job an ``Idempotency-Key`` (header or field) already made for the same
+        type and payload (for another: 409)."""
         incoming = JobSubmitSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         spec = incoming.to_spec(default_key=_idempotency_header(request))
@@ -98,8 +99,9 @@ class JobViewSet(
     @extend_schema(request=BulkSubmitSerializer, responses={201: JobSerializer(many=True)})
     @action(detail=False, methods=["post"])
     def bulk(self, request: Request) -> Response:
-        """Submit many jobs in one request, each item as for a single submit; 201 with
-        the jobs in the order sent."""
+        """Submit many jobs in one request: all of them or, on an error, none. Items may
+        depend on each other (``ref``, ``depends_on_refs``). 201 with the jobs in the
+        order sent."""
         incoming = BulkSubmitSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         results = submit.submit_many(incoming.to_specs(), owner=request.user, allow_internal=False)
@@ -139,7 +141,9 @@ class JobViewSet(
     @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
-        """A failed, dead-lettered or canceled job is queued again for a new attempt."""
+        """A new round of attempts for a failed, dead-lettered or canceled job: queued, or
+        waiting while its dependencies have not all completed. 409 while a dependency
+        failed or was canceled, or while its last run is still stopping."""
         try:
             return self._act(actions.requeue, request)
         except TransitionError as refused:  # say it in the endpoint's word, not the service's
@@ -148,13 +152,14 @@ class JobViewSet(
     @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
-        """Cancel a waiting job, or stop a running one."""
+        """Cancel an unfinished job: one not yet running is withdrawn, a running one stopped."""
         return self._act(actions.cancel, request)
 
     @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
     @action(detail=True, methods=["post"])
     def promote(self, request: Request, pk: str) -> Response:
-        """A waiting job moves to the ``immediate`` queue, ahead of the others."""
+        """Its priority becomes ``immediate``: a queued job joins the end of the immediate
+        queue; a scheduled, deferred, retrying or waiting one goes there when due."""
         return self._act(actions.promote, request)
 
     @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})

@@ -28,11 +28,11 @@ class WorkWindowSerializer(RejectUnknownFields, serializers.ModelSerializer):
 
 
 @extend_schema_view(
-    list=extend_schema(description="The work windows: when heavy jobs may run (no window at all: any time)."),
+    list=extend_schema(description="The work windows: when heavy jobs may run (no enabled window: any time)."),
     create=extend_schema(description="A new work window: its zone, its start and end times and its weekdays."),
     retrieve=extend_schema(description="One work window."),
     partial_update=extend_schema(
-        description="Change a work window: its zone, times, weekdays, or whether it is enabled."
+        description="Change a work window: its name, zone, times, weekdays, or whether it is enabled."
     ),
 )
 class WorkWindowViewSet(

@@ -186,6 +186,12 @@ def test_openapi_schema_is_served(api_as, alice):
     assert b"/api/jobs/{id}/cancel/" in response.content
 
 
+def test_a_refused_run_now_answers_in_the_endpoints_word(api_as, alice):
+    job = submit("diagnostics.noop", owner=alice).job  # queued already: nothing to run now
+    refused = assert_error(api_as(alice).post(f"/api/jobs/{job.id}/run-now/"), 409, "conflict")
+    assert "run-now needs one of" in refused["message"] and "run_now" not in refused["message"]
+
+
 def test_reusing_a_key_for_a_different_request_is_409(api_as, alice):
     api = api_as(alice)
     ok = api.post("/api/jobs/", {"type": "diagnostics.noop"}, format="json", HTTP_IDEMPOTENCY_KEY="k1")
