@@ -59,3 +59,8 @@ def test_no_two_operations_share_a_description(api_as, alice):
         by_description[description].append(name)
     shared = {description[:60]: names for description, names in by_description.items() if len(names) > 1}
     assert shared == {}
+
+
+def test_submit_documents_the_409_of_a_reused_idempotency_key(api_as, alice):
+    schema = api_as(alice).get("/api/schema/", {"format": "json"}).json()
+    assert "another type or payload" in schema["paths"]["/api/jobs/"]["post"]["responses"]["409"]["description"]

@@ -81,7 +81,11 @@ class JobViewSet(
     @extend_schema(
         request=JobSubmitSerializer,
         parameters=[IDEMPOTENCY_HEADER],
-        responses={201: JobSerializer, 200: OpenApiResponse(JobSerializer, description="existing job for the key")},
+        responses={
+            201: JobSerializer,
+            200: OpenApiResponse(JobSerializer, description="existing job for the key"),
+            409: OpenApiResponse(description="the key was used for another type or payload"),
+        },
     )
     def create(self, request: Request) -> Response:
         """Submit a job of a registered type with its payload. 201 with the new job; 200
