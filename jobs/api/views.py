@@ -139,7 +139,13 @@ class JobViewSet(
 
     def _act(self, service, request: Request) -> Response:
         job = self.get_object()
-        moved = service(job.id, actor=request.user)
+        try:
+            moved = service(job.id, actor=request.user)
+        except TransitionError as refused:  # said in the endpoint's word (run-now, retry), not the move's
+            word = getattr(type(self), self.action).url_path
+            if refused.action == word:
+                raise
+            raise TransitionError(refused.job_id, word, refused.status, refused.allowed) from None
         return Response(JobSerializer(moved).data)
 
     @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
@@ -148,10 +154,7 @@ class JobViewSet(
         """A new round of attempts for a failed, dead-lettered or canceled job: queued, or
         waiting while its dependencies have not all completed. 409 while a dependency
         failed or was canceled, or while its last run is still stopping."""
-        try:
-            return self._act(actions.requeue, request)
-        except TransitionError as refused:  # say it in the endpoint's word, not the service's
-            raise TransitionError(refused.job_id, "retry", refused.status, refused.allowed) from None
+        return self._act(actions.requeue, request)
 
     @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="state forbids it")})
     @action(detail=True, methods=["post"])
@@ -170,7 +173,4 @@ class JobViewSet(
     @action(detail=True, methods=["post"], url_path="run-now")
     def run_now(self, request: Request, pk: str) -> Response:
         """A scheduled or retrying job joins its queue now."""
-        try:
-            return self._act(actions.run_now, request)
-        except TransitionError as refused:  # say it in the endpoint's word, not the service's
-            raise TransitionError(refused.job_id, "run-now", refused.status, refused.allowed) from None
+        return self._act(actions.run_now, request)
