@@ -133,6 +133,9 @@ REDIS_URL = env_redis_url("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYER_URL = env_redis_url("CHANNEL_LAYER_URL", REDIS_URL)
 
 WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 2, minimum=1)
+# A forking worker's claims and records go through a process of its own that never forks
+# (jobs.execution.bookkeeper), on PostgreSQL: off, the worker keeps its own books.
+WORKER_BOOKKEEPER = env_bool("WORKER_BOOKKEEPER", True)
 # Web server processes `make run` starts on one port (devtools.web).
 WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 1, minimum=1)
 JOB_TIMEOUT = env_int("JOB_TIMEOUT", 1800, minimum=1)

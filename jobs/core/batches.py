@@ -214,9 +214,11 @@ def _any_unfinished(batch_id) -> bool:
 
 def _failpoint(name: str) -> None:
     """Die here, as a SIGKILL would, when the process was started with
-    ``JOBDESK_FAILPOINT=<name>`` (the chaos tests' way to stop between two writes)."""
+    ``JOBDESK_FAILPOINT=<name>`` (the chaos tests' way to stop between two writes): with
+    the process's whole group — a worker's bookkeeper, which records for it, takes the
+    worker along (a work-horse has a group of its own)."""
     if os.environ.get("JOBDESK_FAILPOINT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.killpg(0, signal.SIGKILL)
 
 
 def settle(batch_id) -> list[Job]:

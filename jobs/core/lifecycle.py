@@ -300,13 +300,25 @@ def _eta_error(job: Job, now) -> float | None:
     return (now - job.first_estimated_start_at).total_seconds()
 
 
+# The process a claim names as the job's runner (``runner_pid``): this one, unless it
+# claims for another (``claim_for``).
+_claimant_pid: int | None = None
+
+
+def claim_for(pid: int) -> None:
+    """In a worker's bookkeeper (jobs.execution.bookkeeper): its claims name the worker's
+    process, which runs the job and which operators see, not the bookkeeper's."""
+    global _claimant_pid
+    _claimant_pid = pid
+
+
 def claim(job_id, dispatch: str, worker_name: str, *, in_callers_transaction: bool = False) -> Job:
     """queued → active for this dispatch, with a fresh lease (jobs.core.leases) the
     claiming worker must keep renewing. ``in_callers_transaction``: the caller holds
     its own transaction on purpose (flow control's lever lock) and the one-statement
     move may run inside it — it needs nothing after commit but what on_commit does."""
     now = timezone.now()
-    host, pid = socket.gethostname(), os.getpid()
+    host, pid = socket.gethostname(), _claimant_pid or os.getpid()
     values = {
         "worker_name": worker_name,
         "runner_host": host,

@@ -228,6 +228,23 @@ def claimed(job: Job, dispatch: str, started: int | None) -> None:
     _attempts[dispatch] = span.get_span_context()
 
 
+def attempt_of(dispatch: str) -> SpanContext | None:
+    """The claim span of the attempt this dispatch runs, if this process claimed it."""
+    return _attempts.get(dispatch)
+
+
+def adopt_attempt(dispatch: str, claim: SpanContext | None) -> None:
+    """An attempt claimed by another process (a worker's bookkeeper): its run's spans,
+    in a horse forked from here, are the claim's children."""
+    if claim is not None:
+        _attempts[dispatch] = claim
+
+
+def forget_attempt(dispatch: str) -> None:
+    """The adopted attempt is over here (another process records it)."""
+    _attempts.pop(dispatch, None)
+
+
 @contextlib.contextmanager
 def running(job: Job, dispatch: str) -> Iterator[Span | None]:
     """The handler's run, current while it runs (a handler's own spans nest in it)."""

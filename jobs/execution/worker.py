@@ -24,7 +24,8 @@ import signal
 import threading
 import time
 
-from django.db import DatabaseError, connections
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from redis.exceptions import RedisError
 from rq import SimpleWorker, Worker, worker_registration
 from rq.job import Job as RQJob
@@ -35,14 +36,10 @@ from jobs.core import registry, relay, tracing
 from jobs.core.errors import SubmitError
 from jobs.core.models import Job
 from jobs.core.queueing import ENTRY_POINT
-from jobs.execution import leasekeeper, runner
+from jobs.execution import bookkeeper, leasekeeper, runner
 
 logger = logging.getLogger("jobs.execution.worker")
 
-# The parent's database connections, inherited by a work-horse through fork(). Kept
-# referenced (never closed or garbage-collected) until the horse's os._exit, so the
-# horse cannot disturb the parent's session; the horse opens its own if it needs one.
-_inherited_connections: list = []
 _PR_SET_PDEATHSIG = 1
 MONITOR_INTERVAL = 2  # seconds between the parent's checks on a running horse
 _RECORD_RETRY_PAUSES = (0.5, 1, 2, 4, 8, 15, 30)  # about a minute of database trouble
@@ -67,6 +64,12 @@ class _ParentBookkeeping(BaseWorker):
         self._inline = False  # the job in hand runs in this process (no work-horse)
         self._registration_checked = float("-inf")  # monotonic time of the last check
         self._recorder = RecordBehind()
+        self._books: bookkeeper.Bookkeeper | None = None  # JobdeskWorker's, for its forked runs
+        self._booked: set[str] = set()  # the dispatches the bookkeeper claimed, until recorded
+        self._handed_over: int | None = None  # its relay's handover for the next horse
+        self._claimed_by_books = False  # the job in hand was claimed by the bookkeeper
+        self._asked: tuple[str, str, float] | None = None  # (job id, dispatch, sent): a claim asked, unanswered
+        self._claimed: Job | None = None  # the job in hand's row, once claimed here or by the bookkeeper
 
     def execute_job(self, job: RQJob, queue) -> None:
         self._parent_pid = os.getpid()  # read by the horse, to notice a parent already gone
@@ -81,13 +84,15 @@ class _ParentBookkeeping(BaseWorker):
         # this start (runs of one worker never overlap in their times, and a concurrency
         # limit counting active jobs does not count it).
         self._recorder.wait()
-        claimed = self._claim(job)
+        self._claimed = self._claim(job)
         try:
-            if claimed is not None and self._inline:
+            if self._claimed is not None and self._inline:
                 self._perform_inline(job, queue)
             else:
                 super().execute_job(job, queue)
         finally:
+            self._take_answer()  # a claim asked of the bookkeeper, unanswered: RQ failed before the fork
+            claimed, self._claimed = self._claimed, None
             self._running = None
             self._inline = False
             if claimed is not None:
@@ -124,16 +129,24 @@ class _ParentBookkeeping(BaseWorker):
             # Started by rqworker-pool: when the pool's process dies (killed), nobody
             # would respawn or stop this worker. Leave with it, warmly (SIGTERM).
             _die_with_parent(os.getppid(), signal.SIGTERM)
+        self._books = self._start_bookkeeper()  # before RQ's threads and the first job
         try:
             return super().work(*args, **kwargs)
         finally:
             # The last outcome (the recorder's thread dies with the process), then its end.
             self._recorder.close(_LAST_RECORD_WAIT)
+            if self._books is not None:
+                self._books.close(_LAST_RECORD_WAIT)  # it ends once the last record is done
+                self._books = None
             relay.drain()  # the last jobs' messages: the relay's thread dies with the process
             if multiprocessing.parent_process() is not None:
                 # And their spans: a pool's worker ends with os._exit, where no atexit
                 # flush runs (a lone worker's runs at its exit).
                 tracing.flush(tracing.EXIT_FLUSH_SECONDS)
+
+    def _start_bookkeeper(self) -> bookkeeper.Bookkeeper | None:
+        """The process that claims and records this worker's forked runs (JobdeskWorker)."""
+        return None
 
     def unsubscribe(self) -> None:
         # RQ sends UNSUBSCRIBE, then stops its pub/sub thread and joins it for up to a
@@ -196,25 +209,66 @@ class _ParentBookkeeping(BaseWorker):
         self.set_state(WorkerStatus.IDLE)
 
     def _claim(self, rq_job: RQJob) -> Job | None:
+        """Claim the job's row; None when refused, failed — or asked of the bookkeeper:
+        its answer is taken just before the fork (``_take_answer``), so the claim's round
+        trip overlaps RQ's own preparation (a round trip to Redis)."""
         ids = _dispatch_of(rq_job)
         if ids is None:
             return None  # not a Jobdesk job (raw RQ work on the same queues)
         job_id, dispatch = ids
         sent = leasekeeper.now()  # the lease the claim grants runs from (at the latest) now
+        known = _type_and_queue(rq_job)
+        self._claimed_by_books = False
+        if self._books is not None and known is not None and _forks(known[0]):
+            try:
+                self._books.ask_to_claim(job_id, dispatch, self.name, known)
+                self._asked = (job_id, dispatch, sent)
+                return None
+            except bookkeeper.BookkeeperGone:
+                logger.exception("the bookkeeper is gone: the worker keeps its own books")
+                self._books = None
+        return self._claimed_here(job_id, dispatch, sent, known)
+
+    def _claimed_here(self, job_id: str, dispatch: str, sent: float, known: tuple[str, str] | None) -> Job | None:
         try:
             _drop_broken_connection()
-            claimed = runner.claim(job_id, dispatch, self.name, _type_and_queue(rq_job))
+            claimed = runner.claim(job_id, dispatch, self.name, known)
         except DatabaseError:
             # The work-horse will try to claim for itself; failing that, the row stays
             # queued and the reconciler re-dispatches it. The worker itself lives on.
             logger.exception("claim failed", extra={"job_id": job_id, "dispatch": dispatch})
             return None
+        return self._hold(claimed, dispatch, sent)
+
+    def _hold(self, claimed: Job | None, dispatch: str, sent: float) -> Job | None:
+        """The claimed run's lease held (renewed until recorded) and its messages relayed."""
         if claimed is not None:
             self._inline = self._runs_inline(claimed)
             runner.preclaimed[dispatch] = claimed
             leasekeeper.keeper().hold(claimed.id, dispatch, self._stop_run, claimed_at=sent)
             self._claim_relayed()
         return claimed
+
+    def _take_answer(self) -> None:
+        """The bookkeeper's answer to the claim asked (``_claim``), if one is due."""
+        if self._asked is None:
+            return
+        job_id, dispatch, sent = self._asked
+        self._asked = None
+        assert self._books is not None  # the books are given up only when asking or answering
+        try:
+            claimed, self._handed_over = self._books.claim_answer(dispatch)
+        except bookkeeper.ClaimFailed:
+            return  # logged there: the horse claims for itself, as after a claim that failed here
+        except bookkeeper.BookkeeperGone:
+            logger.exception("the bookkeeper is gone: the worker keeps its own books")
+            self._books = None
+            self._claimed = self._claimed_here(job_id, dispatch, sent, None)
+            return
+        if claimed is not None:
+            self._booked.add(dispatch)
+            self._claimed_by_books = True
+        self._claimed = self._hold(claimed, dispatch, sent)
 
     def _stop_run(self, reason: str) -> None:
         """Its lease is lost: stop the run before another host may take the job."""
@@ -224,29 +278,23 @@ class _ParentBookkeeping(BaseWorker):
         """In one process the relay keeps the job's events in order by itself."""
 
     def _record(self, job: Job, rq_job: RQJob, *, lost: str, handed: runner.Outcome | None = None) -> None:
-        runner.preclaimed.pop(job.rq_job_id, None)
+        dispatch = job.rq_job_id
+        runner.preclaimed.pop(dispatch, None)
         outcome = _lease_lost(lost) if lost else _outcome_in_hand(rq_job) or handed or _outcome_of(rq_job)
-        for pause in _RECORD_RETRY_PAUSES:
-            try:
-                runner.record(job, job.rq_job_id, outcome)
-                return
-            except DatabaseError:
-                logger.exception("recording the outcome failed", extra={"job_id": str(job.id)})
-                connections.close_all()
-                time.sleep(pause)
-        # Still active in the database while this worker moves on: its lease lapses (no
-        # one renews it), so the reconciler may retry the job. Try again before the next
-        # job: whichever comes first wins, the other is refused by the dispatch guard.
-        self._unrecorded.append((job, outcome))
+        if dispatch in self._booked:
+            self._booked.discard(dispatch)
+            tracing.forget_attempt(dispatch)  # the bookkeeper's claim's, lent to the horse
+            if self._books is not None:
+                try:
+                    self._books.record(dispatch, outcome)
+                    return
+                except bookkeeper.BookkeeperGone:
+                    logger.exception("the bookkeeper is gone: the worker keeps its own books")
+                    self._books = None
+        _record_or_keep(job, outcome, self._unrecorded)
 
     def _record_left_behind(self) -> None:
-        for job, outcome in list(self._unrecorded):
-            try:
-                _drop_broken_connection()
-                runner.record(job, job.rq_job_id, outcome)
-            except DatabaseError:
-                return  # still down: next time
-            self._unrecorded.remove((job, outcome))
+        _record_again(self._unrecorded)
 
 
 class JobdeskWorker(_ParentBookkeeping, Worker):
@@ -287,10 +335,16 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
                 setattr(self, name, None)
 
     def _runs_inline(self, job: Job) -> bool:
-        try:
-            return not registry.get(job.type, resolve=True).fork
-        except SubmitError:  # unknown here, or its code fails to load: the horse reports it
-            return False
+        return not _forks(job.type)
+
+    def _start_bookkeeper(self) -> bookkeeper.Bookkeeper | None:
+        # On PostgreSQL, where moves are one statement each and the worker talks to a
+        # server (a bookkeeper would not share a test's in-memory SQLite database), and
+        # outside a transaction (a test's: its rows are not the bookkeeper's to see).
+        db = connections[DEFAULT_DB_ALIAS]
+        if not settings.WORKER_BOOKKEEPER or db.vendor != "postgresql" or db.in_atomic_block:
+            return None
+        return bookkeeper.Bookkeeper.start(functools.partial(_keep_books, worker_pid=os.getpid()))
 
     def _stop_run(self, reason: str) -> None:
         if self._inline:
@@ -299,6 +353,7 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
             self.kill_horse()  # from the watchdog's thread; RQ's monitor loop then reaps it
 
     def fork_work_horse(self, job: RQJob, queue) -> None:
+        self._take_answer()  # the claim, if the bookkeeper was asked for it
         # The horse hands its outcome back through a pipe of its own (runner.outcome_from_horse).
         ids = _dispatch_of(job)
         if ids is not None and ids[1] in runner.preclaimed:  # claimed here: the horse only runs it
@@ -327,8 +382,12 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
     def _claim_relayed(self) -> None:
         # The horse relays progress from its own process: its relay waits for "active" to
         # be out first, so followers get the job's events in order — while this process
-        # forks, not before. (Inline, one process keeps the order.)
-        if not self._inline:
+        # forks, not before. (Inline, one process keeps the order.) The bookkeeper's
+        # claim came with its own relay's handover.
+        handed_over, self._handed_over = self._handed_over, None
+        if self._claimed_by_books:
+            self._handover = handed_over
+        elif not self._inline:
             self._handover = relay.handover()
 
     def get_heartbeat_ttl(self, job: RQJob) -> int:
@@ -354,7 +413,7 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
     def main_work_horse(self, job: RQJob, queue) -> None:
         try:
             _die_with_parent(self._parent_pid)
-            _detach_inherited_connections()
+            bookkeeper.detach_inherited_connections()
             runner.in_work_horse(self._to_parent)
             relay.follow_parent(self._handover)
         except BaseException:  # never let a horse return into its parent's loop
@@ -432,6 +491,59 @@ class RecordBehind:
             connections.close_all()  # this thread's own
 
 
+def _keep_books(sock, *, worker_pid: int) -> None:
+    """The bookkeeper's life (jobs.execution.bookkeeper): it dies with the worker, and
+    claims and records as ``_ParentBookkeeping`` would."""
+    _die_with_parent(worker_pid)
+    unrecorded: list[tuple[Job, runner.Outcome]] = []
+
+    def claim(job_id: str, dispatch: str, worker_name: str, known: tuple[str, str] | None) -> Job | None:
+        _record_again(unrecorded)
+        _drop_broken_connection()
+        return runner.claim(job_id, dispatch, worker_name, known)
+
+    def record(job: Job, dispatch: str, outcome: runner.Outcome) -> None:
+        _record_or_keep(job, outcome, unrecorded)
+
+    bookkeeper.serve(sock, worker_pid=worker_pid, claim=claim, record=record)
+
+
+def _record_or_keep(job: Job, outcome: runner.Outcome, unrecorded: list) -> None:
+    """Record the outcome, retrying through about a minute of database trouble; then keep
+    it in ``unrecorded``. Still active in the database meanwhile, its lease lapses (no one
+    renews it), so the reconciler may retry the job: ``_record_again`` tries before the
+    next job, and whichever comes first wins (the other is refused by the dispatch guard)."""
+    for pause in _RECORD_RETRY_PAUSES:
+        try:
+            _drop_broken_connection()
+            runner.record(job, job.rq_job_id, outcome)
+            return
+        except DatabaseError:
+            logger.exception("recording the outcome failed", extra={"job_id": str(job.id)})
+            connections.close_all()
+            time.sleep(pause)
+    unrecorded.append((job, outcome))
+
+
+def _record_again(unrecorded: list) -> None:
+    for job, outcome in list(unrecorded):
+        try:
+            _drop_broken_connection()
+            runner.record(job, job.rq_job_id, outcome)
+        except DatabaseError:
+            return  # still down: next time
+        unrecorded.remove((job, outcome))
+
+
+def _forks(job_type: str) -> bool:
+    """Does this type run in a work-horse (JobdeskWorker)? An unknown type, or one whose
+    code fails to load, does: the horse reports it."""
+    try:
+        return registry.get(job_type, resolve=True).fork
+    except SubmitError:
+        return True
+
+
 def _dispatch_of(rq_job: RQJob) -> tuple[str, str] | None:
     """(job id, dispatch id) when the RQ job is a Jobdesk dispatch."""
     if rq_job.func_name != ENTRY_POINT or len(rq_job.args) < 2:
@@ -495,13 +607,6 @@ def _drop_broken_connection() -> None:
     for connection in connections.all(initialized_only=True):
         if connection.errors_occurred and connection.connection is not None and not connection.is_usable():
             connection.close()
-
-
-def _detach_inherited_connections() -> None:
-    for connection in connections.all(initialized_only=True):
-        if connection.connection is not None:
-            _inherited_connections.append(connection.connection)
-            connection.connection = None
 
 
 @functools.cache

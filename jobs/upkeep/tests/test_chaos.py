@@ -26,9 +26,22 @@ FAST_RETRIES = {"RETRY_BASE_DELAY": "0.1"}
 SHORT_LEASES = {"JOB_LEASE_SECONDS": "4", "JOB_LEASE_RENEW_SECONDS": "0.5", "JOB_LEASE_STOP_SECONDS": "2"}
 
 
-def horse_pids(worker: subprocess.Popen) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout
+def child_pids(parent: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout
     return [int(pid) for pid in out.split()]
+
+
+def horse_pids(worker: subprocess.Popen) -> list[int]:
+    """The worker's work-horses: its children in a process group of their own (its
+    bookkeeper, jobs.execution.bookkeeper, stays in the worker's)."""
+    return [pid for pid in child_pids(worker.pid) if _own_group(pid)]
+
+
+def _own_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:  # ended meanwhile
+        return False
 
 
 def sigkill_worker(worker: subprocess.Popen, *, with_horse: bool = True) -> None:
@@ -315,7 +328,7 @@ def test_a_worker_whose_registration_vanished_registers_again(spawn, redis_conn)
 def test_killing_the_pool_takes_its_workers_along(spawn, redis_conn):
     """Nobody would respawn or stop a pool's workers once the pool's process is gone."""
     pool = spawn("rqworker-pool", *QUEUES, "--num-workers", "2")
-    workers = wait_for(lambda: len(horse_pids(pool)) == 2 and horse_pids(pool), timeout=30, what="two workers")
+    workers = wait_for(lambda: len(child_pids(pool.pid)) == 2 and child_pids(pool.pid), timeout=30, what="two workers")
     wait_for(lambda: len(queueing.workers()) == 2, timeout=30, what="the workers to register")
     pool.send_signal(signal.SIGKILL)
     pool.wait(10)

@@ -1,0 +1,163 @@
+"""The forking worker's bookkeeper: a process of the worker's own that claims and records
+its forked runs (jobs.execution.bookkeeper). The transport needs nothing but a socket; the
+rest runs real `manage.py rqworker` processes on PostgreSQL, where the bookkeeper works."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+
+import pytest
+from django.db import connection
+
+from conftest import wait_for
+from jobs.core.models import Job, Status
+from jobs.core.submit import JobSpec, submit, submit_many
+from jobs.execution import bookkeeper
+
+QUEUES = ("immediate", "normal", "low")
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(child) for child in out.split()]
+
+
+def books_of(worker: subprocess.Popen) -> list[int]:
+    """The worker's children in its own process group: its bookkeeper (a horse makes its own)."""
+    return [pid for pid in children(worker.pid) if _group_of(pid) == worker.pid]
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:  # ended meanwhile
+        return None
+
+
+def bookkeeper_of(worker: subprocess.Popen) -> int:
+    return wait_for(lambda: next(iter(books_of(worker)), None), timeout=20, what="the worker's bookkeeper")
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1].startswith("Z")  # a zombie has ended
+    except FileNotFoundError:
+        return True
+
+
+# --- the transport (no database, no Redis) ----------------------------------------------
+
+
+def test_a_message_bigger_than_any_socket_buffer_arrives_whole_with_its_descriptor():
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    read_end, write_end = os.pipe()
+    payload = {"rows": "x" * (5 << 20)}  # a claimed row's payload can be megabytes
+    pid = os.fork()
+    if pid == 0:  # the sender: the reader drains the socket meanwhile
+        try:
+            bookkeeper.send(theirs, ("claimed", payload), [read_end])
+        finally:
+            os._exit(0)
+    message, fds = bookkeeper.receive(ours, timeout=30)
+    os.waitpid(pid, 0)
+    assert message == ("claimed", payload)
+    assert len(fds) == 1
+    os.write(write_end, b"!")  # the descriptor that came is the pipe's read end
+    assert os.read(fds[0], 1) == b"!"
+    for fd in (read_end, write_end, fds[0]):
+        os.close(fd)
+
+
+def test_the_peer_closing_its_end_is_the_end_of_the_requests():
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    bookkeeper.send(theirs, ("record", "d1", {"ok": True}))
+    theirs.close()
+    assert bookkeeper.receive(ours, timeout=5) == (("record", "d1", {"ok": True}), [])
+    with pytest.raises(EOFError):
+        bookkeeper.receive(ours, timeout=5)
+
+
+def test_an_answer_that_does_not_come_in_time_gives_the_bookkeeper_up():
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    books = bookkeeper.Bookkeeper(ours, pid=os.getpid())
+    bookkeeper._ANSWER_TIMEOUT, saved = 0.2, bookkeeper._ANSWER_TIMEOUT
+    try:
+        with pytest.raises(bookkeeper.BookkeeperGone, match="no answer"):
+            books.record("d1", {"ok": True})
+    finally:
+        bookkeeper._ANSWER_TIMEOUT = saved
+    assert ours.fileno() == -1  # never asked again: a late answer would be taken for the next one
+    theirs.close()
+
+
+# --- real workers ------------------------------------------------------------------------
+
+
+def with_real_workers(test):
+    """Worker processes on the test database, committed: where the bookkeeper works."""
+    marks = (
+        pytest.mark.skipif(connection.vendor != "postgresql", reason="the bookkeeper works on PostgreSQL"),
+        pytest.mark.slow,
+        pytest.mark.django_db(transaction=True),
+    )
+    for mark in marks:
+        test = mark(test)
+    return test
+
+
+@with_real_workers
+def test_forked_runs_are_claimed_and_recorded_by_the_bookkeeper_in_the_workers_name(spawn):
+    worker = spawn("rqworker", *QUEUES)
+    books = bookkeeper_of(worker)
+    jobs = [r.job for r in submit_many([JobSpec("diagnostics.noop")] * 5)]
+    wait_for(
+        lambda: Job.objects.filter(pk__in=[j.pk for j in jobs], status=Status.COMPLETE).count() == 5,
+        timeout=30,
+        what="the jobs to complete",
+    )
+    # Claimed by the bookkeeper (its database session), named for the worker, which runs them.
+    assert set(Job.objects.filter(pk__in=[j.pk for j in jobs]).values_list("runner_pid", flat=True)) == {worker.pid}
+    assert bookkeeper_of(worker) == books  # one for the worker's life
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
+    assert gone(books)  # it ends with the worker
+
+
+@with_real_workers
+def test_a_killed_bookkeeper_loses_no_run_and_the_worker_keeps_its_own_books(spawn):
+    worker = spawn("rqworker", *QUEUES)
+    running = submit("diagnostics.sleep", {"seconds": 2, "steps": 4}).job
+    wait_for(lambda: Job.objects.get(pk=running.pk).status == Status.ACTIVE, timeout=20, what="the job to start")
+    os.kill(bookkeeper_of(worker), signal.SIGKILL)  # while the run it claimed is still going
+    later = [r.job for r in submit_many([JobSpec("diagnostics.noop")] * 3)]
+    ids = [running.pk, *[j.pk for j in later]]
+    wait_for(
+        lambda: Job.objects.filter(pk__in=ids, status=Status.COMPLETE).count() == 4,
+        timeout=40,
+        what="every job to complete",
+    )
+    run = Job.objects.get(pk=running.pk)
+    assert run.attempts == 1  # recorded by the worker itself, not left for the reconciler to retry
+    assert worker.poll() is None
+    assert books_of(worker) == []  # not started again
+
+
+@with_real_workers
+def test_the_bookkeeper_dies_with_its_worker(spawn):
+    worker = spawn("rqworker", *QUEUES)
+    books = bookkeeper_of(worker)
+    worker.kill()  # the worker alone, as the OOM killer would
+    worker.wait(10)
+    wait_for(lambda: gone(books), timeout=10, what="the bookkeeper to die with its worker")
+
+
+@with_real_workers
+def test_a_worker_told_not_to_keeps_its_own_books(spawn):
+    worker = spawn("rqworker", *QUEUES, WORKER_BOOKKEEPER="false")
+    job = submit("diagnostics.noop").job
+    wait_for(lambda: Job.objects.get(pk=job.pk).status == Status.COMPLETE, timeout=30, what="the job to complete")
+    assert books_of(worker) == []
