@@ -98,6 +98,11 @@ class Bookkeeper:
         """Record the outcome of the run it claimed (retrying as the worker would)."""
         self._ask(("record", dispatch, outcome))
 
+    def forget(self) -> None:
+        """In a work-horse: let go of the inherited socket (the bookkeeper sees the
+        worker's end close only when no process holds a copy)."""
+        self._sock.close()
+
     def close(self, timeout: float) -> None:
         """End it once it has done what it was asked (up to ``timeout`` seconds)."""
         self._sock.close()
@@ -177,7 +182,10 @@ def serve(
                 _claim(sock, request[1:], claimed, claim)
             elif request[0] == "record":
                 _, dispatch, outcome = request
-                record(claimed.pop(dispatch), dispatch, outcome)
+                try:
+                    record(claimed.pop(dispatch), dispatch, outcome)
+                except Exception:  # as the recorder's thread would: the lease and the reconciler cover the run
+                    logger.exception("recording an outcome failed", extra={"dispatch": dispatch})
                 send(sock, ("recorded",))
     finally:
         relay.drain()
@@ -189,7 +197,7 @@ def _claim(sock: socket.socket, request: tuple, claimed: dict[str, Job], claim) 
     job_id, dispatch, worker_name, known = request
     try:
         job = claim(job_id, dispatch, worker_name, known)
-    except DatabaseError as error:
+    except Exception as error:  # a database error, or a bug: the horse claims for itself, as after one here
         logger.exception("claim failed", extra={"job_id": job_id, "dispatch": dispatch})
         send(sock, ("failed", f"{type(error).__name__}: {error}"))
         return

@@ -414,6 +414,8 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
         try:
             _die_with_parent(self._parent_pid)
             bookkeeper.detach_inherited_connections()
+            if self._books is not None:
+                self._books.forget()
             runner.in_work_horse(self._to_parent)
             relay.follow_parent(self._handover)
         except BaseException:  # never let a horse return into its parent's loop
