@@ -17,7 +17,7 @@ import logging
 import os
 import pickle
 import traceback
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -42,9 +42,19 @@ logger = logging.getLogger("jobs.execution.runner")
 
 Outcome = dict[str, Any]  # {"ok": True, "result": …} | {"ok": False, "category": …, "message": …, …}
 
+
+class ClaimUnderWay(Protocol):
+    """A claim the worker made on another thread: ``take`` waits for it and gives the
+    row, REFUSED, or None when it failed (the run claims for itself)."""
+
+    def take(self) -> Job | str | None: ...
+
+
 # Jobs the worker's parent process claimed before forking, by dispatch id. The
-# work-horse inherits this dict through fork(), so it knows the claim is done.
-preclaimed: dict[str, Job] = {}
+# work-horse inherits this dict through fork(), so it knows the claim is done. An
+# inline run's claim may still be under way (``ClaimUnderWay``).
+preclaimed: dict[str, Job | ClaimUnderWay] = {}
+REFUSED = "refused"  # a claim under way that was refused: the run is skipped
 # This process is a work-horse of JobdeskWorker's, which exits right after its run.
 _short_lived = False
 # In such a horse: the write end of the pipe its parent reads the outcome from.
@@ -103,8 +113,11 @@ def outcome_from_horse(read_end: int) -> Outcome | None:
 
 def execute(job_id: str, dispatch: str) -> dict:
     """What RQ runs. Returns the outcome (parent-claimed) or a summary (self-claimed)."""
-    job = preclaimed.pop(dispatch, None)
-    if job is not None:
+    found = preclaimed.pop(dispatch, None)
+    job = found.take() if found is not None and not isinstance(found, Job) else found  # claimed on another thread
+    if job == REFUSED:
+        return {"skipped": True}
+    if isinstance(job, Job):
         # The parent records it; a work-horse's spans go back with the outcome.
         outcome = tracing.hand_back(run_handler(job, dispatch))
         _hand_to_parent(outcome)

@@ -15,6 +15,8 @@ Configured as django-rq's default (settings.RQ["WORKER_CLASS"]); with a plain RQ
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import ctypes
 import functools
 import logging
@@ -73,7 +75,6 @@ class _ParentBookkeeping(BaseWorker):
 
     def execute_job(self, job: RQJob, queue) -> None:
         self._parent_pid = os.getpid()  # read by the horse, to notice a parent already gone
-        self._record_left_behind()
         # Busy from the claim on: a SIGTERM arriving now must wait for this job (RQ's warm
         # shutdown), not abort between the claim and the fork and leave the row active.
         # RQ's shutdown reads the state in this process; Redis hears it with the
@@ -82,16 +83,23 @@ class _ParentBookkeeping(BaseWorker):
         self._running = job.id
         # The last run's outcome is written before this claim: its finish comes before
         # this start (runs of one worker never overlap in their times, and a concurrency
-        # limit counting active jobs does not count it).
-        self._recorder.wait()
-        self._claimed = self._claim(job)
+        # limit counting active jobs does not count it). An inline run's claim is asked of
+        # the recorder's thread, which writes it after that record.
+        behind = self._claim_behind(job)
+        if behind is None:
+            self._recorder.wait()
+            self._record_left_behind()
+            self._claimed = self._claim(job)
         try:
-            if self._claimed is not None and self._inline:
+            if behind is not None or (self._claimed is not None and self._inline):
                 self._perform_inline(job, queue)
             else:
                 super().execute_job(job, queue)
         finally:
             self._take_answer()  # a claim asked of the bookkeeper, unanswered: RQ failed before the fork
+            if behind is not None:
+                taken = behind.take()  # in hand already, unless RQ failed before the run
+                self._claimed = taken if isinstance(taken, Job) else None
             claimed, self._claimed = self._claimed, None
             self._running = None
             self._inline = False
@@ -116,6 +124,8 @@ class _ParentBookkeeping(BaseWorker):
         try:
             _drop_broken_connection()
             self._record(claimed, rq_job, lost=lost, handed=handed)
+        except Exception:  # never lose the recorder's thread: the lease and the reconciler cover this run
+            logger.exception("recording an outcome failed")
         finally:
             leasekeeper.keeper().release()
 
@@ -199,6 +209,9 @@ class _ParentBookkeeping(BaseWorker):
 
     def _runs_inline(self, job: Job) -> bool:
         """Does this claimed job run in this process (no work-horse)?"""
+        return self._runs_inline_type(job.type)
+
+    def _runs_inline_type(self, job_type: str) -> bool:
         return True
 
     def _perform_inline(self, job: RQJob, queue) -> None:
@@ -228,6 +241,28 @@ class _ParentBookkeeping(BaseWorker):
                 logger.exception("the bookkeeper is gone: the worker keeps its own books")
                 self._books = None
         return self._claimed_here(job_id, dispatch, sent, known)
+
+    def _claim_behind(self, rq_job: RQJob) -> ClaimBehind | None:
+        """An inline run's claim, asked of the recorder's thread (which writes the last
+        run's outcome first): RQ's own preparation of the run — two round trips to Redis
+        — goes on meanwhile, and the run waits for its claim only where it needs the row
+        (``runner.execute``). None where the claim is made here (a forked run, a dispatch
+        that does not say its type)."""
+        ids, known = _dispatch_of(rq_job), _type_and_queue(rq_job)
+        if ids is None or known is None or not self._runs_inline_type(known[0]):
+            return None
+        job_id, dispatch = ids
+        self._inline = True
+        behind = ClaimBehind(self, dispatch, sent=leasekeeper.now())
+        behind.future = self._recorder.submit(self._claim_after_record, job_id, dispatch, known)
+        runner.preclaimed[dispatch] = behind
+        return behind
+
+    def _claim_after_record(self, job_id: str, dispatch: str, known: tuple[str, str]) -> Job | None:
+        """On the recorder's thread: what failed to be recorded before, then the claim."""
+        _record_again(self._unrecorded)
+        _drop_broken_connection()
+        return runner.claim(job_id, dispatch, self.name, known)
 
     def _claimed_here(self, job_id: str, dispatch: str, sent: float, known: tuple[str, str] | None) -> Job | None:
         try:
@@ -334,8 +369,8 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
                 os.close(end)
                 setattr(self, name, None)
 
-    def _runs_inline(self, job: Job) -> bool:
-        return not _forks(job.type)
+    def _runs_inline_type(self, job_type: str) -> bool:
+        return not _forks(job_type)
 
     def _start_bookkeeper(self) -> bookkeeper.Bookkeeper | None:
         # On PostgreSQL, where moves are one statement each and the worker talks to a
@@ -432,31 +467,40 @@ class RecordBehind:
     """Records a finished run's outcome on a thread of its own while the worker asks RQ
     for its next job: the record's round trips to PostgreSQL and Redis (about 2 ms a
     job) overlap the dequeue (RQ's heartbeats, suspension check and pop) instead of
-    adding to it. One record at a time, and done before the next claim and before the
-    worker's exit. The run's lease is renewed until its record is done (disarmed, not released), so a
-    slow record is never taken for a lost run; a worker killed with a record behind
-    loses nothing the lease does not cover: the reconciler retries the job."""
+    adding to it. One record at a time, done before the next claim (a forked run's is
+    made after ``wait``; an inline run's is queued behind the record, on the same
+    thread: ``submit``) and before the worker's exit. The run's lease is renewed until
+    its record is done (disarmed, not released), so a slow record is never taken for a
+    lost run; a worker killed with a record behind loses nothing the lease does not
+    cover: the reconciler retries the job."""
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
-        self._pending: tuple | None = None
+        self._queue: collections.deque = collections.deque()  # (task, args, future), in order
+        self._busy = False  # a task is running
         self._thread: threading.Thread | None = None
         self._closing = False
 
     def record_behind(self, record, *args) -> None:
         self.wait()
+        self.submit(record, *args)
+
+    def submit(self, task, *args) -> concurrent.futures.Future:
+        """Run ``task(*args)`` on the thread after what is queued; its future."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
-            self._pending = (record, args)
+            self._queue.append((task, args, future))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="jobdesk-recorder", daemon=True)
                 self._thread.start()
             self._lock.notify_all()
+        return future
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Until no record is behind (False: ``timeout`` seconds passed first)."""
+        """Until nothing is behind (False: ``timeout`` seconds passed first)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while self._pending is not None:
+            while self._queue or self._busy:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -475,22 +519,52 @@ class RecordBehind:
         try:
             while True:
                 with self._lock:
-                    while self._pending is None:
+                    while not self._queue:
                         if self._closing:
                             self._closing, self._thread = False, None
                             return
                         self._lock.wait()
-                    record, args = self._pending
+                    task, args, future = self._queue.popleft()
+                    self._busy = True
                 try:
-                    record(*args)
-                except Exception:  # never lose the thread: the lease and the reconciler cover this run
-                    logger.exception("recording an outcome failed")
+                    future.set_result(task(*args))
+                except Exception as error:  # never lose the thread: its caller has the error
+                    future.set_exception(error)
                 finally:
                     with self._lock:
-                        self._pending = None
+                        self._busy = False
                         self._lock.notify_all()
         finally:
             connections.close_all()  # this thread's own
+
+
+class ClaimBehind:
+    """An inline run's claim under way on the recorder's thread (``_claim_behind``),
+    taken where the run needs its row (``runner.execute``, through ``runner.preclaimed``)."""
+
+    future: concurrent.futures.Future
+
+    def __init__(self, worker: _ParentBookkeeping, dispatch: str, sent: float) -> None:
+        self._worker, self._dispatch, self._sent = worker, dispatch, sent
+        self._taken: Job | str | None = None
+        self._done = False
+
+    def take(self) -> Job | str | None:
+        """The claimed row, its lease held from now on; runner.REFUSED; or None when the
+        claim failed (the run claims for itself, as after a claim that failed here)."""
+        if not self._done:
+            self._done = True
+            try:
+                claimed = self.future.result()
+            except DatabaseError:
+                logger.exception("claim failed", extra={"dispatch": self._dispatch})
+                return None
+            if claimed is None:
+                self._taken = runner.REFUSED
+            else:
+                self._taken = self._worker._hold(claimed, self._dispatch, self._sent)
+                runner.preclaimed.pop(self._dispatch, None)  # in hand: the run has it
+        return self._taken
 
 
 def _keep_books(sock, *, worker_pid: int) -> None:
