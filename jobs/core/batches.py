@@ -214,11 +214,14 @@ def _any_unfinished(batch_id) -> bool:
 
 def _failpoint(name: str) -> None:
     """Die here, as a SIGKILL would, when the process was started with
-    ``JOBDESK_FAILPOINT=<name>`` (the chaos tests' way to stop between two writes): with
-    the process's whole group — a worker's bookkeeper, which records for it, takes the
-    worker along (a work-horse has a group of its own)."""
+    ``JOBDESK_FAILPOINT=<name>`` (the chaos tests' way to stop between two writes). A
+    worker's bookkeeper, which records for it, takes the worker along: the worker is
+    what dies."""
     if os.environ.get("JOBDESK_FAILPOINT") == name:
-        os.killpg(0, signal.SIGKILL)
+        worker = lifecycle.claiming_for()
+        if worker is not None:
+            os.kill(worker, signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def settle(batch_id) -> list[Job]:

@@ -305,6 +305,11 @@ def _eta_error(job: Job, now) -> float | None:
 _claimant_pid: int | None = None
 
 
+def claiming_for() -> int | None:
+    """The worker this process claims for (its bookkeeper), if it is not itself."""
+    return _claimant_pid
+
+
 def claim_for(pid: int) -> None:
     """In a worker's bookkeeper (jobs.execution.bookkeeper): its claims name the worker's
     process, which runs the job and which operators see, not the bookkeeper's."""

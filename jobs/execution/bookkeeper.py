@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import select
 import signal
 import socket
 import time
@@ -34,13 +33,12 @@ from jobs.core.models import Job
 logger = logging.getLogger("jobs.execution.bookkeeper")
 
 _FRAME = 4  # a message's length prefix, in bytes
-# Seconds the worker waits for an answer: a record keeps trying through about a minute
-# of database trouble (jobs.execution.worker), a claim may wait for a lever's lock.
-_ANSWER_TIMEOUT = 150.0
 
 
 class BookkeeperGone(Exception):
-    """The bookkeeper did not answer: the worker keeps its own books from now on."""
+    """The bookkeeper is gone (its end of the socket closed: it died): the worker keeps
+    its own books from now on. A slow answer is waited for, as the worker would wait for
+    its own claim or record (a record runs the type's hooks, which take what they take)."""
 
 
 class ClaimFailed(DatabaseError):
@@ -84,7 +82,7 @@ class Bookkeeper:
     def claim_answer(self, dispatch: str) -> tuple[Job | None, int | None]:
         """The claimed row (None: refused) and the read end of its relay's handover (for
         the horse: its messages go after the claim's)."""
-        answer, fds = self._call(receive, self._sock, timeout=_ANSWER_TIMEOUT)
+        answer, fds = self._call(receive, self._sock)
         handover = fds[0] if fds else None
         if answer[0] == "failed":
             raise ClaimFailed(answer[1])
@@ -122,14 +120,14 @@ class Bookkeeper:
 
     def _ask(self, request: tuple) -> tuple[Any, list[int]]:
         self._call(send, self._sock, request)
-        return self._call(receive, self._sock, timeout=_ANSWER_TIMEOUT)
+        return self._call(receive, self._sock)
 
     def _call(self, function, *args, **kwargs):
         try:
             return function(*args, **kwargs)
         except BaseException as error:
-            # Gone, or interrupted mid-answer (a cold shutdown): a later answer could be
-            # taken for the wrong request, so never ask this one again.
+            # Gone, or interrupted mid-answer (a cold shutdown's SystemExit): a later answer
+            # could be taken for the wrong request, so never ask this one again.
             self.close(timeout=0)
             if isinstance(error, (OSError, EOFError, pickle.PickleError)):
                 raise BookkeeperGone(f"{type(error).__name__}: {error}") from error
@@ -143,10 +141,8 @@ def send(sock: socket.socket, message: Any, fds: list[int] | None = None) -> Non
     sock.sendall(frame[sent:])
 
 
-def receive(sock: socket.socket, timeout: float | None = None) -> tuple[Any, list[int]]:
+def receive(sock: socket.socket) -> tuple[Any, list[int]]:
     """The next message and the descriptors sent with it; EOFError once the peer is gone."""
-    if timeout is not None and not select.select([sock], [], [], timeout)[0]:
-        raise TimeoutError(f"no answer in {timeout:.0f} s")
     head, fds, _, _ = socket.recv_fds(sock, _FRAME, 1)
     data = _exactly(sock, _FRAME, head)
     return pickle.loads(_exactly(sock, int.from_bytes(data, "big"))), fds

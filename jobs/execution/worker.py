@@ -3,8 +3,10 @@
 A forking RQ worker runs each job in a fresh work-horse. Claiming and recording in the
 horse would cost a new database connection and a cold ORM per job — more than RQ's own
 fork. ``JobdeskWorker`` claims the row before the fork and records the outcome after
-the horse exits, on the parent's persistent connection; the horse only runs the handler
-and hands its outcome back through a pipe (RQ's result when it does not fit). A horse
+the horse exits, through its bookkeeper (jobs.execution.bookkeeper: a process of its
+own that never forks, on PostgreSQL) or else on the parent's persistent connection; the
+horse only runs the handler and hands its outcome back through a pipe (RQ's result when
+it does not fit). A horse
 that dies (killed, OOM, stop-job) is recorded by its parent at once. The horse is tied
 to its parent's life (PR_SET_PDEATHSIG), so "worker process gone" always means "job no
 longer running".
@@ -318,10 +320,10 @@ class _ParentBookkeeping(BaseWorker):
         outcome = _lease_lost(lost) if lost else _outcome_in_hand(rq_job) or handed or _outcome_of(rq_job)
         if dispatch in self._booked:
             self._booked.discard(dispatch)
-            tracing.forget_attempt(dispatch)  # the bookkeeper's claim's, lent to the horse
             if self._books is not None:
                 try:
                     self._books.record(dispatch, outcome)
+                    tracing.forget_attempt(dispatch)  # the bookkeeper's claim's, lent to the horse
                     return
                 except bookkeeper.BookkeeperGone:
                     logger.exception("the bookkeeper is gone: the worker keeps its own books")

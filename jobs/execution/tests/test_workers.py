@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from rq import Worker
 from rq.job import Job as RQJob
 
 from conftest import wait_for
-from jobs.core import actions, queueing, registry
+from jobs.core import actions, lifecycle, queueing, registry
 from jobs.core.models import Job, JobEvent, Status
 from jobs.core.submit import JobSpec, submit, submit_many
 from jobs.insight import estimates
@@ -237,20 +238,40 @@ def test_an_inline_jobs_events_reach_its_follower_in_order_and_complete(alice, r
     assert Job.objects.get(pk=job.id).result["pid"] == os.getpid()  # ran in this process
 
 
+# The two ways a forking worker keeps its books: itself, or through its bookkeeper (a
+# process of its own, jobs.execution.bookkeeper, on PostgreSQL only).
+KEEPERS = [
+    pytest.param(False, id="the-worker"),
+    pytest.param(
+        True,
+        id="its-bookkeeper",
+        marks=pytest.mark.skipif(connection.vendor != "postgresql", reason="the bookkeeper works on PostgreSQL"),
+    ),
+]
+
+
+def claims_for_the_worker(parent: int) -> bool:
+    """Is this process the one that claims for the worker (the worker itself, or its bookkeeper)?"""
+    return os.getpid() == parent or lifecycle.claiming_for() == parent
+
+
+@pytest.mark.parametrize("books", KEEPERS)
 def test_a_forked_jobs_progress_follows_its_active_message_when_the_parents_send_is_slow(
-    alice, run_worker, settings, monkeypatch
+    books, alice, run_worker, settings, monkeypatch
 ):
     """The parent no longer waits for "active" to be sent before it forks: the horse's
-    relay waits for it instead (relay.handover). With the parent's sends slowed, a horse
-    that reports at once still reaches its follower after "active", in seq order."""
+    relay waits for it instead (relay.handover). With the sends of the process that
+    claims slowed, a horse that reports at once still reaches its follower after
+    "active", in seq order."""
     from jobs.core import relay
 
     settings.PROGRESS_WRITE_INTERVAL = 0  # every report written and relayed
+    settings.WORKER_BOOKKEEPER = books
     monkeypatch.setattr(relay, "HANDOVER_WAIT", 10.0)  # the horse (a fork of this process) waits long enough
     parent, send = os.getpid(), relay._Sender._send
 
     def slow_in_the_parent(self, batch):
-        if os.getpid() == parent:
+        if claims_for_the_worker(parent):
             time.sleep(0.3)  # longer than a send at once takes; within HANDOVER_WAIT
         send(self, batch)
 
@@ -328,18 +349,22 @@ def test_a_type_whose_code_fails_to_load_ends_its_job_not_the_worker(spawn):
     assert "found an unhandled exception" not in Path(worker.log_path).read_text()
 
 
-def test_a_claim_that_fails_in_the_parent_leaves_the_horse_to_claim_for_itself(run_worker, monkeypatch):
-    """When the parent's claim fails (the database hiccups), the horse it forks anyway
-    claims, runs and records the job itself: one attempt, complete."""
+@pytest.mark.parametrize("books", KEEPERS)
+def test_a_claim_that_fails_in_the_parent_leaves_the_horse_to_claim_for_itself(
+    books, run_worker, settings, monkeypatch
+):
+    """When the parent's claim (or its bookkeeper's) fails (the database hiccups), the
+    horse it forks anyway claims, runs and records the job itself: one attempt, complete."""
     from django.db import DatabaseError
 
     from jobs.execution import runner
     from jobs.execution.worker import JobdeskWorker
 
+    settings.WORKER_BOOKKEEPER = books
     parent, claim = os.getpid(), runner.claim
 
     def failing_in_the_parent(*args, **kwargs):
-        if os.getpid() == parent:
+        if claims_for_the_worker(parent):
             raise DatabaseError("connection lost")
         return claim(*args, **kwargs)
 
@@ -348,7 +373,8 @@ def test_a_claim_that_fails_in_the_parent_leaves_the_horse_to_claim_for_itself(r
     run_worker(worker_class=JobdeskWorker)  # the forking class, in this process
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.COMPLETE, 1)
-    assert job.result["pid"] != parent  # ran in a horse, which claimed it
+    assert job.result["pid"] != parent  # ran in a horse,
+    assert job.runner_pid == job.result["pid"]  # which claimed it
 
 
 def test_a_stopping_worker_ends_its_pubsub_thread_even_when_the_unsubscribe_reply_comes_first(redis_conn):
