@@ -36,7 +36,7 @@ from rq.job import Job as RQJob
 from rq.results import Result
 from rq.worker import BaseWorker, WorkerStatus
 
-from jobs.core import registry, relay, tracing
+from jobs.core import queueing, registry, relay, tracing
 from jobs.core.errors import SubmitError
 from jobs.core.models import Job
 from jobs.core.queueing import ENTRY_POINT
@@ -74,6 +74,7 @@ class _ParentBookkeeping(BaseWorker):
         self._claimed_by_books = False  # the job in hand was claimed by the bookkeeper
         self._asked: tuple[str, str, float] | None = None  # (job id, dispatch, sent): a claim asked, unanswered
         self._claimed: Job | None = None  # the job in hand's row, once claimed here or by the bookkeeper
+        self._behind: ClaimBehind | None = None  # the job in hand's claim, under way on the recorder's thread
 
     def execute_job(self, job: RQJob, queue) -> None:
         self._parent_pid = os.getpid()  # read by the horse, to notice a parent already gone
@@ -87,7 +88,7 @@ class _ParentBookkeeping(BaseWorker):
         # this start (runs of one worker never overlap in their times, and a concurrency
         # limit counting active jobs does not count it). An inline run's claim is asked of
         # the recorder's thread, which writes it after that record.
-        behind = self._claim_behind(job)
+        behind = self._behind = self._claim_behind(job)
         if behind is None:
             self._recorder.wait()
             self._record_left_behind()
@@ -100,8 +101,10 @@ class _ParentBookkeeping(BaseWorker):
         finally:
             self._take_answer()  # a claim asked of the bookkeeper, unanswered: RQ failed before the fork
             if behind is not None:
+                self._behind = None
                 taken = behind.take()  # in hand already, unless RQ failed before the run
                 self._claimed = taken if isinstance(taken, Job) else None
+                runner.preclaimed.pop(behind.dispatch, None)  # refused or failed before the run: not taken
             claimed, self._claimed = self._claimed, None
             self._running = None
             self._inline = False
@@ -216,6 +219,14 @@ class _ParentBookkeeping(BaseWorker):
     def _runs_inline_type(self, job_type: str) -> bool:
         return True
 
+    def prepare_job_execution(self, job: RQJob, remove_from_intermediate_queue: bool = False) -> None:
+        super().prepare_job_execution(job, remove_from_intermediate_queue)
+        # The claim asked of the recorder's thread, taken here: after RQ's own round trips
+        # to Redis, before the job's timeout starts (RQ's death penalty) — the claim may
+        # wait behind a slow record (the type's hooks, database trouble).
+        if self._behind is not None:
+            self._behind.take()
+
     def _perform_inline(self, job: RQJob, queue) -> None:
         # RQ's SimpleWorker.execute_job: the handler runs here, under RQ's death penalty
         # (SIGALRM in this, the main thread) for its timeout.
@@ -255,16 +266,18 @@ class _ParentBookkeeping(BaseWorker):
             return None
         job_id, dispatch = ids
         self._inline = True
-        behind = ClaimBehind(self, dispatch, sent=leasekeeper.now())
+        behind = ClaimBehind(self, dispatch)
         behind.future = self._recorder.submit(self._claim_after_record, job_id, dispatch, known)
         runner.preclaimed[dispatch] = behind
         return behind
 
-    def _claim_after_record(self, job_id: str, dispatch: str, known: tuple[str, str]) -> Job | None:
-        """On the recorder's thread: what failed to be recorded before, then the claim."""
+    def _claim_after_record(self, job_id: str, dispatch: str, known: tuple[str, str]) -> tuple[Job | None, float]:
+        """On the recorder's thread: what failed to be recorded before, then the claim;
+        the claimed row (None: refused) and when it was asked (the lease runs from then)."""
         _record_again(self._unrecorded)
         _drop_broken_connection()
-        return runner.claim(job_id, dispatch, self.name, known)
+        sent = leasekeeper.now()
+        return runner.claim(job_id, dispatch, self.name, known), sent
 
     def _claimed_here(self, job_id: str, dispatch: str, sent: float, known: tuple[str, str] | None) -> Job | None:
         try:
@@ -530,7 +543,7 @@ class RecordBehind:
                     self._busy = True
                 try:
                     future.set_result(task(*args))
-                except Exception as error:  # never lose the thread: its caller has the error
+                except BaseException as error:  # never lose the thread, nor a waiter: its caller has the error
                     future.set_exception(error)
                 finally:
                     with self._lock:
@@ -546,26 +559,32 @@ class ClaimBehind:
 
     future: concurrent.futures.Future
 
-    def __init__(self, worker: _ParentBookkeeping, dispatch: str, sent: float) -> None:
-        self._worker, self._dispatch, self._sent = worker, dispatch, sent
+    def __init__(self, worker: _ParentBookkeeping, dispatch: str) -> None:
+        self._worker, self.dispatch = worker, dispatch
         self._taken: Job | str | None = None
         self._done = False
 
     def take(self) -> Job | str | None:
         """The claimed row, its lease held from now on; runner.REFUSED; or None when the
-        claim failed (the run claims for itself, as after a claim that failed here)."""
+        claim failed (the run claims for itself, as after a claim that failed here).
+        Waits for the claim: an interruption (a cold stop) leaves it to the next call."""
         if not self._done:
-            self._done = True
             try:
-                claimed = self.future.result()
-            except DatabaseError:
-                logger.exception("claim failed", extra={"dispatch": self._dispatch})
+                claimed, sent = self.future.result()
+            except queueing.TIMEOUT_EXCEPTIONS:
+                raise  # not the claim's: the wait was interrupted, and the claim is still to take
+            except Exception:  # the database, or a bug: as after a claim that failed here
+                self._done = True
+                logger.exception("claim failed", extra={"dispatch": self.dispatch})
                 return None
+            self._done = True
             if claimed is None:
                 self._taken = runner.REFUSED
             else:
-                self._taken = self._worker._hold(claimed, self._dispatch, self._sent)
-                runner.preclaimed.pop(self._dispatch, None)  # in hand: the run has it
+                # Held: ``_hold`` put the row in runner.preclaimed; the run finds this
+                # claim there instead (taken, it answers at once), as it may come first.
+                self._taken = self._worker._hold(claimed, self.dispatch, sent)
+                runner.preclaimed[self.dispatch] = self
         return self._taken
 
 
@@ -658,7 +677,7 @@ def _outcome_of(rq_job: RQJob) -> runner.Outcome:
         "ok": False,
         "category": "temporary",
         "message": f"work-horse died: {reason}",
-        "details": result.exc_string if result is not None else "",
+        "details": (result.exc_string or "") if result is not None else "",
         "recovery_actions": ["None needed: retried automatically", "Check the worker's memory limits"],
         "exception": f"{WorkHorseDied.__module__}.{WorkHorseDied.__qualname__}",
     }
