@@ -6,10 +6,9 @@ fork. ``JobdeskWorker`` claims the row before the fork and records the outcome a
 the horse exits, through its bookkeeper (jobs.execution.bookkeeper: a process of its
 own that never forks, on PostgreSQL) or else on the parent's persistent connection; the
 horse only runs the handler and hands its outcome back through a pipe (RQ's result when
-it does not fit). A horse
-that dies (killed, OOM, stop-job) is recorded by its parent at once. The horse is tied
-to its parent's life (PR_SET_PDEATHSIG), so "worker process gone" always means "job no
-longer running".
+it does not fit). A horse that dies (killed, OOM, stop-job) is recorded by its parent at
+once. The horse is tied to its parent's life (PR_SET_PDEATHSIG), so "worker process
+gone" always means "job no longer running".
 
 Configured as django-rq's default (settings.RQ["WORKER_CLASS"]); with a plain RQ worker
 ``jobs.execution.runner.execute`` still does the whole job itself.
@@ -71,7 +70,6 @@ class _ParentBookkeeping(BaseWorker):
         self._books: bookkeeper.Bookkeeper | None = None  # JobdeskWorker's, for its forked runs
         self._booked: set[str] = set()  # the dispatches the bookkeeper claimed, until recorded
         self._handed_over: int | None = None  # its relay's handover for the next horse
-        self._claimed_by_books = False  # the job in hand was claimed by the bookkeeper
         self._asked: tuple[str, str, float] | None = None  # (job id, dispatch, sent): a claim asked, unanswered
         self._claimed: Job | None = None  # the job in hand's row, once claimed here or by the bookkeeper
         self._behind: ClaimBehind | None = None  # the job in hand's claim, under way on the recorder's thread
@@ -127,7 +125,6 @@ class _ParentBookkeeping(BaseWorker):
         # The next hold comes only after this (the claim waits for the record): the
         # keeper's hold released here is still this run's.
         try:
-            _drop_broken_connection()
             self._record(claimed, rq_job, lost=lost, handed=handed)
         except Exception:  # never lose the recorder's thread: the lease and the reconciler cover this run
             logger.exception("recording an outcome failed")
@@ -244,7 +241,6 @@ class _ParentBookkeeping(BaseWorker):
         job_id, dispatch = ids
         sent = leasekeeper.now()  # the lease the claim grants runs from (at the latest) now
         known = _type_and_queue(rq_job)
-        self._claimed_by_books = False
         if self._books is not None and known is not None and _forks(known[0]):
             try:
                 self._books.ask_to_claim(job_id, dispatch, self.name, known)
@@ -296,7 +292,7 @@ class _ParentBookkeeping(BaseWorker):
             self._inline = self._runs_inline(claimed)
             runner.preclaimed[dispatch] = claimed
             leasekeeper.keeper().hold(claimed.id, dispatch, self._stop_run, claimed_at=sent)
-            self._claim_relayed()
+            self._claim_relayed(dispatch)
         return claimed
 
     def _take_answer(self) -> None:
@@ -317,14 +313,13 @@ class _ParentBookkeeping(BaseWorker):
             return
         if claimed is not None:
             self._booked.add(dispatch)
-            self._claimed_by_books = True
         self._claimed = self._hold(claimed, dispatch, sent)
 
     def _stop_run(self, reason: str) -> None:
         """Its lease is lost: stop the run before another host may take the job."""
         leasekeeper.interrupt_main_thread(reason)
 
-    def _claim_relayed(self) -> None:
+    def _claim_relayed(self, dispatch: str) -> None:
         """In one process the relay keeps the job's events in order by itself."""
 
     def _record(self, job: Job, rq_job: RQJob, *, lost: str, handed: runner.Outcome | None = None) -> None:
@@ -429,13 +424,13 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
         except RedisError:
             logger.warning("redis unreachable while a job runs", extra={"worker": self.name})
 
-    def _claim_relayed(self) -> None:
+    def _claim_relayed(self, dispatch: str) -> None:
         # The horse relays progress from its own process: its relay waits for "active" to
         # be out first, so followers get the job's events in order — while this process
         # forks, not before. (Inline, one process keeps the order.) The bookkeeper's
         # claim came with its own relay's handover.
         handed_over, self._handed_over = self._handed_over, None
-        if self._claimed_by_books:
+        if dispatch in self._booked:
             self._handover = handed_over
         elif not self._inline:
             self._handover = relay.handover()
@@ -581,10 +576,7 @@ class ClaimBehind:
             if claimed is None:
                 self._taken = runner.REFUSED
             else:
-                # Held: ``_hold`` put the row in runner.preclaimed; the run finds this
-                # claim there instead (taken, it answers at once), as it may come first.
-                self._taken = self._worker._hold(claimed, self.dispatch, sent)
-                runner.preclaimed[self.dispatch] = self
+                self._taken = self._worker._hold(claimed, self.dispatch, sent)  # the row now in runner.preclaimed
         return self._taken
 
 
