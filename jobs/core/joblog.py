@@ -24,4 +24,5 @@ def job_fields(job: Job, **extra) -> dict:
 
 
 def log_job(message: str, job: Job, *, level: int = logging.INFO, **extra) -> None:
-    logger.log(level, message, extra=job_fields(job, **extra))
+    if logger.isEnabledFor(level):  # the fields cost more than the check (two lines a job)
+        logger.log(level, message, extra=job_fields(job, **extra))
