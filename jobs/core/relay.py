@@ -47,6 +47,7 @@ LINE_GROUP = "jobdesk.line"
 # than a millisecond of its CPU.
 LINE_INTERVAL = 0.1
 EVENT = "job.event"  # the Channels handler name on consumers (``job_event``)
+_FOLLOW = "follow"  # in a sender's buffer: not a message, another process's handover to wait for
 _BUFFER = 10_000  # messages held per process while the layer is slow; oldest dropped first
 _SEND_TIMEOUT = 2.0  # seconds for one batch's sends before the layer is judged down
 _BATCH = 100  # messages sent at once, at most (their groups' members read in one round trip)
@@ -277,17 +278,36 @@ def follow_parent(read_end: int | None) -> None:
     _parent_handover = read_end
 
 
+def follow(read_end: int | None) -> None:
+    """In a long-lived process: what it relays from now on goes after what another
+    process handed over (its ``handover``, the read end passed over a socket) is sent,
+    or after HANDOVER_WAIT seconds; what it relayed before goes as it would. Takes the
+    descriptor. (A worker and its bookkeeper: a run's progress after the bookkeeper's
+    "active", the bookkeeper's "completed" after the run's progress.)"""
+    if read_end is None:
+        return
+    try:
+        _sender().follow(read_end)
+    except Exception:  # never keep a run back for it: its messages go unordered
+        logger.exception("relay unavailable", extra={"follows": read_end})
+        os.close(read_end)
+
+
 def _wait_for_parent() -> None:
     global _parent_handover
     read_end, _parent_handover = _parent_handover, None
-    if read_end is None:
-        return
+    if read_end is not None:
+        _wait_for_handover(read_end)
+
+
+def _wait_for_handover(read_end: int) -> None:
+    """Until the other process's handover is done (or HANDOVER_WAIT); closes ``read_end``."""
     try:
         waiting = select.poll()  # not select(): a descriptor may be numbered past 1023
         waiting.register(read_end, select.POLLIN)
         waiting.poll(HANDOVER_WAIT * 1000)
-    except OSError:  # never keep the horse's messages back for it: they go now
-        logger.exception("waiting for the parent's relay failed")
+    except OSError:  # never keep the messages back for it: they go now
+        logger.exception("waiting for another process's relay failed")
     finally:
         os.close(read_end)
 
@@ -339,19 +359,33 @@ class _Sender:
 
     def put(self, groups: tuple[str, ...], msg: dict, kind: str = EVENT, *, at_once: bool = False) -> None:
         with self.lock:
-            if len(self.buffer) == self.buffer.maxlen:
-                dropped.count("relay_buffer")  # the oldest goes: its followers see the gap
-                self.gone += 1
-            self.queued += 1
             if not self.buffer:
                 self.oldest = time.monotonic()
             if at_once:
                 self.oldest = float("-inf")  # due now, with what is gathering
-            self.buffer.append((groups, msg, kind))
+            self._append((groups, msg, kind))
             # The thread sleeps until the first message is due (GATHER_SECONDS) once it
             # knows of one: wake it for the first, for one due now, and for a full batch.
             if at_once or len(self.buffer) in (1, _BATCH):
                 self.lock.notify_all()
+
+    def follow(self, read_end: int) -> None:
+        """What is put from now on waits for another process's handover (``follow``)."""
+        with self.lock:
+            self._append(((), read_end, _FOLLOW))
+            self.lock.notify_all()
+
+    def _append(self, entry: tuple) -> None:
+        """Buffer a message (or a handover to follow), the lock held."""
+        if len(self.buffer) == self.buffer.maxlen:
+            _, oldest, kind = self.buffer.popleft()
+            if kind == _FOLLOW:
+                os.close(oldest)  # nothing left to keep in order behind it
+            else:
+                dropped.count("relay_buffer")  # the oldest goes: its followers see the gap
+            self.gone += 1
+        self.queued += 1
+        self.buffer.append(entry)
 
     def later(self, delay: float, function, *args) -> None:
         """Call ``function(*args)`` from the relay's thread in ``delay`` seconds."""
@@ -443,16 +477,22 @@ class _Sender:
                     self.lock.notify_all()
                     self._sleep(until=None)
                     continue
+                followed = self.buffer[0][2] == _FOLLOW
                 due = self.oldest + GATHER_SECONDS
-                if due > time.monotonic() and len(self.buffer) < _BATCH and not self.draining:
+                if not followed and due > time.monotonic() and len(self.buffer) < _BATCH and not self.draining:
                     self._sleep(until=due)
                     continue
                 # What is buffered goes in one send (its groups' members read at once):
                 # a busy worker's messages cost a round trip per batch, not per group.
-                batch = [self.buffer.popleft() for _ in range(min(len(self.buffer), _BATCH))]
+                batch = [self.buffer.popleft()]
+                while not followed and self.buffer and len(batch) < _BATCH and self.buffer[0][2] != _FOLLOW:
+                    batch.append(self.buffer.popleft())
                 self.busy = True
             try:
-                self._send(batch)
+                if followed:
+                    _wait_for_handover(batch[0][1])
+                else:
+                    self._send(batch)
             except Exception:  # never let the thread die: later messages must still go
                 logger.exception("relay send failed")
             with self.lock:

@@ -1,4 +1,4 @@
-"""A forking worker's bookkeeping in a process of its own, which never forks.
+"""A worker's bookkeeping in a process of its own, which never forks.
 
 Every fork write-protects all of the forking process's memory, so each page the
 worker's parent writes between two forks faults once per job. The claim and the record
@@ -6,11 +6,15 @@ worker's parent writes between two forks faults once per job. The claim and the 
 job: some 1.5 ms of the parent's CPU over what the same statements cost in a process
 that does not fork. ``JobdeskWorker`` asks its bookkeeper instead: a child forked once,
 at the worker's start, with its own database connection and relay, which claims and
-records forked runs in the order asked, one request at a time. The parent still forks
-the work-horses (they inherit its warm memory, as before) and keeps each run's lease.
+records the worker's runs in the order asked, one request at a time. The parent still
+forks the work-horses (they inherit its warm memory, as before) and keeps each run's
+lease. An inline run (``fork=False``, and every run of ``JobdeskSimpleWorker``) goes
+through it too: there the claim, the record and their messages leave the worker's
+interpreter lock for another core. Its two relays keep the run's events in order by
+following each other's handovers (``jobs.core.relay.follow``).
 
 The bookkeeper ends when the worker closes its end (after the last record), and dies
-with the worker (PR_SET_PDEATHSIG). When it is gone, or does not answer, the worker
+with the worker (PR_SET_PDEATHSIG). When it is gone (a slow answer is waited for), the worker
 claims and records for itself from then on, as without one.
 """
 
@@ -92,9 +96,15 @@ class Bookkeeper:
         tracing.adopt_attempt(dispatch, attempt)  # the horse's spans are the claim's children
         return claimed, handover
 
-    def record(self, dispatch: str, outcome: dict) -> None:
-        """Record the outcome of the run it claimed (retrying as the worker would)."""
-        self._ask(("record", dispatch, outcome))
+    def record(self, dispatch: str, outcome: dict, *, follows: int | None = None) -> None:
+        """Record the outcome of the run it claimed (retrying as the worker would).
+        ``follows``: the worker's relay handover (jobs.core.relay), which the bookkeeper's
+        message of the outcome waits for; closed here."""
+        try:
+            self._ask(("record", dispatch, outcome), [follows] if follows is not None else None)
+        finally:
+            if follows is not None:
+                os.close(follows)  # the bookkeeper has its own copy, if it got one
 
     def forget(self) -> None:
         """In a work-horse: let go of the inherited socket (the bookkeeper sees the
@@ -118,8 +128,8 @@ class Bookkeeper:
                 return
             time.sleep(0.01)
 
-    def _ask(self, request: tuple) -> tuple[Any, list[int]]:
-        self._call(send, self._sock, request)
+    def _ask(self, request: tuple, fds: list[int] | None = None) -> tuple[Any, list[int]]:
+        self._call(send, self._sock, request, fds)
         return self._call(receive, self._sock)
 
     def _call(self, function, *args, **kwargs):
@@ -173,11 +183,12 @@ def serve(
     lifecycle.claim_for(worker_pid)  # its claims name the worker's process, which operators see
     claimed: dict[str, Job] = {}
     try:
-        for request, _ in _requests(sock):
+        for request, fds in _requests(sock):
             if request[0] == "claim":
                 _claim(sock, request[1:], claimed, claim)
             elif request[0] == "record":
                 _, dispatch, outcome = request
+                relay.follow(fds[0] if fds else None)  # the outcome's message after the run's progress
                 try:
                     record(claimed.pop(dispatch), dispatch, outcome)
                 except Exception:  # as the recorder's thread would: the lease and the reconciler cover the run

@@ -8,7 +8,9 @@ own that never forks, on PostgreSQL) or else on the parent's persistent connecti
 horse only runs the handler and hands its outcome back through a pipe (RQ's result when
 it does not fit). A horse that dies (killed, OOM, stop-job) is recorded by its parent at
 once. The horse is tied to its parent's life (PR_SET_PDEATHSIG), so "worker process
-gone" always means "job no longer running".
+gone" always means "job no longer running". An inline run (``fork=False``, and
+``JobdeskSimpleWorker``'s) is claimed and recorded through the bookkeeper too, or else
+on the worker's recorder thread.
 
 Configured as django-rq's default (settings.RQ["WORKER_CLASS"]); with a plain RQ worker
 ``jobs.execution.runner.execute`` still does the whole job itself.
@@ -92,7 +94,7 @@ class _ParentBookkeeping(BaseWorker):
             self._record_left_behind()
             self._claimed = self._claim(job)
         try:
-            if behind is not None or (self._claimed is not None and self._inline):
+            if behind is not None or (self._inline and (self._claimed is not None or self._asked is not None)):
                 self._perform_inline(job, queue)
             else:
                 super().execute_job(job, queue)
@@ -157,8 +159,14 @@ class _ParentBookkeeping(BaseWorker):
                 tracing.flush(tracing.EXIT_FLUSH_SECONDS)
 
     def _start_bookkeeper(self) -> bookkeeper.Bookkeeper | None:
-        """The process that claims and records this worker's forked runs (JobdeskWorker)."""
-        return None
+        """The process that claims and records this worker's runs (jobs.execution.bookkeeper):
+        on PostgreSQL, where moves are one statement each and the worker talks to a
+        server (a bookkeeper would not share a test's in-memory SQLite database), and
+        outside a transaction (a test's: its rows are not the bookkeeper's to see)."""
+        db = connections[DEFAULT_DB_ALIAS]
+        if not settings.WORKER_BOOKKEEPER or db.vendor != "postgresql" or db.in_atomic_block:
+            return None
+        return bookkeeper.Bookkeeper.start(functools.partial(_keep_books, worker_pid=os.getpid()))
 
     def unsubscribe(self) -> None:
         # RQ sends UNSUBSCRIBE, then stops its pub/sub thread and joins it for up to a
@@ -223,6 +231,7 @@ class _ParentBookkeeping(BaseWorker):
         # wait behind a slow record (the type's hooks, database trouble).
         if self._behind is not None:
             self._behind.take()
+        self._take_answer()  # an inline run's claim, asked of the bookkeeper
 
     def _perform_inline(self, job: RQJob, queue) -> None:
         # RQ's SimpleWorker.execute_job: the handler runs here, under RQ's death penalty
@@ -233,18 +242,20 @@ class _ParentBookkeeping(BaseWorker):
 
     def _claim(self, rq_job: RQJob) -> Job | None:
         """Claim the job's row; None when refused, failed — or asked of the bookkeeper:
-        its answer is taken just before the fork (``_take_answer``), so the claim's round
-        trip overlaps RQ's own preparation (a round trip to Redis)."""
+        its answer is taken just before the fork, or an inline run's just before it starts
+        (``_take_answer``), so the claim's round trip overlaps RQ's own preparation (round
+        trips to Redis)."""
         ids = _dispatch_of(rq_job)
         if ids is None:
             return None  # not a Jobdesk job (raw RQ work on the same queues)
         job_id, dispatch = ids
         sent = leasekeeper.now()  # the lease the claim grants runs from (at the latest) now
         known = _type_and_queue(rq_job)
-        if self._books is not None and known is not None and _forks(known[0]):
+        if self._books is not None and known is not None:
             try:
                 self._books.ask_to_claim(job_id, dispatch, self.name, known)
                 self._asked = (job_id, dispatch, sent)
+                self._inline = self._runs_inline_type(known[0])
                 return None
             except bookkeeper.BookkeeperGone:
                 logger.exception("the bookkeeper is gone: the worker keeps its own books")
@@ -258,7 +269,7 @@ class _ParentBookkeeping(BaseWorker):
         (``runner.execute``). None where the claim is made here (a forked run, a dispatch
         that does not say its type)."""
         ids, known = _dispatch_of(rq_job), _type_and_queue(rq_job)
-        if ids is None or known is None or not self._runs_inline_type(known[0]):
+        if self._books is not None or ids is None or known is None or not self._runs_inline_type(known[0]):
             return None
         job_id, dispatch = ids
         self._inline = True
@@ -320,7 +331,11 @@ class _ParentBookkeeping(BaseWorker):
         leasekeeper.interrupt_main_thread(reason)
 
     def _claim_relayed(self, dispatch: str) -> None:
-        """In one process the relay keeps the job's events in order by itself."""
+        """In one process the relay keeps a run's events in order by itself; a run the
+        bookkeeper claimed relays its progress after the bookkeeper's "active" (the
+        handover that came with the claim)."""
+        handed_over, self._handed_over = self._handed_over, None
+        relay.follow(handed_over)
 
     def _record(self, job: Job, rq_job: RQJob, *, lost: str, handed: runner.Outcome | None = None) -> None:
         dispatch = job.rq_job_id
@@ -330,7 +345,8 @@ class _ParentBookkeeping(BaseWorker):
             self._booked.discard(dispatch)
             if self._books is not None:
                 try:
-                    self._books.record(dispatch, outcome)
+                    # Its "completed" goes after what this process relayed of the run.
+                    self._books.record(dispatch, outcome, follows=relay.handover())
                     tracing.forget_attempt(dispatch)  # the bookkeeper's claim's, lent to the horse
                     return
                 except bookkeeper.BookkeeperGone:
@@ -382,15 +398,6 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
     def _runs_inline_type(self, job_type: str) -> bool:
         return not _forks(job_type)
 
-    def _start_bookkeeper(self) -> bookkeeper.Bookkeeper | None:
-        # On PostgreSQL, where moves are one statement each and the worker talks to a
-        # server (a bookkeeper would not share a test's in-memory SQLite database), and
-        # outside a transaction (a test's: its rows are not the bookkeeper's to see).
-        db = connections[DEFAULT_DB_ALIAS]
-        if not settings.WORKER_BOOKKEEPER or db.vendor != "postgresql" or db.in_atomic_block:
-            return None
-        return bookkeeper.Bookkeeper.start(functools.partial(_keep_books, worker_pid=os.getpid()))
-
     def _stop_run(self, reason: str) -> None:
         if self._inline:
             super()._stop_run(reason)
@@ -427,13 +434,13 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
     def _claim_relayed(self, dispatch: str) -> None:
         # The horse relays progress from its own process: its relay waits for "active" to
         # be out first, so followers get the job's events in order — while this process
-        # forks, not before. (Inline, one process keeps the order.) The bookkeeper's
-        # claim came with its own relay's handover.
+        # forks, not before. (Inline, this process's relay does.) The bookkeeper's claim
+        # came with its own relay's handover.
+        if self._inline:
+            super()._claim_relayed(dispatch)
+            return
         handed_over, self._handed_over = self._handed_over, None
-        if dispatch in self._booked:
-            self._handover = handed_over
-        elif not self._inline:
-            self._handover = relay.handover()
+        self._handover = handed_over if dispatch in self._booked else relay.handover()
 
     def get_heartbeat_ttl(self, job: RQJob) -> int:
         if self._inline:

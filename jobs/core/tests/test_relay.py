@@ -6,6 +6,7 @@ parent's messages to go first (a handover)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import select
 import threading
@@ -131,3 +132,38 @@ def test_a_work_horses_relay_sends_nothing_before_its_parents_handover(monkeypat
     finally:
         os.close(write_end)
         relay.follow_parent(None)
+
+
+def test_a_long_lived_relay_holds_back_only_what_follows_another_processs_handover(sends, monkeypatch):
+    """``relay.follow`` (a worker and its bookkeeper, relaying one inline run): what was
+    put before the mark goes at once, what was put after it waits for the other
+    process's handover, then goes in order."""
+    monkeypatch.setattr(relay, "HANDOVER_WAIT", 60.0)  # longer than any test waits
+    sender, seen = sends
+    read_end, write_end = os.pipe()
+    try:
+        sender.put(("jobdesk.job.before",), {"n": 1}, at_once=True)
+        sender.follow(read_end)
+        sender.put(("jobdesk.job.after",), {"n": 2}, at_once=True)
+        wait_for(lambda: seen, timeout=5, what="the send before the mark")
+        time.sleep(0.2)  # long enough for a send at once: the one after the mark must still wait
+        assert seen == [["jobdesk.job.before"]]
+        os.write(write_end, b"x")  # the other process's messages are gone
+        wait_for(lambda: len(seen) == 2, timeout=5, what="the send after the handover")
+        assert seen == [["jobdesk.job.before"], ["jobdesk.job.after"]]
+    finally:
+        os.close(write_end)
+
+
+def test_a_mark_pushed_out_of_a_full_relay_buffer_closes_its_descriptor():
+    sender = relay._Sender.__new__(relay._Sender)  # its buffer alone: no thread to send it
+    sender.buffer, sender.lock, sender.queued, sender.gone = collections.deque(maxlen=2), threading.Condition(), 0, 0
+    read_end, write_end = os.pipe()
+    sender.follow(read_end)
+    sender.put(("jobdesk.job.a",), {"n": 1})
+    sender.put(("jobdesk.job.b",), {"n": 2})  # the mark is the oldest: it goes
+    assert [entry[0] for entry in sender.buffer] == [("jobdesk.job.a",), ("jobdesk.job.b",)]
+    assert sender.gone == 1
+    with pytest.raises(OSError):
+        os.fstat(read_end)  # closed
+    os.close(write_end)
