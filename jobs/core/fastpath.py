@@ -281,6 +281,8 @@ def _move_sql(assignments: tuple[tuple[str, str], ...], allowed: tuple[str, ...]
     not: a few per move): formatting its 2 KB for every move, and psycopg hashing a new
     string to find it in its caches, were a tenth of a move's CPU. The statuses are the
     transitions table's own names, written in as literals (fewer parameters to send)."""
+    if not allowed:
+        raise ValueError("a move allowed from no status")  # IN () is no SQL
     return _MOVE_SQL.format(
         job=Job._meta.db_table,
         event=JobEvent._meta.db_table,
@@ -294,5 +296,6 @@ def _move_sql(assignments: tuple[tuple[str, str], ...], allowed: tuple[str, ...]
 
 def _status_literal(name: str) -> str:
     name = str(name)
-    assert name.replace("_", "").isalpha(), name  # a status or kind of ours, never user input
+    if not name.replace("_", "").isalpha():  # a status or kind of ours, never input: checked all the same
+        raise ValueError(f"not a status: {name!r}")
     return f"'{name}'"

@@ -25,6 +25,7 @@ import re
 import select
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -67,6 +68,11 @@ _down_until = 0.0
 HANDOVER_WAIT = 0.2
 # In a work-horse: the read end of its parent's handover (None: nothing to wait for).
 _parent_handover: int | None = None
+# Handovers a process may have open at once: beyond that it hands over none (the other
+# process does not wait: order is given up rather than descriptors, when the layer is
+# so slow that sends pile up).
+_HANDOVERS_OPEN = 64
+_keeping = threading.local()  # .messages: what ``kept_back`` keeps on this thread
 
 
 def job_group(job_id) -> str:
@@ -246,6 +252,10 @@ def send(msg: dict, *, at_once: bool = False) -> None:
     and telling clients about it must not turn into the move's error. ``at_once``: no
     gathering (the job is about to be queued: another process may claim it and relay
     "active" within milliseconds)."""
+    kept = getattr(_keeping, "messages", None)
+    if kept is not None:
+        kept.append((msg, at_once))
+        return
     groups = [job_group(msg["job_id"]), OPS_GROUP]
     for field in registry.subject_fields():
         value = msg.get(field)
@@ -258,6 +268,26 @@ def send(msg: dict, *, at_once: bool = False) -> None:
             sender.nudge(msg["batch_id"])
     except Exception:
         logger.exception("relay unavailable", extra={"job_id": msg.get("job_id")})
+
+
+@contextlib.contextmanager
+def kept_back() -> Iterator[list[tuple[dict, bool]]]:
+    """What ``send`` is asked to relay meanwhile, on this thread, is kept in the list
+    instead: for another process to relay (``resend``) ahead of its own messages. A
+    worker's bookkeeper hands an inline run's "active" to the worker, whose relay then
+    sends the run's progress after it — one relay per run, no waiting on another's."""
+    kept: list[tuple[dict, bool]] = []
+    _keeping.messages = kept
+    try:
+        yield kept
+    finally:
+        _keeping.messages = None
+
+
+def resend(kept: list[tuple[dict, bool]]) -> None:
+    """Relay what ``kept_back`` kept (in this process or another)."""
+    for msg, at_once in kept:
+        send(msg, at_once=at_once)
 
 
 def handover() -> int | None:
@@ -298,6 +328,19 @@ def _wait_for_parent() -> None:
     read_end, _parent_handover = _parent_handover, None
     if read_end is not None:
         _wait_for_handover(read_end)
+
+
+def _handed_over(read_end: int) -> bool:
+    """Is the other process's handover done already? If so, ``read_end`` is closed."""
+    try:
+        waiting = select.poll()
+        waiting.register(read_end, select.POLLIN)
+        done = bool(waiting.poll(0))
+    except OSError:
+        done = True  # never keep messages back for it
+    if done:
+        os.close(read_end)
+    return done
 
 
 def _wait_for_handover(read_end: int) -> None:
@@ -432,7 +475,7 @@ class _Sender:
 
     def handover(self) -> int | None:
         with self.lock:
-            if self.gone == self.queued:
+            if self.gone == self.queued or len(self.handovers) >= _HANDOVERS_OPEN:
                 return None
             try:
                 read_end, write_end = os.pipe()
@@ -485,7 +528,13 @@ class _Sender:
                 # What is buffered goes in one send (its groups' members read at once):
                 # a busy worker's messages cost a round trip per batch, not per group.
                 batch = [self.buffer.popleft()]
-                while not followed and self.buffer and len(batch) < _BATCH and self.buffer[0][2] != _FOLLOW:
+                while not followed and self.buffer and len(batch) < _BATCH:
+                    if self.buffer[0][2] == _FOLLOW:
+                        if not _handed_over(self.buffer[0][1]):
+                            break  # what follows it waits: the batch goes first
+                        self.buffer.popleft()  # the other process is ahead: nothing to wait for
+                        self.gone += 1
+                        continue
                     batch.append(self.buffer.popleft())
                 self.busy = True
             try:

@@ -9,9 +9,11 @@ at the worker's start, with its own database connection and relay, which claims 
 records the worker's runs in the order asked, one request at a time. The parent still
 forks the work-horses (they inherit its warm memory, as before) and keeps each run's
 lease. An inline run (``fork=False``, and every run of ``JobdeskSimpleWorker``) goes
-through it too: there the claim, the record and their messages leave the worker's
-interpreter lock for another core. Its two relays keep the run's events in order by
-following each other's handovers (``jobs.core.relay.follow``).
+through it too: there the claim, the record and the outcome's messages leave the
+worker's interpreter lock for another core. Such a run's "active" comes back with the
+claim's answer for the worker to relay, before the run's progress
+(``jobs.core.relay.kept_back``); the outcome's messages wait for the worker's relay to
+send what it held at the record (``jobs.core.relay.follow``).
 
 The bookkeeper ends when the worker closes its end (after the last record), and dies
 with the worker (PR_SET_PDEATHSIG). When it is gone (a slow answer is waited for), the worker
@@ -79,22 +81,29 @@ class Bookkeeper:
         theirs.close()
         return cls(ours, pid)
 
-    def ask_to_claim(self, job_id: str, dispatch: str, worker_name: str, known) -> None:
-        """Ask for a claim (as ``runner.claim``); ``claim_answer`` takes the answer."""
-        self._call(send, self._sock, ("claim", job_id, dispatch, worker_name, known))
+    def ask_to_claim(self, job_id: str, dispatch: str, worker_name: str, known, *, inline: bool) -> None:
+        """Ask for a claim (as ``runner.claim``); ``claim_answer`` takes the answer.
+        ``inline``: the run is the worker's own (no work-horse), and so is its relaying."""
+        self._call(send, self._sock, ("claim", job_id, dispatch, worker_name, known, inline))
 
-    def claim_answer(self, dispatch: str) -> tuple[Job | None, int | None]:
-        """The claimed row (None: refused) and the read end of its relay's handover (for
-        the horse: its messages go after the claim's)."""
+    def claim_answer(self, dispatch: str) -> tuple[Job | None, int | None, list]:
+        """The claimed row (None: refused); for a horse, the read end of the bookkeeper's
+        relay handover (its messages go after the claim's); for an inline run, the
+        claim's messages, for the worker to relay before the run's own (``relay.resend``)."""
         answer, fds = self._call(receive, self._sock)
         handover = fds[0] if fds else None
-        if answer[0] == "failed":
-            raise ClaimFailed(answer[1])
-        if answer[0] == "refused":
-            return None, handover
-        _, claimed, attempt = answer
-        tracing.adopt_attempt(dispatch, attempt)  # the horse's spans are the claim's children
-        return claimed, handover
+        try:
+            if answer[0] == "failed":
+                raise ClaimFailed(answer[1])
+            if answer[0] == "refused":
+                return None, handover, []
+            _, claimed, attempt, messages = answer
+            tracing.adopt_attempt(dispatch, attempt)  # the run's spans are the claim's children
+        except BaseException:
+            if handover is not None:
+                os.close(handover)
+            raise
+        return claimed, handover, messages
 
     def record(self, dispatch: str, outcome: dict, *, follows: int | None = None) -> None:
         """Record the outcome of the run it claimed (retrying as the worker would).
@@ -201,20 +210,31 @@ def serve(
 
 
 def _claim(sock: socket.socket, request: tuple, claimed: dict[str, Job], claim) -> None:
-    job_id, dispatch, worker_name, known = request
-    try:
-        job = claim(job_id, dispatch, worker_name, known)
-    except Exception as error:  # a database error, or a bug: the horse claims for itself, as after one here
-        logger.exception("claim failed", extra={"job_id": job_id, "dispatch": dispatch})
-        send(sock, ("failed", f"{type(error).__name__}: {error}"))
+    job_id, dispatch, worker_name, known, inline = request
+    failed: Exception | None = None
+    job: Job | None = None
+    with relay.kept_back() as kept:
+        try:
+            job = claim(job_id, dispatch, worker_name, known)
+        except Exception as error:  # a database error, or a bug: the run claims for itself, as after one here
+            failed = error
+    # An inline run's messages are the worker's to relay: its claim's "active" goes back
+    # with the answer, and the worker's relay sends the run's progress after it. A
+    # work-horse's relay follows this process's handover instead.
+    if not inline or job is None:
+        relay.resend(kept)
+        kept = []
+    if failed is not None:
+        logger.error("claim failed", extra={"job_id": job_id, "dispatch": dispatch}, exc_info=failed)
+        send(sock, ("failed", f"{type(failed).__name__}: {failed}"))
         return
     if job is None:
         send(sock, ("refused",))
         return
     claimed[dispatch] = job
-    handover = relay.handover()  # the horse's messages wait for "active" to go from here
+    handover = None if inline else relay.handover()  # the horse's messages wait for "active" to go from here
     try:
-        send(sock, ("claimed", job, tracing.attempt_of(dispatch)), [handover] if handover is not None else None)
+        send(sock, ("claimed", job, tracing.attempt_of(dispatch), kept), [handover] if handover is not None else None)
     finally:
         if handover is not None:
             os.close(handover)  # the worker has its own copy now

@@ -69,9 +69,10 @@ class _ParentBookkeeping(BaseWorker):
         self._inline = False  # the job in hand runs in this process (no work-horse)
         self._registration_checked = float("-inf")  # monotonic time of the last check
         self._recorder = RecordBehind()
-        self._books: bookkeeper.Bookkeeper | None = None  # JobdeskWorker's, for its forked runs
+        self._books: bookkeeper.Bookkeeper | None = None  # the process that claims and records its runs
         self._booked: set[str] = set()  # the dispatches the bookkeeper claimed, until recorded
-        self._handed_over: int | None = None  # its relay's handover for the next horse
+        self._handed_over: int | None = None  # the bookkeeper's relay handover, for the next horse
+        self._claim_messages: list = []  # an inline run's claim's messages, from the bookkeeper, to relay here
         self._asked: tuple[str, str, float] | None = None  # (job id, dispatch, sent): a claim asked, unanswered
         self._claimed: Job | None = None  # the job in hand's row, once claimed here or by the bookkeeper
         self._behind: ClaimBehind | None = None  # the job in hand's claim, under way on the recorder's thread
@@ -86,8 +87,9 @@ class _ParentBookkeeping(BaseWorker):
         self._running = job.id
         # The last run's outcome is written before this claim: its finish comes before
         # this start (runs of one worker never overlap in their times, and a concurrency
-        # limit counting active jobs does not count it). An inline run's claim is asked of
-        # the recorder's thread, which writes it after that record.
+        # limit counting active jobs does not count it). The bookkeeper answers in the order
+        # asked; without one, an inline run's claim is asked of the recorder's thread,
+        # which writes it after that record.
         behind = self._behind = self._claim_behind(job)
         if behind is None:
             self._recorder.wait()
@@ -99,7 +101,10 @@ class _ParentBookkeeping(BaseWorker):
             else:
                 super().execute_job(job, queue)
         finally:
-            self._take_answer()  # a claim asked of the bookkeeper, unanswered: RQ failed before the fork
+            self._take_answer()  # a claim asked of the bookkeeper, unanswered: RQ failed before the run
+            ids = _dispatch_of(job)
+            if ids is not None and runner.preclaimed.get(ids[1]) is runner.REFUSED:
+                del runner.preclaimed[ids[1]]  # refused, and RQ failed before the run
             if behind is not None:
                 self._behind = None
                 taken = behind.take()  # in hand already, unless RQ failed before the run
@@ -252,10 +257,11 @@ class _ParentBookkeeping(BaseWorker):
         sent = leasekeeper.now()  # the lease the claim grants runs from (at the latest) now
         known = _type_and_queue(rq_job)
         if self._books is not None and known is not None:
+            inline = self._runs_inline_type(known[0])
             try:
-                self._books.ask_to_claim(job_id, dispatch, self.name, known)
+                self._books.ask_to_claim(job_id, dispatch, self.name, known, inline=inline)
                 self._asked = (job_id, dispatch, sent)
-                self._inline = self._runs_inline_type(known[0])
+                self._inline = inline
                 return None
             except bookkeeper.BookkeeperGone:
                 logger.exception("the bookkeeper is gone: the worker keeps its own books")
@@ -314,9 +320,9 @@ class _ParentBookkeeping(BaseWorker):
         self._asked = None
         assert self._books is not None  # the books are given up only when asking or answering
         try:
-            claimed, self._handed_over = self._books.claim_answer(dispatch)
+            claimed, self._handed_over, self._claim_messages = self._books.claim_answer(dispatch)
         except bookkeeper.ClaimFailed:
-            return  # logged there: the horse claims for itself, as after a claim that failed here
+            return  # logged there: the run claims for itself, as after a claim that failed here
         except bookkeeper.BookkeeperGone:
             logger.exception("the bookkeeper is gone: the worker keeps its own books")
             self._books = None
@@ -324,18 +330,28 @@ class _ParentBookkeeping(BaseWorker):
             return
         if claimed is not None:
             self._booked.add(dispatch)
-        self._claimed = self._hold(claimed, dispatch, sent)
+        elif self._inline:
+            runner.preclaimed[dispatch] = runner.REFUSED  # the run is skipped, not claimed again
+        try:
+            self._claimed = self._hold(claimed, dispatch, sent)
+        finally:
+            self._close_handed_over()  # not taken by the run (refused, or _hold failed)
 
     def _stop_run(self, reason: str) -> None:
         """Its lease is lost: stop the run before another host may take the job."""
         leasekeeper.interrupt_main_thread(reason)
 
     def _claim_relayed(self, dispatch: str) -> None:
-        """In one process the relay keeps a run's events in order by itself; a run the
-        bookkeeper claimed relays its progress after the bookkeeper's "active" (the
-        handover that came with the claim)."""
-        handed_over, self._handed_over = self._handed_over, None
-        relay.follow(handed_over)
+        """In one process the relay keeps a run's events in order by itself: the "active"
+        of a claim the bookkeeper made comes back with its answer and is relayed from
+        here, before the run's progress."""
+        messages, self._claim_messages = self._claim_messages, []
+        relay.resend(messages)
+
+    def _close_handed_over(self) -> None:
+        if self._handed_over is not None:
+            os.close(self._handed_over)
+            self._handed_over = None
 
     def _record(self, job: Job, rq_job: RQJob, *, lost: str, handed: runner.Outcome | None = None) -> None:
         dispatch = job.rq_job_id
@@ -485,8 +501,9 @@ class RecordBehind:
     for its next job: the record's round trips to PostgreSQL and Redis (about 2 ms a
     job) overlap the dequeue (RQ's heartbeats, suspension check and pop) instead of
     adding to it. One record at a time, done before the next claim (a forked run's is
-    made after ``wait``; an inline run's is queued behind the record, on the same
-    thread: ``submit``) and before the worker's exit. The run's lease is renewed until
+    made after ``wait``, and so is any run's the bookkeeper claims; without one, an
+    inline run's is queued behind the record, on the same thread: ``submit``) and
+    before the worker's exit. The run's lease is renewed until
     its record is done (disarmed, not released), so a slow record is never taken for a
     lost run; a worker killed with a record behind loses nothing the lease does not
     cover: the reconciler retries the job."""

@@ -167,3 +167,48 @@ def test_a_mark_pushed_out_of_a_full_relay_buffer_closes_its_descriptor():
     with pytest.raises(OSError):
         os.fstat(read_end)  # closed
     os.close(write_end)
+
+
+def test_a_mark_already_handed_over_does_not_split_a_batch(sends, monkeypatch):
+    """Marks pile up only while the other process is behind: one it has passed already
+    lets what follows go in the same batch."""
+    monkeypatch.setattr(relay, "GATHER_SECONDS", 60.0)  # one batch, sent by the drain below
+    sender, seen = sends
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"x")  # the other process's messages are gone already
+    os.close(write_end)
+    sender.put(("jobdesk.job.before",), {"n": 1})
+    sender.follow(read_end)
+    sender.put(("jobdesk.job.after",), {"n": 2})
+    assert sender.wait_idle(5)
+    assert seen == [["jobdesk.job.before", "jobdesk.job.after"]]
+
+
+def test_a_process_hands_over_no_more_than_it_may_keep_open(sends, monkeypatch):
+    monkeypatch.setattr(relay, "_HANDOVERS_OPEN", 2)
+    sender, _ = sends
+    release = threading.Event()
+    monkeypatch.setattr(sender.layer, "group_send_many_blocking", lambda batch, *, timeout: release.wait(5))
+    sender.put(("jobdesk.job.held",), {"n": 1}, at_once=True)
+    handed = [sender.handover() for _ in range(3)]
+    try:
+        assert handed[0] is not None and handed[1] is not None
+        assert handed[2] is None, "the third waits for nothing: order given up, not descriptors"
+    finally:
+        release.set()
+        for read_end in handed[:2]:
+            os.close(read_end)
+
+
+def test_what_is_kept_back_is_relayed_by_whoever_resends_it(sends, monkeypatch):
+    """A bookkeeper keeps an inline run's "active" back (kept_back) and hands it to the
+    worker, which relays it (resend) before the run's progress."""
+    sender, seen = sends
+    monkeypatch.setattr(relay, "_current", sender)  # this process's relay
+    with relay.kept_back() as kept:
+        relay.send({"job_id": "j1", "seq": 2, "type": "status"})
+    assert kept == [({"job_id": "j1", "seq": 2, "type": "status"}, False)]
+    assert sender.wait_idle(5) and seen == [], "kept, not sent"
+    relay.resend(kept)
+    assert sender.wait_idle(5)
+    assert seen == [[relay.job_group("j1"), relay.OPS_GROUP]]

@@ -290,6 +290,31 @@ def test_an_inline_runs_events_keep_their_order_across_the_worker_and_its_bookke
     assert code == 1000
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the bookkeeper works on PostgreSQL")
+def test_an_inline_claim_the_bookkeeper_refused_is_not_made_again_by_the_run(run_worker, monkeypatch):
+    """A dispatch the row no longer has (a requeue replaced it) is refused by the
+    bookkeeper's claim: the run is skipped, not claimed once more in the worker."""
+    from jobs.execution import runner
+
+    worker, claim = os.getpid(), runner.claim
+    claims_in_the_worker = []
+
+    def counted(*args, **kwargs):
+        if os.getpid() == worker:
+            claims_in_the_worker.append(args[1])
+        return claim(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "claim", counted)
+    job = submit("diagnostics.noop").job
+    stale = Job.objects.get(pk=job.pk)
+    stale.rq_job_id = "a-dispatch-replaced-since"
+    assert queueing.enqueue(stale)  # the old dispatch, still in Redis
+    run_worker(books=True)  # the simple worker, with its bookkeeper
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.COMPLETE, 1)
+    assert claims_in_the_worker == [], "every claim was the bookkeeper's"
+
+
 @pytest.mark.parametrize("books", KEEPERS)
 def test_a_forked_jobs_progress_follows_its_active_message_when_the_parents_send_is_slow(
     books, alice, run_worker, settings, monkeypatch
