@@ -19,7 +19,6 @@ from urllib.parse import quote
 import django_rq
 import pytest
 from django.db import connection
-from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -232,16 +231,13 @@ def make_limited_type():
 @pytest.fixture
 def run_worker():
     """Drain the queues with a real RQ worker in this process (burst mode): Jobdesk's
-    non-forking worker class, or any other RQ worker class given. The worker keeps its
-    own books in this process (what a test's hooks and spans record stays here), unless
-    ``books``: then its bookkeeper, a child process, claims and records (PostgreSQL)."""
+    non-forking worker class, or any other RQ worker class given."""
     from jobs.execution.worker import JobdeskSimpleWorker
 
-    def run(max_jobs: int | None = None, worker_class=JobdeskSimpleWorker, books: bool = False) -> None:
+    def run(max_jobs: int | None = None, worker_class=JobdeskSimpleWorker) -> None:
         conn = django_rq.get_connection("normal")
         queues = [django_rq.get_queue(name) for name in ("immediate", "normal", "low")]
-        with override_settings(WORKER_BOOKKEEPER=books):
-            worker_class(queues, connection=conn).work(burst=True, max_jobs=max_jobs, with_scheduler=False)
+        worker_class(queues, connection=conn).work(burst=True, max_jobs=max_jobs, with_scheduler=False)
 
     return run
 

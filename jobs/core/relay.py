@@ -25,7 +25,6 @@ import re
 import select
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -48,7 +47,6 @@ LINE_GROUP = "jobdesk.line"
 # than a millisecond of its CPU.
 LINE_INTERVAL = 0.1
 EVENT = "job.event"  # the Channels handler name on consumers (``job_event``)
-_FOLLOW = "follow"  # in a sender's buffer: not a message, another process's handover to wait for
 _BUFFER = 10_000  # messages held per process while the layer is slow; oldest dropped first
 _SEND_TIMEOUT = 2.0  # seconds for one batch's sends before the layer is judged down
 _BATCH = 100  # messages sent at once, at most (their groups' members read in one round trip)
@@ -68,11 +66,6 @@ _down_until = 0.0
 HANDOVER_WAIT = 0.2
 # In a work-horse: the read end of its parent's handover (None: nothing to wait for).
 _parent_handover: int | None = None
-# Handovers a process may have open at once: beyond that it hands over none (the other
-# process does not wait: order is given up rather than descriptors, when the layer is
-# so slow that sends pile up).
-_HANDOVERS_OPEN = 64
-_keeping = threading.local()  # .messages: what ``kept_back`` keeps on this thread
 
 
 def job_group(job_id) -> str:
@@ -252,10 +245,6 @@ def send(msg: dict, *, at_once: bool = False) -> None:
     and telling clients about it must not turn into the move's error. ``at_once``: no
     gathering (the job is about to be queued: another process may claim it and relay
     "active" within milliseconds)."""
-    kept = getattr(_keeping, "messages", None)
-    if kept is not None:
-        kept.append((msg, at_once))
-        return
     groups = [job_group(msg["job_id"]), OPS_GROUP]
     for field in registry.subject_fields():
         value = msg.get(field)
@@ -268,26 +257,6 @@ def send(msg: dict, *, at_once: bool = False) -> None:
             sender.nudge(msg["batch_id"])
     except Exception:
         logger.exception("relay unavailable", extra={"job_id": msg.get("job_id")})
-
-
-@contextlib.contextmanager
-def kept_back() -> Iterator[list[tuple[dict, bool]]]:
-    """What ``send`` is asked to relay meanwhile, on this thread, is kept in the list
-    instead: for another process to relay (``resend``) ahead of its own messages. A
-    worker's bookkeeper hands an inline run's "active" to the worker, whose relay then
-    sends the run's progress after it — one relay per run, no waiting on another's."""
-    kept: list[tuple[dict, bool]] = []
-    _keeping.messages = kept
-    try:
-        yield kept
-    finally:
-        _keeping.messages = None
-
-
-def resend(kept: list[tuple[dict, bool]]) -> None:
-    """Relay what ``kept_back`` kept (in this process or another)."""
-    for msg, at_once in kept:
-        send(msg, at_once=at_once)
 
 
 def handover() -> int | None:
@@ -308,49 +277,17 @@ def follow_parent(read_end: int | None) -> None:
     _parent_handover = read_end
 
 
-def follow(read_end: int | None) -> None:
-    """In a long-lived process: what it relays from now on goes after what another
-    process handed over (its ``handover``, the read end passed over a socket) is sent,
-    or after HANDOVER_WAIT seconds; what it relayed before goes as it would. Takes the
-    descriptor. (A worker and its bookkeeper: a run's progress after the bookkeeper's
-    "active", the bookkeeper's "completed" after the run's progress.)"""
-    if read_end is None:
-        return
-    try:
-        _sender().follow(read_end)
-    except Exception:  # never keep a run back for it: its messages go unordered
-        logger.exception("relay unavailable", extra={"follows": read_end})
-        os.close(read_end)
-
-
 def _wait_for_parent() -> None:
     global _parent_handover
     read_end, _parent_handover = _parent_handover, None
-    if read_end is not None:
-        _wait_for_handover(read_end)
-
-
-def _handed_over(read_end: int) -> bool:
-    """Is the other process's handover done already? If so, ``read_end`` is closed."""
-    try:
-        waiting = select.poll()
-        waiting.register(read_end, select.POLLIN)
-        done = bool(waiting.poll(0))
-    except OSError:
-        done = True  # never keep messages back for it
-    if done:
-        os.close(read_end)
-    return done
-
-
-def _wait_for_handover(read_end: int) -> None:
-    """Until the other process's handover is done (or HANDOVER_WAIT); closes ``read_end``."""
+    if read_end is None:
+        return
     try:
         waiting = select.poll()  # not select(): a descriptor may be numbered past 1023
         waiting.register(read_end, select.POLLIN)
         waiting.poll(HANDOVER_WAIT * 1000)
-    except OSError:  # never keep the messages back for it: they go now
-        logger.exception("waiting for another process's relay failed")
+    except OSError:  # never keep the horse's messages back for it: they go now
+        logger.exception("waiting for the parent's relay failed")
     finally:
         os.close(read_end)
 
@@ -402,33 +339,19 @@ class _Sender:
 
     def put(self, groups: tuple[str, ...], msg: dict, kind: str = EVENT, *, at_once: bool = False) -> None:
         with self.lock:
+            if len(self.buffer) == self.buffer.maxlen:
+                dropped.count("relay_buffer")  # the oldest goes: its followers see the gap
+                self.gone += 1
+            self.queued += 1
             if not self.buffer:
                 self.oldest = time.monotonic()
             if at_once:
                 self.oldest = float("-inf")  # due now, with what is gathering
-            self._append((groups, msg, kind))
+            self.buffer.append((groups, msg, kind))
             # The thread sleeps until the first message is due (GATHER_SECONDS) once it
             # knows of one: wake it for the first, for one due now, and for a full batch.
             if at_once or len(self.buffer) in (1, _BATCH):
                 self.lock.notify_all()
-
-    def follow(self, read_end: int) -> None:
-        """What is put from now on waits for another process's handover (``follow``)."""
-        with self.lock:
-            self._append(((), read_end, _FOLLOW))
-            self.lock.notify_all()
-
-    def _append(self, entry: tuple) -> None:
-        """Buffer a message (or a handover to follow), the lock held."""
-        if len(self.buffer) == self.buffer.maxlen:
-            _, oldest, kind = self.buffer.popleft()
-            if kind == _FOLLOW:
-                os.close(oldest)  # nothing left to keep in order behind it
-            else:
-                dropped.count("relay_buffer")  # the oldest goes: its followers see the gap
-            self.gone += 1
-        self.queued += 1
-        self.buffer.append(entry)
 
     def later(self, delay: float, function, *args) -> None:
         """Call ``function(*args)`` from the relay's thread in ``delay`` seconds."""
@@ -475,7 +398,7 @@ class _Sender:
 
     def handover(self) -> int | None:
         with self.lock:
-            if self.gone == self.queued or len(self.handovers) >= _HANDOVERS_OPEN:
+            if self.gone == self.queued:
                 return None
             try:
                 read_end, write_end = os.pipe()
@@ -520,28 +443,16 @@ class _Sender:
                     self.lock.notify_all()
                     self._sleep(until=None)
                     continue
-                followed = self.buffer[0][2] == _FOLLOW
                 due = self.oldest + GATHER_SECONDS
-                if not followed and due > time.monotonic() and len(self.buffer) < _BATCH and not self.draining:
+                if due > time.monotonic() and len(self.buffer) < _BATCH and not self.draining:
                     self._sleep(until=due)
                     continue
                 # What is buffered goes in one send (its groups' members read at once):
                 # a busy worker's messages cost a round trip per batch, not per group.
-                batch = [self.buffer.popleft()]
-                while not followed and self.buffer and len(batch) < _BATCH:
-                    if self.buffer[0][2] == _FOLLOW:
-                        if not _handed_over(self.buffer[0][1]):
-                            break  # what follows it waits: the batch goes first
-                        self.buffer.popleft()  # the other process is ahead: nothing to wait for
-                        self.gone += 1
-                        continue
-                    batch.append(self.buffer.popleft())
+                batch = [self.buffer.popleft() for _ in range(min(len(self.buffer), _BATCH))]
                 self.busy = True
             try:
-                if followed:
-                    _wait_for_handover(batch[0][1])
-                else:
-                    self._send(batch)
+                self._send(batch)
             except Exception:  # never let the thread die: later messages must still go
                 logger.exception("relay send failed")
             with self.lock:

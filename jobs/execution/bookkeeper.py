@@ -1,4 +1,4 @@
-"""A worker's bookkeeping in a process of its own, which never forks.
+"""A forking worker's bookkeeping in a process of its own, which never forks.
 
 Every fork write-protects all of the forking process's memory, so each page the
 worker's parent writes between two forks faults once per job. The claim and the record
@@ -6,14 +6,8 @@ worker's parent writes between two forks faults once per job. The claim and the 
 job: some 1.5 ms of the parent's CPU over what the same statements cost in a process
 that does not fork. ``JobdeskWorker`` asks its bookkeeper instead: a child forked once,
 at the worker's start, with its own database connection and relay, which claims and
-records the worker's runs in the order asked, one request at a time. The parent still
-forks the work-horses (they inherit its warm memory, as before) and keeps each run's
-lease. An inline run (``fork=False``, and every run of ``JobdeskSimpleWorker``) goes
-through it too: there the claim, the record and the outcome's messages leave the
-worker's interpreter lock for another core. Such a run's "active" comes back with the
-claim's answer for the worker to relay, before the run's progress
-(``jobs.core.relay.kept_back``); the outcome's messages wait for the worker's relay to
-send what it held at the record (``jobs.core.relay.follow``).
+records forked runs in the order asked, one request at a time. The parent still forks
+the work-horses (they inherit its warm memory, as before) and keeps each run's lease.
 
 The bookkeeper ends when the worker closes its end (after the last record), and dies
 with the worker (PR_SET_PDEATHSIG). When it is gone (a slow answer is waited for), the worker
@@ -81,39 +75,31 @@ class Bookkeeper:
         theirs.close()
         return cls(ours, pid)
 
-    def ask_to_claim(self, job_id: str, dispatch: str, worker_name: str, known, *, inline: bool) -> None:
-        """Ask for a claim (as ``runner.claim``); ``claim_answer`` takes the answer.
-        ``inline``: the run is the worker's own (no work-horse), and so is its relaying."""
-        self._call(send, self._sock, ("claim", job_id, dispatch, worker_name, known, inline))
+    def ask_to_claim(self, job_id: str, dispatch: str, worker_name: str, known) -> None:
+        """Ask for a claim (as ``runner.claim``); ``claim_answer`` takes the answer."""
+        self._call(send, self._sock, ("claim", job_id, dispatch, worker_name, known))
 
-    def claim_answer(self, dispatch: str) -> tuple[Job | None, int | None, list]:
-        """The claimed row (None: refused); for a horse, the read end of the bookkeeper's
-        relay handover (its messages go after the claim's); for an inline run, the
-        claim's messages, for the worker to relay before the run's own (``relay.resend``)."""
+    def claim_answer(self, dispatch: str) -> tuple[Job | None, int | None]:
+        """The claimed row (None: refused) and the read end of its relay's handover (for
+        the horse: its messages go after the claim's)."""
         answer, fds = self._call(receive, self._sock)
         handover = fds[0] if fds else None
+        if answer[0] == "failed":
+            raise ClaimFailed(answer[1])
+        if answer[0] == "refused":
+            return None, handover
+        _, claimed, attempt = answer
         try:
-            if answer[0] == "failed":
-                raise ClaimFailed(answer[1])
-            if answer[0] == "refused":
-                return None, handover, []
-            _, claimed, attempt, messages = answer
-            tracing.adopt_attempt(dispatch, attempt)  # the run's spans are the claim's children
+            tracing.adopt_attempt(dispatch, attempt)  # the horse's spans are the claim's children
         except BaseException:
             if handover is not None:
                 os.close(handover)
             raise
-        return claimed, handover, messages
+        return claimed, handover
 
-    def record(self, dispatch: str, outcome: dict, *, follows: int | None = None) -> None:
-        """Record the outcome of the run it claimed (retrying as the worker would).
-        ``follows``: the worker's relay handover (jobs.core.relay), which the bookkeeper's
-        message of the outcome waits for; closed here."""
-        try:
-            self._ask(("record", dispatch, outcome), [follows] if follows is not None else None)
-        finally:
-            if follows is not None:
-                os.close(follows)  # the bookkeeper has its own copy, if it got one
+    def record(self, dispatch: str, outcome: dict) -> None:
+        """Record the outcome of the run it claimed (retrying as the worker would)."""
+        self._ask(("record", dispatch, outcome))
 
     def forget(self) -> None:
         """In a work-horse: let go of the inherited socket (the bookkeeper sees the
@@ -137,8 +123,8 @@ class Bookkeeper:
                 return
             time.sleep(0.01)
 
-    def _ask(self, request: tuple, fds: list[int] | None = None) -> tuple[Any, list[int]]:
-        self._call(send, self._sock, request, fds)
+    def _ask(self, request: tuple) -> tuple[Any, list[int]]:
+        self._call(send, self._sock, request)
         return self._call(receive, self._sock)
 
     def _call(self, function, *args, **kwargs):
@@ -192,12 +178,11 @@ def serve(
     lifecycle.claim_for(worker_pid)  # its claims name the worker's process, which operators see
     claimed: dict[str, Job] = {}
     try:
-        for request, fds in _requests(sock):
+        for request, _ in _requests(sock):
             if request[0] == "claim":
                 _claim(sock, request[1:], claimed, claim)
             elif request[0] == "record":
                 _, dispatch, outcome = request
-                relay.follow(fds[0] if fds else None)  # the outcome's message after the run's progress
                 try:
                     record(claimed.pop(dispatch), dispatch, outcome)
                 except Exception:  # as the recorder's thread would: the lease and the reconciler cover the run
@@ -210,31 +195,20 @@ def serve(
 
 
 def _claim(sock: socket.socket, request: tuple, claimed: dict[str, Job], claim) -> None:
-    job_id, dispatch, worker_name, known, inline = request
-    failed: Exception | None = None
-    job: Job | None = None
-    with relay.kept_back() as kept:
-        try:
-            job = claim(job_id, dispatch, worker_name, known)
-        except Exception as error:  # a database error, or a bug: the run claims for itself, as after one here
-            failed = error
-    # An inline run's messages are the worker's to relay: its claim's "active" goes back
-    # with the answer, and the worker's relay sends the run's progress after it. A
-    # work-horse's relay follows this process's handover instead.
-    if not inline or job is None:
-        relay.resend(kept)
-        kept = []
-    if failed is not None:
-        logger.error("claim failed", extra={"job_id": job_id, "dispatch": dispatch}, exc_info=failed)
-        send(sock, ("failed", f"{type(failed).__name__}: {failed}"))
+    job_id, dispatch, worker_name, known = request
+    try:
+        job = claim(job_id, dispatch, worker_name, known)
+    except Exception as error:  # a database error, or a bug: the horse claims for itself, as after one here
+        logger.exception("claim failed", extra={"job_id": job_id, "dispatch": dispatch})
+        send(sock, ("failed", f"{type(error).__name__}: {error}"))
         return
     if job is None:
         send(sock, ("refused",))
         return
     claimed[dispatch] = job
-    handover = None if inline else relay.handover()  # the horse's messages wait for "active" to go from here
+    handover = relay.handover()  # the horse's messages wait for "active" to go from here
     try:
-        send(sock, ("claimed", job, tracing.attempt_of(dispatch), kept), [handover] if handover is not None else None)
+        send(sock, ("claimed", job, tracing.attempt_of(dispatch)), [handover] if handover is not None else None)
     finally:
         if handover is not None:
             os.close(handover)  # the worker has its own copy now

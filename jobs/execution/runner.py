@@ -52,9 +52,9 @@ class ClaimUnderWay(Protocol):
 
 # Jobs the worker's parent process claimed before forking, by dispatch id. The
 # work-horse inherits this dict through fork(), so it knows the claim is done. An
-# inline run's claim may still be under way (``ClaimUnderWay``), or have been refused.
-preclaimed: dict[str, Job | ClaimUnderWay | str] = {}
-REFUSED = "refused"  # a claim that was refused: the run is skipped
+# inline run's claim may still be under way (``ClaimUnderWay``).
+preclaimed: dict[str, Job | ClaimUnderWay] = {}
+REFUSED = "refused"  # a claim under way that was refused: the run is skipped
 # This process is a work-horse of JobdeskWorker's, which exits right after its run.
 _short_lived = False
 # In such a horse: the write end of the pipe its parent reads the outcome from.
@@ -114,7 +114,7 @@ def outcome_from_horse(read_end: int) -> Outcome | None:
 def execute(job_id: str, dispatch: str) -> dict:
     """What RQ runs. Returns the outcome (parent-claimed) or a summary (self-claimed)."""
     found = preclaimed.pop(dispatch, None)
-    job = found if found is None or isinstance(found, Job | str) else found.take()  # claimed on another thread
+    job = found.take() if found is not None and not isinstance(found, Job) else found  # claimed on another thread
     if job == REFUSED:
         return {"skipped": True}
     if isinstance(job, Job):

@@ -8,9 +8,7 @@ own that never forks, on PostgreSQL) or else on the parent's persistent connecti
 horse only runs the handler and hands its outcome back through a pipe (RQ's result when
 it does not fit). A horse that dies (killed, OOM, stop-job) is recorded by its parent at
 once. The horse is tied to its parent's life (PR_SET_PDEATHSIG), so "worker process
-gone" always means "job no longer running". An inline run (``fork=False``, and
-``JobdeskSimpleWorker``'s) is claimed and recorded through the bookkeeper too, or else
-on the worker's recorder thread.
+gone" always means "job no longer running".
 
 Configured as django-rq's default (settings.RQ["WORKER_CLASS"]); with a plain RQ worker
 ``jobs.execution.runner.execute`` still does the whole job itself.
@@ -69,10 +67,9 @@ class _ParentBookkeeping(BaseWorker):
         self._inline = False  # the job in hand runs in this process (no work-horse)
         self._registration_checked = float("-inf")  # monotonic time of the last check
         self._recorder = RecordBehind()
-        self._books: bookkeeper.Bookkeeper | None = None  # the process that claims and records its runs
+        self._books: bookkeeper.Bookkeeper | None = None  # JobdeskWorker's, for its forked runs
         self._booked: set[str] = set()  # the dispatches the bookkeeper claimed, until recorded
-        self._handed_over: int | None = None  # the bookkeeper's relay handover, for the next horse
-        self._claim_messages: list = []  # an inline run's claim's messages, from the bookkeeper, to relay here
+        self._handed_over: int | None = None  # its relay's handover for the next horse
         self._asked: tuple[str, str, float] | None = None  # (job id, dispatch, sent): a claim asked, unanswered
         self._claimed: Job | None = None  # the job in hand's row, once claimed here or by the bookkeeper
         self._behind: ClaimBehind | None = None  # the job in hand's claim, under way on the recorder's thread
@@ -87,24 +84,20 @@ class _ParentBookkeeping(BaseWorker):
         self._running = job.id
         # The last run's outcome is written before this claim: its finish comes before
         # this start (runs of one worker never overlap in their times, and a concurrency
-        # limit counting active jobs does not count it). The bookkeeper answers in the order
-        # asked; without one, an inline run's claim is asked of the recorder's thread,
-        # which writes it after that record.
+        # limit counting active jobs does not count it). An inline run's claim is asked of
+        # the recorder's thread, which writes it after that record.
         behind = self._behind = self._claim_behind(job)
         if behind is None:
             self._recorder.wait()
             self._record_left_behind()
             self._claimed = self._claim(job)
         try:
-            if behind is not None or (self._inline and (self._claimed is not None or self._asked is not None)):
+            if behind is not None or (self._claimed is not None and self._inline):
                 self._perform_inline(job, queue)
             else:
                 super().execute_job(job, queue)
         finally:
-            self._take_answer()  # a claim asked of the bookkeeper, unanswered: RQ failed before the run
-            ids = _dispatch_of(job)
-            if ids is not None and runner.preclaimed.get(ids[1]) is runner.REFUSED:
-                del runner.preclaimed[ids[1]]  # refused, and RQ failed before the run
+            self._take_answer()  # a claim asked of the bookkeeper, unanswered: RQ failed before the fork
             if behind is not None:
                 self._behind = None
                 taken = behind.take()  # in hand already, unless RQ failed before the run
@@ -164,14 +157,8 @@ class _ParentBookkeeping(BaseWorker):
                 tracing.flush(tracing.EXIT_FLUSH_SECONDS)
 
     def _start_bookkeeper(self) -> bookkeeper.Bookkeeper | None:
-        """The process that claims and records this worker's runs (jobs.execution.bookkeeper):
-        on PostgreSQL, where moves are one statement each and the worker talks to a
-        server (a bookkeeper would not share a test's in-memory SQLite database), and
-        outside a transaction (a test's: its rows are not the bookkeeper's to see)."""
-        db = connections[DEFAULT_DB_ALIAS]
-        if not settings.WORKER_BOOKKEEPER or db.vendor != "postgresql" or db.in_atomic_block:
-            return None
-        return bookkeeper.Bookkeeper.start(functools.partial(_keep_books, worker_pid=os.getpid()))
+        """The process that claims and records this worker's forked runs (JobdeskWorker)."""
+        return None
 
     def unsubscribe(self) -> None:
         # RQ sends UNSUBSCRIBE, then stops its pub/sub thread and joins it for up to a
@@ -236,7 +223,6 @@ class _ParentBookkeeping(BaseWorker):
         # wait behind a slow record (the type's hooks, database trouble).
         if self._behind is not None:
             self._behind.take()
-        self._take_answer()  # an inline run's claim, asked of the bookkeeper
 
     def _perform_inline(self, job: RQJob, queue) -> None:
         # RQ's SimpleWorker.execute_job: the handler runs here, under RQ's death penalty
@@ -247,21 +233,18 @@ class _ParentBookkeeping(BaseWorker):
 
     def _claim(self, rq_job: RQJob) -> Job | None:
         """Claim the job's row; None when refused, failed — or asked of the bookkeeper:
-        its answer is taken just before the fork, or an inline run's just before it starts
-        (``_take_answer``), so the claim's round trip overlaps RQ's own preparation (round
-        trips to Redis)."""
+        its answer is taken just before the fork (``_take_answer``), so the claim's round
+        trip overlaps RQ's own preparation (a round trip to Redis)."""
         ids = _dispatch_of(rq_job)
         if ids is None:
             return None  # not a Jobdesk job (raw RQ work on the same queues)
         job_id, dispatch = ids
         sent = leasekeeper.now()  # the lease the claim grants runs from (at the latest) now
         known = _type_and_queue(rq_job)
-        if self._books is not None and known is not None:
-            inline = self._runs_inline_type(known[0])
+        if self._books is not None and known is not None and _forks(known[0]):
             try:
-                self._books.ask_to_claim(job_id, dispatch, self.name, known, inline=inline)
+                self._books.ask_to_claim(job_id, dispatch, self.name, known)
                 self._asked = (job_id, dispatch, sent)
-                self._inline = inline
                 return None
             except bookkeeper.BookkeeperGone:
                 logger.exception("the bookkeeper is gone: the worker keeps its own books")
@@ -275,7 +258,7 @@ class _ParentBookkeeping(BaseWorker):
         (``runner.execute``). None where the claim is made here (a forked run, a dispatch
         that does not say its type)."""
         ids, known = _dispatch_of(rq_job), _type_and_queue(rq_job)
-        if self._books is not None or ids is None or known is None or not self._runs_inline_type(known[0]):
+        if ids is None or known is None or not self._runs_inline_type(known[0]):
             return None
         job_id, dispatch = ids
         self._inline = True
@@ -320,9 +303,9 @@ class _ParentBookkeeping(BaseWorker):
         self._asked = None
         assert self._books is not None  # the books are given up only when asking or answering
         try:
-            claimed, self._handed_over, self._claim_messages = self._books.claim_answer(dispatch)
+            claimed, self._handed_over = self._books.claim_answer(dispatch)
         except bookkeeper.ClaimFailed:
-            return  # logged there: the run claims for itself, as after a claim that failed here
+            return  # logged there: the horse claims for itself, as after a claim that failed here
         except bookkeeper.BookkeeperGone:
             logger.exception("the bookkeeper is gone: the worker keeps its own books")
             self._books = None
@@ -330,28 +313,14 @@ class _ParentBookkeeping(BaseWorker):
             return
         if claimed is not None:
             self._booked.add(dispatch)
-        elif self._inline:
-            runner.preclaimed[dispatch] = runner.REFUSED  # the run is skipped, not claimed again
-        try:
-            self._claimed = self._hold(claimed, dispatch, sent)
-        finally:
-            self._close_handed_over()  # not taken by the run (refused, or _hold failed)
+        self._claimed = self._hold(claimed, dispatch, sent)
 
     def _stop_run(self, reason: str) -> None:
         """Its lease is lost: stop the run before another host may take the job."""
         leasekeeper.interrupt_main_thread(reason)
 
     def _claim_relayed(self, dispatch: str) -> None:
-        """In one process the relay keeps a run's events in order by itself: the "active"
-        of a claim the bookkeeper made comes back with its answer and is relayed from
-        here, before the run's progress."""
-        messages, self._claim_messages = self._claim_messages, []
-        relay.resend(messages)
-
-    def _close_handed_over(self) -> None:
-        if self._handed_over is not None:
-            os.close(self._handed_over)
-            self._handed_over = None
+        """In one process the relay keeps the job's events in order by itself."""
 
     def _record(self, job: Job, rq_job: RQJob, *, lost: str, handed: runner.Outcome | None = None) -> None:
         dispatch = job.rq_job_id
@@ -361,8 +330,7 @@ class _ParentBookkeeping(BaseWorker):
             self._booked.discard(dispatch)
             if self._books is not None:
                 try:
-                    # Its "completed" goes after what this process relayed of the run.
-                    self._books.record(dispatch, outcome, follows=relay.handover())
+                    self._books.record(dispatch, outcome)
                     tracing.forget_attempt(dispatch)  # the bookkeeper's claim's, lent to the horse
                     return
                 except bookkeeper.BookkeeperGone:
@@ -414,6 +382,15 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
     def _runs_inline_type(self, job_type: str) -> bool:
         return not _forks(job_type)
 
+    def _start_bookkeeper(self) -> bookkeeper.Bookkeeper | None:
+        # On PostgreSQL, where moves are one statement each and the worker talks to a
+        # server (a bookkeeper would not share a test's in-memory SQLite database), and
+        # outside a transaction (a test's: its rows are not the bookkeeper's to see).
+        db = connections[DEFAULT_DB_ALIAS]
+        if not settings.WORKER_BOOKKEEPER or db.vendor != "postgresql" or db.in_atomic_block:
+            return None
+        return bookkeeper.Bookkeeper.start(functools.partial(_keep_books, worker_pid=os.getpid()))
+
     def _stop_run(self, reason: str) -> None:
         if self._inline:
             super()._stop_run(reason)
@@ -450,13 +427,13 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
     def _claim_relayed(self, dispatch: str) -> None:
         # The horse relays progress from its own process: its relay waits for "active" to
         # be out first, so followers get the job's events in order — while this process
-        # forks, not before. (Inline, this process's relay does.) The bookkeeper's claim
-        # came with its own relay's handover.
-        if self._inline:
-            super()._claim_relayed(dispatch)
-            return
+        # forks, not before. (Inline, one process keeps the order.) The bookkeeper's
+        # claim came with its own relay's handover.
         handed_over, self._handed_over = self._handed_over, None
-        self._handover = handed_over if dispatch in self._booked else relay.handover()
+        if dispatch in self._booked:
+            self._handover = handed_over
+        elif not self._inline:
+            self._handover = relay.handover()
 
     def get_heartbeat_ttl(self, job: RQJob) -> int:
         if self._inline:
@@ -501,9 +478,8 @@ class RecordBehind:
     for its next job: the record's round trips to PostgreSQL and Redis (about 2 ms a
     job) overlap the dequeue (RQ's heartbeats, suspension check and pop) instead of
     adding to it. One record at a time, done before the next claim (a forked run's is
-    made after ``wait``, and so is any run's the bookkeeper claims; without one, an
-    inline run's is queued behind the record, on the same thread: ``submit``) and
-    before the worker's exit. The run's lease is renewed until
+    made after ``wait``; an inline run's is queued behind the record, on the same
+    thread: ``submit``) and before the worker's exit. The run's lease is renewed until
     its record is done (disarmed, not released), so a slow record is never taken for a
     lost run; a worker killed with a record behind loses nothing the lease does not
     cover: the reconciler retries the job."""

@@ -6,7 +6,6 @@ parent's messages to go first (a handover)."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
 import select
 import threading
@@ -132,83 +131,3 @@ def test_a_work_horses_relay_sends_nothing_before_its_parents_handover(monkeypat
     finally:
         os.close(write_end)
         relay.follow_parent(None)
-
-
-def test_a_long_lived_relay_holds_back_only_what_follows_another_processs_handover(sends, monkeypatch):
-    """``relay.follow`` (a worker and its bookkeeper, relaying one inline run): what was
-    put before the mark goes at once, what was put after it waits for the other
-    process's handover, then goes in order."""
-    monkeypatch.setattr(relay, "HANDOVER_WAIT", 60.0)  # longer than any test waits
-    sender, seen = sends
-    read_end, write_end = os.pipe()
-    try:
-        sender.put(("jobdesk.job.before",), {"n": 1}, at_once=True)
-        sender.follow(read_end)
-        sender.put(("jobdesk.job.after",), {"n": 2}, at_once=True)
-        wait_for(lambda: seen, timeout=5, what="the send before the mark")
-        time.sleep(0.2)  # long enough for a send at once: the one after the mark must still wait
-        assert seen == [["jobdesk.job.before"]]
-        os.write(write_end, b"x")  # the other process's messages are gone
-        wait_for(lambda: len(seen) == 2, timeout=5, what="the send after the handover")
-        assert seen == [["jobdesk.job.before"], ["jobdesk.job.after"]]
-    finally:
-        os.close(write_end)
-
-
-def test_a_mark_pushed_out_of_a_full_relay_buffer_closes_its_descriptor():
-    sender = relay._Sender.__new__(relay._Sender)  # its buffer alone: no thread to send it
-    sender.buffer, sender.lock, sender.queued, sender.gone = collections.deque(maxlen=2), threading.Condition(), 0, 0
-    read_end, write_end = os.pipe()
-    sender.follow(read_end)
-    sender.put(("jobdesk.job.a",), {"n": 1})
-    sender.put(("jobdesk.job.b",), {"n": 2})  # the mark is the oldest: it goes
-    assert [entry[0] for entry in sender.buffer] == [("jobdesk.job.a",), ("jobdesk.job.b",)]
-    assert sender.gone == 1
-    with pytest.raises(OSError):
-        os.fstat(read_end)  # closed
-    os.close(write_end)
-
-
-def test_a_mark_already_handed_over_does_not_split_a_batch(sends, monkeypatch):
-    """Marks pile up only while the other process is behind: one it has passed already
-    lets what follows go in the same batch."""
-    monkeypatch.setattr(relay, "GATHER_SECONDS", 60.0)  # one batch, sent by the drain below
-    sender, seen = sends
-    read_end, write_end = os.pipe()
-    os.write(write_end, b"x")  # the other process's messages are gone already
-    os.close(write_end)
-    sender.put(("jobdesk.job.before",), {"n": 1})
-    sender.follow(read_end)
-    sender.put(("jobdesk.job.after",), {"n": 2})
-    assert sender.wait_idle(5)
-    assert seen == [["jobdesk.job.before", "jobdesk.job.after"]]
-
-
-def test_a_process_hands_over_no_more_than_it_may_keep_open(sends, monkeypatch):
-    monkeypatch.setattr(relay, "_HANDOVERS_OPEN", 2)
-    sender, _ = sends
-    release = threading.Event()
-    monkeypatch.setattr(sender.layer, "group_send_many_blocking", lambda batch, *, timeout: release.wait(5))
-    sender.put(("jobdesk.job.held",), {"n": 1}, at_once=True)
-    handed = [sender.handover() for _ in range(3)]
-    try:
-        assert handed[0] is not None and handed[1] is not None
-        assert handed[2] is None, "the third waits for nothing: order given up, not descriptors"
-    finally:
-        release.set()
-        for read_end in handed[:2]:
-            os.close(read_end)
-
-
-def test_what_is_kept_back_is_relayed_by_whoever_resends_it(sends, monkeypatch):
-    """A bookkeeper keeps an inline run's "active" back (kept_back) and hands it to the
-    worker, which relays it (resend) before the run's progress."""
-    sender, seen = sends
-    monkeypatch.setattr(relay, "_current", sender)  # this process's relay
-    with relay.kept_back() as kept:
-        relay.send({"job_id": "j1", "seq": 2, "type": "status"})
-    assert kept == [({"job_id": "j1", "seq": 2, "type": "status"}, False)]
-    assert sender.wait_idle(5) and seen == [], "kept, not sent"
-    relay.resend(kept)
-    assert sender.wait_idle(5)
-    assert seen == [[relay.job_group("j1"), relay.OPS_GROUP]]

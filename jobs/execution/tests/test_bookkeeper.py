@@ -1,6 +1,6 @@
-"""A worker's bookkeeper: a process of the worker's own that claims and records its runs
-(jobs.execution.bookkeeper). The transport needs nothing but a socket; the rest runs real
-`manage.py rqworker` processes on PostgreSQL, where the bookkeeper works."""
+"""The forking worker's bookkeeper: a process of the worker's own that claims and records
+its forked runs (jobs.execution.bookkeeper). The transport needs nothing but a socket; the
+rest runs real `manage.py rqworker` processes on PostgreSQL, where the bookkeeper works."""
 
 from __future__ import annotations
 
@@ -137,26 +137,11 @@ def with_real_workers(test):
     return test
 
 
-# The runs a bookkeeper claims and records: a forking worker's, forked or inline
-# (fork=False), and the simple worker's (all inline). (options, a no-op type, a sleep type)
-RUNS = [
-    pytest.param((), "diagnostics.noop", "diagnostics.sleep", id="forked"),
-    pytest.param((), "diagnostics.noop_inline", "diagnostics.sleep_inline", id="inline"),
-    pytest.param(
-        ("--worker-class", "jobs.execution.worker.JobdeskSimpleWorker"),
-        "diagnostics.noop",
-        "diagnostics.sleep",
-        id="simple-worker",
-    ),
-]
-
-
 @with_real_workers
-@pytest.mark.parametrize(("options", "noop", "sleep"), RUNS)
-def test_runs_are_claimed_and_recorded_by_the_bookkeeper_in_the_workers_name(options, noop, sleep, spawn):
-    worker = spawn("rqworker", *QUEUES, *options)
+def test_forked_runs_are_claimed_and_recorded_by_the_bookkeeper_in_the_workers_name(spawn):
+    worker = spawn("rqworker", *QUEUES)
     books = bookkeeper_of(worker)
-    jobs = [r.job for r in submit_many([JobSpec(noop)] * 5)]
+    jobs = [r.job for r in submit_many([JobSpec("diagnostics.noop")] * 5)]
     wait_for(
         lambda: Job.objects.filter(pk__in=[j.pk for j in jobs], status=Status.COMPLETE).count() == 5,
         timeout=30,
@@ -173,14 +158,13 @@ def test_runs_are_claimed_and_recorded_by_the_bookkeeper_in_the_workers_name(opt
 
 
 @with_real_workers
-@pytest.mark.parametrize(("options", "noop", "sleep"), RUNS)
-def test_a_killed_bookkeeper_loses_no_run_and_the_worker_keeps_its_own_books(options, noop, sleep, spawn):
-    worker = spawn("rqworker", *QUEUES, *options)
-    running = submit(sleep, {"seconds": 2, "steps": 4}).job
+def test_a_killed_bookkeeper_loses_no_run_and_the_worker_keeps_its_own_books(spawn):
+    worker = spawn("rqworker", *QUEUES)
+    running = submit("diagnostics.sleep", {"seconds": 2, "steps": 4}).job
     wait_for(lambda: Job.objects.get(pk=running.pk).status == Status.ACTIVE, timeout=20, what="the job to start")
     os.kill(bookkeeper_of(worker), signal.SIGKILL)  # while the run it claimed is still going
     assert Job.objects.get(pk=running.pk).status == Status.ACTIVE
-    later = [r.job for r in submit_many([JobSpec(noop)] * 3)]
+    later = [r.job for r in submit_many([JobSpec("diagnostics.noop")] * 3)]
     ids = [running.pk, *[j.pk for j in later]]
     wait_for(
         lambda: Job.objects.filter(pk__in=ids, status=Status.COMPLETE).count() == 4,

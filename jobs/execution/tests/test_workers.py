@@ -209,10 +209,9 @@ def test_first_etas_hold_against_a_real_worker_pool(spawn):
     assert (last.started_at - last.created_at).total_seconds() > 1.5  # a real line, not all at once
 
 
-def _followed_through_a_jobdesk_worker(job, user, run_worker, *, books: bool = False) -> tuple[list[dict], int]:
+def _followed_through_a_jobdesk_worker(job, user, run_worker) -> tuple[list[dict], int]:
     """Every message a WebSocket follower of ``job`` gets while a JobdeskWorker (in this
-    process, keeping its books itself or through its bookkeeper) drains the queues, and
-    the code it is closed with."""
+    process) drains the queues, and the code it is closed with."""
     from asgiref.sync import async_to_sync, sync_to_async
 
     from jobs.execution.worker import JobdeskWorker
@@ -221,14 +220,26 @@ def _followed_through_a_jobdesk_worker(job, user, run_worker, *, books: bool = F
     @async_to_sync
     async def watch():
         communicator, _ = await connect(f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(user)])
-        await sync_to_async(run_worker)(worker_class=JobdeskWorker, books=books)
+        await sync_to_async(run_worker)(worker_class=JobdeskWorker)
         return await follow(communicator)
 
     return watch()
 
 
-# The two ways a worker keeps its books: itself, or through its bookkeeper (a process of
-# its own, jobs.execution.bookkeeper, on PostgreSQL only).
+def test_an_inline_jobs_events_reach_its_follower_in_order_and_complete(alice, run_worker):
+    """No drain after an inline job: the worker's relay thread still delivers every
+    event in order, the last one before the worker exits."""
+    job = submit("diagnostics.sleep_inline", {"seconds": 0.2, "steps": 4}, owner=alice).job
+    messages, code = _followed_through_a_jobdesk_worker(job, alice, run_worker)
+    seqs = [m["seq"] for m in messages if "seq" in m]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), messages
+    assert any(m["type"] == "progress" and m.get("progress") == 100 for m in messages), messages
+    assert messages[-1]["type"] == "completed" and code == 1000
+    assert Job.objects.get(pk=job.id).result["pid"] == os.getpid()  # ran in this process
+
+
+# The two ways a forking worker keeps its books: itself, or through its bookkeeper (a
+# process of its own, jobs.execution.bookkeeper, on PostgreSQL only).
 KEEPERS = [
     pytest.param(False, id="the-worker"),
     pytest.param(
@@ -245,77 +256,6 @@ def claims_for_the_worker(parent: int) -> bool:
 
 
 @pytest.mark.parametrize("books", KEEPERS)
-def test_an_inline_jobs_events_reach_its_follower_in_order_and_complete(books, alice, run_worker):
-    """No drain after an inline job: the worker's relay thread still delivers every
-    event in order, the last one before the worker exits."""
-    job = submit("diagnostics.sleep_inline", {"seconds": 0.2, "steps": 4}, owner=alice).job
-    messages, code = _followed_through_a_jobdesk_worker(job, alice, run_worker, books=books)
-    seqs = [m["seq"] for m in messages if "seq" in m]
-    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), messages
-    assert any(m["type"] == "progress" and m.get("progress") == 100 for m in messages), messages
-    assert messages[-1]["type"] == "completed" and code == 1000
-    assert Job.objects.get(pk=job.id).result["pid"] == os.getpid()  # ran in this process
-
-
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the bookkeeper works on PostgreSQL")
-@pytest.mark.parametrize("slow", ["the-bookkeepers-relay", "the-workers-relay"])
-def test_an_inline_runs_events_keep_their_order_across_the_worker_and_its_bookkeeper(
-    slow, alice, run_worker, settings, monkeypatch
-):
-    """An inline run the bookkeeper claims and records is relayed by two processes: its
-    "active" and "completed" by the bookkeeper, its progress by the worker. Each waits
-    for the other's handover (relay.follow): with either one's sends slowed, the
-    follower still gets every event once, in seq order, "completed" last."""
-    from jobs.core import relay
-
-    settings.PROGRESS_WRITE_INTERVAL = 0  # every report written and relayed
-    monkeypatch.setattr(relay, "HANDOVER_WAIT", 10.0)  # longer than the slowed sends take
-    worker, send = os.getpid(), relay._Sender._send
-
-    def slowed(self, batch):
-        in_the_bookkeeper = lifecycle.claiming_for() == worker
-        if in_the_bookkeeper == (slow == "the-bookkeepers-relay"):
-            time.sleep(0.3)  # longer than a send at once takes; within HANDOVER_WAIT
-        send(self, batch)
-
-    monkeypatch.setattr(relay._Sender, "_send", slowed)
-    job = submit("diagnostics.sleep_inline", {"seconds": 0, "steps": 3}, owner=alice).job
-    messages, code = _followed_through_a_jobdesk_worker(job, alice, run_worker, books=True)
-    assert [m["type"] for m in messages] == ["snapshot", "status"] + ["progress"] * 3 + ["completed"], messages
-    assert messages[1]["status"] == Status.ACTIVE
-    seqs = [m["seq"] for m in messages]
-    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "one more per event, no gap"
-    job.refresh_from_db()
-    assert job.result["pid"] == worker and job.runner_pid == worker  # ran here, claimed in its name
-    assert code == 1000
-
-
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the bookkeeper works on PostgreSQL")
-def test_an_inline_claim_the_bookkeeper_refused_is_not_made_again_by_the_run(run_worker, monkeypatch):
-    """A dispatch the row no longer has (a requeue replaced it) is refused by the
-    bookkeeper's claim: the run is skipped, not claimed once more in the worker."""
-    from jobs.execution import runner
-
-    worker, claim = os.getpid(), runner.claim
-    claims_in_the_worker = []
-
-    def counted(*args, **kwargs):
-        if os.getpid() == worker:
-            claims_in_the_worker.append(args[1])
-        return claim(*args, **kwargs)
-
-    monkeypatch.setattr(runner, "claim", counted)
-    job = submit("diagnostics.noop").job
-    stale = Job.objects.get(pk=job.pk)
-    stale.rq_job_id = "a-dispatch-replaced-since"
-    assert queueing.enqueue(stale)  # the old dispatch, still in Redis
-    run_worker(books=True)  # the simple worker, with its bookkeeper
-    job.refresh_from_db()
-    assert (job.status, job.attempts) == (Status.COMPLETE, 1)
-    assert claims_in_the_worker == [], "every claim was the bookkeeper's"
-
-
-@pytest.mark.parametrize("books", KEEPERS)
 def test_a_forked_jobs_progress_follows_its_active_message_when_the_parents_send_is_slow(
     books, alice, run_worker, settings, monkeypatch
 ):
@@ -326,6 +266,7 @@ def test_a_forked_jobs_progress_follows_its_active_message_when_the_parents_send
     from jobs.core import relay
 
     settings.PROGRESS_WRITE_INTERVAL = 0  # every report written and relayed
+    settings.WORKER_BOOKKEEPER = books
     monkeypatch.setattr(relay, "HANDOVER_WAIT", 10.0)  # the horse (a fork of this process) waits long enough
     parent, send = os.getpid(), relay._Sender._send
 
@@ -336,7 +277,7 @@ def test_a_forked_jobs_progress_follows_its_active_message_when_the_parents_send
 
     monkeypatch.setattr(relay._Sender, "_send", slow_in_the_parent)
     job = submit("diagnostics.sleep", {"seconds": 0, "steps": 3}, owner=alice).job
-    messages, code = _followed_through_a_jobdesk_worker(job, alice, run_worker, books=books)
+    messages, code = _followed_through_a_jobdesk_worker(job, alice, run_worker)
     assert [m["type"] for m in messages] == ["snapshot", "status"] + ["progress"] * 3 + ["completed"], messages
     assert messages[1]["status"] == Status.ACTIVE
     seqs = [m["seq"] for m in messages]
@@ -409,7 +350,9 @@ def test_a_type_whose_code_fails_to_load_ends_its_job_not_the_worker(spawn):
 
 
 @pytest.mark.parametrize("books", KEEPERS)
-def test_a_claim_that_fails_in_the_parent_leaves_the_horse_to_claim_for_itself(books, run_worker, monkeypatch):
+def test_a_claim_that_fails_in_the_parent_leaves_the_horse_to_claim_for_itself(
+    books, run_worker, settings, monkeypatch
+):
     """When the parent's claim (or its bookkeeper's) fails (the database hiccups), the
     horse it forks anyway claims, runs and records the job itself: one attempt, complete."""
     from django.db import DatabaseError
@@ -417,6 +360,7 @@ def test_a_claim_that_fails_in_the_parent_leaves_the_horse_to_claim_for_itself(b
     from jobs.execution import runner
     from jobs.execution.worker import JobdeskWorker
 
+    settings.WORKER_BOOKKEEPER = books
     parent, claim = os.getpid(), runner.claim
 
     def failing_in_the_parent(*args, **kwargs):
@@ -426,7 +370,7 @@ def test_a_claim_that_fails_in_the_parent_leaves_the_horse_to_claim_for_itself(b
 
     monkeypatch.setattr(runner, "claim", failing_in_the_parent)
     job = submit("diagnostics.sleep", {"seconds": 0}).job
-    run_worker(worker_class=JobdeskWorker, books=books)  # the forking class, in this process
+    run_worker(worker_class=JobdeskWorker)  # the forking class, in this process
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.COMPLETE, 1)
     assert job.result["pid"] != parent  # ran in a horse,
