@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 
 import django_rq
 import pytest
@@ -397,11 +398,40 @@ def test_a_moved_row_reads_as_the_orm_reads_it_prepared_or_not(run_worker, setti
     claimed = lifecycle.claim(job.id, job.rq_job_id, "w1")
     loaded = Job.objects.get(pk=job.id)
     for field in Job._meta.concrete_fields:
-        assert getattr(claimed, field.attname) == getattr(loaded, field.attname), field.name
+        value, expected = getattr(claimed, field.attname), getattr(loaded, field.attname)
+        assert value == expected, field.name
+        assert type(value) is type(expected), field.name
+        if isinstance(expected, datetime):  # the same zone, not only the same instant
+            assert value.tzinfo is expected.tzinfo, field.name
+    assert claimed._state.adding is False and claimed._state.db == loaded._state.db
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%locked%"])
         (kept,) = cursor.fetchone()
     assert kept == (1 if prepared else 0)
+
+
+def test_a_moved_row_sends_the_init_signals_when_something_listens(run_worker):
+    """The moved row skips Model.__init__ only while nothing listens to a Job's init
+    signals: a listener connected later hears every moved row."""
+    from django.db import connection
+    from django.db.models.signals import post_init
+
+    from jobs.core import lifecycle
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement path is PostgreSQL's")
+    heard = []
+
+    def listener(sender, instance, **kwargs):
+        heard.append(instance.id)
+
+    job = submit("diagnostics.noop").job
+    post_init.connect(listener, sender=Job)
+    try:
+        claimed = lifecycle.claim(job.id, job.rq_job_id, "w1")
+    finally:
+        post_init.disconnect(listener, sender=Job)
+    assert claimed.id in heard
 
 
 def test_a_prepared_move_gone_stale_after_a_migration_runs_again_unprepared(run_worker, settings):
