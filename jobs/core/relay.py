@@ -259,15 +259,27 @@ def send(msg: dict, *, at_once: bool = False) -> None:
         logger.exception("relay unavailable", extra={"job_id": msg.get("job_id")})
 
 
-def handover() -> int | None:
+def handover(*, wake: bool = True) -> int | None:
     """Before forking a work-horse that may relay: the read end of a pipe that becomes
     readable once everything this process has relayed so far is sent (or dropped). The
     horse passes it to ``follow_parent``; its own messages then go after its parent's
     (a job's "active", then its progress) without the parent waiting for the send before
     the fork — that wait cost a forked job about a fifth of its time. None when nothing
-    is left to send. The parent closes its copy of the read end after the fork."""
+    is left to send. The parent closes its copy of the read end after the fork.
+
+    What has gathered is sent at once: ``wake=False`` leaves waking the relay's thread
+    to the caller (``wake``), once it has passed the read end on — the bookkeeper, whose
+    answer then goes without the relay's thread taking the interpreter from it (its
+    answer to a claim took 1.5 ms instead of 1.0)."""
     sender = _own_sender()
-    return None if sender is None else sender.handover()
+    return None if sender is None else sender.handover(wake)
+
+
+def wake() -> None:
+    """Wake the relay's thread: what a handover made due goes now (``handover``)."""
+    sender = _own_sender()
+    if sender is not None:
+        sender.wake()
 
 
 def follow_parent(read_end: int | None) -> None:
@@ -396,7 +408,7 @@ class _Sender:
         if arrived:
             self.put((LINE_GROUP,), {"type": "line", "arrived": dict(arrived)})
 
-    def handover(self) -> int | None:
+    def handover(self, wake: bool = True) -> int | None:
         with self.lock:
             if self.gone == self.queued:
                 return None
@@ -407,8 +419,13 @@ class _Sender:
                 return None
             self.handovers.append((self.queued, write_end))
             self.oldest = float("-inf")  # a work-horse will wait for these: no gathering
-            self.lock.notify_all()
+            if wake:
+                self.lock.notify_all()
         return read_end
+
+    def wake(self) -> None:
+        with self.lock:
+            self.lock.notify_all()
 
     def _hand_over(self) -> None:
         """Open the handovers whose messages are all gone (the lock held)."""

@@ -206,12 +206,14 @@ def _claim(sock: socket.socket, request: tuple, claimed: dict[str, Job], claim) 
         send(sock, ("refused",))
         return
     claimed[dispatch] = job
-    handover = relay.handover()  # the horse's messages wait for "active" to go from here
+    # The horse's messages wait for "active" to go from here: sent once the answer is.
+    handover = relay.handover(wake=False)
     try:
         send(sock, ("claimed", job, tracing.attempt_of(dispatch)), [handover] if handover is not None else None)
     finally:
         if handover is not None:
             os.close(handover)  # the worker has its own copy now
+            relay.wake()
 
 
 def _requests(sock: socket.socket) -> Iterator[tuple[Any, list[int]]]:

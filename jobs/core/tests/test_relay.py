@@ -115,6 +115,26 @@ def test_a_handover_opens_once_what_was_relayed_before_it_is_gone(sends, monkeyp
     assert sender.handover() is None, "nothing left to send: nothing to wait for"
 
 
+def test_a_handover_left_to_the_caller_to_wake_sends_when_woken(sends, monkeypatch):
+    """The bookkeeper passes the handover on before the relay's thread sends (the two
+    would contend for the interpreter): what the handover made due goes once woken."""
+    monkeypatch.setattr(relay, "GATHER_SECONDS", 60.0)  # longer than any test waits
+    sender, seen = sends
+    sender.put(("jobdesk.job.claimed",), {"n": 1})
+    time.sleep(0.2)  # the thread, woken by the first message, is back asleep until it is due
+    read_end = sender.handover(wake=False)
+    assert read_end is not None
+    try:
+        time.sleep(0.2)  # long enough for a woken send: this one must still wait
+        assert seen == []
+        sender.wake()
+        readable, _, _ = select.select([read_end], [], [], 5)
+        assert readable == [read_end]
+        assert seen == [["jobdesk.job.claimed"]]
+    finally:
+        os.close(read_end)
+
+
 def test_a_work_horses_relay_sends_nothing_before_its_parents_handover(monkeypatch):
     monkeypatch.setattr(relay, "HANDOVER_WAIT", 60.0)  # longer than any test waits
     read_end, write_end = os.pipe()
