@@ -24,6 +24,8 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 from django.db.models import Field, JSONField
 from django.db.models.base import ModelState
 from django.db.models.expressions import Col
+from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
+from django.db.models.query_utils import DeferredAttribute
 from django.db.models.signals import post_init, pre_init
 from psycopg.types.datetime import TimestamptzLoader
 
@@ -266,14 +268,24 @@ def _read_moved(db, row) -> Job:
 def _job_of(alias: str, names: list[str], values: list) -> Job:
     """``Job.from_db`` for a whole row, without ``Model.__init__``'s setattr per field
     (a third of reading the row back): the same instance when nothing listens to a
-    Job's init signals — else Django builds it, and they are sent."""
-    if pre_init.has_listeners(Job) or post_init.has_listeners(Job):
+    Job's init signals and no field's attribute does more than store its value — else
+    Django builds it, and the signals are sent."""
+    if not _fields_only_stored() or pre_init.has_listeners(Job) or post_init.has_listeners(Job):
         return Job.from_db(alias, names, values)
     job = Job.__new__(Job)
     job.__dict__.update(zip(names, values, strict=True))  # a whole row: every field
     job._state = ModelState()
     job._state.adding, job._state.db = False, alias
     return job
+
+
+@functools.cache
+def _fields_only_stored() -> bool:
+    """Does setting each field's attribute only store the value (as Django's deferred
+    attributes do; a foreign key's also forgets a cached related object, which a new
+    instance has none of)? A field with a descriptor of its own (a file's) would not."""
+    plain = (DeferredAttribute, ForeignKeyDeferredAttribute)
+    return all(type(getattr(Job, field.attname)) in plain for field in Job._meta.concrete_fields)
 
 
 def _assignments(values: dict) -> tuple[dict[str, str], dict]:

@@ -434,6 +434,35 @@ def test_a_moved_row_sends_the_init_signals_when_something_listens(run_worker):
     assert claimed.id in heard
 
 
+def test_a_moved_row_is_built_by_django_when_a_field_has_a_descriptor_of_its_own(run_worker, monkeypatch):
+    """A field whose attribute does more than store its value (a file's does) is set
+    through it: the moved row is then built as Django builds it."""
+    from django.db import connection
+    from django.db.models.query_utils import DeferredAttribute
+
+    from jobs.core import fastpath, lifecycle
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement path is PostgreSQL's")
+    stages = []
+
+    class Recorded(DeferredAttribute):
+        def __set__(self, instance, value):
+            stages.append(value)
+            instance.__dict__[self.field.attname] = value
+
+    monkeypatch.setattr(Job, "stage", Recorded(Job._meta.get_field("stage")))
+    fastpath._fields_only_stored.cache_clear()
+    try:
+        job = submit("diagnostics.noop").job
+        stages.clear()  # the submit's own
+        lifecycle.claim(job.id, job.rq_job_id, "w1")
+    finally:
+        monkeypatch.undo()
+        fastpath._fields_only_stored.cache_clear()
+    assert stages, "the moved row was built without the field's own attribute"
+
+
 def test_a_prepared_move_gone_stale_after_a_migration_runs_again_unprepared(run_worker, settings):
     """A migration from another host changes a column the move returns: the server
     refuses the statement prepared before ("cached plan must not change result type")
