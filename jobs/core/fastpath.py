@@ -21,7 +21,7 @@ import psycopg
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
-from django.db.models import Field, JSONField
+from django.db.models import Field, JSONField, Model
 from django.db.models.base import ModelState
 from django.db.models.expressions import Col
 from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
@@ -154,6 +154,7 @@ def move(
 _PREPARED_REFUSED = (psycopg.errors.FeatureNotSupported, psycopg.errors.InvalidSqlStatementName)
 _prepared_connections: weakref.WeakSet = weakref.WeakSet()  # the psycopg connections set to prepare
 _pooler_refused = False  # a pooler lost a prepared statement: this process prepares no more
+_TIMESTAMPTZ_OID = psycopg.postgres.types["timestamptz"].oid
 
 
 def _execute(db, sql: str, params, *, fetch: bool = False):
@@ -221,9 +222,6 @@ def _prepared_cursor(db):
         return db._prepare_cursor(cursor)
 
 
-_TIMESTAMPTZ_OID = psycopg.postgres.types["timestamptz"].oid
-
-
 def _utc_session(db) -> bool:
     """Whether psycopg's own timestamp loader (in C, with the binary package) reads a
     time as Django's would: aware, in UTC. Django loads every timestamp in Python to set
@@ -267,10 +265,10 @@ def _read_moved(db, row) -> Job:
 
 def _job_of(alias: str, names: list[str], values: list) -> Job:
     """``Job.from_db`` for a whole row, without ``Model.__init__``'s setattr per field
-    (a third of reading the row back): the same instance when nothing listens to a
-    Job's init signals and no field's attribute does more than store its value — else
+    (a third of reading the row back): an equal instance, built the same way, when Job
+    builds itself as every model does, and nothing listens to its init signals — else
     Django builds it, and the signals are sent."""
-    if not _fields_only_stored() or pre_init.has_listeners(Job) or post_init.has_listeners(Job):
+    if not _built_as_any_model() or pre_init.has_listeners(Job) or post_init.has_listeners(Job):
         return Job.from_db(alias, names, values)
     job = Job.__new__(Job)
     job.__dict__.update(zip(names, values, strict=True))  # a whole row: every field
@@ -280,12 +278,20 @@ def _job_of(alias: str, names: list[str], values: list) -> Job:
 
 
 @functools.cache
-def _fields_only_stored() -> bool:
-    """Does setting each field's attribute only store the value (as Django's deferred
-    attributes do; a foreign key's also forgets a cached related object, which a new
-    instance has none of)? A field with a descriptor of its own (a file's) would not."""
+def _built_as_any_model() -> bool:
+    """Does Job build and load itself as Django's Model does — no ``__init__``,
+    ``from_db`` or ``__setattr__`` of its own — and does setting each field's attribute
+    only store the value (Django's deferred attributes; a foreign key's also forgets a
+    cached related object, which a new instance has none of)? A field with a descriptor
+    of its own (a file's) would not. Worked out at the first move (a test that changes
+    Job clears it)."""
     plain = (DeferredAttribute, ForeignKeyDeferredAttribute)
-    return all(type(getattr(Job, field.attname)) in plain for field in Job._meta.concrete_fields)
+    return (
+        Job.__init__ is Model.__init__
+        and Job.from_db.__func__ is Model.from_db.__func__  # type: ignore[attr-defined]
+        and Job.__setattr__ is object.__setattr__
+        and all(type(getattr(Job, field.attname)) in plain for field in Job._meta.concrete_fields)
+    )
 
 
 def _assignments(values: dict) -> tuple[dict[str, str], dict]:

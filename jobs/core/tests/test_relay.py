@@ -35,6 +35,12 @@ def seen_sends(sender: relay._Sender, monkeypatch) -> list[list[str]]:
     return seen
 
 
+def asleep_until_due(sender: relay._Sender) -> None:
+    """Wait for the sender's thread, woken by a first message, to be back asleep until
+    the message is due (a condition's waiters: CPython's own bookkeeping)."""
+    wait_for(lambda: sender.lock._waiters, timeout=5, what="the relay's thread asleep")  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def sends(monkeypatch):
     """A relay thread of its own whose layer's sends are seen (and still made)."""
@@ -121,7 +127,7 @@ def test_a_handover_left_to_the_caller_to_wake_sends_when_woken(sends, monkeypat
     monkeypatch.setattr(relay, "GATHER_SECONDS", 60.0)  # longer than any test waits
     sender, seen = sends
     sender.put(("jobdesk.job.claimed",), {"n": 1})
-    time.sleep(0.2)  # the thread, woken by the first message, is back asleep until it is due
+    asleep_until_due(sender)
     read_end = sender.handover(wake=False)
     assert read_end is not None
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -69,6 +70,33 @@ def gone(pid: int) -> bool:
             return stat.read().split(") ", 1)[1].startswith("Z")  # a zombie has ended
     except FileNotFoundError:
         return True
+
+
+@pytest.mark.redis
+def test_a_claims_answer_goes_first_and_then_its_messages_go(monkeypatch):
+    """The bookkeeper wakes its relay's thread for what a claim's handover made due only
+    once its answer is sent: the handover it passed on still opens at once, not when
+    the gathering would have ended."""
+    from jobs.core import relay
+    from jobs.core.tests.test_relay import asleep_until_due
+
+    monkeypatch.setattr(relay, "GATHER_SECONDS", 60.0)  # longer than any test waits
+    relay.send({"type": "active", "job_id": "claimed-before", "batch_id": None})
+    sender = relay._own_sender()
+    assert sender is not None
+    asleep_until_due(sender)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with ours, theirs:
+        job = Job(type="diagnostics.noop", rq_job_id="d1")
+        bookkeeper._claim(theirs, (str(job.id), "d1", "w1", None), {}, lambda *asked: job)
+        answer, fds = bookkeeper.receive(ours)
+    assert answer[0] == "claimed" and fds, "a claim with messages gathering passes a handover on"
+    try:
+        readable, _, _ = select.select([fds[0]], [], [], 5)
+        assert readable == [fds[0]], "the claim's messages wait for the gathering"
+    finally:
+        os.close(fds[0])
+    assert sender.wait_idle(5)
 
 
 # --- the transport (no database, no Redis) ----------------------------------------------

@@ -452,15 +452,66 @@ def test_a_moved_row_is_built_by_django_when_a_field_has_a_descriptor_of_its_own
             instance.__dict__[self.field.attname] = value
 
     monkeypatch.setattr(Job, "stage", Recorded(Job._meta.get_field("stage")))
-    fastpath._fields_only_stored.cache_clear()
+    fastpath._built_as_any_model.cache_clear()
     try:
         job = submit("diagnostics.noop").job
         stages.clear()  # the submit's own
         lifecycle.claim(job.id, job.rq_job_id, "w1")
     finally:
         monkeypatch.undo()
-        fastpath._fields_only_stored.cache_clear()
+        fastpath._built_as_any_model.cache_clear()
     assert stages, "the moved row was built without the field's own attribute"
+
+
+def test_a_moved_row_is_loaded_by_django_when_the_model_loads_itself(run_worker, monkeypatch):
+    """A model that overrides ``from_db`` (as Django's docs show, to keep the loaded
+    values) gets every moved row through it."""
+    from django.db import connection
+
+    from jobs.core import fastpath, lifecycle
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement path is PostgreSQL's")
+    loaded_by_django = Job.from_db.__func__
+
+    def from_db(cls, db, field_names, values):
+        job = loaded_by_django(cls, db, field_names, values)
+        job.loaded_through_from_db = True
+        return job
+
+    job = submit("diagnostics.noop").job
+    monkeypatch.setattr(Job, "from_db", classmethod(from_db))
+    fastpath._built_as_any_model.cache_clear()
+    try:
+        claimed = lifecycle.claim(job.id, job.rq_job_id, "w1")
+    finally:
+        monkeypatch.undo()
+        fastpath._built_as_any_model.cache_clear()
+    assert getattr(claimed, "loaded_through_from_db", False)
+
+
+def test_a_moved_rows_times_are_read_as_django_reads_them_in_another_session_zone(run_worker):
+    """psycopg's own timestamp loader reads a time in the session's zone: it is used
+    only while that zone is UTC, as Django's. In another, the row is read as Django
+    reads it (whatever that gives: the same as the ORM's)."""
+    from django.db import connection
+
+    from jobs.core import lifecycle
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement path is PostgreSQL's")
+    job = submit("diagnostics.noop").job
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SET TIME ZONE 'Asia/Tokyo'")
+        claimed = lifecycle.claim(job.id, job.rq_job_id, "w1")
+        loaded = Job.objects.get(pk=job.id)
+    finally:
+        connection.close()  # the next session is in UTC again
+    assert claimed.started_at is not None
+    for name in ("created_at", "updated_at", "started_at", "lease_expires_at"):
+        value, expected = getattr(claimed, name), getattr(loaded, name)
+        assert value == expected and value.tzinfo is expected.tzinfo, name
 
 
 def test_a_prepared_move_gone_stale_after_a_migration_runs_again_unprepared(run_worker, settings):
