@@ -49,6 +49,13 @@ def wait_for(predicate: Callable[[], object], *, timeout: float = 20.0, interval
         time.sleep(interval)
 
 
+def relay_asleep_until_due(sender) -> None:
+    """Wait for a relay sender's thread (jobs.core.relay), woken by a first message, to be
+    back asleep until the message is due (its condition's waiters: CPython's own
+    bookkeeping)."""
+    wait_for(lambda: sender.lock._waiters, timeout=5, what="the relay's thread asleep")
+
+
 def run_at_once(count: int, task: Callable[[], object]) -> tuple[list, list]:
     """Start ``task`` in ``count`` threads released together; (results, exceptions).
     Each thread has its own database connection, closed when it ends."""

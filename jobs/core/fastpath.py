@@ -227,7 +227,7 @@ def _utc_session(db) -> bool:
     time as Django's would: aware, in UTC. Django loads every timestamp in Python to set
     its zone — five a move, a tenth of the move's CPU — and gets the same datetime when
     both its zone and the session's are UTC."""
-    return db.timezone is UTC and db.connection.info.parameter_status("TimeZone") == "UTC"
+    return db.timezone is UTC and db.connection.pgconn.parameter_status(b"TimeZone") == b"UTC"
 
 
 @functools.cache

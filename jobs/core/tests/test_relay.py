@@ -16,7 +16,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from conftest import wait_for
+from conftest import relay_asleep_until_due, wait_for
 from jobs.core import relay
 
 pytestmark = pytest.mark.redis
@@ -33,12 +33,6 @@ def seen_sends(sender: relay._Sender, monkeypatch) -> list[list[str]]:
 
     monkeypatch.setattr(sender.layer, "group_send_many_blocking", counted)
     return seen
-
-
-def asleep_until_due(sender: relay._Sender) -> None:
-    """Wait for the sender's thread, woken by a first message, to be back asleep until
-    the message is due (a condition's waiters: CPython's own bookkeeping)."""
-    wait_for(lambda: sender.lock._waiters, timeout=5, what="the relay's thread asleep")  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -127,12 +121,12 @@ def test_a_handover_left_to_the_caller_to_wake_sends_when_woken(sends, monkeypat
     monkeypatch.setattr(relay, "GATHER_SECONDS", 60.0)  # longer than any test waits
     sender, seen = sends
     sender.put(("jobdesk.job.claimed",), {"n": 1})
-    asleep_until_due(sender)
+    relay_asleep_until_due(sender)
     read_end = sender.handover(wake=False)
     assert read_end is not None
     try:
-        time.sleep(0.2)  # long enough for a woken send: this one must still wait
-        assert seen == []
+        readable, _, _ = select.select([read_end], [], [], 0.2)  # long enough for a woken send
+        assert readable == [] and seen == [], "sent before it was woken"
         sender.wake()
         readable, _, _ = select.select([read_end], [], [], 5)
         assert readable == [read_end]

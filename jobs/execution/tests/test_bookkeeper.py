@@ -14,7 +14,7 @@ import subprocess
 import pytest
 from django.db import connection
 
-from conftest import wait_for
+from conftest import relay_asleep_until_due, wait_for
 from jobs.core.models import Job, Status
 from jobs.core.submit import JobSpec, submit, submit_many
 from jobs.execution import bookkeeper
@@ -78,13 +78,12 @@ def test_a_claims_answer_goes_first_and_then_its_messages_go(monkeypatch):
     once its answer is sent: the handover it passed on still opens at once, not when
     the gathering would have ended."""
     from jobs.core import relay
-    from jobs.core.tests.test_relay import asleep_until_due
 
     monkeypatch.setattr(relay, "GATHER_SECONDS", 60.0)  # longer than any test waits
     relay.send({"type": "active", "job_id": "claimed-before", "batch_id": None})
     sender = relay._own_sender()
     assert sender is not None
-    asleep_until_due(sender)
+    relay_asleep_until_due(sender)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with ours, theirs:
         job = Job(type="diagnostics.noop", rq_job_id="d1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import datetime
 
@@ -27,6 +28,29 @@ def transitions(job: Job) -> list[tuple[str, str]]:
         .order_by("created_at", "id")
         .values_list("from_status", "to_status")
     )
+
+
+def one_statement_path_only() -> None:
+    """Skip the test but on PostgreSQL, whose moves are one statement (jobs.core.fastpath)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement path is PostgreSQL's")
+
+
+@contextlib.contextmanager
+def job_changed(monkeypatch, name: str, value):
+    """Job with ``name`` set to ``value`` for the block; the moved row's builder, which
+    looks at Job once, looks again (before and after)."""
+    from jobs.core import fastpath
+
+    monkeypatch.setattr(Job, name, value)
+    fastpath._built_as_any_model.cache_clear()
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        fastpath._built_as_any_model.cache_clear()
 
 
 def test_queued_job_runs_to_complete(run_worker):
@@ -263,8 +287,7 @@ def test_fast_and_orm_paths_write_the_same_rows_and_events(run_worker, result):
 
     from jobs.core import lifecycle
 
-    if connection.vendor != "postgresql":
-        pytest.skip("the one-statement path is PostgreSQL's")
+    one_statement_path_only()
     snapshots = []
     for fast in (True, False):
         lifecycle.USE_FAST_PATH = fast
@@ -390,8 +413,7 @@ def test_a_moved_row_reads_as_the_orm_reads_it_prepared_or_not(run_worker, setti
 
     from jobs.core import lifecycle
 
-    if connection.vendor != "postgresql":
-        pytest.skip("the one-statement path is PostgreSQL's")
+    one_statement_path_only()
     settings.DB_PREPARED_STATEMENTS = prepared
     connection.close()  # a fresh session: its prepared statements are this test's
     job = submit("diagnostics.noop", payload={"n": 1, "text": "ü"}).job
@@ -413,13 +435,11 @@ def test_a_moved_row_reads_as_the_orm_reads_it_prepared_or_not(run_worker, setti
 def test_a_moved_row_sends_the_init_signals_when_something_listens(run_worker):
     """The moved row skips Model.__init__ only while nothing listens to a Job's init
     signals: a listener connected later hears every moved row."""
-    from django.db import connection
     from django.db.models.signals import post_init
 
     from jobs.core import lifecycle
 
-    if connection.vendor != "postgresql":
-        pytest.skip("the one-statement path is PostgreSQL's")
+    one_statement_path_only()
     heard = []
 
     def listener(sender, instance, **kwargs):
@@ -437,13 +457,11 @@ def test_a_moved_row_sends_the_init_signals_when_something_listens(run_worker):
 def test_a_moved_row_is_built_by_django_when_a_field_has_a_descriptor_of_its_own(run_worker, monkeypatch):
     """A field whose attribute does more than store its value (a file's does) is set
     through it: the moved row is then built as Django builds it."""
-    from django.db import connection
     from django.db.models.query_utils import DeferredAttribute
 
-    from jobs.core import fastpath, lifecycle
+    from jobs.core import lifecycle
 
-    if connection.vendor != "postgresql":
-        pytest.skip("the one-statement path is PostgreSQL's")
+    one_statement_path_only()
     stages = []
 
     class Recorded(DeferredAttribute):
@@ -451,27 +469,20 @@ def test_a_moved_row_is_built_by_django_when_a_field_has_a_descriptor_of_its_own
             stages.append(value)
             instance.__dict__[self.field.attname] = value
 
-    monkeypatch.setattr(Job, "stage", Recorded(Job._meta.get_field("stage")))
-    fastpath._built_as_any_model.cache_clear()
-    try:
+    with job_changed(monkeypatch, "stage", Recorded(Job._meta.get_field("stage"))):
         job = submit("diagnostics.noop").job
         stages.clear()  # the submit's own
         lifecycle.claim(job.id, job.rq_job_id, "w1")
-    finally:
-        monkeypatch.undo()
-        fastpath._built_as_any_model.cache_clear()
     assert stages, "the moved row was built without the field's own attribute"
 
 
 def test_a_moved_row_is_loaded_by_django_when_the_model_loads_itself(run_worker, monkeypatch):
     """A model that overrides ``from_db`` (as Django's docs show, to keep the loaded
     values) gets every moved row through it."""
-    from django.db import connection
 
-    from jobs.core import fastpath, lifecycle
+    from jobs.core import lifecycle
 
-    if connection.vendor != "postgresql":
-        pytest.skip("the one-statement path is PostgreSQL's")
+    one_statement_path_only()
     loaded_by_django = Job.from_db.__func__
 
     def from_db(cls, db, field_names, values):
@@ -480,13 +491,8 @@ def test_a_moved_row_is_loaded_by_django_when_the_model_loads_itself(run_worker,
         return job
 
     job = submit("diagnostics.noop").job
-    monkeypatch.setattr(Job, "from_db", classmethod(from_db))
-    fastpath._built_as_any_model.cache_clear()
-    try:
+    with job_changed(monkeypatch, "from_db", classmethod(from_db)):
         claimed = lifecycle.claim(job.id, job.rq_job_id, "w1")
-    finally:
-        monkeypatch.undo()
-        fastpath._built_as_any_model.cache_clear()
     assert getattr(claimed, "loaded_through_from_db", False)
 
 
@@ -498,8 +504,7 @@ def test_a_moved_rows_times_are_read_as_django_reads_them_in_another_session_zon
 
     from jobs.core import lifecycle
 
-    if connection.vendor != "postgresql":
-        pytest.skip("the one-statement path is PostgreSQL's")
+    one_statement_path_only()
     job = submit("diagnostics.noop").job
     try:
         with connection.cursor() as cursor:
