@@ -8,9 +8,9 @@ the database) and N raw RQ no-op jobs, both drained by `manage.py rqworker --bur
 and prints both rates and the ratio; also the bulk submit rate and the worker's peak RSS.
 Then the default ``JobdeskWorker`` drains N ``diagnostics.noop_inline`` jobs (``fork=False``:
 no work-horse) against the same N ``diagnostics.noop`` jobs forked. Each comparison runs
-``--rounds`` times, its two sides alternating; the table gives the medians, end to end
-(each side's worker start-up included, as before) and without the start-up (an empty
-burst worker of the same class, timed in each round).
+``--rounds`` times, its two sides alternating (and which of them goes first); the table
+gives the medians, end to end (each side's worker start-up included, as before) and
+without the start-up (an empty burst worker of the same class, timed in each round).
 
 ``--payload-bytes N`` gives every job on both sides a payload of about N bytes of JSON
 (an order's items, as real work carries): what a payload costs each side — RQ keeps it
@@ -144,11 +144,16 @@ def run(args, worker_classes: list[str]) -> None:
         start-up both sides pay): median rates end to end and without the start-up, the
         ratios of the medians, and each round's own end-to-end ratio (the spread)."""
         ours_s, theirs_s, starts, rss = [], [], [], []
-        for _ in range(args.rounds):
+        for number in range(args.rounds):
+            # Which side goes first alternates (ABBA…): a machine that slows or speeds
+            # up over a run (a shared VM, autovacuum behind the last run) weighs on both.
+            if number % 2:
+                theirs_s.append(theirs()[0])
             seconds, peak = ours()
             ours_s.append(seconds)
             rss.append(peak)
-            theirs_s.append(theirs()[0])
+            if not number % 2:
+                theirs_s.append(theirs()[0])
             starts.append(startup(worker_class))
         n = args.jobs
         a, b = statistics.median(n / x for x in ours_s), statistics.median(n / x for x in theirs_s)
