@@ -53,6 +53,10 @@ _LAST_RECORD_WAIT = sum(_RECORD_RETRY_PAUSES) + 15.0
 # registration Redis lost notices it this soon.
 IDLE_HEARTBEAT = 45
 _REGISTRATION_CHECK_EVERY = 1.0  # seconds, at most, between heartbeats' registration checks
+# Seconds within which RQ's loop writes the same heartbeat or state again only once: it
+# beats three times and writes "idle" twice between two jobs (seven round trips to Redis,
+# a sixth of a short inline job's time), where one of each says the same.
+_COALESCE_WRITES = 1.0
 
 
 class _ParentBookkeeping(BaseWorker):
@@ -66,6 +70,8 @@ class _ParentBookkeeping(BaseWorker):
         self._unrecorded: list[tuple[Job, runner.Outcome]] = []
         self._inline = False  # the job in hand runs in this process (no work-horse)
         self._registration_checked = float("-inf")  # monotonic time of the last check
+        self._beaten_at = float("-inf")  # monotonic time of the last plain heartbeat sent
+        self._state_written: tuple[str, float] | None = None  # the state last written alone, and when
         self._recorder = RecordBehind()
         self._books: bookkeeper.Bookkeeper | None = None  # JobdeskWorker's, for its forked runs
         self._booked: set[str] = set()  # the dispatches the bookkeeper claimed, until recorded
@@ -179,11 +185,34 @@ class _ParentBookkeeping(BaseWorker):
         return found
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
-        super().heartbeat(timeout, pipeline)
+        now = time.monotonic()
+        # A plain beat within a second of the last plain one is not sent: the key still
+        # outlives the wait for the next job (every beat leaves it a minute or more, the
+        # blocking pop waits 45 s at most, and the first plain beat after the pop is sent),
+        # and the beat's time is a second old at most. A beat with a TTL of its own (a
+        # job's, or in a pipeline) is always sent.
+        if timeout is not None or pipeline is not None:
+            super().heartbeat(timeout, pipeline)
+        elif now - self._beaten_at >= _COALESCE_WRITES:
+            super().heartbeat(timeout, pipeline)
+            self._beaten_at = now
         # RQ beats several times per job: check the registration at most once a second
         # (one round trip; it was a tenth of an inline no-op job's time).
-        if pipeline is None and time.monotonic() - self._registration_checked >= _REGISTRATION_CHECK_EVERY:
+        if pipeline is None and now - self._registration_checked >= _REGISTRATION_CHECK_EVERY:
             self._keep_registered()
+
+    def set_state(self, state: str, pipeline=None) -> None:
+        # "idle" at the end of a run and again as the next pop starts: written once. A
+        # state written in a pipeline (RQ's "busy", with the execution) is not known to
+        # have been written, and a registration written again (a flush) writes it anew.
+        now = time.monotonic()
+        if pipeline is None and self._state_written is not None:
+            written, at = self._state_written
+            if written == state and now - at < _COALESCE_WRITES:
+                self._state = state
+                return
+        super().set_state(state, pipeline)
+        self._state_written = (state, now) if pipeline is None else None
 
     def _keep_registered(self) -> None:
         """Register again when Redis lost this worker's registration (a flush, a restart
@@ -198,6 +227,7 @@ class _ParentBookkeeping(BaseWorker):
             if born and listed:
                 return
             logger.warning("worker registration lost: registering again", extra={"worker": self.name})
+            self._state_written = None
             with self.connection.pipeline() as pipe:
                 pipe.hset(self.key, mapping=self.serialize())
                 pipe.hset(self.key, "state", self._state)

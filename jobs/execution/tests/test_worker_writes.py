@@ -1,0 +1,89 @@
+"""What a worker writes to Redis about itself between two jobs: RQ's loop beats three
+times and writes "idle" twice there; a worker sends each once a second at most."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.core import queueing
+from jobs.execution.worker import JobdeskSimpleWorker
+
+
+@pytest.fixture
+def worker(redis_conn):
+    made = JobdeskSimpleWorker([queueing.queue("normal")], connection=redis_conn)
+    made.register_birth()
+    made._registration_checked = float("inf")  # the registration check's round trips stay out of these
+    yield made
+    made.register_death()
+
+
+def plain_ttl(worker) -> int:
+    """The key's expiry after a plain beat (RQ's: the worker's TTL and a minute)."""
+    return worker.worker_ttl + 60
+
+
+def a_second_passes(worker) -> None:
+    """As if the last writes were a second old (the worker reads a monotonic clock)."""
+    worker._beaten_at -= 1.0
+    if worker._state_written is not None:
+        state, at = worker._state_written
+        worker._state_written = (state, at - 1.0)
+
+
+def test_a_heartbeat_within_a_second_of_the_last_one_is_not_sent(worker, redis_conn):
+    worker.heartbeat()
+    assert 0 < redis_conn.ttl(worker.key) <= plain_ttl(worker)
+    redis_conn.expire(worker.key, 1000)  # a mark: a beat sent would set the TTL back
+    worker.heartbeat()
+    worker.heartbeat()
+    assert redis_conn.ttl(worker.key) > plain_ttl(worker), "the two beats right after the first were not sent"
+    a_second_passes(worker)
+    worker.heartbeat()
+    assert redis_conn.ttl(worker.key) <= plain_ttl(worker), "a second later, the beat is sent"
+
+
+def test_a_heartbeat_with_a_ttl_of_its_own_is_always_sent(worker, redis_conn):
+    worker.heartbeat()
+    worker.heartbeat(plain_ttl(worker) + 500)  # a job's, within the second
+    assert redis_conn.ttl(worker.key) > plain_ttl(worker)
+    with redis_conn.pipeline() as pipe:
+        worker.heartbeat(plain_ttl(worker) - 30, pipeline=pipe)
+        pipe.execute()
+    assert redis_conn.ttl(worker.key) <= plain_ttl(worker) - 30
+
+
+def test_a_state_written_a_moment_ago_is_not_written_again(worker, redis_conn):
+    worker.set_state("idle")
+    assert redis_conn.hget(worker.key, "state") == b"idle"
+    redis_conn.hset(worker.key, "state", "mark")  # a write would overwrite it
+    worker.set_state("idle")
+    assert redis_conn.hget(worker.key, "state") == b"mark", "the same state, written once"
+    assert worker.get_state() == "idle"
+    worker.set_state("busy")
+    assert redis_conn.hget(worker.key, "state") == b"busy", "another state is written at once"
+    worker.set_state("idle")
+    a_second_passes(worker)
+    redis_conn.hset(worker.key, "state", "mark")
+    worker.set_state("idle")
+    assert redis_conn.hget(worker.key, "state") == b"idle", "a second later, written again"
+
+
+def test_a_state_written_in_a_pipeline_is_written_again_alone(worker, redis_conn):
+    with redis_conn.pipeline() as pipe:
+        worker.set_state("idle", pipeline=pipe)
+        pipe.execute()
+    redis_conn.hset(worker.key, "state", "mark")
+    worker.set_state("idle")
+    assert redis_conn.hget(worker.key, "state") == b"idle"
+
+
+def test_a_registration_written_again_lets_the_state_be_written_again(worker, redis_conn):
+    worker.set_state("idle")
+    redis_conn.delete(worker.key)  # a flush
+    worker._registration_checked = float("-inf")
+    worker.heartbeat()  # sees the registration gone and writes it again
+    assert redis_conn.hget(worker.key, "birth") is not None
+    redis_conn.hset(worker.key, "state", "mark")
+    worker.set_state("idle")
+    assert redis_conn.hget(worker.key, "state") == b"idle"
