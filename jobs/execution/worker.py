@@ -31,6 +31,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from redis.exceptions import RedisError
 from rq import SimpleWorker, Worker, worker_registration
+from rq.defaults import DEFAULT_WORKER_TTL
 from rq.job import Job as RQJob
 from rq.results import Result
 from rq.worker import BaseWorker, WorkerStatus
@@ -64,7 +65,10 @@ class _ParentBookkeeping(BaseWorker):
     # not a Worker): both subclasses below keep the MRO they had with a plain mixin.
 
     def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("worker_ttl", IDLE_HEARTBEAT + 15)
+        # django-rq's rqworker passes RQ's default TTL (420 s) when none is asked for: taken
+        # as none. With it, an idle worker beat (and checked its registration) every 405 s.
+        if kwargs.get("worker_ttl") in (None, DEFAULT_WORKER_TTL):
+            kwargs["worker_ttl"] = IDLE_HEARTBEAT + 15
         super().__init__(*args, **kwargs)
         self._running: str | None = None  # the RQ job id being executed, for re-registration
         self._unrecorded: list[tuple[Job, runner.Outcome]] = []
@@ -187,10 +191,10 @@ class _ParentBookkeeping(BaseWorker):
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         now = time.monotonic()
         # A plain beat within a second of the last plain one is not sent: the key still
-        # outlives the wait for the next job (every beat leaves it a minute or more, the
-        # blocking pop waits 45 s at most, and the first plain beat after the pop is sent),
-        # and the beat's time is a second old at most. A beat with a TTL of its own (a
-        # job's, or in a pipeline) is always sent.
+        # outlives the wait for the next job (RQ's suspension check, just before it, beats
+        # in its own pipeline: the TTL and a minute, for a pop of the TTL less 15 s), and
+        # the beat's time is a second old at most. A beat with a TTL of its own (a job's,
+        # or in a pipeline) is always sent.
         if timeout is not None or pipeline is not None:
             super().heartbeat(timeout, pipeline)
         elif now - self._beaten_at >= _COALESCE_WRITES:

@@ -87,3 +87,13 @@ def test_a_registration_written_again_lets_the_state_be_written_again(worker, re
     redis_conn.hset(worker.key, "state", "mark")
     worker.set_state("idle")
     assert redis_conn.hget(worker.key, "state") == b"idle"
+
+
+@pytest.mark.parametrize(("asked", "kept"), [(None, 60), (420, 60), (300, 300)])
+def test_an_idle_worker_beats_every_45_seconds_unless_asked_otherwise(redis_conn, asked, kept):
+    """django-rq's rqworker passes RQ's default TTL (420 s) when none is asked for: an idle
+    worker then beat, and noticed its registration gone, every 405 s."""
+    options = {} if asked is None else {"worker_ttl": asked}
+    worker = JobdeskSimpleWorker([queueing.queue("normal")], connection=redis_conn, **options)
+    assert worker.worker_ttl == kept
+    assert worker.dequeue_timeout == kept - 15
