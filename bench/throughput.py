@@ -12,6 +12,10 @@ no work-horse) against the same N ``diagnostics.noop`` jobs forked. Each compari
 gives the medians, end to end (each side's worker start-up included, as before) and
 without the start-up (an empty burst worker of the same class, timed in each round).
 
+For Jobdesk's own classes each round also drains the raw RQ jobs with RQ's own class of
+the same kind (``rq.Worker``, ``rq.SimpleWorker``): the last column compares Jobdesk with
+what a team on plain django-rq runs today.
+
 ``--payload-bytes N`` gives every job on both sides a payload of about N bytes of JSON
 (an order's items, as real work carries): what a payload costs each side — RQ keeps it
 in the job's hash, Jobdesk also in its row and in the search's text.
@@ -35,6 +39,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devtools.redis_server import RedisServer  # noqa: E402
+
+# RQ's own worker class of the same kind as each of Jobdesk's: what a team on plain
+# django-rq runs today (Jobdesk's classes also trim RQ's own loop, for raw RQ jobs too).
+RQ_CLASS_OF = {
+    "jobs.execution.worker.JobdeskWorker": "rq.Worker",
+    "jobs.execution.worker.JobdeskSimpleWorker": "rq.SimpleWorker",
+}
 
 
 def drain(worker_class: str, env: dict) -> tuple[float, int]:
@@ -139,11 +150,12 @@ def run(args, worker_classes: list[str]) -> None:
         reset()
         return drain(worker_class, env)[0]
 
-    def compare(label: str, worker_class: str, ours, theirs) -> dict:
+    def compare(label: str, worker_class: str, ours, theirs, plain=None) -> dict:
         """``args.rounds`` alternating runs of each side (and of an empty burst worker, the
         start-up both sides pay): median rates end to end and without the start-up, the
-        ratios of the medians, and each round's own end-to-end ratio (the spread)."""
-        ours_s, theirs_s, starts, rss = [], [], [], []
+        ratios of the medians, and each round's own end-to-end ratio (the spread). With
+        ``plain``, a third side in each round: raw RQ on RQ's own worker class."""
+        ours_s, theirs_s, plain_s, starts, rss = [], [], [], [], []
         for number in range(args.rounds):
             # Which side goes first alternates (ABBA…): a machine that slows or speeds
             # up over a run (a shared VM, autovacuum behind the last run) weighs on both.
@@ -154,22 +166,30 @@ def run(args, worker_classes: list[str]) -> None:
             rss.append(peak)
             if not number % 2:
                 theirs_s.append(theirs()[0])
+            if plain is not None:
+                plain_s.append(plain()[0])
             starts.append(startup(worker_class))
         n = args.jobs
         a, b = statistics.median(n / x for x in ours_s), statistics.median(n / x for x in theirs_s)
+        c = statistics.median(n / x for x in plain_s) if plain_s else None
         start = statistics.median(starts)
         a_run, b_run = (
             n / max(statistics.median(ours_s) - start, 1e-3),
             n / max(statistics.median(theirs_s) - start, 1e-3),
         )
         ratios = [y / x for x, y in zip(ours_s, theirs_s, strict=True)]
+        against_plain = f"   vs {c:.1f} on RQ's own class, ratio {a / c:.2f}" if c else ""
         print(
             f"{label:44s} {a:7.1f} vs {b:7.1f} jobs/s   ratio {a / b:.2f} "
             f"(rounds {', '.join(f'{r:.2f}' for r in ratios)})   without the {start:.2f} s start-up: "
-            f"{a_run:.1f} vs {b_run:.1f}, ratio {a_run / b_run:.2f}   peak RSS {max(rss) / 1024:.0f} MiB",
+            f"{a_run:.1f} vs {b_run:.1f}, ratio {a_run / b_run:.2f}{against_plain}   "
+            f"peak RSS {max(rss) / 1024:.0f} MiB",
             flush=True,
         )
-        return {"a": a, "b": b, "ratio": a / b, "ratios": ratios, "run_ratio": a_run / b_run, "start": start}
+        return {
+            "a": a, "b": b, "ratio": a / b, "ratios": ratios, "run_ratio": a_run / b_run, "start": start,
+            "plain_ratio": a / c if c else None,
+        }  # fmt: skip
 
     rows = []
     goals = {"jobs.execution.worker.JobdeskWorker": 0.9, "jobs.execution.worker.JobdeskSimpleWorker": 0.8}
@@ -179,6 +199,7 @@ def run(args, worker_classes: list[str]) -> None:
             worker_class,
             lambda c=worker_class: jobdesk_side(c),
             lambda c=worker_class: raw_side(c),
+            (lambda c=RQ_CLASS_OF[worker_class]: raw_side(c)) if worker_class in RQ_CLASS_OF else None,
         )
         rows.append((f"`{worker_class}`, Jobdesk vs raw RQ, same class", row, goals.get(worker_class)))
     if not args.no_inline:
@@ -194,13 +215,17 @@ def run(args, worker_classes: list[str]) -> None:
     with_payload = f", a {args.payload_bytes:,}-byte payload each" if args.payload_bytes else ""
     runs = f"median of {args.rounds} alternating runs ({connection.vendor})"
     print(f"\n{args.jobs} no-op jobs per side{with_payload}, {runs}\n")
-    print("| worker | jobs/s | baseline jobs/s | ratio | each round | ratio without start-up | goal |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| worker | jobs/s | baseline jobs/s | ratio | each round | ratio without start-up "
+        "| ratio to raw RQ on RQ's own class | goal |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for label, row, goal in rows:
         each = ", ".join(f"{r:.2f}" for r in row["ratios"])
+        plain = f"{row['plain_ratio']:.2f}" if row.get("plain_ratio") else ""
         print(
             f"| {label} | {row['a']:.1f} | {row['b']:.1f} | **{row['ratio']:.2f}** | {each} | "
-            f"{row['run_ratio']:.2f} (start-up {row['start']:.2f} s) | {f'≥ {goal}' if goal else ''} |"
+            f"{row['run_ratio']:.2f} (start-up {row['start']:.2f} s) | {plain} | {f'≥ {goal}' if goal else ''} |"
         )
 
 
