@@ -53,10 +53,48 @@ def test_a_heartbeat_with_a_ttl_of_its_own_is_always_sent(worker, redis_conn):
     assert redis_conn.ttl(worker.key) <= plain_ttl(worker) - 30
 
 
+def test_a_plain_heartbeat_in_a_pipeline_is_always_sent(worker, redis_conn):
+    """RQ's suspension check beats so, just before each pop: the beat that keeps the key."""
+    worker.heartbeat()
+    redis_conn.expire(worker.key, 1000)
+    with redis_conn.pipeline() as pipe:
+        worker.heartbeat(pipeline=pipe)
+        pipe.execute()
+    assert redis_conn.ttl(worker.key) <= plain_ttl(worker)
+
+
+def noop() -> None:
+    """A raw RQ job's function."""
+
+
+def test_the_key_outlives_every_wait_for_the_next_job_in_rqs_loop(redis_conn, monkeypatch):
+    """A burst worker's loop, its TTL longer than a job's beat leaves: at every pop, the
+    key has more life left than a pop may wait (a worker that is not bursting waits that
+    long). What keeps it is RQ's suspension check's beat, just before the pop."""
+    from rq import Queue
+
+    queue = queueing.queue("normal")
+    for _ in range(3):
+        queue.enqueue(noop, job_timeout=1)  # its beat leaves the key 61 s
+    worker = JobdeskSimpleWorker([queue], connection=redis_conn, worker_ttl=300)
+    left: list[int] = []
+    dequeue_any = Queue.dequeue_any.__func__
+
+    def pop(cls, *args, **kwargs):
+        left.append(redis_conn.ttl(worker.key))
+        return dequeue_any(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Queue, "dequeue_any", classmethod(pop))
+    assert worker.work(burst=True)
+    assert len(left) >= 4, "three jobs and the empty pops"
+    assert min(left) > worker.dequeue_timeout, left
+
+
 def test_a_state_written_a_moment_ago_is_not_written_again(worker, redis_conn):
     worker.set_state("idle")
     assert redis_conn.hget(worker.key, "state") == b"idle"
     redis_conn.hset(worker.key, "state", "mark")  # a write would overwrite it
+    worker._state = "busy"  # as a run sets it, without a write
     worker.set_state("idle")
     assert redis_conn.hget(worker.key, "state") == b"mark", "the same state, written once"
     assert worker.get_state() == "idle"
