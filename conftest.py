@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import signal
 import socket
 import subprocess
@@ -47,6 +48,13 @@ def wait_for(predicate: Callable[[], object], *, timeout: float = 20.0, interval
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(interval)
+
+
+def readable_within(fd: int, seconds: float) -> bool:
+    """Whether ``fd`` (a pipe's read end: a relay's handover) becomes readable within
+    ``seconds`` — a deadline-bounded wait, also for what must not happen that soon."""
+    readable, _, _ = select.select([fd], [], [], seconds)
+    return bool(readable)
 
 
 def relay_asleep_until_due(sender) -> None:

@@ -195,11 +195,11 @@ class _ParentBookkeeping(BaseWorker):
         # in its own pipeline: the TTL and a minute, for a pop of the TTL less 15 s), and
         # the beat's time is a second old at most. A beat with a TTL of its own (a job's,
         # or in a pipeline) is always sent.
-        if timeout is not None or pipeline is not None:
+        plain = timeout is None and pipeline is None
+        if not plain or now - self._beaten_at >= _COALESCE_WRITES:
             super().heartbeat(timeout, pipeline)
-        elif now - self._beaten_at >= _COALESCE_WRITES:
-            super().heartbeat(timeout, pipeline)
-            self._beaten_at = now
+            if plain:
+                self._beaten_at = now
         # RQ beats several times per job: check the registration at most once a second
         # (one round trip; it was a tenth of an inline no-op job's time).
         if pipeline is None and now - self._registration_checked >= _REGISTRATION_CHECK_EVERY:

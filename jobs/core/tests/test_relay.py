@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
 import threading
 import time
 import uuid
@@ -16,7 +15,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from conftest import relay_asleep_until_due, wait_for
+from conftest import readable_within, relay_asleep_until_due, wait_for
 from jobs.core import relay
 
 pytestmark = pytest.mark.redis
@@ -104,11 +103,9 @@ def test_a_handover_opens_once_what_was_relayed_before_it_is_gone(sends, monkeyp
     read_end = sender.handover()
     assert read_end is not None
     try:
-        readable, _, _ = select.select([read_end], [], [], 0.2)
-        assert readable == [], "opened while the message before it was still being sent"
+        assert not readable_within(read_end, 0.2), "opened while the message before it was still being sent"
         release.set()
-        readable, _, _ = select.select([read_end], [], [], 5)
-        assert readable == [read_end]
+        assert readable_within(read_end, 5)
         assert seen == [["jobdesk.job.before-the-fork"]]
     finally:
         os.close(read_end)
@@ -125,11 +122,10 @@ def test_a_handover_left_to_the_caller_to_wake_sends_when_woken(sends, monkeypat
     read_end = sender.handover(wake=False)
     assert read_end is not None
     try:
-        readable, _, _ = select.select([read_end], [], [], 0.2)  # long enough for a woken send
-        assert readable == [] and seen == [], "sent before it was woken"
+        assert not readable_within(read_end, 0.2), "sent before it was woken"  # long enough for a woken send
+        assert seen == [], "sent before it was woken"
         sender.wake()
-        readable, _, _ = select.select([read_end], [], [], 5)
-        assert readable == [read_end]
+        assert readable_within(read_end, 5)
         assert seen == [["jobdesk.job.claimed"]]
     finally:
         os.close(read_end)

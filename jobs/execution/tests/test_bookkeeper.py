@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -14,7 +13,7 @@ import subprocess
 import pytest
 from django.db import connection
 
-from conftest import relay_asleep_until_due, wait_for
+from conftest import readable_within, relay_asleep_until_due, wait_for
 from jobs.core.models import Job, Status
 from jobs.core.submit import JobSpec, submit, submit_many
 from jobs.execution import bookkeeper
@@ -91,8 +90,7 @@ def test_a_claims_answer_goes_first_and_then_its_messages_go(monkeypatch):
         answer, fds = bookkeeper.receive(ours)
     assert answer[0] == "claimed" and fds, "a claim with messages gathering passes a handover on"
     try:
-        readable, _, _ = select.select([fds[0]], [], [], 5)
-        assert readable == [fds[0]], "the claim's messages wait for the gathering"
+        assert readable_within(fds[0], 5), "the claim's messages wait for the gathering"
     finally:
         os.close(fds[0])
     assert sender.wait_idle(5)
