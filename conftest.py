@@ -3,6 +3,7 @@ workers, worker subprocesses, and deadline-bounded waiting."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import select
@@ -314,7 +315,9 @@ def spawn(tmp_path):
     """Start ``manage.py`` subprocesses (workers, scheduler, or ``-m uvicorn``) that share
     the test database.
 
-    Each is stopped at teardown: SIGTERM, then SIGKILL of its whole process group.
+    Each is stopped at teardown: SIGTERM; a second SIGTERM to what still runs after
+    ``_WARM_STOP`` seconds (a worker's warm shutdown waits for its job: the second is
+    RQ's cold shutdown); then SIGKILL of its whole process group.
     """
     started: list[subprocess.Popen] = []
 
@@ -335,13 +338,23 @@ def spawn(tmp_path):
         return proc
 
     yield start
+    _stop_all(started)
+
+
+_WARM_STOP = 2.0  # seconds a spawned process has to end on its first SIGTERM, at teardown
+
+
+def _stop_all(started: list[subprocess.Popen]) -> None:
+    for signals_sent in (1, 2):
+        running = [proc for proc in started if proc.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + (_WARM_STOP if signals_sent == 1 else 8.0)
+        for proc in running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.0, deadline - time.monotonic()))
     for proc in started:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in started:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
