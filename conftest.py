@@ -317,7 +317,7 @@ def spawn(tmp_path):
 
     Each is stopped at teardown: SIGTERM; a second SIGTERM to what still runs after
     ``_WARM_STOP`` seconds (a worker's warm shutdown waits for its job: the second is
-    RQ's cold shutdown); then SIGKILL of its whole process group.
+    RQ's cold shutdown); then SIGKILL of whatever is left of its process group.
     """
     started: list[subprocess.Popen] = []
 
@@ -354,9 +354,11 @@ def _stop_all(started: list[subprocess.Popen]) -> None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(max(0.0, deadline - time.monotonic()))
     for proc in started:
-        if proc.poll() is None:
+        # The whole group, even when its first process has ended: a pool's workers that
+        # outlived it must not write to the next test's database.
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        proc.wait()
 
 
 # --- a web server ---------------------------------------------------------------------
