@@ -341,15 +341,17 @@ def spawn(tmp_path):
     _stop_all(started)
 
 
-_WARM_STOP = 2.0  # seconds a spawned process has to end on its first SIGTERM, at teardown
+# Seconds a spawned process has, at teardown, after its first SIGTERM (a warm stop) and
+# after its second (a cold one), before what is left of its group is killed.
+_WARM_STOP, _COLD_STOP = 2.0, 8.0
 
 
 def _stop_all(started: list[subprocess.Popen]) -> None:
-    for signals_sent in (1, 2):
+    for grace in (_WARM_STOP, _COLD_STOP):
         running = [proc for proc in started if proc.poll() is None]
         for proc in running:
             proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + (_WARM_STOP if signals_sent == 1 else 8.0)
+        deadline = time.monotonic() + grace
         for proc in running:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(max(0.0, deadline - time.monotonic()))

@@ -222,7 +222,7 @@ def run(args, worker_classes: list[str]) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for label, row, goal in rows:
         each = ", ".join(f"{r:.2f}" for r in row["ratios"])
-        plain = f"{row['plain_ratio']:.2f}" if row.get("plain_ratio") else ""
+        plain = f"{row['plain_ratio']:.2f}" if row["plain_ratio"] else ""
         print(
             f"| {label} | {row['a']:.1f} | {row['b']:.1f} | **{row['ratio']:.2f}** | {each} | "
             f"{row['run_ratio']:.2f} (start-up {row['start']:.2f} s) | {plain} | {f'≥ {goal}' if goal else ''} |"
