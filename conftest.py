@@ -4,6 +4,7 @@ workers, worker subprocesses, and deadline-bounded waiting."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import select
@@ -143,8 +144,14 @@ def _cheap_passwords(settings):
 @pytest.fixture(autouse=True)
 def _clean_redis(request):
     """Every integration test starts with an empty Redis (the suite's own server, see
-    pytest_redis). Fast tests have no Redis at all: one that reaches for it fails."""
+    pytest_redis). Fast tests have no Redis at all: one that reaches for it fails.
+    What this process's relay still holds from the test before (a line's arrivals go
+    out up to LINE_INTERVAL later) is sent first, so none of it reaches this test's
+    followers."""
     if request.node.get_closest_marker("integration"):
+        from jobs.core import relay
+
+        relay.drain()
         django_rq.get_connection("normal").flushall()
     yield
 
@@ -380,13 +387,25 @@ def answers(url: str) -> bool:
         return False
 
 
+@dataclasses.dataclass(frozen=True)
+class WebServer:
+    url: str  # ws://…
+    process: subprocess.Popen
+
+
 @pytest.fixture
-def web(spawn) -> str:
-    """ws://… of the web tier (devtools.web: uvicorn serving config.asgi, sharing the
-    test database), once it answers."""
+def web_server(spawn) -> WebServer:
+    """The web tier (devtools.web: uvicorn serving config.asgi, sharing the test
+    database), once it answers."""
     from devtools import web as web_tier
 
     port = free_port()
-    spawn(*web_tier.command("127.0.0.1", port)[1:])
+    process = spawn(*web_tier.command("127.0.0.1", port)[1:])
     wait_for(lambda: answers(f"http://127.0.0.1:{port}/api/health/live/"), timeout=30, what="the web server")
-    return f"ws://127.0.0.1:{port}"
+    return WebServer(f"ws://127.0.0.1:{port}", process)
+
+
+@pytest.fixture
+def web(web_server) -> str:
+    """ws://… of the web tier, once it answers."""
+    return web_server.url

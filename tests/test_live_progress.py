@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -36,10 +37,10 @@ def assert_in_order(messages: list[dict]) -> None:
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"a gap or a repeat: {seqs}"
 
 
-def test_two_clients_follow_a_job_from_snapshot_to_completed(spawn, web, alice):
+def test_two_clients_follow_a_job_from_snapshot_to_completed(spawn, web_server, alice):
     token = Token.objects.create(user=alice).key
     job = submit("diagnostics.sleep", {"seconds": 4, "steps": STEPS}, owner=alice).job
-    url = f"{web}/ws/jobs/{job.id}/?token={token}"
+    url = f"{web_server.url}/ws/jobs/{job.id}/?token={token}"
 
     async def follow_both():
         first: list[dict] = []
@@ -74,6 +75,13 @@ def test_two_clients_follow_a_job_from_snapshot_to_completed(spawn, web, alice):
     assert second[-1]["type"] == "completed" and code2 == 1000
     assert_in_order(second)
     assert second[-1]["seq"] == first[-1]["seq"] == Job.objects.get(pk=job.id).seq
+
+    # Both followers gone, the web process stops at once: no closed follower's channel
+    # receive goes on (jobs.live.layer), which uvicorn would wait for up to its 10 s grace.
+    stopping = time.monotonic()
+    web_server.process.send_signal(signal.SIGTERM)
+    web_server.process.wait(15)
+    assert time.monotonic() - stopping < 5, "the web process waited for a closed follower"
 
 
 def test_channel_layer_down_the_job_still_completes_and_a_reconnect_gets_the_truth(spawn, web, alice):

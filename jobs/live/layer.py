@@ -8,10 +8,14 @@ share one channel there), and inside a web process each follower's queue
 (``WS_CHANNEL_CAPACITY`` long) drops its oldest message when the follower lags that far
 behind (``web_queue``). Either way the follower sees the gap by ``seq`` and sends a
 snapshot at once.
+
+It also ends a receive whose cancellation was lost (``_brpop_with_clean``): otherwise a
+closed follower's receive could go on polling Redis until the process exits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import functools
 import logging
@@ -34,10 +38,40 @@ class _CountingQueue(BoundedQueue):
 
 
 class ChannelLayer(RedisChannelLayer):
+    # How long one blocking pop of a web process's channel waits (channels-redis: 5 s):
+    # also the longest a receive whose cancellation was lost during that pop's send goes
+    # on (``_brpop_with_clean``). An idle process polls Redis once a second for it.
+    brpop_timeout = 1
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.receive_buffer.default_factory = functools.partial(_CountingQueue, self.capacity)
         self._blocking_clients: dict[int, redis.Redis] = {}  # the relay thread's (group_send_many_blocking)
+
+    async def _brpop_with_clean(self, index, channel, timeout):
+        """channels-redis's (4.3), but a receive whose task was cancelled ends even when
+        the cancellation never reached it. On Python 3.11, ``asyncio.wait_for`` returns
+        its inner result instead of raising when the cancel comes as that result is
+        ready; redis-py sends every command (and a reconnect's handshake) through it when
+        a socket timeout is set. A follower that closes as its receive starts (another
+        follower's receive, cancelled at its own close, handed it the receive lock) then
+        loses its cancel, and channels-redis polls again every ``brpop_timeout``: the
+        consumer's close waits for that receive forever, and so does a stopping web
+        process (uvicorn's 10 s grace). Checked before the blocking pop and after an
+        empty one (a cancel lost in the pop's own send waits out the pop); a popped
+        message is returned, as channels-redis keeps it (its backup queue restores what
+        a cancelled receive popped)."""
+        backup_queue = self._backup_channel_name(channel)
+        connection = self.connection(index)
+        await connection.eval(_RESTORE_BACKUP_LUA, 0, channel, backup_queue)
+        _end_if_cancelled()
+        result = await connection.bzpopmin(channel, timeout=timeout)
+        if result is None:
+            _end_if_cancelled()
+            return None
+        _, member, timestamp = result
+        await connection.zadd(backup_queue, {member: float(timestamp)})
+        return member
 
     async def group_send(self, group, message) -> None:
         """channels-redis's group_send (4.3), but the group's expired members are dropped
@@ -139,6 +173,25 @@ class ChannelLayer(RedisChannelLayer):
             dropped.count("layer_full", over)
             logger.warning("%s of %s channels over capacity in group %s", over, len(channel_names), group)
 
+
+def _end_if_cancelled() -> None:
+    """Raise the cancellation a swallowed cancel left pending on this task. A task still
+    running here with a cancel not taken back (``uncancel``) lost it: code that handles
+    a cancellation (a timeout, a task group) takes it back."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+# channels-redis 4.3's, unchanged: put what a cancelled receive popped back at the head
+# of its channel, in order (the blocking pop must not run inside a script).
+_RESTORE_BACKUP_LUA = """
+    local backed_up = redis.call('ZRANGE', ARGV[2], 0, -1, 'WITHSCORES')
+    for i = #backed_up, 1, -2 do
+        redis.call('ZADD', ARGV[1], backed_up[i], backed_up[i - 1])
+    end
+    redis.call('DEL', ARGV[2])
+"""
 
 # channels-redis 4.3's, unchanged: add the message to each channel under its capacity.
 _GROUP_SEND_LUA = """
