@@ -26,6 +26,7 @@ import redis
 
 from conftest import wait_for
 from devtools import hostlab
+from jobs.execution.worker import REDIS_RETRY_MAX_WAIT
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -172,7 +173,8 @@ def test_a_host_cut_off_mid_job_stops_its_run_before_its_lease_passes_and_rejoin
         start_pool(lab, host)
     for host in lab.hosts[:2]:
         start_scheduler(lab, host)
-    (job_id,) = submit(lab, seconds=30, steps=int(30 / STEP))
+    # Long enough to be cut off mid-run (a renewal, then STOP), short enough for its retry.
+    (job_id,) = submit(lab, seconds=15, steps=int(15 / STEP))
     first = wait_for(lambda: runs_of(lab, job_id), timeout=60, what="the job to start on a host")[0]
     wait_for_a_renewal(lab, job_id)  # the run is well under way, its lease kept
     cut_at = time.time()
@@ -193,16 +195,18 @@ def test_a_host_cut_off_mid_job_stops_its_run_before_its_lease_passes_and_rejoin
     assert runs[-1].host != first.host and runs[-1].ended
     assert_never_two_at_once(runs)
 
-    lab.restore(first.host)
-    wait_for(
-        lambda: any(w.hostname == first.host for w in rq_workers(lab)), timeout=90, what="the host to register again"
-    )
     others = [h for h in lab.hosts if h != first.host]
     for other in others:  # only the host that came back can take the next job
         lab.kill_host(other)
     (after,) = submit(lab, seconds=0.5, steps=2)
+    lab.restore(first.host)
+    restored_at = time.monotonic()
     wait_for(lambda: status(lab, after)[0] == "complete", timeout=90, what="the returned host to take new work")
+    # Its workers tried Redis every REDIS_RETRY_MAX_WAIT s at most while cut off (RQ's own
+    # wait doubles up to 60 s: 16 s here before), then a run of half a second.
+    assert time.monotonic() - restored_at < REDIS_RETRY_MAX_WAIT + 5, "the returned host was slow to take work"
     assert runs_of(lab, after)[-1].host == first.host
+    assert any(w.hostname == first.host for w in rq_workers(lab)), "the returned host is registered"
 
 
 def rq_workers(lab):
@@ -216,7 +220,7 @@ def test_sigkilling_every_process_of_a_host_retries_its_jobs_after_their_leases_
     for host in lab.hosts:
         start_pool(lab, host)
     start_scheduler(lab, lab.hosts[0])
-    (job_id,) = submit(lab, seconds=20, steps=int(20 / STEP))
+    (job_id,) = submit(lab, seconds=12, steps=int(12 / STEP))  # killed after a renewal; the retry runs it all
     first = wait_for(lambda: runs_of(lab, job_id), timeout=60, what="the job to start on a host")[0]
     wait_for_a_renewal(lab, job_id)  # the run is well under way, its lease kept
     if first.host == lab.hosts[0]:

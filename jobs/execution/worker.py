@@ -54,6 +54,10 @@ _LAST_RECORD_WAIT = sum(_RECORD_RETRY_PAUSES) + 15.0
 # registration Redis lost notices it this soon.
 IDLE_HEARTBEAT = 45
 _REGISTRATION_CHECK_EVERY = 1.0  # seconds, at most, between heartbeats' registration checks
+# Seconds, at most, between a worker's attempts to reach Redis while it cannot (RQ
+# doubles its wait from 1 s up to 60 s): a host cut off for half a minute went on
+# waiting 16 s after its link came back before it took work again.
+REDIS_RETRY_MAX_WAIT = 5.0
 # Seconds within which RQ's loop writes the same heartbeat or state again only once: it
 # beats three times and writes "idle" twice between two jobs (seven round trips to Redis,
 # a sixth of a short inline job's time), where one of each says the same.
@@ -63,6 +67,8 @@ _COALESCE_WRITES = 1.0
 class _ParentBookkeeping(BaseWorker):
     # A mixin over RQ's BaseWorker, the common base of Worker and SimpleWorker (which is
     # not a Worker): both subclasses below keep the MRO they had with a plain mixin.
+
+    max_connection_wait_time = REDIS_RETRY_MAX_WAIT
 
     def __init__(self, *args, **kwargs) -> None:
         # django-rq's rqworker passes RQ's default TTL (420 s) when none is asked for: taken
