@@ -3,20 +3,25 @@ Jobdesk pip-installed into a fresh virtualenv from this checkout (as a built whe
 configured as the README says, migrated; a ``@task`` of the host's own app enqueued from
 a view, run by ``rqworker-pool`` to SUCCESSFUL, and the job in the host's admin.
 
-The new virtualenv finds Jobdesk's dependencies in this suite's (a .pth file), so the
-test installs nothing from the network but Jobdesk itself — and runs nothing from the
-checkout: the host imports the installed copy."""
+The new virtualenv sees, of this suite's packages, only the distributions the wheel
+declares (its ``Requires-Dist``, and theirs in turn), linked into a directory of their
+own (a .pth file): the test installs nothing from the network but Jobdesk itself, a
+module Jobdesk imports without declaring it fails here as it would in a team's project,
+and nothing runs from the checkout: the host imports the installed copy."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
 import sys
-import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,6 +119,40 @@ def run(args: list[str], cwd: Path, env: dict, timeout: float = 180) -> str:
     return done.stdout
 
 
+def declared_closure(wheel: Path, extras: tuple[str, ...] = ()) -> set[str]:
+    """The distributions installing ``wheel`` (with ``extras``) brings: its requirements,
+    theirs, and so on, as this suite has them installed (their markers for this Python
+    and the extras asked)."""
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = archive.read(name).decode()
+    wanted = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    pending = [(Requirement(text), extras) for text in wanted]
+    found: set[str] = set()
+    while pending:
+        requirement, asked = pending.pop()
+        if requirement.marker and not any(requirement.marker.evaluate({"extra": e}) for e in (*asked, "")):
+            continue
+        dist = canonicalize_name(requirement.name)
+        if dist in found:
+            continue
+        found.add(dist)
+        pending += [(Requirement(text), tuple(requirement.extras)) for text in importlib.metadata.requires(dist) or []]
+    return found
+
+
+def link_distributions(names: set[str], into: Path) -> None:
+    """Each distribution's top-level files and directories (its packages, modules, its
+    .dist-info for entry points and versions), linked from this suite's site-packages."""
+    into.mkdir()
+    for name in names:
+        dist = importlib.metadata.distribution(name)
+        base = Path(str(dist.locate_file("")))
+        for top in {file.parts[0] for file in dist.files or [] if file.parts and file.parts[0] != ".."}:
+            if (base / top).exists() and not (into / top).exists():
+                (into / top).symlink_to(base / top)
+
+
 def test_jobdesk_installs_into_a_new_project_and_runs_its_task(tmp_path):
     import json
 
@@ -122,7 +161,6 @@ def test_jobdesk_installs_into_a_new_project_and_runs_its_task(tmp_path):
     python = venv / "bin" / "python"
     site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path,
                     dict(os.environ)).strip())  # fmt: skip
-    (site / "suite-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     # Built from a copy: setuptools leaves build/ and *.egg-info beside the sources.
     source = tmp_path / "jobdesk"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "var", "build", "*.egg-info",
@@ -132,6 +170,10 @@ def test_jobdesk_installs_into_a_new_project_and_runs_its_task(tmp_path):
         dict(os.environ), timeout=300)  # fmt: skip
     (wheel,) = wheels.glob("jobdesk-*.whl")
     run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], tmp_path, dict(os.environ))
+    declared = declared_closure(wheel)  # on SQLite: no extras, so no psycopg either
+    assert "psycopg" not in declared and "psycopg" in declared_closure(wheel, ("postgres",))
+    link_distributions(declared, tmp_path / "declared")
+    (site / "declared-dependencies.pth").write_text(str(tmp_path / "declared") + "\n")
 
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE", "PYTHONPATH"}}
     run([str(python), "-m", "django", "startproject", "host"], tmp_path, env)

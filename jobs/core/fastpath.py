@@ -6,7 +6,9 @@ each is one statement that locks the row, checks its status and dispatch, update
 and writes the timeline event — the same guarded move, atomic as a single statement.
 A single submit, likewise: the row and its first timeline entry in one statement
 (``create``), not BEGIN, two INSERTs and COMMIT.
-``jobs.core.lifecycle`` decides when to use it; other databases take the ORM path.
+``jobs.core.lifecycle`` decides when to use it; other databases take the ORM path, and
+so does PostgreSQL through psycopg2: a project without psycopg 3 (on SQLite, say) does
+not need it installed (``pip install 'jobdesk[postgres]'`` brings it).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import logging
 import weakref
 from datetime import UTC, datetime
 
-import psycopg
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
@@ -27,9 +28,16 @@ from django.db.models.expressions import Col
 from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
 from django.db.models.query_utils import DeferredAttribute
 from django.db.models.signals import post_init, pre_init
-from psycopg.types.datetime import TimestamptzLoader
 
 from jobs.core.models import Job, JobEvent, PayloadText
+
+try:
+    import psycopg
+    from psycopg.types.datetime import TimestamptzLoader
+except ImportError:
+    HAS_PSYCOPG = False
+else:
+    HAS_PSYCOPG = True
 
 logger = logging.getLogger("jobs.core.fastpath")
 
@@ -52,7 +60,7 @@ SELECT * FROM moved
 
 
 def available() -> bool:
-    return connection.vendor == "postgresql" and not connection.in_atomic_block
+    return HAS_PSYCOPG and connection.vendor == "postgresql" and not connection.in_atomic_block
 
 
 _CREATE_SQL = """
@@ -151,10 +159,10 @@ def move(
 # table's columns changed under it (a migration from another host: "cached plan must not
 # change result type"), or the statement is not there (a transaction pooler sent the run
 # to another server session).
-_PREPARED_REFUSED = (psycopg.errors.FeatureNotSupported, psycopg.errors.InvalidSqlStatementName)
+_PREPARED_REFUSED = (psycopg.errors.FeatureNotSupported, psycopg.errors.InvalidSqlStatementName) if HAS_PSYCOPG else ()
 _prepared_connections: weakref.WeakSet = weakref.WeakSet()  # the psycopg connections set to prepare
 _pooler_refused = False  # a pooler lost a prepared statement: this process prepares no more
-_TIMESTAMPTZ_OID = psycopg.postgres.types["timestamptz"].oid
+_TIMESTAMPTZ_OID = psycopg.postgres.types["timestamptz"].oid if HAS_PSYCOPG else 0
 
 
 def _execute(db, sql: str, params, *, fetch: bool = False):
