@@ -128,17 +128,18 @@ def declared_closure(wheel: Path, extras: tuple[str, ...] = ()) -> set[str]:
         metadata = archive.read(name).decode()
     wanted = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     pending = [(Requirement(text), extras) for text in wanted]
-    found: set[str] = set()
+    found: dict[str, set[str]] = {}  # distribution → the extras asked of it so far
     while pending:
         requirement, asked = pending.pop()
         if requirement.marker and not any(requirement.marker.evaluate({"extra": e}) for e in (*asked, "")):
             continue
         dist = canonicalize_name(requirement.name)
-        if dist in found:
-            continue
-        found.add(dist)
-        pending += [(Requirement(text), tuple(requirement.extras)) for text in importlib.metadata.requires(dist) or []]
-    return found
+        extras_before = found.get(dist)
+        if extras_before is not None and requirement.extras <= extras_before:
+            continue  # nothing new asked of it (redis, then redis[hiredis]: its extra's are new)
+        found[dist] = (extras_before or set()) | requirement.extras
+        pending += [(Requirement(text), tuple(found[dist])) for text in importlib.metadata.requires(dist) or []]
+    return set(found)
 
 
 def link_distributions(names: set[str], into: Path) -> None:
@@ -171,6 +172,7 @@ def test_jobdesk_installs_into_a_new_project_and_runs_its_task(tmp_path):
     (wheel,) = wheels.glob("jobdesk-*.whl")
     run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], tmp_path, dict(os.environ))
     declared = declared_closure(wheel)  # on SQLite: no extras, so no psycopg either
+    assert "hiredis" in declared, "an extra asked of a dependency (redis[hiredis]) is followed"
     assert "psycopg" not in declared and "psycopg" in declared_closure(wheel, ("postgres",))
     link_distributions(declared, tmp_path / "declared")
     (site / "declared-dependencies.pth").write_text(str(tmp_path / "declared") + "\n")

@@ -202,8 +202,9 @@ def test_a_host_cut_off_mid_job_stops_its_run_before_its_lease_passes_and_rejoin
     lab.restore(first.host)
     restored_at = time.monotonic()
     wait_for(lambda: status(lab, after)[0] == "complete", timeout=90, what="the returned host to take new work")
-    # Its workers tried Redis every REDIS_RETRY_MAX_WAIT s at most while cut off (RQ's own
-    # wait doubles up to 60 s: 16 s here before), then a run of half a second.
+    # Its workers tried Redis, and its cut-off run's record the database, every
+    # REDIS_RETRY_MAX_WAIT s at most (RQ's own wait doubles up to 60 s: up to 28 s here
+    # before), then a run of half a second.
     assert time.monotonic() - restored_at < REDIS_RETRY_MAX_WAIT + 5, "the returned host was slow to take work"
     assert runs_of(lab, after)[-1].host == first.host
     assert any(w.hostname == first.host for w in rq_workers(lab)), "the returned host is registered"

@@ -58,9 +58,10 @@ class ChannelLayer(RedisChannelLayer):
         loses its cancel, and channels-redis polls again every ``brpop_timeout``: the
         consumer's close waits for that receive forever, and so does a stopping web
         process (uvicorn's 10 s grace). Checked before the blocking pop and after an
-        empty one (a cancel lost in the pop's own send waits out the pop); a popped
-        message is returned, as channels-redis keeps it (its backup queue restores what
-        a cancelled receive popped)."""
+        empty one (a cancel lost in the pop's own send waits out the pop). A popped
+        message is returned and backed up as channels-redis does (its backup queue
+        restores what a receive cancelled after the backup popped; one cancelled
+        between the pop's reply and the backup loses it, there as here)."""
         backup_queue = self._backup_channel_name(channel)
         connection = self.connection(index)
         await connection.eval(_RESTORE_BACKUP_LUA, 0, channel, backup_queue)
@@ -176,8 +177,10 @@ class ChannelLayer(RedisChannelLayer):
 
 def _end_if_cancelled() -> None:
     """Raise the cancellation a swallowed cancel left pending on this task. A task still
-    running here with a cancel not taken back (``uncancel``) lost it: code that handles
-    a cancellation (a timeout, a task group) takes it back."""
+    running here with a cancel not taken back (``uncancel``) lost it: asyncio's own
+    handlers (a timeout, a task group) take theirs back. A task that swallows one on
+    purpose without ``uncancel()`` gets it again here; Channels receives in a task of
+    its own, and so do Jobdesk's callers."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
