@@ -143,15 +143,28 @@ def declared_closure(wheel: Path, extras: tuple[str, ...] = ()) -> set[str]:
 
 
 def link_distributions(names: set[str], into: Path) -> None:
-    """Each distribution's top-level files and directories (its packages, modules, its
-    .dist-info for entry points and versions), linked from this suite's site-packages."""
+    """Each distribution's files (its packages, modules, its .dist-info for entry points
+    and versions), linked from this suite's site-packages: a package or module whole, a
+    namespace shared by several distributions (``opentelemetry/``, ``google/``) member
+    by member, so an undeclared sibling stays out."""
     into.mkdir()
     for name in names:
         dist = importlib.metadata.distribution(name)
         base = Path(str(dist.locate_file("")))
-        for top in {file.parts[0] for file in dist.files or [] if file.parts and file.parts[0] != ".."}:
-            if (base / top).exists() and not (into / top).exists():
-                (into / top).symlink_to(base / top)
+        for file in dist.files or []:
+            if file.parts and file.parts[0] != "..":
+                _link_outermost_owned(base, into, file.parts)
+
+
+def _link_outermost_owned(base: Path, into: Path, parts: tuple[str, ...]) -> None:
+    for depth in range(1, len(parts) + 1):
+        source, link = base.joinpath(*parts[:depth]), into.joinpath(*parts[:depth])
+        if depth < len(parts) and source.is_dir() and not (source / "__init__.py").exists():
+            link.mkdir(exist_ok=True)  # a namespace (or a data directory): its members one by one
+            continue
+        if source.exists() and not link.exists() and not link.is_symlink():
+            link.symlink_to(source)
+        return
 
 
 def test_jobdesk_installs_into_a_new_project_and_runs_its_task(tmp_path):
