@@ -46,8 +46,8 @@ logger = logging.getLogger("jobs.execution.worker")
 
 _PR_SET_PDEATHSIG = 1
 MONITOR_INTERVAL = 2  # seconds between the parent's checks on a running horse
-# About a minute of database trouble, tried at most 5 s apart: a host whose link comes
-# back records the run it was cut off in (and claims its next) within 5 s.
+# About a minute of database trouble, tried at most 5 s apart (not 15 or 30 at the end):
+# a record, and the claim waiting behind it, go on within 5 s of the database's return.
 _RECORD_RETRY_PAUSES = (0.5, 1, 2, 4, *[5] * 11)
 # Seconds a stopping worker waits for the outcome it is recording: as long as the record
 # itself keeps trying through database trouble, and some.
@@ -57,8 +57,8 @@ _LAST_RECORD_WAIT = sum(_RECORD_RETRY_PAUSES) + 15.0
 IDLE_HEARTBEAT = 45
 _REGISTRATION_CHECK_EVERY = 1.0  # seconds, at most, between heartbeats' registration checks
 # Seconds, at most, between a worker's attempts to reach Redis while it cannot (RQ
-# doubles its wait from 1 s up to 60 s): a host cut off for half a minute went on
-# waiting up to 28 s after its link came back before it took work again.
+# doubles its wait from 1 s up to 60 s): after half a minute without Redis, a worker
+# waited up to 16 s more once it was back before trying again.
 REDIS_RETRY_MAX_WAIT = 5.0
 # Seconds within which RQ's loop writes the same heartbeat or state again only once: it
 # beats three times and writes "idle" twice between two jobs (seven round trips to Redis,

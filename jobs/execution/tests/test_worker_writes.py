@@ -135,3 +135,33 @@ def test_an_idle_worker_beats_every_45_seconds_unless_asked_otherwise(redis_conn
     worker = JobdeskSimpleWorker([queueing.queue("normal")], connection=redis_conn, **options)
     assert worker.worker_ttl == kept
     assert worker.dequeue_timeout == kept - 15
+
+
+def test_without_redis_a_worker_tries_again_at_least_every_few_seconds(worker, monkeypatch):
+    """RQ doubles its wait between attempts to reach Redis, up to 60 s: a worker whose
+    Redis came back after half a minute went on waiting up to 16 s more. Jobdesk's waits
+    at most REDIS_RETRY_MAX_WAIT. RQ's own loop against the suite's Redis, stopped; only
+    the waits are not waited (recorded instead)."""
+    from devtools import pytest_redis
+    from jobs.execution.worker import REDIS_RETRY_MAX_WAIT
+
+    server = pytest_redis.own_server()
+    waits: list[float] = []
+
+    class Enough(Exception):
+        pass
+
+    def recorded(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 7:
+            raise Enough
+
+    worker.set_state("idle")  # written now: RQ's loop writes it first, before any retry
+    server.stop()
+    try:
+        with monkeypatch.context() as patched, pytest.raises(Enough):
+            patched.setattr("rq.worker.base.time.sleep", recorded)  # time.sleep itself, until Enough
+            worker.dequeue_job_and_maintain_ttl(timeout=1)
+    finally:
+        server.start()
+    assert waits == [1, 2, 4, REDIS_RETRY_MAX_WAIT, REDIS_RETRY_MAX_WAIT, REDIS_RETRY_MAX_WAIT, REDIS_RETRY_MAX_WAIT]
