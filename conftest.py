@@ -3,6 +3,7 @@ workers, worker subprocesses, and deadline-bounded waiting."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -30,6 +31,9 @@ ROOT = Path(__file__).resolve().parent
 # The API fuzzer's generation (tests/test_api_fuzz.py): a fresh seed each run, printed in
 # the run's header so a failure can be replayed with FUZZ_SEED=<seed>.
 FUZZ_SEED = int(os.environ.get("FUZZ_SEED") or random.randrange(1 << 32))
+# `make test`'s processes (pytest-xdist) start after this import, from this environment:
+# they fuzz on the seed the header prints, not each on one of its own.
+os.environ["FUZZ_SEED"] = str(FUZZ_SEED)
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 
 
@@ -118,9 +122,25 @@ def past_job(**fields):
 INTEGRATION_FIXTURES = {"run_worker", "redis_conn", "spawn", "web", "scheduler_tick", "live_server"}
 
 
+# The longest modules (a minute or more each, on CI's kind of machine), started first when
+# the suite runs in several processes (`make test`): one that started last would run on
+# alone while the other processes sit idle.
+LONGEST_FIRST = (
+    "tests/test_api_fuzz.py",
+    "tests/test_many_hosts.py",
+    "tests/test_console_browser.py",
+    "jobs/upkeep/tests/test_chaos.py",
+    "jobs/insight/tests/test_eta_calibration.py",
+)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Sort every test into a layer: ``integration`` (real Redis, committed transactions,
-    processes) or the fast layer (``make test-fast``: ``-m "not integration"``)."""
+    processes) or the fast layer (``make test-fast``: ``-m "not integration"``); in
+    several processes, give each test an id of its own and start the longest first."""
+    _unique_node_ids(items)
+    if hasattr(config, "workerinput"):  # one of pytest-xdist's processes
+        items.sort(key=_longest_first)  # stable: the order within a module stays
     for item in items:
         db = item.get_closest_marker("django_db")
         transactional = db is not None and (db.kwargs.get("transaction") or db.kwargs.get("serialized_rollback"))
@@ -131,6 +151,27 @@ def pytest_collection_modifyitems(config, items) -> None:
             transactional = True
         if item.get_closest_marker("slow") or transactional or needs_redis:
             item.add_marker(pytest.mark.integration)
+
+
+def _unique_node_ids(items) -> None:
+    """pytest-xdist sends tests to its processes by node id, and schemathesis gives each
+    operation's test its function's id (``test_as_a_user``, 47 times): all but one would
+    be dropped. A repeated id becomes the test's full name (``test_as_a_user[GET /api/jobs/]``)."""
+    counts = collections.Counter(item.nodeid for item in items)
+    for item in items:
+        if counts[item.nodeid] > 1:
+            # pytest (9.2, pinned) keeps a node's id as a structured NodeId: parsed from the
+            # full name, it carries the operation as the test's parameters. The check below
+            # fails the run loudly should a later pytest keep it elsewhere.
+            item._id = type(item.id).parse(f"{item.parent.nodeid}::{item.name}")
+    repeated = [nodeid for nodeid, count in collections.Counter(item.nodeid for item in items).items() if count > 1]
+    if repeated:
+        raise pytest.UsageError(f"tests with the same id would be dropped in several processes: {repeated[:5]}")
+
+
+def _longest_first(item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
 
 
 @pytest.fixture(autouse=True)

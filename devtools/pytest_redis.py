@@ -16,6 +16,7 @@ import pytest
 from devtools.redis_server import RedisServer
 
 _server: RedisServer | None = None
+_ONE_PROCESS = pytest.StashKey[bool]()
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -34,6 +35,22 @@ def pytest_load_initial_conftests(early_config, parser, args) -> None:
         return
     _server = RedisServer(directory=Path(tempfile.mkdtemp(prefix="jobdesk-test-redis-"))).start()
     os.environ["REDIS_URL"] = _server.url
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config) -> None:
+    # Each of pytest-xdist's processes starts a Redis of its own (above); a server given
+    # is one for all, and each test flushes it: the processes would flush each other's
+    # keys. The run stays in one process then, and says so in its header.
+    if os.environ.get("TEST_REDIS_URL") and getattr(config.option, "numprocesses", None):
+        config.option.numprocesses = 0
+        config.stash[_ONE_PROCESS] = True
+
+
+def pytest_report_header(config) -> str | None:
+    if config.stash.get(_ONE_PROCESS, False):
+        return "TEST_REDIS_URL is one server for the whole run: the tests run in one process"
+    return None
 
 
 def pytest_unconfigure(config) -> None:
