@@ -220,8 +220,13 @@ def _followed_through_a_jobdesk_worker(job, user, run_worker) -> tuple[list[dict
     @async_to_sync
     async def watch():
         communicator, _ = await connect(f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(user)])
+        # The snapshot first: the consumer reads it after accepting, and a worker started
+        # before that read (a loaded machine) would claim first; the snapshot then shows
+        # the job active, and the "active" event it covers is rightly not sent.
+        snapshot = await communicator.receive_json_from(timeout=5)
         await sync_to_async(run_worker)(worker_class=JobdeskWorker)
-        return await follow(communicator)
+        rest, code = await follow(communicator)
+        return [snapshot, *rest], code
 
     return watch()
 
