@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 # `make test` runs the suite in this many processes (pytest-xdist; 0: in this one), each
-# with its own Redis and test database, a module's tests kept together in one process.
+# with its own Redis and test database, a module's tests kept together in one process,
+# the modules handed out in conftest.py's order (the longest first), not by test count.
 TEST_PROCESSES ?= 2
 
 .PHONY: install run test test-fast lint check bench
@@ -23,7 +24,7 @@ run: install
 	$(PY) -m devtools.run
 
 test: install
-	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: install  # no Redis, no transactions, no processes; prints its time
 	@start=$$(date +%s); JOBDESK_FAST_LAYER=1 $(PY) -m pytest -m "not integration" $(PYTEST_ARGS); status=$$?; \

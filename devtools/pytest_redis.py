@@ -37,14 +37,16 @@ def pytest_load_initial_conftests(early_config, parser, args) -> None:
     os.environ["REDIS_URL"] = _server.url
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_cmdline_main(config) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config):
     # Each of pytest-xdist's processes starts a Redis of its own (above); a server given
     # is one for all, and each test flushes it: the processes would flush each other's
-    # keys. The run stays in one process then, and says so in its header.
+    # keys. The run stays in one process then, and says so in its header. A wrapper, so
+    # this comes before xdist's own hook (tryfirst too), which reads the count.
     if os.environ.get("TEST_REDIS_URL") and getattr(config.option, "numprocesses", None):
         config.option.numprocesses = 0
         config.stash[_ONE_PROCESS] = True
+    return (yield)
 
 
 def pytest_report_header(config) -> str | None:

@@ -177,8 +177,9 @@ def test_jobdesk_installs_into_a_new_project_and_runs_its_task(tmp_path):
                     dict(os.environ)).strip())  # fmt: skip
     # Built from a copy: setuptools leaves build/ and *.egg-info beside the sources.
     source = tmp_path / "jobdesk"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "var", "build", "*.egg-info",
-                                                                 "__pycache__", "*.sqlite3", ".*_cache"))  # fmt: skip
+    # (.hypothesis: another test process may be renaming files in it meanwhile.)
+    ignored = (".git", ".venv", "var", "build", "*.egg-info", "__pycache__", "*.sqlite3", ".*_cache", ".hypothesis")
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*ignored))
     wheels = tmp_path / "wheels"
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)], tmp_path,
         dict(os.environ), timeout=300)  # fmt: skip
