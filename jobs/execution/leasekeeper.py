@@ -5,7 +5,7 @@ Two daemon threads per worker process, started with its first run:
 - the *renewer* extends the lease (``jobs.core.leases.renew``) every
   ``JOB_LEASE_RENEW_SECONDS`` on a database connection of its own, so a handler that
   runs in the main thread (an inline job) or a main thread stuck on an unreachable Redis
-  does not stop the renewals;
+  does not stop the renewals; it closes that connection while no run is held;
 - the *watchdog* does no I/O at all: it stops the run once ``JOB_LEASE_STOP_SECONDS``
   have passed since the last renewal that succeeded (counted from when it was sent), or
   at once when a renewal was refused (canceled, taken away, expired). A renewal blocked
@@ -144,15 +144,26 @@ class LeaseKeeper:
         while not self._closing:
             with self._lock:
                 held = self._held
-                if held is None or held.lost:
-                    self._wake.wait(_idle_look())
-                    continue
-                pause = held.next_renewal - now()
-                if pause > 0:
-                    self._wake.wait(pause)
-                    continue
+                if held is not None and not held.lost:
+                    pause = held.next_renewal - now()
+                    if pause > 0:
+                        self._wake.wait(pause)
+                        continue
+            if held is None or held.lost:
+                self._idle()
+                continue
             self._renew(held)
         connection.close()
+
+    def _idle(self) -> None:
+        # No run to renew: the renewer's connection is closed until the next renewal
+        # (outside the lock: it is I/O). An idle worker holds no connection of its own
+        # open for it — many idle workers would use up a server's connections — and a
+        # database can be dropped (a test's) or restarted under it meanwhile.
+        connection.close()
+        with self._lock:
+            if self._held is None or self._held.lost:  # no hold came meanwhile
+                self._wake.wait(_idle_look())
 
     def _renew(self, held: _Hold) -> None:
         sent = now()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from django.db import connection
 
 from conftest import wait_for
 from jobs.core import lifecycle
@@ -80,3 +81,25 @@ def test_a_released_run_is_never_stopped_and_its_successor_keeps_its_own_lease(f
     wait_for(lambda: lease_of(second) > before, timeout=5, what="the second run's renewal")
     assert stops == [] and keeper.lost() == ""
     keeper.release()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="reads PostgreSQL's sessions")
+def test_the_renewer_keeps_no_connection_open_between_runs(fast_leases, keeper):
+    """An idle worker holds no database connection for its renewer (many idle workers
+    would use up a server's), and a test database can be dropped after the suite."""
+
+    def others() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return cursor.fetchone()[0]
+
+    job = claimed_job()
+    before = others()
+    keeper.hold(job.id, job.rq_job_id, lambda reason: None, claimed_at=leasekeeper.now())
+    first = lease_of(job)
+    wait_for(lambda: lease_of(job) > first, timeout=5, what="a renewal")
+    assert others() == before + 1, "the renewer renews on a connection of its own"
+    keeper.release()
+    wait_for(lambda: others() == before, timeout=5, what="the renewer's connection closed")
