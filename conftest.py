@@ -26,6 +26,8 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from devtools import pytest_redis
+
 ROOT = Path(__file__).resolve().parent
 
 # The API fuzzer's generation (tests/test_api_fuzz.py): a fresh seed each run, printed in
@@ -191,7 +193,7 @@ def _clean_redis(request):
     What this process's relay still holds from the test before (a line's arrivals go
     out up to LINE_INTERVAL later) is sent first, so none of it reaches this test's
     followers."""
-    if not os.environ.get("JOBDESK_FAST_LAYER"):
+    if not pytest_redis.fast_layer():
         from jobs.core import relay
 
         relay.drain()

@@ -25,7 +25,7 @@ def pytest_load_initial_conftests(early_config, parser, args) -> None:
     # Connections are not kept between uses in tests: WebSocket consumers read on
     # executor threads, and a kept connection there would outlive the test database.
     os.environ.setdefault("DB_CONN_MAX_AGE", "0")
-    if os.environ.get("JOBDESK_FAST_LAYER"):
+    if fast_layer():
         # `make test-fast`: no Redis; a test that needs one fails at once (port 1 refuses).
         os.environ["REDIS_URL"] = "redis://127.0.0.1:1/0"
         return
@@ -60,10 +60,15 @@ def pytest_unconfigure(config) -> None:
         _server.stop()
 
 
+def fast_layer() -> bool:
+    """Is this `make test-fast` (no Redis at all)?"""
+    return bool(os.environ.get("JOBDESK_FAST_LAYER"))
+
+
 def own_server() -> RedisServer:
     """The suite's own Redis server, for a test that stops and starts it; the test is
     skipped where there is none, saying why."""
     if _server is None:
-        why = "the fast layer runs none" if os.environ.get("JOBDESK_FAST_LAYER") else "TEST_REDIS_URL was given"
+        why = "the fast layer runs none" if fast_layer() else "TEST_REDIS_URL was given"
         pytest.skip(f"needs the suite's own Redis server ({why})")
     return _server

@@ -140,19 +140,25 @@ class LeaseKeeper:
 
     # --- the renewer -----------------------------------------------------------------
 
+    def _kept(self) -> _Hold | None:
+        """The hold whose lease is being kept (the lock held): None when there is none,
+        or its lease was lost."""
+        held = self._held
+        return None if held is None or held.lost else held
+
     def _renew_loop(self) -> None:
         while not self._closing:
             with self._lock:
-                held = self._held
-                if held is not None and not held.lost:
+                held = self._kept()
+                if held is not None:
                     pause = held.next_renewal - now()
                     if pause > 0:
                         self._wake.wait(pause)
                         continue
-            if held is None or held.lost:
+            if held is None:
                 self._idle()
-                continue
-            self._renew(held)
+            else:
+                self._renew(held)
         connection.close()
 
     def _idle(self) -> None:
@@ -162,7 +168,7 @@ class LeaseKeeper:
         # database can be dropped (a test's) or restarted under it meanwhile.
         connection.close()
         with self._lock:
-            if self._held is None or self._held.lost:  # no hold came meanwhile
+            if self._kept() is None:  # no hold came meanwhile
                 self._wake.wait(_idle_look())
 
     def _renew(self, held: _Hold) -> None:
@@ -191,8 +197,8 @@ class LeaseKeeper:
         stop_after = settings.JOB_LEASE_STOP_SECONDS
         while not self._closing:
             with self._lock:
-                held = self._held
-                if held is None or held.lost:
+                held = self._kept()
+                if held is None:
                     self._wake.wait(_idle_look())
                     continue
                 left = held.renewed_at + stop_after - now()
