@@ -1,5 +1,6 @@
 """The relay's sending thread against the real channel layer (Redis): what arrives within
-GATHER_SECONDS goes in one send, a drain sends what is gathering at once, a process
+GATHER_SECONDS goes in one send, sends under load are paced (PACE_SECONDS), a drain
+sends what is gathering at once, a process
 that ends right after relaying still sends, and a work-horse's relay waits for its
 parent's messages to go first (a handover)."""
 
@@ -70,6 +71,30 @@ def test_a_message_sent_at_once_does_not_wait_for_the_gathering(sends, monkeypat
     sender.put(("jobdesk.job.queued",), {"n": 2}, at_once=True)  # a job being queued: it goes now, with the rest
     wait_for(lambda: seen, timeout=5, what="the send at once")
     assert seen == [["jobdesk.job.gathering", "jobdesk.job.queued"]]
+
+
+def test_under_load_the_sends_are_paced(sends, monkeypatch):
+    """A message right after a send waits for the pace, gathering what comes meanwhile
+    into one send; one due now (a job being queued) takes the gathered with it at once;
+    after a quiet spell, a message goes after the short gathering again."""
+    monkeypatch.setattr(relay, "GATHER_SECONDS", 0.01)
+    monkeypatch.setattr(relay, "PACE_SECONDS", 60.0)  # longer than any test waits
+    sender, seen = sends
+    sender.put(("jobdesk.job.first",), {"n": 1})  # nothing sent before: only the gathering
+    wait_for(lambda: seen, timeout=5, what="the first send")
+    sender.put(("jobdesk.job.second",), {"n": 2})
+    sender.put(("jobdesk.job.third",), {"n": 3})
+    time.sleep(0.3)  # thirty gatherings: unpaced, both would have gone
+    assert seen == [["jobdesk.job.first"]]
+    sender.put(("jobdesk.job.queued",), {"n": 4}, at_once=True)
+    wait_for(lambda: len(seen) == 2, timeout=5, what="the send at once")
+    assert seen[1] == ["jobdesk.job.second", "jobdesk.job.third", "jobdesk.job.queued"]
+
+    with sender.lock:
+        sender.sent_at -= relay.PACE_SECONDS  # a quiet spell as long as the pace
+    sender.put(("jobdesk.job.after-a-quiet-spell",), {"n": 5})
+    wait_for(lambda: len(seen) == 3, timeout=5, what="the send after a quiet spell")
+    assert seen[2] == ["jobdesk.job.after-a-quiet-spell"]
 
 
 def test_a_process_that_relays_and_ends_at_once_still_sends(spawn):
