@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import gc
 import os
 import random
 import select
@@ -454,3 +455,16 @@ def web_server(spawn) -> WebServer:
 def web(web_server) -> str:
     """ws://… of the web tier, once it answers."""
     return web_server.url
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's, and before it drops the test databases: the connections of threads
+    that have ended closed. A WebSocket test's consumer reads the database on its event
+    loop's executor threads (``database_sync_to_async``); when the loop ends, those
+    threads do, and their connections — kept open for reuse (``CONN_MAX_AGE``), and held
+    in reference cycles — stay open until the garbage collector next runs: the database
+    could not be dropped ("being accessed by other users", found by listing
+    ``pg_stat_activity`` with the thread that opened each session)."""
+    yield
+    gc.collect()
