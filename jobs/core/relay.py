@@ -55,13 +55,13 @@ _BATCH = 100  # messages sent at once, at most (their groups' members read in on
 # worker about as much as its whole bookkeeping besides. A drain (a work-horse's exit)
 # and a handover (what a horse's messages must follow) send at once.
 GATHER_SECONDS = 0.005
-# Under load, seconds at least between two sends of one process: a worker running a few
-# hundred light jobs a second sent a batch for nearly every job (one job's two or three
-# messages, then the next's), and those sends — their round trip, their thread's turns
-# at the interpreter — cost it about 6 % of its throughput. Paced, a batch carries ten
-# jobs' messages. A message after a quiet spell still goes after GATHER_SECONDS; one
-# due now (at_once, a handover, a drain) goes now: the pace delays a follower's event
-# by at most this long, and only while its process relays something every few ms.
+# Seconds at least from the start of one send to the next, in one process: a worker
+# running a few hundred light jobs a second sent a batch for nearly every job (one job's
+# two or three messages, then the next's), and those sends — their round trip, their
+# thread's turns at the interpreter — cost it about 6 % of its throughput. Paced, a
+# batch carries ten jobs' messages. A message more than PACE_SECONDS - GATHER_SECONDS
+# after the last send still goes after GATHER_SECONDS; what is due now (at_once, a
+# handover, a drain) or a full batch goes now. A follower's event waits 25 ms at most.
 PACE_SECONDS = 0.025
 _RETRY_AFTER = 5.0  # seconds to drop messages after a failure before trying again
 _RESULT_SUMMARY_CHARS = 1000

@@ -75,8 +75,9 @@ def test_a_message_sent_at_once_does_not_wait_for_the_gathering(sends, monkeypat
 
 def test_under_load_the_sends_are_paced(sends, monkeypatch):
     """A message right after a send waits for the pace, gathering what comes meanwhile
-    into one send; one due now (a job being queued) takes the gathered with it at once;
-    after a quiet spell, a message goes after the short gathering again."""
+    into one send; one due now (a job being queued) takes the gathered with it at once,
+    and so do a handover and a drain; after a quiet spell, a message goes after the
+    short gathering again."""
     monkeypatch.setattr(relay, "GATHER_SECONDS", 0.01)
     monkeypatch.setattr(relay, "PACE_SECONDS", 60.0)  # longer than any test waits
     sender, seen = sends
@@ -90,11 +91,22 @@ def test_under_load_the_sends_are_paced(sends, monkeypatch):
     wait_for(lambda: len(seen) == 2, timeout=5, what="the send at once")
     assert seen[1] == ["jobdesk.job.second", "jobdesk.job.third", "jobdesk.job.queued"]
 
+    sender.put(("jobdesk.job.before-a-fork",), {"n": 5})  # paced: only the handover sends it now
+    read_end = sender.handover()
+    assert read_end is not None
+    try:
+        assert readable_within(read_end, 5), "the handover waited for the pace"
+    finally:
+        os.close(read_end)
+    sender.put(("jobdesk.job.drained",), {"n": 6})
+    assert sender.wait_idle(5), "the drain waited for the pace"
+    assert seen[2:] == [["jobdesk.job.before-a-fork"], ["jobdesk.job.drained"]]
+
     with sender.lock:
         sender.sent_at -= relay.PACE_SECONDS  # a quiet spell as long as the pace
-    sender.put(("jobdesk.job.after-a-quiet-spell",), {"n": 5})
-    wait_for(lambda: len(seen) == 3, timeout=5, what="the send after a quiet spell")
-    assert seen[2] == ["jobdesk.job.after-a-quiet-spell"]
+    sender.put(("jobdesk.job.after-a-quiet-spell",), {"n": 7})
+    wait_for(lambda: len(seen) == 5, timeout=5, what="the send after a quiet spell")
+    assert seen[4] == ["jobdesk.job.after-a-quiet-spell"]
 
 
 def test_a_process_that_relays_and_ends_at_once_still_sends(spawn):
