@@ -1,8 +1,7 @@
 """The relay's sending thread against the real channel layer (Redis): what arrives within
 GATHER_SECONDS goes in one send, sends under load are paced (PACE_SECONDS), a drain
-sends what is gathering at once, a process
-that ends right after relaying still sends, and a work-horse's relay waits for its
-parent's messages to go first (a handover)."""
+sends what is gathering at once, a process that ends right after relaying still sends,
+and a work-horse's relay waits for its parent's messages to go first (a handover)."""
 
 from __future__ import annotations
 
