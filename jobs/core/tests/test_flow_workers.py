@@ -105,20 +105,24 @@ SHORT_LEASES = {"JOB_LEASE_SECONDS": "4", "JOB_LEASE_RENEW_SECONDS": "0.5", "JOB
 def test_a_slot_held_by_a_sigkilled_worker_comes_back(spawn, settings):
     settings.RETRY_BASE_DELAY = 0.1
     flow.set_limits(LIMITED, concurrency=1, actor_label="test")
-    ids = enqueue(flowtasks.limited_sleep, 2.0, 3)
+    # The victim's run lasts long enough to be killed while it runs: at 2 s, a loaded
+    # machine's pool took longer to start and hold the others, and the run had ended.
+    first = enqueue(flowtasks.limited_sleep, 15.0, 1)
     victim = spawn("rqworker", *QUEUES, RETRY_BASE_DELAY="0.1", **SHORT_LEASES)
-    wait_for(lambda: statuses(ids).count(Status.ACTIVE) == 1, timeout=30, what="the first job to start")
+    wait_for(lambda: statuses(first) == [Status.ACTIVE], timeout=30, what="the first job to start")
+    ids = first + enqueue(flowtasks.limited_sleep, 0.5, 2)
     spawn("rqworker-pool", *QUEUES, "--num-workers", "2", RETRY_BASE_DELAY="0.1")
     wait_for(
         lambda: Job.objects.filter(pk__in=ids, hold=Hold.CONCURRENCY).count() == 2, timeout=30, what="the others held"
     )
+    assert statuses(first) == [Status.ACTIVE], "the first run ended before its worker was killed"
 
     sigkill_worker(victim)
     # Once its lease passed: finds the run lost, frees its slot, releases.
     lost = wait_for(lambda: reconcile.run(grace_seconds=0).lost, timeout=20, what="the run's lease to pass")
     assert len(lost) == 1
     spawn("rqscheduler", "--interval", "1", RETRY_BASE_DELAY="0.1")  # the lost one's retry
-    wait_for(lambda: all_complete(ids), timeout=60, what="all three to complete")
+    wait_for(lambda: all_complete(ids), timeout=90, what="all three to complete")
     assert max_overlap(intervals(ids)) == 1
 
 
