@@ -461,10 +461,11 @@ def web(web_server) -> str:
 def django_db_setup(django_db_setup):
     """pytest-django's, and before it drops the test databases: the connections of threads
     that have ended closed. A WebSocket test's consumer reads the database on its event
-    loop's executor threads (``database_sync_to_async``); when the loop ends, those
-    threads do, and their connections — kept open for reuse (``CONN_MAX_AGE``), and held
-    in reference cycles — stay open until the garbage collector next runs: the database
-    could not be dropped ("being accessed by other users", found by listing
-    ``pg_stat_activity`` with the thread that opened each session)."""
+    loop's executor threads (``database_sync_to_async``), and Channels' test communicator
+    makes the close after each read a no-op (``channels.testing``: it patches
+    ``close_old_connections``). When the loop ends, those threads do, and their
+    connections, held in reference cycles, stay open until the garbage collector next
+    runs: the database could not be dropped ("being accessed by other users", found by
+    listing ``pg_stat_activity`` with the thread that opened each session)."""
     yield
     gc.collect()
