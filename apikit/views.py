@@ -16,7 +16,7 @@ from django.db import close_old_connections
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.pagination import BasePagination
-from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.parsers import BaseParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.schemas.inspectors import ViewInspector
 from rest_framework.throttling import BaseThrottle
@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 from apikit.auth import ApiTokenAuthentication
 from apikit.errors import exception_handler
 from apikit.pagination import Pagination
+from apikit.parsers import JSONParser
 from apikit.schema import EndpointSchema
 from apikit.throttling import AnonRate, UserRate
 

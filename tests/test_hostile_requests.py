@@ -107,6 +107,33 @@ def test_payloads_over_the_limit_are_413_naming_the_field(api_as, alice, setting
     assert not Job.objects.exists()
 
 
+def nested(depth: int) -> dict:
+    """An object ``depth`` levels deep: {"a": {"a": … {} …}}."""
+    value: dict = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def test_json_nested_too_deeply_is_a_400_saying_where(api_as, alice):
+    client = api_as(alice)
+    # The body is level 1: a payload 99 levels deep is the most a submit takes.
+    ok = client.post("/api/jobs/", {"type": "diagnostics.noop", "payload": nested(99)}, format="json")
+    assert ok.status_code == 201, ok.content[:300]
+    deep = client.post("/api/jobs/", {"type": "diagnostics.noop", "payload": nested(100)}, format="json")
+    error = assert_error(deep, 400, "parse_error")
+    assert "100 levels" in error["message"] and list(error["fields"]) == ["payload.a.a…"], error
+    bulk = {"jobs": [{"type": "diagnostics.noop"}, {"type": "diagnostics.noop", "payload": nested(120)}]}
+    error = assert_error(client.post("/api/jobs/bulk/", bulk, format="json"), 400, "parse_error")
+    assert list(error["fields"]) == ["jobs[1].payload…"], error
+    # Deeper than Python's json module can parse at all (a RecursionError): still a 400.
+    for path in ("/api/jobs/", "/api/jobs/bulk/", "/api/batches/", "/api/materials/"):
+        body = "[" * 5000 + "]" * 5000
+        error = assert_error(client.post(path, body, content_type="application/json"), 400, "parse_error")
+        assert "100 levels" in error["message"] and error["hint"], (path, error)
+    assert Job.objects.count() == 1
+
+
 def test_results_over_the_limit_fail_the_job_for_an_operator(settings, run_worker):
     from jobs.core import registry
 

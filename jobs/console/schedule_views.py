@@ -25,6 +25,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.views import View
 
+from apikit.parsers import MAX_DEPTH, nested_too_deeply
 from jobs.console.views import _ConsoleView, flow_rights
 from jobs.core import access, cron_times, registry
 from jobs.core.errors import SubmitError
@@ -109,12 +110,21 @@ class PayloadField(forms.CharField):
     def to_python(self, value: Any) -> Any:
         text = (super().to_python(value) or "").strip() or "{}"
         try:
-            return json.loads(text)
+            value = json.loads(text)
         except json.JSONDecodeError as error:
             raise forms.ValidationError(
                 f"payload: not JSON ({error.msg}, line {error.lineno} column {error.colno}). "
                 'Write a JSON object, e.g. {"seconds": 1}, or {} for none.'
             ) from None
+        except RecursionError:  # deeper than the interpreter's stack
+            raise _nested_too_deeply() from None
+        if nested_too_deeply(value) is not None:
+            raise _nested_too_deeply()
+        return value
+
+
+def _nested_too_deeply() -> forms.ValidationError:
+    return forms.ValidationError(f"payload: nested deeper than {MAX_DEPTH} levels. Flatten it.")
 
 
 class ScheduleForm(forms.Form):
