@@ -50,7 +50,8 @@ def nested_too_deeply(value: Any, limit: int = MAX_DEPTH) -> str | None:
 
 
 def _shown(path: tuple[str, ...]) -> str:
-    text = "".join(step if step.startswith("[") or not index else f".{step}" for index, step in enumerate(path[:_PATH_SHOWN]))
+    shown = path[:_PATH_SHOWN]
+    text = "".join(step if step.startswith("[") or not index else f".{step}" for index, step in enumerate(shown))
     return (text or "the body") + ("…" if len(path) > _PATH_SHOWN else "")
 
 

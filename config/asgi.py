@@ -15,6 +15,9 @@ try:
 
     django.setup(set_prefix=False)  # as get_asgi_application does
     from apikit.asgi import Handler
+    from apikit.redact import redact_server_logs
+
+    redact_server_logs()  # a WebSocket's ?token= is not written to the log
 
     # The web server serves the admin's own assets too: no CDN, no extra web server needed.
     # Django's handler, in one trip to a thread per request (apikit.asgi).

@@ -83,6 +83,11 @@ def test_two_clients_follow_a_job_from_snapshot_to_completed(spawn, web_server, 
     web_server.process.wait(15)
     assert time.monotonic() - stopping < 5, "the web process waited for a closed follower"
 
+    # uvicorn logs each WebSocket's path and query, even with its access log off: the
+    # token in it is blanked (apikit.redact).
+    log = Path(web_server.process.log_path).read_text()
+    assert '/?token=[redacted]" [accepted]' in log and token not in log, log[-2000:]
+
 
 def test_channel_layer_down_the_job_still_completes_and_a_reconnect_gets_the_truth(spawn, web, alice):
     token = Token.objects.create(user=alice).key
