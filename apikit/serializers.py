@@ -56,6 +56,16 @@ class RejectUnknownFields(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class ChoiceField(serializers.ChoiceField):
+    """DRF's, whose refusal lists what is accepted: '"urgent" is not a valid choice: one
+    of immediate, normal, low.' (DRF's says only that it is not valid)."""
+
+    def __init__(self, choices, **kwargs) -> None:
+        super().__init__(choices, **kwargs)
+        listed = ", ".join(str(choice) or '""' for choice in self.choices)
+        self.error_messages["invalid_choice"] = f'"{{input}}" is not a valid choice: one of {listed}.'
+
+
 class StrictBooleanField(serializers.BooleanField):
     """JSON ``true`` or ``false`` only: DRF's own takes 0, 1, "yes", "on"… — a client's
     wrong type should be a 400, not a guess."""

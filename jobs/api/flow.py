@@ -42,6 +42,16 @@ class LimitsSerializer(ReasonSerializer):
         help_text='starts per period, e.g. "100/minute" or "5/2s"; null or "": no limit',
     )
 
+    def validate_rate(self, value: str | None) -> str | None:
+        # Checked here, with the other fields: a bad rate beside a bad concurrency is
+        # named in the same answer, not only once the concurrency is mended.
+        if value:
+            try:
+                flow.validate_rate(value)
+            except InvalidInput as error:
+                raise serializers.ValidationError(f"{error.message} {error.hint}".strip()) from None
+        return value
+
 
 class FlowChangeSerializer(serializers.Serializer):
     action = serializers.CharField()

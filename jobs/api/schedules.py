@@ -13,7 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apikit.serializers import RejectUnknownFields
+from apikit.serializers import ChoiceField, RejectUnknownFields
 from apikit.views import Conventions
 from jobs.api.permissions import StaffModelPermissions
 from jobs.api.serializers import JobSerializer
@@ -57,7 +57,7 @@ class ScheduleSerializer(serializers.ModelSerializer):
 class ScheduleChangeSerializer(RejectUnknownFields):
     job_type = serializers.CharField(required=False, max_length=100)
     payload = serializers.JSONField(required=False)
-    priority = serializers.ChoiceField(
+    priority = ChoiceField(
         choices=["", *Priority.values], required=False, help_text="empty: the job type's own"
     )
     cron = serializers.CharField(required=False, max_length=100, help_text='e.g. "0 7 * * *"')

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from apikit.serializers import FieldsBuiltOnce, RejectUnknownFields
+from apikit.serializers import ChoiceField, FieldsBuiltOnce, RejectUnknownFields
 from jobs.core.models import DependencyFailure, ErrorCategory, Job, JobEvent, Priority
 from jobs.core.submit import MAX_ATTEMPTS_LIMIT, MAX_SIZE, JobSpec
 from jobs.insight import estimates
@@ -232,7 +232,7 @@ class JobLogsQuerySerializer(serializers.Serializer):
 class JobSubmitSerializer(FieldsBuiltOnce, RejectUnknownFields, serializers.Serializer):
     type = serializers.CharField(max_length=100)
     payload = serializers.JSONField(required=False, default=dict)
-    priority = serializers.ChoiceField(choices=Priority.choices, required=False)
+    priority = ChoiceField(choices=Priority.choices, required=False)
     max_attempts = serializers.IntegerField(min_value=1, max_value=MAX_ATTEMPTS_LIMIT, required=False)
     depends_on = serializers.ListField(child=serializers.UUIDField(), required=False, default=list, max_length=100)
     run_at = serializers.DateTimeField(required=False)
@@ -242,7 +242,7 @@ class JobSubmitSerializer(FieldsBuiltOnce, RejectUnknownFields, serializers.Seri
         min_value=0, max_value=MAX_SIZE, required=False,
         help_text="the job's work in its type's unit (e.g. bytes), for its ETA; else the type's own sizing says",
     )  # fmt: skip
-    on_dependency_failure = serializers.ChoiceField(
+    on_dependency_failure = ChoiceField(
         choices=DependencyFailure.choices,
         required=False,
         help_text="cancel (default): a failed dependency cancels it; run: it runs when all are final, sees it",

@@ -50,6 +50,12 @@ def test_bad_submissions_are_400_with_the_field(api_as, alice, body, field):
     assert Job.objects.count() == 0
 
 
+def test_a_bad_choice_is_answered_with_the_choices(api_as, alice):
+    response = api_as(alice).post("/api/jobs/", {"type": "diagnostics.noop", "priority": "urgent"}, format="json")
+    (message,) = assert_error(response, 400, "invalid")["fields"]["priority"]
+    assert message == '"urgent" is not a valid choice: one of immediate, normal, low.'
+
+
 def test_a_size_travels_with_the_job_and_a_type_can_size_its_own(api_as, alice):
     from jobs.core import registry
     from jobs.core.sizes import representative_size

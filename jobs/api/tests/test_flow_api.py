@@ -97,6 +97,13 @@ def test_bad_limits_are_400_naming_the_field(api_as, operator, body, field):
     assert not FlowChange.objects.exists()
 
 
+def test_a_bad_concurrency_and_a_bad_rate_are_named_in_one_answer(api_as, operator):
+    body = {"concurrency": 0, "rate": "often"}
+    refused = assert_error(api_as(operator).patch("/api/types/diagnostics.noop/", body, format="json"), 400, "invalid")
+    assert set(refused["fields"]) == {"concurrency", "rate"}, refused
+    assert "100/minute" in refused["fields"]["rate"][0], "the rate's error says how to write one"
+
+
 @pytest.mark.parametrize("body", ["null", "[]", "0", '"stop"', "false"])
 def test_a_lever_body_that_is_not_an_object_is_a_400_and_moves_nothing(api_as, operator, body):
     """No body is no reason; a body the schema forbids is refused (fuzzing found `null`
