@@ -53,6 +53,8 @@ class JobNotFound(Exception):
 class IdempotencyConflict(ActionRefused):
     """An idempotency key reused for a different request (the API answers 409)."""
 
+    hint = "Use a new key for new work; the same request with this key answers with the first job."
+
 
 class TransitionError(ActionRefused):
     """The job's current state forbids the requested move."""

@@ -193,12 +193,15 @@ def _in_batch(index: int, size: int, make, *args):
 
 def _same_request(spec: JobSpec, job: Job) -> Job:
     """A repeated key must repeat the request; reusing it for other work is a conflict."""
-    if spec.type != job.type or registry.get(spec.type).clean_payload(spec.payload) != job.payload:
-        raise IdempotencyConflict(
-            f"Idempotency key {spec.idempotency_key!r} was already used for job {job.id} "
-            f"({job.type}) with a different payload; use a new key for new work."
-        )
-    return job
+    if spec.type != job.type:
+        differs = f"a {job.type} job, not {spec.type}"
+    elif registry.get(spec.type).clean_payload(spec.payload) != job.payload:
+        differs = "a different payload"
+    else:
+        return job
+    raise IdempotencyConflict(
+        f"Idempotency key {spec.idempotency_key!r} was already used for job {job.id}: {differs}."
+    )
 
 
 def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref: dict, windows) -> _Plan:

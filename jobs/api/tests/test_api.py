@@ -204,7 +204,10 @@ def test_reusing_a_key_for_a_different_request_is_409(api_as, alice):
     assert ok.status_code == 201
     other = {"type": "diagnostics.sleep", "payload": {"seconds": 1}}
     body = assert_error(api.post("/api/jobs/", other, format="json", HTTP_IDEMPOTENCY_KEY="k1"), 409, "conflict")
-    assert "different payload" in body["message"]
+    assert "a diagnostics.noop job, not diagnostics.sleep" in body["message"] and "new key" in body["hint"]
+    same_type = {"type": "diagnostics.noop", "payload": {"x": 1}}
+    body = assert_error(api.post("/api/jobs/", same_type, format="json", HTTP_IDEMPOTENCY_KEY="k1"), 409, "conflict")
+    assert "a different payload" in body["message"], body
 
 
 def test_unknown_api_paths_and_bad_ids_answer_json_404(api_as, alice):

@@ -122,7 +122,7 @@ def test_edit_changes_the_next_run(operator):
         ({"cron": "0 0 30 2 *"}, "cron", "Five fields: minute hour"),  # never fires
         ({"time_zone": "Mars/Olympus"}, "time_zone", 'e.g. "UTC", "Europe/Kyiv"'),
         ({"payload": '{"seconds": 1'}, "payload", "Write a JSON object"),
-        ({"payload": "[1, 2]"}, "payload", 'Send e.g. {"seconds": 1}'),
+        ({"payload": "[1, 2]"}, "payload", "Send a JSON object, or {} for none"),
         ({"payload": '{"seconds": -5}'}, "payload", "payload.seconds: seconds must be between"),
         ({"payload": '{"bogus": 1}'}, "payload", "diagnostics.sleep takes seconds"),
         ({"payload": '{"a": ' * 101 + "1" + "}" * 101}, "payload", "nested deeper than 100 levels"),
