@@ -9,6 +9,7 @@ exit and a line saying why.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -58,21 +59,32 @@ def listen_address() -> tuple[str, int]:
     raw = os.environ.get("PORT", "8000").strip()
     if not raw.isdigit() or not 1 <= int(raw) <= 65535:
         fail(f"configuration error: Invalid PORT={raw!r}: set it to a port number from 1 to 65535, e.g. PORT=8000")
+    try:
+        socket.getaddrinfo(host, int(raw), type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as error:
+        fail(f"configuration error: Invalid HOST={host!r} ({getattr(error, 'strerror', None) or error}): {_HOST_HINT}")
     return host, int(raw)
+
+
+_HOST_HINT = "set it to an address of this machine, e.g. HOST=127.0.0.1 (this machine only) or HOST=0.0.0.0 (every network)"
 
 
 def refuse_busy_port(host: str, port: int) -> None:
     """Before anything starts (migrations, a second worker pool against a live system):
     the web server's port must be free."""
-    with socket.socket() as probe:
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((host, port))
+            probe.bind(address)
         except OSError as error:
-            fail(
-                f"cannot serve on {host}:{port}: {error.strerror or error}. Is Jobdesk (or something else) "
-                f"already running there? Stop it, or choose another port, e.g. PORT={port + 1} make run"
-            )
+            if error.errno == errno.EADDRINUSE:
+                fail(
+                    f"cannot serve on {host}:{port}: {error.strerror}. Is Jobdesk (or something else) "
+                    f"already running there? Stop it, or choose another port, e.g. PORT={port + 1} make run"
+                )
+            # Not an address of this machine (EADDRNOTAVAIL), a port below 1024 (EACCES)…
+            fail(f"cannot serve on {host}:{port}: {error.strerror or error}. HOST: {_HOST_HINT}; PORT: e.g. 8000")
 
 
 def ensure_redis(settings):

@@ -135,3 +135,22 @@ def test_make_run_checks_its_port_setting_like_every_other(tmp_path):
     assert result.returncode != 0
     assert "jobdesk: configuration error: Invalid PORT='abc'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "says"),
+    [
+        ("999.1.1.1", "configuration error: Invalid HOST='999.1.1.1'"),  # not an address at all
+        ("192.0.2.1", "cannot serve on 192.0.2.1:"),  # an address, not this machine's (TEST-NET-1)
+    ],
+)
+def test_make_run_names_a_bad_host_as_such_not_as_a_busy_port(monkeypatch, host, says):
+    from devtools import run
+
+    monkeypatch.setenv("HOST", host)
+    monkeypatch.setenv("PORT", str(free_port()))
+    with pytest.raises(SystemExit) as refused:
+        run.refuse_busy_port(*run.listen_address())
+    message = str(refused.value.code)
+    assert says in message and "HOST=127.0.0.1" in message, message
+    assert "already running" not in message
