@@ -66,7 +66,9 @@ def listen_address() -> tuple[str, int]:
     return host, int(raw)
 
 
-_HOST_HINT = "set it to an address of this machine, e.g. HOST=127.0.0.1 (this machine only) or HOST=0.0.0.0 (every network)"
+_HOST_HINT = (
+    "set it to an address of this machine, e.g. HOST=127.0.0.1 (this machine only) or HOST=0.0.0.0 (every network)"
+)
 
 
 def refuse_busy_port(host: str, port: int) -> None:

@@ -57,9 +57,7 @@ class ScheduleSerializer(serializers.ModelSerializer):
 class ScheduleChangeSerializer(RejectUnknownFields):
     job_type = serializers.CharField(required=False, max_length=100)
     payload = serializers.JSONField(required=False)
-    priority = ChoiceField(
-        choices=["", *Priority.values], required=False, help_text="empty: the job type's own"
-    )
+    priority = ChoiceField(choices=["", *Priority.values], required=False, help_text="empty: the job type's own")
     cron = serializers.CharField(required=False, max_length=100, help_text='e.g. "0 7 * * *"')
     time_zone = serializers.CharField(required=False, max_length=64, help_text='e.g. "Europe/Kyiv"')
     paused = serializers.BooleanField(required=False)

@@ -81,7 +81,9 @@ class JobType:
         if payload is None:
             payload = {}
         if not isinstance(payload, dict):
-            raise SubmitError("payload must be a JSON object", field="payload", hint="Send a JSON object, or {} for none.")
+            raise SubmitError(
+                "payload must be a JSON object", field="payload", hint="Send a JSON object, or {} for none."
+            )
         text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
         if "\\u0000" in text:
             # PostgreSQL's jsonb cannot store NUL characters.

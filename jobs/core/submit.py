@@ -199,9 +199,7 @@ def _same_request(spec: JobSpec, job: Job) -> Job:
         differs = "a different payload"
     else:
         return job
-    raise IdempotencyConflict(
-        f"Idempotency key {spec.idempotency_key!r} was already used for job {job.id}: {differs}."
-    )
+    raise IdempotencyConflict(f"Idempotency key {spec.idempotency_key!r} was already used for job {job.id}: {differs}.")
 
 
 def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref: dict, windows) -> _Plan:
