@@ -331,6 +331,13 @@ SPECTACULAR_SETTINGS = {
         "jobs.api.schema.name_the_job_types",
     ],
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name per choice set (drf-spectacular otherwise numbers colliding ones:
+    # Priority72bEnum) — a client generator's type names stay stable.
+    "ENUM_NAME_OVERRIDES": {
+        "PriorityEnum": "jobs.core.models.Priority",
+        "SchedulePriorityEnum": ["", "immediate", "normal", "low"],  # "": the job type's own
+        "LimitSourceEnum": ["code", "operator"],
+    },
 }
 
 # --- Logging: readable lines on a terminal, JSON lines otherwise ---------------------

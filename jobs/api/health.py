@@ -40,6 +40,7 @@ class QueuesView(Conventions, APIView):
     """Depth per priority queue (in Redis and by status in the database) and workers."""
 
     @extend_schema(
+        operation_id="queues_overview",  # not queues_retrieve: that is one queue's lever (/api/queues/{name}/)
         parameters=[OpenApiParameter("type", str, many=True, description="job types to estimate (default: all)")],
         responses={200: OpenApiResponse(description="queues, workers, new-job ETAs per type, ETA accuracy")},
     )
