@@ -10,12 +10,14 @@ pickled arguments).
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from rest_framework import parsers
 
 MAX_DEPTH = 100  # levels of objects and arrays, the body itself the first
 _PATH_SHOWN = 3  # steps of the path named in the answer ("jobs[1].payload…")
+_STEP_SHOWN = 40  # characters of each (a client's key may be long)
 
 
 class NestedTooDeeply(Exception):
@@ -33,37 +35,66 @@ class NestedTooDeeply(Exception):
 
 def nested_too_deeply(value: Any, limit: int = MAX_DEPTH) -> str | None:
     """Where ``value`` first nests deeper than ``limit`` levels (its path's first steps,
-    e.g. ``payload.a.a…``); None when it does not. Walks without recursing."""
-    stack: list[tuple[Any, int, tuple[str, ...]]] = [(value, 1, ())]
-    while stack:
-        item, depth, path = stack.pop()
-        if isinstance(item, dict):
-            children = [(str(key), child) for key, child in item.items()]
-        elif isinstance(item, list):
-            children = [(f"[{index}]", child) for index, child in enumerate(item)]
+    e.g. ``payload.a.a…``); None when it does not.
+
+    Level by level, each a list of the containers at that depth: a wide body (a megabyte
+    of small arrays) costs one pass over what the parser already built, and nothing but
+    references. Only a body found too deep is walked again, for the path."""
+    level = [value] if isinstance(value, dict | list) else []
+    for _ in range(limit):
+        level = [child for item in level for child in _children(item) if isinstance(child, dict | list)]
+        if not level:
+            return None
+    return _shown(_path_deeper_than(value, limit))
+
+
+def _children(item: dict | list):
+    return item.values() if isinstance(item, dict) else item
+
+
+def _path_deeper_than(value: Any, limit: int) -> list[str]:
+    """The steps to the first container below ``limit`` levels (there is one): depth
+    first, one iterator per level held, so memory follows the depth, not the width."""
+    path: list[str] = []
+    stack = [_steps(value)]
+    while len(stack) <= limit:
+        for step, child in stack[-1]:
+            if isinstance(child, dict | list):
+                path.append(step)
+                stack.append(_steps(child))
+                break
         else:
-            continue
-        if depth > limit:
-            return _shown(path)
-        stack.extend((child, depth + 1, (*path, step)) for step, child in children if isinstance(child, dict | list))
-    return None
+            stack.pop()
+            path.pop()
+    return path
 
 
-def _shown(path: tuple[str, ...]) -> str:
-    shown = path[:_PATH_SHOWN]
+def _steps(item: dict | list):
+    if isinstance(item, dict):
+        return ((str(key), child) for key, child in item.items())
+    return ((f"[{index}]", child) for index, child in enumerate(item))
+
+
+def _shown(path: list[str]) -> str:
+    shown = [step if len(step) <= _STEP_SHOWN else step[:_STEP_SHOWN] + "…" for step in path[:_PATH_SHOWN]]
     text = "".join(step if step.startswith("[") or not index else f".{step}" for index, step in enumerate(shown))
-    return (text or "the body") + ("…" if len(path) > _PATH_SHOWN else "")
+    return text + ("…" if len(path) > _PATH_SHOWN else "")
 
 
 class JSONParser(parsers.JSONParser):
     """DRF's JSON parser, with bodies nested deeper than ``MAX_DEPTH`` refused as a 400."""
 
     def parse(self, stream, media_type=None, parser_context=None):
+        body = stream.read()  # all of it, as DRF's own parser reads it (the route's limit bounds it)
         try:
-            data = super().parse(stream, media_type, parser_context)
+            data = super().parse(io.BytesIO(body), media_type, parser_context)
         except RecursionError:  # deeper than the interpreter's stack: where cannot be said
             raise NestedTooDeeply(None) from None
-        where = nested_too_deeply(data)
-        if where is not None:
-            raise NestedTooDeeply(where)
+        # A body with no more brackets than levels allowed cannot nest deeper (most do
+        # not: a submit has a few): it is not walked. A "[" of any encoding JSON may come
+        # in has the byte 0x5B (and "{" 0x7B), so the count is never short.
+        if body.count(b"[") + body.count(b"{") > MAX_DEPTH:
+            where = nested_too_deeply(data)
+            if where is not None:
+                raise NestedTooDeeply(where)
         return data

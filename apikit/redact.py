@@ -10,15 +10,28 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import unquote_plus
 
 # The web server's loggers whose lines carry request paths (uvicorn's).
 SERVER_LOGGERS = ("uvicorn.error", "uvicorn.access")
-_TOKEN_IN_QUERY = re.compile(r"([?&](?:access_)?token=)[^&\s\"']+", re.IGNORECASE)
+# A query parameter: its name and its value (up to the next parameter, space or quote).
+_PARAMETER = re.compile(r"([?&;])([^=&;?\s\"']*)=([^&;\s\"']*)")
+_SECRET_NAMES = {"token", "access_token"}
 
 
 def redacted(text: str) -> str:
-    """``text`` with every ``token=`` query value replaced by ``[redacted]``."""
-    return _TOKEN_IN_QUERY.sub(r"\1[redacted]", text)
+    """``text`` with the value of every ``token=`` query parameter replaced by
+    ``[redacted]`` — its name read as the server reads it (``%74oken`` is ``token``)."""
+    if "=" not in text:
+        return text
+    return _PARAMETER.sub(_blank_secret, text)
+
+
+def _blank_secret(match: re.Match) -> str:
+    separator, name, _value = match.groups()
+    if unquote_plus(name).strip().lower() in _SECRET_NAMES:
+        return f"{separator}{name}=[redacted]"
+    return match.group(0)
 
 
 class RedactTokens(logging.Filter):

@@ -59,10 +59,16 @@ def listen_address() -> tuple[str, int]:
     raw = os.environ.get("PORT", "8000").strip()
     if not raw.isdigit() or not 1 <= int(raw) <= 65535:
         fail(f"configuration error: Invalid PORT={raw!r}: set it to a port number from 1 to 65535, e.g. PORT=8000")
+    if host.startswith("["):
+        fail(f"configuration error: Invalid HOST={host!r}: write an IPv6 address without brackets, e.g. HOST=::1")
     try:
         socket.getaddrinfo(host, int(raw), type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as error:
-        fail(f"configuration error: Invalid HOST={host!r} ({getattr(error, 'strerror', None) or error}): {_HOST_HINT}")
+    except socket.gaierror as error:
+        if error.errno == socket.EAI_AGAIN:  # the name server did not answer: not the setting's fault
+            fail(f"cannot look up HOST={host!r} ({error.strerror}); try again, or give an address, e.g. HOST=127.0.0.1")
+        fail(f"configuration error: Invalid HOST={host!r} ({error.strerror}): {_HOST_HINT}")
+    except UnicodeError as error:
+        fail(f"configuration error: Invalid HOST={host!r} ({error}): {_HOST_HINT}")
     return host, int(raw)
 
 
@@ -73,20 +79,32 @@ _HOST_HINT = (
 
 def refuse_busy_port(host: str, port: int) -> None:
     """Before anything starts (migrations, a second worker pool against a live system):
-    the web server's port must be free."""
-    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    with socket.socket(family) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                fail(
-                    f"cannot serve on {host}:{port}: {error.strerror}. Is Jobdesk (or something else) "
-                    f"already running there? Stop it, or choose another port, e.g. PORT={port + 1} make run"
-                )
-            # Not an address of this machine (EADDRNOTAVAIL), a port below 1024 (EACCES)…
-            fail(f"cannot serve on {host}:{port}: {error.strerror or error}. HOST: {_HOST_HINT}; PORT: e.g. 8000")
+    the web server's port must be free — on every address HOST names (``localhost`` may
+    be 127.0.0.1 and ::1; uvicorn listens on what it resolves to)."""
+    for family, _, _, _, address in set(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)):
+        with socket.socket(family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                fail(_cannot_serve(host, port, error))
+
+
+def _cannot_serve(host: str, port: int, error: OSError) -> str:
+    said = f"cannot serve on {host}:{port}: {error.strerror or error}."
+    if error.errno == errno.EADDRINUSE:
+        return (
+            f"{said} Is Jobdesk (or something else) already running there? Stop it, "
+            f"or choose another port, e.g. PORT={port + 1} make run"
+        )
+    if error.errno == errno.EACCES:
+        return f"{said} Ports below 1024 need privileges: choose another, e.g. PORT=8000"
+    return f"{said} HOST: {_HOST_HINT}"  # not an address of this machine (EADDRNOTAVAIL)
+
+
+def url_of(host: str, port: int) -> str:
+    """http://host:port/, with an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def ensure_redis(settings):
@@ -177,8 +195,8 @@ def main() -> None:
             say(f"web did not start listening on {host}:{port}; stopping everything")
             stopping, status = True, 1
         else:
-            run_once(manage("ensure_admin", "--url", f"http://{host}:{port}"))
-            say(f"ready: http://{host}:{port}/admin/ — Ctrl-C stops everything")
+            run_once(manage("ensure_admin", "--url", url_of(host, port)))
+            say(f"ready: {url_of(host, port)}/admin/ — Ctrl-C stops everything")
         while not stopping:
             stopping, status = supervise(children)
             time.sleep(0.5)

@@ -18,6 +18,7 @@ def command(host: str, port: int | str, *, processes: int = 1, access_log: bool 
         "--workers", str(processes),
         "--loop", "uvloop", "--http", "httptools",  # not asyncio's loop and h11: less CPU per request
         "--lifespan", "off",  # Django's ASGI application has no lifespan events
+        "--ws-max-size", "65536",  # a WebSocket client sends nothing we read (jobs.live): not 16 MiB frames
         "--timeout-graceful-shutdown", "10",
     ]  # fmt: skip
     if not access_log:

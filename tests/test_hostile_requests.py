@@ -134,6 +134,18 @@ def test_json_nested_too_deeply_is_a_400_saying_where(api_as, alice):
     assert Job.objects.count() == 1
 
 
+def test_the_depth_check_names_the_first_path_too_deep_among_many_shallow_ones():
+    from apikit.parsers import nested_too_deeply
+
+    wide = [[[] for _ in range(50_000)]]  # three levels, 50,000 containers on the last
+    assert nested_too_deeply(wide, 3) is None
+    assert nested_too_deeply(wide, 2) == "[0][0]"
+    deep_at_the_end = {"jobs": [{"payload": {}} for _ in range(999)] + [{"payload": nested(10)}]}
+    assert nested_too_deeply(deep_at_the_end, 13) is None  # the body, jobs, an item, 10 of payload
+    assert nested_too_deeply(deep_at_the_end, 12) == "jobs[999].payload…"
+    assert nested_too_deeply({"k" * 100: nested(5)}, 4) == "k" * 40 + "….a.a…", "a long key is cut"
+
+
 def test_results_over_the_limit_fail_the_job_for_an_operator(settings, run_worker):
     from jobs.core import registry
 
@@ -266,3 +278,21 @@ def test_a_misspelt_top_level_field_is_refused_not_ignored(api_as, alice):
     assert "priorty" in error["fields"] and "priority" in error["fields"]["priorty"][0]
     bulk = api_as(alice).post("/api/jobs/bulk/", {"jobs": [{"type": "diagnostics.noop", "x": 1}]}, format="json")
     assert bulk.status_code == 400 and not Job.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "logged"),
+    [
+        ('"WebSocket /ws/jobs/1/?token=k1" [accepted]', '"WebSocket /ws/jobs/1/?token=[redacted]" [accepted]'),
+        ("/ws/ops/?type=a&Token=k2&status=failed", "/ws/ops/?type=a&Token=[redacted]&status=failed"),
+        ("/ws/jobs/1/?%74oken=k3", "/ws/jobs/1/?%74oken=[redacted]"),  # the name as the server decodes it
+        ("/ws/jobs/1/?tokens=2&access_token=k4", "/ws/jobs/1/?tokens=2&access_token=[redacted]"),
+    ],
+)
+def test_tokens_in_query_strings_are_blanked_in_the_web_servers_log(line, logged):
+    import logging
+
+    from apikit.redact import RedactTokens
+
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, '%s - "%s"', ("127.0.0.1:5", line), None)
+    assert RedactTokens().filter(record) and record.getMessage() == f'127.0.0.1:5 - "{logged}"'

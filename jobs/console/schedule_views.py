@@ -118,13 +118,17 @@ class PayloadField(forms.CharField):
             ) from None
         except RecursionError:  # deeper than the interpreter's stack
             raise _nested_too_deeply() from None
-        if nested_too_deeply(value) is not None:
+        if nested_too_deeply(value, _PAYLOAD_DEPTH) is not None:
             raise _nested_too_deeply()
         return value
 
 
+# As deep as a payload the API takes (its body is a level more: apikit.parsers).
+_PAYLOAD_DEPTH = MAX_DEPTH - 1
+
+
 def _nested_too_deeply() -> forms.ValidationError:
-    return forms.ValidationError(f"payload: nested deeper than {MAX_DEPTH} levels. Flatten it.")
+    return forms.ValidationError(f"payload: nested deeper than {_PAYLOAD_DEPTH} levels. Flatten it.")
 
 
 class ScheduleForm(forms.Form):

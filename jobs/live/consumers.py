@@ -61,6 +61,11 @@ def may_see(user, owner_id, model: str = access.JOBS) -> bool:
 class _Socket(AsyncJsonWebsocketConsumer):
     group: str | None = None
 
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        """Followers only listen: what a client sends is not read — nor decoded, so no
+        frame (not JSON, or nested past Python's stack) can end the connection with an
+        error, as channels' JSON consumer would."""
+
     async def refuse(self, code: int) -> None:
         # Accept first: a close before accepting is an HTTP 403 and the code is lost.
         await self.accept()

@@ -125,8 +125,8 @@ def test_edit_changes_the_next_run(operator):
         ({"payload": "[1, 2]"}, "payload", "Send a JSON object, or {} for none"),
         ({"payload": '{"seconds": -5}'}, "payload", "payload.seconds: seconds must be between"),
         ({"payload": '{"bogus": 1}'}, "payload", "diagnostics.sleep takes seconds"),
-        ({"payload": '{"a": ' * 101 + "1" + "}" * 101}, "payload", "nested deeper than 100 levels"),
-        ({"payload": "[" * 5000 + "]" * 5000}, "payload", "nested deeper than 100 levels"),  # past the stack
+        ({"payload": '{"a": ' * 100 + "1" + "}" * 100}, "payload", "nested deeper than 99 levels"),  # as the API
+        ({"payload": "[" * 5000 + "]" * 5000}, "payload", "nested deeper than 99 levels"),  # past the stack
         ({"priority": "urgent"}, "priority", "Select a valid choice"),
     ],
 )

@@ -268,6 +268,30 @@ def test_operator_moves_reach_followers_with_who_did_them(alice, operator):
     assert [m["status"] for m in rest] == ["canceled"] and code == 1000
 
 
+def test_what_a_client_sends_is_ignored_and_never_ends_its_connection(alice, operator):
+    """Followers only listen: a frame from the client (not JSON, nested past Python's
+    stack, binary) is not read, and the connection goes on to the job's next event."""
+    from jobs.core import actions
+
+    job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
+
+    @async_to_sync
+    async def watch():
+        communicator, _ = await connect(f"/ws/jobs/{job.id}/", [await sync_to_async(token_header)(alice)])
+        snapshot = await communicator.receive_json_from(timeout=5)
+        for frame in ("hello", "[" * 5000 + "]" * 5000, '{"type": "cancel"}'):
+            await communicator.send_to(text_data=frame)
+        await communicator.send_to(bytes_data=b"\x00\x01")
+        assert await communicator.receive_nothing(timeout=0.3), "nothing answers a client's frame"
+        await sync_to_async(actions.cancel)(job.id, actor=operator)
+        rest, code = await follow(communicator, timeout=5)
+        return snapshot, rest, code
+
+    snapshot, rest, code = watch()
+    assert snapshot["status"] == "queued"
+    assert [m["status"] for m in rest] == ["canceled"] and code == 1000
+
+
 def test_a_progress_write_the_run_no_longer_owns_is_neither_written_nor_relayed(alice):
     from jobs.core import lifecycle
     from jobs.execution.progress import ProgressReporter
