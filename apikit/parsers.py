@@ -1,19 +1,24 @@
-"""JSON bodies, refused clearly when they nest too deeply.
+"""JSON bodies, refused clearly when they could not be kept as sent.
 
-Python's json module recurses once per level: a body of a few kilobytes nested about a
-thousand levels deep raised ``RecursionError`` inside DRF's parser, which turns only a
-``ValueError`` into a parse error — the client got a 500. Nothing the API takes nests
-anywhere near ``MAX_DEPTH`` levels, so a deeper body is refused as a 400 that says where,
-before any code walks it (the payload's size and search text, the row's JSON, a job's
-pickled arguments).
+* **Nested too deeply.** Python's json module recurses once per level: a body of a few
+  kilobytes nested about a thousand levels deep raised ``RecursionError`` inside DRF's
+  parser, which turns only a ``ValueError`` into a parse error — the client got a 500.
+  Nothing the API takes nests anywhere near ``MAX_DEPTH`` levels, so a deeper body is
+  refused as a 400 that says where, before any code walks it (the payload's size and
+  search text, the row's JSON, a job's pickled arguments).
+* **A lone surrogate** (``"\\ud800"``): JSON may escape half of a UTF-16 pair, which is
+  no character at all. PostgreSQL refuses it; SQLite stored it, and every page that then
+  showed the row failed to encode it (the admin's job list answered 500 for everyone).
 """
 
 from __future__ import annotations
 
-import io
+import json
 from typing import Any
 
 from rest_framework import parsers
+from rest_framework.exceptions import ParseError
+from rest_framework.utils.json import strict_constant
 
 MAX_DEPTH = 100  # levels of objects and arrays, the body itself the first
 _PATH_SHOWN = 3  # steps of the path named in the answer ("jobs[1].payload…")
@@ -81,20 +86,72 @@ def _shown(path: list[str]) -> str:
     return text + ("…" if len(path) > _PATH_SHOWN else "")
 
 
+class LoneSurrogate(Exception):
+    """A string holds half of a UTF-16 surrogate pair: answered as a 400 (apikit.errors)."""
+
+    http_status = 400
+    code = "parse_error"
+    hint = "Escape a character beyond U+FFFF as a pair (\\ud83d\\ude00), or send it as UTF-8."
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+        self.message = f"The JSON has half of a UTF-16 surrogate pair (a \\ud800-\\udfff escape alone) in {field}."
+        super().__init__(self.message)
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """Where a string (a key or a value) in ``value`` holds a lone surrogate; None when
+    none does. One encoding of the whole in C first; only a body that has one is walked."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+        return None
+    except UnicodeEncodeError:
+        pass
+    stack: list[tuple[Any, list[str]]] = [(value, [])]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if not _encodes(item):
+                return _shown(path) or "the body"
+        elif isinstance(item, dict | list):
+            for step, child in _steps(item):
+                if not _encodes(step):
+                    return _shown(path) or "the body"  # a key: the object holding it
+                stack.append((child, [*path, step]))
+    return "the body"
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 class JSONParser(parsers.JSONParser):
-    """DRF's JSON parser, with bodies nested deeper than ``MAX_DEPTH`` refused as a 400."""
+    """DRF's JSON parser, refusing (400, naming where) bodies nested deeper than
+    ``MAX_DEPTH`` and strings holding a lone surrogate."""
 
     def parse(self, stream, media_type=None, parser_context=None):
-        body = stream.read()  # all of it, as DRF's own parser reads it (the route's limit bounds it)
+        # As DRF's own parser (its charset check too), reading the text first: the
+        # route's limit bounds it.
+        encoding = parsers.get_encoding(parser_context or {})
         try:
-            data = super().parse(io.BytesIO(body), media_type, parser_context)
+            text = stream.read().decode(encoding)
+            data = json.loads(text, parse_constant=strict_constant if self.strict else None)
         except RecursionError:  # deeper than the interpreter's stack: where cannot be said
             raise NestedTooDeeply(None) from None
-        # A body with no more brackets than levels allowed cannot nest deeper (most do
-        # not: a submit has a few): it is not walked. A "[" of any encoding JSON may come
-        # in has the byte 0x5B (and "{" 0x7B), so the count is never short.
-        if body.count(b"[") + body.count(b"{") > MAX_DEPTH:
+        except ValueError as error:  # not JSON, or not in its encoding (UnicodeDecodeError)
+            raise ParseError(f"JSON parse error - {error}") from None
+        # A body with no more brackets than levels allowed cannot nest deeper (a submit has
+        # a few), and one with no escape has no lone surrogate: neither is walked then.
+        if text.count("[") + text.count("{") > MAX_DEPTH:
             where = nested_too_deeply(data)
             if where is not None:
                 raise NestedTooDeeply(where)
+        if "\\u" in text:
+            where = lone_surrogate(data)
+            if where is not None:
+                raise LoneSurrogate(where)
         return data

@@ -17,6 +17,7 @@ from django.utils.html import format_html
 
 from ingestion import uploads
 from ingestion.models import Material, MaterialChunk
+from jobs import SelectionChecked
 
 SHOWN_CHUNKS = 50
 ERROR_SHOWN = 60  # characters of the error in the list; all of it in the tooltip
@@ -55,7 +56,7 @@ def reprocess_materials(modeladmin, request, queryset):
 
 
 @admin.register(Material)
-class MaterialAdmin(admin.ModelAdmin):
+class MaterialAdmin(SelectionChecked, admin.ModelAdmin):
     list_display = ["name", "status_badge", "content_type", "size_shown", "owner", "chunk_count", "job_link",
                     "error_column", "created_at"]  # fmt: skip
     list_filter = ["status", "content_type"]

@@ -9,8 +9,8 @@ Job types and crons (``job_type``, ``cron``, ``subject_field``), submitting work
 catches, the actions on a job (``cancel``, ``requeue``, ``promote``, ``run_now``,
 ``note``), the record and its status vocabulary (``Job``, ``Status``, …), backpressure
 (``retry_after_backlog``), who may see what (``visible``, ``may_see``), the pieces for an
-app's own API (``JobSerializer``, ``BatchSerializer``, ``estimate_page``, ``OwnedRows``) and its own
-WebSocket routes (``FollowConsumer``, ``subject_group``, …). Anything else under
+app's own API (``JobSerializer``, ``BatchSerializer``, ``estimate_page``, ``OwnedRows``), its admin
+(``SelectionChecked``) and its own WebSocket routes (``FollowConsumer``, ``subject_group``, …). Anything else under
 ``jobs.`` is the platform's inside and may change. docs/architecture.md says more.
 
 The names load on first use (PEP 562), so importing ``jobs`` before Django's apps are
@@ -72,6 +72,8 @@ _FACE = {
     "BatchSerializer": "jobs.api.batches",
     "estimate_page": "jobs.api.serializers",
     "OwnedRows": "jobs.api.permissions",
+    # an app's own admin
+    "SelectionChecked": "jobs.console.selection",
     # an app's own WebSocket routes
     "FollowConsumer": "jobs.live.consumers",
     "Refused": "jobs.live.consumers",
@@ -104,6 +106,7 @@ __all__ = [
     "PENDING_STATUSES",
     "Priority",
     "Refused",
+    "SelectionChecked",
     "Status",
     "SubmitError",
     "Submitted",
@@ -178,6 +181,7 @@ if TYPE_CHECKING:  # what a type checker and an editor see
     )
     from jobs.core.registry import cron, job_type, subject_field
     from jobs.core.relay import subject_group
+    from jobs.console.selection import SelectionChecked
     from jobs.core.submit import JobSpec, Submitted, submit, submit_many
     from jobs.insight.backpressure import retry_after_backlog
     from jobs.live.consumers import FORBIDDEN, NOT_FOUND, FollowConsumer, Refused, parse_uuid

@@ -134,6 +134,25 @@ def test_json_nested_too_deeply_is_a_400_saying_where(api_as, alice):
     assert Job.objects.count() == 1
 
 
+def test_a_lone_surrogate_is_a_400_saying_where_and_nothing_is_stored(api_as, alice):
+    """JSON may escape half of a UTF-16 pair ("\\ud800"), which is no character: SQLite
+    stored it, and every page showing the row then failed (the admin's list, a 500)."""
+    client = api_as(alice)
+    cases = [
+        ("/api/jobs/", '{"type": "diagnostics.noop", "payload": {"note": "a\\ud800b"}}', "payload.note"),
+        ("/api/jobs/", '{"type": "diagnostics.noop", "payload": {"\\udfff": 1}}', "payload"),  # in a key
+        ("/api/jobs/bulk/", '{"jobs": [{"type": "diagnostics.noop", "payload": {"x": ["\\ud800"]}}]}',
+         "jobs[0].payload…"),
+        ("/api/batches/", '{"description": "\\ud83d"}', "description"),
+    ]  # fmt: skip
+    for path, body, where in cases:
+        error = assert_error(client.post(path, body, content_type="application/json"), 400, "parse_error")
+        assert list(error["fields"]) == [where] and "surrogate" in error["message"], (path, error)
+    pair = '{"type": "diagnostics.noop", "payload": {"note": "\\ud83d\\ude00"}}'  # a whole pair: one character
+    assert client.post("/api/jobs/", pair, content_type="application/json").status_code == 201
+    assert [job.payload["note"] for job in Job.objects.all()] == ["\U0001f600"]
+
+
 def test_the_depth_check_names_the_first_path_too_deep_among_many_shallow_ones():
     from apikit.parsers import nested_too_deeply
 

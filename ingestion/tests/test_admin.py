@@ -80,3 +80,10 @@ def test_the_file_is_only_for_those_who_may_see_the_material(alice, bob, superus
     assert Client().get(f"{LIST}{made.pk}/file/").status_code == 302  # to the login page
     made.file.delete(save=False)
     assert client_for(superuser).get(f"{LIST}{made.pk}/file/").status_code == 404
+
+
+def test_an_action_on_a_selection_that_is_not_ids_changes_nothing_and_says_so(superuser):
+    response = client_for(superuser).post(
+        "/admin/ingestion/material/", {"action": "reprocess_materials", "_selected_action": ["x"]}, follow=True
+    )
+    assert response.status_code == 200 and "not a list of ids" in response.content.decode()

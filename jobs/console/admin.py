@@ -30,6 +30,7 @@ from django.utils.html import conditional_escape, format_html, format_html_join
 
 from jobs.console import schedule_views
 from jobs.console import views as console
+from jobs.console.selection import SelectionChecked
 from jobs.console.views import system_types
 from jobs.core import actions, registry, transitions
 from jobs.core.models import FINAL_STATUSES, WITH_ERROR_MESSAGE, Batch, Job, JobEvent, Status
@@ -276,7 +277,7 @@ _BUTTON_OF_VERB = {"requeue": "Retry", "cancel": "Cancel", "run-now": "Run now",
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(SelectionChecked, admin.ModelAdmin):
     list_display = [
         "short_id", "type_shown", "status_badge", "progress_bar", "priority", "owner", "tries", "eta_or_duration",
         "age", "error_column",
@@ -697,10 +698,13 @@ def _job_links(jobs) -> str:
 
 def _attach_estimates(jobs) -> None:
     """One line walk for the page's unfinished jobs, not one per row."""
-    waiting = {job.id: job for job in jobs if job.status not in FINAL_STATUSES}
+    waiting = [job for job in jobs if job.status not in FINAL_STATUSES]
     if waiting:
-        for job_id, guess in estimates.estimate(list(waiting.values())).items():
-            waiting[job_id].estimate = guess
+        # The estimates also cover what the page's waiting jobs wait for (their pending
+        # dependencies), which may be on another page: each job takes its own.
+        guesses = estimates.estimate(waiting)
+        for job in waiting:
+            job.estimate = guesses[job.id]
 
 
 def _attach_worker_labels(jobs) -> None:

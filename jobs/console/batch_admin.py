@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -104,8 +104,12 @@ class BatchAdmin(admin.ModelAdmin):
         """The batch's page: read-only, live; acts are the buttons (POST elsewhere)."""
         if request.method == "POST":
             return HttpResponseNotAllowed(["GET"], "Batches change through their buttons, not this form.")
-        batch = get_object_or_404(Batch, pk=object_id) if object_id else None
-        if batch is None or not self.has_view_or_change_permission(request, batch):
+        if object_id is None:
+            raise PermissionDenied  # no "add" page: batches are made by code and the API
+        batch = self.get_object(request, object_id)  # None for an id that is not one (not a 500)
+        if batch is None:
+            raise Http404("No such batch.")
+        if not self.has_view_or_change_permission(request, batch):
             raise PermissionDenied
         measured = batches.batch_progress(batch.pk)
         state = batches.state(batch, measured)

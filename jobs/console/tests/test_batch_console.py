@@ -91,3 +91,10 @@ def test_read_only_operators_see_batches_without_buttons_and_cannot_act(watcher,
 def test_ordinary_users_do_not_get_in(alice, batch):
     response = client_for(alice).get(reverse("admin:jobs_batch_change", args=[batch.id]))
     assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_a_batch_page_for_an_id_that_is_not_one_is_a_404(operator, batch):
+    client = client_for(operator)
+    assert client.get(f"/admin/jobs/batch/{batch.pk}/change/").status_code == 200
+    for bad in ("99", "abc", "%F0%9F%98%80", "00000000-0000-0000-0000-000000000000"):
+        assert client.get(f"/admin/jobs/batch/{bad}/change/").status_code == 404, bad

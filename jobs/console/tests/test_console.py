@@ -114,6 +114,33 @@ def test_the_eta_column_shows_the_80_percent_range_with_the_estimate_in_its_tool
         assert low < estimate.split()[0] < high.split()[0]
 
 
+def test_a_page_of_waiting_jobs_without_their_dependencies_shows_their_etas(superuser, redis_conn):
+    """A waiting job's estimate walks its pending dependencies too: a page filtered to
+    waiting jobs (the dependencies elsewhere) answered 500 (a KeyError on their ids)."""
+    from rq import Worker
+
+    from jobs.insight import estimates
+
+    Worker(["normal"], connection=redis_conn, name="idle").register_birth()  # estimates need a live worker
+    estimates.clear_cache()
+    first = submit("diagnostics.sleep", {"seconds": 30}).job
+    then = submit("diagnostics.sleep", {"seconds": 1}, depends_on=[first.id]).job
+    response = client_for(superuser).get(LIST, {"status__exact": "waiting"})
+    assert response.status_code == 200
+    assert [job.id for job in response.context["cl"].result_list] == [then.id]
+    assert response.context["cl"].result_list[0].estimate.start_at is not None, "after its dependency's run"
+
+
+def test_an_action_on_a_selection_that_is_not_ids_changes_nothing_and_says_so(superuser):
+    job = submit("diagnostics.sleep", {"seconds": 0}).job
+    client = client_for(superuser)
+    for selection in (["nope"], [str(job.id), "99"]):
+        response = client.post(LIST, {"action": "cancel_jobs", "_selected_action": selection}, follow=True)
+        assert response.status_code == 200
+        assert "not a list of ids" in response.content.decode()
+    assert Job.objects.get(pk=job.id).status == "queued"
+
+
 def test_the_list_counts_at_most_the_cap(superuser, monkeypatch):
     from jobs.console import admin as console_admin
 
