@@ -156,6 +156,7 @@ if TYPE_CHECKING:  # what a type checker and an editor see
     from jobs.api.batches import BatchSerializer
     from jobs.api.permissions import OwnedRows
     from jobs.api.serializers import JobSerializer, estimate_page
+    from jobs.console.selection import SelectionChecked
     from jobs.core.access import may_see, visible
     from jobs.core.actions import cancel, promote, requeue, run_now
     from jobs.core.batches import add_to_batch, batch, batch_progress, close_batch, create_batch
@@ -181,7 +182,6 @@ if TYPE_CHECKING:  # what a type checker and an editor see
     )
     from jobs.core.registry import cron, job_type, subject_field
     from jobs.core.relay import subject_group
-    from jobs.console.selection import SelectionChecked
     from jobs.core.submit import JobSpec, Submitted, submit, submit_many
     from jobs.insight.backpressure import retry_after_backlog
     from jobs.live.consumers import FORBIDDEN, NOT_FOUND, FollowConsumer, Refused, parse_uuid
