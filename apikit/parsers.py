@@ -136,7 +136,7 @@ class JSONParser(parsers.JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         # As DRF's own parser (its charset check too), reading the text first: the
         # route's limit bounds it.
-        encoding = parsers.get_encoding(parser_context or {})
+        encoding = parsers.get_encoding(parser_context or {})  # type: ignore[attr-defined]  # newer than the stubs
         try:
             text = stream.read().decode(encoding)
             data = json.loads(text, parse_constant=strict_constant if self.strict else None)

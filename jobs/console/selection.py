@@ -9,13 +9,17 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
 
 
 class SelectionChecked(admin.ModelAdmin):
     """Mix in before ``admin.ModelAdmin``: an action on anything but the model's ids
     changes nothing and says so."""
 
-    def response_action(self, request, queryset):
+    def response_action(  # type: ignore[override]  # the stubs' extra argument is a later Django's
+        self, request: HttpRequest, queryset: QuerySet
+    ) -> HttpResponse | None:
         field = self.model._meta.pk
         try:
             for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
