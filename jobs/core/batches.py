@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Avg, Case, Count, Exists, IntegerField, OuterRef, Value, When
 from django.utils import timezone
@@ -48,6 +49,9 @@ logger = logging.getLogger("jobs.core.batches")
 current: contextvars.ContextVar[Batch | None] = contextvars.ContextVar("jobdesk_current_batch", default=None)
 
 MAX_DESCRIPTION = 500
+# Bytes of a callback's payload besides the context: the summary's other fields (the
+# description at its longest, four bytes a character) and their names.
+_SUMMARY_ROOM = 1024 + 4 * MAX_DESCRIPTION
 
 
 def callback_name(callback: Any) -> str:
@@ -94,6 +98,9 @@ def open_batch(
         raise SubmitError(f"description is longer than {MAX_DESCRIPTION} characters.", field="description")
     if context is not None and not isinstance(context, dict):
         raise SubmitError("context must be a JSON object.", field="context")
+    # The context goes into each callback's payload, beside the batch's summary: one a
+    # callback's payload could not take would leave the batch unfinished for good.
+    registry.check_storable(context or {}, "context", limit=settings.MAX_PAYLOAD_BYTES - _SUMMARY_ROOM)
     return Batch.objects.create(
         owner=owner if getattr(owner, "is_authenticated", False) else None,
         description=description,

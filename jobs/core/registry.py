@@ -84,18 +84,32 @@ class JobType:
             raise SubmitError(
                 "payload must be a JSON object", field="payload", hint="Send a JSON object, or {} for none."
             )
-        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-        if "\\u0000" in text:
-            # PostgreSQL's jsonb cannot store NUL characters.
-            raise SubmitError("payload contains a NUL character (\\u0000).", field="payload", hint="Remove it.")
-        size = len(text.encode())
-        if size > settings.MAX_PAYLOAD_BYTES:
-            raise PayloadTooLarge(
-                f"payload is {size:,} bytes of JSON; at most {settings.MAX_PAYLOAD_BYTES:,} are taken.",
-                field="payload",
-                hint="Store big data elsewhere (a file, a table) and pass its id in the payload.",
-            )
+        check_storable(payload, "payload")
         return self.validate(payload) if self.validate else payload
+
+
+def check_storable(value: dict, field: str, limit: int | None = None) -> None:
+    """A JSON object the database keeps as given: no NUL character (PostgreSQL's jsonb
+    cannot store one), no lone UTF-16 surrogate (no character at all: a page showing it
+    fails to encode it), at most ``limit`` bytes (MAX_PAYLOAD_BYTES) of JSON."""
+    limit = settings.MAX_PAYLOAD_BYTES if limit is None else limit
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if "\\u0000" in text:
+        raise SubmitError(f"{field} contains a NUL character (\\u0000).", field=field, hint="Remove it.")
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        raise SubmitError(
+            f"{field} contains half of a UTF-16 surrogate pair (a lone \\ud800-\\udfff).",
+            field=field,
+            hint="Send whole characters: a pair, or the character itself.",
+        ) from None
+    if size > limit:
+        raise PayloadTooLarge(
+            f"{field} is {size:,} bytes of JSON; at most {limit:,} are taken.",
+            field=field,
+            hint="Store big data elsewhere (a file, a table) and pass its id instead.",
+        )
 
 
 _types: dict[str, JobType] = {}

@@ -97,11 +97,15 @@ def test_retry_failed_requeues_the_failed_ones(api_as, alice):
         ({"jobs": [SLEEP, {"type": "diagnostics.sleep", "payload": {"seconds": "x"}}]}, "jobs[1].payload.seconds"),
         ({"open": "yes"}, "open"),
         ({"colour": "red"}, "colour"),
+        # The context goes into the callbacks' payloads: what they could not take is
+        # refused here (accepted, it left the batch unfinished for good).
+        ({"on_complete": "diagnostics.noop", "context": {"big": "x" * 1_100_000}, "jobs": [SLEEP]}, "context"),
+        ({"on_complete": "diagnostics.noop", "context": {"nul": "a\u0000b"}, "jobs": [SLEEP]}, "context"),
     ],
 )
 def test_refusals_name_the_field_and_create_nothing(api_as, alice, body, field):
     response = api_as(alice).post("/api/batches/", body, format="json")
-    assert response.status_code == 400, response.content
+    assert response.status_code in (400, 413), response.content
     error = response.json()["error"]
     assert field in (error.get("fields") or {}) or field in error["message"], error
     assert not Batch.objects.exists() and not Job.objects.exists()
