@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from rest_framework import parsers
@@ -129,6 +130,15 @@ def _encodes(text: str) -> bool:
         return False
 
 
+def finite_float(text: str) -> float:
+    """A JSON number as a float, refused (ValueError) past a float's range: 1e400 reads
+    as infinity, which no JSON column stores (SQLite's check fails: a 500)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
 class JSONParser(parsers.JSONParser):
     """DRF's JSON parser, refusing (400, naming where) bodies nested deeper than
     ``MAX_DEPTH`` and strings holding a lone surrogate."""
@@ -139,7 +149,7 @@ class JSONParser(parsers.JSONParser):
         encoding = parsers.get_encoding(parser_context or {})  # type: ignore[attr-defined]  # newer than the stubs
         try:
             text = stream.read().decode(encoding)
-            data = json.loads(text, parse_constant=strict_constant if self.strict else None)
+            data = json.loads(text, parse_constant=strict_constant if self.strict else None, parse_float=finite_float)
         except RecursionError:  # deeper than the interpreter's stack: where cannot be said
             raise NestedTooDeeply(None) from None
         except ValueError as error:  # not JSON, or not in its encoding (UnicodeDecodeError)

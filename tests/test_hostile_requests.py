@@ -153,6 +153,13 @@ def test_a_lone_surrogate_is_a_400_saying_where_and_nothing_is_stored(api_as, al
     assert [job.payload["note"] for job in Job.objects.all()] == ["\U0001f600"]
 
 
+def test_a_number_past_a_floats_range_is_a_400(api_as, alice):
+    body = '{"type": "diagnostics.noop", "payload": {"n": 1e400}}'  # reads as infinity
+    error = assert_error(api_as(alice).post("/api/jobs/", body, content_type="application/json"), 400, "parse_error")
+    assert "1e400 is out of range" in error["message"], error
+    assert not Job.objects.exists()
+
+
 def test_the_depth_check_names_the_first_path_too_deep_among_many_shallow_ones():
     from apikit.parsers import nested_too_deeply
 

@@ -39,7 +39,10 @@ class StatsQuery(serializers.Serializer):
 
     def validate(self, data: dict) -> dict:
         until = data.get("until") or timezone.now()
-        since = data.get("since") or until - timedelta(hours=data.get("hours", 24))
+        try:
+            since = data.get("since") or until - timedelta(hours=data.get("hours", 24))
+        except OverflowError:  # a period reaching back before the year 1
+            raise serializers.ValidationError({"until": ["The period would start before the year 1."]}) from None
         if since >= until:
             raise serializers.ValidationError("since must be before until.")
         if until - since > timedelta(hours=MAX_HOURS):

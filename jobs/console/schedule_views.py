@@ -25,7 +25,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.views import View
 
-from apikit.parsers import MAX_DEPTH, nested_too_deeply
+from apikit.parsers import MAX_DEPTH, finite_float, nested_too_deeply
 from jobs.console.views import _ConsoleView, flow_rights
 from jobs.core import access, cron_times, registry
 from jobs.core.errors import SubmitError
@@ -110,7 +110,7 @@ class PayloadField(forms.CharField):
     def to_python(self, value: Any) -> Any:
         text = (super().to_python(value) or "").strip() or "{}"
         try:
-            value = json.loads(text)
+            value = json.loads(text, parse_constant=_no_constant, parse_float=finite_float)
         except json.JSONDecodeError as error:
             raise forms.ValidationError(
                 f"payload: not JSON ({error.msg}, line {error.lineno} column {error.colno}). "
@@ -118,6 +118,8 @@ class PayloadField(forms.CharField):
             ) from None
         except RecursionError:  # deeper than the interpreter's stack
             raise _nested_too_deeply() from None
+        except ValueError as error:  # NaN, Infinity, 1e400: not numbers JSON or the database keeps
+            raise forms.ValidationError(f"payload: {error}. Write numbers within a float's range.") from None
         if nested_too_deeply(value, _PAYLOAD_DEPTH) is not None:
             raise _nested_too_deeply()
         return value
@@ -125,6 +127,10 @@ class PayloadField(forms.CharField):
 
 # As deep as a payload the API takes (its body is a level more: apikit.parsers).
 _PAYLOAD_DEPTH = MAX_DEPTH - 1
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _nested_too_deeply() -> forms.ValidationError:

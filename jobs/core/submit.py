@@ -215,9 +215,16 @@ def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref
             f"Unknown priority {priority!r}.", field="priority", hint=f"Use one of: {', '.join(Priority.values)}."
         )
     max_attempts = _max_attempts(spec, job_type)
-    dependency_jobs = [
-        by_ref[d].job if isinstance(d, str) and d in by_ref else external[_as_uuid(d)] for d in spec.depends_on
-    ]
+    # Each once, in the order given: a job named twice (or by its id and its ref) is one
+    # dependency (one link; the second was a duplicate row: a 500).
+    dependency_jobs = list(
+        {
+            job.id: job
+            for job in (
+                by_ref[d].job if isinstance(d, str) and d in by_ref else external[_as_uuid(d)] for d in spec.depends_on
+            )
+        }.values()
+    )
     size = _size(spec, job_type, payload)
     job_id = uuid.uuid4()
     now = timezone.now()

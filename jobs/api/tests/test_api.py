@@ -50,6 +50,20 @@ def test_bad_submissions_are_400_with_the_field(api_as, alice, body, field):
     assert Job.objects.count() == 0
 
 
+def test_a_dependency_named_twice_is_one_dependency(api_as, alice):
+    first = api_as(alice).post("/api/jobs/", {"type": "diagnostics.noop"}, format="json").json()["id"]
+    body = {"type": "diagnostics.noop", "depends_on": [first, first.upper()]}
+    response = api_as(alice).post("/api/jobs/", body, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["depends_on"] == [first]
+    refs = {
+        "jobs": [{"type": "diagnostics.noop", "ref": "a"}, {"type": "diagnostics.noop", "depends_on_refs": ["a", "a"]}]
+    }
+    made = api_as(alice).post("/api/jobs/bulk/", refs, format="json")
+    assert made.status_code == 201, made.content
+    assert len(made.json()[1]["depends_on"]) == 1
+
+
 def test_a_bad_choice_is_answered_with_the_choices(api_as, alice):
     response = api_as(alice).post("/api/jobs/", {"type": "diagnostics.noop", "priority": "urgent"}, format="json")
     (message,) = assert_error(response, 400, "invalid")["fields"]["priority"]

@@ -127,6 +127,8 @@ def test_edit_changes_the_next_run(operator):
         ({"payload": '{"bogus": 1}'}, "payload", "diagnostics.sleep takes seconds"),
         ({"payload": '{"a": ' * 100 + "1" + "}" * 100}, "payload", "nested deeper than 99 levels"),  # as the API
         ({"payload": "[" * 5000 + "]" * 5000}, "payload", "nested deeper than 99 levels"),  # past the stack
+        ({"payload": '{"seconds": NaN}'}, "payload", "NaN is not a JSON number"),
+        ({"payload": '{"seconds": 1e400}'}, "payload", "the number 1e400 is out of range"),
         ({"priority": "urgent"}, "priority", "Select a valid choice"),
     ],
 )

@@ -55,7 +55,8 @@ def test_known_jobs_give_known_numbers(api_as, alice, bob, operator):
 
 @pytest.mark.parametrize(
     "query", ["hours=-1", "hours=abc", "since=yesterday", "until=", "since=",
-              "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "hours=99999999"],
+              "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "hours=99999999",
+              "until=0001-01-01T00:00:00Z", "until=0001-01-02T00:00:00Z&hours=9600"],
 )  # fmt: skip
 def test_bad_periods_are_400_with_a_message(api_as, alice, query):
     response = api_as(alice).get(f"/api/stats/?{query}")
