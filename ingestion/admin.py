@@ -17,7 +17,7 @@ from django.utils.html import format_html
 
 from ingestion import uploads
 from ingestion.models import Material, MaterialChunk
-from jobs import SelectionChecked
+from jobs import InputChecked
 
 SHOWN_CHUNKS = 50
 ERROR_SHOWN = 60  # characters of the error in the list; all of it in the tooltip
@@ -56,7 +56,7 @@ def reprocess_materials(modeladmin, request, queryset):
 
 
 @admin.register(Material)
-class MaterialAdmin(SelectionChecked, admin.ModelAdmin):
+class MaterialAdmin(InputChecked, admin.ModelAdmin):
     list_display = ["name", "status_badge", "content_type", "size_shown", "owner", "chunk_count", "job_link",
                     "error_column", "created_at"]  # fmt: skip
     list_filter = ["status", "content_type"]

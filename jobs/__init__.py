@@ -10,7 +10,7 @@ catches, the actions on a job (``cancel``, ``requeue``, ``promote``, ``run_now``
 ``note``), the record and its status vocabulary (``Job``, ``Status``, …), backpressure
 (``retry_after_backlog``), who may see what (``visible``, ``may_see``), the pieces for an
 app's own API (``JobSerializer``, ``BatchSerializer``, ``estimate_page``, ``OwnedRows``), its admin
-(``SelectionChecked``) and its own WebSocket routes (``FollowConsumer``, ``subject_group``, …). Anything else under
+(``InputChecked``) and its own WebSocket routes (``FollowConsumer``, ``subject_group``, …). Anything else under
 ``jobs.`` is the platform's inside and may change. docs/architecture.md says more.
 
 The names load on first use (PEP 562), so importing ``jobs`` before Django's apps are
@@ -73,7 +73,7 @@ _FACE = {
     "estimate_page": "jobs.api.serializers",
     "OwnedRows": "jobs.api.permissions",
     # an app's own admin
-    "SelectionChecked": "jobs.console.selection",
+    "InputChecked": "jobs.console.input_checks",
     # an app's own WebSocket routes
     "FollowConsumer": "jobs.live.consumers",
     "Refused": "jobs.live.consumers",
@@ -106,7 +106,7 @@ __all__ = [
     "PENDING_STATUSES",
     "Priority",
     "Refused",
-    "SelectionChecked",
+    "InputChecked",
     "Status",
     "SubmitError",
     "Submitted",
@@ -156,7 +156,7 @@ if TYPE_CHECKING:  # what a type checker and an editor see
     from jobs.api.batches import BatchSerializer
     from jobs.api.permissions import OwnedRows
     from jobs.api.serializers import JobSerializer, estimate_page
-    from jobs.console.selection import SelectionChecked
+    from jobs.console.input_checks import InputChecked
     from jobs.core.access import may_see, visible
     from jobs.core.actions import cancel, promote, requeue, run_now
     from jobs.core.batches import add_to_batch, batch, batch_progress, close_batch, create_batch

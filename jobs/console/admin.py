@@ -18,7 +18,6 @@ from typing import cast
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db.models import Max, Min, Q, QuerySet
 from django.http import HttpResponseNotAllowed
@@ -30,7 +29,7 @@ from django.utils.html import conditional_escape, format_html, format_html_join
 
 from jobs.console import schedule_views
 from jobs.console import views as console
-from jobs.console.selection import SelectionChecked
+from jobs.console.input_checks import CheckedChangeList, InputChecked
 from jobs.console.views import system_types
 from jobs.core import actions, registry, transitions
 from jobs.core.models import FINAL_STATUSES, WITH_ERROR_MESSAGE, Batch, Job, JobEvent, Status
@@ -82,19 +81,12 @@ def _next_period(start, kind: str):
     return start + timedelta(days=1)
 
 
-class SafeChangeList(ChangeList):
-    """A year or month no date can have (13, 99999) is a bad filter (the list shows its
-    error notice), not a 500. The page is titled "Jobs", not "Select job to change"."""
+class SafeChangeList(CheckedChangeList):
+    """The page is titled "Jobs", not "Select job to change"."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.title = "Jobs"
-
-    def get_filters(self, request):
-        try:
-            return super().get_filters(request)
-        except (OverflowError, ValueError) as error:
-            raise IncorrectLookupParameters(error) from error
 
 
 class SystemJobsFilter(admin.SimpleListFilter):
@@ -277,7 +269,7 @@ _BUTTON_OF_VERB = {"requeue": "Retry", "cancel": "Cancel", "run-now": "Run now",
 
 
 @admin.register(Job)
-class JobAdmin(SelectionChecked, admin.ModelAdmin):
+class JobAdmin(InputChecked, admin.ModelAdmin):
     list_display = [
         "short_id", "type_shown", "status_badge", "progress_bar", "priority", "owner", "tries", "eta_or_duration",
         "age", "error_column",
@@ -716,7 +708,7 @@ def _attach_worker_labels(jobs) -> None:
 
 
 @admin.register(JobEvent)
-class JobEventAdmin(admin.ModelAdmin):
+class JobEventAdmin(InputChecked, admin.ModelAdmin):
     list_display = ["created_at", "job", "kind", "from_status", "to_status", "who_shown", "message_shown"]
     list_filter = ["kind", "to_status"]
     search_fields = ["=job__id", "message"]

@@ -13,6 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from jobs.console.input_checks import InputChecked
 from jobs.core import batches
 from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, PENDING_STATUSES, Batch, Job, Status
 
@@ -45,7 +46,7 @@ def counts_text(measured: batches.Progress) -> str:
 
 
 @admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin):
+class BatchAdmin(InputChecked, admin.ModelAdmin):
     list_display = ["short_id", "description", "owner", "state_shown", "progress_shown", "counts_shown", "created_at"]
     list_filter = ["owner"]
     search_fields = ["description"]

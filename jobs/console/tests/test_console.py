@@ -141,6 +141,22 @@ def test_an_action_on_a_selection_that_is_not_ids_changes_nothing_and_says_so(su
     assert Job.objects.get(pk=job.id).status == "queued"
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "created_at__year=-1",
+        "created_at__year=1000000000000000000000000000000",
+        "created_at__year=9999&created_at__month=12&created_at__day=31",
+        "created_at__year=2026&created_at__month=13",
+    ],
+)
+@pytest.mark.parametrize("page", ["jobs/job", "jobs/jobevent", "jobs/batch", "ingestion/material"])
+def test_a_date_no_row_can_have_is_a_bad_filter_not_a_500(superuser, page, query):
+    response = client_for(superuser).get(f"/admin/{page}/?{query}")
+    assert response.status_code in (200, 302), response.status_code  # the list, or it with its error notice
+    assert response.status_code == 200 or response["Location"].endswith("?e=1")
+
+
 def test_the_list_counts_at_most_the_cap(superuser, monkeypatch):
     from jobs.console import admin as console_admin
 
