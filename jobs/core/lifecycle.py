@@ -25,7 +25,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from jobs.core import fastpath, leases, opening, queueing, relay, transitions
-from jobs.core.errors import JobNotFound, SubmitError, TransitionError
+from jobs.core.errors import ActionRefused, JobNotFound, SubmitError, TransitionError
 from jobs.core.joblog import log_job
 from jobs.core.models import (
     BROKEN_DEPENDENCY_STATUSES,
@@ -582,15 +582,23 @@ def promote(job_id, *, actor=None, actor_label: str = "") -> Job:
         actor=actor,
         actor_label=actor_label,
         kind=JobEvent.Kind.ACTION,
-        # A fresh dispatch id turns the old RQ entry into a no-op even if withdrawing it fails.
-        # A queued job joins the end of the immediate line: its place for ETAs too.
-        fields=lambda job: {
-            "priority": Priority.IMMEDIATE,
-            "rq_job_id": new_dispatch_id(job_id),
-            **({"enqueued_at": timezone.now()} if job.status == Status.QUEUED else {}),
-        },
+        fields=_promotion,
         message="promoted to immediate",
     )
+
+
+def _promotion(job: Job) -> dict[str, Any]:
+    """Under the row's lock: what promoting it changes. A fresh dispatch id turns the old
+    RQ entry into a no-op even if withdrawing it fails; a queued job joins the end of the
+    immediate line (its place for ETAs too). One already immediate, and not held back by
+    a lever, is refused: promoting it again would only send it to the back of that line."""
+    if job.priority == Priority.IMMEDIATE and not job.hold:
+        raise ActionRefused(f"Job {job.id} is already at immediate priority: nothing to promote.")
+    return {
+        "priority": Priority.IMMEDIATE,
+        "rq_job_id": new_dispatch_id(job.id),
+        **({"enqueued_at": timezone.now()} if job.status == Status.QUEUED else {}),
+    }
 
 
 def run_now(job_id, *, actor=None, actor_label: str = "") -> Job:

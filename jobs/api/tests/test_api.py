@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.utils.dateparse import parse_datetime
 
 from jobs.core.models import Job, Status
 from jobs.core.submit import submit
@@ -158,7 +159,16 @@ def test_cancel_then_retry_through_the_api_records_who(api_as, alice, run_worker
 
 def test_promote_through_the_api(api_as, alice):
     job = submit("diagnostics.noop", owner=alice, priority="low").job
-    assert api_as(alice).post(f"/api/jobs/{job.id}/promote/").json()["priority"] == "immediate"
+    api = api_as(alice)
+    promoted = api.post(f"/api/jobs/{job.id}/promote/").json()
+    assert promoted["priority"] == "immediate"
+    # Again: refused, and the job keeps its place in the immediate line (one event, one dispatch).
+    again = assert_error(api.post(f"/api/jobs/{job.id}/promote/"), 409, "conflict")
+    assert "already at immediate priority" in again["message"]
+    row = Job.objects.get(pk=job.id)
+    assert row.events.filter(message="promoted to immediate").count() == 1
+    assert row.rq_job_id == Job.objects.get(pk=job.id).rq_job_id and row.priority == "immediate"
+    assert row.enqueued_at == parse_datetime(promoted["enqueued_at"])
 
 
 def test_run_now_skips_the_wait_of_a_scheduled_job(api_as, alice, bob, run_worker):
