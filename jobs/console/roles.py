@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 
 from django.core.exceptions import PermissionDenied
+from django.http import Http404
 
 from jobs.core import access
 
@@ -56,6 +57,9 @@ def guard_raw_queues(view):
         allowed = may_watch(user) if request.method in SAFE_METHODS else may_act(user)
         if not allowed:
             raise PermissionDenied
-        return view(request, *args, **kwargs)
+        try:
+            return view(request, *args, **kwargs)
+        except IndexError:  # django-rq reads a queue, worker or scheduler by its index unchecked
+            raise Http404("No such queue, worker or scheduler.") from None
 
     return guarded

@@ -275,6 +275,13 @@ def test_read_only_operators_see_everything_and_act_on_nothing(watcher, run_work
     assert Job.objects.get(pk=dead.id).status == Status.DEAD_LETTER
 
 
+def test_django_rq_pages_for_an_index_that_is_not_there_are_404s(superuser):
+    client = client_for(superuser)
+    assert client.get("/admin/django_rq/queues/0/").status_code == 200
+    for page in ("queues/99/", "workers/99/", "schedulers/99/"):
+        assert client.get(f"/admin/django_rq/{page}").status_code == 404, page
+
+
 def test_ordinary_users_do_not_get_in(alice):
     client = client_for(alice)
     for url in (reverse("admin:jobs_dashboard"), LIST, "/admin/django_rq/"):
