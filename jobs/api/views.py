@@ -100,19 +100,24 @@ class JobViewSet(
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
 
-    @extend_schema(request=BulkSubmitSerializer, responses={201: JobSerializer(many=True)})
+    @extend_schema(
+        request=BulkSubmitSerializer,
+        responses={201: JobSerializer(many=True), 200: JobSerializer(many=True)},
+        filters=False,
+    )
     @action(detail=False, methods=["post"])
     def bulk(self, request: Request) -> Response:
         """Submit many jobs in one request: all of them or, on an error, none. Items may
-        depend on each other (``ref``, ``depends_on_refs``). 201 with the jobs in the
-        order sent."""
+        depend on each other (``ref``, ``depends_on_refs``). The jobs in the order sent:
+        201 when any is new, 200 when every one was there already (each by its
+        idempotency key), as a single submit answers."""
         incoming = BulkSubmitSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         results = submit.submit_many(incoming.to_specs(), owner=request.user, allow_internal=False)
         made = {k: v for r in results for k, v in _just_made(r).items()}
         return Response(
             JobSerializer([r.job for r in results], many=True, context={"estimates": made}).data,
-            status=status.HTTP_201_CREATED,
+            status=status.HTTP_201_CREATED if any(r.created for r in results) else status.HTTP_200_OK,
         )
 
     @extend_schema(responses=JobEventSerializer(many=True), filters=False)

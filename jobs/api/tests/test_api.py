@@ -65,6 +65,16 @@ def test_a_dependency_named_twice_is_one_dependency(api_as, alice):
     assert len(made.json()[1]["depends_on"]) == 1
 
 
+def test_a_bulk_resent_with_its_keys_answers_200_with_the_same_jobs(api_as, alice):
+    body = {"jobs": [{"type": "diagnostics.noop", "idempotency_key": f"k{i}"} for i in range(3)]}
+    first = api_as(alice).post("/api/jobs/bulk/", body, format="json")
+    again = api_as(alice).post("/api/jobs/bulk/", body, format="json")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert [j["id"] for j in again.json()] == [j["id"] for j in first.json()] and Job.objects.count() == 3
+    body["jobs"].append({"type": "diagnostics.noop", "idempotency_key": "k3"})
+    assert api_as(alice).post("/api/jobs/bulk/", body, format="json").status_code == 201, "one is new"
+
+
 def test_a_bad_choice_is_answered_with_the_choices(api_as, alice):
     response = api_as(alice).post("/api/jobs/", {"type": "diagnostics.noop", "priority": "urgent"}, format="json")
     (message,) = assert_error(response, 400, "invalid")["fields"]["priority"]
