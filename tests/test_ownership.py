@@ -54,7 +54,7 @@ MATRIX = [
     ("get", "/api/jobs/{done}/events/", None, (401, 200, 404, 200, 200, 404)),
     ("post", "/api/jobs/{done}/retry/", None, (401, 409, 404, 409, 403, 404)),  # complete: the state forbids it
     ("post", "/api/jobs/{waiting}/run-now/", None, (401, 409, 404, 409, 403, 404)),  # queued already
-    ("post", "/api/jobs/{waiting}/promote/", None, (401, 200, 404, 200, 403, 404)),
+    ("post", "/api/jobs/{waiting}/promote/", None, (401, 200, 404, 409, 403, 404)),  # immediate already
     ("post", "/api/jobs/{waiting}/cancel/", None, (401, 200, 404, 409, 403, 404)),
     ("post", "/api/jobs/", {"type": "diagnostics.noop"}, (401, 201, 201, 201, 403, 201)),
     ("post", "/api/jobs/", {"type": "jobs.prune_jobs"}, (401, 400, 400, 400, 403, 400)),  # internal: code only
