@@ -9,6 +9,8 @@
 * **A lone surrogate** (``"\\ud800"``): JSON may escape half of a UTF-16 pair, which is
   no character at all. PostgreSQL refuses it; SQLite stored it, and every page that then
   showed the row failed to encode it (the admin's job list answered 500 for everyone).
+* **A number past a float's range** (``1e400`` reads as infinity): no JSON column stores
+  it (SQLite's check failed: a 500).
 """
 
 from __future__ import annotations
