@@ -113,10 +113,12 @@ def test_middleware_and_view_run_in_one_lasting_thread_off_the_loop(handler):
     threads = [thread for thread, _ in seen["view"]]
     assert [thread for thread, _ in seen["middleware"]] == threads
     assert not any(on_loop for _, on_loop in seen["middleware"] + seen["view"])
-    # One of the loop's pool, taken again by the next request: Django's own handler ran
-    # each request's sync work in a new thread, ended with the request (and so were its
-    # database connections).
-    assert threads[0] is not threading.main_thread() and threads == [threads[0]] * 3
+    # Threads of the loop's own pool ("asyncio_N"), which outlive a request: Django's own
+    # handler ran each request's sync work in a new executor's thread, ended with the
+    # request (and so were its database connections). Which pool thread takes the next
+    # request is the pool's choice: one still handing back its last answer is not idle
+    # yet, and the pool starts another (a CI run saw asyncio_0, asyncio_0, asyncio_1).
+    assert all(thread is not threading.main_thread() and thread.name.startswith("asyncio_") for thread in threads)
 
 
 def test_request_finished_is_sent_in_the_thread_that_served_the_request(handler):
