@@ -275,6 +275,7 @@ def test_read_only_operators_see_everything_and_act_on_nothing(watcher, run_work
     assert Job.objects.get(pk=dead.id).status == Status.DEAD_LETTER
 
 
+@pytest.mark.redis  # django-rq's queue page reads the queue
 def test_django_rq_pages_for_an_index_that_is_not_there_are_404s(superuser):
     client = client_for(superuser)
     assert client.get("/admin/django_rq/queues/0/").status_code == 200
