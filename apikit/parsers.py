@@ -7,8 +7,9 @@
   refused as a 400 that says where, before any code walks it (the payload's size and
   search text, the row's JSON, a job's pickled arguments).
 * **A lone surrogate** (``"\\ud800"``): JSON may escape half of a UTF-16 pair, which is
-  no character at all. PostgreSQL refuses it; SQLite stored it, and every page that then
-  showed the row failed to encode it (the admin's job list answered 500 for everyone).
+  no character at all. PostgreSQL refuses it. SQLite stored it in a batch's context,
+  and every list showing that batch then failed to encode it (``GET /api/batches/``
+  answered 500 for its owner); in a payload, the submit itself failed (a 500).
 * **A number past a float's range** (``1e400`` reads as infinity): no JSON column stores
   it (SQLite's check failed: a 500).
 """

@@ -135,8 +135,9 @@ def test_json_nested_too_deeply_is_a_400_saying_where(api_as, alice):
 
 
 def test_a_lone_surrogate_is_a_400_saying_where_and_nothing_is_stored(api_as, alice):
-    """JSON may escape half of a UTF-16 pair ("\\ud800"), which is no character: SQLite
-    stored it, and every page showing the row then failed (the admin's list, a 500)."""
+    """JSON may escape half of a UTF-16 pair ("\\ud800"), which is no character: a
+    payload's failed the submit (a 500); SQLite stored a batch's context, and the batch
+    list failed on it from then on (a 500)."""
     client = api_as(alice)
     cases = [
         ("/api/jobs/", '{"type": "diagnostics.noop", "payload": {"note": "a\\ud800b"}}', "payload.note"),
