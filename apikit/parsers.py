@@ -36,9 +36,9 @@ class NestedTooDeeply(Exception):
     code = "parse_error"
     hint = "Flatten the data: no field takes JSON nested this deep."
 
-    def __init__(self, field: str | None) -> None:
+    def __init__(self, field: str | None, limit: int = MAX_DEPTH) -> None:
         self.field = field  # where it went too deep; None when the parser could not say
-        self.message = f"The JSON nests deeper than {MAX_DEPTH} levels" + (f" (in {field})." if field else ".")
+        self.message = f"The JSON nests deeper than {limit} levels" + (f" (in {field})." if field else ".")
         super().__init__(self.message)
 
 
@@ -142,29 +142,36 @@ def finite_float(text: str) -> float:
     return value
 
 
+def loads(text: str, *, max_depth: int = MAX_DEPTH, parse_constant=strict_constant) -> Any:
+    """``text`` as JSON, kept as sent or refused: ``NestedTooDeeply``, ``LoneSurrogate``,
+    or a ``ValueError`` (not JSON; a number past a float's range; NaN or Infinity, which
+    ``parse_constant`` refuses — None takes them). The API's parser and the console's
+    payload field read JSON through it."""
+    try:
+        data = json.loads(text, parse_constant=parse_constant, parse_float=finite_float)
+    except RecursionError:  # deeper than the interpreter's stack: where cannot be said
+        raise NestedTooDeeply(None, max_depth) from None
+    # A text with no more brackets than levels allowed cannot nest deeper (a submit has
+    # a few), and one with no escape has no lone surrogate: neither is walked then.
+    if text.count("[") + text.count("{") > max_depth:
+        where = nested_too_deeply(data, max_depth)
+        if where is not None:
+            raise NestedTooDeeply(where, max_depth)
+    if "\\u" in text:
+        where = lone_surrogate(data)
+        if where is not None:
+            raise LoneSurrogate(where)
+    return data
+
+
 class JSONParser(parsers.JSONParser):
-    """DRF's JSON parser, refusing (400, naming where) bodies nested deeper than
-    ``MAX_DEPTH`` and strings holding a lone surrogate."""
+    """DRF's JSON parser, refusing (400, naming where) what ``loads`` refuses."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         # As DRF's own parser (its charset check too), reading the text first: the
         # route's limit bounds it.
         encoding = parsers.get_encoding(parser_context or {})  # type: ignore[attr-defined]  # newer than the stubs
         try:
-            text = stream.read().decode(encoding)
-            data = json.loads(text, parse_constant=strict_constant if self.strict else None, parse_float=finite_float)
-        except RecursionError:  # deeper than the interpreter's stack: where cannot be said
-            raise NestedTooDeeply(None) from None
+            return loads(stream.read().decode(encoding), parse_constant=strict_constant if self.strict else None)
         except ValueError as error:  # not JSON, or not in its encoding (UnicodeDecodeError)
             raise ParseError(f"JSON parse error - {error}") from None
-        # A body with no more brackets than levels allowed cannot nest deeper (a submit has
-        # a few), and one with no escape has no lone surrogate: neither is walked then.
-        if text.count("[") + text.count("{") > MAX_DEPTH:
-            where = nested_too_deeply(data)
-            if where is not None:
-                raise NestedTooDeeply(where)
-        if "\\u" in text:
-            where = lone_surrogate(data)
-            if where is not None:
-                raise LoneSurrogate(where)
-        return data

@@ -25,7 +25,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.views import View
 
-from apikit.parsers import MAX_DEPTH, finite_float, nested_too_deeply
+from apikit.parsers import MAX_DEPTH, LoneSurrogate, NestedTooDeeply, loads
 from jobs.console.views import _ConsoleView, flow_rights
 from jobs.core import access, cron_times, registry
 from jobs.core.errors import SubmitError
@@ -110,19 +110,18 @@ class PayloadField(forms.CharField):
     def to_python(self, value: Any) -> Any:
         text = (super().to_python(value) or "").strip() or "{}"
         try:
-            value = json.loads(text, parse_constant=_no_constant, parse_float=finite_float)
+            return loads(text, max_depth=_PAYLOAD_DEPTH, parse_constant=_no_constant)
         except json.JSONDecodeError as error:
             raise forms.ValidationError(
                 f"payload: not JSON ({error.msg}, line {error.lineno} column {error.colno}). "
                 'Write a JSON object, e.g. {"seconds": 1}, or {} for none.'
             ) from None
-        except RecursionError:  # deeper than the interpreter's stack
-            raise _nested_too_deeply() from None
+        except NestedTooDeeply:
+            raise forms.ValidationError(f"payload: nested deeper than {_PAYLOAD_DEPTH} levels. Flatten it.") from None
+        except LoneSurrogate as error:
+            raise forms.ValidationError(f"payload: {error.message}") from None
         except ValueError as error:  # NaN, Infinity, 1e400: not numbers JSON or the database keeps
             raise forms.ValidationError(f"payload: {error}. Write numbers within a float's range.") from None
-        if nested_too_deeply(value, _PAYLOAD_DEPTH) is not None:
-            raise _nested_too_deeply()
-        return value
 
 
 # As deep as a payload the API takes (its body is a level more: apikit.parsers).
@@ -131,10 +130,6 @@ _PAYLOAD_DEPTH = MAX_DEPTH - 1
 
 def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not a JSON number")
-
-
-def _nested_too_deeply() -> forms.ValidationError:
-    return forms.ValidationError(f"payload: nested deeper than {_PAYLOAD_DEPTH} levels. Flatten it.")
 
 
 class ScheduleForm(forms.Form):
