@@ -5,7 +5,8 @@ A claim and a completion happen for every job. Through the ORM each is five roun
 each is one statement that locks the row, checks its status and dispatch, updates it
 and writes the timeline event — the same guarded move, atomic as a single statement.
 A single submit, likewise: the row and its first timeline entry in one statement
-(``create``), not BEGIN, two INSERTs and COMMIT.
+(``create``), not BEGIN, two INSERTs and COMMIT; a bulk submit's rows copied in
+(``insert_many``: COPY), not sent as INSERTs of arrays.
 ``jobs.core.lifecycle`` decides when to use it; other databases take the ORM path, and
 so does PostgreSQL through psycopg2: a project without psycopg 3 (on SQLite, say) does
 not need it installed (``pip install 'jobdesk[postgres]'`` brings it).
@@ -16,7 +17,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 import weakref
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from django.conf import settings
@@ -87,6 +90,42 @@ def create(job: Job, event: JobEvent, text: PayloadText | None = None) -> None:
     _execute(db, _create_sql(db.alias, nulls, text is not None), [value for value in values if value is not None])
     for row, _ in rows:  # as a bulk_create leaves them: stored
         row._state.adding, row._state.db = False, db.alias
+
+
+def copy_available() -> bool:
+    """Can ``insert_many`` copy rows here (PostgreSQL through psycopg 3)?"""
+    return HAS_PSYCOPG and connection.vendor == "postgresql"
+
+
+def insert_many(rows: Sequence[Model]) -> None:
+    """Insert new rows of one model with PostgreSQL's COPY: a bulk submit's jobs, their
+    first events and texts. Every column the ORM would write, as the ORM prepares it, as
+    ``create`` does. Django's bulk_create sends a 5,000-job submit as an INSERT of
+    arrays (UNNEST), which psycopg spells out in Python, value by value: the copy took
+    its insert from 2.4 to 1.4 s. The rows get no key the database numbers (an event's
+    id): nothing reads it back from a submit. In the caller's transaction; Django's query
+    log (DEBUG, tests counting queries) notes the copy as one statement."""
+    if not rows:
+        return
+    db = connections[connection.alias]  # the connection itself: each use of the proxy costs a lookup
+    model = type(rows[0])
+    fields = _inserted(model)
+    sql = _copy_sql(db.alias, model)
+    started = time.monotonic()
+    with db.cursor() as cursor, db.wrap_database_errors, cursor.cursor.copy(sql) as copy:
+        for row in rows:
+            copy.write_row([field.get_db_prep_save(field.pre_save(row, True), db) for field in fields])
+    if db.queries_logged:
+        db.queries_log.append({"sql": f"{sql} -- {len(rows)} rows", "time": f"{time.monotonic() - started:.3f}"})
+    for row in rows:  # as a bulk_create leaves them: stored
+        row._state.adding, row._state.db = False, db.alias
+
+
+@functools.cache
+def _copy_sql(alias: str, model: type[Model]) -> str:
+    quote = connections[alias].ops.quote_name
+    columns = ", ".join(quote(str(field.column)) for field in _inserted(model))
+    return f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN"
 
 
 @functools.cache

@@ -237,6 +237,9 @@ def create_submitted(jobs: Sequence[Job], dependencies: dict) -> None:
     texts = [text for text in map(PayloadText.of, jobs) if text is not None]
     if len(jobs) == 1 and fastpath.available():  # one statement: no transaction needed
         fastpath.create(jobs[0], events[0], texts[0] if texts else None)
+    elif len(jobs) > 1 and fastpath.copy_available():  # many: copied, in the submit's transaction
+        for rows in (jobs, events, texts):
+            fastpath.insert_many(rows)
     else:
         with status_writes():
             Job.objects.bulk_create(jobs)

@@ -293,6 +293,75 @@ def test_a_lone_submit_s_statement_has_few_enough_parameters_for_psycopg_to_pars
         assert sql.count("NULL") >= nulls.count(True)
 
 
+def test_a_bulk_submit_copies_its_rows_on_postgresql_writing_what_the_orm_writes(alice, monkeypatch):
+    """Many jobs go in by COPY (PostgreSQL): the same rows, first events and searchable
+    texts as the ORM's bulk insert — every column."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from jobs.core import fastpath
+    from jobs.core.models import JobEvent, PayloadText
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the copy is PostgreSQL's")
+
+    later = timezone.now() + timedelta(hours=1)
+
+    def specs(tag: str) -> list[JobSpec]:
+        return [
+            JobSpec("diagnostics.sleep", {"seconds": 1, "result": "é\\t\n\\N"}, ref="a", idempotency_key=f"{tag}-a"),
+            JobSpec("diagnostics.noop", depends_on=["a"], priority="low", max_attempts=2),
+            JobSpec("diagnostics.noop", run_at=later),
+        ]
+
+    with CaptureQueriesContext(connection) as statements:
+        copied = [s.job for s in submit_many(specs("copy"), owner=alice)]
+    copies = [q["sql"] for q in statements.captured_queries if q["sql"].startswith("COPY")]
+    assert [sql.split()[1] for sql in copies] == ['"jobs_job"', '"jobs_jobevent"', '"jobs_payloadtext"'], copies
+    inserts = [q["sql"].split()[2] for q in statements.captured_queries if q["sql"].startswith("INSERT")]
+    assert inserts == ['"jobs_job_depends_on"'], "the links (a few) are the ORM's"
+    monkeypatch.setattr(fastpath, "copy_available", lambda: False)
+    inserted = [s.job for s in submit_many(specs("orm"), owner=alice)]
+
+    def stored(job) -> dict:
+        row = Job.objects.filter(pk=job.pk).values().get()
+        keys_and_times = ("id", "rq_job_id", "idempotency_key", "created_at", "updated_at", "enqueued_at")
+        return {k: v for k, v in row.items() if k not in keys_and_times}
+
+    def events(job) -> list[dict]:
+        found = JobEvent.objects.filter(job=job).values()
+        drop = ("id", "job_id", "created_at", "details")
+        return [{k: v for k, v in event.items() if k not in drop} for event in found]
+
+    for mine, theirs in zip(copied, inserted, strict=True):
+        assert stored(mine) == stored(theirs)
+        assert events(mine) == events(theirs)
+    texts = PayloadText.objects.filter(job__in=[copied[0], inserted[0]]).values_list("text", flat=True)
+    expected = json.dumps(copied[0].payload, ensure_ascii=False)
+    assert list(texts) == [expected] * 2, "the payload's searchable text, escapes and all"
+    assert Job.objects.get(pk=copied[1].pk).depends_on.get() == copied[0]
+    assert JobEvent.objects.get(job=copied[1]).details == {"dependencies": [str(copied[0].id)]}
+    again = submit_many(specs("copy"), owner=alice)
+    assert (again[0].created, again[0].job.pk) == (False, copied[0].pk), "the key finds it"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_copy_that_breaks_a_constraint_is_django_s_integrity_error():
+    """A concurrent submit's idempotency race ends in IntegrityError, whatever path wrote
+    the rows: the submit's retry catches Django's, not psycopg's."""
+    from django.db import IntegrityError, connection, transaction
+
+    from jobs.core import fastpath
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the copy is PostgreSQL's")
+    first = submit("diagnostics.noop").job
+    twin = Job.objects.get(pk=first.pk)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        fastpath.insert_many([twin])
+    assert Job.objects.count() == 1
+
+
 @pytest.mark.django_db
 def test_a_payload_is_kept_as_searchable_text_once_and_an_empty_one_not_at_all():
     """The console's payload search reads PayloadText, written with the job (single or
