@@ -18,13 +18,14 @@ import functools
 import json
 import logging
 import time
+import uuid
 import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models
 from django.db.models import Field, JSONField, Model
 from django.db.models.base import ModelState
 from django.db.models.expressions import Col
@@ -109,16 +110,60 @@ def insert_many(rows: Sequence[Model]) -> None:
         return
     db = connections[connection.alias]  # the connection itself: each use of the proxy costs a lookup
     model = type(rows[0])
-    fields = _inserted(model)
     sql = _copy_sql(db.alias, model)
     started = time.monotonic()
+    columns = _copied_columns(model)
     with db.cursor() as cursor, db.wrap_database_errors, cursor.cursor.copy(sql) as copy:
         for row in rows:
-            copy.write_row([field.get_db_prep_save(field.pre_save(row, True), db) for field in fields])
+            values = row.__dict__  # a new instance holds every field's value (Model.__init__)
+            copy.write_row(
+                [
+                    value
+                    if type(value := values[name]) in plain and (value is None or not aware or value.tzinfo is not None)
+                    else field.get_db_prep_save(field.pre_save(row, True), db)
+                    for field, name, plain, aware in columns
+                ]
+            )
     if db.queries_logged:
         db.queries_log.append({"sql": f"{sql} -- {len(rows)} rows", "time": f"{time.monotonic() - started:.3f}"})
     for row in rows:  # as a bulk_create leaves them: stored
         row._state.adding, row._state.db = False, db.alias
+
+
+# Field classes whose preparation (``get_db_prep_save`` on PostgreSQL) leaves a value of
+# these exact types, or None, as it is: the copy writes such a value without asking the
+# field — 45 calls a job were a third of the copy's time. Exact classes only (a subclass
+# may prepare its values); a time only when aware (a naive one the ORM makes aware).
+_AS_IS: dict[type[Field], tuple[type, ...]] = {
+    models.CharField: (str,),
+    models.TextField: (str,),
+    models.BooleanField: (bool,),
+    models.SmallIntegerField: (int,),
+    models.IntegerField: (int,),
+    models.BigIntegerField: (int,),
+    models.PositiveSmallIntegerField: (int,),
+    models.PositiveIntegerField: (int,),
+    models.FloatField: (float,),
+    models.UUIDField: (uuid.UUID,),
+    models.DateTimeField: (datetime,),
+}
+
+
+@functools.cache
+def _copied_columns(model: type[Model]) -> list[tuple[Field, str, frozenset[type], bool]]:
+    """Each column the copy writes: its field, the attribute holding its value, the
+    value types written as they are (none for a field the ORM always prepares: JSON, a
+    time stamped on insert, a foreign key), and whether a time must be aware to be."""
+    columns = []
+    for field in _inserted(model):
+        stamped = getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)
+        plain = () if stamped else _AS_IS.get(type(field), ())
+        if datetime in plain and not settings.USE_TZ:
+            plain = ()  # the ORM writes a time in the local zone, naive
+        columns.append(
+            (field, field.attname, frozenset(plain) | {type(None)} if plain else frozenset(), datetime in plain)
+        )
+    return columns
 
 
 @functools.cache
