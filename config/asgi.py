@@ -36,7 +36,7 @@ websocket_routes = jobs.live.routing.websocket_urlpatterns + ingestion.routing.w
 application = ProtocolTypeRouter(
     {
         "http": BodyLimit(django_asgi_app),  # oversized bodies refused before they are read
-        "websocket": TokenOrSessionAuth(URLRouter(websocket_routes + jobs.live.routing.fallback)),
+        "websocket": TokenOrSessionAuth(URLRouter(websocket_routes + jobs.live.routing.websocket_fallback)),
     }
 )
 

@@ -52,7 +52,15 @@ RQ = {
 }
 TASKS = {"default": {"BACKEND": "jobs.tasks.JobdeskBackend"}}
 CHANNEL_LAYERS = {
-    "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},
+    }
+}
+DATABASES["default"]["OPTIONS"] = {
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 30,
 }
 ALLOWED_HOSTS = ["testserver", "localhost"]
 """
@@ -106,11 +114,32 @@ else:
     client = Client()
     client.force_login(admin)
     listing = client.get("/admin/jobs/job/?q=shop.tasks.total")
+    from asgiref.sync import async_to_sync
+    from asgiref.testing import ApplicationCommunicator
+    from host.asgi import application  # the README's ASGI application, as written there
+
+    async def asset_status(path):
+        scope = {{"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
+                  "headers": [], "scheme": "http", "server": ("testserver", 80), "asgi": {{"version": "3.0"}}}}
+        talk = ApplicationCommunicator(application, scope)
+        await talk.send_input({{"type": "http.request", "body": b""}})
+        return (await talk.receive_output(10))["status"]
+
     print(json.dumps({{
         "status": result.status, "value": result.return_value, "jobs_from": jobs.__file__,
         "admin": listing.status_code, "listed": "shop.tasks.total" in listing.content.decode(),
+        "asset": async_to_sync(asset_status)("/static/jobs/console.js"),
     }}))
 """
+
+
+def readme_asgi() -> str:
+    """The README's ASGI application (its "Add Jobdesk to your project"), for a project
+    named host."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Add Jobdesk to your project") :]
+    start = section.index("```python\nimport os\n") + len("```python\n")
+    return section[start : section.index("```", start)].replace("yourproject.settings", "host.settings")
 
 
 def run(args: list[str], cwd: Path, env: dict, timeout: float = 180) -> str:
@@ -196,6 +225,7 @@ def test_jobdesk_installs_into_a_new_project_and_runs_its_task(tmp_path):
     project = tmp_path / "host"
     (project / "host" / "settings.py").write_text((project / "host" / "settings.py").read_text() + HOST_SETTINGS)
     (project / "host" / "urls.py").write_text(HOST_URLS)
+    (project / "host" / "asgi.py").write_text(readme_asgi())
     (project / "shop").mkdir()
     (project / "shop" / "__init__.py").write_text("")
     (project / "shop" / "tasks.py").write_text(SHOP_TASKS)
@@ -225,3 +255,6 @@ def test_jobdesk_installs_into_a_new_project_and_runs_its_task(tmp_path):
     assert seen["status"] == "SUCCESSFUL" and seen["value"] == 12
     assert str(site) in seen["jobs_from"], "the host runs the installed Jobdesk, not the checkout"
     assert seen["admin"] == 200 and seen["listed"], "the task's job is in the host's admin console"
+    assert seen["asset"] == 200, "the README's ASGI application serves the console's assets"
+    login = run([*manage, "ensure_admin"], project, env)  # a project without Jobdesk's VAR_DIR
+    assert "Admin console:" in login and "password:" in login

@@ -98,3 +98,33 @@ def test_redis_clients_parse_with_hiredis():
     assert isinstance(blocking._command_packer, HiredisRespSerializer)
     asyncio_connection = redis.asyncio.Redis().connection_pool.make_connection()  # channels-redis's kind
     assert isinstance(asyncio_connection._parser, _AsyncHiredisParser)
+
+
+# Settings Jobdesk's code reads that a project must set itself (the README's "Add Jobdesk
+# to your project" lists them), or that only a diagnostics run of Jobdesk's own reads.
+_PROJECT_SETS = {"RQ", "REDIS_URL", "TASKS"}
+
+
+def test_every_setting_jobdesk_reads_has_a_default_or_is_the_project_s():
+    """A host project has none of config/settings.py: every setting the platform reads
+    plainly (``settings.NAME``) must be defaulted by ``jobs.conf`` or Django (a missing one
+    was an AttributeError on every submit on PostgreSQL: DB_PREPARED_STATEMENTS)."""
+    import re
+
+    from django.conf import global_settings
+
+    from jobs.conf import DEFAULTS
+
+    read: dict[str, set[str]] = {}
+    for package in ("jobs", "apikit", "workwindow"):
+        for path in (ROOT / package).rglob("*.py"):
+            if "tests" in path.parts or "migrations" in path.parts:
+                continue
+            for name in re.findall(r"\bsettings\.([A-Z][A-Z0-9_]+)\b", path.read_text()):
+                read.setdefault(name, set()).add(str(path.relative_to(ROOT)))
+    undefaulted = {
+        name: sorted(paths)
+        for name, paths in read.items()
+        if name not in DEFAULTS and not hasattr(global_settings, name) and name not in _PROJECT_SETS
+    }
+    assert not undefaulted, f"add to jobs.conf.DEFAULTS (and docs/contract.md): {undefaulted}"

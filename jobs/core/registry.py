@@ -19,6 +19,7 @@ from jobs.core import cron_times, rates
 from jobs.core.errors import PayloadTooLarge, SubmitError, TypeLoadFailed
 from jobs.core.models import Priority
 
+MAX_ATTEMPTS_LIMIT = 100  # a type's or a submit's max_attempts, at most
 Handler = Callable[[Any], Any]  # receives a jobs.execution.context.JobContext
 Validator = Callable[[dict], dict]
 Hook = Callable[[Any], None]  # receives the finished jobs.core.models.Job
@@ -85,7 +86,15 @@ class JobType:
                 "payload must be a JSON object", field="payload", hint="Send a JSON object, or {} for none."
             )
         check_storable(payload, "payload")
-        return self.validate(payload) if self.validate else payload
+        if not self.validate:
+            return payload
+        cleaned = self.validate(payload)
+        if not isinstance(cleaned, dict):  # the type's code, not the submitter's input
+            raise TypeError(
+                f"job type {self.name}: its validate returned {type(cleaned).__name__}, not the payload: "
+                "return the cleaned payload (a dict), or raise SubmitError to refuse it"
+            )
+        return cleaned
 
 
 def check_storable(value: dict, field: str, limit: int | None = None) -> None:
@@ -142,6 +151,15 @@ def job_type(
         raise ValueError(f"job type {name}: concurrency must be a whole number >= 1 (or None for no limit)")
     if rate:
         rates.parse(rate)  # a malformed rate fails at start-up, with the hint
+    if timeout is not None and (type(timeout) is not int or timeout < 1):
+        raise ValueError(f"job type {name}: timeout must be a whole number of seconds >= 1 (or None: JOB_TIMEOUT)")
+    if max_attempts is not None and (type(max_attempts) is not int or not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT):
+        raise ValueError(
+            f"job type {name}: max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT} "
+            "(1: no retries; None: JOB_MAX_ATTEMPTS)"
+        )
+    if not isinstance(fork, bool):
+        raise ValueError(f"job type {name}: fork must be True or False")
     if expected_duration is not None and not (isinstance(expected_duration, int | float) and expected_duration > 0):
         raise ValueError(f"job type {name}: expected_duration must be a number of seconds > 0 (or None)")
 

@@ -24,9 +24,9 @@ from django.utils import timezone
 from jobs.core import access, batches, fastpath, lifecycle, opening, outcomes, registry, tracing
 from jobs.core.errors import IdempotencyConflict, SubmitError
 from jobs.core.models import FINAL_STATUSES, DependencyFailure, Job, Priority, Status
+from jobs.core.registry import MAX_ATTEMPTS_LIMIT
 from jobs.core.sizes import size_class
 
-MAX_ATTEMPTS_LIMIT = 100
 MAX_SIZE = 1e15  # a job's size, in its type's unit: beyond any real count of bytes or rows
 _IDEMPOTENCY_RACE_RETRIES = 3
 # What a dependency needs loaded: its status, and what its own ETA is made of.
@@ -273,7 +273,8 @@ def _dependency_failure(spec: JobSpec) -> str:
 
 
 def _max_attempts(spec: JobSpec, job_type) -> int:
-    value = spec.max_attempts or job_type.max_attempts or settings.JOB_MAX_ATTEMPTS
+    # 0 is a value given (and refused), not "the default".
+    value = spec.max_attempts if spec.max_attempts is not None else job_type.max_attempts or settings.JOB_MAX_ATTEMPTS
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ATTEMPTS_LIMIT:
         raise SubmitError(
             f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}.",

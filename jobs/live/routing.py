@@ -12,4 +12,4 @@ websocket_urlpatterns = [
 ]
 
 # Last, after every app's routes: an unknown path is closed with 4404.
-fallback = [re_path(r"", consumers.NoRoute.as_asgi())]
+websocket_fallback = [re_path(r"", consumers.NoRoute.as_asgi())]

@@ -29,18 +29,22 @@ def register(task: Task, backend: str) -> None:
 
     if registry.is_registered(task.module_path):
         return
-    registry.job_type(
-        task.module_path,
-        public=False,
-        priority=queue_of(task),
-        timeout=getattr(task, "timeout", None),
-        max_attempts=getattr(task, "max_attempts", None),
-        heavy=bool(getattr(task, "heavy", False)),
-        expected_duration=getattr(task, "expected_duration", None),
-        fork=bool(getattr(task, "fork", True)),
-        after_record=lambda job: _finished(job, backend),
-        summary_payload=lambda summary: {"args": [summary], "kwargs": {}},  # a batch callback's one argument
-    )(lambda ctx: run(ctx, backend))
+    try:
+        define = registry.job_type(
+            task.module_path,
+            public=False,
+            priority=queue_of(task),
+            timeout=getattr(task, "timeout", None),
+            max_attempts=getattr(task, "max_attempts", None),
+            heavy=bool(getattr(task, "heavy", False)),
+            expected_duration=getattr(task, "expected_duration", None),
+            fork=getattr(task, "fork", True),
+            after_record=lambda job: _finished(job, backend),
+            summary_payload=lambda summary: {"args": [summary], "kwargs": {}},  # a batch callback's one argument
+        )
+    except ValueError as invalid:  # an option out of range, where the task is defined
+        raise compat.InvalidTask(str(invalid).replace("job type", "task", 1)) from None
+    define(lambda ctx: run(ctx, backend))
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

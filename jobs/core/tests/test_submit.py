@@ -376,3 +376,30 @@ def test_a_payload_is_kept_as_searchable_text_once_and_an_empty_one_not_at_all()
     assert "Ünïcode A-1042" in texts[lone.id] and json.loads(texts[lone.id]) == lone.payload
     assert [json.loads(texts[job.id])["seconds"] for job in many] == [1, 2]
     assert empty.id not in texts
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [({"timeout": 0}, "timeout"), ({"timeout": 1.5}, "timeout"), ({"max_attempts": 0}, "max_attempts"),
+     ({"max_attempts": True}, "max_attempts"), ({"fork": "no"}, "fork")],
+)  # fmt: skip
+def test_a_job_type_s_options_out_of_range_stop_its_definition(options, named):
+    from jobs.core import registry
+
+    with pytest.raises(ValueError, match=f"job type t.bad: {named} must be"):
+        registry.job_type("t.bad", **options)(lambda ctx: None)
+    assert not registry.is_registered("t.bad")
+
+
+def test_a_validator_that_returns_no_payload_is_named_not_a_database_error():
+    """A validator that only raises on bad input (and returns None) stored a NULL payload:
+    an IntegrityError at the insert. Now its type is named, with what to return."""
+    from jobs.core import registry
+
+    registry.job_type("t.checks_only", validate=lambda payload: None)(lambda ctx: None)
+    try:
+        with pytest.raises(TypeError, match=r"t.checks_only: its validate returned NoneType, not the payload"):
+            submit("t.checks_only", {"rows": 3})
+    finally:
+        registry.unregister("t.checks_only")
+    assert not Job.objects.exists()

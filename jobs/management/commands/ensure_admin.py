@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -18,12 +19,15 @@ class Command(BaseCommand):
         parser.add_argument("--url", default="http://127.0.0.1:8000")
 
     def handle(self, *args, username: str, url: str, **options):
-        password_file = settings.VAR_DIR / "admin-password"
+        # Jobdesk's own settings keep local state in VAR_DIR; a project of its own may not
+        # have one: var/ where the command runs.
+        var_dir = Path(getattr(settings, "VAR_DIR", "var"))
+        password_file = var_dir / "admin-password"
         users = get_user_model()
         user = users.objects.filter(username=username).first()
         if user is None:
             password = secrets.token_urlsafe(12)
-            settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+            var_dir.mkdir(parents=True, exist_ok=True)
             password_file.write_text(password + "\n")
             password_file.chmod(0o600)
             user = users.objects.create_superuser(username, f"{username}@localhost", password)

@@ -69,8 +69,9 @@ class Command(BaseCommand):
             final = asyncio.run(self.follow(job_id))
         except (OSError, RedisError) as error:
             raise CommandError(
-                f"Cannot reach the channel layer at {settings.CHANNEL_LAYER_URL} ({error}). "
-                "Run watch_job with the same REDIS_URL / CHANNEL_LAYER_URL as the workers."
+                f"Cannot reach the channel layer ({_layer_address()}: {error}). "
+                "Run watch_job with the same channel layer settings (CHANNEL_LAYERS; here "
+                "REDIS_URL / CHANNEL_LAYER_URL) as the workers."
             ) from None
         if final.get("status") != "complete":
             raise SystemExit(1)
@@ -112,3 +113,14 @@ class Command(BaseCommand):
 
     def show(self, msg: dict) -> None:
         self.stdout.write(json.dumps(msg) if self.as_json else describe(msg))
+
+
+def _layer_address() -> str:
+    """Where the channel layer is, as the settings say: this project's CHANNEL_LAYER_URL,
+    else the default layer's first host (a project of its own configures only that)."""
+    url = getattr(settings, "CHANNEL_LAYER_URL", None)
+    if url:
+        return str(url)
+    hosts = getattr(settings, "CHANNEL_LAYERS", {}).get("default", {}).get("CONFIG", {}).get("hosts") or ["?"]
+    first = hosts[0]
+    return str(first.get("address", "?") if isinstance(first, dict) else first)

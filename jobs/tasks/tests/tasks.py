@@ -74,3 +74,7 @@ def fails_twice() -> None:
 def light_pid() -> int:
     """Runs inside the worker's process (fork=False): returns that process's pid."""
     return os.getpid()
+
+
+def never_a_task() -> None:
+    """Decorated by a test with options a task cannot have: refused, so never registered."""

@@ -225,3 +225,33 @@ def test_a_fork_false_task_runs_inside_the_default_workers_own_process(run_worke
     run_worker(worker_class=JobdeskWorker)  # the forking class, in this process
     result.refresh()
     assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == os.getpid()
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"max_attempts": 101}, "max_attempts"),
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": "x"}, "timeout"),
+        ({"fork": "no"}, "fork"),
+    ],
+)
+def test_a_task_s_options_out_of_range_are_refused_where_it_is_defined(options, named):
+    """Not silently the default (max_attempts=0 ran 4 times, timeout=0 got 1800 s), nor a
+    database error at the first enqueue (timeout="x")."""
+    from jobs.core import registry
+    from jobs.tasks.compat import task
+
+    with pytest.raises(InvalidTask, match=f"task {tasks.__name__}.never_a_task: {named} must be"):
+        task(**options)(tasks.never_a_task)
+    assert not registry.is_registered(f"{tasks.__name__}.never_a_task")
+
+
+@pytest.mark.django_db
+def test_max_attempts_0_for_one_enqueue_is_refused_not_the_default():
+    from jobs.core.errors import SubmitError
+
+    with pytest.raises(SubmitError, match="max_attempts must be a whole number from 1"):
+        tasks.noop.options(max_attempts=0).enqueue()
+    assert not Job.objects.exists()
