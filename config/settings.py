@@ -143,6 +143,7 @@ JOB_TIMEOUT = env_int("JOB_TIMEOUT", 1800, minimum=1)
 # their pipe (runner.outcome_from_horse): keep it at least a minute.
 JOB_RESULT_TTL = env_int("JOB_RESULT_TTL", 3600, minimum=60)
 RETRY_BASE_DELAY = env_float("RETRY_BASE_DELAY", 30.0, minimum=0.0)
+RETRY_MAX_DELAY = env_float("RETRY_MAX_DELAY", 86400.0, minimum=1.0)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 4, minimum=1)
 QUEUE_MAX_DEPTH = env_int("QUEUE_MAX_DEPTH", 1000, minimum=1)
 # The reconciler spares rows changed this recently (their enqueue may be in flight).

@@ -17,8 +17,9 @@ Pure functions of their arguments: no database, no Redis, no clock.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from crontab import CronTab
 
@@ -40,10 +41,20 @@ def parse(expression: str) -> CronTab:
 
 def zone(name: str) -> ZoneInfo:
     """The zone, or ValueError with the hint."""
+    # Only the zones the server lists (as a work window's): ZoneInfo also opens
+    # "localtime", "posixrules" or "right/UTC", and "America" (a directory) raised
+    # IsADirectoryError — a 500.
+    if not isinstance(name, str) or name not in _known_zones():
+        raise ValueError(f"{name!r} is not a time zone. {ZONE_HINT}")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(f"{name!r} is not a time zone. {ZONE_HINT}") from None
+
+
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
 
 
 def by_elapsed_time(expression: str) -> bool:

@@ -460,7 +460,8 @@ def validate_rate(value: Any) -> None:
     try:
         rates.parse(value)
     except ValueError as error:
-        raise InvalidInput(str(error), field="rate", hint=rates.HINT) from None
+        message = str(error).replace(f" {rates.HINT}", "")  # the hint once, as the hint
+        raise InvalidInput(message, field="rate", hint=rates.HINT) from None
 
 
 # --- What the console, the API, ETAs and health read ----------------------------------

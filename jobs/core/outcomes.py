@@ -28,7 +28,7 @@ def temporary_failure(
     """Retry with backoff while attempts remain, else dead-letter."""
     error = {"message": message, "details": details, "recovery_actions": recovery_actions, "exception": exception}
     if should_retry(job.attempts, job.max_attempts):
-        delay = backoff_delay(job.attempts, settings.RETRY_BASE_DELAY)
+        delay = backoff_delay(job.attempts, settings.RETRY_BASE_DELAY, cap=settings.RETRY_MAX_DELAY)
         return lifecycle.retry_later(job.id, dispatch, delay=delay, actor_label=actor_label, **error)
     moved = lifecycle.dead_letter(
         job.id, dispatch, actor_label=actor_label, message=message, details=details, exception=exception

@@ -16,7 +16,8 @@ _UNITS = {
     "h": 3600, "hour": 3600, "hours": 3600,
     "d": 86400, "day": 86400, "days": 86400,
 }  # fmt: skip
-_PATTERN = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
+_PATTERN = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$", re.ASCII)  # 0-9 only
+MAX_PERIOD_SECONDS = 366 * 86400  # a window longer than a year is no rate limit anyone means
 HINT = 'Write starts per period, e.g. "100/minute", "5/2s" or "1000/hour".'
 
 
@@ -50,6 +51,8 @@ def parse(text: str) -> Rate:
     seconds = multiple * _UNITS[unit]
     if count < 1 or seconds <= 0:
         raise ValueError(f"{text!r} allows nothing: the count and the period must be positive. {HINT}")
+    if seconds > MAX_PERIOD_SECONDS:
+        raise ValueError(f"{text!r}: the period is at most 366 days. {HINT}")
     if count > 100_000:
         raise ValueError(f"{text!r}: at most 100000 starts per period are counted. {HINT}")
     return Rate(count, seconds)

@@ -200,7 +200,7 @@ class _Snapshot:
         return self.durations[key]
 
     def at(self, seconds: float) -> datetime:
-        return self.now + timedelta(seconds=seconds)
+        return _later(self.now, seconds)
 
     def paused(self, job_type: str, priority: str) -> bool:
         return self.rules.pause_of(job_type, priority) is not None
@@ -588,6 +588,16 @@ def _timed(
     return _ranged(now, (low, start, high), doubt, duration, cold, bounds, windows, warning)
 
 
+# The farthest an estimate reaches: a backlog behind a slow rate (one start a month, a
+# million jobs) would otherwise be a time past datetime's range — an OverflowError on
+# every page that shows the estimate. "A century from now" says the same.
+HORIZON_SECONDS = 100 * 365 * 86400.0
+
+
+def _later(now: datetime, seconds: float) -> datetime:
+    return now + timedelta(seconds=min(seconds, HORIZON_SECONDS))
+
+
 def _ranged(
     now: datetime,
     start: tuple[float, float, float],
@@ -601,7 +611,7 @@ def _ranged(
     """As ``_timed``, from a start's range (low, estimate, high) in seconds from now."""
     finish_doubt = math.sqrt(doubt**2 + duration.variance)
     finish_low, finish_high = spread_range(start[1] + duration.mean, finish_doubt, bounds)
-    at = lambda seconds: now + timedelta(seconds=seconds)  # noqa: E731
+    at = lambda seconds: _later(now, seconds)  # noqa: E731
     low, centre, high = (at(t) for t in start)
     if windows is not None:
         current = windows()

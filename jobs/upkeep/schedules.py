@@ -179,7 +179,10 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
             hint=f"One of {', '.join(Priority.values)}, or empty for the type's own.",
         )  # fmt: skip
     if "job_type" in values:
-        job_type = registry.get(values["job_type"])
+        try:
+            job_type = registry.get(values["job_type"])
+        except SubmitError as unknown:  # named as the schedule calls it, not as a submit does
+            raise InvalidInput(unknown.message, field="job_type", hint=unknown.hint) from None
         values["payload"] = job_type.clean_payload(values.get("payload") or {})
     return values
 

@@ -36,10 +36,28 @@ def test_rates_parse(text, count, seconds):
     assert rates.parse(text) == rates.Rate(count, seconds)
 
 
-@pytest.mark.parametrize("text", ["", "fast", "0/minute", "5/0s", "5/fortnight", "-1/s", "5 per minute"])
+@pytest.mark.parametrize(
+    "text", ["", "fast", "0/minute", "5/0s", "5/fortnight", "-1/s", "5 per minute", "1/3000000d", "1/367d", "\u0663/s"]
+)
 def test_malformed_rates_are_refused_with_the_hint(text):
     with pytest.raises(ValueError, match="e.g."):
         rates.parse(text)
+
+
+def test_a_rate_s_period_reaches_a_year_at_most():
+    """ "1/3000000d" was accepted, and the ETA of a second job held behind it was a time
+    past datetime's range: every submit, job page and queue overview answered 500."""
+    assert rates.parse("1/366d") == rates.Rate(1, 366 * 86400)
+
+
+def test_an_estimate_reaches_a_century_at_most():
+    from datetime import UTC, datetime
+
+    from jobs.insight.estimates import _later
+
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    assert _later(now, 1e15).year == 2126  # not an OverflowError
+    assert _later(now, 60).minute == 1
 
 
 def test_a_rate_is_a_sliding_window_not_a_counter_per_period():

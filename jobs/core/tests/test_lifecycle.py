@@ -109,3 +109,26 @@ def test_a_status_write_outside_the_lifecycle_is_refused():
     assert Job.objects.get(pk=job.id).status == Status.QUEUED and Job.objects.count() == 1
     # Other fields are anybody's to write (the lifecycle owns the status, not the row).
     assert Job.objects.filter(pk=job.id).update(hooks_done=True) == 1
+
+
+def test_backoff_stops_growing_at_its_cap():
+    import random
+
+    from jobs.core.retry import backoff_delay
+
+    assert backoff_delay(1, 30, jitter=0) == 30
+    assert backoff_delay(3, 30, jitter=0, cap=86400) == 120
+    assert backoff_delay(34, 30, rng=random.Random(1), cap=86400) == 86400
+    assert backoff_delay(100, 30, cap=86400) == 86400  # 30·2^99 s: past any date
+
+
+@pytest.mark.django_db
+def test_a_run_failing_late_in_many_attempts_is_retried_within_the_cap(settings):
+    """The 34th failure of a 100-attempt job raised OverflowError writing its retry: the
+    job stayed active, and the reconciler failed the same way every minute."""
+    from jobs.core import outcomes
+
+    job = past_job(type="diagnostics.noop", status=Status.ACTIVE, rq_job_id="d-34", attempts=34, max_attempts=100)
+    moved = outcomes.temporary_failure(job, "d-34", message="flaky")
+    assert moved.status == Status.RETRYING
+    assert moved.scheduled_for <= timezone.now() + timedelta(seconds=settings.RETRY_MAX_DELAY)

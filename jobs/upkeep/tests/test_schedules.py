@@ -201,7 +201,7 @@ def test_an_edit_takes_effect_on_the_next_run_at_once():
         ({"cron": "61 * * * *"}, "cron"),
         ({"time_zone": "Mars/Olympus"}, "time_zone"),
         ({"priority": "urgent"}, "priority"),
-        ({"job_type": "no.such.type"}, "type"),
+        ({"job_type": "no.such.type"}, "job_type"),
         ({"job_type": "diagnostics.sleep", "payload": {"seconds": "soon"}}, "payload.seconds"),
         ({"payload": [1, 2]}, "payload"),
     ],
