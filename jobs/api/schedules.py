@@ -10,6 +10,7 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -143,5 +144,8 @@ class ScheduleViewSet(Conventions, mixins.ListModelMixin, mixins.RetrieveModelMi
     @action(detail=True, methods=["post"], url_path="run-now")
     def run_now(self, request: Request, name: str) -> Response:
         """One extra run now, outside the timetable."""
-        job = schedules.run_now(self.get_object().name)
+        try:
+            job = schedules.run_now(self.get_object().name)
+        except Schedule.DoesNotExist:
+            raise NotFound(f"No schedule named {name!r}: it was deleted.") from None
         return Response(JobSerializer(job, context={"request": request}).data, status=status.HTTP_201_CREATED)

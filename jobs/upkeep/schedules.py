@@ -277,8 +277,11 @@ def delete(name: str) -> None:
 
 def run_now(name: str) -> Job:
     """One extra run now, outside the timetable (its own key: never a tick's)."""
-    row = get(name)
+    get(name)  # unknown: said with the names there are
     with transaction.atomic():
+        # Locked for the run: a delete meanwhile comes before (DoesNotExist, the
+        # caller's 404) or after it — a 500 from _remember before.
+        row = Schedule.objects.select_for_update().get(name=name)
         job = _submit(row, f"cron:{row.name}:now:{uuid.uuid4()}")
         _remember(row.pk, job)
     return job
@@ -286,7 +289,9 @@ def run_now(name: str) -> Job:
 
 def _remember(pk: int, job: Job) -> None:
     """Note the run on its entry (newest first, the last few), and clear an old error."""
-    row = Schedule.objects.select_for_update().only("recent_jobs").get(pk=pk)
+    row = Schedule.objects.select_for_update().only("recent_jobs").filter(pk=pk).first()
+    if row is None:
+        return  # deleted while it fired: nothing left to note it on
     ids = [str(job.id), *[i for i in row.recent_jobs if i != str(job.id)]][:LAST_RUNS]
     Schedule.objects.filter(pk=pk).update(recent_jobs=ids, last_error="")
 

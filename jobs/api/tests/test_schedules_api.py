@@ -124,3 +124,24 @@ def test_a_payload_the_type_refuses_is_named(api_as, operator):
 def test_unknown_schedules_are_404(api_as, operator):
     assert_error(api_as(operator).get("/api/schedules/nope/"), 404, "not_found")
     assert_error(api_as(operator).post("/api/schedules/nope/run-now/"), 404, "not_found")
+
+
+def test_run_now_of_a_schedule_deleted_meanwhile_is_a_404_and_runs_nothing(api_as, operator, monkeypatch):
+    """run-now racing a delete answered 500 (Schedule.DoesNotExist noting the run)."""
+    from jobs.core.models import Job
+    from jobs.upkeep import schedules
+
+    api = api_as(operator)
+    body = {"name": "racy", "job_type": "diagnostics.noop", "cron": "0 7 * * *"}
+    assert api.post("/api/schedules/", body, format="json").status_code == 201
+    found = schedules.get
+
+    def found_then_deleted(name):
+        row = found(name)
+        Schedule.objects.filter(name=name).delete()  # another request's delete, just then
+        return row
+
+    monkeypatch.setattr(schedules, "get", found_then_deleted)
+    before = Job.objects.count()
+    assert_error(api.post("/api/schedules/racy/run-now/"), 404, "not_found")
+    assert Job.objects.count() == before
