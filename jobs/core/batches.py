@@ -19,6 +19,7 @@ import contextvars
 import logging
 import os
 import signal
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -64,7 +65,7 @@ def callback_name(callback: Any) -> str:
     return name
 
 
-def _check_callback(name: str, field: str, allow_internal: bool) -> None:
+def _check_callback(name: str, field: str, allow_internal: bool, description: str, context: dict) -> None:
     if not name:
         return
     try:
@@ -75,6 +76,21 @@ def _check_callback(name: str, field: str, allow_internal: bool) -> None:
         ) from None
     if not job_type.public and not allow_internal:
         raise SubmitError(f"Job type {name!r} is internal.", field=field, hint="It is submitted by code only.")
+    # The callback's payload is the batch's summary: a type whose payload cannot be one
+    # (its validator refuses the summary's fields) would fail at every settle, and the
+    # batch would never finish. Tried now on a summary of this batch's shape.
+    summary = {
+        "batch_id": str(uuid.uuid4()), "description": description, "context": context, "total": 0, "counts": {},
+        "complete": 0, "failed": 0, "canceled": 0, "succeeded": True, "callback": field.removeprefix("on_"),
+    }  # fmt: skip
+    try:
+        job_type.clean_payload(job_type.summary_payload(summary) if job_type.summary_payload else summary)
+    except SubmitError as refused:
+        raise SubmitError(
+            f"Job type {name!r} cannot be {field}: its payload does not take a batch's summary ({refused.message})",
+            field=field,
+            hint="Name a type or task written for a batch's summary (batch_id, counts, context, ...).",
+        ) from None
 
 
 # --- Making one -------------------------------------------------------------------------
@@ -92,8 +108,6 @@ def open_batch(
     """A new open batch (jobs join until ``close_batch``). Callbacks are job type names
     or standard tasks; ``allow_internal=False`` (the API) takes public types only."""
     complete, success = callback_name(on_complete), callback_name(on_success)
-    _check_callback(complete, "on_complete", allow_internal)
-    _check_callback(success, "on_success", allow_internal)
     if len(description) > MAX_DESCRIPTION:
         raise SubmitError(f"description is longer than {MAX_DESCRIPTION} characters.", field="description")
     if context is not None and not isinstance(context, dict):
@@ -101,6 +115,8 @@ def open_batch(
     # The context goes into each callback's payload, beside the batch's summary: one a
     # callback's payload could not take would leave the batch unfinished for good.
     registry.check_storable(context or {}, "context", limit=settings.MAX_PAYLOAD_BYTES - _SUMMARY_ROOM)
+    _check_callback(complete, "on_complete", allow_internal, description, context or {})
+    _check_callback(success, "on_success", allow_internal, description, context or {})
     return Batch.objects.create(
         owner=owner if getattr(owner, "is_authenticated", False) else None,
         description=description,

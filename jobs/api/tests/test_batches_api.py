@@ -101,6 +101,10 @@ def test_retry_failed_requeues_the_failed_ones(api_as, alice):
         # refused here (accepted, it left the batch unfinished for good).
         ({"on_complete": "diagnostics.noop", "context": {"big": "x" * 1_100_000}, "jobs": [SLEEP]}, "context"),
         ({"on_complete": "diagnostics.noop", "context": {"nul": "a\u0000b"}, "jobs": [SLEEP]}, "context"),
+        # A type whose payload cannot be a batch's summary failed at every settle: the
+        # batch never finished (with no jobs, it was saved and the create answered 400).
+        ({"on_complete": "diagnostics.sleep", "on_success": "diagnostics.noop", "jobs": [SLEEP]}, "on_complete"),
+        ({"on_success": "diagnostics.sleep"}, "on_success"),
     ],
 )
 def test_refusals_name_the_field_and_create_nothing(api_as, alice, body, field):
