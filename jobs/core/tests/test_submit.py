@@ -403,3 +403,18 @@ def test_a_validator_that_returns_no_payload_is_named_not_a_database_error():
     finally:
         registry.unregister("t.checks_only")
     assert not Job.objects.exists()
+
+
+def test_canceling_the_head_of_a_long_chain_cancels_all_of_it_without_recursing():
+    """Each canceled dependent was finished by a recursive call: a 900-job chain went past
+    the interpreter's stack, half canceled, the rest left to the reconciler (a 500)."""
+    import sys
+
+    length = sys.getrecursionlimit() // 2  # the old recursion took a few frames a job
+    later = timezone.now() + timedelta(days=1)
+    specs = [JobSpec("diagnostics.noop", ref="r0", run_at=later)]
+    specs += [JobSpec("diagnostics.noop", ref=f"r{i}", depends_on=[f"r{i - 1}"]) for i in range(1, length)]
+    head = submit_many(specs)[0].job
+    actions.cancel(head.id, reason="not needed")
+    assert Job.objects.filter(status=Status.CANCELED).count() == length
+    assert not Job.objects.filter(hooks_done=False).exists()
