@@ -126,6 +126,8 @@ def _submit_many(
                 if batch_id is not None:
                     batches.lock_for_adding(batch_id, from_job=from_job)
                 creation_order, plans = _plan(specs, owner, allow_internal)
+                if batch_id is not None:
+                    _refuse_outsiders(plans, batch_id)
                 for plan in creation_order:
                     if plan.created:
                         plan.job.batch_id = batch_id
@@ -189,6 +191,19 @@ def _in_batch(index: int, size: int, make, *args):
             raise
         field = f"jobs[{index}].{refused.field}" if refused.field else f"jobs[{index}]"
         raise type(refused)(f"Job {index}: {refused.message}", field=field, hint=refused.hint) from None
+
+
+def _refuse_outsiders(plans: list[_Plan], batch_id) -> None:
+    """A key that finds a job outside this batch: that job cannot join it (a job is in
+    one batch at most, from its submit on). Answered as one of the batch's jobs, it was
+    counted nowhere, and the batch's callbacks fired without waiting for it."""
+    for index, plan in enumerate(plans):
+        if not plan.created and plan.job.batch_id != batch_id:
+            where = f"batch {plan.job.batch_id}" if plan.job.batch_id else "no batch"
+            raise IdempotencyConflict(
+                f"Job {index}: idempotency key {plan.spec.idempotency_key!r} was already used for job "
+                f"{plan.job.id}, in {where}: it cannot join this one."
+            )
 
 
 def _same_request(spec: JobSpec, job: Job) -> Job:

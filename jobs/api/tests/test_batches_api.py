@@ -113,3 +113,25 @@ def test_refusals_name_the_field_and_create_nothing(api_as, alice, body, field):
     error = response.json()["error"]
     assert field in (error.get("fields") or {}) or field in error["message"], error
     assert not Batch.objects.exists() and not Job.objects.exists()
+
+
+def test_a_key_that_finds_a_job_outside_the_batch_is_a_conflict_and_makes_no_batch(api_as, alice):
+    """Answered as one of the batch's jobs, it was in no batch: total 0, and on_complete
+    fired at once while the job still waited for its run_at."""
+    api = api_as(alice)
+    item = {"type": "diagnostics.noop", "run_at": "2030-01-01T00:00:00Z", "idempotency_key": "k-out"}
+    alone = api.post("/api/jobs/", item, format="json").json()
+    response = api.post("/api/batches/", {"on_complete": "diagnostics.noop", "jobs": [item]}, format="json")
+    assert response.status_code == 409, response.content
+    assert alone["id"] in response.json()["error"]["message"]
+    assert not Batch.objects.exists() and Job.objects.count() == 1
+
+
+def test_an_add_repeated_with_its_keys_finds_the_same_jobs(api_as, alice):
+    api = api_as(alice)
+    made = api.post("/api/batches/", {"open": True}, format="json").json()
+    body = {"jobs": [{**SLEEP, "idempotency_key": "k-in"}]}
+    first = api.post(f"/api/batches/{made['id']}/jobs/", body, format="json")
+    again = api.post(f"/api/batches/{made['id']}/jobs/", body, format="json")
+    assert first.status_code in (200, 201) and again.status_code in (200, 201), again.content
+    assert Job.objects.filter(batch_id=made["id"]).count() == 1
