@@ -543,7 +543,15 @@ def cancel(job_id, *, actor=None, actor_label: str = "", reason: str = "") -> Jo
 
 def _queued_or_waiting(job: Job) -> str:
     statuses = list(Job.objects.filter(dependents=job.id).values_list("status", flat=True))
-    return Status.QUEUED if waiting_verdict(job.on_dependency_failure, statuses) == "release" else Status.WAITING
+    if waiting_verdict(job.on_dependency_failure, statuses) == "release":
+        return Status.QUEUED
+    # Waiting again: the dependencies not yet final settle it when they end, as after a
+    # submit. A dependency that was final when this job first ended (and was retried
+    # since) was not marked, and this job waited for the reconciler, up to a minute.
+    Job.objects.filter(dependents=job.id, has_dependents=False).exclude(status__in=FINAL_STATUSES).update(
+        has_dependents=True, hooks_done=False
+    )
+    return Status.WAITING
 
 
 def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:

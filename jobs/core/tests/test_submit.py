@@ -418,3 +418,21 @@ def test_canceling_the_head_of_a_long_chain_cancels_all_of_it_without_recursing(
     actions.cancel(head.id, reason="not needed")
     assert Job.objects.filter(status=Status.CANCELED).count() == length
     assert not Job.objects.filter(hooks_done=False).exists()
+
+
+def test_a_dependent_requeued_to_wait_is_released_when_its_retried_dependency_completes():
+    """B depends on A; both were canceled; A is retried and runs; B is retried and waits.
+    A's end released B only at the reconciler's next pass: A had not been marked as
+    having dependents (it was final when B first ended)."""
+    from jobs.core import lifecycle, outcomes
+
+    a = submit("diagnostics.noop", run_at=timezone.now() + timedelta(days=1)).job
+    actions.cancel(a.id, reason="later")
+    b = submit("diagnostics.noop", depends_on=[a.id]).job
+    assert Job.objects.get(pk=b.id).status == Status.CANCELED
+    a = lifecycle.requeue(a.id)
+    assert lifecycle.requeue(b.id).status == Status.WAITING
+    a = Job.objects.get(pk=a.id)
+    lifecycle.claim(a.id, a.rq_job_id, "w")
+    outcomes.finished(lifecycle.complete(a.id, a.rq_job_id, None))
+    assert Job.objects.get(pk=b.id).status == Status.QUEUED
