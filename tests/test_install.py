@@ -129,6 +129,7 @@ else:
         "status": result.status, "value": result.return_value, "jobs_from": jobs.__file__,
         "admin": listing.status_code, "listed": "shop.tasks.total" in listing.content.decode(),
         "asset": async_to_sync(asset_status)("/static/jobs/console.js"),
+        "rq_note": "jd-rq-note" in client.get("/admin/django_rq/").content.decode(),
     }}))
 """
 
@@ -256,5 +257,6 @@ def test_jobdesk_installs_into_a_new_project_and_runs_its_task(tmp_path):
     assert str(site) in seen["jobs_from"], "the host runs the installed Jobdesk, not the checkout"
     assert seen["admin"] == 200 and seen["listed"], "the task's job is in the host's admin console"
     assert seen["asset"] == 200, "the README's ASGI application serves the console's assets"
+    assert seen["rq_note"], "Jobdesk's django-rq pages (shipped in the wheel) override django-rq's own"
     login = run([*manage, "ensure_admin"], project, env)  # a project without Jobdesk's VAR_DIR
     assert "Admin console:" in login and "password:" in login
