@@ -23,7 +23,7 @@ class JobsConfig(AppConfig):
         from jobs import conf
 
         conf.apply_defaults()  # what a host project did not set; a clear error for what it must
-
+        from jobs import checks  # noqa: F401  (registers the system checks)
         from jobs.core import tracing
 
         # Traces, when the OTEL_* variables ask for them: in every process kind (web,

@@ -128,3 +128,19 @@ def test_every_setting_jobdesk_reads_has_a_default_or_is_the_project_s():
         if name not in DEFAULTS and not hasattr(global_settings, name) and name not in _PROJECT_SETS
     }
     assert not undefaulted, f"add to jobs.conf.DEFAULTS (and docs/contract.md): {undefaulted}"
+
+
+def test_system_checks_name_what_a_project_s_settings_get_wrong(monkeypatch):
+    """django_rq before jobs made rqscheduler django-rq's own (a KeyError at its start);
+    no channel layer filled the workers' logs with tracebacks. Both passed ``check``."""
+    from types import SimpleNamespace
+
+    from django.conf import settings
+
+    from jobs import checks
+
+    assert checks.jobs_before_django_rq(None) == [] and checks.channel_layer_configured(None) == []
+    apps = [a for a in settings.INSTALLED_APPS if a != "django_rq"]
+    monkeypatch.setattr(checks, "settings", SimpleNamespace(INSTALLED_APPS=["django_rq", *apps], CHANNEL_LAYERS={}))
+    assert [m.id for m in checks.jobs_before_django_rq(None)] == ["jobs.E001"]
+    assert [m.id for m in checks.channel_layer_configured(None)] == ["jobs.W001"]
