@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -310,6 +310,13 @@ def _as_uuid(value: Any) -> uuid.UUID:
         ) from None
 
 
+def _as_uuid_or_none(value: Any) -> uuid.UUID | None:
+    try:
+        return _as_uuid(value)
+    except SubmitError:
+        return None  # a ref
+
+
 def _load_dependencies(specs: Sequence[JobSpec], owner) -> dict[uuid.UUID, Job]:
     refs = {s.ref for s in specs if s.ref}
     wanted = {_as_uuid(d) for s in specs for d in s.depends_on if not (isinstance(d, str) and d in refs)}
@@ -323,45 +330,64 @@ def _load_dependencies(specs: Sequence[JobSpec], owner) -> dict[uuid.UUID, Job]:
     found = {j.id: j for j in visible.only(*DEPENDENCY_FIELDS).order_by("pk")}
     missing = wanted - found.keys()
     if missing:
+        first = sorted(str(m) for m in missing)[0]
+        index = next(i for i, s in enumerate(specs) if any(str(_as_uuid_or_none(d)) == first for d in s.depends_on))
         raise SubmitError(
-            f"Unknown job in depends_on: {sorted(str(m) for m in missing)[0]}.",
-            field="depends_on",
+            f"Unknown job in depends_on: {first}.",
+            field=_item(index, specs, "depends_on"),
             hint="Depend only on jobs that exist and that you own.",
         )
     return found
 
 
 def _dependency_order(specs: Sequence[JobSpec]) -> list[int]:
-    """Positions of the batch in topological order of its refs; a cycle is a submit error."""
+    """Positions of the batch in topological order of its refs; a cycle is a submit error.
+    A depth-first walk with a stack of its own: a recursive one went a level deeper per
+    job of a chain sent last-first, past the interpreter's stack (a 500) before 1,000."""
     by_ref: dict[str, int] = {}
     for index, spec in enumerate(specs):
         if spec.ref:
             if spec.ref in by_ref:
-                raise SubmitError(f"ref {spec.ref!r} is used twice in the batch.", field="ref")
+                raise SubmitError(f"ref {spec.ref!r} is used twice in the batch.", field=_item(index, specs, "ref"))
             by_ref[spec.ref] = index
     ordered: list[int] = []
     state: dict[int, str] = {}  # position → "visiting" | "done"
-
-    def visit(index: int, path: list[str]) -> None:
-        if state.get(index) == "done":
-            return
-        spec = specs[index]
-        if state.get(index) == "visiting":
-            raise SubmitError(
-                f"Dependency cycle: {' → '.join(path + [spec.ref or '?'])}.",
-                field="depends_on",
-                hint="A job cannot (indirectly) depend on itself.",
-            )
-        state[index] = "visiting"
-        for dep in spec.depends_on:
-            if isinstance(dep, str) and dep in by_ref:
-                visit(by_ref[dep], path + [spec.ref or "?"])
-        state[index] = "done"
-        ordered.append(index)
-
-    for index in range(len(specs)):
-        visit(index, [])
+    for root in range(len(specs)):
+        if root in state:
+            continue
+        state[root] = "visiting"
+        stack = [(root, _refs_of(specs[root], by_ref))]
+        while stack:
+            index, dependencies = stack[-1]
+            for dependency in dependencies:
+                if state.get(dependency) == "done":
+                    continue
+                if state.get(dependency) == "visiting":  # on the stack: a cycle through it
+                    on_stack = [i for i, _ in stack]
+                    cycle = [*on_stack[on_stack.index(dependency) :], dependency]
+                    raise SubmitError(
+                        f"Dependency cycle: {' → '.join(specs[i].ref or '?' for i in cycle)}.",
+                        field=_item(index, specs, "depends_on"),
+                        hint="A job cannot (indirectly) depend on itself.",
+                    )
+                state[dependency] = "visiting"
+                stack.append((dependency, _refs_of(specs[dependency], by_ref)))
+                break
+            else:  # every dependency placed: this one next
+                stack.pop()
+                state[index] = "done"
+                ordered.append(index)
     return ordered
+
+
+def _refs_of(spec: JobSpec, by_ref: dict[str, int]) -> Iterator[int]:
+    """The positions of the jobs of this batch ``spec`` depends on (by ref)."""
+    return iter([by_ref[d] for d in spec.depends_on if isinstance(d, str) and d in by_ref])
+
+
+def _item(index: int, specs: Sequence[JobSpec], field: str) -> str:
+    """A field of one job of a batch, as a refusal names it ("jobs[3].ref")."""
+    return f"jobs[{index}].{field}" if len(specs) > 1 else field
 
 
 def _existing_by_key(owner, keys: list[str]) -> dict[str, Job]:

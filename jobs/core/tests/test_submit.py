@@ -110,7 +110,7 @@ def test_cycles_in_a_batch_are_rejected():
     ]
     with pytest.raises(SubmitError) as error:
         submit_many(specs)
-    assert error.value.field == "depends_on" and "cycle" in error.value.message
+    assert error.value.field == "jobs[1].depends_on" and "cycle: a → c → b → a" in error.value.message
     assert Job.objects.count() == 0
 
 
@@ -436,3 +436,45 @@ def test_a_dependent_requeued_to_wait_is_released_when_its_retried_dependency_co
     lifecycle.claim(a.id, a.rq_job_id, "w")
     outcomes.finished(lifecycle.complete(a.id, a.rq_job_id, None))
     assert Job.objects.get(pk=b.id).status == Status.QUEUED
+
+
+def test_a_long_chain_sent_last_first_is_ordered_without_recursing():
+    """The topological walk recursed a level per job: a chain sent last-first went past
+    the interpreter's stack (a 500 for a bulk submit the limit of 5,000 allows)."""
+    import sys
+
+    length = sys.getrecursionlimit() + 200
+    specs = [JobSpec("diagnostics.noop", ref=f"r{i}", depends_on=[f"r{i - 1}"] if i else []) for i in range(length)]
+    submitted = submit_many(list(reversed(specs)))
+    assert len(submitted) == length
+    assert Job.objects.filter(status=Status.QUEUED).count() == 1  # r0; the rest wait on it
+
+
+@pytest.mark.parametrize(
+    "specs, field, message",
+    [
+        ([JobSpec("diagnostics.noop", ref="a"), JobSpec("diagnostics.noop", ref="a")], "jobs[1].ref", "used twice"),
+        (
+            [
+                JobSpec("diagnostics.noop", ref="x"),
+                JobSpec("diagnostics.noop", ref="a", depends_on=["b"]),
+                JobSpec("diagnostics.noop", ref="b", depends_on=["a"]),
+            ],
+            "jobs[2].depends_on",
+            "Dependency cycle: a → b → a.",
+        ),
+        (
+            [
+                JobSpec("diagnostics.noop"),
+                JobSpec("diagnostics.noop", depends_on=["7b0f6c1e-0000-4000-8000-000000000000"]),
+            ],
+            "jobs[1].depends_on",
+            "Unknown job in depends_on",
+        ),
+    ],
+)
+def test_a_batch_s_cross_item_refusals_name_the_item(specs, field, message):
+    with pytest.raises(SubmitError) as refused:
+        submit_many(specs)
+    assert refused.value.field == field and message in refused.value.message
+    assert not Job.objects.exists()
