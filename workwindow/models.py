@@ -30,6 +30,8 @@ def validate_weekdays(days) -> None:
 
     if not isinstance(days, list) or not days or not all(is_day(d) for d in days):
         raise ValidationError("weekdays must be a non-empty list of numbers 0 (Monday) to 6 (Sunday).")
+    if len(set(days)) != len(days):
+        raise ValidationError("weekdays names a day twice: list each day once.")
 
 
 def all_days() -> list[int]:

@@ -3,6 +3,8 @@
 The windows are ``workwindow``'s (pure policy and its model); their API lives with
 the platform's, so ``workwindow`` depends on nothing of ``jobs``."""
 
+import re
+
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
 
@@ -12,9 +14,21 @@ from jobs.api.permissions import StaffModelPermissions
 from workwindow.models import WorkWindow
 
 
-@extend_schema_field({"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$", "example": "22:00"})
+_LOCAL_TIME = r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$"
+
+
+@extend_schema_field({"type": "string", "pattern": _LOCAL_TIME, "example": "22:00"})
 class LocalTimeField(serializers.TimeField):
-    """A wall-clock time in the window's own zone: no offset (not RFC 3339's "time")."""
+    """A wall-clock time in the window's own zone: no offset (not RFC 3339's "time"), as
+    the schema's pattern says. DRF's own parsing took "22:00+02:00" (dropping the offset),
+    "2:0", "T22:00" and fractions of a second."""
+
+    def to_internal_value(self, value):
+        if not isinstance(value, str) or not re.fullmatch(_LOCAL_TIME, value, flags=re.ASCII):
+            raise serializers.ValidationError(
+                'A local time as "HH:MM" or "HH:MM:SS" (e.g. "22:00"), in the window\'s own zone: no offset.'
+            )
+        return super().to_internal_value(value)
 
 
 class WorkWindowSerializer(RejectUnknownFields, serializers.ModelSerializer):

@@ -140,3 +140,20 @@ def test_a_long_reason_is_refused_not_cut(api_as, operator):
     )
     assert "reason" in refused["fields"]
     assert not flow.paused_queues()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"start_time": "22:00+02:00"}, "start_time"),  # the offset was dropped
+        ({"start_time": "2:0"}, "start_time"),
+        ({"end_time": "22:00:00.5"}, "end_time"),
+        ({"weekdays": [0, 0, 3]}, "weekdays"),
+    ],
+)
+def test_a_work_window_takes_times_as_its_schema_says_and_each_day_once(api_as, admin_user, body, field):
+    valid = {"name": "nights", "time_zone": "Europe/Kyiv", "start_time": "22:00", "end_time": "06:00"}
+    response = api_as(admin_user).post("/api/work-windows/", {**valid, **body}, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()["error"]["fields"]
+    assert api_as(admin_user).post("/api/work-windows/", valid, format="json").status_code == 201
