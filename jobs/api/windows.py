@@ -13,7 +13,6 @@ from apikit.views import Conventions
 from jobs.api.permissions import StaffModelPermissions
 from workwindow.models import WorkWindow
 
-
 _LOCAL_TIME = r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$"
 
 
