@@ -31,7 +31,8 @@ _SEARCH_LIMIT = 2000  # candidates tried before an expression is called impossib
 def parse(expression: str) -> CronTab:
     """The expression, or ValueError with the hint. Five fields only: crontab also
     takes a seconds and a year field, which schedules do not use."""
-    if not isinstance(expression, str) or len(expression.split()) != 5:
+    # ASCII only: crontab reads "５" (a full-width digit) as 5, which no cron does.
+    if not isinstance(expression, str) or not expression.isascii() or len(expression.split()) != 5:
         raise ValueError(f"{expression!r} is not a cron expression. {HINT}")
     try:
         return CronTab(expression)

@@ -95,6 +95,7 @@ def test_an_edit_takes_effect_on_the_next_poll(api_as, operator):
     [
         ({"cron": "every day"}, "cron"),
         ({"cron": "0 0 31 2 *"}, "cron"),
+        ({"cron": "\uff15 * * * *"}, "cron"),  # a full-width 5
         ({"time_zone": "Europe/Atlantis"}, "time_zone"),
         ({"priority": "urgent"}, "priority"),
         ({"job_type": "no.such"}, "job_type"),
