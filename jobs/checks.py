@@ -4,14 +4,15 @@ not as a traceback from a worker or the scheduler later."""
 
 from __future__ import annotations
 
+from django.apps import apps
 from django.conf import settings
 from django.core import checks
 
 
 @checks.register(checks.Tags.compatibility)
 def jobs_before_django_rq(app_configs, **kwargs) -> list[checks.CheckMessage]:
-    apps = list(settings.INSTALLED_APPS)
-    if "django_rq" in apps and "jobs" in apps and apps.index("django_rq") < apps.index("jobs"):
+    labels = [config.label for config in apps.get_app_configs()]  # INSTALLED_APPS' order, however named
+    if "django_rq" in labels and "jobs" in labels and labels.index("django_rq") < labels.index("jobs"):
         return [
             checks.Error(
                 '"django_rq" is listed before "jobs" in INSTALLED_APPS: its rqscheduler command (and its pages) '

@@ -140,7 +140,9 @@ def test_system_checks_name_what_a_project_s_settings_get_wrong(monkeypatch):
     from jobs import checks
 
     assert checks.jobs_before_django_rq(None) == [] and checks.channel_layer_configured(None) == []
-    apps = [a for a in settings.INSTALLED_APPS if a != "django_rq"]
-    monkeypatch.setattr(checks, "settings", SimpleNamespace(INSTALLED_APPS=["django_rq", *apps], CHANNEL_LAYERS={}))
+    configs = list(checks.apps.get_app_configs())
+    rq_first = sorted(configs, key=lambda config: config.label != "django_rq")
+    monkeypatch.setattr(checks.apps, "get_app_configs", lambda: rq_first)
+    monkeypatch.setattr(checks, "settings", SimpleNamespace(INSTALLED_APPS=settings.INSTALLED_APPS, CHANNEL_LAYERS={}))
     assert [m.id for m in checks.jobs_before_django_rq(None)] == ["jobs.E001"]
     assert [m.id for m in checks.channel_layer_configured(None)] == ["jobs.W001"]

@@ -60,4 +60,4 @@ class WorkWindow(models.Model):
 
 def enabled_windows() -> list[Window]:
     """The windows in force: their union gates heavy jobs; none means no gate."""
-    return [w.as_policy() for w in WorkWindow.objects.filter(enabled=True)]
+    return [w.as_policy() for w in WorkWindow.objects.filter(enabled=True).order_by("pk")]

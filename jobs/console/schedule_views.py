@@ -320,6 +320,9 @@ class ScheduleActView(_ScheduleView):
         except SubmitError as error:  # e.g. its type is gone from the code, or reset of an operator's own
             field = f"{error.field}: " if error.field else ""
             messages.error(request, f"{field}{error.message} {error.hint}".strip())
+        except Schedule.DoesNotExist:  # deleted by someone else just then: nothing ran
+            messages.error(request, f"{name} was deleted meanwhile: nothing ran.")
+            return HttpResponseRedirect(reverse("admin:jobs_schedules"))
         return HttpResponseRedirect(reverse("admin:jobs_schedule", args=[name]))
 
 

@@ -85,9 +85,10 @@ def _check_callback(name: str, field: str, allow_internal: bool, description: st
     }  # fmt: skip
     try:
         job_type.clean_payload(job_type.summary_payload(summary) if job_type.summary_payload else summary)
-    except SubmitError as refused:
+    except Exception as refused:  # its validator's refusal, or its failure on fields it did not expect
+        reason = refused.message if isinstance(refused, SubmitError) else f"{type(refused).__name__}: {refused}"
         raise SubmitError(
-            f"Job type {name!r} cannot be {field}: its payload does not take a batch's summary ({refused.message})",
+            f"Job type {name!r} cannot be {field}: its payload does not take a batch's summary ({reason})",
             field=field,
             hint="Name a type or task written for a batch's summary (batch_id, counts, context, ...).",
         ) from None

@@ -206,7 +206,11 @@ def _create_sql(alias: str, nulls: tuple[bool, ...], with_text: bool = False) ->
 def _inserted(model) -> list[Field]:
     """The fields an INSERT writes, as Django's insert compiler: all but an
     auto-incremented key (the database numbers it)."""
-    return [f for f in model._meta.concrete_fields if not (f.primary_key and f.db_returning)]
+    return [
+        f
+        for f in model._meta.concrete_fields
+        if not (f.primary_key and f.db_returning) and not getattr(f, "generated", False)  # the database computes it
+    ]
 
 
 def move(

@@ -112,7 +112,7 @@ def _parsed(text: str) -> rates.Rate | None:
     if not text:
         return None
     try:
-        return rates.parse(text)
+        return rates.parse(text, stored=True)
     except ValueError:  # validated on the way in; a bad stored value must not stop workers
         logger.error("ignoring a malformed rate", extra={"rate": text})
         return None

@@ -542,7 +542,10 @@ def cancel(job_id, *, actor=None, actor_label: str = "", reason: str = "") -> Jo
 
 
 def _queued_or_waiting(job: Job) -> str:
-    statuses = list(Job.objects.filter(dependents=job.id).values_list("status", flat=True))
+    # Locked, as a submit locks them: one finishing meanwhile either is final here or
+    # sees itself marked as having dependents when it settles them.
+    dependencies = Job.objects.select_for_update().filter(dependents=job.id).order_by("pk")
+    statuses = list(dependencies.values_list("status", flat=True))
     if waiting_verdict(job.on_dependency_failure, statuses) == "release":
         return Status.QUEUED
     # Waiting again: the dependencies not yet final settle it when they end, as after a

@@ -42,8 +42,10 @@ def recent(starts: list[float], now: float, rate: Rate) -> list[float]:
     return [t for t in starts if t >= now - rate.seconds]  # one exactly P ago still counts
 
 
-def parse(text: str) -> Rate:
-    """``"100/minute"`` → Rate(100, 60). ValueError (with the hint) when malformed."""
+def parse(text: str, *, stored: bool = False) -> Rate:
+    """``"100/minute"`` → Rate(100, 60). ValueError (with the hint) when malformed.
+    ``stored``: a rate already kept (set before periods were limited) is held to the
+    longest period rather than refused — refused, it would mean no limit at all."""
     match = _PATTERN.match(text.lower())
     if not match or match.group(3) not in _UNITS:
         raise ValueError(f"{text!r} is not a rate. {HINT}")
@@ -51,6 +53,8 @@ def parse(text: str) -> Rate:
     seconds = multiple * _UNITS[unit]
     if count < 1 or seconds <= 0:
         raise ValueError(f"{text!r} allows nothing: the count and the period must be positive. {HINT}")
+    if seconds > MAX_PERIOD_SECONDS and stored:
+        return Rate(count, MAX_PERIOD_SECONDS)
     if seconds > MAX_PERIOD_SECONDS:
         raise ValueError(f"{text!r}: the period is at most 366 days. {HINT}")
     if count > 100_000:

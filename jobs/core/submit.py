@@ -126,12 +126,12 @@ def _submit_many(
                 if batch_id is not None:
                     batches.lock_for_adding(batch_id, from_job=from_job)
                 creation_order, plans = _plan(specs, owner, allow_internal)
-                if batch_id is not None:
-                    _refuse_outsiders(plans, batch_id)
                 for plan in creation_order:
                     if plan.created:
                         plan.job.batch_id = batch_id
                         plan.job.trace_context = traceparent  # every attempt joins the submit's trace
+                if batch_id is not None:
+                    _refuse_outsiders(plans, batch_id)
                 new = [p for p in creation_order if p.created]
                 dependencies = {p.job.id: p.dependencies for p in new}
                 if _estimator is not None:
@@ -198,7 +198,7 @@ def _refuse_outsiders(plans: list[_Plan], batch_id) -> None:
     one batch at most, from its submit on). Answered as one of the batch's jobs, it was
     counted nowhere, and the batch's callbacks fired without waiting for it."""
     for index, plan in enumerate(plans):
-        if not plan.created and plan.job.batch_id != batch_id:
+        if not plan.created and str(plan.job.batch_id) != str(batch_id):  # the id as given: a UUID or its text
             where = f"batch {plan.job.batch_id}" if plan.job.batch_id else "no batch"
             raise IdempotencyConflict(
                 f"Job {index}: idempotency key {plan.spec.idempotency_key!r} was already used for job "
@@ -319,7 +319,12 @@ def _as_uuid_or_none(value: Any) -> uuid.UUID | None:
 
 def _load_dependencies(specs: Sequence[JobSpec], owner) -> dict[uuid.UUID, Job]:
     refs = {s.ref for s in specs if s.ref}
-    wanted = {_as_uuid(d) for s in specs for d in s.depends_on if not (isinstance(d, str) and d in refs)}
+    wanted = {
+        _in_batch(index, len(specs), _as_uuid, d)  # "jobs[3].depends_on" for a ref no job of the batch has
+        for index, s in enumerate(specs)
+        for d in s.depends_on
+        if not (isinstance(d, str) and d in refs)
+    }
     if not wanted:
         return {}
     # Lock the dependencies: one that finishes meanwhile either commits first (and we

@@ -11,10 +11,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobs.core import lifecycle
-from jobs.core.errors import TransitionError
+from jobs.core.errors import JobNotFound, TransitionError
 from jobs.core.models import Job, Status
 from jobs.core.opening import current, deferral_until
-from workwindow.models import WorkWindow
 
 
 def defer_if_closed(job: Job, dispatch: str) -> bool:
@@ -28,24 +27,39 @@ def defer_if_closed(job: Job, dispatch: str) -> bool:
     return True
 
 
+# Passes at most, while the windows keep changing under one (edits in quick succession).
+_RESCHEDULE_PASSES = 5
+
+
 def reschedule_deferred() -> int:
-    """After a window changed: move every deferred job to its new opening. One pass at a
-    time, reading the windows under their rows' locks (an edit's own write waits for them
-    too): two edits' passes ran side by side, and the one that had read the older windows
+    """After a window changed: move every deferred job to its new opening. Each move is
+    its own short transaction (a pass over thousands of jobs must not hold the database);
+    a pass that finds the windows changed while it ran goes again with the new ones:
+    two edits' passes ran side by side, and the one that had read the older windows
     could write last, leaving jobs at openings the window no longer had."""
-    with transaction.atomic():
-        list(WorkWindow.objects.select_for_update().order_by("pk").values_list("pk", flat=True))
-        windows, now, moved = current(), timezone.now(), 0
-        for job in Job.objects.filter(status=Status.DEFERRED):
-            wanted = max(now, job.run_at) if job.run_at else now
-            until = deferral_until(wanted, windows) or (wanted if wanted > now else None)
-            if until == job.scheduled_for:
-                continue
-            try:
-                lifecycle.reschedule(job.id, dispatch=job.rq_job_id, until=until)
-                moved += 1
-            except TransitionError:
-                continue  # claimed or canceled meanwhile
+    moved = 0
+    windows = current()
+    for _ in range(_RESCHEDULE_PASSES):
+        moved += _reschedule_to(windows)
+        latest = current()
+        if latest == windows:
+            break
+        windows = latest
+    return moved
+
+
+def _reschedule_to(windows) -> int:
+    now, moved = timezone.now(), 0
+    for job in Job.objects.filter(status=Status.DEFERRED):
+        wanted = max(now, job.run_at) if job.run_at else now
+        until = deferral_until(wanted, windows) or (wanted if wanted > now else None)
+        if until == job.scheduled_for:
+            continue
+        try:
+            lifecycle.reschedule(job.id, dispatch=job.rq_job_id, until=until)
+            moved += 1
+        except (TransitionError, JobNotFound):
+            continue  # claimed, canceled or deleted meanwhile
     return moved
 
 

@@ -50,6 +50,11 @@ def test_a_rate_s_period_reaches_a_year_at_most():
     assert rates.parse("1/366d") == rates.Rate(1, 366 * 86400)
 
 
+def test_a_rate_stored_before_the_limit_is_held_to_a_year_not_dropped():
+    """Refused when read back, a stored "1/3000000d" would have meant no limit at all."""
+    assert rates.parse("1/3000000d", stored=True) == rates.Rate(1, rates.MAX_PERIOD_SECONDS)
+
+
 def test_an_estimate_reaches_a_century_at_most():
     from datetime import UTC, datetime
 

@@ -478,3 +478,18 @@ def test_a_batch_s_cross_item_refusals_name_the_item(specs, field, message):
         submit_many(specs)
     assert refused.value.field == field and message in refused.value.message
     assert not Job.objects.exists()
+
+
+def test_a_batch_s_own_repeated_key_is_one_job_and_its_id_may_be_text():
+    """A key twice in one batch is one job (it was refused: the twin's batch was not set
+    yet); adding again with the batch's id as text finds the same job."""
+    from jobs.core import batches
+
+    batch, submitted = batches.create_batch(
+        [JobSpec("diagnostics.noop", idempotency_key="k1"), JobSpec("diagnostics.noop", idempotency_key="k1")],
+        keep_open=True,
+    )
+    assert submitted[0].job.pk == submitted[1].job.pk and not submitted[1].created
+    again = batches.add_to_batch(str(batch.pk), [JobSpec("diagnostics.noop", idempotency_key="k1")])
+    assert again[0].job.pk == submitted[0].job.pk
+    assert Job.objects.filter(batch=batch).count() == 1
