@@ -27,7 +27,7 @@ test: install
 	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: install  # no Redis, no transactions, no processes; prints its time
-	@start=$$(date +%s); JOBDESK_FAST_LAYER=1 $(PY) -m pytest -m "not integration" $(PYTEST_ARGS); status=$$?; \
+	@start=$$(date +%s); JOBDESK_FAST_LAYER=1 $(PY) -m pytest -m "not integration" -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS); status=$$?; \
 	echo "[test-fast] $$(( $$(date +%s) - start )) s"; exit $$status
 
 lint: install
