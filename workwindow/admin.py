@@ -6,7 +6,7 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 
 from workwindow import policy
-from workwindow.models import WEEKDAY_NAMES, WorkWindow, _known_zones
+from workwindow.models import WEEKDAY_NAMES, WorkWindow, known_zones
 
 PREVIEW_OPENINGS = 5
 DAY_CHOICES = [(str(number), name) for number, name in enumerate(WEEKDAY_NAMES)]
@@ -14,7 +14,7 @@ DAY_CHOICES = [(str(number), name) for number, name in enumerate(WEEKDAY_NAMES)]
 
 def zone_choices() -> list[tuple[str, str]]:
     """Every IANA zone the server knows (zoneinfo.available_timezones()), UTC first."""
-    names = sorted(_known_zones() - {"UTC"})
+    names = sorted(known_zones() - {"UTC"})
     return [("UTC", "UTC"), *((name, name) for name in names)]
 
 

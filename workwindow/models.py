@@ -14,13 +14,14 @@ WEEKDAY_NAMES = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 
 
 @functools.cache
-def _known_zones() -> frozenset[str]:
+def known_zones() -> frozenset[str]:
+    """The IANA zones this server lists: the ones windows, schedules and the console accept."""
     return frozenset(available_timezones())
 
 
 def validate_time_zone(name: str) -> None:
     # Membership, not ZoneInfo(name): names like "America" (a directory) raise OSError.
-    if name not in _known_zones():
+    if name not in known_zones():
         raise ValidationError(f"Unknown time zone {name!r}; use an IANA name such as Europe/Kyiv.")
 
 

@@ -8,25 +8,21 @@ cookie, set by the switch in the console's header: their browser's zone, or UTC)
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from workwindow.models import known_zones
+
 COOKIE = "jd_tz"
-
-
-@functools.cache
-def _known() -> frozenset[str]:
-    return frozenset(available_timezones())
 
 
 def chosen_zone(request: HttpRequest) -> ZoneInfo | None:
     name = request.COOKIES.get(COOKIE, "")
-    return ZoneInfo(name) if name in _known() else None
+    return ZoneInfo(name) if name in known_zones() else None
 
 
 class OperatorZoneMiddleware:

@@ -17,9 +17,8 @@ Pure functions of their arguments: no database, no Redis, no clock.
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from crontab import CronTab
 
@@ -45,17 +44,14 @@ def zone(name: str) -> ZoneInfo:
     # Only the zones the server lists (as a work window's): ZoneInfo also opens
     # "localtime", "posixrules" or "right/UTC", and "America" (a directory) raised
     # IsADirectoryError — a 500.
-    if not isinstance(name, str) or name not in _known_zones():
+    from workwindow.models import known_zones  # a model module: loaded once the apps are
+
+    if not isinstance(name, str) or name not in known_zones():
         raise ValueError(f"{name!r} is not a time zone. {ZONE_HINT}")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(f"{name!r} is not a time zone. {ZONE_HINT}") from None
-
-
-@functools.cache
-def _known_zones() -> frozenset[str]:
-    return frozenset(available_timezones())
 
 
 def by_elapsed_time(expression: str) -> bool:

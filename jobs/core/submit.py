@@ -189,7 +189,7 @@ def _in_batch(index: int, size: int, make, *args):
     except SubmitError as refused:
         if size == 1:
             raise
-        field = f"jobs[{index}].{refused.field}" if refused.field else f"jobs[{index}]"
+        field = _item(index, size, refused.field)
         raise type(refused)(f"Job {index}: {refused.message}", field=field, hint=refused.hint) from None
 
 
@@ -310,21 +310,13 @@ def _as_uuid(value: Any) -> uuid.UUID:
         ) from None
 
 
-def _as_uuid_or_none(value: Any) -> uuid.UUID | None:
-    try:
-        return _as_uuid(value)
-    except SubmitError:
-        return None  # a ref
-
-
 def _load_dependencies(specs: Sequence[JobSpec], owner) -> dict[uuid.UUID, Job]:
     refs = {s.ref for s in specs if s.ref}
-    wanted = {
-        _in_batch(index, len(specs), _as_uuid, d)  # "jobs[3].depends_on" for a ref no job of the batch has
-        for index, s in enumerate(specs)
-        for d in s.depends_on
-        if not (isinstance(d, str) and d in refs)
-    }
+    wanted: dict[uuid.UUID, int] = {}  # each dependency by id → the first job of the batch naming it
+    for index, spec in enumerate(specs):
+        for d in spec.depends_on:
+            if not (isinstance(d, str) and d in refs):  # "jobs[3].depends_on" for a ref no job of the batch has
+                wanted.setdefault(_in_batch(index, len(specs), _as_uuid, d), index)
     if not wanted:
         return {}
     # Lock the dependencies: one that finishes meanwhile either commits first (and we
@@ -333,13 +325,12 @@ def _load_dependencies(specs: Sequence[JobSpec], owner) -> dict[uuid.UUID, Job]:
     if getattr(owner, "is_authenticated", False):
         visible = access.visible(visible, owner)
     found = {j.id: j for j in visible.only(*DEPENDENCY_FIELDS).order_by("pk")}
-    missing = wanted - found.keys()
+    missing = wanted.keys() - found.keys()
     if missing:
-        first = sorted(str(m) for m in missing)[0]
-        index = next(i for i, s in enumerate(specs) if any(str(_as_uuid_or_none(d)) == first for d in s.depends_on))
+        first = min(missing, key=str)
         raise SubmitError(
             f"Unknown job in depends_on: {first}.",
-            field=_item(index, specs, "depends_on"),
+            field=_item(wanted[first], len(specs), "depends_on"),
             hint="Depend only on jobs that exist and that you own.",
         )
     return found
@@ -353,7 +344,9 @@ def _dependency_order(specs: Sequence[JobSpec]) -> list[int]:
     for index, spec in enumerate(specs):
         if spec.ref:
             if spec.ref in by_ref:
-                raise SubmitError(f"ref {spec.ref!r} is used twice in the batch.", field=_item(index, specs, "ref"))
+                raise SubmitError(
+                    f"ref {spec.ref!r} is used twice in the batch.", field=_item(index, len(specs), "ref")
+                )
             by_ref[spec.ref] = index
     ordered: list[int] = []
     state: dict[int, str] = {}  # position → "visiting" | "done"
@@ -372,7 +365,7 @@ def _dependency_order(specs: Sequence[JobSpec]) -> list[int]:
                     cycle = [*on_stack[on_stack.index(dependency) :], dependency]
                     raise SubmitError(
                         f"Dependency cycle: {' → '.join(specs[i].ref or '?' for i in cycle)}.",
-                        field=_item(index, specs, "depends_on"),
+                        field=_item(index, len(specs), "depends_on"),
                         hint="A job cannot (indirectly) depend on itself.",
                     )
                 state[dependency] = "visiting"
@@ -390,9 +383,12 @@ def _refs_of(spec: JobSpec, by_ref: dict[str, int]) -> Iterator[int]:
     return iter([by_ref[d] for d in spec.depends_on if isinstance(d, str) and d in by_ref])
 
 
-def _item(index: int, specs: Sequence[JobSpec], field: str) -> str:
-    """A field of one job of a batch, as a refusal names it ("jobs[3].ref")."""
-    return f"jobs[{index}].{field}" if len(specs) > 1 else field
+def _item(index: int, size: int, field: str | None) -> str | None:
+    """A field of one job of a batch of ``size``, as a refusal names it ("jobs[3].ref";
+    "jobs[3]" for the job itself; the field alone when the batch is one job)."""
+    if size == 1:
+        return field
+    return f"jobs[{index}].{field}" if field else f"jobs[{index}]"
 
 
 def _existing_by_key(owner, keys: list[str]) -> dict[str, Job]:
