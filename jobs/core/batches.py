@@ -79,10 +79,8 @@ def _check_callback(name: str, field: str, allow_internal: bool, description: st
     # The callback's payload is the batch's summary: a type whose payload cannot be one
     # (its validator refuses the summary's fields) would fail at every settle, and the
     # batch would never finish. Tried now on a summary of this batch's shape.
-    summary = {
-        "batch_id": str(uuid.uuid4()), "description": description, "context": context, "total": 0, "counts": {},
-        "complete": 0, "failed": 0, "canceled": 0, "succeeded": True, "callback": field.removeprefix("on_"),
-    }  # fmt: skip
+    empty = Progress(total=0, counts=dict.fromkeys(Status.values, 0), percent=0.0)
+    summary = {**_summary(uuid.uuid4(), description, context, empty), "callback": field.removeprefix("on_")}
     try:
         job_type.clean_payload(job_type.summary_payload(summary) if job_type.summary_payload else summary)
     except Exception as refused:  # its validator's refusal, or its failure on fields it did not expect
@@ -348,12 +346,15 @@ def state(batch: Batch, measured: Progress | None = None) -> str:
 
 def summarise(batch: Batch) -> dict[str, Any]:
     """What a callback gets: the batch, its counts by status, and how it ended."""
-    measured = batch_progress(batch.pk)
+    return _summary(batch.pk, batch.description, batch.context, batch_progress(batch.pk))
+
+
+def _summary(batch_id, description: str, context: dict, measured: Progress) -> dict[str, Any]:
     counts = measured.counts
     return {
-        "batch_id": str(batch.pk),
-        "description": batch.description,
-        "context": batch.context,
+        "batch_id": str(batch_id),
+        "description": description,
+        "context": context,
         "total": measured.total,
         "counts": {status: n for status, n in counts.items() if n},
         "complete": counts[Status.COMPLETE],
