@@ -356,6 +356,9 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
             "REDIS_URL": os.environ["REDIS_URL"],
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "PYTHONUNBUFFERED": "1",
+            # A process that hangs can be asked where (SIGABRT: every thread's stack
+            # into its log; see ``exits``).
+            "PYTHONFAULTHANDLER": "1",
             "LOG_LEVEL": "WARNING",
         }
     )
@@ -392,6 +395,20 @@ def spawn(tmp_path):
 
     yield start
     _stop_all(started)
+
+
+def exits(proc: subprocess.Popen, timeout: float, what: str) -> int:
+    """Wait for a spawned process to end; its return code. One that outlives ``timeout``
+    fails the test with where each of its threads stood (faulthandler's dump on SIGABRT)
+    and the end of its log, not a bare timeout."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        log = Path(getattr(proc, "log_path", "")).read_text(errors="replace") if hasattr(proc, "log_path") else ""
+        pytest.fail(f"{what} still ran {timeout}s on; its stacks and log:\n{log[-12000:]}")
 
 
 # Seconds a spawned process has, at teardown, after its first SIGTERM (a warm stop) and

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import exits, wait_for
 from jobs.core import flow
 from jobs.core.models import FlowControl, Hold, Job, Status
 from jobs.core.submit import JobSpec, submit_many
@@ -163,7 +163,7 @@ def test_a_paused_queue_starts_nothing_survives_a_flush_and_a_restart_and_resume
 
     # The pause lives in the database: a flush and new worker processes do not lift it.
     workers.terminate()
-    workers.wait(60)  # a graceful stop: generous for a loaded machine
+    exits(workers, 60, "the workers, after SIGTERM")  # a graceful stop: generous for a loaded machine
     redis_conn.flushall()
     reconcile.run(grace_seconds=0)  # re-dispatches what the flush lost (held ones stay held)
     spawn("rqworker-pool", *QUEUES, "--num-workers", "2")

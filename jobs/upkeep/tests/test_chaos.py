@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import exits, wait_for
 from devtools import pytest_redis
 from jobs.core import liveness, queueing, registry
 from jobs.core.models import FINAL_STATUSES, Job, JobEvent, Schedule, Status
@@ -218,7 +218,7 @@ def test_cron_entries_exist_once_after_repeated_syncs_and_a_scheduler_restart(sp
     scheduler = spawn("rqscheduler", "--queue", "normal", "--interval", "1")
     wait_for(lambda: redis_conn.keys("rq:scheduler_instance:*"), timeout=20, what="the scheduler to register")
     scheduler.send_signal(signal.SIGTERM)
-    scheduler.wait(60)  # a graceful stop: generous for a loaded machine
+    exits(scheduler, 60, "the first scheduler, after SIGTERM")  # a graceful stop: generous for a loaded machine
     spawn("rqscheduler", "--queue", "normal", "--interval", "1")
     wait_for(lambda: redis_conn.get("jobdesk:scheduler:heartbeat"), timeout=20, what="the new scheduler's poll")
     names = list(Schedule.objects.values_list("name", flat=True))
