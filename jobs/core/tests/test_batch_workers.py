@@ -120,7 +120,8 @@ def test_the_last_two_jobs_finishing_at_once_fire_one_callback(alice, monkeypatc
 def test_a_worker_killed_after_the_last_job_before_the_callback_is_made_good_by_the_reconciler(spawn, alice):
     batch, _ = batches.create_batch([sleep()] * 3, owner=alice, on_complete=batchtasks.task_callback)
     worker = spawn("rqworker", *QUEUES, JOBDESK_FAILPOINT="batch.before_settle")
-    exits(worker, 60, "the worker at its failpoint")  # it kills itself with SIGKILL right after the last job's end is committed
+    # It kills itself with SIGKILL right after the last job's end is committed.
+    exits(worker, 60, "the worker at its failpoint")
     assert worker.returncode == -9
     assert set(Job.objects.filter(batch=batch).values_list("status", flat=True)) == {Status.COMPLETE}
     assert callback_jobs() == []
