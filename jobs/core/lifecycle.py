@@ -224,11 +224,11 @@ def create_submitted(jobs: Sequence[Job], dependencies: dict) -> None:
     then: the rows stay as they are, with a note, for the reconciler to enqueue."""
     events = [
         JobEvent(
-            job=job,
+            job_id=job.id,  # ids, not the objects: a bulk submit makes thousands
             seq=1,
             from_status="",
             to_status=job.status,
-            actor=job.owner,
+            actor_id=job.owner_id,
             message=job.error_message or "submitted",
             details={"dependencies": [str(d.id) for d in dependencies[job.id]]} if dependencies.get(job.id) else {},
         )

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs.core import access, batches, fastpath, lifecycle, opening, outcomes, registry, tracing
+from jobs.core import access, batches, fastpath, heap, lifecycle, opening, outcomes, registry, tracing
 from jobs.core.errors import IdempotencyConflict, SubmitError
 from jobs.core.models import FINAL_STATUSES, DependencyFailure, Job, Priority, Status
 from jobs.core.registry import MAX_ATTEMPTS_LIMIT
@@ -108,10 +108,15 @@ def submit_many(
     batch_id = getattr(batch, "pk", batch)
     if not specs:
         return []
-    with tracing.submitting() as span:
+    with tracing.submitting() as span, heap.paused(len(specs) >= _PAUSE_COLLECTOR_FROM):
         submitted = _submit_many(specs, owner, allow_internal, batch_id, from_job, tracing.traceparent())
         tracing.submitted(span, [s.job for s in submitted])
     return submitted
+
+
+# Jobs in one submit from which the cyclic collector waits until it returns (jobs.core.heap):
+# its passes over the whole heap were a quarter of a 5,000-job submit.
+_PAUSE_COLLECTOR_FROM = 100
 
 
 def _submit_many(
@@ -138,8 +143,7 @@ def _submit_many(
                     _estimator([p.job for p in new], dependencies)
                 lifecycle.create_submitted([p.job for p in new], dependencies)
                 _link_dependencies(new)
-                for plan in new:
-                    _as_prefetched(plan.job, plan.dependencies)
+                _as_prefetched(new)
         except IntegrityError:
             # A concurrent submit with the same idempotency key won the race; the next
             # round finds its job through the key and returns it.
@@ -217,6 +221,12 @@ def _same_request(spec: JobSpec, job: Job) -> Job:
     raise IdempotencyConflict(f"Idempotency key {spec.idempotency_key!r} was already used for job {job.id}: {differs}.")
 
 
+# The choices' values as sets, made once: ``Choices.values`` builds its list on each
+# call, twice a job in a bulk submit.
+_PRIORITIES = frozenset(Priority.values)
+_DEPENDENCY_FAILURES = frozenset(DependencyFailure.values)
+
+
 def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref: dict, windows) -> _Plan:
     job_type = registry.get(spec.type)
     if not job_type.public and not allow_internal:
@@ -225,7 +235,7 @@ def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref
         )
     payload = job_type.clean_payload(spec.payload)
     priority = spec.priority or job_type.priority
-    if priority not in Priority.values:
+    if priority not in _PRIORITIES:
         raise SubmitError(
             f"Unknown priority {priority!r}.", field="priority", hint=f"Use one of: {', '.join(Priority.values)}."
         )
@@ -278,7 +288,7 @@ def _size(spec: JobSpec, job_type, payload: dict) -> float | None:
 
 def _dependency_failure(spec: JobSpec) -> str:
     value = spec.on_dependency_failure or DependencyFailure.CANCEL
-    if value not in DependencyFailure.values:
+    if value not in _DEPENDENCY_FAILURES:
         raise SubmitError(
             f"Unknown on_dependency_failure {value!r}.",
             field="on_dependency_failure",
@@ -414,13 +424,24 @@ def _link_dependencies(new: list[_Plan]) -> None:
     ).update(has_dependents=True, hooks_done=False)
 
 
-def _as_prefetched(job: Job, dependencies: list[Job]) -> None:
-    """A new job's dependencies are known: kept as Django's prefetch would keep them, so
-    ``job.depends_on.all()`` (the API's answer lists them) asks the database nothing."""
-    known = Job.objects.none() if not dependencies else Job.objects.filter(pk__in=[d.pk for d in dependencies])
-    known._result_cache = list(dependencies)  # what prefetch_related sets
-    known._prefetch_done = True  # type: ignore[attr-defined]
-    job._prefetched_objects_cache = {"depends_on": known}  # type: ignore[attr-defined]
+def _as_prefetched(new: list[_Plan]) -> None:
+    """New jobs' dependencies are known: kept as Django's prefetch would keep them, so
+    ``job.depends_on.all()`` (the API's answer lists them) asks the database nothing.
+    The jobs that depend on nothing share one empty answer (a queryset made per job was
+    7 % of a bulk submit); it is never changed in place: adding a dependency drops it."""
+    nothing = None
+    for plan in new:
+        if plan.dependencies:
+            known = _prefetched(Job.objects.filter(pk__in=[d.pk for d in plan.dependencies]), plan.dependencies)
+        else:
+            known = nothing = nothing or _prefetched(Job.objects.none(), [])
+        plan.job._prefetched_objects_cache = {"depends_on": known}  # type: ignore[attr-defined]
+
+
+def _prefetched(query, jobs: list[Job]):
+    query._result_cache = list(jobs)  # what prefetch_related sets
+    query._prefetch_done = True
+    return query
 
 
 def _settle_canceled(plans: list[_Plan]) -> None:
