@@ -4,13 +4,15 @@ CPython's collector runs its oldest generation when the objects that survived th
 younger ones have grown by a quarter, and each such pass walks every tracked object of
 the process: Django's, the apps', the libraries'. A bulk submit of 5,000 jobs builds
 hundreds of thousands of objects that live until it returns (rows, RQ jobs, JSON), which
-set off five of those passes: 0.6 s of its 2.4 s. What it builds is not cyclic garbage,
-so pausing the collector loses nothing meanwhile (reference counting still frees
-everything else at once); the next pass after it finds what is left.
+set off five of those passes: 0.6 s of its 2.4 s (in a process that has not frozen its
+start-up objects, below). What it builds is not cyclic garbage, so pausing the
+collector loses nothing meanwhile (reference counting still frees everything else at
+once); the next pass after it finds what is left.
 
-Not done elsewhere: a worker's steady state sets off a pass of the oldest generation
-about once per thousand jobs (3 ms in all, measured), and freezing start-up's objects
-(``gc.freeze``) cost 70 ms at start to save nothing there.
+The web process also freezes its start-up objects (``gc.freeze`` in config/asgi.py), so
+each later pass walks less. A worker does not: its steady state sets off a pass of the
+oldest generation about once per thousand jobs (3 ms in all, measured), and the freeze
+cost 70 ms at its start to save nothing there.
 """
 
 from __future__ import annotations
