@@ -9,6 +9,7 @@ import dataclasses
 import gc
 import os
 import random
+import resource
 import select
 import signal
 import socket
@@ -397,18 +398,26 @@ def spawn(tmp_path):
     _stop_all(started)
 
 
+# ``exits`` aborts a hung process for its stacks: no core file of it (nor of any process
+# the suite starts, each inheriting this limit) in the repository.
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def exits(proc: subprocess.Popen, timeout: float, what: str) -> int:
     """Wait for a spawned process to end; its return code. One that outlives ``timeout``
-    fails the test with where each of its threads stood (faulthandler's dump on SIGABRT)
-    and the end of its log, not a bare timeout."""
+    fails the test with where each thread of its group stood (faulthandler's dump on
+    SIGABRT: the worker, its work-horse, its bookkeeper) and the end of its log, not a
+    bare timeout."""
     try:
         return proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGABRT)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGABRT)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
-        log = Path(getattr(proc, "log_path", "")).read_text(errors="replace") if hasattr(proc, "log_path") else ""
-        pytest.fail(f"{what} still ran {timeout}s on; its stacks and log:\n{log[-12000:]}")
+        log_path = getattr(proc, "log_path", None)
+        log = Path(log_path).read_text(errors="replace") if log_path else ""
+        pytest.fail(f"{what}: not ended after {timeout}s; the stacks and the log:\n{log[-12000:]}")
 
 
 # Seconds a spawned process has, at teardown, after its first SIGTERM (a warm stop) and

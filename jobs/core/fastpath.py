@@ -75,7 +75,7 @@ _TEXT_SQL = """, text AS (INSERT INTO {table} ({columns}) SELECT {values} FROM j
 
 
 def create(job: Job, event: JobEvent, text: PayloadText | None = None) -> None:
-    """Insert a new job, its first event (``event.job`` is ``job``) and its payload's
+    """Insert a new job, its first event (``event.job_id`` is ``job.id``) and its payload's
     searchable text, if any (``text.job`` is ``job``), as one statement. Every column
     the ORM would write, as the ORM prepares it: a field added to a model is written
     here too."""

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs.core import access, batches, fastpath, heap, lifecycle, opening, outcomes, registry, tracing
+from jobs.core import access, batches, cyclegc, fastpath, lifecycle, opening, outcomes, registry, tracing
 from jobs.core.errors import IdempotencyConflict, SubmitError
 from jobs.core.models import FINAL_STATUSES, DependencyFailure, Job, Priority, Status
 from jobs.core.registry import MAX_ATTEMPTS_LIMIT
@@ -94,6 +94,9 @@ def submit(
     return submit_many([spec], owner=owner, allow_internal=allow_internal, batch=batch)[0]
 
 
+_PAUSE_COLLECTOR_FROM = 100  # jobs in one submit from which jobs.core.cyclegc pauses the collector
+
+
 def submit_many(
     specs: Sequence[JobSpec], *, owner=None, allow_internal: bool = True, batch: Any = _NO_BATCH, from_job=None
 ) -> list[Submitted]:
@@ -108,15 +111,10 @@ def submit_many(
     batch_id = getattr(batch, "pk", batch)
     if not specs:
         return []
-    with tracing.submitting() as span, heap.paused(len(specs) >= _PAUSE_COLLECTOR_FROM):
+    with tracing.submitting() as span, cyclegc.paused(len(specs) >= _PAUSE_COLLECTOR_FROM):
         submitted = _submit_many(specs, owner, allow_internal, batch_id, from_job, tracing.traceparent())
         tracing.submitted(span, [s.job for s in submitted])
     return submitted
-
-
-# Jobs in one submit from which the cyclic collector waits until it returns (jobs.core.heap):
-# its passes over the whole heap were a quarter of a 5,000-job submit.
-_PAUSE_COLLECTOR_FROM = 100
 
 
 def _submit_many(
@@ -222,7 +220,8 @@ def _same_request(spec: JobSpec, job: Job) -> Job:
 
 
 # The choices' values as sets, made once: ``Choices.values`` builds its list on each
-# call, twice a job in a bulk submit.
+# call, twice a job in a bulk submit. (A value is checked to be a string first: an
+# unhashable one from Python code is refused like any other, not a TypeError.)
 _PRIORITIES = frozenset(Priority.values)
 _DEPENDENCY_FAILURES = frozenset(DependencyFailure.values)
 
@@ -235,7 +234,7 @@ def _new_plan(spec: JobSpec, owner, allow_internal: bool, external: dict, by_ref
         )
     payload = job_type.clean_payload(spec.payload)
     priority = spec.priority or job_type.priority
-    if priority not in _PRIORITIES:
+    if not isinstance(priority, str) or priority not in _PRIORITIES:
         raise SubmitError(
             f"Unknown priority {priority!r}.", field="priority", hint=f"Use one of: {', '.join(Priority.values)}."
         )
@@ -288,7 +287,7 @@ def _size(spec: JobSpec, job_type, payload: dict) -> float | None:
 
 def _dependency_failure(spec: JobSpec) -> str:
     value = spec.on_dependency_failure or DependencyFailure.CANCEL
-    if value not in _DEPENDENCY_FAILURES:
+    if not isinstance(value, str) or value not in _DEPENDENCY_FAILURES:
         raise SubmitError(
             f"Unknown on_dependency_failure {value!r}.",
             field="on_dependency_failure",
@@ -429,12 +428,14 @@ def _as_prefetched(new: list[_Plan]) -> None:
     ``job.depends_on.all()`` (the API's answer lists them) asks the database nothing.
     The jobs that depend on nothing share one empty answer (a queryset made per job was
     7 % of a bulk submit); it is never changed in place: adding a dependency drops it."""
-    nothing = None
+    nothing = None  # not tested for truth: an empty queryset is false
     for plan in new:
         if plan.dependencies:
             known = _prefetched(Job.objects.filter(pk__in=[d.pk for d in plan.dependencies]), plan.dependencies)
         else:
-            known = nothing = nothing or _prefetched(Job.objects.none(), [])
+            if nothing is None:
+                nothing = _prefetched(Job.objects.none(), [])
+            known = nothing
         plan.job._prefetched_objects_cache = {"depends_on": known}  # type: ignore[attr-defined]
 
 

@@ -36,7 +36,7 @@ from rq.job import Job as RQJob
 from rq.results import Result
 from rq.worker import BaseWorker, WorkerStatus
 
-from jobs.core import queueing, registry, relay, tracing
+from jobs.core import cyclegc, queueing, registry, relay, tracing
 from jobs.core.errors import SubmitError
 from jobs.core.models import Job
 from jobs.core.queueing import ENTRY_POINT
@@ -269,8 +269,13 @@ class _ParentBookkeeping(BaseWorker):
     def _perform_inline(self, job: RQJob, queue) -> None:
         # RQ's SimpleWorker.execute_job: the handler runs here, under RQ's death penalty
         # (SIGALRM in this, the main thread) for its timeout.
-        self.prepare_execution(job)
-        self.perform_job(job, queue)
+        try:
+            self.prepare_execution(job)
+            self.perform_job(job, queue)
+        finally:
+            # A pause of the collector its handler left open (a timeout or a lost lease
+            # raised between the pause's steps) ends with the job (jobs.core.cyclegc).
+            cyclegc.release_thread()
         self.set_state(WorkerStatus.IDLE)
 
     def _claim(self, rq_job: RQJob) -> Job | None:

@@ -498,3 +498,22 @@ def test_a_batch_s_own_repeated_key_is_one_job_and_its_id_may_be_text():
     again = batches.add_to_batch(str(batch.pk), [JobSpec("diagnostics.noop", idempotency_key="k1")])
     assert again[0].job.pk == submitted[0].job.pk
     assert Job.objects.filter(batch=batch).count() == 1
+
+
+def test_jobs_that_depend_on_nothing_share_one_empty_prefetched_answer(alice, django_assert_num_queries):
+    """One empty answer serves every job of a submit that depends on nothing, and
+    changing one job's dependencies drops only that job's."""
+    first, second = (s.job for s in submit_many([JobSpec("diagnostics.noop")] * 2, owner=alice))
+    with django_assert_num_queries(0):
+        assert first.depends_on.all() is second.depends_on.all()
+        assert list(first.depends_on.all()) == []
+    first.depends_on.add(second)
+    assert list(first.depends_on.all()) == [second]
+    assert list(second.depends_on.all()) == []
+
+
+@pytest.mark.parametrize("field, value", [("priority", ["high"]), ("on_dependency_failure", ["run"])])
+def test_an_unhashable_choice_from_python_is_refused_naming_the_field(field, value):
+    with pytest.raises(SubmitError) as error:
+        submit_many([JobSpec("diagnostics.noop", **{field: value})])
+    assert error.value.field == field

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 from django.db import connection
 
-from conftest import readable_within, relay_asleep_until_due, wait_for
+from conftest import exits, readable_within, relay_asleep_until_due, wait_for
 from jobs.core.models import Job, Status
 from jobs.core.submit import JobSpec, submit, submit_many
 from jobs.execution import bookkeeper
@@ -178,7 +178,7 @@ def test_forked_runs_are_claimed_and_recorded_by_the_bookkeeper_in_the_workers_n
     assert set(Job.objects.filter(pk__in=[j.pk for j in jobs]).values_list("runner_pid", flat=True)) == {worker.pid}
     assert bookkeeper_of(worker) == books  # one for the worker's life
     worker.send_signal(signal.SIGTERM)
-    assert worker.wait(20) == 0
+    assert exits(worker, 20, "the worker") == 0
     assert gone(books)  # it ends with the worker
 
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from conftest import past_job, wait_for
+from conftest import exits, past_job, wait_for
 from jobs.core import logbook, registry
 from jobs.core.models import Job, JobLog, Status
 from jobs.core.submit import submit
@@ -255,7 +255,7 @@ def test_watch_job_prints_the_log_lines_as_they_arrive(alice, run_worker, spawn,
     watcher = spawn("watch_job", str(job.id))
     wait_for(lambda: "queued" in open(watcher.log_path).read(), timeout=20, what="the snapshot line")  # noqa: SIM115
     run_worker()
-    assert watcher.wait(20) == 0
+    assert exits(watcher, 20, "watch_job") == 0
     out = open(watcher.log_path).read().splitlines()  # noqa: SIM115
     logged = [line.split(": ", 1)[1] for line in out if " log #1 " in line]
     assert logged == [f"attempt 1: step {s} {what}" for s in (1, 2, 3) for what in ("of 3", "line 2")], out

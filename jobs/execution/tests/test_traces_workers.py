@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from rest_framework.authtoken.models import Token
 
-from conftest import answers, free_port, wait_for
+from conftest import answers, exits, free_port, wait_for
 from devtools import web as web_tier
 from jobs.core import tracing
 from jobs.core.models import Batch, Job, Status
@@ -235,7 +235,7 @@ def test_a_collector_that_is_down_costs_the_jobs_nothing(spawn, spans):
         assert (job.finished_at - job.started_at).total_seconds() < 3.0, "claim to record, with a 0.2 s handler"
     started = sorted(j.started_at for j in Job.objects.filter(pk__in=ids))
     assert (started[-1] - started[0]).total_seconds() < 6.0, "no job waited on the previous one's spans"
-    assert worker.wait(30) == 0
+    assert exits(worker, 30, "the worker") == 0
     assert time.monotonic() - done < tracing.EXIT_FLUSH_SECONDS + 5, "the worker's exit waited on the collector"
 
 

@@ -12,7 +12,7 @@ from django.db import connection
 from rq import Worker
 from rq.job import Job as RQJob
 
-from conftest import wait_for
+from conftest import exits, wait_for
 from jobs.core import actions, lifecycle, queueing, registry
 from jobs.core.models import Job, JobEvent, Status
 from jobs.core.submit import JobSpec, submit, submit_many
@@ -71,7 +71,7 @@ def test_sigterm_lets_the_running_job_finish(spawn):
     worker = spawn("rqworker", *QUEUES)
     wait_for(lambda: Job.objects.get(pk=job.id).status == Status.ACTIVE, timeout=30, what="job to start")
     worker.send_signal(signal.SIGTERM)
-    assert worker.wait(30) == 0
+    assert exits(worker, 30, "the worker") == 0
     job.refresh_from_db()
     assert job.status == Status.COMPLETE and job.attempts == 1
 
@@ -137,7 +137,7 @@ def test_fork_false_types_run_in_the_worker_process_while_other_types_get_a_hors
     worker = spawn("rqworker", *QUEUES, "--burst")
     ids = [inline.id, forked.id, inline_again.id]
     wait_for(lambda: statuses(ids).count(Status.COMPLETE) == 3, timeout=60, what="3 jobs to complete")
-    assert worker.wait(30) == 0
+    assert exits(worker, 30, "the worker") == 0
 
     rows = {j.id: j for j in Job.objects.filter(pk__in=ids)}
     for job_id in (inline.id, inline_again.id):
@@ -347,7 +347,7 @@ def test_a_type_whose_code_fails_to_load_ends_its_job_not_the_worker(spawn):
     finally:
         registry.unregister(broken)
     worker = spawn("rqworker", *QUEUES, "--burst")
-    assert worker.wait(60) == 0
+    assert exits(worker, 60, "the worker") == 0
     job.refresh_from_db()
     assert (job.status, job.attempts, job.error_category) == (Status.FAILED, 1, "admin_required"), job.error_message
     assert "fails to load: RuntimeError: this module is broken at import" in job.error_message

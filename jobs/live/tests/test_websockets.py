@@ -13,6 +13,7 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from config.asgi import application
+from conftest import exits
 from jobs.core import lifecycle, relay
 from jobs.core.models import Job, Status
 from jobs.core.submit import submit
@@ -349,7 +350,7 @@ def test_watch_job_follows_from_a_terminal_until_the_end(alice, run_worker, spaw
     watcher = spawn("watch_job", str(job.id))
     wait_for(lambda: "queued" in open(watcher.log_path).read(), timeout=20, what="the snapshot line")  # noqa: SIM115
     run_worker()
-    assert watcher.wait(20) == 0
+    assert exits(watcher, 20, "watch_job") == 0
     lines = open(watcher.log_path).read().splitlines()  # noqa: SIM115
     statuses = [line.split()[1] for line in lines if line[:2].isdigit()]
     assert statuses == ["queued", "active", "active", "active", "active", "complete"], lines
@@ -358,7 +359,7 @@ def test_watch_job_follows_from_a_terminal_until_the_end(alice, run_worker, spaw
     failed = submit("diagnostics.sleep", {"seconds": 0, "fail_mode": "user_fixable"}, owner=alice).job
     run_worker()
     watcher = spawn("watch_job", str(failed.id))
-    assert watcher.wait(20) == 1, "a job that did not complete exits 1"
+    assert exits(watcher, 20, "watch_job") == 1, "a job that did not complete exits 1"
     assert "user_fixable" in Path(watcher.log_path).read_text()
 
 
