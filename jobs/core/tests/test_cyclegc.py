@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import threading
@@ -63,24 +64,33 @@ def test_a_collector_that_was_off_stays_off_and_an_error_still_ends_the_pause():
     assert gc.isenabled()
 
 
-def test_a_pause_left_open_by_an_interrupted_thread_is_released_by_that_thread_only():
-    """A job's timeout (SIGALRM) raised between a pause's steps leaves it open: the
-    worker releases its thread's pauses after each inline job, not another thread's."""
-    other_in, release_other = threading.Event(), threading.Event()
+@contextlib.contextmanager
+def another_thread_pausing():
+    """Another thread holds a pause for the block."""
+    holding, done = threading.Event(), threading.Event()
 
     def other():
         with cyclegc.paused():
-            other_in.set()
-            assert release_other.wait(10)
+            holding.set()
+            assert done.wait(10)
 
     thread = threading.Thread(target=other)
     thread.start()
-    assert other_in.wait(10)
-    cyclegc._begin()  # as an interrupted pause leaves it: begun, never ended
-    cyclegc.release_thread()
-    assert not gc.isenabled()  # the other thread's pause still holds
-    release_other.set()
-    thread.join(10)
+    assert holding.wait(10)
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(10)
+
+
+def test_a_pause_left_open_by_an_interrupted_thread_is_released_by_that_thread_only():
+    """A job's timeout (SIGALRM) raised between a pause's steps leaves it open: the
+    worker releases its thread's pauses after each inline job, not another thread's."""
+    with another_thread_pausing():
+        cyclegc._begin()  # as an interrupted pause leaves it: begun, never ended
+        cyclegc.release_thread()
+        assert not gc.isenabled()  # the other thread's pause still holds
     assert gc.isenabled()
 
 
@@ -101,24 +111,11 @@ def test_overlapping_pauses_without_a_break_still_collect_every_longest_pause(mo
 
 
 def test_a_forked_child_keeps_only_the_forking_thread_s_pauses():
-    other_in, release_other = threading.Event(), threading.Event()
-
-    def other():
-        with cyclegc.paused():
-            other_in.set()
-            assert release_other.wait(10)
-
-    thread = threading.Thread(target=other)
-    thread.start()
-    assert other_in.wait(10)
-    try:
+    with another_thread_pausing():
         pid = os.fork()
         if pid == 0:  # the child: the other thread's pause did not come along
             os._exit(0 if gc.isenabled() and not cyclegc._open else 1)
         _, status = os.waitpid(pid, 0)
-    finally:
-        release_other.set()
-        thread.join(10)
     assert os.waitstatus_to_exitcode(status) == 0
 
 
