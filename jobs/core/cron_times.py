@@ -68,10 +68,18 @@ def next_after(expression: str, zone_name: str, after: datetime) -> datetime:
 
 
 def next_runs(expression: str, zone_name: str, after: datetime, count: int = 5) -> list[datetime]:
+    """Up to ``count`` firings after ``after``. A rare expression may have fewer within
+    the parser's reach (``0 0 29 2 1``, 29 February on a Monday: 2044, 2072, then none
+    it can find): those found, not none; one with no firing at all is an error."""
     runs: list[datetime] = []
     at = after
     for _ in range(count):
-        at = next_after(expression, zone_name, at)
+        try:
+            at = next_after(expression, zone_name, at)
+        except ValueError:
+            if runs:
+                break
+            raise
         runs.append(at)
     return runs
 

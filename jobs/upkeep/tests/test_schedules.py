@@ -82,6 +82,15 @@ def test_a_whole_year_has_no_doubled_and_no_missing_day(expression, zone):
         assert len(days) == len(set(days)) == 400
 
 
+def test_a_rare_expression_lists_the_firings_found_not_none():
+    """29 February on a Monday: its next run was shown (2044) beside an empty list of
+    next runs, the parser finding none after the second."""
+    runs = cron_times.next_runs("0 0 29 2 1", "UTC", utc(2026, 11, 30), 5)
+    assert [run.year for run in runs] == [2044, 2072]
+    with pytest.raises(ValueError, match="never fires"):
+        cron_times.next_runs("0 0 30 2 *", "UTC", utc(2026, 11, 30), 5)  # 30 February
+
+
 # --- synced from code ------------------------------------------------------------------------
 
 
