@@ -64,8 +64,8 @@ def release_thread() -> None:
     """Drop every pause this thread left open (none, unless an exception raised by a
     signal interrupted one); the collector starts again if no other thread holds one."""
     with _lock:
-        _open.pop(threading.get_ident(), None)
-        _settle()
+        if _open.pop(threading.get_ident(), None):
+            _settle()
 
 
 def _begin() -> None:
@@ -94,8 +94,12 @@ def _end() -> None:
 
 
 def _settle() -> None:
+    """After a pause ended: the collector on again if no pause is left open and it was
+    on before the first began (never otherwise: a program may keep it off itself)."""
+    global _resume
     if not _open and _resume:
         gc.enable()
+        _resume = False
 
 
 def _after_fork_in_child() -> None:
@@ -103,6 +107,8 @@ def _after_fork_in_child() -> None:
     # another one when it forked.
     global _lock
     _lock = threading.Lock()
+    if not _open:
+        return
     mine = _open.get(threading.get_ident(), 0)
     _open.clear()
     if mine:

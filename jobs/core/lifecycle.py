@@ -238,14 +238,24 @@ def create_submitted(jobs: Sequence[Job], dependencies: dict) -> None:
     if len(jobs) == 1 and fastpath.available():  # one statement: no transaction needed
         fastpath.create(jobs[0], events[0], texts[0] if texts else None)
     elif len(jobs) > 1 and fastpath.copy_available():  # many: copied, in the submit's transaction
-        for rows in (jobs, events, texts):
+        for rows in (_in_key_order(jobs), events, texts):
             fastpath.insert_many(rows)
     else:
         with status_writes():
-            Job.objects.bulk_create(jobs)
+            Job.objects.bulk_create(_in_key_order(jobs))
         JobEvent.objects.bulk_create(events)
         PayloadText.objects.bulk_create(texts)
     transaction.on_commit(lambda: _dispatch_submitted(list(jobs)))
+
+
+def _in_key_order(jobs: Sequence[Job]) -> Sequence[Job]:
+    """The rows as they are inserted: those with an idempotency key in the keys' order.
+    Each waits on a concurrent submit's uncommitted row of the same key; two bulks that
+    sent the same keys in opposite orders each waited on the other (a deadlock, one of
+    them refused). Enqueued in the order sent all the same (``_dispatch_submitted``)."""
+    if not any(job.idempotency_key for job in jobs):
+        return jobs
+    return sorted(jobs, key=lambda job: (job.idempotency_key is None, job.idempotency_key or ""))
 
 
 def _dispatch_submitted(jobs: list[Job]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
 from jobs.core import access, batches, cyclegc, fastpath, lifecycle, opening, outcomes, registry, tracing
@@ -28,7 +29,12 @@ from jobs.core.registry import MAX_ATTEMPTS_LIMIT
 from jobs.core.sizes import size_class
 
 MAX_SIZE = 1e15  # a job's size, in its type's unit: beyond any real count of bytes or rows
-_IDEMPOTENCY_RACE_RETRIES = 3
+# Rounds a submit tries when it loses a race (a concurrent submit's key committed first,
+# a deadlock): at least these, and more while each round finds more of its keys' jobs.
+_RACE_RETRIES = 3
+# PostgreSQL's "deadlock detected" and "could not serialize": the loser of a race between
+# transactions, rolled back whole, to be tried again.
+_RACE_LOST_SQLSTATES = frozenset({"40P01", "40001"})
 # What a dependency needs loaded: its status, and what its own ETA is made of.
 DEPENDENCY_FIELDS = ("id", "type", "status", "priority", "heavy", "enqueued_at", "scheduled_for", "run_at",
                      "size_class", "started_at", "progress")  # fmt: skip
@@ -123,12 +129,15 @@ def _submit_many(
     # One job depending on nothing, outside any transaction, on PostgreSQL: a single
     # statement writes it (and its timeline), so no transaction is opened around reads.
     alone = len(specs) == 1 and batch_id is None and not specs[0].depends_on and fastpath.available()
-    for attempt in range(_IDEMPOTENCY_RACE_RETRIES):
+    keyed = any(s.idempotency_key for s in specs)
+    found_before, found = -1, 0
+    for attempt in itertools.count():
         try:
             with contextlib.nullcontext() if alone else transaction.atomic():
                 if batch_id is not None:
                     batches.lock_for_adding(batch_id, from_job=from_job)
                 creation_order, plans = _plan(specs, owner, allow_internal)
+                found = sum(not p.created for p in plans)
                 for plan in creation_order:
                     if plan.created:
                         plan.job.batch_id = batch_id
@@ -144,15 +153,24 @@ def _submit_many(
                 _as_prefetched(new)
         except IntegrityError:
             # A concurrent submit with the same idempotency key won the race; the next
-            # round finds its job through the key and returns it.
-            if attempt == _IDEMPOTENCY_RACE_RETRIES - 1 or not any(s.idempotency_key for s in specs):
+            # round finds its job through the key and returns it. Several may commit one
+            # after another under a long bulk: go on while each round finds more.
+            if not keyed or (attempt >= _RACE_RETRIES - 1 and found <= found_before):
+                raise
+            found_before = found
+            continue
+        except OperationalError as error:
+            # Two bulks whose keys' rows wait on each other (their inserts are ordered by
+            # key, but their dependencies' locks may still cross): the database rolled
+            # this one back; it goes again.
+            if getattr(error.__cause__, "sqlstate", None) not in _RACE_LOST_SQLSTATES or attempt >= _RACE_RETRIES:
                 raise
             continue
         # Enqueue only once the rows are visible to workers, i.e. after the caller's
         # outermost transaction commits (runs at once when there is none).
         transaction.on_commit(functools.partial(_settle_canceled, plans))
         return [Submitted(p.job, p.created) for p in plans]
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 # --- Validation and planning ---------------------------------------------------------

@@ -94,6 +94,21 @@ def test_a_pause_left_open_by_an_interrupted_thread_is_released_by_that_thread_o
     assert gc.isenabled()
 
 
+def test_a_collector_the_program_turned_off_after_a_pause_stays_off():
+    """Only the end of a pause starts it again: not a worker's release after each job,
+    nor a fork, when no pause was open."""
+    with cyclegc.paused():
+        pass
+    gc.disable()
+    cyclegc.release_thread()
+    assert not gc.isenabled()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if not gc.isenabled() else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_overlapping_pauses_without_a_break_still_collect_every_longest_pause(monkeypatch):
     """A web process under a stream of bulks would otherwise never collect a cycle."""
     monkeypatch.setattr(cyclegc, "LONGEST_PAUSE", 0.0)

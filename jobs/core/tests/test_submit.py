@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 
 import django_rq
@@ -517,3 +518,24 @@ def test_an_unhashable_choice_from_python_is_refused_naming_the_field(field, val
     with pytest.raises(SubmitError) as error:
         submit_many([JobSpec("diagnostics.noop", **{field: value})])
     assert error.value.field == field
+
+
+@pytest.mark.django_db(transaction=True)  # threads see only committed rows
+def test_two_bulks_with_the_same_keys_in_opposite_orders_both_succeed(alice):
+    """Each inserted its keys in the order sent, waiting on the other's uncommitted
+    rows: a deadlock, and one of them refused (a 503 through the API) every time."""
+    keys = [f"order-{n}" for n in range(300)]
+    orders = iter([keys, keys[::-1]])
+    lock = threading.Lock()
+
+    def one_bulk():
+        with lock:
+            mine = next(orders)
+        specs = [JobSpec("diagnostics.noop", {"k": key}, idempotency_key=key) for key in mine]
+        return {s.job.idempotency_key: s.job.id for s in submit_many(specs, owner=alice)}
+
+    results, errors = run_at_once(2, one_bulk)
+
+    assert errors == []
+    assert results[0] == results[1]  # the same job for each key, whoever made it
+    assert Job.objects.filter(owner=alice).count() == 300
