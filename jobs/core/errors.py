@@ -55,6 +55,10 @@ class IdempotencyConflict(ActionRefused):
 
     hint = "Use a new key for new work; the same request with this key answers with the first job."
 
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field  # the item's key, in a bulk ("jobs[4999].idempotency_key")
+
 
 class TransitionError(ActionRefused):
     """The job's current state forbids the requested move."""

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -178,26 +179,29 @@ def _submit_many(
 
 def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> tuple[list[_Plan], list[_Plan]]:
     order = _dependency_order(specs)
-    existing = _existing_by_key(owner, [s.idempotency_key for s in specs if s.idempotency_key])
+    keys = [_in_batch(index, len(specs), _checked_key, spec.idempotency_key) for index, spec in enumerate(specs)]
+    existing = _existing_by_key(owner, [key for key in keys if key])
     external = _load_dependencies(specs, owner)
     windows = functools.cache(opening.current)  # read once, and only if a heavy job asks
     plans: dict[int, _Plan] = {}
     by_ref: dict[str, _Plan] = {}
-    by_key: dict[str, _Plan] = {}
+    by_key: dict[str, tuple[int, _Plan]] = {}  # each key's first item in this request
     for index in order:
         spec = specs[index]
-        key = spec.idempotency_key
+        key = keys[index]
         if key and key in existing:
-            plan = _Plan(spec, _same_request(spec, existing[key]), created=False)
+            job = _same_request(spec, existing[key], _item(index, len(specs), "idempotency_key"))
+            plan = _Plan(spec, job, created=False)
         elif key and key in by_key:  # the same key twice in one batch: one job
-            plan = _Plan(spec, _same_request(spec, by_key[key].job), created=False)
+            first, earlier = by_key[key]
+            plan = _Plan(spec, _same_request(spec, earlier.job, f"jobs[{index}].idempotency_key", first), created=False)
         else:
             plan = _in_batch(index, len(specs), _new_plan, spec, owner, allow_internal, external, by_ref, windows)
         plans[index] = plan
         if spec.ref:
             by_ref[spec.ref] = plan
         if key:
-            by_key.setdefault(key, plan)
+            by_key.setdefault(key, (index, plan))
     # Create in dependency order (bulk_create keeps it), answer in the caller's order.
     return [plans[i] for i in order], [plans[i] for i in range(len(specs))]
 
@@ -226,15 +230,62 @@ def _refuse_outsiders(plans: list[_Plan], batch_id) -> None:
             )
 
 
-def _same_request(spec: JobSpec, job: Job) -> Job:
-    """A repeated key must repeat the request; reusing it for other work is a conflict."""
+def _same_request(spec: JobSpec, job: Job, field: str | None, earlier: int | None = None) -> Job:
+    """A repeated key must repeat the request; reusing it for other work is a conflict,
+    named by the item's key field (and the earlier item of this request that has it)."""
     if spec.type != job.type:
         differs = f"a {job.type} job, not {spec.type}"
-    elif registry.get(spec.type).clean_payload(spec.payload) != job.payload:
+    elif not _same_json(registry.get(spec.type).clean_payload(spec.payload), job.payload):
         differs = "a different payload"
     else:
         return job
-    raise IdempotencyConflict(f"Idempotency key {spec.idempotency_key!r} was already used for job {job.id}: {differs}.")
+    used = f"given to job {earlier} of this request too" if earlier is not None else f"already used for job {job.id}"
+    raise IdempotencyConflict(f"Idempotency key {spec.idempotency_key!r} was {used}: {differs}.", field=field)
+
+
+def _same_json(sent, stored) -> bool:
+    """Equal as JSON values: PostgreSQL keeps a number as its decimal value, so 1e23
+    sent comes back as the integer 100000000000000000000000 (and 1e23 != 10**23 in
+    Python): repeating the very request answered 409."""
+    return _as_decimals(sent) == _as_decimals(stored)
+
+
+def _as_decimals(value):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return (type(value), value)  # a bool is not the number 1 in JSON
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, dict):
+        return {k: _as_decimals(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_decimals(v) for v in value]
+    return value
+
+
+def _checked_key(key) -> str | None:
+    """An idempotency key from Python as the API checks one: text the column can hold."""
+    if key is None or key == "":
+        return None
+    if not isinstance(key, str) or len(key) > _KEY_LENGTH or "\x00" in key or not _encodable(key):
+        raise SubmitError(
+            f"idempotency_key must be text of at most {_KEY_LENGTH} characters.",
+            field="idempotency_key",
+            hint="e.g. a UUID or 'report-2026-11'; no NUL characters.",
+        )
+    return key
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
+_KEY_LENGTH = Job._meta.get_field("idempotency_key").max_length or 200
 
 
 # The choices' values as sets, made once: ``Choices.values`` builds its list on each
@@ -422,7 +473,9 @@ def _existing_by_key(owner, keys: list[str]) -> dict[str, Job]:
     if not keys:
         return {}
     scope = {"owner": owner} if getattr(owner, "is_authenticated", False) else {"owner__isnull": True}
-    found = Job.objects.filter(idempotency_key__in=keys, **scope)
+    # With what the answer shows of each (its owner's name, its dependencies): a 5,000-job
+    # retry asked two queries a job.
+    found = Job.objects.filter(idempotency_key__in=keys, **scope).select_related("owner").prefetch_related("depends_on")
     return {j.idempotency_key: j for j in found if j.idempotency_key is not None}  # never None: found by key
 
 

@@ -369,3 +369,42 @@ def test_a_refused_bulk_item_is_named(api_as, alice):
 def test_queues_refuse_an_unknown_type(api_as, alice):
     response = api_as(alice).get("/api/queues/?type=nope")
     assert response.status_code == 400 and "diagnostics.noop" in response.json()["error"]["hint"]
+
+
+def test_repeating_a_request_with_a_large_number_answers_the_first_job(api_as, alice):
+    """PostgreSQL keeps 1e23 as the integer 100000000000000000000000: the very same
+    request, repeated, was told its key was used for a different payload (409)."""
+    body = {"jobs": [{"type": "diagnostics.noop", "payload": {"n": 1e23, "x": 0.1}, "idempotency_key": "big"}]}
+    first = api_as(alice).post("/api/jobs/bulk/", body, format="json")
+    again = api_as(alice).post("/api/jobs/bulk/", body, format="json")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()[0]["id"] == first.json()[0]["id"]
+    other = {"jobs": [{"type": "diagnostics.noop", "payload": {"n": 1e22}, "idempotency_key": "big"}]}
+    assert api_as(alice).post("/api/jobs/bulk/", other, format="json").status_code == 409
+
+
+def test_one_key_on_two_items_of_a_bulk_with_different_payloads_names_them_not_a_rolled_back_job(api_as, alice):
+    jobs = [{"type": "diagnostics.noop", "payload": {"n": n}} for n in range(5)]
+    jobs[1]["idempotency_key"] = jobs[4]["idempotency_key"] = "dup"
+    response = api_as(alice).post("/api/jobs/bulk/", {"jobs": jobs}, format="json")
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert "given to job 1 of this request too: a different payload" in error["message"]
+    assert list(error["fields"]) == ["jobs[4].idempotency_key"]
+    assert not Job.objects.exists()
+
+
+def test_replaying_a_keyed_bulk_asks_no_query_per_job(api_as, alice, django_assert_num_queries):
+    """A client retrying a 5,000-job bulk after a timeout waited 3 times as long: each
+    job's owner and dependencies were read one by one."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def replay(size: int) -> int:
+        body = {"jobs": [{"type": "diagnostics.noop", "idempotency_key": f"r{size}-{n}"} for n in range(size)]}
+        assert api_as(alice).post("/api/jobs/bulk/", body, format="json").status_code == 201
+        with CaptureQueriesContext(connection) as queries:
+            assert api_as(alice).post("/api/jobs/bulk/", body, format="json").status_code == 200
+        return len(queries)
+
+    assert replay(3) == replay(30)

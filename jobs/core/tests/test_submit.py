@@ -539,3 +539,13 @@ def test_two_bulks_with_the_same_keys_in_opposite_orders_both_succeed(alice):
     assert errors == []
     assert results[0] == results[1]  # the same job for each key, whoever made it
     assert Job.objects.filter(owner=alice).count() == 300
+
+
+@pytest.mark.parametrize("key", [7, "k" * 201, "a\x00b", "\ud800"])
+def test_a_key_the_column_cannot_hold_is_refused_naming_the_field(key):
+    """From Python: an int key was stored as "7" and never found again (IntegrityError on
+    the repeat); a NUL, a lone surrogate or 201 characters were database errors."""
+    with pytest.raises(SubmitError) as error:
+        submit_many([JobSpec("diagnostics.noop"), JobSpec("diagnostics.noop", idempotency_key=key)])
+    assert error.value.field == "jobs[1].idempotency_key"
+    assert not Job.objects.exists()
