@@ -7,8 +7,8 @@ would be stored first. This ASGI middleware sits in front of Django: a declared 
 over the limit gets 413 at once, and a body that streams past it (chunked, or lying
 about its length) is cut off at the limit with the same answer.
 
-The limits come from settings (``BODY_LIMITS`` per path, ``MAX_REQUEST_BYTES`` for the
-rest). The server must pass the body on as it arrives (uvicorn does; daphne buffers it
+The limits come from settings (``BODY_LIMITS`` per path or path pattern,
+``MAX_REQUEST_BYTES`` for the rest). The server must pass the body on as it arrives (uvicorn does; daphne buffers it
 first, so behind daphne only the declared length is checked before reading — and a
 proxy in front should cap bodies anyway, see the deployment notes).
 """
@@ -27,8 +27,22 @@ DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 
 def limit_for(path: str) -> int:
+    """The path's own limit (a key of ``BODY_LIMITS``; ``*`` in a key stands for one
+    segment, e.g. ``/api/batches/*/jobs/``), else ``MAX_REQUEST_BYTES``."""
     limits = getattr(settings, "BODY_LIMITS", {})
-    return limits.get(path, getattr(settings, "MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES))
+    if path in limits:
+        return limits[path]
+    for pattern, limit in limits.items():
+        if "*" in pattern and _matches(pattern, path):
+            return limit
+    return getattr(settings, "MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES)
+
+
+def _matches(pattern: str, path: str) -> bool:
+    wanted, segments = pattern.split("/"), path.split("/")
+    return len(wanted) == len(segments) and all(
+        want == segment or (want == "*" and segment) for want, segment in zip(wanted, segments, strict=True)
+    )
 
 
 def _declared_length(scope) -> int | None:

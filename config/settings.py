@@ -190,6 +190,7 @@ BODY_LIMITS = {
     "/api/materials/": MAX_UPLOAD_BYTES + UPLOAD_FRAMING_BYTES,
     "/api/jobs/bulk/": MAX_BULK_REQUEST_BYTES,
     "/api/batches/": MAX_BULK_REQUEST_BYTES,
+    "/api/batches/*/jobs/": MAX_BULK_REQUEST_BYTES,  # jobs added to an open batch, as many as a bulk
 }
 # Django's own check on non-file request data: never stricter than the routes' limits.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(MAX_REQUEST_BYTES, MAX_BULK_REQUEST_BYTES)

@@ -52,6 +52,7 @@ def apply_defaults() -> None:
     # The bulk submit route's own request-body limit (apikit.bodylimit), unless the project set one.
     settings.BODY_LIMITS.setdefault("/api/jobs/bulk/", settings.MAX_BULK_REQUEST_BYTES)
     settings.BODY_LIMITS.setdefault("/api/batches/", settings.MAX_BULK_REQUEST_BYTES)
+    settings.BODY_LIMITS.setdefault("/api/batches/*/jobs/", settings.MAX_BULK_REQUEST_BYTES)
     _check_queues()
 
 

@@ -323,3 +323,16 @@ def test_tokens_in_query_strings_are_blanked_in_the_web_servers_log(line, logged
 
     record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, '%s - "%s"', ("127.0.0.1:5", line), None)
     assert RedactTokens().filter(record) and record.getMessage() == f'127.0.0.1:5 - "{logged}"'
+
+
+def test_jobs_added_to_a_batch_have_the_bulk_limit_like_a_bulk(settings):
+    """A 5 MB body of 5,000 jobs made a batch (32 MB limit) but was refused 413 when
+    added to that batch (the 4 MB default): the route's id is a segment of its own."""
+    from apikit.bodylimit import limit_for
+
+    bulk = settings.MAX_BULK_REQUEST_BYTES
+    assert limit_for("/api/batches/") == limit_for("/api/jobs/bulk/") == bulk
+    assert limit_for("/api/batches/6d1f3c1e-0000-4000-8000-000000000000/jobs/") == bulk
+    assert limit_for("/api/batches/6d1f/cancel/") == settings.MAX_REQUEST_BYTES
+    assert limit_for("/api/batches//jobs/") == settings.MAX_REQUEST_BYTES  # * is one segment, not none
+    assert limit_for("/api/batches/a/b/jobs/") == settings.MAX_REQUEST_BYTES
