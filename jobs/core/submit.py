@@ -384,7 +384,7 @@ def _as_uuid(value: Any) -> uuid.UUID:
         raise SubmitError(
             f"depends_on entry {value!r} is neither a job id nor a ref in this batch.",
             field="depends_on",
-            hint="Use the id of an existing job.",
+            hint="Use the id of an existing job, or the ref of another job of this batch (the API's depends_on_refs).",
         ) from None
 
 
