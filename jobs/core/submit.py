@@ -251,12 +251,18 @@ def _same_json(sent, stored) -> bool:
 
 
 def _as_decimals(value):
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return (type(value), value)  # a bool is not the number 1 in JSON
+    # By JSON kind, not Python class: a str or int subclass (a choices member) is stored
+    # as the plain value; a bool is not the number 1 in JSON.
+    if isinstance(value, bool):
+        return ("bool", value)
+    if value is None:
+        return ("null",)
+    if isinstance(value, str):
+        return ("str", str(value))
     if isinstance(value, float):
-        return Decimal(repr(value))
+        return Decimal(repr(float(value)))
     if isinstance(value, int):
-        return Decimal(value)
+        return Decimal(int(value))
     if isinstance(value, dict):
         return {k: _as_decimals(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -549,3 +549,16 @@ def test_a_key_the_column_cannot_hold_is_refused_naming_the_field(key):
         submit_many([JobSpec("diagnostics.noop"), JobSpec("diagnostics.noop", idempotency_key=key)])
     assert error.value.field == "jobs[1].idempotency_key"
     assert not Job.objects.exists()
+
+
+def test_a_repeated_key_compares_payloads_as_json_values(alice):
+    """What the database gives back (a number as its decimal value, a choices member as
+    its text) is the same payload; a bool is not the number 1."""
+    from jobs.core.errors import IdempotencyConflict
+    from jobs.core.models import Priority
+
+    first = submit("diagnostics.noop", {"n": 1e23, "p": Priority.LOW, "b": True}, owner=alice, idempotency_key="j")
+    again = submit("diagnostics.noop", {"n": 1e23, "p": "low", "b": True}, owner=alice, idempotency_key="j")
+    assert (first.created, again.created, again.job.id) == (True, False, first.job.id)
+    with pytest.raises(IdempotencyConflict):
+        submit("diagnostics.noop", {"n": 1e23, "p": "low", "b": 1}, owner=alice, idempotency_key="j")
