@@ -8,9 +8,10 @@ from datetime import timedelta
 
 import django_rq
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
-from conftest import run_at_once
+from conftest import run_at_once, wait_for
 from jobs.core import actions
 from jobs.core.errors import SubmitError
 from jobs.core.models import Job, Status
@@ -562,3 +563,68 @@ def test_a_repeated_key_compares_payloads_as_json_values(alice):
     assert (first.created, again.created, again.job.id) == (True, False, first.job.id)
     with pytest.raises(IdempotencyConflict):
         submit("diagnostics.noop", {"n": 1e23, "p": "low", "b": 1}, owner=alice, idempotency_key="j")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bulk_behind_several_committing_submits_goes_on_while_it_finds_more(alice):
+    """Three submits hold some of a bulk's keys in open transactions and commit one after
+    another, each while the bulk waits on it: the bulk lost a race a round, and gave up
+    after a fixed three with an IntegrityError (a 500). It goes on while each round
+    finds more of its keys' jobs."""
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("waits on another transaction's uncommitted key: PostgreSQL's row locks")
+    groups = [[f"g{g}-{n}" for n in range(5)] for g in range(3)]
+    held, commit = [threading.Event() for _ in groups], [threading.Event() for _ in groups]
+    backends: dict[str, int] = {}
+
+    def backend() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            return cursor.fetchone()[0]
+
+    def holder(index: int) -> None:
+        try:
+            with transaction.atomic():
+                submit_many([JobSpec("diagnostics.noop", idempotency_key=k) for k in groups[index]], owner=alice)
+                backends[f"holder {index}"] = backend()
+                held[index].set()
+                assert commit[index].wait(30)
+        finally:
+            connections.close_all()
+
+    bulk_result: list = []
+
+    def bulk() -> None:
+        try:
+            backends["bulk"] = backend()
+            specs = [JobSpec("diagnostics.noop", idempotency_key=k) for group in groups for k in group]
+            bulk_result.append(submit_many(specs + [JobSpec("diagnostics.noop", idempotency_key="new")], owner=alice))
+        except Exception as error:  # the test asserts on it
+            bulk_result.append(error)
+        finally:
+            connections.close_all()
+
+    def bulk_waits_on(index: int) -> bool:
+        if "bulk" not in backends:
+            return False
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_blocking_pids(%s)", [backends["bulk"]])
+            return backends[f"holder {index}"] in cursor.fetchone()[0]
+
+    holders = [threading.Thread(target=holder, args=(i,)) for i in range(3)]
+    for thread in holders:
+        thread.start()
+    assert all(event.wait(30) for event in held)
+    bulk_thread = threading.Thread(target=bulk)
+    bulk_thread.start()
+    for index in range(3):  # each commit while the bulk waits on its keys
+        wait_for(lambda i=index: bulk_waits_on(i), timeout=30, what=f"the bulk waiting on submit {index}")
+        commit[index].set()
+        holders[index].join(30)
+    bulk_thread.join(60)
+
+    assert len(bulk_result) == 1 and not isinstance(bulk_result[0], Exception), bulk_result
+    assert [s.created for s in bulk_result[0]] == [False] * 15 + [True]
+    assert Job.objects.filter(owner=alice).count() == 16
