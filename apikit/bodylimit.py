@@ -8,9 +8,10 @@ over the limit gets 413 at once, and a body that streams past it (chunked, or ly
 about its length) is cut off at the limit with the same answer.
 
 The limits come from settings (``BODY_LIMITS`` per path or path pattern,
-``MAX_REQUEST_BYTES`` for the rest). The server must pass the body on as it arrives (uvicorn does; daphne buffers it
-first, so behind daphne only the declared length is checked before reading — and a
-proxy in front should cap bodies anyway, see the deployment notes).
+``MAX_REQUEST_BYTES`` for the rest). The server must pass the body on as it arrives
+(uvicorn does; daphne buffers it first, so behind daphne only the declared length is
+checked before reading — and a proxy in front should cap bodies anyway, see the
+deployment notes).
 """
 
 from __future__ import annotations

@@ -189,12 +189,14 @@ def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> tuple[list[_
     for index in order:
         spec = specs[index]
         key = keys[index]
-        key_field = _item(index, len(specs), "idempotency_key")
         if key and key in existing:
-            plan = _Plan(spec, _same_request(spec, existing[key], key_field), created=False)
+            plan = _Plan(
+                spec, _same_request(spec, existing[key], _item(index, len(specs), "idempotency_key")), created=False
+            )
         elif key and key in by_key:  # the same key twice in one batch: one job
             first, earlier = by_key[key]
-            plan = _Plan(spec, _same_request(spec, earlier.job, key_field, first), created=False)
+            job = _same_request(spec, earlier.job, _item(index, len(specs), "idempotency_key"), first)
+            plan = _Plan(spec, job, created=False)
         else:
             plan = _in_batch(index, len(specs), _new_plan, spec, owner, allow_internal, external, by_ref, windows)
         plans[index] = plan
