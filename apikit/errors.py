@@ -21,6 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 from redis.exceptions import RedisError
 from rest_framework import exceptions
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger("apikit")
@@ -57,9 +58,34 @@ def error_body(code: str, message: str, *, hint: str = "", fields: dict | None =
 
 
 def _flatten(detail) -> dict:
-    if isinstance(detail, dict):
-        return {key: _messages(value) for key, value in detail.items()}
-    return {"non_field_errors": _messages(detail)}
+    """A validation error's messages by the path of the field they are about: an item of
+    a list of objects is named as the submit names it (``jobs[3].priority``), so a bulk's
+    refusals have one shape whichever check made them."""
+    fields: dict[str, list[str]] = {}
+    _gather(detail, "", fields)
+    return fields
+
+
+def _gather(detail, path: str, fields: dict[str, list[str]]) -> None:
+    if isinstance(detail, list) and any(isinstance(item, dict) for item in detail):
+        detail = dict(enumerate(detail))  # a list serializer's errors in DRF's older shape: {} per valid item
+    if isinstance(detail, dict) and not _positions_of_a_list_field(detail):
+        for key, value in detail.items():
+            if key == api_settings.NON_FIELD_ERRORS_KEY and path:
+                child = path  # about the object (or list) itself: "Expected a dictionary", "may not be empty"
+            elif isinstance(key, int):
+                child = f"{path}[{key}]"
+            else:
+                child = f"{path}.{key}" if path else str(key)
+            _gather(value, child, fields)
+        return
+    fields.setdefault(path or api_settings.NON_FIELD_ERRORS_KEY, []).extend(_messages(detail))
+
+
+def _positions_of_a_list_field(detail: dict) -> bool:
+    """A list of values' errors (``{0: ["Must be a valid UUID."]}``) stay under the list's
+    own name, each message led by its position: ``depends_on`` is what clients look for."""
+    return bool(detail) and all(isinstance(k, int) and not isinstance(v, dict) for k, v in detail.items())
 
 
 def _messages(value) -> list:

@@ -269,9 +269,28 @@ def spec_from(data: dict, default_key: str | None) -> JobSpec:
     )
 
 
+class BulkItemsSerializer(serializers.ListSerializer):
+    def validate(self, attrs: list[dict]) -> list[dict]:
+        """A ref no item of the request has is named where it was sent (the submit sees
+        ``depends_on_refs`` and ``depends_on`` as one list)."""
+        refs = {item["ref"] for item in attrs if item.get("ref")}
+        unknown = {
+            index: {"depends_on_refs": [f"{ref!r} is not the ref of a job of this request."]}
+            for index, item in enumerate(attrs)
+            for ref in item.get("depends_on_refs", ())
+            if ref not in refs
+        }
+        if unknown:
+            raise serializers.ValidationError(unknown)  # type: ignore[arg-type]  # by position, as DRF keys a list's
+        return attrs
+
+
 class BulkItemSerializer(JobSubmitSerializer):
     ref = serializers.CharField(max_length=100, required=False, help_text="a name other items can depend on")
     depends_on_refs = serializers.ListField(child=serializers.CharField(max_length=100), required=False, default=list)
+
+    class Meta:
+        list_serializer_class = BulkItemsSerializer
 
 
 class BulkSubmitSerializer(RejectUnknownFields, serializers.Serializer):

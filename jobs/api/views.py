@@ -94,7 +94,7 @@ class JobViewSet(
         incoming = JobSubmitSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         spec = incoming.to_spec(default_key=_idempotency_header(request))
-        result = submit.submit_many([spec], owner=request.user, allow_internal=False)[0]
+        result = submit.submit_one(spec, owner=request.user, allow_internal=False)
         return Response(
             JobSerializer(result.job, context={"estimates": _just_made(result)}).data,
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,

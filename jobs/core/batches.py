@@ -295,7 +295,7 @@ def _submit_callback(batch: Batch, type_name: str, which: str) -> Job:
     except SubmitError:
         job_type = None
     payload = job_type.summary_payload(summary) if job_type and job_type.summary_payload else summary
-    return submit.submit_many([submit.JobSpec(type=type_name, payload=payload)], owner=batch.owner, batch=None)[0].job
+    return submit.submit_one(submit.JobSpec(type=type_name, payload=payload), owner=batch.owner, batch=None).job
 
 
 # --- Reading ----------------------------------------------------------------------------

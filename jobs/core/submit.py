@@ -97,8 +97,14 @@ def submit(
     **options: Any,
 ) -> Submitted:
     """Submit one job. Raises ``SubmitError`` (field + hint) for input the caller must fix."""
-    spec = JobSpec(type=type, payload=payload, **options)
-    return submit_many([spec], owner=owner, allow_internal=allow_internal, batch=batch)[0]
+    return submit_one(JobSpec(type=type, payload=payload, **options), owner=owner, allow_internal=allow_internal,
+                      batch=batch)  # fmt: skip
+
+
+def submit_one(spec: JobSpec, *, owner=None, allow_internal: bool = True, batch: Any = _NO_BATCH) -> Submitted:
+    """``submit`` of a spec made already. A refusal names the field alone (``type``);
+    ``submit_many`` names the item even in a list of one (``jobs[0].type``)."""
+    return _submit([spec], owner, allow_internal, batch, None, single=True)[0]
 
 
 _PAUSE_COLLECTOR_FROM = 100  # jobs in one submit from which jobs.core.cyclegc pauses the collector
@@ -113,19 +119,23 @@ def submit_many(
     without it they join the batch of an enclosing ``with jobs.batch(…)``, if any
     (``batch=None``: in no batch whatever encloses the call). ``from_job``: the running
     job of the batch that adds them (a closed batch takes jobs from its own jobs only)."""
+    return _submit(specs, owner, allow_internal, batch, from_job, single=False)
+
+
+def _submit(specs: Sequence[JobSpec], owner, allow_internal: bool, batch, from_job, *, single: bool) -> list[Submitted]:
     if batch is _NO_BATCH:
         batch = batches.current.get()
     batch_id = getattr(batch, "pk", batch)
     if not specs:
         return []
     with tracing.submitting() as span, cyclegc.paused(len(specs) >= _PAUSE_COLLECTOR_FROM):
-        submitted = _submit_many(specs, owner, allow_internal, batch_id, from_job, tracing.traceparent())
+        submitted = _submit_many(specs, owner, allow_internal, batch_id, from_job, tracing.traceparent(), single)
         tracing.submitted(span, [s.job for s in submitted])
     return submitted
 
 
 def _submit_many(
-    specs: Sequence[JobSpec], owner, allow_internal: bool, batch_id, from_job, traceparent: str
+    specs: Sequence[JobSpec], owner, allow_internal: bool, batch_id, from_job, traceparent: str, single: bool
 ) -> list[Submitted]:
     # One job depending on nothing, outside any transaction, on PostgreSQL: a single
     # statement writes it (and its timeline), so no transaction is opened around reads.
@@ -137,7 +147,7 @@ def _submit_many(
             with contextlib.nullcontext() if alone else transaction.atomic():
                 if batch_id is not None:
                     batches.lock_for_adding(batch_id, from_job=from_job)
-                creation_order, plans = _plan(specs, owner, allow_internal)
+                creation_order, plans = _plan(specs, owner, allow_internal, single)
                 found = sum(not p.created for p in plans)
                 for plan in creation_order:
                     if plan.created:
@@ -177,11 +187,11 @@ def _submit_many(
 # --- Validation and planning ---------------------------------------------------------
 
 
-def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> tuple[list[_Plan], list[_Plan]]:
-    order = _dependency_order(specs)
-    keys = [_in_batch(index, len(specs), _checked_key, spec.idempotency_key) for index, spec in enumerate(specs)]
+def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool, single: bool) -> tuple[list[_Plan], list[_Plan]]:
+    order = _dependency_order(specs, single)
+    keys = [_in_batch(index, single, _checked_key, spec.idempotency_key) for index, spec in enumerate(specs)]
     existing = _existing_by_key(owner, [key for key in keys if key])
-    external = _load_dependencies(specs, owner)
+    external = _load_dependencies(specs, owner, single)
     windows = functools.cache(opening.current)  # read once, and only if a heavy job asks
     plans: dict[int, _Plan] = {}
     by_ref: dict[str, _Plan] = {}
@@ -191,14 +201,14 @@ def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> tuple[list[_
         key = keys[index]
         if key and key in existing:
             plan = _Plan(
-                spec, _same_request(spec, existing[key], _item(index, len(specs), "idempotency_key")), created=False
+                spec, _same_request(spec, existing[key], _item(index, single, "idempotency_key")), created=False
             )
         elif key and key in by_key:  # the same key twice in one batch: one job
             first, earlier = by_key[key]
-            job = _same_request(spec, earlier.job, _item(index, len(specs), "idempotency_key"), first)
+            job = _same_request(spec, earlier.job, _item(index, single, "idempotency_key"), first)
             plan = _Plan(spec, job, created=False)
         else:
-            plan = _in_batch(index, len(specs), _new_plan, spec, owner, allow_internal, external, by_ref, windows)
+            plan = _in_batch(index, single, _new_plan, spec, owner, allow_internal, external, by_ref, windows)
         plans[index] = plan
         if spec.ref:
             by_ref[spec.ref] = plan
@@ -208,14 +218,14 @@ def _plan(specs: Sequence[JobSpec], owner, allow_internal: bool) -> tuple[list[_
     return [plans[i] for i in order], [plans[i] for i in range(len(specs))]
 
 
-def _in_batch(index: int, size: int, make, *args):
+def _in_batch(index: int, single: bool, make, *args):
     """A refusal in a batch names the item: "jobs[3].type", "job 3: …"."""
     try:
         return make(*args)
     except SubmitError as refused:
-        if size == 1:
+        if single:
             raise
-        field = _item(index, size, refused.field)
+        field = _item(index, single, refused.field)
         raise type(refused)(f"Job {index}: {refused.message}", field=field, hint=refused.hint) from None
 
 
@@ -396,13 +406,13 @@ def _as_uuid(value: Any) -> uuid.UUID:
         ) from None
 
 
-def _load_dependencies(specs: Sequence[JobSpec], owner) -> dict[uuid.UUID, Job]:
+def _load_dependencies(specs: Sequence[JobSpec], owner, single: bool) -> dict[uuid.UUID, Job]:
     refs = {s.ref for s in specs if s.ref}
     wanted: dict[uuid.UUID, int] = {}  # each dependency by id → the first job of the batch naming it
     for index, spec in enumerate(specs):
         for d in spec.depends_on:
             if not (isinstance(d, str) and d in refs):  # "jobs[3].depends_on" for a ref no job of the batch has
-                wanted.setdefault(_in_batch(index, len(specs), _as_uuid, d), index)
+                wanted.setdefault(_in_batch(index, single, _as_uuid, d), index)
     if not wanted:
         return {}
     # Lock the dependencies: one that finishes meanwhile either commits first (and we
@@ -416,13 +426,13 @@ def _load_dependencies(specs: Sequence[JobSpec], owner) -> dict[uuid.UUID, Job]:
         first = min(missing, key=str)
         raise SubmitError(
             f"Unknown job in depends_on: {first}.",
-            field=_item(wanted[first], len(specs), "depends_on"),
+            field=_item(wanted[first], single, "depends_on"),
             hint="Depend only on jobs that exist and that you own.",
         )
     return found
 
 
-def _dependency_order(specs: Sequence[JobSpec]) -> list[int]:
+def _dependency_order(specs: Sequence[JobSpec], single: bool) -> list[int]:
     """Positions of the batch in topological order of its refs; a cycle is a submit error.
     A depth-first walk with a stack of its own: a recursive one went a level deeper per
     job of a chain sent last-first, past the interpreter's stack (a 500) before 1,000."""
@@ -430,9 +440,7 @@ def _dependency_order(specs: Sequence[JobSpec]) -> list[int]:
     for index, spec in enumerate(specs):
         if spec.ref:
             if spec.ref in by_ref:
-                raise SubmitError(
-                    f"ref {spec.ref!r} is used twice in the batch.", field=_item(index, len(specs), "ref")
-                )
+                raise SubmitError(f"ref {spec.ref!r} is used twice in the batch.", field=_item(index, single, "ref"))
             by_ref[spec.ref] = index
     ordered: list[int] = []
     state: dict[int, str] = {}  # position → "visiting" | "done"
@@ -451,7 +459,7 @@ def _dependency_order(specs: Sequence[JobSpec]) -> list[int]:
                     cycle = [*on_stack[on_stack.index(dependency) :], dependency]
                     raise SubmitError(
                         f"Dependency cycle: {' → '.join(specs[i].ref or '?' for i in cycle)}.",
-                        field=_item(index, len(specs), "depends_on"),
+                        field=_item(index, single, "depends_on"),
                         hint="A job cannot (indirectly) depend on itself.",
                     )
                 state[dependency] = "visiting"
@@ -469,10 +477,10 @@ def _refs_of(spec: JobSpec, by_ref: dict[str, int]) -> Iterator[int]:
     return iter([by_ref[d] for d in spec.depends_on if isinstance(d, str) and d in by_ref])
 
 
-def _item(index: int, size: int, field: str | None) -> str | None:
-    """A field of one job of a batch of ``size``, as a refusal names it ("jobs[3].ref";
-    "jobs[3]" for the job itself; the field alone when the batch is one job)."""
-    if size == 1:
+def _item(index: int, single: bool, field: str | None) -> str | None:
+    """A field of one job of a list, as a refusal names it ("jobs[3].ref"; "jobs[3]" for
+    the job itself); the field alone for a job submitted on its own."""
+    if single:
         return field
     return f"jobs[{index}].{field}" if field else f"jobs[{index}]"
 

@@ -366,6 +366,32 @@ def test_a_refused_bulk_item_is_named(api_as, alice):
     assert "jobs.reconcile" not in error["hint"]  # internal types are not offered to users
 
 
+NOOP = {"type": "diagnostics.noop"}
+
+
+@pytest.mark.parametrize(
+    "jobs, fields",
+    [
+        # the serializer's checks and the submit's name items alike
+        ([NOOP, {**NOOP, "priority": "urgent", "max_attempts": 0}], ["jobs[1].priority", "jobs[1].max_attempts"]),
+        ([NOOP, {**NOOP, "colour": "red"}], ["jobs[1].colour"]),
+        ([NOOP, {**NOOP, "depends_on": ["zzz"]}], ["jobs[1].depends_on"]),
+        ([NOOP, 7], ["jobs[1]"]),
+        ([{**NOOP, "ref": "a"}, {**NOOP, "depends_on_refs": ["a", "b"]}], ["jobs[1].depends_on_refs"]),
+        # a list of one is a list: its item is named too
+        ([{"type": "no.such"}], ["jobs[0].type"]),
+        ([{**NOOP, "depends_on_refs": ["a"]}], ["jobs[0].depends_on_refs"]),
+        ([{**NOOP, "depends_on": ["7b0f6c1e-0000-4000-8000-000000000000"]}], ["jobs[0].depends_on"]),
+        ([{"type": "diagnostics.sleep", "payload": {"seconds": "x"}}], ["jobs[0].payload.seconds"]),
+    ],
+)
+def test_every_refusal_of_a_bulk_names_the_item_and_its_field(api_as, alice, jobs, fields):
+    for endpoint in ("/api/jobs/bulk/", "/api/batches/"):
+        response = api_as(alice).post(endpoint, {"jobs": jobs}, format="json")
+        assert list(assert_error(response, 400, "invalid")["fields"]) == fields, endpoint
+    assert not Job.objects.exists()
+
+
 def test_queues_refuse_an_unknown_type(api_as, alice):
     response = api_as(alice).get("/api/queues/?type=nope")
     assert response.status_code == 400 and "diagnostics.noop" in response.json()["error"]["hint"]

@@ -517,8 +517,11 @@ def test_jobs_that_depend_on_nothing_share_one_empty_prefetched_answer(alice, dj
 @pytest.mark.parametrize("field, value", [("priority", ["high"]), ("on_dependency_failure", ["run"])])
 def test_an_unhashable_choice_from_python_is_refused_naming_the_field(field, value):
     with pytest.raises(SubmitError) as error:
-        submit_many([JobSpec("diagnostics.noop", **{field: value})])
+        submit("diagnostics.noop", **{field: value})
     assert error.value.field == field
+    with pytest.raises(SubmitError) as error:
+        submit_many([JobSpec("diagnostics.noop", **{field: value})])
+    assert error.value.field == f"jobs[0].{field}", "a list of one names its item"
 
 
 @pytest.mark.django_db(transaction=True)  # threads see only committed rows
