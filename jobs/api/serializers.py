@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import TYPE_CHECKING
 
 from drf_spectacular.utils import extend_schema_field
@@ -272,17 +273,26 @@ def spec_from(data: dict, default_key: str | None) -> JobSpec:
 class BulkItemsSerializer(serializers.ListSerializer):
     def validate(self, attrs: list[dict]) -> list[dict]:
         """A ref no item of the request has is named where it was sent (the submit sees
-        ``depends_on_refs`` and ``depends_on`` as one list)."""
+        ``depends_on_refs`` and ``depends_on`` as one list). A job id there is let
+        through, as it always was: the submit looks it up."""
         refs = {item["ref"] for item in attrs if item.get("ref")}
-        unknown = {
-            index: {"depends_on_refs": [f"{ref!r} is not the ref of a job of this request."]}
-            for index, item in enumerate(attrs)
-            for ref in item.get("depends_on_refs", ())
-            if ref not in refs
-        }
+        unknown: dict[int, dict[str, list[str]]] = {}
+        for index, item in enumerate(attrs):
+            for ref in item.get("depends_on_refs", ()):
+                if ref not in refs and not _is_uuid(ref):
+                    message = f"{ref!r} is not the ref of a job of this request."
+                    unknown.setdefault(index, {"depends_on_refs": []})["depends_on_refs"].append(message)
         if unknown:
             raise serializers.ValidationError(unknown)  # type: ignore[arg-type]  # by position, as DRF keys a list's
         return attrs
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 class BulkItemSerializer(JobSubmitSerializer):

@@ -377,7 +377,7 @@ NOOP = {"type": "diagnostics.noop"}
         ([NOOP, {**NOOP, "colour": "red"}], ["jobs[1].colour"]),
         ([NOOP, {**NOOP, "depends_on": ["zzz"]}], ["jobs[1].depends_on"]),
         ([NOOP, 7], ["jobs[1]"]),
-        ([{**NOOP, "ref": "a"}, {**NOOP, "depends_on_refs": ["a", "b"]}], ["jobs[1].depends_on_refs"]),
+        ([{**NOOP, "ref": "a"}, {**NOOP, "depends_on_refs": ["a", "b", "c"]}], ["jobs[1].depends_on_refs"]),
         # a list of one is a list: its item is named too
         ([{"type": "no.such"}], ["jobs[0].type"]),
         ([{**NOOP, "depends_on_refs": ["a"]}], ["jobs[0].depends_on_refs"]),
@@ -390,6 +390,17 @@ def test_every_refusal_of_a_bulk_names_the_item_and_its_field(api_as, alice, job
         response = api_as(alice).post(endpoint, {"jobs": jobs}, format="json")
         assert list(assert_error(response, 400, "invalid")["fields"]) == fields, endpoint
     assert not Job.objects.exists()
+
+
+def test_each_unknown_ref_is_named_and_a_job_id_among_refs_still_works(api_as, alice):
+    body = {"jobs": [{**NOOP, "ref": "a"}, {**NOOP, "depends_on_refs": ["b", "a", "c"]}]}
+    (unknown,) = assert_error(api_as(alice).post("/api/jobs/bulk/", body, format="json"), 400, "invalid")[
+        "fields"
+    ].values()
+    assert ["'b'" in unknown[0], "'c'" in unknown[1], len(unknown)] == [True, True, 2], unknown
+    earlier = api_as(alice).post("/api/jobs/", NOOP, format="json").json()["id"]
+    made = api_as(alice).post("/api/jobs/bulk/", {"jobs": [{**NOOP, "depends_on_refs": [earlier]}]}, format="json")
+    assert made.status_code == 201 and made.json()[0]["depends_on"] == [earlier], made.content
 
 
 def test_queues_refuse_an_unknown_type(api_as, alice):
