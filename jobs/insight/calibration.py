@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from jobs.core.models import Job
+from jobs.insight import durations
 
 RANGE_Z = 1.2816  # a normal's 10th and 90th percentiles lie this many deviations out
 DEFAULT_BOUNDS = (-RANGE_Z, RANGE_Z)
@@ -73,22 +74,27 @@ def _learn_bounds() -> dict[str, tuple[float, float]]:
             first_estimate_cold=False,
         )
         .order_by("-created_at")
-        .values_list("priority", "created_at", "first_estimated_start_at", "eta_error_seconds", "first_estimate_sigma")
+        .values_list(
+            "priority",
+            durations.between("created_at", "first_estimated_start_at"),
+            "eta_error_seconds",
+            "first_estimate_sigma",
+        )  # fmt: skip
     )
     measures: dict[str, list[float]] = {}
-    for priority, created, first, error, sigma in rows[:CALIBRATION_SAMPLES]:
-        measure = _measure(created, first, error, sigma)
+    for priority, estimated, error, sigma in rows[:CALIBRATION_SAMPLES]:
+        measure = _measure(estimated, error, sigma)
         if measure is not None:
             measures.setdefault(priority, []).append(measure)
             measures.setdefault("", []).append(measure)
     return {p: _percentile_bounds(m) for p, m in measures.items() if len(m) >= MIN_SAMPLES}
 
 
-def _measure(created: datetime, first: datetime | None, error: float | None, sigma: float | None) -> float | None:
+def _measure(estimate: timedelta | None, error: float | None, sigma: float | None) -> float | None:
     """Where the real start fell, in σ from the estimate's log-mean (None: it did not wait)."""
-    if first is None or error is None or not sigma:
+    if estimate is None or error is None or not sigma:
         return None
-    estimated = (first - created).total_seconds()
+    estimated = estimate.total_seconds()
     waited = estimated + error
     if estimated < TRIVIAL_WAIT or waited <= 0:
         return None

@@ -366,7 +366,7 @@ def _freeing_order(snap: _Snapshot, busy: list[tuple[str, Duration]], worker_cou
     columns += [[0.0] * draws] * (worker_count - len(busy))
     ordered = [sorted(values) for values in zip(*columns, strict=True)]
     by_rank = list(zip(*ordered, strict=True))
-    return [statistics.fmean(r) for r in by_rank], [statistics.pvariance(r) for r in by_rank]
+    return [statistics.fmean(r) for r in by_rank], [durations.pvariance(r) for r in by_rank]
 
 
 def _stratified(left: Duration, draws: int, rng: random.Random) -> list[float]:
