@@ -367,8 +367,16 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test, for fixtures that say more when it failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def spawn(tmp_path):
+def spawn(tmp_path, request):
     """Start ``manage.py`` subprocesses (workers, scheduler, or ``-m uvicorn``) that share
     the test database.
 
@@ -396,6 +404,18 @@ def spawn(tmp_path):
 
     yield start
     _stop_all(started)
+    failed = getattr(request.node, "report_call", None)
+    if failed is not None and failed.failed:
+        _print_logs(started)
+
+
+def _print_logs(started: list[subprocess.Popen]) -> None:
+    """The end of each spawned process's log, into the failed test's report (a wait that
+    timed out says what it waited for, not what the processes were doing)."""
+    for proc in started:
+        log = Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+        print(f"--- {' '.join(map(str, proc.args[1:]))} (pid {proc.pid}, exit {proc.returncode}) ---", file=sys.stderr)
+        print(log[-6000:], file=sys.stderr)
 
 
 # ``exits`` aborts a hung process for its stacks: no core file of it (nor of any process

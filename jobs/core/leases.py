@@ -51,6 +51,21 @@ def renew(job_id, dispatch: str) -> bool:
     )
 
 
+def adopt(job_id, dispatch: str, host: str, pid: int) -> Job | None:
+    """A run claimed in the name of the process ``host``:``pid`` by a helper that died
+    before it answered (a worker's bookkeeper): its row, its lease renewed, while it is
+    still this dispatch's, active and leased; None otherwise (the claim never committed,
+    or the job has moved on). Only that helper claims in the process's name, and a
+    dispatch is one delivery: the run is this process's to carry out."""
+    claimed_for_us = Job.objects.filter(
+        Q(lease_expires_at__gt=Now()), pk=job_id, rq_job_id=dispatch, status=Status.ACTIVE, runner_host=host,
+        runner_pid=pid,
+    )  # fmt: skip
+    if claimed_for_us.update(lease_expires_at=deadline()) != 1:
+        return None
+    return Job.objects.get(pk=job_id)
+
+
 def release(job_id, dispatch: str) -> None:
     """The run has stopped without recording an outcome (canceled or taken away while it
     ran): give its lease back, so the job may be requeued at once."""

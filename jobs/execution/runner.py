@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import pickle
+import socket
 import traceback
 from typing import Any, Protocol
 
@@ -154,17 +155,30 @@ def claim(job_id: str, dispatch: str, worker_name: str, known: tuple[str, str] |
     except (TransitionError, JobNotFound) as refused:
         logger.info("dispatch skipped", extra={"job_id": job_id, "dispatch": dispatch, "reason": str(refused)})
         return None
-    if job is None:
+    if job is None or _sent_back_to_its_window(job, dispatch):
         return None
-    try:
-        if window.defer_if_closed(job, dispatch):
-            return None
-    except TransitionError:
-        return None  # canceled between the claim and the window check: nothing to run
-    except Exception:  # broken window data must not stop work: run it, say so
-        logger.exception("work-window check failed; running the job", extra={"job_id": job_id})
     tracing.claimed(job, dispatch, started)
     return job
+
+
+def adopt(job_id: str, dispatch: str) -> Job | None:
+    """The run a worker's bookkeeper claimed in its name and died before answering
+    (``leases.adopt``); None when there is none to take over."""
+    job = leases.adopt(job_id, dispatch, socket.gethostname(), os.getpid())
+    if job is None or _sent_back_to_its_window(job, dispatch):
+        return None
+    logger.info("run adopted from the bookkeeper", extra={"job_id": job_id, "dispatch": dispatch})
+    return job
+
+
+def _sent_back_to_its_window(job: Job, dispatch: str) -> bool:
+    try:
+        return window.defer_if_closed(job, dispatch)
+    except TransitionError:
+        return True  # canceled between the claim and the window check: nothing to run
+    except Exception:  # broken window data must not stop work: run it, say so
+        logger.exception("work-window check failed; running the job", extra={"job_id": str(job.id)})
+        return False
 
 
 def run_handler(job: Job, dispatch: str) -> Outcome:

@@ -333,6 +333,13 @@ class _ParentBookkeeping(BaseWorker):
             return None
         return self._hold(claimed, dispatch, sent)
 
+    def _adopted(self, job_id: str, dispatch: str, sent: float) -> Job | None:
+        try:
+            return self._hold(runner.adopt(job_id, dispatch), dispatch, sent)
+        except DatabaseError:
+            logger.exception("adopting the bookkeeper's claim failed", extra={"job_id": job_id, "dispatch": dispatch})
+            return None
+
     def _hold(self, claimed: Job | None, dispatch: str, sent: float) -> Job | None:
         """The claimed run's lease held (renewed until recorded) and its messages relayed."""
         if claimed is not None:
@@ -356,7 +363,10 @@ class _ParentBookkeeping(BaseWorker):
         except bookkeeper.BookkeeperGone:
             logger.exception("the bookkeeper is gone: the worker keeps its own books")
             self._books = None
-            self._claimed = self._claimed_here(job_id, dispatch, sent, None)
+            # It may have died after its claim committed, before it answered: the row is
+            # active in this worker's name, and a claim here is refused. Left so, the
+            # run would wait for its lease to pass and the reconciler (one more attempt).
+            self._claimed = self._claimed_here(job_id, dispatch, sent, None) or self._adopted(job_id, dispatch, sent)
             return
         if claimed is not None:
             self._booked.add(dispatch)

@@ -9,14 +9,16 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 
 import pytest
-from django.db import connection
+from django.db import connection, connections, transaction
 
 from conftest import exits, readable_within, relay_asleep_until_due, wait_for
 from jobs.core.models import Job, Status
 from jobs.core.submit import JobSpec, submit, submit_many
 from jobs.execution import bookkeeper
+from workwindow.models import WorkWindow
 
 QUEUES = ("immediate", "normal", "low")
 
@@ -200,6 +202,48 @@ def test_a_killed_bookkeeper_loses_no_run_and_the_worker_keeps_its_own_books(spa
     assert run.attempts == 1  # recorded by the worker itself, not left for the reconciler to retry
     assert worker.poll() is None
     assert books_of(worker) == []  # not started again
+
+
+@with_real_workers
+def test_a_bookkeeper_killed_between_its_claim_and_its_answer_leaves_the_run_to_its_worker(spawn):
+    """Its claim committed (the job active in the worker's name), its answer never sent:
+    the worker's own claim is refused, and it takes the run over. It sat active before,
+    until its lease passed and the reconciler retried it (an attempt more)."""
+    job = submit("diagnostics.sleep", {"seconds": 0.2}, heavy=True).job
+    locked, release, holder_backend = threading.Event(), threading.Event(), []
+
+    def hold_the_windows() -> None:  # a heavy job's claim then reads the windows: it waits here
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {WorkWindow._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+                cursor.execute("SELECT pg_backend_pid()")
+                holder_backend.append(cursor.fetchone()[0])
+                locked.set()
+                release.wait(60)
+        finally:
+            connections.close_all()
+
+    def waiting_behind_the_lock() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", holder_backend
+            )
+            return cursor.fetchone()[0] > 0
+
+    holder = threading.Thread(target=hold_the_windows)
+    holder.start()
+    try:
+        assert locked.wait(30)
+        worker = spawn("rqworker", *QUEUES)
+        wait_for(lambda: Job.objects.get(pk=job.pk).status == Status.ACTIVE, timeout=30, what="the claim")
+        wait_for(waiting_behind_the_lock, timeout=30, what="the bookkeeper's window check, after its claim")
+        os.kill(bookkeeper_of(worker), signal.SIGKILL)
+    finally:
+        release.set()
+        holder.join(30)
+    wait_for(lambda: Job.objects.get(pk=job.pk).status == Status.COMPLETE, timeout=30, what="the run, by its worker")
+    assert Job.objects.get(pk=job.pk).attempts == 1, "run once, not retried after its lease"
+    assert worker.poll() is None
 
 
 @with_real_workers
