@@ -414,7 +414,8 @@ def _print_logs(started: list[subprocess.Popen]) -> None:
     timed out says what it waited for, not what the processes were doing)."""
     for proc in started:
         log = Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
-        print(f"--- {' '.join(map(str, proc.args[1:]))} (pid {proc.pid}, exit {proc.returncode}) ---", file=sys.stderr)
+        command = " ".join(map(str, list(proc.args)[1:]))  # type: ignore[arg-type]  # spawn passes a list
+        print(f"--- {command} (pid {proc.pid}, exit {proc.returncode}) ---", file=sys.stderr)
         print(log[-6000:], file=sys.stderr)
 
 
