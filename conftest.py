@@ -367,11 +367,15 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+_FAILED_PHASES = pytest.StashKey[set]()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Keep each phase's report on the test, for fixtures that say more when it failed."""
+    """Note the phases that failed, for fixtures that say more when their test failed."""
     report = yield
-    setattr(item, f"report_{report.when}", report)
+    if report.failed:
+        item.stash.setdefault(_FAILED_PHASES, set()).add(report.when)
     return report
 
 
@@ -404,8 +408,7 @@ def spawn(tmp_path, request):
 
     yield start
     _stop_all(started)
-    failed = getattr(request.node, "report_call", None)
-    if failed is not None and failed.failed:
+    if request.node.stash.get(_FAILED_PHASES, set()) & {"setup", "call"}:
         _print_logs(started)
 
 

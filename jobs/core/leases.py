@@ -51,19 +51,20 @@ def renew(job_id, dispatch: str) -> bool:
     )
 
 
-def adopt(job_id, dispatch: str, host: str, pid: int) -> Job | None:
-    """A run claimed in the name of the process ``host``:``pid`` by a helper that died
-    before it answered (a worker's bookkeeper): its row, its lease renewed, while it is
-    still this dispatch's, active and leased; None otherwise (the claim never committed,
-    or the job has moved on). Only that helper claims in the process's name, and a
-    dispatch is one delivery: the run is this process's to carry out."""
+def adopt(job_id, dispatch: str, worker_name: str, host: str, pid: int) -> Job | None:
+    """A run claimed for the worker ``worker_name`` (process ``host``:``pid``) by a helper
+    that died before it answered (the worker's bookkeeper): its row, its lease renewed,
+    while it is still this dispatch's, active and leased; None otherwise (the claim never
+    committed, or the job has moved on). RQ's worker names are new at every start and
+    one at a time in its registry, so no other worker — not one in another container
+    with the same host name and pid — matches."""
     claimed_for_us = Job.objects.filter(
-        Q(lease_expires_at__gt=Now()), pk=job_id, rq_job_id=dispatch, status=Status.ACTIVE, runner_host=host,
-        runner_pid=pid,
+        Q(lease_expires_at__gt=Now()), pk=job_id, rq_job_id=dispatch, status=Status.ACTIVE, worker_name=worker_name,
+        runner_host=host, runner_pid=pid,
     )  # fmt: skip
     if claimed_for_us.update(lease_expires_at=deadline()) != 1:
         return None
-    return Job.objects.get(pk=job_id)
+    return Job.objects.filter(pk=job_id).first()  # deleted meanwhile: None
 
 
 def release(job_id, dispatch: str) -> None:

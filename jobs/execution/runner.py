@@ -161,13 +161,16 @@ def claim(job_id: str, dispatch: str, worker_name: str, known: tuple[str, str] |
     return job
 
 
-def adopt(job_id: str, dispatch: str) -> Job | None:
+def adopt(job_id: str, dispatch: str, worker_name: str) -> Job | None:
     """The run a worker's bookkeeper claimed in its name and died before answering
     (``leases.adopt``); None when there is none to take over."""
-    job = leases.adopt(job_id, dispatch, socket.gethostname(), os.getpid())
+    job = leases.adopt(job_id, dispatch, worker_name, socket.gethostname(), os.getpid())
     if job is None or _sent_back_to_its_window(job, dispatch):
         return None
     logger.info("run adopted from the bookkeeper", extra={"job_id": job_id, "dispatch": dispatch})
+    # The claim's "active" may have died in the bookkeeper's relay: followers get it
+    # from here (again, at the same seq, if it did go), before the horse's messages.
+    relay.publish(job)
     return job
 
 

@@ -333,9 +333,12 @@ class _ParentBookkeeping(BaseWorker):
             return None
         return self._hold(claimed, dispatch, sent)
 
-    def _adopted(self, job_id: str, dispatch: str, sent: float) -> Job | None:
+    def _adopted(self, job_id: str, dispatch: str) -> Job | None:
+        # The lease runs from the renewal adopting it, not from the claim asked: the
+        # bookkeeper may have hung for a while before it died.
+        sent = leasekeeper.now()
         try:
-            return self._hold(runner.adopt(job_id, dispatch), dispatch, sent)
+            return self._hold(runner.adopt(job_id, dispatch, self.name), dispatch, sent)
         except DatabaseError:
             logger.exception("adopting the bookkeeper's claim failed", extra={"job_id": job_id, "dispatch": dispatch})
             return None
@@ -366,7 +369,7 @@ class _ParentBookkeeping(BaseWorker):
             # It may have died after its claim committed, before it answered: the row is
             # active in this worker's name, and a claim here is refused. Left so, the
             # run would wait for its lease to pass and the reconciler (one more attempt).
-            self._claimed = self._claimed_here(job_id, dispatch, sent, None) or self._adopted(job_id, dispatch, sent)
+            self._claimed = self._claimed_here(job_id, dispatch, sent, None) or self._adopted(job_id, dispatch)
             return
         if claimed is not None:
             self._booked.add(dispatch)

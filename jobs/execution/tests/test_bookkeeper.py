@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 from django.db import connection, connections, transaction
@@ -204,11 +205,16 @@ def test_a_killed_bookkeeper_loses_no_run_and_the_worker_keeps_its_own_books(spa
     assert books_of(worker) == []  # not started again
 
 
+STOP = 1.5  # seconds a run may go unrenewed, in the worker of the next test
+
+
 @with_real_workers
 def test_a_bookkeeper_killed_between_its_claim_and_its_answer_leaves_the_run_to_its_worker(spawn):
     """Its claim committed (the job active in the worker's name), its answer never sent:
     the worker's own claim is refused, and it takes the run over. It sat active before,
-    until its lease passed and the reconciler retried it (an attempt more)."""
+    until its lease passed and the reconciler retried it (an attempt more). The bookkeeper
+    hangs longer than a run may go unrenewed before it dies: the adopted run's lease
+    counts from its adoption, not from the claim asked (it was stopped at once)."""
     job = submit("diagnostics.sleep", {"seconds": 0.2}, heavy=True).job
     locked, release, holder_backend = threading.Event(), threading.Event(), []
 
@@ -234,9 +240,10 @@ def test_a_bookkeeper_killed_between_its_claim_and_its_answer_leaves_the_run_to_
     holder.start()
     try:
         assert locked.wait(30)
-        worker = spawn("rqworker", *QUEUES)
+        worker = spawn("rqworker", *QUEUES, JOB_LEASE_STOP_SECONDS=str(STOP), JOB_LEASE_RENEW_SECONDS="0.5")
         wait_for(lambda: Job.objects.get(pk=job.pk).status == Status.ACTIVE, timeout=30, what="the claim")
         wait_for(waiting_behind_the_lock, timeout=30, what="the bookkeeper's window check, after its claim")
+        time.sleep(STOP + 0.5)  # the scenario: a bookkeeper hung past the stop, not a wait for a condition
         os.kill(bookkeeper_of(worker), signal.SIGKILL)
     finally:
         release.set()

@@ -132,6 +132,23 @@ def test_a_lease_that_passed_cannot_be_renewed_nor_can_a_run_that_was_taken_away
     assert not leases.renew(job.id, job.rq_job_id)  # the reconciler may be taking it over
 
 
+def test_only_the_worker_a_run_was_claimed_for_adopts_it_while_its_lease_holds():
+    """A bookkeeper's claim is adopted by its worker: by name, host and pid together (a
+    container elsewhere may have the same host name and pid 1), never once it passed."""
+    import socket
+
+    job = submit("diagnostics.noop").job
+    lifecycle.claim(job.id, job.rq_job_id, "w")  # in this process's name, as a bookkeeper claims in its worker's
+    host, pid = socket.gethostname(), os.getpid()
+    assert leases.adopt(job.id, job.rq_job_id, "another-worker", host, pid) is None
+    assert leases.adopt(job.id, job.rq_job_id, "w", "another-host", pid) is None
+    assert leases.adopt(job.id, "another-dispatch", "w", host, pid) is None
+    adopted = leases.adopt(job.id, job.rq_job_id, "w", host, pid)
+    assert adopted is not None and adopted.status == Status.ACTIVE and adopted.attempts == 1
+    expire_lease(job)
+    assert leases.adopt(job.id, job.rq_job_id, "w", host, pid) is None  # the reconciler may be taking it over
+
+
 def test_a_run_claimed_before_leases_on_a_vanished_worker_is_lost_once_it_would_have_timed_out(redis_conn):
     job = submit("diagnostics.noop").job
     lifecycle.claim(job.id, job.rq_job_id, "remote-worker")
