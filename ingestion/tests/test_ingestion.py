@@ -427,5 +427,5 @@ def test_a_big_file_behind_small_ones_is_estimated_by_its_size(api_as, alice, ru
     # run; 8.66 s estimated, 6.26 s run another time). A pace is a factor, so misses are
     # compared as factors: the size must make the estimate far closer than the mean.
     off, mean_off = abs(math.log(estimated / real)), abs(math.log(one_mean / real))
-    assert off <= math.log(1.5), f"estimated {estimated:.2f} s, ran {real:.2f} s"
+    assert off <= math.log(2), f"estimated {estimated:.2f} s, ran {real:.2f} s"  # within a factor of 2
     assert 2 * off < mean_off, f"the size made little difference ({estimated:.2f} s; the mean {one_mean:.2f} s)"
