@@ -276,12 +276,12 @@ class BulkItemsSerializer(serializers.ListSerializer):
         ``depends_on_refs`` and ``depends_on`` as one list). A job id there is let
         through, as it always was: the submit looks it up."""
         refs = {item["ref"] for item in attrs if item.get("ref")}
-        unknown: dict[int, dict[str, list[str]]] = {}
+        unknown = {}
         for index, item in enumerate(attrs):
-            for ref in item.get("depends_on_refs", ()):
-                if ref not in refs and not _is_uuid(ref):
-                    message = f"{ref!r} is not the ref of a job of this request."
-                    unknown.setdefault(index, {"depends_on_refs": []})["depends_on_refs"].append(message)
+            missing = [r for r in item.get("depends_on_refs", ()) if r not in refs and not _is_uuid(r)]
+            if missing:
+                messages = [f"{r!r} is not the ref of a job of this request." for r in missing]
+                unknown[index] = {"depends_on_refs": messages}
         if unknown:
             raise serializers.ValidationError(unknown)  # type: ignore[arg-type]  # by position, as DRF keys a list's
         return attrs
