@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import environment, free_port, start_web  # noqa: E402
+from bench.harness import environment, free_port, machine_pace, start_web  # noqa: E402
 
 
 def main() -> None:
@@ -244,6 +244,7 @@ def run(args) -> None:
     try:
         workers = "one, idle" if idle else "none"
         print(f"database: {connection.vendor}; uvicorn on 127.0.0.1:{port}; live workers: {workers}")
+        print(f"machine pace: {machine_pace():.0f} ms for bench.harness's reference loop (lower is faster)")
         submit_load(port, token, args.requests, args.clients, server.pid)
         submit_load(port, token, args.requests // 4, 1, server.pid)  # the server's own time, without the others' turns
         count_one_submit(token)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import ROOT, environment, free_port, start_web  # noqa: E402
+from bench.harness import ROOT, environment, free_port, machine_pace, start_web  # noqa: E402
 
 
 def main() -> None:
@@ -149,6 +149,7 @@ def report(args, tally: Tally, drops: dict[str, int]) -> None:
     p99 = ordered[int(0.99 * (len(ordered) - 1))] * 1000
     span = max(tally.last - tally.first, 1e-9)
     print(f"clients {args.clients}, jobs {args.jobs}, workers {args.workers}")
+    print(f"machine pace: {machine_pace():.0f} ms for bench.harness's reference loop (lower is faster)")
     worst = ordered[-1] * 1000
     print(f"progress latency (ctx.progress → client): p50 {p50:.1f} ms  p99 {p99:.1f} ms  max {worst:.1f} ms")
     print(f"messages delivered: {tally.messages} in {span:.1f} s = {tally.messages / span:.0f}/s")
