@@ -57,7 +57,9 @@ def _finish(job: Job) -> list[Job]:
         if not job.hooks_done:
             run_hooks(job)
             canceled = settle_dependents(job)
-            Job.objects.filter(pk=job.id).update(hooks_done=True)
+            # Done for this round only: a requeue meanwhile (an operator's retry while a
+            # slow hook ran) starts a new round, whose end is followed up again.
+            Job.objects.filter(pk=job.id, rq_job_id=job.rq_job_id, status=job.status).update(hooks_done=True)
         if job.batch_id is not None:
             batches.job_finished(job)  # the last one submits the batch's callbacks
     return canceled

@@ -244,6 +244,42 @@ def test_hooks_run_on_success_and_failure(run_worker):
     assert sorted(calls) == [("failed", "dead_letter"), ("ok", "complete")]
 
 
+def test_a_retry_while_the_failure_hook_runs_leaves_the_new_round_its_hooks_and_dependents(run_worker):
+    """The operator's retry lands while the hook of the failed round still runs: that
+    round's end marked followed-up must not mark the new round's too."""
+    from jobs.core import actions
+
+    calls: list[tuple[str, str]] = []
+    runs: list = []
+
+    def retried_meanwhile(job: Job) -> None:
+        calls.append(("failed", str(job.id)))
+        actions.requeue(job.id, actor=None)
+
+    @registry.job_type(
+        "tests.retried_in_hook",
+        on_success=lambda job: calls.append(("ok", str(job.id))),
+        on_failure=retried_meanwhile,
+        max_attempts=1,
+    )
+    def flaky(ctx):
+        runs.append(ctx.job.id)
+        if len(runs) == 1:
+            raise TemporaryError("the first round fails")
+        return {}
+
+    try:
+        job = submit("tests.retried_in_hook", {}).job
+        dependent = submit("diagnostics.noop", {}, depends_on=[job.id]).job
+        run_worker()
+    finally:
+        registry.unregister("tests.retried_in_hook")
+    assert refreshed(job).status == Status.COMPLETE
+    assert calls == [("failed", str(job.id)), ("ok", str(job.id))]
+    assert refreshed(job).hooks_done
+    assert refreshed(dependent).status == Status.COMPLETE
+
+
 def test_priorities_run_in_strict_order(run_worker):
     low = submit("diagnostics.noop", priority="low").job
     normal = submit("diagnostics.noop", priority="normal").job
