@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from jobs.core import batches, leases, lifecycle, outcomes
 from jobs.core.errors import ActionRefused
-from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, Job
+from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, DependencyFailure, Job
 
 
 def cancel(job_id, *, actor=None, actor_label: str = "", reason: str = "") -> Job:
@@ -22,7 +22,7 @@ def cancel(job_id, *, actor=None, actor_label: str = "", reason: str = "") -> Jo
 
 def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:
     broken = Job.objects.filter(dependents=job_id, status__in=BROKEN_DEPENDENCY_STATUSES).first()
-    if broken is not None:
+    if broken is not None and not _runs_after_failures(job_id):
         raise ActionRefused(
             f"Cannot requeue job {job_id}: its dependency {broken.id} is {broken.status}; requeue that first."
         )
@@ -42,3 +42,10 @@ def run_now(job_id, *, actor=None, actor_label: str = "") -> Job:
     """Sidekiq's "add to queue": a scheduled or retrying job stops waiting. (A deferred
     heavy job still waits for its work window: the window is the point of it.)"""
     return lifecycle.run_now(job_id, actor=actor, actor_label=actor_label)
+
+
+def _runs_after_failures(job_id) -> bool:
+    """Did the job ask to run whatever its dependencies ended in? Then a failed one is
+    no reason to refuse its new round (it runs once they are all final)."""
+    policy = Job.objects.filter(pk=job_id).values_list("on_dependency_failure", flat=True).first()
+    return policy == DependencyFailure.RUN

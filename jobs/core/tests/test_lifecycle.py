@@ -132,3 +132,20 @@ def test_a_run_failing_late_in_many_attempts_is_retried_within_the_cap(settings)
     moved = outcomes.temporary_failure(job, "d-34", message="flaky")
     assert moved.status == Status.RETRYING
     assert moved.scheduled_for <= timezone.now() + timedelta(seconds=1.1 * settings.RETRY_MAX_DELAY)  # and the jitter
+
+
+def test_a_retry_waits_for_a_failed_dependency_unless_the_job_runs_after_failures():
+    """A dependent that asked to run whatever its dependency ended in is retried on its
+    own; one that is canceled by a failed dependency must have that one retried first."""
+    from jobs.core import actions
+    from jobs.core.errors import ActionRefused
+
+    failed = past_job(type="diagnostics.noop", status=Status.FAILED)
+    runs_anyway = past_job(type="diagnostics.noop", status=Status.FAILED, on_dependency_failure="run")
+    canceled_by_it = past_job(type="diagnostics.noop", status=Status.CANCELED)
+    for dependent in (runs_anyway, canceled_by_it):
+        dependent.depends_on.add(failed)
+
+    assert actions.requeue(runs_anyway.id).status == Status.QUEUED
+    with pytest.raises(ActionRefused, match=f"its dependency {failed.id} is failed"):
+        actions.requeue(canceled_by_it.id)
