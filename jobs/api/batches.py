@@ -54,7 +54,7 @@ class BatchSerializer(serializers.ModelSerializer):
         model = Batch
         fields = [
             "id", "description", "owner", "state", "total", "counts", "progress", "estimated_finish_at",
-            "callbacks", "context", "created_at", "closed_at", "completed_at", "succeeded_at",
+            "callbacks", "context", "created_at", "closed_at", "canceled_at", "completed_at", "succeeded_at",
         ]  # fmt: skip
         read_only_fields = fields
 

@@ -31,7 +31,7 @@ from django.db.models import Avg, Case, Count, Exists, IntegerField, OuterRef, V
 from django.utils import timezone
 
 from jobs.core import lifecycle, outcomes, registry, relay
-from jobs.core.errors import ActionRefused, SubmitError, TransitionError
+from jobs.core.errors import ActionRefused, BatchCanceled, SubmitError, TransitionError
 from jobs.core.models import (
     BROKEN_DEPENDENCY_STATUSES,
     ERRORED_STATUSES,
@@ -191,6 +191,8 @@ def lock_for_adding(batch_id, *, from_job=None) -> Batch:
         raise SubmitError(f"Unknown batch {batch_id}.", field="batch")
     if not found:
         raise ActionRefused(f"Batch {batch_id} has finished: no job can join it.")
+    if batch.canceled_at is not None:
+        raise BatchCanceled(f"Batch {batch_id} was canceled: no job may join it.")
     if batch.closed_at is not None:
         inside = from_job is not None and (
             Job.objects.filter(pk=from_job, batch_id=batch_id, status__in=UNFINISHED_STATUSES).exists()
@@ -368,9 +370,12 @@ def _summary(batch_id, description: str, context: dict, measured: Progress) -> d
 
 
 def cancel(batch_id, *, actor=None, actor_label: str = "") -> int:
-    """Close the batch and cancel its jobs still waiting (running ones finish); the
-    number canceled. The callbacks fire once the running ones end."""
-    Batch.objects.filter(pk=batch_id, closed_at__isnull=True).update(closed_at=timezone.now())
+    """Close the batch and cancel its jobs still waiting (running ones finish, but add
+    no more: ``lock_for_adding``); the number canceled. The callbacks fire once the
+    running ones end."""
+    now = timezone.now()
+    Batch.objects.filter(pk=batch_id, closed_at__isnull=True).update(closed_at=now)
+    Batch.objects.filter(pk=batch_id, canceled_at__isnull=True).update(canceled_at=now)
     canceled = 0
     for job_id in Job.objects.filter(batch_id=batch_id, status__in=PENDING_STATUSES).values_list("id", flat=True):
         try:
@@ -397,6 +402,8 @@ def retry_failed(batch_id, *, actor=None, actor_label: str = "") -> int:
         except (TransitionError, ActionRefused):
             continue
         requeued += 1
+    if requeued:  # the batch's work goes on: its running jobs may fan out again
+        Batch.objects.filter(pk=batch_id, canceled_at__isnull=False).update(canceled_at=None)
     return requeued
 
 

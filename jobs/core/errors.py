@@ -41,6 +41,13 @@ class ActionRefused(Exception):
     hint = "Reload the job to see its current status."
 
 
+class BatchCanceled(ActionRefused, UserFixableError):
+    """A job may not join a canceled batch: the API answers 409; a running job of the
+    batch that tries (``ctx.add_to_batch``) fails without a retry, as its owner asked."""
+
+    hint = "Retry the batch's failed jobs (retry-failed) to let its jobs add more again."
+
+
 class JobNotFound(Exception):
     """No job with that id (the API answers 404)."""
 

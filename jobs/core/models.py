@@ -169,6 +169,8 @@ class Batch(models.Model):
     # Open: jobs may still be added from anywhere. Closed: only a job of the batch that
     # is still running may add more (fan-out); the callbacks wait for every job.
     closed_at = models.DateTimeField(null=True, blank=True)
+    # Canceled: closed, and not even its running jobs may add more (until retry-failed).
+    canceled_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True, help_text="every job final: on_complete submitted")
     complete_job = models.UUIDField(null=True, blank=True)
     succeeded_at = models.DateTimeField(null=True, blank=True, help_text="every job complete: on_success submitted")

@@ -57,3 +57,17 @@ def task_fan_out(context, count: int, seconds: float) -> int:
     """Adds ``count`` sleeps to its own batch while it runs."""
     context.add_to_batch([JobSpec("diagnostics.sleep", {"seconds": seconds, "steps": 1})] * count)
     return count
+
+
+FAN_OUT_AFTER_CANCEL = "tests.batch.fan_out_after_cancel"
+
+
+@job_type(FAN_OUT_AFTER_CANCEL, public=False, max_attempts=3)
+def fan_out_after_cancel(ctx) -> int:
+    """Its batch is canceled while it runs (by its owner, as the API would), then it
+    tries to add more."""
+    from jobs.core import batches
+
+    batches.cancel(ctx.job.batch_id)
+    ctx.add_to_batch([JobSpec("diagnostics.noop")])
+    return 1

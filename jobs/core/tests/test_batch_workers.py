@@ -160,6 +160,18 @@ def test_fan_out_into_a_closed_batch_from_its_running_job(alice, run_worker):
     assert callback.created_at > max(Job.objects.filter(batch=batch).values_list("finished_at", flat=True))
 
 
+def test_a_running_job_of_a_canceled_batch_adds_nothing_and_fails_without_a_retry(alice, run_worker):
+    batch, submitted = batches.create_batch(
+        [JobSpec(batchtasks.FAN_OUT_AFTER_CANCEL)], owner=alice, on_complete=batchtasks.task_callback
+    )
+    run_worker()
+    (job,) = Job.objects.filter(batch=batch)
+    assert (job.status, job.error_category, job.attempts) == (Status.FAILED, "user_fixable", 1)
+    assert "was canceled" in job.error_message
+    (callback,) = callback_jobs()
+    assert callback.status == Status.COMPLETE and callback.result["total"] == 1
+
+
 def test_a_three_step_chain_passes_results(alice, run_worker):
     steps = chain([JobSpec(batchtasks.STEP, {"add": n}) for n in (1, 10, 100)], owner=alice)
     run_worker()

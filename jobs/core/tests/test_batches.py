@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from jobs.core import batches, lifecycle, outcomes
-from jobs.core.errors import ActionRefused, SubmitError
+from jobs.core.errors import ActionRefused, BatchCanceled, SubmitError
 from jobs.core.models import Batch, Job, Status
 from jobs.core.submit import JobSpec, submit, submit_many
 from jobs.core.tests import batchtasks
@@ -142,10 +142,27 @@ def test_cancel_cancels_the_waiting_jobs_and_closes(alice):
     lifecycle.claim(jobs[0].id, jobs[0].rq_job_id, "w")  # running: it finishes
     assert batches.cancel(opened.id, actor=alice) == 2
     assert callbacks() == []
+    with pytest.raises(BatchCanceled, match="canceled"):  # running, but it may not fan out any more
+        batches.add_to_batch(opened.id, [NOOP], owner=alice, from_job=jobs[0].id)
     run_done = lifecycle.complete(jobs[0].id, jobs[0].rq_job_id, None)
     outcomes.finished(run_done)
     (done,) = callbacks()
     assert done.payload["counts"] == {"complete": 1, "canceled": 2}
+
+
+def test_retry_failed_lets_a_canceled_batchs_jobs_fan_out_again(alice):
+    batch, submitted = batches.create_batch([NOOP, NOOP], owner=alice)
+    running, waiting = (s.job for s in submitted)
+    running.refresh_from_db()
+    lifecycle.claim(running.id, running.rq_job_id, "w")
+    batches.cancel(batch.id, actor=alice)
+    with pytest.raises(BatchCanceled):
+        batches.add_to_batch(batch.id, [NOOP], owner=alice, from_job=running.id)
+    assert batches.retry_failed(batch.id, actor=alice) == 1  # the waiting one, canceled
+    (added,) = batches.add_to_batch(batch.id, [NOOP], owner=alice, from_job=running.id)
+    assert added.job.batch_id == batch.id
+    with pytest.raises(ActionRefused, match="closed"):  # still closed to jobs from outside
+        batches.add_to_batch(batch.id, [NOOP], owner=alice)
 
 
 def test_the_reconciler_submits_a_callback_a_dead_worker_never_did(alice):
