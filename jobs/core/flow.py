@@ -33,7 +33,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, Count, IntegerField, Value, When
 from django.utils import timezone
 
-from jobs.core import lifecycle, rates, registry
+from jobs.core import leases, lifecycle, rates, registry
 from jobs.core.errors import InvalidInput, JobNotFound, SubmitError, TransitionError
 from jobs.core.models import FlowChange, FlowControl, Hold, Job, Priority, Status
 
@@ -199,7 +199,7 @@ def _claim_under_levers(
         if rule.paused:
             return _hold(job_id, dispatch, Hold.TYPE_PAUSED, f"type {job_type} is paused")
         if rule.concurrency is not None:
-            active = Job.objects.filter(type=job_type, status=Status.ACTIVE).count()
+            active = _in_slots(job_type)
             if active >= rule.concurrency:
                 return _hold(job_id, dispatch, Hold.CONCURRENCY, f"{active} of at most {rule.concurrency} active")
         if rule.rate is not None and control is not None and not rule.rate.allows(control.rate_starts, time.time()):
@@ -270,10 +270,16 @@ def _room(name: str, rule: TypeRule, control: FlowControl) -> int:
     on_the_way = Job.objects.filter(type=name, status=Status.QUEUED, hold="", held_at__isnull=False).count()
     room = 1_000_000
     if rule.concurrency is not None:
-        room = rule.concurrency - Job.objects.filter(type=name, status=Status.ACTIVE).count()
+        room = rule.concurrency - _in_slots(name)
     if rule.rate is not None:
         room = min(room, rule.rate.free(control.rate_starts, time.time()))
     return room - on_the_way
+
+
+def _in_slots(name: str) -> int:
+    """The type's runs that take a slot of its concurrency limit: the active ones, and
+    the canceled ones that have not stopped yet (``leases.stopping``)."""
+    return Job.objects.filter(type=name, status=Status.ACTIVE).count() + leases.stopping(name)
 
 
 _PRIORITY_RANK = Case(
@@ -304,11 +310,17 @@ def _unhold(job_ids: list, reason: str) -> int:
 
 def on_job_left_active(sender, job: Job, **kwargs) -> None:
     """A job left ``active``: if its type is limited, its slot may go to a held job."""
+    slot_freed(job.type)
+
+
+def slot_freed(job_type: str) -> None:
+    """A run of the type ended (or a canceled one stopped, ``leases.release``): if the
+    type is limited, its slot may go to a held job."""
     try:
-        if rules().for_type(job.type).concurrency is not None:
-            release_held(job.type)
+        if rules().for_type(job_type).concurrency is not None:
+            release_held(job_type)
     except Exception:  # the scheduler's next poll releases what this could not
-        logger.exception("releasing after a freed slot failed", extra={"job_type": job.type})
+        logger.exception("releasing after a freed slot failed", extra={"job_type": job_type})
 
 
 # --- The levers: read, pause, resume, limits -------------------------------------------

@@ -67,12 +67,24 @@ def adopt(job_id, dispatch: str, worker_name: str, host: str, pid: int) -> Job |
     return Job.objects.filter(pk=job_id).first()  # deleted meanwhile: None
 
 
-def release(job_id, dispatch: str) -> None:
+def release(job_id, dispatch: str) -> bool:
     """The run has stopped without recording an outcome (canceled or taken away while it
-    ran): give its lease back, so the job may be requeued at once."""
-    Job.objects.filter(pk=job_id, rq_job_id=dispatch, lease_expires_at__isnull=False).exclude(
-        status=Status.ACTIVE
-    ).update(lease_expires_at=None)
+    ran): give its lease back, so the job may be requeued at once (and its slot, under a
+    concurrency limit, taken: ``stopping``). False when it held none."""
+    return (
+        Job.objects.filter(pk=job_id, rq_job_id=dispatch, lease_expires_at__isnull=False)
+        .exclude(status=Status.ACTIVE)
+        .update(lease_expires_at=None)
+        == 1
+    )
+
+
+def stopping(job_type: str) -> int:
+    """Runs of the type no longer active (canceled) whose lease still holds: they may
+    still be running — a ``fork=False`` handler that does not look at ``ctx.is_canceled()``
+    runs on until its worker's next renewal is refused — and so still count against a
+    concurrency limit."""
+    return Job.objects.filter(type=job_type, lease_expires_at__gt=Now()).exclude(status=Status.ACTIVE).count()
 
 
 def still_running(job_id) -> bool:

@@ -327,6 +327,13 @@ class Job(models.Model):
             models.Index(fields=["idempotency_key"], condition=Q(idempotency_key__isnull=False), name="job_idem_key"),
             # Held jobs by type, in line order: what the release pass and the console read.
             models.Index(fields=["type", "priority", "enqueued_at"], condition=~Q(hold=""), name="job_held"),
+            # Canceled runs that may not have stopped yet (they count against their type's
+            # limit: jobs.core.leases.stopping); a handful at any time.
+            models.Index(
+                fields=["type", "lease_expires_at"],
+                condition=Q(lease_expires_at__isnull=False) & ~Q(status="active"),
+                name="job_stopping",
+            ),
             # Released jobs not claimed yet (they count against their type's limit).
             models.Index(fields=["type"], condition=Q(held_at__isnull=False, hold=""), name="job_released"),
             # ETA accuracy: the latest jobs that have both a first estimate and a real start.

@@ -257,7 +257,8 @@ def _record(job: Job, dispatch: str, outcome: Outcome) -> Job | None:
     except (TransitionError, JobNotFound) as refused:
         # Canceled, repaired or deleted (e.g. from the admin) while it ran: nothing to record.
         logger.info("outcome discarded", extra={"job_id": str(job.id), "dispatch": dispatch, "reason": str(refused)})
-        leases.release(job.id, dispatch)  # the run has stopped: a requeue need not wait for its lease
+        if leases.release(job.id, dispatch):  # the run has stopped: a requeue need not wait for its lease
+            flow.slot_freed(job.type)  # nor a held job of its type for the scheduler's next poll
         return None
 
 

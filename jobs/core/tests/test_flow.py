@@ -158,6 +158,27 @@ def test_the_concurrency_limit_counts_active_rows(limited_type):
     assert held.events.filter(message="held: 2 of at most 2 active").exists()
 
 
+def test_a_canceled_run_keeps_its_slot_until_it_has_stopped(limited_type, django_capture_on_commit_callbacks):
+    """Canceled while it runs, a run may go on until its worker's renewal is refused (a
+    fork=False handler that never looks at is_canceled): its slot is handed on only
+    once the run gives its lease back."""
+    from jobs.core import actions, leases
+
+    flow.set_limits(limited_type, concurrency=1, actor_label="t")
+    running, waiting = queued(limited_type), queued(limited_type)
+    assert flow.claim(running.id, running.rq_job_id, "w").status == Status.ACTIVE
+    actions.cancel(running.id)
+    assert leases.still_running(running.id)
+    assert flow.claim(waiting.id, waiting.rq_job_id, "w") is None
+    assert Job.objects.get(pk=waiting.id).hold == Hold.CONCURRENCY
+    assert flow.release_held() == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        assert leases.release(running.id, running.rq_job_id)  # the run has stopped
+        flow.slot_freed(limited_type)
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.hold) == (Status.QUEUED, "") and waiting.held_at is not None
+
+
 def test_a_rate_limit_holds_the_start_that_would_overflow_its_window():
     flow.set_limits("diagnostics.noop", rate="2/hour", actor_label="t")
     jobs = [queued() for _ in range(3)]

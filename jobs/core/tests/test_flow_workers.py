@@ -99,6 +99,26 @@ def test_a_concurrency_limit_holds_across_four_workers_and_the_other_type_runs_m
     assert Job.objects.filter(pk__in=limited, events__message__startswith="held:").exists()
 
 
+def test_a_canceled_inline_run_gives_its_slot_on_only_once_it_has_stopped(spawn, redis_conn):
+    """A fork=False run that ignores the cancel goes on until its worker stops it: the
+    held job of its type must not start before then (two runs of a limit of one)."""
+    from jobs.core import actions, leases
+
+    inline = flowtasks.inline_beating
+    flow.set_limits(inline.module_path, concurrency=1, actor_label="test")
+    first = inline.enqueue("first", 30.0).id
+    second = inline.enqueue("second", 0.1).id
+    spawn("rqworker-pool", *QUEUES, "--num-workers", "2")
+    wait_for(lambda: redis_conn.get("flow:first:beat"), timeout=60, what="the first run to beat")
+    wait_for(lambda: Job.objects.filter(pk=second, hold=Hold.CONCURRENCY).exists(), timeout=30, what="the second held")
+    actions.cancel(first, reason="test")
+    wait_for(lambda: not leases.still_running(first), timeout=30, what="the canceled run to stop")
+    wait_for(lambda: all_complete([second]), timeout=30, what="the second to run")
+    last_beat, second_start = float(redis_conn.get("flow:first:beat")), float(redis_conn.get("flow:second:start"))
+    assert last_beat < second_start, f"the two runs overlapped for {last_beat - second_start:.2f} s"
+    assert statuses([first]) == [Status.CANCELED]
+
+
 SHORT_LEASES = {"JOB_LEASE_SECONDS": "4", "JOB_LEASE_RENEW_SECONDS": "0.5", "JOB_LEASE_STOP_SECONDS": "2"}
 
 
