@@ -58,9 +58,12 @@ def _history(job: Job) -> tuple[list[TaskError], list[str]]:
     errors: list[TaskError] = []
     workers: list[str] = []
     events = JobEvent.objects.filter(job_id=job.id, kind=JobEvent.Kind.TRANSITION).order_by("seq")
-    for to_status, actor, message, details in events.values_list("to_status", "actor_label", "message", "details"):
+    rows = events.values_list("from_status", "to_status", "actor_label", "message", "details")
+    for from_status, to_status, actor, message, details in rows:
         if to_status == Status.ACTIVE:
             workers.append(actor)
+        elif from_status == Status.ACTIVE and to_status == Status.DEFERRED and workers:
+            workers.pop()  # the claim found its work window closed: no attempt (lifecycle.defer)
         elif details.get("exception_class"):
             errors.append(TaskError(exception_class_path=details["exception_class"], traceback=details["traceback"]))
         elif to_status == Status.CANCELED:
