@@ -165,12 +165,22 @@ def storable_arguments(values: list | dict) -> Any:
                 f"Unsupported type: {type(value)} in {name}: a task's arguments must round-trip through JSON "
                 f"({error}). Pass ids and plain values instead."
             ) from None
-        if json.loads(text) != value and not isinstance(value, tuple):
+        if json.loads(text) != _tuples_as_lists(value):
             raise UnstorableArgument(
                 f"Unsupported type: {type(value)} in {name}: it does not come back the same from JSON "
                 "(e.g. a dict with non-string keys). Pass plain values instead."
             )
     return json.loads(json.dumps(values))
+
+
+def _tuples_as_lists(value: Any) -> Any:
+    """``value`` as JSON gives it back when nothing else is lost: a tuple, at any depth,
+    comes back a list (as Django's own backends normalize it)."""
+    if isinstance(value, list | tuple):
+        return [_tuples_as_lists(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _tuples_as_lists(item) for key, item in value.items()}
+    return value
 
 
 def task_named(name: str) -> Task | None:

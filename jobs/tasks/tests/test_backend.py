@@ -51,6 +51,26 @@ def test_enqueue_runs_to_successful_with_its_return_value(run_worker):
     assert tasks.add.get_result(result.id).return_value == 5
 
 
+def test_a_claim_deferred_to_the_work_window_is_no_attempt_of_the_result(run_worker):
+    from jobs.core import window
+    from workwindow.models import WorkWindow
+
+    now = timezone.now()
+    hours = [(now + dt.timedelta(hours=h)).time() for h in (-1, 1, 2, 3)]
+    opened = WorkWindow.objects.create(name="now", time_zone="UTC", start_time=hours[0], end_time=hours[1])
+    result = tasks.add.options(heavy=True).enqueue(1, 2)
+    assert Job.objects.get(pk=result.id).status == Status.QUEUED  # its window is open
+    WorkWindow.objects.filter(pk=opened.pk).update(start_time=hours[2], end_time=hours[3])
+    run_worker()  # claimed, and the window found closed: deferred
+    assert Job.objects.get(pk=result.id).status == Status.DEFERRED
+    WorkWindow.objects.filter(pk=opened.pk).update(enabled=False)
+    window.reschedule_deferred()  # no window left: it runs now
+    run_worker()
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert result.attempts == Job.objects.get(pk=result.id).attempts == 1
+
+
 def test_a_raising_task_retries_then_fails_with_each_attempts_error(run_worker, scheduler_tick, settings):
     settings.RETRY_BASE_DELAY = 0
     result = tasks.failing.options(max_attempts=3).enqueue()
@@ -157,7 +177,14 @@ def test_arguments_that_do_not_round_trip_are_refused_naming_them():
         tasks.noop.enqueue(when={1, 2})
     with pytest.raises(TypeError, match="non-string keys"):
         tasks.noop.enqueue({1: "a"})
+    with pytest.raises(TypeError, match="non-string keys"):
+        tasks.noop.enqueue([({1: "a"},)])
     assert not Job.objects.exists()
+
+
+def test_tuples_at_any_depth_are_stored_as_lists_as_django_normalizes_them():
+    result = tasks.echo.enqueue((1, 2), [(3, 4)], key={"pair": (5, (6,))})
+    assert (result.args, result.kwargs) == ([[1, 2], [[3, 4]]], {"key": {"pair": [5, [6]]}})
 
 
 def test_a_return_value_that_cannot_be_stored_fails_saying_why(run_worker):
