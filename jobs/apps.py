@@ -18,7 +18,7 @@ class JobsConfig(AppConfig):
         # import. The RQ entry points are imported here, in the worker's parent process,
         # so each forked work-horse does not pay for importing them again (~5 ms per job).
         from django.conf import settings
-        from django.db.models.signals import post_delete, post_migrate, post_save
+        from django.db.models.signals import post_delete, post_migrate, post_save, pre_delete
 
         from jobs import conf
 
@@ -51,6 +51,8 @@ class JobsConfig(AppConfig):
         # Deferred heavy jobs follow edits to the work windows.
         post_save.connect(window.on_window_change, sender=WorkWindow, dispatch_uid="jobs-window-save")
         post_delete.connect(window.on_window_change, sender=WorkWindow, dispatch_uid="jobs-window-delete")
+        # A deleted user's jobs leave the idempotency keys to the system's (crons').
+        pre_delete.connect(submit.forget_keys_of, sender=settings.AUTH_USER_MODEL, dispatch_uid="jobs-user-keys")
         # A job leaving "active" frees a slot of its type's concurrency limit.
         lifecycle.job_left_active.connect(flow.on_job_left_active, dispatch_uid="jobs-flow-slot-freed")
         # The operators' groups, with their permissions (jobs.console.roles).

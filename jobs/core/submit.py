@@ -495,6 +495,14 @@ def _existing_by_key(owner, keys: list[str]) -> dict[str, Job]:
     return {j.idempotency_key: j for j in found if j.idempotency_key is not None}  # never None: found by key
 
 
+def forget_keys_of(sender, instance, **kwargs) -> None:
+    """A user is being deleted (``pre_delete``): their jobs stay, owner-less, but give
+    up their idempotency keys. Owner-less keys are the system's — a cron tick's
+    (``cron:<name>:<tick>``) — so a deleted user's key stood in for a tick (or refused it
+    as a conflict), and two deleted users' same key clashed (the delete failed)."""
+    Job.objects.filter(owner=instance, idempotency_key__isnull=False).update(idempotency_key=None)
+
+
 # --- After the rows are written ------------------------------------------------------
 
 

@@ -71,6 +71,11 @@ class JobdeskScheduler(DjangoScheduler):
                     pause = _outage(error, failures)
                     time.sleep(pause)
                     continue
+                except Exception:  # a bug in one poll: the next may go through (a dying
+                    # scheduler stopped every cron, retry and deferred job until restarted)
+                    logger.exception("scheduler poll failed; the next poll tries again")
+                    time.sleep(self._interval)
+                    continue
                 if failures:
                     logger.warning("scheduler reconnected", extra={"failed_polls": failures})
                     failures = 0

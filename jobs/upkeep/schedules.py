@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from jobs.core import cron_times, queueing, registry
-from jobs.core.errors import InvalidInput, SubmitError
+from jobs.core.errors import ActionRefused, InvalidInput, SubmitError
 from jobs.core.models import Job, Priority, Schedule
 from jobs.core.submit import submit
 
@@ -116,7 +117,14 @@ def fire_due(now: datetime | None = None) -> list[Job]:
     fired = []
     due = Schedule.objects.filter(paused=False, next_run_at__lte=now).order_by("next_run_at")
     for row in due[:100]:
-        job = _fire(row, now)
+        try:
+            job = _fire(row, now)
+        except (RedisError, DatabaseError, OSError):
+            raise  # the scheduler waits for the database and Redis to come back
+        except Exception as error:  # a bug: this entry says so, and the others still fire
+            logger.exception("schedule could not fire", extra={"schedule": row.name})
+            Schedule.objects.filter(pk=row.pk).update(last_error=f"{type(error).__name__}: {error}")
+            continue
         if job is not None:
             fired.append(job)
     return fired
@@ -138,7 +146,7 @@ def _fire(row: Schedule, now: datetime) -> Job | None:
             return None  # another scheduler fired this tick, or an operator changed the entry
         try:
             job = _submit(row, f"cron:{row.name}:{tick.isoformat()}")
-        except SubmitError as error:  # e.g. its type is gone from the code: say so on the entry
+        except (SubmitError, ActionRefused) as error:  # e.g. its type is gone from the code: say so on the entry
             Schedule.objects.filter(pk=row.pk).update(last_error=f"{error} {error.hint}".strip())
             logger.warning("schedule could not submit", extra={"schedule": row.name, "error": str(error)})
             return None

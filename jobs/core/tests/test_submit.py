@@ -631,3 +631,16 @@ def test_a_bulk_behind_several_committing_submits_goes_on_while_it_finds_more(al
     assert len(bulk_result) == 1 and not isinstance(bulk_result[0], Exception), bulk_result
     assert [s.created for s in bulk_result[0]] == [False] * 15 + [True]
     assert Job.objects.filter(owner=alice).count() == 16
+
+
+def test_users_who_used_the_same_key_can_all_be_deleted_and_their_jobs_stay(django_user_model):
+    """Their jobs become owner-less, where a key is unique among all (the crons' keys):
+    they give their keys up, or the second delete broke that uniqueness (a 500)."""
+    users = [django_user_model.objects.create_user(name) for name in ("ann", "ben")]
+    jobs = [submit("diagnostics.noop", owner=user, idempotency_key="nightly-2026-11-24").job for user in users]
+    for user in users:
+        user.delete()
+    assert list(Job.objects.filter(pk__in=[j.id for j in jobs]).values_list("owner", "idempotency_key")) == [
+        (None, None),
+        (None, None),
+    ]

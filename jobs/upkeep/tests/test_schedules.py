@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from conftest import wait_for
+from conftest import past_job, wait_for
 from jobs.core import cron_times, queueing, registry
 from jobs.core.errors import InvalidInput, SubmitError
 from jobs.core.models import Job, Schedule, Status
@@ -194,6 +194,40 @@ def test_an_entry_whose_type_is_gone_says_so_and_goes_on():
     assert "gone.type" in row.last_error and row.next_run_at == tick + timedelta(minutes=1)
 
 
+def test_a_deleted_users_job_never_stands_in_for_a_tick(django_user_model):
+    """A user's key is theirs; once they are deleted their jobs are owner-less — the
+    crons' key space — and give the key up: the tick fires its own job."""
+    from jobs.core.submit import submit
+
+    tick = utc(2026, 11, 28, 10, 0)
+    due("hourly", tick)
+    user = django_user_model.objects.create_user("leaving")
+    theirs = submit("diagnostics.noop", owner=user, idempotency_key=f"cron:hourly:{tick.isoformat()}").job
+    user.delete()
+    (fired,) = schedules.fire_due(tick + timedelta(seconds=1))
+    assert fired.id != theirs.id and Job.objects.get(pk=theirs.id).idempotency_key is None
+
+
+def test_a_tick_refused_or_broken_is_said_on_its_entry_and_the_others_still_fire(monkeypatch):
+    tick = utc(2026, 11, 28, 10, 0)
+    for name in ("taken", "broken", "fine"):
+        due(name, tick)
+    # An owner-less job of another type already has the tick's key: a conflict, not a crash.
+    past_job(type="diagnostics.sleep", payload={"seconds": 0}, idempotency_key=f"cron:taken:{tick.isoformat()}")
+    real_submit = schedules._submit
+
+    def broken_for_one(row, key):
+        if row.name == "broken":
+            raise RuntimeError("a bug")
+        return real_submit(row, key)
+
+    monkeypatch.setattr(schedules, "_submit", broken_for_one)
+    fired = schedules.fire_due(tick + timedelta(seconds=1))
+    assert [job.idempotency_key for job in fired] == [f"cron:fine:{tick.isoformat()}"]
+    assert "already used" in Schedule.objects.get(name="taken").last_error
+    assert Schedule.objects.get(name="broken").last_error == "RuntimeError: a bug"
+
+
 def test_an_edit_takes_effect_on_the_next_run_at_once():
     due("editable", timezone.now() + timedelta(hours=5), cron="0 * * * *")
     row = schedules.edit("editable", {"cron": "*/2 * * * *"}, by="op")
@@ -345,3 +379,23 @@ def test_a_redis_flush_loses_no_schedule(redis_conn):
     scheduler.enqueue_jobs()
     assert Job.objects.filter(idempotency_key=f"cron:after-flush:{tick.isoformat()}").count() == 1
     assert redis_conn.get("jobdesk:scheduler:heartbeat")  # and it beats
+
+
+def test_a_poll_that_fails_with_a_bug_is_logged_and_the_scheduler_polls_again(redis_conn, monkeypatch, caplog):
+    """A dying scheduler stopped every cron, retry and deferred job until restarted (and
+    ``make run`` stops everything after a part dies five times in a minute)."""
+    from jobs.upkeep.scheduler import JobdeskScheduler
+
+    scheduler = JobdeskScheduler(queue_name="normal", connection=redis_conn, interval=0.01)
+    outcomes = [RuntimeError("a bug"), True]  # then a burst's end
+
+    def poll(burst: bool) -> bool:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(scheduler, "_poll", poll)
+    monkeypatch.setattr(scheduler, "_install_signal_handlers", lambda: None)  # the test process's own
+    scheduler.run(burst=True)
+    assert outcomes == [] and "scheduler poll failed" in caplog.text
