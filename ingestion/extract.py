@@ -102,12 +102,17 @@ def extract(
         raise NotSupported("The file is empty.", hint="Upload a file with some text in it.")
     if is_pdf(data):
         return _pdf(data, on_page or (lambda done, total: None), budget)
+    size = len(data)
     decoded = decode_text(data)
     del data
     kind = text_kind(decoded.text, name)
     if kind == HTML:
         budget.check_nesting(decoded.text)
-    render = {HTML: _html_text, CSV: _csv_text, JSON: _json_text}.get(kind, str)
+    render = {
+        HTML: _html_text,
+        CSV: lambda table: _csv_text(table, _Lines(budget, size)),
+        JSON: lambda document: _json_text(document, _Lines(budget, size)),
+    }.get(kind, str)
     clean = normalise_keeping_indents if kind == JSON else normalise
     try:
         text = clean(render(decoded.text))
@@ -146,8 +151,14 @@ def _pdf_within_limits(data: bytes, on_page: PageProgress, budget: Budget) -> Ex
                 "The PDF is password-protected.", hint="Save a copy without the password and upload that."
             )
         total = count_distinct_pages(reader, budget)
+        len(reader.pages)  # pypdf flattens its page tree here, and may refuse it (too deep)
     except NotSupported:
         raise
+    except LimitReachedError as error:
+        raise OverBudget(
+            f"The PDF's page tree is beyond what it may be read with: {error}",
+            hint="Save the PDF again with a PDF tool (or print it to PDF) and upload that.",
+        ) from None
     except Exception as error:  # pypdf raises many types for damaged files
         logger.info("unreadable PDF: %r", error)
         raise NotSupported(
@@ -238,7 +249,30 @@ def _html_text(markup: str) -> str:
     return f"{title}\n\n{body}" if title else body
 
 
-def _csv_text(table: str) -> str:
+class _Lines:
+    """Lines of text rendered from a table or a tree, counted against the budget as they
+    are added: a CSV repeats its header's names on every row and a JSON indents each
+    line by its depth, so a 50 KB file rendered 50 million characters."""
+
+    def __init__(self, budget: Budget, file_bytes: int) -> None:
+        self.lines: list[str] = []
+        self._budget, self._file_bytes = budget, file_bytes
+        self._allowed = max(budget.text_floor, budget.text_per_byte * file_bytes)
+        self._characters = 0
+
+    def append(self, line: str) -> None:
+        self._characters += len(line) + 1
+        if self._characters > self._allowed:
+            self._budget.check_text(self._characters, self._file_bytes)
+        if len(self.lines) % 10_000 == 0:
+            self._budget.check_time(f"line {len(self.lines):,} of its text")
+        self.lines.append(line)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _csv_text(table: str, lines: _Lines) -> str:
     """Each row as "column: value; …" under the header row's names."""
     try:
         dialect = csv.Sniffer().sniff(table[:20_000], delimiters=",;\t|")
@@ -246,20 +280,19 @@ def _csv_text(table: str) -> str:
         dialect = csv.excel
     rows = csv.reader(io.StringIO(table), dialect)
     header = next(rows, [])
-    lines = [" | ".join(header)]
+    lines.append(" | ".join(header))
     for row in rows:
         names = header + [f"column {i + 1}" for i in range(len(header), len(row))]
         lines.append("; ".join(f"{n}: {v}" for n, v in zip(names, row, strict=False) if v.strip()))
-    return "\n".join(lines)
+    return lines.text()
 
 
-def _json_text(document: str) -> str:
-    lines: list[str] = []
+def _json_text(document: str, lines: _Lines) -> str:
     _render(json.loads(document), 0, lines)
-    return "\n".join(lines)
+    return lines.text()
 
 
-def _render(value, depth: int, lines: list[str]) -> None:
+def _render(value, depth: int, lines: _Lines) -> None:
     pad = "  " * depth
     items: Iterable[tuple[Any, Any]]
     if isinstance(value, dict):

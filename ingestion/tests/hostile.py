@@ -64,3 +64,20 @@ def inflating_pdf(content_bytes: int) -> bytes:
 
 def nested_html(depth: int) -> bytes:
     return b"<html><body>" + b"<div>" * depth + b"deep" + b"</div>" * depth + b"</body></html>"
+
+
+def deep_page_tree(levels: int = 150) -> bytes:
+    """A valid one-page PDF whose page tree is a chain of ``levels`` /Pages nodes (pypdf
+    refuses more than 100 when it lists the pages)."""
+    page, content, font = levels + 2, levels + 3, levels + 4
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>"]
+    for level in range(levels):
+        child = level + 3 if level + 1 < levels else page
+        objects.append(b"<< /Type /Pages /Kids [%d 0 R] /Count 1 >>" % child)
+    objects.append(
+        b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
+        b"/Resources << /Font << /F1 %d 0 R >> >> >>" % (levels + 1, content, font)
+    )
+    objects.append(_stream(b"BT /F1 12 Tf 72 720 Td (deep page) Tj ET"))
+    objects.append(_FONT)
+    return pdf(objects)

@@ -58,6 +58,26 @@ def test_more_text_than_the_file_size_can_honestly_give():
     assert "per byte of the file" in message
 
 
+def test_a_page_tree_nested_deeper_than_pypdf_reads_is_refused_not_retried():
+    data = hostile.deep_page_tree(levels=150)
+    assert len(data) < 15_000
+    assert "page tree is beyond" in refused(data, "deep.pdf")
+    assert extract(hostile.deep_page_tree(levels=20), "ok.pdf").text == "deep page"
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        # Each row repeats the header's one 50,000-character name: 52 KB gave 50 M characters.
+        ("names.csv", ("h" * 50_000 + "\n" + "a\n" * 1000).encode()),
+        # Each line indented by its depth: 42 KB, 900 deep, gave 37 M characters.
+        ("deep.json", ("[" * 900 + "0," * 20_000 + "0" + "]" * 900).encode()),
+    ],
+)
+def test_a_table_or_tree_that_renders_far_more_text_than_its_size_is_refused(name, data):
+    assert "per byte of the file" in refused(data, name)
+
+
 def test_html_nested_past_the_limit_is_refused_and_measured_linearly():
     data = hostile.nested_html(100_000)
     assert "nests elements more than 2,000 deep" in refused(data, "deep.html")
