@@ -14,11 +14,13 @@ from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
+from django.db import DataError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
-# What a lookup's value can raise once it reaches a query, a date or the database.
-_BAD_LOOKUP = (OverflowError, ValueError, ValidationError)
+# What a lookup's value can raise once it reaches a query, a date or the database (a
+# NUL in a text value: PostgreSQL's DataError).
+BAD_LOOKUP = (OverflowError, ValueError, ValidationError, DataError)
 
 
 class CheckedChangeList(ChangeList):
@@ -28,13 +30,13 @@ class CheckedChangeList(ChangeList):
     def get_filters(self, request):
         try:
             return super().get_filters(request)
-        except _BAD_LOOKUP as error:
+        except BAD_LOOKUP as error:
             raise IncorrectLookupParameters(error) from error
 
     def get_results(self, request) -> None:
         try:
             super().get_results(request)
-        except _BAD_LOOKUP as error:
+        except BAD_LOOKUP as error:
             raise IncorrectLookupParameters(error) from error
 
 

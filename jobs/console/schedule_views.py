@@ -195,7 +195,7 @@ class _ScheduleView(_ConsoleView):
 
     @staticmethod
     def row(name: str) -> Schedule:
-        row = Schedule.objects.filter(name=name).first()
+        row = Schedule.objects.filter(name=name).first() if "\x00" not in name else None  # no stored name has NUL
         if row is None:
             raise Http404(f"No schedule named {name!r}.")
         return row

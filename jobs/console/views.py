@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.options import IncorrectLookupParameters, ModelAdmin
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 
+from jobs.console.input_checks import BAD_LOOKUP
 from jobs.core import access, actions, flow, registry
 from jobs.core.errors import ActionRefused, JobNotFound, SubmitError
 from jobs.core.models import FlowControl, Hold, Job, Schedule, Status
@@ -125,7 +126,7 @@ class RequeueMatchingView(_ConsoleView):
     def dispatch(self, request, *args, **kwargs):
         try:
             return super().dispatch(request, *args, **kwargs)
-        except (IncorrectLookupParameters, ValidationError):  # the list shows its error notice
+        except (IncorrectLookupParameters, *BAD_LOOKUP):  # the list shows its error notice
             return HttpResponseRedirect(reverse("admin:jobs_job_changelist") + "?e=1")
 
     def matching(self, request):
