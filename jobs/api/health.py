@@ -6,6 +6,7 @@ from rest_framework.views import APIView
 
 from apikit.views import Conventions
 from jobs.core import access, registry
+from jobs.core.models import FlowControl
 from jobs.insight import health, queues
 
 
@@ -48,4 +49,4 @@ class QueuesView(Conventions, APIView):
         wanted = request.query_params.getlist("type") or None
         for name in wanted or ():
             registry.get(name)  # an unknown type is a 400 naming the known ones
-        return Response(queues.overview(wanted))
+        return Response(queues.overview(wanted, who_paused=access.sees_all(request.user, FlowControl)))

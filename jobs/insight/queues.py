@@ -12,9 +12,14 @@ from jobs.insight import calibration, estimates
 WAITING = sorted(UNFINISHED_STATUSES)
 
 
-def overview(types: list[str] | None = None) -> dict:
+_LEVER_KEYS = {False: ("paused", "paused_reason", "held"), True: ("paused", "paused_reason", "paused_by", "held")}
+
+
+def overview(types: list[str] | None = None, *, who_paused: bool = False) -> dict:
     """Depth per priority (Redis and database), workers, the ETA of a new job of each type
-    (``types`` or every registered one) per queue, and how accurate first ETAs have been."""
+    (``types`` or every registered one) per queue, and how accurate first ETAs have been.
+    Why a queue is paused is for everyone (their jobs wait for it); who paused it only
+    with ``who_paused`` (for those who see the levers)."""
     counts = {(row["priority"], row["status"]): row["n"] for row in _counts()}
     redis_depths = queueing.queue_depths()
     workers = queueing.workers()
@@ -27,7 +32,7 @@ def overview(types: list[str] | None = None) -> dict:
             {
                 "name": priority,
                 "depth": redis_depths.get(priority, 0),  # RQ's list: what workers will take next
-                **{key: levers[priority][key] for key in ("paused", "paused_reason", "paused_by", "held")},
+                **{key: levers[priority][key] for key in _LEVER_KEYS[who_paused]},
                 **{status: counts.get((priority, status), 0) for status in WAITING},
                 "new_job_eta": {
                     name: {

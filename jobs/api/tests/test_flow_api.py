@@ -30,6 +30,8 @@ def test_pausing_a_queue_says_who_and_why_and_shows_in_the_overview_and_health(a
     overview = {q["name"]: q for q in api_as(alice).get("/api/queues/").json()["queues"]}
     assert overview["normal"]["paused"] and overview["normal"]["paused_reason"] == "db migration"
     assert not overview["low"]["paused"]
+    assert "paused_by" not in overview["normal"]  # who did it is the operators' business
+    assert {q["name"]: q for q in api.get("/api/queues/").json()["queues"]}["normal"]["paused_by"] == "operator"
     health = api.get("/api/health/").json()
     assert health["paused"]["queues"] == ["normal"]
     assert "paused" not in health["failing"]  # paused is a decision, not a fault
