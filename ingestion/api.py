@@ -67,6 +67,9 @@ class MaterialSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "owner", "content_type", "size", "sha256", "status", "error", "statistics", "job",
                   "upload_set", "created_at", "updated_at"]  # fmt: skip
         read_only_fields = fields
+        extra_kwargs = {
+            "upload_set": {"help_text": "the set it was first uploaded with (sent again later: still that one)"}
+        }
         list_serializer_class = MaterialListSerializer
 
     @extend_schema_field(StatisticsSerializer)

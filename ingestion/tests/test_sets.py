@@ -88,3 +88,25 @@ def test_a_follower_of_the_batch_sees_progress_rise_to_100_then_a_final_message(
     assert [m["type"] for m in messages].count("finished") == 1
     callback = Job.objects.get(pk=final["callbacks"]["on_complete"])
     assert callback.type == sets.SET_DONE and callback.status == Status.QUEUED
+
+
+def test_a_file_sent_again_in_a_later_set_is_answered_there_and_stays_in_its_first(api_as, alice, run_worker):
+    client = api_as(alice)
+
+    def upload(*named: tuple[str, bytes]) -> dict:
+        response = client.post(
+            "/api/materials/", {"file": [SimpleUploadedFile(n, d) for n, d in named]}, format="multipart"
+        )
+        assert response.status_code == 201, response.content
+        return response.json()
+
+    first = upload(("a.txt", b"alpha text"), ("b.txt", b"beta text"))
+    run_worker()
+    second = upload(("a.txt", b"alpha text"), ("c.txt", b"gamma text"))
+    assert sorted(m["name"] for m in second["materials"]) == ["a.txt", "c.txt"]
+    assert second["batch"]["total"] == 1  # the known file gets no new job
+    members = {
+        s: set(Material.objects.filter(upload_set=s).values_list("name", flat=True))
+        for s in (first["material_set"], second["material_set"])
+    }
+    assert members == {first["material_set"]: {"a.txt", "b.txt"}, second["material_set"]: {"c.txt"}}
