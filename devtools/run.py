@@ -10,6 +10,7 @@ exit and a line saying why.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import signal
 import socket
@@ -94,7 +95,7 @@ def _cannot_serve(host: str, port: int, error: OSError) -> str:
     said = f"cannot serve on {host}:{port}: {error.strerror or error}."
     if error.errno == errno.EADDRINUSE:
         return (
-            f"{said} Is Jobdesk (or something else) already running there? Stop it, "
+            f"{said} Something else is listening there (another Jobdesk checkout?): stop it, "
             f"or choose another port, e.g. PORT={port + 1} make run"
         )
     if error.errno == errno.EACCES:
@@ -102,9 +103,55 @@ def _cannot_serve(host: str, port: int, error: OSError) -> str:
     return f"{said} HOST: {_HOST_HINT}"  # not an address of this machine (EADDRNOTAVAIL)
 
 
+_run_lock = None  # the open lock file: held (flock) for as long as this process lives
+
+
+def hold_the_run_lock(var_dir: Path, url: str) -> None:
+    """One ``make run`` per var directory (per checkout, unless JOBDESK_VAR_DIR says
+    otherwise), whatever its port: a second one on another port started a second worker
+    pool and scheduler against the first one's database and Redis."""
+    global _run_lock
+    var_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(var_dir / "run.lock", "a+")  # noqa: SIM115 - kept open on purpose
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        fail(
+            f"Jobdesk is already running from {var_dir} ({holder}). Stop it first (Ctrl-C in its terminal); "
+            "a second one needs its own JOBDESK_VAR_DIR, DATABASE_URL and REDIS_URL."
+        )
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}, {url}\n")
+    lock.flush()
+    _run_lock = lock
+
+
 def url_of(host: str, port: int) -> str:
     """http://host:port/, with an IPv6 address in brackets."""
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def check_database() -> None:
+    """The database answers, or one line says which and why (not the migration's
+    traceback, after the embedded Redis has started)."""
+    from django.db import DatabaseError, connections
+
+    connection = connections["default"]
+    try:
+        connection.ensure_connection()
+    except DatabaseError as error:
+        db = connection.settings_dict
+        where = f"{db['NAME']}" + (f" on {db['HOST']}:{db['PORT'] or 'default port'}" if db.get("HOST") else "")
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+        fail(
+            f"cannot reach the database ({connection.vendor}: {where}): {reason} — "
+            "start (or create) it, or fix DATABASE_URL"
+        )
+    finally:
+        connection.close()
 
 
 def ensure_redis(settings):
@@ -166,7 +213,9 @@ class Child:
 def main() -> None:
     host, port = listen_address()
     settings = load_settings()
+    hold_the_run_lock(Path(settings.VAR_DIR), url_of(host, port))
     refuse_busy_port(host, port)
+    check_database()
     redis_server = ensure_redis(settings)
     from devtools import web
 

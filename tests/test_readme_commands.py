@@ -104,6 +104,35 @@ def test_admin_login_is_created_once_and_printed_the_same_every_run(settings, tm
     assert first.getvalue() == second.getvalue()
 
 
+@pytest.mark.django_db
+def test_each_database_keeps_its_own_admin_password_and_an_older_single_file_still_counts(settings, tmp_path):
+    """Switching DATABASE_URL back and forth lost the first database's printed login:
+    one file held whichever database's admin was made last."""
+    from io import StringIO
+
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from jobs.management.commands.ensure_admin import password_file
+
+    settings.VAR_DIR = tmp_path
+    (tmp_path / "admin-password").write_text("another-database's\n")  # kept by an earlier version
+    printed = StringIO()
+    call_command("ensure_admin", stdout=printed)
+    kept = password_file(tmp_path).read_text().strip()
+    assert f"password: {kept}\n" in printed.getvalue()
+    assert (tmp_path / "admin-password").read_text() == "another-database's\n"  # not this database's: untouched
+
+    admin = get_user_model().objects.get(username="admin")
+    admin.set_password("from-before")
+    admin.save()
+    password_file(tmp_path).unlink()
+    (tmp_path / "admin-password").write_text("from-before\n")  # an admin made by an earlier version
+    again = StringIO()
+    call_command("ensure_admin", stdout=again)
+    assert "password: from-before\n" in again.getvalue()
+
+
 def _make_run(clone: Path, **env: str) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "JOBDESK_VAR_DIR"}}
     environment.update(env)
@@ -155,3 +184,40 @@ def test_make_run_names_a_bad_host_as_such_not_as_a_busy_port(monkeypatch, host,
     message = str(refused.value.code)
     assert says in message and hint in message, message
     assert "already running" not in message
+
+
+def test_a_second_make_run_from_the_same_checkout_is_refused_whatever_its_port(tmp_path, monkeypatch):
+    """On another port, a second one started a second worker pool and scheduler against
+    the first one's database and Redis."""
+    from devtools import run
+
+    monkeypatch.setattr(run, "_run_lock", None)
+    run.hold_the_run_lock(tmp_path, "http://127.0.0.1:8000")
+    first = run._run_lock
+    try:
+        with pytest.raises(SystemExit) as refused:
+            run.hold_the_run_lock(tmp_path, "http://127.0.0.1:8002")
+        message = str(refused.value.code)
+        assert f"already running from {tmp_path} (pid {os.getpid()}, http://127.0.0.1:8000)" in message, message
+        assert "JOBDESK_VAR_DIR" in message
+    finally:
+        first.close()  # the first one stops: the next may start
+    run.hold_the_run_lock(tmp_path, "http://127.0.0.1:8002")
+    run._run_lock.close()
+
+
+def test_make_run_names_an_unreachable_database_in_one_line_before_starting_anything(tmp_path):
+    redis_port = free_port()
+    environment = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "JOBDESK_VAR_DIR"}}
+    environment.update(
+        DATABASE_URL=f"postgresql://jobdesk:secret@127.0.0.1:{free_port()}/nowhere",
+        JOBDESK_VAR_DIR=str(tmp_path / "var"),
+        PORT=str(free_port()),
+        REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+    )
+    result = subprocess.run([sys.executable, "-m", "devtools.run"], cwd=ROOT, env=environment, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode != 0
+    assert "jobdesk: cannot reach the database (postgresql: nowhere on 127.0.0.1:" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "secret" not in result.stderr
+    assert not reachable(f"redis://127.0.0.1:{redis_port}/0"), "nothing started"
