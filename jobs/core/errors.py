@@ -41,7 +41,13 @@ class ActionRefused(Exception):
     hint = "Reload the job to see its current status."
 
 
-class BatchCanceled(ActionRefused, UserFixableError):
+class BatchClosed(ActionRefused):
+    """A job may not join this batch (finished, or closed to jobs from outside it)."""
+
+    hint = "Reload the batch to see its state: a closed batch takes new jobs only from its own running jobs."
+
+
+class BatchCanceled(BatchClosed, UserFixableError):
     """A job may not join a canceled batch: the API answers 409; a running job of the
     batch that tries (``ctx.add_to_batch``) fails without a retry, as its owner asked."""
 

@@ -440,7 +440,7 @@ def _dependency_order(specs: Sequence[JobSpec], single: bool) -> list[int]:
     for index, spec in enumerate(specs):
         if spec.ref:
             if spec.ref in by_ref:
-                raise SubmitError(f"ref {spec.ref!r} is used twice in the batch.", field=_item(index, single, "ref"))
+                raise SubmitError(f"ref {spec.ref!r} is used twice in this submit.", field=_item(index, single, "ref"))
             by_ref[spec.ref] = index
     ordered: list[int] = []
     state: dict[int, str] = {}  # position → "visiting" | "done"

@@ -116,7 +116,10 @@ class JobdeskScheduler(DjangoScheduler):
         lease_ms = int(self.leader_lease * 1000)
         leads = bool(self.connection.eval(_KEEP_OR_TAKE, 1, LEADER_KEY, self.leader_name, lease_ms))
         if leads and not getattr(self, "_leading", False):
-            logger.warning("scheduler leads", extra={"scheduler": self.leader_name})
+            # Leading from the start is the usual case; taking over from another is news.
+            taking_over = hasattr(self, "_leading")
+            logger.log(logging.WARNING if taking_over else logging.INFO, "scheduler leads",
+                       extra={"scheduler": self.leader_name, "took_over": taking_over})  # fmt: skip
         elif not leads and getattr(self, "_leading", True):
             logger.warning(
                 "scheduler stands by: another one leads",
