@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 from rest_framework import parsers
@@ -151,6 +152,10 @@ def loads(text: str, *, max_depth: int = MAX_DEPTH, parse_constant=strict_consta
         data = json.loads(text, parse_constant=parse_constant, parse_float=finite_float)
     except RecursionError:  # deeper than the interpreter's stack: where cannot be said
         raise NestedTooDeeply(None, max_depth) from None
+    except ValueError as error:
+        if "integer string conversion" in str(error):  # Python's advice is for the server's developer
+            raise ValueError(f"a number in it has more than {sys.get_int_max_str_digits():,} digits") from None
+        raise
     # A text with no more brackets than levels allowed cannot nest deeper (a submit has
     # a few), and one with no escape has no lone surrogate: neither is walked then.
     if text.count("[") + text.count("{") > max_depth:

@@ -161,6 +161,13 @@ def test_a_number_past_a_floats_range_is_a_400(api_as, alice):
     assert not Job.objects.exists()
 
 
+def test_an_integer_longer_than_python_reads_is_a_400_saying_so_to_the_client(api_as, alice):
+    body = '{"type": "diagnostics.noop", "payload": {"n": ' + "9" * 5000 + "}}"
+    error = assert_error(api_as(alice).post("/api/jobs/", body, content_type="application/json"), 400, "parse_error")
+    assert "has more than 4,300 digits" in error["message"], error
+    assert "sys.set_int_max_str_digits" not in error["message"]  # advice for the server's developer
+
+
 def test_the_depth_check_names_the_first_path_too_deep_among_many_shallow_ones():
     from apikit.parsers import nested_too_deeply
 
