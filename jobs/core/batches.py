@@ -31,7 +31,7 @@ from django.db.models import Avg, Case, Count, Exists, IntegerField, OuterRef, V
 from django.utils import timezone
 
 from jobs.core import lifecycle, outcomes, registry, relay
-from jobs.core.errors import ActionRefused, BatchCanceled, BatchClosed, SubmitError, TransitionError
+from jobs.core.errors import ActionRefused, BatchCanceled, BatchClosed, BatchFinished, SubmitError, TransitionError
 from jobs.core.models import (
     BROKEN_DEPENDENCY_STATUSES,
     ERRORED_STATUSES,
@@ -190,7 +190,7 @@ def lock_for_adding(batch_id, *, from_job=None) -> Batch:
     if batch is None:
         raise SubmitError(f"Unknown batch {batch_id}.", field="batch")
     if not found:
-        raise BatchClosed(f"Batch {batch_id} has finished: no job can join it.")
+        raise BatchFinished(f"Batch {batch_id} has finished: no job can join it.")
     if batch.canceled_at is not None:
         raise BatchCanceled(f"Batch {batch_id} was canceled: no job may join it.")
     if batch.closed_at is not None:

@@ -41,17 +41,19 @@ class ActionRefused(Exception):
     hint = "Reload the job to see its current status."
 
 
-class BatchClosed(ActionRefused):
-    """A job may not join this batch (finished, or closed to jobs from outside it)."""
+class BatchClosed(ActionRefused, UserFixableError):
+    """A job may not join this batch: the API answers 409; a job of the batch that tries
+    (``ctx.add_to_batch``) fails without a retry — a retry would be refused the same."""
 
     hint = "Reload the batch to see its state: a closed batch takes new jobs only from its own running jobs."
 
 
-class BatchCanceled(BatchClosed, UserFixableError):
-    """A job may not join a canceled batch: the API answers 409; a running job of the
-    batch that tries (``ctx.add_to_batch``) fails without a retry, as its owner asked."""
+class BatchFinished(BatchClosed):
+    hint = "A finished batch takes no new jobs: submit them on their own, or in a new batch."
 
-    hint = "Retry the batch's failed jobs (retry-failed) to let its jobs add more again."
+
+class BatchCanceled(BatchClosed):
+    hint = "Retry the batch's failed jobs (retry-failed) to let its running jobs add more again."
 
 
 class JobNotFound(Exception):

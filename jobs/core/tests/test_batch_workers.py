@@ -170,6 +170,12 @@ def test_a_running_job_of_a_canceled_batch_adds_nothing_and_fails_without_a_retr
     assert "was canceled" in job.error_message
     (callback,) = callback_jobs()
     assert callback.status == Status.COMPLETE and callback.result["total"] == 1
+    # Retried after the batch finished, it is refused again: failed once more, not retried.
+    assert batches.retry_failed(batch.id) == 1
+    run_worker()
+    job.refresh_from_db()
+    assert (job.status, job.error_category, job.attempts) == (Status.FAILED, "user_fixable", 1)
+    assert "has finished" in job.error_message
 
 
 def test_a_three_step_chain_passes_results(alice, run_worker):
