@@ -486,10 +486,10 @@ def held_counts() -> dict[tuple[str, str], int]:
 
 
 def pause_note(control: FlowControl) -> str:
-    """What an estimate says instead of a time while a lever pauses the work."""
-    by = f" by {control.paused_by_label}" if control.paused_by_label else ""
+    """What an estimate says instead of a time while a lever pauses the work: why, not
+    who (every job's owner reads it; who paused it is for those who see the levers)."""
     why = f" ({control.paused_reason})" if control.paused_reason else ""
-    return f"Paused: the {control.kind} {control.name} was paused{by}{why}; it starts once resumed."
+    return f"Paused: the {control.kind} {control.name} was paused{why}; it starts once resumed."
 
 
 def paused_queues() -> list[str]:
