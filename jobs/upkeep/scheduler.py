@@ -43,9 +43,6 @@ SYNC_EVERY = 60.0  # seconds between syncs of the code's cron entries (a deploy 
 
 class JobdeskScheduler(DjangoScheduler):
     def enqueue_jobs(self):
-        # The scheduler's own heartbeat (health reads it from the first poll on); the
-        # heartbeat cron entry refreshes the same key through a worker every minute.
-        self.connection.set(settings.SCHEDULER_HEARTBEAT_KEY, timezone.now().isoformat(), ex=180)
         if time.monotonic() >= getattr(self, "_next_sync", 0.0):
             if not hasattr(self, "_next_sync"):
                 schedules.forget_legacy_timers()
@@ -56,6 +53,10 @@ class JobdeskScheduler(DjangoScheduler):
         # Held jobs whose lever lets them go now (a rate's next opening; a release a
         # crashed process never made): at most a poll late.
         flow.release_held()
+        # The scheduler's own heartbeat, once a poll went through (health reads it from
+        # the first poll on): polls that keep failing let it go stale, and health says so.
+        # The heartbeat cron entry refreshes the same key through a worker every minute.
+        self.connection.set(settings.SCHEDULER_HEARTBEAT_KEY, timezone.now().isoformat(), ex=180)
         return enqueued
 
     def run(self, burst: bool = False) -> None:

@@ -121,13 +121,25 @@ def fire_due(now: datetime | None = None) -> list[Job]:
             job = _fire(row, now)
         except (RedisError, DatabaseError, OSError):
             raise  # the scheduler waits for the database and Redis to come back
-        except Exception as error:  # a bug: this entry says so, and the others still fire
+        except Exception as error:  # a bug: this entry says so and goes on (as a refused tick
+            # does), and the others still fire — left due, it failed again at every poll
             logger.exception("schedule could not fire", extra={"schedule": row.name})
-            Schedule.objects.filter(pk=row.pk).update(last_error=f"{type(error).__name__}: {error}")
+            _skip_tick(row, now, f"{type(error).__name__}: {error}")
             continue
         if job is not None:
             fired.append(job)
     return fired
+
+
+def _skip_tick(row: Schedule, now: datetime, error: str) -> None:
+    """The tick could not be submitted: say why on the entry and move on to the next."""
+    try:
+        following: datetime | None = _next(row, now)
+    except ValueError:
+        following = None  # parked, as _fire parks an entry whose next time cannot be found
+    Schedule.objects.filter(pk=row.pk, next_run_at=row.next_run_at).update(
+        next_run_at=following, last_run_at=row.next_run_at, last_error=error
+    )
 
 
 def _fire(row: Schedule, now: datetime) -> Job | None:

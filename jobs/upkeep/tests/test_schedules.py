@@ -225,7 +225,10 @@ def test_a_tick_refused_or_broken_is_said_on_its_entry_and_the_others_still_fire
     fired = schedules.fire_due(tick + timedelta(seconds=1))
     assert [job.idempotency_key for job in fired] == [f"cron:fine:{tick.isoformat()}"]
     assert "already used" in Schedule.objects.get(name="taken").last_error
-    assert Schedule.objects.get(name="broken").last_error == "RuntimeError: a bug"
+    broken = Schedule.objects.get(name="broken")
+    assert broken.last_error == "RuntimeError: a bug"
+    assert broken.next_run_at == tick + timedelta(minutes=1), "moved on: left due, it failed at every poll"
+    assert schedules.fire_due(tick + timedelta(seconds=2)) == []
 
 
 def test_an_edit_takes_effect_on_the_next_run_at_once():
@@ -399,3 +402,21 @@ def test_a_poll_that_fails_with_a_bug_is_logged_and_the_scheduler_polls_again(re
     monkeypatch.setattr(scheduler, "_install_signal_handlers", lambda: None)  # the test process's own
     scheduler.run(burst=True)
     assert outcomes == [] and "scheduler poll failed" in caplog.text
+
+
+def test_the_scheduler_beats_only_once_a_poll_went_through(redis_conn, monkeypatch):
+    """Polls that keep failing must let health see a stale heartbeat, not a fresh one."""
+    from jobs.upkeep.scheduler import JobdeskScheduler
+
+    scheduler = JobdeskScheduler(queue_name="normal", connection=redis_conn, interval=1)
+
+    def broken():
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(schedules, "fire_due", broken)
+    with pytest.raises(RuntimeError):
+        scheduler.enqueue_jobs()
+    assert redis_conn.get("jobdesk:scheduler:heartbeat") is None
+    monkeypatch.undo()
+    scheduler.enqueue_jobs()
+    assert redis_conn.get("jobdesk:scheduler:heartbeat")
