@@ -68,7 +68,7 @@ class MaterialSerializer(serializers.ModelSerializer):
                   "upload_set", "created_at", "updated_at"]  # fmt: skip
         read_only_fields = fields
         extra_kwargs = {
-            "upload_set": {"help_text": "the set it was first uploaded with (sent again later: still that one)"}
+            "upload_set": {"help_text": "the set it was uploaded with, if any (sent again later: still that one)"}
         }
         list_serializer_class = MaterialListSerializer
 

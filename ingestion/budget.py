@@ -30,6 +30,7 @@ class Budget:
     max_document_bytes: int = 256 * _MB  # every page's decompressed content, together
     text_per_byte: int = 100  # extracted characters per byte of the file ...
     text_floor: int = 1_000_000  # ... beyond this many, which any file may give
+    max_text: int = 128_000_000  # characters of text from one file, whatever its size (memory)
     max_nesting: int = 2_000  # open HTML elements at once
     max_seconds: float = 300.0  # reading one file, wall clock
     started: float = field(default_factory=time.monotonic, compare=False)
@@ -46,6 +47,10 @@ class Budget:
                 hint="Split the file into smaller ones, or ask an operator to raise EXTRACT_MAX_SECONDS.",
             )
 
+    def text_allowed(self, file_bytes: int) -> int:
+        """Characters of text a file of this size may give (``check_text``)."""
+        return min(self.max_text, max(self.text_floor, self.text_per_byte * file_bytes))
+
     def check_text(self, characters: int, file_bytes: int) -> None:
         allowed = max(self.text_floor, self.text_per_byte * file_bytes)
         if characters > allowed:
@@ -53,6 +58,11 @@ class Budget:
                 f"The file expands to more than {allowed:,} characters of text "
                 f"({self.text_per_byte} per byte of the file): it looks like a decompression bomb.",
                 hint="Upload the text itself, or a file that is not built to expand.",
+            )
+        if characters > self.max_text:
+            raise OverBudget(
+                f"The file gives more than {self.max_text:,} characters of text, the most one file may.",
+                hint="Split it into smaller files, or ask an operator to raise EXTRACT_MAX_TEXT.",
             )
 
     def check_pages(self, pages: int) -> None:

@@ -155,8 +155,8 @@ def _pdf_within_limits(data: bytes, on_page: PageProgress, budget: Budget) -> Ex
     except NotSupported:
         raise
     except LimitReachedError as error:
-        raise OverBudget(
-            f"The PDF's page tree is beyond what it may be read with: {error}",
+        raise OverBudget(  # a page tree too deep, an object referring to itself, a table too long
+            f"The PDF goes beyond what may be read of one: {error}",
             hint="Save the PDF again with a PDF tool (or print it to PDF) and upload that.",
         ) from None
     except Exception as error:  # pypdf raises many types for damaged files
@@ -257,7 +257,7 @@ class _Lines:
     def __init__(self, budget: Budget, file_bytes: int) -> None:
         self.lines: list[str] = []
         self._budget, self._file_bytes = budget, file_bytes
-        self._allowed = max(budget.text_floor, budget.text_per_byte * file_bytes)
+        self._allowed = budget.text_allowed(file_bytes)
         self._characters = 0
 
     def append(self, line: str) -> None:

@@ -115,6 +115,7 @@ def budget() -> Budget:
         max_stream_bytes=settings.EXTRACT_MAX_STREAM_BYTES,
         max_document_bytes=settings.EXTRACT_MAX_DOCUMENT_BYTES,
         text_per_byte=settings.EXTRACT_MAX_TEXT_PER_BYTE,
+        max_text=settings.EXTRACT_MAX_TEXT,
         max_nesting=settings.EXTRACT_MAX_NESTING,
         max_seconds=settings.EXTRACT_MAX_SECONDS,
     )

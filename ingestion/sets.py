@@ -44,11 +44,10 @@ def upload_many(owner, files: list[UploadedFile]) -> tuple[MaterialSet, list[upl
                     done.append(uploads.upload(owner, file, backlog_checked=True))
             material_set.batch_id = made.id
             material_set.save(update_fields=["batch_id"])
-            # A material is in the set it was first uploaded with: one sent again in a
-            # later set is answered among that set's files, but stays in its first.
-            Material.objects.filter(pk__in=[u.material.pk for u in done], upload_set__isnull=True).update(
-                upload_set=material_set
-            )
+            # A material is in the set it was uploaded with, its job in that set's batch:
+            # one uploaded before (alone, or in another set) is answered among this set's
+            # files, but stays where it was.
+            Material.objects.filter(pk__in=[u.material.pk for u in done if u.created]).update(upload_set=material_set)
     except BaseException:
         for uploaded in done:
             if uploaded.created and uploaded.material.file.name:

@@ -61,7 +61,7 @@ def test_more_text_than_the_file_size_can_honestly_give():
 def test_a_page_tree_nested_deeper_than_pypdf_reads_is_refused_not_retried():
     data = hostile.deep_page_tree(levels=150)
     assert len(data) < 15_000
-    assert "page tree is beyond" in refused(data, "deep.pdf")
+    assert "Maximum page tree depth" in refused(data, "deep.pdf")
     assert extract(hostile.deep_page_tree(levels=20), "ok.pdf").text == "deep page"
 
 
@@ -76,6 +76,14 @@ def test_a_page_tree_nested_deeper_than_pypdf_reads_is_refused_not_retried():
 )
 def test_a_table_or_tree_that_renders_far_more_text_than_its_size_is_refused(name, data):
     assert "per byte of the file" in refused(data, name)
+
+
+def test_a_big_file_is_held_to_the_most_text_one_file_may_give():
+    """The per-byte limit lets a 50 MB file give 5 G characters: gigabytes of memory."""
+    data = ("column" + "\n" + "a\n" * 200_000).encode()  # 400 KB: 2 M characters rendered
+    message = refused(data, "wide.csv", Budget(max_text=1_000_000))
+    assert "more than 1,000,000 characters of text, the most one file may" in message
+    assert extract(data, "wide.csv").text.count("column: a") == 200_000
 
 
 def test_html_nested_past_the_limit_is_refused_and_measured_linearly():

@@ -110,3 +110,8 @@ def test_a_file_sent_again_in_a_later_set_is_answered_there_and_stays_in_its_fir
         for s in (first["material_set"], second["material_set"])
     }
     assert members == {first["material_set"]: {"a.txt", "b.txt"}, second["material_set"]: {"c.txt"}}
+    # Uploaded alone before, a file stays in no set: its job is in no set's batch.
+    alone = client.post("/api/materials/", {"file": SimpleUploadedFile("d.txt", b"delta text")}, format="multipart")
+    assert alone.status_code == 201, alone.content
+    upload(("d.txt", b"delta text"), ("e.txt", b"epsilon text"))
+    assert Material.objects.get(name="d.txt").upload_set is None
