@@ -352,7 +352,8 @@ def known_type(name: str) -> registry.JobType:
     """A registered type, or one this process has not imported yet but that code has
     submitted (its name is in the jobs table): only then is its module imported, never
     for a name that merely arrived in a request. Else a 400 naming the known ones."""
-    seen = name in registry.all_types() or Job.objects.filter(type=name).exists()
+    # No stored text holds NUL (PostgreSQL refuses it in a query: a DataError).
+    seen = name in registry.all_types() or ("\x00" not in name and Job.objects.filter(type=name).exists())
     return registry.get(name, resolve=seen)
 
 
@@ -392,9 +393,15 @@ def _change(control: FlowControl, action: str, before: dict, *, actor, actor_lab
     )
 
 
+def _check_reason(reason: str) -> None:
+    if "\x00" in reason:  # PostgreSQL stores no NUL in text
+        raise InvalidInput("The reason holds a NUL character.", field="reason", hint="Write it in plain text.")
+
+
 def pause(kind: str, name: str, *, actor=None, actor_label: str = "", reason: str = "") -> FlowControl:
     """Stop starting work of a queue or type. Running jobs finish; queued ones wait."""
     check_target(kind, name)
+    _check_reason(reason)
     with transaction.atomic():
         control = FlowControl.objects.select_for_update().get(pk=lever(kind, name).pk)
         before = _state(control)
@@ -409,6 +416,7 @@ def pause(kind: str, name: str, *, actor=None, actor_label: str = "", reason: st
 def resume(kind: str, name: str, *, actor=None, actor_label: str = "", reason: str = "") -> FlowControl:
     """Start work of a queue or type again: what was held goes back to its queue."""
     check_target(kind, name)
+    _check_reason(reason)
     with transaction.atomic():
         control = FlowControl.objects.select_for_update().get(pk=lever(kind, name).pk)
         before = _state(control)
@@ -425,6 +433,7 @@ def set_limits(
 ) -> FlowControl:
     """An operator's limits for a type (None: no limit), kept until reset to the code's."""
     check_target(Kind.TYPE, name)
+    _check_reason(reason)
     if concurrency is not _UNSET:
         validate_concurrency(concurrency)
     if rate is not _UNSET and rate:
@@ -445,6 +454,7 @@ def set_limits(
 def reset_limits(name: str, *, actor=None, actor_label: str = "", reason: str = "") -> FlowControl:
     """Back to the code's limits for a type."""
     check_target(Kind.TYPE, name)
+    _check_reason(reason)
     with transaction.atomic():
         control = FlowControl.objects.select_for_update().get(pk=lever(Kind.TYPE, name).pk)
         before = _state(control)

@@ -149,6 +149,11 @@ def test_unknown_levers_are_messages_or_404s_not_errors(operator):
     assert act(client, QUEUE, "normal", "limits", concurrency="3").status_code == 404  # queues have no limits
     assert act(client, "shelf", "normal", "pause").status_code == 404
     assert client.get(reverse("admin:jobs_flow_act", args=[QUEUE, "normal", "pause"])).status_code == 405
+    # NUL, which PostgreSQL stores in no text, in a name or a reason: messages, not 500s.
+    response = act(client, TYPE, "a\x00b", "pause")
+    assert response.status_code == 302 and said(response)[-1].startswith("type: Unknown job type 'a\\x00b'")
+    response = act(client, QUEUE, "normal", "pause", reason="a\x00b")
+    assert response.status_code == 302 and said(response)[-1].startswith("reason: The reason holds a NUL character")
     assert not FlowChange.objects.exists()
 
 
