@@ -235,6 +235,9 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    # Its terminal closed: the children (sessions of their own) would live on without
+    # it, and without the run lock, beside the next make run.
+    signal.signal(signal.SIGHUP, stop)
     try:
         run_once(manage("migrate", "--noinput", "-v", "0"))
         run_once(manage("sync_schedules"))

@@ -499,7 +499,12 @@ def forget_keys_of(sender, instance, **kwargs) -> None:
     """A user is being deleted (``pre_delete``): their jobs stay, owner-less, but give
     up their idempotency keys. Owner-less keys are the system's — a cron tick's
     (``cron:<name>:<tick>``) — so a deleted user's key stood in for a tick (or refused it
-    as a conflict), and two deleted users' same key clashed (the delete failed)."""
+    as a conflict), and two deleted users' same key clashed (the delete failed).
+
+    The user's row is locked first (the delete's transaction holds it to the end): a
+    submit of theirs committing meanwhile is either seen here or refused by its foreign
+    key, never left with its key to become owner-less by the delete's SET NULL."""
+    type(instance).objects.select_for_update().filter(pk=instance.pk).exists()
     Job.objects.filter(owner=instance, idempotency_key__isnull=False).update(idempotency_key=None)
 
 

@@ -107,9 +107,9 @@ def test_a_canceled_inline_run_gives_its_slot_on_only_once_it_has_stopped(spawn,
     inline = flowtasks.inline_beating
     flow.set_limits(inline.module_path, concurrency=1, actor_label="test")
     first = inline.enqueue("first", 30.0).id
-    second = inline.enqueue("second", 0.1).id
     spawn("rqworker-pool", *QUEUES, "--num-workers", "2")
     wait_for(lambda: redis_conn.get("flow:first:beat"), timeout=60, what="the first run to beat")
+    second = inline.enqueue("second", 0.1).id  # now: the first has the slot, whichever worker is quicker
     wait_for(lambda: Job.objects.filter(pk=second, hold=Hold.CONCURRENCY).exists(), timeout=30, what="the second held")
     actions.cancel(first, reason="test")
     wait_for(lambda: not leases.still_running(first), timeout=30, what="the canceled run to stop")
