@@ -9,6 +9,7 @@ exit and a line saying why.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -34,7 +35,8 @@ def manage(*args: str) -> list[str]:
 
 
 def say(message: str) -> None:
-    print(f"[jobdesk] {message}", flush=True)
+    with contextlib.suppress(OSError):  # the terminal is gone (SIGHUP): the stopping goes on without it
+        print(f"[jobdesk] {message}", flush=True)
 
 
 def fail(message: str) -> None:
@@ -250,7 +252,8 @@ def main() -> None:
             run_once(manage("ensure_admin", "--url", url_of(host, port)))
             say(f"ready: {url_of(host, port)}/admin/ — Ctrl-C stops everything")
         while not stopping:
-            stopping, status = supervise(children)
+            gave_up, status = supervise(children)
+            stopping = stopping or gave_up  # a signal that came meanwhile still stops
             time.sleep(0.5)
     finally:
         shutdown(children, redis_server)

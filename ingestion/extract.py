@@ -126,6 +126,7 @@ def extract(
         ) from None
     if not text:
         raise NotSupported("The file contains no text.", hint="Upload a file with some text in it.")
+    budget.check_text(len(text), size)  # plain text and HTML too: no more than the most one file may give
     return Extracted(text, kind, encoding=decoded.encoding)
 
 

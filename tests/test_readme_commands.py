@@ -6,9 +6,11 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -221,3 +223,36 @@ def test_make_run_names_an_unreachable_database_in_one_line_before_starting_anyt
     assert "jobdesk: cannot reach the database (postgresql: nowhere on 127.0.0.1:" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "secret" not in result.stderr
     assert not reachable(f"redis://127.0.0.1:{redis_port}/0"), "nothing started"
+
+
+def test_make_run_stops_everything_when_its_terminal_closes(tmp_path):
+    """A closed terminal (SIGHUP) left the web, the workers, the scheduler and Redis
+    running in sessions of their own — first unhandled, then stopping on a print to the
+    dead terminal — without the run lock, beside the next make run."""
+    import pty
+
+    port, redis_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "JOBDESK_VAR_DIR"}}
+    env.update(
+        PORT=str(port), REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", WORKER_CONCURRENCY="1",
+        JOBDESK_VAR_DIR=str(tmp_path / "var"), DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    )  # fmt: skip
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: make run's supervisor in the terminal
+        os.chdir(ROOT)
+        os.execve(sys.executable, [sys.executable, "-m", "devtools.run"], env)
+    seen = b""
+    deadline = time.monotonic() + 120
+    try:
+        while b"[jobdesk] ready:" not in seen and time.monotonic() < deadline:
+            seen += os.read(terminal, 65536)
+    except OSError:
+        pass
+    assert b"[jobdesk] ready:" in seen, seen[-3000:].decode(errors="replace")
+    os.close(terminal)  # the terminal closes: SIGHUP to the supervisor
+    finished = wait_for(lambda: os.waitpid(pid, os.WNOHANG)[0] == pid, timeout=90, what="the supervisor to stop")
+    assert finished
+    wait_for(lambda: not reachable(f"redis://127.0.0.1:{redis_port}/0"), timeout=30, what="the embedded Redis to stop")
+    with socket.socket() as probe:  # nobody serves the web port any more
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))

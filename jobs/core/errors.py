@@ -47,6 +47,10 @@ class BatchClosed(ActionRefused, UserFixableError):
 
     hint = "Reload the batch to see its state: a closed batch takes new jobs only from its own running jobs."
 
+    def __init__(self, message: str) -> None:
+        # A job failed by it shows the hint as what to do, as the API's answer does.
+        super().__init__(message, recovery_actions=[self.hint])
+
 
 class BatchFinished(BatchClosed):
     hint = "A finished batch takes no new jobs: submit them on their own, or in a new batch."

@@ -501,10 +501,10 @@ def forget_keys_of(sender, instance, **kwargs) -> None:
     (``cron:<name>:<tick>``) — so a deleted user's key stood in for a tick (or refused it
     as a conflict), and two deleted users' same key clashed (the delete failed).
 
-    The user's row is locked first (the delete's transaction holds it to the end): a
-    submit of theirs committing meanwhile is either seen here or refused by its foreign
-    key, never left with its key to become owner-less by the delete's SET NULL."""
-    type(instance).objects.select_for_update().filter(pk=instance.pk).exists()
+    A submit of theirs committing between this and the delete's SET NULL keeps its key.
+    Locking the user's row here closed that window but deadlocked the delete against a
+    submit that locks one of their jobs (a dependency) before its row's foreign key
+    locks the user."""
     Job.objects.filter(owner=instance, idempotency_key__isnull=False).update(idempotency_key=None)
 
 

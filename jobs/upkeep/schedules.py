@@ -135,8 +135,8 @@ def _skip_tick(row: Schedule, now: datetime, error: str) -> None:
     """The tick could not be submitted: say why on the entry and move on to the next."""
     try:
         following: datetime | None = _next(row, now)
-    except ValueError:
-        following = None  # parked, as _fire parks an entry whose next time cannot be found
+    except Exception:  # noqa: BLE001 - the bug may be there: parked, as _fire parks one whose next time is not found
+        following = None
     Schedule.objects.filter(pk=row.pk, next_run_at=row.next_run_at).update(
         next_run_at=following, last_run_at=row.next_run_at, last_error=error
     )
