@@ -28,7 +28,7 @@ def _stream(data: bytes, compress: bool = False) -> bytes:
     return b"<< /Length %d >>\nstream\n" % len(data) + data + b"\nendstream"
 
 
-def page_tree_bomb(levels: int = 5, fanout: int = 9) -> bytes:
+def page_tree_bomb(levels: int = 5, fanout: int = 9, text: bytes = b"the same page again") -> bytes:
     """A few KB whose page tree reaches one page fanout**levels times (9**5 = 59,049)."""
     # 1 catalog, 2..levels+1 the /Pages nodes, then the page, its content and its font.
     page, content, font = levels + 2, levels + 3, levels + 4
@@ -41,7 +41,7 @@ def page_tree_bomb(levels: int = 5, fanout: int = 9) -> bytes:
         b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
         b"/Resources << /Font << /F1 %d 0 R >> >> >>" % (levels + 1, content, font)
     )
-    objects.append(_stream(b"BT /F1 12 Tf 72 720 Td (the same page again) Tj ET"))
+    objects.append(_stream(b"BT /F1 12 Tf 72 720 Td (%s) Tj ET" % text))
     objects.append(_FONT)
     return pdf(objects)
 
@@ -68,16 +68,5 @@ def nested_html(depth: int) -> bytes:
 
 def deep_page_tree(levels: int = 150) -> bytes:
     """A valid one-page PDF whose page tree is a chain of ``levels`` /Pages nodes (pypdf
-    refuses more than 100 when it lists the pages)."""
-    page, content, font = levels + 2, levels + 3, levels + 4
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>"]
-    for level in range(levels):
-        child = level + 3 if level + 1 < levels else page
-        objects.append(b"<< /Type /Pages /Kids [%d 0 R] /Count 1 >>" % child)
-    objects.append(
-        b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
-        b"/Resources << /Font << /F1 %d 0 R >> >> >>" % (levels + 1, content, font)
-    )
-    objects.append(_stream(b"BT /F1 12 Tf 72 720 Td (deep page) Tj ET"))
-    objects.append(_FONT)
-    return pdf(objects)
+    refuses more than 100 when it lists the pages): a bomb's tree with one kid a node."""
+    return page_tree_bomb(levels, fanout=1, text=b"deep page")
