@@ -10,7 +10,9 @@ def _whole_number(request, name: str, *, maximum: int | None = None) -> int | No
     if raw is None:
         return None
     upper = f" to {maximum}" if maximum else ""
-    if not raw.isdigit() or int(raw) < 1 or (maximum and int(raw) > maximum):
+    # ASCII digits only: str.isdigit() also passes '²', which int() refuses; and a
+    # number longer than any page count is refused before int() spends time on it.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18 or int(raw) < 1 or (maximum and int(raw) > maximum):
         raise ValidationError({name: [f"A whole number from 1{upper} is required, not {raw!r}."]})
     return int(raw)
 

@@ -7,6 +7,7 @@ and exit status 2 — never a traceback.
 
 from __future__ import annotations
 
+import math
 import os
 from urllib.parse import urlparse
 
@@ -34,7 +35,7 @@ def _env_number(name: str, default, minimum, kind):
         value = kind(raw.strip())
     except ValueError:
         raise ConfigError(name, raw, fix) from None
-    if value < minimum:
+    if not math.isfinite(value) or value < minimum:  # float() takes "nan" and "inf"
         raise ConfigError(name, raw, fix)
     return value
 
@@ -97,7 +98,7 @@ def env_rate(name: str, default: str) -> str:
     """A DRF throttle rate such as ``30/minute``."""
     raw = os.environ.get(name, default).strip()
     count, _, period = raw.partition("/")
-    if not count.isdigit() or int(count) < 1 or period not in _RATE_PERIODS:
+    if not (count.isascii() and count.isdigit()) or int(count) < 1 or period not in _RATE_PERIODS:
         raise ConfigError(name, raw, f"use <number>/<second|minute|hour|day>, e.g. {name}={default}")
     return raw
 

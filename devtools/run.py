@@ -60,7 +60,7 @@ def listen_address() -> tuple[str, int]:
     """HOST and PORT, checked like every other setting."""
     host = os.environ.get("HOST", "127.0.0.1").strip() or "127.0.0.1"
     raw = os.environ.get("PORT", "8000").strip()
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 5 or not 1 <= int(raw) <= 65535:
         fail(f"configuration error: Invalid PORT={raw!r}: set it to a port number from 1 to 65535, e.g. PORT=8000")
     if host.startswith("["):
         fail(f"configuration error: Invalid HOST={host!r}: write an IPv6 address without brackets, e.g. HOST=::1")

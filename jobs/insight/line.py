@@ -44,7 +44,7 @@ def work(job_type: str, size_class: int | None) -> str:
 def parts(key: str) -> tuple[str, int | None]:
     """The job type and size class a ``work`` key stands for."""
     job_type, mark, klass = key.rpartition(_CLASS_MARK)
-    if mark and klass.lstrip("-").isdigit():
+    if mark and klass.lstrip("-").isascii() and klass.lstrip("-").isdigit():
         return job_type, int(klass)
     return key, None
 

@@ -260,6 +260,16 @@ def test_page_size_and_strict_boolean_filter(api_as, alice):
     assert_error(api.get("/api/jobs/?heavy=maybe"), 400, "invalid")
 
 
+@pytest.mark.parametrize("number", ["\u00b2", "\u0661", "9" * 5000, "0", "-1", " 1"])
+def test_a_page_that_is_not_a_plain_whole_number_is_400_naming_it(api_as, alice, number):
+    # '²' passes str.isdigit() and int() refuses it; 5,000 digits pass both but int()
+    # refuses strings that long: both were 500s (found by the API fuzz).
+    api = api_as(alice)
+    for name in ("page", "page_size"):
+        answer = api.get("/api/jobs/", {name: number})
+        assert answer.status_code == 400 and name in answer.json()["error"]["fields"], answer.content[:300]
+
+
 def test_swagger_ui_assets_are_served_locally(api_as, alice):
     html = api_as(alice).get("/api/docs/").content.decode()
     assert "cdn.jsdelivr.net" not in html and "/static/drf_spectacular_sidecar/" in html
