@@ -14,6 +14,8 @@ a project on SQLite need not have."""
 
 from django.db import migrations
 
+from jobs.migrations import _concurrent_index as concurrent_index
+
 EXTENSION = "pg_trgm"  # a trusted extension: the database's owner may create it
 
 INDEXES = {  # name → what it indexes
@@ -41,13 +43,13 @@ def drop_extension(apps, schema_editor):
 def create(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
         for name, expression in INDEXES.items():
-            schema_editor.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON jobs_job USING {expression}")
+            concurrent_index.create(schema_editor, name, f"ON jobs_job USING {expression}")
 
 
 def drop(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
         for name in INDEXES:
-            schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+            concurrent_index.drop(schema_editor, name)
 
 
 class Migration(migrations.Migration):

@@ -16,14 +16,12 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
+from jobs.migrations import _concurrent_index as concurrent_index
+
 # (table, column) whose plain single-column index goes; the partial one that replaces
 # the actor's
 DROPPED = [("jobs_job", "owner_id"), ("jobs_jobevent", "job_id"), ("jobs_jobevent", "actor_id")]
 ACTOR_INDEX = "jobevent_actor"
-
-
-def _concurrently(schema_editor) -> str:
-    return "CONCURRENTLY " if schema_editor.connection.vendor == "postgresql" else ""
 
 
 def _plain_indexes_on(schema_editor, table: str, column: str) -> list[str]:
@@ -38,22 +36,17 @@ def _plain_indexes_on(schema_editor, table: str, column: str) -> list[str]:
 
 
 def forward(apps, schema_editor):
-    quote, concurrently = schema_editor.quote_name, _concurrently(schema_editor)
     for table, column in DROPPED:
         for name in _plain_indexes_on(schema_editor, table, column):
-            schema_editor.execute(f"DROP INDEX {concurrently}IF EXISTS {quote(name)}")
-    schema_editor.execute(
-        f"CREATE INDEX {concurrently}IF NOT EXISTS {quote(ACTOR_INDEX)} ON jobs_jobevent (actor_id) "
-        "WHERE actor_id IS NOT NULL"
-    )
+            concurrent_index.drop(schema_editor, name)
+    concurrent_index.create(schema_editor, ACTOR_INDEX, "ON jobs_jobevent (actor_id) WHERE actor_id IS NOT NULL")
 
 
 def backward(apps, schema_editor):
-    quote, concurrently = schema_editor.quote_name, _concurrently(schema_editor)
-    schema_editor.execute(f"DROP INDEX {concurrently}IF EXISTS {quote(ACTOR_INDEX)}")
+    concurrent_index.drop(schema_editor, ACTOR_INDEX)
     for table, column in DROPPED:
         name = schema_editor._create_index_name(table, [column])  # the name Django gave it
-        schema_editor.execute(f"CREATE INDEX {concurrently}IF NOT EXISTS {quote(name)} ON {table} ({column})")
+        concurrent_index.create(schema_editor, name, f"ON {table} ({column})")
 
 
 class Migration(migrations.Migration):

@@ -16,6 +16,8 @@ import json
 
 from django.db import migrations
 
+from jobs.migrations import _concurrent_index as concurrent_index
+
 NEW_INDEX = "payloadtext_trgm"
 OLD_INDEX = "job_payload_trgm"
 _BATCH = 5000
@@ -45,14 +47,12 @@ def move_index(apps, schema_editor):
         schema_editor.execute(
             f"CREATE INDEX IF NOT EXISTS {NEW_INDEX} ON jobs_payloadtext USING gin (UPPER(text) gin_trgm_ops)"
         )
-        schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {OLD_INDEX}")
+        concurrent_index.drop(schema_editor, OLD_INDEX)
 
 
 def move_index_back(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(
-            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {OLD_INDEX} ON jobs_job USING gin (UPPER((payload)::text) gin_trgm_ops)"
-        )
+        concurrent_index.create(schema_editor, OLD_INDEX, "ON jobs_job USING gin (UPPER((payload)::text) gin_trgm_ops)")
         schema_editor.execute(f"DROP INDEX IF EXISTS {NEW_INDEX}")
 
 

@@ -8,23 +8,18 @@ the jobs table that blocks every claim, record and lease renewal while it scans 
 
 from django.db import migrations, models
 
+from jobs.migrations import _concurrent_index as concurrent_index
+
 INDEX = "job_stopping"
 CONDITION = "(\"lease_expires_at\" IS NOT NULL AND NOT (\"status\" = 'active'))"
 
 
-def _concurrently(schema_editor) -> str:
-    return "CONCURRENTLY " if schema_editor.connection.vendor == "postgresql" else ""
-
-
 def create(apps, schema_editor):
-    schema_editor.execute(
-        f'CREATE INDEX {_concurrently(schema_editor)}IF NOT EXISTS "{INDEX}" '
-        f'ON "jobs_job" ("type", "lease_expires_at") WHERE {CONDITION}'
-    )
+    concurrent_index.create(schema_editor, INDEX, f'ON "jobs_job" ("type", "lease_expires_at") WHERE {CONDITION}')
 
 
 def drop(apps, schema_editor):
-    schema_editor.execute(f'DROP INDEX {_concurrently(schema_editor)}IF EXISTS "{INDEX}"')
+    concurrent_index.drop(schema_editor, INDEX)
 
 
 class Migration(migrations.Migration):
