@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from apikit.serializers import RejectUnknownFields, StrictBooleanField, StrictCharField
 from apikit.views import Conventions
 from jobs.api.permissions import OwnedRows
-from jobs.api.serializers import BulkItemSerializer, spec_from
+from jobs.api.serializers import BulkItemSerializer, refs_named_as_sent, spec_from
 from jobs.api.traces import ContinuesCallersTrace
 from jobs.core import access, batches
 from jobs.core.models import Batch
@@ -160,16 +160,17 @@ class BatchViewSet(
         incoming = BatchCreateSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         data = incoming.validated_data
-        batch, submitted = batches.create_batch(
-            [spec_from(item, None) for item in data.get("jobs", [])],
-            owner=request.user,
-            description=data["description"],
-            on_complete=data["on_complete"],
-            on_success=data["on_success"],
-            context=data["context"],
-            keep_open=data["open"],
-            allow_internal=False,
-        )
+        with refs_named_as_sent():
+            batch, submitted = batches.create_batch(
+                [spec_from(item, None) for item in data.get("jobs", [])],
+                owner=request.user,
+                description=data["description"],
+                on_complete=data["on_complete"],
+                on_success=data["on_success"],
+                context=data["context"],
+                keep_open=data["open"],
+                allow_internal=False,
+            )
         return Response(BatchCreatedSerializer(batch, context={"submitted": submitted}).data, status=201)
 
     @extend_schema(request=BatchJobsSerializer, responses={201: BatchCreatedSerializer, 409: OpenApiResponse()})
@@ -180,7 +181,8 @@ class BatchViewSet(
         incoming = BatchJobsSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         specs = [spec_from(item, None) for item in incoming.validated_data["jobs"]]
-        submitted = batches.add_to_batch(batch.pk, specs, owner=request.user, allow_internal=False)
+        with refs_named_as_sent():
+            submitted = batches.add_to_batch(batch.pk, specs, owner=request.user, allow_internal=False)
         batch.refresh_from_db()
         return Response(BatchCreatedSerializer(batch, context={"submitted": submitted}).data, status=201)
 

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apikit.serializers import ChoiceField, FieldsBuiltOnce, RejectUnknownFields
+from jobs.core.errors import DependencyCycle
 from jobs.core.models import DependencyFailure, ErrorCategory, Job, JobEvent, Priority
 from jobs.core.submit import MAX_ATTEMPTS_LIMIT, MAX_SIZE, JobSpec
 from jobs.insight import estimates
@@ -268,6 +271,17 @@ def spec_from(data: dict, default_key: str | None) -> JobSpec:
         size=data.get("size"),
         on_dependency_failure=data.get("on_dependency_failure"),
     )
+
+
+@contextlib.contextmanager
+def refs_named_as_sent() -> Iterator[None]:
+    """Around a submit of specs made by ``spec_from``: a dependency cycle, which only refs
+    can close, names ``depends_on_refs`` — the field the client sent them in."""
+    try:
+        yield
+    except DependencyCycle as cycle:
+        cycle.field = f"{cycle.field}_refs" if cycle.field else None
+        raise
 
 
 class BulkItemsSerializer(serializers.ListSerializer):

@@ -22,6 +22,7 @@ from jobs.api.serializers import (
     JobLogsSerializer,
     JobSerializer,
     JobSubmitSerializer,
+    refs_named_as_sent,
 )
 from jobs.api.traces import ContinuesCallersTrace
 from jobs.core import access, actions, logbook, submit
@@ -113,7 +114,8 @@ class JobViewSet(
         idempotency key), as a single submit answers."""
         incoming = BulkSubmitSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
-        results = submit.submit_many(incoming.to_specs(), owner=request.user, allow_internal=False)
+        with refs_named_as_sent():
+            results = submit.submit_many(incoming.to_specs(), owner=request.user, allow_internal=False)
         made = {k: v for r in results for k, v in _just_made(r).items()}
         return Response(
             JobSerializer([r.job for r in results], many=True, context={"estimates": made}).data,

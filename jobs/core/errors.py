@@ -104,6 +104,12 @@ class SubmitError(Exception):
         self.hint = hint
 
 
+class DependencyCycle(SubmitError):
+    """Jobs of one submit that depend on each other by ref, round in a circle. Only refs
+    can close one (a job id is of a job made before), which the API takes as
+    ``depends_on_refs``: it names that field."""
+
+
 class TypeLoadFailed(SubmitError):
     """A type's code fails to load in this process (its module raises at import: a broken
     deploy). Worker side: its job ends admin_required, since retrying will not mend it."""

@@ -24,7 +24,7 @@ from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
 from jobs.core import access, batches, cyclegc, fastpath, lifecycle, opening, outcomes, registry, tracing
-from jobs.core.errors import IdempotencyConflict, SubmitError
+from jobs.core.errors import DependencyCycle, IdempotencyConflict, SubmitError
 from jobs.core.models import FINAL_STATUSES, DependencyFailure, Job, Priority, Status
 from jobs.core.registry import MAX_ATTEMPTS_LIMIT
 from jobs.core.sizes import size_class
@@ -457,7 +457,7 @@ def _dependency_order(specs: Sequence[JobSpec], single: bool) -> list[int]:
                 if state.get(dependency) == "visiting":  # on the stack: a cycle through it
                     on_stack = [i for i, _ in stack]
                     cycle = [*on_stack[on_stack.index(dependency) :], dependency]
-                    raise SubmitError(
+                    raise DependencyCycle(
                         f"Dependency cycle: {' → '.join(specs[i].ref or '?' for i in cycle)}.",
                         field=_item(index, single, "depends_on"),
                         hint="A job cannot (indirectly) depend on itself.",

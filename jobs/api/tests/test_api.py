@@ -391,6 +391,11 @@ NOOP = {"type": "diagnostics.noop"}
         # a list of one is a list: its item is named too
         ([{"type": "no.such"}], ["jobs[0].type"]),
         ([{**NOOP, "depends_on_refs": ["a"]}], ["jobs[0].depends_on_refs"]),
+        # a cycle can only be closed by refs
+        (
+            [{**NOOP, "ref": "a", "depends_on_refs": ["b"]}, {**NOOP, "ref": "b", "depends_on_refs": ["a"]}],
+            ["jobs[1].depends_on_refs"],
+        ),
         ([{**NOOP, "depends_on": ["7b0f6c1e-0000-4000-8000-000000000000"]}], ["jobs[0].depends_on"]),
         ([{"type": "diagnostics.sleep", "payload": {"seconds": "x"}}], ["jobs[0].payload.seconds"]),
     ],
