@@ -3,17 +3,17 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 
 
-def _whole_number(request, name: str, *, maximum: int | None = None) -> int | None:
-    """A query parameter that must be a whole number from 1 (to ``maximum``): absent is
+def _whole_number(request, name: str, *, maximum: int) -> int | None:
+    """A query parameter that must be a whole number from 1 to ``maximum``: absent is
     None; anything else is a 400 naming it (DRF silently used the default)."""
     raw = request.query_params.get(name)
     if raw is None:
         return None
-    upper = f" to {maximum}" if maximum else ""
-    # ASCII digits only: str.isdigit() also passes '²', which int() refuses; and a
-    # number longer than any page count is refused before int() spends time on it.
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18 or int(raw) < 1 or (maximum and int(raw) > maximum):
-        raise ValidationError({name: [f"A whole number from 1{upper} is required, not {raw!r}."]})
+    # ASCII digits only: str.isdigit() also passes '²', which int() refuses (and int()
+    # refuses 5,000 digits too: the length is checked first).
+    too_long = len(raw) > len(str(maximum))
+    if not (raw.isascii() and raw.isdigit()) or too_long or int(raw) < 1 or int(raw) > maximum:
+        raise ValidationError({name: [f"A whole number from 1 to {maximum} is required, not {raw[:20]!r}."]})
     return int(raw)
 
 
@@ -24,13 +24,14 @@ class Pagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
     last_page_strings = ()  # the schema says a number; "last" is not one
+    max_page = 1_000_000_000  # past any real list; a bound the schema can state
 
     def get_page_size(self, request) -> int | None:
         default = getattr(settings, "API_PAGE_SIZE", 50)
         return _whole_number(request, self.page_size_query_param, maximum=self.max_page_size) or default
 
     def get_page_number(self, request, paginator) -> int:
-        return _whole_number(request, self.page_query_param) or 1
+        return _whole_number(request, self.page_query_param, maximum=self.max_page) or 1
 
     def get_schema_operation_parameters(self, view) -> list[dict]:
         parameters = super().get_schema_operation_parameters(view)
@@ -38,4 +39,6 @@ class Pagination(PageNumberPagination):
             parameter["schema"]["minimum"] = 1
             if parameter["name"] == self.page_size_query_param:
                 parameter["schema"]["maximum"] = self.max_page_size
+            elif parameter["name"] == self.page_query_param:
+                parameter["schema"]["maximum"] = self.max_page
         return parameters

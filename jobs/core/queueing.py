@@ -60,6 +60,12 @@ def scheduler():
     return django_rq.get_scheduler("normal", connection=connection())
 
 
+def scheduler_beat_key(*, of_cron_work: bool = False) -> str:
+    """Where the scheduler's heartbeat is kept: set after each of its polls that went
+    through; ``of_cron_work``: set by its heartbeat cron job when a worker runs it."""
+    return f"{settings.SCHEDULER_HEARTBEAT_KEY}:cron" if of_cron_work else settings.SCHEDULER_HEARTBEAT_KEY
+
+
 def _job_options(job: Job) -> dict:
     return {
         "job_id": job.rq_job_id,

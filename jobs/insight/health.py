@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from jobs.core import flow, queueing
 
-SCHEDULER_STALE_SECONDS = 150  # the heartbeat cron runs every minute
+# The leading scheduler beats after each poll (every second); a poll may take a while
+# under a large backlog of due work, and a standby takes the lead within seconds.
+SCHEDULER_STALE_SECONDS = 150
 NO_WORKER = "no RQ worker is alive, so nothing runs and no job has an ETA: start `manage.py rqworker-pool`"
 
 
@@ -67,11 +68,19 @@ def _workers() -> dict:
 
 
 def scheduler_state() -> dict:
-    raw = queueing.connection().get(settings.SCHEDULER_HEARTBEAT_KEY)
-    if raw is None:
-        return {"ok": False, "error": "no scheduler heartbeat: is `manage.py rqscheduler` running?"}
-    beat = datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw)
-    age = (timezone.now() - beat).total_seconds()
+    """Alive when its last poll that went through is recent; ``cron_ran_at``: when a
+    worker last ran its heartbeat cron job (a tick taken all the way), for the reader."""
+    beat, cron = queueing.connection().mget([queueing.scheduler_beat_key(), queueing.scheduler_beat_key(of_cron_work=True)])
+    cron_ran_at = _moment(cron).isoformat() if cron else None
+    if beat is None:
+        return {"ok": False, "error": "no scheduler heartbeat: is `manage.py rqscheduler` running?",
+                "cron_ran_at": cron_ran_at}  # fmt: skip
+    age = (timezone.now() - _moment(beat)).total_seconds()
     ok = age <= SCHEDULER_STALE_SECONDS
-    return {"ok": ok, "last_heartbeat": beat.isoformat(), "age_seconds": round(age, 1),
-            "error": None if ok else f"last heartbeat {age:.0f}s ago"}  # fmt: skip
+    return {"ok": ok, "last_heartbeat": _moment(beat).isoformat(), "age_seconds": round(age, 1),
+            "error": None if ok else f"last heartbeat {age:.0f}s ago: its polls fail or it stopped",
+            "cron_ran_at": cron_ran_at}  # fmt: skip
+
+
+def _moment(raw: bytes | str) -> datetime:
+    return datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw)

@@ -23,13 +23,12 @@ import signal
 import socket
 import time
 
-from django.conf import settings
 from django.db import DatabaseError, connections
 from django.utils import timezone
 from django_rq.queues import DjangoScheduler
 from redis.exceptions import RedisError
 
-from jobs.core import flow
+from jobs.core import flow, queueing
 from jobs.upkeep import schedules
 
 logger = logging.getLogger("jobs.upkeep.scheduler")
@@ -55,8 +54,8 @@ class JobdeskScheduler(DjangoScheduler):
         flow.release_held()
         # The scheduler's own heartbeat, once a poll went through (health reads it from
         # the first poll on): polls that keep failing let it go stale, and health says so.
-        # The heartbeat cron entry refreshes the same key through a worker every minute.
-        self.connection.set(settings.SCHEDULER_HEARTBEAT_KEY, timezone.now().isoformat(), ex=180)
+        # Only the scheduler sets it (its cron job beats under a key of its own).
+        self.connection.set(queueing.scheduler_beat_key(), timezone.now().isoformat(), ex=180)
         return enqueued
 
     def run(self, burst: bool = False) -> None:

@@ -351,11 +351,10 @@ def test_health_names_the_failing_part(api_as, run_worker, redis_conn):
     assert client.get("/api/health/live/").status_code == 200
 
 
-def test_health_is_200_with_a_worker_and_a_fresh_heartbeat(api_as, spawn, redis_conn):
+def test_health_is_200_with_a_worker_and_a_fresh_heartbeat(api_as, spawn, redis_conn, scheduler_tick):
     from conftest import wait_for
-    from jobs.upkeep.heartbeat import scheduler_heartbeat
 
-    scheduler_heartbeat(None)
+    scheduler_tick()  # a poll that went through beats
     spawn("rqworker", "immediate", "normal", "low")
     response = wait_for(
         lambda: (r := api_as(None).get("/api/health/")).status_code == 200 and r, timeout=30, what="healthy"
@@ -420,3 +419,26 @@ def test_the_scheduler_beats_only_once_a_poll_went_through(redis_conn, monkeypat
     monkeypatch.undo()
     scheduler.enqueue_jobs()
     assert redis_conn.get("jobdesk:scheduler:heartbeat")
+
+
+def test_the_heartbeat_cron_job_does_not_keep_a_failing_scheduler_alive(redis_conn, monkeypatch):
+    """A poll that fires its cron ticks and then fails (here in rq-scheduler's own move of
+    due jobs) let the heartbeat job, run by a worker, refresh the scheduler's heartbeat:
+    health stayed green while deferred work and retries went nowhere."""
+    from django_rq.queues import DjangoScheduler
+
+    from jobs.insight import health
+    from jobs.upkeep.heartbeat import scheduler_heartbeat
+    from jobs.upkeep.scheduler import JobdeskScheduler
+
+    def broken(self):
+        raise RuntimeError("a bug in the move of due jobs")
+
+    monkeypatch.setattr(DjangoScheduler, "enqueue_jobs", broken)
+    with pytest.raises(RuntimeError):
+        JobdeskScheduler(queue_name="normal", connection=redis_conn, interval=1).enqueue_jobs()
+    scheduler_heartbeat(None)  # the tick fired before the failure, run by a worker
+
+    state = health.scheduler_state()
+    assert state["ok"] is False and "no scheduler heartbeat" in state["error"]
+    assert state["cron_ran_at"]  # shown for what it is: the cron work ran
