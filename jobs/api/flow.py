@@ -91,6 +91,9 @@ class TypeLeverSerializer(PauseFields):
     code_concurrency = serializers.IntegerField(allow_null=True)
     code_rate = serializers.CharField(allow_null=True)
     active = serializers.IntegerField()
+    stopping = serializers.IntegerField(
+        help_text="canceled runs not stopped yet (their lease holds): they take a slot of the concurrency limit too"
+    )
     held = HeldSerializer(help_text="queued jobs parked, by why")
 
 

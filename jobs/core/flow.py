@@ -563,6 +563,7 @@ def describe_type(name: str, control: FlowControl | None = None, counts: dict | 
         "code_concurrency": job_type.concurrency,
         "code_rate": job_type.rate or None,
         "active": counts.get((name, "active"), 0),
+        "stopping": counts.get((name, "stopping"), 0),
         "held": {hold: counts.get((name, hold), 0) for hold in Hold.values},
     }
 
@@ -577,10 +578,14 @@ def describe_types() -> list[dict]:
 
 
 def _type_counts(names: list[str]) -> dict[tuple[str, str], int]:
-    """(type, "active") and (type, hold) → how many jobs."""
+    """(type, "active"), (type, "stopping") and (type, hold) → how many jobs. Stopping:
+    canceled runs whose lease still holds, which take a slot as the active ones do
+    (``_in_slots``)."""
     counts = dict(held_counts())
     active = Job.objects.filter(status=Status.ACTIVE, type__in=names).values("type").annotate(n=Count("id"))
     counts.update({(row["type"], "active"): row["n"] for row in active.order_by()})
+    stopping = leases.stopping_by_type(names)
+    counts.update({(name, "stopping"): n for name, n in stopping.items()})
     return counts
 
 

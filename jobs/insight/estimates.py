@@ -40,7 +40,7 @@ from django.db.models import Count
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from jobs.core import flow, opening, queueing
+from jobs.core import flow, leases, opening, queueing
 from jobs.core.models import FINAL_STATUSES, PENDING_STATUSES, Job, Status
 from jobs.core.sizes import representative_size
 from jobs.core.submit import DEPENDENCY_FIELDS
@@ -274,11 +274,15 @@ class _Snapshot:
         rule, found = self.rules.for_type(job_type), []
         if rule.concurrency:
             average = self.duration(job_type).mean
-            running = sorted(
+            running = [
                 time_left(average, started, progress, self.now)
                 for key, started, progress in self.running
                 if line.parts(key)[0] == job_type
-            )  # fmt: skip
+            ]  # fmt: skip
+            # Canceled runs not stopped yet take a slot too, until their lease passes at most.
+            running = sorted(
+                running + [(until - self.now).total_seconds() for until in leases.stopping_until(job_type)]
+            )
             # More running than the limit (it was lowered): a slot opens as each finishes.
             busy = running[max(0, len(running) - rule.concurrency) :]
             found.append(_Slots(busy + [0.0] * (rule.concurrency - len(busy)), average))

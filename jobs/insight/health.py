@@ -70,7 +70,8 @@ def _workers() -> dict:
 def scheduler_state() -> dict:
     """Alive when its last poll that went through is recent; ``cron_ran_at``: when a
     worker last ran its heartbeat cron job (a tick taken all the way), for the reader."""
-    beat, cron = queueing.connection().mget([queueing.scheduler_beat_key(), queueing.scheduler_beat_key(of_cron_work=True)])
+    keys = [queueing.scheduler_beat_key(), queueing.scheduler_beat_key(of_cron_work=True)]
+    beat, cron = queueing.connection().mget(keys)
     cron_ran_at = _moment(cron).isoformat() if cron else None
     if beat is None:
         return {"ok": False, "error": "no scheduler heartbeat: is `manage.py rqscheduler` running?",

@@ -172,11 +172,14 @@ def test_a_canceled_run_keeps_its_slot_until_it_has_stopped(limited_type, django
     assert flow.claim(waiting.id, waiting.rq_job_id, "w") is None
     assert Job.objects.get(pk=waiting.id).hold == Hold.CONCURRENCY
     assert flow.release_held() == 0
+    shown = flow.describe_type(limited_type)
+    assert (shown["active"], shown["stopping"]) == (0, 1)  # what holds the slot is shown
     with django_capture_on_commit_callbacks(execute=True):
         assert leases.release(running.id, running.rq_job_id)  # the run has stopped
         flow.slot_freed(limited_type)
     waiting.refresh_from_db()
     assert (waiting.status, waiting.hold) == (Status.QUEUED, "") and waiting.held_at is not None
+    assert flow.describe_type(limited_type)["stopping"] == 0
 
 
 def test_a_rate_limit_holds_the_start_that_would_overflow_its_window():

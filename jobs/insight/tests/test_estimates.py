@@ -425,6 +425,15 @@ def test_running_jobs_of_a_limited_type_hold_its_slots(levers):
     assert seconds_from(now, estimates.estimate([queued], now=now, workers=6)[queued.id].start_at) == pytest.approx(8)
 
 
+def test_a_canceled_run_not_stopped_yet_holds_its_slot_until_its_lease_passes(levers):
+    now = timezone.now()
+    levers.set_limits("t.b", concurrency=1, actor_label="t")
+    row("t.b", Status.CANCELED, lease_expires_at=now + timedelta(seconds=7))  # still running, at most 7 s
+    queued = row("t.b", enqueued_at=now)
+    start = seconds_from(now, estimates.estimate([queued], now=now, workers=6)[queued.id].start_at)
+    assert start == pytest.approx(7, abs=0.01)
+
+
 def test_a_rate_spaces_the_starts_of_its_type(levers):
     now = timezone.now()
     levers.set_limits("t.c", rate="5/2s", actor_label="t")
