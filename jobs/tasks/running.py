@@ -130,9 +130,25 @@ def _storable(value: Any) -> Any:
     return json.loads(text)
 
 
+class TaskFailed(Exception):
+    """What a failed task raised, as its record keeps it: the message and the traceback
+    of the process that ran it (a work-horse, gone by now)."""
+
+
 def _finished(job: Job, backend: str) -> None:
-    """The standard ``task_finished`` signal, once the outcome is recorded (in the worker)."""
+    """The standard ``task_finished`` signal, once the outcome is recorded (in the worker).
+
+    For a failed task it is sent while ``TaskFailed`` is being handled: the standard
+    receiver logs a failure with ``logger.exception`` for error monitoring, which found
+    no exception here (the task raised in another process) and logged none."""
     from jobs.tasks import results
 
     task = _task(job.type)
-    compat.task_finished.send(type(task.get_backend()), task_result=results.from_job(job, task, backend))
+    result = results.from_job(job, task, backend)
+    if result.status != compat.TaskResultStatus.FAILED:
+        compat.task_finished.send(type(task.get_backend()), task_result=result)
+        return
+    try:
+        raise TaskFailed(f"{job.error_message}\n\nRaised in the process that ran it:\n{job.error_details}".rstrip())
+    except TaskFailed:
+        compat.task_finished.send(type(task.get_backend()), task_result=result)

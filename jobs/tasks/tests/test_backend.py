@@ -5,6 +5,7 @@ progress, priorities, run_after, signals, transactions)."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 
 import pytest
@@ -230,6 +231,19 @@ def test_the_standard_signals_fire(run_worker):
         ("started", TaskResultStatus.RUNNING),
         ("finished", TaskResultStatus.SUCCESSFUL),
     ]
+
+
+def test_a_failed_task_is_logged_with_what_it_raised_and_where(run_worker, caplog):
+    """The standard receiver logs a failure with logger.exception (for error monitoring);
+    the task raised in the work-horse, so there was no exception to log: "NoneType: None"."""
+    result = tasks.failing.options(max_attempts=1).enqueue()
+    with caplog.at_level(logging.ERROR, logger="django_tasks"):
+        run_worker()
+    [record] = [r for r in caplog.records if r.name == "django_tasks" and result.id in r.getMessage()]
+    assert "FAILED" in record.getMessage() and record.exc_info is not None
+    logged = caplog.text
+    assert "ValueError: this task failed" in logged and 'raise ValueError("this task failed")' in logged
+    assert "NoneType: None" not in logged
 
 
 def test_idempotency_keys_and_dependencies_ride_on_options(run_worker):
