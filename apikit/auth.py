@@ -71,6 +71,12 @@ class FailedAuthentications(LoggedRate):
             self.throttle_success()
 
 
+def storable_key(key: str) -> bool:
+    """Could this be a token's key at all? One with a NUL in it cannot be stored (and
+    PostgreSQL refuses to even compare it: a 500), nor one longer than the column."""
+    return "\x00" not in key and len(key) <= 40
+
+
 class ApiTokenAuthentication(TokenAuthentication):
     keyword = "Token"
 
@@ -97,7 +103,7 @@ class ApiTokenAuthentication(TokenAuthentication):
         token_model = self.get_model()
         db = connections[router.db_for_read(token_model)]
         sql, token_fields, user_model, user_fields = _token_query(token_model, db.alias)
-        row = _read_token(db, sql, key)
+        row = _read_token(db, sql, key) if storable_key(key) else None
         if row is None:
             raise AuthenticationFailed(_("Invalid token."))
         token: Any = token_model.from_db(db.alias, token_fields, row[: len(token_fields)])

@@ -26,26 +26,35 @@ def env_str(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-def _env_number(name: str, default, minimum, kind):
+# Seconds a setting may hold at most (~31 years): a time past it, added to now, is beyond
+# what dates and PostgreSQL's intervals hold — accepted at start, every claim failed.
+MAX_SECONDS = 1_000_000_000
+MAX_DAYS = 36_500
+_MAX_WHOLE = 2**53  # sizes and counts: past any real one, and exact as a JSON number
+
+
+def _env_number(name: str, default, minimum, maximum, kind):
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
-    fix = f"set it to a {'whole ' if kind is int else ''}number >= {minimum}, e.g. {name}={default}"
+    bounds = f">= {minimum}" if maximum == _MAX_WHOLE else f"from {minimum:g} to {maximum:,}"
+    fix = f"set it to a {'whole ' if kind is int else ''}number {bounds}, e.g. {name}={default}"
     try:
         value = kind(raw.strip())
-    except ValueError:
-        raise ConfigError(name, raw, fix) from None
-    if not math.isfinite(value) or value < minimum:  # float() takes "nan" and "inf"
-        raise ConfigError(name, raw, fix)
+    except ValueError:  # int() also refuses 4,300+ digits
+        raise ConfigError(name, raw[:40], fix) from None
+    if not math.isfinite(value) or not minimum <= value <= maximum:  # float() takes "nan" and "inf"
+        raise ConfigError(name, raw[:40], fix)
     return value
 
 
-def env_int(name: str, default: int, *, minimum: int = 0) -> int:
-    return _env_number(name, default, minimum, int)
+def env_int(name: str, default: int, *, minimum: int = 0, maximum: int = _MAX_WHOLE) -> int:
+    return _env_number(name, default, minimum, maximum, int)
 
 
-def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
-    return _env_number(name, default, minimum, float)
+def env_float(name: str, default: float, *, minimum: float = 0.0, maximum: float = MAX_SECONDS) -> float:
+    """A number of seconds, unless ``maximum`` says otherwise."""
+    return _env_number(name, default, minimum, maximum, float)
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -98,7 +107,7 @@ def env_rate(name: str, default: str) -> str:
     """A DRF throttle rate such as ``30/minute``."""
     raw = os.environ.get(name, default).strip()
     count, _, period = raw.partition("/")
-    if not (count.isascii() and count.isdigit()) or int(count) < 1 or period not in _RATE_PERIODS:
+    if not (count.isascii() and count.isdigit()) or len(count) > 9 or int(count) < 1 or period not in _RATE_PERIODS:
         raise ConfigError(name, raw, f"use <number>/<second|minute|hour|day>, e.g. {name}={default}")
     return raw
 

@@ -11,6 +11,8 @@ import warnings
 from pathlib import Path
 
 from config.env import (
+    MAX_DAYS,
+    MAX_SECONDS,
     ConfigError,
     check_lease_timing,
     env_bool,
@@ -117,7 +119,7 @@ else:
 
 # Keep connections between requests and WebSocket reads (a new PostgreSQL connection
 # costs more than most of the queries made on it); checked before reuse.
-DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60, minimum=0)
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60, minimum=0, maximum=MAX_SECONDS)
 # The worker's claim and completion and the lone submit's insert (jobs.core.fastpath,
 # PostgreSQL) as statements the server prepares once per connection. Off behind a pooler
 # that cannot keep them (PgBouncer in transaction mode before 1.21, or without
@@ -138,10 +140,10 @@ WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 2, minimum=1)
 WORKER_BOOKKEEPER = env_bool("WORKER_BOOKKEEPER", True)
 # Web server processes `make run` starts on one port (devtools.web).
 WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 1, minimum=1)
-JOB_TIMEOUT = env_int("JOB_TIMEOUT", 1800, minimum=1)
+JOB_TIMEOUT = env_int("JOB_TIMEOUT", 1800, minimum=1, maximum=MAX_SECONDS)
 # RQ's result carries a work-horse's outcome back to its parent when it does not fit in
 # their pipe (runner.outcome_from_horse): keep it at least a minute.
-JOB_RESULT_TTL = env_int("JOB_RESULT_TTL", 3600, minimum=60)
+JOB_RESULT_TTL = env_int("JOB_RESULT_TTL", 3600, minimum=60, maximum=MAX_SECONDS)
 RETRY_BASE_DELAY = env_float("RETRY_BASE_DELAY", 30.0, minimum=0.0)
 RETRY_MAX_DELAY = env_float("RETRY_MAX_DELAY", 86400.0, minimum=1.0)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 4, minimum=1)
@@ -149,7 +151,7 @@ QUEUE_MAX_DEPTH = env_int("QUEUE_MAX_DEPTH", 1000, minimum=1)
 # The reconciler spares rows changed this recently (their enqueue may be in flight).
 RECONCILE_GRACE_SECONDS = env_float("RECONCILE_GRACE_SECONDS", 10.0, minimum=0.0)
 # A remote worker whose RQ heartbeat is older than this is considered dead.
-WORKER_STALE_SECONDS = env_int("WORKER_STALE_SECONDS", 120, minimum=10)
+WORKER_STALE_SECONDS = env_int("WORKER_STALE_SECONDS", 120, minimum=10, maximum=MAX_SECONDS)
 # Every run holds a lease (jobs.core.leases) that its worker renews every
 # JOB_LEASE_RENEW_SECONDS; a worker that could not renew for JOB_LEASE_STOP_SECONDS stops
 # the run, and another host takes the job over only after JOB_LEASE_SECONDS without a
@@ -159,8 +161,8 @@ JOB_LEASE_RENEW_SECONDS = env_float("JOB_LEASE_RENEW_SECONDS", 2.0, minimum=0.2)
 JOB_LEASE_STOP_SECONDS = env_float("JOB_LEASE_STOP_SECONDS", 10.0, minimum=1.0)
 check_lease_timing(JOB_LEASE_SECONDS, JOB_LEASE_RENEW_SECONDS, JOB_LEASE_STOP_SECONDS)
 # Finished jobs (and their events) older than this many days are pruned at 09:00 UTC.
-JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=1)
-JOB_EVENT_RETENTION_DAYS = env_int("JOB_EVENT_RETENTION_DAYS", 90, minimum=1)
+JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=1, maximum=MAX_DAYS)
+JOB_EVENT_RETENTION_DAYS = env_int("JOB_EVENT_RETENTION_DAYS", 90, minimum=1, maximum=MAX_DAYS)
 SCHEDULER_HEARTBEAT_KEY = "jobdesk:scheduler:heartbeat"
 # Estimated run time of a job type never seen finishing (seconds), for ETAs.
 ETA_DEFAULT_DURATION = env_float("ETA_DEFAULT_DURATION", 10.0, minimum=0.0)
@@ -229,7 +231,7 @@ EXTRACT_MAX_TEXT_PER_BYTE = env_int("EXTRACT_MAX_TEXT_PER_BYTE", 100, minimum=1)
 EXTRACT_MAX_TEXT = env_int("EXTRACT_MAX_TEXT", 128_000_000, minimum=1_000)
 EXTRACT_MAX_NESTING = env_int("EXTRACT_MAX_NESTING", 2_000, minimum=10)
 # Materials not ready this many days after upload are deleted by the 08:00 UTC cron.
-MATERIAL_RETENTION_DAYS = env_int("MATERIAL_RETENTION_DAYS", 7, minimum=1)
+MATERIAL_RETENTION_DAYS = env_int("MATERIAL_RETENTION_DAYS", 7, minimum=1, maximum=MAX_DAYS)
 
 JOB_QUEUES = ("immediate", "normal", "low")
 RQ_QUEUES = {
@@ -346,7 +348,8 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Logging: readable lines on a terminal, JSON lines otherwise ---------------------
-LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_LEVEL = env_choice("LOG_LEVEL", "info", _LEVELS).upper()
 # "json", "text", or "auto": text when the output is a terminal (`make run`), JSON when it
 # is collected (a file, a pipe, a container's log driver).
 LOG_FORMAT = env_choice("LOG_FORMAT", "auto", ("auto", "json", "text"))
@@ -373,7 +376,7 @@ LOGGING = {
     "loggers": {
         "django": {"handlers": [], "level": "INFO"},
         "django.db.backends": {"level": "INFO"},
-        "rq.worker": {"level": env_str("RQ_LOG_LEVEL", "WARNING").upper()},
+        "rq.worker": {"level": env_choice("RQ_LOG_LEVEL", "warning", _LEVELS).upper()},
         "rq_scheduler.scheduler": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }

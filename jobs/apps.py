@@ -39,7 +39,7 @@ class JobsConfig(AppConfig):
         tasks.setdefault("jobdesk", {"BACKEND": "jobs.tasks.JobdeskBackend"})
 
         from jobs.builtin import diagnostics  # noqa: F401
-        from jobs.console import admin, batch_admin, roles  # noqa: F401
+        from jobs.console import admin, batch_admin, roles, window_admin  # noqa: F401
         from jobs.core import flow, lifecycle, submit, window
         from jobs.execution import runner  # noqa: F401
         from jobs.insight import estimates, rollup  # noqa: F401

@@ -15,8 +15,14 @@ WEEKDAY_NAMES = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 
 @functools.cache
 def known_zones() -> frozenset[str]:
-    """The IANA zones this server lists: the ones windows, schedules and the console accept."""
-    return frozenset(available_timezones())
+    """The IANA zones this server lists: the ones windows, schedules and the console
+    accept — but the names that are no place: ``localtime`` (Debian's tzdata lists it:
+    the host's own zone, whatever that is where the code runs), ``posixrules`` and
+    ``Factory``."""
+    return frozenset(available_timezones()) - _NO_PLACE
+
+
+_NO_PLACE = frozenset({"localtime", "posixrules", "Factory"})
 
 
 def validate_time_zone(name: str) -> None:

@@ -36,7 +36,9 @@ logger = logging.getLogger("jobs.diagnostics")
 def _number(payload: dict, name: str, default, low, high, kind):
     value = payload.get(name, default)
     not_a_number = isinstance(value, bool) or not isinstance(value, (int, float))
-    if not_a_number or (kind is int and not float(value).is_integer()):
+    # float(value) of an int past ~1e308 raised OverflowError (a 500): only a float can
+    # be a fraction.
+    if not_a_number or (kind is int and isinstance(value, float) and not value.is_integer()):
         raise SubmitError(f"{name} must be a {'whole ' if kind is int else ''}number.", field=f"payload.{name}")
     if not low <= value <= high:
         raise SubmitError(f"{name} must be between {low} and {high}.", field=f"payload.{name}")

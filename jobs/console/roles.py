@@ -15,6 +15,7 @@ import functools
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
+from rq.exceptions import NoSuchJobError
 
 from jobs.core import access
 
@@ -47,7 +48,11 @@ def ensure_operators_group(**_signal_kwargs) -> None:
 
 def guard_raw_queues(view):
     """django-rq's queue pages (raw Redis) only check ``is_staff``: reading them wants
-    the view permission on jobs, and anything that changes Redis the change permission."""
+    the view permission on jobs, and anything that changes Redis the change permission.
+
+    What they read unchecked is a 404: a queue, worker or scheduler by its index
+    (IndexError), an RQ job that has expired (a stale link: NoSuchJobError), an id or
+    worker key that is not one (ValueError)."""
 
     @functools.wraps(view)
     def guarded(request, *args, **kwargs):
@@ -57,9 +62,14 @@ def guard_raw_queues(view):
         allowed = may_watch(user) if request.method in SAFE_METHODS else may_act(user)
         if not allowed:
             raise PermissionDenied
+        if "name[]" in request.GET:
+            # django-rq's metrics view swaps its process-wide registry for the filtered
+            # one: every later scrape got the filtered (soon empty) set, until a restart.
+            request.GET = request.GET.copy()
+            del request.GET["name[]"]
         try:
             return view(request, *args, **kwargs)
-        except IndexError:  # django-rq reads a queue, worker or scheduler by its index unchecked
-            raise Http404("No such queue, worker or scheduler.") from None
+        except (IndexError, NoSuchJobError, ValueError):
+            raise Http404("No such queue, worker, scheduler or job.") from None
 
     return guarded

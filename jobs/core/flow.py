@@ -479,6 +479,9 @@ def validate_concurrency(value: Any) -> None:
 def validate_rate(value: Any) -> None:
     if not isinstance(value, str):
         raise InvalidInput(f"rate must be text, not {value!r}.", field="rate", hint=rates.HINT)
+    longest = FlowControl._meta.get_field("rate").max_length or 0
+    if len(value) > longest:  # one the parser reads ("1   …   /minute") may not fit the column
+        raise InvalidInput(f"rate must be at most {longest} characters.", field="rate", hint=rates.HINT)
     try:
         rates.parse(value)
     except ValueError as error:

@@ -97,13 +97,18 @@ class JobType:
         return cleaned
 
 
+# A NUL as json.dumps writes it: \u0000 after an even number of backslashes (an odd one
+# is the text "\u0000" itself: a backslash, escaped, then "u0000").
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def check_storable(value: dict, field: str, limit: int | None = None) -> None:
     """A JSON object the database keeps as given: no NUL character (PostgreSQL's jsonb
     cannot store one), no lone UTF-16 surrogate (no character at all: a page showing it
     fails to encode it), at most ``limit`` bytes (MAX_PAYLOAD_BYTES) of JSON."""
     limit = settings.MAX_PAYLOAD_BYTES if limit is None else limit
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    if "\\u0000" in text:
+    if "\\u0000" in text and _ESCAPED_NUL.search(text):
         raise SubmitError(f"{field} contains a NUL character (\\u0000).", field=field, hint="Remove it.")
     try:
         size = len(text.encode())

@@ -20,7 +20,7 @@ from django.contrib.auth.models import AnonymousUser
 from redis.exceptions import RedisError
 from rest_framework.authtoken.models import Token
 
-from apikit.auth import FailedAuthentications
+from apikit.auth import FailedAuthentications, storable_key
 
 _TOKEN_SCHEMES = (b"token ", b"bearer ")
 
@@ -43,7 +43,7 @@ def _user_for(key: str, address: str):
     failures = FailedAuthentications()
     if _quietly(failures.exhausted_for, address, default=False):
         return AnonymousUser()
-    token = Token.objects.select_related("user").filter(key=key).first()
+    token = Token.objects.select_related("user").filter(key=key).first() if storable_key(key) else None
     if token is not None and token.user.is_active:
         return token.user
     _quietly(failures.record_for, address)

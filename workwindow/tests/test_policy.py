@@ -219,3 +219,22 @@ def test_the_admin_form_says_what_is_wrong_at_the_field(admin_client_for):
         row = re.search(rf'<div class="form-row[^"]*field-{field}[^"]*">.*?</fieldset>|<div class="form-row[^"]*'
                         rf'field-{field}.*?(?=<div class="form-row)', html, re.S).group(0)  # fmt: skip
         assert "errorlist" in row, field
+
+
+@pytest.mark.parametrize("name", ["localtime", "posixrules", "Factory"])
+def test_a_zone_that_is_no_place_is_refused(name):
+    # Debian's tzdata lists "localtime": the host's own zone, different where the code runs.
+    from django.core.exceptions import ValidationError
+
+    from workwindow.models import known_zones, validate_time_zone
+
+    assert name not in known_zones() and "Europe/Kyiv" in known_zones()
+    with pytest.raises(ValidationError):
+        validate_time_zone(name)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("lookup", ["time_zone=%00", "name=%00", "weekdays__contains=%00"])
+def test_odd_lookups_on_the_windows_list_are_a_bad_filter_not_a_500(admin_client_for, lookup):
+    response = admin_client_for.get(f"/admin/workwindow/workwindow/?{lookup}")
+    assert response.status_code in (200, 302), response.status_code  # the admin's "bad filter" redirect

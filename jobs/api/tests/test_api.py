@@ -34,6 +34,7 @@ def test_submit_returns_201_then_200_for_a_repeated_key(api_as, alice):
     [
         ({"type": "nope"}, "type"),
         ({"type": "diagnostics.sleep", "payload": {"seconds": "x"}}, "payload.seconds"),
+        ({"type": "diagnostics.sleep", "payload": {"steps": 10**400}}, "payload.steps"),  # float() of it overflowed
         ({"type": "diagnostics.sleep", "priority": "urgent"}, "priority"),
         ({"type": "diagnostics.sleep", "max_attempts": 0}, "max_attempts"),
         ({"type": "diagnostics.sleep", "max_attempts": 10**30}, "max_attempts"),
@@ -107,6 +108,13 @@ def test_malformed_json_is_400(api_as, alice):
 
 def test_anonymous_gets_401(api_as):
     assert_error(api_as(None).get("/api/jobs/"), 401, "not_authenticated")
+
+
+@pytest.mark.parametrize("key", ["a\x00b", "f" * 5000])
+def test_a_key_no_token_could_have_is_401(api_as, key):
+    client = api_as(None)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert_error(client.get("/api/jobs/"), 401, "authentication_failed")
 
 
 def test_owners_see_only_their_jobs_and_staff_see_all(api_as, alice, bob, operator):
@@ -312,6 +320,17 @@ def test_inputs_postgresql_cannot_store_are_400(api_as, alice):
     far = api.post("/api/jobs/", {"type": "diagnostics.noop", "run_at": "9999-12-31T23:59:59.5Z"}, format="json")
     assert "run_at" in assert_error(far, 400, "invalid")["fields"]
     assert Job.objects.count() == 0
+    for odd in ("a\\\u0000b", "a\\\\\u0000"):  # one or two backslashes before the NUL: still one
+        nul = api.post("/api/jobs/", {"type": "diagnostics.noop", "payload": {"note": odd}}, format="json")
+        assert "payload" in assert_error(nul, 400, "invalid")["fields"]
+
+
+def test_the_text_backslash_u0000_is_stored_as_sent(api_as, alice):
+    # json.dumps writes a NUL as \u0000 and this text as \\u0000: it was refused as a NUL
+    note = "C:\\u0000 and \\\\u0000"
+    made = api_as(alice).post("/api/jobs/", {"type": "diagnostics.noop", "payload": {"note": note}}, format="json")
+    assert made.status_code == 201, made.content
+    assert Job.objects.get(pk=made.json()["id"]).payload == {"note": note}
 
 
 @pytest.mark.redis

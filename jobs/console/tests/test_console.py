@@ -308,6 +308,22 @@ def test_django_rq_pages_for_an_index_that_is_not_there_are_404s(superuser):
     assert client.get("/admin/django_rq/queues/0/").status_code == 200
     for page in ("queues/99/", "workers/99/", "schedulers/99/"):
         assert client.get(f"/admin/django_rq/{page}").status_code == 404, page
+    # an RQ job past its result TTL (a stale link), an id or a worker key that is not one
+    for page in ("queues/0/0f0f0f0f-gone/", "queues/0/a.b/", "workers/0/nonexistent/"):
+        assert client.get(f"/admin/django_rq/{page}").status_code == 404, page
+    for action in ("delete", "requeue", "enqueue"):
+        assert client.post(f"/admin/django_rq/queues/0/0f0f0f0f-gone/{action}/").status_code == 404, action
+
+
+@pytest.mark.redis
+def test_a_filtered_metrics_scrape_leaves_the_next_scrape_whole(superuser):
+    # django-rq's metrics view replaced its process-wide registry with the filtered one
+    client = client_for(superuser)
+    whole = client.get("/admin/django_rq/metrics/")
+    assert whole.status_code == 200 and b"rq_workers" in whole.content
+    assert client.get("/admin/django_rq/metrics/", {"name[]": "nothing"}).status_code == 200
+    assert client.get("/admin/django_rq/metrics/", {"name[]": "nothing"}).status_code == 200
+    assert client.get("/admin/django_rq/metrics/").content == whole.content
 
 
 def test_ordinary_users_do_not_get_in(alice):

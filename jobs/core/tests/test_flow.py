@@ -101,6 +101,8 @@ def test_nothing_to_check_when_no_lever_and_no_code_limit_exists():
         ({"concurrency": True}, "concurrency"),
         ({"rate": "lots"}, "rate"),
         ({"rate": 5}, "rate"),
+        ({"rate": "1" + " " * 50 + "/minute"}, "rate"),  # read by the parser, longer than the column
+        ({"rate": "0" * 50 + "1/minute"}, "rate"),
     ],
 )
 def test_bad_limits_are_400s_naming_the_field(change, field):
@@ -288,7 +290,8 @@ def test_the_flow_command_moves_levers_and_names_itself_in_the_audit(limited_typ
     assert flow.rules().for_type(limited_type).concurrency == 2
     with pytest.raises(CommandError, match="e.g."):
         call_command("flow", "limit", limited_type, "--rate", "often")
-    with pytest.raises(CommandError, match="whole number"):
-        call_command("flow", "limit", limited_type, "--concurrency", "-1")
+    for odd in ("-1", "9" * 5000, "\u00b2"):  # int() refuses 4,300+ digits, and '²' passes isdigit()
+        with pytest.raises(CommandError, match="whole number"):
+            call_command("flow", "limit", limited_type, "--concurrency", odd)
     with pytest.raises(CommandError, match="Known types"):
         call_command("flow", "pause", "type", "no.such")

@@ -79,7 +79,7 @@ def _limits(options: dict) -> dict:
         text = options["concurrency"]
         if text == NO_LIMIT:
             limits["concurrency"] = None
-        elif text.isascii() and text.isdigit():
+        elif text.isascii() and text.isdigit() and len(text) <= 9:  # int() refuses 4,300+ digits
             limits["concurrency"] = int(text)
         else:
             raise CommandError(f"--concurrency {text!r}: give a whole number of at least 1, or {NO_LIMIT!r}.")

@@ -1,3 +1,7 @@
+"""The work windows in the console. The policy (``workwindow``) imports no other app; its
+page lives here, with the console's guard against odd list lookups (a NUL in a filter
+reached PostgreSQL: a 500)."""
+
 from __future__ import annotations
 
 from django import forms
@@ -5,6 +9,7 @@ from django.contrib import admin
 from django.utils import timezone
 from django.utils.html import format_html_join
 
+from jobs.console.input_checks import InputChecked
 from workwindow import policy
 from workwindow.models import WEEKDAY_NAMES, WorkWindow, known_zones
 
@@ -45,7 +50,7 @@ class WorkWindowForm(forms.ModelForm):
 
 
 @admin.register(WorkWindow)
-class WorkWindowAdmin(admin.ModelAdmin):
+class WorkWindowAdmin(InputChecked, admin.ModelAdmin):
     form = WorkWindowForm
     list_display = ["name", "enabled", "time_zone", "start_time", "end_time", "days", "next_openings"]
     list_filter = ["enabled", "time_zone"]
