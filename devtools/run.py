@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +40,7 @@ def say(message: str) -> None:
         print(f"[jobdesk] {message}", flush=True)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     sys.exit(f"jobdesk: {message}")
 
 
@@ -54,6 +55,18 @@ def load_settings():
     except ConfigError as error:
         fail(f"configuration error: {error}")
     return settings
+
+
+def shutdown_grace() -> float:
+    """SHUTDOWN_GRACE: seconds the children get to stop before they are killed. Read at
+    start, like every setting: read at Ctrl-C, a bad value raised there, and nothing was
+    stopped."""
+    from config.env import ConfigError, env_float
+
+    try:
+        return env_float("SHUTDOWN_GRACE", 30.0, minimum=0.0, maximum=3600.0)
+    except ConfigError as error:
+        fail(f"configuration error: {error}")
 
 
 def listen_address() -> tuple[str, int]:
@@ -214,6 +227,7 @@ class Child:
 
 def main() -> None:
     host, port = listen_address()
+    grace = shutdown_grace()
     settings = load_settings()
     hold_the_run_lock(Path(settings.VAR_DIR), url_of(host, port))
     refuse_busy_port(host, port)
@@ -256,7 +270,7 @@ def main() -> None:
             stopping = stopping or gave_up  # a signal that came meanwhile still stops
             time.sleep(0.5)
     finally:
-        shutdown(children, redis_server)
+        shutdown(children, redis_server, grace)
     sys.exit(status)
 
 
@@ -287,13 +301,13 @@ def wait_for_port(host: str, port: int, web: Child, timeout: float = 60.0) -> bo
     return False
 
 
-def shutdown(children: list[Child], redis_server) -> None:
+def shutdown(children: list[Child], redis_server, grace: float) -> None:
     say("stopping…")
     for child in children:
         if child.running():
             assert child.process is not None  # running() means it has a process
             child.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + float(os.environ.get("SHUTDOWN_GRACE", "30"))
+    deadline = time.monotonic() + grace
     for child in children:
         if child.process is None:
             continue

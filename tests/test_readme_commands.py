@@ -107,6 +107,16 @@ def test_admin_login_is_created_once_and_printed_the_same_every_run(settings, tm
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("username", ["", "a" * 151, "no spaces"])
+def test_ensure_admin_refuses_a_username_the_user_model_refuses(settings, tmp_path, username):
+    from django.core.management import CommandError, call_command
+
+    settings.VAR_DIR = tmp_path
+    with pytest.raises(CommandError, match="--username"):
+        call_command("ensure_admin", "--username", username)
+
+
+@pytest.mark.django_db
 def test_each_database_keeps_its_own_admin_password_and_an_older_single_file_still_counts(settings, tmp_path):
     """Switching DATABASE_URL back and forth lost the first database's printed login:
     one file held whichever database's admin was made last."""
@@ -166,6 +176,20 @@ def test_make_run_checks_its_port_setting_like_every_other(tmp_path):
     assert result.returncode != 0
     assert "jobdesk: configuration error: Invalid PORT='abc'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "-1", "1e9"])
+def test_make_run_reads_its_shutdown_grace_at_start(monkeypatch, value):
+    # Read only at Ctrl-C, a bad value raised there and no child was stopped; "nan"
+    # killed them all after 0.1 s.
+    from devtools import run
+
+    monkeypatch.setenv("SHUTDOWN_GRACE", value)
+    with pytest.raises(SystemExit) as exited:
+        run.shutdown_grace()
+    assert f"jobdesk: configuration error: Invalid SHUTDOWN_GRACE='{value}'" in str(exited.value)
+    monkeypatch.setenv("SHUTDOWN_GRACE", "5")
+    assert run.shutdown_grace() == 5.0
 
 
 @pytest.mark.parametrize(

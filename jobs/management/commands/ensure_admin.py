@@ -9,7 +9,8 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
@@ -38,6 +39,7 @@ class Command(BaseCommand):
         var_dir = Path(getattr(settings, "VAR_DIR", "var"))
         kept = password_file(var_dir)
         users = get_user_model()
+        _check_username(users, username)
         user = users.objects.filter(username=username).first()
         if user is None:
             password = secrets.token_urlsafe(12)
@@ -53,6 +55,16 @@ class Command(BaseCommand):
             f"Admin console: {url}/admin/   user: {username}   password: {shown}\n"
             f"API: {url}/api/docs/   token: {token.key}"
         )
+
+
+def _check_username(users, username: str) -> None:
+    """The user model's own rules (its length, its validators): a traceback from the
+    database otherwise."""
+    field = users._meta.get_field(users.USERNAME_FIELD)
+    try:
+        field.clean(username, None)
+    except ValidationError as error:
+        raise CommandError(f"--username {username[:40]!r}: {' '.join(error.messages)}") from None
 
 
 def _kept_password(user, files: list[Path]) -> str | None:

@@ -194,6 +194,14 @@ def test_reconcile_command_prints_the_repairs(redis_conn):
     assert '"requeued": [' in out.getvalue() and '"repairs": 1' in out.getvalue()
 
 
+@pytest.mark.parametrize("grace", ["nan", "inf", "1e12", "-1"])
+def test_reconcile_refuses_a_grace_no_date_can_hold(grace):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--grace"):
+        call_command("reconcile", "--grace", grace)
+
+
 def test_runner_pid_is_recorded_at_claim(run_worker):
     job = submit("diagnostics.noop").job
     run_worker()
