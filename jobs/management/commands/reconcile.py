@@ -5,7 +5,6 @@ from django.core.management.base import BaseCommand, CommandError
 
 from jobs.upkeep import reconcile
 
-
 MAX_GRACE = 86_400  # a day; nan, inf or 1e12 made the cut-off a date no calendar holds (a traceback)
 
 
