@@ -567,6 +567,27 @@ def _queued_or_waiting(job: Job) -> str:
     return Status.WAITING
 
 
+# The estimate made at submit and how far the first start was from it, forgotten when an
+# operator's hand moves the job before that start (a run-now, a promote) or sends it
+# round again (a requeue): ETA accuracy judges the estimator, not the operator. Left
+# set, a 2030 job run now counted as a three-year miss, and a requeue kept the range
+# and the error of a start it no longer owned.
+_NO_FIRST_ESTIMATE: dict[str, Any] = {
+    "first_estimated_start_at": None,
+    "first_estimated_finish_at": None,
+    "first_estimated_start_low": None,
+    "first_estimated_start_high": None,
+    "first_estimate_cold": None,
+    "first_estimate_sigma": None,
+    "eta_error_seconds": None,
+}
+
+
+def _not_judged_if_unstarted(job: Job) -> dict[str, Any]:
+    """An operator moved a job that has not started yet: its first estimate is not judged."""
+    return _NO_FIRST_ESTIMATE if job.eta_error_seconds is None else {}
+
+
 def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:
     """A new round of attempts for a failed, dead-lettered or canceled job: queued, or
     waiting again while its dependencies have not all completed."""
@@ -582,8 +603,7 @@ def requeue(job_id, *, actor=None, actor_label: str = "") -> Job:
             "hooks_done": False,  # the new round's end is followed up again
             # ETA accuracy judges first estimates made at submit; an operator's requeue
             # (maybe months later) is not one of them.
-            "first_estimated_start_at": None,
-            "first_estimated_finish_at": None,
+            **_NO_FIRST_ESTIMATE,
             "rq_job_id": new_dispatch_id(job_id),
             "enqueued_at": timezone.now(),
             "scheduled_for": None,
@@ -622,6 +642,7 @@ def _promotion(job: Job) -> dict[str, Any]:
         "priority": Priority.IMMEDIATE,
         "rq_job_id": new_dispatch_id(job.id),
         **({"enqueued_at": timezone.now()} if job.status == Status.QUEUED else {}),
+        **_not_judged_if_unstarted(job),
     }
 
 
@@ -637,6 +658,7 @@ def run_now(job_id, *, actor=None, actor_label: str = "") -> Job:
             "scheduled_for": None,
             "rq_job_id": new_dispatch_id(job_id),  # the scheduled entry becomes a no-op
             "enqueued_at": timezone.now(),
+            **_not_judged_if_unstarted(job),
         },
         message="run now, without waiting",
     )

@@ -263,6 +263,34 @@ def test_submit_stores_the_first_estimate_and_the_claim_its_error(run_worker, mo
     assert calibration.accuracy()["samples"] == 2
 
 
+FIRST_ESTIMATE = ("first_estimated_start_at", "first_estimated_finish_at", "first_estimated_start_low",
+                  "first_estimated_start_high", "eta_error_seconds")  # fmt: skip
+
+
+def test_an_operator_s_hand_takes_a_job_out_of_eta_accuracy(run_worker, monkeypatch):
+    """Run now before its run_at, promoted before it started, or requeued: the first
+    estimate is not the estimator's to answer for (a 2030 job run now counted as a
+    three-year miss; a requeue kept the range and error of a start it no longer owned)."""
+    monkeypatch.setattr(estimates, "live_workers", lambda: 1)
+    later = submit("diagnostics.noop", run_at=timezone.now() + timedelta(days=365 * 3)).job
+    queued = submit("diagnostics.noop", priority="low").job
+    plain = submit("diagnostics.noop").job
+    assert later.first_estimated_start_low is not None
+    actions.run_now(later.id)
+    actions.promote(queued.id)
+    run_worker()
+    for job in Job.objects.filter(pk__in=[later.id, queued.id]):
+        assert job.status == Status.COMPLETE
+        assert [getattr(job, name) for name in FIRST_ESTIMATE] == [None] * len(FIRST_ESTIMATE), job.id
+    assert Job.objects.get(pk=plain.id).eta_error_seconds is not None  # the others still judged
+    canceled = submit("diagnostics.noop", run_at=timezone.now() + timedelta(hours=1)).job
+    actions.cancel(canceled.id)
+    actions.requeue(canceled.id)
+    again = Job.objects.get(pk=canceled.id)
+    assert [getattr(again, name) for name in FIRST_ESTIMATE] == [None] * len(FIRST_ESTIMATE)
+    assert calibration.accuracy()["samples"] == 1
+
+
 def test_bulk_submit_estimates_each_job_behind_the_ones_before_it(monkeypatch):
     monkeypatch.setattr(estimates, "live_workers", lambda: 1)
     for t in DURATIONS:  # the test types must be submittable
