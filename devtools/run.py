@@ -314,7 +314,8 @@ def shutdown(children: list[Child], redis_server, grace: float) -> None:
         try:
             child.process.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            say(f"{child.name} did not stop in time; killing it")
+            say(f"{child.name} did not stop within SHUTDOWN_GRACE={grace:g} s; killing it"
+                + (" (a job it ran runs again once its lease lapses)" if child.name == "workers" else ""))  # fmt: skip
             os.killpg(child.process.pid, signal.SIGKILL)
             child.process.wait()
     if redis_server is not None:

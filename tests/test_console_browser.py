@@ -302,6 +302,18 @@ CLIPPED_CELLS = """() => {
 }"""
 
 
+def test_the_front_page_s_links_read_on_one_line(console, screenshot):
+    # Django's dashboard style kept the descriptions on one line and left each link one
+    # letter wide (a column 26 px wide, a link 207 px tall).
+    page, base = console
+    for width in (1024, 1280):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(f"{base}/admin/")
+        screenshot(page, f"front-page-{width}")
+        boxes = page.eval_on_selector_all("#jd-index-link th a", "links => links.map(a => a.getBoundingClientRect())")
+        assert len(boxes) >= 3 and all(box["height"] < 30 for box in boxes), (width, boxes)
+
+
 def test_the_job_list_fits_1280_and_1920_px_without_a_clipped_column(console, screenshot):
     """Every kind of row (waiting with an ETA, finished with a duration, failed with a
     long error) fits: no cell's content overflows it, and the table ends in the window."""
@@ -315,6 +327,13 @@ def test_the_job_list_fits_1280_and_1920_px_without_a_clipped_column(console, sc
                  error_message="Connection refused by payments-gateway.internal:8443 after 30 s " * 3)  # fmt: skip
     past_job(type="diagnostics.sleep", status=Status.COMPLETE, progress=100, started_at=now - timedelta(seconds=2),
              finished_at=now)  # fmt: skip
+    # running, its ETA a range ("finishes 02:08:18 – 02:08:56 UTC" pushed the error column out)
+    past_job(type="diagnostics.sleep", status=Status.ACTIVE, progress=40, started_at=now - timedelta(seconds=5))
+    from rq import Worker
+
+    from jobs.core import queueing
+
+    Worker(["normal"], connection=queueing.connection(), name="probe").register_birth()  # ETAs need a live worker
     submit("diagnostics.sleep", {"seconds": 1}, run_at=now + timedelta(hours=3))
     submit("diagnostics.sleep", {"seconds": 1})
     from jobs.core import batches
@@ -327,7 +346,7 @@ def test_the_job_list_fits_1280_and_1920_px_without_a_clipped_column(console, sc
         page.wait_for_selector("#result_list tbody tr")
         screenshot(page, f"job-list-{width}")  # before the checks: the picture of a failure too
         found = page.evaluate(CLIPPED_CELLS)
-        assert found["rows"] == 6
+        assert found["rows"] == 7
         assert found["clipped"] == [], (width, found["clipped"])
         assert found["tableRight"] <= found["viewport"] and found["pageWidth"] <= found["viewport"], (width, found)
         assert page.inner_text("#content h1") == "Jobs"
