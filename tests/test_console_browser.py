@@ -432,6 +432,21 @@ def test_the_throughput_chart_moves_while_jobs_run(console, spawn, screenshot):
     screenshot(page, "dashboard-throughput-per-queue")
 
 
+def test_the_chart_s_clock_is_the_console_s_zone_not_the_browser_s(console):
+    """Its axis read the browser's clock (getHours) under a header in the operator's zone."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    page, base = console
+    page.context.add_cookies([{"name": "jd_tz", "value": "Asia/Kathmandu", "url": base}])  # UTC+5:45
+    page.goto(f"{base}/admin/jobs/job/dashboard/")
+    assert page.get_attribute('meta[name="jd-zone"]', "content") == "Asia/Kathmandu"
+    label = page.wait_for_selector("#jd-throughput svg.jd-tp text:has-text('now ')").text_content()
+    shown = label.split("now ")[1].strip()
+    moments = [datetime.now(ZoneInfo("Asia/Kathmandu")) - timedelta(minutes=m) for m in (0, 1, 2)]
+    assert shown in [f"{m:%H:%M}" for m in moments], (label, [f"{m:%H:%M}" for m in moments])
+
+
 def test_an_operator_retries_the_failed_jobs_of_a_filter_from_the_list(console, run_worker, screenshot):
     page, base = console
     failed = [

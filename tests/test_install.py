@@ -130,6 +130,9 @@ else:
         "admin": listing.status_code, "listed": "shop.tasks.total" in listing.content.decode(),
         "asset": async_to_sync(asset_status)("/static/jobs/console.js"),
         "rq_note": "jd-rq-note" in client.get("/admin/django_rq/").content.decode(),
+        # the console's scripts write times in the zone the page was rendered in: the
+        # project's own base_site.html carries no zone switch
+        "zone_meta": '<meta name="jd-zone" content="' in listing.content.decode(),
     }}))
 """
 
@@ -258,5 +261,6 @@ def test_jobdesk_installs_into_a_new_project_and_runs_its_task(tmp_path):
     assert seen["admin"] == 200 and seen["listed"], "the task's job is in the host's admin console"
     assert seen["asset"] == 200, "the README's ASGI application serves the console's assets"
     assert seen["rq_note"], "Jobdesk's django-rq pages (shipped in the wheel) override django-rq's own"
+    assert seen["zone_meta"], "a console page tells its scripts the zone its times are in"
     login = run([*manage, "ensure_admin"], project, env)  # a project without Jobdesk's VAR_DIR
     assert "Admin console:" in login and "password:" in login

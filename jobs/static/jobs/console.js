@@ -50,11 +50,13 @@
       '<span class="jd-pct">' + Number(percent) + "%</span>";
   }
 
-  /* Times in the operator's zone (the server's current zone, shown in the header) and
-     saying which: never the browser's zone silently. */
+  /* Times in the operator's zone (the server's current zone: the page's jd-zone meta,
+     which every console page carries in any project) and saying which: never the
+     browser's zone silently. */
   function zone() {
+    var meta = document.querySelector('meta[name="jd-zone"]');
     var el = document.getElementById("jd-zone-switch");
-    return (el && el.dataset.current) || "UTC";
+    return (meta && meta.content) || (el && el.dataset.current) || "UTC";
   }
 
   function zoned(iso, withDate) {
@@ -248,9 +250,14 @@
 
   function pad2(n) { return (n < 10 ? "0" : "") + n; }
 
+  /* The chart's hours, in the console's zone like every other time (not the browser's). */
   function clock(iso, seconds) {
-    var d = new Date(iso);
-    return pad2(d.getHours()) + ":" + pad2(d.getMinutes()) + (seconds ? ":" + pad2(d.getSeconds()) : "");
+    var options = { timeZone: zone(), hour: "2-digit", minute: "2-digit", hour12: false };
+    if (seconds) { options.second = "2-digit"; }
+    try { return new Date(iso).toLocaleTimeString("sv-SE", options); } catch (e) {
+      var d = new Date(iso);
+      return pad2(d.getUTCHours()) + ":" + pad2(d.getUTCMinutes()) + (seconds ? ":" + pad2(d.getUTCSeconds()) : "");
+    }
   }
 
   /* 1, 2, 5 × 10^k at or above value: round figures on the y axis. */
