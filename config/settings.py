@@ -325,7 +325,7 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "Jobdesk API",
     "DESCRIPTION": "Durable background jobs on RQ: submit, inspect and steer them.",
-    "VERSION": "0.1.0",
+    "VERSION": "0.2.0",  # pyproject.toml's (a test keeps them one)
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

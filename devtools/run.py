@@ -160,7 +160,8 @@ def check_database() -> None:
     except DatabaseError as error:
         db = connection.settings_dict
         where = f"{db['NAME']}" + (f" on {db['HOST']}:{db['PORT'] or 'default port'}" if db.get("HOST") else "")
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+        # The driver's lines, joined: the cause ("Connection refused") is on the first.
+        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
         fail(
             f"cannot reach the database ({connection.vendor}: {where}): {reason} — "
             "start (or create) it, or fix DATABASE_URL"
@@ -175,6 +176,12 @@ def ensure_redis(settings):
     if reachable(settings.REDIS_URL):
         say(f"using Redis at {settings.REDIS_URL}")
         return None
+    address = urlparse(settings.REDIS_URL)
+    if _something_listens(address.hostname or "127.0.0.1", address.port or 6379):
+        fail(
+            f"REDIS_URL={settings.REDIS_URL}: something that is not a Redis we can use listens on that port "
+            "(another program, or a Redis that wants a password); point REDIS_URL at your Redis or at a free port"
+        )
     try:
         # One data directory per port: two embedded servers never share (and append to)
         # one AOF.
@@ -185,6 +192,14 @@ def ensure_redis(settings):
         fail(str(error))
     say(f"started embedded Redis on {server.url} (data: {server.directory}, AOF on)")
     return server
+
+
+def _something_listens(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def run_once(args: list[str]) -> None:

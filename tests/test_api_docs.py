@@ -75,3 +75,13 @@ def test_the_schema_builds_without_warnings_and_names_each_choice_set_once():
     GENERATOR_STATS.reset()
     call_command("spectacular", "--file", "/dev/null")
     assert not GENERATOR_STATS, dict(GENERATOR_STATS._warn_cache)
+
+
+def test_the_schema_s_version_is_the_package_s():
+    import tomllib
+    from pathlib import Path
+
+    from django.conf import settings
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert settings.SPECTACULAR_SETTINGS["VERSION"] == project["project"]["version"]

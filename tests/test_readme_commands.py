@@ -178,6 +178,23 @@ def test_make_run_checks_its_port_setting_like_every_other(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_make_run_says_when_redis_url_s_port_is_taken_by_something_else(tmp_path):
+    # It started an embedded Redis there, which exited: "redis-server exited with 1; see …".
+    import socket
+    from types import SimpleNamespace
+
+    from devtools import run
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+        with pytest.raises(SystemExit) as exited:
+            run.ensure_redis(SimpleNamespace(REDIS_URL=url, VAR_DIR=tmp_path))
+    assert f"REDIS_URL={url}: something that is not a Redis we can use listens on that port" in str(exited.value)
+    assert not (tmp_path / "redis").exists()
+
+
 @pytest.mark.parametrize("value", ["abc", "nan", "-1", "1e9"])
 def test_make_run_reads_its_shutdown_grace_at_start(monkeypatch, value):
     # Read only at Ctrl-C, a bad value raised there and no child was stopped; "nan"

@@ -34,7 +34,7 @@ from django.db.models import Case, Count, IntegerField, Value, When
 from django.utils import timezone
 
 from jobs.core import leases, lifecycle, rates, registry
-from jobs.core.errors import InvalidInput, JobNotFound, SubmitError, TransitionError
+from jobs.core.errors import InvalidInput, JobNotFound, SubmitError, TransitionError, TypeLoadFailed
 from jobs.core.models import FlowChange, FlowControl, Hold, Job, Priority, Status
 
 logger = logging.getLogger("jobs.core.flow")
@@ -351,10 +351,18 @@ def check_target(kind: str, name: str) -> None:
 def known_type(name: str) -> registry.JobType:
     """A registered type, or one this process has not imported yet but that code has
     submitted (its name is in the jobs table): only then is its module imported, never
-    for a name that merely arrived in a request. Else a 400 naming the known ones."""
+    for a name that merely arrived in a request. Else a 400 naming the known ones — all
+    of them: levers are the operators', and they move internal types too (a submit's
+    refusal names the public ones only)."""
     # No stored text holds NUL (PostgreSQL refuses it in a query: a DataError).
     seen = name in registry.all_types() or ("\x00" not in name and Job.objects.filter(type=name).exists())
-    return registry.get(name, resolve=seen)
+    try:
+        return registry.get(name, resolve=seen)
+    except TypeLoadFailed:
+        raise
+    except SubmitError as unknown:
+        known = ", ".join(sorted(registry.all_types()))
+        raise SubmitError(unknown.message, field=unknown.field, hint=f"Known types: {known}.") from None
 
 
 # What an audit row records of a lever, in reading order (the stored JSON keeps no order:

@@ -55,13 +55,16 @@ class Command(BaseCommand):
     def _show(self) -> None:
         for queue in flow.describe_queues():
             self.stdout.write(f"queue {queue['name']:<10} {_pause_text(queue)}")
-        for job_type in flow.describe_types():
+        types = flow.describe_types()
+        width = max((len(t["name"]) for t in types), default=0)  # the longest name sets the column
+        for job_type in types:
             limits = f"concurrency {job_type['concurrency'] or '-'} ({job_type['concurrency_from']}), "
             limits += f"rate {job_type['rate'] or '-'} ({job_type['rate_from']})"
             held = sum(job_type["held"].values())
+            stopping = f" (+{job_type['stopping']} stopping)" if job_type["stopping"] else ""
             self.stdout.write(
-                f"type  {job_type['name']:<28} {_pause_text(job_type)}  {limits}  "
-                f"active {job_type['active']}  held {held}"
+                f"type  {job_type['name']:<{width}} {_pause_text(job_type)}  {limits}  "
+                f"active {job_type['active']}{stopping}  held {held}"
             )
 
 
