@@ -9,7 +9,7 @@ no percentile aggregate, so there each one is one ordered ``LIMIT 1 OFFSET k`` q
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.db import connection
@@ -174,7 +174,8 @@ def _by_offset(rows: QuerySet[WithAnnotations[Job, _Measured]]) -> dict[str, dic
 def _series(finished: QuerySet[Job], since: datetime, until: datetime) -> dict:
     unit = _series_unit(since, until)
     rows = (
-        finished.annotate(bucket=Trunc("finished_at", unit))
+        # UTC buckets, as the stored roll-ups' (a day in TIME_ZONE began at another hour)
+        finished.annotate(bucket=Trunc("finished_at", unit, tzinfo=UTC))
         .values("bucket")
         .annotate(
             complete=Count("pk", filter=OUTCOMES["complete"]),
