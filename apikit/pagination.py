@@ -10,11 +10,11 @@ def _whole_number(request, name: str, *, maximum: int) -> int | None:
     if raw is None:
         return None
     # ASCII digits only: str.isdigit() also passes '²', which int() refuses (and int()
-    # refuses 5,000 digits too: the length is checked first).
-    too_long = len(raw) > len(str(maximum))
-    if not (raw.isascii() and raw.isdigit()) or too_long or int(raw) < 1 or int(raw) > maximum:
+    # refuses 4,300 digits or more, zeros in front counted: they go first).
+    digits = (raw.lstrip("0") or "0") if raw.isascii() and raw.isdigit() else ""
+    if not digits or len(digits) > len(str(maximum)) or not 1 <= int(digits) <= maximum:
         raise ValidationError({name: [f"A whole number from 1 to {maximum} is required, not {raw[:20]!r}."]})
-    return int(raw)
+    return int(digits)
 
 
 class Pagination(PageNumberPagination):

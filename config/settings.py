@@ -348,7 +348,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Logging: readable lines on a terminal, JSON lines otherwise ---------------------
-_LEVELS = ("debug", "info", "warning", "error", "critical")
+_LEVELS = ("notset", "debug", "info", "warning", "warn", "error", "critical", "fatal")  # what logging knows
 LOG_LEVEL = env_choice("LOG_LEVEL", "info", _LEVELS).upper()
 # "json", "text", or "auto": text when the output is a terminal (`make run`), JSON when it
 # is collected (a file, a pipe, a container's log driver).

@@ -330,7 +330,8 @@ def shutdown(children: list[Child], redis_server, grace: float) -> None:
             child.process.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             say(f"{child.name} did not stop within SHUTDOWN_GRACE={grace:g} s; killing it"
-                + (" (a job it ran runs again once its lease lapses)" if child.name == "workers" else ""))  # fmt: skip
+                + (" (a job it ran is a lost run: retried or dead-lettered once its lease lapses)"
+                   if child.name == "workers" else ""))  # fmt: skip
             os.killpg(child.process.pid, signal.SIGKILL)
             child.process.wait()
     if redis_server is not None:

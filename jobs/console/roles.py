@@ -16,6 +16,8 @@ import functools
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from rq.exceptions import NoSuchJobError
+from rq.job import JOB_ID_PATTERN
+from rq.worker import Worker as RQWorker
 
 from jobs.core import access
 
@@ -51,25 +53,39 @@ def guard_raw_queues(view):
     the view permission on jobs, and anything that changes Redis the change permission.
 
     What they read unchecked is a 404: a queue, worker or scheduler by its index
-    (IndexError), an RQ job that has expired (a stale link: NoSuchJobError), an id or
-    worker key that is not one (ValueError)."""
+    (IndexError), an RQ job id or worker key that cannot be one, an RQ job that has
+    expired (a stale link: NoSuchJobError), a worker that has stopped."""
 
     @functools.wraps(view)
     def guarded(request, *args, **kwargs):
+        if "name[]" in request.GET:
+            # django-rq's metrics view swaps its process-wide registry for the filtered
+            # one: every later scrape (a token's too) got the filtered set, until a restart.
+            request.GET = request.GET.copy()
+            del request.GET["name[]"]
         user = request.user
         if not user.is_authenticated or not user.is_staff:
             return view(request, *args, **kwargs)  # django-rq sends them to the login page
         allowed = may_watch(user) if request.method in SAFE_METHODS else may_act(user)
         if not allowed:
             raise PermissionDenied
-        if "name[]" in request.GET:
-            # django-rq's metrics view swaps its process-wide registry for the filtered
-            # one: every later scrape got the filtered (soon empty) set, until a restart.
-            request.GET = request.GET.copy()
-            del request.GET["name[]"]
+        _check_names(kwargs)
         try:
             return view(request, *args, **kwargs)
-        except (IndexError, NoSuchJobError, ValueError):
+        except (IndexError, NoSuchJobError):
             raise Http404("No such queue, worker, scheduler or job.") from None
+        except AssertionError:  # django-rq asserts the worker it looked up by its key
+            if "key" not in kwargs:
+                raise
+            raise Http404("No such worker: it has stopped.") from None
 
     return guarded
+
+
+def _check_names(kwargs: dict) -> None:
+    """A job id or worker key in the path that RQ would refuse (ValueError) is a 404."""
+    job_id, key = kwargs.get("job_id"), kwargs.get("key")
+    if job_id is not None and not JOB_ID_PATTERN.fullmatch(job_id):
+        raise Http404("No such job: that is not an RQ job id.")
+    if key is not None and not key.startswith(RQWorker.redis_worker_namespace_prefix):
+        raise Http404("No such worker: that is not an RQ worker key.")

@@ -309,21 +309,25 @@ def test_django_rq_pages_for_an_index_that_is_not_there_are_404s(superuser):
     for page in ("queues/99/", "workers/99/", "schedulers/99/"):
         assert client.get(f"/admin/django_rq/{page}").status_code == 404, page
     # an RQ job past its result TTL (a stale link), an id or a worker key that is not one
-    for page in ("queues/0/0f0f0f0f-gone/", "queues/0/a.b/", "workers/0/nonexistent/"):
+    for page in ("queues/0/0f0f0f0f-gone/", "queues/0/a.b/", "workers/0/nonexistent/", "workers/0/rq:worker:gone/"):
         assert client.get(f"/admin/django_rq/{page}").status_code == 404, page
     for action in ("delete", "requeue", "enqueue"):
         assert client.post(f"/admin/django_rq/queues/0/0f0f0f0f-gone/{action}/").status_code == 404, action
 
 
 @pytest.mark.redis
-def test_a_filtered_metrics_scrape_leaves_the_next_scrape_whole(superuser):
+def test_a_filtered_metrics_scrape_leaves_the_next_scrape_whole(superuser, settings):
     # django-rq's metrics view replaced its process-wide registry with the filtered one
-    client = client_for(superuser)
+    from django.test import Client
+
+    settings.RQ_API_TOKEN = "scrape-token"  # how Prometheus scrapes django-rq's metrics
+    client, scraper = client_for(superuser), Client(HTTP_AUTHORIZATION="Bearer scrape-token")
     whole = client.get("/admin/django_rq/metrics/")
     assert whole.status_code == 200 and b"rq_workers" in whole.content
     assert client.get("/admin/django_rq/metrics/", {"name[]": "nothing"}).status_code == 200
-    assert client.get("/admin/django_rq/metrics/", {"name[]": "nothing"}).status_code == 200
+    assert scraper.get("/admin/django_rq/metrics/", {"name[]": "nothing"}).status_code == 200
     assert client.get("/admin/django_rq/metrics/").content == whole.content
+    assert scraper.get("/admin/django_rq/metrics/").content == whole.content
 
 
 def test_ordinary_users_do_not_get_in(alice):
