@@ -36,6 +36,8 @@ from django.core.handlers.base import BaseHandler
 from django.http import FileResponse
 from django.urls import set_script_prefix
 
+from apikit.views import plain
+
 # When the trip to the thread began, on the request (apikit.timing starts there).
 TRIP_STARTED = "_apikit_trip_started"
 
@@ -114,11 +116,7 @@ class Handler(ASGIHandler):
         return response
 
     def resolve_request(self, request):
-        match = super().resolve_request(request)
-        plain = getattr(match.func, "plain_view", None)
-        if plain is not None:  # apikit.views.pooled: it is in a pool's thread already
-            match.func = plain
-        return match
+        return plain(super().resolve_request(request))  # in a pool's thread already
 
 
 def _in_pool(function):

@@ -77,6 +77,16 @@ def pooled(view: Callable) -> Callable:
     return threaded
 
 
+def plain(match):
+    """A resolved URL whose view is ``pooled``, with the plain view it wraps: for a
+    handler that already runs the request in a thread of its own (``apikit.asgi``,
+    ``apikit.wsgi``), where the wrapper only costs a trip through an event loop."""
+    unwrapped = getattr(match.func, "plain_view", None)
+    if unwrapped is not None:
+        match.func = unwrapped
+    return match
+
+
 def pooled_urls(patterns: list) -> list:
     """The URL patterns with each view ``pooled``."""
     for pattern in patterns:

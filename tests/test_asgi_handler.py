@@ -152,3 +152,36 @@ def test_a_streamed_answer_is_sent_whole_then_closed(handler):
     status, _, body = request(handler, "/streamed/")
     assert (status, body) == (200, b"one,two")
     assert "closed" in seen and "stream" in seen
+
+
+def _wsgi_get(app, path: str) -> tuple[str, bytes]:
+    from wsgiref.util import setup_testing_defaults
+
+    environ: dict = {"PATH_INFO": path, "HTTP_HOST": "testserver"}
+    setup_testing_defaults(environ)
+    answer: list[str] = []
+    body = b"".join(app(environ, lambda status, headers, exc_info=None: answer.append(status)))
+    return answer[0], body
+
+
+@pytest.mark.parametrize("use_apikit, loops", [(True, 0), (False, 1)])
+def test_under_wsgi_a_pooled_view_runs_plain_in_the_request_s_thread(handler, monkeypatch, use_apikit, loops):
+    """Django's own WSGI handler ran a pooled (coroutine) view through async_to_sync: a
+    new event loop, in a new thread, per request (the second case shows it still does)."""
+    from asgiref.sync import AsyncToSync
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from apikit.wsgi import Handler as WsgiHandler
+
+    through_loops: list[object] = []
+    original = AsyncToSync.__call__
+
+    def counted(self, *args, **kwargs):
+        through_loops.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncToSync, "__call__", counted)
+    app = WsgiHandler() if use_apikit else WSGIHandler()
+    status, body = _wsgi_get(app, "/pooled/")
+    assert (status, body) == ("200 OK", b"plain")
+    assert len(through_loops) == loops and seen["view"][0][0] is threading.main_thread()
