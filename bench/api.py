@@ -12,6 +12,8 @@ Starts its own Redis and the web tier serving config.asgi, then:
    queries and Redis round trips counted. Without workers a submit's answer says none is alive (no ETA to
    work out); ``--worker`` registers one that takes nothing, so each submit's ETA walks
    the growing line;
+   then POST /api/jobs/ in this process under WSGI, apikit.wsgi.Handler against Django's
+   own handler (a ratio);
    then the same 16-client load through ``--processes`` web processes on one port (as
    ``WEB_CONCURRENCY`` starts them; 0 skips it), and POST /api/jobs/bulk/ of ``--bulk``
    jobs at a time (goal >= 2,000 jobs/s);
@@ -178,6 +180,43 @@ def count_one_submit(token: str) -> None:
           f"{len(trips)} Redis round trips ({', '.join(trips)})")  # fmt: skip
 
 
+def wsgi_submits(token: str, requests: int = 300, rounds: int = 3) -> None:
+    """In this process, no server: POST /api/jobs/ through apikit.wsgi.Handler (what
+    config/wsgi.py serves) and through Django's own WSGIHandler (the baseline), rounds
+    alternating; each one's p50 per submit and the ratio."""
+    import io
+    from wsgiref.util import setup_testing_defaults
+
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from apikit.wsgi import Handler
+
+    body = json.dumps({"type": "diagnostics.noop"}).encode()
+
+    def one(app) -> float:
+        environ: dict = {"REQUEST_METHOD": "POST", "PATH_INFO": "/api/jobs/", "HTTP_HOST": "127.0.0.1",
+                         "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
+                         "HTTP_AUTHORIZATION": f"Token {token}", "wsgi.input": io.BytesIO(body)}  # fmt: skip
+        setup_testing_defaults(environ)
+        status: list[str] = []
+        started = time.perf_counter()
+        b"".join(app(environ, lambda s, headers, exc_info=None: status.append(s)))
+        took = time.perf_counter() - started
+        assert status[0].startswith("201"), status
+        return took
+
+    apps = {"apikit.wsgi.Handler": Handler(), "Django's WSGIHandler": WSGIHandler()}
+    times: dict[str, list[float]] = {name: [] for name in apps}
+    for _ in range(rounds):
+        for name, app in apps.items():
+            for _ in range(20):
+                one(app)  # warm
+            times[name] += [one(app) for _ in range(requests // rounds)]
+    ours, django_own = (statistics.median(t) * 1000 for t in times.values())
+    print(f"WSGI, in this process: POST /api/jobs/ p50 {ours:.2f} ms (apikit.wsgi.Handler) vs {django_own:.2f} ms "
+          f"(Django's WSGIHandler, each API view through an event loop): {django_own / ours:.2f}x")  # fmt: skip
+
+
 _SEED_SQL = """
 INSERT INTO jobs_job (id, type, payload, priority, status, heavy, attempts, max_attempts, timeout, has_dependents,
     hooks_done, error_category, error_message, error_details, recovery_actions, progress, stage, progress_details,
@@ -248,6 +287,7 @@ def run(args) -> None:
         submit_load(port, token, args.requests, args.clients, server.pid)
         submit_load(port, token, args.requests // 4, 1, server.pid)  # the server's own time, without the others' turns
         count_one_submit(token)
+        wsgi_submits(token)
         if args.bulk:
             bulk_load(port, token, args.bulk)
         if args.processes:
