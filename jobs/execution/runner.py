@@ -12,6 +12,7 @@ in between can never make a job run twice at once or run after it finished.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import socket
 import traceback
 from typing import Any, Protocol
 
+from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import reset_queries
@@ -72,6 +74,15 @@ def in_work_horse(outcome_pipe: int | None = None) -> None:
     global _short_lived, _to_parent
     _short_lived, _to_parent = True, outcome_pipe
     tracing.in_work_horse()
+    _own_thread_sensitive_executor()
+
+
+def _own_thread_sensitive_executor() -> None:
+    """asgiref's one thread for thread-sensitive calls (the ORM's async API: ``await
+    Model.objects.aget()``), started in the parent by a ``fork=False`` async task, is
+    inherited without its thread: every such call of a forked task waited on a thread
+    that is not there, until the task's timeout. The horse gets an executor of its own."""
+    SyncToAsync.single_thread_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
 
 
 def _hand_to_parent(outcome: Outcome) -> None:

@@ -9,6 +9,7 @@ import json
 from inspect import iscoroutinefunction
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import SyncToAsync
 from django.db import connections
 
 from jobs.core import registry
@@ -107,6 +108,10 @@ def _run_coroutine(task: Task, ctx: JobContext, result, args: list, kwargs: dict
             return asyncio.run(task.func(*args, **kwargs))
         finally:
             database.submit(connections.close_all).result()
+            # And the connections of the ORM's async API (``await Model.objects.aget()``),
+            # made in asgiref's one thread for such calls: in a long-lived worker they
+            # outlived the task, unchecked.
+            SyncToAsync.single_thread_executor.submit(connections.close_all).result()
 
 
 def _task(name: str) -> Task:

@@ -78,3 +78,19 @@ def light_pid() -> int:
 
 def never_a_task() -> None:
     """Decorated by a test with options a task cannot have: refused, so never registered."""
+
+
+@task(fork=False)
+async def count_users_inline() -> int:
+    """The ORM's async API in the worker's own process: starts asgiref's thread there."""
+    from django.contrib.auth import get_user_model
+
+    return await get_user_model().objects.acount()
+
+
+@task(timeout=20, max_attempts=1)
+async def count_users() -> int:
+    """The same in a work-horse, forked from that process."""
+    from django.contrib.auth import get_user_model
+
+    return await get_user_model().objects.acount()

@@ -268,6 +268,23 @@ def test_a_fork_false_task_runs_inside_the_default_workers_own_process(run_worke
     assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == os.getpid()
 
 
+def test_an_async_task_reaches_the_orm_in_a_horse_forked_after_an_inline_one_did(run_worker, alice):
+    """The inline task started asgiref's thread for thread-sensitive calls in the worker;
+    a horse inherited that executor without its thread, and the forked task's ORM call
+    waited on it until the task's timeout (1,800 s by default)."""
+    import time
+
+    from jobs.execution.worker import JobdeskWorker
+
+    inline, forked = tasks.count_users_inline.enqueue(), tasks.count_users.enqueue()
+    started = time.monotonic()
+    run_worker(worker_class=JobdeskWorker)  # the forking class, in this process
+    for result in (inline, forked):
+        result.refresh()
+        assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 1, result.status
+    assert time.monotonic() - started < 15, "no wait on a thread that is not there"
+
+
 @pytest.mark.parametrize(
     "options, named",
     [
