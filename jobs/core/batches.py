@@ -374,32 +374,47 @@ def cancel(batch_id, *, actor=None, actor_label: str = "") -> int:
     now = timezone.now()
     Batch.objects.filter(pk=batch_id, closed_at__isnull=True).update(closed_at=now)
     Batch.objects.filter(pk=batch_id, canceled_at__isnull=True).update(canceled_at=now)
-    canceled = 0
+    canceled = []
     for job_id in Job.objects.filter(batch_id=batch_id, status__in=PENDING_STATUSES).values_list("id", flat=True):
         try:
-            job = lifecycle.cancel(job_id, actor=actor, actor_label=actor_label, reason="its batch was canceled")
+            canceled.append(
+                lifecycle.cancel(job_id, actor=actor, actor_label=actor_label, reason="its batch was canceled")
+            )
         except TransitionError:
             continue  # started or ended meanwhile
+    # Followed up once every waiting job is canceled: one job's follow-up releases its
+    # dependents, and one that runs when a dependency fails (on_dependency_failure="run")
+    # was started by a worker before the loop came to cancel it.
+    for job in canceled:
         outcomes.finished(job)
-        canceled += 1
     settle(batch_id)
-    return canceled
+    return len(canceled)
 
 
 def retry_failed(batch_id, *, actor=None, actor_label: str = "") -> int:
-    """Requeue the batch's failed, dead-lettered and canceled jobs (oldest first); the
-    number requeued. ``on_complete`` has run already if the batch had finished;
-    ``on_success`` fires if these now all complete."""
+    """Requeue the batch's failed, dead-lettered and canceled jobs; the number requeued.
+    ``on_complete`` has run already if the batch had finished; ``on_success`` fires if
+    these now all complete.
+
+    A job whose dependency is still broken is refused its requeue until that one is
+    requeued, and rows are not in dependency order (a keyed submit inserts them in key
+    order): passes go on while one requeues something, so a whole chain comes back."""
     from jobs.core import actions
 
-    requeued = 0
-    broken = Job.objects.filter(batch_id=batch_id, status__in=BROKEN_DEPENDENCY_STATUSES).order_by("created_at")
-    for job_id in broken.values_list("id", flat=True):
-        try:
-            actions.requeue(job_id, actor=actor, actor_label=actor_label)
-        except (TransitionError, ActionRefused):
-            continue
-        requeued += 1
+    requeued, refused = 0, True
+    while refused:
+        refused, requeued_before = False, requeued
+        broken = Job.objects.filter(batch_id=batch_id, status__in=BROKEN_DEPENDENCY_STATUSES).order_by("created_at")
+        for job_id in broken.values_list("id", flat=True):
+            try:
+                actions.requeue(job_id, actor=actor, actor_label=actor_label)
+            except TransitionError:
+                continue
+            except ActionRefused:
+                refused = True
+                continue
+            requeued += 1
+        refused = refused and requeued > requeued_before  # another pass only if this one moved something
     if requeued:  # the batch's work goes on: its running jobs may fan out again
         Batch.objects.filter(pk=batch_id, canceled_at__isnull=False).update(canceled_at=None)
     return requeued

@@ -150,6 +150,53 @@ def test_cancel_cancels_the_waiting_jobs_and_closes(alice):
     assert done.payload["counts"] == {"complete": 1, "canceled": 2}
 
 
+@pytest.mark.redis  # the canceled step's follow-up would queue its dependent
+def test_a_canceled_batch_never_queues_a_step_that_runs_after_a_failure(alice):
+    """The cancel followed each canceled job up before canceling the next: the first's
+    follow-up released its dependent (on_dependency_failure="run") to its queue, where a
+    worker started it before the loop came to it. Keys put the rows in key order (here
+    the dependency is read first)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    later = timezone.now() + timedelta(hours=1)
+    batch, submitted = batches.create_batch(
+        [
+            JobSpec("diagnostics.noop", ref="a", run_at=later, idempotency_key="z-a"),
+            JobSpec("diagnostics.noop", ref="b", depends_on=["a"], on_dependency_failure="run", idempotency_key="a-b"),
+        ],
+        owner=alice,
+    )  # fmt: skip
+    step = submitted[1].job
+    assert batches.cancel(batch.id, actor=alice) == 2
+    moves = list(Job.objects.get(pk=step.id).events.values_list("to_status", flat=True))
+    assert Status.QUEUED not in moves and Job.objects.get(pk=step.id).status == Status.CANCELED, moves
+
+
+@pytest.mark.redis  # a requeue asks Redis whether the last run is still stopping
+def test_retry_failed_brings_a_whole_chain_back_whatever_order_its_rows_are_in(alice):
+    """Requeued oldest first, a step whose dependency was still canceled was refused and
+    skipped: keyed rows are in key order ("load" before "transform"), and on_success never
+    came."""
+    batch, submitted = batches.create_batch(
+        [
+            JobSpec("diagnostics.noop", ref="fetch", idempotency_key="etl-fetch"),
+            JobSpec("diagnostics.noop", ref="transform", depends_on=["fetch"], idempotency_key="etl-transform"),
+            JobSpec("diagnostics.noop", ref="load", depends_on=["transform"], idempotency_key="etl-load"),
+        ],
+        owner=alice,
+        on_success=batchtasks.SUCCESS,
+    )
+    fetch = submitted[0].job
+    run(fetch, ok=False)  # its dependents are canceled
+    assert set(Job.objects.filter(batch=batch).values_list("status", flat=True)) == {Status.FAILED, Status.CANCELED}
+    assert batches.retry_failed(batch.id, actor=alice) == 3
+    for step in (s.job for s in submitted):
+        run(step)
+    assert len(callbacks(batchtasks.SUCCESS)) == 1
+
+
 def test_retry_failed_lets_a_canceled_batchs_jobs_fan_out_again(alice):
     batch, submitted = batches.create_batch([NOOP, NOOP], owner=alice)
     running, waiting = (s.job for s in submitted)
