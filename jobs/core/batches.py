@@ -335,13 +335,19 @@ def batch_progress(batch_id) -> Progress:
 
 
 def state(batch: Batch, measured: Progress | None = None) -> str:
-    """open | running | complete (every job complete) | finished (every job final, some not complete)."""
+    """open | running | complete (every job complete) | finished (every job final, some
+    not complete) — each once its callbacks are submitted: after a retry-failed, a batch
+    whose jobs all completed again is running until its success is settled (it had been
+    "complete" from the first round's settle, and its followers heard so before
+    ``on_success`` was submitted)."""
     measured = measured or batch_progress(batch.pk)
     if batch.closed_at is None:
         return "open"
     if measured.unfinished or batch.completed_at is None:
         return "running"
-    return "complete" if measured.counts[Status.COMPLETE] == measured.total else "finished"
+    if measured.counts[Status.COMPLETE] != measured.total:
+        return "finished"
+    return "complete" if batch.succeeded_at is not None else "running"
 
 
 def summarise(batch: Batch) -> dict[str, Any]:
