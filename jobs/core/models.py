@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Status(models.TextChoices):
@@ -250,7 +251,10 @@ class Job(models.Model):
     # Another host may take the job over only once it has passed.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
 
-    created_at = models.DateTimeField(auto_now_add=True)
+    # The submit's moment, set by the submit in the order the jobs were sent (a bulk
+    # inserts its rows in key order: auto_now_add stamped them so, and results of
+    # dependencies "in the order they were submitted" came out in key order).
+    created_at = models.DateTimeField(default=timezone.now, editable=False, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     scheduled_for = models.DateTimeField(null=True, blank=True)

@@ -644,3 +644,19 @@ def test_users_who_used_the_same_key_can_all_be_deleted_and_their_jobs_stay(djan
         (None, None),
         (None, None),
     ]
+
+
+def test_a_keyed_bulk_keeps_the_order_it_was_sent_in_created_at_and_dependency_results():
+    """Its rows are inserted in key order (two bulks with the same keys cannot deadlock),
+    and auto_now_add stamped them so: dependency results "in the order they were
+    submitted" came out in key order, and so did the list's newest-first."""
+    from jobs.core import dependencies
+
+    x, y, z = (s.job for s in submit_many([
+        JobSpec("diagnostics.noop", ref="x", idempotency_key="k-2"),
+        JobSpec("diagnostics.noop", ref="y", idempotency_key="k-1"),
+        JobSpec("diagnostics.noop", depends_on=["x", "y"]),
+    ]))  # fmt: skip
+    stored = Job.objects.in_bulk([x.id, y.id, z.id])
+    assert stored[x.id].created_at < stored[y.id].created_at < stored[z.id].created_at
+    assert list(dependencies.results_of(z.id)) == [str(x.id), str(y.id)]
