@@ -445,9 +445,14 @@ class OpsConsumer(_Socket):
 
     async def job_event(self, envelope: dict) -> None:
         msg = envelope["event"]
-        if self.types and msg.get("job_type") not in self.types:
+        bulk = (msg.get("details") or {}).get("submitted") is not None  # one summary for a big submit
+        types = set((msg.get("details") or {}).get("job_types", ())) if bulk else {msg.get("job_type")}
+        statuses = set((msg.get("details") or {}).get("statuses", ())) if bulk else {msg.get("status")}
+        # A bulk's summary has no one type or status (filtered by them, it never came):
+        # it goes to a filtered stream when any of its jobs may be among the filter's.
+        if self.types and not types & self.types:
             return
-        if self.statuses and msg.get("status") not in self.statuses:
+        if self.statuses and not statuses & self.statuses:
             return
         await self.send_json(msg)
 

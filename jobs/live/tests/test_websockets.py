@@ -237,6 +237,32 @@ def test_operators_stream_sees_every_job_and_filters(alice, bob, operator, run_w
     assert nothing_more
 
 
+def test_a_big_submit_s_summary_reaches_the_filtered_streams_it_concerns(alice, operator):
+    """More than relay._BULK jobs at once are one summary message with no one type or
+    status: a stream filtered by either never heard of them."""
+    from jobs.core.submit import JobSpec, submit_many
+
+    @async_to_sync
+    async def watch():
+        header = await sync_to_async(token_header)(operator)
+        streams = {path: (await connect(path, [header]))[0]
+                   for path in ("/ws/ops/?type=diagnostics.noop", "/ws/ops/?status=queued",
+                                "/ws/ops/?type=diagnostics.sleep", "/ws/ops/?status=failed")}  # fmt: skip
+        for stream in streams.values():
+            await stream.receive_json_from(timeout=5)  # the snapshot
+        await sync_to_async(submit_many)([JobSpec("diagnostics.noop")] * (relay._BULK + 10), owner=alice)
+        heard = {}
+        for path, stream in streams.items():
+            heard[path] = None if await stream.receive_nothing(timeout=1) else await stream.receive_json_from(timeout=5)
+            await stream.disconnect()
+        return heard
+
+    heard = watch()
+    for path in ("/ws/ops/?type=diagnostics.noop", "/ws/ops/?status=queued"):
+        assert heard[path] is not None and heard[path]["details"]["submitted"] == relay._BULK + 10, path
+    assert heard["/ws/ops/?type=diagnostics.sleep"] is None and heard["/ws/ops/?status=failed"] is None
+
+
 def test_read_only_operators_watch_every_stream(alice, watcher):
     job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
 
