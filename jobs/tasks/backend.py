@@ -99,18 +99,14 @@ class JobdeskBackend(compat.BaseTaskBackend):
 
         self.validate_task(task)
         payload = {"args": storable_arguments(list(args)), "kwargs": storable_arguments(dict(kwargs))}
-        extras: dict[str, Any] = {}
-        if isinstance(task, JobdeskTask):
-            extras = {
-                "max_attempts": task.max_attempts,
-                "heavy": task.heavy,
-                "idempotency_key": task.idempotency_key,
-                "depends_on": list(task.depends_on),
-                "size": task.size,
-            }
-        job = submit(task.module_path, payload, priority=queue_of(task), run_at=task.run_after, **extras).job
-        result = results.from_job(job, task, self.alias, fresh=True)
-        compat.task_enqueued.send(type(self), task_result=result)
+        submitted = submit(
+            task.module_path, payload, priority=queue_of(task), run_at=task.run_after, **_options_of(task)
+        )
+        # The job an idempotency key found may have run already: its result is read whole
+        # (a fresh one said no attempts, no errors), and nothing was enqueued to announce.
+        result = results.from_job(submitted.job, task, self.alias, fresh=submitted.created)
+        if submitted.created:
+            compat.task_enqueued.send(type(self), task_result=result)
         return result
 
     def get_result(self, result_id: str) -> TaskResult:
@@ -134,11 +130,17 @@ def task_spec(task: Task, *args: Any, **kwargs: Any):
 
     task.get_backend().validate_task(task)
     payload = {"args": storable_arguments(list(args)), "kwargs": storable_arguments(dict(kwargs))}
-    extras: dict[str, Any] = {}
-    if isinstance(task, JobdeskTask):
-        extras = {"max_attempts": task.max_attempts, "heavy": task.heavy, "idempotency_key": task.idempotency_key,
-                  "depends_on": list(task.depends_on)}  # fmt: skip
-    return JobSpec(type=task.module_path, payload=payload, priority=queue_of(task), run_at=task.run_after, **extras)
+    return JobSpec(
+        type=task.module_path, payload=payload, priority=queue_of(task), run_at=task.run_after, **_options_of(task)
+    )
+
+
+def _options_of(task: Task) -> dict[str, Any]:
+    """A JobdeskTask's own options, as a submit takes them (none for a plain Task)."""
+    if not isinstance(task, JobdeskTask):
+        return {}
+    return {"max_attempts": task.max_attempts, "heavy": task.heavy, "idempotency_key": task.idempotency_key,
+            "depends_on": list(task.depends_on), "size": task.size}  # fmt: skip
 
 
 def queue_of(task: Task) -> str:

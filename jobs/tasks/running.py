@@ -141,13 +141,18 @@ class TaskFailed(Exception):
 
 
 def _finished(job: Job, backend: str) -> None:
-    """The standard ``task_finished`` signal, once the outcome is recorded (in the worker).
+    """The standard ``task_finished`` signal, once the outcome is recorded (in the worker)
+    and final: not after an attempt that will be retried (Django's signal says the task
+    has finished).
 
     For a failed task it is sent while ``TaskFailed`` is being handled: the standard
     receiver logs a failure with ``logger.exception`` for error monitoring, which found
     no exception here (the task raised in another process) and logged none."""
+    from jobs.core.models import FINAL_STATUSES
     from jobs.tasks import results
 
+    if job.status not in FINAL_STATUSES:  # an attempt that will be retried: the task goes on
+        return
     task = _task(job.type)
     result = results.from_job(job, task, backend)
     if result.status != compat.TaskResultStatus.FAILED:

@@ -246,6 +246,48 @@ def test_a_failed_task_is_logged_with_what_it_raised_and_where(run_worker, caplo
     assert "NoneType: None" not in logged
 
 
+def test_the_finished_signal_comes_once_when_the_task_has_finished_not_per_attempt(
+    run_worker, scheduler_tick, settings
+):
+    settings.RETRY_BASE_DELAY = 0
+    finished = []
+
+    def note(sender, task_result, **kwargs):
+        finished.append(task_result.status)
+
+    result = tasks.failing.options(max_attempts=2).enqueue()
+    task_finished.connect(note)
+    try:
+
+        def ended() -> bool:
+            scheduler_tick()
+            run_worker()
+            return Job.objects.get(pk=result.id).status in FINAL_STATUSES
+
+        wait_for(ended, timeout=30, interval=0.2, what="two attempts")
+    finally:
+        task_finished.disconnect(note)
+    assert finished == [TaskResultStatus.FAILED]  # not READY after the first attempt too
+
+
+def test_a_key_that_finds_a_finished_task_answers_its_whole_result_and_enqueues_nothing(run_worker):
+    enqueued = []
+
+    def note(sender, task_result, **kwargs):
+        enqueued.append(task_result.id)
+
+    first = tasks.echo.options(idempotency_key="once-only").enqueue(1)
+    run_worker()
+    task_enqueued.connect(note)
+    try:
+        again = tasks.echo.options(idempotency_key="once-only").enqueue(1)
+    finally:
+        task_enqueued.disconnect(note)
+    assert again.id == first.id and again.status == TaskResultStatus.SUCCESSFUL
+    assert again.attempts == 1 and again.worker_ids, (again.attempts, again.worker_ids)  # not a fresh result's 0
+    assert enqueued == []  # nothing was enqueued
+
+
 def test_idempotency_keys_and_dependencies_ride_on_options(run_worker):
     first = tasks.noop.options(idempotency_key="nightly-1").enqueue()
     again = tasks.noop.options(idempotency_key="nightly-1").enqueue()
