@@ -347,7 +347,11 @@ def state(batch: Batch, measured: Progress | None = None) -> str:
         return "running"
     if measured.counts[Status.COMPLETE] != measured.total:
         return "finished"
-    return "complete" if batch.succeeded_at is not None else "running"
+    success_due = bool(batch.on_success) and batch.succeeded_at is None
+    # Past the reconciler's watch for a late on_success nothing more will come (and a
+    # batch whose failed jobs were pruned is all complete without having succeeded).
+    watched = batch.updated_at is None or batch.updated_at > timezone.now() - SUCCESS_WATCH
+    return "running" if success_due and watched else "complete"
 
 
 def summarise(batch: Batch) -> dict[str, Any]:
@@ -381,7 +385,8 @@ def cancel(batch_id, *, actor=None, actor_label: str = "") -> int:
     Batch.objects.filter(pk=batch_id, closed_at__isnull=True).update(closed_at=now)
     Batch.objects.filter(pk=batch_id, canceled_at__isnull=True).update(canceled_at=now)
     canceled = []
-    for job_id in Job.objects.filter(batch_id=batch_id, status__in=PENDING_STATUSES).values_list("id", flat=True):
+    waiting = Job.objects.filter(batch_id=batch_id, status__in=PENDING_STATUSES).order_by("created_at")
+    for job_id in waiting.values_list("id", flat=True):
         try:
             canceled.append(
                 lifecycle.cancel(job_id, actor=actor, actor_label=actor_label, reason="its batch was canceled")
@@ -403,15 +408,17 @@ def retry_failed(batch_id, *, actor=None, actor_label: str = "") -> int:
     these now all complete.
 
     A job whose dependency is still broken is refused its requeue until that one is
-    requeued, and rows are not in dependency order (a keyed submit inserts them in key
-    order): passes go on while one requeues something, so a whole chain comes back."""
+    requeued, and rows need not be in dependency order: passes go on while one requeues
+    something, so a whole chain comes back. Each job is requeued once a call at most (one
+    that fails again meanwhile is not sent round again by the same call)."""
     from jobs.core import actions
 
-    requeued, refused = 0, True
+    requeued: set = set()
+    refused = True
     while refused:
-        refused, requeued_before = False, requeued
+        refused, before = False, len(requeued)
         broken = Job.objects.filter(batch_id=batch_id, status__in=BROKEN_DEPENDENCY_STATUSES).order_by("created_at")
-        for job_id in broken.values_list("id", flat=True):
+        for job_id in broken.exclude(pk__in=requeued).values_list("id", flat=True):
             try:
                 actions.requeue(job_id, actor=actor, actor_label=actor_label)
             except TransitionError:
@@ -419,11 +426,11 @@ def retry_failed(batch_id, *, actor=None, actor_label: str = "") -> int:
             except ActionRefused:
                 refused = True
                 continue
-            requeued += 1
-        refused = refused and requeued > requeued_before  # another pass only if this one moved something
+            requeued.add(job_id)
+        refused = refused and len(requeued) > before  # another pass only if this one moved something
     if requeued:  # the batch's work goes on: its running jobs may fan out again
         Batch.objects.filter(pk=batch_id, canceled_at__isnull=False).update(canceled_at=None)
-    return requeued
+    return len(requeued)
 
 
 # --- Repair -----------------------------------------------------------------------------

@@ -445,7 +445,7 @@ class OpsConsumer(_Socket):
 
     async def job_event(self, envelope: dict) -> None:
         msg = envelope["event"]
-        bulk = (msg.get("details") or {}).get("submitted") is not None  # one summary for a big submit
+        bulk = msg.get("job_id") is None  # one summary for a big submit (no job of its own)
         types = set((msg.get("details") or {}).get("job_types", ())) if bulk else {msg.get("job_type")}
         statuses = set((msg.get("details") or {}).get("statuses", ())) if bulk else {msg.get("status")}
         # A bulk's summary has no one type or status (filtered by them, it never came):

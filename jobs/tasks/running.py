@@ -108,10 +108,18 @@ def _run_coroutine(task: Task, ctx: JobContext, result, args: list, kwargs: dict
             return asyncio.run(task.func(*args, **kwargs))
         finally:
             database.submit(connections.close_all).result()
-            # And the connections of the ORM's async API (``await Model.objects.aget()``),
-            # made in asgiref's one thread for such calls: in a long-lived worker they
-            # outlived the task, unchecked.
-            SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+            _close_thread_sensitive_connections()
+
+
+def _close_thread_sensitive_connections() -> None:
+    """The connections of the ORM's async API (``await Model.objects.aget()``), made in
+    asgiref's one thread for such calls: in a long-lived worker they outlived the task,
+    unchecked. Not waited for: a call the task's timeout abandoned may still hold that
+    thread (the worker would wait past the timeout). Nothing to close, nothing started,
+    when the task never used it."""
+    executor = SyncToAsync.single_thread_executor
+    if getattr(executor, "_threads", None):  # its thread was started (CPython's executor)
+        executor.submit(connections.close_all)
 
 
 def _task(name: str) -> Task:

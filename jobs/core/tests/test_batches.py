@@ -106,6 +106,25 @@ def test_retry_failed_then_success_fires_on_success_once(alice):
     assert batches.state(batch) == "complete"
 
 
+@pytest.mark.redis  # a requeue asks Redis whether the last run is still stopping
+def test_a_batch_all_complete_again_is_running_only_while_a_success_callback_can_still_come(alice):
+    """No on_success to wait for, or past the reconciler's watch for a late one: complete
+    (a batch stayed "running" for good, its followers never told it ended)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    for on_success, age, shown in (("", timedelta(0), "complete"), (batchtasks.SUCCESS, timedelta(0), "running"),
+                                   (batchtasks.SUCCESS, batches.SUCCESS_WATCH * 2, "complete")):  # fmt: skip
+        batch, (submitted,) = batches.create_batch([NOOP], owner=alice, on_success=on_success)
+        run(submitted.job, ok=False)
+        batches.retry_failed(batch.id, actor=alice)
+        run(submitted.job, settle=False)  # its worker died before the settle
+        Batch.objects.filter(pk=batch.id).update(updated_at=timezone.now() - age)
+        batch.refresh_from_db()
+        assert batches.state(batch) == shown, (on_success, age)
+
+
 def test_an_open_batch_waits_for_close(alice):
     opened = batches.open_batch(owner=alice, on_complete=batchtasks.CALLBACK)
     (job,) = (s.job for s in batches.add_to_batch(opened.id, [NOOP], owner=alice))
@@ -159,8 +178,8 @@ def test_cancel_cancels_the_waiting_jobs_and_closes(alice):
 def test_a_canceled_batch_never_queues_a_step_that_runs_after_a_failure(alice):
     """The cancel followed each canceled job up before canceling the next: the first's
     follow-up released its dependent (on_dependency_failure="run") to its queue, where a
-    worker started it before the loop came to it. Keys put the rows in key order (here
-    the dependency is read first)."""
+    worker started it before the loop came to it (the dependency, submitted first, is
+    canceled first)."""
     from datetime import timedelta
 
     from django.utils import timezone
@@ -168,8 +187,8 @@ def test_a_canceled_batch_never_queues_a_step_that_runs_after_a_failure(alice):
     later = timezone.now() + timedelta(hours=1)
     batch, submitted = batches.create_batch(
         [
-            JobSpec("diagnostics.noop", ref="a", run_at=later, idempotency_key="z-a"),
-            JobSpec("diagnostics.noop", ref="b", depends_on=["a"], on_dependency_failure="run", idempotency_key="a-b"),
+            JobSpec("diagnostics.noop", ref="a", run_at=later),
+            JobSpec("diagnostics.noop", ref="b", depends_on=["a"], on_dependency_failure="run"),
         ],
         owner=alice,
     )  # fmt: skip
@@ -180,10 +199,40 @@ def test_a_canceled_batch_never_queues_a_step_that_runs_after_a_failure(alice):
 
 
 @pytest.mark.redis  # a requeue asks Redis whether the last run is still stopping
+def test_retry_failed_requeues_each_job_once_even_when_it_fails_again_meanwhile(alice, monkeypatch):
+    """Passes go on while one requeues something: a job that failed again at once (a fast
+    worker) was requeued again by the next pass, without end while another stayed refused."""
+    from jobs.core import actions
+
+    batch, submitted = batches.create_batch([NOOP, JobSpec("diagnostics.noop", ref="p")], owner=alice)
+    quick, refused_one = (s.job for s in submitted)
+    run(quick, ok=False)
+    run(refused_one, ok=False)
+    requeue = actions.requeue
+    requeued: list = []
+
+    def fails_again_at_once(job_id, **kwargs):
+        if job_id == refused_one.id:
+            raise ActionRefused("its dependency is still broken")  # as a dependency outside the batch would
+        job = requeue(job_id, **kwargs)
+        requeued.append(job_id)
+        run(job, ok=False)
+        return job
+
+    monkeypatch.setattr(actions, "requeue", fails_again_at_once)
+    assert batches.retry_failed(batch.id, actor=alice) == 1
+    assert requeued == [quick.id]
+
+
+@pytest.mark.redis  # a requeue asks Redis whether the last run is still stopping
 def test_retry_failed_brings_a_whole_chain_back_whatever_order_its_rows_are_in(alice):
     """Requeued oldest first, a step whose dependency was still canceled was refused and
-    skipped: keyed rows are in key order ("load" before "transform"), and on_success never
-    came."""
+    skipped, and on_success never came. Here "load" is the oldest row (as a step added
+    from another submit, or a keyed bulk's rows before their order was kept, can be)."""
+    from datetime import timedelta
+
+    from django.db.models import F
+
     batch, submitted = batches.create_batch(
         [
             JobSpec("diagnostics.noop", ref="fetch", idempotency_key="etl-fetch"),
@@ -193,7 +242,8 @@ def test_retry_failed_brings_a_whole_chain_back_whatever_order_its_rows_are_in(a
         owner=alice,
         on_success=batchtasks.SUCCESS,
     )
-    fetch = submitted[0].job
+    fetch, load = submitted[0].job, submitted[2].job
+    Job.objects.filter(pk=load.id).update(created_at=F("created_at") - timedelta(seconds=10))
     run(fetch, ok=False)  # its dependents are canceled
     assert set(Job.objects.filter(batch=batch).values_list("status", flat=True)) == {Status.FAILED, Status.CANCELED}
     assert batches.retry_failed(batch.id, actor=alice) == 3

@@ -263,6 +263,23 @@ def test_a_big_submit_s_summary_reaches_the_filtered_streams_it_concerns(alice, 
     assert heard["/ws/ops/?type=diagnostics.sleep"] is None and heard["/ws/ops/?status=failed"] is None
 
 
+def test_a_job_s_own_details_named_submitted_are_not_taken_for_a_bulk_summary():
+    # A job's message carries its progress details: ctx.progress(…, submitted=120).
+    from jobs.live.consumers import OpsConsumer
+
+    consumer, sent = OpsConsumer(), []
+    consumer.types, consumer.statuses = frozenset({"reports.export"}), frozenset({"active"})
+
+    async def send_json(msg):
+        sent.append(msg)
+
+    consumer.send_json = send_json
+    event = {"job_id": "7b0f6c1e-0000-4000-8000-000000000000", "job_type": "reports.export", "status": "active",
+             "details": {"submitted": 120}}  # fmt: skip
+    async_to_sync(consumer.job_event)({"event": event})
+    assert sent == [event]
+
+
 def test_read_only_operators_watch_every_stream(alice, watcher):
     job = submit("diagnostics.sleep", {"seconds": 0}, owner=alice).job
 
