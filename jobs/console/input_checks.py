@@ -14,13 +14,14 @@ from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
-from django.db import DataError
+from django.db import DataError, NotSupportedError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
 # What a lookup's value can raise once it reaches a query, a date or the database (a
-# NUL in a text value: PostgreSQL's DataError).
-BAD_LOOKUP = (OverflowError, ValueError, ValidationError, DataError)
+# NUL in a text value: PostgreSQL's DataError; a lookup the database cannot do, such as
+# a JSON list's __contains on SQLite: NotSupportedError).
+BAD_LOOKUP = (OverflowError, ValueError, ValidationError, DataError, NotSupportedError)
 
 
 class CheckedChangeList(ChangeList):
