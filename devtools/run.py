@@ -194,9 +194,9 @@ def ensure_redis(settings):
     return server
 
 
-def _something_listens(host: str, port: int) -> bool:
+def _something_listens(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
-        with socket.create_connection((host, port), timeout=1):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False
@@ -308,11 +308,9 @@ def wait_for_port(host: str, port: int, web: Child, timeout: float = 60.0) -> bo
     while time.monotonic() < deadline:
         if not web.running():
             return False
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.2)
+        if _something_listens(host, port, timeout=0.5):
+            return True
+        time.sleep(0.2)  # a poll's pause within the deadline above
     return False
 
 

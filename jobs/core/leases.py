@@ -89,21 +89,19 @@ def stopping(job_type: str) -> int:
 
 def stopping_by_type(job_types: list[str]) -> dict[str, int]:
     """``stopping`` for several types at once: one grouped scan of the small partial index."""
-    rows = (
-        Job.objects.filter(type__in=job_types, lease_expires_at__gt=Now())
-        .exclude(status=Status.ACTIVE)
-        .values("type")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
+    rows = _stopping_runs(job_types).values("type").annotate(n=Count("id")).order_by()
     return {row["type"]: row["n"] for row in rows}
 
 
 def stopping_until(job_type: str) -> list:
     """When the leases of the type's stopping runs (``stopping``) lapse at the latest: a
     run gives its slot back when it stops, or when its lease passes."""
-    stopping = Job.objects.filter(type=job_type, lease_expires_at__gt=Now()).exclude(status=Status.ACTIVE)
-    return list(stopping.values_list("lease_expires_at", flat=True))
+    return list(_stopping_runs([job_type]).values_list("lease_expires_at", flat=True))
+
+
+def _stopping_runs(job_types: list[str]):
+    """Runs of these types no longer active whose lease still holds (the partial index)."""
+    return Job.objects.filter(type__in=job_types, lease_expires_at__gt=Now()).exclude(status=Status.ACTIVE)
 
 
 def still_running(job_id) -> bool:
