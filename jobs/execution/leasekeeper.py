@@ -25,7 +25,10 @@ before its first renewal is due, so it costs no renewal at all.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import math
+import mmap
 import os
 import signal
 import threading
@@ -41,6 +44,28 @@ from jobs.core import leases
 logger = logging.getLogger("jobs.execution.leasekeeper")
 
 _RETRY_AFTER_FAILURE = 0.5  # seconds; a failed renewal is tried again soon, not after a full interval
+
+
+def _shared_stop_time() -> ctypes.c_double:
+    """A stop time (infinity for now) in memory a forked child shares."""
+    shared = ctypes.c_double.from_buffer(mmap.mmap(-1, 8))  # MAP_SHARED: a forked child sees the writes
+    shared.value = math.inf
+    return shared
+
+
+# When the run in hand is to be stopped at the latest (``now()`` seconds: the last renewal
+# that went through, or the claim, plus JOB_LEASE_STOP_SECONDS; infinity while none is
+# held), in memory this process shares with every work-horse it forks. The parent's
+# watchdog kills its horse then; a parent that cannot (frozen: SIGSTOP, a debugger, a
+# paused cgroup) leaves the horse to stop itself by it (``stop_with_parents_lease``),
+# before another host may take the job. One aligned 8-byte store: a reader never sees
+# half of it.
+_stop_by = _shared_stop_time()  # this process's, for the horses it forks
+_parents_stop_by: ctypes.c_double | None = None  # in a forked child: its parent's
+# Seconds a horse waits past that time for its parent's own stop (a kill) before it
+# leaves by itself: the lease still holds JOB_LEASE_SECONDS - JOB_LEASE_STOP_SECONDS
+# (at least 2 s, config.env.check_lease_timing) after it.
+_HORSE_STOP_MARGIN = 1.0
 
 
 def _idle_look() -> float:
@@ -95,6 +120,7 @@ class LeaseKeeper:
             # No wake-up (two thread switches a job): the renewer and the watchdog look
             # again soon enough (_idle_look) for the first renewal.
             self._held = _Hold(str(job_id), dispatch, stop, claimed_at, claimed_at + renew_every)
+            _stop_by.value = claimed_at + settings.JOB_LEASE_STOP_SECONDS
         if not self._started:
             self._start()
 
@@ -113,6 +139,7 @@ class LeaseKeeper:
         the run was stopped ("" when it was not)."""
         with self._lock:
             held, self._held = self._held, None
+            _stop_by.value = math.inf
         return held.lost if held else ""
 
     def lost(self) -> str:
@@ -131,6 +158,7 @@ class LeaseKeeper:
         """End the threads (tests; a worker's keeper lives as long as its process)."""
         with self._lock:
             self._closing, self._held = True, None
+            _stop_by.value = math.inf
             self._wake.notify_all()
 
     def _start(self) -> None:
@@ -190,6 +218,8 @@ class LeaseKeeper:
         with self._lock:
             held.renewed_at, held.failures = sent, 0
             held.next_renewal = sent + settings.JOB_LEASE_RENEW_SECONDS
+            if held is self._held:  # a late answer for a run released meanwhile moves nothing
+                _stop_by.value = sent + settings.JOB_LEASE_STOP_SECONDS
 
     # --- the watchdog ----------------------------------------------------------------
 
@@ -235,11 +265,33 @@ def keeper() -> LeaseKeeper:
 
 
 def _forget_in_child() -> None:
-    global _keeper, _handler_running
+    global _keeper, _handler_running, _stop_by, _parents_stop_by
     _keeper, _handler_running = None, False
+    # A child's own keeper (a horse claiming for itself) writes its own stop time.
+    _parents_stop_by, _stop_by = _stop_by, _shared_stop_time()
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def stop_with_parents_lease() -> None:
+    """In a work-horse whose parent keeps the run's lease: leave (os._exit) once the
+    parent's stop time has passed without the parent stopping it — the parent is frozen
+    and cannot renew the lease or kill this horse, and the job may soon be taken over
+    elsewhere. A daemon thread: like the parent's watchdog, it needs the interpreter lock
+    now and then."""
+    threading.Thread(target=_leave_at_parents_stop, name="lease-follower", daemon=True).start()
+
+
+def _leave_at_parents_stop() -> None:
+    parents = _parents_stop_by
+    if parents is None:  # not a forked child: no parent keeps its lease
+        return
+    while True:
+        left = parents.value + _HORSE_STOP_MARGIN - now()
+        if left <= 0:
+            os._exit(75)  # no log first: a blocked log pipe must not keep the horse running
+        time.sleep(min(left, _idle_look()))
 
 
 # --- stopping a handler that runs in this process -----------------------------------------

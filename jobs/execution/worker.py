@@ -523,6 +523,7 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
                 self._books.forget()
             runner.in_work_horse(self._to_parent)
             relay.follow_parent(self._handover)
+            leasekeeper.stop_with_parents_lease()
         except BaseException:  # never let a horse return into its parent's loop
             logger.exception("work-horse set-up failed")
             os._exit(1)

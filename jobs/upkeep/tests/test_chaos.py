@@ -310,6 +310,28 @@ def test_a_worker_parent_paused_past_its_lease_loses_the_job_and_its_late_outcom
     assert job.events.filter(message__contains="lease expired").exists()
 
 
+def test_a_horse_whose_parent_is_frozen_stops_itself_before_the_job_is_taken_over(spawn, redis_conn, settings):
+    """SIGSTOP only the parent while a long job runs in its horse (a handler that never
+    asks ``is_canceled``): nobody renews the lease or kills the horse. The horse stops
+    itself by its parent's stop time, so the retry elsewhere never runs beside it."""
+    settings.RETRY_BASE_DELAY = 0.1  # the reconciler's retry, from this process
+    job = submit("diagnostics.sleep", {"seconds": 40, "steps": 1, "trace": True}).job
+    worker = spawn("rqworker", *QUEUES, **FAST_RETRIES, **SHORT_LEASES)
+    wait_for(lambda: runs(redis_conn, job) == 1, timeout=30, what="the handler to start")
+    horse = wait_for(lambda: horse_pids(worker), timeout=10, what="the work-horse")[0]
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        # Well before the lease passes (JOB_LEASE_SECONDS): the horse is gone.
+        wait_for(lambda: liveness.process_started_at(horse) is None, timeout=10, what="the horse to stop itself")
+        assert lost_once_its_lease_passed() == [str(job.id)]
+        spawn("rqworker", *QUEUES, **FAST_RETRIES, **SHORT_LEASES)
+        spawn("rqscheduler", "--queue", "normal", "--interval", "1", **SHORT_LEASES)
+        wait_for(lambda: runs(redis_conn, job) == 2, timeout=30, what="the retry to start")
+        assert overlaps(redis_conn) == 0, "two runs of one job at once"
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+
+
 def test_a_worker_whose_registration_vanished_registers_again(spawn, redis_conn):
     """Paused past its TTL (or Redis flushed), a worker's registration is gone: it
     registers again at its next heartbeat instead of counting as dead for good."""
