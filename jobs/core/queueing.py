@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -194,19 +195,39 @@ def current_worker_name() -> str:
     return Worker.__name__ + "-inline"
 
 
-def dispatches_in_redis() -> set[str]:
-    """Every RQ job id Redis still holds for us: queued, scheduled, or being executed."""
+def dispatches_in_redis(*, started_within: float) -> set[str]:
+    """Every RQ job id Redis still holds for us: queued, scheduled, or being executed —
+    the last only when a worker took it up (RQ's started registry) less than
+    ``started_within`` seconds ago or heartbeats it still. For a row still queued, an
+    older one is a worker that died between taking the dispatch and claiming the row:
+    RQ keeps it "started" until the job's timeout has passed, an hour for some types."""
+    from rq.executions import Execution
     from rq.registry import StartedJobRegistry
 
     conn = connection()
     present: set[str] = set(
         x.decode() if isinstance(x, bytes) else x for x in conn.zrange(scheduler().scheduled_jobs_key, 0, -1)
     )
+    since = time.time() - started_within
     for name in settings.JOB_QUEUES:
         q = queue(name)
         present.update(q.get_job_ids())
-        present.update(StartedJobRegistry(queue=q).get_job_ids())
+        started = StartedJobRegistry(queue=q).get_job_and_execution_ids()
+        if not started:
+            continue
+        with conn.pipeline(transaction=False) as pipe:
+            for job_id, execution_id in started:
+                pipe.hget(Execution(execution_id, job_id, conn).key, "last_heartbeat")
+            beats = pipe.execute()
+        present.update(job_id for (job_id, _), beat in zip(started, beats, strict=True) if _recent(beat, since))
     return present
+
+
+def _recent(timestamp: bytes | None, since: float) -> bool:
+    try:
+        return timestamp is not None and float(timestamp) >= since
+    except ValueError:  # not RQ's: count it as there, as before
+        return True
 
 
 @dataclass(frozen=True)

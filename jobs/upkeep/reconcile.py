@@ -29,6 +29,12 @@ _LOCK_KEY = "jobdesk:reconcile:lock"
 LOCK_SECONDS = 30  # a pass renews its lock before each repair (see _still_holding_the_lock)
 _pass_lock: contextvars.ContextVar[Lock | None] = contextvars.ContextVar("jobdesk_reconcile_lock", default=None)
 HOOK_REPLAY_AFTER = 60  # seconds: a live worker runs hooks right after recording
+# Seconds a worker may hold a dispatch it took from its queue before its claim of the
+# row is through: the claim waits behind the last run's record, which tries through
+# about a minute of database trouble (jobs.execution.worker). A row still queued whose
+# dispatch was taken up longer ago is re-dispatched (a late claim of the old dispatch is
+# refused): its worker died in between.
+UNCLAIMED_AFTER = 120
 
 
 class LostRun(Exception):
@@ -89,7 +95,7 @@ def run(*, grace_seconds: float | None = None) -> Report:
 
 
 def _one_pass(now: datetime, grace: float, report: Report) -> None:
-    present = queueing.dispatches_in_redis()
+    present = queueing.dispatches_in_redis(started_within=UNCLAIMED_AFTER)
     _restore_missing_dispatches(present, now - timedelta(seconds=grace), report)
     _rescue_lost_active(now, report)
     _settle_waiting(report)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from datetime import timedelta
 
 import django_rq
 import pytest
 from django.utils import timezone
+from rq.executions import Execution
+from rq.job import Job as RQJob
 
 from conftest import run_at_once
 from jobs.core import leases, lifecycle, queueing
@@ -39,6 +42,33 @@ def test_queued_jobs_missing_after_a_flush_are_re_enqueued(redis_conn, run_worke
     assert set(Job.objects.values_list("status", flat=True)) == {Status.COMPLETE}
     assert all(j.events.filter(message__contains="missing from Redis").exists() for j in Job.objects.all())
     assert reconcile.run(grace_seconds=0).repairs == 0  # nothing left to repair
+
+
+def taken_up_by_a_worker(job: Job, *, seconds_ago: float) -> None:
+    """What RQ leaves of a worker that popped the job's dispatch (and died before its
+    claim): no longer on its queue, "started" until the job's timeout has passed."""
+    rq_job = RQJob.fetch(job.rq_job_id, connection=queueing.connection())
+    queueing.queue(job.priority).remove(rq_job.id)
+    with queueing.connection().pipeline() as pipe:
+        execution = Execution.create(rq_job, ttl=3600, pipeline=pipe, worker_name="gone")
+        pipe.execute()
+    queueing.connection().hset(execution.key, "last_heartbeat", time.time() - seconds_ago)
+
+
+def test_a_dispatch_taken_by_a_worker_that_died_before_its_claim_is_dispatched_again(redis_conn, run_worker):
+    """A worker killed while its claim waited behind the last run's record: the row is
+    queued, its dispatch "started" in RQ for the job's timeout (an hour for some types)."""
+    fresh, stale = submit("diagnostics.noop").job, submit("diagnostics.noop").job
+    taken_up_by_a_worker(fresh, seconds_ago=5)  # its worker may still be claiming it
+    taken_up_by_a_worker(stale, seconds_ago=reconcile.UNCLAIMED_AFTER + 5)
+    report = reconcile.run(grace_seconds=0)
+    assert report.requeued == [str(stale.id)]
+    stale_dispatch = stale.rq_job_id
+    stale.refresh_from_db()
+    assert stale.status == Status.QUEUED and stale.rq_job_id != stale_dispatch  # the old one is fenced off
+    run_worker()
+    assert Job.objects.get(pk=stale.id).status == Status.COMPLETE
+    assert Job.objects.get(pk=fresh.id).status == Status.QUEUED  # left to the worker that took it
 
 
 def test_recent_rows_are_spared_by_the_grace_period(redis_conn):
