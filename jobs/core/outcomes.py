@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from django.conf import settings
+from django.db import connection, transaction
 
 from jobs.core import batches, lifecycle, registry, tracing
 from jobs.core.errors import SubmitError, TransitionError
@@ -73,10 +75,18 @@ def run_hooks(job: Job) -> None:
     hooks = job_type.on_success if job.status == Status.COMPLETE else job_type.on_failure
     for hook in hooks:
         try:
-            hook(job)
+            with _own_savepoint():
+                hook(job)
         except Exception:  # a broken hook must not undo the recorded outcome
             log_job("completion hook failed", job, level=logging.ERROR, hook=getattr(hook, "__name__", str(hook)))
             logger.exception("hook %s failed for job %s", hook, job.id)
+
+
+def _own_savepoint():
+    """Inside the caller's transaction (the reconciler's repair), a hook gets a savepoint
+    of its own: a query of its that fails rolls back to it, not the whole repair — which
+    was then tried again, hook and all, on every pass."""
+    return transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
 
 
 def settle_dependents(job: Job) -> list[Job]:

@@ -292,3 +292,27 @@ def test_hooks_lost_to_a_dying_worker_are_replayed_once(run_worker):
         assert reconcile.run(grace_seconds=0).hooks_replayed == []
     finally:
         registry.unregister("tests.hooked_replay")
+
+
+def test_a_hook_that_breaks_in_the_database_does_not_stop_a_lost_run_from_being_repaired():
+    """The reconciler ends a lost last attempt inside its repair's transaction: a hook
+    whose query fails must not roll the repair back (every pass, for good)."""
+    from django.db import connection
+
+    from jobs.core import registry
+
+    def broken_hook(job: Job) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table_of_the_hook")
+
+    registry.job_type("tests.broken_hook", max_attempts=1, on_failure=broken_hook)(lambda ctx: {})
+    try:
+        job = submit("tests.broken_hook").job
+        lifecycle.claim(job.id, job.rq_job_id, "gone")
+        expire_lease(job)
+        report = reconcile.run(grace_seconds=0)
+        assert report.lost == [str(job.id)] and report.errors == []
+        job.refresh_from_db()
+        assert job.status == Status.DEAD_LETTER and job.hooks_done
+    finally:
+        registry.unregister("tests.broken_hook")
