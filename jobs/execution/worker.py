@@ -309,7 +309,7 @@ class _ParentBookkeeping(BaseWorker):
             return None
         job_id, dispatch = ids
         self._inline = True
-        behind = ClaimBehind(self, dispatch)
+        behind = ClaimBehind(self, job_id, dispatch)
         behind.future = self._recorder.submit(self._claim_after_record, job_id, dispatch, known)
         runner.preclaimed[dispatch] = behind
         return behind
@@ -327,10 +327,12 @@ class _ParentBookkeeping(BaseWorker):
             _drop_broken_connection()
             claimed = runner.claim(job_id, dispatch, self.name, known)
         except DatabaseError:
-            # The work-horse will try to claim for itself; failing that, the row stays
-            # queued and the reconciler re-dispatches it. The worker itself lives on.
+            # The claim may have committed before its answer was lost: then the run is
+            # this worker's to take up. Else the work-horse will try to claim for itself;
+            # failing that, the row stays queued and the reconciler re-dispatches it.
+            # The worker itself lives on.
             logger.exception("claim failed", extra={"job_id": job_id, "dispatch": dispatch})
-            return None
+            return self._adopted(job_id, dispatch)
         return self._hold(claimed, dispatch, sent)
 
     def _adopted(self, job_id: str, dispatch: str) -> Job | None:
@@ -340,7 +342,9 @@ class _ParentBookkeeping(BaseWorker):
         try:
             return self._hold(runner.adopt(job_id, dispatch, self.name), dispatch, sent)
         except DatabaseError:
-            logger.exception("adopting the bookkeeper's claim failed", extra={"job_id": job_id, "dispatch": dispatch})
+            logger.exception(
+                "adopting a claim made for this worker failed", extra={"job_id": job_id, "dispatch": dispatch}
+            )
             return None
 
     def _hold(self, claimed: Job | None, dispatch: str, sent: float) -> Job | None:
@@ -362,7 +366,10 @@ class _ParentBookkeeping(BaseWorker):
         try:
             claimed, self._handed_over = self._books.claim_answer(dispatch)
         except bookkeeper.ClaimFailed:
-            return  # logged there: the horse claims for itself, as after a claim that failed here
+            # Logged there. Its claim may have committed before the error: as after a
+            # claim that failed here.
+            self._claimed = self._adopted(job_id, dispatch)
+            return
         except bookkeeper.BookkeeperGone:
             logger.exception("the bookkeeper is gone: the worker keeps its own books")
             self._books = None
@@ -615,8 +622,8 @@ class ClaimBehind:
 
     future: concurrent.futures.Future
 
-    def __init__(self, worker: _ParentBookkeeping, dispatch: str) -> None:
-        self._worker, self.dispatch = worker, dispatch
+    def __init__(self, worker: _ParentBookkeeping, job_id: str, dispatch: str) -> None:
+        self._worker, self.job_id, self.dispatch = worker, job_id, dispatch
         self._taken: Job | str | None = None
         self._done = False
 
@@ -629,10 +636,12 @@ class ClaimBehind:
                 claimed, sent = self.future.result()
             except queueing.TIMEOUT_EXCEPTIONS:
                 raise  # not the claim's: the wait was interrupted, and the claim is still to take
-            except Exception:  # the database, or a bug: as after a claim that failed here
+            except Exception as error:  # the database, or a bug: as after a claim that failed here
                 self._done = True
                 logger.exception("claim failed", extra={"dispatch": self.dispatch})
-                return None
+                if isinstance(error, DatabaseError):
+                    self._taken = self._worker._adopted(self.job_id, self.dispatch)  # committed, answer lost?
+                return self._taken
             self._done = True
             if claimed is None:
                 self._taken = runner.REFUSED

@@ -84,6 +84,24 @@ def test_a_claim_that_fails_on_the_recorder_thread_is_made_again_by_the_run(run_
     assert statuses(job) == [(Status.COMPLETE, 1)]
 
 
+def test_a_claim_that_committed_but_whose_answer_was_lost_is_taken_up(run_worker, monkeypatch):
+    """The connection drops after the claim's commit: the row is active in this worker's
+    name, and a claim made again is refused. The worker adopts the run (it ran once)
+    instead of leaving it to its lease and the reconciler (a second attempt)."""
+    real_claim = runner.claim
+
+    def committed_then_lost(*args, **kwargs):
+        claimed = real_claim(*args, **kwargs)
+        if threading.current_thread().name == "jobdesk-recorder":
+            raise DatabaseError("server closed the connection unexpectedly")
+        return claimed
+
+    monkeypatch.setattr(runner, "claim", committed_then_lost)
+    job = submit("diagnostics.noop").job
+    run_worker()
+    assert statuses(job) == [(Status.COMPLETE, 1)]
+
+
 def test_a_claim_under_way_when_rq_fails_before_the_run_is_recorded_not_left_claimed(run_worker, monkeypatch):
     real_prepare = JobdeskSimpleWorker.prepare_execution
     calls: list[str] = []

@@ -382,6 +382,34 @@ def test_a_claim_that_fails_in_the_parent_leaves_the_horse_to_claim_for_itself(
     assert job.runner_pid == job.result["pid"]  # which claimed it
 
 
+@pytest.mark.parametrize("books", KEEPERS)
+def test_a_claim_in_the_parent_that_committed_but_whose_answer_was_lost_is_taken_up(
+    books, run_worker, settings, monkeypatch
+):
+    """The parent's claim (or its bookkeeper's) commits, then its connection drops: the
+    horse's own claim would be refused and the run left to its lease (a second attempt,
+    or a dead letter for a type of one). The parent adopts it: one attempt, complete."""
+    from django.db import DatabaseError
+
+    from jobs.execution import runner
+    from jobs.execution.worker import JobdeskWorker
+
+    settings.WORKER_BOOKKEEPER = books
+    parent, claim = os.getpid(), runner.claim
+
+    def committed_then_lost(*args, **kwargs):
+        claimed = claim(*args, **kwargs)
+        if claims_for_the_worker(parent):
+            raise DatabaseError("server closed the connection unexpectedly")
+        return claimed
+
+    monkeypatch.setattr(runner, "claim", committed_then_lost)
+    job = submit("diagnostics.sleep", {"seconds": 0}).job
+    run_worker(worker_class=JobdeskWorker)
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.COMPLETE, 1)
+
+
 def test_a_stopping_worker_ends_its_pubsub_thread_even_when_the_unsubscribe_reply_comes_first(redis_conn):
     """RQ sends UNSUBSCRIBE, then stops its pub/sub thread and waits a second for it. A
     thread that reads the reply before the stop goes back to waiting (60 s) for a
