@@ -66,8 +66,7 @@ def sync_from_code(now: datetime | None = None) -> dict[str, list[str]]:
             if row.code == declared and row.from_code:
                 continue
             row.code, row.from_code = declared, True
-            if not row.overridden and _apply(row, declared):
-                row.next_run_at = None if row.paused else _next(row, now)
+            if not row.overridden and _apply_keeping_the_next_tick(row, declared, now):
                 changed.append(name)
             row.save()
     removed = list(
@@ -106,6 +105,20 @@ def _apply(row: Schedule, values: dict[str, Any]) -> bool:
 
 def _next(row: Schedule, after: datetime) -> datetime:
     return cron_times.next_after(row.cron, row.time_zone, after)
+
+
+def _apply_keeping_the_next_tick(row: Schedule, values: dict[str, Any], now: datetime) -> bool:
+    """``_apply``, then the next firing: computed again from now when the timing changed
+    (the cron or its zone), else kept — a tick already due and about to fire is not
+    dropped because the entry's payload or priority changed. True when any changed."""
+    timing = (row.cron, row.time_zone)
+    if not _apply(row, values):
+        return False
+    if row.paused:
+        row.next_run_at = None
+    elif row.next_run_at is None or (row.cron, row.time_zone) != timing:
+        row.next_run_at = _next(row, now)
+    return True
 
 
 # --- Firing ---------------------------------------------------------------------------
@@ -243,14 +256,14 @@ def create(name: str, values: dict[str, Any], *, by: str = "") -> Schedule:
 
 def edit(name: str, values: dict[str, Any], *, by: str = "") -> Schedule:
     """Change an entry's definition; a code entry keeps the change until ``reset``.
-    Takes effect at once: the next firing is computed again from now."""
+    Takes effect at once: a new cron or zone computes the next firing again from now;
+    any other change keeps the next firing (one due now still fires)."""
     changes = {key: value for key, value in values.items() if key in EDITABLE}
     with transaction.atomic():
         row = Schedule.objects.select_for_update().get(pk=get(name).pk)
         merged = validate({**{key: getattr(row, key) for key in EDITABLE}, **changes})
-        if _apply(row, merged):
+        if _apply_keeping_the_next_tick(row, merged, timezone.now()):
             row.overridden = row.from_code and any(getattr(row, k) != row.code.get(k) for k in EDITABLE)
-            row.next_run_at = None if row.paused else _next(row, timezone.now())
         row.updated_by = by
         row.save()
     return row
@@ -266,9 +279,8 @@ def reset(name: str, *, by: str = "") -> Schedule:
                 field="name",
                 hint="Edit or delete it instead.",
             )
-        _apply(row, row.code)
+        _apply_keeping_the_next_tick(row, row.code, timezone.now())
         row.overridden, row.updated_by = False, by
-        row.next_run_at = None if row.paused else _next(row, timezone.now())
         row.save()
     return row
 

@@ -238,6 +238,24 @@ def test_an_edit_takes_effect_on_the_next_run_at_once():
     assert row.updated_by == "op" and not row.overridden  # not from code: nothing to override
 
 
+def test_an_edit_that_keeps_the_timing_keeps_a_tick_already_due(temporary_cron):
+    """A priority changed (or a deploy changing a code entry's payload) a moment after a
+    tick came, before the scheduler's poll fired it: the tick still fires."""
+    tick = timezone.now() - timedelta(seconds=5)
+    due("editable", tick, cron="0 * * * *")
+    assert schedules.edit("editable", {"priority": "low"}, by="op").next_run_at == tick
+    schedules.sync_from_code()
+    Schedule.objects.filter(name=temporary_cron).update(next_run_at=tick)
+    registry.cron(temporary_cron, "*/5 * * * *", "diagnostics.noop", {"changed": True})  # the same timing
+    assert schedules.sync_from_code()["changed"] == [temporary_cron]
+    assert Schedule.objects.get(name=temporary_cron).next_run_at == tick
+    fired = schedules.fire_due()
+    assert sorted(job.idempotency_key for job in fired) == sorted(
+        f"cron:{name}:{tick.isoformat()}" for name in ("editable", temporary_cron)
+    )
+    assert next(job for job in fired if "editable" in job.idempotency_key).priority == "low"
+
+
 @pytest.mark.parametrize(
     ("values", "field"),
     [
