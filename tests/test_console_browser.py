@@ -447,6 +447,32 @@ def test_the_chart_s_clock_is_the_console_s_zone_not_the_browser_s(console):
     assert shown in [f"{m:%H:%M}" for m in moments], (label, [f"{m:%H:%M}" for m in moments])
 
 
+def test_the_zone_switch_shows_the_console_in_the_browser_s_zone_and_back(browser, console):
+    """The switch wrote the zone URL-encoded ("America%2FNew_York"), which the server took
+    for an unknown zone: only UTC ever worked."""
+    _, base = console
+    context = browser.new_context(timezone_id="America/New_York", viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        page.goto(f"{base}/admin/login/")
+        page.fill("#id_username", "ops")
+        page.fill("#id_password", "pw-ops-console")
+        page.click("input[type=submit]")
+        page.wait_for_selector("#jd-index-link")
+        page.goto(f"{base}/admin/jobs/job/dashboard/")
+        assert page.get_attribute("#jd-zone-switch", "data-current") == "UTC"
+        with page.expect_navigation():
+            page.click("#jd-zone-switch")
+        assert page.get_attribute("#jd-zone-switch", "data-current") == "America/New_York"
+        assert page.get_attribute('meta[name="jd-zone"]', "content") == "America/New_York"
+        page.locator("#jd-throughput .jd-when", has_text="times in America/New_York").wait_for()
+        with page.expect_navigation():
+            page.click("#jd-zone-switch")
+        assert page.get_attribute("#jd-zone-switch", "data-current") == "UTC"
+    finally:
+        context.close()
+
+
 def test_an_operator_retries_the_failed_jobs_of_a_filter_from_the_list(console, run_worker, screenshot):
     page, base = console
     failed = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -21,7 +22,9 @@ COOKIE = "jd_tz"
 
 
 def chosen_zone(request: HttpRequest) -> ZoneInfo | None:
-    name = request.COOKIES.get(COOKIE, "")
+    # The switch (zone.js) writes the name URL-encoded, as a cookie's value must be:
+    # "America%2FNew_York".
+    name = unquote(request.COOKIES.get(COOKIE, ""))
     return ZoneInfo(name) if name in known_zones() else None
 
 

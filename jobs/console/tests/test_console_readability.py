@@ -128,6 +128,8 @@ def test_times_follow_the_operators_zone_and_say_it(superuser):
     assert 'id="jd-zone-switch" data-current="UTC"' in utc
     kyiv = client_for(superuser, jd_tz="Europe/Kyiv").get(page).content.decode()
     assert 'data-current="Europe/Kyiv"' in kyiv and re.search(r"\d\d:\d\d:\d\d EES?T", kyiv)
+    encoded = client_for(superuser, jd_tz="Europe%2FKyiv").get(page).content.decode()  # as the switch writes it
+    assert 'data-current="Europe/Kyiv"' in encoded
     bogus = client_for(superuser, jd_tz="Mars/Olympus").get(page)
     assert bogus.status_code == 200 and 'data-current="UTC"' in bogus.content.decode()
 

@@ -359,7 +359,7 @@
       (view === "queues" ? ' class="on"' : "") + ">Per queue</button></span></h2>");
     html.push('<p class="jd-tp-now">Last minute: <b class="jd-ok">' + rate(tp.rate.complete) + "/s</b> complete, " +
       '<b class="' + (tp.rate.failed ? "jd-bad" : "") + '">' + rate(tp.rate.failed) + "/s</b> failed or dead letter " +
-      '<span class="jd-when">(' + tp.step + " s bars, times in the browser's zone)</span></p>");
+      '<span class="jd-when">(' + tp.step + " s bars, times in " + esc(zone()) + ")</span></p>");
     shown.forEach(function (pair) {
       if (view === "queues") { html.push('<h3 class="jd-tp-queue">' + esc(pair[0]) + "</h3>"); }
       html.push(rateChart(pair[1], tp, top, pair[0], view === "queues" ? 96 : 170));
