@@ -137,6 +137,20 @@ else:
 """
 
 
+def package_files_left_out(wheel: Path) -> list[str]:
+    """The apps' files other than code (templates, static files) that the wheel lacks:
+    ingestion's stylesheet was left out, a 404 in a host project's console."""
+    with zipfile.ZipFile(wheel) as archive:
+        packed = set(archive.namelist())
+    files = [
+        path.relative_to(ROOT).as_posix()
+        for app in ("jobs", "ingestion", "apikit", "workwindow")
+        for path in (ROOT / app).rglob("*")
+        if path.is_file() and path.suffix not in {".py", ".pyc"} and "tests" not in path.relative_to(ROOT).parts
+    ]
+    return [name for name in files if name not in packed]
+
+
 def readme_asgi() -> str:
     """The README's ASGI application (its "Add Jobdesk to your project"), for a project
     named host."""
@@ -217,6 +231,7 @@ def test_jobdesk_installs_into_a_new_project_and_runs_its_task(tmp_path):
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)], tmp_path,
         dict(os.environ), timeout=300)  # fmt: skip
     (wheel,) = wheels.glob("jobdesk-*.whl")
+    assert not package_files_left_out(wheel), "every template, stylesheet and script of the apps is in the wheel"
     run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], tmp_path, dict(os.environ))
     declared = declared_closure(wheel)  # on SQLite: no extras, so no psycopg either
     assert "hiredis" in declared, "an extra asked of a dependency (redis[hiredis]) is followed"
