@@ -4,6 +4,8 @@ reached PostgreSQL: a 500)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin
 from django.utils import timezone
@@ -14,6 +16,7 @@ from workwindow import policy
 from workwindow.models import WEEKDAY_NAMES, WorkWindow, known_zones
 
 PREVIEW_OPENINGS = 5
+PREVIEW_WEEKS = timedelta(weeks=PREVIEW_OPENINGS + 1)
 DAY_CHOICES = [(str(number), name) for number, name in enumerate(WEEKDAY_NAMES)]
 
 
@@ -65,8 +68,17 @@ class WorkWindowAdmin(InputChecked, admin.ModelAdmin):
         if window.pk is None:
             return "—"
         now = timezone.now()
-        periods = policy.open_periods([window.as_policy()], now, now + policy.HORIZON)
-        upcoming = [(o, c) for o, c in periods if c > now][:PREVIEW_OPENINGS]
+        # Openings within PREVIEW_WEEKS (a weekly window's five), read over a week more
+        # (policy.HORIZON) so that the last one's close is its own, not the read's end.
+        until = now + PREVIEW_WEEKS
+        periods = policy.open_periods([window.as_policy()], now, until + policy.HORIZON)
+        upcoming = [(o, c) for o, c in periods if c > now and o < until][:PREVIEW_OPENINGS]
         zone = window.as_policy().zone
-        shown = ((f"{o.astimezone(zone):%a %Y-%m-%d %H:%M}", f"{c.astimezone(zone):%a %H:%M %Z}") for o, c in upcoming)
-        return format_html_join("", "<div>{} → {}</div>", shown) or "never within a week"
+
+        def closing(closes) -> str:
+            if closes >= until + policy.HORIZON:
+                return f"open past {closes.astimezone(zone):%a %Y-%m-%d}"
+            return f"{closes.astimezone(zone):%a %Y-%m-%d %H:%M %Z}"
+
+        shown = ((f"{o.astimezone(zone):%a %Y-%m-%d %H:%M}", closing(c)) for o, c in upcoming)
+        return format_html_join("", "<div>{} → {}</div>", shown) or f"never within {PREVIEW_WEEKS.days // 7} weeks"

@@ -431,3 +431,28 @@ def test_words_search_types_keys_and_error_messages(superuser, run_worker):
     message = Job.objects.get(pk=failed.id).error_message
     assert found(message.split()[0]) == {failed.id}, "the error message of a failed job"
     assert found("nothing-like-this") == set()
+
+
+def test_a_work_window_s_preview_shows_five_openings_each_with_its_own_close(superuser):
+    """Read over a week and a day, a window open on one day a week showed one opening,
+    and a 24-hour window's last opening closed where the read ended."""
+    from datetime import time
+
+    from django.contrib import admin as django_admin
+
+    from workwindow.models import WorkWindow
+
+    mondays = WorkWindow.objects.create(
+        name="mondays", time_zone="UTC", start_time=time(1), end_time=time(2), weekdays=[0]
+    )
+    weekdays = WorkWindow.objects.create(
+        name="whole-days", time_zone="Europe/Kyiv", start_time=time(6), end_time=time(6), weekdays=[0, 1, 2, 3, 4]
+    )
+    preview = django_admin.site._registry[WorkWindow].next_openings
+    monday_lines = str(preview(mondays)).split("</div>")[:-1]
+    assert len(monday_lines) == 5 and all("Mon" in line and "→ Mon" in line for line in monday_lines)
+    # Mon 06:00 to Sat 06:00 (Monday to Friday, a day each from 06:00): every week the same.
+    weekday_lines = str(preview(weekdays)).split("</div>")[:-1]
+    assert weekday_lines and all("→ Sat" in line for line in weekday_lines[1:]), weekday_lines
+    page = client_for(superuser).get(f"/admin/workwindow/workwindow/{mondays.pk}/change/")
+    assert page.status_code == 200 and page.content.decode().count("→ Mon") == 5
