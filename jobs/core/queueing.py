@@ -198,9 +198,10 @@ def current_worker_name() -> str:
 def dispatches_in_redis(*, started_within: float) -> set[str]:
     """Every RQ job id Redis still holds for us: queued, scheduled, or being executed —
     the last only when a worker took it up (RQ's started registry) less than
-    ``started_within`` seconds ago or heartbeats it still. For a row still queued, an
-    older one is a worker that died between taking the dispatch and claiming the row:
-    RQ keeps it "started" until the job's timeout has passed, an hour for some types."""
+    ``started_within`` seconds ago or has beaten it since. For a row still queued, an
+    older one is a worker that died between taking the dispatch and claiming the row (an
+    inline run, whose claim waits behind the last run's record): RQ keeps it "started"
+    until the job's timeout has passed, an hour for some types."""
     from rq.executions import Execution
     from rq.registry import StartedJobRegistry
 

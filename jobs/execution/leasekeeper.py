@@ -290,7 +290,12 @@ def _leave_at_parents_stop() -> None:
     while True:
         left = parents.value + _HORSE_STOP_MARGIN - now()
         if left <= 0:
-            os._exit(75)  # no log first: a blocked log pipe must not keep the horse running
+            # No log first: a blocked log pipe must not keep the horse running. The
+            # handler's own children too, as the parent's kill would (RQ's horse leads
+            # a process group of its own).
+            if os.getpgrp() == os.getpid():
+                os.killpg(0, signal.SIGKILL)
+            os._exit(75)
         time.sleep(min(left, _idle_look()))
 
 

@@ -56,6 +56,9 @@ _LAST_RECORD_WAIT = sum(_RECORD_RETRY_PAUSES) + 15.0
 # registration Redis lost notices it this soon.
 IDLE_HEARTBEAT = 45
 _REGISTRATION_CHECK_EVERY = 1.0  # seconds, at most, between heartbeats' registration checks
+# Seconds between heartbeats of a dispatch taken up while its claim waits (ClaimBehind):
+# well within the reconciler's UNCLAIMED_AFTER.
+_CLAIM_WAIT_BEAT = 30.0
 # Seconds, at most, between a worker's attempts to reach Redis while it cannot (RQ
 # doubles its wait from 1 s up to 60 s): after half a minute without Redis, a worker
 # waited up to 16 s more once it was back before trying again.
@@ -91,9 +94,11 @@ class _ParentBookkeeping(BaseWorker):
         self._asked: tuple[str, str, float] | None = None  # (job id, dispatch, sent): a claim asked, unanswered
         self._claimed: Job | None = None  # the job in hand's row, once claimed here or by the bookkeeper
         self._behind: ClaimBehind | None = None  # the job in hand's claim, under way on the recorder's thread
+        self._job_in_hand: RQJob | None = None  # its dispatch, as RQ has it
 
     def execute_job(self, job: RQJob, queue) -> None:
         self._parent_pid = os.getpid()  # read by the horse, to notice a parent already gone
+        self._job_in_hand = job
         # Busy from the claim on: a SIGTERM arriving now must wait for this job (RQ's warm
         # shutdown), not abort between the claim and the fork and leave the row active.
         # RQ's shutdown reads the state in this process; Redis hears it with the
@@ -122,7 +127,7 @@ class _ParentBookkeeping(BaseWorker):
                 self._claimed = taken if isinstance(taken, Job) else None
                 runner.preclaimed.pop(behind.dispatch, None)  # refused or failed before the run: not taken
             claimed, self._claimed = self._claimed, None
-            self._running = None
+            self._running, self._job_in_hand = None, None
             self._inline = False
             if claimed is not None:
                 # The run is over: nothing left to stop, but its lease is kept until the
@@ -314,6 +319,18 @@ class _ParentBookkeeping(BaseWorker):
         runner.preclaimed[dispatch] = behind
         return behind
 
+    def _beat_while_claiming(self) -> None:
+        """A heartbeat of the dispatch taken up (RQ's execution) while its claim waits."""
+        execution, job = self.execution, self._job_in_hand
+        if execution is None or job is None:
+            return
+        try:
+            with self.connection.pipeline() as pipe:
+                execution.heartbeat(job.started_job_registry, self.get_heartbeat_ttl(job), pipe)
+                pipe.execute()
+        except RedisError:
+            logger.warning("redis unreachable: heartbeat skipped", extra={"worker": self.name})
+
     def _claim_after_record(self, job_id: str, dispatch: str, known: tuple[str, str]) -> tuple[Job | None, float]:
         """On the recorder's thread: what failed to be recorded before, then the claim;
         the claimed row (None: refused) and when it was asked (the lease runs from then)."""
@@ -340,6 +357,7 @@ class _ParentBookkeeping(BaseWorker):
         # bookkeeper may have hung for a while before it died.
         sent = leasekeeper.now()
         try:
+            _drop_broken_connection()  # the claim's error may have been the connection's end
             return self._hold(runner.adopt(job_id, dispatch, self.name), dispatch, sent)
         except DatabaseError:
             logger.exception(
@@ -633,7 +651,7 @@ class ClaimBehind:
         Waits for the claim: an interruption (a cold stop) leaves it to the next call."""
         if not self._done:
             try:
-                claimed, sent = self.future.result()
+                claimed, sent = self._answer()
             except queueing.TIMEOUT_EXCEPTIONS:
                 raise  # not the claim's: the wait was interrupted, and the claim is still to take
             except Exception as error:  # the database, or a bug: as after a claim that failed here
@@ -648,6 +666,19 @@ class ClaimBehind:
             else:
                 self._taken = self._worker._hold(claimed, self.dispatch, sent)  # the row now in runner.preclaimed
         return self._taken
+
+    def _answer(self) -> tuple[Job | None, float]:
+        """The claim's answer. While it waits (behind the last run's record and hooks,
+        which take what they take), RQ's execution of the dispatch is kept beating: the
+        reconciler takes a dispatch "started" without a beat for UNCLAIMED_AFTER for one
+        whose worker died before its claim."""
+        while True:
+            try:
+                return self.future.result(timeout=_CLAIM_WAIT_BEAT)
+            except concurrent.futures.TimeoutError:
+                if self.future.done():
+                    raise  # the claim's own error, not the wait's
+                self._worker._beat_while_claiming()
 
 
 def _keep_books(sock, *, worker_pid: int) -> None:

@@ -29,11 +29,11 @@ _LOCK_KEY = "jobdesk:reconcile:lock"
 LOCK_SECONDS = 30  # a pass renews its lock before each repair (see _still_holding_the_lock)
 _pass_lock: contextvars.ContextVar[Lock | None] = contextvars.ContextVar("jobdesk_reconcile_lock", default=None)
 HOOK_REPLAY_AFTER = 60  # seconds: a live worker runs hooks right after recording
-# Seconds a worker may hold a dispatch it took from its queue before its claim of the
-# row is through: the claim waits behind the last run's record, which tries through
-# about a minute of database trouble (jobs.execution.worker). A row still queued whose
-# dispatch was taken up longer ago is re-dispatched (a late claim of the old dispatch is
-# refused): its worker died in between.
+# Seconds a dispatch may sit in RQ's started registry without a heartbeat while its row
+# is still queued. An inline run's claim waits behind the last run's record and hooks
+# (jobs.execution.worker, ClaimBehind), and its worker beats the dispatch every 30 s
+# meanwhile; no beat for this long means that worker died before its claim. The row is
+# re-dispatched (a late claim of the old dispatch is refused).
 UNCLAIMED_AFTER = 120
 
 

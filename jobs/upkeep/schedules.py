@@ -150,7 +150,7 @@ def _skip_tick(row: Schedule, now: datetime, error: str) -> None:
         following: datetime | None = _next(row, now)
     except Exception:  # noqa: BLE001 - the bug may be there: parked, as _fire parks one whose next time is not found
         following = None
-    Schedule.objects.filter(pk=row.pk, next_run_at=row.next_run_at).update(
+    Schedule.objects.filter(pk=row.pk, next_run_at=row.next_run_at, updated_at=row.updated_at).update(
         next_run_at=following, last_run_at=row.next_run_at, last_error=error
     )
 
@@ -164,7 +164,9 @@ def _fire(row: Schedule, now: datetime) -> Job | None:
         Schedule.objects.filter(pk=row.pk, next_run_at=tick).update(next_run_at=None, last_error=str(error))
         return None
     with transaction.atomic():
-        moved = Schedule.objects.filter(pk=row.pk, next_run_at=tick, paused=False).update(
+        # As read: an edit since (a save; firing does not stamp ``updated_at``) may have
+        # kept the tick but changed what it submits — the next poll fires it anew.
+        moved = Schedule.objects.filter(pk=row.pk, next_run_at=tick, paused=False, updated_at=row.updated_at).update(
             next_run_at=following, last_run_at=tick
         )
         if not moved:

@@ -120,3 +120,27 @@ def test_a_claim_under_way_when_rq_fails_before_the_run_is_recorded_not_left_cla
     assert job.status == Status.RETRYING and job.attempts == 1  # its claim was taken and its outcome recorded
     assert job.lease_expires_at is None
     assert runner.preclaimed == {}
+
+
+def test_a_dispatch_whose_claim_waits_behind_a_slow_record_keeps_beating(run_worker, types, monkeypatch):
+    """RQ's execution of the next dispatch is heartbeat while its claim waits: the
+    reconciler re-dispatches a queued row whose dispatch was taken up and not beaten for
+    a while (its worker died before the claim)."""
+    from jobs.execution import worker
+
+    monkeypatch.setattr(worker, "_CLAIM_WAIT_BEAT", 0.2)
+    beats: list[tuple[str, float]] = []
+    real_beat = JobdeskSimpleWorker._beat_while_claiming
+
+    def counted(self) -> None:
+        real_beat(self)
+        beats.append((self._job_in_hand.id, float(self.connection.hget(self.execution.key, "last_heartbeat"))))
+
+    monkeypatch.setattr(JobdeskSimpleWorker, "_beat_while_claiming", counted)
+    first = submit("tests.slow_record").job
+    second = submit("diagnostics.noop").job
+    run_worker()
+    assert statuses(first, second) == [(Status.COMPLETE, 1), (Status.COMPLETE, 1)]
+    assert len(beats) >= 5 and {dispatch for dispatch, _ in beats} == {Job.objects.get(pk=second.id).rq_job_id}
+    times = [at for _, at in beats]
+    assert times == sorted(times) and times[-1] - times[0] >= 0.5, "RQ's execution beat while the claim waited"

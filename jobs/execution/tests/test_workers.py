@@ -410,6 +410,41 @@ def test_a_claim_in_the_parent_that_committed_but_whose_answer_was_lost_is_taken
     assert (job.status, job.attempts) == (Status.COMPLETE, 1)
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="ends a PostgreSQL session")
+def test_a_claim_whose_connection_really_ended_after_its_commit_is_taken_up(run_worker, settings, monkeypatch):
+    """As above, but the parent's session is ended by the server after the commit: the
+    adoption must not go through the dead connection."""
+    from jobs.execution import runner
+    from jobs.execution.worker import JobdeskWorker
+
+    settings.WORKER_BOOKKEEPER = False
+    parent, claim = os.getpid(), runner.claim
+
+    def committed_then_cut(*args, **kwargs):
+        claimed = claim(*args, **kwargs)
+        if os.getpid() == parent:
+            backend = connection.connection.info.backend_pid
+            with _other_session() as other:
+                other.execute("SELECT pg_terminate_backend(%s)", [backend])
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")  # the answer is lost: raises
+        return claimed
+
+    monkeypatch.setattr(runner, "claim", committed_then_cut)
+    job = submit("diagnostics.sleep", {"seconds": 0}).job
+    run_worker(worker_class=JobdeskWorker)
+    connection.close()
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.COMPLETE, 1)
+
+
+def _other_session():
+    import psycopg
+
+    params = connection.get_connection_params()
+    return psycopg.connect(**{**params, "autocommit": True})
+
+
 def test_a_stopping_worker_ends_its_pubsub_thread_even_when_the_unsubscribe_reply_comes_first(redis_conn):
     """RQ sends UNSUBSCRIBE, then stops its pub/sub thread and waits a second for it. A
     thread that reads the reply before the stop goes back to waiting (60 s) for a

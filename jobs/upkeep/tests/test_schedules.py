@@ -256,6 +256,18 @@ def test_an_edit_that_keeps_the_timing_keeps_a_tick_already_due(temporary_cron):
     assert next(job for job in fired if "editable" in job.idempotency_key).priority == "low"
 
 
+def test_a_poll_that_read_an_entry_before_an_edit_does_not_fire_its_old_values():
+    """The edit keeps the due tick; a poll holding the row as it was before does not
+    submit the replaced payload: the next poll fires the tick with the new one."""
+    tick = timezone.now() - timedelta(seconds=5)
+    seen_before = due("editable", tick, cron="0 * * * *")
+    schedules.edit("editable", {"job_type": "diagnostics.sleep", "payload": {"seconds": 0}}, by="op")
+    assert schedules._fire(seen_before, timezone.now()) is None
+    (fired,) = schedules.fire_due()
+    assert (fired.type, fired.payload["seconds"]) == ("diagnostics.sleep", 0)
+    assert fired.idempotency_key == f"cron:editable:{tick.isoformat()}"
+
+
 @pytest.mark.parametrize(
     ("values", "field"),
     [
