@@ -254,6 +254,16 @@ class JobSubmitSerializer(FieldsBuiltOnce, RejectUnknownFields, serializers.Seri
 
     def to_spec(self, default_key: str | None = None) -> JobSpec:
         data = self.validated_data
+        sent = data.get("idempotency_key")
+        if sent and default_key and sent != default_key:
+            raise serializers.ValidationError(
+                {
+                    "idempotency_key": [
+                        f"The Idempotency-Key header says {default_key!r} and this field {sent!r}: send one "
+                        "key, in either place (or the same in both)."
+                    ]
+                }
+            )
         return spec_from(data, default_key)
 
 

@@ -52,6 +52,16 @@ def test_bad_submissions_are_400_with_the_field(api_as, alice, body, field):
     assert Job.objects.count() == 0
 
 
+def test_a_key_in_the_header_and_another_in_the_body_is_400_naming_it(api_as, alice):
+    api = api_as(alice)
+    body = {"type": "diagnostics.noop", "idempotency_key": "body-1"}
+    error = assert_error(api.post("/api/jobs/", body, format="json", HTTP_IDEMPOTENCY_KEY="hdr-1"), 400, "invalid")
+    assert "idempotency_key" in error["fields"] and "'hdr-1'" in str(error["fields"])
+    assert Job.objects.count() == 0
+    same = api.post("/api/jobs/", {**body, "idempotency_key": "hdr-1"}, format="json", HTTP_IDEMPOTENCY_KEY="hdr-1")
+    assert same.status_code == 201 and same.json()["idempotency_key"] == "hdr-1"
+
+
 def test_a_dependency_named_twice_is_one_dependency(api_as, alice):
     first = api_as(alice).post("/api/jobs/", {"type": "diagnostics.noop"}, format="json").json()["id"]
     body = {"type": "diagnostics.noop", "depends_on": [first, first.upper()]}
