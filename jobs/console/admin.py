@@ -91,8 +91,8 @@ class SafeChangeList(CheckedChangeList):
 
 class SystemJobsFilter(admin.SimpleListFilter):
     """Thousands of successful cron runs a day would bury the jobs people submit: those
-    are hidden unless asked for. A system job that failed always shows, and so does any
-    job searched for by its id."""
+    are hidden unless asked for. A system job that failed always shows, and a search
+    (an id, a key, a value in a payload) looks at every job."""
 
     title = "system jobs"
     parameter_name = "system"
@@ -106,7 +106,7 @@ class SystemJobsFilter(admin.SimpleListFilter):
         return choices
 
     def queryset(self, request, queryset):
-        asked_for = request.GET.get("type") in system_types() or _is_uuid(request.GET.get("q", ""))
+        asked_for = request.GET.get("type") in system_types() or bool(request.GET.get("q", "").strip())
         if self.value() == "all" or asked_for:
             return queryset
         if self.value() == "only":
@@ -120,6 +120,22 @@ def _is_uuid(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+# The start of a job's id as the list shows it (8 hex digits), or longer: found by a
+# range of the primary key's index.
+_ID_PREFIX = re.compile(r"[0-9a-f]{8}(?:-?[0-9a-f]{0,4}){0,4}", re.IGNORECASE)
+
+
+def _ids_starting(term: str) -> Q | None:
+    """The jobs whose id starts with ``term`` (as the list shows ids: ``a1b2c3d4``), as
+    a range of ids; None when it cannot be the start of one."""
+    if not _ID_PREFIX.fullmatch(term):
+        return None
+    digits = term.replace("-", "").lower()
+    if len(digits) > 32:
+        return None
+    return Q(pk__gte=uuid.UUID(digits.ljust(32, "0")), pk__lte=uuid.UUID(digits.ljust(32, "f")))
 
 
 class TypeFilter(admin.SimpleListFilter):
@@ -375,16 +391,21 @@ class JobAdmin(InputChecked, admin.ModelAdmin):
         return ConsoleJobs(model=jobs.model, query=jobs.query, using=jobs.db)
 
     def get_search_results(self, request, queryset: QuerySet, search_term: str):
-        """A UUID is a job id or an idempotency key (two index lookups); anything else
-        searches the text fields."""
+        """A UUID is a job id, an idempotency key or a value in payloads; the start of an
+        id (as the list shows it) finds the job too; anything searches the text fields
+        and payloads."""
         term = search_term.strip()
         if not term:
             return queryset, False
         try:
             job_id = uuid.UUID(term)
         except ValueError:
-            return payload_search.matching(queryset, term, _text_search(term)), False
-        return queryset.filter(Q(pk=job_id) | Q(idempotency_key=term)), False
+            by_id = _ids_starting(term)
+            other = _text_search(term) if by_id is None else _text_search(term) | by_id
+            return payload_search.matching(queryset, term, other), False
+        # A UUID is a job's id, an idempotency key — or an id of the team's own kept in
+        # payloads (an order's, a customer's).
+        return payload_search.matching(queryset, term, Q(pk=job_id) | Q(idempotency_key=term)), False
 
     def get_changelist(self, request, **kwargs):
         return SafeChangeList

@@ -106,6 +106,32 @@ def test_payload_search_finds_a_job_by_a_value_in_its_payload(client):
     assert found("diagnostics") == {order.id, other.id}
 
 
+def test_a_search_finds_system_jobs_ids_by_their_start_and_uuids_in_payloads(client):
+    """As a newcomer searched: an id's first 8 digits (as the list shows ids), a UUID kept
+    in payloads, a value in a completed system job's payload (hidden from the list until
+    searched for)."""
+    from jobs.core import lifecycle
+
+    customer = "5eaf6745-1c2d-4e5f-9a8b-7c6d5e4f3a2b"
+    mine = submit("diagnostics.sleep", {"seconds": 0, "result": {"customer": customer}}).job
+    system = submit("diagnostics.sleep", {"seconds": 0, "result": {"material_id": 40417}}).job
+    Job.objects.filter(pk=system.id).update(type="jobs.prune_jobs")  # a completed system run
+    lifecycle.claim(system.id, system.rq_job_id, "w")
+    lifecycle.complete(system.id, system.rq_job_id, {})
+
+    def found(term: str) -> set:
+        response = client.get(LIST, {"q": term})
+        assert response.status_code == 200
+        return {job.id for job in response.context["cl"].result_list}
+
+    assert system.id not in {job.id for job in client.get(LIST).context["cl"].result_list}, "hidden until searched"
+    assert found("40417") == {system.id}
+    assert found(customer) == {mine.id}
+    assert found(str(mine.id)[:8]) == {mine.id}
+    assert found(str(mine.id)[:13]) == {mine.id}
+    assert found(str(mine.id)) == {mine.id}
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the trigram index is PostgreSQL's")
 def test_the_payload_search_uses_the_trigram_index():
     from django.db.models import Q
