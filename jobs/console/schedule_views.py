@@ -264,7 +264,7 @@ class ScheduleView(_ScheduleView):
             # if someone else changed it meanwhile.
             changes = {key: value for key, value in form.values().items() if value != getattr(row, key)}
             if not changes:
-                messages.info(request, f"{name} is already so: nothing changed.")
+                messages.info(request, f"Schedule {name} is already so: nothing changed.")
                 return HttpResponseRedirect(request.path)
             try:
                 row = schedules.edit(name, changes, by=self.by(request))
@@ -309,7 +309,7 @@ class ScheduleActView(_ScheduleView):
                 messages.success(request, f"{done} {name}: {_next_said(row)}.")
             elif verb == "reset":
                 row = schedules.reset(name, by=by)
-                messages.success(request, f"{name} follows the code again: {_next_said(row)}.")
+                messages.success(request, f"Schedule {name} follows the code again: {_next_said(row)}.")
             else:
                 job = schedules.run_now(name)
                 link = reverse("admin:jobs_job_change", args=[job.id])
@@ -321,7 +321,7 @@ class ScheduleActView(_ScheduleView):
             field = f"{error.field}: " if error.field else ""
             messages.error(request, f"{field}{error.message} {error.hint}".strip())
         except Schedule.DoesNotExist:  # deleted by someone else just then: nothing ran
-            messages.error(request, f"{name} was deleted meanwhile: nothing ran.")
+            messages.error(request, f"Schedule {name} was deleted meanwhile: nothing ran.")
             return HttpResponseRedirect(reverse("admin:jobs_schedules"))
         return HttpResponseRedirect(reverse("admin:jobs_schedule", args=[name]))
 

@@ -111,7 +111,7 @@ def test_edit_changes_the_next_run(operator):
     assert row.next_run_at == schedules.next_runs(row)[0]
 
     unchanged = edit(client, CODE_ENTRY)
-    assert said(unchanged)[-1] == f"{CODE_ENTRY} is already so: nothing changed."
+    assert said(unchanged)[-1] == f"Schedule {CODE_ENTRY} is already so: nothing changed."
 
 
 @pytest.mark.parametrize(
@@ -187,7 +187,7 @@ def test_reset_to_the_code(operator):
     edit(client, CODE_ENTRY, cron="0 7 * * *", time_zone=KYIV, priority="immediate")
     assert 'value="Reset to code"' in client.get(page_of(CODE_ENTRY)).content.decode()
     response = act(client, CODE_ENTRY, "reset")
-    assert said(response)[0].startswith(f"{CODE_ENTRY} follows the code again: next run ")
+    assert said(response)[0].startswith(f"Schedule {CODE_ENTRY} follows the code again: next run ")
     row = Schedule.objects.get(name=CODE_ENTRY)
     assert (row.cron, row.time_zone, row.priority, row.overridden) == ("0 9 * * *", "UTC", "", False)
     assert row.next_run_at is not None and row.next_run_at.astimezone(UTC).strftime("%H:%M") == "09:00"

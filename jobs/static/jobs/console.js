@@ -61,6 +61,12 @@
 
   function zoned(iso, withDate) {
     if (!iso) { return "—"; }
+    if (withDate === "unless today") {  // an ETA days away said without its date reads as today's
+      var day = { timeZone: zone(), year: "numeric", month: "2-digit", day: "2-digit" };
+      try {
+        withDate = new Date(iso).toLocaleDateString("sv-SE", day) !== new Date().toLocaleDateString("sv-SE", day);
+      } catch (e) { withDate = true; }
+    }
     var options = { timeZone: zone(), timeZoneName: "short", hour: "2-digit", minute: "2-digit", second: "2-digit",
       hour12: false };
     if (withDate) { options.year = "numeric"; options.month = "2-digit"; options.day = "2-digit"; }
@@ -178,7 +184,7 @@
       data.runs.forEach(function (r) { total += r.total; });
       box.querySelector("[data-logs=summary]").textContent = data.runs.length ? num(total) + " line" +
         (total === 1 ? "" : "s") + " over " + data.runs.length + " attempt" + (data.runs.length === 1 ? "" : "s") +
-        (data.dropped ? ", " + num(data.dropped) + " older dropped" : "") : "nothing logged yet";
+        (data.dropped ? ", " + num(data.dropped) + " older dropped" : "") : "nothing logged";
       var atBottom = lines.scrollTop + lines.clientHeight >= lines.scrollHeight - 4, at = 0;
       data.runs.forEach(function (r) {  // the lines come run by run, r.kept of each
         if (r.dropped) {
@@ -225,7 +231,7 @@
       panel.querySelector("[data-live=stage]").textContent = msg.stage || "";
       panel.querySelector("[data-live=seq]").textContent = msg.seq;
       var eta = msg.status === "active" ? msg.estimated_finish_at : msg.estimated_start_at;
-      panel.querySelector("[data-live=eta]").textContent = eta ? zoned(eta, false) : "—";
+      panel.querySelector("[data-live=eta]").textContent = eta ? zoned(eta, "unless today") : "—";
       // [data-live=message] (the error, workers as host:pid) comes from the server: see cells.
       updateRows(msg);
       if (FINAL[msg.status] && (msg.type !== "snapshot" || panel.dataset.seenLive)) {
@@ -433,7 +439,7 @@
       html.push('<p>Work window: <span class="jd-ok">open</span>, closes ' + esc(time(win.closes_at)) + "</p>");
     } else {
       html.push('<p>Work window: <span class="jd-bad">closed</span>, next opening ' + esc(time(win.next_opening)) +
-        " (" + win.deferred + " heavy jobs deferred)</p>");
+        " (" + win.deferred + " heavy job" + (win.deferred === 1 ? "" : "s") + " deferred)</p>");
     }
     html.push('<p><a href="' + root.dataset.windowsUrl + '">Edit work windows →</a></p></section></div>');
 
@@ -545,7 +551,7 @@
       set("bar", bar(msg.progress, BATCH_FILL[msg.state] || "active"));
       set("total", esc(msg.total));
       set("counts", esc(batchCounts(msg.counts || {})));
-      set("eta", esc(msg.estimated_finish_at ? zoned(msg.estimated_finish_at, false) : "—"));
+      set("eta", esc(msg.estimated_finish_at ? zoned(msg.estimated_finish_at, "unless today") : "—"));
       if (msg.type === "finished") { panel.querySelector('[data-live="done"]').hidden = false; }
     });
   }
