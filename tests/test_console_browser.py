@@ -533,7 +533,7 @@ def test_a_jobs_log_lines_appear_live_on_its_page(console, spawn, screenshot):
     job = submit("diagnostics.sleep", {"seconds": 8, "steps": 8, "log_lines": 2}).job
     page.goto(f"{base}/admin/jobs/job/{job.id}/change/")
     page.wait_for_selector("#jd-live-job .jd-live.on")
-    page.wait_for_selector("#jd-logs [data-logs=summary]:has-text('nothing logged')")
+    page.wait_for_selector("#jd-logs [data-logs=summary]:text-is('nothing logged')")
     page.evaluate("window.__noReload = true")
     spawn("rqworker", *QUEUES, LOG_LEVEL="INFO")  # the capture sees what logging lets through
 

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from apikit.serializers import RejectUnknownFields, StrictBooleanField, StrictCharField
 from apikit.views import Conventions
 from jobs.api.permissions import OwnedRows
-from jobs.api.serializers import BulkItemSerializer, refs_named_as_sent, spec_from
+from jobs.api.serializers import BulkItemSerializer, no_key_for_the_whole, refs_named_as_sent, spec_from
 from jobs.api.traces import ContinuesCallersTrace
 from jobs.core import access, batches
 from jobs.core.models import Batch
@@ -157,6 +157,7 @@ class BatchViewSet(
     @extend_schema(request=BatchCreateSerializer, responses={201: BatchCreatedSerializer})
     def create(self, request: Request) -> Response:
         """A batch with its jobs, in one transaction; closed at once unless ``open``."""
+        no_key_for_the_whole(request.headers)
         incoming = BatchCreateSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         data = incoming.validated_data

@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apikit.serializers import ChoiceField, FieldsBuiltOnce, RejectUnknownFields
-from jobs.core.errors import DependencyCycle
+from jobs.core.errors import DependencyCycle, SubmitError
 from jobs.core.models import DependencyFailure, ErrorCategory, Job, JobEvent, Priority
 from jobs.core.submit import MAX_ATTEMPTS_LIMIT, MAX_SIZE, JobSpec
 from jobs.insight import estimates
@@ -281,6 +281,18 @@ def spec_from(data: dict, default_key: str | None) -> JobSpec:
         size=data.get("size"),
         on_dependency_failure=data.get("on_dependency_failure"),
     )
+
+
+def no_key_for_the_whole(headers) -> None:
+    """A request of many jobs has no one key: each job's ``idempotency_key`` is its own.
+    A header sent anyway would be ignored without a word, and the client believe its
+    retry safe."""
+    if headers.get("Idempotency-Key") is not None:
+        raise SubmitError(
+            "An Idempotency-Key header applies to a single job's submit, not to a request of many.",
+            field="Idempotency-Key",
+            hint="Give each job its own idempotency_key in the body instead.",
+        )
 
 
 @contextlib.contextmanager

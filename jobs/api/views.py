@@ -22,6 +22,7 @@ from jobs.api.serializers import (
     JobLogsSerializer,
     JobSerializer,
     JobSubmitSerializer,
+    no_key_for_the_whole,
     refs_named_as_sent,
 )
 from jobs.api.traces import ContinuesCallersTrace
@@ -112,6 +113,7 @@ class JobViewSet(
         depend on each other (``ref``, ``depends_on_refs``). The jobs in the order sent:
         201 when any is new, 200 when every one was there already (each by its
         idempotency key), as a single submit answers."""
+        no_key_for_the_whole(request.headers)
         incoming = BulkSubmitSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         with refs_named_as_sent():

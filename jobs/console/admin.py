@@ -4,7 +4,7 @@ as the API (``jobs.core.actions``), every act recorded in the job's timeline wit
 Staff with change permission act; the read-only operators group (view permissions
 only, see migration 0005) sees everything and acts on nothing. The list stays fast on
 millions of rows: counts are capped, the type filter comes from the registry (no
-DISTINCT scan), a search that is a job id is one index lookup.
+DISTINCT scan), a job id or its start is looked up in the key's index.
 """
 
 from __future__ import annotations
@@ -97,21 +97,37 @@ class SystemJobsFilter(admin.SimpleListFilter):
     title = "system jobs"
     parameter_name = "system"
 
+    def __init__(self, request, params, model, model_admin) -> None:
+        self.request = request
+        super().__init__(request, params, model, model_admin)
+
     def lookups(self, request, model_admin):
         return [("all", "all runs"), ("only", "only system jobs")]
 
     def choices(self, changelist):
         choices = list(super().choices(changelist))
         choices[0] = {**choices[0], "display": "completed runs hidden"}  # the default, not "All"
+        if self.value() is None and shows_every_run(self.request):  # a search, or a system type asked for
+            choices[0]["selected"] = False
+            choices[1] = {**choices[1], "selected": True}
         return choices
 
     def queryset(self, request, queryset):
-        asked_for = request.GET.get("type") in system_types() or bool(request.GET.get("q", "").strip())
-        if self.value() == "all" or asked_for:
-            return queryset
         if self.value() == "only":
             return queryset.filter(type__in=system_types())
+        if shows_every_run(request):
+            return queryset
         return queryset.exclude(type__in=system_types(), status=Status.COMPLETE)
+
+
+def shows_every_run(request) -> bool:
+    """Does the list show system jobs' completed runs: asked for ("all runs", "only"), a
+    system type picked, or a search (which looks at every job)?"""
+    return (
+        request.GET.get("system") in ("all", "only")
+        or request.GET.get("type") in system_types()
+        or bool(request.GET.get("q", "").strip())
+    )
 
 
 def _is_uuid(text: str) -> bool:
@@ -124,7 +140,7 @@ def _is_uuid(text: str) -> bool:
 
 # The start of a job's id as the list shows it (8 hex digits), or longer: found by a
 # range of the primary key's index.
-_ID_PREFIX = re.compile(r"[0-9a-f]{8}(?:-?[0-9a-f]{0,4}){0,4}", re.IGNORECASE)
+_ID_PREFIX = re.compile(r"[0-9a-f]{8}(?:-?[0-9a-f]{1,4}){0,3}(?:-?[0-9a-f]{1,12})?-?", re.IGNORECASE)
 
 
 def _ids_starting(term: str) -> Q | None:
@@ -293,7 +309,8 @@ class JobAdmin(InputChecked, admin.ModelAdmin):
     list_filter = ["status", TypeFilter, SystemJobsFilter, BatchFilter, "priority", "error_category", "heavy", "owner"]
     search_fields = ["type"]  # the search itself is get_search_results
     search_help_text = (
-        "A job id (or a UUID idempotency key) finds that job; other words match job types, an "
+        "A search looks at every job, system runs too. A job id, its first 8 digits or an idempotency key "
+        "finds that job (a UUID is also looked for in payloads); other words match job types, an "
         "idempotency key, the error message of a failed, dead-lettered, retrying or canceled job, "
         "or (3 characters or more) a value in the payload: a customer id, an order number."
     )
@@ -405,7 +422,7 @@ class JobAdmin(InputChecked, admin.ModelAdmin):
             return payload_search.matching(queryset, term, other), False
         # A UUID is a job's id, an idempotency key — or an id of the team's own kept in
         # payloads (an order's, a customer's).
-        return payload_search.matching(queryset, term, Q(pk=job_id) | Q(idempotency_key=term)), False
+        return payload_search.matching(queryset, str(job_id), Q(pk=job_id) | Q(idempotency_key=term)), False
 
     def get_changelist(self, request, **kwargs):
         return SafeChangeList
@@ -423,7 +440,7 @@ class JobAdmin(InputChecked, admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         # Routine system runs are left out of the "changes to other jobs" count only where
         # the list leaves them out too.
-        hidden = [] if request.GET.get("system") in ("all", "only") else system_types()
+        hidden = [] if shows_every_run(request) else system_types()
         extra = {"can_act": self.has_change_permission(request), "system_types": hidden, **(extra_context or {})}
         return super().changelist_view(request, extra)
 

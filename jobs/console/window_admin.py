@@ -80,5 +80,9 @@ class WorkWindowAdmin(InputChecked, admin.ModelAdmin):
                 return f"open past {closes.astimezone(zone):%a %Y-%m-%d}"
             return f"{closes.astimezone(zone):%a %Y-%m-%d %H:%M %Z}"
 
-        shown = ((f"{o.astimezone(zone):%a %Y-%m-%d %H:%M}", closing(c)) for o, c in upcoming)
+        def opening(opens) -> str:
+            # A period open now may have opened before what was read (a day back): "now".
+            return "open now" if opens <= now else f"{opens.astimezone(zone):%a %Y-%m-%d %H:%M}"
+
+        shown = ((opening(o), closing(c)) for o, c in upcoming)
         return format_html_join("", "<div>{} → {}</div>", shown) or f"never within {PREVIEW_WEEKS.days // 7} weeks"

@@ -62,6 +62,19 @@ def test_a_key_in_the_header_and_another_in_the_body_is_400_naming_it(api_as, al
     assert same.status_code == 201 and same.json()["idempotency_key"] == "hdr-1"
 
 
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/api/jobs/bulk/", {"jobs": [{"type": "diagnostics.noop"}]}),
+        ("/api/batches/", {"jobs": [{"type": "diagnostics.noop"}]}),
+    ],
+)
+def test_a_request_of_many_jobs_refuses_one_idempotency_key_for_all(api_as, alice, path, body):
+    error = assert_error(api_as(alice).post(path, body, format="json", HTTP_IDEMPOTENCY_KEY="once"), 400, "invalid")
+    assert "Idempotency-Key" in error["fields"] and "idempotency_key" in error["hint"]
+    assert Job.objects.count() == 0
+
+
 def test_a_dependency_named_twice_is_one_dependency(api_as, alice):
     first = api_as(alice).post("/api/jobs/", {"type": "diagnostics.noop"}, format="json").json()["id"]
     body = {"type": "diagnostics.noop", "depends_on": [first, first.upper()]}

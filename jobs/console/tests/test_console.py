@@ -456,3 +456,22 @@ def test_a_work_window_s_preview_shows_five_openings_each_with_its_own_close(sup
     assert weekday_lines and all("→ Sat" in line for line in weekday_lines[1:]), weekday_lines
     page = client_for(superuser).get(f"/admin/workwindow/workwindow/{mondays.pk}/change/")
     assert page.status_code == 200 and page.content.decode().count("→ Mon") == 5
+
+
+def test_a_work_window_open_now_says_so_rather_than_a_made_up_opening(monkeypatch):
+    """The preview reads from a day back: a period open since Monday showed the read's
+    start (Friday 00:00) as its opening."""
+    from datetime import UTC, datetime, time
+
+    from django.contrib import admin as django_admin
+
+    from jobs.console import window_admin
+    from workwindow.models import WorkWindow
+
+    monkeypatch.setattr(window_admin.timezone, "now", lambda: datetime(2027, 3, 20, 12, tzinfo=UTC))  # a Saturday
+    week = WorkWindow.objects.create(
+        name="mon-sat", time_zone="UTC", start_time=time(0), end_time=time(0), weekdays=[0, 1, 2, 3, 4, 5]
+    )
+    lines = str(django_admin.site._registry[WorkWindow].next_openings(week)).split("</div>")[:-1]
+    assert lines[0] == "<div>open now → Sun 2027-03-21 00:00 UTC", lines
+    assert lines[1] == "<div>Mon 2027-03-22 00:00 → Sun 2027-03-28 00:00 UTC", lines

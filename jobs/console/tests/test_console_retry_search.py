@@ -127,9 +127,36 @@ def test_a_search_finds_system_jobs_ids_by_their_start_and_uuids_in_payloads(cli
     assert system.id not in {job.id for job in client.get(LIST).context["cl"].result_list}, "hidden until searched"
     assert found("40417") == {system.id}
     assert found(customer) == {mine.id}
-    assert found(str(mine.id)[:8]) == {mine.id}
-    assert found(str(mine.id)[:13]) == {mine.id}
-    assert found(str(mine.id)) == {mine.id}
+    assert found(customer.replace("-", "").upper()) == {mine.id}, "a UUID in another spelling, in payloads too"
+    for cut in range(8, 37):  # every start of the id as shown, and of its 32 digits
+        assert found(str(mine.id)[:cut]) == {mine.id}, str(mine.id)[:cut]
+        assert found(mine.id.hex[: min(cut, 32)]) == {mine.id}, mine.id.hex[:cut]
+    listed = client.get(LIST, {"q": "40417"}).content.decode()
+    sidebar = listed[listed.index('data-filter-title="system jobs"') :]
+    selected = sidebar[sidebar.index('class="selected"') :]
+    assert selected.index("all runs") < selected.index("</li>"), "the sidebar says what the list shows"
+
+
+def test_only_system_jobs_stays_so_with_a_search_and_for_the_retry_of_the_matching(client):
+    """A search shows system runs too, but "only system jobs" still means only them: the
+    bulk retry of the failed jobs matching the filter must not take the others along."""
+    from django.urls import reverse
+
+    from jobs.core import lifecycle
+
+    def failed(job_type: str) -> Job:
+        job = submit("diagnostics.sleep", {"seconds": 0}).job
+        Job.objects.filter(pk=job.id).update(type=job_type)
+        lifecycle.claim(job.id, job.rq_job_id, "w")
+        lifecycle.fail(job.id, job.rq_job_id, category="user_fixable", message="disk quota exceeded")
+        return job
+
+    system, mine = failed("jobs.prune_jobs"), failed("diagnostics.sleep")
+    searched = client.get(LIST, {"system": "only", "q": "quota"}).context["cl"].result_list
+    assert {job.id for job in searched} == {system.id}
+    page = client.get(reverse("admin:jobs_retry_failed_matching") + "?system=only&q=quota").content.decode()
+    assert "<strong>1</strong> failed job" in page
+    assert {job.id for job in client.get(LIST, {"q": "quota"}).context["cl"].result_list} == {system.id, mine.id}
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the trigram index is PostgreSQL's")
