@@ -417,9 +417,8 @@ class JobAdmin(InputChecked, admin.ModelAdmin):
         try:
             job_id = uuid.UUID(term)
         except ValueError:
-            by_id = _ids_starting(term)
-            other = _text_search(term) if by_id is None else _text_search(term) | by_id
-            return payload_search.matching(queryset, term, other), False
+            other, by_id = _text_search(term), _ids_starting(term)
+            return payload_search.matching(queryset, term, other if by_id is None else other | by_id), False
         # A UUID is a job's id, an idempotency key — or an id of the team's own kept in
         # payloads (an order's, a customer's).
         return payload_search.matching(queryset, str(job_id), Q(pk=job_id) | Q(idempotency_key=term)), False

@@ -280,13 +280,12 @@ def stop_with_parents_lease() -> None:
     and cannot renew the lease or kill this horse, and the job may soon be taken over
     elsewhere. A daemon thread: like the parent's watchdog, it needs the interpreter lock
     now and then."""
-    threading.Thread(target=_leave_at_parents_stop, name="lease-follower", daemon=True).start()
+    if _parents_stop_by is not None:  # else not a forked child: no parent keeps its lease
+        threading.Thread(target=_leave_at_parents_stop, args=(_parents_stop_by,), name="lease-follower",
+                         daemon=True).start()  # fmt: skip
 
 
-def _leave_at_parents_stop() -> None:
-    parents = _parents_stop_by
-    if parents is None:  # not a forked child: no parent keeps its lease
-        return
+def _leave_at_parents_stop(parents: ctypes.c_double) -> None:
     while True:
         left = parents.value + _HORSE_STOP_MARGIN - now()
         if left <= 0:

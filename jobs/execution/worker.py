@@ -81,7 +81,6 @@ class _ParentBookkeeping(BaseWorker):
         if kwargs.get("worker_ttl") in (None, DEFAULT_WORKER_TTL):
             kwargs["worker_ttl"] = IDLE_HEARTBEAT + 15
         super().__init__(*args, **kwargs)
-        self._running: str | None = None  # the RQ job id being executed, for re-registration
         self._unrecorded: list[tuple[Job, runner.Outcome]] = []
         self._inline = False  # the job in hand runs in this process (no work-horse)
         self._registration_checked = float("-inf")  # monotonic time of the last check
@@ -94,17 +93,16 @@ class _ParentBookkeeping(BaseWorker):
         self._asked: tuple[str, str, float] | None = None  # (job id, dispatch, sent): a claim asked, unanswered
         self._claimed: Job | None = None  # the job in hand's row, once claimed here or by the bookkeeper
         self._behind: ClaimBehind | None = None  # the job in hand's claim, under way on the recorder's thread
-        self._job_in_hand: RQJob | None = None  # its dispatch, as RQ has it
+        self._job_in_hand: RQJob | None = None  # the dispatch being executed (re-registration, claim beats)
 
     def execute_job(self, job: RQJob, queue) -> None:
         self._parent_pid = os.getpid()  # read by the horse, to notice a parent already gone
-        self._job_in_hand = job
         # Busy from the claim on: a SIGTERM arriving now must wait for this job (RQ's warm
         # shutdown), not abort between the claim and the fork and leave the row active.
         # RQ's shutdown reads the state in this process; Redis hears it with the
         # execution's own write (RQ's prepare_execution), a round trip less per job.
         self._state = WorkerStatus.BUSY
-        self._running = job.id
+        self._job_in_hand = job
         # The last run's outcome is written before this claim: its finish comes before
         # this start (runs of one worker never overlap in their times, and a concurrency
         # limit counting active jobs does not count it). An inline run's claim is asked of
@@ -127,7 +125,7 @@ class _ParentBookkeeping(BaseWorker):
                 self._claimed = taken if isinstance(taken, Job) else None
                 runner.preclaimed.pop(behind.dispatch, None)  # refused or failed before the run: not taken
             claimed, self._claimed = self._claimed, None
-            self._running, self._job_in_hand = None, None
+            self._job_in_hand = None
             self._inline = False
             if claimed is not None:
                 # The run is over: nothing left to stop, but its lease is kept until the
@@ -248,8 +246,8 @@ class _ParentBookkeeping(BaseWorker):
             with self.connection.pipeline() as pipe:
                 pipe.hset(self.key, mapping=self.serialize())
                 pipe.hset(self.key, "state", self._state)
-                if self._running:
-                    pipe.hset(self.key, "current_job", self._running)
+                if self._job_in_hand is not None:
+                    pipe.hset(self.key, "current_job", self._job_in_hand.id)
                 worker_registration.register(self, pipe)
                 pipe.expire(self.key, self.worker_ttl + 60)
                 pipe.execute()
