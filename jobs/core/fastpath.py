@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models
+from django.db.backends.utils import CursorDebugWrapper
 from django.db.models import Field, JSONField, Model
 from django.db.models.base import ModelState
 from django.db.models.expressions import Col
@@ -251,6 +252,13 @@ def move(
 # to another server session).
 _PREPARED_REFUSED = (psycopg.errors.FeatureNotSupported, psycopg.errors.InvalidSqlStatementName) if HAS_PSYCOPG else ()
 _prepared_connections: weakref.WeakSet = weakref.WeakSet()  # the psycopg connections set to prepare
+# Each connection's cursor for prepared statements, kept open and used again: making one
+# per statement (psycopg's cursor and its adapters, the loader, Django's wrapper) was a
+# tenth of a worker's bookkeeping CPU. Keyed by psycopg's connection: a new connection
+# (a reconnect, another thread's) gets a cursor of its own. With it, whether it reads
+# times with psycopg's own loader (``_utc_session``).
+_kept_cursors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_kept: weakref.WeakSet = weakref.WeakSet()  # the kept cursors (Django's wrappers), not closed after use
 _pooler_refused = False  # a pooler lost a prepared statement: this process prepares no more
 _TIMESTAMPTZ_OID = psycopg.postgres.types["timestamptz"].oid if HAS_PSYCOPG else 0
 
@@ -273,9 +281,12 @@ def _execute(db, sql: str, params, *, fetch: bool = False):
 
 
 def _run(cursor, sql: str, params, fetch: bool):
-    with cursor:
+    try:
         cursor.execute(sql, params)
         return cursor.fetchone() if fetch else None
+    finally:
+        if cursor not in _kept:
+            cursor.close()
 
 
 def _stop_preparing(db, cause: Exception) -> None:
@@ -294,12 +305,13 @@ def _stop_preparing(db, cause: Exception) -> None:
 
 
 def _prepared_cursor(db):
-    """A cursor whose statements the server prepares once per connection and then only
-    runs: a move's planning cost about 0.4 ms, every time (1.3 → 0.9 ms a move), and a
-    lone submit's insert about 0.5 ms. Django binds parameters on the client and never
-    prepares (for connection poolers that cannot keep prepared statements:
-    DB_PREPARED_STATEMENTS=false turns this off here too); this is psycopg's
-    server-binding cursor, inside Django's wrapper (errors translated, queries logged)."""
+    """The connection's cursor whose statements the server prepares once per connection
+    and then only runs (kept open: ``_kept_cursors``): a move's planning cost about
+    0.4 ms, every time (1.3 → 0.9 ms a move), and a lone submit's insert about 0.5 ms.
+    Django binds parameters on the client and never prepares (for connection poolers
+    that cannot keep prepared statements: DB_PREPARED_STATEMENTS=false turns this off
+    here too); this is psycopg's server-binding cursor, inside Django's wrapper (errors
+    translated, queries logged)."""
     if not settings.DB_PREPARED_STATEMENTS or db.force_debug_cursor or _pooler_refused:
         # Queries being captured (a test or a bench counting them) get their SQL with the
         # values in it, as Django's own cursor gives it: a prepared statement's is not
@@ -313,11 +325,24 @@ def _prepared_cursor(db):
         _prepared_connections.add(db.connection)
     elif db.connection.prepare_threshold is None:
         return db.cursor()  # this connection stopped preparing (_stop_preparing)
-    with db.wrap_database_errors:
-        cursor = psycopg.Cursor(db.connection)
-        if _utc_session(db):
-            cursor.adapters.register_loader(_TIMESTAMPTZ_OID, TimestamptzLoader)
-        return db._prepare_cursor(cursor)
+    kept, utc = _kept_cursors.get(db.connection, (None, False))
+    # Made again when closed, when Django would now wrap it otherwise (DEBUG turned on or
+    # off: its wrapper logs queries or not), or when the session's zone changed.
+    if (
+        kept is None
+        or kept.cursor.closed
+        or isinstance(kept, CursorDebugWrapper) != db.queries_logged
+        or utc != _utc_session(db)
+    ):
+        utc = _utc_session(db)
+        with db.wrap_database_errors:
+            cursor = psycopg.Cursor(db.connection)
+            if utc:
+                cursor.adapters.register_loader(_TIMESTAMPTZ_OID, TimestamptzLoader)
+        kept = db._prepare_cursor(cursor)
+        _kept_cursors[db.connection] = (kept, utc)
+        _kept.add(kept)
+    return kept
 
 
 def _utc_session(db) -> bool:
