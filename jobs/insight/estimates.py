@@ -593,8 +593,9 @@ def _timed(
 
 
 # The farthest an estimate reaches: a backlog behind a slow rate (one start a month, a
-# million jobs) would otherwise be a time past datetime's range — an OverflowError on
-# every page that shows the estimate. "A century from now" says the same.
+# million jobs), or a run of a huge size at a learnt pace per unit, would otherwise be a
+# time past datetime's range — an OverflowError on every page that shows the estimate.
+# "A century from now" says the same.
 HORIZON_SECONDS = 100 * 365 * 86400.0
 
 
@@ -623,14 +624,15 @@ def _ranged(
         deferral = (deferred[1] - centre).total_seconds()
         low, centre, high = deferred
         finish_low, finish_high = finish_low + deferral, finish_high + deferral
+    after = lambda start_at: at((start_at - now).total_seconds() + duration.mean)  # noqa: E731  # its run, capped too
     return Estimate(
         start_at=centre,
-        finish_at=centre + timedelta(seconds=duration.mean),
+        finish_at=after(centre),
         warning=warning,
         start_low=low,
         start_high=high,
         finish_low=max(low, at(finish_low)),
-        finish_high=max(high + timedelta(seconds=duration.mean), at(finish_high)),
+        finish_high=max(after(high), at(finish_high)),
         cold=cold,
         start_doubt=doubt,
         start_sigma=calibration.log_sigma(start[1], doubt),

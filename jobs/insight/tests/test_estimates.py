@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from conftest import past_job, past_jobs
-from jobs.core import actions, registry
+from jobs.core import actions, registry, sizes
 from jobs.core.models import Job, Status
 from jobs.core.submit import JobSpec, submit, submit_many
 from jobs.insight import calibration, estimates, line
@@ -491,3 +491,28 @@ def test_paused_work_says_paused_and_takes_no_worker_time_from_the_rest(levers, 
     outlook = estimates.outlook({"t.a": False, "t.b": False})
     assert outlook["normal"]["t.a"].paused and outlook["immediate"]["t.b"].paused
     assert outlook["immediate"]["t.a"].start_at is not None and not outlook["immediate"]["t.a"].paused
+
+
+def test_a_huge_size_at_a_learnt_pace_per_unit_is_estimated_no_further_than_the_horizon():
+    """A type learns seconds per unit of size from its runs: a job of size 1e15 at a tenth
+    of a second a unit would finish past datetime's range (an OverflowError on every page
+    and socket that shows its estimate, found by an adversarial run): it is capped, as a
+    far start is."""
+    finished = timezone.now() - timedelta(minutes=30)
+    past_jobs(
+        Job(
+            type="t.sized",
+            status=Status.COMPLETE,
+            size=size,
+            started_at=finished - timedelta(seconds=size / 10),
+            finished_at=finished,
+        )  # fmt: skip
+        for size in (1, 2, 3, 4, 5, 6)
+    )
+    estimates.clear_cache()
+    now = timezone.now()
+    huge = row("t.sized", enqueued_at=now, size=1e15, size_class=sizes.size_class(1e15))
+    got = estimates.estimate([huge], now=now, workers=1)[huge.id]
+    horizon = now + timedelta(seconds=estimates.HORIZON_SECONDS)
+    assert got.finish_at is not None and got.finish_at <= horizon and got.finish_high <= horizon
+    assert got.start_at is not None and got.start_at < got.finish_at  # it starts now: only its run is far
