@@ -66,6 +66,23 @@ def test_a_chunked_body_is_cut_off_at_the_limit(web):
 
 
 @pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_chunked_body_within_the_limit_is_read_whole(web, alice):
+    """A body sent without a length (chunked) was taken by DRF for none at all: a PATCH
+    answered 200 and changed nothing, a submit said its type was missing."""
+    from rest_framework.authtoken.models import Token
+
+    key = Token.objects.create(user=alice).key
+    head = (b"POST /api/jobs/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: application/json\r\nAuthorization: Token %s\r\n" % key.encode())  # fmt: skip
+    data = b'{"type": "diagnostics.noop", "payload": {"sent": "in chunks"}}'
+    body = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (data[:20], data[20:])) + b"0\r\n\r\n"
+    answer, _ = raw_request(web, head, body, timeout=5)
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:400]
+    assert Job.objects.get(owner=alice).payload == {"sent": "in chunks"}
+
+
+@pytest.mark.slow
 def test_uploads_have_their_own_larger_limit_checked_the_same_way(web, settings):
     head = (b"POST /api/materials/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
             b"Content-Length: %d\r\n" % (settings.MAX_UPLOAD_BYTES + settings.UPLOAD_FRAMING_BYTES + 1))  # fmt: skip
