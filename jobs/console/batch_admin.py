@@ -15,6 +15,7 @@ from django.utils.html import format_html
 
 from jobs.console.input_checks import InputChecked
 from jobs.core import batches
+from jobs.core.errors import ActionRefused
 from jobs.core.models import BROKEN_DEPENDENCY_STATUSES, PENDING_STATUSES, Batch, Job, Status
 
 # The batch's act, what it touches and how the confirmation says it.
@@ -154,8 +155,12 @@ class BatchAdmin(InputChecked, admin.ModelAdmin):
         title, _, says = ACTS[verb]
         if request.method == "POST":
             if verb == "cancel":
-                count = batches.cancel(batch.pk, actor=request.user)
-                messages.success(request, f"Canceled {count} waiting job(s) of the batch; it is closed.")
+                try:
+                    count = batches.cancel(batch.pk, actor=request.user)
+                except ActionRefused as refused:  # it finished meanwhile
+                    messages.error(request, f"{refused} {refused.hint}")
+                else:
+                    messages.success(request, f"Canceled {count} waiting job(s) of the batch; it is closed.")
             else:
                 count = batches.retry_failed(batch.pk, actor=request.user)
                 messages.success(request, f"Requeued {count} job(s) of the batch.")

@@ -30,8 +30,16 @@ from django.db import transaction
 from django.db.models import Avg, Case, Count, Exists, IntegerField, OuterRef, Value, When
 from django.utils import timezone
 
-from jobs.core import lifecycle, outcomes, registry, relay
-from jobs.core.errors import ActionRefused, BatchCanceled, BatchClosed, BatchFinished, SubmitError, TransitionError
+from jobs.core import flow, lifecycle, outcomes, registry, relay
+from jobs.core.errors import (
+    ActionRefused,
+    BatchCanceled,
+    BatchClosed,
+    BatchFinished,
+    NothingToCancel,
+    SubmitError,
+    TransitionError,
+)
 from jobs.core.models import (
     BROKEN_DEPENDENCY_STATUSES,
     ERRORED_STATUSES,
@@ -69,7 +77,9 @@ def _check_callback(name: str, field: str, allow_internal: bool, description: st
     if not name:
         return
     try:
-        job_type = registry.get(name, resolve=True)
+        # A name from a request is imported only once code has submitted a job of it
+        # (flow.known_type): a request must not make the web process import any module.
+        job_type = registry.get(name, resolve=True) if allow_internal else flow.known_type(name)
     except SubmitError:
         raise SubmitError(
             f"Unknown job type {name!r} for {field}.", field=field, hint="Name a registered job type or task."
@@ -380,7 +390,9 @@ def _summary(batch_id, description: str, context: dict, measured: Progress) -> d
 def cancel(batch_id, *, actor=None, actor_label: str = "") -> int:
     """Close the batch and cancel its jobs still waiting (running ones finish, but add
     no more: ``lock_for_adding``); the number canceled. The callbacks fire once the
-    running ones end."""
+    running ones end. A finished batch is refused (NothingToCancel)."""
+    if Batch.objects.filter(pk=batch_id, completed_at__isnull=False).exists():
+        raise NothingToCancel(f"Batch {batch_id} has finished: nothing to cancel.")
     now = timezone.now()
     Batch.objects.filter(pk=batch_id, closed_at__isnull=True).update(closed_at=now)
     Batch.objects.filter(pk=batch_id, canceled_at__isnull=True).update(canceled_at=now)

@@ -52,6 +52,22 @@ class BatchClosed(ActionRefused, UserFixableError):
         super().__init__(message, recovery_actions=[self.hint])
 
 
+class NotInABatch(ActionRefused, UserFixableError):
+    """``ctx.add_to_batch`` from a job of no batch: a bug of its code, so the job fails
+    without a retry (a retry would be refused the same)."""
+
+    hint = "Submit the jobs with jobs.submit, or submit this job into a batch to fan out into it."
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, recovery_actions=[self.hint])
+
+
+class NothingToCancel(ActionRefused):
+    """A batch that has finished: canceling it would only stamp it canceled."""
+
+    hint = "A finished batch has no waiting jobs; retry-failed requeues its failed ones."
+
+
 class BatchFinished(BatchClosed):
     hint = "A finished batch takes no new jobs: submit them on their own, or in a new batch."
 

@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from jobs.core import batches, lifecycle, registry, tracing
 from jobs.core.errors import SubmitError, TransitionError
 from jobs.core.joblog import log_job
-from jobs.core.models import Job, Status
+from jobs.core.models import Batch, Job, Status
 from jobs.core.retry import backoff_delay, should_retry
 
 logger = logging.getLogger("jobs.core.outcomes")
@@ -27,9 +27,12 @@ def temporary_failure(
     actor_label: str = "",
     exception: str = "",
 ) -> Job:
-    """Retry with backoff while attempts remain, else dead-letter."""
+    """Retry with backoff while attempts remain, else dead-letter. A job of a canceled
+    batch is not retried: the cancel let its running jobs finish, not start again."""
     error = {"message": message, "details": details, "recovery_actions": recovery_actions, "exception": exception}
-    if should_retry(job.attempts, job.max_attempts):
+    if _batch_canceled(job):
+        message = f"{message} (not retried: its batch was canceled)"
+    elif should_retry(job.attempts, job.max_attempts):
         delay = backoff_delay(job.attempts, settings.RETRY_BASE_DELAY, cap=settings.RETRY_MAX_DELAY)
         return lifecycle.retry_later(job.id, dispatch, delay=delay, actor_label=actor_label, **error)
     moved = lifecycle.dead_letter(
@@ -37,6 +40,10 @@ def temporary_failure(
     )
     finished(moved)
     return moved
+
+
+def _batch_canceled(job: Job) -> bool:
+    return job.batch_id is not None and Batch.objects.filter(pk=job.batch_id, canceled_at__isnull=False).exists()
 
 
 def finished(job: Job) -> None:

@@ -125,6 +125,11 @@ def submit_many(
 def _submit(specs: Sequence[JobSpec], owner, allow_internal: bool, batch, from_job, *, single: bool) -> list[Submitted]:
     if batch is _NO_BATCH:
         batch = batches.current.get()
+    if owner is None and getattr(batch, "owner_id", None) is not None:
+        # Submitted into a user's batch by code that names no owner (a task's enqueue in
+        # ``with jobs.batch(owner=alice)``): the jobs are the batch's owner's, who lists,
+        # cancels and requeues them one by one as the batch's.
+        owner = batch.owner
     batch_id = getattr(batch, "pk", batch)
     if not specs:
         return []

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from jobs.core import batches, dependencies, lifecycle
-from jobs.core.errors import ActionRefused
+from jobs.core.errors import NotInABatch
 from jobs.core.models import Job
 from jobs.execution.capture import LogCapture
 from jobs.execution.progress import ProgressReporter
@@ -75,7 +75,7 @@ class JobContext:
         while this job runs, even once the batch is closed; its callbacks wait for them.
         ``specs`` are ``jobs.JobSpec``; the new jobs belong to this job's owner."""
         if self.job.batch_id is None:
-            raise ActionRefused(f"Job {self.job.id} is in no batch.")
+            raise NotInABatch(f"Job {self.job.id} is in no batch.")
         return batches.add_to_batch(
             self.job.batch_id, specs, owner=owner if owner is not None else self.job.owner, from_job=self.job.id
         )

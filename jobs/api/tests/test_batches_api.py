@@ -135,3 +135,26 @@ def test_an_add_repeated_with_its_keys_finds_the_same_jobs(api_as, alice):
     again = api.post(f"/api/batches/{made['id']}/jobs/", body, format="json")
     assert first.status_code in (200, 201) and again.status_code in (200, 201), again.content
     assert Job.objects.filter(batch_id=made["id"]).count() == 1
+
+
+def test_a_callback_named_in_a_request_imports_no_module(api_as, alice):
+    """A callback's name from a request was looked up with the resolvers, which import
+    the module it names: any module of the web process's path was imported on request
+    (``this`` printed the Zen of Python; an adversarial run). Only names known — or
+    submitted by code before — are looked up; the rest are a 400 naming the field."""
+    import sys
+
+    sys.modules.pop("this", None)
+    answer = api_as(alice).post("/api/batches/", {"on_complete": "this.anything"}, format="json")
+    assert answer.status_code == 400 and "on_complete" in answer.json()["error"]["fields"]
+    assert "this" not in sys.modules
+
+
+def test_canceling_a_finished_batch_is_a_409_and_leaves_it_as_it_ended(api_as, alice):
+    """It answered 200 and stamped ``canceled_at`` on a complete batch (an adversarial run)."""
+    client = api_as(alice)
+    made = client.post("/api/batches/", {}, format="json").json()  # no jobs: complete at once
+    assert made["state"] == "complete"
+    answer = client.post(f"/api/batches/{made['id']}/cancel/")
+    assert answer.status_code == 409 and answer.json()["error"]["hint"]
+    assert Batch.objects.get(pk=made["id"]).canceled_at is None

@@ -381,3 +381,50 @@ def test_the_reconciler_submits_a_late_on_success_a_dead_worker_never_did(alice)
     assert len(callbacks(batchtasks.SUCCESS)) == 1 and len(callbacks()) == 1
     reconcile._settle_batches(report := reconcile.Report())
     assert report.batches_settled == [] and len(callbacks(batchtasks.SUCCESS)) == 1
+
+
+def test_jobs_submitted_without_an_owner_into_a_users_batch_are_that_users(alice):
+    """``with jobs.batch(owner=alice)`` around code that names no owner (a task's
+    enqueue, as the README writes it): the jobs were nobody's, and alice's batch listed
+    two jobs she could not see (an adversarial run)."""
+    from jobs.core import access
+
+    with batches.batch(owner=alice, description="block") as made:
+        first = submit("diagnostics.noop").job
+        result = batchtasks.task_step.enqueue(1)
+    members = Job.objects.filter(batch=made)
+    assert {job.owner_id for job in members} == {alice.pk}
+    seen = {str(pk) for pk in access.visible(Job.objects.all(), alice).values_list("id", flat=True)}
+    assert seen >= {str(first.id), str(result.id)}
+
+
+def test_a_fan_out_from_a_job_of_no_batch_fails_without_a_retry():
+    """``ctx.add_to_batch`` outside a batch raised a plain refusal, taken for a temporary
+    error: the job was retried until its attempts ran out (an adversarial run)."""
+    from jobs.core import lifecycle, registry
+    from jobs.execution import runner
+
+    registry.job_type("t.fans_out_alone", max_attempts=3)(lambda ctx: ctx.add_to_batch([NOOP]))
+    try:
+        job = submit("t.fans_out_alone", batch=None).job
+        claimed = lifecycle.claim(job.id, job.rq_job_id, "w1")
+        outcome = runner.run_handler(claimed, job.rq_job_id)
+    finally:
+        registry.unregister("t.fans_out_alone")
+    assert outcome["category"] == "user_fixable" and "in no batch" in outcome["message"], outcome
+
+
+def test_a_canceled_batchs_running_job_that_fails_temporarily_is_not_retried(alice):
+    """The cancel lets running jobs finish, not start again: one that failed with
+    attempts left went to ``retrying`` and ran after the batch was canceled (an
+    adversarial run). It ends dead-lettered, saying why it was not retried."""
+    from jobs.core import lifecycle, outcomes
+
+    made, _ = batches.create_batch([NOOP, NOOP], owner=alice)
+    running, waiting = Job.objects.filter(batch=made).order_by("created_at", "id")
+    claimed = lifecycle.claim(running.id, running.rq_job_id, "w1")
+    assert claimed.max_attempts > 1
+    batches.cancel(made.pk)
+    ended = outcomes.temporary_failure(claimed, claimed.rq_job_id, message="boom")
+    assert ended.status == Status.DEAD_LETTER and "its batch was canceled" in ended.error_message
+    assert Job.objects.get(pk=waiting.id).status == Status.CANCELED
