@@ -178,6 +178,7 @@ class BatchViewSet(
     @action(detail=True, methods=["post"])
     def jobs(self, request: Request, pk: str) -> Response:
         """More jobs into an open batch."""
+        no_key_for_the_whole(request.headers)
         batch = self.get_object()
         incoming = BatchJobsSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)

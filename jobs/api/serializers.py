@@ -270,7 +270,7 @@ class JobSubmitSerializer(FieldsBuiltOnce, RejectUnknownFields, serializers.Seri
 def spec_from(data: dict, default_key: str | None) -> JobSpec:
     return JobSpec(
         type=data["type"],
-        payload=data.get("payload") or {},
+        payload=_object_or_empty(data.get("payload")),
         priority=data.get("priority"),
         max_attempts=data.get("max_attempts"),
         depends_on=[str(d) for d in data.get("depends_on", [])] + list(data.get("depends_on_refs", [])),
@@ -281,6 +281,12 @@ def spec_from(data: dict, default_key: str | None) -> JobSpec:
         size=data.get("size"),
         on_dependency_failure=data.get("on_dependency_failure"),
     )
+
+
+def _object_or_empty(payload):
+    """No payload (absent, or null) is an empty one; any other value goes to the type's
+    check as sent — ``[]``, ``0``, ``false`` or ``""`` is refused there, not read as {}."""
+    return {} if payload is None else payload
 
 
 def no_key_for_the_whole(headers) -> None:

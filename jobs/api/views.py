@@ -43,6 +43,8 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 
 def _idempotency_header(request: Request) -> str | None:
     key = request.headers.get("Idempotency-Key") or None
+    if key is not None:
+        key = _as_utf8(key)
     if key is not None and len(key) > MAX_KEY_LENGTH:
         raise SubmitError(
             f"Idempotency-Key is longer than {MAX_KEY_LENGTH} characters.",
@@ -50,6 +52,19 @@ def _idempotency_header(request: Request) -> str | None:
             hint="Use a shorter key, e.g. a UUID.",
         )
     return key
+
+
+def _as_utf8(header: str) -> str:
+    """A header as its bytes were sent, in UTF-8: Django decodes headers as Latin-1, so
+    a key "€-1" in the header was another key than "€-1" in the body."""
+    try:
+        return header.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise SubmitError(
+            "The Idempotency-Key header is not UTF-8 text.",
+            field="Idempotency-Key",
+            hint="Send the key as UTF-8 (or ASCII, e.g. a UUID).",
+        ) from None
 
 
 def _just_made(result: submit.Submitted) -> dict:

@@ -218,7 +218,8 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
             job_type = registry.get(values["job_type"])
         except SubmitError as unknown:  # named as the schedule calls it, not as a submit does
             raise InvalidInput(unknown.message, field="job_type", hint=unknown.hint) from None
-        values["payload"] = job_type.clean_payload(values.get("payload") or {})
+        payload = values.get("payload")  # null or absent: none; [] or 0 is refused, not read as {}
+        values["payload"] = job_type.clean_payload({} if payload is None else payload)
     return values
 
 

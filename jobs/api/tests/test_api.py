@@ -75,6 +75,42 @@ def test_a_request_of_many_jobs_refuses_one_idempotency_key_for_all(api_as, alic
     assert Job.objects.count() == 0
 
 
+def test_jobs_added_to_an_open_batch_refuse_one_idempotency_key_for_all(api_as, alice):
+    """The batch's jobs/ endpoint ignored the header: a retry added the jobs again."""
+    api = api_as(alice)
+    opened = api.post("/api/batches/", {"jobs": [], "open": True}, format="json").json()
+    more = {"jobs": [{"type": "diagnostics.noop"}]}
+    answer = api.post(f"/api/batches/{opened['id']}/jobs/", more, format="json", HTTP_IDEMPOTENCY_KEY="retry-me")
+    assert "Idempotency-Key" in assert_error(answer, 400, "invalid")["fields"]
+    assert Job.objects.count() == 0
+
+
+def test_an_idempotency_key_header_is_read_as_utf8(api_as, alice):
+    """Django decodes a header as Latin-1: "€-k" in the header was another key than the
+    same in the body (a 400 calling them different, or a key stored garbled)."""
+    api = api_as(alice)
+    sent = "€-k".encode().decode("latin-1")  # the header as Django hands it over
+    body = {"type": "diagnostics.noop", "idempotency_key": "€-k"}
+    first = api.post("/api/jobs/", body, format="json", HTTP_IDEMPOTENCY_KEY=sent)
+    assert first.status_code == 201 and first.json()["idempotency_key"] == "€-k"
+    again = api.post("/api/jobs/", {"type": "diagnostics.noop"}, format="json", HTTP_IDEMPOTENCY_KEY=sent)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    broken = api.post("/api/jobs/", {"type": "diagnostics.noop"}, format="json", HTTP_IDEMPOTENCY_KEY="\xff\xfe")
+    assert "Idempotency-Key" in assert_error(broken, 400, "invalid")["fields"]
+
+
+@pytest.mark.parametrize("payload", [[], 0, False, ""])
+def test_a_payload_that_is_not_an_object_is_refused_even_when_empty(api_as, alice, payload):
+    """``[]``, ``0``, ``false`` and ``""`` were taken for no payload ({}), where ``[1]``
+    was refused: each is a 400 naming payload, in a submit and in a bulk's item."""
+    api = api_as(alice)
+    one = api.post("/api/jobs/", {"type": "diagnostics.noop", "payload": payload}, format="json")
+    assert "payload" in assert_error(one, 400, "invalid")["fields"]
+    bulk = api.post("/api/jobs/bulk/", {"jobs": [{"type": "diagnostics.noop", "payload": payload}]}, format="json")
+    assert bulk.status_code == 400
+    assert Job.objects.count() == 0
+
+
 def test_a_dependency_named_twice_is_one_dependency(api_as, alice):
     first = api_as(alice).post("/api/jobs/", {"type": "diagnostics.noop"}, format="json").json()["id"]
     body = {"type": "diagnostics.noop", "depends_on": [first, first.upper()]}

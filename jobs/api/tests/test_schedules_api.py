@@ -122,6 +122,12 @@ def test_a_payload_the_type_refuses_is_named(api_as, operator):
     assert not Schedule.objects.filter(name="bad.sleep").exists()
 
 
+def test_an_empty_list_for_a_payload_is_refused_not_read_as_none(api_as, operator):
+    body = {"name": "bad.list", "job_type": "diagnostics.noop", "cron": "* * * * *", "payload": []}
+    refused = assert_error(api_as(operator).post("/api/schedules/", body, format="json"), 400, "invalid")
+    assert "payload" in refused["fields"] and not Schedule.objects.filter(name="bad.list").exists()
+
+
 def test_unknown_schedules_are_404(api_as, operator):
     assert_error(api_as(operator).get("/api/schedules/nope/"), 404, "not_found")
     assert_error(api_as(operator).post("/api/schedules/nope/run-now/"), 404, "not_found")
