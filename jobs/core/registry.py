@@ -17,7 +17,7 @@ from django.conf import settings
 
 from jobs.core import cron_times, rates
 from jobs.core.errors import PayloadTooLarge, SubmitError, TypeLoadFailed
-from jobs.core.models import Priority
+from jobs.core.models import Job, Priority
 
 MAX_ATTEMPTS_LIMIT = 100  # a type's or a submit's max_attempts, at most
 Handler = Callable[[Any], Any]  # receives a jobs.execution.context.JobContext
@@ -102,7 +102,7 @@ class JobType:
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
-def check_storable(value: dict, field: str, limit: int | None = None) -> None:
+def check_storable(value: Any, field: str, limit: int | None = None) -> None:
     """A JSON object the database keeps as given: no NUL character (PostgreSQL's jsonb
     cannot store one), no lone UTF-16 surrogate (no character at all: a page showing it
     fails to encode it), at most ``limit`` bytes (MAX_PAYLOAD_BYTES) of JSON."""
@@ -124,6 +124,18 @@ def check_storable(value: dict, field: str, limit: int | None = None) -> None:
             field=field,
             hint="Store big data elsewhere (a file, a table) and pass its id instead.",
         )
+
+
+def unstorable_result(value: Any) -> str:
+    """Why a JSON value cannot be a job's result ('' when it can): PostgreSQL's jsonb
+    stores no NUL character and no lone UTF-16 surrogate — a record refused for either
+    failed every retry — and results are kept up to MAX_RESULT_BYTES."""
+    try:
+        check_storable(value, "result", limit=settings.MAX_RESULT_BYTES)
+    except SubmitError as refused:
+        said = refused.message.removeprefix("result ")
+        return f"a result that {said}" + (" (MAX_RESULT_BYTES)" if isinstance(refused, PayloadTooLarge) else "")
+    return ""
 
 
 _types: dict[str, JobType] = {}
@@ -150,6 +162,9 @@ def job_type(
     fork: bool = True,
 ) -> Callable[[Handler], Handler]:
     """Register ``handler`` as the job type ``name``. Re-registering a name replaces it."""
+    longest = Job._meta.get_field("type").max_length or 0
+    if len(name) > longest:  # a task's name is its module path: it may be long
+        raise ValueError(f"job type {name}: its name is {len(name)} characters, at most {longest} are stored")
     if priority not in Priority.values:
         raise ValueError(f"job type {name}: unknown priority {priority!r}")
     if concurrency is not None and (type(concurrency) is not int or concurrency < 1):

@@ -302,12 +302,11 @@ def _json_safe(result):
         text = json.dumps(result, cls=DjangoJSONEncoder, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise AdminRequiredError(f"The handler returned a result that is not JSON-serialisable: {error}") from None
-    if "\\u0000" in text:  # PostgreSQL's jsonb cannot store NUL characters
-        raise AdminRequiredError("The handler returned a result containing a NUL character (\\u0000).")
-    if len(text.encode()) > settings.MAX_RESULT_BYTES:
+    value = json.loads(text)
+    problem = registry.unstorable_result(value)
+    if problem:
         raise AdminRequiredError(
-            f"The handler returned {len(text.encode()):,} bytes of JSON; results are kept up to "
-            f"{settings.MAX_RESULT_BYTES:,} (MAX_RESULT_BYTES).",
+            f"The handler returned {problem}",
             recovery_actions=["Store big output elsewhere (a file, a table) and return its id"],
         )
-    return json.loads(text)
+    return value

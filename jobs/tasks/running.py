@@ -132,7 +132,8 @@ def _task(name: str) -> Task:
 
 
 def _storable(value: Any) -> Any:
-    """A return value must come back the same from JSON, or the job fails saying why."""
+    """A return value must come back from JSON and be storable, or the job fails saying
+    why (the task's own value: ``user_fixable``, as docs/tasks.md says)."""
     try:
         text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as error:
@@ -140,7 +141,14 @@ def _storable(value: Any) -> Any:
             f"The task returned {type(value)}, which cannot be stored as JSON ({error}).",
             recovery_actions=["Return plain values (numbers, strings, lists, dicts with string keys)"],
         ) from None
-    return json.loads(text)
+    loaded = json.loads(text)
+    problem = registry.unstorable_result(loaded)
+    if problem:
+        raise UserFixableError(
+            f"The task returned {problem}",
+            recovery_actions=["Return plain text, and store big output elsewhere (a file, a table): return its id"],
+        )
+    return loaded
 
 
 class TaskFailed(Exception):

@@ -588,3 +588,14 @@ def test_a_prepared_move_gone_stale_after_a_migration_runs_again_unprepared(run_
     finally:
         connection.close()
         alter(200)
+
+
+@pytest.mark.parametrize("text", ["a\x00b", "a\ud800b"])
+def test_a_handler_result_the_database_cannot_store_is_refused_before_its_record(text):
+    """Half a surrogate pair is JSON, but PostgreSQL's jsonb refuses it: the record failed
+    at every retry. Refused with the NUL character, as the handler's bug it is."""
+    from jobs.core.errors import AdminRequiredError
+    from jobs.execution import runner
+
+    with pytest.raises(AdminRequiredError, match="The handler returned a result that contains"):
+        runner._json_safe({"text": text})

@@ -51,6 +51,12 @@ def unstorable_result() -> Any:
     return lambda: True
 
 
+@task()
+def text_postgres_cannot_store(which: str) -> str:
+    """A NUL character or half a surrogate pair: JSON, but not storable in jsonb."""
+    return {"nul": "a\x00b", "surrogate": "a\ud800b"}[which]
+
+
 @task(takes_context=True)
 def reports_progress(context: TaskContext, steps: int) -> dict:
     for step in range(1, steps + 1):

@@ -195,6 +195,17 @@ def test_a_return_value_that_cannot_be_stored_fails_saying_why(run_worker):
     assert job.status == Status.FAILED and job.error_category == "user_fixable" and "JSON" in job.error_message
 
 
+@pytest.mark.parametrize("which", ["nul", "surrogate"])
+def test_a_return_value_the_database_cannot_store_fails_user_fixable(run_worker, which):
+    """JSON, but PostgreSQL's jsonb refuses it: a NUL failed the job admin_required (not
+    as docs/tasks.md says), half a surrogate pair failed its record at every retry."""
+    result = tasks.text_postgres_cannot_store.enqueue(which)
+    run_worker()
+    job = Job.objects.get(pk=result.id)
+    assert (job.status, job.error_category) == (Status.FAILED, "user_fixable"), job.error_message
+    assert "The task returned a result that contains" in job.error_message
+
+
 def test_enqueue_inside_a_rolled_back_transaction_leaves_nothing(redis_conn):
     class Rollback(Exception):
         pass
@@ -355,3 +366,23 @@ def test_max_attempts_0_for_one_enqueue_is_refused_not_the_default():
     with pytest.raises(SubmitError, match="max_attempts must be a whole number from 1"):
         tasks.noop.options(max_attempts=0).enqueue()
     assert not Job.objects.exists()
+
+
+def test_a_task_whose_module_path_is_too_long_to_store_is_refused_where_it_is_defined():
+    """Its name (the module path) is the job's type, of at most 100 characters: accepted,
+    it failed every enqueue on PostgreSQL with a raw DataError (an adversarial run)."""
+    import sys
+    import types
+
+    from jobs.core import registry
+    from jobs.tasks.compat import task
+
+    module = types.ModuleType("billing_" + "integrations_" * 8)  # 112 characters with the name
+    exec("def handler():\n    pass\n", module.__dict__)
+    sys.modules[module.__name__] = module
+    try:
+        with pytest.raises(InvalidTask, match="at most 100 are stored"):
+            task()(module.handler)
+    finally:
+        del sys.modules[module.__name__]
+    assert not registry.is_registered(f"{module.__name__}.handler")
