@@ -56,6 +56,20 @@ class RejectUnknownFields(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class NoEmptyValues(serializers.Serializer):
+    """Mix in first, into a serializer of query parameters: an empty value (``?page=``)
+    is a 400 naming it — DRF would read it as "not given" and answer as if it were."""
+
+    def to_internal_value(self, data):
+        # The stubs say iterating a serializer's fields yields Field objects; it yields names.
+        empty: list[str] = [name for name in self.fields if hasattr(data, "get") and data.get(name) == ""]  # type: ignore[misc]
+        if empty:
+            raise serializers.ValidationError(
+                {name: ["An empty value is not a value: leave it out."] for name in empty}
+            )
+        return super().to_internal_value(data)
+
+
 class ChoiceField(serializers.ChoiceField):
     """DRF's, whose refusal lists what is accepted: '"urgent" is not a valid choice: one
     of immediate, normal, low.' (DRF's says only that it is not valid)."""

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
-from apikit.serializers import ChoiceField, FieldsBuiltOnce, RejectUnknownFields
+from apikit.serializers import ChoiceField, FieldsBuiltOnce, NoEmptyValues, RejectUnknownFields
 from jobs.core.errors import DependencyCycle, SubmitError
 from jobs.core.models import DependencyFailure, ErrorCategory, Job, JobEvent, Priority
 from jobs.core.submit import MAX_ATTEMPTS_LIMIT, MAX_SIZE, JobSpec
@@ -229,7 +230,7 @@ class JobLogsSerializer(serializers.Serializer):
     lines = JobLogLineSerializer(many=True)
 
 
-class JobLogsQuerySerializer(serializers.Serializer):
+class JobLogsQuerySerializer(NoEmptyValues, serializers.Serializer):
     attempt = serializers.IntegerField(min_value=1, required=False, help_text="only this attempt's lines")
 
 
@@ -343,6 +344,11 @@ class BulkItemSerializer(JobSubmitSerializer):
 
     class Meta:
         list_serializer_class = BulkItemsSerializer
+
+    def run_validation(self, data=serializers.empty):
+        if data is None:  # DRF's "may not be null" would name the item as a list's position ("0: …")
+            raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: ["A job, not null: send an object."]})
+        return super().run_validation(data)
 
 
 class BulkSubmitSerializer(RejectUnknownFields, serializers.Serializer):

@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apikit.serializers import NoEmptyValues
 from apikit.views import Conventions
 from jobs.core import access
 from jobs.insight import stats
@@ -18,7 +19,7 @@ from jobs.insight import stats
 MAX_HOURS = 24 * 400
 
 
-class StatsQuery(serializers.Serializer):
+class StatsQuery(NoEmptyValues, serializers.Serializer):
     hours = serializers.FloatField(
         required=False, min_value=0.01, max_value=MAX_HOURS, help_text="the period's length (default 24); ignored "
         "when since is given",
@@ -27,15 +28,6 @@ class StatsQuery(serializers.Serializer):
     until = serializers.DateTimeField(
         required=False, help_text=f"the period's end (default now); at most {MAX_HOURS} hours after since"
     )
-
-    def to_internal_value(self, data):
-        # The stubs say iterating a serializer's fields yields Field objects; it yields names.
-        empty: list[str] = [name for name in self.fields if hasattr(data, "get") and data.get(name) == ""]  # type: ignore[misc]
-        if empty:  # DRF would read an empty value as "not given"
-            raise serializers.ValidationError(
-                {name: ["An empty value is not a value: leave it out."] for name in empty}
-            )
-        return super().to_internal_value(data)
 
     def validate(self, data: dict) -> dict:
         until = data.get("until") or timezone.now()

@@ -466,6 +466,7 @@ NOOP = {"type": "diagnostics.noop"}
         ([NOOP, {**NOOP, "colour": "red"}], ["jobs[1].colour"]),
         ([NOOP, {**NOOP, "depends_on": ["zzz"]}], ["jobs[1].depends_on"]),
         ([NOOP, 7], ["jobs[1]"]),
+        ([NOOP, None], ["jobs[1]"]),  # DRF's "may not be null" named it "jobs" with "1: …"
         ([{**NOOP, "ref": "a"}, {**NOOP, "depends_on_refs": ["a", "b", "c"]}], ["jobs[1].depends_on_refs"]),
         # a list of one is a list: its item is named too
         ([{"type": "no.such"}], ["jobs[0].type"]),

@@ -210,6 +210,8 @@ def test_logs_api_owner_isolation(api_as, alice, bob, operator, handler_type, se
     assert api_as(None).get(url).status_code == 401
     assert api_as(alice).get(url, {"attempt": 2}).json()["lines"] == []
     assert api_as(alice).get(url, {"attempt": "x"}).status_code == 400
+    empty = api_as(alice).get(url, {"attempt": ""})  # was every attempt's lines, as if left out
+    assert empty.status_code == 400 and "attempt" in empty.json()["error"]["fields"]
 
 
 def test_logs_are_in_the_openapi_schema(api_as, alice):
