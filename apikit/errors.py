@@ -195,3 +195,18 @@ def not_found_view(request, exception=None):
         body = error_body("not_found", f"No endpoint at {request.path}.", hint="See /api/docs/ for the endpoints.")
         return JsonResponse(body, status=404)
     return page_not_found(request, exception)
+
+
+def bad_request_view(request, exception=None):
+    """Django's 400 for a request refused before any view (a Host not in ALLOWED_HOSTS, a
+    malformed cookie or header): JSON under /api/, the usual page elsewhere."""
+    from django.http import JsonResponse
+    from django.views.defaults import bad_request
+
+    if request.path.startswith("/api/"):
+        body = error_body(
+            "bad_request", "The request was refused before reaching an endpoint.",
+            hint="Check the Host header (ALLOWED_HOSTS) and the request's headers.",
+        )  # fmt: skip
+        return JsonResponse(body, status=400)
+    return bad_request(request, exception)

@@ -15,4 +15,5 @@ urlpatterns = [
     re_path(r"^api/", not_found_view),  # unknown API paths answer JSON, DEBUG or not
 ]
 
+handler400 = "apikit.errors.bad_request_view"
 handler404 = "apikit.errors.not_found_view"

@@ -360,3 +360,16 @@ def test_jobs_added_to_a_batch_have_the_bulk_limit_like_a_bulk(settings):
     assert limit_for("/api/batches/6d1f/cancel/") == settings.MAX_REQUEST_BYTES
     assert limit_for("/api/batches//jobs/") == settings.MAX_REQUEST_BYTES  # * is one segment, not none
     assert limit_for("/api/batches/a/b/jobs/") == settings.MAX_REQUEST_BYTES
+
+
+def test_a_host_not_allowed_is_a_json_400_under_the_api(settings):
+    """Django refuses it before any view, with its HTML page (an adversarial run)."""
+    from django.test import Client
+
+    settings.DEBUG = False
+    settings.ALLOWED_HOSTS = ["testserver"]
+    response = Client(HTTP_HOST="evil.example").get("/api/jobs/")
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    assert response.json()["error"]["hint"]
+    lost = Client().get("/api/no-such-endpoint/")
+    assert lost.status_code == 404 and lost.json()["error"]["code"] == "not_found"
