@@ -61,8 +61,13 @@ class JobdeskTask(Task):
         if idempotency_key is not None:
             changes["idempotency_key"] = idempotency_key
         if depends_on is not None:
-            changes["depends_on"] = tuple(str(d) for d in depends_on)
+            # One job (its id, a UUID, a result or a row) is a list of one: a string was
+            # split into its characters. A result or a row stands for its id.
+            one = isinstance(depends_on, str | uuid.UUID) or hasattr(depends_on, "id")
+            changes["depends_on"] = tuple(str(getattr(d, "id", d)) for d in ([depends_on] if one else depends_on))
         if heavy is not None:
+            if not isinstance(heavy, bool):  # "no" is truthy: it made the job heavy
+                raise InvalidTask(f"task {self.module_path}: heavy must be True or False, not {heavy!r}")
             changes["heavy"] = heavy
         if max_attempts is not None:
             changes["max_attempts"] = max_attempts

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import uuid
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
@@ -386,3 +387,13 @@ def test_a_task_whose_module_path_is_too_long_to_store_is_refused_where_it_is_de
     finally:
         del sys.modules[module.__name__]
     assert not registry.is_registered(f"{module.__name__}.handler")
+
+
+def test_options_take_one_dependency_as_a_list_of_one_and_refuse_a_heavy_that_is_not_a_bool():
+    """``depends_on="<id>"`` was split into its characters; ``heavy="no"`` made the job
+    heavy (an adversarial review)."""
+    first = tasks.noop.enqueue()
+    for one in (first.id, uuid.UUID(first.id), first):
+        assert tasks.noop.options(depends_on=one).depends_on == (first.id,)
+    with pytest.raises(InvalidTask, match="heavy must be True or False"):
+        tasks.noop.options(heavy="no")
