@@ -39,6 +39,7 @@ from jobs.core.errors import (
     NothingToCancel,
     SubmitError,
     TransitionError,
+    TypeLoadFailed,
 )
 from jobs.core.models import (
     BROKEN_DEPENDENCY_STATUSES,
@@ -276,8 +277,9 @@ def settle(batch_id) -> list[Job]:
             batch = Batch.objects.get(pk=batch_id)
             if batch.on_complete:
                 job = _submit_callback(batch, batch.on_complete, "complete")
-                Batch.objects.filter(pk=batch_id).update(complete_job=job.id)
-                fired.append(job)
+                if job is not None:
+                    Batch.objects.filter(pk=batch_id).update(complete_job=job.id)
+                    fired.append(job)
         # Success may come later than completion: retry-failed can turn the last
         # failures into completions after on_complete ran.
         succeeded = 0
@@ -289,14 +291,15 @@ def settle(batch_id) -> list[Job]:
                 batch = Batch.objects.get(pk=batch_id)
                 if batch.on_success:
                     job = _submit_callback(batch, batch.on_success, "success")
-                    Batch.objects.filter(pk=batch_id).update(success_job=job.id)
-                    fired.append(job)
+                    if job is not None:
+                        Batch.objects.filter(pk=batch_id).update(success_job=job.id)
+                        fired.append(job)
         if completed or succeeded:
             transaction.on_commit(lambda: relay.batch_changed(batch_id))  # its followers' final message
     return fired
 
 
-def _submit_callback(batch: Batch, type_name: str, which: str) -> Job:
+def _submit_callback(batch: Batch, type_name: str, which: str) -> Job | None:
     from jobs.core import submit
 
     summary = {**summarise(batch), "callback": which}
@@ -305,7 +308,19 @@ def _submit_callback(batch: Batch, type_name: str, which: str) -> Job:
     except SubmitError:
         job_type = None
     payload = job_type.summary_payload(summary) if job_type and job_type.summary_payload else summary
-    return submit.submit_one(submit.JobSpec(type=type_name, payload=payload), owner=batch.owner, batch=None).job
+    try:
+        with transaction.atomic():  # a savepoint: a refused submit leaves the settle's writes as they are
+            return submit.submit_one(submit.JobSpec(type=type_name, payload=payload), owner=batch.owner, batch=None).job
+    except TypeLoadFailed:
+        raise  # a broken deploy: the settle is tried again (the reconciler) once it is mended
+    except SubmitError as refused:
+        # The callback's type was removed or renamed since the batch was made: refused at
+        # every settle, the batch would never finish. It finishes without the callback.
+        logger.error(
+            "batch callback could not be submitted: the batch finishes without it",
+            extra={"batch_id": str(batch.pk), "callback": type_name, "which": which, "error": refused.message},
+        )
+        return None
 
 
 # --- Reading ----------------------------------------------------------------------------

@@ -428,3 +428,21 @@ def test_a_canceled_batchs_running_job_that_fails_temporarily_is_not_retried(ali
     ended = outcomes.temporary_failure(claimed, claimed.rq_job_id, message="boom")
     assert ended.status == Status.DEAD_LETTER and "its batch was canceled" in ended.error_message
     assert Job.objects.get(pk=waiting.id).status == Status.CANCELED
+
+
+def test_a_batch_whose_callback_type_was_removed_still_finishes(alice, caplog):
+    """The callback's type renamed or removed after the batch was made: its submit was
+    refused at every settle, rolled the settle back, and the batch never finished."""
+    from jobs.core import lifecycle, outcomes, registry
+
+    registry.job_type("t.soon_removed")(lambda ctx: None)
+    try:
+        made, submitted = batches.create_batch([NOOP], owner=alice, on_complete="t.soon_removed")
+    finally:
+        registry.unregister("t.soon_removed")
+    (job,) = (s.job for s in submitted)
+    claimed = lifecycle.claim(job.id, job.rq_job_id, "w1")
+    outcomes.finished(lifecycle.complete(claimed.id, claimed.rq_job_id, None))
+    made.refresh_from_db()
+    assert made.completed_at is not None and made.complete_job is None
+    assert "could not be submitted" in caplog.text
