@@ -206,7 +206,7 @@ def bad_request_view(request, exception=None):
     if request.path.startswith("/api/"):
         body = error_body(
             "bad_request", "The request was refused before reaching an endpoint.",
-            hint="Check the Host header (ALLOWED_HOSTS) and the request's headers.",
+            hint="Check the request's headers: its Host must be one of the server's (ALLOWED_HOSTS).",
         )  # fmt: skip
         return JsonResponse(body, status=400)
     return bad_request(request, exception)

@@ -178,8 +178,8 @@ class BatchViewSet(
     @action(detail=True, methods=["post"])
     def jobs(self, request: Request, pk: str) -> Response:
         """More jobs into an open batch."""
+        batch = self.get_object()  # someone else's or none: a 404 first
         no_key_for_the_whole(request.headers)
-        batch = self.get_object()
         incoming = BatchJobsSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         specs = [spec_from(item, None) for item in incoming.validated_data["jobs"]]

@@ -191,6 +191,12 @@ def batch(
     made.refresh_from_db()
 
 
+def owner_of(batch_id):
+    """The batch's owner (None: a system batch, or no such batch — refused later)."""
+    found = Batch.objects.select_related("owner").filter(pk=batch_id).first()
+    return found.owner if found is not None else None
+
+
 def lock_for_adding(batch_id, *, from_job=None) -> Batch:
     """Inside the submit's transaction: the batch, locked (a guarded write, so a
     concurrent ``settle`` either sees the new jobs or finishes before they are refused),
@@ -409,8 +415,9 @@ def cancel(batch_id, *, actor=None, actor_label: str = "") -> int:
     if Batch.objects.filter(pk=batch_id, completed_at__isnull=False).exists():
         raise NothingToCancel(f"Batch {batch_id} has finished: nothing to cancel.")
     now = timezone.now()
-    Batch.objects.filter(pk=batch_id, closed_at__isnull=True).update(closed_at=now)
-    Batch.objects.filter(pk=batch_id, canceled_at__isnull=True).update(canceled_at=now)
+    unfinished = Batch.objects.filter(pk=batch_id, completed_at__isnull=True)  # nor finishing meanwhile
+    unfinished.filter(closed_at__isnull=True).update(closed_at=now)
+    unfinished.filter(canceled_at__isnull=True).update(canceled_at=now)
     canceled = []
     waiting = Job.objects.filter(batch_id=batch_id, status__in=PENDING_STATUSES).order_by("created_at")
     for job_id in waiting.values_list("id", flat=True):

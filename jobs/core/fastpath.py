@@ -252,13 +252,14 @@ def move(
 # to another server session).
 _PREPARED_REFUSED = (psycopg.errors.FeatureNotSupported, psycopg.errors.InvalidSqlStatementName) if HAS_PSYCOPG else ()
 _prepared_connections: weakref.WeakSet = weakref.WeakSet()  # the psycopg connections set to prepare
-# Each connection's cursor for prepared statements, kept open and used again: making one
-# per statement (psycopg's cursor and its adapters, the loader, Django's wrapper) was a
-# tenth of a worker's bookkeeping CPU. Keyed by psycopg's connection: a new connection
-# (a reconnect, another thread's) gets a cursor of its own. With it, whether it reads
-# times with psycopg's own loader (``_utc_session``).
-_kept_cursors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_kept: weakref.WeakSet = weakref.WeakSet()  # the kept cursors (Django's wrappers), not closed after use
+# Each connection's cursor for prepared statements is kept open and used again, on the
+# connection's Django wrapper (``_KEPT``: the cursor, and whether it reads times with
+# psycopg's own loader, ``_utc_session``): making one per statement (psycopg's cursor
+# and its adapters, the loader, Django's wrapper) was a tenth of a worker's bookkeeping
+# CPU. Used only while it is on the wrapper's current connection: a reconnect replaces
+# it, and the closed connection goes with the old one (not kept in a map of its own:
+# the cursor holds its connection, which stayed alive for good).
+_KEPT = "_jobdesk_kept_cursor"
 _pooler_refused = False  # a pooler lost a prepared statement: this process prepares no more
 _TIMESTAMPTZ_OID = psycopg.postgres.types["timestamptz"].oid if HAS_PSYCOPG else 0
 
@@ -285,7 +286,7 @@ def _run(cursor, sql: str, params, fetch: bool):
         cursor.execute(sql, params)
         return cursor.fetchone() if fetch else None
     finally:
-        if cursor not in _kept:
+        if getattr(cursor.db, _KEPT, (None,))[0] is not cursor:
             cursor.close()
 
 
@@ -306,7 +307,7 @@ def _stop_preparing(db, cause: Exception) -> None:
 
 def _prepared_cursor(db):
     """The connection's cursor whose statements the server prepares once per connection
-    and then only runs (kept open: ``_kept_cursors``): a move's planning cost about
+    and then only runs (kept open: ``_KEPT``): a move's planning cost about
     0.4 ms, every time (1.3 → 0.9 ms a move), and a lone submit's insert about 0.5 ms.
     Django binds parameters on the client and never prepares (for connection poolers
     that cannot keep prepared statements: DB_PREPARED_STATEMENTS=false turns this off
@@ -325,11 +326,13 @@ def _prepared_cursor(db):
         _prepared_connections.add(db.connection)
     elif db.connection.prepare_threshold is None:
         return db.cursor()  # this connection stopped preparing (_stop_preparing)
-    kept, utc = _kept_cursors.get(db.connection, (None, False))
-    # Made again when closed, when Django would now wrap it otherwise (DEBUG turned on or
-    # off: its wrapper logs queries or not), or when the session's zone changed.
+    kept, utc = getattr(db, _KEPT, (None, False))
+    # Made again for a new connection, when closed, when Django would now wrap it
+    # otherwise (DEBUG turned on or off: its wrapper logs queries or not), or when the
+    # session's zone changed.
     if (
         kept is None
+        or kept.cursor.connection is not db.connection
         or kept.cursor.closed
         or isinstance(kept, CursorDebugWrapper) != db.queries_logged
         or utc != _utc_session(db)
@@ -340,8 +343,7 @@ def _prepared_cursor(db):
             if utc:
                 cursor.adapters.register_loader(_TIMESTAMPTZ_OID, TimestamptzLoader)
         kept = db._prepare_cursor(cursor)
-        _kept_cursors[db.connection] = (kept, utc)
-        _kept.add(kept)
+        setattr(db, _KEPT, (kept, utc))
     return kept
 
 

@@ -125,12 +125,12 @@ def submit_many(
 def _submit(specs: Sequence[JobSpec], owner, allow_internal: bool, batch, from_job, *, single: bool) -> list[Submitted]:
     if batch is _NO_BATCH:
         batch = batches.current.get()
-    if owner is None and getattr(batch, "owner_id", None) is not None:
-        # Submitted into a user's batch by code that names no owner (a task's enqueue in
-        # ``with jobs.batch(owner=alice)``): the jobs are the batch's owner's, who lists,
-        # cancels and requeues them one by one as the batch's.
-        owner = batch.owner
     batch_id = getattr(batch, "pk", batch)
+    if owner is None and batch_id is not None:
+        # Submitted into a user's batch by code that names no owner (a task's enqueue in
+        # ``with jobs.batch(owner=alice)``, ``jobs.add_to_batch(id, …)``): the jobs are
+        # the batch's owner's, who lists, cancels and requeues them one by one.
+        owner = batch.owner if isinstance(batch, batches.Batch) else batches.owner_of(batch_id)
     if not specs:
         return []
     with tracing.submitting() as span, cyclegc.paused(len(specs) >= _PAUSE_COLLECTOR_FROM):

@@ -394,6 +394,10 @@ def test_jobs_submitted_without_an_owner_into_a_users_batch_are_that_users(alice
         result = batchtasks.task_step.enqueue(1)
     members = Job.objects.filter(batch=made)
     assert {job.owner_id for job in members} == {alice.pk}
+    opened = batches.open_batch(owner=alice)  # named by its id (a review)
+    by_id = submit("diagnostics.noop", batch=opened.pk).job
+    (added,) = (s.job for s in batches.add_to_batch(opened.pk, [NOOP]))
+    assert by_id.owner_id == added.owner_id == alice.pk
     seen = {str(pk) for pk in access.visible(Job.objects.all(), alice).values_list("id", flat=True)}
     assert seen >= {str(first.id), str(result.id)}
 

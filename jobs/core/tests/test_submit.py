@@ -660,3 +660,29 @@ def test_a_keyed_bulk_keeps_the_order_it_was_sent_in_created_at_and_dependency_r
     stored = Job.objects.in_bulk([x.id, y.id, z.id])
     assert stored[x.id].created_at < stored[y.id].created_at < stored[z.id].created_at
     assert list(dependencies.results_of(z.id)) == [str(x.id), str(y.id)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_kept_statement_cursor_lets_its_connection_go_once_closed():
+    """One-statement moves keep a cursor per connection (for speed): kept in a map keyed
+    by the connection, the cursor held its connection, and every connection that ever
+    ran one stayed in memory after closing (16 KB a submit with CONN_MAX_AGE=0; a
+    review). Now only the wrapper's current connection's is kept."""
+    import gc
+
+    from django.db import connection
+
+    from jobs.core import fastpath
+
+    if not fastpath.available():
+        pytest.skip("the one-statement path is PostgreSQL's (psycopg 3)")
+    import weakref
+
+    used = []
+    for n in range(20):
+        assert fastpath._execute(connection, "SELECT %s::int", [n], fetch=True) == (n,)
+        assert fastpath._execute(connection, "SELECT %s::int", [n + 1], fetch=True) == (n + 1,)  # the kept one again
+        used.append(weakref.ref(connection.connection))
+        connection.close()
+    gc.collect()
+    assert sum(ref() is not None for ref in used) <= 1  # at most the last one, until the next statement
