@@ -77,7 +77,7 @@ MATRIX = [
         (401, 409, 404, 409, 403, 404),
     ),  # closed: only its own running jobs add more  # fmt: skip
     ("post", "/api/batches/{open_batch}/close/", None, (401, 200, 404, 200, 403, 404)),
-    ("post", "/api/batches/{batch}/cancel/", None, (401, 200, 404, 200, 403, 404)),
+    ("post", "/api/batches/{batch}/cancel/", None, (401, 200, 404, 409, 403, 404)),  # the owner's cancel finished it
     ("post", "/api/batches/{batch}/retry-failed/", None, (401, 200, 404, 200, 403, 404)),
     ("get", "/api/materials/{material}/", None, (401, 200, 404, 200, 200, 404)),
     ("get", "/api/materials/{material}/chunks/", None, (401, 200, 404, 200, 200, 404)),
