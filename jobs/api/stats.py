@@ -35,10 +35,12 @@ class StatsQuery(NoEmptyValues, serializers.Serializer):
             since = data.get("since") or until - timedelta(hours=data.get("hours", 24))
         except OverflowError:  # a period reaching back before the year 1
             raise serializers.ValidationError({"until": ["The period would start before the year 1."]}) from None
+        # Named by the field that set the period's start: since, or hours back from until.
+        start = "since" if data.get("since") else "hours"
         if since >= until:
-            raise serializers.ValidationError("since must be before until.")
+            raise serializers.ValidationError({"since": ["since must be before until."]})
         if until - since > timedelta(hours=MAX_HOURS):
-            raise serializers.ValidationError(f"The period is at most {MAX_HOURS} hours.")
+            raise serializers.ValidationError({start: [f"The period is at most {MAX_HOURS} hours."]})
         return {"since": since, "until": until}
 
 

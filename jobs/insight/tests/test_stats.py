@@ -61,6 +61,7 @@ def test_known_jobs_give_known_numbers(api_as, alice, bob, operator):
 def test_bad_periods_are_400_with_a_message(api_as, alice, query):
     response = api_as(alice).get(f"/api/stats/?{query}")
     assert response.status_code == 400 and response.json()["error"]["message"]
+    assert set(response.json()["error"]["fields"]) & {"hours", "since", "until"}  # named (a period too long was not)
 
 
 def test_stats_need_a_login(client):
