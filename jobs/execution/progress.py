@@ -39,16 +39,22 @@ _RETRY_AFTER_ERROR = 1.0  # seconds before the timer tries a failed write again
 
 
 def _clean_stage(stage: str) -> str:
-    return str(stage).replace("\x00", "")[:200]  # PostgreSQL text cannot hold NUL
+    return _whole_characters(str(stage).replace("\x00", "")[:200])  # PostgreSQL text cannot hold NUL
+
+
+def _whole_characters(text: str) -> str:
+    """Half a UTF-16 surrogate pair ("\\ud800" from a handler) as "?": PostgreSQL stores
+    none, and the write failed every time it was tried."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _clean_details(details: dict | None) -> dict:
-    """Details the job row can store (JSON, no NaN, no NUL); otherwise a note saying so,
+    """Details the job row can store (JSON, no NaN, no NUL, whole characters); otherwise a note saying so,
     rather than a write that fails every time it is tried."""
     if not details:
         return {}
     try:
-        text = json.dumps(details, cls=DjangoJSONEncoder, allow_nan=False)
+        text = _whole_characters(json.dumps(details, cls=DjangoJSONEncoder, allow_nan=False, ensure_ascii=False))
     except (TypeError, ValueError) as error:
         return {"unstorable_details": str(error)[:200]}
     return json.loads(text.replace("\\u0000", "")) if "\\u0000" in text else json.loads(text)

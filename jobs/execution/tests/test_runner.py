@@ -94,6 +94,27 @@ def test_progress_is_written_and_throttled(run_worker, settings):
     assert seen == [3]
 
 
+def test_progress_with_half_a_surrogate_pair_is_stored_with_it_replaced(run_worker):
+    """PostgreSQL stores no lone surrogate (text or jsonb): the progress write failed
+    every time it was tried (a review)."""
+
+    @registry.job_type("tests.odd_text")
+    def odd_text(ctx):
+        ctx.progress(50, "half \ud800 pair", name="a\ud800b")
+        ctx.flush()
+        seen = Job.objects.get(pk=ctx.job.id)
+        return {"stage": seen.stage, "details": seen.progress_details}
+
+    try:
+        job = submit("tests.odd_text").job
+        run_worker()
+    finally:
+        registry.unregister("tests.odd_text")
+    job = refreshed(job)
+    assert job.status == Status.COMPLETE, job.error_message
+    assert job.result == {"stage": "half ? pair", "details": {"name": "a?b"}}
+
+
 def test_temporary_failures_retry_with_backoff_then_dead_letter(run_worker, scheduler_tick, settings):
     from conftest import wait_for
 
