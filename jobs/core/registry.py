@@ -126,16 +126,26 @@ def check_storable(value: Any, field: str, limit: int | None = None) -> None:
         )
 
 
-def unstorable_result(value: Any) -> str:
-    """Why a JSON value cannot be a job's result ('' when it can): PostgreSQL's jsonb
-    stores no NUL character and no lone UTF-16 surrogate — a record refused for either
-    failed every retry — and results are kept up to MAX_RESULT_BYTES."""
+def stored_result(value: Any, refuse: Callable[..., Exception], *, who: str, advice: str, encoder=None) -> Any:
+    """``value`` as a job's result is kept (through JSON), or ``refuse(message,
+    recovery_actions=[advice])`` raised saying why: not JSON, or what PostgreSQL's jsonb
+    cannot store (a NUL character, half a UTF-16 surrogate pair: a record refused for
+    either failed every retry), or over MAX_RESULT_BYTES. ``who`` returned it (the
+    handler, the task): each caller refuses in its own category."""
     try:
-        check_storable(value, "result", limit=settings.MAX_RESULT_BYTES)
+        text = json.dumps(value, cls=encoder, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        message = f"The {who} returned {type(value).__name__}, which cannot be stored as JSON ({error})."
+        raise refuse(message, recovery_actions=[advice]) from None
+    loaded = json.loads(text)
+    try:
+        check_storable(loaded, "result", limit=settings.MAX_RESULT_BYTES)
     except SubmitError as refused:
-        said = refused.message.removeprefix("result ")
-        return f"a result that {said}" + (" (MAX_RESULT_BYTES)" if isinstance(refused, PayloadTooLarge) else "")
-    return ""
+        said = refused.message.removeprefix("result ") + (
+            " (MAX_RESULT_BYTES)" if isinstance(refused, PayloadTooLarge) else ""
+        )
+        raise refuse(f"The {who} returned a result that {said}", recovery_actions=[advice]) from None
+    return loaded
 
 
 _types: dict[str, JobType] = {}

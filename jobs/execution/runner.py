@@ -13,7 +13,6 @@ in between can never make a job run twice at once or run after it finished.
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import logging
 import os
 import pickle
@@ -295,18 +294,10 @@ def _error(error: BaseException) -> Outcome:
 
 
 def _json_safe(result):
-    """Results go into a JSONField: reject what cannot round-trip, as a handler bug."""
+    """Results go into a JSONField: reject what cannot be kept, as a handler bug."""
     if result is None or isinstance(result, bool):
         return result  # nothing to check (most handlers return None): a light job's horse spares the encoder
-    try:
-        text = json.dumps(result, cls=DjangoJSONEncoder, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise AdminRequiredError(f"The handler returned a result that is not JSON-serialisable: {error}") from None
-    value = json.loads(text)
-    problem = registry.unstorable_result(value)
-    if problem:
-        raise AdminRequiredError(
-            f"The handler returned {problem}",
-            recovery_actions=["Store big output elsewhere (a file, a table) and return its id"],
-        )
-    return value
+    return registry.stored_result(
+        result, AdminRequiredError, who="handler", encoder=DjangoJSONEncoder,
+        advice="Store big output elsewhere (a file, a table) and return its id",
+    )  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import json
 from inspect import iscoroutinefunction
 from typing import TYPE_CHECKING, Any
 
@@ -134,21 +133,10 @@ def _task(name: str) -> Task:
 def _storable(value: Any) -> Any:
     """A return value must come back from JSON and be storable, or the job fails saying
     why (the task's own value: ``user_fixable``, as docs/tasks.md says)."""
-    try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise UserFixableError(
-            f"The task returned {type(value)}, which cannot be stored as JSON ({error}).",
-            recovery_actions=["Return plain values (numbers, strings, lists, dicts with string keys)"],
-        ) from None
-    loaded = json.loads(text)
-    problem = registry.unstorable_result(loaded)
-    if problem:
-        raise UserFixableError(
-            f"The task returned {problem}",
-            recovery_actions=["Return plain text, and store big output elsewhere (a file, a table): return its id"],
-        )
-    return loaded
+    return registry.stored_result(
+        value, UserFixableError, who="task",
+        advice="Return plain values (numbers, strings, lists, dicts), and store big output elsewhere: return its id",
+    )  # fmt: skip
 
 
 class TaskFailed(Exception):
