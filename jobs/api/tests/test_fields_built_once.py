@@ -13,7 +13,18 @@ def test_each_serializer_binds_fields_of_its_own():
     for name in ("type", "priority", "depends_on"):
         assert first.fields[name] is not second.fields[name]
         assert first.fields[name].parent is first and second.fields[name].parent is second
-    assert first.fields["depends_on"].child is not second.fields["depends_on"].child  # a field inside: deep
+    assert first.fields["depends_on"].child is not second.fields["depends_on"].child  # a field inside: its own
+    for serializer in (first, second):
+        inside = serializer.fields["depends_on"].child
+        assert inside.parent is serializer.fields["depends_on"] and inside.root is serializer
+
+
+def test_a_many_relation_renders_through_a_child_of_its_own():
+    first, second = JobSerializer(), JobSerializer()
+    assert first.fields["depends_on"].child_relation is not second.fields["depends_on"].child_relation
+    for serializer in (first, second):
+        inside = serializer.fields["depends_on"].child_relation
+        assert inside.parent is serializer.fields["depends_on"] and inside.root is serializer
 
 
 def test_errors_name_their_field_and_stay_with_their_serializer():
