@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from rest_framework.authentication import TokenAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 
-from apikit.throttling import LoggedRate, client_address
+from apikit.throttling import LoggedRate, UserRate, client_address
 
 logger = logging.getLogger("apikit")
 
@@ -85,6 +85,16 @@ class ApiTokenAuthentication(TokenAuthentication):
         if not words or words[0].lower() not in SCHEMES:
             return None
         failures = FailedAuthentications()
+        known = self.known_credentials(words[1].decode("latin1")) if len(words) == 2 else None
+        if known is not None:
+            # A token this process read a moment ago: its address's failures are counted
+            # in the round trip that logs its user's request (not a second one). An
+            # unknown token is looked up only after that count: a locked-out address's
+            # guesses never reach the database.
+            user = known[0]
+            if _quietly(lambda request: _locked_out(request, failures, user), request, default=False):
+                raise Throttled(wait=failures.wait(), detail="Too many failed authentications from this address.")
+            return known
         if _quietly(failures.exhausted, request, default=False):
             raise Throttled(wait=failures.wait(), detail="Too many failed authentications from this address.")
         if len(words) != 2:
@@ -106,11 +116,21 @@ class ApiTokenAuthentication(TokenAuthentication):
         row = _read_token(db, sql, key) if storable_key(key) else None
         if row is None:
             raise AuthenticationFailed(_("Invalid token."))
-        token: Any = token_model.from_db(db.alias, token_fields, row[: len(token_fields)])
-        token.user = user = user_model.from_db(db.alias, user_fields, row[len(token_fields) :])
+        user, token = _credentials(token_model, db.alias, row)
         if not user.is_active:
             raise AuthenticationFailed(_("User inactive or deleted."))
         return user, token
+
+    def known_credentials(self, key: str) -> tuple[Any, Any] | None:
+        """The user and token as this process read them a moment ago, if it did and the
+        user is active (see the module's note); None: ask ``authenticate_credentials``."""
+        token_model = self.get_model()
+        alias = router.db_for_read(token_model)
+        row = _known_row(alias, key)
+        if row is None:
+            return None
+        user, token = _credentials(token_model, alias, row)
+        return (user, token) if user.is_active else None
 
     def authenticate_header(self, request) -> str:
         return "Token"
@@ -122,12 +142,41 @@ _known_tokens: dict[tuple[str, str], tuple[float, tuple]] = {}
 _KNOWN_TOKENS_MAX = 10_000  # past it the cache starts again (a flood of valid tokens)
 
 
+def _credentials(token_model, alias: str, row: tuple) -> tuple[Any, Any]:
+    """The user and the token (its user set) from a row of ``_token_query``."""
+    _, token_fields, user_model, user_fields = _token_query(token_model, alias)
+    token: Any = token_model.from_db(alias, token_fields, row[: len(token_fields)])
+    token.user = user = user_model.from_db(alias, user_fields, row[len(token_fields) :])
+    return user, token
+
+
+def _known_row(alias: str, key: str) -> tuple | None:
+    """The token's row as kept by this process, if it is still fresh."""
+    known = _known_tokens.get((alias, key))
+    if known is None or known[0] <= time.monotonic() or getattr(settings, "API_TOKEN_CACHE_SECONDS", 5.0) <= 0:
+        return None
+    return known[1]
+
+
+def _locked_out(request, failures: FailedAuthentications, user) -> bool:
+    """Has the request's address failed too often? Asked in the round trip that logs the
+    user's request against the view's user rate, when it has one (``UserRate.log_ahead``)."""
+    view = (getattr(request, "parser_context", None) or {}).get("view")
+    rate = next((t for t in view.get_throttles() if isinstance(t, UserRate)), None) if view is not None else None
+    if rate is not None:
+        failures.key = failures.key_for(client_address(request))
+        full = rate.log_ahead(request, user, failures)
+        if full is not None:
+            return full
+    return failures.exhausted(request)
+
+
 def _read_token(db, sql: str, key: str) -> tuple | None:
     keep_for = getattr(settings, "API_TOKEN_CACHE_SECONDS", 5.0)
     now = time.monotonic()
-    known = _known_tokens.get((db.alias, key))
-    if known is not None and known[0] > now and keep_for > 0:
-        return known[1]
+    known = _known_row(db.alias, key)
+    if known is not None:
+        return known
     with db.cursor() as cursor:
         cursor.execute(sql, [key])
         row = cursor.fetchone()

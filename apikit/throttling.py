@@ -27,20 +27,32 @@ from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, User
 logger = logging.getLogger("apikit")
 
 
-# A log of request times (a sorted set), trimmed to the window, counted and added to as
-# one command. ARGV: now, window (s), limit, member, mode — "check" counts only, "limit"
-# adds when under the limit, "add" adds whatever the count. Returns {added, logged before,
-# the oldest's time}.
+# Logs of request times (sorted sets), each trimmed to its window, counted and added to,
+# all in one command. KEYS: the logs; ARGV: now, then per log its window (s), limit,
+# member and mode — "check" counts only, "limit" adds when under the limit, "add" adds
+# whatever the count. A log checked and found full stops the logs after it from being
+# added to (an address locked out is not also counted against its user's rate).
+# Returns {added, logged before, the oldest's time} per log.
 _LOG_SCRIPT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
-local logged = redis.call('ZCARD', KEYS[1])
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or ARGV[1]
-if ARGV[5] == 'add' or (ARGV[5] == 'limit' and logged < tonumber(ARGV[3])) then
-    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
-    redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 1)
-    return {1, logged, oldest}
+local answer, full = {}, false
+for i, key in ipairs(KEYS) do
+    local at = 2 + (i - 1) * 4
+    local window, limit, mode = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), ARGV[at + 3]
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', tonumber(ARGV[1]) - window)
+    local logged = redis.call('ZCARD', key)
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2] or ARGV[1]
+    local added = 0
+    if not full and (mode == 'add' or (mode == 'limit' and logged < limit)) then
+        redis.call('ZADD', key, ARGV[1], ARGV[at + 2])
+        redis.call('EXPIRE', key, math.ceil(window) + 1)
+        added = 1
+    end
+    full = full or (mode == 'check' and logged >= limit)
+    table.insert(answer, added)
+    table.insert(answer, logged)
+    table.insert(answer, oldest)
 end
-return {0, logged, oldest}
+return answer
 """
 
 
@@ -59,25 +71,8 @@ class LoggedRate(SimpleRateThrottle):
     def log(self, mode: str) -> bool | None:
         """Run the log script on ``self.key`` at ``self.now``: whether the request was
         added; None when the cache is not Redis."""
-        # DRF's default is Django's proxy to the default cache, not the cache itself.
-        cache = caches[DEFAULT_CACHE_ALIAS] if self.cache is default_cache else self.cache
-        if not isinstance(cache, RedisCache):
-            return None
-        key = cache.make_and_validate_key(f"{self.key}:log")
-        # One redis-py client per server for the process: under ASGI Django makes a cache
-        # object (so a connection pool, so a new connection) per request.
-        servers = tuple(cache._servers)  # type: ignore[attr-defined]  # RedisCache's LOCATION, split
-        kept = _clients.get(servers)
-        if kept is None:
-            client = cache._cache.get_client(key, write=True)
-            kept = _clients[servers] = client, client.register_script(_LOG_SCRIPT)
-        client, script = kept
-        member = f"{self.now:.6f}:{secrets.token_hex(4)}"  # two requests in one microsecond are two
-        added, logged, oldest = script(
-            keys=[key], args=[repr(self.now), self.duration, self.num_requests, member, mode], client=client
-        )
-        self._logged = (int(logged), float(oldest))
-        return bool(added)
+        added = log_together([(self, mode)])
+        return None if added is None else added[0]
 
     def wait(self) -> float | None:
         """DRF's advice (the oldest's time left, shared by the requests still allowed)."""
@@ -86,6 +81,37 @@ class LoggedRate(SimpleRateThrottle):
         logged, oldest = self._logged
         available = self.num_requests - logged + 1
         return (self.duration - (self.now - oldest)) / available if available > 0 else None
+
+
+def log_together(rates: list[tuple[LoggedRate, str]]) -> list[bool] | None:
+    """Run the log script on each rate's ``key`` at the first one's ``now``, in one round
+    trip (each rate's ``_logged`` read): whether each request was added; None when the
+    cache is not Redis."""
+    first = rates[0][0]
+    # DRF's default is Django's proxy to the default cache, not the cache itself.
+    cache = caches[DEFAULT_CACHE_ALIAS] if first.cache is default_cache else first.cache
+    if not isinstance(cache, RedisCache):
+        return None
+    # One redis-py client per server for the process: under ASGI Django makes a cache
+    # object (so a connection pool, so a new connection) per request.
+    servers = tuple(cache._servers)  # type: ignore[attr-defined]  # RedisCache's LOCATION, split
+    keys = [cache.make_and_validate_key(f"{rate.key}:log") for rate, _ in rates]
+    kept = _clients.get(servers)
+    if kept is None:
+        client = cache._cache.get_client(keys[0], write=True)
+        kept = _clients[servers] = client, client.register_script(_LOG_SCRIPT)
+    client, script = kept
+    args: list[Any] = [repr(first.now)]
+    for rate, mode in rates:
+        member = f"{first.now:.6f}:{secrets.token_hex(4)}"  # two requests in one microsecond are two
+        args += [rate.duration, rate.num_requests, member, mode]
+    answers = script(keys=keys, args=args, client=client)
+    added = []
+    for (rate, _), at in zip(rates, range(0, len(answers), 3), strict=True):
+        rate.now = first.now
+        rate._logged = (int(answers[at + 1]), float(answers[at + 2]))
+        added.append(bool(answers[at]))
+    return added
 
 
 class FailOpen(LoggedRate):
@@ -100,6 +126,9 @@ class FailOpen(LoggedRate):
             self.key = self.get_cache_key(request, view)
             if self.key is None:
                 return True
+            ahead = self._logged_ahead(request)
+            if ahead is not None:
+                return ahead or self.throttle_failure()
             self.now = self.timer()
             added = self.log("limit")
             if added is None:
@@ -111,6 +140,16 @@ class FailOpen(LoggedRate):
 
     def get_ident(self, request) -> str:
         return client_address(request)
+
+    def _logged_ahead(self, request) -> bool | None:
+        """Whether the request was added to this log during its authentication
+        (``UserRate.log_ahead``), or None when it was not logged ahead."""
+        kept = getattr(request, "_logged_ahead", None)
+        if kept is None or kept[0] is not type(self) or kept[1] != self.key:
+            return None
+        request._logged_ahead = None  # one request, one turn
+        _, _, added, self._logged, self.now = kept
+        return added
 
 
 def client_address(request) -> str:
@@ -130,6 +169,25 @@ class UserRate(FailOpen, UserRateThrottle):
 
     def get_rate(self) -> str:
         return getattr(settings, "API_USER_RATE", "1200/minute")
+
+    def log_ahead(self, request, user, lockout: LoggedRate) -> bool | None:
+        """While ``user`` is being authenticated (DRF throttles after it): check the
+        ``lockout`` log (its key set) and log this user's request in one round trip, the
+        verdict kept on the request for this rate's own turn. Whether the lockout is
+        full (then the user's log is left alone); None when nothing was asked (no rate,
+        or a cache that is not Redis)."""
+        if self.rate is None:
+            return None
+        self.key = self.cache_format % {"scope": self.scope, "ident": user.pk}  # as get_cache_key, for this user
+        self.now = lockout.now = self.timer()
+        added = log_together([(lockout, "check"), (self, "limit")])
+        if added is None:
+            return None
+        assert lockout._logged is not None  # read by the script
+        full = lockout._logged[0] >= lockout.num_requests
+        if not full:
+            request._logged_ahead = (type(self), self.key, added[1], self._logged, self.now)
+        return full
 
 
 class AnonRate(FailOpen, AnonRateThrottle):

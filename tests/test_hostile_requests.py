@@ -249,6 +249,28 @@ def test_guessing_tokens_is_throttled_per_address(alice, settings):
 
 
 @pytest.mark.redis
+def test_a_valid_token_from_a_locked_out_address_is_refused_and_not_counted(alice, settings):
+    """The lockout holds for a token this process knows (checked in the round trip that
+    logs its user's request) as for one it must read; neither refusal counts against the
+    user's rate."""
+    from rest_framework.authtoken.models import Token
+
+    from apikit.auth import forget_tokens
+
+    settings.API_AUTH_FAILURE_RATE, settings.API_USER_RATE = "3/minute", "5/minute"
+    valid = f"Token {Token.objects.get_or_create(user=alice)[0].key}"
+    client = APIClient()
+    assert client.get("/api/jobs/", HTTP_AUTHORIZATION=valid).status_code == 200  # now known to the process
+    assert [client.get("/api/jobs/", HTTP_AUTHORIZATION=f"Token guess{n}").status_code for n in range(3)] == [401] * 3
+    assert [client.get("/api/jobs/", HTTP_AUTHORIZATION=valid).status_code for _ in range(2)] == [429] * 2
+    forget_tokens()
+    assert client.get("/api/jobs/", HTTP_AUTHORIZATION=valid).status_code == 429  # read only after the count
+    elsewhere = APIClient(REMOTE_ADDR="127.0.0.9")
+    answers = [elsewhere.get("/api/jobs/", HTTP_AUTHORIZATION=valid).status_code for _ in range(5)]
+    assert answers == [200] * 4 + [429], answers  # the user's rate counted the first request only
+
+
+@pytest.mark.redis
 def test_a_users_rate_holds_under_concurrent_requests_and_refusals_do_not_count(alice, settings):
     """At most N in the window, however many ask at once (DRF's read-then-write of the
     log let simultaneous requests through); a refused request is not logged, and its
