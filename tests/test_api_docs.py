@@ -66,6 +66,19 @@ def test_submit_documents_the_409_of_a_reused_idempotency_key(api_as, alice):
     assert "another type or payload" in schema["paths"]["/api/jobs/"]["post"]["responses"]["409"]["description"]
 
 
+def test_a_bulk_submit_is_documented_as_the_plain_list_it_answers(api_as, alice):
+    """Not as a page (count, next, results) with page parameters: a client generated from
+    the schema would read a list of jobs as a page and find no results."""
+    api = api_as(alice)
+    operation = api.get("/api/schema/", {"format": "json"}).json()["paths"]["/api/jobs/bulk/"]["post"]
+    assert not any(p["in"] == "query" for p in operation.get("parameters", [])), operation["parameters"]
+    for code in ("200", "201"):
+        declared = operation["responses"][code]["content"]["application/json"]["schema"]
+        assert declared["type"] == "array" and declared["items"] == {"$ref": "#/components/schemas/Job"}, declared
+    answer = api.post("/api/jobs/bulk/", {"jobs": [{"type": "diagnostics.noop"}]}, format="json")
+    assert answer.status_code == 201 and isinstance(answer.json(), list), answer.content
+
+
 def test_the_schema_builds_without_warnings_and_names_each_choice_set_once():
     """drf-spectacular's warnings (a choice set under two names, numbered enum names such
     as Priority72bEnum, operationId collisions) make a client generator's names unstable."""

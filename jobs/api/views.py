@@ -122,7 +122,7 @@ class JobViewSet(
         responses={201: JobSerializer(many=True), 200: JobSerializer(many=True)},
         filters=False,
     )
-    @action(detail=False, methods=["post"])
+    @action(detail=False, methods=["post"], filterset_class=None, pagination_class=None)
     def bulk(self, request: Request) -> Response:
         """Submit many jobs in one request: all of them or, on an error, none. Items may
         depend on each other (``ref``, ``depends_on_refs``). The jobs in the order sent:
