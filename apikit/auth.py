@@ -4,6 +4,10 @@ WebSocket edge takes it), with failed attempts throttled per address.
 DRF authenticates before it throttles, so a client guessing tokens was never slowed
 down: each failure now counts against API_AUTH_FAILURE_RATE for its address, and past
 it every request from that address with a token answers 429 until the window passes.
+The count is asked before an unknown token is read (a locked-out address's guesses
+never reach the database) and, for a token the process knows (below), in the same
+round trip that logs its user's request against the view's user rate
+(``UserRate.log_ahead``): one trip to Redis for both.
 
 A valid token's row (and its user's) is kept by the process for
 API_TOKEN_CACHE_SECONDS (5 by default; 0: read on every request), so a busy client's
