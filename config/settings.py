@@ -108,10 +108,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not :memory:) so worker subprocesses started by tests share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 else:
-    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        # Django's backend, with a health check that sends nothing when the server has
-        # said nothing (config/postgresql/base.py).
-        DATABASES["default"]["ENGINE"] = "config.postgresql"
     # A worker host cut off from the database must find out within seconds (its lease
     # keeper, its records), not after TCP gives up some fifteen minutes later. The
     # URL's own query (?connect_timeout=…) wins over these.
