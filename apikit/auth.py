@@ -105,10 +105,12 @@ class ApiTokenAuthentication(TokenAuthentication):
             _quietly(failures.record, request)
             raise AuthenticationFailed("Invalid token header: send 'Authorization: Token <key>' (or Bearer).")
         try:
-            return self.authenticate_credentials(words[1].decode("latin1"))
+            user, token = self.authenticate_credentials(words[1].decode("latin1"))
         except AuthenticationFailed:
             _quietly(failures.record, request)
             raise
+        _count_ahead(request, user)  # as a known token's request is counted: before permissions
+        return user, token
 
     def authenticate_credentials(self, key):
         """DRF's check — the token exists and its user is active — with the token and its
@@ -162,17 +164,35 @@ def _known_row(alias: str, key: str) -> tuple | None:
     return known[1]
 
 
+def _user_rate(request) -> UserRate | None:
+    """The rate of the request's view that counts by user, if it has one."""
+    view = (getattr(request, "parser_context", None) or {}).get("view")
+    return next((t for t in view.get_throttles() if isinstance(t, UserRate)), None) if view is not None else None
+
+
 def _locked_out(request, failures: FailedAuthentications, user) -> bool:
     """Has the request's address failed too often? Asked in the round trip that logs the
     user's request against the view's user rate, when it has one (``UserRate.log_ahead``)."""
-    view = (getattr(request, "parser_context", None) or {}).get("view")
-    rate = next((t for t in view.get_throttles() if isinstance(t, UserRate)), None) if view is not None else None
+    rate = _user_rate(request)
     if rate is not None:
         failures.key = failures.key_for(client_address(request))
         full = rate.log_ahead(request, user, failures)
         if full is not None:
             return full
     return failures.exhausted(request)
+
+
+def _count_ahead(request, user) -> None:
+    """Log an authenticated request against its user's rate now, as a known token's is
+    (with the lockout's count): every request a user's token opens counts, whatever
+    the view's permissions then answer. Redis down: the rate's own turn fails open."""
+    rate = _user_rate(request)
+    if rate is None:
+        return
+    try:
+        rate.log_ahead(request, user)
+    except (RedisError, OSError):
+        return
 
 
 def _read_token(db, sql: str, key: str) -> tuple | None:

@@ -170,23 +170,27 @@ class UserRate(FailOpen, UserRateThrottle):
     def get_rate(self) -> str:
         return getattr(settings, "API_USER_RATE", "1200/minute")
 
-    def log_ahead(self, request, user, lockout: LoggedRate) -> bool | None:
-        """While ``user`` is being authenticated (DRF throttles after it): check the
-        ``lockout`` log (its key set) and log this user's request in one round trip, the
+    def log_ahead(self, request, user, lockout: LoggedRate | None = None) -> bool | None:
+        """While ``user`` is being authenticated (DRF throttles after it, and after the
+        view's permissions: a request refused by them counts here too): log this user's
+        request — in the same round trip, check the ``lockout`` log (its key set) — the
         verdict kept on the request for this rate's own turn. Whether the lockout is
         full (then the user's log is left alone); None when nothing was asked (no rate,
         or a cache that is not Redis)."""
         if self.rate is None:
             return None
         self.key = self.cache_format % {"scope": self.scope, "ident": user.pk}  # as get_cache_key, for this user
-        self.now = lockout.now = self.timer()
-        added = log_together([(lockout, "check"), (self, "limit")])
+        self.now = self.timer()
+        logs: list[tuple[LoggedRate, str]] = [(self, "limit")]
+        if lockout is not None:
+            lockout.now = self.now
+            logs.insert(0, (lockout, "check"))
+        added = log_together(logs)
         if added is None:
             return None
-        assert lockout._logged is not None  # read by the script
-        full = lockout._logged[0] >= lockout.num_requests
+        full = lockout is not None and lockout._logged is not None and lockout._logged[0] >= lockout.num_requests
         if not full:
-            request._logged_ahead = (type(self), self.key, added[1], self._logged, self.now)
+            request._logged_ahead = (type(self), self.key, added[-1], self._logged, self.now)
         return full
 
 

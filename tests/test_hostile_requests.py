@@ -271,6 +271,26 @@ def test_a_valid_token_from_a_locked_out_address_is_refused_and_not_counted(alic
 
 
 @pytest.mark.redis
+def test_a_users_requests_count_against_its_rate_whatever_the_permissions_answer(alice, settings):
+    """Counted when the token opens them (DRF counted after the permissions), the same
+    whether this process knew the token or had to read it."""
+    from rest_framework.authtoken.models import Token
+
+    from apikit.auth import forget_tokens
+
+    settings.API_USER_RATE = "3/minute"
+    valid = f"Token {Token.objects.get_or_create(user=alice)[0].key}"
+    client = APIClient()
+    refused = []
+    for known in (False, True, False):
+        if not known:
+            forget_tokens()
+        refused.append(client.post("/api/work-windows/", {}, format="json", HTTP_AUTHORIZATION=valid).status_code)
+    assert refused == [403] * 3, refused
+    assert client.get("/api/jobs/", HTTP_AUTHORIZATION=valid).status_code == 429
+
+
+@pytest.mark.redis
 def test_a_users_rate_holds_under_concurrent_requests_and_refusals_do_not_count(alice, settings):
     """At most N in the window, however many ask at once (DRF's read-then-write of the
     log let simultaneous requests through); a refused request is not logged, and its
