@@ -97,10 +97,10 @@ class ApiTokenAuthentication(TokenAuthentication):
             # guesses never reach the database.
             user = known[0]
             if _quietly(lambda request: _locked_out(request, failures, user), request, default=False):
-                raise Throttled(wait=failures.wait(), detail="Too many failed authentications from this address.")
+                raise _too_many_failures(failures)
             return known
         if _quietly(failures.exhausted, request, default=False):
-            raise Throttled(wait=failures.wait(), detail="Too many failed authentications from this address.")
+            raise _too_many_failures(failures)
         if len(words) != 2:
             _quietly(failures.record, request)
             raise AuthenticationFailed("Invalid token header: send 'Authorization: Token <key>' (or Bearer).")
@@ -118,7 +118,7 @@ class ApiTokenAuthentication(TokenAuthentication):
         most of a request's authentication."""
         token_model = self.get_model()
         db = connections[router.db_for_read(token_model)]
-        sql, token_fields, user_model, user_fields = _token_query(token_model, db.alias)
+        sql = _token_query(token_model, db.alias)[0]
         row = _read_token(db, sql, key) if storable_key(key) else None
         if row is None:
             raise AuthenticationFailed(_("Invalid token."))
@@ -162,6 +162,10 @@ def _known_row(alias: str, key: str) -> tuple | None:
     if known is None or known[0] <= time.monotonic() or getattr(settings, "API_TOKEN_CACHE_SECONDS", 5.0) <= 0:
         return None
     return known[1]
+
+
+def _too_many_failures(failures: FailedAuthentications) -> Throttled:
+    return Throttled(wait=failures.wait(), detail="Too many failed authentications from this address.")
 
 
 def _user_rate(request) -> UserRate | None:

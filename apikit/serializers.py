@@ -44,11 +44,12 @@ def _copy_with_inside(field: serializers.Field) -> serializers.Field:
     """A field with one plain field inside: both copied, the inside bound to the copy,
     as DRF's ``__init__`` binds it (a deep copy re-creates both from their arguments: a
     many-relation's was 4 % of a submit's CPU). Anything else is copied deeply."""
-    inside = [name for name in _INSIDE if isinstance(field.__dict__.get(name), serializers.Field)]
-    if len(inside) != 1 or _has_a_field_inside(field.__dict__[inside[0]]):
+    inside = [(name, held) for name in _INSIDE if isinstance(held := field.__dict__.get(name), serializers.Field)]
+    if len(inside) != 1 or _has_a_field_inside(inside[0][1]):
         return copy.deepcopy(field)
-    fresh, inner = _copy(field), _copy(field.__dict__[inside[0]])
-    setattr(fresh, inside[0], inner)
+    ((name, held),) = inside
+    fresh, inner = _copy(field), _copy(held)
+    setattr(fresh, name, inner)
     inner.source = inner._kwargs.get("source")  # type: ignore[attr-defined]  # as made, before its first binding
     inner.bind(field_name="", parent=fresh)  # type: ignore[arg-type]  # as DRF binds it: to a field
     return fresh

@@ -71,7 +71,7 @@ class LoggedRate(SimpleRateThrottle):
     def log(self, mode: str) -> bool | None:
         """Run the log script on ``self.key`` at ``self.now``: whether the request was
         added; None when the cache is not Redis."""
-        added = log_together([(self, mode)])
+        added = log_together([(self, mode)], self.now)
         return None if added is None else added[0]
 
     def wait(self) -> float | None:
@@ -83,9 +83,9 @@ class LoggedRate(SimpleRateThrottle):
         return (self.duration - (self.now - oldest)) / available if available > 0 else None
 
 
-def log_together(rates: list[tuple[LoggedRate, str]]) -> list[bool] | None:
-    """Run the log script on each rate's ``key`` at the first one's ``now``, in one round
-    trip (each rate's ``_logged`` read): whether each request was added; None when the
+def log_together(rates: list[tuple[LoggedRate, str]], now: float) -> list[bool] | None:
+    """Run the log script on each rate's ``key`` at ``now``, in one round trip (each
+    rate's ``now`` and ``_logged`` set): whether each request was added; None when the
     cache is not Redis."""
     first = rates[0][0]
     # DRF's default is Django's proxy to the default cache, not the cache itself.
@@ -101,14 +101,14 @@ def log_together(rates: list[tuple[LoggedRate, str]]) -> list[bool] | None:
         client = cache._cache.get_client(keys[0], write=True)
         kept = _clients[servers] = client, client.register_script(_LOG_SCRIPT)
     client, script = kept
-    args: list[Any] = [repr(first.now)]
+    args: list[Any] = [repr(now)]
     for rate, mode in rates:
-        member = f"{first.now:.6f}:{secrets.token_hex(4)}"  # two requests in one microsecond are two
+        member = f"{now:.6f}:{secrets.token_hex(4)}"  # two requests in one microsecond are two
         args += [rate.duration, rate.num_requests, member, mode]
     answers = script(keys=keys, args=args, client=client)
     added = []
     for (rate, _), at in zip(rates, range(0, len(answers), 3), strict=True):
-        rate.now = first.now
+        rate.now = now
         rate._logged = (int(answers[at + 1]), float(answers[at + 2]))
         added.append(bool(answers[at]))
     return added
@@ -144,11 +144,11 @@ class FailOpen(LoggedRate):
     def _logged_ahead(self, request) -> bool | None:
         """Whether the request was added to this log during its authentication
         (``UserRate.log_ahead``), or None when it was not logged ahead."""
-        kept = getattr(request, "_logged_ahead", None)
-        if kept is None or kept[0] is not type(self) or kept[1] != self.key:
+        kept = getattr(request, "_rate_logged_ahead", None)
+        if kept is None or kept[0] != self.key:  # the key names the rate's scope too
             return None
-        request._logged_ahead = None  # one request, one turn
-        _, _, added, self._logged, self.now = kept
+        request._rate_logged_ahead = None  # one request, one turn
+        _, added, self._logged, self.now = kept
         return added
 
 
@@ -179,18 +179,15 @@ class UserRate(FailOpen, UserRateThrottle):
         or a cache that is not Redis)."""
         if self.rate is None:
             return None
-        self.key = self.cache_format % {"scope": self.scope, "ident": user.pk}  # as get_cache_key, for this user
-        self.now = self.timer()
-        logs: list[tuple[LoggedRate, str]] = [(self, "limit")]
-        if lockout is not None:
-            lockout.now = self.now
-            logs.insert(0, (lockout, "check"))
-        added = log_together(logs)
+        # get_cache_key's key for this user (it reads request.user, not set yet)
+        self.key = self.cache_format % {"scope": self.scope, "ident": user.pk}
+        checked: list[tuple[LoggedRate, str]] = [] if lockout is None else [(lockout, "check")]
+        added = log_together([*checked, (self, "limit")], self.timer())
         if added is None:
             return None
         full = lockout is not None and lockout._logged is not None and lockout._logged[0] >= lockout.num_requests
         if not full:
-            request._logged_ahead = (type(self), self.key, added[-1], self._logged, self.now)
+            request._rate_logged_ahead = (self.key, added[-1], self._logged, self.now)
         return full
 
 
