@@ -1,4 +1,5 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+from redis.exceptions import RedisError
 
 from jobs.core.models import Schedule
 from jobs.upkeep import schedules
@@ -12,11 +13,20 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         result = schedules.sync_from_code()
-        forgotten = schedules.forget_legacy_timers()
         names = ", ".join(Schedule.objects.values_list("name", flat=True)) or "none"
         self.stdout.write(f"schedules: {names}")
         for what in ("added", "changed", "removed"):
             if result[what]:
                 self.stdout.write(f"{what}: {', '.join(result[what])}")
+        try:
+            forgotten = schedules.forget_legacy_timers()
+        except (OSError, RedisError) as error:
+            # The schedules are in the database already; only the old entries in Redis
+            # were not looked at. One line, not a traceback.
+            raise CommandError(
+                f"Redis is unreachable ({error}): the schedules above are synced, but the rq-scheduler entries of an "
+                "older Jobdesk were not checked. Start the Redis that REDIS_URL names and run this again, or let the "
+                "scheduler do it when it starts."
+            ) from None
         if forgotten:
             self.stdout.write(f"dropped {forgotten} rq-scheduler cron entries of an older Jobdesk")
