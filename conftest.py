@@ -208,6 +208,13 @@ def redis_conn():
     return django_rq.get_connection("normal")
 
 
+@pytest.fixture
+def queues_unreachable(settings):
+    """RQ's queues point at a port nothing listens on: Redis is down for the code under
+    test (a refused connection, as when the server is stopped)."""
+    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:1/0", "DEFAULT_TIMEOUT": 60} for name in settings.JOB_QUEUES}
+
+
 # --- users and API clients ----------------------------------------------------------------
 
 

@@ -482,10 +482,9 @@ def test_the_heartbeat_cron_job_does_not_keep_a_failing_scheduler_alive(redis_co
     assert state["cron_ran_at"]  # shown for what it is: the cron work ran
 
 
-def test_sync_schedules_with_redis_down_syncs_and_says_so_in_one_line(settings):
+def test_sync_schedules_with_redis_down_syncs_and_says_so_in_one_line(queues_unreachable):
     from django.core.management import CommandError, call_command
 
-    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:1/0", "DEFAULT_TIMEOUT": 60} for name in settings.JOB_QUEUES}
     with pytest.raises(CommandError, match="Redis is unreachable .*: the schedules above are synced"):
         call_command("sync_schedules")
     assert set(Schedule.objects.values_list("name", flat=True)) >= CODE_ENTRIES  # the database part was done
