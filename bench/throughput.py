@@ -48,8 +48,9 @@ RQ_CLASS_OF = {
 }
 
 
-def drain(worker_class: str, env: dict) -> tuple[float, int]:
-    """Run one burst worker until the queues are empty; seconds taken and peak RSS (KiB)."""
+def drain(worker_class: str, env: dict) -> tuple[float, int, float]:
+    """Run one burst worker until the queues are empty; seconds taken, peak RSS (KiB) and
+    the CPU seconds it used (its own and its bookkeeper's, which it waits for)."""
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "rqworker", "immediate", "normal", "low", "--burst",
@@ -60,7 +61,7 @@ def drain(worker_class: str, env: dict) -> tuple[float, int]:
     elapsed = time.perf_counter() - started
     if status != 0:
         raise SystemExit(f"worker exited with status {status}")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -138,28 +139,30 @@ def run(args, worker_classes: list[str]) -> None:
         f"raw RQ's enqueue_many of as many: {raw_rate:,.0f} jobs/s, ratio {bulk_rate / raw_rate:.2f}"
     )
 
-    def jobdesk_side(worker_class: str, job_type: str = "diagnostics.noop") -> tuple[float, int]:
+    def jobdesk_side(worker_class: str, job_type: str = "diagnostics.noop") -> tuple[float, int, float]:
         reset()
         submit_many([JobSpec(job_type, payloads[n]) for n in range(args.jobs)])
-        seconds, rss = drain(worker_class, env)
+        drained = drain(worker_class, env)
         done = Job.objects.filter(status=Status.COMPLETE).count()
         if done != args.jobs:
             raise SystemExit(f"only {done}/{args.jobs} Jobdesk jobs completed")
-        return seconds, rss
+        return drained
 
-    def raw_side(worker_class: str) -> tuple[float, int]:
+    def raw_side(worker_class: str) -> tuple[float, int, float]:
         reset()
         queue = django_rq.get_queue("normal")
         queue.enqueue_many([queue.prepare_data(noop, (payloads[n],) if payloads[n] else ()) for n in range(args.jobs)])
-        seconds, rss = drain(worker_class, env)
+        drained = drain(worker_class, env)
         if queue.count:
             raise SystemExit("raw RQ left jobs behind")
-        return seconds, rss
+        return drained
 
-    def startup(worker_class: str) -> float:
-        """Seconds a burst worker of this class takes on empty queues (start, exit)."""
+    def startup(worker_class: str) -> tuple[float, float]:
+        """Seconds a burst worker of this class takes on empty queues (start, exit), and
+        the CPU seconds it uses doing so."""
         reset()
-        return drain(worker_class, env)[0]
+        seconds, _, cpu = drain(worker_class, env)
+        return seconds, cpu
 
     def compare(label: str, worker_class: str, ours, theirs, plain=None) -> dict:
         """``args.rounds`` alternating runs of each side (and of an empty burst worker, the
@@ -167,19 +170,29 @@ def run(args, worker_classes: list[str]) -> None:
         ratios of the medians, and each round's own end-to-end ratio (the spread). With
         ``plain``, a third side in each round: raw RQ on RQ's own worker class."""
         ours_s, theirs_s, plain_s, starts, rss = [], [], [], [], []
+        ours_cpu, theirs_cpu, start_cpu = [], [], []
+
+        def their_run() -> None:
+            seconds, _, cpu = theirs()
+            theirs_s.append(seconds)
+            theirs_cpu.append(cpu)
+
         for number in range(args.rounds):
             # Which side goes first alternates (ABBA…): a machine that slows or speeds
             # up over a run (a shared VM, autovacuum behind the last run) weighs on both.
             if number % 2:
-                theirs_s.append(theirs()[0])
-            seconds, peak = ours()
+                their_run()
+            seconds, peak, cpu = ours()
             ours_s.append(seconds)
+            ours_cpu.append(cpu)
             rss.append(peak)
             if not number % 2:
-                theirs_s.append(theirs()[0])
+                their_run()
             if plain is not None:
                 plain_s.append(plain()[0])
-            starts.append(startup(worker_class))
+            started, cpu = startup(worker_class)
+            starts.append(started)
+            start_cpu.append(cpu)
         n = args.jobs
         a, b = statistics.median(n / x for x in ours_s), statistics.median(n / x for x in theirs_s)
         c = statistics.median(n / x for x in plain_s) if plain_s else None
@@ -189,17 +202,21 @@ def run(args, worker_classes: list[str]) -> None:
             n / max(statistics.median(theirs_s) - start, 1e-3),
         )
         ratios = [y / x for x, y in zip(ours_s, theirs_s, strict=True)]
+        # The worker's CPU a job past its start-up's, in ms: on a GIL-bound worker the
+        # steadier figure, where the wall clock also carries the machine's noise.
+        idle_cpu = statistics.median(start_cpu)
+        a_cpu, b_cpu = (1000 * (statistics.median(cpu) - idle_cpu) / n for cpu in (ours_cpu, theirs_cpu))
         against_plain = f"   vs {c:.1f} on RQ's own class, ratio {a / c:.2f}" if c else ""
         print(
             f"{label:44s} {a:7.1f} vs {b:7.1f} jobs/s   ratio {a / b:.2f} "
             f"(rounds {', '.join(f'{r:.2f}' for r in ratios)})   without the {start:.2f} s start-up: "
             f"{a_run:.1f} vs {b_run:.1f}, ratio {a_run / b_run:.2f}{against_plain}   "
-            f"peak RSS {max(rss) / 1024:.0f} MiB",
+            f"CPU a job {a_cpu:.2f} vs {b_cpu:.2f} ms   peak RSS {max(rss) / 1024:.0f} MiB",
             flush=True,
         )
         return {
             "a": a, "b": b, "ratio": a / b, "ratios": ratios, "run_ratio": a_run / b_run, "start": start,
-            "plain_ratio": a / c if c else None,
+            "plain_ratio": a / c if c else None, "cpu": (a_cpu, b_cpu),
         }  # fmt: skip
 
     rows = []
@@ -228,15 +245,16 @@ def run(args, worker_classes: list[str]) -> None:
     print(f"\n{args.jobs} no-op jobs per side{with_payload}, {runs}\n")
     print(
         "| worker | jobs/s | baseline jobs/s | ratio | each round | ratio without start-up "
-        "| ratio to raw RQ on RQ's own class | goal |"
+        "| ratio to raw RQ on RQ's own class | worker CPU a job, ms (baseline) | goal |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for label, row, goal in rows:
         each = ", ".join(f"{r:.2f}" for r in row["ratios"])
         plain = f"{row['plain_ratio']:.2f}" if row["plain_ratio"] else ""
         print(
             f"| {label} | {row['a']:.1f} | {row['b']:.1f} | **{row['ratio']:.2f}** | {each} | "
-            f"{row['run_ratio']:.2f} (start-up {row['start']:.2f} s) | {plain} | {f'≥ {goal}' if goal else ''} |"
+            f"{row['run_ratio']:.2f} (start-up {row['start']:.2f} s) | {plain} | "
+            f"{row['cpu'][0]:.2f} ({row['cpu'][1]:.2f}) | {f'≥ {goal}' if goal else ''} |"
         )
 
 
