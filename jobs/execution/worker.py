@@ -32,10 +32,9 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from redis.exceptions import RedisError
 from rq import SimpleWorker, Worker, worker_registration
 from rq.defaults import DEFAULT_WORKER_TTL
-from rq.exceptions import DequeueTimeout
 from rq.job import Job as RQJob
-from rq.queue import Queue
 from rq.results import Result
+from rq.suspension import WORKERS_SUSPENDED
 from rq.worker import BaseWorker, WorkerStatus
 
 from jobs.core import cyclegc, queueing, registry, relay, tracing
@@ -68,10 +67,6 @@ REDIS_RETRY_MAX_WAIT = 5.0
 # Seconds, at most, between the recorder's looks while it waits: a held record no release
 # reached (RecordBehind) goes within that time.
 _IDLE_LOOK = 1.0
-# Seconds a waiting worker first gives its next job to arrive while the last run's record
-# is held for that job's claim (RecordBehind: held): a job already queued comes at once;
-# past it the record goes, before the long wait for work (RQ's dequeue timeout).
-_QUICK_POP = 0.01
 # Seconds within which RQ's loop writes the same heartbeat or state again only once: it
 # beats three times and writes "idle" twice between two jobs (seven round trips to Redis,
 # a sixth of a short inline job's time), where one of each says the same.
@@ -206,43 +201,12 @@ class _ParentBookkeeping(BaseWorker):
         super().unsubscribe()
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
-        if timeout is not None and self._recorder.holding():
-            found = self._dequeue_at_once()
-            if found is not None:
-                return found
-            self._recorder.release()  # no job to claim soon: the record goes before the long wait
         found = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
         if found is None and timeout is None:
             # A burst ends on empty queues, but the record still behind may queue more
             # work (a retry, dependents, a batch's callbacks): a burst runs that too.
             self._recorder.wait()
             found = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-        return found
-
-    def _dequeue_at_once(self) -> tuple[RQJob, Queue] | None:
-        """The next job if one comes within ``_QUICK_POP`` seconds, taken as RQ's
-        ``dequeue_job_and_maintain_ttl`` takes it (its beat, state and maintenance are
-        the work loop's and the long wait's); None when none does or Redis fails (the
-        long wait then retries as RQ does)."""
-        self.set_state(WorkerStatus.IDLE)
-        try:
-            found = self.queue_class.dequeue_any(
-                self._ordered_queues,
-                _QUICK_POP,  # type: ignore[arg-type]  # BLPOP takes fractions of a second
-                connection=self.connection,
-                job_class=self.job_class,
-                serializer=self.serializer,
-                death_penalty_class=self.death_penalty_class,
-            )
-        except (DequeueTimeout, RedisError):
-            return None
-        if found is not None:
-            job, queue = found
-            self.reorder_queues(reference_queue=queue)
-            job.redis_server_version = self.get_redis_server_version()
-            self.log.info(
-                "Worker %s: %s: %s", self.name, queue.name, job.description if self.log_job_description else job.id
-            )
         return found
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
@@ -261,6 +225,25 @@ class _ParentBookkeeping(BaseWorker):
         # (one round trip; it was a tenth of an inline no-op job's time).
         if pipeline is None and now - self._registration_checked >= _REGISTRATION_CHECK_EVERY:
             self._keep_registered()
+
+    def check_for_suspension(self, burst: bool) -> None:
+        if not self._recorder.holding():
+            super().check_for_suspension(burst)
+            return
+        # RQ's check (a beat and the suspension key, in one pipeline: rq.suspension's
+        # is_suspended), which also reads whether a job is waiting: if none is, no claim
+        # comes soon, and the held record goes before RQ's long wait for work.
+        with self.connection.pipeline() as pipe:
+            self.heartbeat(pipeline=pipe)
+            pipe.exists(WORKERS_SUSPENDED)
+            for queue in self.queues:
+                pipe.llen(queue.key)
+            answers = pipe.execute()
+        waiting = answers[-len(self.queues) :]
+        if not any(waiting):
+            self._recorder.release()
+        if answers[-len(self.queues) - 1]:
+            super().check_for_suspension(burst)  # suspended: RQ's own wait (which lets the record go)
 
     def run_maintenance_tasks(self) -> None:
         self._recorder.release()  # registries cleaned may take a while: the record goes first
@@ -629,9 +612,9 @@ class RecordBehind:
     thread wakes once a job instead of twice. Woken while RQ dequeued, the thread took
     the interpreter's lock from RQ's own round trips: a job cost 0.2–0.3 ms more CPU
     (docs/benchmarks.md, the twenty-sixth sitting). A held record goes at once when the
-    worker has no claim to ask soon (``release``: no job ready, a suspension, RQ's
+    worker has no claim to ask soon (``release``: no job waiting, a suspension, RQ's
     maintenance), when anyone waits for the thread (``wait``, ``close``), and in any
-    case within ``_IDLE_LOOK`` seconds."""
+    case within ``_IDLE_LOOK`` seconds (another worker took the job it saw waiting)."""
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
