@@ -79,8 +79,8 @@ class _ParentBookkeeping(BaseWorker):
 
     max_connection_wait_time = REDIS_RETRY_MAX_WAIT
     # Is a run's record held on the recorder's thread until the next run's claim is asked
-    # (RecordBehind: held)? Only where every Jobdesk run's claim is asked there: a forked
-    # run's claim waits for the record instead.
+    # (RecordBehind: held)? Only where a Jobdesk run's claim is asked there (every run
+    # whose dispatch names its type): a forked run's claim waits for the record instead.
     record_waits_for_claim = False
 
     def __init__(self, *args, **kwargs) -> None:
@@ -227,23 +227,28 @@ class _ParentBookkeeping(BaseWorker):
             self._keep_registered()
 
     def check_for_suspension(self, burst: bool) -> None:
-        if not self._recorder.holding():
-            super().check_for_suspension(burst)
+        if self._stop_requested or not self._recorder.holding():
+            super().check_for_suspension(burst)  # RQ's own, which asks nothing once a stop is requested
             return
         # RQ's check (a beat and the suspension key, in one pipeline: rq.suspension's
         # is_suspended), which also reads whether a job is waiting: if none is, no claim
         # comes soon, and the held record goes before RQ's long wait for work.
-        with self.connection.pipeline() as pipe:
-            self.heartbeat(pipeline=pipe)
-            pipe.exists(WORKERS_SUSPENDED)
-            for queue in self.queues:
-                pipe.llen(queue.key)
-            answers = pipe.execute()
-        waiting = answers[-len(self.queues) :]
-        if not any(waiting):
+        try:
+            with self.connection.pipeline() as pipe:
+                self.heartbeat(pipeline=pipe)
+                pipe.exists(WORKERS_SUSPENDED)
+                for queue in self.queues:
+                    pipe.llen(queue.key)
+                answers = pipe.execute()
+        except RedisError:
+            self._recorder.release()  # the loop may wait out Redis's absence: not the record
+            raise
+        suspended_at = len(answers) - len(self.queues) - 1
+        suspended, waiting = answers[suspended_at], answers[suspended_at + 1 :]
+        if suspended or not any(waiting):
             self._recorder.release()
-        if answers[-len(self.queues) - 1]:
-            super().check_for_suspension(burst)  # suspended: RQ's own wait (which lets the record go)
+        if suspended:
+            super().check_for_suspension(burst)  # RQ's own wait (or its StopRequested in a burst)
 
     def run_maintenance_tasks(self) -> None:
         self._recorder.release()  # registries cleaned may take a while: the record goes first
@@ -589,9 +594,9 @@ class JobdeskWorker(_ParentBookkeeping, Worker):
 
 
 class JobdeskSimpleWorker(_ParentBookkeeping, SimpleWorker):
-    """Non-forking worker: the same bookkeeping, the handler in the same process. Every
-    Jobdesk run's claim is asked of the recorder's thread: a run's record is held there
-    until the next claim is asked (``RecordBehind``: ``held``)."""
+    """Non-forking worker: the same bookkeeping, the handler in the same process. A
+    Jobdesk run's claim is asked of the recorder's thread (``ClaimBehind``), so a run's
+    record is held there until the next claim is asked (``RecordBehind``: ``held``)."""
 
     record_waits_for_claim = True
 
@@ -600,7 +605,8 @@ class RecordBehind:
     """Records a finished run's outcome on a thread of its own while the worker asks RQ
     for its next job: the record's round trips to PostgreSQL and Redis (about 2 ms a
     job) overlap the dequeue (RQ's heartbeats, suspension check and pop) instead of
-    adding to it. One record at a time, done before the next claim (a forked run's is
+    adding to it — a simple worker's, RQ's preparation of the next run (held, below).
+    One record at a time, done before the next claim (a forked run's is
     made after ``wait``; an inline run's is queued behind the record, on the same
     thread: ``submit``) and before the worker's exit. The run's lease is renewed until
     its record is done (disarmed, not released), so a slow record is never taken for a
@@ -608,12 +614,13 @@ class RecordBehind:
     cover: the reconciler retries the job.
 
     A simple worker's record is *held*: queued without waking the thread, it goes with
-    the next task queued (the next run's claim), while RQ prepares that run, and the
-    thread wakes once a job instead of twice. Woken while RQ dequeued, the thread took
-    the interpreter's lock from RQ's own round trips: a job cost 0.2–0.3 ms more CPU
-    (docs/benchmarks.md, the twenty-sixth sitting). A held record goes at once when the
-    worker has no claim to ask soon (``release``: no job waiting, a suspension, RQ's
-    maintenance), when anyone waits for the thread (``wait``, ``close``), and in any
+    the next task queued (the next run's claim), while RQ prepares that run, and a busy
+    worker's thread wakes once a job instead of twice. Woken while RQ dequeued, the
+    thread took the interpreter's lock from RQ's own round trips: a job cost about half
+    a millisecond more CPU (docs/benchmarks.md, the twenty-sixth sitting). A held record
+    goes at once when the worker has no claim to ask soon (``release``: no job waiting,
+    a suspension, RQ's maintenance, Redis failing the check for both), when anyone waits
+    for the thread (``wait``, ``close``: a burst's end, the worker's exit), and in any
     case within ``_IDLE_LOOK`` seconds (another worker took the job it saw waiting)."""
 
     def __init__(self) -> None:

@@ -7,11 +7,15 @@ happens (another worker took the job it saw waiting)."""
 from __future__ import annotations
 
 import threading
+import time
 
 import django_rq
 import pytest
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from rq.exceptions import StopRequested
+from rq.suspension import resume, suspend
 from rq.utils import now as rq_now
-from rq.worker import WorkerStatus
 
 from jobs.core.models import Job, Status
 from jobs.core.submit import submit
@@ -86,6 +90,7 @@ def idle_worker(recorder, redis_conn):
     made.register_birth()  # as work() does: its beats check the registration
     made.last_cleaned_at = rq_now()  # RQ's maintenance (which lets a held record go) is not due
     yield made
+    made.connection = django_rq.get_connection("normal")  # a test may have pointed it elsewhere
     made.register_death()
 
 
@@ -107,20 +112,71 @@ def test_a_worker_with_a_job_waiting_keeps_its_record_held_for_that_job_s_claim(
     assert idle_worker._recorder.holding() and ran == []
 
 
-@pytest.mark.parametrize("step", ["suspended", "maintenance"])
-def test_a_suspension_or_rq_s_maintenance_lets_a_held_record_go(idle_worker, step):
+def test_rq_s_maintenance_lets_a_held_record_go(idle_worker):
     ran: list[str] = []
     record = held_task(idle_worker._recorder, ran)
-    if step == "suspended":
-        idle_worker.set_state(WorkerStatus.SUSPENDED)
-    else:
-        idle_worker.run_maintenance_tasks()
+    idle_worker.run_maintenance_tasks()
     assert record.wait(DEADLINE) and ran == ["record"]
 
 
+@pytest.fixture
+def suspended(redis_conn):
+    """`rq suspend`, with a job waiting (what would otherwise keep the record held)."""
+    redis_conn.rpush(django_rq.get_queue("normal").key, "a-job-waiting")
+    suspend(redis_conn)
+    yield redis_conn
+    resume(redis_conn)
+
+
+def test_a_burst_worker_suspended_stops_and_lets_its_held_record_go(idle_worker, suspended):
+    ran: list[str] = []
+    record = held_task(idle_worker._recorder, ran)
+    with pytest.raises(StopRequested):
+        idle_worker.check_for_suspension(burst=True)
+    assert record.wait(DEADLINE) and ran == ["record"]
+
+
+def test_a_worker_suspended_lets_its_held_record_go_while_it_waits_for_the_resume(idle_worker, suspended):
+    ran: list[str] = []
+    record = held_task(idle_worker._recorder, ran)
+    checking = threading.Thread(target=idle_worker.check_for_suspension, args=(False,))
+    checking.start()
+    try:
+        assert record.wait(DEADLINE) and ran == ["record"]
+        assert checking.is_alive(), "RQ's check returned while the worker was still suspended"
+    finally:
+        resume(suspended)
+        checking.join(DEADLINE)
+    assert not checking.is_alive()
+    assert suspended.llen(django_rq.get_queue("normal").key) == 1  # nothing was taken meanwhile
+
+
+def test_redis_failing_the_check_lets_a_held_record_go(idle_worker):
+    ran: list[str] = []
+    record = held_task(idle_worker._recorder, ran)
+    idle_worker.connection = Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens there
+    with pytest.raises(RedisConnectionError):
+        idle_worker.check_for_suspension(burst=False)  # as RQ's own check raises it, to its loop
+    assert record.wait(DEADLINE) and ran == ["record"]
+
+
+def test_a_worker_asked_to_stop_checks_nothing_more_and_keeps_the_record_for_its_exit(idle_worker):
+    ran: list[str] = []
+    record = held_task(idle_worker._recorder, ran)
+    idle_worker.connection = Redis.from_url("redis://127.0.0.1:1/0")  # RQ's own check asks Redis nothing now
+    idle_worker._stop_requested = True  # a warm stop asked during the last job
+    idle_worker.check_for_suspension(burst=False)
+    assert idle_worker._recorder.holding() and ran == []
+    idle_worker._recorder.close(timeout=DEADLINE)  # what work() does on its way out
+    assert record.is_set() and ran == ["record"]
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_that_stops_after_a_job_records_it_before_it_exits(run_worker):
+def test_a_worker_that_stops_after_a_job_records_it_before_it_exits(run_worker, monkeypatch):
+    monkeypatch.setattr(worker_module, "_IDLE_LOOK", 60.0)  # only the worker's exit lets the record go
     first, second = submit("diagnostics.noop").job, submit("diagnostics.noop").job
+    started = time.monotonic()
     run_worker(max_jobs=1)  # the first run's record was held for a claim that never came
+    assert time.monotonic() - started < DEADLINE
     assert Job.objects.get(pk=first.pk).status == Status.COMPLETE
     assert Job.objects.get(pk=second.pk).status == Status.QUEUED
