@@ -1,4 +1,5 @@
-"""JSON bodies, refused clearly when they could not be kept as sent.
+"""JSON bodies, refused clearly when they could not be kept as sent; and multipart
+bodies whose parts Django could not read (``MultiPartParser``, at the end).
 
 * **Nested too deeply.** Python's json module recurses once per level: a body of a few
   kilobytes nested about a thousand levels deep raised ``RecursionError`` inside DRF's
@@ -18,11 +19,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from typing import Any
 
 from rest_framework import parsers
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.utils.json import strict_constant
 
 MAX_DEPTH = 100  # levels of objects and arrays, the body itself the first
@@ -180,3 +182,57 @@ class JSONParser(parsers.JSONParser):
             return loads(stream.read().decode(encoding), parse_constant=strict_constant if self.strict else None)
         except ValueError as error:  # not JSON, or not in its encoding (UnicodeDecodeError)
             raise ParseError(f"JSON parse error - {error}") from None
+
+
+class MultiPartParser(parsers.MultiPartParser):
+    """DRF's multipart parser, naming a part whose header is not UTF-8. Django decodes a
+    part's header lines as UTF-8 and drops a line that is not — and with its
+    Content-Disposition, the whole part — so a file sent with a filename in another
+    encoding (Latin-1 from an old client, say) was answered "No file was submitted". Such
+    a part, missing from what was parsed, is now a 400 naming its field."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        watched = _DispositionWatch(stream)
+        parsed = super().parse(watched, media_type, parser_context)  # type: ignore[arg-type]  # Django only reads it
+        dropped = sorted(name for name in watched.undecodable if name not in parsed.files and name not in parsed.data)
+        if dropped:
+            raise ValidationError(
+                {
+                    name: [
+                        "This part's header is not UTF-8 (its filename, most likely), so it could not be read. "
+                        "Send the filename in UTF-8, or rename the file to plain ASCII."
+                    ]
+                    for name in dropped
+                }
+            )
+        return parsed
+
+
+_DISPOSITION = re.compile(rb"(?im)^content-disposition:[^\r\n]*\r\n")
+_PART_NAME = re.compile(r'\bname="([^"]*)"')
+_LINE_KEPT = 4096  # bytes of a chunk's end read again with the next: a header line cut in two
+
+
+class _DispositionWatch:
+    """A body stream read through, noting the field names of Content-Disposition lines
+    that are not UTF-8. Bytes inside a file may look like such a line too: a name noted
+    that way is only reported when that field is missing from what was parsed."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._tail = b""
+        self.undecodable: set[str] = set()
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size)
+        if chunk:
+            window = self._tail + chunk
+            for line in _DISPOSITION.findall(window):
+                try:
+                    line.decode()
+                except UnicodeDecodeError:
+                    named = _PART_NAME.search(line.decode("latin-1"))
+                    if named:
+                        self.undecodable.add(named.group(1))
+            self._tail = window[-_LINE_KEPT:]
+        return chunk

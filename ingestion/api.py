@@ -17,14 +17,13 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, routers, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 
 from apikit.errors import Refusal
 from apikit.filters import StrictFilterSet
-from apikit.parsers import JSONParser
+from apikit.parsers import JSONParser, MultiPartParser
 from apikit.serializers import RejectUnknownFields
 from apikit.throttling import FailOpen
 from apikit.views import Conventions

@@ -236,6 +236,31 @@ def test_missing_file_field_is_a_400_with_the_field(api_as, alice):
     assert response.status_code == 400 and "file" in response.json()["error"]["fields"]
 
 
+def multipart_with_filename(filename: bytes) -> bytes:
+    return (
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="' + filename + b'"\r\n'
+        b"Content-Type: text/plain\r\n\r\nhello world\r\n--XyZ--\r\n"
+    )
+
+
+def test_a_filename_that_is_not_utf8_is_a_400_naming_the_field_and_why(api_as, alice):
+    """Django drops a part whose header is not UTF-8: the answer says so, not "No file
+    was submitted"."""
+    body = multipart_with_filename("résumé.txt".encode("latin-1"))
+    response = api_as(alice).generic("POST", "/api/materials/", body, content_type="multipart/form-data; boundary=XyZ")
+    assert response.status_code == 400, response.content
+    (problem,) = response.json()["error"]["fields"]["file"]
+    assert "not UTF-8" in problem and "filename" in problem
+    assert not Material.objects.exists()
+
+
+def test_a_utf8_filename_is_taken_as_sent(api_as, alice):
+    body = multipart_with_filename("résumé.txt".encode())
+    response = api_as(alice).generic("POST", "/api/materials/", body, content_type="multipart/form-data; boundary=XyZ")
+    assert response.status_code == 201, response.content
+    assert Material.objects.get().name == "résumé.txt"
+
+
 # --- Hooks, reprocessing, heavy materials, cleanup -----------------------------------
 
 
