@@ -59,10 +59,20 @@ preclaimed: dict[str, Job | ClaimUnderWay] = {}
 REFUSED = "refused"  # a claim under way that was refused: the run is skipped
 # This process is a work-horse of JobdeskWorker's, which exits right after its run.
 _short_lived = False
+# A cold stop of this worker is under way (RQ's second SIGINT/SIGTERM raises SystemExit
+# from its signal handler, wherever the main thread is): an inline handler's SystemExit
+# from then on is the stop, not the handler's own.
+_cold_stop = False
 # In such a horse: the write end of the pipe its parent reads the outcome from.
 _to_parent: int | None = None
 # The length prefix of an outcome handed to the parent: its pickle's size in bytes.
 _FRAME = 4
+
+
+def cold_stop_under_way() -> None:
+    """Called by the worker just before RQ's cold stop raises SystemExit."""
+    global _cold_stop
+    _cold_stop = True
 
 
 def in_work_horse(outcome_pipe: int | None = None) -> None:
@@ -214,6 +224,10 @@ def run_handler(job: Job, dispatch: str) -> Outcome:
             outcome = _error(TemporaryTimeout(job.timeout))
         except Exception as error:  # temporary errors and unexpected crashes alike retry
             outcome = _error(error)
+        except SystemExit as error:
+            if _cold_stop:
+                raise  # the worker's cold stop, raised here: it ends the process (the lease covers the run)
+            outcome = _error(error)  # the handler's own sys.exit(): an error of its code, as any other
         else:
             outcome = {"ok": True, "result": result}
         context.flush()  # the last progress report: an event of the run's span too

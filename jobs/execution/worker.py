@@ -191,6 +191,10 @@ class _ParentBookkeeping(BaseWorker):
         """The process that claims and records this worker's forked runs (JobdeskWorker)."""
         return None
 
+    def request_force_stop(self, signum, frame) -> None:
+        runner.cold_stop_under_way()  # the SystemExit RQ raises next is the stop's, not a handler's
+        super().request_force_stop(signum, frame)
+
     def unsubscribe(self) -> None:
         # RQ sends UNSUBSCRIBE, then stops its pub/sub thread and joins it for up to a
         # second. A thread that reads the reply before the stop waits again (60 s) for a
