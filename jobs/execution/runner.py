@@ -226,7 +226,7 @@ def run_handler(job: Job, dispatch: str) -> Outcome:
             outcome = _error(error)
         except SystemExit as error:
             if _cold_stop:
-                raise  # the worker's cold stop, raised here: it ends the process (the lease covers the run)
+                raise  # the worker's cold stop, raised here: RQ's to handle, as before
             outcome = _error(error)  # the handler's own sys.exit(): an error of its code, as any other
         else:
             outcome = {"ok": True, "result": result}

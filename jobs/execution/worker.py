@@ -259,8 +259,6 @@ class _ParentBookkeeping(BaseWorker):
         super().run_maintenance_tasks()
 
     def set_state(self, state: str, pipeline=None) -> None:
-        if state == WorkerStatus.SUSPENDED:
-            self._recorder.release()  # `rq suspend`: the worker waits, its last record does not
         # "idle" at the end of a run and again as the next pop starts: written once. A
         # state written in a pipeline (RQ's "busy", with the execution) is not known to
         # have been written, and a registration written again (a flush) writes it anew.
