@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models
-from django.db.backends.utils import CursorDebugWrapper
 from django.db.models import Field, JSONField, Model
 from django.db.models.base import ModelState
 from django.db.models.expressions import Col
@@ -252,14 +251,13 @@ def move(
 # to another server session).
 _PREPARED_REFUSED = (psycopg.errors.FeatureNotSupported, psycopg.errors.InvalidSqlStatementName) if HAS_PSYCOPG else ()
 _prepared_connections: weakref.WeakSet = weakref.WeakSet()  # the psycopg connections set to prepare
-# Each connection's cursor for prepared statements is kept open and used again, on the
-# connection's Django wrapper (``_KEPT``: the cursor, and whether it reads times with
-# psycopg's own loader, ``_utc_session``): making one per statement (psycopg's cursor
-# and its adapters, the loader, Django's wrapper) was a tenth of a worker's bookkeeping
-# CPU. Used only while it is on the wrapper's current connection: a reconnect replaces
-# it, and the closed connection goes with the old one (not kept in a map of its own:
-# the cursor holds its connection, which stayed alive for good).
-_KEPT = "_jobdesk_kept_cursor"
+# Each connection's cursors for prepared statements, one a statement, are kept open and
+# used again, on the connection's Django wrapper (``_KEPT``: a ``_Kept``): making one per
+# run (psycopg's cursor and its adapters, the loader, Django's wrapper) was a tenth of a
+# worker's bookkeeping CPU. Used only while they are on the wrapper's current connection:
+# a reconnect replaces them, and the closed connection goes with the old ones (not kept
+# in a map of their own: a cursor holds its connection, which stayed alive for good).
+_KEPT = "_jobdesk_kept_cursors"
 _pooler_refused = False  # a pooler lost a prepared statement: this process prepares no more
 _TIMESTAMPTZ_OID = psycopg.postgres.types["timestamptz"].oid if HAS_PSYCOPG else 0
 
@@ -271,7 +269,7 @@ def _execute(db, sql: str, params, *, fetch: bool = False):
     (unless inside the caller's transaction, which the refusal aborted: its retry then
     runs unprepared)."""
     try:
-        return _run(_prepared_cursor(db), sql, params, fetch)
+        return _run(_prepared_cursor(db, sql), sql, params, fetch)
     except DatabaseError as error:
         if not isinstance(error.__cause__, _PREPARED_REFUSED):
             raise
@@ -286,7 +284,7 @@ def _run(cursor, sql: str, params, fetch: bool):
         cursor.execute(sql, params)
         return cursor.fetchone() if fetch else None
     finally:
-        if getattr(cursor.db, _KEPT, (None,))[0] is not cursor:
+        if getattr(cursor.db, _KEPT, {}).get(sql) is not cursor:
             cursor.close()
 
 
@@ -305,14 +303,17 @@ def _stop_preparing(db, cause: Exception) -> None:
         logger.info("a prepared statement went stale (the table changed): this connection prepares no more")
 
 
-def _prepared_cursor(db):
-    """The connection's cursor whose statements the server prepares once per connection
-    and then only runs (kept open: ``_KEPT``): a move's planning cost about
+def _prepared_cursor(db, sql: str):
+    """The connection's cursor for this statement, which the server prepares once per
+    connection and then only runs (kept open: ``_KEPT``): a move's planning cost about
     0.4 ms, every time (1.3 → 0.9 ms a move), and a lone submit's insert about 0.5 ms.
     Django binds parameters on the client and never prepares (for connection poolers
     that cannot keep prepared statements: DB_PREPARED_STATEMENTS=false turns this off
     here too); this is psycopg's server-binding cursor, inside Django's wrapper (errors
-    translated, queries logged)."""
+    translated, queries logged). One cursor a statement: psycopg keeps a cursor's
+    adapters for its result's columns only while it runs the same statement again, and
+    a worker alternates two (the claim, the completion) — building them afresh for a
+    whole job row was a fifth of its bookkeeping thread's time."""
     if not settings.DB_PREPARED_STATEMENTS or db.force_debug_cursor or _pooler_refused:
         # Queries being captured (a test or a bench counting them) get their SQL with the
         # values in it, as Django's own cursor gives it: a prepared statement's is not
@@ -326,25 +327,51 @@ def _prepared_cursor(db):
         _prepared_connections.add(db.connection)
     elif db.connection.prepare_threshold is None:
         return db.cursor()  # this connection stopped preparing (_stop_preparing)
-    kept, utc = getattr(db, _KEPT, (None, False))
-    # Made again for a new connection, when closed, when Django would now wrap it
-    # otherwise (DEBUG turned on or off: its wrapper logs queries or not), or when the
-    # session's zone changed.
-    if (
-        kept is None
-        or kept.cursor.connection is not db.connection
-        or kept.cursor.closed
-        or isinstance(kept, CursorDebugWrapper) != db.queries_logged
-        or utc != _utc_session(db)
-    ):
-        utc = _utc_session(db)
+    kept = _kept_cursors(db)
+    cursor = kept.get(sql)
+    if cursor is None or cursor.cursor.closed:
+        if len(kept) >= _KEPT_MAX:  # statements of many shapes (the moves' are a few): start over
+            _close_all(kept)
         with db.wrap_database_errors:
-            cursor = psycopg.Cursor(db.connection)
-            if utc:
-                cursor.adapters.register_loader(_TIMESTAMPTZ_OID, TimestamptzLoader)
-        kept = db._prepare_cursor(cursor)
-        setattr(db, _KEPT, (kept, utc))
+            raw = psycopg.Cursor(db.connection)
+            if kept.utc:
+                raw.adapters.register_loader(_TIMESTAMPTZ_OID, TimestamptzLoader)
+        cursor = kept[sql] = db._prepare_cursor(raw)
+    return cursor
+
+
+class _Kept(dict):
+    """A connection's kept cursors by statement, and what they were made for: its
+    psycopg connection, Django's query logging (its wrapper logs queries or not), and
+    whether the session reads times in UTC (``_utc_session``)."""
+
+    def __init__(self, connection, logged: bool, utc: bool) -> None:
+        super().__init__()
+        self.connection, self.logged, self.utc = connection, logged, utc
+
+
+_KEPT_MAX = 32  # statements kept a connection
+
+
+def _kept_cursors(db) -> _Kept:
+    """The wrapper's kept cursors, made again for a new connection, when Django would now
+    wrap them otherwise (DEBUG turned on or off) or when the session's zone changed."""
+    kept = getattr(db, _KEPT, None)
+    if kept is None or kept.connection is not db.connection or kept.logged != db.queries_logged:
+        kept = None
+    elif kept.utc != _utc_session(db):
+        _close_all(kept)
+        kept = None
+    if kept is None:
+        kept = _Kept(db.connection, db.queries_logged, _utc_session(db))
+        setattr(db, _KEPT, kept)
     return kept
+
+
+def _close_all(kept: _Kept) -> None:
+    for cursor in kept.values():
+        cursor.close()
+    kept.clear()
 
 
 def _utc_session(db) -> bool:

@@ -685,3 +685,30 @@ def test_a_kept_statement_cursor_lets_its_connection_go_once_closed():
         connection.close()
     gc.collect()
     assert sum(ref() is not None for ref in used) <= 1  # at most the last one, until the next statement
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_statement_keeps_its_own_cursor_so_its_result_adapters_stay():
+    """psycopg builds a cursor's loaders for its result's columns afresh whenever the
+    cursor runs another statement than its last; a worker alternates the claim and the
+    completion, whose rows are the whole job: one kept cursor a statement keeps them. A
+    connection keeps at most ``_KEPT_MAX`` (statements of many shapes start over)."""
+    from django.db import connection
+
+    from jobs.core import fastpath
+
+    if not fastpath.available():
+        pytest.skip("the one-statement path is PostgreSQL's (psycopg 3)")
+    first, second = "SELECT %s::int AS a", "SELECT %s::text AS b"
+    assert fastpath._execute(connection, first, [1], fetch=True) == (1,)
+    kept_first = fastpath._prepared_cursor(connection, first)
+    loaders = kept_first.cursor._tx  # what psycopg made for the first statement's result
+    assert fastpath._execute(connection, second, ["x"], fetch=True) == ("x",)
+    assert fastpath._execute(connection, first, [2], fetch=True) == (2,)
+    assert fastpath._prepared_cursor(connection, first) is kept_first
+    assert kept_first.cursor._tx is loaders  # not made again after the other statement ran
+    assert fastpath._prepared_cursor(connection, second) is not kept_first
+    for n in range(fastpath._KEPT_MAX + 1):
+        assert fastpath._execute(connection, f"SELECT %s::int + {n}", [0], fetch=True) == (n,)
+    assert len(getattr(connection, fastpath._KEPT)) <= fastpath._KEPT_MAX
+    assert kept_first.cursor.closed  # let go when the connection's kept cursors started over
