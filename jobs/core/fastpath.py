@@ -14,13 +14,16 @@ not need it installed (``pip install 'jobdesk[postgres]'`` brings it).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import re
+import threading
 import time
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 from django.conf import settings
@@ -45,22 +48,23 @@ else:
 
 logger = logging.getLogger("jobs.core.fastpath")
 
-_MOVE_SQL = """
-WITH locked AS (
+# A move as a chain of CTEs: lock the row, move it, log the event. ``{p}`` names the chain's
+# parts: a second move taken along in the same statement (``riding``) is ``r_``.
+_MOVE_CHAIN = """{p}locked AS (
     SELECT id, status FROM {job} WHERE id = %(id)s FOR UPDATE
-), moved AS (
+), {p}moved AS (
     UPDATE {job} AS j SET status = {to}, seq = j.seq + 1, updated_at = %(now)s, {assignments}
-    FROM locked
-    WHERE j.id = locked.id AND locked.status IN ({allowed}) AND j.rq_job_id = %(dispatch)s
-    RETURNING {returning}, locked.status AS previous_status
-), logged AS (
+    FROM {p}locked
+    WHERE j.id = {p}locked.id AND {p}locked.status IN ({allowed}) AND j.rq_job_id = %(dispatch)s
+    RETURNING {returning}, {p}locked.status AS previous_status
+), {p}logged AS (
     INSERT INTO {event} (job_id, seq, kind, from_status, to_status, actor_id, actor_label, message, details,
                          created_at)
     SELECT id, seq, {kind}, previous_status, status, NULL, %(actor_label)s, %(message)s, %(details)s::jsonb, %(now)s
-    FROM moved
-)
-SELECT * FROM moved
-"""
+    FROM {p}moved
+)"""
+_RIDER = "r_"  # the prefix of a second move's parts and parameters in a shared statement
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
 def available() -> bool:
@@ -233,16 +237,126 @@ def move(
     ``values`` are the same field → Python value changes the ORM path writes (passed as
     parameters; JSON cast, None as NULL); ``expressions`` are computed from the locked
     row, as SQL over ``j`` (e.g. ``{"attempts": "j.attempts + 1"}``).
+
+    A move this thread already made, taken along with an earlier one (``riding``), is
+    not made again: its answer is returned (or the error it met raised).
     """
+    answered = _answer_ahead(job_id, dispatch, to)
+    if answered is not None:
+        return answered.take()
+    shape, params = _statement(
+        job_id, allowed=allowed, to=to, dispatch=dispatch, now=now, values=values, expressions=expressions,
+        actor_label=actor_label, message=message, details=details,
+    )  # fmt: skip
+    db = connections[DEFAULT_DB_ALIAS]
+    rider = _riding.__dict__.pop("rider", None)
+    if rider is not None and str(rider.job_id) != str(job_id):
+        return _move_with_rider(db, shape, params, rider)
+    row = _execute(db, _move_sql(*shape), params, fetch=True)
+    return None if row is None else _read_moved(db, row)
+
+
+def _statement(
+    job_id, *, allowed, to: str, dispatch: str, now: datetime, values: dict, expressions: dict[str, str] | None,
+    actor_label: str, message: str, details: dict | None,
+) -> tuple[_Shape, dict]:  # fmt: skip
+    """The move's shape (what ``_move_sql`` makes its statement of) and its parameters."""
     assignments, params = _assignments(values)
     assignments.update((_column(name), expression) for name, expression in (expressions or {}).items())
-    sql = _move_sql(tuple(assignments.items()), tuple(sorted(allowed)), to)
+    shape = (tuple(assignments.items()), tuple(sorted(allowed)), to)
     params["id"], params["now"], params["dispatch"] = job_id, now, dispatch
     params["actor_label"], params["message"] = actor_label, message
     params["details"] = json.dumps(details, cls=DjangoJSONEncoder) if details else "{}"
-    db = connections[DEFAULT_DB_ALIAS]
-    row = _execute(db, sql, params, fetch=True)
-    return None if row is None else _read_moved(db, row)
+    return shape, params
+
+
+# --- A second move in the same statement ----------------------------------------------
+#
+# A simple worker writes a run's record and, right behind it, the next run's claim, which
+# the next run waits for: two round trips in a row on its critical path. ``riding`` lets
+# the claim go in the record's statement (one round trip, one statement: both moves or
+# neither), and keeps its answer for the claim's own call to ``move``.
+
+
+class _Rider:
+    """A move to take along with the next one this thread makes (another job's)."""
+
+    def __init__(self, job_id, dispatch: str, to: str, build: Callable[[], dict]) -> None:
+        self.job_id, self.dispatch, self.to, self.build = job_id, dispatch, to, build
+
+
+class _Answer:
+    """A move made ahead of its own call: the Job moved, None (refused), or the error
+    the shared statement met."""
+
+    def __init__(self, rider: _Rider, job: Job | None = None, error: Exception | None = None) -> None:
+        self.rider, self.job, self.error = rider, job, error
+
+    def take(self) -> Job | None:
+        if self.error is not None:
+            raise self.error
+        return self.job
+
+
+_riding = threading.local()  # .rider: a move to take along; .answer: one made ahead
+
+
+@contextlib.contextmanager
+def riding(job_id, dispatch: str, to: str, build: Callable[[], dict]) -> Iterator[None]:
+    """Inside: the next move this thread makes of another job takes this one along, in
+    the same statement, after it (its ``build()``: ``move``'s keywords but the job's id,
+    asked for then — its times come after the first move's). The answer is kept for
+    this move's own call (the same job, dispatch and target), until the next ``riding``.
+    Nothing made inside, nothing taken along: the move's own call makes it."""
+    _riding.answer = None
+    _riding.rider = _Rider(job_id, dispatch, to, build)
+    try:
+        yield
+    finally:
+        _riding.rider = None
+
+
+def _answer_ahead(job_id, dispatch: str, to: str) -> _Answer | None:
+    answer = getattr(_riding, "answer", None)
+    if answer is None:
+        return None
+    rider = answer.rider
+    if str(rider.job_id) != str(job_id) or rider.dispatch != dispatch or rider.to != to:
+        return None
+    _riding.answer = None
+    return answer
+
+
+def _move_with_rider(db, shape: _Shape, params: dict, rider: _Rider) -> Job | None:
+    """Make the move and the rider's in one statement; keep the rider's answer."""
+    try:
+        rider_shape, rider_params = _statement(rider.job_id, **rider.build())
+    except Exception:  # never the first move's loss: it goes alone, and the rider's call makes its own
+        logger.exception("a move to take along could not be made", extra={"job_id": str(rider.job_id)})
+        row = _execute(db, _move_sql(*shape), params, fetch=True)
+        return None if row is None else _read_moved(db, row)
+    both = _pair_sql(shape, rider_shape)
+    params.update((_RIDER + name, value) for name, value in rider_params.items())
+    try:
+        rows = _execute(db, both, params, fetch_all=True)
+    except Exception as error:  # both or neither, maybe committed: the rider's call learns the same
+        _riding.answer = _Answer(rider, error=error)
+        raise
+    moved = {row[0]: _read_moved(db, row[1:]) for row in rows}
+    _riding.answer = _Answer(rider, job=moved.get(1))
+    return moved.get(0)
+
+
+@functools.lru_cache(maxsize=16)
+def _pair_sql(first: _Shape, second: _Shape) -> str:
+    """Two moves' chains in one statement, the second's parts and parameters renamed
+    (``_RIDER``); each moved row tagged 0 or 1. Their rows differ (``move`` takes no
+    rider of the same job), so each sees its row as the statement found it."""
+    chain = _PLACEHOLDER.sub(lambda m: f"%({_RIDER}{m[1]})s", _move_chain(*second).replace("{p}", _RIDER))
+    return (
+        f"WITH {_move_chain(*first).replace('{p}', '')},\n{chain}\n"
+        f"SELECT 0, * FROM moved UNION ALL SELECT 1, * FROM {_RIDER}moved"
+    )
 
 
 # What a server answers when it cannot run a statement prepared on this connection: the
@@ -262,26 +376,28 @@ _pooler_refused = False  # a pooler lost a prepared statement: this process prep
 _TIMESTAMPTZ_OID = psycopg.postgres.types["timestamptz"].oid if HAS_PSYCOPG else 0
 
 
-def _execute(db, sql: str, params, *, fetch: bool = False):
+def _execute(db, sql: str, params, *, fetch: bool = False, fetch_all: bool = False):
     """Run the statement prepared (``_prepared_cursor``); the row when ``fetch``. A server
     that refuses the prepared statement turns preparing off — for this connection, or
     for the process when a pooler lost it — and the statement runs again unprepared
     (unless inside the caller's transaction, which the refusal aborted: its retry then
-    runs unprepared)."""
+    runs unprepared). Every row when ``fetch_all``."""
     try:
-        return _run(_prepared_cursor(db, sql), sql, params, fetch)
+        return _run(_prepared_cursor(db, sql), sql, params, fetch, fetch_all)
     except DatabaseError as error:
         if not isinstance(error.__cause__, _PREPARED_REFUSED):
             raise
         _stop_preparing(db, error.__cause__)
         if db.in_atomic_block:
             raise
-    return _run(db.cursor(), sql, params, fetch)
+    return _run(db.cursor(), sql, params, fetch, fetch_all)
 
 
-def _run(cursor, sql: str, params, fetch: bool):
+def _run(cursor, sql: str, params, fetch: bool, fetch_all: bool):
     try:
         cursor.execute(sql, params)
+        if fetch_all:
+            return cursor.fetchall()
         return cursor.fetchone() if fetch else None
     finally:
         if getattr(cursor.db, _KEPT, {}).get(sql) is not cursor:
@@ -475,15 +591,27 @@ def _column(name: str) -> str:
     return field.column
 
 
+# What a move's statement is made of: its assignments (column, SQL), the statuses it
+# moves from, and the one it moves to.
+_Shape = tuple[tuple[tuple[str, str], ...], tuple[str, ...], str]
+
+
 @functools.lru_cache(maxsize=64)
 def _move_sql(assignments: tuple[tuple[str, str], ...], allowed: tuple[str, ...], to: str) -> str:
     """A move's statement, made once per shape (which columns are set, and to NULL or
     not: a few per move): formatting its 2 KB for every move, and psycopg hashing a new
-    string to find it in its caches, were a tenth of a move's CPU. The statuses are the
+    string to find it in its caches, were a tenth of a move's CPU."""
+    return f"WITH {_move_chain(assignments, allowed, to).replace('{p}', '')}\nSELECT * FROM moved"
+
+
+@functools.lru_cache(maxsize=64)
+def _move_chain(assignments: tuple[tuple[str, str], ...], allowed: tuple[str, ...], to: str) -> str:
+    """A move's chain of CTEs, its parts' prefix left as ``{p}``. The statuses are the
     transitions table's own names, written in as literals (fewer parameters to send)."""
     if not allowed:
         raise ValueError("a move allowed from no status")  # IN () is no SQL
-    return _MOVE_SQL.format(
+    return _MOVE_CHAIN.format(
+        p="{p}",
         job=Job._meta.db_table,
         event=JobEvent._meta.db_table,
         assignments=", ".join(f"{column} = {expression}" for column, expression in assignments),

@@ -170,10 +170,23 @@ def claim(job_id, dispatch: str, worker_name: str, *, known: tuple[str, str] | N
     if found is None:
         raise JobNotFound(job_id)
     job_type, priority = found
-    rule = current.for_type(job_type)
-    if priority not in current.paused_queues and not rule.paused and not rule.limited:
+    if _nothing_to_check(current, job_type, priority):
         return lifecycle.claim(job_id, dispatch, worker_name)
-    return _claim_under_levers(job_id, dispatch, worker_name, job_type, priority, rule, current)
+    return _claim_under_levers(job_id, dispatch, worker_name, job_type, priority, current.for_type(job_type), current)
+
+
+def claims_outright(known: tuple[str, str] | None) -> bool:
+    """Would ``claim`` now make a plain claim, no lever to check, of a job of this (type,
+    queue)? (Unknown: only when nothing is restricted.)"""
+    current = rules()
+    if not current.restrict_anything():
+        return True
+    return known is not None and _nothing_to_check(current, *known)
+
+
+def _nothing_to_check(current: Rules, job_type: str, priority: str) -> bool:
+    rule = current.for_type(job_type)
+    return priority not in current.paused_queues and not rule.paused and not rule.limited
 
 
 def _claim_under_levers(

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -283,10 +284,11 @@ def _fast(
     """The same guarded move as ``_move`` in one statement (PostgreSQL, see fastpath);
     only for moves that need no follow-up in Redis."""
     move = transitions.move(name)
-    (to,) = move.targets
     job = fastpath.move(
-        job_id, allowed=move.sources, to=to, dispatch=dispatch, now=now, values=values, expressions=expressions,
-        actor_label=actor_label, message=message, details=details,
+        job_id, **_fast_keywords(
+            name, dispatch=dispatch, now=now, values=values, expressions=expressions, actor_label=actor_label,
+            message=message, details=details,
+        ),
     )  # fmt: skip
     if job is None:
         current = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
@@ -297,6 +299,13 @@ def _fast(
     log_job(name, job, from_status=job.previous_status, actor=actor_label or "system")
     _follow_up_on_commit(job, move.follow_up)
     return job
+
+
+def _fast_keywords(name: str, **keywords) -> dict:
+    """``fastpath.move``'s keywords for the named move (its statuses) but the job's id."""
+    move = transitions.move(name)
+    (to,) = move.targets
+    return {"allowed": move.sources, "to": to, **keywords}
 
 
 def _fast_path() -> bool:
@@ -334,35 +343,12 @@ def claim(job_id, dispatch: str, worker_name: str, *, in_callers_transaction: bo
     """queued → active for this dispatch, with a fresh lease (jobs.core.leases) the
     claiming worker must keep renewing. ``in_callers_transaction``: the caller holds
     its own transaction on purpose (flow control's lever lock) and the one-statement
-    move may run inside it — it needs nothing after commit but what on_commit does."""
-    now = timezone.now()
-    host, pid = socket.gethostname(), _claimant_pid or os.getpid()
-    values = {
-        "worker_name": worker_name,
-        "runner_host": host,
-        "runner_pid": pid,
-        "started_at": now,
-        "finished_at": None,
-        "progress": 0,
-        "stage": "",
-        "hold": "",
-        "held_at": None,
-    }
-    message = f"started by {worker_name}"
-    # The claiming process as an operator finds it (RQ's name is 32 hex characters): the
-    # worker's own host:pid when the claim runs in its parent (JobdeskWorker), as the
-    # dashboard shows it. The console shows it for the name; the message keeps the name.
-    details = {"worker": f"{host}:{pid}"}
+    move may run inside it — it needs nothing after commit but what on_commit does. A
+    claim taken along with this thread's last record (``claim_along``) is not made
+    again: its answer is taken."""
     if _fast_path() or (in_callers_transaction and USE_FAST_PATH and connection.vendor == "postgresql"):
-        return _fast(
-            job_id, "claim", dispatch=dispatch, now=now, values=values,
-            expressions={
-                "attempts": "j.attempts + 1", "eta_error_seconds": _ETA_ERROR_SQL,
-                "lease_expires_at": leases.deadline_sql(),
-            },
-            actor_label=worker_name,
-            message=message, details=details,
-        )  # fmt: skip
+        return _fast(job_id, "claim", **_claim_statement(dispatch, worker_name))
+    now, values, message, details = _claim_values(worker_name)
     return _move(
         job_id,
         "claim",
@@ -377,6 +363,59 @@ def claim(job_id, dispatch: str, worker_name: str, *, in_callers_transaction: bo
         message=message,
         details=details,
     )
+
+
+@contextmanager
+def claim_along(job_id, dispatch: str, worker_name: str) -> Iterator[None]:
+    """Inside: this thread's next one-statement move of another job (the last run's
+    record) takes this claim along, in the same statement, after it — one round trip
+    where the claim waited for the record's — and the claim's own ``claim`` takes its
+    answer. Only where a plain claim is all there is to it (no lever to check: the
+    record's run is still counted as active when the claim is made)."""
+    if not _fast_path():
+        yield
+        return
+
+    def statement() -> dict:  # asked for when the record is sent: the claim's times come after its
+        return _fast_keywords("claim", **_claim_statement(dispatch, worker_name))
+
+    (to,) = transitions.move("claim").targets
+    with fastpath.riding(job_id, dispatch, to, statement):
+        yield
+
+
+def _claim_values(worker_name: str) -> tuple[datetime, dict, str, dict]:
+    """A claim's time, the row's values it sets, its event's message and details."""
+    now = timezone.now()
+    host, pid = socket.gethostname(), _claimant_pid or os.getpid()
+    values = {
+        "worker_name": worker_name,
+        "runner_host": host,
+        "runner_pid": pid,
+        "started_at": now,
+        "finished_at": None,
+        "progress": 0,
+        "stage": "",
+        "hold": "",
+        "held_at": None,
+    }
+    # The claiming process as an operator finds it (RQ's name is 32 hex characters): the
+    # worker's own host:pid when the claim runs in its parent (JobdeskWorker), as the
+    # dashboard shows it. The console shows it for the name; the message keeps the name.
+    return now, values, f"started by {worker_name}", {"worker": f"{host}:{pid}"}
+
+
+def _claim_statement(dispatch: str, worker_name: str) -> dict:
+    """The one-statement claim's keywords for ``_fast``."""
+    now, values, message, details = _claim_values(worker_name)
+    return {
+        "dispatch": dispatch, "now": now, "values": values,
+        "expressions": {
+            "attempts": "j.attempts + 1", "eta_error_seconds": _ETA_ERROR_SQL,
+            "lease_expires_at": leases.deadline_sql(),
+        },
+        "actor_label": worker_name, "message": message, "details": details,
+    }  # fmt: skip
 
 
 def _finished_fields(**extra) -> dict:

@@ -13,6 +13,7 @@ in between can never make a job run twice at once or run after it finished.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import os
 import pickle
@@ -179,6 +180,17 @@ def claim(job_id: str, dispatch: str, worker_name: str, known: tuple[str, str] |
         return None
     tracing.claimed(job, dispatch, started)
     return job
+
+
+def claim_along(
+    job_id: str, dispatch: str, worker_name: str, known: tuple[str, str] | None
+) -> contextlib.AbstractContextManager[None]:
+    """Inside: the record this thread writes next takes this claim along in its own
+    statement (``lifecycle.claim_along``), where a plain claim is all the claim would be;
+    ``claim`` then takes its answer."""
+    if not flow.claims_outright(known):
+        return contextlib.nullcontext()
+    return lifecycle.claim_along(job_id, dispatch, worker_name)
 
 
 def adopt(job_id: str, dispatch: str, worker_name: str) -> Job | None:
