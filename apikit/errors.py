@@ -210,3 +210,23 @@ def bad_request_view(request, exception=None):
         )  # fmt: skip
         return JsonResponse(body, status=400)
     return bad_request(request, exception)
+
+
+class RefusedHostAsJson:
+    """A Host not in ALLOWED_HOSTS under /api/: the JSON 400 (``bad_request_view``) with
+    DEBUG on too, where Django answers it with its technical page — the exception's
+    traceback, as HTML, to an API client. First in the middleware: the others ask for
+    the host."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path.startswith("/api/"):
+            from django.core.exceptions import DisallowedHost
+
+            try:
+                request.get_host()
+            except DisallowedHost:
+                return bad_request_view(request)
+        return self.get_response(request)

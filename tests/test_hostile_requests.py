@@ -404,14 +404,18 @@ def test_jobs_added_to_a_batch_have_the_bulk_limit_like_a_bulk(settings):
     assert limit_for("/api/batches/a/b/jobs/") == settings.MAX_REQUEST_BYTES
 
 
-def test_a_host_not_allowed_is_a_json_400_under_the_api(settings):
-    """Django refuses it before any view, with its HTML page (an adversarial run)."""
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_host_not_allowed_is_a_json_400_under_the_api(settings, debug):
+    """Django refuses it before any view, with its HTML page (an adversarial run) — with
+    DEBUG on (``make run``'s default), its technical page and the exception's traceback."""
     from django.test import Client
 
-    settings.DEBUG = False
+    settings.DEBUG = debug
     settings.ALLOWED_HOSTS = ["testserver"]
-    response = Client(HTTP_HOST="evil.example").get("/api/jobs/")
+    response = Client(HTTP_HOST="evil.example", raise_request_exception=False).get("/api/jobs/")
     assert response.status_code == 400 and response["Content-Type"] == "application/json"
     assert response.json()["error"]["hint"]
+    posted = Client(HTTP_HOST="evil.example", raise_request_exception=False).post("/api/jobs/", {})
+    assert posted.status_code == 400 and posted.json()["error"]["code"] == "bad_request"
     lost = Client().get("/api/no-such-endpoint/")
     assert lost.status_code == 404 and lost.json()["error"]["code"] == "not_found"
