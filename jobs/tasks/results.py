@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from jobs.core.models import Job, JobEvent, Status
 from jobs.tasks.compat import Task, TaskError, TaskResult, TaskResultStatus
 
@@ -31,16 +33,21 @@ def from_job(job: Job, task: Task, backend: str, *, fresh: bool = False, running
     — enough for ``attempts``; ``get_result`` reads the real history)."""
     errors: list[TaskError] = []
     workers: list[str] = []
+    started_at = job.started_at  # the last attempt's start: the first's too, when there was one
     if not fresh:
-        errors, workers = _history(job)
-    elif running_on:
-        workers = [running_on] * job.attempts
+        errors, workers, first_start = _history(job)
+        started_at = first_start or started_at
+    else:
+        if running_on:
+            workers = [running_on] * job.attempts
+        if job.attempts > 1:
+            started_at = _first_start(job) or started_at
     result: TaskResult = TaskResult(
         task=task,
         id=str(job.id),
         status=STATUS[Status(job.status)],
         enqueued_at=job.enqueued_at or job.created_at,
-        started_at=job.started_at,
+        started_at=started_at,  # the first attempt's start, as django.tasks means it
         finished_at=job.finished_at,
         last_attempted_at=job.started_at,
         args=list((job.payload or {}).get("args", [])),
@@ -53,19 +60,30 @@ def from_job(job: Job, task: Task, backend: str, *, fresh: bool = False, running
     return result
 
 
-def _history(job: Job) -> tuple[list[TaskError], list[str]]:
-    """The exception of each failed attempt and the worker of each attempt, in order."""
+def _history(job: Job) -> tuple[list[TaskError], list[str], datetime | None]:
+    """The exception of each failed attempt and the worker of each attempt, in order; when
+    the first attempt started (None: the timeline no longer says)."""
     errors: list[TaskError] = []
     workers: list[str] = []
+    starts: list[datetime] = []
     events = JobEvent.objects.filter(job_id=job.id, kind=JobEvent.Kind.TRANSITION).order_by("seq")
-    rows = events.values_list("from_status", "to_status", "actor_label", "message", "details")
-    for from_status, to_status, actor, message, details in rows:
+    rows = events.values_list("from_status", "to_status", "actor_label", "message", "details", "created_at")
+    for from_status, to_status, actor, message, details, at in rows:
         if to_status == Status.ACTIVE:
             workers.append(actor)
+            starts.append(at)
         elif from_status == Status.ACTIVE and to_status == Status.DEFERRED and workers:
             workers.pop()  # the claim found its work window closed: no attempt (lifecycle.defer)
+            starts.pop()
         elif details.get("exception_class"):
             errors.append(TaskError(exception_class_path=details["exception_class"], traceback=details["traceback"]))
         elif to_status == Status.CANCELED:
             errors.append(TaskError(exception_class_path=CANCELED, traceback=message))
-    return errors, workers
+    return errors, workers, starts[0] if starts else None
+
+
+def _first_start(job: Job) -> datetime | None:
+    """When the job's first attempt started, as its timeline says (a claim, not one its
+    work window sent back)."""
+    _errors, _workers, first = _history(job)
+    return first

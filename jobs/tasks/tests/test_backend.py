@@ -90,6 +90,18 @@ def test_a_raising_task_retries_then_fails_with_each_attempts_error(run_worker, 
     assert Job.objects.get(pk=result.id).status == Status.DEAD_LETTER
     with pytest.raises(ValueError, match="failed"):
         result.return_value  # noqa: B018
+    # django.tasks: started_at is when the task first started, last_attempted_at its last try.
+    from jobs.core.models import JobEvent
+
+    claims = JobEvent.objects.filter(job_id=result.id, to_status=Status.ACTIVE).order_by("seq")
+    first = claims.values_list("created_at", flat=True).first()
+    assert result.started_at == first < result.last_attempted_at == Job.objects.get(pk=result.id).started_at
+    from jobs.tasks import results
+
+    as_the_running_task_sees_it = results.from_job(  # its context's, without the timeline's errors
+        Job.objects.get(pk=result.id), tasks.failing, result.backend, fresh=True, running_on="w"
+    )
+    assert as_the_running_task_sees_it.started_at == first
 
 
 def test_jobdesk_errors_keep_their_meaning_and_task_options_apply(run_worker):
