@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, OperationalError, connection, connections, models
 from django.db.models import Field, JSONField, Model
 from django.db.models.base import ModelState
 from django.db.models.expressions import Col
@@ -51,7 +51,7 @@ logger = logging.getLogger("jobs.core.fastpath")
 # A move as a chain of CTEs: lock the row, move it, log the event. ``{p}`` names the chain's
 # parts: a second move taken along in the same statement (``riding``) is ``r_``.
 _MOVE_CHAIN = """{p}locked AS (
-    SELECT id, status FROM {job} WHERE id = %(id)s FOR UPDATE
+    {lock}
 ), {p}moved AS (
     UPDATE {job} AS j SET status = {to}, seq = j.seq + 1, updated_at = %(now)s, {assignments}
     FROM {p}locked
@@ -63,8 +63,16 @@ _MOVE_CHAIN = """{p}locked AS (
     SELECT id, seq, {kind}, previous_status, status, NULL, %(actor_label)s, %(message)s, %(details)s::jsonb, %(now)s
     FROM {p}moved
 )"""
+_LOCK_ALONE = "SELECT id, status FROM {job} WHERE id = %(id)s FOR UPDATE"
+# Two moves in one statement lock both rows first, in the keys' order, in one scan: the
+# order anyone locking the same two rows in one statement by key takes (no deadlock).
+_LOCK_BOTH = """both_locked AS (
+    SELECT id, status FROM {job} WHERE id IN (%(id)s, %(r_id)s) ORDER BY id FOR UPDATE
+)"""
+_LOCK_FROM_BOTH = "SELECT id, status FROM both_locked WHERE id = %(id)s"
 _RIDER = "r_"  # the prefix of a second move's parts and parameters in a shared statement
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+_SPACES = re.compile(r"\s+")
 
 
 def available() -> bool:
@@ -249,8 +257,9 @@ def move(
         actor_label=actor_label, message=message, details=details,
     )  # fmt: skip
     db = connections[DEFAULT_DB_ALIAS]
-    rider = _riding.__dict__.pop("rider", None)
-    if rider is not None and str(rider.job_id) != str(job_id):
+    rider = getattr(_riding, "rider", None)
+    if rider is not None and rider.rides_with(job_id, dispatch):
+        _riding.rider = None  # one ride
         return _move_with_rider(db, shape, params, rider)
     row = _execute(db, _move_sql(*shape), params, fetch=True)
     return None if row is None else _read_moved(db, row)
@@ -279,15 +288,20 @@ def _statement(
 
 
 class _Rider:
-    """A move to take along with the next one this thread makes (another job's)."""
+    """A move to take along with another one this thread makes: its host's."""
 
-    def __init__(self, job_id, dispatch: str, to: str, build: Callable[[], dict]) -> None:
+    def __init__(self, job_id, dispatch: str, to: str, build: Callable[[], dict], host: tuple[str, str]) -> None:
         self.job_id, self.dispatch, self.to, self.build = job_id, dispatch, to, build
+        self.host = host
+
+    def rides_with(self, job_id, dispatch: str) -> bool:
+        """Is this move its host (and not of the rider's own job)?"""
+        return (str(job_id), dispatch) == self.host and str(job_id) != str(self.job_id)
 
 
 class _Answer:
     """A move made ahead of its own call: the Job moved, None (refused), or the error
-    the shared statement met."""
+    the shared statement met when it may have been made (its answer lost)."""
 
     def __init__(self, rider: _Rider, job: Job | None = None, error: Exception | None = None) -> None:
         self.rider, self.job, self.error = rider, job, error
@@ -302,61 +316,81 @@ _riding = threading.local()  # .rider: a move to take along; .answer: one made a
 
 
 @contextlib.contextmanager
-def riding(job_id, dispatch: str, to: str, build: Callable[[], dict]) -> Iterator[None]:
-    """Inside: the next move this thread makes of another job takes this one along, in
-    the same statement, after it (its ``build()``: ``move``'s keywords but the job's id,
-    asked for then — its times come after the first move's). The answer is kept for
-    this move's own call (the same job, dispatch and target), until the next ``riding``.
-    Nothing made inside, nothing taken along: the move's own call makes it."""
+def riding(job_id, dispatch: str, to: str, build: Callable[[], dict], *, host: tuple[str, str]) -> Iterator[None]:
+    """Inside: this thread's move of the ``host`` (job id, dispatch) takes this one along,
+    in the same statement, after it (its ``build()``: ``move``'s keywords but the job's
+    id, asked for then — its times come after the host's). The answer is kept for this
+    move's own call (the same job, dispatch and target) — only if that is the next move
+    this thread makes. Nothing hosted inside, nothing taken along: the move's own call
+    makes it."""
     _riding.answer = None
-    _riding.rider = _Rider(job_id, dispatch, to, build)
+    _riding.rider = _Rider(job_id, dispatch, to, build, (str(host[0]), host[1]))
     try:
         yield
     finally:
         _riding.rider = None
 
 
+def made_ahead(job_id, dispatch: str, to: str) -> bool:
+    """Was this move made ahead, with another (``riding``), its answer waiting for its call?"""
+    answer = getattr(_riding, "answer", None)
+    if answer is None or answer.error is not None or answer.job is None:
+        return False
+    return _same(answer.rider, job_id, dispatch, to)
+
+
 def _answer_ahead(job_id, dispatch: str, to: str) -> _Answer | None:
+    """The answer made ahead for this move, taken. Any other is dropped: kept only for the
+    very next move's call, nothing stale is ever taken."""
     answer = getattr(_riding, "answer", None)
     if answer is None:
         return None
-    rider = answer.rider
-    if str(rider.job_id) != str(job_id) or rider.dispatch != dispatch or rider.to != to:
-        return None
     _riding.answer = None
-    return answer
+    return answer if _same(answer.rider, job_id, dispatch, to) else None
+
+
+def _same(rider: _Rider, job_id, dispatch: str, to: str) -> bool:
+    return str(rider.job_id) == str(job_id) and rider.dispatch == dispatch and rider.to == to
 
 
 def _move_with_rider(db, shape: _Shape, params: dict, rider: _Rider) -> Job | None:
     """Make the move and the rider's in one statement; keep the rider's answer."""
     try:
         rider_shape, rider_params = _statement(rider.job_id, **rider.build())
-    except Exception:  # never the first move's loss: it goes alone, and the rider's call makes its own
+        both = _pair_sql(shape, rider_shape)
+    except Exception:  # never the host's loss: it goes alone, and the rider's call makes its own
         logger.exception("a move to take along could not be made", extra={"job_id": str(rider.job_id)})
         row = _execute(db, _move_sql(*shape), params, fetch=True)
         return None if row is None else _read_moved(db, row)
-    both = _pair_sql(shape, rider_shape)
     params.update((_RIDER + name, value) for name, value in rider_params.items())
     try:
         rows = _execute(db, both, params, fetch_all=True)
-    except Exception as error:  # both or neither, maybe committed: the rider's call learns the same
+        moved = {row[0]: _read_moved(db, row[1:]) for row in rows}
+    except (OperationalError, InterfaceError) as error:
+        # Both moves or neither, the answer lost with the connection: maybe made. The
+        # rider's call learns the same (a worker then looks whether its claim was made).
         _riding.answer = _Answer(rider, error=error)
         raise
-    moved = {row[0]: _read_moved(db, row[1:]) for row in rows}
+    # (Any other error: neither was made, and the rider's call makes its own.)
     _riding.answer = _Answer(rider, job=moved.get(1))
     return moved.get(0)
 
 
 @functools.lru_cache(maxsize=16)
 def _pair_sql(first: _Shape, second: _Shape) -> str:
-    """Two moves' chains in one statement, the second's parts and parameters renamed
-    (``_RIDER``); each moved row tagged 0 or 1. Their rows differ (``move`` takes no
-    rider of the same job), so each sees its row as the statement found it."""
-    chain = _PLACEHOLDER.sub(lambda m: f"%({_RIDER}{m[1]})s", _move_chain(*second).replace("{p}", _RIDER))
-    return (
-        f"WITH {_move_chain(*first).replace('{p}', '')},\n{chain}\n"
+    """Two moves' chains in one statement, both rows locked first (``_LOCK_BOTH``), the
+    second's parts and parameters renamed (``_RIDER``); each moved row tagged 0 or 1.
+    Their rows differ (a rider never rides with its own job's move), so each sees its
+    row as the statement found it. Runs of spaces made one: psycopg parses a statement
+    over 4 KB again at every run instead of keeping what it made of it."""
+    chain = _move_chain(*second, lock=_LOCK_FROM_BOTH).replace("{p}", _RIDER)
+    chain = _PLACEHOLDER.sub(lambda m: f"%({_RIDER}{m[1]})s", chain)
+    sql = (
+        f"WITH {_LOCK_BOTH.format(job=Job._meta.db_table)}, "
+        f"{_move_chain(*first, lock=_LOCK_FROM_BOTH).replace('{p}', '')},\n{chain}\n"
         f"SELECT 0, * FROM moved UNION ALL SELECT 1, * FROM {_RIDER}moved"
     )
+    return _SPACES.sub(" ", sql)
 
 
 # What a server answers when it cannot run a statement prepared on this connection: the
@@ -473,9 +507,9 @@ def _kept_cursors(db) -> _Kept:
     """The wrapper's kept cursors, made again for a new connection, when Django would now
     wrap them otherwise (DEBUG turned on or off) or when the session's zone changed."""
     kept = getattr(db, _KEPT, None)
-    if kept is None or kept.connection is not db.connection or kept.logged != db.queries_logged:
-        kept = None
-    elif kept.utc != _utc_session(db):
+    if kept is not None and kept.connection is not db.connection:
+        kept = None  # gone with their connection
+    elif kept is not None and (kept.logged != db.queries_logged or kept.utc != _utc_session(db)):
         _close_all(kept)
         kept = None
     if kept is None:
@@ -601,17 +635,20 @@ def _move_sql(assignments: tuple[tuple[str, str], ...], allowed: tuple[str, ...]
     """A move's statement, made once per shape (which columns are set, and to NULL or
     not: a few per move): formatting its 2 KB for every move, and psycopg hashing a new
     string to find it in its caches, were a tenth of a move's CPU."""
-    return f"WITH {_move_chain(assignments, allowed, to).replace('{p}', '')}\nSELECT * FROM moved"
+    chain = _move_chain(assignments, allowed, to, lock=_LOCK_ALONE.format(job=Job._meta.db_table))
+    return f"WITH {chain.replace('{p}', '')}\nSELECT * FROM moved"
 
 
 @functools.lru_cache(maxsize=64)
-def _move_chain(assignments: tuple[tuple[str, str], ...], allowed: tuple[str, ...], to: str) -> str:
-    """A move's chain of CTEs, its parts' prefix left as ``{p}``. The statuses are the
-    transitions table's own names, written in as literals (fewer parameters to send)."""
+def _move_chain(assignments: tuple[tuple[str, str], ...], allowed: tuple[str, ...], to: str, *, lock: str) -> str:
+    """A move's chain of CTEs, its parts' prefix left as ``{p}``, its row locked by the
+    query ``lock``. The statuses are the transitions table's own names, written in as
+    literals (fewer parameters to send)."""
     if not allowed:
         raise ValueError("a move allowed from no status")  # IN () is no SQL
     return _MOVE_CHAIN.format(
         p="{p}",
+        lock=lock,
         job=Job._meta.db_table,
         event=JobEvent._meta.db_table,
         assignments=", ".join(f"{column} = {expression}" for column, expression in assignments),

@@ -162,7 +162,11 @@ def claim(job_id, dispatch: str, worker_name: str, *, known: tuple[str, str] | N
     """Claim the job for this dispatch unless a lever refuses it now; then park it
     (``Hold``) and return None. Raises like ``lifecycle.claim`` when the dispatch is stale.
     ``known`` is the job's (type, queue) as its dispatch says (the RQ job's meta and
-    queue): it spares reading them from the row."""
+    queue): it spares reading them from the row. A claim already made along with this
+    thread's last record (``lifecycle.claim_along``, where no lever applied) is taken
+    as it was made: the levers as read then, as any claim's snapshot."""
+    if lifecycle.claim_made_along(job_id, dispatch):
+        return lifecycle.claim(job_id, dispatch, worker_name)
     current = rules()
     if not current.restrict_anything():
         return lifecycle.claim(job_id, dispatch, worker_name)

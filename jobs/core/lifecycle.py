@@ -366,12 +366,13 @@ def claim(job_id, dispatch: str, worker_name: str, *, in_callers_transaction: bo
 
 
 @contextmanager
-def claim_along(job_id, dispatch: str, worker_name: str) -> Iterator[None]:
-    """Inside: this thread's next one-statement move of another job (the last run's
-    record) takes this claim along, in the same statement, after it — one round trip
-    where the claim waited for the record's — and the claim's own ``claim`` takes its
-    answer. Only where a plain claim is all there is to it (no lever to check: the
-    record's run is still counted as active when the claim is made)."""
+def claim_along(job_id, dispatch: str, worker_name: str, *, record: tuple[Any, str]) -> Iterator[None]:
+    """Inside: this thread's one-statement move of the ``record``'s run (job id, dispatch:
+    the last run's record) takes this claim along, in the same statement, after it — one
+    round trip where the claim waited for the record's — and the claim's own ``claim``
+    takes its answer, if it is this thread's next move. Only where a plain claim is all
+    there is to it (no lever to check: the record's run is still counted as active when
+    the claim is made)."""
     if not _fast_path():
         yield
         return
@@ -380,8 +381,15 @@ def claim_along(job_id, dispatch: str, worker_name: str) -> Iterator[None]:
         return _fast_keywords("claim", **_claim_statement(dispatch, worker_name))
 
     (to,) = transitions.move("claim").targets
-    with fastpath.riding(job_id, dispatch, to, statement):
+    with fastpath.riding(job_id, dispatch, to, statement, host=record):
         yield
+
+
+def claim_made_along(job_id, dispatch: str) -> bool:
+    """Was this claim made along with this thread's last record (``claim_along``), its
+    answer waiting for the claim's own call?"""
+    (to,) = transitions.move("claim").targets
+    return fastpath.made_ahead(job_id, dispatch, to)
 
 
 def _claim_values(worker_name: str) -> tuple[datetime, dict, str, dict]:

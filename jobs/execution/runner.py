@@ -183,14 +183,33 @@ def claim(job_id: str, dispatch: str, worker_name: str, known: tuple[str, str] |
 
 
 def claim_along(
-    job_id: str, dispatch: str, worker_name: str, known: tuple[str, str] | None
+    job_id: str, dispatch: str, worker_name: str, known: tuple[str, str] | None, *, recorded: Job
 ) -> contextlib.AbstractContextManager[None]:
-    """Inside: the record this thread writes next takes this claim along in its own
-    statement (``lifecycle.claim_along``), where a plain claim is all the claim would be;
-    ``claim`` then takes its answer."""
-    if not flow.claims_outright(known):
+    """Inside: the record of the ``recorded`` run takes this claim along in its own
+    statement (``lifecycle.claim_along``), where a plain claim is all the claim would be
+    and nothing slow follows the record (``_quick_to_follow_up``): the claim's lease
+    runs from then, and nobody renews it before the record is done. ``claim`` then takes
+    its answer (``claim_made_along``)."""
+    if not _quick_to_follow_up(recorded) or not flow.claims_outright(known):
         return contextlib.nullcontext()
-    return lifecycle.claim_along(job_id, dispatch, worker_name)
+    return lifecycle.claim_along(job_id, dispatch, worker_name, record=(recorded.id, recorded.rq_job_id))
+
+
+def claim_made_along(job_id: str, dispatch: str) -> bool:
+    """Was this claim made along with this thread's last record, its answer waiting?"""
+    return lifecycle.claim_made_along(job_id, dispatch)
+
+
+def _quick_to_follow_up(job: Job) -> bool:
+    """Does nothing of the team's code, nor any batch's, follow this run's record: no
+    completion hook of its type, no after-record listener, no batch, no dependents?"""
+    if job.batch_id is not None or not job.hooks_done:
+        return False
+    try:
+        job_type = registry.get(job.type, resolve=True)
+    except SubmitError:
+        return False
+    return not job_type.on_success and not job_type.on_failure and job_type.after_record is None
 
 
 def adopt(job_id: str, dispatch: str, worker_name: str) -> Job | None:

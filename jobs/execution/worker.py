@@ -104,7 +104,9 @@ class _ParentBookkeeping(BaseWorker):
         self._claimed: Job | None = None  # the job in hand's row, once claimed here or by the bookkeeper
         self._behind: ClaimBehind | None = None  # the job in hand's claim, under way on the recorder's thread
         self._job_in_hand: RQJob | None = None  # the dispatch being executed (re-registration, claim beats)
-        self._claim_sent: float | None = None  # when a claim taken along with a record was sent (_claim_along)
+        # A claim that may go with the last record (_claim_along): job id, dispatch, and a time
+        # before the record was sent (the claim's lease runs from then, if it went with it).
+        self._claimed_along: tuple[str, str, float] | None = None
 
     def execute_job(self, job: RQJob, queue) -> None:
         self._parent_pid = os.getpid()  # read by the horse, to notice a parent already gone
@@ -158,8 +160,9 @@ class _ParentBookkeeping(BaseWorker):
     def _record_and_release(self, claimed: Job, rq_job: RQJob, lost: str, handed: runner.Outcome | None) -> None:
         # The next hold comes only after this (the claim waits for the record): the
         # keeper's hold released here is still this run's.
+        along = self._claim_along(claimed)
         try:
-            with self._claim_along():
+            with along:
                 self._record(claimed, rq_job, lost=lost, handed=handed)
         except Exception:  # never lose the recorder's thread: the lease and the reconciler cover this run
             logger.exception("recording an outcome failed")
@@ -378,28 +381,35 @@ class _ParentBookkeeping(BaseWorker):
     def _claim_after_record(self, job_id: str, dispatch: str, known: tuple[str, str]) -> tuple[Job | None, float]:
         """On the recorder's thread: what failed to be recorded before, then the claim;
         the claimed row (None: refused) and when it was asked (the lease runs from then)."""
-        sent, self._claim_sent = self._claim_sent, None
-        _record_again(self._unrecorded)
-        _drop_broken_connection()
-        if sent is None:
+        along, self._claimed_along = self._claimed_along, None
+        if along is not None and along[:2] == (job_id, dispatch) and runner.claim_made_along(job_id, dispatch):
+            sent = along[2]  # made with the record: its lease runs from before it
+        else:
+            _record_again(self._unrecorded)
+            _drop_broken_connection()
             sent = leasekeeper.now()
         return runner.claim(job_id, dispatch, self.name, known), sent
 
-    def _claim_along(self) -> contextlib.AbstractContextManager[None]:
+    def _claim_along(self, recorded: Job) -> contextlib.AbstractContextManager[None]:
         """On the recorder's thread, around a run's record: when the next run's claim is
         queued right behind it (a simple worker's held record), the record's statement
         takes the claim along (``runner.claim_along``): one round trip to the database
         where the next run waited for two. Not while outcomes wait to be recorded again
-        (they go first, before the claim)."""
+        (they go first, before the claim). Whatever fails here, the record goes alone."""
+        self._claimed_along = None
         following = self._recorder.following()
-        if following is None or self._unrecorded:
+        if following is None or self._unrecorded or following[0] != self._claim_after_record:
             return contextlib.nullcontext()
-        task, args = following
-        if task != self._claim_after_record:
+        job_id, dispatch, known = following[1]
+        try:
+            _drop_broken_connection()
+            along = runner.claim_along(job_id, dispatch, self.name, known, recorded=recorded)
+        except Exception:  # the levers unread (the database?): the record's own path copes with it
+            logger.exception("taking the next claim along with the record failed", extra={"dispatch": dispatch})
             return contextlib.nullcontext()
-        job_id, dispatch, known = args
-        self._claim_sent = leasekeeper.now()  # the lease the claim grants runs from (at the latest) now
-        return runner.claim_along(job_id, dispatch, self.name, known)
+        # The lease the claim grants runs from (at the latest) now, if it is made along.
+        self._claimed_along = (job_id, dispatch, leasekeeper.now())
+        return along
 
     def _claimed_here(self, job_id: str, dispatch: str, sent: float, known: tuple[str, str] | None) -> Job | None:
         try:
