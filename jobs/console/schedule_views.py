@@ -156,11 +156,9 @@ class ScheduleForm(forms.Form):
         return {key: self.cleaned_data[key] for key in schedules.EDITABLE if key in self.cleaned_data}
 
 
-def _type_choices() -> list[tuple[str, list[tuple[str, str]]]]:
-    types = registry.all_types()
-    public = sorted(name for name, job_type in types.items() if job_type.public)
-    internal = sorted(name for name, job_type in types.items() if not job_type.public)
-    return [("public", [(n, n) for n in public]), ("internal", [(n, n) for n in internal])]
+def _type_choices() -> list[tuple[str, str]]:
+    """The public types: an internal one runs from code (and the code's entries) only."""
+    return [(name, name) for name, job_type in sorted(registry.all_types().items()) if job_type.public]
 
 
 class NewScheduleForm(ScheduleForm):

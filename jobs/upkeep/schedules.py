@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -199,9 +200,10 @@ def get(name: str) -> Schedule:
     return row
 
 
-def validate(values: dict[str, Any]) -> dict[str, Any]:
+def validate(values: dict[str, Any], *, internal_ok: Iterable[str] = ()) -> dict[str, Any]:
     """The definition fields, checked as a submit would check them; InvalidInput names
-    the field and how to fix it."""
+    the field and how to fix it. An internal type (submitted by code only) only where it
+    is in ``internal_ok``: the code's own entry's, or the one the entry already has."""
     if "cron" in values:
         _check(values["cron"], "cron", cron_times.parse, cron_times.HINT)
     if "time_zone" in values:
@@ -218,6 +220,11 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
             job_type = registry.get(values["job_type"])
         except SubmitError as unknown:  # named as the schedule calls it, not as a submit does
             raise InvalidInput(unknown.message, field="job_type", hint=unknown.hint) from None
+        if not job_type.public and values["job_type"] not in internal_ok:
+            raise InvalidInput(
+                f"Job type {values['job_type']!r} is internal.", field="job_type",
+                hint="It runs from code and the schedules declared in code only: name a public type.",
+            )  # fmt: skip
         payload = values.get("payload")  # null or absent: none; [] or 0 is refused, not read as {}
         values["payload"] = job_type.clean_payload({} if payload is None else payload)
     return values
@@ -264,7 +271,8 @@ def edit(name: str, values: dict[str, Any], *, by: str = "") -> Schedule:
     changes = {key: value for key, value in values.items() if key in EDITABLE}
     with transaction.atomic():
         row = Schedule.objects.select_for_update().get(pk=get(name).pk)
-        merged = validate({**{key: getattr(row, key) for key in EDITABLE}, **changes})
+        kept = (row.job_type, (row.code or {}).get("job_type", ""))  # not a new choice of an internal type
+        merged = validate({**{key: getattr(row, key) for key in EDITABLE}, **changes}, internal_ok=kept)
         if _apply_keeping_the_next_tick(row, merged, timezone.now()):
             row.overridden = row.from_code and any(getattr(row, k) != row.code.get(k) for k in EDITABLE)
         row.updated_by = by

@@ -210,7 +210,8 @@ def test_add_then_delete_an_operators_own(operator):
 
     # A taken name, a bad payload, a bad cron: the form again, naming the field; nothing added.
     for changes, field in (({}, "name"), ({"name": "x2", "payload": '{"nope": 1}'}, "payload"),
-                           ({"name": "x3", "cron": "7"}, "cron"), ({"name": "bad name!"}, "name")):  # fmt: skip
+                           ({"name": "x3", "cron": "7"}, "cron"), ({"name": "bad name!"}, "name"),
+                           ({"name": "x4", "job_type": "jobs.reconcile"}, "job_type")):  # internal  # fmt: skip
         again = client.post(LIST, {f"new-{key}": value for key, value in {**form, **changes}.items()})
         assert again.status_code == 200 and list(again.context["form"].errors) == [field], changes
     assert Schedule.objects.filter(from_code=False).count() == 1

@@ -488,3 +488,25 @@ def test_sync_schedules_with_redis_down_syncs_and_says_so_in_one_line(queues_unr
     with pytest.raises(CommandError, match="Redis is unreachable .*: the schedules above are synced"):
         call_command("sync_schedules")
     assert set(Schedule.objects.values_list("name", flat=True)) >= CODE_ENTRIES  # the database part was done
+
+
+def test_an_operator_s_entry_names_a_public_type_and_a_code_entry_keeps_its_own():
+    """Internal types run from code (and the code's own cron entries) only, as at
+    ``POST /api/jobs/``: an operator cannot make or point an entry at one."""
+    registry.job_type("tests.internal_cron", public=False)(lambda ctx: {})
+    try:
+        with pytest.raises(InvalidInput, match="internal") as refused:
+            schedules.create("mine", {"job_type": "tests.internal_cron", "cron": "* * * * *"})
+        assert refused.value.field == "job_type" and "public" in refused.value.hint
+        schedules.create("mine", {"job_type": "diagnostics.noop", "cron": "* * * * *"})
+        with pytest.raises(InvalidInput, match="internal"):
+            schedules.edit("mine", {"job_type": "tests.internal_cron"})
+        schedules.sync_from_code()
+        code_entry = Schedule.objects.get(name="reconcile")
+        assert not registry.get(code_entry.job_type).public  # the code's entry names an internal type
+        edited = schedules.edit("reconcile", {"cron": "*/5 * * * *", "job_type": code_entry.job_type})
+        assert edited.cron == "*/5 * * * *" and edited.job_type == code_entry.job_type  # its own: kept
+        with pytest.raises(InvalidInput, match="internal"):
+            schedules.edit("mine", {"job_type": code_entry.job_type})  # not another entry's
+    finally:
+        registry.unregister("tests.internal_cron")
